@@ -1,0 +1,43 @@
+//! The OpenAPI 3.1 document of the local API, served at `/v1/openapi.json` and generated from the
+//! handlers' annotations, so it cannot drift from the code (a test compares it with the router).
+
+use std::sync::OnceLock;
+
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use super::{billing, inspections, ops, workshop};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Sentra Edge local API", description = "The branch appliance's API for paired tablets, POS and storekeeper terminals. Errors are {\"error\": {\"code\", \"message\", \"field\"?}}; money is integer rupiah; times are RFC 3339 UTC."),
+    paths(
+        ops::healthz, ops::readyz, ops::metrics, ops::pair, ops::sync_status, ops::list_devices, ops::revoke_device,
+        workshop::create_work_order, workshop::list_work_orders, workshop::get_work_order, workshop::set_status, workshop::assign,
+        workshop::dispense, workshop::receive, workshop::stock, workshop::parts, workshop::mechanics, workshop::assets,
+        billing::issue, billing::get_invoice, billing::pay, billing::credit, billing::print, billing::print_job,
+        inspections::create, inspections::get_inspection, inspections::verify,
+    ),
+    modifiers(&Bearer)
+)]
+struct ApiDoc;
+
+struct Bearer;
+
+impl utoipa::Modify for Bearer {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// The document as JSON (built once).
+pub fn document() -> String {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+        doc.to_json().expect("the OpenAPI document always serialises")
+    })
+    .clone()
+}

@@ -1,0 +1,114 @@
+//! Health, readiness, metrics, pairing, devices, sync status and the OpenAPI document.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState, Body, Caller, Fingerprint, IdempotencyKey, path_id};
+use crate::domain::{Name, Role};
+use crate::store::devices::{self, Device};
+use crate::store::outbox::{self, OutboxStatus};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+    pub uptime_secs: u64,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz(State(s): State<AppState>) -> Json<Health> {
+    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), uptime_secs: s.started.elapsed().as_secs() })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = super::error::ErrorBody)))]
+pub async fn readyz(State(s): State<AppState>) -> Result<Json<Health>, ApiError> {
+    s.store
+        .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("store: {e}")))?;
+    Ok(Json(Health { status: "ready", version: env!("CARGO_PKG_VERSION"), uptime_secs: s.started.elapsed().as_secs() }))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    let device = s.store.ctx().device_id.clone();
+    if let Ok(st) = s.store.read(move |c| outbox::status(c, &device)).await {
+        crate::metrics::outbox(st.pending_events, st.pending_bytes, st.last_seq);
+    }
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], crate::metrics::render()).into_response()
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PairRequest {
+    /// The code shown by `sentra-edge pair` (`XXXX-XXXX`; case and dashes do not matter).
+    #[schema(example = "7KQ2-M9XD")]
+    pub code: String,
+    #[schema(value_type = String, example = "Tablet bengkel 1")]
+    pub device_name: Name,
+    /// Must match the code's role when given.
+    #[schema(value_type = Option<String>, example = "tablet")]
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PairResponse {
+    /// The bearer token for every later request. Shown once; store it in the device's keystore.
+    pub token: String,
+    pub device: Device,
+    /// Credentials for the branch MQTT broker; null until the broker is part of this build.
+    #[schema(value_type = Option<Object>)]
+    pub mqtt: Option<serde_json::Value>,
+}
+
+/// Longest code accepted before normalising (`XXXX-XXXX` with some slack for spaces).
+const MAX_CODE_LEN: usize = 32;
+
+#[utoipa::path(post, path = "/v1/pair", tag = "devices", request_body = PairRequest,
+    responses((status = 201, body = PairResponse), (status = 409, description = "unknown, used or expired code", body = super::error::ErrorBody)))]
+pub async fn pair(State(s): State<AppState>, body: Body<PairRequest>) -> Result<Response, ApiError> {
+    let PairRequest { code, device_name, role } = body.value;
+    if code.is_empty() || code.len() > MAX_CODE_LEN {
+        return Err(ApiError::field("code", "expected the code shown by `sentra-edge pair`, e.g. 7KQ2-M9XD"));
+    }
+    let (device, token) = s.store.write(move |w| devices::redeem(w, &code, &device_name, role)).await?;
+    tracing::info!(device = %device.id, role = device.role.as_str(), name = %device.name, "device paired");
+    Ok((StatusCode::CREATED, Json(PairResponse { token, device, mqtt: None })).into_response())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SyncStatus {
+    #[serde(flatten)]
+    pub outbox: OutboxStatus,
+    /// Whether a cloud link is configured. Until the box is enrolled, changes wait in the outbox.
+    pub cloud_configured: bool,
+}
+
+#[utoipa::path(get, path = "/v1/sync/status", tag = "sync", responses((status = 200, body = SyncStatus)), security(("bearer" = [])))]
+pub async fn sync_status(State(s): State<AppState>) -> Result<Json<SyncStatus>, ApiError> {
+    let device = s.store.ctx().device_id.clone();
+    let outbox = s.store.read(move |c| outbox::status(c, &device)).await?;
+    Ok(Json(SyncStatus { outbox, cloud_configured: false }))
+}
+
+#[utoipa::path(get, path = "/v1/devices", tag = "devices", responses((status = 200, body = Vec<Device>)), security(("bearer" = [])))]
+pub async fn list_devices(State(s): State<AppState>) -> Result<Json<Vec<Device>>, ApiError> {
+    Ok(Json(s.store.read(devices::list).await?))
+}
+
+#[utoipa::path(post, path = "/v1/devices/{id}/revoke", tag = "devices", responses((status = 200, body = Vec<Device>)), security(("bearer" = [])))]
+pub async fn revoke_device(State(s): State<AppState>, caller: Caller, key: IdempotencyKey, fp: Fingerprint, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = path_id(&id)?;
+    s.write(&caller, key, fp, StatusCode::OK, move |w, _| {
+        devices::revoke(w, &id)?;
+        devices::list(w.conn())
+    })
+    .await
+}
+
+pub async fn openapi() -> Response {
+    super::json_response(StatusCode::OK, super::openapi::document())
+}

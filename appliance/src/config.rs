@@ -1,0 +1,383 @@
+//! The one typed configuration of `sentra-edge`: TOML at `/etc/sentra/edge.toml`, then
+//! `SENTRA_EDGE__<SECTION>__<KEY>` environment overrides, then validation.
+//!
+//! Every key is listed once in [`KEYS`] with its default and the reason for it; the example file
+//! `appliance/edge.example.toml` is generated from that table (`sentra-edge config defaults`) and
+//! a test keeps the two equal. Every bad or unknown key is reported, not just the first. Secrets
+//! never live here: the store key comes from a key file or a systemd credential.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use time::UtcOffset;
+
+/// Where `run` looks when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/sentra/edge.toml";
+/// Environment override prefix: `SENTRA_EDGE__API__LISTEN=0.0.0.0:8081`.
+pub const ENV_PREFIX: &str = "SENTRA_EDGE__";
+
+/// One documented key.
+pub struct Key {
+    pub section: &'static str,
+    pub name: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every key there is, with its default and why.
+pub const KEYS: &[Key] = &[
+    Key { section: "branch", name: "id", default: "DEMO01", doc: "Branch code: the prefix of invoice numbers and the <branch> of MQTT topics. Set at enrolment; 2-16 of A-Z, 0-9." },
+    Key { section: "branch", name: "name", default: "Sentra Demo Branch", doc: "Branch name printed on receipts and shown to staff." },
+    Key { section: "branch", name: "utc_offset", default: "+07:00", doc: "The branch's time zone offset (WIB +07:00, WITA +08:00, WIT +09:00); invoice months follow local time." },
+    Key { section: "store", name: "data_dir", default: "/var/lib/sentra", doc: "Directory of the encrypted store (sentra.db with its -wal and -shm)." },
+    Key { section: "store", name: "key_file", default: "/etc/sentra/store.key", doc: "Store key (64 hex characters) when no systemd credential named store-key is passed; never put the key itself here." },
+    Key { section: "store", name: "readers", default: "4", doc: "Read connections: reads run beside the single writer; 4 covers a branch's tablets on 2 cores." },
+    Key { section: "store", name: "max_batch", default: "128", doc: "Writes committed together (one fsync) when they queue up: group commit keeps latency flat under bursts." },
+    Key { section: "api", name: "listen", default: "0.0.0.0:8080", doc: "Address of the local API for tablets and POS on the branch LAN. Port 0 picks a free port." },
+    Key { section: "api", name: "max_body_bytes", default: "65536", doc: "Largest request body accepted; a work order or invoice is a few hundred bytes." },
+    Key { section: "api", name: "request_timeout_ms", default: "10000", doc: "A request still unanswered after this is answered 503; a tablet on bad Wi-Fi then retries with its Idempotency-Key." },
+    Key { section: "pairing", name: "code_ttl_secs", default: "600", doc: "How long a pairing code from `sentra-edge pair` stays valid: long enough to walk to the tablet." },
+    Key { section: "log", name: "level", default: "info", doc: "Log filter (tracing EnvFilter syntax), e.g. info or sentra_edge=debug." },
+];
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    pub branch: BranchConfig,
+    pub store: StoreConfig,
+    pub api: ApiConfig,
+    pub pairing: PairingConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchConfig {
+    pub id: String,
+    pub name: String,
+    pub utc_offset: UtcOffset,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub readers: usize,
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairingConfig {
+    pub code_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No secrets live in Config; keep it that way by printing it as the TOML an operator reads.
+        f.write_str(&self.to_toml())
+    }
+}
+
+/// Every problem found while loading, one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} configuration error(s):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a value came from, for error messages.
+#[derive(Clone)]
+enum Origin {
+    Default,
+    File(PathBuf),
+    Env(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Env(v) => write!(f, "environment {v}"),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults only: what `demo` starts from.
+    pub fn defaults() -> Self {
+        Self::load_from(None, std::iter::empty()).expect("the built-in defaults are valid")
+    }
+
+    /// Load `path` (if any; a missing explicit file is an error), then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigErrors> {
+        Self::load_from(path, std::env::vars())
+    }
+
+    pub fn load_from(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut raw: BTreeMap<(String, String), (String, Origin)> = KEYS
+            .iter()
+            .map(|k| ((k.section.into(), k.name.into()), (k.default.into(), Origin::Default)))
+            .collect();
+
+        if let Some(path) = path {
+            match std::fs::read_to_string(path) {
+                Ok(text) => merge_toml(&text, path, &mut raw, &mut errors),
+                Err(e) => errors.push(format!("config file {}: {e}", path.display())),
+            }
+        }
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+            let Some((section, key)) = rest.split_once("__") else {
+                errors.push(format!("environment {var}: expected {ENV_PREFIX}<SECTION>__<KEY>"));
+                continue;
+            };
+            let id = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            match raw.get_mut(&id) {
+                Some(slot) => *slot = (value, Origin::Env(var)),
+                None => errors.push(format!("environment {var}: unknown key {}.{}", id.0, id.1)),
+            }
+        }
+
+        let mut p = Parser { raw: &raw, errors: &mut errors };
+        let config = Config {
+            branch: BranchConfig {
+                id: p.get("branch", "id", parse_branch_id),
+                name: p.get("branch", "name", |s| non_empty(s).map(str::to_owned)),
+                utc_offset: p.get("branch", "utc_offset", parse_offset),
+            },
+            store: StoreConfig {
+                data_dir: p.get("store", "data_dir", parse_path),
+                key_file: p.get("store", "key_file", parse_path),
+                readers: p.get("store", "readers", |s| parse_range(s, 1, 64)),
+                max_batch: p.get("store", "max_batch", |s| parse_range(s, 1, 10_000)),
+            },
+            api: ApiConfig {
+                listen: p.get("api", "listen", |s| {
+                    SocketAddr::from_str(s).map_err(|_| "expected an address and port, e.g. 0.0.0.0:8080".into())
+                }),
+                max_body_bytes: p.get("api", "max_body_bytes", |s| parse_range(s, 1024, 16 << 20)),
+                request_timeout_ms: p.get("api", "request_timeout_ms", |s| parse_range(s, 100, 600_000)),
+            },
+            pairing: PairingConfig { code_ttl_secs: p.get("pairing", "code_ttl_secs", |s| parse_range(s, 30, 86_400)) },
+            log: LogConfig {
+                level: p.get("log", "level", |s| {
+                    tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
+                }),
+            },
+        };
+        if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// The configuration as TOML, every key with its documentation.
+    pub fn to_toml(&self) -> String {
+        let value = |section: &str, name: &str| -> String {
+            match (section, name) {
+                ("branch", "id") => self.branch.id.clone(),
+                ("branch", "name") => self.branch.name.clone(),
+                ("branch", "utc_offset") => format_offset(self.branch.utc_offset),
+                ("store", "data_dir") => self.store.data_dir.display().to_string(),
+                ("store", "key_file") => self.store.key_file.display().to_string(),
+                ("store", "readers") => self.store.readers.to_string(),
+                ("store", "max_batch") => self.store.max_batch.to_string(),
+                ("api", "listen") => self.api.listen.to_string(),
+                ("api", "max_body_bytes") => self.api.max_body_bytes.to_string(),
+                ("api", "request_timeout_ms") => self.api.request_timeout_ms.to_string(),
+                ("pairing", "code_ttl_secs") => self.pairing.code_ttl_secs.to_string(),
+                ("log", "level") => self.log.level.clone(),
+                _ => unreachable!("KEYS and to_toml list the same keys (tested)"),
+            }
+        };
+        let mut out = String::from(
+            "# sentra-edge configuration: /etc/sentra/edge.toml\n# Every key, its default and why. Override any key with SENTRA_EDGE__<SECTION>__<KEY>.\n",
+        );
+        let mut section = "";
+        for k in KEYS {
+            if k.section != section {
+                section = k.section;
+                out.push_str(&format!("\n[{section}]\n"));
+            }
+            let v = value(k.section, k.name);
+            let rendered = if v.parse::<i64>().is_ok() { v } else { toml_string(&v) };
+            out.push_str(&format!("# {}\n{} = {}\n", k.doc, k.name, rendered));
+        }
+        out
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.store.data_dir.join("sentra.db")
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn merge_toml(
+    text: &str,
+    path: &Path,
+    raw: &mut BTreeMap<(String, String), (String, Origin)>,
+    errors: &mut Vec<String>,
+) {
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(format!("config file {}: {}", path.display(), e.to_string().trim_end()));
+            return;
+        }
+    };
+    for (section, body) in table {
+        let Some(body) = body.as_table() else {
+            errors.push(format!("config file {}: {section} must be a [section]", path.display()));
+            continue;
+        };
+        for (key, value) in body {
+            let id = (section.clone(), key.clone());
+            let Some(slot) = raw.get_mut(&id) else {
+                errors.push(format!("config file {}: unknown key {section}.{key}", path.display()));
+                continue;
+            };
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    errors.push(format!("config file {}: {section}.{key}: expected a string or number, found {}", path.display(), other.type_str()));
+                    continue;
+                }
+            };
+            *slot = (text, Origin::File(path.to_owned()));
+        }
+    }
+}
+
+struct Parser<'a> {
+    raw: &'a BTreeMap<(String, String), (String, Origin)>,
+    errors: &'a mut Vec<String>,
+}
+
+impl Parser<'_> {
+    /// Parse one key; on error record it and return the (valid) default so parsing goes on.
+    fn get<T>(&mut self, section: &str, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> T {
+        let (text, origin) = &self.raw[&(section.to_owned(), name.to_owned())];
+        match parse(text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.errors.push(format!("{section}.{name} = {text:?} ({origin}): {e}"));
+                let default = KEYS.iter().find(|k| k.section == section && k.name == name).map(|k| k.default);
+                parse(default.expect("every parsed key is in KEYS")).expect("every default parses (tested)")
+            }
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Result<&str, String> {
+    if s.trim().is_empty() { Err("must not be empty".into()) } else { Ok(s) }
+}
+
+fn parse_path(s: &str) -> Result<PathBuf, String> {
+    non_empty(s).map(PathBuf::from)
+}
+
+fn parse_range<T: FromStr + PartialOrd + fmt::Display + Copy>(s: &str, min: T, max: T) -> Result<T, String> {
+    match s.trim().parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(format!("expected a whole number from {min} to {max}")),
+    }
+}
+
+fn parse_branch_id(s: &str) -> Result<String, String> {
+    if (2..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+        Ok(s.to_owned())
+    } else {
+        Err("expected 2-16 characters of A-Z and 0-9, e.g. JKT01".into())
+    }
+}
+
+fn parse_offset(s: &str) -> Result<UtcOffset, String> {
+    let fmt = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+    UtcOffset::parse(s, &fmt).map_err(|_| "expected an offset like +07:00".into())
+}
+
+fn format_offset(o: UtcOffset) -> String {
+    let (h, m, _) = o.as_hms();
+    format!("{}{:02}:{:02}", if o.is_negative() { '-' } else { '+' }, h.abs(), m.abs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented() {
+        let c = Config::defaults();
+        assert_eq!(c.api.listen.port(), 8080);
+        assert_eq!(c.branch.utc_offset, UtcOffset::from_hms(7, 0, 0).expect("valid"));
+        // The committed example file is exactly what the code documents.
+        let example = include_str!("../edge.example.toml");
+        assert_eq!(example, c.to_toml(), "regenerate with: sentra-edge config defaults > appliance/edge.example.toml");
+        // And it loads back to the same configuration.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("edge.toml");
+        std::fs::write(&p, example).expect("write");
+        assert_eq!(Config::load_from(Some(&p), []).expect("loads"), c);
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("edge.toml");
+        std::fs::write(&p, "[api]\nlisten = \"127.0.0.1:9000\"\n[branch]\nid = \"JKT01\"\n").expect("write");
+        let c = Config::load_from(Some(&p), env(&[("SENTRA_EDGE__API__LISTEN", "127.0.0.1:9001"), ("OTHER", "x")])).expect("valid");
+        assert_eq!(c.api.listen.port(), 9001);
+        assert_eq!(c.branch.id, "JKT01");
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("edge.toml");
+        std::fs::write(&p, "[api]\nlisten = \"nope\"\nmax_body_bytes = 5\n[store]\ndat_dir = \"/x\"\n[branch]\nid = \"lower\"\n").expect("write");
+        let err = Config::load_from(Some(&p), env(&[("SENTRA_EDGE__STORE__READERS", "0"), ("SENTRA_EDGE__NOPE__X", "1"), ("SENTRA_EDGE__BAD", "1")]))
+            .expect_err("invalid");
+        let text = err.to_string();
+        for needle in ["api.listen", "api.max_body_bytes", "unknown key store.dat_dir", "branch.id", "store.readers", "unknown key nope.x", "SENTRA_EDGE__BAD"] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+        assert_eq!(err.0.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn malformed_toml_and_missing_file_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("edge.toml");
+        std::fs::write(&p, "[api\nlisten=").expect("write");
+        assert!(Config::load_from(Some(&p), []).is_err());
+        assert!(Config::load_from(Some(&dir.path().join("missing.toml")), []).is_err());
+    }
+}

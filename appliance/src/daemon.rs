@@ -1,0 +1,128 @@
+//! Starting and stopping the appliance: open the store, bind the API, tell systemd we are ready,
+//! run until SIGTERM, then shut down in order (stop taking requests, finish those in flight,
+//! finish queued writes, close the store). `demo` is the same daemon on a throwaway directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::domain::{Name, Qty, Role, Sku};
+use crate::store::{self, Store, StoreKey, StoreOptions, devices, master, workshop};
+use crate::supervisor::Supervisor;
+
+/// Errors with their exit codes (CONTRACT.md): 2 usage or config, 3 store key or store, 1 other.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigErrors),
+    #[error(transparent)]
+    Key(#[from] store::key::KeyError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("api.listen {addr}: {source}; is another sentra-edge (or something else) using this port?")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl StartError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) => 2,
+            StartError::Key(_) => 3,
+            StartError::Store(e) if e.is_unreadable() => 3,
+            StartError::Store(_) | StartError::Bind { .. } | StartError::Other(_) => 1,
+        }
+    }
+}
+
+/// Open the store named by `config` with the key from the key file or systemd credential.
+pub async fn open_store(config: &Config) -> Result<Store, StartError> {
+    let (key, key_path) = StoreKey::load(&config.store.key_file)?;
+    tracing::debug!(key = %key_path.display(), "store key loaded");
+    open_store_with(config, key).await
+}
+
+pub async fn open_store_with(config: &Config, key: StoreKey) -> Result<Store, StartError> {
+    let opts = StoreOptions {
+        path: config.db_path(),
+        key,
+        readers: config.store.readers,
+        max_batch: config.store.max_batch,
+        branch_id: config.branch.id.clone(),
+        utc_offset: config.branch.utc_offset,
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open(opts)).await.context("store open task")??;
+    Ok(store)
+}
+
+/// What a started daemon tells its caller.
+pub struct Started {
+    pub addr: SocketAddr,
+}
+
+/// Run the daemon until SIGTERM/SIGINT (or `supervisor` is cancelled). `on_ready` runs once the
+/// API is serving, before READY is sent to systemd.
+pub async fn run(config: Config, store: Store, supervisor: Supervisor, on_ready: impl FnOnce(&Started, &Store)) -> Result<(), StartError> {
+    let listener = tokio::net::TcpListener::bind(config.api.listen).await.map_err(|source| StartError::Bind { addr: config.api.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.api.listen, source })?;
+    let state = AppState { store: store.clone(), config: Arc::new(config.clone()), started: Instant::now() };
+    supervisor.cancel_on_signals().context("installing signal handlers")?;
+    let cancel = supervisor.token();
+    supervisor.spawn("api", async move { api::serve(listener, state, cancel).await.context("local API") });
+    tracing::info!(%addr, branch = %config.branch.id, device = %store.ctx().device_id, version = env!("CARGO_PKG_VERSION"), "sentra-edge serving");
+    on_ready(&Started { addr }, &store);
+    // Not under systemd this is a no-op.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    supervisor.wait().await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    store.shutdown().await;
+    tracing::info!("sentra-edge stopped");
+    Ok(())
+}
+
+/// The demo: defaults, a throwaway directory, a generated key, demo master data and stock.
+pub struct Demo {
+    pub config: Config,
+    pub key: StoreKey,
+    pub dir: tempfile::TempDir,
+}
+
+impl Demo {
+    pub fn new(listen: SocketAddr) -> anyhow::Result<Demo> {
+        let dir = tempfile::Builder::new().prefix("sentra-demo-").tempdir().context("creating the demo directory")?;
+        let mut config = Config::defaults();
+        config.store.data_dir = dir.path().to_owned();
+        config.store.key_file = PathBuf::from("(generated for the demo)");
+        config.api.listen = listen;
+        Ok(Demo { config, key: StoreKey::generate(), dir })
+    }
+
+    /// Seed master data and opening stock, and make one pairing code per role.
+    pub async fn seed(&self, store: &Store) -> anyhow::Result<Vec<devices::PairingCode>> {
+        let ttl = self.config.pairing.code_ttl_secs;
+        let codes = store
+            .write(move |w| {
+                let (parts, mechanics, assets) = master::demo_data();
+                master::upsert(w, &parts, &mechanics, &assets)?;
+                for p in &parts {
+                    let sku = Sku::parse(p.sku.clone()).expect("demo SKUs are valid");
+                    workshop::receive(w, "demo", &sku, Qty::new(20).expect("valid"), None)?;
+                }
+                Role::ALL.iter().map(|r| devices::new_pairing_code(w, *r, ttl)).collect::<store::Result<Vec<_>>>()
+            })
+            .await?;
+        Ok(codes)
+    }
+}
+
+/// Pair a device directly (no code), for benchmarks and tools that drive a local daemon.
+pub async fn pair_direct(store: &Store, name: &str, role: Role) -> anyhow::Result<String> {
+    let name = Name::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(store.write(move |w| devices::create_direct(w, &name, role)).await?.1)
+}

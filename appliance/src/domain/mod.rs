@@ -1,0 +1,12 @@
+//! The branch's business rules as pure code: validated newtypes, the work-order state machine,
+//! invoice arithmetic (PPN, integer rupiah), invoice numbering, and the inspection hash chain.
+//!
+//! Nothing here does I/O; `store` calls these inside its transactions and `api` uses the newtypes
+//! to parse requests at the edge, so the inside never sees an invalid SKU, plate or amount.
+
+pub mod billing;
+pub mod inspection;
+pub mod types;
+pub mod work_order;
+
+pub use types::*;

@@ -1,0 +1,335 @@
+//! Validated newtypes for values that arrive from devices. Each parses once, at the edge, with an
+//! error that says what was expected; serde uses the same parser, so a bad field in a JSON body
+//! is reported with its path.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a value was refused; the API adds the field's path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+macro_rules! text_newtype {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(s: impl Into<String>) -> Result<Self, Invalid> {
+                let check: fn(String) -> Result<String, Invalid> = $check;
+                check(s.into()).map(Self)
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = Invalid;
+            fn try_from(s: String) -> Result<Self, Invalid> {
+                Self::parse(s)
+            }
+        }
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+fn bounded_text(s: String, what: &str, max: usize) -> Result<String, Invalid> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(Invalid(format!("{what} must not be empty")));
+    }
+    if t.chars().count() > max {
+        return Err(Invalid(format!("{what} must be at most {max} characters")));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(Invalid(format!("{what} must not contain control characters")));
+    }
+    Ok(t.to_owned())
+}
+
+text_newtype!(
+    /// A part's stock-keeping unit: 1–32 of `A-Z 0-9 - _ .`, upper-cased.
+    Sku,
+    |s| {
+        let u = s.trim().to_ascii_uppercase();
+        if u.is_empty() || u.len() > 32 || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(Invalid(format!("{s:?} is not a SKU; expected 1-32 characters of A-Z, 0-9, '-', '_', '.'")));
+        }
+        Ok(u)
+    }
+);
+
+text_newtype!(
+    /// An Indonesian vehicle registration plate (TNKB), normalised to upper case with single
+    /// spaces: `B 1234 XYZ`. Region code 1–2 letters, 1–4 digits, 0–3 letters.
+    Plate,
+    |s| {
+        let norm = s.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_uppercase();
+        let compact: String = norm.chars().filter(|c| !c.is_whitespace()).collect();
+        let letters1 = compact.chars().take_while(|c| c.is_ascii_alphabetic()).count();
+        let rest = &compact[letters1..];
+        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+        let tail = &rest[digits..];
+        let ok = (1..=2).contains(&letters1)
+            && (1..=4).contains(&digits)
+            && tail.len() <= 3
+            && tail.chars().all(|c| c.is_ascii_alphabetic());
+        if !ok {
+            return Err(Invalid(format!("{s:?} is not a vehicle plate; expected e.g. \"B 1234 XYZ\"")));
+        }
+        let (region, number) = compact.split_at(letters1);
+        let (number, suffix) = number.split_at(digits);
+        Ok([region, number, suffix].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join(" "))
+    }
+);
+
+text_newtype!(
+    /// A person's or thing's display name, 1–120 characters.
+    Name,
+    |s| bounded_text(s, "name", 120)
+);
+
+text_newtype!(
+    /// Free text written by staff (a complaint, a reason, a note), 1–2000 characters.
+    Text,
+    |s| bounded_text(s, "text", 2000)
+);
+
+text_newtype!(
+    /// An identifier we issued (a UUID) or master data's code: 1–64 of `A-Za-z0-9-_`.
+    Id,
+    |s| {
+        if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+            return Err(Invalid(format!("{s:?} is not an id; expected 1-64 characters of A-Z, a-z, 0-9, '-', '_'")));
+        }
+        Ok(s)
+    }
+);
+
+text_newtype!(
+    /// A SHA-256 digest in lower-case hex (64 characters).
+    Digest,
+    |s| {
+        let l = s.to_ascii_lowercase();
+        if l.len() != 64 || !l.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Invalid(format!("{s:?} is not a SHA-256 digest; expected 64 hex characters")));
+        }
+        Ok(l)
+    }
+);
+
+text_newtype!(
+    /// An Indonesian phone number: digits with an optional leading `+`, 8–16 digits.
+    Phone,
+    |s| {
+        let t: String = s.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+        let digits = t.strip_prefix('+').unwrap_or(&t);
+        if !(8..=16).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Invalid(format!("{s:?} is not a phone number; expected 8-16 digits, e.g. \"0812 3456 7890\"")));
+        }
+        Ok(t)
+    }
+);
+
+/// Integer rupiah. Money never uses floating point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Rupiah(i64);
+
+impl Rupiah {
+    /// One billion rupiah: far above any single line a branch writes, far below overflow.
+    pub const MAX_LINE: i64 = 1_000_000_000;
+
+    pub fn new(v: i64) -> Result<Self, Invalid> {
+        if v <= 0 || v > Self::MAX_LINE {
+            return Err(Invalid(format!("{v} is not a valid amount; expected whole rupiah from 1 to {}", Self::MAX_LINE)));
+        }
+        Ok(Self(v))
+    }
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+impl TryFrom<i64> for Rupiah {
+    type Error = Invalid;
+    fn try_from(v: i64) -> Result<Self, Invalid> {
+        Self::new(v)
+    }
+}
+impl From<Rupiah> for i64 {
+    fn from(v: Rupiah) -> i64 {
+        v.0
+    }
+}
+
+/// A positive quantity of a part, 1–10 000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Qty(i64);
+
+impl Qty {
+    pub const MAX: i64 = 10_000;
+    pub fn new(v: i64) -> Result<Self, Invalid> {
+        if !(1..=Self::MAX).contains(&v) {
+            return Err(Invalid(format!("{v} is not a valid quantity; expected 1 to {}", Self::MAX)));
+        }
+        Ok(Self(v))
+    }
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+impl TryFrom<i64> for Qty {
+    type Error = Invalid;
+    fn try_from(v: i64) -> Result<Self, Invalid> {
+        Self::new(v)
+    }
+}
+impl From<Qty> for i64 {
+    fn from(v: Qty) -> i64 {
+        v.0
+    }
+}
+
+/// What a paired device is for; each role may do only its job (see `api::Action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A mechanic's or inspector's tablet: work orders, inspections.
+    Tablet,
+    /// The cashier: invoices, payments, printing.
+    Pos,
+    /// The storekeeper terminal: stock receipts and dispensing parts.
+    Storekeeper,
+    /// The branch manager: everything, including revoking devices.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Tablet, Role::Pos, Role::Storekeeper, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Tablet => "tablet",
+            Role::Pos => "pos",
+            Role::Storekeeper => "storekeeper",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| Invalid(format!("{s:?} is not a role; expected tablet, pos, storekeeper or admin")))
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        Self::parse(s)
+    }
+}
+
+/// How a payment was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentMethod {
+    Cash,
+    /// Card terminal; the reference is the terminal's approval code.
+    Edc,
+    /// QRIS; the reference is the QRIS transaction id.
+    Qris,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Cash => "CASH",
+            PaymentMethod::Edc => "EDC",
+            PaymentMethod::Qris => "QRIS",
+        }
+    }
+    pub fn needs_reference(self) -> bool {
+        !matches!(self, PaymentMethod::Cash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plates() {
+        let cases = [
+            ("B 1234 XYZ", Some("B 1234 XYZ")),
+            ("b1234xyz", Some("B 1234 XYZ")),
+            ("  AB  12   C ", Some("AB 12 C")),
+            ("DK 1", Some("DK 1")),
+            ("1234", None),
+            ("ABC 1234", None),
+            ("B 12345 X", None),
+            ("B 1234 WXYZ", None),
+            ("B-1234", None),
+            ("", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(Plate::parse(input).ok().as_ref().map(Plate::as_str), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn skus_and_ids() {
+        assert_eq!(Sku::parse(" oil-10w40 ").map(|s| s.0), Ok("OIL-10W40".into()));
+        for bad in ["", "has space", "ü", &"X".repeat(33)] {
+            assert!(Sku::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Id::parse("0190f0a4-8c1e-7cc0-8000-000000000000").is_ok());
+        for bad in ["", "a/b", "a b", &"x".repeat(65)] {
+            assert!(Id::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn amounts_and_quantities() {
+        assert!(Rupiah::new(0).is_err());
+        assert!(Rupiah::new(-5).is_err());
+        assert!(Rupiah::new(Rupiah::MAX_LINE + 1).is_err());
+        assert_eq!(Rupiah::new(15_000).map(Rupiah::get), Ok(15_000));
+        assert!(Qty::new(0).is_err());
+        assert!(Qty::new(Qty::MAX + 1).is_err());
+    }
+
+    #[test]
+    fn text_and_phone() {
+        assert!(Name::parse("   ").is_err());
+        assert!(Name::parse("a\u{7}b").is_err());
+        assert_eq!(Name::parse(" Budi ").map(|n| n.0), Ok("Budi".into()));
+        assert_eq!(Phone::parse("0812-3456 7890").map(|p| p.0), Ok("081234567890".into()));
+        assert!(Phone::parse("12ab").is_err());
+        assert!(Digest::parse("AB".repeat(32)).is_ok());
+        assert!(Digest::parse("zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn roles_round_trip() {
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Ok(r));
+        }
+        assert!(Role::parse("root").is_err());
+    }
+}

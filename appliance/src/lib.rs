@@ -1,0 +1,11 @@
+//! `sentra-edge`: the branch appliance. See ARCHITECTURE.md for the map; each module's doc says
+//! what it owns.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod domain;
+pub mod metrics;
+pub mod store;
+pub mod supervisor;
+pub mod telemetry;

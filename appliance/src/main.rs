@@ -1,0 +1,248 @@
+//! The `sentra-edge` command line: parse, load the configuration, dispatch, and turn errors into
+//! the exit codes of CONTRACT.md (0 ok, 2 usage or config, 3 store key or store, 1 other).
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sentra_edge::config::{self, Config};
+use sentra_edge::daemon::{self, Demo, StartError};
+use sentra_edge::domain::Role;
+use sentra_edge::store::{StoreKey, devices, outbox};
+use sentra_edge::supervisor::Supervisor;
+use sentra_edge::telemetry;
+
+#[derive(Parser)]
+#[command(name = "sentra-edge", version, about = "The Sentra branch appliance: encrypted store, local API and outbox for the branch LAN")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (what systemd starts).
+    Run {
+        /// Configuration file [default: /etc/sentra/edge.toml if it exists].
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the daemon on a throwaway directory with a generated key and demo data; prints its
+    /// URLs and pairing codes. Nothing is kept after Ctrl-C.
+    Demo {
+        /// Where the local API listens (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+    /// Make a one-time pairing code for a tablet, POS or storekeeper terminal.
+    Pair {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = "tablet")]
+        role: Role,
+    },
+    /// Show the store, outbox and paired devices.
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an encrypted online backup of the store (same key) to FILE.
+    Backup {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Create a new store key file (64 hex characters, mode 0600). Never overwrites.
+    Keygen { file: PathBuf },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every key with its default and documentation (the example edge.toml).
+    Defaults,
+    /// Load and validate the configuration, reporting every error.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sentra-edge").build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sentra-edge: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain, so the operator sees the cause.
+            let mut msg = format!("sentra-edge: {e}");
+            if let StartError::Other(a) = &e {
+                msg = format!("sentra-edge: {a:#}");
+            }
+            eprintln!("{}", msg.trim_end());
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `--config` if given (must exist), else the default path if it exists, else defaults.
+fn load_config(path: Option<&Path>) -> Result<Config, StartError> {
+    let default = Path::new(config::DEFAULT_CONFIG_PATH);
+    let path = path.or_else(|| default.exists().then_some(default));
+    Ok(Config::load(path)?)
+}
+
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+async fn dispatch(command: Command) -> Result<(), StartError> {
+    match command {
+        Command::Run { config } => {
+            let config = load_config(config.as_deref())?;
+            telemetry::init(&config.log.level);
+            let store = daemon::open_store(&config).await?;
+            daemon::run(config, store, Supervisor::new(), |started, _| {
+                out(&format!("sentra-edge: api listening on http://{}\n", started.addr));
+            })
+            .await
+        }
+        Command::Demo { listen } => {
+            let demo = Demo::new(listen)?;
+            telemetry::init(&demo.config.log.level);
+            let store = daemon::open_store_with(&demo.config, demo.key.clone()).await?;
+            let codes = demo.seed(&store).await?;
+            let config = demo.config.clone();
+            let branch = format!("{} ({})", config.branch.id, config.branch.name);
+            let dir = demo.dir.path().display().to_string();
+            daemon::run(config, store, Supervisor::new(), move |started, _| {
+                let url = format!("http://{}", started.addr);
+                let mut text = format!(
+                    "sentra-edge demo: branch {branch}\n\
+                     \x20 data (deleted on exit): {dir}\n\
+                     \x20 local API:  {url}\n\
+                     \x20 health:     {url}/healthz\n\
+                     \x20 metrics:    {url}/metrics\n\
+                     \x20 OpenAPI:    {url}/v1/openapi.json (needs a token)\n\
+                     \x20 pairing codes (one use each, valid until {}):\n",
+                    codes.first().map_or("", |c| c.expires_at.as_str())
+                );
+                for c in &codes {
+                    text.push_str(&format!("    {:<12} {}\n", c.role.as_str(), c.code));
+                }
+                text.push_str("Paste into a shell to follow the README's examples:\n");
+                text.push_str(&format!("export API={url}\n"));
+                for c in &codes {
+                    text.push_str(&format!("export {}_CODE={}\n", c.role.as_str().to_uppercase(), c.code));
+                }
+                text.push_str("sentra-edge: api listening on ");
+                text.push_str(&url);
+                text.push('\n');
+                out(&text);
+            })
+            .await?;
+            drop(demo);
+            Ok(())
+        }
+        Command::Pair { config, role } => {
+            let config = load_config(config.as_deref())?;
+            telemetry::init("warn");
+            let store = daemon::open_store(&config).await?;
+            let ttl = config.pairing.code_ttl_secs;
+            let code = store.write(move |w| devices::new_pairing_code(w, role, ttl)).await?;
+            store.shutdown().await;
+            out(&format!(
+                "pairing code for a {} device: {}\nvalid until {} (one use). On the device: POST /v1/pair {{\"code\": \"{}\", \"device_name\": \"...\"}}\n",
+                role.as_str(),
+                code.code,
+                code.expires_at,
+                code.code
+            ));
+            Ok(())
+        }
+        Command::Status { config, json } => {
+            let config = load_config(config.as_deref())?;
+            telemetry::init("warn");
+            let store = daemon::open_store(&config).await?;
+            let device = store.ctx().device_id.clone();
+            let (st, devs) = store.read(move |c| Ok((outbox::status(c, &device)?, devices::list(c)?))).await?;
+            store.shutdown().await;
+            let size = std::fs::metadata(config.db_path()).map(|m| m.len()).unwrap_or(0);
+            let live = devs.iter().filter(|d| d.revoked_at.is_none()).count();
+            if json {
+                let v = serde_json::json!({"branch": config.branch.id, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "paired_devices": live});
+                out(&format!("{}\n", serde_json::to_string_pretty(&v).expect("serialises")));
+            } else {
+                out(&format!(
+                    "branch       {} ({})\ndevice       {}\nstore        {} ({} bytes)\noutbox       {} events, {} pending ({} bytes), oldest pending {}\ncloud        not enrolled: changes wait in the outbox\ndevices      {} paired, {} revoked\n",
+                    config.branch.id,
+                    config.branch.name,
+                    st.device_id,
+                    config.db_path().display(),
+                    size,
+                    st.last_seq,
+                    st.pending_events,
+                    st.pending_bytes,
+                    st.oldest_pending_at.as_deref().unwrap_or("-"),
+                    live,
+                    devs.len() - live
+                ));
+            }
+            Ok(())
+        }
+        Command::Backup { file, config } => {
+            let config = load_config(config.as_deref())?;
+            telemetry::init("warn");
+            let store = daemon::open_store(&config).await?;
+            let report = store.backup(file).await;
+            store.shutdown().await;
+            let report = report?;
+            out(&format!(
+                "backup written: {} ({} bytes, {} outbox events), encrypted with the store key\n",
+                report.path.display(),
+                report.bytes,
+                report.events
+            ));
+            Ok(())
+        }
+        Command::Keygen { file } => {
+            StoreKey::generate().write_new(&file)?;
+            out(&format!("store key written to {} (mode 0600); keep a copy offline: without it the store cannot be read\n", file.display()));
+            Ok(())
+        }
+        Command::Config { command } => match command {
+            ConfigCommand::Defaults => {
+                out(&Config::defaults().to_toml());
+                Ok(())
+            }
+            ConfigCommand::Check { config } => {
+                let config = load_config(config.as_deref())?;
+                out(&config.to_toml());
+                Ok(())
+            }
+        },
+        Command::Version => {
+            out(&format!("sentra-edge {}\n", env!("CARGO_PKG_VERSION")));
+            Ok(())
+        }
+    }
+}

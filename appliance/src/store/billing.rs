@@ -1,0 +1,198 @@
+//! Invoices, payments and credit notes. Money is append-only: an invoice is immutable once issued
+//! (triggers refuse updates and deletes), payments only add, and corrections are credit notes.
+//! Numbers are unique and increasing per branch even offline (see `domain::billing`).
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::{DomainError, OptionalRow as _, Result, WriteTx, master, new_id, workshop};
+use crate::domain::billing::{self as rules, Line};
+use crate::domain::work_order::Status;
+use crate::domain::{PaymentMethod, Rupiah, Text};
+use sentra_protocol::EntityKind;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Invoice {
+    pub id: String,
+    /// `<branch>-<YYYYMM>-<seq>`.
+    pub number: String,
+    pub work_order_id: String,
+    #[schema(value_type = Vec<Object>)]
+    pub lines: Vec<Line>,
+    pub subtotal: i64,
+    /// PPN 11 %.
+    pub tax: i64,
+    pub total: i64,
+    pub paid: i64,
+    pub credited: i64,
+    /// total − credited − paid; negative means a refund is due.
+    pub balance: i64,
+    /// ISSUED, PARTIALLY_PAID, PAID or REFUND_DUE.
+    pub status: String,
+    pub payments: Vec<Payment>,
+    pub credit_notes: Vec<CreditNote>,
+    pub issued_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Payment {
+    pub id: String,
+    /// CASH, EDC or QRIS.
+    pub method: String,
+    pub amount: i64,
+    pub reference: Option<String>,
+    pub received_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CreditNote {
+    pub id: String,
+    pub number: String,
+    pub amount: i64,
+    pub reason: String,
+    pub issued_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct LabourLine {
+    pub description: Text,
+    pub amount: Rupiah,
+}
+
+/// The next number in `series` for the branch's current local month.
+fn next_number(w: &WriteTx<'_>, series: &str) -> Result<(String, i64)> {
+    let local = w.now().to_offset(w.ctx().utc_offset);
+    let last: Option<String> = w.conn().query_row("SELECT max(period) FROM number_counters WHERE series = ?1", [series], |r| r.get(0))?;
+    let period = rules::period(local.year(), local.month() as u8, last.as_deref());
+    let seq: i64 = w.conn().query_row(
+        "INSERT INTO number_counters (series, period, last_seq) VALUES (?1, ?2, 1)
+         ON CONFLICT (series, period) DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
+        (series, &period),
+        |r| r.get(0),
+    )?;
+    Ok((period, seq))
+}
+
+pub fn issue(w: &mut WriteTx<'_>, actor: &str, work_order_id: &str, labour: &[LabourLine]) -> Result<Invoice> {
+    let status = workshop::status_of(w.conn(), work_order_id)?;
+    match status {
+        Status::Done => {}
+        Status::Invoiced => {
+            let number: String = w.conn().query_row("SELECT number FROM invoices WHERE work_order_id = ?1", [work_order_id], |r| r.get(0))?;
+            return Err(DomainError::conflict("already_invoiced", format!("work order {work_order_id} is already invoiced as {number}")).into());
+        }
+        other => {
+            return Err(DomainError::conflict("invalid_transition", format!("work order {work_order_id} is {}; only DONE work can be invoiced", other.as_str())).into());
+        }
+    }
+    let mut lines: Vec<Line> = labour
+        .iter()
+        .map(|l| Line { kind: "labour".into(), description: l.description.to_string(), sku: None, qty: 1, unit_price: l.amount.get(), amount: l.amount.get() })
+        .collect();
+    for p in workshop::parts_of(w.conn(), work_order_id)? {
+        let name = master::part(w.conn(), &p.sku)?.name;
+        lines.push(Line { kind: "part".into(), description: name, sku: Some(p.sku), qty: p.qty, unit_price: p.unit_price, amount: p.qty * p.unit_price });
+    }
+    let totals = rules::totals(&lines).map_err(|e| DomainError::invalid("labour", e.0))?;
+    let (period, seq) = next_number(w, "INV")?;
+    let number = rules::invoice_number(&w.ctx().branch_id, &period, seq);
+    let id = new_id();
+    let now = w.now_str();
+    w.conn().execute(
+        "INSERT INTO invoices (id, number, work_order_id, lines, subtotal, tax, total, issued_at, issued_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        (&id, &number, work_order_id, super::to_json(&lines), totals.subtotal, totals.tax, totals.total, &now, actor),
+    )?;
+    w.conn().execute("UPDATE work_orders SET status = 'INVOICED', updated_at = ?2 WHERE id = ?1", (work_order_id, &now))?;
+    let invoice = get(w.conn(), &id)?;
+    w.emit(EntityKind::Invoice, &id, "issued", &invoice)?;
+    Ok(invoice)
+}
+
+pub fn pay(w: &mut WriteTx<'_>, actor: &str, invoice_id: &str, method: PaymentMethod, amount: Rupiah, reference: Option<&Text>) -> Result<Invoice> {
+    if method.needs_reference() && reference.is_none() {
+        return Err(DomainError::invalid("reference", format!("a {} payment needs the terminal's reference", method.as_str())).into());
+    }
+    let before = get(w.conn(), invoice_id)?;
+    if amount.get() > before.balance {
+        return Err(DomainError::conflict(
+            "overpayment",
+            format!("invoice {} has {} rupiah outstanding; a payment of {} is more than that", before.number, before.balance.max(0), amount.get()),
+        )
+        .into());
+    }
+    let payment = Payment {
+        id: new_id(),
+        method: method.as_str().into(),
+        amount: amount.get(),
+        reference: reference.map(Text::to_string),
+        received_at: w.now_str(),
+    };
+    w.conn().execute(
+        "INSERT INTO payments (id, invoice_id, method, amount, reference, received_at, received_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        (&payment.id, invoice_id, &payment.method, payment.amount, &payment.reference, &payment.received_at, actor),
+    )?;
+    w.emit(EntityKind::Payment, &payment.id, "received", &serde_json::json!({"invoice_id": invoice_id, "payment": payment}))?;
+    get(w.conn(), invoice_id)
+}
+
+pub fn credit(w: &mut WriteTx<'_>, actor: &str, invoice_id: &str, amount: Rupiah, reason: &Text) -> Result<Invoice> {
+    let before = get(w.conn(), invoice_id)?;
+    let creditable = before.total - before.credited;
+    if amount.get() > creditable {
+        return Err(DomainError::conflict("over_credit", format!("invoice {} can be credited by at most {creditable} rupiah", before.number)).into());
+    }
+    let (period, seq) = next_number(w, "CN")?;
+    let note = CreditNote {
+        id: new_id(),
+        number: rules::credit_note_number(&w.ctx().branch_id, &period, seq),
+        amount: amount.get(),
+        reason: reason.to_string(),
+        issued_at: w.now_str(),
+    };
+    w.conn().execute(
+        "INSERT INTO credit_notes (id, number, invoice_id, amount, reason, issued_at, issued_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        (&note.id, &note.number, invoice_id, note.amount, &note.reason, &note.issued_at, actor),
+    )?;
+    w.emit(EntityKind::CreditNote, &note.id, "issued", &serde_json::json!({"invoice_id": invoice_id, "credit_note": note}))?;
+    get(w.conn(), invoice_id)
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Invoice> {
+    let (number, work_order_id, lines, subtotal, tax, total, issued_at): (String, String, String, i64, i64, i64, String) = conn
+        .prepare_cached("SELECT number, work_order_id, lines, subtotal, tax, total, issued_at FROM invoices WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+        .or_not_found("invoice", id)?;
+    let payments: Vec<Payment> = conn
+        .prepare_cached("SELECT id, method, amount, reference, received_at FROM payments WHERE invoice_id = ?1 ORDER BY received_at, id")?
+        .query_map([id], |r| Ok(Payment { id: r.get(0)?, method: r.get(1)?, amount: r.get(2)?, reference: r.get(3)?, received_at: r.get(4)? }))?
+        .collect::<rusqlite::Result<_>>()?;
+    let credit_notes: Vec<CreditNote> = conn
+        .prepare_cached("SELECT id, number, amount, reason, issued_at FROM credit_notes WHERE invoice_id = ?1 ORDER BY issued_at, id")?
+        .query_map([id], |r| Ok(CreditNote { id: r.get(0)?, number: r.get(1)?, amount: r.get(2)?, reason: r.get(3)?, issued_at: r.get(4)? }))?
+        .collect::<rusqlite::Result<_>>()?;
+    let paid: i64 = payments.iter().map(|p| p.amount).sum();
+    let credited: i64 = credit_notes.iter().map(|c| c.amount).sum();
+    let balance = total - credited - paid;
+    let status = match balance {
+        b if b < 0 => "REFUND_DUE",
+        0 => "PAID",
+        _ if paid > 0 => "PARTIALLY_PAID",
+        _ => "ISSUED",
+    };
+    Ok(Invoice {
+        id: id.to_owned(),
+        number,
+        work_order_id,
+        lines: super::from_json("invoices.lines", &lines)?,
+        subtotal,
+        tax,
+        total,
+        paid,
+        credited,
+        balance,
+        status: status.into(),
+        payments,
+        credit_notes,
+        issued_at,
+    })
+}

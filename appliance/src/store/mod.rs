@@ -1,0 +1,360 @@
+//! The encrypted local store: the only module that touches SQLite.
+//!
+//! SQLCipher with a raw 256-bit key, WAL and `synchronous=FULL`: a write the API acknowledged has
+//! reached the disk and survives a power cut. One writer thread owns the only write connection and
+//! commits queued writes together (group commit: one fsync for a burst, each write in its own
+//! savepoint so one failure never takes its neighbours down); reads run on a small pool of
+//! read-only connections through `spawn_blocking`, never on the async runtime.
+//!
+//! Invariants: every domain change is one transaction that also appends its event to the outbox
+//! ([`WriteTx::emit`]); a wrong key is an error, never a new empty database; after a commit the
+//! store announces the new events on an in-process channel ([`Store::subscribe`]), which is how the
+//! rest of the box hears of change.
+
+pub mod billing;
+pub mod devices;
+pub mod idempotency;
+pub mod inspections;
+pub mod key;
+pub mod master;
+pub mod outbox;
+pub mod print_jobs;
+mod schema;
+pub mod workshop;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+use sentra_protocol::EntityKind;
+use time::{OffsetDateTime, UtcOffset};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+
+pub use key::StoreKey;
+pub use writer::WriteTx;
+
+/// What the rest of the box hears after a commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    Event { seq: u64, entity: EntityKind, entity_id: String, op: String },
+}
+
+/// Errors of the store and the domain rules it enforces.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: the store key is wrong (or the file is not a Sentra store); the file was left untouched", path = .path.display())]
+    WrongKey { path: PathBuf },
+    #[error("store {path}: {source}", path = .path.display())]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("store {path}: {message}", path = .path.display())]
+    Io { path: PathBuf, message: String },
+    #[error("store {path} has schema version {found}, newer than this build knows ({known}); run the newer sentra-edge", path = .path.display())]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("store migration {version}: {source}")]
+    Migration { version: i64, source: rusqlite::Error },
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("the write could not be committed ({0}); nothing was changed")]
+    Commit(String),
+    #[error("the store could not take this write just now; nothing was changed, retry")]
+    Unavailable,
+}
+
+impl StoreError {
+    /// The store cannot be used at all (exit code 3), as opposed to one failed operation.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(self, StoreError::WrongKey { .. } | StoreError::Open { .. } | StoreError::Io { .. } | StoreError::TooNew { .. } | StoreError::Migration { .. })
+    }
+}
+
+/// A rule of the branch's work said no. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("{entity} {id:?} not found")]
+    NotFound { entity: &'static str, id: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyMismatch,
+}
+
+impl DomainError {
+    pub fn not_found(entity: &'static str, id: impl Into<String>) -> Self {
+        DomainError::NotFound { entity, id: id.into() }
+    }
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DomainError::Invalid { field: field.into(), message: message.into() }
+    }
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        DomainError::Conflict { code, message: message.into() }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    pub key: StoreKey,
+    pub readers: usize,
+    pub max_batch: usize,
+    pub branch_id: String,
+    pub utc_offset: UtcOffset,
+}
+
+/// Facts every write needs.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub device_id: String,
+    pub branch_id: String,
+    pub utc_offset: UtcOffset,
+}
+
+/// A cheap, cloneable handle to the store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    key: StoreKey,
+    ctx: Ctx,
+    queue: mpsc::Sender<writer::Job>,
+    readers: Semaphore,
+    reader_conns: Mutex<Vec<Connection>>,
+    notices: broadcast::Sender<Notice>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Writes waiting for the writer; a full queue makes callers wait (backpressure), not fail.
+const QUEUE_DEPTH: usize = 4096;
+/// Notices kept for slow listeners before they are told they lagged.
+const NOTICE_DEPTH: usize = 4096;
+/// How long a connection waits for another process (a CLI `pair`, `backup`) holding a lock.
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+impl Store {
+    /// Open (creating on first start) and migrate. Blocking: call before serving or on a
+    /// blocking thread.
+    pub fn open(opts: StoreOptions) -> Result<Store> {
+        if let Some(dir) = opts.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io { path: dir.to_owned(), message: e.to_string() })?;
+        }
+        let mut conn = open_connection(&opts.path, &opts.key, true)?;
+        schema::migrate(&mut conn, &opts.path)?;
+        let device_id = schema::device_id(&conn)?;
+        let ctx = Ctx { device_id, branch_id: opts.branch_id.clone(), utc_offset: opts.utc_offset };
+
+        let mut reader_conns = Vec::with_capacity(opts.readers);
+        for _ in 0..opts.readers {
+            let r = open_connection(&opts.path, &opts.key, false)?;
+            r.pragma_update(None, "query_only", true)?;
+            reader_conns.push(r);
+        }
+        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (notices, _) = broadcast::channel(NOTICE_DEPTH);
+        let thread = writer::spawn(conn, rx, ctx.clone(), opts.max_batch, notices.clone())
+            .map_err(|e| StoreError::Io { path: opts.path.clone(), message: format!("cannot start the writer thread: {e}") })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: opts.path,
+                key: opts.key,
+                ctx,
+                queue,
+                readers: Semaphore::new(opts.readers),
+                reader_conns: Mutex::new(reader_conns),
+                notices,
+                writer_thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    pub fn ctx(&self) -> &Ctx {
+        &self.inner.ctx
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Run `f` in the writer's transaction. `Ok` means committed and on disk.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
+    {
+        let (job, rx) = writer::job(f);
+        self.inner.queue.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Unavailable)?
+    }
+
+    /// Run `f` on a read connection inside one read transaction (a consistent snapshot).
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let _permit = self.inner.readers.acquire().await.map_err(|_| StoreError::Closed)?;
+        let conn = self
+            .inner
+            .reader_conns
+            .lock()
+            .expect("reader pool lock is never held across a panic")
+            .pop()
+            .expect("a permit guarantees a free connection");
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = read_snapshot(&conn, f);
+            (conn, result)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?;
+        self.inner.reader_conns.lock().expect("reader pool lock is never held across a panic").push(conn);
+        result
+    }
+
+    /// New events and notices, after their commit.
+    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
+        self.inner.notices.subscribe()
+    }
+
+    /// Finish every write already queued, then stop the writer. Later writes get `Closed`.
+    pub async fn shutdown(&self) {
+        let (job, rx) = writer::stop();
+        if self.inner.queue.send(job).await.is_ok() {
+            let _ = rx.await;
+        }
+        let thread = self.inner.writer_thread.lock().expect("not poisoned").take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+
+    /// An online, encrypted (same key) and consistent copy of the store at `dest`, written to a
+    /// temporary file, synced and renamed, so `dest` is either the old file or a whole backup.
+    pub async fn backup(&self, dest: PathBuf) -> Result<BackupReport> {
+        let key = self.inner.key.clone();
+        self.read(move |conn| backup_into(conn, &key, &dest)).await
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupReport {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub events: i64,
+}
+
+fn read_snapshot<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let tx = conn.unchecked_transaction()?;
+    let r = f(&tx);
+    // A read transaction has nothing to commit; ending it releases the WAL snapshot.
+    tx.rollback()?;
+    r
+}
+
+fn backup_into(conn: &Connection, key: &StoreKey, dest: &Path) -> Result<BackupReport> {
+    let io = |e: std::io::Error| StoreError::Io { path: dest.to_owned(), message: e.to_string() };
+    let tmp = dest.with_extension("partial");
+    let _ = std::fs::remove_file(&tmp);
+    let tmp_str = tmp.to_str().ok_or_else(|| StoreError::Io { path: dest.to_owned(), message: "path is not UTF-8".into() })?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let events: i64 = conn.query_row("SELECT count(*) FROM sync_event_logs", [], |r| r.get(0))?;
+    conn.execute("ATTACH DATABASE ?1 AS backup KEY ?2", (tmp_str, key.pragma_value()))?;
+    let exported = conn
+        .query_row("SELECT sqlcipher_export('backup')", [], |_| Ok(()))
+        .and_then(|_| conn.pragma_update(Some("backup"), "user_version", version));
+    conn.execute("DETACH DATABASE backup", [])?;
+    exported?;
+    let f = std::fs::File::open(&tmp).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    let bytes = f.metadata().map_err(io)?.len();
+    std::fs::rename(&tmp, dest).map_err(io)?;
+    if let Some(dir) = dest.parent() {
+        // Make the rename itself durable.
+        if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(BackupReport { path: dest.to_owned(), bytes, events })
+}
+
+/// Open one connection, prove the key right before anything else touches the file, then set the
+/// durability pragmas.
+fn open_connection(path: &Path, key: &StoreKey, create: bool) -> Result<Connection> {
+    let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+    if !create && !path.exists() {
+        return Err(StoreError::Io { path: path.to_owned(), message: "no such file".into() });
+    }
+    let existed = path.exists();
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    conn.pragma_update(None, "key", key.pragma_value()).map_err(open_err)?;
+    // The first read of the schema decrypts page 1: a wrong key fails here, before any write.
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
+        Ok(_) => {}
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::NotADatabase && existed => {
+            return Err(StoreError::WrongKey { path: path.to_owned() });
+        }
+        Err(e) => return Err(open_err(e)),
+    }
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into())).map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
+    Ok(conn)
+}
+
+/// Current time, formatted as stored: RFC 3339 UTC with milliseconds.
+pub fn format_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.format(&fmt).expect("a UTC time always formats")
+}
+
+pub fn parse_time(s: &str) -> Result<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|e| StoreError::Corrupt(format!("time {s:?}: {e}")))
+}
+
+/// A new identifier: UUID v7, so ids sort by creation time.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Decode a JSON column.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("our row types always serialise")
+}
+
+/// Map "no row" to a domain not-found.
+pub(crate) trait OptionalRow<T> {
+    fn or_not_found(self, entity: &'static str, id: &str) -> Result<T>;
+}
+
+impl<T> OptionalRow<T> for rusqlite::Result<T> {
+    fn or_not_found(self, entity: &'static str, id: &str) -> Result<T> {
+        match self {
+            Ok(v) => Ok(v),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Err(DomainError::not_found(entity, id).into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

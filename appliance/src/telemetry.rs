@@ -1,0 +1,23 @@
+//! Logging: to the journal (with structured fields) when systemd started us with our output
+//! connected to it, to stderr otherwise (a terminal, a test, a container). Secrets are never
+//! logged: keys, tokens and pairing codes have redacting `Debug` impls or are never passed to
+//! a log macro.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// Install the global subscriber. `level` is an EnvFilter directive; `RUST_LOG` wins if set.
+pub fn init(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let registry = tracing_subscriber::registry().with(filter);
+    // systemd sets JOURNAL_STREAM when stdout/stderr go to the journal.
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        let _ = registry.with(journald.with_syslog_identifier("sentra-edge".into())).try_init();
+        return;
+    }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi)).try_init();
+}

@@ -1,0 +1,11 @@
+//! The wire contract between `sentra-edge` and `sentra-cloud`.
+//!
+//! Owns the versioned types that cross the edge–cloud link and the hybrid logical clock that
+//! orders events across devices. Pure: no I/O, no clocks read here (callers pass the time in),
+//! so every rule is table-tested. Only these types cross the link.
+
+pub mod event;
+pub mod hlc;
+
+pub use event::{EntityKind, Event, SCHEMA_VERSION};
+pub use hlc::{Hlc, HlcClock, HlcError};
