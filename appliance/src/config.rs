@@ -29,18 +29,78 @@ pub struct Key {
 
 /// Every key there is, with its default and why.
 pub const KEYS: &[Key] = &[
-    Key { section: "branch", name: "id", default: "DEMO01", doc: "Branch code: the prefix of invoice numbers and the <branch> of MQTT topics. Set at enrolment; 2-16 of A-Z, 0-9." },
-    Key { section: "branch", name: "name", default: "Sentra Demo Branch", doc: "Branch name printed on receipts and shown to staff." },
-    Key { section: "branch", name: "utc_offset", default: "+07:00", doc: "The branch's time zone offset (WIB +07:00, WITA +08:00, WIT +09:00); invoice months follow local time." },
-    Key { section: "store", name: "data_dir", default: "/var/lib/sentra", doc: "Directory of the encrypted store (sentra.db with its -wal and -shm)." },
-    Key { section: "store", name: "key_file", default: "/etc/sentra/store.key", doc: "Store key (64 hex characters) when no systemd credential named store-key is passed; never put the key itself here." },
-    Key { section: "store", name: "readers", default: "4", doc: "Read connections: reads run beside the single writer; 4 covers a branch's tablets on 2 cores." },
-    Key { section: "store", name: "max_batch", default: "128", doc: "Writes committed together (one fsync) when they queue up: group commit keeps latency flat under bursts." },
-    Key { section: "api", name: "listen", default: "0.0.0.0:8080", doc: "Address of the local API for tablets and POS on the branch LAN. Port 0 picks a free port." },
-    Key { section: "api", name: "max_body_bytes", default: "65536", doc: "Largest request body accepted; a work order or invoice is a few hundred bytes." },
-    Key { section: "api", name: "request_timeout_ms", default: "10000", doc: "A request still unanswered after this is answered 503; a tablet on bad Wi-Fi then retries with its Idempotency-Key." },
-    Key { section: "pairing", name: "code_ttl_secs", default: "600", doc: "How long a pairing code from `sentra-edge pair` stays valid: long enough to walk to the tablet." },
-    Key { section: "log", name: "level", default: "info", doc: "Log filter (tracing EnvFilter syntax), e.g. info or sentra_edge=debug." },
+    Key {
+        section: "branch",
+        name: "id",
+        default: "DEMO01",
+        doc: "Branch code: the prefix of invoice numbers and the <branch> of MQTT topics. Set at enrolment; 2-16 of A-Z, 0-9.",
+    },
+    Key {
+        section: "branch",
+        name: "name",
+        default: "Sentra Demo Branch",
+        doc: "Branch name printed on receipts and shown to staff.",
+    },
+    Key {
+        section: "branch",
+        name: "utc_offset",
+        default: "+07:00",
+        doc: "The branch's time zone offset (WIB +07:00, WITA +08:00, WIT +09:00); invoice months follow local time.",
+    },
+    Key {
+        section: "store",
+        name: "data_dir",
+        default: "/var/lib/sentra",
+        doc: "Directory of the encrypted store (sentra.db with its -wal and -shm).",
+    },
+    Key {
+        section: "store",
+        name: "key_file",
+        default: "/etc/sentra/store.key",
+        doc: "Store key (64 hex characters) when no systemd credential named store-key is passed; never put the key itself here.",
+    },
+    Key {
+        section: "store",
+        name: "readers",
+        default: "4",
+        doc: "Read connections: reads run beside the single writer; 4 covers a branch's tablets on 2 cores.",
+    },
+    Key {
+        section: "store",
+        name: "max_batch",
+        default: "128",
+        doc: "Writes committed together (one fsync) when they queue up: group commit keeps latency flat under bursts.",
+    },
+    Key {
+        section: "api",
+        name: "listen",
+        default: "0.0.0.0:8080",
+        doc: "Address of the local API for tablets and POS on the branch LAN. Port 0 picks a free port.",
+    },
+    Key {
+        section: "api",
+        name: "max_body_bytes",
+        default: "65536",
+        doc: "Largest request body accepted; a work order or invoice is a few hundred bytes.",
+    },
+    Key {
+        section: "api",
+        name: "request_timeout_ms",
+        default: "10000",
+        doc: "A request still unanswered after this is answered 503; a tablet on bad Wi-Fi then retries with its Idempotency-Key.",
+    },
+    Key {
+        section: "pairing",
+        name: "code_ttl_secs",
+        default: "600",
+        doc: "How long a pairing code from `sentra-edge pair` stays valid: long enough to walk to the tablet.",
+    },
+    Key {
+        section: "log",
+        name: "level",
+        default: "info",
+        doc: "Log filter (tracing EnvFilter syntax), e.g. info or sentra_edge=debug.",
+    },
 ];
 
 #[derive(Clone, PartialEq, Eq)]
@@ -134,11 +194,19 @@ impl Config {
         Self::load_from(path, std::env::vars())
     }
 
-    pub fn load_from(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigErrors> {
+    pub fn load_from(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         let mut raw: BTreeMap<(String, String), (String, Origin)> = KEYS
             .iter()
-            .map(|k| ((k.section.into(), k.name.into()), (k.default.into(), Origin::Default)))
+            .map(|k| {
+                (
+                    (k.section.into(), k.name.into()),
+                    (k.default.into(), Origin::Default),
+                )
+            })
             .collect();
 
         if let Some(path) = path {
@@ -148,9 +216,13 @@ impl Config {
             }
         }
         for (var, value) in env {
-            let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             let Some((section, key)) = rest.split_once("__") else {
-                errors.push(format!("environment {var}: expected {ENV_PREFIX}<SECTION>__<KEY>"));
+                errors.push(format!(
+                    "environment {var}: expected {ENV_PREFIX}<SECTION>__<KEY>"
+                ));
                 continue;
             };
             let id = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
@@ -160,7 +232,10 @@ impl Config {
             }
         }
 
-        let mut p = Parser { raw: &raw, errors: &mut errors };
+        let mut p = Parser {
+            raw: &raw,
+            errors: &mut errors,
+        };
         let config = Config {
             branch: BranchConfig {
                 id: p.get("branch", "id", parse_branch_id),
@@ -175,19 +250,30 @@ impl Config {
             },
             api: ApiConfig {
                 listen: p.get("api", "listen", |s| {
-                    SocketAddr::from_str(s).map_err(|_| "expected an address and port, e.g. 0.0.0.0:8080".into())
+                    SocketAddr::from_str(s)
+                        .map_err(|_| "expected an address and port, e.g. 0.0.0.0:8080".into())
                 }),
                 max_body_bytes: p.get("api", "max_body_bytes", |s| parse_range(s, 1024, 16 << 20)),
-                request_timeout_ms: p.get("api", "request_timeout_ms", |s| parse_range(s, 100, 600_000)),
+                request_timeout_ms: p.get("api", "request_timeout_ms", |s| {
+                    parse_range(s, 100, 600_000)
+                }),
             },
-            pairing: PairingConfig { code_ttl_secs: p.get("pairing", "code_ttl_secs", |s| parse_range(s, 30, 86_400)) },
+            pairing: PairingConfig {
+                code_ttl_secs: p.get("pairing", "code_ttl_secs", |s| parse_range(s, 30, 86_400)),
+            },
             log: LogConfig {
                 level: p.get("log", "level", |s| {
-                    tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
+                    tracing_subscriber::EnvFilter::try_new(s)
+                        .map(|_| s.to_owned())
+                        .map_err(|e| e.to_string())
                 }),
             },
         };
-        if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
     }
 
     /// The configuration as TOML, every key with its documentation.
@@ -219,7 +305,11 @@ impl Config {
                 out.push_str(&format!("\n[{section}]\n"));
             }
             let v = value(k.section, k.name);
-            let rendered = if v.parse::<i64>().is_ok() { v } else { toml_string(&v) };
+            let rendered = if v.parse::<i64>().is_ok() {
+                v
+            } else {
+                toml_string(&v)
+            };
             out.push_str(&format!("# {}\n{} = {}\n", k.doc, k.name, rendered));
         }
         out
@@ -243,19 +333,29 @@ fn merge_toml(
     let table: toml::Table = match text.parse() {
         Ok(t) => t,
         Err(e) => {
-            errors.push(format!("config file {}: {}", path.display(), e.to_string().trim_end()));
+            errors.push(format!(
+                "config file {}: {}",
+                path.display(),
+                e.to_string().trim_end()
+            ));
             return;
         }
     };
     for (section, body) in table {
         let Some(body) = body.as_table() else {
-            errors.push(format!("config file {}: {section} must be a [section]", path.display()));
+            errors.push(format!(
+                "config file {}: {section} must be a [section]",
+                path.display()
+            ));
             continue;
         };
         for (key, value) in body {
             let id = (section.clone(), key.clone());
             let Some(slot) = raw.get_mut(&id) else {
-                errors.push(format!("config file {}: unknown key {section}.{key}", path.display()));
+                errors.push(format!(
+                    "config file {}: unknown key {section}.{key}",
+                    path.display()
+                ));
                 continue;
             };
             let text = match value {
@@ -263,7 +363,11 @@ fn merge_toml(
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
                 other => {
-                    errors.push(format!("config file {}: {section}.{key}: expected a string or number, found {}", path.display(), other.type_str()));
+                    errors.push(format!(
+                        "config file {}: {section}.{key}: expected a string or number, found {}",
+                        path.display(),
+                        other.type_str()
+                    ));
                     continue;
                 }
             };
@@ -279,28 +383,46 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     /// Parse one key; on error record it and return the (valid) default so parsing goes on.
-    fn get<T>(&mut self, section: &str, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> T {
+    fn get<T>(
+        &mut self,
+        section: &str,
+        name: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> T {
         let (text, origin) = &self.raw[&(section.to_owned(), name.to_owned())];
         match parse(text) {
             Ok(v) => v,
             Err(e) => {
-                self.errors.push(format!("{section}.{name} = {text:?} ({origin}): {e}"));
-                let default = KEYS.iter().find(|k| k.section == section && k.name == name).map(|k| k.default);
-                parse(default.expect("every parsed key is in KEYS")).expect("every default parses (tested)")
+                self.errors
+                    .push(format!("{section}.{name} = {text:?} ({origin}): {e}"));
+                let default = KEYS
+                    .iter()
+                    .find(|k| k.section == section && k.name == name)
+                    .map(|k| k.default);
+                parse(default.expect("every parsed key is in KEYS"))
+                    .expect("every default parses (tested)")
             }
         }
     }
 }
 
 fn non_empty(s: &str) -> Result<&str, String> {
-    if s.trim().is_empty() { Err("must not be empty".into()) } else { Ok(s) }
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s)
+    }
 }
 
 fn parse_path(s: &str) -> Result<PathBuf, String> {
     non_empty(s).map(PathBuf::from)
 }
 
-fn parse_range<T: FromStr + PartialOrd + fmt::Display + Copy>(s: &str, min: T, max: T) -> Result<T, String> {
+fn parse_range<T: FromStr + PartialOrd + fmt::Display + Copy>(
+    s: &str,
+    min: T,
+    max: T,
+) -> Result<T, String> {
     match s.trim().parse::<T>() {
         Ok(v) if v >= min && v <= max => Ok(v),
         _ => Err(format!("expected a whole number from {min} to {max}")),
@@ -308,7 +430,10 @@ fn parse_range<T: FromStr + PartialOrd + fmt::Display + Copy>(s: &str, min: T, m
 }
 
 fn parse_branch_id(s: &str) -> Result<String, String> {
-    if (2..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+    if (2..=16).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
         Ok(s.to_owned())
     } else {
         Err("expected 2-16 characters of A-Z and 0-9, e.g. JKT01".into())
@@ -322,7 +447,12 @@ fn parse_offset(s: &str) -> Result<UtcOffset, String> {
 
 fn format_offset(o: UtcOffset) -> String {
     let (h, m, _) = o.as_hms();
-    format!("{}{:02}:{:02}", if o.is_negative() { '-' } else { '+' }, h.abs(), m.abs())
+    format!(
+        "{}{:02}:{:02}",
+        if o.is_negative() { '-' } else { '+' },
+        h.abs(),
+        m.abs()
+    )
 }
 
 #[cfg(test)]
@@ -330,17 +460,27 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     #[test]
     fn defaults_are_valid_and_documented() {
         let c = Config::defaults();
         assert_eq!(c.api.listen.port(), 8080);
-        assert_eq!(c.branch.utc_offset, UtcOffset::from_hms(7, 0, 0).expect("valid"));
+        assert_eq!(
+            c.branch.utc_offset,
+            UtcOffset::from_hms(7, 0, 0).expect("valid")
+        );
         // The committed example file is exactly what the code documents.
         let example = include_str!("../edge.example.toml");
-        assert_eq!(example, c.to_toml(), "regenerate with: sentra-edge config defaults > appliance/edge.example.toml");
+        assert_eq!(
+            example,
+            c.to_toml(),
+            "regenerate with: sentra-edge config defaults > appliance/edge.example.toml"
+        );
         // And it loads back to the same configuration.
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("edge.toml");
@@ -352,8 +492,19 @@ mod tests {
     fn env_overrides_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("edge.toml");
-        std::fs::write(&p, "[api]\nlisten = \"127.0.0.1:9000\"\n[branch]\nid = \"JKT01\"\n").expect("write");
-        let c = Config::load_from(Some(&p), env(&[("SENTRA_EDGE__API__LISTEN", "127.0.0.1:9001"), ("OTHER", "x")])).expect("valid");
+        std::fs::write(
+            &p,
+            "[api]\nlisten = \"127.0.0.1:9000\"\n[branch]\nid = \"JKT01\"\n",
+        )
+        .expect("write");
+        let c = Config::load_from(
+            Some(&p),
+            env(&[
+                ("SENTRA_EDGE__API__LISTEN", "127.0.0.1:9001"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .expect("valid");
         assert_eq!(c.api.listen.port(), 9001);
         assert_eq!(c.branch.id, "JKT01");
     }
@@ -363,10 +514,25 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("edge.toml");
         std::fs::write(&p, "[api]\nlisten = \"nope\"\nmax_body_bytes = 5\n[store]\ndat_dir = \"/x\"\n[branch]\nid = \"lower\"\n").expect("write");
-        let err = Config::load_from(Some(&p), env(&[("SENTRA_EDGE__STORE__READERS", "0"), ("SENTRA_EDGE__NOPE__X", "1"), ("SENTRA_EDGE__BAD", "1")]))
-            .expect_err("invalid");
+        let err = Config::load_from(
+            Some(&p),
+            env(&[
+                ("SENTRA_EDGE__STORE__READERS", "0"),
+                ("SENTRA_EDGE__NOPE__X", "1"),
+                ("SENTRA_EDGE__BAD", "1"),
+            ]),
+        )
+        .expect_err("invalid");
         let text = err.to_string();
-        for needle in ["api.listen", "api.max_body_bytes", "unknown key store.dat_dir", "branch.id", "store.readers", "unknown key nope.x", "SENTRA_EDGE__BAD"] {
+        for needle in [
+            "api.listen",
+            "api.max_body_bytes",
+            "unknown key store.dat_dir",
+            "branch.id",
+            "store.readers",
+            "unknown key nope.x",
+            "SENTRA_EDGE__BAD",
+        ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
         assert_eq!(err.0.len(), 7, "{text}");

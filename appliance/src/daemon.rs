@@ -24,8 +24,13 @@ pub enum StartError {
     Key(#[from] store::key::KeyError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
-    #[error("api.listen {addr}: {source}; is another sentra-edge (or something else) using this port?")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "api.listen {addr}: {source}; is another sentra-edge (or something else) using this port?"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -57,7 +62,9 @@ pub async fn open_store_with(config: &Config, key: StoreKey) -> Result<Store, St
         branch_id: config.branch.id.clone(),
         utc_offset: config.branch.utc_offset,
     };
-    let store = tokio::task::spawn_blocking(move || Store::open(opts)).await.context("store open task")??;
+    let store = tokio::task::spawn_blocking(move || Store::open(opts))
+        .await
+        .context("store open task")??;
     Ok(store)
 }
 
@@ -68,13 +75,36 @@ pub struct Started {
 
 /// Run the daemon until SIGTERM/SIGINT (or `supervisor` is cancelled). `on_ready` runs once the
 /// API is serving, before READY is sent to systemd.
-pub async fn run(config: Config, store: Store, supervisor: Supervisor, on_ready: impl FnOnce(&Started, &Store)) -> Result<(), StartError> {
-    let listener = tokio::net::TcpListener::bind(config.api.listen).await.map_err(|source| StartError::Bind { addr: config.api.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.api.listen, source })?;
-    let state = AppState { store: store.clone(), config: Arc::new(config.clone()), started: Instant::now() };
-    supervisor.cancel_on_signals().context("installing signal handlers")?;
+pub async fn run(
+    config: Config,
+    store: Store,
+    supervisor: Supervisor,
+    on_ready: impl FnOnce(&Started, &Store),
+) -> Result<(), StartError> {
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.api.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.api.listen,
+        source,
+    })?;
+    let state = AppState {
+        store: store.clone(),
+        config: Arc::new(config.clone()),
+        started: Instant::now(),
+    };
+    supervisor
+        .cancel_on_signals()
+        .context("installing signal handlers")?;
     let cancel = supervisor.token();
-    supervisor.spawn("api", async move { api::serve(listener, state, cancel).await.context("local API") });
+    supervisor.spawn("api", async move {
+        api::serve(listener, state, cancel)
+            .await
+            .context("local API")
+    });
     tracing::info!(%addr, branch = %config.branch.id, device = %store.ctx().device_id, version = env!("CARGO_PKG_VERSION"), "sentra-edge serving");
     on_ready(&Started { addr }, &store);
     // Not under systemd this is a no-op.
@@ -95,34 +125,58 @@ pub struct Demo {
 
 impl Demo {
     pub fn new(listen: SocketAddr) -> anyhow::Result<Demo> {
-        let dir = tempfile::Builder::new().prefix("sentra-demo-").tempdir().context("creating the demo directory")?;
+        let dir = tempfile::Builder::new()
+            .prefix("sentra-demo-")
+            .tempdir()
+            .context("creating the demo directory")?;
         let mut config = Config::defaults();
         config.store.data_dir = dir.path().to_owned();
         config.store.key_file = PathBuf::from("(generated for the demo)");
         config.api.listen = listen;
-        Ok(Demo { config, key: StoreKey::generate(), dir })
+        Ok(Demo {
+            config,
+            key: StoreKey::generate(),
+            dir,
+        })
     }
 
     /// Seed master data and opening stock, and make one pairing code per role.
     pub async fn seed(&self, store: &Store) -> anyhow::Result<Vec<devices::PairingCode>> {
+        load_demo_data(store).await?;
         let ttl = self.config.pairing.code_ttl_secs;
         let codes = store
             .write(move |w| {
-                let (parts, mechanics, assets) = master::demo_data();
-                master::upsert(w, &parts, &mechanics, &assets)?;
-                for p in &parts {
-                    let sku = Sku::parse(p.sku.clone()).expect("demo SKUs are valid");
-                    workshop::receive(w, "demo", &sku, Qty::new(20).expect("valid"), None)?;
-                }
-                Role::ALL.iter().map(|r| devices::new_pairing_code(w, *r, ttl)).collect::<store::Result<Vec<_>>>()
+                Role::ALL
+                    .iter()
+                    .map(|r| devices::new_pairing_code(w, *r, ttl))
+                    .collect::<store::Result<Vec<_>>>()
             })
             .await?;
         Ok(codes)
     }
 }
 
+/// The demo catalogue and 20 of each part in stock (one receipt each, through the outbox).
+/// Returns how many parts, mechanics and assets were loaded.
+pub async fn load_demo_data(store: &Store) -> Result<(usize, usize, usize), StartError> {
+    Ok(store
+        .write(move |w| {
+            let (parts, mechanics, assets) = master::demo_data();
+            master::upsert(w, &parts, &mechanics, &assets)?;
+            for p in &parts {
+                let sku = Sku::parse(p.sku.clone()).expect("demo SKUs are valid");
+                workshop::receive(w, "demo", &sku, Qty::new(20).expect("valid"), None)?;
+            }
+            Ok((parts.len(), mechanics.len(), assets.len()))
+        })
+        .await?)
+}
+
 /// Pair a device directly (no code), for benchmarks and tools that drive a local daemon.
 pub async fn pair_direct(store: &Store, name: &str, role: Role) -> anyhow::Result<String> {
     let name = Name::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(store.write(move |w| devices::create_direct(w, &name, role)).await?.1)
+    Ok(store
+        .write(move |w| devices::create_direct(w, &name, role))
+        .await?
+        .1)
 }

@@ -15,7 +15,11 @@ use sentra_edge::supervisor::Supervisor;
 use sentra_edge::telemetry;
 
 #[derive(Parser)]
-#[command(name = "sentra-edge", version, about = "The Sentra branch appliance: encrypted store, local API and outbox for the branch LAN")]
+#[command(
+    name = "sentra-edge",
+    version,
+    about = "The Sentra branch appliance: encrypted store, local API and outbox for the branch LAN"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,6 +61,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Load the demo catalogue (parts, mechanics, rental assets) and opening stock into the store,
+    /// for a trial box before it is enrolled. The cloud's master data replaces it at sync.
+    LoadDemoData {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Create a new store key file (64 hex characters, mode 0600). Never overwrites.
     Keygen { file: PathBuf },
     /// Configuration helpers.
@@ -81,7 +91,11 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sentra-edge").build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sentra-edge")
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sentra-edge: cannot start the async runtime: {e}");
@@ -122,7 +136,10 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             telemetry::init(&config.log.level);
             let store = daemon::open_store(&config).await?;
             daemon::run(config, store, Supervisor::new(), |started, _| {
-                out(&format!("sentra-edge: api listening on http://{}\n", started.addr));
+                out(&format!(
+                    "sentra-edge: api listening on http://{}\n",
+                    started.addr
+                ));
             })
             .await
         }
@@ -152,7 +169,11 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 text.push_str("Paste into a shell to follow the README's examples:\n");
                 text.push_str(&format!("export API={url}\n"));
                 for c in &codes {
-                    text.push_str(&format!("export {}_CODE={}\n", c.role.as_str().to_uppercase(), c.code));
+                    text.push_str(&format!(
+                        "export {}_CODE={}\n",
+                        c.role.as_str().to_uppercase(),
+                        c.code
+                    ));
                 }
                 text.push_str("sentra-edge: api listening on ");
                 text.push_str(&url);
@@ -168,7 +189,9 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             telemetry::init("warn");
             let store = daemon::open_store(&config).await?;
             let ttl = config.pairing.code_ttl_secs;
-            let code = store.write(move |w| devices::new_pairing_code(w, role, ttl)).await?;
+            let code = store
+                .write(move |w| devices::new_pairing_code(w, role, ttl))
+                .await?;
             store.shutdown().await;
             out(&format!(
                 "pairing code for a {} device: {}\nvalid until {} (one use). On the device: POST /v1/pair {{\"code\": \"{}\", \"device_name\": \"...\"}}\n",
@@ -184,13 +207,20 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             telemetry::init("warn");
             let store = daemon::open_store(&config).await?;
             let device = store.ctx().device_id.clone();
-            let (st, devs) = store.read(move |c| Ok((outbox::status(c, &device)?, devices::list(c)?))).await?;
+            let (st, devs) = store
+                .read(move |c| Ok((outbox::status(c, &device)?, devices::list(c)?)))
+                .await?;
             store.shutdown().await;
-            let size = std::fs::metadata(config.db_path()).map(|m| m.len()).unwrap_or(0);
+            let size = std::fs::metadata(config.db_path())
+                .map(|m| m.len())
+                .unwrap_or(0);
             let live = devs.iter().filter(|d| d.revoked_at.is_none()).count();
             if json {
                 let v = serde_json::json!({"branch": config.branch.id, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "paired_devices": live});
-                out(&format!("{}\n", serde_json::to_string_pretty(&v).expect("serialises")));
+                out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&v).expect("serialises")
+                ));
             } else {
                 out(&format!(
                     "branch       {} ({})\ndevice       {}\nstore        {} ({} bytes)\noutbox       {} events, {} pending ({} bytes), oldest pending {}\ncloud        not enrolled: changes wait in the outbox\ndevices      {} paired, {} revoked\n",
@@ -224,9 +254,24 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             ));
             Ok(())
         }
+        Command::LoadDemoData { config } => {
+            let config = load_config(config.as_deref())?;
+            telemetry::init("warn");
+            let store = daemon::open_store(&config).await?;
+            let loaded = daemon::load_demo_data(&store).await;
+            store.shutdown().await;
+            let (parts, mechanics, assets) = loaded?;
+            out(&format!(
+                "demo data loaded: {parts} parts (20 of each in stock), {mechanics} mechanics, {assets} rental assets\n"
+            ));
+            Ok(())
+        }
         Command::Keygen { file } => {
             StoreKey::generate().write_new(&file)?;
-            out(&format!("store key written to {} (mode 0600); keep a copy offline: without it the store cannot be read\n", file.display()));
+            out(&format!(
+                "store key written to {} (mode 0600); keep a copy offline: without it the store cannot be read\n",
+                file.display()
+            ));
             Ok(())
         }
         Command::Config { command } => match command {

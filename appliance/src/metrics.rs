@@ -26,7 +26,9 @@ struct Metrics {
 
 fn latency_histogram() -> Histogram {
     // 0.5 ms … 8 s: a local write is ~1 ms; past seconds something is wrong.
-    Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 8.0])
+    Histogram::new([
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 8.0,
+    ])
 }
 
 fn metrics() -> &'static Metrics {
@@ -34,29 +36,74 @@ fn metrics() -> &'static Metrics {
     M.get_or_init(|| {
         let mut registry = Registry::with_prefix("sentra_edge");
         let http_requests = Family::<Labels, Counter>::default();
-        registry.register("http_requests", "HTTP requests answered, by route, method and status", http_requests.clone());
-        let http_duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register("http_request_duration_seconds", "Time to answer an HTTP request, by route", http_duration.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            http_requests.clone(),
+        );
+        let http_duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route",
+            http_duration.clone(),
+        );
         let store_commits = Family::<Labels, Counter>::default();
-        registry.register("store_commits", "Store write transactions, by result", store_commits.clone());
+        registry.register(
+            "store_commits",
+            "Store write transactions, by result",
+            store_commits.clone(),
+        );
         let store_batch = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
-        registry.register("store_batch_writes", "Writes committed together in one transaction (group commit)", store_batch.clone());
+        registry.register(
+            "store_batch_writes",
+            "Writes committed together in one transaction (group commit)",
+            store_batch.clone(),
+        );
         let outbox_pending_events = Gauge::default();
-        registry.register("outbox_pending_events", "Outbox events not yet acknowledged by the cloud", outbox_pending_events.clone());
+        registry.register(
+            "outbox_pending_events",
+            "Outbox events not yet acknowledged by the cloud",
+            outbox_pending_events.clone(),
+        );
         let outbox_pending_bytes = Gauge::default();
-        registry.register("outbox_pending_bytes", "Payload bytes of outbox events not yet acknowledged", outbox_pending_bytes.clone());
+        registry.register(
+            "outbox_pending_bytes",
+            "Payload bytes of outbox events not yet acknowledged",
+            outbox_pending_bytes.clone(),
+        );
         let outbox_last_seq = Gauge::default();
-        registry.register("outbox_last_seq", "Sequence number of the newest outbox event", outbox_last_seq.clone());
-        Metrics { registry, http_requests, http_duration, store_commits, store_batch, outbox_pending_events, outbox_pending_bytes, outbox_last_seq }
+        registry.register(
+            "outbox_last_seq",
+            "Sequence number of the newest outbox event",
+            outbox_last_seq.clone(),
+        );
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            store_commits,
+            store_batch,
+            outbox_pending_events,
+            outbox_pending_bytes,
+            outbox_last_seq,
+        }
     })
 }
 
 pub fn http_request(route: &str, method: &str, status: u16, seconds: f64) {
     let m = metrics();
     m.http_requests
-        .get_or_create(&vec![("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())])
+        .get_or_create(&vec![
+            ("route", route.to_owned()),
+            ("method", method.to_owned()),
+            ("status", status.to_string()),
+        ])
         .inc();
-    m.http_duration.get_or_create(&vec![("route", route.to_owned())]).observe(seconds);
+    m.http_duration
+        .get_or_create(&vec![("route", route.to_owned())])
+        .observe(seconds);
 }
 
 pub fn store_batch(writes: usize) {
@@ -65,7 +112,10 @@ pub fn store_batch(writes: usize) {
 
 pub fn store_commit(ok: bool) {
     let result = if ok { "ok" } else { "error" };
-    metrics().store_commits.get_or_create(&vec![("result", result.to_owned())]).inc();
+    metrics()
+        .store_commits
+        .get_or_create(&vec![("result", result.to_owned())])
+        .inc();
 }
 
 pub fn outbox(pending_events: u64, pending_bytes: u64, last_seq: u64) {

@@ -29,7 +29,11 @@ impl Supervisor {
             match fut.await {
                 Ok(()) => tracing::debug!(task = name, "task finished"),
                 Err(e) => {
-                    tracing::error!(task = name, error = format!("{e:#}"), "task failed; shutting down");
+                    tracing::error!(
+                        task = name,
+                        error = format!("{e:#}"),
+                        "task failed; shutting down"
+                    );
                     cancel.cancel();
                 }
             }

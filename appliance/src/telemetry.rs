@@ -15,9 +15,18 @@ pub fn init(level: &str) {
     if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(journald) = tracing_journald::layer()
     {
-        let _ = registry.with(journald.with_syslog_identifier("sentra-edge".into())).try_init();
+        let _ = registry
+            .with(journald.with_syslog_identifier("sentra-edge".into()))
+            .try_init();
         return;
     }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi)).try_init();
+    let _ = registry
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(ansi),
+        )
+        .try_init();
 }

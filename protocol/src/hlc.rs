@@ -195,7 +195,10 @@ mod tests {
         for (last, remote, now, want) in cases {
             let mut c = HlcClock::new(last, BOUND);
             let got = c.observe(remote, now).expect("within bound");
-            assert_eq!(got, want, "observe(last {last}, remote {remote}, now {now})");
+            assert_eq!(
+                got, want,
+                "observe(last {last}, remote {remote}, now {now})"
+            );
             assert!(got > last && got > remote);
         }
     }
@@ -204,25 +207,49 @@ mod tests {
     fn observe_refuses_far_future() {
         let mut c = HlcClock::new(Hlc::new(10, 0), BOUND);
         let err = c.observe(Hlc::new(5_000, 0), 100).unwrap_err();
-        assert!(matches!(err, HlcError::TooFarAhead { ahead_ms: 4_900, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                HlcError::TooFarAhead {
+                    ahead_ms: 4_900,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(c.last(), Hlc::new(10, 0), "a refused stamp changes nothing");
     }
 
     #[test]
     fn text_form_round_trips_and_sorts() {
-        let stamps = [Hlc::new(0, 0), Hlc::new(9, 10), Hlc::new(10, 0), Hlc::new(1_795_400_000_123, 2)];
+        let stamps = [
+            Hlc::new(0, 0),
+            Hlc::new(9, 10),
+            Hlc::new(10, 0),
+            Hlc::new(1_795_400_000_123, 2),
+        ];
         for w in stamps.windows(2) {
             assert!(w[0].to_string() < w[1].to_string());
         }
         for h in stamps {
             assert_eq!(h.to_string().parse::<Hlc>(), Ok(h));
         }
-        assert_eq!(Hlc::new(1_795_400_000_123, 2).to_string(), "001795400000123-0000000002");
+        assert_eq!(
+            Hlc::new(1_795_400_000_123, 2).to_string(),
+            "001795400000123-0000000002"
+        );
     }
 
     #[test]
     fn malformed_text_is_refused() {
-        for bad in ["", "1-2", "001795400000123", "00179540000012x-0000000002", "001795400000123-000000002", "001795400000123_0000000002"] {
+        for bad in [
+            "",
+            "1-2",
+            "001795400000123",
+            "00179540000012x-0000000002",
+            "001795400000123-000000002",
+            "001795400000123_0000000002",
+        ] {
             assert!(bad.parse::<Hlc>().is_err(), "{bad:?}");
         }
     }

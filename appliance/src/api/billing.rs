@@ -11,7 +11,6 @@ use crate::domain::{Id, PaymentMethod, Rupiah, Text};
 use crate::store::billing::{self, Invoice, LabourLine};
 use crate::store::print_jobs::{self, PrintJob};
 
-
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Labour {
@@ -38,17 +37,44 @@ const MAX_LABOUR_LINES: usize = 50;
 #[utoipa::path(post, path = "/v1/invoices", tag = "billing", request_body = IssueInvoice,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: same answer, one change")),
     responses((status = 201, body = Invoice), (status = 409, body = super::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn issue(State(s): State<AppState>, caller: Caller, key: IdempotencyKey, body: Body<IssueInvoice>) -> Result<Response, ApiError> {
-    let IssueInvoice { work_order_id, labour } = body.value;
+pub async fn issue(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    body: Body<IssueInvoice>,
+) -> Result<Response, ApiError> {
+    let IssueInvoice {
+        work_order_id,
+        labour,
+    } = body.value;
     if labour.len() > MAX_LABOUR_LINES {
-        return Err(ApiError::field("labour", format!("at most {MAX_LABOUR_LINES} lines")));
+        return Err(ApiError::field(
+            "labour",
+            format!("at most {MAX_LABOUR_LINES} lines"),
+        ));
     }
-    let labour: Vec<LabourLine> = labour.into_iter().map(|l| LabourLine { description: l.description, amount: l.amount }).collect();
-    s.write(&caller, key, body.fingerprint, StatusCode::CREATED, move |w, d| billing::issue(w, &d.id, work_order_id.as_str(), &labour)).await
+    let labour: Vec<LabourLine> = labour
+        .into_iter()
+        .map(|l| LabourLine {
+            description: l.description,
+            amount: l.amount,
+        })
+        .collect();
+    s.write(
+        &caller,
+        key,
+        body.fingerprint,
+        StatusCode::CREATED,
+        move |w, d| billing::issue(w, &d.id, work_order_id.as_str(), &labour),
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/invoices/{id}", tag = "billing", responses((status = 200, body = Invoice), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn get_invoice(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Invoice>, ApiError> {
+pub async fn get_invoice(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Invoice>, ApiError> {
     let id = path_id(&id)?;
     Ok(Json(s.store.read(move |c| billing::get(c, &id)).await?))
 }
@@ -68,10 +94,27 @@ pub struct Pay {
 
 #[utoipa::path(post, path = "/v1/invoices/{id}/payments", tag = "billing", request_body = Pay,
     responses((status = 201, body = Invoice), (status = 409, description = "more than the balance", body = super::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn pay(State(s): State<AppState>, caller: Caller, key: IdempotencyKey, Path(id): Path<String>, body: Body<Pay>) -> Result<Response, ApiError> {
+pub async fn pay(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    body: Body<Pay>,
+) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
-    let Pay { method, amount, reference } = body.value;
-    s.write(&caller, key, body.fingerprint, StatusCode::CREATED, move |w, d| billing::pay(w, &d.id, &id, method, amount, reference.as_ref())).await
+    let Pay {
+        method,
+        amount,
+        reference,
+    } = body.value;
+    s.write(
+        &caller,
+        key,
+        body.fingerprint,
+        StatusCode::CREATED,
+        move |w, d| billing::pay(w, &d.id, &id, method, amount, reference.as_ref()),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -85,15 +128,34 @@ pub struct Credit {
 
 #[utoipa::path(post, path = "/v1/invoices/{id}/credit-notes", tag = "billing", request_body = Credit,
     responses((status = 201, body = Invoice)), security(("bearer" = [])))]
-pub async fn credit(State(s): State<AppState>, caller: Caller, key: IdempotencyKey, Path(id): Path<String>, body: Body<Credit>) -> Result<Response, ApiError> {
+pub async fn credit(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    body: Body<Credit>,
+) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
     let Credit { amount, reason } = body.value;
-    s.write(&caller, key, body.fingerprint, StatusCode::CREATED, move |w, d| billing::credit(w, &d.id, &id, amount, &reason)).await
+    s.write(
+        &caller,
+        key,
+        body.fingerprint,
+        StatusCode::CREATED,
+        move |w, d| billing::credit(w, &d.id, &id, amount, &reason),
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/invoices/{id}/print", tag = "printing",
     responses((status = 202, description = "queued; follow /v1/print-jobs/{id}", body = PrintJob)), security(("bearer" = [])))]
-pub async fn print(State(s): State<AppState>, caller: Caller, key: IdempotencyKey, fp: Fingerprint, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn print(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    fp: Fingerprint,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
     s.write(&caller, key, fp, StatusCode::ACCEPTED, move |w, _| {
         billing::get(w.conn(), &id)?;
@@ -103,7 +165,10 @@ pub async fn print(State(s): State<AppState>, caller: Caller, key: IdempotencyKe
 }
 
 #[utoipa::path(get, path = "/v1/print-jobs/{id}", tag = "printing", responses((status = 200, body = PrintJob)), security(("bearer" = [])))]
-pub async fn print_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<PrintJob>, ApiError> {
+pub async fn print_job(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<PrintJob>, ApiError> {
     let id = path_id(&id)?;
     Ok(Json(s.store.read(move |c| print_jobs::get(c, &id)).await?))
 }

@@ -34,12 +34,22 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         let field = field.into();
         let message = message.into();
-        Self { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid_field", message: format!("{field}: {message}"), field: Some(field) }
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_field",
+            message: format!("{field}: {message}"),
+            field: Some(field),
+        }
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
@@ -59,9 +69,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Domain(d) => d.into(),
-            StoreError::Closed | StoreError::Unavailable | StoreError::Commit(_) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", format!("{e}"))
-            }
+            StoreError::Closed | StoreError::Unavailable | StoreError::Commit(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("{e}"),
+            ),
             StoreError::WrongKey { .. }
             | StoreError::Open { .. }
             | StoreError::Io { .. }
@@ -71,7 +83,11 @@ impl From<StoreError> for ApiError {
             | StoreError::Corrupt(_) => {
                 // Details go to the log, not to the LAN.
                 tracing::error!(error = %e, "store error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the appliance could not complete this request; nothing was changed")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the appliance could not complete this request; nothing was changed",
+                )
             }
         }
     }
@@ -82,15 +98,27 @@ impl From<DomainError> for ApiError {
         match d {
             DomainError::NotFound { .. } => Self::not_found(d.to_string()),
             DomainError::Invalid { field, message } => Self::field(field, message),
-            DomainError::Conflict { code, message } => Self::new(StatusCode::CONFLICT, code, message),
-            DomainError::IdempotencyMismatch => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", d.to_string()),
+            DomainError::Conflict { code, message } => {
+                Self::new(StatusCode::CONFLICT, code, message)
+            }
+            DomainError::IdempotencyMismatch => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                d.to_string(),
+            ),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message, field: self.field } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+            },
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }

@@ -20,7 +20,11 @@ pub struct Caller(pub Device);
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts.extensions.get::<Caller>().cloned().ok_or_else(|| ApiError::unauthorized("this path needs Authorization: Bearer <token>"))
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("this path needs Authorization: Bearer <token>"))
     }
 }
 
@@ -63,19 +67,34 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             .and_then(|v| v.split(';').next())
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
         if !is_json {
-            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send the body as JSON with Content-Type: application/json"));
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
         }
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is larger than this appliance accepts (api.max_body_bytes)")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is larger than this appliance accepts (api.max_body_bytes)",
+                )
             } else {
-                ApiError::bad_request("unreadable_body", format!("could not read the request body: {e}"))
+                ApiError::bad_request(
+                    "unreadable_body",
+                    format!("could not read the request body: {e}"),
+                )
             }
         })?;
-        let json: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+        })?;
+        if !json.is_object() {
+            return Err(ApiError::field("body", "expected a JSON object"));
+        }
         // serde_json's map is ordered by key, so equal documents serialise to equal bytes.
         let canonical = serde_json::to_vec(&json).expect("a Value always serialises");
         let fingerprint = fingerprint(&method, &path, &canonical);
@@ -98,10 +117,21 @@ const MAX_KEY_LEN: usize = 128;
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let Some(v) = parts.headers.get("idempotency-key") else { return Ok(Self(None)) };
+        let Some(v) = parts.headers.get("idempotency-key") else {
+            return Ok(Self(None));
+        };
         match v.to_str() {
-            Ok(s) if !s.is_empty() && s.len() <= MAX_KEY_LEN && s.bytes().all(|b| b.is_ascii_graphic()) => Ok(Self(Some(s.to_owned()))),
-            _ => Err(ApiError::bad_request("invalid_idempotency_key", format!("Idempotency-Key must be 1-{MAX_KEY_LEN} visible ASCII characters"))),
+            Ok(s)
+                if !s.is_empty()
+                    && s.len() <= MAX_KEY_LEN
+                    && s.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                Ok(Self(Some(s.to_owned())))
+            }
+            _ => Err(ApiError::bad_request(
+                "invalid_idempotency_key",
+                format!("Idempotency-Key must be 1-{MAX_KEY_LEN} visible ASCII characters"),
+            )),
         }
     }
 }

@@ -65,13 +65,24 @@ const MAX_PHOTOS: usize = 64;
 #[utoipa::path(post, path = "/v1/inspections", tag = "inspections", request_body = CreateInspection,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: same answer, one change")),
     responses((status = 201, body = Inspection), (status = 422, body = super::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn create(State(s): State<AppState>, caller: Caller, key: IdempotencyKey, body: Body<CreateInspection>) -> Result<Response, ApiError> {
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    body: Body<CreateInspection>,
+) -> Result<Response, ApiError> {
     let b = body.value;
     if b.checklist.is_empty() || b.checklist.len() > MAX_ITEMS {
-        return Err(ApiError::field("checklist", format!("expected 1 to {MAX_ITEMS} items")));
+        return Err(ApiError::field(
+            "checklist",
+            format!("expected 1 to {MAX_ITEMS} items"),
+        ));
     }
     if b.photos.len() > MAX_PHOTOS {
-        return Err(ApiError::field("photos", format!("at most {MAX_PHOTOS} photos")));
+        return Err(ApiError::field(
+            "photos",
+            format!("at most {MAX_PHOTOS} photos"),
+        ));
     }
     if b.fuel_percent.is_some_and(|f| f > 100) {
         return Err(ApiError::field("fuel_percent", "expected 0 to 100"));
@@ -82,26 +93,51 @@ pub async fn create(State(s): State<AppState>, caller: Caller, key: IdempotencyK
             Kind::Handover => "HANDOVER".into(),
             Kind::Return => "RETURN".into(),
         },
-        checklist: b.checklist.into_iter().map(|c| ChecklistItem { item: c.item.into(), ok: c.ok, note: c.note.map(String::from) }).collect(),
+        checklist: b
+            .checklist
+            .into_iter()
+            .map(|c| ChecklistItem {
+                item: c.item.into(),
+                ok: c.ok,
+                note: c.note.map(String::from),
+            })
+            .collect(),
         photos: b.photos.into_iter().map(String::from).collect(),
-        signature: Signature { signer: b.signature.signer.into(), digest: b.signature.digest.into() },
+        signature: Signature {
+            signer: b.signature.signer.into(),
+            digest: b.signature.digest.into(),
+        },
         odometer_km: b.odometer_km.map(i64::from),
         fuel_percent: b.fuel_percent.map(i64::from),
         remarks: b.remarks.map(String::from),
     };
-    s.write(&caller, key, body.fingerprint, StatusCode::CREATED, move |w, d| inspections::create(w, &d.id, new)).await
+    s.write(
+        &caller,
+        key,
+        body.fingerprint,
+        StatusCode::CREATED,
+        move |w, d| inspections::create(w, &d.id, new),
+    )
+    .await
 }
 
-
 #[utoipa::path(get, path = "/v1/inspections/{id}", tag = "inspections", responses((status = 200, body = Inspection)), security(("bearer" = [])))]
-pub async fn get_inspection(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Inspection>, ApiError> {
+pub async fn get_inspection(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Inspection>, ApiError> {
     let id = path_id(&id)?;
     Ok(Json(s.store.read(move |c| inspections::get(c, &id)).await?))
 }
 
 #[utoipa::path(get, path = "/v1/inspections/{id}/verify", tag = "inspections",
     responses((status = 200, description = "valid tells whether the chain up to this record is intact", body = Verification)), security(("bearer" = [])))]
-pub async fn verify(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Verification>, ApiError> {
+pub async fn verify(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Verification>, ApiError> {
     let id = path_id(&id)?;
-    Ok(Json(s.store.read(move |c| inspections::verify(c, &id)).await?))
+    Ok(Json(
+        s.store.read(move |c| inspections::verify(c, &id)).await?,
+    ))
 }

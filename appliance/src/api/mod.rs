@@ -7,8 +7,8 @@ mod billing;
 mod error;
 mod extract;
 mod inspections;
-mod ops;
 pub mod openapi;
+mod ops;
 mod workshop;
 
 use std::sync::Arc;
@@ -67,49 +67,126 @@ pub fn allows(role: Role, action: Action) -> bool {
         Role::Admin => true,
         Role::Tablet => matches!(
             action,
-            WorkOrderRead | WorkOrderWrite | StockRead | CatalogueRead | InspectionRead | InspectionWrite | PrintRead | SyncRead | Docs
+            WorkOrderRead
+                | WorkOrderWrite
+                | StockRead
+                | CatalogueRead
+                | InspectionRead
+                | InspectionWrite
+                | PrintRead
+                | SyncRead
+                | Docs
         ),
         Role::Pos => matches!(
             action,
-            WorkOrderRead | StockRead | CatalogueRead | InvoiceRead | InvoiceWrite | PaymentWrite | InspectionRead | PrintRead | PrintWrite | SyncRead | Docs
+            WorkOrderRead
+                | StockRead
+                | CatalogueRead
+                | InvoiceRead
+                | InvoiceWrite
+                | PaymentWrite
+                | InspectionRead
+                | PrintRead
+                | PrintWrite
+                | SyncRead
+                | Docs
         ),
-        Role::Storekeeper => matches!(action, WorkOrderRead | StockRead | StockReceive | PartsDispense | CatalogueRead | PrintRead | SyncRead | Docs),
+        Role::Storekeeper => matches!(
+            action,
+            WorkOrderRead
+                | StockRead
+                | StockReceive
+                | PartsDispense
+                | CatalogueRead
+                | PrintRead
+                | SyncRead
+                | Docs
+        ),
     }
 }
 
 /// Build the router. Every `/v1` route but `/v1/pair` passes the auth layer for its action.
 pub fn router(state: AppState) -> Router {
     let guarded = |action: Action, route: MethodRouter<AppState>| {
-        route.route_layer(middleware::from_fn_with_state((state.clone(), action), authorize))
+        route.route_layer(middleware::from_fn_with_state(
+            (state.clone(), action),
+            authorize,
+        ))
     };
     use Action::*;
     let v1 = Router::new()
         .route("/v1/pair", post(ops::pair))
         .route(
             "/v1/work-orders",
-            guarded(WorkOrderWrite, post(workshop::create_work_order)).merge(guarded(WorkOrderRead, get(workshop::list_work_orders))),
+            guarded(WorkOrderWrite, post(workshop::create_work_order))
+                .merge(guarded(WorkOrderRead, get(workshop::list_work_orders))),
         )
-        .route("/v1/work-orders/{id}", guarded(WorkOrderRead, get(workshop::get_work_order)))
-        .route("/v1/work-orders/{id}/status", guarded(WorkOrderWrite, post(workshop::set_status)))
-        .route("/v1/work-orders/{id}/assign", guarded(WorkOrderWrite, post(workshop::assign)))
-        .route("/v1/work-orders/{id}/parts", guarded(PartsDispense, post(workshop::dispense)))
-        .route("/v1/stock/receipts", guarded(StockReceive, post(workshop::receive)))
+        .route(
+            "/v1/work-orders/{id}",
+            guarded(WorkOrderRead, get(workshop::get_work_order)),
+        )
+        .route(
+            "/v1/work-orders/{id}/status",
+            guarded(WorkOrderWrite, post(workshop::set_status)),
+        )
+        .route(
+            "/v1/work-orders/{id}/assign",
+            guarded(WorkOrderWrite, post(workshop::assign)),
+        )
+        .route(
+            "/v1/work-orders/{id}/parts",
+            guarded(PartsDispense, post(workshop::dispense)),
+        )
+        .route(
+            "/v1/stock/receipts",
+            guarded(StockReceive, post(workshop::receive)),
+        )
         .route("/v1/stock/{sku}", guarded(StockRead, get(workshop::stock)))
         .route("/v1/parts", guarded(CatalogueRead, get(workshop::parts)))
-        .route("/v1/mechanics", guarded(CatalogueRead, get(workshop::mechanics)))
+        .route(
+            "/v1/mechanics",
+            guarded(CatalogueRead, get(workshop::mechanics)),
+        )
         .route("/v1/assets", guarded(CatalogueRead, get(workshop::assets)))
         .route("/v1/invoices", guarded(InvoiceWrite, post(billing::issue)))
-        .route("/v1/invoices/{id}", guarded(InvoiceRead, get(billing::get_invoice)))
-        .route("/v1/invoices/{id}/payments", guarded(PaymentWrite, post(billing::pay)))
-        .route("/v1/invoices/{id}/credit-notes", guarded(InvoiceWrite, post(billing::credit)))
-        .route("/v1/invoices/{id}/print", guarded(PrintWrite, post(billing::print)))
-        .route("/v1/print-jobs/{id}", guarded(PrintRead, get(billing::print_job)))
-        .route("/v1/inspections", guarded(InspectionWrite, post(inspections::create)))
-        .route("/v1/inspections/{id}", guarded(InspectionRead, get(inspections::get_inspection)))
-        .route("/v1/inspections/{id}/verify", guarded(InspectionRead, get(inspections::verify)))
+        .route(
+            "/v1/invoices/{id}",
+            guarded(InvoiceRead, get(billing::get_invoice)),
+        )
+        .route(
+            "/v1/invoices/{id}/payments",
+            guarded(PaymentWrite, post(billing::pay)),
+        )
+        .route(
+            "/v1/invoices/{id}/credit-notes",
+            guarded(InvoiceWrite, post(billing::credit)),
+        )
+        .route(
+            "/v1/invoices/{id}/print",
+            guarded(PrintWrite, post(billing::print)),
+        )
+        .route(
+            "/v1/print-jobs/{id}",
+            guarded(PrintRead, get(billing::print_job)),
+        )
+        .route(
+            "/v1/inspections",
+            guarded(InspectionWrite, post(inspections::create)),
+        )
+        .route(
+            "/v1/inspections/{id}",
+            guarded(InspectionRead, get(inspections::get_inspection)),
+        )
+        .route(
+            "/v1/inspections/{id}/verify",
+            guarded(InspectionRead, get(inspections::verify)),
+        )
         .route("/v1/sync/status", guarded(SyncRead, get(ops::sync_status)))
         .route("/v1/devices", guarded(DeviceAdmin, get(ops::list_devices)))
-        .route("/v1/devices/{id}/revoke", guarded(DeviceAdmin, post(ops::revoke_device)))
+        .route(
+            "/v1/devices/{id}/revoke",
+            guarded(DeviceAdmin, post(ops::revoke_device)),
+        )
         .route("/v1/openapi.json", guarded(Docs, get(ops::openapi)));
 
     let timeout = Duration::from_millis(state.config.api.request_timeout_ms);
@@ -119,16 +196,27 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .merge(v1)
         .fallback(|| async { ApiError::not_found("no such path; see /v1/openapi.json") })
-        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not take that method") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes))
-        .layer(middleware::from_fn(move |req, next| observe(timeout, req, next)))
+        .layer(middleware::from_fn(move |req, next| {
+            observe(timeout, req, next)
+        }))
         .with_state(state)
 }
 
 /// Request metrics and the request timeout, around everything.
 async fn observe(timeout: Duration, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let method = req.method().as_str().to_owned();
     let response = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
@@ -139,12 +227,21 @@ async fn observe(timeout: Duration, req: Request, next: Next) -> Response {
         )
         .into_response(),
     };
-    crate::metrics::http_request(&route, &method, response.status().as_u16(), started.elapsed().as_secs_f64());
+    crate::metrics::http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 
 /// Authenticate the bearer token and check the role may do `action`.
-async fn authorize(State((state, action)): State<(AppState, Action)>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+async fn authorize(
+    State((state, action)): State<(AppState, Action)>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -158,9 +255,14 @@ async fn authorize(State((state, action)): State<(AppState, Action)>, mut req: R
         .store
         .read(move |c| devices::authenticate(c, &token))
         .await?
-        .ok_or_else(|| ApiError::unauthorized("this token is unknown or was revoked; pair the device again"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized("this token is unknown or was revoked; pair the device again")
+        })?;
     if !allows(device.role, action) {
-        return Err(ApiError::forbidden(format!("a {} device may not do this ({action:?})", device.role.as_str())));
+        return Err(ApiError::forbidden(format!(
+            "a {} device may not do this ({action:?})",
+            device.role.as_str()
+        )));
     }
     req.extensions_mut().insert(Caller(device));
     Ok(next.run(req).await)
@@ -169,7 +271,14 @@ async fn authorize(State((state, action)): State<(AppState, Action)>, mut req: R
 impl AppState {
     /// Run a write for `caller`, idempotently when the request carries an `Idempotency-Key`:
     /// the check, the change, its outbox event and the stored answer are one transaction.
-    pub async fn write<T, F>(&self, caller: &Caller, key: IdempotencyKey, fp: Fingerprint, status: StatusCode, f: F) -> Result<Response, ApiError>
+    pub async fn write<T, F>(
+        &self,
+        caller: &Caller,
+        key: IdempotencyKey,
+        fp: Fingerprint,
+        status: StatusCode,
+        f: F,
+    ) -> Result<Response, ApiError>
     where
         T: Serialize + Send + 'static,
         F: FnOnce(&mut WriteTx<'_>, &Device) -> store::Result<T> + Send + 'static,
@@ -184,16 +293,24 @@ impl AppState {
                     return Ok((a, true));
                 }
                 let value = f(w, &device)?;
-                let answer = Answer { status: status.as_u16(), body: serde_json::to_string(&value).expect("response types always serialise") };
+                let answer = Answer {
+                    status: status.as_u16(),
+                    body: serde_json::to_string(&value).expect("response types always serialise"),
+                };
                 if let Some(k) = &key.0 {
                     idempotency::remember(w, &device.id, k, &fp.0, &answer)?;
                 }
                 Ok((answer, false))
             })
             .await?;
-        let mut response = json_response(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK), answer.body);
+        let mut response = json_response(
+            StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),
+            answer.body,
+        );
         if replayed {
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
         }
         Ok(response)
     }
@@ -201,14 +318,30 @@ impl AppState {
 
 /// An id from the URL path, validated like any other input.
 pub(crate) fn path_id(id: &str) -> Result<String, ApiError> {
-    crate::domain::Id::parse(id).map(String::from).map_err(|e| ApiError::field("id", e.0))
+    crate::domain::Id::parse(id)
+        .map(String::from)
+        .map_err(|e| ApiError::field("id", e.0))
 }
 
 pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Bind and serve until `cancel`; requests in flight finish first.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState, cancel: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    cancel: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
 }

@@ -27,7 +27,10 @@ struct Bearer;
 impl utoipa::Modify for Bearer {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -37,7 +40,8 @@ pub fn document() -> String {
     DOC.get_or_init(|| {
         let mut doc = ApiDoc::openapi();
         doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-        doc.to_json().expect("the OpenAPI document always serialises")
+        doc.to_json()
+            .expect("the OpenAPI document always serialises")
     })
     .clone()
 }

@@ -20,7 +20,11 @@ pub struct Health {
 
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz(State(s): State<AppState>) -> Json<Health> {
-    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), uptime_secs: s.started.elapsed().as_secs() })
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: s.started.elapsed().as_secs(),
+    })
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = super::error::ErrorBody)))]
@@ -28,8 +32,18 @@ pub async fn readyz(State(s): State<AppState>) -> Result<Json<Health>, ApiError>
     s.store
         .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", format!("store: {e}")))?;
-    Ok(Json(Health { status: "ready", version: env!("CARGO_PKG_VERSION"), uptime_secs: s.started.elapsed().as_secs() }))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("store: {e}"),
+            )
+        })?;
+    Ok(Json(Health {
+        status: "ready",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: s.started.elapsed().as_secs(),
+    }))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
@@ -38,7 +52,14 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
     if let Ok(st) = s.store.read(move |c| outbox::status(c, &device)).await {
         crate::metrics::outbox(st.pending_events, st.pending_bytes, st.last_seq);
     }
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], crate::metrics::render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -69,14 +90,35 @@ const MAX_CODE_LEN: usize = 32;
 
 #[utoipa::path(post, path = "/v1/pair", tag = "devices", request_body = PairRequest,
     responses((status = 201, body = PairResponse), (status = 409, description = "unknown, used or expired code", body = super::error::ErrorBody)))]
-pub async fn pair(State(s): State<AppState>, body: Body<PairRequest>) -> Result<Response, ApiError> {
-    let PairRequest { code, device_name, role } = body.value;
+pub async fn pair(
+    State(s): State<AppState>,
+    body: Body<PairRequest>,
+) -> Result<Response, ApiError> {
+    let PairRequest {
+        code,
+        device_name,
+        role,
+    } = body.value;
     if code.is_empty() || code.len() > MAX_CODE_LEN {
-        return Err(ApiError::field("code", "expected the code shown by `sentra-edge pair`, e.g. 7KQ2-M9XD"));
+        return Err(ApiError::field(
+            "code",
+            "expected the code shown by `sentra-edge pair`, e.g. 7KQ2-M9XD",
+        ));
     }
-    let (device, token) = s.store.write(move |w| devices::redeem(w, &code, &device_name, role)).await?;
+    let (device, token) = s
+        .store
+        .write(move |w| devices::redeem(w, &code, &device_name, role))
+        .await?;
     tracing::info!(device = %device.id, role = device.role.as_str(), name = %device.name, "device paired");
-    Ok((StatusCode::CREATED, Json(PairResponse { token, device, mqtt: None })).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(PairResponse {
+            token,
+            device,
+            mqtt: None,
+        }),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -91,7 +133,10 @@ pub struct SyncStatus {
 pub async fn sync_status(State(s): State<AppState>) -> Result<Json<SyncStatus>, ApiError> {
     let device = s.store.ctx().device_id.clone();
     let outbox = s.store.read(move |c| outbox::status(c, &device)).await?;
-    Ok(Json(SyncStatus { outbox, cloud_configured: false }))
+    Ok(Json(SyncStatus {
+        outbox,
+        cloud_configured: false,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/devices", tag = "devices", responses((status = 200, body = Vec<Device>)), security(("bearer" = [])))]
@@ -100,7 +145,13 @@ pub async fn list_devices(State(s): State<AppState>) -> Result<Json<Vec<Device>>
 }
 
 #[utoipa::path(post, path = "/v1/devices/{id}/revoke", tag = "devices", responses((status = 200, body = Vec<Device>)), security(("bearer" = [])))]
-pub async fn revoke_device(State(s): State<AppState>, caller: Caller, key: IdempotencyKey, fp: Fingerprint, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn revoke_device(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    fp: Fingerprint,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
     s.write(&caller, key, fp, StatusCode::OK, move |w, _| {
         devices::revoke(w, &id)?;

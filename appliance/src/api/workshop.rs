@@ -37,8 +37,21 @@ pub async fn create_work_order(
     body: Body<CreateWorkOrder>,
 ) -> Result<Response, ApiError> {
     let b = body.value;
-    let new = NewWorkOrder { customer_name: b.customer_name, customer_phone: b.customer_phone, vehicle_plate: b.vehicle_plate, complaint: b.complaint, mechanic_id: b.mechanic_id };
-    s.write(&caller, key, body.fingerprint, StatusCode::CREATED, move |w, d| workshop::create(w, &d.id, &new)).await
+    let new = NewWorkOrder {
+        customer_name: b.customer_name,
+        customer_phone: b.customer_phone,
+        vehicle_plate: b.vehicle_plate,
+        complaint: b.complaint,
+        mechanic_id: b.mechanic_id,
+    };
+    s.write(
+        &caller,
+        key,
+        body.fingerprint,
+        StatusCode::CREATED,
+        move |w, d| workshop::create(w, &d.id, &new),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -52,7 +65,10 @@ pub struct ListQuery {
 
 #[utoipa::path(get, path = "/v1/work-orders", tag = "work orders", params(ListQuery),
     responses((status = 200, body = Vec<WorkOrder>)), security(("bearer" = [])))]
-pub async fn list_work_orders(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Vec<WorkOrder>>, ApiError> {
+pub async fn list_work_orders(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<WorkOrder>>, ApiError> {
     let status = q
         .status
         .as_deref()
@@ -62,12 +78,18 @@ pub async fn list_work_orders(State(s): State<AppState>, Query(q): Query<ListQue
     if !(1..=500).contains(&limit) {
         return Err(ApiError::field("limit", "expected 1 to 500"));
     }
-    Ok(Json(s.store.read(move |c| workshop::list(c, status, limit)).await?))
+    Ok(Json(
+        s.store
+            .read(move |c| workshop::list(c, status, limit))
+            .await?,
+    ))
 }
 
-
 #[utoipa::path(get, path = "/v1/work-orders/{id}", tag = "work orders", responses((status = 200, body = WorkOrder), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn get_work_order(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<WorkOrder>, ApiError> {
+pub async fn get_work_order(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkOrder>, ApiError> {
     let id = path_id(&id)?;
     Ok(Json(s.store.read(move |c| workshop::get(c, &id)).await?))
 }
@@ -82,10 +104,23 @@ pub struct SetStatus {
 
 #[utoipa::path(post, path = "/v1/work-orders/{id}/status", tag = "work orders", request_body = SetStatus,
     responses((status = 200, body = WorkOrder), (status = 409, body = super::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn set_status(State(s): State<AppState>, caller: Caller, key: IdempotencyKey, Path(id): Path<String>, body: Body<SetStatus>) -> Result<Response, ApiError> {
+pub async fn set_status(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    body: Body<SetStatus>,
+) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
     let to = body.value.status;
-    s.write(&caller, key, body.fingerprint, StatusCode::OK, move |w, _| workshop::set_status(w, &id, to)).await
+    s.write(
+        &caller,
+        key,
+        body.fingerprint,
+        StatusCode::OK,
+        move |w, _| workshop::set_status(w, &id, to),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -97,10 +132,23 @@ pub struct Assign {
 
 #[utoipa::path(post, path = "/v1/work-orders/{id}/assign", tag = "work orders", request_body = Assign,
     responses((status = 200, body = WorkOrder)), security(("bearer" = [])))]
-pub async fn assign(State(s): State<AppState>, caller: Caller, key: IdempotencyKey, Path(id): Path<String>, body: Body<Assign>) -> Result<Response, ApiError> {
+pub async fn assign(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    body: Body<Assign>,
+) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
     let m = body.value.mechanic_id;
-    s.write(&caller, key, body.fingerprint, StatusCode::OK, move |w, _| workshop::assign(w, &id, &m)).await
+    s.write(
+        &caller,
+        key,
+        body.fingerprint,
+        StatusCode::OK,
+        move |w, _| workshop::assign(w, &id, &m),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -114,10 +162,23 @@ pub struct Dispense {
 
 #[utoipa::path(post, path = "/v1/work-orders/{id}/parts", tag = "stock", request_body = Dispense,
     responses((status = 201, body = Dispensed), (status = 409, description = "would take stock below zero", body = super::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn dispense(State(s): State<AppState>, caller: Caller, key: IdempotencyKey, Path(id): Path<String>, body: Body<Dispense>) -> Result<Response, ApiError> {
+pub async fn dispense(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    body: Body<Dispense>,
+) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
     let Dispense { sku, qty } = body.value;
-    s.write(&caller, key, body.fingerprint, StatusCode::CREATED, move |w, d| workshop::dispense(w, &d.id, &id, &sku, qty)).await
+    s.write(
+        &caller,
+        key,
+        body.fingerprint,
+        StatusCode::CREATED,
+        move |w, d| workshop::dispense(w, &d.id, &id, &sku, qty),
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -134,15 +195,38 @@ pub struct Receipt {
 
 #[utoipa::path(post, path = "/v1/stock/receipts", tag = "stock", request_body = Receipt,
     responses((status = 201, body = StockLevel)), security(("bearer" = [])))]
-pub async fn receive(State(s): State<AppState>, caller: Caller, key: IdempotencyKey, body: Body<Receipt>) -> Result<Response, ApiError> {
-    let Receipt { sku, qty, reference } = body.value;
-    s.write(&caller, key, body.fingerprint, StatusCode::CREATED, move |w, d| workshop::receive(w, &d.id, &sku, qty, reference.as_ref())).await
+pub async fn receive(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    body: Body<Receipt>,
+) -> Result<Response, ApiError> {
+    let Receipt {
+        sku,
+        qty,
+        reference,
+    } = body.value;
+    s.write(
+        &caller,
+        key,
+        body.fingerprint,
+        StatusCode::CREATED,
+        move |w, d| workshop::receive(w, &d.id, &sku, qty, reference.as_ref()),
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/stock/{sku}", tag = "stock", responses((status = 200, body = StockLevel), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn stock(State(s): State<AppState>, Path(sku): Path<String>) -> Result<Json<StockLevel>, ApiError> {
+pub async fn stock(
+    State(s): State<AppState>,
+    Path(sku): Path<String>,
+) -> Result<Json<StockLevel>, ApiError> {
     let sku = Sku::parse(sku).map_err(|e| ApiError::field("sku", e.0))?;
-    Ok(Json(s.store.read(move |c| workshop::stock_level(c, sku.as_str())).await?))
+    Ok(Json(
+        s.store
+            .read(move |c| workshop::stock_level(c, sku.as_str()))
+            .await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/parts", tag = "catalogue", responses((status = 200, body = Vec<Part>)), security(("bearer" = [])))]

@@ -33,19 +33,28 @@ pub struct Totals {
 /// Sum lines and add PPN. Refuses an empty invoice and any overflow.
 pub fn totals(lines: &[Line]) -> Result<Totals, Invalid> {
     if lines.is_empty() {
-        return Err(Invalid("an invoice needs at least one labour or part line".into()));
+        return Err(Invalid(
+            "an invoice needs at least one labour or part line".into(),
+        ));
     }
     let overflow = || Invalid("invoice total is too large".into());
     let mut subtotal: i64 = 0;
     for l in lines {
         let amount = l.qty.checked_mul(l.unit_price).ok_or_else(overflow)?;
         if amount != l.amount {
-            return Err(Invalid(format!("line {:?}: amount {} is not qty × unit price", l.description, l.amount)));
+            return Err(Invalid(format!(
+                "line {:?}: amount {} is not qty × unit price",
+                l.description, l.amount
+            )));
         }
         subtotal = subtotal.checked_add(amount).ok_or_else(overflow)?;
     }
     let tax = ppn(subtotal).ok_or_else(overflow)?;
-    Ok(Totals { subtotal, tax, total: subtotal.checked_add(tax).ok_or_else(overflow)? })
+    Ok(Totals {
+        subtotal,
+        tax,
+        total: subtotal.checked_add(tax).ok_or_else(overflow)?,
+    })
 }
 
 /// PPN on a non-negative subtotal, rounded half up.
@@ -89,7 +98,16 @@ mod tests {
     #[test]
     fn ppn_rounding_table() {
         // (subtotal, tax)
-        for (s, t) in [(0, 0), (100, 11), (4, 0), (5, 1), (45, 5), (50, 6), (150_000, 16_500), (99_999, 11_000)] {
+        for (s, t) in [
+            (0, 0),
+            (100, 11),
+            (4, 0),
+            (5, 1),
+            (45, 5),
+            (50, 6),
+            (150_000, 16_500),
+            (99_999, 11_000),
+        ] {
             assert_eq!(ppn(s), Some(t), "ppn({s})");
         }
     }
@@ -97,7 +115,14 @@ mod tests {
     #[test]
     fn totals_add_up() {
         let t = totals(&[line(2, 45_000), line(1, 150_000)]).expect("valid");
-        assert_eq!(t, Totals { subtotal: 240_000, tax: 26_400, total: 266_400 });
+        assert_eq!(
+            t,
+            Totals {
+                subtotal: 240_000,
+                tax: 26_400,
+                total: 266_400
+            }
+        );
         assert!(totals(&[]).is_err());
         let mut bad = line(2, 10);
         bad.amount = 21;
@@ -109,8 +134,15 @@ mod tests {
     fn periods_never_go_back() {
         assert_eq!(period(2026, 11, None), "202611");
         assert_eq!(period(2026, 12, Some("202611")), "202612");
-        assert_eq!(period(2026, 1, Some("202611")), "202611", "clock stepped back a year");
+        assert_eq!(
+            period(2026, 1, Some("202611")),
+            "202611",
+            "clock stepped back a year"
+        );
         assert_eq!(invoice_number("JKT01", "202611", 7), "JKT01-202611-00007");
-        assert_eq!(credit_note_number("JKT01", "202611", 7), "JKT01-CN-202611-00007");
+        assert_eq!(
+            credit_note_number("JKT01", "202611", 7),
+            "JKT01-CN-202611-00007"
+        );
     }
 }

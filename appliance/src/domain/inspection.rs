@@ -48,7 +48,8 @@ pub struct Canonical<'a> {
 
 impl Canonical<'_> {
     pub fn hash(&self) -> String {
-        let bytes = serde_json::to_vec(self).expect("a struct of strings and integers always serialises");
+        let bytes =
+            serde_json::to_vec(self).expect("a struct of strings and integers always serialises");
         hex::encode(Sha256::digest(&bytes))
     }
 }
@@ -57,7 +58,11 @@ impl Canonical<'_> {
 mod tests {
     use super::*;
 
-    fn sample<'a>(checklist: &'a [ChecklistItem], photos: &'a [String], sig: &'a Signature) -> Canonical<'a> {
+    fn sample<'a>(
+        checklist: &'a [ChecklistItem],
+        photos: &'a [String],
+        sig: &'a Signature,
+    ) -> Canonical<'a> {
         Canonical {
             version: CANONICAL_VERSION,
             id: "i1",
@@ -78,27 +83,68 @@ mod tests {
 
     #[test]
     fn every_field_changes_the_hash() {
-        let checklist = vec![ChecklistItem { item: "lights".into(), ok: true, note: None }];
+        let checklist = vec![ChecklistItem {
+            item: "lights".into(),
+            ok: true,
+            note: None,
+        }];
         let photos = vec!["a".repeat(64)];
-        let sig = Signature { signer: "Budi".into(), digest: "b".repeat(64) };
+        let sig = Signature {
+            signer: "Budi".into(),
+            digest: "b".repeat(64),
+        };
         let base = sample(&checklist, &photos, &sig);
         let h = base.hash();
         assert_eq!(h.len(), 64);
         assert_eq!(h, sample(&checklist, &photos, &sig).hash(), "deterministic");
 
-        let other_check = vec![ChecklistItem { item: "lights".into(), ok: false, note: None }];
+        let other_check = vec![ChecklistItem {
+            item: "lights".into(),
+            ok: false,
+            note: None,
+        }];
         let other_photos = vec!["c".repeat(64)];
-        let other_sig = Signature { signer: "Ani".into(), digest: "b".repeat(64) };
+        let other_sig = Signature {
+            signer: "Ani".into(),
+            digest: "b".repeat(64),
+        };
         let variants = [
-            Canonical { checklist: &other_check, ..base.clone() },
-            Canonical { photos: &other_photos, ..base.clone() },
-            Canonical { signature: &other_sig, ..base.clone() },
-            Canonical { odometer_km: Some(12_346), ..base.clone() },
-            Canonical { fuel_percent: None, ..base.clone() },
-            Canonical { remarks: Some("scratch"), ..base.clone() },
-            Canonical { prev_hash: Some("x"), ..base.clone() },
-            Canonical { chain_index: 1, ..base.clone() },
-            Canonical { created_at: "2026-11-22T01:00:00.001Z", ..base.clone() },
+            Canonical {
+                checklist: &other_check,
+                ..base.clone()
+            },
+            Canonical {
+                photos: &other_photos,
+                ..base.clone()
+            },
+            Canonical {
+                signature: &other_sig,
+                ..base.clone()
+            },
+            Canonical {
+                odometer_km: Some(12_346),
+                ..base.clone()
+            },
+            Canonical {
+                fuel_percent: None,
+                ..base.clone()
+            },
+            Canonical {
+                remarks: Some("scratch"),
+                ..base.clone()
+            },
+            Canonical {
+                prev_hash: Some("x"),
+                ..base.clone()
+            },
+            Canonical {
+                chain_index: 1,
+                ..base.clone()
+            },
+            Canonical {
+                created_at: "2026-11-22T01:00:00.001Z",
+                ..base.clone()
+            },
         ];
         for v in variants {
             assert_ne!(v.hash(), h, "{v:?}");

@@ -55,7 +55,9 @@ fn bounded_text(s: String, what: &str, max: usize) -> Result<String, Invalid> {
         return Err(Invalid(format!("{what} must be at most {max} characters")));
     }
     if t.chars().any(char::is_control) {
-        return Err(Invalid(format!("{what} must not contain control characters")));
+        return Err(Invalid(format!(
+            "{what} must not contain control characters"
+        )));
     }
     Ok(t.to_owned())
 }
@@ -155,7 +157,10 @@ impl Rupiah {
 
     pub fn new(v: i64) -> Result<Self, Invalid> {
         if v <= 0 || v > Self::MAX_LINE {
-            return Err(Invalid(format!("{v} is not a valid amount; expected whole rupiah from 1 to {}", Self::MAX_LINE)));
+            return Err(Invalid(format!(
+                "{v} is not a valid amount; expected whole rupiah from 1 to {}",
+                Self::MAX_LINE
+            )));
         }
         Ok(Self(v))
     }
@@ -184,7 +189,10 @@ impl Qty {
     pub const MAX: i64 = 10_000;
     pub fn new(v: i64) -> Result<Self, Invalid> {
         if !(1..=Self::MAX).contains(&v) {
-            return Err(Invalid(format!("{v} is not a valid quantity; expected 1 to {}", Self::MAX)));
+            return Err(Invalid(format!(
+                "{v} is not a valid quantity; expected 1 to {}",
+                Self::MAX
+            )));
         }
         Ok(Self(v))
     }
@@ -234,7 +242,11 @@ impl Role {
         Self::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| Invalid(format!("{s:?} is not a role; expected tablet, pos, storekeeper or admin")))
+            .ok_or_else(|| {
+                Invalid(format!(
+                    "{s:?} is not a role; expected tablet, pos, storekeeper or admin"
+                ))
+            })
     }
 }
 
@@ -288,13 +300,20 @@ mod tests {
             ("", None),
         ];
         for (input, want) in cases {
-            assert_eq!(Plate::parse(input).ok().as_ref().map(Plate::as_str), want, "{input:?}");
+            assert_eq!(
+                Plate::parse(input).ok().as_ref().map(Plate::as_str),
+                want,
+                "{input:?}"
+            );
         }
     }
 
     #[test]
     fn skus_and_ids() {
-        assert_eq!(Sku::parse(" oil-10w40 ").map(|s| s.0), Ok("OIL-10W40".into()));
+        assert_eq!(
+            Sku::parse(" oil-10w40 ").map(|s| s.0),
+            Ok("OIL-10W40".into())
+        );
         for bad in ["", "has space", "ü", &"X".repeat(33)] {
             assert!(Sku::parse(bad).is_err(), "{bad:?}");
         }
@@ -319,7 +338,10 @@ mod tests {
         assert!(Name::parse("   ").is_err());
         assert!(Name::parse("a\u{7}b").is_err());
         assert_eq!(Name::parse(" Budi ").map(|n| n.0), Ok("Budi".into()));
-        assert_eq!(Phone::parse("0812-3456 7890").map(|p| p.0), Ok("081234567890".into()));
+        assert_eq!(
+            Phone::parse("0812-3456 7890").map(|p| p.0),
+            Ok("081234567890".into())
+        );
         assert!(Phone::parse("12ab").is_err());
         assert!(Digest::parse("AB".repeat(32)).is_ok());
         assert!(Digest::parse("zz".repeat(32)).is_err());

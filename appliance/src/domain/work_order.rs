@@ -55,7 +55,10 @@ impl Status {
 
     /// Parts may be dispensed while work is under way.
     pub fn accepts_parts(self) -> bool {
-        matches!(self, Status::Open | Status::InProgress | Status::WaitingParts)
+        matches!(
+            self,
+            Status::Open | Status::InProgress | Status::WaitingParts
+        )
     }
 }
 
@@ -76,7 +79,11 @@ mod tests {
         ];
         for from in Status::ALL {
             for to in Status::ALL {
-                assert_eq!(from.can_request(to), allowed.contains(&(from, to)), "{from:?} -> {to:?}");
+                assert_eq!(
+                    from.can_request(to),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
             }
         }
     }

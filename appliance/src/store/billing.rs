@@ -62,7 +62,11 @@ pub struct LabourLine {
 /// The next number in `series` for the branch's current local month.
 fn next_number(w: &WriteTx<'_>, series: &str) -> Result<(String, i64)> {
     let local = w.now().to_offset(w.ctx().utc_offset);
-    let last: Option<String> = w.conn().query_row("SELECT max(period) FROM number_counters WHERE series = ?1", [series], |r| r.get(0))?;
+    let last: Option<String> = w.conn().query_row(
+        "SELECT max(period) FROM number_counters WHERE series = ?1",
+        [series],
+        |r| r.get(0),
+    )?;
     let period = rules::period(local.year(), local.month() as u8, last.as_deref());
     let seq: i64 = w.conn().query_row(
         "INSERT INTO number_counters (series, period, last_seq) VALUES (?1, ?2, 1)
@@ -73,25 +77,59 @@ fn next_number(w: &WriteTx<'_>, series: &str) -> Result<(String, i64)> {
     Ok((period, seq))
 }
 
-pub fn issue(w: &mut WriteTx<'_>, actor: &str, work_order_id: &str, labour: &[LabourLine]) -> Result<Invoice> {
+pub fn issue(
+    w: &mut WriteTx<'_>,
+    actor: &str,
+    work_order_id: &str,
+    labour: &[LabourLine],
+) -> Result<Invoice> {
     let status = workshop::status_of(w.conn(), work_order_id)?;
     match status {
         Status::Done => {}
         Status::Invoiced => {
-            let number: String = w.conn().query_row("SELECT number FROM invoices WHERE work_order_id = ?1", [work_order_id], |r| r.get(0))?;
-            return Err(DomainError::conflict("already_invoiced", format!("work order {work_order_id} is already invoiced as {number}")).into());
+            let number: String = w.conn().query_row(
+                "SELECT number FROM invoices WHERE work_order_id = ?1",
+                [work_order_id],
+                |r| r.get(0),
+            )?;
+            return Err(DomainError::conflict(
+                "already_invoiced",
+                format!("work order {work_order_id} is already invoiced as {number}"),
+            )
+            .into());
         }
         other => {
-            return Err(DomainError::conflict("invalid_transition", format!("work order {work_order_id} is {}; only DONE work can be invoiced", other.as_str())).into());
+            return Err(DomainError::conflict(
+                "invalid_transition",
+                format!(
+                    "work order {work_order_id} is {}; only DONE work can be invoiced",
+                    other.as_str()
+                ),
+            )
+            .into());
         }
     }
     let mut lines: Vec<Line> = labour
         .iter()
-        .map(|l| Line { kind: "labour".into(), description: l.description.to_string(), sku: None, qty: 1, unit_price: l.amount.get(), amount: l.amount.get() })
+        .map(|l| Line {
+            kind: "labour".into(),
+            description: l.description.to_string(),
+            sku: None,
+            qty: 1,
+            unit_price: l.amount.get(),
+            amount: l.amount.get(),
+        })
         .collect();
     for p in workshop::parts_of(w.conn(), work_order_id)? {
         let name = master::part(w.conn(), &p.sku)?.name;
-        lines.push(Line { kind: "part".into(), description: name, sku: Some(p.sku), qty: p.qty, unit_price: p.unit_price, amount: p.qty * p.unit_price });
+        lines.push(Line {
+            kind: "part".into(),
+            description: name,
+            sku: Some(p.sku),
+            qty: p.qty,
+            unit_price: p.unit_price,
+            amount: p.qty * p.unit_price,
+        });
     }
     let totals = rules::totals(&lines).map_err(|e| DomainError::invalid("labour", e.0))?;
     let (period, seq) = next_number(w, "INV")?;
@@ -102,21 +140,43 @@ pub fn issue(w: &mut WriteTx<'_>, actor: &str, work_order_id: &str, labour: &[La
         "INSERT INTO invoices (id, number, work_order_id, lines, subtotal, tax, total, issued_at, issued_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         (&id, &number, work_order_id, super::to_json(&lines), totals.subtotal, totals.tax, totals.total, &now, actor),
     )?;
-    w.conn().execute("UPDATE work_orders SET status = 'INVOICED', updated_at = ?2 WHERE id = ?1", (work_order_id, &now))?;
+    w.conn().execute(
+        "UPDATE work_orders SET status = 'INVOICED', updated_at = ?2 WHERE id = ?1",
+        (work_order_id, &now),
+    )?;
     let invoice = get(w.conn(), &id)?;
     w.emit(EntityKind::Invoice, &id, "issued", &invoice)?;
     Ok(invoice)
 }
 
-pub fn pay(w: &mut WriteTx<'_>, actor: &str, invoice_id: &str, method: PaymentMethod, amount: Rupiah, reference: Option<&Text>) -> Result<Invoice> {
+pub fn pay(
+    w: &mut WriteTx<'_>,
+    actor: &str,
+    invoice_id: &str,
+    method: PaymentMethod,
+    amount: Rupiah,
+    reference: Option<&Text>,
+) -> Result<Invoice> {
     if method.needs_reference() && reference.is_none() {
-        return Err(DomainError::invalid("reference", format!("a {} payment needs the terminal's reference", method.as_str())).into());
+        return Err(DomainError::invalid(
+            "reference",
+            format!(
+                "a {} payment needs the terminal's reference",
+                method.as_str()
+            ),
+        )
+        .into());
     }
     let before = get(w.conn(), invoice_id)?;
     if amount.get() > before.balance {
         return Err(DomainError::conflict(
             "overpayment",
-            format!("invoice {} has {} rupiah outstanding; a payment of {} is more than that", before.number, before.balance.max(0), amount.get()),
+            format!(
+                "invoice {} has {} rupiah outstanding; a payment of {} is more than that",
+                before.number,
+                before.balance.max(0),
+                amount.get()
+            ),
         )
         .into());
     }
@@ -131,15 +191,33 @@ pub fn pay(w: &mut WriteTx<'_>, actor: &str, invoice_id: &str, method: PaymentMe
         "INSERT INTO payments (id, invoice_id, method, amount, reference, received_at, received_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         (&payment.id, invoice_id, &payment.method, payment.amount, &payment.reference, &payment.received_at, actor),
     )?;
-    w.emit(EntityKind::Payment, &payment.id, "received", &serde_json::json!({"invoice_id": invoice_id, "payment": payment}))?;
+    w.emit(
+        EntityKind::Payment,
+        &payment.id,
+        "received",
+        &serde_json::json!({"invoice_id": invoice_id, "payment": payment}),
+    )?;
     get(w.conn(), invoice_id)
 }
 
-pub fn credit(w: &mut WriteTx<'_>, actor: &str, invoice_id: &str, amount: Rupiah, reason: &Text) -> Result<Invoice> {
+pub fn credit(
+    w: &mut WriteTx<'_>,
+    actor: &str,
+    invoice_id: &str,
+    amount: Rupiah,
+    reason: &Text,
+) -> Result<Invoice> {
     let before = get(w.conn(), invoice_id)?;
     let creditable = before.total - before.credited;
     if amount.get() > creditable {
-        return Err(DomainError::conflict("over_credit", format!("invoice {} can be credited by at most {creditable} rupiah", before.number)).into());
+        return Err(DomainError::conflict(
+            "over_credit",
+            format!(
+                "invoice {} can be credited by at most {creditable} rupiah",
+                before.number
+            ),
+        )
+        .into());
     }
     let (period, seq) = next_number(w, "CN")?;
     let note = CreditNote {
@@ -153,7 +231,12 @@ pub fn credit(w: &mut WriteTx<'_>, actor: &str, invoice_id: &str, amount: Rupiah
         "INSERT INTO credit_notes (id, number, invoice_id, amount, reason, issued_at, issued_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         (&note.id, &note.number, invoice_id, note.amount, &note.reason, &note.issued_at, actor),
     )?;
-    w.emit(EntityKind::CreditNote, &note.id, "issued", &serde_json::json!({"invoice_id": invoice_id, "credit_note": note}))?;
+    w.emit(
+        EntityKind::CreditNote,
+        &note.id,
+        "issued",
+        &serde_json::json!({"invoice_id": invoice_id, "credit_note": note}),
+    )?;
     get(w.conn(), invoice_id)
 }
 

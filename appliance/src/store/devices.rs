@@ -52,41 +52,88 @@ pub fn normalise_code(s: &str) -> String {
 
 pub fn new_pairing_code(w: &mut WriteTx<'_>, role: Role, ttl_secs: u64) -> Result<PairingCode> {
     let mut rng = rand::rng();
-    let raw: String = (0..8).map(|_| CODE_ALPHABET[rng.random_range(0..32)] as char).collect();
-    let expires = w.now() + time::Duration::seconds(i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2));
+    let raw: String = (0..8)
+        .map(|_| CODE_ALPHABET[rng.random_range(0..32)] as char)
+        .collect();
+    let expires =
+        w.now() + time::Duration::seconds(i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2));
     let expires_at = super::format_time(expires);
     w.conn().execute(
         "INSERT INTO pairing_codes (code_hash, role, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
         (sha256_hex(&raw), role.as_str(), w.now_str(), &expires_at),
     )?;
-    Ok(PairingCode { code: format!("{}-{}", &raw[..4], &raw[4..]), role, expires_at })
+    Ok(PairingCode {
+        code: format!("{}-{}", &raw[..4], &raw[4..]),
+        role,
+        expires_at,
+    })
 }
 
 /// Trade a pairing code for a device and its token (returned once, in clear).
-pub fn redeem(w: &mut WriteTx<'_>, code: &str, name: &Name, role: Option<Role>) -> Result<(Device, String)> {
+pub fn redeem(
+    w: &mut WriteTx<'_>,
+    code: &str,
+    name: &Name,
+    role: Option<Role>,
+) -> Result<(Device, String)> {
     let hash = sha256_hex(&normalise_code(code));
     let now = w.now_str();
     let found: Option<(String, String, Option<String>)> = w
         .conn()
-        .query_row("SELECT role, expires_at, used_at FROM pairing_codes WHERE code_hash = ?1", [&hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(
+            "SELECT role, expires_at, used_at FROM pairing_codes WHERE code_hash = ?1",
+            [&hash],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .optional()?;
-    let refused = || DomainError::conflict("pairing_refused", "this pairing code is unknown, used or expired; make a new one with `sentra-edge pair`");
-    let Some((code_role, expires_at, used_at)) = found else { return Err(refused().into()) };
+    let refused = || {
+        DomainError::conflict(
+            "pairing_refused",
+            "this pairing code is unknown, used or expired; make a new one with `sentra-edge pair`",
+        )
+    };
+    let Some((code_role, expires_at, used_at)) = found else {
+        return Err(refused().into());
+    };
     if used_at.is_some() || expires_at <= now {
         return Err(refused().into());
     }
-    let code_role = Role::parse(&code_role).map_err(|e| super::StoreError::Corrupt(format!("pairing_codes.role: {e}")))?;
+    let code_role = Role::parse(&code_role)
+        .map_err(|e| super::StoreError::Corrupt(format!("pairing_codes.role: {e}")))?;
     if let Some(r) = role.filter(|r| *r != code_role) {
-        return Err(DomainError::invalid("role", format!("this pairing code is for a {} device, not {}", code_role.as_str(), r.as_str())).into());
+        return Err(DomainError::invalid(
+            "role",
+            format!(
+                "this pairing code is for a {} device, not {}",
+                code_role.as_str(),
+                r.as_str()
+            ),
+        )
+        .into());
     }
-    w.conn().execute("UPDATE pairing_codes SET used_at = ?2 WHERE code_hash = ?1", (&hash, &now))?;
+    w.conn().execute(
+        "UPDATE pairing_codes SET used_at = ?2 WHERE code_hash = ?1",
+        (&hash, &now),
+    )?;
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let token = format!("sek_{}", hex::encode(secret));
-    let device = Device { id: new_id(), name: name.to_string(), role: code_role, created_at: now, revoked_at: None };
+    let device = Device {
+        id: new_id(),
+        name: name.to_string(),
+        role: code_role,
+        created_at: now,
+        revoked_at: None,
+    };
     w.conn().execute(
         "INSERT INTO devices (id, name, role, token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        (&device.id, &device.name, code_role.as_str(), sha256_hex(&token), &device.created_at),
+        (
+            &device.id,
+            &device.name,
+            code_role.as_str(),
+            sha256_hex(&token),
+            &device.created_at,
+        ),
     )?;
     Ok((device, token))
 }
@@ -98,28 +145,59 @@ pub fn authenticate(conn: &Connection, token: &str) -> Result<Option<Device>> {
         .query_row([sha256_hex(token)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))
         .optional()?;
     row.map(|(id, name, role, created_at)| {
-        let role = Role::parse(&role).map_err(|e| super::StoreError::Corrupt(format!("devices.role: {e}")))?;
-        Ok(Device { id, name, role, created_at, revoked_at: None })
+        let role = Role::parse(&role)
+            .map_err(|e| super::StoreError::Corrupt(format!("devices.role: {e}")))?;
+        Ok(Device {
+            id,
+            name,
+            role,
+            created_at,
+            revoked_at: None,
+        })
     })
     .transpose()
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<Device>> {
-    let mut stmt = conn.prepare_cached("SELECT id, name, role, created_at, revoked_at FROM devices ORDER BY created_at")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?)))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, role, created_at, revoked_at FROM devices ORDER BY created_at",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get(3)?,
+            r.get(4)?,
+        ))
+    })?;
     rows.map(|row| {
         let (id, name, role, created_at, revoked_at) = row?;
-        let role = Role::parse(&role).map_err(|e| super::StoreError::Corrupt(format!("devices.role: {e}")))?;
-        Ok(Device { id, name, role, created_at, revoked_at })
+        let role = Role::parse(&role)
+            .map_err(|e| super::StoreError::Corrupt(format!("devices.role: {e}")))?;
+        Ok(Device {
+            id,
+            name,
+            role,
+            created_at,
+            revoked_at,
+        })
     })
     .collect()
 }
 
 /// Revoke a device: its token stops working at once.
 pub fn revoke(w: &mut WriteTx<'_>, id: &str) -> Result<()> {
-    let n = w.conn().execute("UPDATE devices SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", (id, w.now_str()))?;
+    let n = w.conn().execute(
+        "UPDATE devices SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        (id, w.now_str()),
+    )?;
     if n == 0 {
-        let exists: bool = w.conn().query_row("SELECT count(*) > 0 FROM devices WHERE id = ?1", [id], |r| r.get(0))?;
+        let exists: bool = w.conn().query_row(
+            "SELECT count(*) > 0 FROM devices WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
         if !exists {
             return Err(DomainError::not_found("device", id).into());
         }

@@ -15,7 +15,12 @@ pub struct Answer {
 }
 
 /// Look up `key` for `device`. `Some` is the earlier answer to this same request.
-pub fn replay(w: &WriteTx<'_>, device: &str, key: &str, request_hash: &str) -> Result<Option<Answer>> {
+pub fn replay(
+    w: &WriteTx<'_>,
+    device: &str,
+    key: &str,
+    request_hash: &str,
+) -> Result<Option<Answer>> {
     let found: Option<(String, u16, String)> = w
         .conn()
         .prepare_cached("SELECT request_hash, status, response FROM idempotency_keys WHERE device_id = ?1 AND key = ?2")?
@@ -28,7 +33,13 @@ pub fn replay(w: &WriteTx<'_>, device: &str, key: &str, request_hash: &str) -> R
     }
 }
 
-pub fn remember(w: &WriteTx<'_>, device: &str, key: &str, request_hash: &str, answer: &Answer) -> Result<()> {
+pub fn remember(
+    w: &WriteTx<'_>,
+    device: &str,
+    key: &str,
+    request_hash: &str,
+    answer: &Answer,
+) -> Result<()> {
     w.conn()
         .prepare_cached("INSERT INTO idempotency_keys (device_id, key, request_hash, status, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
         .execute((device, key, request_hash, answer.status, &answer.body, w.now_str()))?;

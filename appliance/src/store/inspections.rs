@@ -92,7 +92,10 @@ pub fn create(w: &mut WriteTx<'_>, inspector: &str, new: NewInspection) -> Resul
     conn.prepare_cached("SELECT 1 FROM assets WHERE id = ?1")?
         .query_row([&new.asset_id], |_| Ok(()))
         .map_err(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => super::DomainError::invalid("asset_id", format!("no asset {:?}", new.asset_id)).into(),
+            rusqlite::Error::QueryReturnedNoRows => {
+                super::DomainError::invalid("asset_id", format!("no asset {:?}", new.asset_id))
+                    .into()
+            }
             e => super::StoreError::from(e),
         })?;
     let prev: Option<(i64, String)> = conn
@@ -141,8 +144,7 @@ pub fn create(w: &mut WriteTx<'_>, inspector: &str, new: NewInspection) -> Resul
     Ok(ins)
 }
 
-const COLUMNS: &str =
-    "id, asset_id, kind, chain_index, checklist, photos, signature, odometer_km, fuel_percent, remarks, inspector, created_at, prev_hash, tamper_proof_hash";
+const COLUMNS: &str = "id, asset_id, kind, chain_index, checklist, photos, signature, odometer_km, fuel_percent, remarks, inspector, created_at, prev_hash, tamper_proof_hash";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Inspection, [String; 3])> {
     Ok((
@@ -153,7 +155,10 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Inspection, [String; 3])> {
             chain_index: r.get(3)?,
             checklist: Vec::new(),
             photos: Vec::new(),
-            signature: Signature { signer: String::new(), digest: String::new() },
+            signature: Signature {
+                signer: String::new(),
+                digest: String::new(),
+            },
             odometer_km: r.get(7)?,
             fuel_percent: r.get(8)?,
             remarks: r.get(9)?,
@@ -166,7 +171,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Inspection, [String; 3])> {
     ))
 }
 
-fn decode((mut ins, [checklist, photos, signature]): (Inspection, [String; 3])) -> Result<Inspection> {
+fn decode(
+    (mut ins, [checklist, photos, signature]): (Inspection, [String; 3]),
+) -> Result<Inspection> {
     ins.checklist = super::from_json("inspections.checklist", &checklist)?;
     ins.photos = super::from_json("inspections.photos", &photos)?;
     ins.signature = super::from_json("inspections.signature", &signature)?;
@@ -174,13 +181,19 @@ fn decode((mut ins, [checklist, photos, signature]): (Inspection, [String; 3])) 
 }
 
 pub fn get(conn: &Connection, id: &str) -> Result<Inspection> {
-    decode(conn.prepare_cached(&format!("SELECT {COLUMNS} FROM inspections WHERE id = ?1"))?.query_row([id], row).or_not_found("inspection", id)?)
+    decode(
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM inspections WHERE id = ?1"))?
+            .query_row([id], row)
+            .or_not_found("inspection", id)?,
+    )
 }
 
 pub fn verify(conn: &Connection, id: &str) -> Result<Verification> {
     let target = get(conn, id)?;
     let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM inspections WHERE asset_id = ?1 AND chain_index <= ?2 ORDER BY chain_index"))?;
-    let rows: Vec<_> = stmt.query_map((&target.asset_id, target.chain_index), row)?.collect::<rusqlite::Result<_>>()?;
+    let rows: Vec<_> = stmt
+        .query_map((&target.asset_id, target.chain_index), row)?
+        .collect::<rusqlite::Result<_>>()?;
     let mut expected_prev: Option<String> = None;
     let mut first_broken = None;
     let mut checked = 0;
@@ -190,17 +203,26 @@ pub fn verify(conn: &Connection, id: &str) -> Result<Verification> {
         let index = raw.0.chain_index;
         let reason = match decode(raw) {
             Err(e) => Some(format!("record cannot be read: {e}")),
-            Ok(ins) if ins.chain_index != i as i64 => Some(format!("record {} is missing from the chain", i)),
-            Ok(ins) if ins.prev_hash != expected_prev => Some("linked to a different previous record".to_owned()),
+            Ok(ins) if ins.chain_index != i as i64 => {
+                Some(format!("record {} is missing from the chain", i))
+            }
+            Ok(ins) if ins.prev_hash != expected_prev => {
+                Some("linked to a different previous record".to_owned())
+            }
             Ok(ins) => {
                 let h = ins.canonical().hash();
-                let r = (h != ins.tamper_proof_hash).then(|| "contents changed since it was signed".to_owned());
+                let r = (h != ins.tamper_proof_hash)
+                    .then(|| "contents changed since it was signed".to_owned());
                 expected_prev = Some(h);
                 r
             }
         };
         if let Some(reason) = reason {
-            first_broken = Some(Broken { id: Some(id), chain_index: index, reason });
+            first_broken = Some(Broken {
+                id: Some(id),
+                chain_index: index,
+                reason,
+            });
             break;
         }
     }

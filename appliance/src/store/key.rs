@@ -23,11 +23,17 @@ impl fmt::Debug for StoreKey {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("store key file {path}: {source}; create one with `sentra-edge keygen {path}`", path = .path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store key file {path}: expected 64 hex characters (32 bytes)", path = .path.display())]
     Malformed { path: PathBuf },
     #[error("store key file {path}: {source}", path = .path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("store key file {path} already exists; refusing to overwrite a key (that would lose the store)", path = .path.display())]
     Exists { path: PathBuf },
 }
@@ -45,8 +51,12 @@ impl StoreKey {
             .map(|d| PathBuf::from(d).join(CREDENTIAL_NAME))
             .filter(|p| p.exists())
             .unwrap_or_else(|| key_file.to_owned());
-        let text = std::fs::read_to_string(&path).map_err(|source| KeyError::Read { path: path.clone(), source })?;
-        let key = Self::from_hex(text.trim()).ok_or_else(|| KeyError::Malformed { path: path.clone() })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| KeyError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let key = Self::from_hex(text.trim())
+            .ok_or_else(|| KeyError::Malformed { path: path.clone() })?;
         Ok((key, path))
     }
 
@@ -58,14 +68,26 @@ impl StoreKey {
     /// Write a new key file readable by its owner only; never overwrites.
     pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
         use std::os::unix::fs::OpenOptionsExt as _;
-        let err = |source| KeyError::Write { path: path.to_owned(), source };
+        let err = |source| KeyError::Write {
+            path: path.to_owned(),
+            source,
+        };
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
-            .map_err(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { KeyError::Exists { path: path.to_owned() } } else { err(e) })?;
-        f.write_all(format!("{}\n", hex::encode(self.0)).as_bytes()).map_err(err)?;
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    KeyError::Exists {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    err(e)
+                }
+            })?;
+        f.write_all(format!("{}\n", hex::encode(self.0)).as_bytes())
+            .map_err(err)?;
         f.sync_all().map_err(err)
     }
 

@@ -34,7 +34,12 @@ pub struct Asset {
 
 /// Insert or replace master data (the cloud's value wins). Not an outbox change: master data
 /// flows from the cloud to the branch, never back.
-pub fn upsert(w: &mut WriteTx<'_>, parts: &[Part], mechanics: &[Mechanic], assets: &[Asset]) -> Result<()> {
+pub fn upsert(
+    w: &mut WriteTx<'_>,
+    parts: &[Part],
+    mechanics: &[Mechanic],
+    assets: &[Asset],
+) -> Result<()> {
     let conn = w.conn();
     let now = w.now_str();
     for p in parts {
@@ -63,7 +68,13 @@ pub fn upsert(w: &mut WriteTx<'_>, parts: &[Part], mechanics: &[Mechanic], asset
 }
 
 fn part_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Part> {
-    Ok(Part { sku: r.get(0)?, name: r.get(1)?, barcode: r.get(2)?, price: r.get(3)?, unit: r.get(4)? })
+    Ok(Part {
+        sku: r.get(0)?,
+        name: r.get(1)?,
+        barcode: r.get(2)?,
+        price: r.get(3)?,
+        unit: r.get(4)?,
+    })
 }
 
 pub fn part(conn: &Connection, sku: &str) -> Result<Part> {
@@ -73,18 +84,38 @@ pub fn part(conn: &Connection, sku: &str) -> Result<Part> {
 }
 
 pub fn parts(conn: &Connection) -> Result<Vec<Part>> {
-    let mut stmt = conn.prepare_cached("SELECT sku, name, barcode, price, unit FROM parts ORDER BY sku")?;
-    Ok(stmt.query_map([], part_row)?.collect::<rusqlite::Result<_>>()?)
+    let mut stmt =
+        conn.prepare_cached("SELECT sku, name, barcode, price, unit FROM parts ORDER BY sku")?;
+    Ok(stmt
+        .query_map([], part_row)?
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn mechanics(conn: &Connection) -> Result<Vec<Mechanic>> {
     let mut stmt = conn.prepare_cached("SELECT id, name, active FROM mechanics ORDER BY name")?;
-    Ok(stmt.query_map([], |r| Ok(Mechanic { id: r.get(0)?, name: r.get(1)?, active: r.get(2)? }))?.collect::<rusqlite::Result<_>>()?)
+    Ok(stmt
+        .query_map([], |r| {
+            Ok(Mechanic {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                active: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn assets(conn: &Connection) -> Result<Vec<Asset>> {
     let mut stmt = conn.prepare_cached("SELECT id, sku, plate, name FROM assets ORDER BY id")?;
-    Ok(stmt.query_map([], |r| Ok(Asset { id: r.get(0)?, sku: r.get(1)?, plate: r.get(2)?, name: r.get(3)? }))?.collect::<rusqlite::Result<_>>()?)
+    Ok(stmt
+        .query_map([], |r| {
+            Ok(Asset {
+                id: r.get(0)?,
+                sku: r.get(1)?,
+                plate: r.get(2)?,
+                name: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 /// The demo branch's catalogue: a small car workshop with a rental counter.
@@ -97,21 +128,64 @@ pub fn demo_data() -> (Vec<Part>, Vec<Mechanic>, Vec<Asset>) {
         unit: unit.into(),
     };
     let parts = vec![
-        part("OIL-10W40-1L", "Oli mesin 10W-40 1 liter", "8991234567895", 85_000, "botol"),
-        part("FLT-OIL-AVZ", "Filter oli Avanza", "8990011223344", 45_000, "pcs"),
-        part("BRK-PAD-FR", "Kampas rem depan", "8995556667771", 275_000, "set"),
+        part(
+            "OIL-10W40-1L",
+            "Oli mesin 10W-40 1 liter",
+            "8991234567895",
+            85_000,
+            "botol",
+        ),
+        part(
+            "FLT-OIL-AVZ",
+            "Filter oli Avanza",
+            "8990011223344",
+            45_000,
+            "pcs",
+        ),
+        part(
+            "BRK-PAD-FR",
+            "Kampas rem depan",
+            "8995556667771",
+            275_000,
+            "set",
+        ),
         part("SPK-PLUG-NGK", "Busi NGK", "8997778889990", 35_000, "pcs"),
-        part("WPR-BLD-20", "Wiper 20 inci", "8992223334445", 60_000, "pcs"),
+        part(
+            "WPR-BLD-20",
+            "Wiper 20 inci",
+            "8992223334445",
+            60_000,
+            "pcs",
+        ),
     ];
     let mechanics = ["Agus", "Budi", "Citra"]
         .iter()
         .enumerate()
-        .map(|(i, n)| Mechanic { id: format!("M{}", i + 1), name: (*n).into(), active: true })
+        .map(|(i, n)| Mechanic {
+            id: format!("M{}", i + 1),
+            name: (*n).into(),
+            active: true,
+        })
         .collect();
     let assets = vec![
-        Asset { id: "CAR-001".into(), sku: "AVANZA-2024".into(), plate: "B 1234 SNT".into(), name: "Toyota Avanza 2024 putih".into() },
-        Asset { id: "CAR-002".into(), sku: "AVANZA-2024".into(), plate: "B 5678 SNT".into(), name: "Toyota Avanza 2024 hitam".into() },
-        Asset { id: "CAR-003".into(), sku: "XPANDER-2023".into(), plate: "B 9012 SNT".into(), name: "Mitsubishi Xpander 2023".into() },
+        Asset {
+            id: "CAR-001".into(),
+            sku: "AVANZA-2024".into(),
+            plate: "B 1234 SNT".into(),
+            name: "Toyota Avanza 2024 putih".into(),
+        },
+        Asset {
+            id: "CAR-002".into(),
+            sku: "AVANZA-2024".into(),
+            plate: "B 5678 SNT".into(),
+            name: "Toyota Avanza 2024 hitam".into(),
+        },
+        Asset {
+            id: "CAR-003".into(),
+            sku: "XPANDER-2023".into(),
+            plate: "B 9012 SNT".into(),
+            name: "Mitsubishi Xpander 2023".into(),
+        },
     ];
     (parts, mechanics, assets)
 }

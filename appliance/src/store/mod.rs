@@ -37,7 +37,12 @@ pub use writer::WriteTx;
 /// What the rest of the box hears after a commit.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
-    Event { seq: u64, entity: EntityKind, entity_id: String, op: String },
+    Event {
+        seq: u64,
+        entity: EntityKind,
+        entity_id: String,
+        op: String,
+    },
 }
 
 /// Errors of the store and the domain rules it enforces.
@@ -46,13 +51,23 @@ pub enum StoreError {
     #[error("store {path}: the store key is wrong (or the file is not a Sentra store); the file was left untouched", path = .path.display())]
     WrongKey { path: PathBuf },
     #[error("store {path}: {source}", path = .path.display())]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("store {path}: {message}", path = .path.display())]
     Io { path: PathBuf, message: String },
     #[error("store {path} has schema version {found}, newer than this build knows ({known}); run the newer sentra-edge", path = .path.display())]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("store migration {version}: {source}")]
-    Migration { version: i64, source: rusqlite::Error },
+    Migration {
+        version: i64,
+        source: rusqlite::Error,
+    },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
@@ -70,7 +85,14 @@ pub enum StoreError {
 impl StoreError {
     /// The store cannot be used at all (exit code 3), as opposed to one failed operation.
     pub fn is_unreadable(&self) -> bool {
-        matches!(self, StoreError::WrongKey { .. } | StoreError::Open { .. } | StoreError::Io { .. } | StoreError::TooNew { .. } | StoreError::Migration { .. })
+        matches!(
+            self,
+            StoreError::WrongKey { .. }
+                | StoreError::Open { .. }
+                | StoreError::Io { .. }
+                | StoreError::TooNew { .. }
+                | StoreError::Migration { .. }
+        )
     }
 }
 
@@ -89,13 +111,22 @@ pub enum DomainError {
 
 impl DomainError {
     pub fn not_found(entity: &'static str, id: impl Into<String>) -> Self {
-        DomainError::NotFound { entity, id: id.into() }
+        DomainError::NotFound {
+            entity,
+            id: id.into(),
+        }
     }
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        DomainError::Invalid { field: field.into(), message: message.into() }
+        DomainError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        DomainError::Conflict { code, message: message.into() }
+        DomainError::Conflict {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -150,12 +181,19 @@ impl Store {
     /// blocking thread.
     pub fn open(opts: StoreOptions) -> Result<Store> {
         if let Some(dir) = opts.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io { path: dir.to_owned(), message: e.to_string() })?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
+                path: dir.to_owned(),
+                message: e.to_string(),
+            })?;
         }
         let mut conn = open_connection(&opts.path, &opts.key, true)?;
         schema::migrate(&mut conn, &opts.path)?;
         let device_id = schema::device_id(&conn)?;
-        let ctx = Ctx { device_id, branch_id: opts.branch_id.clone(), utc_offset: opts.utc_offset };
+        let ctx = Ctx {
+            device_id,
+            branch_id: opts.branch_id.clone(),
+            utc_offset: opts.utc_offset,
+        };
 
         let mut reader_conns = Vec::with_capacity(opts.readers);
         for _ in 0..opts.readers {
@@ -166,7 +204,10 @@ impl Store {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let (notices, _) = broadcast::channel(NOTICE_DEPTH);
         let thread = writer::spawn(conn, rx, ctx.clone(), opts.max_batch, notices.clone())
-            .map_err(|e| StoreError::Io { path: opts.path.clone(), message: format!("cannot start the writer thread: {e}") })?;
+            .map_err(|e| StoreError::Io {
+                path: opts.path.clone(),
+                message: format!("cannot start the writer thread: {e}"),
+            })?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path: opts.path,
@@ -196,7 +237,11 @@ impl Store {
         F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
     {
         let (job, rx) = writer::job(f);
-        self.inner.queue.send(job).await.map_err(|_| StoreError::Closed)?;
+        self.inner
+            .queue
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Unavailable)?
     }
 
@@ -206,7 +251,12 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let _permit = self.inner.readers.acquire().await.map_err(|_| StoreError::Closed)?;
+        let _permit = self
+            .inner
+            .readers
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let conn = self
             .inner
             .reader_conns
@@ -220,7 +270,11 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)?;
-        self.inner.reader_conns.lock().expect("reader pool lock is never held across a panic").push(conn);
+        self.inner
+            .reader_conns
+            .lock()
+            .expect("reader pool lock is never held across a panic")
+            .push(conn);
         result
     }
 
@@ -235,7 +289,12 @@ impl Store {
         if self.inner.queue.send(job).await.is_ok() {
             let _ = rx.await;
         }
-        let thread = self.inner.writer_thread.lock().expect("not poisoned").take();
+        let thread = self
+            .inner
+            .writer_thread
+            .lock()
+            .expect("not poisoned")
+            .take();
         if let Some(t) = thread {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
@@ -244,8 +303,15 @@ impl Store {
     /// An online, encrypted (same key) and consistent copy of the store at `dest`, written to a
     /// temporary file, synced and renamed, so `dest` is either the old file or a whole backup.
     pub async fn backup(&self, dest: PathBuf) -> Result<BackupReport> {
-        let key = self.inner.key.clone();
-        self.read(move |conn| backup_into(conn, &key, &dest)).await
+        let (path, key) = (self.inner.path.clone(), self.inner.key.clone());
+        tokio::task::spawn_blocking(move || {
+            // Its own connection: the readers are query-only, and ATTACH takes the main
+            // connection's open flags.
+            let conn = open_connection(&path, &key, true)?;
+            backup_into(&conn, &key, &dest)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
     }
 }
 
@@ -265,37 +331,67 @@ fn read_snapshot<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>)
 }
 
 fn backup_into(conn: &Connection, key: &StoreKey, dest: &Path) -> Result<BackupReport> {
-    let io = |e: std::io::Error| StoreError::Io { path: dest.to_owned(), message: e.to_string() };
+    let io = |e: std::io::Error| StoreError::Io {
+        path: dest.to_owned(),
+        message: e.to_string(),
+    };
     let tmp = dest.with_extension("partial");
     let _ = std::fs::remove_file(&tmp);
-    let tmp_str = tmp.to_str().ok_or_else(|| StoreError::Io { path: dest.to_owned(), message: "path is not UTF-8".into() })?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let events: i64 = conn.query_row("SELECT count(*) FROM sync_event_logs", [], |r| r.get(0))?;
-    conn.execute("ATTACH DATABASE ?1 AS backup KEY ?2", (tmp_str, key.pragma_value()))?;
-    let exported = conn
-        .query_row("SELECT sqlcipher_export('backup')", [], |_| Ok(()))
-        .and_then(|_| conn.pragma_update(Some("backup"), "user_version", version));
+    let tmp_str = tmp.to_str().ok_or_else(|| StoreError::Io {
+        path: dest.to_owned(),
+        message: "path is not UTF-8".into(),
+    })?;
+    conn.execute(
+        "ATTACH DATABASE ?1 AS backup KEY ?2",
+        (tmp_str, key.pragma_value()),
+    )?;
+    // One read transaction: the copy and the figures describe the same snapshot.
+    let exported = (|| -> rusqlite::Result<i64> {
+        let tx = conn.unchecked_transaction()?;
+        let version: i64 = tx.pragma_query_value(Some("main"), "user_version", |r| r.get(0))?;
+        let events: i64 = tx.query_row("SELECT count(*) FROM main.sync_event_logs", [], |r| {
+            r.get(0)
+        })?;
+        tx.query_row("SELECT sqlcipher_export('backup')", [], |_| Ok(()))?;
+        tx.pragma_update(Some("backup"), "user_version", version)?;
+        tx.commit()?;
+        Ok(events)
+    })();
     conn.execute("DETACH DATABASE backup", [])?;
-    exported?;
+    let events = exported?;
     let f = std::fs::File::open(&tmp).map_err(io)?;
     f.sync_all().map_err(io)?;
     let bytes = f.metadata().map_err(io)?.len();
     std::fs::rename(&tmp, dest).map_err(io)?;
     if let Some(dir) = dest.parent() {
         // Make the rename itself durable.
-        if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) {
+        if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        }) {
             let _ = d.sync_all();
         }
     }
-    Ok(BackupReport { path: dest.to_owned(), bytes, events })
+    Ok(BackupReport {
+        path: dest.to_owned(),
+        bytes,
+        events,
+    })
 }
 
 /// Open one connection, prove the key right before anything else touches the file, then set the
 /// durability pragmas.
 fn open_connection(path: &Path, key: &StoreKey, create: bool) -> Result<Connection> {
-    let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+    let open_err = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
     if !create && !path.exists() {
-        return Err(StoreError::Io { path: path.to_owned(), message: "no such file".into() });
+        return Err(StoreError::Io {
+            path: path.to_owned(),
+            message: "no such file".into(),
+        });
     }
     let existed = path.exists();
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -303,31 +399,45 @@ fn open_connection(path: &Path, key: &StoreKey, create: bool) -> Result<Connecti
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
-    conn.pragma_update(None, "key", key.pragma_value()).map_err(open_err)?;
+    conn.pragma_update(None, "key", key.pragma_value())
+        .map_err(open_err)?;
     // The first read of the schema decrypts page 1: a wrong key fails here, before any write.
-    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
         Ok(_) => {}
-        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::NotADatabase && existed => {
-            return Err(StoreError::WrongKey { path: path.to_owned() });
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::NotADatabase && existed =>
+        {
+            return Err(StoreError::WrongKey {
+                path: path.to_owned(),
+            });
         }
         Err(e) => return Err(open_err(e)),
     }
-    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into())).map_err(open_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-    conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
-    conn.pragma_update(None, "foreign_keys", true).map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(open_err)?;
     Ok(conn)
 }
 
 /// Current time, formatted as stored: RFC 3339 UTC with milliseconds.
 pub fn format_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(UtcOffset::UTC);
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     t.format(&fmt).expect("a UTC time always formats")
 }
 
 pub fn parse_time(s: &str) -> Result<OffsetDateTime> {
-    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|e| StoreError::Corrupt(format!("time {s:?}: {e}")))
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| StoreError::Corrupt(format!("time {s:?}: {e}")))
 }
 
 /// A new identifier: UUID v7, so ids sort by creation time.
@@ -353,7 +463,9 @@ impl<T> OptionalRow<T> for rusqlite::Result<T> {
     fn or_not_found(self, entity: &'static str, id: &str) -> Result<T> {
         match self {
             Ok(v) => Ok(v),
-            Err(rusqlite::Error::QueryReturnedNoRows) => Err(DomainError::not_found(entity, id).into()),
+            Err(rusqlite::Error::QueryReturnedNoRows) => {
+                Err(DomainError::not_found(entity, id).into())
+            }
             Err(e) => Err(e.into()),
         }
     }

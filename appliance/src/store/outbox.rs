@@ -18,8 +18,14 @@ pub(super) fn append(
     op: &str,
     payload: &impl Serialize,
 ) -> Result<u64> {
-    let (seq, last): (i64, String) = conn.query_row("SELECT next_seq, last_hlc FROM outbox_state WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let last: Hlc = last.parse().map_err(|e| StoreError::Corrupt(format!("outbox_state.last_hlc: {e}")))?;
+    let (seq, last): (i64, String) = conn.query_row(
+        "SELECT next_seq, last_hlc FROM outbox_state WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let last: Hlc = last
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("outbox_state.last_hlc: {e}")))?;
     let now_ms = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
     let hlc = HlcClock::new(last, HlcClock::DEFAULT_MAX_AHEAD_MS).tick(now_ms);
     let payload = serde_json::to_string(payload).expect("event payloads always serialise");
@@ -28,7 +34,10 @@ pub(super) fn append(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute((seq, &ctx.device_id, hlc.to_string(), SCHEMA_VERSION, entity.as_str(), entity_id, op, payload, super::format_time(now)))?;
-    conn.prepare_cached("UPDATE outbox_state SET next_seq = next_seq + 1, last_hlc = ?1 WHERE id = 1")?.execute([hlc.to_string()])?;
+    conn.prepare_cached(
+        "UPDATE outbox_state SET next_seq = next_seq + 1, last_hlc = ?1 WHERE id = 1",
+    )?
+    .execute([hlc.to_string()])?;
     Ok(seq as u64)
 }
 
@@ -56,9 +65,13 @@ pub fn events_after(conn: &Connection, after_seq: u64, limit: u32) -> Result<Vec
         out.push(Event {
             device_id,
             seq: seq as u64,
-            hlc: hlc.parse().map_err(|e| StoreError::Corrupt(format!("event {seq} hlc: {e}")))?,
+            hlc: hlc
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("event {seq} hlc: {e}")))?,
             schema_version,
-            entity: EntityKind::parse(&entity).ok_or_else(|| StoreError::Corrupt(format!("event {seq}: unknown entity {entity:?}")))?,
+            entity: EntityKind::parse(&entity).ok_or_else(|| {
+                StoreError::Corrupt(format!("event {seq}: unknown entity {entity:?}"))
+            })?,
             entity_id,
             op,
             payload: super::from_json("sync_event_logs.payload", &payload)?,
@@ -89,7 +102,9 @@ pub fn status(conn: &Connection, device_id: &str) -> Result<OutboxStatus> {
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let next: i64 = conn.query_row("SELECT next_seq FROM outbox_state WHERE id = 1", [], |r| r.get(0))?;
+    let next: i64 = conn.query_row("SELECT next_seq FROM outbox_state WHERE id = 1", [], |r| {
+        r.get(0)
+    })?;
     let acked: Option<(i64, String)> = conn
         .query_row("SELECT seq, acked_at FROM sync_event_logs WHERE acked_at IS NOT NULL ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
@@ -106,12 +121,19 @@ pub fn status(conn: &Connection, device_id: &str) -> Result<OutboxStatus> {
 
 /// Check the outbox's own invariants: sequences 1..=last with no gap, counter one past the end.
 pub fn check_gapless(conn: &Connection) -> Result<Result<u64, String>> {
-    let (count, min, max): (i64, Option<i64>, Option<i64>) =
-        conn.query_row("SELECT count(*), min(seq), max(seq) FROM sync_event_logs", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    let next: i64 = conn.query_row("SELECT next_seq FROM outbox_state WHERE id = 1", [], |r| r.get(0))?;
+    let (count, min, max): (i64, Option<i64>, Option<i64>) = conn.query_row(
+        "SELECT count(*), min(seq), max(seq) FROM sync_event_logs",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let next: i64 = conn.query_row("SELECT next_seq FROM outbox_state WHERE id = 1", [], |r| {
+        r.get(0)
+    })?;
     let max = max.unwrap_or(0);
     if count != max || (count > 0 && min != Some(1)) || next != max + 1 {
-        return Ok(Err(format!("outbox has {count} events, seq {min:?}..={max}, next_seq {next}")));
+        return Ok(Err(format!(
+            "outbox has {count} events, seq {min:?}..={max}, next_seq {next}"
+        )));
     }
     Ok(Ok(count as u64))
 }

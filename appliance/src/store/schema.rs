@@ -13,14 +13,19 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
     if current > known {
-        return Err(StoreError::TooNew { path: path.to_owned(), found: current, known });
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: current,
+            known,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let version = i as i64 + 1;
         let err = |source| StoreError::Migration { version, source };
         let tx = conn.transaction().map_err(err)?;
         tx.execute_batch(sql).map_err(err)?;
-        tx.pragma_update(None, "user_version", version).map_err(err)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(err)?;
         tx.commit().map_err(err)?;
         tracing::info!(version, "store migrated");
     }
@@ -29,6 +34,13 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
 
 /// This box's device id, made once when the store is created.
 pub(super) fn device_id(conn: &Connection) -> Result<String> {
-    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('device_id', ?1)", [super::new_id()])?;
-    Ok(conn.query_row("SELECT value FROM meta WHERE key = 'device_id'", [], |r| r.get(0))?)
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('device_id', ?1)",
+        [super::new_id()],
+    )?;
+    Ok(
+        conn.query_row("SELECT value FROM meta WHERE key = 'device_id'", [], |r| {
+            r.get(0)
+        })?,
+    )
 }

@@ -87,38 +87,91 @@ pub fn create(w: &mut WriteTx<'_>, actor: &str, new: &NewWorkOrder) -> Result<Wo
 pub fn set_status(w: &mut WriteTx<'_>, id: &str, to: Status) -> Result<WorkOrder> {
     let from = status_of(w.conn(), id)?;
     if !from.can_request(to) {
-        let hint = if to == Status::Invoiced { "; a work order becomes INVOICED by issuing its invoice" } else { "" };
-        return Err(DomainError::conflict("invalid_transition", format!("work order {id} cannot go from {} to {}{hint}", from.as_str(), to.as_str())).into());
+        let hint = if to == Status::Invoiced {
+            "; a work order becomes INVOICED by issuing its invoice"
+        } else {
+            ""
+        };
+        return Err(DomainError::conflict(
+            "invalid_transition",
+            format!(
+                "work order {id} cannot go from {} to {}{hint}",
+                from.as_str(),
+                to.as_str()
+            ),
+        )
+        .into());
     }
     let now = w.now_str();
-    w.conn().execute("UPDATE work_orders SET status = ?2, updated_at = ?3 WHERE id = ?1", (id, to.as_str(), &now))?;
-    w.emit(EntityKind::WorkOrder, id, "status_changed", &serde_json::json!({"from": from.as_str(), "to": to.as_str(), "at": now}))?;
+    w.conn().execute(
+        "UPDATE work_orders SET status = ?2, updated_at = ?3 WHERE id = ?1",
+        (id, to.as_str(), &now),
+    )?;
+    w.emit(
+        EntityKind::WorkOrder,
+        id,
+        "status_changed",
+        &serde_json::json!({"from": from.as_str(), "to": to.as_str(), "at": now}),
+    )?;
     get(w.conn(), id)
 }
 
 pub fn assign(w: &mut WriteTx<'_>, id: &str, mechanic_id: &Id) -> Result<WorkOrder> {
     let status = status_of(w.conn(), id)?;
     if !status.accepts_parts() {
-        return Err(DomainError::conflict("invalid_transition", format!("work order {id} is {}; only open work can be reassigned", status.as_str())).into());
+        return Err(DomainError::conflict(
+            "invalid_transition",
+            format!(
+                "work order {id} is {}; only open work can be reassigned",
+                status.as_str()
+            ),
+        )
+        .into());
     }
     check_mechanic(w.conn(), mechanic_id.as_str())?;
     let now = w.now_str();
-    w.conn().execute("UPDATE work_orders SET mechanic_id = ?2, updated_at = ?3 WHERE id = ?1", (id, mechanic_id.as_str(), &now))?;
-    w.emit(EntityKind::WorkOrder, id, "assigned", &serde_json::json!({"mechanic_id": mechanic_id, "at": now}))?;
+    w.conn().execute(
+        "UPDATE work_orders SET mechanic_id = ?2, updated_at = ?3 WHERE id = ?1",
+        (id, mechanic_id.as_str(), &now),
+    )?;
+    w.emit(
+        EntityKind::WorkOrder,
+        id,
+        "assigned",
+        &serde_json::json!({"mechanic_id": mechanic_id, "at": now}),
+    )?;
     get(w.conn(), id)
 }
 
-pub fn dispense(w: &mut WriteTx<'_>, actor: &str, wo_id: &str, sku: &Sku, qty: Qty) -> Result<Dispensed> {
+pub fn dispense(
+    w: &mut WriteTx<'_>,
+    actor: &str,
+    wo_id: &str,
+    sku: &Sku,
+    qty: Qty,
+) -> Result<Dispensed> {
     let status = status_of(w.conn(), wo_id)?;
     if !status.accepts_parts() {
-        return Err(DomainError::conflict("invalid_transition", format!("work order {wo_id} is {}; parts can only be dispensed to open work", status.as_str())).into());
+        return Err(DomainError::conflict(
+            "invalid_transition",
+            format!(
+                "work order {wo_id} is {}; parts can only be dispensed to open work",
+                status.as_str()
+            ),
+        )
+        .into());
     }
     let part = master::part(w.conn(), sku.as_str())?;
     let on_hand = on_hand(w.conn(), sku.as_str())?;
     if on_hand < qty.get() {
         return Err(DomainError::conflict(
             "insufficient_stock",
-            format!("only {on_hand} {} of {} in stock; cannot dispense {}", part.unit, part.sku, qty.get()),
+            format!(
+                "only {on_hand} {} of {} in stock; cannot dispense {}",
+                part.unit,
+                part.sku,
+                qty.get()
+            ),
         )
         .into());
     }
@@ -128,7 +181,13 @@ pub fn dispense(w: &mut WriteTx<'_>, actor: &str, wo_id: &str, sku: &Sku, qty: Q
         "INSERT INTO stock_movements (id, sku, delta, reason, work_order_id, created_at, created_by) VALUES (?1, ?2, ?3, 'DISPENSE', ?4, ?5, ?6)",
         (&movement_id, &part.sku, -qty.get(), wo_id, &now, actor),
     )?;
-    let line = WorkOrderPart { id: new_id(), sku: part.sku.clone(), qty: qty.get(), unit_price: part.price, created_at: now.clone() };
+    let line = WorkOrderPart {
+        id: new_id(),
+        sku: part.sku.clone(),
+        qty: qty.get(),
+        unit_price: part.price,
+        created_at: now.clone(),
+    };
     w.conn().execute(
         "INSERT INTO work_order_parts (id, work_order_id, sku, qty, unit_price, movement_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         (&line.id, wo_id, &line.sku, line.qty, line.unit_price, &movement_id, &now),
@@ -139,11 +198,22 @@ pub fn dispense(w: &mut WriteTx<'_>, actor: &str, wo_id: &str, sku: &Sku, qty: Q
         "dispensed",
         &serde_json::json!({"sku": part.sku, "delta": -qty.get(), "work_order_id": wo_id, "line": line}),
     )?;
-    let stock = StockLevel { sku: part.sku, name: part.name, unit: part.unit, on_hand: on_hand - qty.get() };
+    let stock = StockLevel {
+        sku: part.sku,
+        name: part.name,
+        unit: part.unit,
+        on_hand: on_hand - qty.get(),
+    };
     Ok(Dispensed { line, stock })
 }
 
-pub fn receive(w: &mut WriteTx<'_>, actor: &str, sku: &Sku, qty: Qty, reference: Option<&Text>) -> Result<StockLevel> {
+pub fn receive(
+    w: &mut WriteTx<'_>,
+    actor: &str,
+    sku: &Sku,
+    qty: Qty,
+    reference: Option<&Text>,
+) -> Result<StockLevel> {
     let part = master::part(w.conn(), sku.as_str())?;
     let movement_id = new_id();
     let now = w.now_str();
@@ -162,30 +232,47 @@ pub fn receive(w: &mut WriteTx<'_>, actor: &str, sku: &Sku, qty: Qty, reference:
 
 pub fn stock_level(conn: &Connection, sku: &str) -> Result<StockLevel> {
     let part = master::part(conn, sku)?;
-    Ok(StockLevel { on_hand: on_hand(conn, &part.sku)?, sku: part.sku, name: part.name, unit: part.unit })
+    Ok(StockLevel {
+        on_hand: on_hand(conn, &part.sku)?,
+        sku: part.sku,
+        name: part.name,
+        unit: part.unit,
+    })
 }
 
 fn on_hand(conn: &Connection, sku: &str) -> Result<i64> {
-    Ok(conn.prepare_cached("SELECT coalesce(sum(delta), 0) FROM stock_movements WHERE sku = ?1")?.query_row([sku], |r| r.get(0))?)
+    Ok(conn
+        .prepare_cached("SELECT coalesce(sum(delta), 0) FROM stock_movements WHERE sku = ?1")?
+        .query_row([sku], |r| r.get(0))?)
 }
 
 fn check_mechanic(conn: &Connection, id: &str) -> Result<()> {
-    let active: bool = conn
-        .prepare_cached("SELECT active FROM mechanics WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .map_err(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => super::StoreError::from(DomainError::invalid("mechanic_id", format!("no mechanic {id:?}"))),
-            e => e.into(),
-        })?;
+    let active: bool =
+        conn.prepare_cached("SELECT active FROM mechanics WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .map_err(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => super::StoreError::from(
+                    DomainError::invalid("mechanic_id", format!("no mechanic {id:?}")),
+                ),
+                e => e.into(),
+            })?;
     if !active {
-        return Err(DomainError::invalid("mechanic_id", format!("mechanic {id:?} is no longer active")).into());
+        return Err(DomainError::invalid(
+            "mechanic_id",
+            format!("mechanic {id:?} is no longer active"),
+        )
+        .into());
     }
     Ok(())
 }
 
 pub(super) fn status_of(conn: &Connection, id: &str) -> Result<Status> {
-    let s: String = conn.prepare_cached("SELECT status FROM work_orders WHERE id = ?1")?.query_row([id], |r| r.get(0)).or_not_found("work order", id)?;
-    Status::parse(&s).ok_or_else(|| super::StoreError::Corrupt(format!("work order {id}: status {s:?}")))
+    let s: String = conn
+        .prepare_cached("SELECT status FROM work_orders WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .or_not_found("work order", id)?;
+    Status::parse(&s)
+        .ok_or_else(|| super::StoreError::Corrupt(format!("work order {id}: status {s:?}")))
 }
 
 const WO_COLUMNS: &str = "id, customer_name, customer_phone, vehicle_plate, complaint, mechanic_id, status, created_at, updated_at";
@@ -207,7 +294,9 @@ fn wo_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkOrder> {
 
 pub fn get(conn: &Connection, id: &str) -> Result<WorkOrder> {
     let mut wo = conn
-        .prepare_cached(&format!("SELECT {WO_COLUMNS} FROM work_orders WHERE id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {WO_COLUMNS} FROM work_orders WHERE id = ?1"
+        ))?
         .query_row([id], wo_row)
         .or_not_found("work order", id)?;
     wo.parts = parts_of(conn, id)?;
@@ -217,7 +306,15 @@ pub fn get(conn: &Connection, id: &str) -> Result<WorkOrder> {
 pub(super) fn parts_of(conn: &Connection, id: &str) -> Result<Vec<WorkOrderPart>> {
     let mut stmt = conn.prepare_cached("SELECT id, sku, qty, unit_price, created_at FROM work_order_parts WHERE work_order_id = ?1 ORDER BY created_at, id")?;
     Ok(stmt
-        .query_map([id], |r| Ok(WorkOrderPart { id: r.get(0)?, sku: r.get(1)?, qty: r.get(2)?, unit_price: r.get(3)?, created_at: r.get(4)? }))?
+        .query_map([id], |r| {
+            Ok(WorkOrderPart {
+                id: r.get(0)?,
+                sku: r.get(1)?,
+                qty: r.get(2)?,
+                unit_price: r.get(3)?,
+                created_at: r.get(4)?,
+            })
+        })?
         .collect::<rusqlite::Result<_>>()?)
 }
 
@@ -226,7 +323,9 @@ pub fn list(conn: &Connection, status: Option<Status>, limit: u32) -> Result<Vec
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {WO_COLUMNS} FROM work_orders WHERE (?1 IS NULL OR status = ?1) ORDER BY created_at DESC, id DESC LIMIT ?2"
     ))?;
-    let mut out: Vec<WorkOrder> = stmt.query_map((status.map(Status::as_str), limit), wo_row)?.collect::<rusqlite::Result<_>>()?;
+    let mut out: Vec<WorkOrder> = stmt
+        .query_map((status.map(Status::as_str), limit), wo_row)?
+        .collect::<rusqlite::Result<_>>()?;
     for wo in &mut out {
         wo.parts = parts_of(conn, &wo.id)?;
     }

@@ -17,7 +17,10 @@ pub(super) type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> Outcome + Send>;
 
 pub(super) enum Outcome {
     /// The write ran; `ok` says whether to keep it. `finish` answers the caller with the commit's result.
-    Done { ok: bool, finish: Box<dyn FnOnce(Result<()>) + Send> },
+    Done {
+        ok: bool,
+        finish: Box<dyn FnOnce(Result<()>) + Send>,
+    },
     /// Stop after this batch.
     Stop(oneshot::Sender<()>),
 }
@@ -46,9 +49,22 @@ impl<'c> WriteTx<'c> {
     }
 
     /// Append this write's event to the outbox (same transaction). Returns its sequence number.
-    pub fn emit(&mut self, entity: EntityKind, entity_id: &str, op: &str, payload: &impl serde::Serialize) -> Result<u64> {
-        let seq = super::outbox::append(self.conn, self.ctx, self.now, entity, entity_id, op, payload)?;
-        self.notices.push(Notice::Event { seq, entity, entity_id: entity_id.to_owned(), op: op.to_owned() });
+    pub fn emit(
+        &mut self,
+        entity: EntityKind,
+        entity_id: &str,
+        op: &str,
+        payload: &impl serde::Serialize,
+    ) -> Result<u64> {
+        let seq = super::outbox::append(
+            self.conn, self.ctx, self.now, entity, entity_id, op, payload,
+        )?;
+        self.notices.push(Notice::Event {
+            seq,
+            entity,
+            entity_id: entity_id.to_owned(),
+            op: op.to_owned(),
+        });
         Ok(seq)
     }
 }
@@ -91,11 +107,19 @@ pub(super) fn spawn(
         .spawn(move || run(conn, rx, ctx, max_batch, notices))
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, ctx: Ctx, max_batch: usize, notices: broadcast::Sender<Notice>) {
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    ctx: Ctx,
+    max_batch: usize,
+    notices: broadcast::Sender<Notice>,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     let mut stop = None;
     while stop.is_none() {
-        let Some(first) = rx.blocking_recv() else { break };
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
         batch.push(first);
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -116,7 +140,12 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, ctx: Ctx, max_batch: u
     tracing::debug!("store writer stopped");
 }
 
-fn commit_batch(conn: &mut Connection, ctx: &Ctx, batch: &mut Vec<Job>, notices: &broadcast::Sender<Notice>) -> Option<oneshot::Sender<()>> {
+fn commit_batch(
+    conn: &mut Connection,
+    ctx: &Ctx,
+    batch: &mut Vec<Job>,
+    notices: &broadcast::Sender<Notice>,
+) -> Option<oneshot::Sender<()>> {
     let mut finishes = Vec::with_capacity(batch.len());
     let mut announce = Vec::new();
     let mut stop = None;
@@ -134,10 +163,19 @@ fn commit_batch(conn: &mut Connection, ctx: &Ctx, batch: &mut Vec<Job>, notices:
         if let Err(e) = tx.execute_batch("SAVEPOINT w") {
             tracing::error!(error = %e, "store writer: savepoint");
         }
-        let mut w = WriteTx { conn: &tx, ctx, now: OffsetDateTime::now_utc(), notices: Vec::new() };
+        let mut w = WriteTx {
+            conn: &tx,
+            ctx,
+            now: OffsetDateTime::now_utc(),
+            notices: Vec::new(),
+        };
         match job(&mut w) {
             Outcome::Done { ok, finish } => {
-                let end = if ok { "RELEASE w" } else { "ROLLBACK TO w; RELEASE w" };
+                let end = if ok {
+                    "RELEASE w"
+                } else {
+                    "ROLLBACK TO w; RELEASE w"
+                };
                 match tx.execute_batch(end) {
                     Ok(()) if ok => announce.append(&mut w.notices),
                     Ok(()) => {}

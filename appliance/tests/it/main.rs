@@ -1,0 +1,12 @@
+//! Integration tests for `sentra-edge`: each test starts the real binary on its own temporary
+//! directory and a free port, and drives it over HTTP and its command line.
+
+mod harness;
+
+mod bad_input;
+mod cli;
+mod crash;
+mod flow;
+mod idempotency;
+mod roles;
+mod store_security;

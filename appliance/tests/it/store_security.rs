@@ -1,0 +1,194 @@
+//! What someone who walks off with the box finds: no plaintext on disk, a wrong key refused with
+//! exit 3 and the file untouched; and backups that a daemon can start from.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::harness::{BIN, Edge, Site};
+
+fn file_digest(path: &std::path::Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).expect("read")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_is_not_plaintext_and_a_wrong_key_changes_nothing() {
+    let site = Site::new();
+    let edge = site.start().await;
+    let tablet = edge.pair(&site, "tablet").await;
+    let secret = "Rahasia Pelanggan Xyzzy";
+    let (s, _) = edge
+        .post(
+            &tablet,
+            "/v1/work-orders",
+            json!({"customer_name": secret, "vehicle_plate": "B 1 ZZ", "complaint": secret}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    // While running (database and WAL) and after a clean stop, nothing is readable.
+    let check_plain = |when: &str| {
+        for suffix in ["", "-wal"] {
+            let p = std::path::PathBuf::from(format!("{}{suffix}", site.db_path().display()));
+            let Ok(bytes) = std::fs::read(&p) else {
+                continue;
+            };
+            assert!(
+                !bytes.starts_with(b"SQLite format 3"),
+                "{when}: {} starts with the SQLite header",
+                p.display()
+            );
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{when}: {} holds the customer's name in clear",
+                p.display()
+            );
+        }
+    };
+    check_plain("running");
+    assert_eq!(edge.stop().await, 0);
+    check_plain("stopped");
+
+    // A wrong key: exit 3, a message that says so, and the file byte for byte as it was.
+    let before = file_digest(&site.db_path());
+    let good_key = std::fs::read_to_string(&site.key_file).expect("key");
+    std::fs::write(&site.key_file, format!("{}\n", "11".repeat(32))).expect("write wrong key");
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&site.config)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("store key is wrong"), "{stderr}");
+    assert_eq!(
+        file_digest(&site.db_path()),
+        before,
+        "a wrong key leaves the store untouched"
+    );
+    for args in [
+        &["status"][..],
+        &["backup", "/tmp/never-written.db"][..],
+        &["pair"][..],
+    ] {
+        let (code, _, err) = site.cli(args);
+        assert_eq!(code, 3, "{args:?}: {err}");
+    }
+
+    // A malformed or missing key file is exit 3 too, with the path named.
+    std::fs::write(&site.key_file, "not a key").expect("write");
+    let (code, _, err) = site.cli(&["status"]);
+    assert_eq!(code, 3);
+    assert!(
+        err.contains("64 hex characters") && err.contains(&site.key_file.display().to_string()),
+        "{err}"
+    );
+    std::fs::remove_file(&site.key_file).expect("rm");
+    let (code, _, err) = site.cli(&["status"]);
+    assert_eq!(code, 3);
+    assert!(err.contains("keygen"), "says how to make a key: {err}");
+
+    // The right key opens it again, data intact.
+    std::fs::write(&site.key_file, good_key).expect("restore key");
+    assert_eq!(file_digest(&site.db_path()), before);
+    let (code, out, err) = site.cli(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(st["outbox"]["last_seq"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_backup_restores_into_a_running_daemon() {
+    let site = Site::new();
+    site.load_demo_data();
+    let edge = site.start().await;
+    let tablet = edge.pair(&site, "tablet").await;
+    let (_, wo) = edge
+        .post(
+            &tablet,
+            "/v1/work-orders",
+            json!({"customer_name": "Backup", "vehicle_plate": "B 2 BK", "complaint": "x"}),
+        )
+        .await;
+
+    // Backup while the daemon runs and takes writes.
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let backup = backup_dir.path().join("sentra.db");
+    let writer = {
+        let (http, base, token) = (edge.http.clone(), edge.base.clone(), tablet.token.clone());
+        tokio::spawn(async move {
+            for i in 0..50 {
+                let r = http
+                    .post(format!("{base}/v1/work-orders"))
+                    .bearer_auth(&token)
+                    .json(&json!({"customer_name": format!("during {i}"), "vehicle_plate": "B 3 DR", "complaint": "x"}))
+                    .send()
+                    .await
+                    .expect("send");
+                assert_eq!(r.status(), StatusCode::CREATED);
+            }
+        })
+    };
+    let (code, out, err) = site.cli(&["backup", backup.to_str().expect("utf8")]);
+    writer.await.expect("writer");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("backup written"), "{out}");
+    let bytes = std::fs::read(&backup).expect("backup exists");
+    assert!(
+        !bytes.starts_with(b"SQLite format 3"),
+        "the backup is encrypted"
+    );
+    assert!(
+        !backup_dir.path().join("sentra.partial").exists(),
+        "no partial file left behind"
+    );
+
+    // A daemon started on the backup (same key) has the data and a consistent outbox.
+    let restore_cfg = backup_dir.path().join("edge.toml");
+    std::fs::write(
+        &restore_cfg,
+        format!(
+            "[branch]\nid = \"JKT01\"\n[store]\ndata_dir = {:?}\nkey_file = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n",
+            backup_dir.path().display().to_string(),
+            site.key_file.display().to_string()
+        ),
+    )
+    .expect("config");
+    let restored = Edge::spawn(&restore_cfg, &[]).await;
+    let (s, got) = restored
+        .get(
+            &tablet,
+            &format!("/v1/work-orders/{}", wo["id"].as_str().expect("id")),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the paired device's token works on the restored store too"
+    );
+    assert_eq!(got["customer_name"], "Backup");
+    let (_, st) = restored.get(&tablet, "/v1/sync/status").await;
+    let seq = st["last_seq"].as_i64().expect("seq");
+    assert!(
+        (7..=56).contains(&seq),
+        "a consistent snapshot between the first write and the last: {st}"
+    );
+    let conn = rusqlite::Connection::open(&backup).expect("open");
+    conn.pragma_update(
+        None,
+        "key",
+        format!(
+            "x'{}'",
+            std::fs::read_to_string(&site.key_file).expect("key").trim()
+        ),
+    )
+    .expect("key");
+    let (count, max): (i64, i64) = conn
+        .query_row("SELECT count(*), max(seq) FROM sync_event_logs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("outbox");
+    assert_eq!((count, max), (seq, seq), "gapless in the backup");
+    assert_eq!(restored.stop().await, 0);
+    assert_eq!(edge.stop().await, 0);
+}

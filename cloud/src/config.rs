@@ -1,0 +1,775 @@
+//! Typed configuration for `sentra-cloud`: the named defaults below, then an optional TOML file
+//! (`--config FILE`), then environment variables, later layers winning.
+//!
+//! This module owns every configuration key, its default and its validation; nothing else in the
+//! crate reads the environment or the config file. Invariants:
+//! - a [`Config`] is fully validated, so the rest of the crate never sees a bad address or URL;
+//! - every problem is reported at once ([`ConfigErrors`]), not only the first one;
+//! - the password in a database or Redis URL never appears in `Debug` output or in an error.
+//!
+//! The file, with every key at its default (`database.url` has none):
+//!
+//! ```toml
+//! [http]
+//! listen = "0.0.0.0:8090"        # env SENTRA_CLOUD__HTTP__LISTEN
+//!
+//! [database]
+//! url = "postgres://user:password@host:5432/sentra"   # env DATABASE_URL (required)
+//!
+//! [redis]
+//! url = "redis://127.0.0.1:6379"   # env REDIS_URL
+//! lock_nodes = []                  # env REDIS_LOCK_NODES, comma-separated
+//! ```
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use redis::{ConnectionInfo, IntoConnectionInfo};
+use sqlx::postgres::PgConnectOptions;
+
+/// Where the HTTP server listens: every interface, because replicas are reached by a load
+/// balancer over the network; port 8090 is the contract's (CONTRACT.md).
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8090";
+
+/// PostgreSQL has no default URL: it is the record, and writing to a database that happened to
+/// be reachable is worse than refusing to start.
+pub const DEFAULT_DATABASE_URL: Option<&str> = None;
+
+/// Redis on the same machine: what a laptop and a one-box installation have. Redis is a fast
+/// path rebuilt from PostgreSQL, so a wrong default costs speed, never correctness.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// No Redlock nodes: asset locks are then a plain `SET NX PX` on [`DEFAULT_REDIS_URL`]'s node,
+/// which is right for a single Redis. Production lists independent nodes (an odd number).
+pub const DEFAULT_REDIS_LOCK_NODES: &[&str] = &[];
+
+/// Environment variable overriding `http.listen`.
+pub const ENV_HTTP_LISTEN: &str = "SENTRA_CLOUD__HTTP__LISTEN";
+/// Environment variable overriding `database.url` (the name every PostgreSQL tool knows).
+pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
+/// Environment variable overriding `redis.url`.
+pub const ENV_REDIS_URL: &str = "REDIS_URL";
+/// Environment variable overriding `redis.lock_nodes`: Redis URLs separated by commas; empty
+/// means none.
+pub const ENV_REDIS_LOCK_NODES: &str = "REDIS_LOCK_NODES";
+
+const KEY_HTTP_LISTEN: &str = "http.listen";
+const KEY_DATABASE_URL: &str = "database.url";
+const KEY_REDIS_URL: &str = "redis.url";
+const KEY_REDIS_LOCK_NODES: &str = "redis.lock_nodes";
+const KNOWN_KEYS: &[&str] = &[
+    KEY_HTTP_LISTEN,
+    KEY_DATABASE_URL,
+    KEY_REDIS_URL,
+    KEY_REDIS_LOCK_NODES,
+];
+
+/// The whole configuration of `sentra-cloud`, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: DatabaseUrl,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// The node for the calendar, waitlists and (without `lock_nodes`) locks.
+    pub url: RedisUrl,
+    /// Independent nodes for Redlock; empty means "lock on `url`".
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by booking's asset locks, which come next")
+    )]
+    pub lock_nodes: Vec<RedisUrl>,
+}
+
+/// A PostgreSQL URL that parsed; `Debug` shows it with the password replaced.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    raw: String,
+    options: PgConnectOptions,
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
+            return Err("expected a postgres:// or postgresql:// URL".to_owned());
+        }
+        let options = PgConnectOptions::from_str(raw).map_err(|error| error.to_string())?;
+        Ok(Self {
+            raw: raw.to_owned(),
+            options,
+        })
+    }
+
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.options.clone()
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.raw))
+    }
+}
+
+/// A Redis URL that parsed; `Debug` shows it with the password replaced.
+#[derive(Clone)]
+pub struct RedisUrl {
+    raw: String,
+    info: ConnectionInfo,
+}
+
+impl RedisUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.starts_with("rediss://") {
+            return Err("TLS (rediss://) is not built into this version; use redis://".to_owned());
+        }
+        if !raw.starts_with("redis://") {
+            return Err("expected a redis:// URL".to_owned());
+        }
+        let info = raw
+            .into_connection_info()
+            .map_err(|error| error.to_string())?;
+        Ok(Self {
+            raw: raw.to_owned(),
+            info,
+        })
+    }
+
+    pub fn connection_info(&self) -> ConnectionInfo {
+        self.info.clone()
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.raw))
+    }
+}
+
+/// Where a value came from, so an error names the thing the operator has to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Env(&'static str),
+    File { path: PathBuf, key: &'static str },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Env(var) => f.write_str(var),
+            Origin::File { path, key } => write!(f, "{key} in {}", path.display()),
+        }
+    }
+}
+
+/// One problem with the configuration. Values are shown redacted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {error}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("config file {} is not valid TOML: {message}", path.display())]
+    ParseFile { path: PathBuf, message: String },
+    #[error("config file {}: unknown key `{key}`; known keys: {}", path.display(), KNOWN_KEYS.join(", "))]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("{origin}: expected {expected}, found {found}")]
+    WrongType {
+        origin: Origin,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("{var}: the value is not valid UTF-8")]
+    NotUnicode { var: &'static str },
+    #[error("{what} is not set: set {env} or `{key}` in the config file")]
+    Missing {
+        what: &'static str,
+        env: &'static str,
+        key: &'static str,
+    },
+    #[error("{origin}: invalid value `{value}`: {reason}")]
+    Invalid {
+        origin: Origin,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Every problem found while loading; never empty.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Loads the configuration from `file` (if given) and the process environment.
+pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
+    load_with(file, &|name| std::env::var_os(name))
+}
+
+/// Values as found, before validation, each with where it came from.
+#[derive(Default)]
+struct Raw {
+    http_listen: Option<(String, Origin)>,
+    database_url: Option<(String, Origin)>,
+    redis_url: Option<(String, Origin)>,
+    redis_lock_nodes: Option<(Vec<String>, Origin)>,
+}
+
+/// [`load`] with the environment passed in, so tests do not touch the process environment.
+pub fn load_with(
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut raw = Raw::default();
+
+    if let Some(path) = file {
+        read_file(path, &mut raw, &mut errors);
+    }
+    read_env(env, &mut raw, &mut errors);
+
+    let listen = match raw.http_listen {
+        Some((value, origin)) => parse_listen(&value, origin, &mut errors),
+        None => parse_listen(
+            DEFAULT_HTTP_LISTEN,
+            Origin::Env(ENV_HTTP_LISTEN),
+            &mut errors,
+        ),
+    };
+    let database_url = match raw
+        .database_url
+        .or_else(|| DEFAULT_DATABASE_URL.map(|url| (url.to_owned(), Origin::Env(ENV_DATABASE_URL))))
+    {
+        Some((value, origin)) => validate(&value, origin, DatabaseUrl::parse, &mut errors),
+        None => {
+            errors.push(ConfigError::Missing {
+                what: "the PostgreSQL URL",
+                env: ENV_DATABASE_URL,
+                key: KEY_DATABASE_URL,
+            });
+            None
+        }
+    };
+    let redis_url = match raw.redis_url {
+        Some((value, origin)) => validate(&value, origin, RedisUrl::parse, &mut errors),
+        None => validate(
+            DEFAULT_REDIS_URL,
+            Origin::Env(ENV_REDIS_URL),
+            RedisUrl::parse,
+            &mut errors,
+        ),
+    };
+    let (lock_node_values, lock_nodes_origin) = raw.redis_lock_nodes.unwrap_or_else(|| {
+        (
+            DEFAULT_REDIS_LOCK_NODES
+                .iter()
+                .map(|&node| node.to_owned())
+                .collect(),
+            Origin::Env(ENV_REDIS_LOCK_NODES),
+        )
+    });
+    let lock_nodes: Vec<RedisUrl> = lock_node_values
+        .iter()
+        .filter_map(|node| {
+            validate(
+                node,
+                lock_nodes_origin.clone(),
+                RedisUrl::parse,
+                &mut errors,
+            )
+        })
+        .collect();
+
+    match (listen, database_url, redis_url) {
+        (Some(listen), Some(database_url), Some(redis_url)) if errors.is_empty() => Ok(Config {
+            http: HttpConfig { listen },
+            database: DatabaseConfig { url: database_url },
+            redis: RedisConfig {
+                url: redis_url,
+                lock_nodes,
+            },
+        }),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) => {
+            errors.push(ConfigError::ReadFile {
+                path: path.to_owned(),
+                error,
+            });
+            return;
+        }
+    };
+    let table = match text.parse::<toml::Table>() {
+        Ok(table) => table,
+        Err(error) => {
+            errors.push(ConfigError::ParseFile {
+                path: path.to_owned(),
+                message: error.message().to_owned() + &line_hint(&text, error.span()),
+            });
+            return;
+        }
+    };
+    let origin = |key| Origin::File {
+        path: path.to_owned(),
+        key,
+    };
+    for (section_name, section) in &table {
+        let Some(section) = section.as_table() else {
+            errors.push(ConfigError::UnknownKey {
+                path: path.to_owned(),
+                key: section_name.clone(),
+            });
+            continue;
+        };
+        for (name, value) in section {
+            let key = format!("{section_name}.{name}");
+            match key.as_str() {
+                KEY_HTTP_LISTEN => {
+                    raw.http_listen = string_value(value, origin(KEY_HTTP_LISTEN), errors);
+                }
+                KEY_DATABASE_URL => {
+                    raw.database_url = string_value(value, origin(KEY_DATABASE_URL), errors);
+                }
+                KEY_REDIS_URL => {
+                    raw.redis_url = string_value(value, origin(KEY_REDIS_URL), errors);
+                }
+                KEY_REDIS_LOCK_NODES => {
+                    raw.redis_lock_nodes =
+                        string_array_value(value, origin(KEY_REDIS_LOCK_NODES), errors);
+                }
+                _ => errors.push(ConfigError::UnknownKey {
+                    path: path.to_owned(),
+                    key,
+                }),
+            }
+        }
+    }
+}
+
+/// " (line N)" for a TOML error span, so the operator finds the bad line.
+fn line_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span.and_then(|span| text.get(..span.start)) {
+        Some(before) => format!(" (line {})", before.lines().count().max(1)),
+        None => String::new(),
+    }
+}
+
+fn string_value(
+    value: &toml::Value,
+    origin: Origin,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(String, Origin)> {
+    match value.as_str() {
+        Some(text) => Some((text.to_owned(), origin)),
+        None => {
+            errors.push(ConfigError::WrongType {
+                origin,
+                expected: "a string",
+                found: value.type_str(),
+            });
+            None
+        }
+    }
+}
+
+fn string_array_value(
+    value: &toml::Value,
+    origin: Origin,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(Vec<String>, Origin)> {
+    let strings = value.as_array().and_then(|items| {
+        items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+    });
+    match strings {
+        Some(strings) => Some((strings, origin)),
+        None => {
+            errors.push(ConfigError::WrongType {
+                origin,
+                expected: "an array of strings",
+                found: value.type_str(),
+            });
+            None
+        }
+    }
+}
+
+fn read_env(env: &dyn Fn(&str) -> Option<OsString>, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
+    let mut var = |name: &'static str| -> Option<(String, Origin)> {
+        let value = env(name)?;
+        match value.into_string() {
+            Ok(value) => Some((value, Origin::Env(name))),
+            Err(_) => {
+                errors.push(ConfigError::NotUnicode { var: name });
+                None
+            }
+        }
+    };
+    if let Some(value) = var(ENV_HTTP_LISTEN) {
+        raw.http_listen = Some(value);
+    }
+    if let Some(value) = var(ENV_DATABASE_URL) {
+        raw.database_url = Some(value);
+    }
+    if let Some(value) = var(ENV_REDIS_URL) {
+        raw.redis_url = Some(value);
+    }
+    if let Some((value, origin)) = var(ENV_REDIS_LOCK_NODES) {
+        raw.redis_lock_nodes = Some((split_list(&value), origin));
+    }
+}
+
+/// A comma-separated list; blanks around items and empty items are dropped, so `""` is empty.
+fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_listen(value: &str, origin: Origin, errors: &mut Vec<ConfigError>) -> Option<SocketAddr> {
+    validate(
+        value,
+        origin,
+        |value| {
+            value
+                .parse::<SocketAddr>()
+                .map_err(|_| "expected IP:PORT, such as 0.0.0.0:8090 or [::]:8090".to_owned())
+        },
+        errors,
+    )
+}
+
+fn validate<T>(
+    value: &str,
+    origin: Origin,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    match parse(value) {
+        Ok(parsed) => Some(parsed),
+        Err(reason) => {
+            errors.push(ConfigError::Invalid {
+                origin,
+                value: redact(value),
+                reason,
+            });
+            None
+        }
+    }
+}
+
+/// `url` with the password (in the user-info or a `password=` query parameter) replaced by
+/// `***`. Works on text that is not a valid URL too, because that is what error messages show;
+/// when in doubt it hides too much rather than too little.
+pub fn redact(url: &str) -> String {
+    let (prefix, rest) = match url.find("://") {
+        Some(index) => url.split_at(index + 3),
+        None => ("", url),
+    };
+    let mut out = String::with_capacity(url.len());
+    out.push_str(prefix);
+    // The last '@' ends the user-info even when the password holds an unescaped '/', '?' or '@'.
+    let tail = match rest.rfind('@') {
+        Some(at) => {
+            let (user_info, tail) = rest.split_at(at);
+            match user_info.split_once(':') {
+                Some((user, _password)) => {
+                    out.push_str(user);
+                    out.push(':');
+                    out.push_str(REDACTED);
+                }
+                // Without "://" there is no telling a user name from a password.
+                None if prefix.is_empty() => out.push_str(REDACTED),
+                None => out.push_str(&redact_query(user_info)),
+            }
+            tail
+        }
+        None => rest,
+    };
+    out.push_str(&redact_query(tail));
+    out
+}
+
+const REDACTED: &str = "***";
+
+/// `text` with the value of every `password=` parameter after its first '?' replaced.
+fn redact_query(text: &str) -> String {
+    let Some((before, query)) = text.split_once('?') else {
+        return text.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                format!("{name}={REDACTED}")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{before}?{}", pairs.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write as _;
+
+    use super::*;
+
+    const DB: &str = "postgres://sentra:s3cret@db.internal:5432/sentra";
+
+    fn load_env(file: Option<&Path>, vars: &[(&str, &str)]) -> Result<Config, Vec<String>> {
+        let vars: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), OsString::from(value)))
+            .collect();
+        load_with(file, &|name| vars.get(name).cloned())
+            .map_err(|errors| errors.0.iter().map(ToString::to_string).collect())
+    }
+
+    fn config_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("temp dir is writable");
+        file.write_all(text.as_bytes())
+            .expect("temp dir is writable");
+        file
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_database_is_given() {
+        let config = load_env(None, &[("DATABASE_URL", DB)]).expect("valid");
+        assert_eq!(config.http.listen.to_string(), DEFAULT_HTTP_LISTEN);
+        assert_eq!(format!("{:?}", config.redis.url), DEFAULT_REDIS_URL);
+        assert!(config.redis.lock_nodes.is_empty());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let file = config_file(
+            r#"
+            [http]
+            listen = "127.0.0.1:1000"
+            [database]
+            url = "postgres://file@localhost/file"
+            [redis]
+            url = "redis://file:6379"
+            lock_nodes = ["redis://a:6379", "redis://b:6379"]
+            "#,
+        );
+        let from_file = load_env(Some(file.path()), &[]).expect("valid");
+        assert_eq!(from_file.http.listen.to_string(), "127.0.0.1:1000");
+        assert_eq!(
+            format!("{:?}", from_file.database.url),
+            "postgres://file@localhost/file"
+        );
+        assert_eq!(from_file.redis.lock_nodes.len(), 2);
+
+        let overridden = load_env(
+            Some(file.path()),
+            &[
+                ("SENTRA_CLOUD__HTTP__LISTEN", "127.0.0.1:2000"),
+                ("DATABASE_URL", DB),
+                ("REDIS_URL", "redis://env:6379"),
+                ("REDIS_LOCK_NODES", ""),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(overridden.http.listen.to_string(), "127.0.0.1:2000");
+        assert_eq!(
+            format!("{:?}", overridden.database.url),
+            "postgres://sentra:***@db.internal:5432/sentra"
+        );
+        assert_eq!(format!("{:?}", overridden.redis.url), "redis://env:6379");
+        assert!(overridden.redis.lock_nodes.is_empty());
+    }
+
+    #[test]
+    fn lock_nodes_from_env_are_a_comma_list() {
+        let config = load_env(
+            None,
+            &[
+                ("DATABASE_URL", DB),
+                (
+                    "REDIS_LOCK_NODES",
+                    " redis://a:1, redis://b:2 ,redis://c:3,",
+                ),
+            ],
+        )
+        .expect("valid");
+        let nodes: Vec<String> = config
+            .redis
+            .lock_nodes
+            .iter()
+            .map(|node| format!("{node:?}"))
+            .collect();
+        assert_eq!(nodes, ["redis://a:1", "redis://b:2", "redis://c:3"]);
+    }
+
+    type Env<'a> = &'a [(&'a str, &'a str)];
+
+    /// Each case: environment, then one expected fragment per reported error, in order.
+    #[test]
+    fn every_error_is_reported() {
+        let cases: &[(Env, &[&str])] = &[
+            (&[], &["the PostgreSQL URL is not set: set DATABASE_URL"]),
+            (
+                &[("SENTRA_CLOUD__HTTP__LISTEN", "notanaddress")],
+                &[
+                    "SENTRA_CLOUD__HTTP__LISTEN: invalid value `notanaddress`: expected IP:PORT",
+                    "the PostgreSQL URL is not set",
+                ],
+            ),
+            (
+                &[
+                    ("DATABASE_URL", "mysql://u:pw@h/db"),
+                    ("REDIS_URL", "rediss://h:6380"),
+                    ("REDIS_LOCK_NODES", "redis://ok:1,http://bad:2"),
+                ],
+                &[
+                    "DATABASE_URL: invalid value `mysql://u:***@h/db`: expected a postgres://",
+                    "REDIS_URL: invalid value `rediss://h:6380`: TLS",
+                    "REDIS_LOCK_NODES: invalid value `http://bad:2`: expected a redis:// URL",
+                ],
+            ),
+            (
+                &[("DATABASE_URL", "postgres://u:pw@h:notaport/db")],
+                &["DATABASE_URL: invalid value `postgres://u:***@h:notaport/db`"],
+            ),
+        ];
+        for (env, expected) in cases {
+            let errors = load_env(None, env).expect_err("invalid");
+            assert_eq!(errors.len(), expected.len(), "{env:?}: {errors:#?}");
+            for (error, fragment) in errors.iter().zip(*expected) {
+                assert!(error.contains(fragment), "{error:?} lacks {fragment:?}");
+                assert!(!error.contains("pw@"), "password leaked: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_bad_key_in_the_file_is_reported() {
+        let file = config_file(
+            r#"
+            colour = "blue"
+            [http]
+            listen = 8090
+            port = 1
+            [redis]
+            lock_nodes = "redis://a:1"
+            "#,
+        );
+        let errors = load_env(Some(file.path()), &[]).expect_err("invalid");
+        let expected = [
+            "unknown key `colour`",
+            "http.listen in ",
+            "unknown key `http.port`",
+            "redis.lock_nodes in ",
+            "the PostgreSQL URL is not set",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for fragment in expected {
+            assert!(
+                errors.iter().any(|error| error.contains(fragment)),
+                "no error contains {fragment:?}: {errors:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_and_malformed_files_are_errors() {
+        let missing = load_env(
+            Some(Path::new("/nonexistent/cloud.toml")),
+            &[("DATABASE_URL", DB)],
+        )
+        .expect_err("missing file");
+        assert!(missing[0].starts_with("cannot read config file /nonexistent/cloud.toml"));
+
+        let file = config_file("[http]\nlisten = \n");
+        let malformed = load_env(Some(file.path()), &[("DATABASE_URL", DB)]).expect_err("bad toml");
+        assert!(malformed[0].contains("is not valid TOML"), "{malformed:?}");
+        assert!(malformed[0].contains("(line 2)"), "{malformed:?}");
+    }
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        let cases = [
+            ("postgres://u:pw@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("postgres://h/db", "postgres://h/db"),
+            ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+            ("redis://u:p@ss:w@rd@h", "redis://u:***@h"),
+            (
+                "postgres://h/db?user=u&password=pw&x=1",
+                "postgres://h/db?user=u&password=***&x=1",
+            ),
+            ("postgres://u:pa/ss@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:pa?ss@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://h/db?password=pw&user=a@b",
+                "postgres://h/db?password=***&user=a@b",
+            ),
+            ("u:pw@h", "u:***@h"),
+            ("pw@h", "***@h"),
+            ("notanaddress", "notanaddress"),
+            ("", ""),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(redact(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_passwords() {
+        let config = load_env(
+            None,
+            &[
+                ("DATABASE_URL", DB),
+                ("REDIS_URL", "redis://:hunter2@h:6379"),
+                ("REDIS_LOCK_NODES", "redis://:hunter3@a:1"),
+            ],
+        )
+        .expect("valid");
+        let debug = format!("{config:?}");
+        for secret in ["s3cret", "hunter2", "hunter3"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Liveness and readiness.
+//!
+//! `GET /healthz` answers 200 whenever the process serves HTTP, and never looks at PostgreSQL or
+//! Redis: an orchestrator restarts unhealthy replicas, and a database outage must not restart
+//! them all. `GET /readyz` answers 200 only when this replica can do its work now: PostgreSQL
+//! answers `SELECT 1` and Redis answers `PING`, each within [`CHECK_TIMEOUT`]; otherwise 503
+//! `not_ready` naming every dependency that failed. A load balancer sends traffic only to ready
+//! replicas.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use redis::aio::ConnectionManager;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::http::{ApiError, AppState};
+
+/// How long one dependency may take to answer a readiness check. Well under the usual probe
+/// timeouts (a few seconds), so a hung dependency gives a clear 503 rather than a probe timeout.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let (postgres, redis) = tokio::join!(check_postgres(&state.db), check_redis(state.redis));
+    let failures: Vec<String> = [("postgresql", postgres), ("redis", redis)]
+        .into_iter()
+        .filter_map(|(name, result)| result.err().map(|error| format!("{name}: {error}")))
+        .collect();
+    if failures.is_empty() {
+        Ok(Json(json!({ "status": "ok" })))
+    } else {
+        let message = failures.join("; ");
+        tracing::warn!(%message, "not ready");
+        Err(ApiError::NotReady(message))
+    }
+}
+
+async fn check_postgres(db: &PgPool) -> Result<(), String> {
+    let query = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(db);
+    match tokio::time::timeout(CHECK_TIMEOUT, query).await {
+        Ok(Ok(1)) => Ok(()),
+        Ok(Ok(other)) => Err(format!("SELECT 1 returned {other}")),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+    }
+}
+
+async fn check_redis(mut redis: ConnectionManager) -> Result<(), String> {
+    let command = redis::cmd("PING");
+    let ping = command.query_async::<String>(&mut redis);
+    match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
+        Ok(Ok(reply)) if reply == "PONG" => Ok(()),
+        Ok(Ok(reply)) => Err(format!("PING returned {reply:?}")),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+    }
+}

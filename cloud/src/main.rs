@@ -1,0 +1,138 @@
+//! `sentra-cloud`, the cloud ingest service for Sentra Edge appliances: the command line.
+//!
+//! This file owns argument parsing, logging set-up and the mapping from outcome to exit code:
+//! 0 ok, 2 usage or configuration error, 1 anything else. It is the only place that uses
+//! `anyhow`; the modules return their own errors. Module map:
+//! - [`config`]: the typed configuration (defaults, TOML file, environment);
+//! - [`migrate`]: the embedded PostgreSQL migrations and the `migrate` command;
+//! - [`startup`]: `serve`: state, listener, server, graceful shutdown;
+//! - [`http`]: the router, shared state and the JSON error envelope;
+//! - [`health`]: `/healthz` and `/readyz`.
+
+mod config;
+mod health;
+mod http;
+mod migrate;
+mod startup;
+
+use std::future::Future;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+const ENV_HELP: &str = "\
+Environment (overrides the config file):
+  DATABASE_URL                 PostgreSQL URL (required), e.g. postgres://user:pw@host:5432/sentra
+  REDIS_URL                    Redis URL [default: redis://127.0.0.1:6379]
+  REDIS_LOCK_NODES             Redlock nodes, comma-separated Redis URLs [default: none]
+  SENTRA_CLOUD__HTTP__LISTEN   HTTP listen address [default: 0.0.0.0:8090]
+  RUST_LOG                     log filter [default: info]
+
+Exit codes: 0 ok, 2 usage or configuration error, 1 anything else.";
+
+/// Log filter when RUST_LOG is not set: our own events and the libraries' warnings.
+const DEFAULT_LOG_FILTER: &str = "info";
+
+/// Exit code for a usage or configuration error (clap uses the same for usage errors).
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "sentra-cloud", version, about, after_help = ENV_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (does not migrate: run `migrate` first).
+    Serve(ConfigArgs),
+    /// Apply the PostgreSQL migrations the database lacks, then exit.
+    Migrate(ConfigArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// TOML configuration file; environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            let mut stdout = std::io::stdout().lock();
+            let version = concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION"));
+            match writeln!(stdout, "{version}") {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
+        Command::Serve(args) => with_config(&args, |config| async move {
+            startup::serve(config).await.context("serve")
+        }),
+        Command::Migrate(args) => with_config(&args, |config| async move {
+            let version = migrate::run(&config.database).await.context("migrate")?;
+            tracing::info!(version, "database schema is up to date");
+            Ok(())
+        }),
+    }
+}
+
+/// Loads the configuration (exit 2 with every problem listed if it is bad), then runs `command`
+/// on a Tokio runtime (exit 1 with the whole error chain if it fails).
+fn with_config<F, Fut>(args: &ConfigArgs, command: F) -> ExitCode
+where
+    F: FnOnce(config::Config) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let config = match config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(errors) => {
+            for error in &errors.0 {
+                eprintln!("error: {error}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the Tokio runtime")
+        .and_then(|runtime| runtime.block_on(command(config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr (stdout carries the `listening on` line), filtered by RUST_LOG; colours only
+/// on a terminal, so the journal and CI logs stay plain text.
+fn init_logging() {
+    let (filter, bad_filter) = match std::env::var("RUST_LOG") {
+        Ok(value) => match EnvFilter::try_new(&value) {
+            Ok(filter) => (filter, None),
+            Err(error) => (EnvFilter::new(DEFAULT_LOG_FILTER), Some((value, error))),
+        },
+        Err(_) => (EnvFilter::new(DEFAULT_LOG_FILTER), None),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    if let Some((value, error)) = bad_filter {
+        tracing::warn!(%value, %error, "RUST_LOG is not a valid filter; using {DEFAULT_LOG_FILTER:?}");
+    }
+}

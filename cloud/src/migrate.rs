@@ -1,0 +1,156 @@
+//! PostgreSQL schema migrations: the SQL files in `cloud/migrations/`, embedded in the binary,
+//! and `sentra-cloud migrate`, which applies the ones a database lacks.
+//!
+//! `serve` never migrates. Several replicas start at once behind the load balancer, and during a
+//! rollout old and new versions run side by side: if every replica migrated at start they would
+//! race for the schema, an old replica could find a schema it does not know, and a migration
+//! that fails would crash-loop every replica instead of failing one deploy step. Migrating is one
+//! deliberate step of a deploy, run once before the new replicas start. (sqlx also takes an
+//! advisory lock while it migrates, so two `migrate` runs at once are still safe.)
+//!
+//! The files are listed in [`MIGRATIONS`] by hand rather than found by `sqlx::migrate!`: that
+//! macro needs sqlx's `migrate` and `macros` features, which pull SQLite into Cargo.lock where it
+//! clashes with sentra-edge's SQLCipher (see cloud/Cargo.toml). Versions, descriptions and
+//! checksums are computed exactly as the macro does, so the `_sqlx_migrations` table is the same
+//! either way, and a unit test fails when a file in `migrations/` is missing from the list.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::{Connection as _, PgConnection, SqlSafeStr as _};
+use sqlx_core::migrate::{Migration, MigrationType, Migrator};
+
+use crate::config::DatabaseConfig;
+
+/// Every migration, in order: the file name (`<version>_<description>.sql`, as sqlx names them)
+/// and its SQL, embedded at compile time.
+pub const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_init.sql", include_str!("../migrations/0001_init.sql"))];
+
+/// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database
+/// that is still starting in the same deploy, short enough that a wrong URL fails the step.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("migration file name {0:?} is not <version>_<description>.sql")]
+    FileName(&'static str),
+    #[error("cannot connect to PostgreSQL at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot connect to PostgreSQL at {url}: no answer within {timeout:?}")]
+    ConnectTimeout { url: String, timeout: Duration },
+    #[error("applying migrations failed")]
+    Apply(#[source] sqlx_core::migrate::MigrateError),
+}
+
+/// Applies every migration the database lacks; returns the schema version it is now at.
+pub async fn run(database: &DatabaseConfig) -> Result<i64, MigrateError> {
+    let migrator = migrator()?;
+    let url = format!("{:?}", database.url);
+    let options = database.url.connect_options();
+    let mut connection =
+        tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| MigrateError::ConnectTimeout {
+                url: url.clone(),
+                timeout: CONNECT_TIMEOUT,
+            })?
+            .map_err(|source| MigrateError::Connect { url, source })?;
+    migrator
+        .run(&mut connection)
+        .await
+        .map_err(MigrateError::Apply)?;
+    if let Err(error) = connection.close().await {
+        tracing::warn!(%error, "closing the migration connection failed");
+    }
+    Ok(migrator
+        .iter()
+        .map(|migration| migration.version)
+        .max()
+        .unwrap_or(0))
+}
+
+/// The embedded migrations as sqlx's migrator, built the way `sqlx::migrate!` builds it.
+fn migrator() -> Result<Migrator, MigrateError> {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|&(file_name, sql)| {
+            let (version, description) =
+                parse_file_name(file_name).ok_or(MigrateError::FileName(file_name))?;
+            Ok(Migration::new(
+                version,
+                Cow::Owned(description),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                sql.starts_with("-- no-transaction"),
+            ))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Migrator::with_migrations(migrations))
+}
+
+/// `0001_init_tables.sql` → `(1, "init tables")`, as sqlx reads a migration's file name.
+fn parse_file_name(file_name: &str) -> Option<(i64, String)> {
+    let (version, rest) = file_name.split_once('_')?;
+    let description = rest.strip_suffix(".sql")?;
+    if description.ends_with(".up") || description.ends_with(".down") {
+        return None; // reversible migrations are not used here
+    }
+    Some((version.parse().ok()?, description.replace('_', " ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_parse_like_sqlx() {
+        let cases = [
+            ("0001_init.sql", Some((1, "init"))),
+            ("0012_booking_holds.sql", Some((12, "booking holds"))),
+            ("0002_x.up.sql", None),
+            ("init.sql", None),
+            ("0001_init.txt", None),
+            ("v1_init.sql", None),
+        ];
+        for (name, expected) in cases {
+            let expected = expected.map(|(version, description)| (version, description.to_owned()));
+            assert_eq!(parse_file_name(name), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_file_in_migrations_is_listed_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .expect("cloud/migrations exists")
+            .map(|entry| {
+                entry
+                    .expect("cloud/migrations is readable")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        on_disk.sort();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|(name, _)| (*name).to_owned())
+            .collect();
+        assert_eq!(
+            listed, on_disk,
+            "MIGRATIONS must list cloud/migrations/*.sql in order"
+        );
+
+        let migrator = migrator().expect("listed names parse");
+        let versions: Vec<i64> = migrator.iter().map(|migration| migration.version).collect();
+        assert!(
+            versions.windows(2).all(|pair| pair[0] < pair[1]),
+            "{versions:?}"
+        );
+    }
+}

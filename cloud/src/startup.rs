@@ -1,0 +1,185 @@
+//! `sentra-cloud serve`: builds the shared state, binds the listener, runs the HTTP server and
+//! shuts it all down on SIGTERM or SIGINT.
+//!
+//! Shutdown is designed, not hoped for: one [`CancellationToken`] is the stop signal for every
+//! task, every task is spawned on one [`TaskTracker`], and `serve` returns only after the server
+//! has drained (or [`SHUTDOWN_GRACE`] ran out) and every tracked task has finished. Later
+//! background workers (the hold sweeper, the calendar rebuild) join the same tracker.
+//!
+//! Connections are lazy: a replica starts and answers `/healthz` while PostgreSQL or Redis is
+//! down, and `/readyz` says so, instead of crash-looping until its dependencies are back.
+//!
+//! The first line on stdout is `listening on ADDR` with the bound address, so whoever started
+//! the process (a test, a script) can use port 0 and learn the port. Logs go to stderr.
+
+use std::future::IntoFuture as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::health;
+use crate::http::{self, AppState};
+
+/// Connections per replica to PostgreSQL. Small on purpose: replicas multiply it, and
+/// PostgreSQL's default `max_connections` is 100.
+pub const DB_MAX_CONNECTIONS: u32 = 10;
+
+/// How long a request waits for a PostgreSQL connection before it fails; the readiness check's
+/// own timeout, so a down database makes `/readyz` answer 503 in time.
+pub const DB_ACQUIRE_TIMEOUT: Duration = health::CHECK_TIMEOUT;
+
+/// How long one attempt to connect to Redis, and one Redis command, may take. Redis answers in
+/// microseconds when it is up; anything slower is "down" for a fast path.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Reconnection attempts per Redis command before it fails (the manager retries again on the
+/// next command). Few, because a caller waiting on a dead Redis should fall back to PostgreSQL.
+pub const REDIS_RETRIES: usize = 1;
+
+/// How long in-flight requests may take to finish after a stop signal. Below the 30 s that
+/// systemd and Kubernetes wait before SIGKILL, so we close connections ourselves first.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("redis {url}")]
+    Redis {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install the {signal} handler")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed")]
+    Server(#[source] std::io::Error),
+}
+
+/// Runs the service until SIGTERM or SIGINT; `Ok` after a clean shutdown.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    tracing::info!(?config, "starting");
+    let db = PgPoolOptions::new()
+        .max_connections(DB_MAX_CONNECTIONS)
+        .acquire_timeout(DB_ACQUIRE_TIMEOUT)
+        .connect_lazy_with(config.database.url.connect_options());
+    let redis = connect_redis(&config)?;
+    let stop = StopSignals::install()?;
+
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.http.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.http.listen,
+        source,
+    })?;
+    announce(local_addr);
+    tracing::info!(%local_addr, "listening");
+
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tracker.spawn(stop.wait(token.clone()));
+
+    let server = axum::serve(
+        listener,
+        http::router(AppState {
+            db: db.clone(),
+            redis,
+        }),
+    )
+    .with_graceful_shutdown(token.clone().cancelled_owned())
+    .into_future();
+    let grace_over = async {
+        token.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        result = server => result.map_err(ServeError::Server),
+        () = grace_over => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still running after the grace period; closing them");
+            Ok(())
+        }
+    };
+
+    token.cancel();
+    tracker.close();
+    tracker.wait().await;
+    db.close().await;
+    tracing::info!("stopped");
+    result
+}
+
+fn connect_redis(config: &Config) -> Result<ConnectionManager, ServeError> {
+    let url = &config.redis.url;
+    let error = |source| ServeError::Redis {
+        url: format!("{url:?}"),
+        source,
+    };
+    let client = redis::Client::open(url.connection_info()).map_err(error)?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(REDIS_RETRIES);
+    ConnectionManager::new_lazy_with_config(client, manager_config).map_err(error)
+}
+
+/// `writeln!` rather than `println!`, which would panic if stdout is closed: the address is in
+/// the log too, so a closed stdout is worth a warning, not a failed start.
+fn announce(local_addr: SocketAddr) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "listening on {local_addr}").and_then(|()| stdout.flush())
+    {
+        tracing::warn!(%error, "cannot print the listening address on stdout");
+    }
+}
+
+/// SIGTERM (systemd, Kubernetes) and SIGINT (Ctrl-C), installed before the server starts so a
+/// signal that arrives early is not lost.
+struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self, ServeError> {
+        let install = |kind, name| {
+            signal(kind).map_err(|source| ServeError::Signal {
+                signal: name,
+                source,
+            })
+        };
+        Ok(Self {
+            terminate: install(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: install(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+
+    /// Cancels `token` on the first stop signal; returns early if something else cancelled it.
+    async fn wait(mut self, token: CancellationToken) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
+            () = token.cancelled() => return,
+        }
+        token.cancel();
+    }
+}

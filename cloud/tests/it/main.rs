@@ -1,0 +1,11 @@
+//! Integration tests for `sentra-cloud`: they run the real binary against a real PostgreSQL
+//! (a fresh database per test) and Redis, over real sockets.
+//!
+//! PostgreSQL: `postgres://postgres@127.0.0.1:5432/postgres` unless `SENTRA_TEST_PG_ADMIN_URL`
+//! says otherwise. Redis: `redis://127.0.0.1:6379` unless `SENTRA_TEST_REDIS_URL` does.
+//! `bash scripts/test.sh` starts both when they are not running.
+
+mod cli;
+mod migrate;
+mod serve;
+mod support;

@@ -1,0 +1,79 @@
+//! `sentra-cloud migrate` against a fresh database.
+
+use sqlx::Row as _;
+
+use crate::support::{TestDb, closed_port, migrate, run};
+
+#[tokio::test]
+async fn migrate_creates_the_tables_and_can_run_twice() {
+    let db = TestDb::create().await;
+    migrate(&db).await;
+    migrate(&db).await;
+
+    let mut connection = db.connect().await;
+    let columns = sqlx::query(
+        "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text
+         FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name IN ('branches', 'devices')
+         ORDER BY table_name, ordinal_position",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .expect("read information_schema");
+    let columns: Vec<String> = columns
+        .iter()
+        .map(|row| {
+            format!(
+                "{}.{} {} {}",
+                row.get::<String, _>(0),
+                row.get::<String, _>(1),
+                row.get::<String, _>(2),
+                row.get::<String, _>(3)
+            )
+        })
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "branches.id text NO",
+            "branches.name text NO",
+            "branches.created_at timestamp with time zone NO",
+            "devices.id uuid NO",
+            "devices.branch_id text NO",
+            "devices.public_key bytea YES",
+            "devices.created_at timestamp with time zone NO",
+            "devices.revoked_at timestamp with time zone YES",
+        ]
+    );
+
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut connection)
+            .await
+            .expect("read _sqlx_migrations");
+    assert_eq!(applied, [1], "applied once, not twice");
+
+    let orphan = sqlx::query(
+        "INSERT INTO devices (id, branch_id) VALUES ('00000000-0000-0000-0000-000000000001', 'nowhere')",
+    )
+    .execute(&mut connection)
+    .await;
+    assert!(
+        orphan.is_err(),
+        "a device must belong to an existing branch"
+    );
+}
+
+#[tokio::test]
+async fn migrate_without_postgres_exits_1() {
+    let url = format!("postgres://postgres@127.0.0.1:{}/none", closed_port());
+    let output = run(&["migrate"], &[("DATABASE_URL", &url)]).await;
+    assert_eq!(output.status.code(), Some(1), "stderr: {}", output.stderr);
+    assert!(
+        output
+            .stderr
+            .contains("cannot connect to PostgreSQL at postgres://postgres@127.0.0.1:"),
+        "{}",
+        output.stderr
+    );
+}

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# The project's one test command: `bash scripts/test.sh [cargo test args...]`.
+#
+# Makes sure what the tests need is there, then runs every test in the workspace:
+#   - build tools (cc, make, perl, pkg-config: SQLCipher's vendored OpenSSL builds from source);
+#   - PostgreSQL on 127.0.0.1:5432 where the `postgres` role connects over TCP without a password;
+#   - Redis on 127.0.0.1:6379.
+# On a fresh Debian 12 (as root) it installs and starts what is missing; where everything already
+# runs it changes nothing and goes straight to cargo. It never uses sudo: installing needs root.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+readonly PG_HOST=127.0.0.1
+readonly PG_PORT=5432
+readonly PG_CLUSTER=main
+readonly REDIS_HOST=127.0.0.1
+readonly REDIS_PORT=6379
+# How long a freshly started service may take to accept connections.
+readonly START_TIMEOUT_SECONDS=30
+
+# Debian's C.UTF-8 always exists; a locale inherited from elsewhere may not, and initdb refuses
+# to create a cluster with a locale that is not installed.
+export LC_ALL=C.UTF-8
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '==> %s\n' "$*"; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+apt_updated=false
+apt_install() {
+    [ "$(id -u)" = 0 ] || die "missing: $*; install it (apt-get install $*) or run this script as root"
+    if [ "$apt_updated" = false ]; then
+        log "apt-get update"
+        apt-get update -qq
+        apt_updated=true
+    fi
+    log "apt-get install $*"
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Runs "$@" until it succeeds, for at most START_TIMEOUT_SECONDS.
+wait_until() {
+    local deadline=$((SECONDS + START_TIMEOUT_SECONDS))
+    until "$@"; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.5
+    done
+}
+
+ensure_build_tools() {
+    local tool missing=false
+    for tool in cc make perl pkg-config; do
+        command -v "$tool" >/dev/null || missing=true
+    done
+    if [ "$missing" = true ]; then
+        apt_install build-essential perl make pkg-config
+    fi
+    # The tests send SIGTERM with the kill program (procps), which slim images lack.
+    if ! type -P kill >/dev/null; then
+        apt_install procps
+    fi
+    command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) first"
+}
+
+pg_ready() {
+    pg_isready -q -h "$PG_HOST" -p "$PG_PORT"
+}
+
+pg_trusts_postgres() {
+    PGCONNECT_TIMEOUT=5 psql -w -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -Atqc 'select 1' \
+        >/dev/null 2>&1
+}
+
+# The newest PostgreSQL server installed, e.g. "15"; empty if none.
+pg_server_version() {
+    local bin
+    for bin in /usr/lib/postgresql/*/bin/postgres; do
+        if [ -x "$bin" ]; then
+            basename "$(dirname "$(dirname "$bin")")"
+        fi
+    done | sort -V | tail -n 1
+}
+
+ensure_postgresql() {
+    # The client first: a server may already run (a service container) without it here.
+    if ! command -v pg_isready >/dev/null || ! command -v psql >/dev/null; then
+        apt_install postgresql-client
+    fi
+    if pg_ready; then
+        log "PostgreSQL: running on $PG_HOST:$PG_PORT"
+    else
+        if [ -z "$(pg_server_version)" ]; then
+            apt_install postgresql
+        fi
+        local version
+        version="$(pg_server_version)"
+        [ -n "$version" ] || die "PostgreSQL server not found under /usr/lib/postgresql after installing it"
+        # Installing the package may have started a cluster already.
+        if ! pg_ready; then
+            if [ ! -d "/etc/postgresql/$version/$PG_CLUSTER" ]; then
+                log "PostgreSQL: creating cluster $version/$PG_CLUSTER on port $PG_PORT"
+                pg_createcluster --port "$PG_PORT" "$version" "$PG_CLUSTER" >/dev/null
+            fi
+            if ! pg_ctlcluster "$version" "$PG_CLUSTER" status >/dev/null 2>&1; then
+                log "PostgreSQL: starting cluster $version/$PG_CLUSTER"
+                pg_ctlcluster --skip-systemctl-redirect "$version" "$PG_CLUSTER" start
+            fi
+        fi
+        log "PostgreSQL: waiting for $PG_HOST:$PG_PORT"
+        wait_until pg_ready || die "PostgreSQL did not accept connections on $PG_HOST:$PG_PORT within ${START_TIMEOUT_SECONDS}s; see /var/log/postgresql/"
+    fi
+
+    if ! pg_trusts_postgres; then
+        allow_postgres_over_tcp
+        wait_until pg_trusts_postgres ||
+            die "role postgres still cannot connect to $PG_HOST:$PG_PORT without a password"
+    fi
+    log "PostgreSQL: role postgres connects over TCP without a password"
+}
+
+# Prepends trust rules for local TCP connections to pg_hba.conf and reloads. Only for a test
+# machine: any local user may then connect as any role.
+allow_postgres_over_tcp() {
+    [ "$(id -u)" = 0 ] || die "role postgres cannot connect to $PG_HOST:$PG_PORT without a password; add 'host all all 127.0.0.1/32 trust' to pg_hba.conf"
+    local hba
+    # Ask the server over its Unix socket (peer authentication as the postgres user).
+    hba="$(runuser -u postgres -- psql -p "$PG_PORT" -Atqc 'show hba_file' 2>/dev/null)" ||
+        hba="/etc/postgresql/$(pg_server_version)/$PG_CLUSTER/pg_hba.conf"
+    [ -f "$hba" ] || die "pg_hba.conf not found (tried $hba)"
+    log "PostgreSQL: trusting TCP connections from localhost in $hba"
+    local rules='host all all 127.0.0.1/32 trust
+host all all ::1/128 trust'
+    # Rewrite in place (same inode, owner and mode), rules first: the first matching line wins.
+    { printf '# added by scripts/test.sh: tests connect without a password\n%s\n' "$rules"; cat "$hba"; } >"$hba.sentra-tmp"
+    cat "$hba.sentra-tmp" >"$hba"
+    rm -f "$hba.sentra-tmp"
+    runuser -u postgres -- psql -p "$PG_PORT" -Atqc 'select pg_reload_conf()' >/dev/null 2>&1 ||
+        pg_ctlcluster "$(pg_server_version)" "$PG_CLUSTER" reload
+}
+
+redis_ready() {
+    [ "$(redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+}
+
+ensure_redis() {
+    if command -v redis-cli >/dev/null && redis_ready; then
+        log "Redis: running on $REDIS_HOST:$REDIS_PORT"
+        return
+    fi
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        apt_install redis-server
+    fi
+    # Installing the package may have started it already.
+    if ! redis_ready; then
+        log "Redis: starting on $REDIS_HOST:$REDIS_PORT"
+        # No persistence: test data is throwaway. "-::1" binds IPv6 only where it exists.
+        redis-server --daemonize yes --bind "$REDIS_HOST" -::1 --port "$REDIS_PORT" \
+            --save "" --appendonly no
+        wait_until redis_ready || die "Redis did not answer PING on $REDIS_HOST:$REDIS_PORT within ${START_TIMEOUT_SECONDS}s"
+    fi
+    log "Redis: answers PING on $REDIS_HOST:$REDIS_PORT"
+}
+
+main() {
+    log "build tools"
+    ensure_build_tools
+    log "PostgreSQL"
+    ensure_postgresql
+    log "Redis"
+    ensure_redis
+    log "cargo test --workspace --locked $*"
+    cargo test --workspace --locked "$@"
+}
+
+main "$@"
