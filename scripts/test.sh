@@ -58,9 +58,14 @@ ensure_build_tools() {
     if [ "$missing" = true ]; then
         apt_install build-essential perl make pkg-config
     fi
-    # The tests send SIGTERM with the kill program (procps), which slim images lack.
-    if ! type -P kill >/dev/null; then
-        apt_install procps
+    # The tests send SIGTERM with the kill program (procps), which slim images lack, and run the
+    # README's walkthrough, which uses curl and jq.
+    local pkgs=()
+    type -P kill >/dev/null || pkgs+=(procps)
+    command -v curl >/dev/null || pkgs+=(curl)
+    command -v jq >/dev/null || pkgs+=(jq)
+    if [ ${#pkgs[@]} -gt 0 ]; then
+        apt_install "${pkgs[@]}"
     fi
     command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs) first"
 }

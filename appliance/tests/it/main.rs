@@ -8,5 +8,6 @@ mod cli;
 mod crash;
 mod flow;
 mod idempotency;
+mod readme;
 mod roles;
 mod store_security;
