@@ -4,8 +4,15 @@
 //! orders events across devices. Pure: no I/O, no clocks read here (callers pass the time in),
 //! so every rule is table-tested. Only these types cross the link.
 
+pub mod auth;
 pub mod event;
 pub mod hlc;
+pub mod payload;
+pub mod sync;
 
 pub use event::{EntityKind, Event, SCHEMA_VERSION};
 pub use hlc::{Hlc, HlcClock, HlcError};
+pub use sync::PROTOCOL_VERSION;
+
+/// Re-exported so both sides use the same ed25519 implementation.
+pub use ed25519_dalek;

@@ -10,18 +10,8 @@ use super::Invalid;
 /// PPN (Pajak Pertambahan Nilai) rate in percent.
 pub const PPN_PERCENT: i64 = 11;
 
-/// One line of an invoice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Line {
-    /// `labour` or `part`.
-    pub kind: String,
-    pub description: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sku: Option<String>,
-    pub qty: i64,
-    pub unit_price: i64,
-    pub amount: i64,
-}
+/// One line of an invoice: the wire type, so the invoice event carries exactly what was issued.
+pub use sentra_protocol::payload::InvoiceLine as Line;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {

@@ -10,6 +10,7 @@ use crate::domain::billing::{self as rules, Line};
 use crate::domain::work_order::Status;
 use crate::domain::{PaymentMethod, Rupiah, Text};
 use sentra_protocol::EntityKind;
+use sentra_protocol::payload::{self as p, op};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Invoice {
@@ -145,7 +146,17 @@ pub fn issue(
         (work_order_id, &now),
     )?;
     let invoice = get(w.conn(), &id)?;
-    w.emit(EntityKind::Invoice, &id, "issued", &invoice)?;
+    let issued = p::InvoiceIssued {
+        id: invoice.id.clone(),
+        number: invoice.number.clone(),
+        work_order_id: invoice.work_order_id.clone(),
+        lines: invoice.lines.clone(),
+        subtotal: invoice.subtotal,
+        tax: invoice.tax,
+        total: invoice.total,
+        issued_at: invoice.issued_at.clone(),
+    };
+    w.emit(EntityKind::Invoice, &id, op::ISSUED, &issued)?;
     Ok(invoice)
 }
 
@@ -191,12 +202,15 @@ pub fn pay(
         "INSERT INTO payments (id, invoice_id, method, amount, reference, received_at, received_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         (&payment.id, invoice_id, &payment.method, payment.amount, &payment.reference, &payment.received_at, actor),
     )?;
-    w.emit(
-        EntityKind::Payment,
-        &payment.id,
-        "received",
-        &serde_json::json!({"invoice_id": invoice_id, "payment": payment}),
-    )?;
+    let received = p::PaymentReceived {
+        id: payment.id.clone(),
+        invoice_id: invoice_id.to_owned(),
+        method: payment.method.clone(),
+        amount: payment.amount,
+        reference: payment.reference.clone(),
+        received_at: payment.received_at.clone(),
+    };
+    w.emit(EntityKind::Payment, &payment.id, op::RECEIVED, &received)?;
     get(w.conn(), invoice_id)
 }
 
@@ -231,12 +245,15 @@ pub fn credit(
         "INSERT INTO credit_notes (id, number, invoice_id, amount, reason, issued_at, issued_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         (&note.id, &note.number, invoice_id, note.amount, &note.reason, &note.issued_at, actor),
     )?;
-    w.emit(
-        EntityKind::CreditNote,
-        &note.id,
-        "issued",
-        &serde_json::json!({"invoice_id": invoice_id, "credit_note": note}),
-    )?;
+    let issued = p::CreditNoteIssued {
+        id: note.id.clone(),
+        number: note.number.clone(),
+        invoice_id: invoice_id.to_owned(),
+        amount: note.amount,
+        reason: note.reason.clone(),
+        issued_at: note.issued_at.clone(),
+    };
+    w.emit(EntityKind::CreditNote, &note.id, op::ISSUED, &issued)?;
     get(w.conn(), invoice_id)
 }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{OptionalRow as _, Result, WriteTx, new_id};
 use crate::domain::inspection::{CANONICAL_VERSION, Canonical, ChecklistItem, Signature};
 use sentra_protocol::EntityKind;
+use sentra_protocol::payload::{self as p, op};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Inspection {
@@ -140,7 +141,23 @@ pub fn create(w: &mut WriteTx<'_>, inspector: &str, new: NewInspection) -> Resul
             ins.tamper_proof_hash
         ],
     )?;
-    w.emit(EntityKind::Inspection, &ins.id, "recorded", &ins)?;
+    let recorded = p::InspectionRecorded {
+        id: ins.id.clone(),
+        asset_id: ins.asset_id.clone(),
+        kind: ins.kind.clone(),
+        chain_index: ins.chain_index,
+        checklist: serde_json::to_value(&ins.checklist).expect("serialises"),
+        photos: ins.photos.clone(),
+        signature: serde_json::to_value(&ins.signature).expect("serialises"),
+        odometer_km: ins.odometer_km,
+        fuel_percent: ins.fuel_percent,
+        remarks: ins.remarks.clone(),
+        inspector: ins.inspector.clone(),
+        created_at: ins.created_at.clone(),
+        prev_hash: ins.prev_hash.clone(),
+        tamper_proof_hash: ins.tamper_proof_hash.clone(),
+    };
+    w.emit(EntityKind::Inspection, &ins.id, op::RECORDED, &recorded)?;
     Ok(ins)
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{OptionalRow as _, Result, WriteTx, new_id};
 use sentra_protocol::EntityKind;
+use sentra_protocol::payload::{self as p, op};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PrintJob {
@@ -29,7 +30,12 @@ pub fn enqueue(w: &mut WriteTx<'_>, document: &str, ref_id: &str) -> Result<Prin
         (&id, document, ref_id, w.now_str()),
     )?;
     let job = get(w.conn(), &id)?;
-    w.emit(EntityKind::PrintJob, &id, "queued", &job)?;
+    let queued = p::PrintJobQueued {
+        id: job.id.clone(),
+        document: job.document.clone(),
+        ref_id: job.ref_id.clone(),
+    };
+    w.emit(EntityKind::PrintJob, &id, op::QUEUED, &queued)?;
     Ok(job)
 }
 

@@ -10,6 +10,7 @@ use super::{DomainError, OptionalRow as _, Result, WriteTx, master, new_id};
 use crate::domain::work_order::Status;
 use crate::domain::{Id, Name, Phone, Plate, Qty, Sku, Text};
 use sentra_protocol::EntityKind;
+use sentra_protocol::payload::{self as p, op};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WorkOrder {
@@ -80,7 +81,17 @@ pub fn create(w: &mut WriteTx<'_>, actor: &str, new: &NewWorkOrder) -> Result<Wo
         ),
     )?;
     let wo = get(w.conn(), &id)?;
-    w.emit(EntityKind::WorkOrder, &id, "created", &wo)?;
+    let payload = p::WorkOrderCreated {
+        id: wo.id.clone(),
+        customer_name: wo.customer_name.clone(),
+        customer_phone: wo.customer_phone.clone(),
+        vehicle_plate: wo.vehicle_plate.clone(),
+        complaint: wo.complaint.clone(),
+        mechanic_id: wo.mechanic_id.clone(),
+        status: wo.status.clone(),
+        created_at: wo.created_at.clone(),
+    };
+    w.emit(EntityKind::WorkOrder, &id, op::CREATED, &payload)?;
     Ok(wo)
 }
 
@@ -107,12 +118,12 @@ pub fn set_status(w: &mut WriteTx<'_>, id: &str, to: Status) -> Result<WorkOrder
         "UPDATE work_orders SET status = ?2, updated_at = ?3 WHERE id = ?1",
         (id, to.as_str(), &now),
     )?;
-    w.emit(
-        EntityKind::WorkOrder,
-        id,
-        "status_changed",
-        &serde_json::json!({"from": from.as_str(), "to": to.as_str(), "at": now}),
-    )?;
+    let change = p::WorkOrderStatusChanged {
+        from: from.as_str().into(),
+        to: to.as_str().into(),
+        at: now,
+    };
+    w.emit(EntityKind::WorkOrder, id, op::STATUS_CHANGED, &change)?;
     get(w.conn(), id)
 }
 
@@ -134,12 +145,11 @@ pub fn assign(w: &mut WriteTx<'_>, id: &str, mechanic_id: &Id) -> Result<WorkOrd
         "UPDATE work_orders SET mechanic_id = ?2, updated_at = ?3 WHERE id = ?1",
         (id, mechanic_id.as_str(), &now),
     )?;
-    w.emit(
-        EntityKind::WorkOrder,
-        id,
-        "assigned",
-        &serde_json::json!({"mechanic_id": mechanic_id, "at": now}),
-    )?;
+    let change = p::WorkOrderAssigned {
+        mechanic_id: mechanic_id.to_string(),
+        at: now,
+    };
+    w.emit(EntityKind::WorkOrder, id, op::ASSIGNED, &change)?;
     get(w.conn(), id)
 }
 
@@ -192,11 +202,21 @@ pub fn dispense(
         "INSERT INTO work_order_parts (id, work_order_id, sku, qty, unit_price, movement_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         (&line.id, wo_id, &line.sku, line.qty, line.unit_price, &movement_id, &now),
     )?;
+    let moved = p::StockMoved {
+        sku: part.sku.clone(),
+        delta: -qty.get(),
+        reason: "DISPENSE".into(),
+        work_order_id: Some(wo_id.to_owned()),
+        line_id: Some(line.id.clone()),
+        unit_price: Some(line.unit_price),
+        reference: None,
+        at: now,
+    };
     w.emit(
         EntityKind::StockMovement,
         &movement_id,
-        "dispensed",
-        &serde_json::json!({"sku": part.sku, "delta": -qty.get(), "work_order_id": wo_id, "line": line}),
+        op::DISPENSED,
+        &moved,
     )?;
     let stock = StockLevel {
         sku: part.sku,
@@ -221,11 +241,21 @@ pub fn receive(
         "INSERT INTO stock_movements (id, sku, delta, reason, reference, created_at, created_by) VALUES (?1, ?2, ?3, 'RECEIPT', ?4, ?5, ?6)",
         (&movement_id, &part.sku, qty.get(), reference.map(Text::as_str), &now, actor),
     )?;
+    let moved = p::StockMoved {
+        sku: part.sku.clone(),
+        delta: qty.get(),
+        reason: "RECEIPT".into(),
+        work_order_id: None,
+        line_id: None,
+        unit_price: None,
+        reference: reference.map(Text::to_string),
+        at: now,
+    };
     w.emit(
         EntityKind::StockMovement,
         &movement_id,
-        "received",
-        &serde_json::json!({"sku": part.sku, "delta": qty.get(), "reference": reference}),
+        op::RECEIVED,
+        &moved,
     )?;
     stock_level(w.conn(), sku.as_str())
 }

@@ -333,6 +333,24 @@ async fn a_day_at_the_branch() {
         "HLC stamps strictly increase with seq"
     );
 
+    // Every payload is exactly the wire type the cloud parses.
+    let mut stmt = db
+        .prepare("SELECT seq, entity, op, payload FROM sync_event_logs ORDER BY seq")
+        .expect("prepare");
+    let rows: Vec<(i64, String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .expect("q")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    for (seq, entity, op, payload) in rows {
+        let kind = sentra_protocol::EntityKind::parse(&entity).expect("known entity");
+        let value: serde_json::Value = serde_json::from_str(&payload).expect("json");
+        if let Err(e) = sentra_protocol::payload::Payload::parse(kind, &op, &value) {
+            panic!("event {seq} {entity}:{op} does not match the protocol: {e}\n{payload}");
+        }
+    }
+    drop(stmt);
+
     // Money is append-only even for someone with the key and SQL.
     assert!(db.execute("UPDATE invoices SET total = 1", []).is_err());
     assert!(db.execute("DELETE FROM payments", []).is_err());

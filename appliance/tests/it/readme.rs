@@ -10,7 +10,8 @@ use crate::harness::{BIN, signal};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_walkthrough_works_against_the_demo() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README.md");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
     let block = readme
         .split("<!-- walkthrough:start -->")
         .nth(1)
@@ -19,7 +20,13 @@ async fn readme_walkthrough_works_against_the_demo() {
         .and_then(|b| b.split("```").next())
         .expect("a ```sh block between the walkthrough markers");
 
-    let mut demo = Command::new(BIN).arg("demo").stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true).spawn().expect("demo");
+    let mut demo = Command::new(BIN)
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("demo");
     let mut lines = BufReader::new(demo.stdout.take().expect("stdout")).lines();
     let mut exports = String::new();
     let mut dir = None;
@@ -40,11 +47,25 @@ async fn readme_walkthrough_works_against_the_demo() {
     })
     .await
     .expect("demo started");
-    assert!(exports.contains("export API=") && exports.contains("export TABLET_CODE="), "{exports}");
+    assert!(
+        exports.contains("export API=") && exports.contains("export TABLET_CODE="),
+        "{exports}"
+    );
 
-    let out = Command::new("bash").arg("-euo").arg("pipefail").arg("-c").arg(format!("{exports}{block}")).output().await.expect("bash");
+    let out = Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(format!("{exports}{block}"))
+        .output()
+        .await
+        .expect("bash");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "the README walkthrough failed:\nstdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the README walkthrough failed:\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for expected in [
         r#""status":"IN_PROGRESS""#,
         r#""on_hand":19"#,
@@ -53,14 +74,20 @@ async fn readme_walkthrough_works_against_the_demo() {
         r#""valid":true"#,
         r#""pending_events":12"#,
     ] {
-        assert!(stdout.contains(expected), "{expected} missing from the walkthrough's output:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "{expected} missing from the walkthrough's output:\n{stdout}"
+        );
     }
 
     // Ctrl-C ends the demo cleanly and removes its directory.
     let dir = dir.expect("the demo names its data directory");
     assert!(dir.exists());
     signal(demo.id().expect("running"), "INT");
-    let status = tokio::time::timeout(Duration::from_secs(30), demo.wait()).await.expect("exits").expect("wait");
+    let status = tokio::time::timeout(Duration::from_secs(30), demo.wait())
+        .await
+        .expect("exits")
+        .expect("wait");
     assert_eq!(status.code(), Some(0));
     assert!(!dir.exists(), "{} was not removed", dir.display());
 }

@@ -1,0 +1,210 @@
+//! The change each outbox event carries, typed per `(entity, op)`. The edge writes exactly these;
+//! the cloud parses with [`Payload::parse`] and parks what does not parse or validate, with the
+//! reason. Unknown fields are ignored (a newer edge may add some); a new shape is a new
+//! `schema_version`.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::EntityKind;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkOrderCreated {
+    pub id: String,
+    pub customer_name: String,
+    pub customer_phone: Option<String>,
+    pub vehicle_plate: String,
+    pub complaint: String,
+    pub mechanic_id: Option<String>,
+    pub status: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkOrderStatusChanged {
+    pub from: String,
+    pub to: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkOrderAssigned {
+    pub mechanic_id: String,
+    pub at: String,
+}
+
+/// A stock movement: a delta, never an absolute level, so changes from anywhere add up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockMoved {
+    pub sku: String,
+    pub delta: i64,
+    /// RECEIPT, DISPENSE or ADJUSTMENT.
+    pub reason: String,
+    pub work_order_id: Option<String>,
+    /// For a dispense: the work order's part line and its unit price.
+    pub line_id: Option<String>,
+    pub unit_price: Option<i64>,
+    pub reference: Option<String>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    /// `labour` or `part`.
+    pub kind: String,
+    pub description: String,
+    pub sku: Option<String>,
+    pub qty: i64,
+    pub unit_price: i64,
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceIssued {
+    pub id: String,
+    pub number: String,
+    pub work_order_id: String,
+    pub lines: Vec<InvoiceLine>,
+    pub subtotal: i64,
+    pub tax: i64,
+    pub total: i64,
+    pub issued_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentReceived {
+    pub id: String,
+    pub invoice_id: String,
+    /// CASH, EDC or QRIS.
+    pub method: String,
+    pub amount: i64,
+    pub reference: Option<String>,
+    pub received_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditNoteIssued {
+    pub id: String,
+    pub number: String,
+    pub invoice_id: String,
+    pub amount: i64,
+    pub reason: String,
+    pub issued_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InspectionRecorded {
+    pub id: String,
+    pub asset_id: String,
+    /// HANDOVER or RETURN.
+    pub kind: String,
+    pub chain_index: i64,
+    pub checklist: serde_json::Value,
+    pub photos: Vec<String>,
+    pub signature: serde_json::Value,
+    pub odometer_km: Option<i64>,
+    pub fuel_percent: Option<i64>,
+    pub remarks: Option<String>,
+    pub inspector: String,
+    pub created_at: String,
+    pub prev_hash: Option<String>,
+    pub tamper_proof_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrintJobQueued {
+    pub id: String,
+    pub document: String,
+    pub ref_id: String,
+}
+
+/// Every payload this schema version knows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    WorkOrderCreated(WorkOrderCreated),
+    WorkOrderStatusChanged(WorkOrderStatusChanged),
+    WorkOrderAssigned(WorkOrderAssigned),
+    StockMoved(StockMoved),
+    InvoiceIssued(InvoiceIssued),
+    PaymentReceived(PaymentReceived),
+    CreditNoteIssued(CreditNoteIssued),
+    InspectionRecorded(InspectionRecorded),
+    PrintJobQueued(PrintJobQueued),
+}
+
+/// The op names, per entity.
+pub mod op {
+    pub const CREATED: &str = "created";
+    pub const STATUS_CHANGED: &str = "status_changed";
+    pub const ASSIGNED: &str = "assigned";
+    pub const DISPENSED: &str = "dispensed";
+    pub const RECEIVED: &str = "received";
+    pub const ISSUED: &str = "issued";
+    pub const RECORDED: &str = "recorded";
+    pub const QUEUED: &str = "queued";
+}
+
+fn typed<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
+    T::deserialize(v).map_err(|e| format!("payload: {e}"))
+}
+
+impl Payload {
+    /// Parse an event's payload by its entity and op. The error says what is wrong.
+    pub fn parse(entity: EntityKind, op: &str, v: &serde_json::Value) -> Result<Payload, String> {
+        use EntityKind as E;
+        Ok(match (entity, op) {
+            (E::WorkOrder, op::CREATED) => Payload::WorkOrderCreated(typed(v)?),
+            (E::WorkOrder, op::STATUS_CHANGED) => Payload::WorkOrderStatusChanged(typed(v)?),
+            (E::WorkOrder, op::ASSIGNED) => Payload::WorkOrderAssigned(typed(v)?),
+            (E::StockMovement, op::DISPENSED | op::RECEIVED) => Payload::StockMoved(typed(v)?),
+            (E::Invoice, op::ISSUED) => Payload::InvoiceIssued(typed(v)?),
+            (E::Payment, op::RECEIVED) => Payload::PaymentReceived(typed(v)?),
+            (E::CreditNote, op::ISSUED) => Payload::CreditNoteIssued(typed(v)?),
+            (E::Inspection, op::RECORDED) => Payload::InspectionRecorded(typed(v)?),
+            (E::PrintJob, op::QUEUED) => Payload::PrintJobQueued(typed(v)?),
+            (entity, op) => return Err(format!("unknown change {}:{op}", entity.as_str())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_table() {
+        let wo = serde_json::json!({"id": "w", "customer_name": "B", "customer_phone": null, "vehicle_plate": "B 1 A", "complaint": "x",
+                                    "mechanic_id": null, "status": "OPEN", "created_at": "t", "extra": 1});
+        let cases: Vec<(EntityKind, &str, serde_json::Value, bool)> = vec![
+            (EntityKind::WorkOrder, "created", wo.clone(), true),
+            (
+                EntityKind::WorkOrder,
+                "created",
+                serde_json::json!({"id": "w"}),
+                false,
+            ),
+            (EntityKind::WorkOrder, "exploded", wo.clone(), false),
+            (EntityKind::Invoice, "created", wo, false),
+            (
+                EntityKind::StockMovement,
+                "dispensed",
+                serde_json::json!({"sku": "X", "delta": -1, "reason": "DISPENSE", "work_order_id": "w",
+                                                                        "line_id": "l", "unit_price": 5, "reference": null, "at": "t"}),
+                true,
+            ),
+            (
+                EntityKind::StockMovement,
+                "received",
+                serde_json::json!({"sku": "X", "delta": "many"}),
+                false,
+            ),
+        ];
+        for (entity, op, v, ok) in cases {
+            assert_eq!(
+                Payload::parse(entity, op, &v).is_ok(),
+                ok,
+                "{entity:?}:{op} {v}"
+            );
+        }
+    }
+}
