@@ -90,6 +90,48 @@ pub const KEYS: &[Key] = &[
         doc: "A request still unanswered after this is answered 503; a tablet on bad Wi-Fi then retries with its Idempotency-Key.",
     },
     Key {
+        section: "sync",
+        name: "batch_bytes",
+        default: "262144",
+        doc: "Largest push batch in payload bytes: a dropped link re-sends at most one batch, and memory stays bounded however long the backlog.",
+    },
+    Key {
+        section: "sync",
+        name: "batch_events",
+        default: "2000",
+        doc: "Most events in one push batch.",
+    },
+    Key {
+        section: "sync",
+        name: "pull_interval_secs",
+        default: "30",
+        doc: "How often to ask the cloud for master data and decisions when nothing else prompts it.",
+    },
+    Key {
+        section: "sync",
+        name: "retry_max_ms",
+        default: "4000",
+        doc: "Longest wait between attempts while the link is down (with jitter), so a returning link is used within about 5 s.",
+    },
+    Key {
+        section: "sync",
+        name: "request_timeout_ms",
+        default: "30000",
+        doc: "A cloud request unanswered after this counts as a dropped link; the batch is sent again.",
+    },
+    Key {
+        section: "sync",
+        name: "ca_file",
+        default: "",
+        doc: "PEM file of the CA the cloud's certificate must chain to (pin the fleet's CA); empty uses the system's roots.",
+    },
+    Key {
+        section: "sync",
+        name: "allow_plain_http",
+        default: "false",
+        doc: "Allow an http:// cloud URL that is not on this machine (labs only); https is required otherwise.",
+    },
+    Key {
         section: "pairing",
         name: "code_ttl_secs",
         default: "600",
@@ -109,7 +151,20 @@ pub struct Config {
     pub store: StoreConfig,
     pub api: ApiConfig,
     pub pairing: PairingConfig,
+    pub sync: SyncConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    pub batch_bytes: usize,
+    pub batch_events: u32,
+    pub pull_interval_secs: u64,
+    pub retry_max_ms: u64,
+    pub request_timeout_ms: u64,
+    /// None: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    pub allow_plain_http: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +313,22 @@ impl Config {
                     parse_range(s, 100, 600_000)
                 }),
             },
+            sync: SyncConfig {
+                batch_bytes: p.get("sync", "batch_bytes", |s| {
+                    parse_range(s, 4096, sentra_protocol::sync::MAX_PUSH_BYTES / 2)
+                }),
+                batch_events: p.get("sync", "batch_events", |s| parse_range(s, 1, 10_000)),
+                pull_interval_secs: p
+                    .get("sync", "pull_interval_secs", |s| parse_range(s, 1, 86_400)),
+                retry_max_ms: p.get("sync", "retry_max_ms", |s| parse_range(s, 100, 600_000)),
+                request_timeout_ms: p.get("sync", "request_timeout_ms", |s| {
+                    parse_range(s, 100, 600_000)
+                }),
+                ca_file: p.get("sync", "ca_file", |s| {
+                    Ok((!s.trim().is_empty()).then(|| PathBuf::from(s)))
+                }),
+                allow_plain_http: p.get("sync", "allow_plain_http", parse_bool),
+            },
             pairing: PairingConfig {
                 code_ttl_secs: p.get("pairing", "code_ttl_secs", |s| parse_range(s, 30, 86_400)),
             },
@@ -290,6 +361,18 @@ impl Config {
                 ("api", "listen") => self.api.listen.to_string(),
                 ("api", "max_body_bytes") => self.api.max_body_bytes.to_string(),
                 ("api", "request_timeout_ms") => self.api.request_timeout_ms.to_string(),
+                ("sync", "batch_bytes") => self.sync.batch_bytes.to_string(),
+                ("sync", "batch_events") => self.sync.batch_events.to_string(),
+                ("sync", "pull_interval_secs") => self.sync.pull_interval_secs.to_string(),
+                ("sync", "retry_max_ms") => self.sync.retry_max_ms.to_string(),
+                ("sync", "request_timeout_ms") => self.sync.request_timeout_ms.to_string(),
+                ("sync", "ca_file") => self
+                    .sync
+                    .ca_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                ("sync", "allow_plain_http") => self.sync.allow_plain_http.to_string(),
                 ("pairing", "code_ttl_secs") => self.pairing.code_ttl_secs.to_string(),
                 ("log", "level") => self.log.level.clone(),
                 _ => unreachable!("KEYS and to_toml list the same keys (tested)"),
@@ -305,7 +388,7 @@ impl Config {
                 out.push_str(&format!("\n[{section}]\n"));
             }
             let v = value(k.section, k.name);
-            let rendered = if v.parse::<i64>().is_ok() {
+            let rendered = if v.parse::<i64>().is_ok() || v.parse::<bool>().is_ok() {
                 v
             } else {
                 toml_string(&v)
@@ -427,6 +510,12 @@ fn parse_range<T: FromStr + PartialOrd + fmt::Display + Copy>(
         Ok(v) if v >= min && v <= max => Ok(v),
         _ => Err(format!("expected a whole number from {min} to {max}")),
     }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| "expected true or false".into())
 }
 
 fn parse_branch_id(s: &str) -> Result<String, String> {

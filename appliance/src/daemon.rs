@@ -4,8 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context as _;
 
@@ -14,6 +12,7 @@ use crate::config::Config;
 use crate::domain::{Name, Qty, Role, Sku};
 use crate::store::{self, Store, StoreKey, StoreOptions, devices, master, workshop};
 use crate::supervisor::Supervisor;
+use crate::sync::SyncHandle;
 
 /// Errors with their exit codes (CONTRACT.md): 2 usage or config, 3 store key or store, 1 other.
 #[derive(Debug, thiserror::Error)]
@@ -91,11 +90,8 @@ pub async fn run(
         addr: config.api.listen,
         source,
     })?;
-    let state = AppState {
-        store: store.clone(),
-        config: Arc::new(config.clone()),
-        started: Instant::now(),
-    };
+    let sync = SyncHandle::default();
+    let state = AppState::new(store.clone(), config.clone(), sync.clone());
     supervisor
         .cancel_on_signals()
         .context("installing signal handlers")?;
@@ -104,6 +100,10 @@ pub async fn run(
         api::serve(listener, state, cancel)
             .await
             .context("local API")
+    });
+    let (sync_store, sync_cfg, cancel) = (store.clone(), config.sync.clone(), supervisor.token());
+    supervisor.spawn("sync", async move {
+        crate::sync::run(sync_store, sync_cfg, sync, cancel).await
     });
     tracing::info!(%addr, branch = %config.branch.id, device = %store.ctx().device_id, version = env!("CARGO_PKG_VERSION"), "sentra-edge serving");
     on_ready(&Started { addr }, &store);

@@ -8,4 +8,5 @@ pub mod domain;
 pub mod metrics;
 pub mod store;
 pub mod supervisor;
+pub mod sync;
 pub mod telemetry;

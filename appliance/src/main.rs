@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use sentra_edge::config::{self, Config};
 use sentra_edge::daemon::{self, Demo, StartError};
 use sentra_edge::domain::Role;
-use sentra_edge::store::{StoreKey, devices, outbox};
+use sentra_edge::store::{StoreKey, devices, outbox, sync as store_sync};
 use sentra_edge::supervisor::Supervisor;
 use sentra_edge::telemetry;
 
@@ -39,6 +39,21 @@ enum Command {
         /// Where the local API listens (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+    },
+    /// Enrol this box with the cloud: a key pair is made here (the private key never leaves the
+    /// box) and the one-time token from `sentra-cloud enrollment-token` binds it to its branch.
+    Enroll {
+        /// The cloud's URL, e.g. https://cloud.sentra.id
+        #[arg(long)]
+        cloud: String,
+        /// The one-time enrolment token (typed or scanned).
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// How many times to try an unreachable cloud before giving up.
+        #[arg(long, default_value_t = 5)]
+        attempts: u32,
     },
     /// Make a one-time pairing code for a tablet, POS or storekeeper terminal.
     Pair {
@@ -184,6 +199,33 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             drop(demo);
             Ok(())
         }
+        Command::Enroll {
+            cloud,
+            token,
+            config,
+            attempts,
+        } => {
+            let config = load_config(config.as_deref())?;
+            telemetry::init("warn");
+            let store = daemon::open_store(&config).await?;
+            let result = sentra_edge::sync::enroll(
+                &store,
+                &config.sync,
+                &cloud,
+                token.trim(),
+                attempts.max(1),
+                |m| eprintln!("sentra-edge: {m}"),
+            )
+            .await;
+            store.shutdown().await;
+            let id =
+                result.map_err(|e| StartError::Other(anyhow::anyhow!("enrolment failed: {e}")))?;
+            out(&format!(
+                "enrolled: device {} of branch {} ({}) at {}\nthe running daemon starts syncing within seconds; `sentra-edge status` shows the link\n",
+                id.device_id, id.branch_id, id.branch_name, id.cloud_url
+            ));
+            Ok(())
+        }
         Command::Pair { config, role } => {
             let config = load_config(config.as_deref())?;
             telemetry::init("warn");
@@ -207,8 +249,17 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             telemetry::init("warn");
             let store = daemon::open_store(&config).await?;
             let device = store.ctx().device_id.clone();
-            let (st, devs) = store
-                .read(move |c| Ok((outbox::status(c, &device)?, devices::list(c)?)))
+            let ctx = store.ctx().clone();
+            let (st, devs, sync, identity, branch) = store
+                .read(move |c| {
+                    Ok((
+                        outbox::status(c, &device)?,
+                        devices::list(c)?,
+                        store_sync::state(c)?,
+                        store_sync::identity(c)?,
+                        store_sync::branch_id(c, &ctx)?,
+                    ))
+                })
                 .await?;
             store.shutdown().await;
             let size = std::fs::metadata(config.db_path())
@@ -216,24 +267,35 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 .unwrap_or(0);
             let live = devs.iter().filter(|d| d.revoked_at.is_none()).count();
             if json {
-                let v = serde_json::json!({"branch": config.branch.id, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "paired_devices": live});
+                let cloud = identity.as_ref().map(|i| serde_json::json!({"url": i.cloud_url, "device_id": i.device_id, "branch_name": i.branch_name, "enrolled_at": i.enrolled_at}));
+                let v = serde_json::json!({"branch": branch, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "sync": sync, "cloud": cloud, "paired_devices": live});
                 out(&format!(
                     "{}\n",
                     serde_json::to_string_pretty(&v).expect("serialises")
                 ));
             } else {
+                let cloud = match &identity {
+                    None => "not enrolled: changes wait in the outbox (sentra-edge enroll --cloud URL --token TOKEN)".to_owned(),
+                    Some(i) => format!(
+                        "{} as device {}; last ack {} (seq {}), last pull {}, clock skew {} ms, {} parked{}",
+                        i.cloud_url,
+                        i.device_id,
+                        sync.last_ack_at.as_deref().unwrap_or("never"),
+                        sync.last_ack_seq,
+                        sync.last_pull_at.as_deref().unwrap_or("never"),
+                        sync.clock_skew_ms,
+                        sync.parked_events,
+                        sync.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+                    ),
+                };
                 out(&format!(
-                    "branch       {} ({})\ndevice       {}\nstore        {} ({} bytes)\noutbox       {} events, {} pending ({} bytes), oldest pending {}\ncloud        not enrolled: changes wait in the outbox\ndevices      {} paired, {} revoked\n",
-                    config.branch.id,
-                    config.branch.name,
+                    "branch       {branch}\ndevice       {}\nstore        {} ({size} bytes)\noutbox       {} events, {} pending ({} bytes), oldest pending {}\ncloud        {cloud}\ndevices      {live} paired, {} revoked\n",
                     st.device_id,
                     config.db_path().display(),
-                    size,
                     st.last_seq,
                     st.pending_events,
                     st.pending_bytes,
                     st.oldest_pending_at.as_deref().unwrap_or("-"),
-                    live,
                     devs.len() - live
                 ));
             }

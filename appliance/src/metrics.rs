@@ -22,6 +22,9 @@ struct Metrics {
     outbox_pending_events: Gauge,
     outbox_pending_bytes: Gauge,
     outbox_last_seq: Gauge,
+    sync_link_up: Gauge,
+    sync_events_pushed: Counter,
+    sync_errors: Family<Labels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -79,7 +82,28 @@ fn metrics() -> &'static Metrics {
             "Sequence number of the newest outbox event",
             outbox_last_seq.clone(),
         );
+        let sync_link_up = Gauge::default();
+        registry.register(
+            "sync_link_up",
+            "1 while the cloud link works, 0 while offline or refused",
+            sync_link_up.clone(),
+        );
+        let sync_events_pushed = Counter::default();
+        registry.register(
+            "sync_events_pushed",
+            "Outbox events the cloud acknowledged",
+            sync_events_pushed.clone(),
+        );
+        let sync_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "sync_errors",
+            "Failed sync attempts, by kind",
+            sync_errors.clone(),
+        );
         Metrics {
+            sync_link_up,
+            sync_events_pushed,
+            sync_errors,
             registry,
             http_requests,
             http_duration,
@@ -124,6 +148,21 @@ pub fn outbox(pending_events: u64, pending_bytes: u64, last_seq: u64) {
     m.outbox_pending_events.set(clamp(pending_events));
     m.outbox_pending_bytes.set(clamp(pending_bytes));
     m.outbox_last_seq.set(clamp(last_seq));
+}
+
+pub fn sync_link(up: bool) {
+    metrics().sync_link_up.set(i64::from(up));
+}
+
+pub fn sync_pushed(events: u64) {
+    metrics().sync_events_pushed.inc_by(events);
+}
+
+pub fn sync_error(kind: &'static str) {
+    metrics()
+        .sync_errors
+        .get_or_create(&vec![("kind", kind.to_owned())])
+        .inc();
 }
 
 /// The text exposition format.

@@ -37,6 +37,7 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub started: Instant,
+    pub sync: crate::sync::SyncHandle,
 }
 
 /// Each thing a device may ask for. Routes name one; roles allow a set.
@@ -269,6 +270,15 @@ async fn authorize(
 }
 
 impl AppState {
+    pub fn new(store: Store, config: Config, sync: crate::sync::SyncHandle) -> Self {
+        Self {
+            store,
+            config: Arc::new(config),
+            started: Instant::now(),
+            sync,
+        }
+    }
+
     /// Run a write for `caller`, idempotently when the request carries an `Idempotency-Key`:
     /// the check, the change, its outbox event and the stored answer are one transaction.
     pub async fn write<T, F>(

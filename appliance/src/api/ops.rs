@@ -10,6 +10,11 @@ use super::{ApiError, AppState, Body, Caller, Fingerprint, IdempotencyKey, path_
 use crate::domain::{Name, Role};
 use crate::store::devices::{self, Device};
 use crate::store::outbox::{self, OutboxStatus};
+use crate::store::sync::{self, Rejection, SyncState};
+use crate::sync::LinkStatus;
+
+/// Rejections listed in the sync status; the rest are counted in `sync.parked_events`.
+const MAX_REJECTIONS_SHOWN: u32 = 20;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -125,17 +130,32 @@ pub async fn pair(
 pub struct SyncStatus {
     #[serde(flatten)]
     pub outbox: OutboxStatus,
-    /// Whether a cloud link is configured. Until the box is enrolled, changes wait in the outbox.
-    pub cloud_configured: bool,
+    /// The link to the cloud as the daemon sees it now.
+    pub link: LinkStatus,
+    /// Pull cursor, last pull, measured clock skew, parked events, last error.
+    pub sync: SyncState,
+    /// The most recent events the cloud parked, newest first.
+    pub rejections: Vec<Rejection>,
 }
 
 #[utoipa::path(get, path = "/v1/sync/status", tag = "sync", responses((status = 200, body = SyncStatus)), security(("bearer" = [])))]
 pub async fn sync_status(State(s): State<AppState>) -> Result<Json<SyncStatus>, ApiError> {
     let device = s.store.ctx().device_id.clone();
-    let outbox = s.store.read(move |c| outbox::status(c, &device)).await?;
+    let (outbox, sync, rejections) = s
+        .store
+        .read(move |c| {
+            Ok((
+                outbox::status(c, &device)?,
+                sync::state(c)?,
+                sync::rejections(c, MAX_REJECTIONS_SHOWN)?,
+            ))
+        })
+        .await?;
     Ok(Json(SyncStatus {
         outbox,
-        cloud_configured: false,
+        link: s.sync.get(),
+        sync,
+        rejections,
     }))
 }
 

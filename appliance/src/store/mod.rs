@@ -20,6 +20,7 @@ pub mod master;
 pub mod outbox;
 pub mod print_jobs;
 mod schema;
+pub mod sync;
 pub mod workshop;
 mod writer;
 
@@ -149,6 +150,36 @@ pub struct Ctx {
     pub device_id: String,
     pub branch_id: String,
     pub utc_offset: UtcOffset,
+    pub clock: CloudClock,
+}
+
+/// How far the cloud's clock is from ours, as the sync daemon last measured it. HLC stamps use
+/// the corrected time; the correction is bounded so a wild answer cannot throw stamps far off.
+#[derive(Debug, Clone, Default)]
+pub struct CloudClock {
+    offset_ms: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl CloudClock {
+    /// One day: past that the box's clock is broken and `status` says so; we do not chase it.
+    pub const MAX_OFFSET_MS: i64 = 24 * 60 * 60 * 1000;
+
+    pub fn set_offset_ms(&self, ms: i64) {
+        self.offset_ms.store(
+            ms.clamp(-Self::MAX_OFFSET_MS, Self::MAX_OFFSET_MS),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `now` in Unix milliseconds, corrected toward the cloud's clock.
+    pub fn corrected_ms(&self, now: OffsetDateTime) -> u64 {
+        let ms = (now.unix_timestamp_nanos() / 1_000_000) as i64 + self.offset_ms();
+        u64::try_from(ms).unwrap_or(0)
+    }
 }
 
 /// A cheap, cloneable handle to the store.
@@ -189,10 +220,17 @@ impl Store {
         let mut conn = open_connection(&opts.path, &opts.key, true)?;
         schema::migrate(&mut conn, &opts.path)?;
         let device_id = schema::device_id(&conn)?;
+        let clock = CloudClock::default();
+        clock.set_offset_ms(conn.query_row(
+            "SELECT clock_skew_ms FROM sync_state WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?);
         let ctx = Ctx {
             device_id,
             branch_id: opts.branch_id.clone(),
             utc_offset: opts.utc_offset,
+            clock,
         };
 
         let mut reader_conns = Vec::with_capacity(opts.readers);

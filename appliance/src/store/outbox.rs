@@ -1,6 +1,8 @@
 //! The transactional outbox: `sync_event_logs`. Appended only inside a write's transaction, so an
 //! event exists exactly when its change does; sequence numbers are gapless per device because the
-//! counter moves in the same transaction (a rolled-back write leaves no hole).
+//! counter moves in the same transaction (a rolled-back write leaves no hole). What the cloud
+//! holds is a cursor (`sync_state.last_ack_seq`), not a flag per row, so acknowledging a batch
+//! is one small update however long the backlog.
 
 use rusqlite::{Connection, OptionalExtension as _};
 use sentra_protocol::{EntityKind, Event, Hlc, HlcClock, SCHEMA_VERSION};
@@ -26,54 +28,57 @@ pub(super) fn append(
     let last: Hlc = last
         .parse()
         .map_err(|e| StoreError::Corrupt(format!("outbox_state.last_hlc: {e}")))?;
-    let now_ms = u64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    let hlc = HlcClock::new(last, HlcClock::DEFAULT_MAX_AHEAD_MS).tick(now_ms);
+    // The HLC follows the cloud's clock as the sync daemon measured it, so a box whose clock is
+    // off does not lose (or always win) last-writer-wins against everyone else.
+    let hlc = HlcClock::new(last, HlcClock::DEFAULT_MAX_AHEAD_MS).tick(ctx.clock.corrected_ms(now));
     let payload = serde_json::to_string(payload).expect("event payloads always serialise");
+    let bytes = payload.len() as i64;
     conn.prepare_cached(
         "INSERT INTO sync_event_logs (seq, device_id, hlc, schema_version, entity, entity_id, op, payload, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute((seq, &ctx.device_id, hlc.to_string(), SCHEMA_VERSION, entity.as_str(), entity_id, op, payload, super::format_time(now)))?;
-    conn.prepare_cached(
-        "UPDATE outbox_state SET next_seq = next_seq + 1, last_hlc = ?1 WHERE id = 1",
-    )?
-    .execute([hlc.to_string()])?;
+    conn.prepare_cached("UPDATE outbox_state SET next_seq = next_seq + 1, last_hlc = ?1, total_bytes = total_bytes + ?2 WHERE id = 1")?
+        .execute((hlc.to_string(), bytes))?;
     Ok(seq as u64)
 }
 
-/// Events from `after_seq` on, in order, at most `limit`.
-pub fn events_after(conn: &Connection, after_seq: u64, limit: u32) -> Result<Vec<Event>> {
+/// Events after `after_seq`, in order: at most `max_events`, and stopping before `max_bytes` of
+/// payload (but always at least one event, so an oversized event still moves).
+pub fn events_after(
+    conn: &Connection,
+    after_seq: u64,
+    max_events: u32,
+    max_bytes: usize,
+) -> Result<Vec<Event>> {
     let mut stmt = conn.prepare_cached(
         "SELECT device_id, seq, hlc, schema_version, entity, entity_id, op, payload
          FROM sync_event_logs WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
-    let rows = stmt.query_map((after_seq as i64, limit), |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, u32>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, String>(5)?,
-            r.get::<_, String>(6)?,
-            r.get::<_, String>(7)?,
-        ))
-    })?;
+    let mut rows = stmt.query((after_seq as i64, max_events))?;
     let mut out = Vec::new();
-    for row in rows {
-        let (device_id, seq, hlc, schema_version, entity, entity_id, op, payload) = row?;
+    let mut bytes = 0usize;
+    while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(1)?;
+        let payload: String = r.get(7)?;
+        bytes += payload.len();
+        if bytes > max_bytes && !out.is_empty() {
+            break;
+        }
+        let hlc: String = r.get(2)?;
+        let entity: String = r.get(4)?;
         out.push(Event {
-            device_id,
+            device_id: r.get(0)?,
             seq: seq as u64,
             hlc: hlc
                 .parse()
                 .map_err(|e| StoreError::Corrupt(format!("event {seq} hlc: {e}")))?,
-            schema_version,
+            schema_version: r.get(3)?,
             entity: EntityKind::parse(&entity).ok_or_else(|| {
                 StoreError::Corrupt(format!("event {seq}: unknown entity {entity:?}"))
             })?,
-            entity_id,
-            op,
+            entity_id: r.get(5)?,
+            op: r.get(6)?,
             payload: super::from_json("sync_event_logs.payload", &payload)?,
         });
     }
@@ -91,49 +96,36 @@ pub struct OutboxStatus {
     pub pending_bytes: u64,
     /// When the oldest unacknowledged event was written.
     pub oldest_pending_at: Option<String>,
-    /// The last sequence number the cloud acknowledged.
-    pub last_acked_seq: Option<u64>,
+    /// The last sequence number the cloud acknowledged (0: none yet).
+    pub last_acked_seq: u64,
     pub last_acked_at: Option<String>,
 }
 
 pub fn status(conn: &Connection, device_id: &str) -> Result<OutboxStatus> {
-    let (pending, bytes, oldest): (i64, i64, Option<String>) = conn.query_row(
-        "SELECT count(*), coalesce(sum(length(payload)), 0), min(created_at) FROM sync_event_logs WHERE acked_at IS NULL",
+    let (next, total): (i64, i64) = conn.query_row(
+        "SELECT next_seq, total_bytes FROM outbox_state WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (acked, acked_bytes, acked_at): (i64, i64, Option<String>) = conn.query_row(
+        "SELECT last_ack_seq, acked_bytes, last_ack_at FROM sync_state WHERE id = 1",
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let next: i64 = conn.query_row("SELECT next_seq FROM outbox_state WHERE id = 1", [], |r| {
-        r.get(0)
-    })?;
-    let acked: Option<(i64, String)> = conn
-        .query_row("SELECT seq, acked_at FROM sync_event_logs WHERE acked_at IS NOT NULL ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+    let oldest: Option<String> = conn
+        .prepare_cached(
+            "SELECT created_at FROM sync_event_logs WHERE seq > ?1 ORDER BY seq LIMIT 1",
+        )?
+        .query_row([acked], |r| r.get(0))
         .optional()?;
+    let last_seq = (next - 1) as u64;
     Ok(OutboxStatus {
         device_id: device_id.to_owned(),
-        last_seq: (next - 1) as u64,
-        pending_events: pending as u64,
-        pending_bytes: bytes as u64,
+        last_seq,
+        pending_events: last_seq.saturating_sub(acked as u64),
+        pending_bytes: (total - acked_bytes).max(0) as u64,
         oldest_pending_at: oldest,
-        last_acked_seq: acked.as_ref().map(|a| a.0 as u64),
-        last_acked_at: acked.map(|a| a.1),
+        last_acked_seq: acked as u64,
+        last_acked_at: acked_at,
     })
-}
-
-/// Check the outbox's own invariants: sequences 1..=last with no gap, counter one past the end.
-pub fn check_gapless(conn: &Connection) -> Result<Result<u64, String>> {
-    let (count, min, max): (i64, Option<i64>, Option<i64>) = conn.query_row(
-        "SELECT count(*), min(seq), max(seq) FROM sync_event_logs",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    let next: i64 = conn.query_row("SELECT next_seq FROM outbox_state WHERE id = 1", [], |r| {
-        r.get(0)
-    })?;
-    let max = max.unwrap_or(0);
-    if count != max || (count > 0 && min != Some(1)) || next != max + 1 {
-        return Ok(Err(format!(
-            "outbox has {count} events, seq {min:?}..={max}, next_seq {next}"
-        )));
-    }
-    Ok(Ok(count as u64))
 }

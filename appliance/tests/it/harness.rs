@@ -138,10 +138,7 @@ impl Edge {
         Edge {
             child,
             base,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client"),
+            http: http_client(),
         }
     }
 
@@ -218,6 +215,15 @@ impl Edge {
         self.call(Some(&dev.token), Method::POST, path, Some(body), None)
             .await
     }
+}
+
+/// reqwest with rustls needs a crypto provider installed (the appliance uses ring).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
 }
 
 #[derive(Debug, Clone)]

@@ -16,15 +16,15 @@ CREATE TABLE sync_event_logs (
     entity_id      TEXT NOT NULL,
     op             TEXT NOT NULL,
     payload        TEXT NOT NULL,
-    created_at     TEXT NOT NULL,
-    acked_at       TEXT
+    created_at     TEXT NOT NULL
 ) STRICT;
-CREATE INDEX sync_event_logs_pending ON sync_event_logs (seq) WHERE acked_at IS NULL;
 
+-- total_bytes: payload bytes ever appended, so pending bytes need no scan of a long backlog.
 CREATE TABLE outbox_state (
-    id       INTEGER PRIMARY KEY CHECK (id = 1),
-    next_seq INTEGER NOT NULL,
-    last_hlc TEXT NOT NULL
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    next_seq    INTEGER NOT NULL,
+    last_hlc    TEXT NOT NULL,
+    total_bytes INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 INSERT INTO outbox_state (id, next_seq, last_hlc) VALUES (1, 1, '000000000000000-0000000000');
 

@@ -1,0 +1,256 @@
+//! The store's side of sync: this box's cloud identity (enrolment), how far push and pull have
+//! got, acknowledging pushed events, and applying what the cloud sends (master data wins,
+//! rejections are kept for staff to see). The network side lives in `crate::sync`.
+
+use std::fmt;
+
+use rusqlite::{Connection, OptionalExtension as _};
+use sentra_protocol::ed25519_dalek::SigningKey;
+use sentra_protocol::sync::{ChangeBody, Parked, PullPage};
+use serde::Serialize;
+
+use super::{Ctx, DomainError, Result, StoreError, WriteTx, master};
+
+/// Who this box is to the cloud. The signing key stays in the encrypted store.
+#[derive(Clone)]
+pub struct Identity {
+    pub cloud_url: String,
+    pub device_id: String,
+    pub branch_id: String,
+    pub branch_name: String,
+    pub signing_key: SigningKey,
+    pub enrolled_at: String,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("cloud_url", &self.cloud_url)
+            .field("device_id", &self.device_id)
+            .field("branch_id", &self.branch_id)
+            .field("signing_key", &"<redacted>")
+            .finish()
+    }
+}
+
+pub fn identity(conn: &Connection) -> Result<Option<Identity>> {
+    let row: Option<(String, String, String, String, String, String)> = conn
+        .query_row("SELECT cloud_url, device_id, branch_id, branch_name, signing_key, enrolled_at FROM cloud_identity WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
+        .optional()?;
+    row.map(
+        |(cloud_url, device_id, branch_id, branch_name, key, enrolled_at)| {
+            let bytes: [u8; 32] = hex::decode(&key)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| StoreError::Corrupt("cloud_identity.signing_key".into()))?;
+            Ok(Identity {
+                cloud_url,
+                device_id,
+                branch_id,
+                branch_name,
+                signing_key: SigningKey::from_bytes(&bytes),
+                enrolled_at,
+            })
+        },
+    )
+    .transpose()
+}
+
+/// The branch this box serves: the enrolled one, else the configured one.
+pub fn branch_id(conn: &Connection, ctx: &Ctx) -> Result<String> {
+    Ok(conn
+        .prepare_cached("SELECT branch_id FROM cloud_identity WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or_else(|| ctx.branch_id.clone()))
+}
+
+/// Keep the identity the cloud gave at enrolment. A box is enrolled once.
+pub fn save_identity(w: &mut WriteTx<'_>, id: &Identity) -> Result<()> {
+    if identity(w.conn())?.is_some() {
+        return Err(DomainError::conflict(
+            "already_enrolled",
+            "this box is already enrolled; its identity is not replaced",
+        )
+        .into());
+    }
+    w.conn().execute(
+        "INSERT INTO cloud_identity (id, cloud_url, device_id, branch_id, branch_name, signing_key, enrolled_at) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+        (&id.cloud_url, &id.device_id, &id.branch_id, &id.branch_name, hex::encode(id.signing_key.to_bytes()), &id.enrolled_at),
+    )?;
+    Ok(())
+}
+
+/// Where sync stands, as stored.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct SyncState {
+    pub last_ack_seq: u64,
+    pub last_ack_at: Option<String>,
+    pub pull_cursor: u64,
+    pub last_pull_at: Option<String>,
+    /// Cloud clock minus ours, in milliseconds, as last measured.
+    pub clock_skew_ms: i64,
+    pub last_error: Option<String>,
+    /// Events the cloud parked (failed validation).
+    pub parked_events: u64,
+}
+
+pub fn state(conn: &Connection) -> Result<SyncState> {
+    let mut s = conn.query_row(
+        "SELECT last_ack_seq, last_ack_at, pull_cursor, last_pull_at, clock_skew_ms, last_error FROM sync_state WHERE id = 1",
+        [],
+        |r| {
+            Ok(SyncState {
+                last_ack_seq: r.get::<_, i64>(0)? as u64,
+                last_ack_at: r.get(1)?,
+                pull_cursor: r.get::<_, i64>(2)? as u64,
+                last_pull_at: r.get(3)?,
+                clock_skew_ms: r.get(4)?,
+                last_error: r.get(5)?,
+                parked_events: 0,
+            })
+        },
+    )?;
+    s.parked_events = conn.query_row("SELECT count(*) FROM sync_rejections", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
+    Ok(s)
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Rejection {
+    pub seq: u64,
+    pub entity: String,
+    pub entity_id: String,
+    pub reason: String,
+    pub received_at: String,
+}
+
+pub fn rejections(conn: &Connection, limit: u32) -> Result<Vec<Rejection>> {
+    let mut stmt = conn.prepare_cached("SELECT seq, entity, entity_id, reason, received_at FROM sync_rejections ORDER BY seq DESC LIMIT ?1")?;
+    Ok(stmt
+        .query_map([limit], |r| {
+            Ok(Rejection {
+                seq: r.get::<_, i64>(0)? as u64,
+                entity: r.get(1)?,
+                entity_id: r.get(2)?,
+                reason: r.get(3)?,
+                received_at: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+fn record_rejections(w: &WriteTx<'_>, parked: &[Parked]) -> Result<()> {
+    for p in parked {
+        w.conn()
+            .prepare_cached("INSERT OR IGNORE INTO sync_rejections (seq, entity, entity_id, reason, received_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute((p.seq as i64, p.entity.as_str(), &p.entity_id, &p.reason, w.now_str()))?;
+    }
+    Ok(())
+}
+
+/// The cloud holds every event up to `cursor`: move the acknowledgement there (never back, never
+/// past what exists) and remember what it parked.
+pub fn acknowledge(
+    w: &mut WriteTx<'_>,
+    cursor: u64,
+    parked: &[Parked],
+    skew_ms: i64,
+) -> Result<u64> {
+    let conn = w.conn();
+    let (last, next): (i64, i64) =
+        conn.query_row("SELECT (SELECT last_ack_seq FROM sync_state WHERE id = 1), (SELECT next_seq FROM outbox_state WHERE id = 1)", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let to = (cursor as i64).min(next - 1);
+    if to > last {
+        let bytes: i64 = conn
+            .prepare_cached("SELECT coalesce(sum(length(payload)), 0) FROM sync_event_logs WHERE seq > ?1 AND seq <= ?2")?
+            .query_row((last, to), |r| r.get(0))?;
+        conn.prepare_cached("UPDATE sync_state SET last_ack_seq = ?1, acked_bytes = acked_bytes + ?2, last_ack_at = ?3, clock_skew_ms = ?4, last_error = NULL WHERE id = 1")?
+            .execute((to, bytes, w.now_str(), skew_ms))?;
+    }
+    record_rejections(w, parked)?;
+    Ok(to.max(last) as u64)
+}
+
+/// The cloud expects `expected_seq` next but we thought it had more (its database was restored):
+/// send again from there.
+pub fn rewind(w: &mut WriteTx<'_>, expected_seq: u64) -> Result<()> {
+    let to = expected_seq.saturating_sub(1) as i64;
+    let conn = w.conn();
+    let bytes: i64 = conn.query_row(
+        "SELECT coalesce(sum(length(payload)), 0) FROM sync_event_logs WHERE seq <= ?1",
+        [to],
+        |r| r.get(0),
+    )?;
+    conn.execute("UPDATE sync_state SET last_ack_seq = ?1, acked_bytes = ?2 WHERE id = 1 AND last_ack_seq > ?1", (to, bytes))?;
+    Ok(())
+}
+
+/// Apply one pulled page in one transaction: master data (the cloud wins), rejections; then move
+/// the pull cursor. Returns how many changes were applied.
+pub fn apply_pull(w: &mut WriteTx<'_>, page: &PullPage) -> Result<usize> {
+    let mut applied = 0;
+    for change in &page.changes {
+        match &change.body {
+            ChangeBody::Part(p) => master::upsert(
+                w,
+                &[master::Part {
+                    sku: p.sku.clone(),
+                    name: p.name.clone(),
+                    barcode: p.barcode.clone(),
+                    price: p.price,
+                    unit: p.unit.clone(),
+                }],
+                &[],
+                &[],
+            )?,
+            ChangeBody::Mechanic(m) => master::upsert(
+                w,
+                &[],
+                &[master::Mechanic {
+                    id: m.id.clone(),
+                    name: m.name.clone(),
+                    active: m.active,
+                }],
+                &[],
+            )?,
+            ChangeBody::Asset(a) => master::upsert(
+                w,
+                &[],
+                &[],
+                &[master::Asset {
+                    id: a.id.clone(),
+                    sku: a.sku.clone(),
+                    plate: a.plate.clone(),
+                    name: a.name.clone(),
+                }],
+            )?,
+            ChangeBody::Rejection(p) => record_rejections(w, std::slice::from_ref(p))?,
+            ChangeBody::Field(f) => {
+                // Records both sides edit arrive with their own change; until this build has them,
+                // keep going rather than stall every later change behind one we cannot use.
+                tracing::warn!(entity = %f.entity, field = %f.field, "pulled a field update this build does not apply");
+                continue;
+            }
+        }
+        applied += 1;
+    }
+    w.conn().execute(
+        "UPDATE sync_state SET pull_cursor = max(pull_cursor, ?1), last_pull_at = ?2 WHERE id = 1",
+        (page.cursor as i64, w.now_str()),
+    )?;
+    Ok(applied)
+}
+
+/// Remember the last failure and the measured skew (shown by `status`).
+pub fn record_attempt(w: &mut WriteTx<'_>, error: Option<&str>, skew_ms: i64) -> Result<()> {
+    w.conn().execute(
+        "UPDATE sync_state SET last_error = ?1, clock_skew_ms = ?2 WHERE id = 1",
+        (error, skew_ms),
+    )?;
+    w.ctx().clock.set_offset_ms(skew_ms);
+    Ok(())
+}

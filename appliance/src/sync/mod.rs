@@ -1,0 +1,340 @@
+//! The sync daemon: the only code (with `update`) that talks to the cloud.
+//!
+//! Push reads the outbox in `seq` order in batches bounded in bytes, sends each signed, and moves
+//! the acknowledgement to the cloud's cursor; an interrupted batch is simply sent again (the cloud
+//! skips what it has). Pull pages through the branch's change log and applies each page in one
+//! transaction. While the link is down it retries with jittered backoff capped at
+//! `sync.retry_max_ms`, so a returning link is used within seconds; new outbox events wake it at
+//! once. Memory is one batch, whatever the backlog.
+
+pub mod client;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+pub use client::{CloudClient, PushOutcome, SyncError};
+
+use crate::config::SyncConfig;
+use crate::store::{self, Store, sync as state};
+
+/// How many changes to ask for per pull page.
+const PULL_PAGE: u32 = 1000;
+/// How often an un-enrolled box looks again for the identity `enroll` writes.
+const ENROLL_POLL: Duration = Duration::from_secs(2);
+/// After a refusal that retrying soon cannot fix (revoked, protocol mismatch): look again later.
+const REFUSED_RETRY: Duration = Duration::from_secs(60);
+
+/// The link as the daemon sees it now (not stored: it is about this process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// No identity yet: changes wait in the outbox.
+    Unenrolled,
+    /// Enrolled, first attempt not finished.
+    Connecting,
+    Online,
+    /// The link or the cloud is down; retrying.
+    Offline,
+    /// The cloud refuses this box (revoked, or something retrying cannot fix).
+    Refused,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LinkStatus {
+    pub state: LinkState,
+    pub cloud_url: Option<String>,
+    /// Since when the link has been in this state.
+    pub since: String,
+    pub last_success_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Shared between the daemon and the API.
+#[derive(Debug, Clone)]
+pub struct SyncHandle(Arc<Mutex<LinkStatus>>);
+
+impl Default for SyncHandle {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(LinkStatus {
+            state: LinkState::Unenrolled,
+            cloud_url: None,
+            since: store::format_time(time::OffsetDateTime::now_utc()),
+            last_success_at: None,
+            last_error: None,
+        })))
+    }
+}
+
+impl SyncHandle {
+    pub fn get(&self) -> LinkStatus {
+        self.0
+            .lock()
+            .expect("link status lock is never poisoned")
+            .clone()
+    }
+
+    fn set(&self, state: LinkState, error: Option<String>) {
+        let mut s = self.0.lock().expect("link status lock is never poisoned");
+        let now = store::format_time(time::OffsetDateTime::now_utc());
+        if s.state != state {
+            if state == LinkState::Offline || state == LinkState::Online {
+                tracing::info!(from = ?s.state, to = ?state, error = error.as_deref().unwrap_or(""), "sync link");
+            }
+            s.state = state;
+            s.since = now.clone();
+        }
+        if state == LinkState::Online {
+            s.last_success_at = Some(now);
+            s.last_error = None;
+        } else if error.is_some() {
+            s.last_error = error;
+        }
+        crate::metrics::sync_link(state == LinkState::Online);
+    }
+
+    fn set_url(&self, url: &str) {
+        self.0
+            .lock()
+            .expect("link status lock is never poisoned")
+            .cloud_url = Some(url.to_owned());
+    }
+}
+
+/// Run until `cancel`.
+pub async fn run(
+    store: Store,
+    cfg: SyncConfig,
+    handle: SyncHandle,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut notices = store.subscribe();
+    loop {
+        let identity = loop {
+            match store.read(state::identity).await? {
+                Some(i) => break i,
+                None => {
+                    handle.set(LinkState::Unenrolled, None);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(ENROLL_POLL) => {}
+                    }
+                }
+            }
+        };
+        handle.set_url(&identity.cloud_url);
+        let client = match CloudClient::new(&cfg, &identity, store.ctx().clock.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "sync cannot start");
+                handle.set(LinkState::Refused, Some(e.to_string()));
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(REFUSED_RETRY) => continue,
+                }
+            }
+        };
+        if handle.get().state == LinkState::Unenrolled {
+            handle.set(LinkState::Connecting, None);
+        }
+        let mut backoff = client::Backoff::new(cfg.retry_max_ms);
+        let mut last_pull: Option<Instant> = None;
+        let pull_every = Duration::from_secs(cfg.pull_interval_secs);
+        loop {
+            let pull_due = last_pull.is_none_or(|t| t.elapsed() >= pull_every);
+            let wait = match round(&store, &client, &identity, &cfg, pull_due).await {
+                Ok(()) => {
+                    backoff.reset();
+                    if pull_due {
+                        last_pull = Some(Instant::now());
+                    }
+                    handle.set(LinkState::Online, None);
+                    None
+                }
+                Err(e) => {
+                    let transient = e.is_transient();
+                    crate::metrics::sync_error(e.kind());
+                    handle.set(
+                        if transient {
+                            LinkState::Offline
+                        } else {
+                            LinkState::Refused
+                        },
+                        Some(e.to_string()),
+                    );
+                    let msg = e.to_string();
+                    let skew = store.ctx().clock.offset_ms();
+                    let _ = store
+                        .write(move |w| state::record_attempt(w, Some(&msg), skew))
+                        .await;
+                    if !transient {
+                        tracing::warn!(error = %e, "sync refused; trying again in a minute");
+                    }
+                    Some(if transient {
+                        backoff.next_wait()
+                    } else {
+                        REFUSED_RETRY
+                    })
+                }
+            };
+            let until_pull =
+                last_pull.map_or(Duration::ZERO, |t| pull_every.saturating_sub(t.elapsed()));
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait.unwrap_or(until_pull)) => {}
+                // New changes: push now (while online; offline, the backoff decides).
+                r = notices.recv(), if wait.is_none() => {
+                    if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                        return Ok(());
+                    }
+                    // Let a burst of writes land so they travel in one batch.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    while notices.try_recv().is_ok() {}
+                }
+            }
+        }
+    }
+}
+
+/// Push everything pending, then pull if due.
+async fn round(
+    store: &Store,
+    client: &CloudClient,
+    identity: &state::Identity,
+    cfg: &SyncConfig,
+    pull_due: bool,
+) -> Result<(), SyncError> {
+    loop {
+        let from = store.read(|c| Ok(state::state(c)?.last_ack_seq)).await?;
+        let (max_events, max_bytes) = (cfg.batch_events, cfg.batch_bytes);
+        let mut events = store
+            .read(move |c| store::outbox::events_after(c, from, max_events, max_bytes))
+            .await?;
+        if events.is_empty() {
+            break;
+        }
+        let (first, last) = (events[0].seq, events[events.len() - 1].seq);
+        for e in &mut events {
+            // On the wire the device is the enrolled identity.
+            e.device_id.clone_from(&identity.device_id);
+        }
+        let n = events.len();
+        match client.push(events).await? {
+            PushOutcome::Ack(ack) => {
+                crate::metrics::sync_pushed(n as u64);
+                if !ack.parked.is_empty() {
+                    tracing::warn!(count = ack.parked.len(), first = ack.parked[0].seq, reason = %ack.parked[0].reason, "cloud parked events");
+                }
+                let skew = store.ctx().clock.offset_ms();
+                let acked = store
+                    .write(move |w| state::acknowledge(w, ack.cursor, &ack.parked, skew))
+                    .await?;
+                if acked < last {
+                    // The cloud holds less than we sent without saying why: do not spin.
+                    return Err(SyncError::Protocol {
+                        status: 200,
+                        detail: format!("sent {first}..={last}, cloud acknowledged up to {acked}"),
+                    });
+                }
+            }
+            PushOutcome::Gap(expected) if expected > first => {
+                // The cloud has more than we knew (our last acknowledgement was lost): catch up.
+                tracing::info!(
+                    expected,
+                    first,
+                    "cloud already holds events; moving the acknowledgement"
+                );
+                let skew = store.ctx().clock.offset_ms();
+                store
+                    .write(move |w| state::acknowledge(w, expected - 1, &[], skew))
+                    .await?;
+            }
+            PushOutcome::Gap(expected) => {
+                tracing::warn!(
+                    expected,
+                    first,
+                    "cloud expects earlier events (was it restored?); sending again from there"
+                );
+                store.write(move |w| state::rewind(w, expected)).await?;
+            }
+        }
+    }
+    if pull_due {
+        loop {
+            let cursor = store.read(|c| Ok(state::state(c)?.pull_cursor)).await?;
+            let page = client.pull(cursor, PULL_PAGE).await?;
+            let more = page.more && page.cursor > cursor;
+            store.write(move |w| state::apply_pull(w, &page)).await?;
+            if !more {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sentra-edge enroll`: make a key pair here, trade the token for an identity, keep both in the
+/// encrypted store. Retries an unreachable cloud a few times, saying why.
+pub async fn enroll(
+    store: &Store,
+    cfg: &SyncConfig,
+    cloud_url: &str,
+    token: &str,
+    attempts: u32,
+    say: impl Fn(&str),
+) -> Result<state::Identity, SyncError> {
+    if let Some(i) = store.read(state::identity).await? {
+        return Err(SyncError::Refused {
+            status: 409,
+            code: "already_enrolled".into(),
+            message: format!(
+                "this box is already enrolled as device {} of branch {}",
+                i.device_id, i.branch_id
+            ),
+        });
+    }
+    let url = client::check_url(cloud_url, cfg.allow_plain_http)?;
+    let mut seed = [0u8; 32];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut seed);
+    let key = sentra_protocol::ed25519_dalek::SigningKey::from_bytes(&seed);
+    let hostname = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "sentra-edge".into());
+    let mut backoff = client::Backoff::new(cfg.retry_max_ms.max(2_000));
+    let mut attempt = 1;
+    let answer = loop {
+        match client::enroll(cfg, &url, token, &key, &hostname).await {
+            Ok(a) => break a,
+            Err(e) if e.is_transient() && attempt < attempts => {
+                let wait = backoff.next_wait();
+                say(&format!(
+                    "attempt {attempt}/{attempts}: {e}; is the box online and the URL right? retrying in {:.1} s",
+                    wait.as_secs_f64()
+                ));
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if let Ok(server) = i64::try_from(answer.server_time_ms) {
+        store.ctx().clock.set_offset_ms(
+            server - (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+        );
+    }
+    let identity = state::Identity {
+        cloud_url: url,
+        device_id: answer.device_id,
+        branch_id: answer.branch_id,
+        branch_name: answer.branch_name,
+        signing_key: key,
+        enrolled_at: store::format_time(time::OffsetDateTime::now_utc()),
+    };
+    let saved = identity.clone();
+    store
+        .write(move |w| state::save_identity(w, &saved))
+        .await?;
+    Ok(identity)
+}
