@@ -191,6 +191,7 @@ pub fn dispense(
         "INSERT INTO stock_movements (id, sku, delta, reason, work_order_id, created_at, created_by) VALUES (?1, ?2, ?3, 'DISPENSE', ?4, ?5, ?6)",
         (&movement_id, &part.sku, -qty.get(), wo_id, &now, actor),
     )?;
+    add_to_level(w.conn(), &part.sku, -qty.get())?;
     let line = WorkOrderPart {
         id: new_id(),
         sku: part.sku.clone(),
@@ -241,6 +242,7 @@ pub fn receive(
         "INSERT INTO stock_movements (id, sku, delta, reason, reference, created_at, created_by) VALUES (?1, ?2, ?3, 'RECEIPT', ?4, ?5, ?6)",
         (&movement_id, &part.sku, qty.get(), reference.map(Text::as_str), &now, actor),
     )?;
+    add_to_level(w.conn(), &part.sku, qty.get())?;
     let moved = p::StockMoved {
         sku: part.sku.clone(),
         delta: qty.get(),
@@ -270,10 +272,19 @@ pub fn stock_level(conn: &Connection, sku: &str) -> Result<StockLevel> {
     })
 }
 
+/// The level of `sku`: the sum of its movements, kept in `stock_levels` by the same transaction
+/// that appends each movement, so reading it does not grow with years of history.
 fn on_hand(conn: &Connection, sku: &str) -> Result<i64> {
     Ok(conn
-        .prepare_cached("SELECT coalesce(sum(delta), 0) FROM stock_movements WHERE sku = ?1")?
+        .prepare_cached("SELECT coalesce((SELECT on_hand FROM stock_levels WHERE sku = ?1), 0)")?
         .query_row([sku], |r| r.get(0))?)
+}
+
+/// Every movement goes through here, beside its `stock_movements` row.
+fn add_to_level(conn: &Connection, sku: &str, delta: i64) -> Result<()> {
+    conn.prepare_cached("INSERT INTO stock_levels (sku, on_hand) VALUES (?1, ?2) ON CONFLICT (sku) DO UPDATE SET on_hand = on_hand + excluded.on_hand")?
+        .execute((sku, delta))?;
+    Ok(())
 }
 
 fn check_mechanic(conn: &Connection, id: &str) -> Result<()> {

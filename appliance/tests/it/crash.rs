@@ -115,6 +115,14 @@ fn verify(site: &Site, acked: &Acked) {
             |r| r.get(0),
         )
         .expect("stock");
+    let level: i64 = db
+        .query_row(
+            "SELECT on_hand FROM stock_levels WHERE sku = 'OIL-10W40-1L'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("level");
+    assert_eq!(level, on_hand, "the kept level is the sum of the movements");
     let (got, tried) = (
         acked.receipts.load(Ordering::SeqCst) as i64,
         acked.attempted_receipts.load(Ordering::SeqCst) as i64,

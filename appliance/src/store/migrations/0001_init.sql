@@ -62,7 +62,14 @@ CREATE TABLE stock_movements (
     created_at    TEXT NOT NULL,
     created_by    TEXT NOT NULL
 ) STRICT;
-CREATE INDEX stock_movements_sku ON stock_movements (sku, delta);
+CREATE INDEX stock_movements_sku ON stock_movements (sku);
+
+-- The sum of each part's movements, maintained in the same transaction as every movement
+-- (invariant: on_hand = SUM(delta)), so a level read does not grow with years of history.
+CREATE TABLE stock_levels (
+    sku     TEXT PRIMARY KEY REFERENCES parts (sku),
+    on_hand INTEGER NOT NULL
+) STRICT;
 
 CREATE TABLE work_orders (
     id             TEXT PRIMARY KEY,
