@@ -144,7 +144,7 @@ pub async fn run(
         let pull_every = Duration::from_secs(cfg.pull_interval_secs);
         loop {
             let pull_due = last_pull.is_none_or(|t| t.elapsed() >= pull_every);
-            let wait = match round(&store, &client, &identity, &cfg, pull_due).await {
+            let wait = match round(&store, &client, &identity, &cfg, pull_due, &handle).await {
                 Ok(()) => {
                     backoff.reset();
                     if pull_due {
@@ -205,6 +205,7 @@ async fn round(
     identity: &state::Identity,
     cfg: &SyncConfig,
     pull_due: bool,
+    handle: &SyncHandle,
 ) -> Result<(), SyncError> {
     loop {
         let from = store.read(|c| Ok(state::state(c)?.last_ack_seq)).await?;
@@ -223,6 +224,8 @@ async fn round(
         let n = events.len();
         match client.push(events).await? {
             PushOutcome::Ack(ack) => {
+                // The link works: say so now, not only after a long drain.
+                handle.set(LinkState::Online, None);
                 crate::metrics::sync_pushed(n as u64);
                 if !ack.parked.is_empty() {
                     tracing::warn!(count = ack.parked.len(), first = ack.parked[0].seq, reason = %ack.parked[0].reason, "cloud parked events");

@@ -1,0 +1,3 @@
+//! Whole-system tests: `sentra-edge` and `sentra-cloud` over real sockets with PostgreSQL.
+
+mod sync;
