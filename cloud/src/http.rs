@@ -1,20 +1,32 @@
-//! The HTTP surface: the router every endpoint is mounted on, the state handlers share, and the
-//! JSON error envelope (`{"error": {"code", "message"}}`, CONTRACT.md) every failure is answered
-//! with.
+//! The HTTP surface: the router every endpoint is mounted on, the state handlers share, the JSON
+//! error envelope (`{"error": {"code", "message"}}`, CONTRACT.md) every failure is answered with,
+//! and the server-time header on every answer.
 //!
-//! Invariant: an error reaches a client only as an [`ApiError`], whose status and code are chosen
-//! by one exhaustive match, so a new kind of error forces a decision about both.
+//! Invariants:
+//! - an error reaches a client only as an [`ApiError`], whose status and code are chosen by one
+//!   exhaustive match, so a new kind of error forces a decision about both;
+//! - every response, errors and 404s included, carries [`SERVER_TIME_HEADER`] with the server's
+//!   Unix milliseconds, so a device can measure its clock skew from any answer;
+//! - every `/v1` route but `/v1/enroll` sits behind [`auth::authenticate`]; which caller a route
+//!   accepts (device, operator token) is decided in its handler through [`auth::Caller`].
 
-use axum::Json;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use axum::Router;
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
+use axum::{Json, middleware};
 use redis::aio::ConnectionManager;
+use sentra_protocol::sync::{MAX_PUSH_BYTES, SERVER_TIME_HEADER};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 
-use crate::health;
+use crate::devices::{self, auth};
+use crate::{changes, health, ingest, master};
 
 /// What handlers share. Cheap to clone: both fields are handles to pools.
 #[derive(Clone)]
@@ -24,10 +36,95 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let authenticated = Router::new()
+        .route("/v1/sync/push", post(ingest::push))
+        .route("/v1/sync/pull", get(changes::pull))
+        .route("/v1/devices/{id}/revoke", post(devices::revoke))
+        .route("/v1/branches/{branch}/parts/{sku}", put(master::put_part))
+        .route(
+            "/v1/branches/{branch}/mechanics/{id}",
+            put(master::put_mechanic),
+        )
+        .route("/v1/branches/{branch}/assets/{id}", put(master::put_asset))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/v1/enroll", post(devices::enroll))
+        .merge(authenticated)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::map_response(stamp_server_time))
+        .layer(DefaultBodyLimit::max(MAX_PUSH_BYTES))
         .with_state(state)
+}
+
+/// The server's clock in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+async fn stamp_server_time(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(SERVER_TIME_HEADER, HeaderValue::from(now_ms()));
+    response
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::NotFound(format!("no such path: {}", request.uri().path()))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+/// A JSON body whatever its content type, with errors in the envelope: bad JSON is 400
+/// `malformed_body`, JSON of the wrong shape 422 `invalid`, naming the field.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+                        limit: MAX_PUSH_BYTES,
+                    },
+                    _ => ApiError::MalformedBody(rejection.body_text()),
+                })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a JSON body: syntax errors are 400 `malformed_body`, shape errors 422 `invalid`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => ApiError::Invalid(format!("body: {error}")),
+        serde_json::error::Category::Io
+        | serde_json::error::Category::Syntax
+        | serde_json::error::Category::Eof => {
+            ApiError::MalformedBody(format!("body is not JSON: {error}"))
+        }
+    })
 }
 
 /// Every error a client can get.
@@ -36,12 +133,95 @@ pub enum ApiError {
     /// A dependency (PostgreSQL, Redis) does not answer; the message says which and why.
     #[error("{0}")]
     NotReady(String),
+    /// PostgreSQL gave no connection in time; retry later.
+    #[error("the database is busy or unreachable; retry later")]
+    Unavailable,
+    /// A bug or an unexpected database failure; the details are in the server's log only.
+    #[error("internal error; the details are in the server's log")]
+    Internal,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    MalformedBody(String),
+    #[error("{0}")]
+    BadQuery(String),
+    /// Missing, malformed or unknown credentials, a bad signature, a revoked device.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A signed request's timestamp is outside the window; the server time header says ours.
+    #[error("{0}")]
+    ClockSkew(String),
+    /// A signed request's nonce was seen before for that device.
+    #[error("{0}")]
+    Replay(String),
+    #[error(
+        "the enrolment token is unknown, already used or expired; ask for a new one (sentra-cloud enrollment-token --branch B)"
+    )]
+    EnrollmentRefused,
+    /// Authenticated, but this caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadPublicKey(String),
+    #[error("protocol version {got} is not supported; this cloud speaks {supported}")]
+    UnsupportedProtocol { got: u32, supported: u32 },
+    /// A push batch carries an event of another device.
+    #[error("{0}")]
+    ForeignEvent(String),
+    /// A push batch carries an entity this cloud does not know (a newer edge): the protocol's
+    /// `Parked` cannot name it, so the batch is refused whole.
+    #[error("{0}")]
+    UnknownEntity(String),
+    #[error("{0}")]
+    NotContiguous(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("expected seq {expected_seq}, got {got}; resend from {expected_seq}")]
+    SequenceGap { expected_seq: u64, got: u64 },
 }
 
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
+            ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::ClockSkew(_) => (StatusCode::UNAUTHORIZED, "clock_skew"),
+            ApiError::Replay(_) => (StatusCode::UNAUTHORIZED, "replay"),
+            ApiError::EnrollmentRefused => (StatusCode::UNAUTHORIZED, "enrollment_refused"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::BadPublicKey(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_public_key"),
+            ApiError::UnsupportedProtocol { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_protocol")
+            }
+            ApiError::ForeignEvent(_) => (StatusCode::UNPROCESSABLE_ENTITY, "foreign_event"),
+            ApiError::UnknownEntity(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_entity"),
+            ApiError::NotContiguous(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_contiguous"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ApiError::SequenceGap { .. } => (StatusCode::CONFLICT, "sequence_gap"),
+        }
+    }
+
+    /// A database failure: logged in full here, answered without details.
+    pub fn database(error: &sqlx::Error) -> ApiError {
+        if matches!(error, sqlx::Error::PoolTimedOut) {
+            tracing::warn!(%error, "no database connection in time");
+            ApiError::Unavailable
+        } else {
+            tracing::error!(%error, "database error");
+            ApiError::Internal
         }
     }
 }
@@ -49,6 +229,9 @@ impl ApiError {
 #[derive(Serialize)]
 struct ErrorEnvelope<'a> {
     error: ErrorBody<'a>,
+    /// `409 sequence_gap` only: the seq the cloud expects next (the protocol's `SequenceGap`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_seq: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -60,11 +243,16 @@ struct ErrorBody<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let expected_seq = match &self {
+            ApiError::SequenceGap { expected_seq, .. } => Some(*expected_seq),
+            _ => None,
+        };
         let body = ErrorEnvelope {
             error: ErrorBody {
                 code,
                 message: self.to_string(),
             },
+            expected_seq,
         };
         (status, Json(body)).into_response()
     }

@@ -6,12 +6,23 @@
 //! - [`config`]: the typed configuration (defaults, TOML file, environment);
 //! - [`migrate`]: the embedded PostgreSQL migrations and the `migrate` command;
 //! - [`startup`]: `serve`: state, listener, server, graceful shutdown;
-//! - [`http`]: the router, shared state and the JSON error envelope;
-//! - [`health`]: `/healthz` and `/readyz`.
+//! - [`http`]: the router, shared state, the JSON error envelope, the server-time header;
+//! - [`health`]: `/healthz` and `/readyz`;
+//! - [`branches`]: branch ids and branch rows;
+//! - [`devices`]: enrolment, request authentication (device signatures, API tokens),
+//!   revocation, and the `enrollment-token` / `api-token` commands;
+//! - [`ingest`]: `POST /v1/sync/push`: validation, the event log, projections, parking;
+//! - [`changes`]: the per-branch change log and `GET /v1/sync/pull`;
+//! - [`master`]: master data (parts, mechanics, assets) authored in the cloud.
 
+mod branches;
+mod changes;
 mod config;
+mod devices;
 mod health;
 mod http;
+mod ingest;
+mod master;
 mod migrate;
 mod startup;
 
@@ -53,8 +64,58 @@ enum Command {
     Serve(ConfigArgs),
     /// Apply the PostgreSQL migrations the database lacks, then exit.
     Migrate(ConfigArgs),
+    /// Make a one-time enrolment token for a branch (creating the branch if missing) and print it
+    /// once; only its SHA-256 is stored.
+    EnrollmentToken(EnrollmentTokenArgs),
+    /// Make a token for a non-device client and print it once; only its SHA-256 is stored.
+    ApiToken(ApiTokenArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Args)]
+struct EnrollmentTokenArgs {
+    /// The branch the enrolled appliance will serve, e.g. JKT01.
+    #[arg(long, value_name = "B", value_parser = parse_branch)]
+    branch: branches::BranchId,
+    /// The branch's display name (when creating it, or to rename it) [default: the branch id].
+    #[arg(long, value_name = "NAME")]
+    branch_name: Option<String>,
+    /// Hours until the token expires.
+    #[arg(
+        long,
+        value_name = "H",
+        default_value_t = devices::tokens::DEFAULT_ENROLLMENT_TTL_HOURS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(devices::tokens::MAX_ENROLLMENT_TTL_HOURS)),
+    )]
+    ttl_hours: u32,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Args)]
+struct ApiTokenArgs {
+    /// Who the token is for, e.g. "portal" or "ops-alice"; shown in logs.
+    #[arg(long, value_name = "N")]
+    name: String,
+    /// portal: the customer web portal; operator: the cloud team (master data, revocation).
+    #[arg(long, value_name = "ROLE", default_value = "portal")]
+    role: devices::tokens::Role,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+fn parse_branch(raw: &str) -> Result<branches::BranchId, String> {
+    branches::BranchId::parse(raw).map_err(|error| error.to_string())
+}
+
+/// Prints `line` on stdout (the one thing a token command prints there, so scripts can capture
+/// it); `Err` if stdout is closed.
+fn print_line(line: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")
 }
 
 #[derive(Args)]
@@ -82,6 +143,26 @@ fn main() -> ExitCode {
             let version = migrate::run(&config.database).await.context("migrate")?;
             tracing::info!(version, "database schema is up to date");
             Ok(())
+        }),
+        Command::EnrollmentToken(args) => with_config(&args.config, |config| async move {
+            let issued = devices::tokens::issue_enrollment_token(
+                &config.database,
+                &args.branch,
+                args.branch_name.as_deref(),
+                args.ttl_hours,
+            )
+            .await
+            .context("enrollment-token")?;
+            tracing::info!(branch = %args.branch, branch_name = %issued.branch_name, expires_at = %issued.expires_at,
+                "enrolment token issued; give it to the technician: sentra-edge enroll --cloud URL --token TOKEN");
+            print_line(&issued.token)
+        }),
+        Command::ApiToken(args) => with_config(&args.config, |config| async move {
+            let token = devices::tokens::issue_api_token(&config.database, &args.name, args.role)
+                .await
+                .context("api-token")?;
+            tracing::info!(name = %args.name, role = %args.role, "API token issued; send it as Authorization: Bearer TOKEN");
+            print_line(&token)
         }),
     }
 }

@@ -24,8 +24,10 @@ use crate::config::DatabaseConfig;
 
 /// Every migration, in order: the file name (`<version>_<description>.sql`, as sqlx names them)
 /// and its SQL, embedded at compile time.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init.sql", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init.sql", include_str!("../migrations/0001_init.sql")),
+    ("0002_sync.sql", include_str!("../migrations/0002_sync.sql")),
+];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database
 /// that is still starting in the same deploy, short enough that a wrong URL fails the step.

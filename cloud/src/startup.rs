@@ -4,7 +4,8 @@
 //! Shutdown is designed, not hoped for: one [`CancellationToken`] is the stop signal for every
 //! task, every task is spawned on one [`TaskTracker`], and `serve` returns only after the server
 //! has drained (or [`SHUTDOWN_GRACE`] ran out) and every tracked task has finished. Later
-//! background workers (the hold sweeper, the calendar rebuild) join the same tracker.
+//! background workers (the hold sweeper, the calendar rebuild) join the same tracker, as the
+//! request-nonce pruner already does.
 //!
 //! Connections are lazy: a replica starts and answers `/healthz` while PostgreSQL or Redis is
 //! down, and `/readyz` says so, instead of crash-looping until its dependencies are back.
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::devices::auth;
 use crate::health;
 use crate::http::{self, AppState};
 
@@ -97,6 +100,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     tracker.spawn(stop.wait(token.clone()));
+    tracker.spawn(prune_nonces(db.clone(), token.clone()));
 
     let server = axum::serve(
         listener,
@@ -125,6 +129,24 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     db.close().await;
     tracing::info!("stopped");
     result
+}
+
+/// Deletes expired request nonces every [`auth::NONCE_PRUNE_INTERVAL`] until `token` is
+/// cancelled. A failure (database down) is logged and retried at the next tick.
+async fn prune_nonces(db: PgPool, token: CancellationToken) {
+    let mut interval = tokio::time::interval(auth::NONCE_PRUNE_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match auth::prune_nonces(&db).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "expired request nonces deleted"),
+            Err(error) => tracing::warn!(%error, "deleting expired request nonces failed"),
+        }
+    }
 }
 
 fn connect_redis(config: &Config) -> Result<ConnectionManager, ServeError> {

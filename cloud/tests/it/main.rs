@@ -4,8 +4,17 @@
 //! PostgreSQL: `postgres://postgres@127.0.0.1:5432/postgres` unless `SENTRA_TEST_PG_ADMIN_URL`
 //! says otherwise. Redis: `redis://127.0.0.1:6379` unless `SENTRA_TEST_REDIS_URL` does.
 //! `bash scripts/test.sh` starts both when they are not running.
+//!
+//! `cloud` is a running cloud with enrolled, signing devices; `fixtures` the edge-shaped events
+//! and signatures (shared with `benches/ingest.rs`).
 
 mod cli;
+mod cloud;
+mod device_auth;
+mod enroll;
+mod fixtures;
 mod migrate;
+mod pull;
+mod push;
 mod serve;
 mod support;

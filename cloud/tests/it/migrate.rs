@@ -38,11 +38,14 @@ async fn migrate_creates_the_tables_and_can_run_twice() {
             "branches.id text NO",
             "branches.name text NO",
             "branches.created_at timestamp with time zone NO",
+            "branches.change_seq bigint NO",
             "devices.id uuid NO",
             "devices.branch_id text NO",
             "devices.public_key bytea YES",
             "devices.created_at timestamp with time zone NO",
             "devices.revoked_at timestamp with time zone YES",
+            "devices.hostname text YES",
+            "devices.version text YES",
         ]
     );
 
@@ -51,7 +54,14 @@ async fn migrate_creates_the_tables_and_can_run_twice() {
             .fetch_all(&mut connection)
             .await
             .expect("read _sqlx_migrations");
-    assert_eq!(applied, [1], "applied once, not twice");
+    assert_eq!(applied, [1, 2], "applied once, not twice");
+
+    let partitions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass")
+            .fetch_one(&mut connection)
+            .await
+            .expect("read pg_inherits");
+    assert_eq!(partitions, 8, "events is partitioned by branch");
 
     let orphan = sqlx::query(
         "INSERT INTO devices (id, branch_id) VALUES ('00000000-0000-0000-0000-000000000001', 'nowhere')",

@@ -1,0 +1,300 @@
+//! Who is calling: the middleware in front of every authenticated `/v1` route, and [`Caller`],
+//! what handlers learn from it.
+//!
+//! Two kinds of caller (CONTRACT.md): an enrolled device, by a request signed with its ed25519
+//! key (`sentra_protocol::auth`: method, path and query, timestamp, nonce, SHA-256 of the exact
+//! body bytes), or a non-device client by `Authorization: Bearer <api token>`.
+//!
+//! Invariants:
+//! - a device's branch comes from its row in `devices`, never from anything it sent;
+//! - the signature is checked before the nonce is stored, so unauthenticated requests cannot
+//!   fill the nonce table; a nonce is accepted once per device ([`NONCE_RETENTION`] is long
+//!   enough that a replay of a pruned nonce already fails the timestamp check);
+//! - unknown, revoked, unsigned or badly signed: 401 `unauthorized`; timestamp outside the window:
+//!   401 `clock_skew`; nonce seen: 401 `replay`.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use sentra_protocol::auth::{
+    self as protocol_auth, DEVICE_HEADER, MAX_SKEW_MS, NONCE_HEADER, SIGNATURE_HEADER,
+    SignedHeaders, TIMESTAMP_HEADER,
+};
+use sentra_protocol::sync::MAX_PUSH_BYTES;
+use sqlx::PgPool;
+
+use super::tokens::{self, Role};
+use crate::http::{ApiError, AppState, now_ms};
+
+/// How long a nonce is remembered: twice the allowed skew. A request accepted at server time t
+/// carries a timestamp within t ± MAX_SKEW, so any replay later than t + 2·MAX_SKEW already
+/// fails the timestamp check.
+pub const NONCE_RETENTION: Duration = Duration::from_millis(2 * MAX_SKEW_MS);
+
+/// How often each replica deletes nonces older than [`NONCE_RETENTION`]. Deleting is idempotent,
+/// so replicas need not coordinate.
+pub const NONCE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The authenticated caller, put into the request by [`authenticate`].
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Device(DeviceIdentity),
+    Client(ApiClient),
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceIdentity {
+    /// Canonical UUID text, as PostgreSQL prints it.
+    pub id: String,
+    pub branch_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    pub name: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// The device, for routes only a device may call.
+    pub fn device(&self) -> Result<&DeviceIdentity, ApiError> {
+        match self {
+            Caller::Device(device) => Ok(device),
+            Caller::Client(client) => Err(ApiError::Forbidden(format!(
+                "API token {:?} ({}) cannot call a device route; sign the request with the device's key",
+                client.name, client.role
+            ))),
+        }
+    }
+
+    /// The client, for routes only an operator token may call.
+    pub fn operator(&self) -> Result<&ApiClient, ApiError> {
+        match self {
+            Caller::Client(client) if client.role == Role::Operator => Ok(client),
+            Caller::Client(client) => Err(ApiError::Forbidden(format!(
+                "API token {:?} has role {}; this needs an operator token",
+                client.name, client.role
+            ))),
+            Caller::Device(device) => Err(ApiError::Forbidden(format!(
+                "device {} cannot call an operator route",
+                device.id
+            ))),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            tracing::error!(path = %parts.uri.path(), "route is not behind the authenticate layer");
+            ApiError::Internal
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "this path needs a signed device request ({DEVICE_HEADER}, {TIMESTAMP_HEADER}, {NONCE_HEADER}, {SIGNATURE_HEADER}) or Authorization: Bearer <api token>"
+    )]
+    NoCredentials,
+    #[error("header {0} is missing or not valid")]
+    BadHeader(&'static str),
+    #[error("device {0:?} is not enrolled")]
+    UnknownDevice(String),
+    #[error("device {0} is revoked")]
+    Revoked(String),
+    #[error("device {device}: {source}")]
+    Signature {
+        device: String,
+        source: protocol_auth::AuthError,
+    },
+    #[error("device {device}: nonce {nonce} was already used; sign every request with a new nonce")]
+    Replay { device: String, nonce: String },
+    #[error("the API token is unknown or revoked")]
+    UnknownToken,
+    #[error("body is larger than {MAX_PUSH_BYTES} bytes")]
+    TooLarge,
+    #[error("reading the body failed: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Signature {
+                source: protocol_auth::AuthError::Skew { .. },
+                ..
+            } => ApiError::ClockSkew(format!(
+                "{error}; correct the clock from the {} header",
+                sentra_protocol::sync::SERVER_TIME_HEADER
+            )),
+            AuthError::Replay { .. } => ApiError::Replay(error.to_string()),
+            AuthError::NoCredentials
+            | AuthError::BadHeader(_)
+            | AuthError::UnknownDevice(_)
+            | AuthError::Revoked(_)
+            | AuthError::Signature { .. }
+            | AuthError::UnknownToken => ApiError::Unauthorized(error.to_string()),
+            AuthError::TooLarge => ApiError::PayloadTooLarge {
+                limit: MAX_PUSH_BYTES,
+            },
+            AuthError::Body(message) => ApiError::MalformedBody(message),
+            AuthError::Db(error) => ApiError::database(&error),
+        }
+    }
+}
+
+/// The middleware: authenticates the request, then passes it on with its body intact and a
+/// [`Caller`] in its extensions.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    // Anonymous requests are refused before their body is read, and API tokens are checked
+    // before it too: only a device's signature covers the body.
+    let client = if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or(AuthError::BadHeader("authorization"))?;
+        Some(api_client(&state.db, token.trim()).await?)
+    } else if parts.headers.contains_key(DEVICE_HEADER) {
+        None
+    } else {
+        return Err(AuthError::NoCredentials.into());
+    };
+    let bytes = match Limited::new(body, MAX_PUSH_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(AuthError::TooLarge.into());
+        }
+        Err(error) => return Err(AuthError::Body(error.to_string()).into()),
+    };
+    let caller = match client {
+        Some(client) => Caller::Client(client),
+        None => {
+            let path_and_query = parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+            Caller::Device(
+                device(
+                    &state.db,
+                    &parts.headers,
+                    parts.method.as_str(),
+                    path_and_query,
+                    &bytes,
+                )
+                .await?,
+            )
+        }
+    };
+    parts.extensions.insert(caller);
+    Ok(next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await)
+}
+
+async fn api_client(db: &PgPool, token: &str) -> Result<ApiClient, AuthError> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT name, role FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(tokens::hash(token))
+    .fetch_optional(db)
+    .await?;
+    let (name, role) = row.ok_or(AuthError::UnknownToken)?;
+    let role = role.parse().map_err(|_| AuthError::UnknownToken)?;
+    Ok(ApiClient { name, role })
+}
+
+async fn device(
+    db: &PgPool,
+    headers: &HeaderMap,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<DeviceIdentity, AuthError> {
+    let text = |name: &'static str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .ok_or(AuthError::BadHeader(name))
+    };
+    let signed = SignedHeaders {
+        device: text(DEVICE_HEADER)?.to_owned(),
+        timestamp_ms: text(TIMESTAMP_HEADER)?
+            .parse()
+            .map_err(|_| AuthError::BadHeader(TIMESTAMP_HEADER))?,
+        nonce: text(NONCE_HEADER)?.to_owned(),
+        signature: text(SIGNATURE_HEADER)?.to_owned(),
+    };
+    let id = uuid::Uuid::parse_str(&signed.device)
+        .map_err(|_| AuthError::UnknownDevice(signed.device.clone()))?
+        .hyphenated()
+        .to_string();
+
+    let row: Option<(String, Option<Vec<u8>>, bool)> = sqlx::query_as(
+        "SELECT branch_id, public_key, revoked_at IS NOT NULL FROM devices WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_optional(db)
+    .await?;
+    let (branch_id, public_key, revoked) =
+        row.ok_or_else(|| AuthError::UnknownDevice(id.clone()))?;
+    if revoked {
+        return Err(AuthError::Revoked(id));
+    }
+    let key = public_key
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .and_then(|bytes| sentra_protocol::ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok())
+        .ok_or_else(|| AuthError::UnknownDevice(id.clone()))?;
+    protocol_auth::verify(&key, &signed, method, path_and_query, body, now_ms()).map_err(
+        |source| AuthError::Signature {
+            device: id.clone(),
+            source,
+        },
+    )?;
+
+    let fresh = sqlx::query(
+        "INSERT INTO request_nonces (device_id, nonce) VALUES ($1::uuid, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(&id)
+    .bind(&signed.nonce)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        return Err(AuthError::Replay {
+            device: id,
+            nonce: signed.nonce,
+        });
+    }
+    Ok(DeviceIdentity { id, branch_id })
+}
+
+/// Deletes nonces older than [`NONCE_RETENTION`]; returns how many.
+pub async fn prune_nonces(db: &PgPool) -> Result<u64, sqlx::Error> {
+    let retention_ms = i64::try_from(NONCE_RETENTION.as_millis()).unwrap_or(i64::MAX);
+    Ok(sqlx::query(
+        "DELETE FROM request_nonces WHERE seen_at < now() - make_interval(secs => $1::double precision / 1000)",
+    )
+    .bind(retention_ms)
+    .execute(db)
+    .await?
+    .rows_affected())
+}

@@ -1,0 +1,154 @@
+//! Device identity: enrolment (`POST /v1/enroll`), revocation (`POST /v1/devices/{id}/revoke`),
+//! request authentication ([`auth`]) and the tokens that start it all ([`tokens`]).
+//!
+//! Invariants:
+//! - enrolment burns the token and creates the device, bound to the token's branch with the
+//!   device's public key, in one transaction: of two enrolments racing with one token exactly one
+//!   wins (the conditional `UPDATE` re-checks `used_at` after the winner commits);
+//! - the device's ingest cursor is created with it, so push always finds a row to lock;
+//! - the private key never reaches the cloud; an invalid public key is refused before the token
+//!   is touched.
+
+pub mod auth;
+pub mod tokens;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use sentra_protocol::sync::{EnrollRequest, EnrollResponse};
+use serde::Serialize;
+
+use crate::http::{ApiError, AppState, JsonBody, now_ms};
+use auth::Caller;
+
+/// Longest hostname or version string a device may report; these are for people to read.
+pub const MAX_LABEL_LEN: usize = 255;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("public_key: expected 64 hex characters of a valid ed25519 public key")]
+    BadPublicKey(#[source] sentra_protocol::auth::AuthError),
+    #[error("{field}: expected at most {MAX_LABEL_LEN} characters, no control characters")]
+    BadLabel { field: &'static str },
+    #[error("enrolment refused")]
+    Refused,
+    #[error("device {0:?} does not exist")]
+    NoSuchDevice(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl From<DeviceError> for ApiError {
+    fn from(error: DeviceError) -> Self {
+        match error {
+            DeviceError::BadPublicKey(_) => ApiError::BadPublicKey(error.to_string()),
+            DeviceError::BadLabel { .. } => ApiError::Invalid(error.to_string()),
+            DeviceError::Refused => ApiError::EnrollmentRefused,
+            DeviceError::NoSuchDevice(_) => ApiError::NotFound(error.to_string()),
+            DeviceError::Db(error) => ApiError::database(&error),
+        }
+    }
+}
+
+/// `POST /v1/enroll`: a one-time token and the device's public key for a device identity.
+pub async fn enroll(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<EnrollRequest>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    sentra_protocol::auth::parse_public_key(&request.public_key)
+        .map_err(DeviceError::BadPublicKey)?;
+    let public_key = hex::decode(&request.public_key)
+        .map_err(|_| DeviceError::BadPublicKey(sentra_protocol::auth::AuthError::BadPublicKey))?;
+    for (field, value) in [
+        ("hostname", &request.hostname),
+        ("version", &request.version),
+    ] {
+        if value.chars().count() > MAX_LABEL_LEN || value.chars().any(char::is_control) {
+            return Err(DeviceError::BadLabel { field }.into());
+        }
+    }
+
+    let mut tx = state.db.begin().await.map_err(DeviceError::Db)?;
+    let burnt: Option<(String, String)> = sqlx::query_as(
+        "UPDATE enrollment_tokens t SET used_at = now()
+         FROM branches b
+         WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now() AND b.id = t.branch_id
+         RETURNING t.branch_id, b.name",
+    )
+    .bind(tokens::hash(&request.token))
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(DeviceError::Db)?;
+    let Some((branch_id, branch_name)) = burnt else {
+        tracing::warn!(hostname = %request.hostname, "enrolment refused");
+        return Err(DeviceError::Refused.into());
+    };
+    let device_id: String = sqlx::query_scalar(
+        "INSERT INTO devices (id, branch_id, public_key, hostname, version)
+         VALUES (gen_random_uuid(), $1, $2, $3, $4)
+         RETURNING id::text",
+    )
+    .bind(&branch_id)
+    .bind(public_key)
+    .bind(&request.hostname)
+    .bind(&request.version)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(DeviceError::Db)?;
+    sqlx::query("UPDATE enrollment_tokens SET device_id = $2::uuid WHERE token_hash = $1")
+        .bind(tokens::hash(&request.token))
+        .bind(&device_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(DeviceError::Db)?;
+    sqlx::query("INSERT INTO device_cursors (device_id, branch_id) VALUES ($1::uuid, $2)")
+        .bind(&device_id)
+        .bind(&branch_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(DeviceError::Db)?;
+    tx.commit().await.map_err(DeviceError::Db)?;
+    tracing::info!(%device_id, %branch_id, hostname = %request.hostname, version = %request.version, "device enrolled");
+    Ok(Json(EnrollResponse {
+        device_id,
+        branch_id,
+        branch_name,
+        server_time_ms: now_ms(),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Revoked {
+    pub device_id: String,
+    pub branch_id: String,
+    pub revoked_at: String,
+}
+
+/// `POST /v1/devices/{id}/revoke` (operator token): the device's requests get 401 from now on.
+/// Revoking twice keeps the first time.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Revoked>, ApiError> {
+    let operator = caller.operator()?;
+    let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
+        return Err(DeviceError::NoSuchDevice(id).into());
+    };
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "UPDATE devices SET revoked_at = coalesce(revoked_at, now())
+         WHERE id = $1::uuid
+         RETURNING id::text, branch_id,
+                   to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+    )
+    .bind(uuid.hyphenated().to_string())
+    .fetch_optional(&state.db)
+    .await
+    .map_err(DeviceError::Db)?;
+    let (device_id, branch_id, revoked_at) = row.ok_or(DeviceError::NoSuchDevice(id))?;
+    tracing::warn!(%device_id, %branch_id, by = %operator.name, "device revoked");
+    Ok(Json(Revoked {
+        device_id,
+        branch_id,
+        revoked_at,
+    }))
+}

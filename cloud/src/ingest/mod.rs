@@ -1,0 +1,213 @@
+//! Ingest: `POST /v1/sync/push`, a device's outbox events into the record.
+//!
+//! A batch is applied in ONE PostgreSQL transaction that first locks the device's cursor row, so
+//! pushes of one device are serialised and a retry of a committed batch finds its events at or
+//! below the cursor (duplicates, nothing written). A batch that starts after `cursor + 1` is
+//! answered `409 sequence_gap` with the expected seq. Each event is then applied, recognised as
+//! a re-sent record, or parked with its reason ([`validate`]); parked events are also appended to
+//! the branch's change log as rejections, so the branch hears of them at its next pull. The cursor
+//! moves to the batch's last seq either way: a parked event never blocks the ones behind it.
+//!
+//! The branch is the authenticated device's; nothing in the batch can name another.
+//! Parsing and checking (pure CPU) run on the blocking pool before the transaction starts, so the
+//! transaction holds its locks only for the SQL ([`apply`]).
+
+mod apply;
+pub mod validate;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use sentra_protocol::sync::{ChangeBody, Parked, PushAck};
+use sqlx::PgPool;
+
+use crate::changes::{self, ChangeError};
+use crate::devices::auth::{Caller, DeviceIdentity};
+use crate::http::{ApiError, AppState, now_ms};
+use validate::{BatchError, Lookup, Outcome, Prepared};
+
+/// How often a push transaction is retried when PostgreSQL aborts it to break a deadlock or a
+/// serialisation conflict with a concurrent push of the same branch. Such an abort changed
+/// nothing, so retrying is safe; a few attempts make it vanishingly rare for the device to see.
+pub const TRANSIENT_RETRIES: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error("expected seq {expected}, got {got}")]
+    Gap { expected: u64, got: u64 },
+    #[error("device {0} has no ingest cursor")]
+    NoCursor(String),
+    #[error("checking the batch failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::Batch(batch) => match batch {
+                BatchError::Malformed(_) => ApiError::MalformedBody(batch.to_string()),
+                BatchError::Shape(_) | BatchError::SeqRange(_) => {
+                    ApiError::Invalid(batch.to_string())
+                }
+                BatchError::Protocol(got) => ApiError::UnsupportedProtocol {
+                    got,
+                    supported: sentra_protocol::PROTOCOL_VERSION,
+                },
+                BatchError::Foreign { .. } => ApiError::ForeignEvent(batch.to_string()),
+                BatchError::UnknownEntity { .. } => ApiError::UnknownEntity(batch.to_string()),
+                BatchError::NotContiguous { .. } => ApiError::NotContiguous(batch.to_string()),
+            },
+            IngestError::Gap { expected, got } => ApiError::SequenceGap {
+                expected_seq: expected,
+                got,
+            },
+            IngestError::NoCursor(_) | IngestError::Join(_) => {
+                tracing::error!(%error, "push");
+                ApiError::Internal
+            }
+            IngestError::Change(error) => error.into(),
+            IngestError::Db(error) => ApiError::database(&error),
+        }
+    }
+}
+
+/// `POST /v1/sync/push` (device): a `PushBatch`, answered with a `PushAck`.
+pub async fn push(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Json<PushAck>, ApiError> {
+    let device = caller.device()?.clone();
+    let device_id = device.id.clone();
+    let events = tokio::task::spawn_blocking(move || validate::prepare(&device_id, &body))
+        .await
+        .map_err(IngestError::from)?
+        .map_err(IngestError::from)?;
+    let ack = ingest(&state.db, &device, &events).await?;
+    if !ack.parked.is_empty() {
+        tracing::warn!(device = %device.id, branch = %device.branch_id, parked = ack.parked.len(), "events parked");
+    }
+    Ok(Json(ack))
+}
+
+/// Applies a prepared batch, retrying transient aborts.
+pub async fn ingest(
+    db: &PgPool,
+    device: &DeviceIdentity,
+    events: &[Prepared],
+) -> Result<PushAck, IngestError> {
+    let mut attempt = 1;
+    loop {
+        match ingest_once(db, device, events).await {
+            Err(error) if attempt < TRANSIENT_RETRIES && error.is_transient() => {
+                tracing::info!(%error, attempt, device = %device.id, "push aborted by PostgreSQL; retrying");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+impl IngestError {
+    /// Deadlock detected, or a serialisation failure: the transaction was rolled back whole.
+    fn is_transient(&self) -> bool {
+        let error = match self {
+            IngestError::Db(error) | IngestError::Change(ChangeError::Db(error)) => error,
+            _ => return false,
+        };
+        error
+            .as_database_error()
+            .and_then(|error| error.code())
+            .is_some_and(|code| code == "40P01" || code == "40001")
+    }
+}
+
+async fn ingest_once(
+    db: &PgPool,
+    device: &DeviceIdentity,
+    events: &[Prepared],
+) -> Result<PushAck, IngestError> {
+    let mut tx = db.begin().await?;
+    let cursor: Option<i64> = sqlx::query_scalar(
+        "SELECT last_seq FROM device_cursors WHERE device_id = $1::uuid FOR UPDATE",
+    )
+    .bind(&device.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let cursor = cursor
+        .and_then(|cursor| u64::try_from(cursor).ok())
+        .ok_or_else(|| IngestError::NoCursor(device.id.clone()))?;
+
+    let fresh: &[Prepared] = {
+        let seen = events
+            .iter()
+            .take_while(|event| event.raw.seq <= cursor)
+            .count();
+        &events[seen..]
+    };
+    let duplicates = count(events.len() - fresh.len());
+    let Some(first) = fresh.first() else {
+        return Ok(ack(cursor, 0, duplicates, Vec::new()));
+    };
+    if first.raw.seq != cursor + 1 {
+        return Err(IngestError::Gap {
+            expected: cursor + 1,
+            got: first.raw.seq,
+        });
+    }
+    let last = fresh.last().map_or(cursor, |event| event.raw.seq);
+
+    let mut known = apply::known(&mut tx, &device.branch_id, &Lookup::of(fresh)).await?;
+    let outcomes = validate::resolve(&device.branch_id, fresh, &mut known);
+    apply::write(&mut tx, &device.branch_id, &device.id, fresh, &outcomes).await?;
+
+    let mut applied = 0;
+    let mut record_duplicates = 0;
+    let mut parked = Vec::new();
+    for (event, outcome) in fresh.iter().zip(&outcomes) {
+        match outcome {
+            Outcome::Apply => applied += 1,
+            Outcome::Duplicate => record_duplicates += 1,
+            // NUL is the one character PostgreSQL text (and so the change log) cannot hold.
+            Outcome::Park(reason) => parked.push(Parked {
+                seq: event.raw.seq,
+                entity: event.entity,
+                entity_id: event.raw.entity_id.replace('\0', "\u{fffd}"),
+                reason: reason.replace('\0', "\u{fffd}"),
+            }),
+        }
+    }
+    // Last: appending locks the branch's counter row until commit.
+    let rejections: Vec<ChangeBody> = parked.iter().cloned().map(ChangeBody::Rejection).collect();
+    changes::append(&mut tx, &device.branch_id, &rejections).await?;
+
+    sqlx::query(
+        "UPDATE device_cursors SET last_seq = $2, updated_at = now() WHERE device_id = $1::uuid",
+    )
+    .bind(&device.id)
+    .bind(i64::try_from(last).unwrap_or(i64::MAX))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ack(last, applied, duplicates + record_duplicates, parked))
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn ack(cursor: u64, applied: u32, duplicates: u32, parked: Vec<Parked>) -> PushAck {
+    PushAck {
+        cursor,
+        applied,
+        duplicates,
+        parked,
+        server_time_ms: now_ms(),
+    }
+}

@@ -1,0 +1,1156 @@
+//! Pure rules of ingest: what a push batch must be to be looked at at all ([`prepare`]), what
+//! one event must be to be applied ([`check`]), and, given what the branch already holds,
+//! whether each event is applied, a duplicate of a record the branch has, or parked
+//! ([`resolve`]). No I/O here: the caller fetches [`Known`] for the ids [`Lookup`] names.
+//!
+//! A batch that breaks the sync contract itself (not JSON, another device's event, a hole in the
+//! seqs) is refused whole: the edge has a bug and nothing is applied. An event that breaks a rule
+//! of its own is parked with the reason and never blocks the events behind it. An event that
+//! refers to a work order or invoice needs it to exist for this branch already, or to be created
+//! earlier in the same batch by an event that was not parked.
+
+use std::collections::{HashMap, HashSet};
+
+use sentra_protocol::payload::{self as p, Payload, op};
+use sentra_protocol::{EntityKind, Hlc, PROTOCOL_VERSION, SCHEMA_VERSION};
+use serde::Deserialize;
+
+/// Longest id (entity id, sku, work order, invoice…) accepted; edge ids are UUIDs.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Work-order statuses the edge writes.
+pub const WORK_ORDER_STATUSES: [&str; 6] = [
+    "OPEN",
+    "IN_PROGRESS",
+    "WAITING_PARTS",
+    "DONE",
+    "INVOICED",
+    "CANCELLED",
+];
+
+pub const PAYMENT_METHODS: [&str; 3] = ["CASH", "EDC", "QRIS"];
+
+/// A push batch as received: the protocol's `PushBatch`, except that each event's `entity` and
+/// `hlc` are plain text, so one event the protocol types would refuse is parked alone instead of
+/// failing the whole batch at parse time.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawBatch {
+    pub protocol: u32,
+    pub events: Vec<RawEvent>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawEvent {
+    pub device_id: String,
+    pub seq: u64,
+    pub hlc: String,
+    pub schema_version: u32,
+    pub entity: String,
+    pub entity_id: String,
+    pub op: String,
+    #[serde(default)]
+    pub payload: serde_json::Value,
+}
+
+/// Why a batch is refused whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("body is not JSON: {0}")]
+    Malformed(String),
+    #[error("body is not a push batch: {0}")]
+    Shape(String),
+    #[error("protocol version {0} is not supported; this cloud speaks {PROTOCOL_VERSION}")]
+    Protocol(u32),
+    #[error(
+        "event seq {seq} belongs to device {found:?}, not to the authenticated device {device}"
+    )]
+    Foreign {
+        seq: u64,
+        found: String,
+        device: String,
+    },
+    #[error(
+        "event seq {seq}: entity {entity:?} is not known to this cloud (protocol {PROTOCOL_VERSION})"
+    )]
+    UnknownEntity { seq: u64, entity: String },
+    #[error("seq {0} is out of range: seqs are 1 to 2^63-1")]
+    SeqRange(u64),
+    #[error("seqs must be contiguous and ascending: {after} is followed by {next}")]
+    NotContiguous { after: u64, next: u64 },
+}
+
+/// One event of a batch, with what the pure rules said about it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub raw: RawEvent,
+    pub entity: EntityKind,
+    /// The payload as JSON text, for storage.
+    pub payload_text: String,
+    /// The parsed payload, or why the event is parked.
+    pub checked: Result<Checked, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub hlc: Hlc,
+    pub payload: Payload,
+}
+
+/// Parses and checks a batch from `device`. Events are checked whatever the device's cursor;
+/// the ones the cloud already has are dropped later, in the transaction.
+pub fn prepare(device: &str, body: &[u8]) -> Result<Vec<Prepared>, BatchError> {
+    let batch: RawBatch = serde_json::from_slice(body).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => BatchError::Shape(error.to_string()),
+        _ => BatchError::Malformed(error.to_string()),
+    })?;
+    if batch.protocol != PROTOCOL_VERSION {
+        return Err(BatchError::Protocol(batch.protocol));
+    }
+    for pair in batch.events.windows(2) {
+        if pair[1].seq != pair[0].seq.saturating_add(1) {
+            return Err(BatchError::NotContiguous {
+                after: pair[0].seq,
+                next: pair[1].seq,
+            });
+        }
+    }
+    let mut prepared = Vec::with_capacity(batch.events.len());
+    for raw in batch.events {
+        if raw.seq == 0 || i64::try_from(raw.seq).is_err() {
+            return Err(BatchError::SeqRange(raw.seq));
+        }
+        if raw.device_id != device {
+            return Err(BatchError::Foreign {
+                seq: raw.seq,
+                found: raw.device_id,
+                device: device.to_owned(),
+            });
+        }
+        let entity = EntityKind::parse(&raw.entity).ok_or_else(|| BatchError::UnknownEntity {
+            seq: raw.seq,
+            entity: raw.entity.clone(),
+        })?;
+        let payload_text = raw.payload.to_string();
+        let checked = check(&raw, entity, &payload_text);
+        prepared.push(Prepared {
+            raw,
+            entity,
+            payload_text,
+            checked,
+        });
+    }
+    Ok(prepared)
+}
+
+/// The rules one event must pass on its own; the error is the reason it is parked.
+pub fn check(raw: &RawEvent, entity: EntityKind, payload_text: &str) -> Result<Checked, String> {
+    if raw.schema_version == 0 || raw.schema_version > SCHEMA_VERSION {
+        return Err(format!(
+            "schema version {} is not known to this cloud (it reads 1 to {SCHEMA_VERSION})",
+            raw.schema_version
+        ));
+    }
+    let hlc: Hlc = raw.hlc.parse().map_err(|error| format!("hlc: {error}"))?;
+    id("entity_id", &raw.entity_id)?;
+    // PostgreSQL text cannot hold NUL; refuse it here rather than fail the whole batch there.
+    if payload_text.contains("\\u0000") || raw.op.contains('\0') {
+        return Err("contains a NUL character".to_owned());
+    }
+    let payload = Payload::parse(entity, &raw.op, &raw.payload)?;
+    rules(&raw.entity_id, &raw.op, &payload)?;
+    Ok(Checked { hlc, payload })
+}
+
+fn rules(entity_id: &str, event_op: &str, payload: &Payload) -> Result<(), String> {
+    match payload {
+        Payload::WorkOrderCreated(w) => {
+            same_id(&w.id, entity_id)?;
+            text("customer_name", &w.customer_name)?;
+            text("vehicle_plate", &w.vehicle_plate)?;
+            status("status", &w.status)?;
+            if let Some(mechanic) = &w.mechanic_id {
+                id("mechanic_id", mechanic)?;
+            }
+            time("created_at", &w.created_at)
+        }
+        Payload::WorkOrderStatusChanged(c) => {
+            status("from", &c.from)?;
+            status("to", &c.to)?;
+            time("at", &c.at)
+        }
+        Payload::WorkOrderAssigned(a) => {
+            id("mechanic_id", &a.mechanic_id)?;
+            time("at", &a.at)
+        }
+        Payload::StockMoved(m) => stock(event_op, m),
+        Payload::InvoiceIssued(i) => invoice(entity_id, i),
+        Payload::PaymentReceived(pay) => {
+            same_id(&pay.id, entity_id)?;
+            id("invoice_id", &pay.invoice_id)?;
+            if !PAYMENT_METHODS.contains(&pay.method.as_str()) {
+                return Err(format!(
+                    "method {:?}: expected one of {PAYMENT_METHODS:?}",
+                    pay.method
+                ));
+            }
+            positive("amount", pay.amount)?;
+            time("received_at", &pay.received_at)
+        }
+        Payload::CreditNoteIssued(c) => {
+            same_id(&c.id, entity_id)?;
+            text("number", &c.number)?;
+            id("invoice_id", &c.invoice_id)?;
+            positive("amount", c.amount)?;
+            text("reason", &c.reason)?;
+            time("issued_at", &c.issued_at)
+        }
+        Payload::InspectionRecorded(i) => inspection(entity_id, i),
+        Payload::PrintJobQueued(j) => same_id(&j.id, entity_id),
+    }
+}
+
+fn stock(event_op: &str, m: &p::StockMoved) -> Result<(), String> {
+    id("sku", &m.sku)?;
+    let sign_ok = match (event_op, m.reason.as_str()) {
+        (op::DISPENSED, "DISPENSE") => m.delta < 0,
+        (op::RECEIVED, "RECEIPT") => m.delta > 0,
+        (op::RECEIVED, "ADJUSTMENT") => m.delta != 0,
+        _ => {
+            return Err(format!(
+                "reason {:?} does not go with op {event_op:?} (dispensed: DISPENSE; received: RECEIPT or ADJUSTMENT)",
+                m.reason
+            ));
+        }
+    };
+    if !sign_ok {
+        return Err(format!(
+            "delta {} has the wrong sign for {} (DISPENSE < 0, RECEIPT > 0, ADJUSTMENT ≠ 0)",
+            m.delta, m.reason
+        ));
+    }
+    if m.reason == "DISPENSE" && m.work_order_id.is_none() {
+        return Err("a DISPENSE names its work_order_id".to_owned());
+    }
+    if let Some(work_order) = &m.work_order_id {
+        id("work_order_id", work_order)?;
+    }
+    if let Some(price) = m.unit_price {
+        non_negative("unit_price", price)?;
+    }
+    time("at", &m.at)
+}
+
+fn invoice(entity_id: &str, i: &p::InvoiceIssued) -> Result<(), String> {
+    same_id(&i.id, entity_id)?;
+    text("number", &i.number)?;
+    id("work_order_id", &i.work_order_id)?;
+    if i.lines.is_empty() {
+        return Err("an invoice has at least one line".to_owned());
+    }
+    let mut sum: i64 = 0;
+    for (index, line) in i.lines.iter().enumerate() {
+        if line.kind != "labour" && line.kind != "part" {
+            return Err(format!(
+                "lines[{index}].kind {:?}: expected labour or part",
+                line.kind
+            ));
+        }
+        positive(&format!("lines[{index}].qty"), line.qty)?;
+        non_negative(&format!("lines[{index}].unit_price"), line.unit_price)?;
+        let amount = line.qty.checked_mul(line.unit_price);
+        if amount != Some(line.amount) {
+            return Err(format!(
+                "lines[{index}].amount {} is not qty {} × unit_price {}",
+                line.amount, line.qty, line.unit_price
+            ));
+        }
+        sum = sum
+            .checked_add(line.amount)
+            .ok_or_else(|| "invoice total overflows".to_owned())?;
+    }
+    if i.subtotal != sum {
+        return Err(format!(
+            "subtotal {} is not the sum of the lines ({sum})",
+            i.subtotal
+        ));
+    }
+    non_negative("tax", i.tax)?;
+    if i.subtotal.checked_add(i.tax) != Some(i.total) {
+        return Err(format!(
+            "total {} is not subtotal {} + tax {}",
+            i.total, i.subtotal, i.tax
+        ));
+    }
+    time("issued_at", &i.issued_at)
+}
+
+fn inspection(entity_id: &str, i: &p::InspectionRecorded) -> Result<(), String> {
+    same_id(&i.id, entity_id)?;
+    id("asset_id", &i.asset_id)?;
+    if i.kind != "HANDOVER" && i.kind != "RETURN" {
+        return Err(format!("kind {:?}: expected HANDOVER or RETURN", i.kind));
+    }
+    non_negative("chain_index", i.chain_index)?;
+    if let Some(km) = i.odometer_km {
+        non_negative("odometer_km", km)?;
+    }
+    if let Some(fuel) = i.fuel_percent
+        && !(0..=100).contains(&fuel)
+    {
+        return Err(format!("fuel_percent {fuel}: expected 0 to 100"));
+    }
+    sha256_hex("tamper_proof_hash", &i.tamper_proof_hash)?;
+    if let Some(prev) = &i.prev_hash {
+        sha256_hex("prev_hash", prev)?;
+    }
+    for (index, photo) in i.photos.iter().enumerate() {
+        sha256_hex(&format!("photos[{index}]"), photo)?;
+    }
+    text("inspector", &i.inspector)?;
+    time("created_at", &i.created_at)
+}
+
+fn same_id(payload_id: &str, entity_id: &str) -> Result<(), String> {
+    if payload_id == entity_id {
+        Ok(())
+    } else {
+        Err(format!(
+            "payload id {payload_id:?} differs from the event's entity_id {entity_id:?}"
+        ))
+    }
+}
+
+fn id(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
+        Err(format!(
+            "{field} {value:?}: expected 1-{MAX_ID_LEN} characters without control characters"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn text(field: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        Err(format!("{field} is blank"))
+    } else {
+        Ok(())
+    }
+}
+
+fn status(field: &str, value: &str) -> Result<(), String> {
+    if WORK_ORDER_STATUSES.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} {value:?}: expected one of {WORK_ORDER_STATUSES:?}"
+        ))
+    }
+}
+
+fn positive(field: &str, value: i64) -> Result<(), String> {
+    if value > 0 {
+        Ok(())
+    } else {
+        Err(format!("{field} {value}: expected more than 0"))
+    }
+}
+
+fn non_negative(field: &str, value: i64) -> Result<(), String> {
+    if value >= 0 {
+        Ok(())
+    } else {
+        Err(format!("{field} {value} is negative"))
+    }
+}
+
+fn time(field: &str, value: &str) -> Result<(), String> {
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map(|_| ())
+        .map_err(|_| format!("{field} {value:?} is not an RFC 3339 time"))
+}
+
+fn sha256_hex(field: &str, value: &str) -> Result<(), String> {
+    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: expected a SHA-256 in hex (64 characters)"
+        ))
+    }
+}
+
+/// The ids a batch creates or refers to, per table: what [`Known`] must be filled with.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Lookup {
+    pub work_orders: Vec<String>,
+    pub stock_movements: Vec<String>,
+    pub inspections: Vec<String>,
+    pub invoices: Vec<String>,
+    pub payments: Vec<String>,
+    pub credit_notes: Vec<String>,
+}
+
+impl Lookup {
+    pub fn of(events: &[Prepared]) -> Lookup {
+        #[derive(Default)]
+        struct Sets<'a> {
+            work_orders: HashSet<&'a str>,
+            stock_movements: HashSet<&'a str>,
+            inspections: HashSet<&'a str>,
+            invoices: HashSet<&'a str>,
+            payments: HashSet<&'a str>,
+            credit_notes: HashSet<&'a str>,
+        }
+        let mut sets = Sets::default();
+        for event in events {
+            let Ok(checked) = &event.checked else {
+                continue;
+            };
+            let entity_id = event.raw.entity_id.as_str();
+            match &checked.payload {
+                Payload::WorkOrderCreated(_)
+                | Payload::WorkOrderStatusChanged(_)
+                | Payload::WorkOrderAssigned(_) => {
+                    sets.work_orders.insert(entity_id);
+                }
+                Payload::StockMoved(m) => {
+                    sets.stock_movements.insert(entity_id);
+                    if let Some(work_order) = &m.work_order_id {
+                        sets.work_orders.insert(work_order);
+                    }
+                }
+                Payload::InvoiceIssued(i) => {
+                    sets.invoices.insert(entity_id);
+                    sets.work_orders.insert(&i.work_order_id);
+                }
+                Payload::PaymentReceived(pay) => {
+                    sets.payments.insert(entity_id);
+                    sets.invoices.insert(&pay.invoice_id);
+                }
+                Payload::CreditNoteIssued(c) => {
+                    sets.credit_notes.insert(entity_id);
+                    sets.invoices.insert(&c.invoice_id);
+                }
+                Payload::InspectionRecorded(_) => {
+                    sets.inspections.insert(entity_id);
+                }
+                Payload::PrintJobQueued(_) => {}
+            }
+        }
+        let sorted = |set: HashSet<&str>| {
+            let mut ids: Vec<String> = set.into_iter().map(str::to_owned).collect();
+            ids.sort_unstable();
+            ids
+        };
+        Lookup {
+            work_orders: sorted(sets.work_orders),
+            stock_movements: sorted(sets.stock_movements),
+            inspections: sorted(sets.inspections),
+            invoices: sorted(sets.invoices),
+            payments: sorted(sets.payments),
+            credit_notes: sorted(sets.credit_notes),
+        }
+    }
+}
+
+/// What the branch already holds, as far as a batch asks ([`Lookup`]). Money records keep a
+/// fingerprint of the fields that may never change, so a re-sent record is told apart from a
+/// conflicting one.
+#[derive(Debug, Default, Clone)]
+pub struct Known {
+    pub work_orders: HashSet<String>,
+    pub stock_movements: HashSet<String>,
+    pub inspections: HashSet<String>,
+    pub invoices: HashMap<String, String>,
+    pub payments: HashMap<String, String>,
+    pub credit_notes: HashMap<String, String>,
+}
+
+/// The fingerprint of an invoice: what PostgreSQL computes as `work_order_id || '|' || total`.
+pub fn invoice_fingerprint(work_order_id: &str, total: i64) -> String {
+    format!("{work_order_id}|{total}")
+}
+
+/// The fingerprint of a payment or credit note: `invoice_id || '|' || amount`.
+pub fn amount_fingerprint(invoice_id: &str, amount: i64) -> String {
+    format!("{invoice_id}|{amount}")
+}
+
+/// What happens to one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Recorded in `events` and applied to the projections.
+    Apply,
+    /// Recorded in `events`; the record it creates is already there, identical (a re-send under
+    /// a new seq): not applied twice.
+    Duplicate,
+    /// Not applied; stored in `parked_events` and reported to the branch with this reason.
+    Park(String),
+}
+
+/// Decides each event's outcome, in seq order; `known` grows with what the batch creates.
+pub fn resolve(branch: &str, events: &[Prepared], known: &mut Known) -> Vec<Outcome> {
+    events
+        .iter()
+        .map(|event| match &event.checked {
+            Err(reason) => Outcome::Park(reason.clone()),
+            Ok(checked) => resolve_one(branch, &event.raw.entity_id, &checked.payload, known),
+        })
+        .collect()
+}
+
+fn resolve_one(branch: &str, entity_id: &str, payload: &Payload, known: &mut Known) -> Outcome {
+    let unknown =
+        |what: &str, id: &str| Outcome::Park(format!("{what} {id} is unknown in branch {branch}"));
+    let conflict = |what: &str| {
+        Outcome::Park(format!(
+            "{what} {entity_id} is already recorded with other content; money is append-only (issue a credit note)"
+        ))
+    };
+    match payload {
+        Payload::WorkOrderCreated(_) => {
+            if known.work_orders.insert(entity_id.to_owned()) {
+                Outcome::Apply
+            } else {
+                Outcome::Duplicate
+            }
+        }
+        Payload::WorkOrderStatusChanged(_) | Payload::WorkOrderAssigned(_) => {
+            if known.work_orders.contains(entity_id) {
+                Outcome::Apply
+            } else {
+                unknown("work order", entity_id)
+            }
+        }
+        Payload::StockMoved(m) => {
+            if known.stock_movements.contains(entity_id) {
+                return Outcome::Duplicate;
+            }
+            if let Some(work_order) = &m.work_order_id
+                && !known.work_orders.contains(work_order)
+            {
+                return unknown("work order", work_order);
+            }
+            known.stock_movements.insert(entity_id.to_owned());
+            Outcome::Apply
+        }
+        Payload::InvoiceIssued(i) => {
+            let fingerprint = invoice_fingerprint(&i.work_order_id, i.total);
+            if let Some(existing) = known.invoices.get(entity_id) {
+                return if *existing == fingerprint {
+                    Outcome::Duplicate
+                } else {
+                    conflict("invoice")
+                };
+            }
+            if !known.work_orders.contains(&i.work_order_id) {
+                return unknown("work order", &i.work_order_id);
+            }
+            known.invoices.insert(entity_id.to_owned(), fingerprint);
+            Outcome::Apply
+        }
+        Payload::PaymentReceived(pay) => {
+            let fingerprint = amount_fingerprint(&pay.invoice_id, pay.amount);
+            if let Some(existing) = known.payments.get(entity_id) {
+                return if *existing == fingerprint {
+                    Outcome::Duplicate
+                } else {
+                    conflict("payment")
+                };
+            }
+            if !known.invoices.contains_key(&pay.invoice_id) {
+                return unknown("invoice", &pay.invoice_id);
+            }
+            known.payments.insert(entity_id.to_owned(), fingerprint);
+            Outcome::Apply
+        }
+        Payload::CreditNoteIssued(c) => {
+            let fingerprint = amount_fingerprint(&c.invoice_id, c.amount);
+            if let Some(existing) = known.credit_notes.get(entity_id) {
+                return if *existing == fingerprint {
+                    Outcome::Duplicate
+                } else {
+                    conflict("credit note")
+                };
+            }
+            if !known.invoices.contains_key(&c.invoice_id) {
+                return unknown("invoice", &c.invoice_id);
+            }
+            known.credit_notes.insert(entity_id.to_owned(), fingerprint);
+            Outcome::Apply
+        }
+        Payload::InspectionRecorded(_) => {
+            if known.inspections.insert(entity_id.to_owned()) {
+                Outcome::Apply
+            } else {
+                Outcome::Duplicate
+            }
+        }
+        Payload::PrintJobQueued(_) => Outcome::Apply,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const DEVICE: &str = "0190f5c2-0000-7000-8000-000000000001";
+    const HLC: &str = "001795400000123-0000000002";
+    const AT: &str = "2026-11-02T09:15:00.000Z";
+
+    fn event(seq: u64, entity: &str, entity_id: &str, event_op: &str, payload: Value) -> Value {
+        json!({"device_id": DEVICE, "seq": seq, "hlc": HLC, "schema_version": 1, "entity": entity,
+               "entity_id": entity_id, "op": event_op, "payload": payload})
+    }
+
+    fn work_order(id: &str) -> Value {
+        json!({"id": id, "customer_name": "Budi", "customer_phone": null, "vehicle_plate": "B 1234 XYZ",
+               "complaint": "brakes", "mechanic_id": null, "status": "OPEN", "created_at": AT})
+    }
+
+    fn stock(reason: &str, delta: i64, work_order: Option<&str>) -> Value {
+        json!({"sku": "OF-1", "delta": delta, "reason": reason, "work_order_id": work_order,
+               "line_id": null, "unit_price": 45000, "reference": null, "at": AT})
+    }
+
+    fn invoice(id: &str, work_order: &str, qty: i64, subtotal: i64, tax: i64, total: i64) -> Value {
+        json!({"id": id, "number": "JKT01-202611-00001", "work_order_id": work_order,
+               "lines": [{"kind": "part", "description": "Oil filter", "sku": "OF-1", "qty": qty,
+                          "unit_price": 45000, "amount": qty * 45000}],
+               "subtotal": subtotal, "tax": tax, "total": total, "issued_at": AT})
+    }
+
+    fn payment(id: &str, invoice: &str, amount: i64) -> Value {
+        json!({"id": id, "invoice_id": invoice, "method": "CASH", "amount": amount, "reference": null, "received_at": AT})
+    }
+
+    fn raw(value: Value) -> RawEvent {
+        serde_json::from_value(value).expect("a raw event")
+    }
+
+    fn check_value(value: Value) -> Result<Checked, String> {
+        let raw = raw(value);
+        let entity = EntityKind::parse(&raw.entity).expect("known entity");
+        let text = raw.payload.to_string();
+        check(&raw, entity, &text)
+    }
+
+    /// (event, Ok or a fragment of the park reason)
+    #[test]
+    fn check_table() {
+        let cases: Vec<(Value, Result<(), &str>)> = vec![
+            (
+                event(1, "work_order", "w1", "created", work_order("w1")),
+                Ok(()),
+            ),
+            (
+                event(1, "work_order", "w2", "created", work_order("w1")),
+                Err("differs from the event's entity_id"),
+            ),
+            (
+                event(1, "work_order", "w1", "created", json!({"id": "w1"})),
+                Err("payload: missing field"),
+            ),
+            (
+                event(1, "work_order", "w1", "exploded", work_order("w1")),
+                Err("unknown change work_order:exploded"),
+            ),
+            (
+                event(
+                    1,
+                    "work_order",
+                    "w1",
+                    "status_changed",
+                    json!({"from": "OPEN", "to": "DONE", "at": AT}),
+                ),
+                Ok(()),
+            ),
+            (
+                event(
+                    1,
+                    "work_order",
+                    "w1",
+                    "status_changed",
+                    json!({"from": "OPEN", "to": "FIXED", "at": AT}),
+                ),
+                Err("to \"FIXED\""),
+            ),
+            (
+                event(
+                    1,
+                    "work_order",
+                    "w1",
+                    "assigned",
+                    json!({"mechanic_id": "m1", "at": "yesterday"}),
+                ),
+                Err("not an RFC 3339 time"),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "dispensed",
+                    stock("DISPENSE", -2, Some("w1")),
+                ),
+                Ok(()),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "dispensed",
+                    stock("DISPENSE", 2, Some("w1")),
+                ),
+                Err("wrong sign"),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "dispensed",
+                    stock("DISPENSE", -2, None),
+                ),
+                Err("names its work_order_id"),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "received",
+                    stock("RECEIPT", 5, None),
+                ),
+                Ok(()),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "received",
+                    stock("RECEIPT", 0, None),
+                ),
+                Err("wrong sign"),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "received",
+                    stock("ADJUSTMENT", -3, None),
+                ),
+                Ok(()),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "received",
+                    stock("DISPENSE", -3, Some("w1")),
+                ),
+                Err("does not go with op"),
+            ),
+            (
+                event(
+                    1,
+                    "invoice",
+                    "i1",
+                    "issued",
+                    invoice("i1", "w1", 2, 90_000, 9_900, 99_900),
+                ),
+                Ok(()),
+            ),
+            (
+                event(
+                    1,
+                    "invoice",
+                    "i1",
+                    "issued",
+                    invoice("i1", "w1", 2, 90_001, 9_900, 99_901),
+                ),
+                Err("not the sum of the lines"),
+            ),
+            (
+                event(
+                    1,
+                    "invoice",
+                    "i1",
+                    "issued",
+                    invoice("i1", "w1", 2, 90_000, 9_900, 99_999),
+                ),
+                Err("is not subtotal"),
+            ),
+            (
+                event(
+                    1,
+                    "invoice",
+                    "i1",
+                    "issued",
+                    invoice("i1", "w1", 0, 0, 0, 0),
+                ),
+                Err("lines[0].qty 0"),
+            ),
+            (
+                event(
+                    1,
+                    "invoice",
+                    "i1",
+                    "issued",
+                    invoice("i1", "w1", 2, 90_000, -1, 89_999),
+                ),
+                Err("tax -1 is negative"),
+            ),
+            (
+                event(1, "payment", "p1", "received", payment("p1", "i1", 99_900)),
+                Ok(()),
+            ),
+            (
+                event(1, "payment", "p1", "received", payment("p1", "i1", -5)),
+                Err("amount -5"),
+            ),
+            (
+                event(1, "payment", "p1", "received", payment("p1", "i1", 0)),
+                Err("amount 0"),
+            ),
+            (
+                event(
+                    1,
+                    "credit_note",
+                    "c1",
+                    "issued",
+                    json!({"id": "c1", "number": "N", "invoice_id": "i1", "amount": 10, "reason": "goodwill", "issued_at": AT}),
+                ),
+                Ok(()),
+            ),
+            (
+                event(
+                    1,
+                    "print_job",
+                    "j1",
+                    "queued",
+                    json!({"id": "j1", "document": "receipt", "ref_id": "i1"}),
+                ),
+                Ok(()),
+            ),
+            (
+                json!({"device_id": DEVICE, "seq": 1, "hlc": "yesterday", "schema_version": 1, "entity": "print_job",
+                    "entity_id": "j1", "op": "queued", "payload": {"id": "j1", "document": "r", "ref_id": "x"}}),
+                Err("hlc:"),
+            ),
+            (
+                json!({"device_id": DEVICE, "seq": 1, "hlc": HLC, "schema_version": 2, "entity": "print_job",
+                    "entity_id": "j1", "op": "queued", "payload": {"id": "j1", "document": "r", "ref_id": "x"}}),
+                Err("schema version 2"),
+            ),
+            (
+                event(
+                    1,
+                    "print_job",
+                    "j\u{0}1",
+                    "queued",
+                    json!({"id": "j\u{0}1", "document": "r", "ref_id": "x"}),
+                ),
+                Err("control characters"),
+            ),
+            (
+                event(
+                    1,
+                    "print_job",
+                    "j1",
+                    "queued",
+                    json!({"id": "j1", "document": "r\u{0}", "ref_id": "x"}),
+                ),
+                Err("NUL"),
+            ),
+            (
+                event(
+                    1,
+                    "print_job",
+                    "",
+                    "queued",
+                    json!({"id": "", "document": "r", "ref_id": "x"}),
+                ),
+                Err("entity_id \"\""),
+            ),
+        ];
+        for (value, expected) in cases {
+            let got = check_value(value.clone()).map(|_| ());
+            match (got, expected) {
+                (Ok(()), Ok(())) => {}
+                (Err(reason), Err(fragment)) => {
+                    assert!(
+                        reason.contains(fragment),
+                        "{value}: {reason:?} lacks {fragment:?}"
+                    );
+                }
+                (got, expected) => panic!("{value}: got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    fn batch(events: Vec<Value>) -> Vec<u8> {
+        serde_json::to_vec(&json!({"protocol": 1, "events": events})).expect("json")
+    }
+
+    #[test]
+    fn prepare_refuses_broken_batches_whole() {
+        let ok = |seq| {
+            event(
+                seq,
+                "print_job",
+                "j",
+                "queued",
+                json!({"id": "j", "document": "r", "ref_id": "x"}),
+            )
+        };
+        assert_eq!(
+            prepare(DEVICE, &batch(vec![ok(3), ok(4)])).map(|events| events.len()),
+            Ok(2)
+        );
+        assert_eq!(
+            prepare(DEVICE, &batch(vec![])).map(|events| events.len()),
+            Ok(0)
+        );
+
+        let mut foreign = ok(5);
+        foreign["device_id"] = json!("someone-else");
+        let mut unknown_entity = ok(4);
+        unknown_entity["entity"] = json!("spaceship");
+        let cases: Vec<(Vec<u8>, BatchError)> = vec![
+            (b"{".to_vec(), BatchError::Malformed(String::new())),
+            (
+                b"{\"protocol\": 1}".to_vec(),
+                BatchError::Shape(String::new()),
+            ),
+            (
+                serde_json::to_vec(&json!({"protocol": 2, "events": []})).expect("json"),
+                BatchError::Protocol(2),
+            ),
+            (
+                batch(vec![ok(3), ok(5)]),
+                BatchError::NotContiguous { after: 3, next: 5 },
+            ),
+            (
+                batch(vec![ok(3), ok(3)]),
+                BatchError::NotContiguous { after: 3, next: 3 },
+            ),
+            (
+                batch(vec![ok(4), foreign]),
+                BatchError::Foreign {
+                    seq: 5,
+                    found: "someone-else".into(),
+                    device: DEVICE.into(),
+                },
+            ),
+            (batch(vec![ok(0)]), BatchError::SeqRange(0)),
+            (batch(vec![ok(u64::MAX)]), BatchError::SeqRange(u64::MAX)),
+            (
+                batch(vec![ok(3), unknown_entity]),
+                BatchError::UnknownEntity {
+                    seq: 4,
+                    entity: "spaceship".into(),
+                },
+            ),
+        ];
+        for (body, expected) in cases {
+            let got = prepare(DEVICE, &body).expect_err("refused");
+            assert_eq!(
+                std::mem::discriminant(&got),
+                std::mem::discriminant(&expected),
+                "{got}"
+            );
+            if !matches!(expected, BatchError::Malformed(_) | BatchError::Shape(_)) {
+                assert_eq!(got, expected);
+            }
+        }
+    }
+
+    fn outcomes(events: Vec<Value>, known: &mut Known) -> Vec<Outcome> {
+        let prepared = prepare(DEVICE, &batch(events)).expect("a valid batch");
+        resolve("JKT01", &prepared, known)
+    }
+
+    fn park(fragment: &str) -> Outcome {
+        Outcome::Park(fragment.to_owned())
+    }
+
+    /// Compares outcomes, a park's expected reason being a fragment of the actual one.
+    fn assert_outcomes(got: &[Outcome], expected: &[Outcome]) {
+        assert_eq!(got.len(), expected.len(), "{got:?}");
+        for (index, (got, expected)) in got.iter().zip(expected).enumerate() {
+            match (got, expected) {
+                (Outcome::Park(reason), Outcome::Park(fragment)) => {
+                    assert!(
+                        reason.contains(fragment.as_str()),
+                        "[{index}] {reason:?} lacks {fragment:?}"
+                    );
+                }
+                _ => assert_eq!(got, expected, "[{index}] in {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn references_resolve_within_the_batch_and_against_the_branch() {
+        let mut known = Known::default();
+        let got = outcomes(
+            vec![
+                event(1, "work_order", "w1", "created", work_order("w1")),
+                event(
+                    2,
+                    "stock_movement",
+                    "s1",
+                    "dispensed",
+                    stock("DISPENSE", -2, Some("w1")),
+                ),
+                event(
+                    3,
+                    "invoice",
+                    "i1",
+                    "issued",
+                    invoice("i1", "w1", 2, 90_000, 9_900, 99_900),
+                ),
+                event(4, "payment", "p1", "received", payment("p1", "i1", 99_900)),
+                // Refers to things nobody created:
+                event(5, "payment", "p2", "received", payment("p2", "i-none", 5)),
+                event(
+                    6,
+                    "work_order",
+                    "w-none",
+                    "status_changed",
+                    json!({"from": "OPEN", "to": "DONE", "at": AT}),
+                ),
+                // A bad work order is parked, and so is what depends on it; later events go on.
+                event(7, "work_order", "w2", "created", json!({"id": "w2"})),
+                event(
+                    8,
+                    "stock_movement",
+                    "s2",
+                    "dispensed",
+                    stock("DISPENSE", -1, Some("w2")),
+                ),
+                event(
+                    9,
+                    "stock_movement",
+                    "s3",
+                    "received",
+                    stock("RECEIPT", 10, None),
+                ),
+                // Re-sent records under new seqs: duplicates, not doubles.
+                event(10, "payment", "p1", "received", payment("p1", "i1", 99_900)),
+                event(
+                    11,
+                    "stock_movement",
+                    "s1",
+                    "dispensed",
+                    stock("DISPENSE", -2, Some("w1")),
+                ),
+                event(12, "work_order", "w1", "created", work_order("w1")),
+                // The same payment id with another amount is a conflict.
+                event(13, "payment", "p1", "received", payment("p1", "i1", 1)),
+            ],
+            &mut known,
+        );
+        assert_outcomes(
+            &got,
+            &[
+                Outcome::Apply,
+                Outcome::Apply,
+                Outcome::Apply,
+                Outcome::Apply,
+                park("invoice i-none is unknown in branch JKT01"),
+                park("work order w-none is unknown"),
+                park("payload: missing field"),
+                park("work order w2 is unknown"),
+                Outcome::Apply,
+                Outcome::Duplicate,
+                Outcome::Duplicate,
+                Outcome::Duplicate,
+                park("payment p1 is already recorded with other content"),
+            ],
+        );
+
+        // A later batch sees what the branch holds.
+        let mut known = Known::default();
+        known.work_orders.insert("w1".into());
+        known
+            .invoices
+            .insert("i1".into(), invoice_fingerprint("w1", 99_900));
+        known
+            .invoices
+            .insert("i9".into(), invoice_fingerprint("w1", 5));
+        let got = outcomes(
+            vec![
+                event(20, "payment", "p5", "received", payment("p5", "i1", 100)),
+                event(
+                    21,
+                    "invoice",
+                    "i1",
+                    "issued",
+                    invoice("i1", "w1", 2, 90_000, 9_900, 99_900),
+                ),
+                event(
+                    22,
+                    "invoice",
+                    "i9",
+                    "issued",
+                    invoice("i9", "w1", 2, 90_000, 9_900, 99_900),
+                ),
+                event(
+                    23,
+                    "work_order",
+                    "w1",
+                    "assigned",
+                    json!({"mechanic_id": "m1", "at": AT}),
+                ),
+            ],
+            &mut known,
+        );
+        assert_outcomes(
+            &got,
+            &[
+                Outcome::Apply,
+                Outcome::Duplicate,
+                park("invoice i9 is already recorded"),
+                Outcome::Apply,
+            ],
+        );
+    }
+
+    #[test]
+    fn lookup_names_created_and_referenced_ids() {
+        let prepared = prepare(
+            DEVICE,
+            &batch(vec![
+                event(1, "work_order", "w1", "created", work_order("w1")),
+                event(
+                    2,
+                    "stock_movement",
+                    "s1",
+                    "dispensed",
+                    stock("DISPENSE", -2, Some("w0")),
+                ),
+                event(3, "payment", "p1", "received", payment("p1", "i0", 5)),
+                event(4, "work_order", "bad", "created", json!({})),
+            ]),
+        )
+        .expect("valid");
+        let lookup = Lookup::of(&prepared);
+        assert_eq!(
+            lookup.work_orders,
+            ["w0", "w1"],
+            "parked events ask for nothing"
+        );
+        assert_eq!(lookup.stock_movements, ["s1"]);
+        assert_eq!(lookup.invoices, ["i0"]);
+        assert_eq!(lookup.payments, ["p1"]);
+    }
+}

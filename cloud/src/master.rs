@@ -1,0 +1,348 @@
+//! Master data the cloud authors per branch: parts (catalogue and prices), mechanics, assets.
+//! `PUT /v1/branches/{branch}/parts/{sku}`, `.../mechanics/{id}`, `.../assets/{id}`, operator
+//! token only.
+//!
+//! Invariant: a record and its change-log entry are written in one transaction, so a branch
+//! pulls every change exactly once and in commit order, and the cloud's value wins at the edge.
+//! A PUT that changes nothing appends nothing (`changed: false`), so retries are harmless.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use sentra_protocol::sync::{AssetRecord, ChangeBody, MechanicRecord, PartRecord};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use crate::branches::{self, BranchId};
+use crate::changes::{self, ChangeError};
+use crate::devices::auth::Caller;
+use crate::http::{ApiError, AppState, JsonBody};
+
+/// Longest identifier (sku, mechanic or asset id) accepted.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest free-text field (name, unit, plate, barcode) accepted.
+pub const MAX_TEXT_LEN: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error(transparent)]
+    Branch(#[from] branches::InvalidBranchId),
+    #[error("branch {0} does not exist; create it with sentra-cloud enrollment-token --branch {0}")]
+    NoSuchBranch(String),
+    #[error("{field}: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl From<MasterError> for ApiError {
+    fn from(error: MasterError) -> Self {
+        match error {
+            MasterError::Branch(_) | MasterError::NoSuchBranch(_) => {
+                ApiError::NotFound(error.to_string())
+            }
+            MasterError::Invalid { .. } => ApiError::Invalid(error.to_string()),
+            MasterError::Change(error) => error.into(),
+            MasterError::Db(error) => ApiError::database(&error),
+        }
+    }
+}
+
+/// The answer to a PUT: the record as stored, and the change-log cursor if it changed.
+#[derive(Debug, Serialize)]
+pub struct Stored<T> {
+    pub changed: bool,
+    pub cursor: Option<u64>,
+    pub record: T,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> MasterError {
+    MasterError::Invalid {
+        field,
+        problem: problem.into(),
+    }
+}
+
+fn check_id(field: &'static str, value: &str, path_value: &str) -> Result<(), MasterError> {
+    if value != path_value {
+        return Err(invalid(
+            field,
+            format!("{value:?} in the body differs from {path_value:?} in the path"),
+        ));
+    }
+    if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!("expected 1-{MAX_ID_LEN} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(field: &'static str, value: &str) -> Result<(), MasterError> {
+    if value.trim().is_empty() || value.chars().count() > MAX_TEXT_LEN {
+        return Err(invalid(
+            field,
+            format!("expected 1-{MAX_TEXT_LEN} characters, not blank"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_part(sku: &str, part: &PartRecord) -> Result<(), MasterError> {
+    check_id("sku", &part.sku, sku)?;
+    check_text("name", &part.name)?;
+    check_text("unit", &part.unit)?;
+    if let Some(barcode) = &part.barcode {
+        check_text("barcode", barcode)?;
+    }
+    if part.price < 0 {
+        return Err(invalid(
+            "price",
+            format!("{} is negative; prices are rupiah ≥ 0", part.price),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_mechanic(id: &str, mechanic: &MechanicRecord) -> Result<(), MasterError> {
+    check_id("id", &mechanic.id, id)?;
+    check_text("name", &mechanic.name)
+}
+
+pub fn check_asset(id: &str, asset: &AssetRecord) -> Result<(), MasterError> {
+    check_id("id", &asset.id, id)?;
+    check_text("sku", &asset.sku)?;
+    check_text("plate", &asset.plate)?;
+    check_text("name", &asset.name)
+}
+
+/// One master record, as the handlers received it.
+#[derive(Debug, Clone)]
+enum Record {
+    Part(PartRecord),
+    Mechanic(MechanicRecord),
+    Asset(AssetRecord),
+}
+
+impl Record {
+    fn change(&self) -> ChangeBody {
+        match self {
+            Record::Part(part) => ChangeBody::Part(part.clone()),
+            Record::Mechanic(mechanic) => ChangeBody::Mechanic(mechanic.clone()),
+            Record::Asset(asset) => ChangeBody::Asset(asset.clone()),
+        }
+    }
+
+    /// Inserts or updates the row; whether anything changed.
+    async fn upsert(&self, tx: &mut PgConnection, branch: &str) -> Result<bool, sqlx::Error> {
+        let query = match self {
+            Record::Part(part) => sqlx::query(
+                "INSERT INTO parts (branch_id, sku, name, barcode, price, unit) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (branch_id, sku) DO UPDATE
+                 SET name = excluded.name, barcode = excluded.barcode, price = excluded.price,
+                     unit = excluded.unit, updated_at = now()
+                 WHERE (parts.name, parts.barcode, parts.price, parts.unit)
+                       IS DISTINCT FROM (excluded.name, excluded.barcode, excluded.price, excluded.unit)",
+            )
+            .bind(branch)
+            .bind(&part.sku)
+            .bind(&part.name)
+            .bind(&part.barcode)
+            .bind(part.price)
+            .bind(&part.unit),
+            Record::Mechanic(mechanic) => sqlx::query(
+                "INSERT INTO mechanics (branch_id, id, name, active) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (branch_id, id) DO UPDATE
+                 SET name = excluded.name, active = excluded.active, updated_at = now()
+                 WHERE (mechanics.name, mechanics.active) IS DISTINCT FROM (excluded.name, excluded.active)",
+            )
+            .bind(branch)
+            .bind(&mechanic.id)
+            .bind(&mechanic.name)
+            .bind(mechanic.active),
+            Record::Asset(asset) => sqlx::query(
+                "INSERT INTO assets (branch_id, id, sku, plate, name) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (branch_id, id) DO UPDATE
+                 SET sku = excluded.sku, plate = excluded.plate, name = excluded.name, updated_at = now()
+                 WHERE (assets.sku, assets.plate, assets.name) IS DISTINCT FROM (excluded.sku, excluded.plate, excluded.name)",
+            )
+            .bind(branch)
+            .bind(&asset.id)
+            .bind(&asset.sku)
+            .bind(&asset.plate)
+            .bind(&asset.name),
+        };
+        Ok(query.execute(tx).await?.rows_affected() == 1)
+    }
+}
+
+/// `PUT /v1/branches/{branch}/parts/{sku}`.
+pub async fn put_part(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((branch, sku)): Path<(String, String)>,
+    JsonBody(part): JsonBody<PartRecord>,
+) -> Result<Json<Stored<PartRecord>>, ApiError> {
+    caller.operator()?;
+    check_part(&sku, &part)?;
+    let cursor = write(&state, &branch, &Record::Part(part.clone())).await?;
+    Ok(Json(stored(cursor, part)))
+}
+
+/// `PUT /v1/branches/{branch}/mechanics/{id}`.
+pub async fn put_mechanic(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((branch, id)): Path<(String, String)>,
+    JsonBody(mechanic): JsonBody<MechanicRecord>,
+) -> Result<Json<Stored<MechanicRecord>>, ApiError> {
+    caller.operator()?;
+    check_mechanic(&id, &mechanic)?;
+    let cursor = write(&state, &branch, &Record::Mechanic(mechanic.clone())).await?;
+    Ok(Json(stored(cursor, mechanic)))
+}
+
+/// `PUT /v1/branches/{branch}/assets/{id}`.
+pub async fn put_asset(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((branch, id)): Path<(String, String)>,
+    JsonBody(asset): JsonBody<AssetRecord>,
+) -> Result<Json<Stored<AssetRecord>>, ApiError> {
+    caller.operator()?;
+    check_asset(&id, &asset)?;
+    let cursor = write(&state, &branch, &Record::Asset(asset.clone())).await?;
+    Ok(Json(stored(cursor, asset)))
+}
+
+fn stored<T>(cursor: Option<u64>, record: T) -> Stored<T> {
+    Stored {
+        changed: cursor.is_some(),
+        cursor,
+        record,
+    }
+}
+
+/// One transaction: the upsert, then, if it changed anything, the change-log entry. Returns the
+/// entry's cursor.
+async fn write(
+    state: &AppState,
+    branch: &str,
+    record: &Record,
+) -> Result<Option<u64>, MasterError> {
+    let branch = BranchId::parse(branch)?;
+    let mut tx = state.db.begin().await?;
+    if !branches::exists(&mut tx, &branch).await? {
+        return Err(MasterError::NoSuchBranch(branch.to_string()));
+    }
+    if !record.upsert(&mut tx, branch.as_str()).await? {
+        return Ok(None);
+    }
+    let cursors = changes::append(&mut tx, branch.as_str(), &[record.change()]).await?;
+    tx.commit().await?;
+    Ok(cursors.first().copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(sku: &str, price: i64) -> PartRecord {
+        PartRecord {
+            sku: sku.into(),
+            name: "Oil filter".into(),
+            barcode: Some("8991234567890".into()),
+            price,
+            unit: "pcs".into(),
+        }
+    }
+
+    #[test]
+    fn part_checks_table() {
+        let cases = [
+            ("OF-1", part("OF-1", 45_000), true),
+            ("OF-1", part("OF-1", 0), true),
+            ("OF-1", part("OF-2", 45_000), false),
+            ("OF-1", part("OF-1", -1), false),
+            ("", part("", 1), false),
+            (
+                "OF-1",
+                PartRecord {
+                    name: " ".into(),
+                    ..part("OF-1", 1)
+                },
+                false,
+            ),
+            (
+                "OF-1",
+                PartRecord {
+                    unit: String::new(),
+                    ..part("OF-1", 1)
+                },
+                false,
+            ),
+            (
+                "OF-1",
+                PartRecord {
+                    barcode: Some(String::new()),
+                    ..part("OF-1", 1)
+                },
+                false,
+            ),
+            (
+                "OF-1",
+                PartRecord {
+                    barcode: None,
+                    ..part("OF-1", 1)
+                },
+                true,
+            ),
+        ];
+        for (path, record, ok) in cases {
+            assert_eq!(check_part(path, &record).is_ok(), ok, "{path} {record:?}");
+        }
+    }
+
+    #[test]
+    fn mechanic_and_asset_checks() {
+        let mechanic = MechanicRecord {
+            id: "m1".into(),
+            name: "Budi".into(),
+            active: true,
+        };
+        assert!(check_mechanic("m1", &mechanic).is_ok());
+        assert!(check_mechanic("m2", &mechanic).is_err());
+        let asset = AssetRecord {
+            id: "a1".into(),
+            sku: "AVZ".into(),
+            plate: "B 1234 XYZ".into(),
+            name: "Avanza".into(),
+        };
+        assert!(check_asset("a1", &asset).is_ok());
+        assert!(
+            check_asset(
+                "a1",
+                &AssetRecord {
+                    plate: String::new(),
+                    ..asset.clone()
+                }
+            )
+            .is_err()
+        );
+        assert!(
+            check_asset(
+                "a1\n",
+                &AssetRecord {
+                    id: "a1\n".into(),
+                    ..asset
+                }
+            )
+            .is_err()
+        );
+    }
+}

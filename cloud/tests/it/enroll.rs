@@ -1,0 +1,193 @@
+//! `sentra-cloud enrollment-token` / `api-token` and `POST /v1/enroll`.
+
+use sentra_protocol::auth::public_key_hex;
+use sha2::{Digest as _, Sha256};
+
+use crate::cloud::Cloud;
+use crate::fixtures::new_key;
+use crate::support::{join_all, run};
+
+#[tokio::test]
+async fn enrolment_burns_the_token_and_binds_the_branch() {
+    let cloud = Cloud::start().await;
+    let output = run(
+        &[
+            "enrollment-token",
+            "--branch",
+            "JKT01",
+            "--branch-name",
+            "Jakarta Selatan",
+            "--ttl-hours",
+            "2",
+        ],
+        &[("DATABASE_URL", cloud.db.url())],
+    )
+    .await;
+    assert!(output.status.success(), "{}", output.stderr);
+    let token = output.stdout.trim().to_owned();
+    assert_eq!(token.len(), 64, "{token}");
+    assert!(output.stderr.contains("JKT01"), "{}", output.stderr);
+    assert!(
+        !output.stderr.contains(&token),
+        "the token is printed once, on stdout"
+    );
+
+    // Only the token's hash is stored.
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    let stored = cloud
+        .scalar(&format!(
+            "SELECT count(*) FROM enrollment_tokens WHERE token_hash = '\\x{hash}'::bytea AND used_at IS NULL
+               AND expires_at BETWEEN now() + interval '119 minutes' AND now() + interval '121 minutes'"
+        ))
+        .await;
+    assert_eq!(stored, 1);
+
+    let key = new_key();
+    let answer = cloud.enroll_with(&token, &key).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["branch_id"], "JKT01");
+    assert_eq!(answer.body["branch_name"], "Jakarta Selatan");
+    let device = answer.body["device_id"]
+        .as_str()
+        .expect("a device id")
+        .to_owned();
+    assert!(
+        answer.body["server_time_ms"].as_u64().is_some(),
+        "{answer:?}"
+    );
+    let bound = cloud
+        .scalar(&format!(
+            "SELECT count(*) FROM devices d JOIN device_cursors c ON c.device_id = d.id
+             WHERE d.id = '{device}' AND d.branch_id = 'JKT01' AND c.last_seq = 0
+               AND d.public_key = '\\x{}'::bytea AND d.hostname = 'edge-test'",
+            public_key_hex(&key)
+        ))
+        .await;
+    assert_eq!(bound, 1, "device row, key and cursor");
+
+    // Used once: refused after, even with another key.
+    let again = cloud.enroll_with(&token, &new_key()).await;
+    assert_eq!(again.status, 401, "{again:?}");
+    assert_eq!(again.code(), "enrollment_refused");
+    assert_eq!(cloud.scalar("SELECT count(*) FROM devices").await, 1);
+}
+
+#[tokio::test]
+async fn unknown_and_expired_tokens_are_refused() {
+    let cloud = Cloud::start().await;
+    let unknown = cloud.enroll_with(&"ab".repeat(32), &new_key()).await;
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (401, "enrollment_refused"),
+        "{unknown:?}"
+    );
+
+    let token = cloud.enrollment_token("BDG01").await;
+    cloud
+        .scalar("WITH x AS (UPDATE enrollment_tokens SET expires_at = now() - interval '1 second' RETURNING 1) SELECT count(*) FROM x")
+        .await;
+    let expired = cloud.enroll_with(&token, &new_key()).await;
+    assert_eq!(
+        (expired.status, expired.code()),
+        (401, "enrollment_refused"),
+        "{expired:?}"
+    );
+    assert_eq!(cloud.scalar("SELECT count(*) FROM devices").await, 0);
+}
+
+#[tokio::test]
+async fn a_bad_public_key_is_422_and_leaves_the_token_usable() {
+    let cloud = Cloud::start().await;
+    let token = cloud.enrollment_token("SBY01").await;
+    for bad_key in ["zz", "00", &"0".repeat(63), ""] {
+        let body = serde_json::json!({"token": token, "public_key": bad_key, "hostname": "h", "version": "v"});
+        let answer = cloud
+            .call(
+                reqwest::Method::POST,
+                "/v1/enroll",
+                Some(body.to_string().into_bytes()),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (422, "bad_public_key"),
+            "{bad_key:?}: {answer:?}"
+        );
+    }
+    let nul = serde_json::json!({"token": token, "public_key": sentra_protocol::auth::public_key_hex(&new_key()),
+                                 "hostname": "edge\u{0}", "version": "v"});
+    let answer = cloud
+        .call(
+            reqwest::Method::POST,
+            "/v1/enroll",
+            Some(nul.to_string().into_bytes()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (422, "invalid"),
+        "{answer:?}"
+    );
+    let malformed = cloud
+        .call(
+            reqwest::Method::POST,
+            "/v1/enroll",
+            Some(b"{\"token\":".to_vec()),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (malformed.status, malformed.code()),
+        (400, "malformed_body"),
+        "{malformed:?}"
+    );
+
+    let answer = cloud.enroll_with(&token, &new_key()).await;
+    assert_eq!(answer.status, 200, "the token was not burnt: {answer:?}");
+}
+
+#[tokio::test]
+async fn racing_enrolments_with_one_token_have_exactly_one_winner() {
+    let cloud = Cloud::start().await;
+    let token = cloud.enrollment_token("MDN01").await;
+    let keys: Vec<_> = (0..12).map(|_| new_key()).collect();
+    let answers = join_all(
+        keys.iter()
+            .map(|key| cloud.enroll_with(&token, key))
+            .collect(),
+    )
+    .await;
+    let won = answers.iter().filter(|answer| answer.status == 200).count();
+    let refused = answers
+        .iter()
+        .filter(|answer| answer.status == 401 && answer.code() == "enrollment_refused")
+        .count();
+    assert_eq!((won, refused), (1, keys.len() - 1), "{answers:#?}");
+    assert_eq!(cloud.scalar("SELECT count(*) FROM devices").await, 1);
+}
+
+#[tokio::test]
+async fn token_commands_validate_their_arguments() {
+    let cloud = Cloud::start().await;
+    let env = [("DATABASE_URL", cloud.db.url())];
+    for args in [
+        &["enrollment-token", "--branch", "bad branch"][..],
+        &["enrollment-token", "--branch", "JKT01", "--ttl-hours", "0"],
+        &["enrollment-token"],
+        &["api-token", "--name", "x", "--role", "admin"],
+    ] {
+        let output = run(args, &env).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", output.stderr);
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+    let portal = cloud.api_token("web-portal", "portal").await;
+    assert_eq!(portal.len(), 64);
+    assert_eq!(
+        cloud
+            .scalar("SELECT count(*) FROM api_tokens WHERE name = 'web-portal' AND role = 'portal'")
+            .await,
+        1
+    );
+}
