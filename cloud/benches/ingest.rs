@@ -227,7 +227,10 @@ impl Run {
 async fn ingest_run(devices: usize, events_each: usize) -> Run {
     let db = BenchDb::create("ingest").await;
     let (server, base) = serve(&db.url).await;
-    let http = reqwest::Client::new();
+    let http = {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    };
 
     let mut plans = Vec::new();
     for index in 0..devices {

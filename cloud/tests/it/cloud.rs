@@ -57,7 +57,7 @@ impl Cloud {
         let mut cloud = Cloud {
             db,
             server,
-            http: reqwest::Client::new(),
+            http: crate::support::http_client(),
             operator: String::new(),
         };
         cloud.operator = cloud.api_token("ops", "operator").await;

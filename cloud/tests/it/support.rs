@@ -240,7 +240,7 @@ impl Server {
             child,
             addr,
             stderr,
-            http: reqwest::Client::new(),
+            http: http_client(),
         }
     }
 
@@ -357,4 +357,11 @@ fn with_database_replaces_only_the_database() {
     for (url, expected) in cases {
         assert_eq!(with_database(url, "x"), expected);
     }
+}
+
+/// A reqwest client. In a workspace build reqwest's TLS comes without a crypto provider
+/// (sentra-edge picks ring explicitly), so install ring before building one.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }
