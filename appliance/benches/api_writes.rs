@@ -244,12 +244,7 @@ fn start_daemon() -> anyhow::Result<Daemon> {
         let token = daemon::pair_direct(&store, "bench", Role::Tablet).await?;
         let listener = tokio::net::TcpListener::bind(config.api.listen).await?;
         let addr = listener.local_addr()?;
-        let state = AppState {
-            store: store.clone(),
-            config: Arc::new(config),
-            started: Instant::now(),
-            sync: Default::default(),
-        };
+        let state = AppState::new(store.clone(), config, Default::default());
         let c = cancel.clone();
         tokio::spawn(async move {
             if let Err(e) = api::serve(listener, state, c).await {

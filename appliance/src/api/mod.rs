@@ -38,6 +38,49 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub started: Instant,
     pub sync: crate::sync::SyncHandle,
+    pub tokens: TokenCache,
+}
+
+/// Devices recently authenticated, by token hash, so a request does not cost a SQLCipher read
+/// on a reader thread. Only successful look-ups are kept (at most one entry per paired device);
+/// a revocation through the API clears it at once, and entries expire after
+/// `TOKEN_CACHE_TTL` in case the store was changed by another process.
+#[derive(Debug, Clone, Default)]
+pub struct TokenCache(Arc<std::sync::Mutex<TokenCacheInner>>);
+
+#[derive(Debug, Default)]
+struct TokenCacheInner {
+    devices: std::collections::HashMap<String, (Device, Instant)>,
+    /// Bumped by `clear`, so a look-up that started before a revocation cannot refill the cache
+    /// with the revoked device after it.
+    generation: u64,
+}
+
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
+
+impl TokenCache {
+    /// The cached device, or the generation to hand back to `put` after looking it up.
+    fn get(&self, key: &str) -> Result<Device, u64> {
+        let inner = self.0.lock().expect("token cache lock is never poisoned");
+        match inner.devices.get(key) {
+            Some((d, at)) if at.elapsed() < TOKEN_CACHE_TTL => Ok(d.clone()),
+            _ => Err(inner.generation),
+        }
+    }
+
+    fn put(&self, generation: u64, key: String, device: Device) {
+        let mut inner = self.0.lock().expect("token cache lock is never poisoned");
+        if inner.generation == generation {
+            inner.devices.insert(key, (device, Instant::now()));
+        }
+    }
+
+    /// Forget every cached device (after a revocation).
+    pub fn clear(&self) {
+        let mut inner = self.0.lock().expect("token cache lock is never poisoned");
+        inner.devices.clear();
+        inner.generation += 1;
+    }
 }
 
 /// Each thing a device may ask for. Routes name one; roles allow a set.
@@ -252,13 +295,23 @@ async fn authorize(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::unauthorized("this path needs Authorization: Bearer <token>; pair the device first (POST /v1/pair)"))?
         .to_owned();
-    let device = state
-        .store
-        .read(move |c| devices::authenticate(c, &token))
-        .await?
-        .ok_or_else(|| {
-            ApiError::unauthorized("this token is unknown or was revoked; pair the device again")
-        })?;
+    let key = devices::sha256_hex(&token);
+    let device = match state.tokens.get(&key) {
+        Ok(d) => d,
+        Err(generation) => {
+            let d = state
+                .store
+                .read(move |c| devices::authenticate(c, &token))
+                .await?
+                .ok_or_else(|| {
+                    ApiError::unauthorized(
+                        "this token is unknown or was revoked; pair the device again",
+                    )
+                })?;
+            state.tokens.put(generation, key, d.clone());
+            d
+        }
+    };
     if !allows(device.role, action) {
         return Err(ApiError::forbidden(format!(
             "a {} device may not do this ({action:?})",
@@ -276,6 +329,7 @@ impl AppState {
             config: Arc::new(config),
             started: Instant::now(),
             sync,
+            tokens: TokenCache::default(),
         }
     }
 

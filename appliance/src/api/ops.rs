@@ -173,11 +173,15 @@ pub async fn revoke_device(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
-    s.write(&caller, key, fp, StatusCode::OK, move |w, _| {
-        devices::revoke(w, &id)?;
-        devices::list(w.conn())
-    })
-    .await
+    let answer = s
+        .write(&caller, key, fp, StatusCode::OK, move |w, _| {
+            devices::revoke(w, &id)?;
+            devices::list(w.conn())
+        })
+        .await;
+    // Committed (or failed): either way the next request of that device must ask the store.
+    s.tokens.clear();
+    answer
 }
 
 pub async fn openapi() -> Response {

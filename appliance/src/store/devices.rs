@@ -33,7 +33,8 @@ pub struct Device {
     pub revoked_at: Option<String>,
 }
 
-fn sha256_hex(s: &str) -> String {
+/// How tokens and codes are stored (and how the API's token cache is keyed).
+pub fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
