@@ -43,39 +43,7 @@ async fn main() {
     let site = EdgeSite::new("DRN01", "");
 
     let t = Instant::now();
-    {
-        let config = sentra_edge::config::Config::load_from(Some(&site.config), std::iter::empty())
-            .expect("config");
-        let store = sentra_edge::daemon::open_store(&config)
-            .await
-            .expect("open store");
-        let new = sentra_edge::store::workshop::NewWorkOrder {
-            customer_name: sentra_edge::domain::Name::parse("Pelanggan Setia").expect("valid"),
-            customer_phone: Some(sentra_edge::domain::Phone::parse("081234567890").expect("valid")),
-            vehicle_plate: sentra_edge::domain::Plate::parse("B 1234 XYZ").expect("valid"),
-            complaint: sentra_edge::domain::Text::parse(
-                "Servis berkala 10.000 km, ganti oli dan filter",
-            )
-            .expect("valid"),
-            mechanic_id: None,
-        };
-        let mut written = 0;
-        while written < backlog {
-            let n = (backlog - written).min(5_000);
-            let new = new.clone();
-            store
-                .write(move |w| {
-                    for _ in 0..n {
-                        sentra_edge::store::workshop::create(w, "backlog", &new)?;
-                    }
-                    Ok(())
-                })
-                .await
-                .expect("write backlog");
-            written += n;
-        }
-        store.shutdown().await;
-    }
+    site.write_offline_backlog(backlog).await;
     println!(
         "backlog: {backlog} events written offline in {:.1} s",
         t.elapsed().as_secs_f64()

@@ -291,6 +291,43 @@ impl EdgeSite {
         self.dir.path().join("data").join("sentra.db")
     }
 
+    /// Write `events` work orders straight into the store (through `sentra_edge::store`, with
+    /// their outbox events), as a box that was offline for days would have them. The daemon
+    /// must not be running.
+    pub async fn write_offline_backlog(&self, events: usize) {
+        let config = sentra_edge::config::Config::load_from(Some(&self.config), std::iter::empty())
+            .expect("config");
+        let store = sentra_edge::daemon::open_store(&config)
+            .await
+            .expect("open store");
+        let new = sentra_edge::store::workshop::NewWorkOrder {
+            customer_name: sentra_edge::domain::Name::parse("Pelanggan Setia").expect("valid"),
+            customer_phone: Some(sentra_edge::domain::Phone::parse("081234567890").expect("valid")),
+            vehicle_plate: sentra_edge::domain::Plate::parse("BK 1234 AB").expect("valid"),
+            complaint: sentra_edge::domain::Text::parse(
+                "Servis berkala 10.000 km, ganti oli dan filter",
+            )
+            .expect("valid"),
+            mechanic_id: None,
+        };
+        let mut written = 0;
+        while written < events {
+            let n = (events - written).min(5_000);
+            let new = new.clone();
+            store
+                .write(move |w| {
+                    for _ in 0..n {
+                        sentra_edge::store::workshop::create(w, "backlog", &new)?;
+                    }
+                    Ok(())
+                })
+                .await
+                .expect("write backlog");
+            written += n;
+        }
+        store.shutdown().await;
+    }
+
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
         let out = std::process::Command::new(bin("sentra-edge"))
             .args(args)

@@ -331,36 +331,7 @@ async fn a_long_offline_backlog_catches_up() {
     let cloud = Cloud::start().await;
     let site = EdgeSite::new("MDN01", "");
     // Days offline: write the backlog through the store itself (the API path is tested elsewhere).
-    {
-        let config = sentra_edge::config::Config::load_from(Some(&site.config), std::iter::empty())
-            .expect("config");
-        let store = sentra_edge::daemon::open_store(&config)
-            .await
-            .expect("open store");
-        let new = sentra_edge::store::workshop::NewWorkOrder {
-            customer_name: sentra_edge::domain::Name::parse("Pelanggan").expect("valid"),
-            customer_phone: None,
-            vehicle_plate: sentra_edge::domain::Plate::parse("BK 1234 AB").expect("valid"),
-            complaint: sentra_edge::domain::Text::parse("Servis").expect("valid"),
-            mechanic_id: None,
-        };
-        let mut written = 0;
-        while written < events {
-            let n = (events - written).min(2_000);
-            let new = new.clone();
-            store
-                .write(move |w| {
-                    for _ in 0..n {
-                        sentra_edge::store::workshop::create(w, "backlog", &new)?;
-                    }
-                    Ok(())
-                })
-                .await
-                .expect("write backlog");
-            written += n;
-        }
-        store.shutdown().await;
-    }
+    site.write_offline_backlog(events).await;
     let edge = site.start().await;
     let tablet = site.pair(&edge, "tablet").await;
     assert_eq!(
