@@ -177,7 +177,8 @@ pub fn acknowledge(
 
 /// The cloud expects `expected_seq` next but we thought it had more (its database was restored):
 /// send again from there.
-pub fn rewind(w: &mut WriteTx<'_>, expected_seq: u64) -> Result<()> {
+/// Returns the acknowledgement it leaves.
+pub fn rewind(w: &mut WriteTx<'_>, expected_seq: u64) -> Result<u64> {
     let to = expected_seq.saturating_sub(1) as i64;
     let conn = w.conn();
     let bytes: i64 = conn.query_row(
@@ -186,7 +187,11 @@ pub fn rewind(w: &mut WriteTx<'_>, expected_seq: u64) -> Result<()> {
         |r| r.get(0),
     )?;
     conn.execute("UPDATE sync_state SET last_ack_seq = ?1, acked_bytes = ?2 WHERE id = 1 AND last_ack_seq > ?1", (to, bytes))?;
-    Ok(())
+    Ok(conn.query_row(
+        "SELECT last_ack_seq FROM sync_state WHERE id = 1",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
 }
 
 /// Apply one pulled page in one transaction: master data (the cloud wins), rejections; then move

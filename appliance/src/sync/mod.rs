@@ -207,8 +207,12 @@ async fn round(
     pull_due: bool,
     handle: &SyncHandle,
 ) -> Result<(), SyncError> {
+    // Only this task moves the acknowledgement and the pull cursor: read them once per round and
+    // follow them from the answers, not with a store read per batch.
+    let (mut from, mut cursor) = store
+        .read(|c| state::state(c).map(|s| (s.last_ack_seq, s.pull_cursor)))
+        .await?;
     loop {
-        let from = store.read(|c| Ok(state::state(c)?.last_ack_seq)).await?;
         let (max_events, max_bytes) = (cfg.batch_events, cfg.batch_bytes);
         let mut events = store
             .read(move |c| store::outbox::events_after(c, from, max_events, max_bytes))
@@ -234,6 +238,7 @@ async fn round(
                 let acked = store
                     .write(move |w| state::acknowledge(w, ack.cursor, &ack.parked, skew))
                     .await?;
+                from = acked;
                 if acked < last {
                     // The cloud holds less than we sent without saying why: do not spin.
                     return Err(SyncError::Protocol {
@@ -250,7 +255,7 @@ async fn round(
                     "cloud already holds events; moving the acknowledgement"
                 );
                 let skew = store.ctx().clock.offset_ms();
-                store
+                from = store
                     .write(move |w| state::acknowledge(w, expected - 1, &[], skew))
                     .await?;
             }
@@ -260,15 +265,15 @@ async fn round(
                     first,
                     "cloud expects earlier events (was it restored?); sending again from there"
                 );
-                store.write(move |w| state::rewind(w, expected)).await?;
+                from = store.write(move |w| state::rewind(w, expected)).await?;
             }
         }
     }
     if pull_due {
         loop {
-            let cursor = store.read(|c| Ok(state::state(c)?.pull_cursor)).await?;
             let page = client.pull(cursor, PULL_PAGE).await?;
             let more = page.more && page.cursor > cursor;
+            cursor = cursor.max(page.cursor);
             store.write(move |w| state::apply_pull(w, &page)).await?;
             if !more {
                 break;
