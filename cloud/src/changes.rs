@@ -61,6 +61,7 @@ pub fn kind(body: &ChangeBody) -> &'static str {
         ChangeBody::Asset(_) => "asset",
         ChangeBody::Rejection(_) => "rejection",
         ChangeBody::Field(_) => "field",
+        ChangeBody::Document(_) => "document",
     }
 }
 
@@ -170,7 +171,6 @@ pub async fn pull(
 
 #[cfg(test)]
 mod tests {
-    use sentra_protocol::EntityKind;
     use sentra_protocol::sync::{AssetRecord, MechanicRecord, Parked, PartRecord};
 
     use super::*;
@@ -199,7 +199,7 @@ mod tests {
             }),
             ChangeBody::Rejection(Parked {
                 seq: 1,
-                entity: EntityKind::Payment,
+                entity: "payment".into(),
                 entity_id: "p".into(),
                 reason: "r".into(),
             }),

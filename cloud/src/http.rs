@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 
 use crate::devices::{self, auth};
-use crate::{changes, health, ingest, master};
+use crate::{changes, health, ingest, master, shared};
 
 /// What handlers share. Cheap to clone: both fields are handles to pools.
 #[derive(Clone)]
@@ -46,6 +46,18 @@ pub fn router(state: AppState) -> Router {
             put(master::put_mechanic),
         )
         .route("/v1/branches/{branch}/assets/{id}", put(master::put_asset))
+        .route(
+            "/v1/branches/{branch}/customers/{id}",
+            get(shared::get_customer).patch(shared::patch_customer),
+        )
+        .route(
+            "/v1/branches/{branch}/vehicles/{id}",
+            get(shared::get_vehicle).patch(shared::patch_vehicle),
+        )
+        .route(
+            "/v1/branches/{branch}/documents/{record}/{id}",
+            get(shared::get_document).put(shared::put_document),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -172,10 +184,6 @@ pub enum ApiError {
     /// A push batch carries an event of another device.
     #[error("{0}")]
     ForeignEvent(String),
-    /// A push batch carries an entity this cloud does not know (a newer edge): the protocol's
-    /// `Parked` cannot name it, so the batch is refused whole.
-    #[error("{0}")]
-    UnknownEntity(String),
     #[error("{0}")]
     NotContiguous(String),
     #[error("{0}")]
@@ -207,7 +215,6 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_protocol")
             }
             ApiError::ForeignEvent(_) => (StatusCode::UNPROCESSABLE_ENTITY, "foreign_event"),
-            ApiError::UnknownEntity(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_entity"),
             ApiError::NotContiguous(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_contiguous"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::SequenceGap { .. } => (StatusCode::CONFLICT, "sequence_gap"),

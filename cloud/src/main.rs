@@ -24,6 +24,7 @@ mod http;
 mod ingest;
 mod master;
 mod migrate;
+mod shared;
 mod startup;
 
 use std::future::Future;

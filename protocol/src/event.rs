@@ -22,10 +22,16 @@ pub enum EntityKind {
     CreditNote,
     Inspection,
     PrintJob,
+    /// A customer record both sides edit: fields merge by last-writer-wins.
+    Customer,
+    /// A vehicle record both sides edit: fields merge by last-writer-wins.
+    Vehicle,
+    /// Changes to a shared document (work-order notes, inspection remarks): automerge.
+    Document,
 }
 
 impl EntityKind {
-    pub const ALL: [EntityKind; 7] = [
+    pub const ALL: [EntityKind; 10] = [
         EntityKind::WorkOrder,
         EntityKind::StockMovement,
         EntityKind::Invoice,
@@ -33,6 +39,9 @@ impl EntityKind {
         EntityKind::CreditNote,
         EntityKind::Inspection,
         EntityKind::PrintJob,
+        EntityKind::Customer,
+        EntityKind::Vehicle,
+        EntityKind::Document,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +53,9 @@ impl EntityKind {
             EntityKind::CreditNote => "credit_note",
             EntityKind::Inspection => "inspection",
             EntityKind::PrintJob => "print_job",
+            EntityKind::Customer => "customer",
+            EntityKind::Vehicle => "vehicle",
+            EntityKind::Document => "document",
         }
     }
 

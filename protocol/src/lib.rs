@@ -5,9 +5,11 @@
 //! so every rule is table-tested. Only these types cross the link.
 
 pub mod auth;
+pub mod doc;
 pub mod event;
 pub mod hlc;
 pub mod payload;
+pub mod record;
 pub mod sync;
 
 pub use event::{EntityKind, Event, SCHEMA_VERSION};

@@ -118,6 +118,25 @@ pub struct PrintJobQueued {
     pub ref_id: String,
 }
 
+/// Fields of a shared record (customer, vehicle) set by one edit. The event's HLC stamps every
+/// field; the receiver keeps, per field, the value with the later stamp (see
+/// [`crate::record`] for the fields and their rules).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordFieldsSet {
+    pub id: String,
+    pub fields: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// Automerge changes to one shared document (see [`crate::doc`]), base64 of
+/// `AutoCommit::save_after` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentChanged {
+    /// `work_order` (notes) or `inspection` (remarks).
+    pub record: String,
+    pub record_id: String,
+    pub changes: String,
+}
+
 /// Every payload this schema version knows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
@@ -130,6 +149,8 @@ pub enum Payload {
     CreditNoteIssued(CreditNoteIssued),
     InspectionRecorded(InspectionRecorded),
     PrintJobQueued(PrintJobQueued),
+    RecordFieldsSet(RecordFieldsSet),
+    DocumentChanged(DocumentChanged),
 }
 
 /// The op names, per entity.
@@ -142,6 +163,8 @@ pub mod op {
     pub const ISSUED: &str = "issued";
     pub const RECORDED: &str = "recorded";
     pub const QUEUED: &str = "queued";
+    pub const FIELDS_SET: &str = "fields_set";
+    pub const CHANGED: &str = "changed";
 }
 
 fn typed<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
@@ -162,6 +185,8 @@ impl Payload {
             (E::CreditNote, op::ISSUED) => Payload::CreditNoteIssued(typed(v)?),
             (E::Inspection, op::RECORDED) => Payload::InspectionRecorded(typed(v)?),
             (E::PrintJob, op::QUEUED) => Payload::PrintJobQueued(typed(v)?),
+            (E::Customer | E::Vehicle, op::FIELDS_SET) => Payload::RecordFieldsSet(typed(v)?),
+            (E::Document, op::CHANGED) => Payload::DocumentChanged(typed(v)?),
             (entity, op) => return Err(format!("unknown change {}:{op}", entity.as_str())),
         })
     }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{EntityKind, Event, Hlc};
+use crate::{Event, Hlc};
 
 /// Bumped when a message changes incompatibly; both sides send it.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -61,7 +61,8 @@ pub struct PushAck {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Parked {
     pub seq: u64,
-    pub entity: EntityKind,
+    /// The event's entity as sent: an entity this cloud does not know is parked too.
+    pub entity: String,
     pub entity_id: String,
     pub reason: String,
 }
@@ -103,6 +104,17 @@ pub enum ChangeBody {
     Rejection(Parked),
     /// A field of a record both sides edit, stamped for last-writer-wins.
     Field(FieldUpdate),
+    /// A shared document as the cloud now has it (see [`crate::doc`]).
+    Document(DocumentChange),
+}
+
+/// A whole shared document: merging it brings every change the branch lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentChange {
+    pub record: String,
+    pub record_id: String,
+    /// Base64 of the saved automerge document.
+    pub document: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -496,8 +496,7 @@ impl Proxy {
             while let Ok((client, _)) = listener.accept().await {
                 conn_no += 1;
                 n.fetch_add(1, Ordering::Relaxed);
-                let (mode, faults, upstream) =
-                    (m.load(Ordering::Relaxed), f.clone(), upstream.clone());
+                let (mode, faults, upstream) = (m.clone(), f.clone(), upstream.clone());
                 let seed = seed ^ conn_no.wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 tokio::spawn(async move {
                     let _ = handle(client, upstream, mode, faults, seed).await;
@@ -552,16 +551,21 @@ async fn read_message(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>
 async fn handle(
     mut client: TcpStream,
     upstream: String,
-    mode: u8,
+    mode: Arc<AtomicU8>,
     faults: Arc<AtomicU64>,
     seed: u64,
 ) -> std::io::Result<()> {
-    if mode == ProxyMode::Down as u8 {
+    if mode.load(Ordering::Relaxed) == ProxyMode::Down as u8 {
         return Ok(());
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64_compat(seed);
     let mut server = TcpStream::connect(&upstream).await?;
     while let Some(req) = read_message(&mut client).await? {
+        // The mode holds for each request, so a cut link also cuts kept-alive connections.
+        let mode = mode.load(Ordering::Relaxed);
+        if mode == ProxyMode::Down as u8 {
+            return Ok(());
+        }
         let fault = if mode == ProxyMode::Faulty as u8 {
             rng.random_range(0..9u8)
         } else {

@@ -9,6 +9,7 @@ mod extract;
 mod inspections;
 pub mod openapi;
 mod ops;
+mod shared;
 mod workshop;
 
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, patch, post, put};
 use serde::Serialize;
 
 pub use error::ApiError;
@@ -100,6 +101,8 @@ pub enum Action {
     PrintRead,
     PrintWrite,
     SyncRead,
+    CustomerRead,
+    CustomerWrite,
     DeviceAdmin,
     Docs,
 }
@@ -119,6 +122,8 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | InspectionWrite
                 | PrintRead
                 | SyncRead
+                | CustomerRead
+                | CustomerWrite
                 | Docs
         ),
         Role::Pos => matches!(
@@ -133,6 +138,8 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | PrintRead
                 | PrintWrite
                 | SyncRead
+                | CustomerRead
+                | CustomerWrite
                 | Docs
         ),
         Role::Storekeeper => matches!(
@@ -168,6 +175,34 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/work-orders/{id}",
             guarded(WorkOrderRead, get(workshop::get_work_order)),
+        )
+        .route(
+            "/v1/work-orders/{id}/notes",
+            guarded(WorkOrderRead, get(shared::get_notes))
+                .merge(guarded(WorkOrderWrite, put(shared::put_notes))),
+        )
+        .route(
+            "/v1/customers",
+            guarded(CustomerWrite, post(shared::create_customer)),
+        )
+        .route(
+            "/v1/customers/{id}",
+            guarded(CustomerRead, get(shared::get_customer))
+                .merge(guarded(CustomerWrite, patch(shared::patch_customer))),
+        )
+        .route(
+            "/v1/vehicles",
+            guarded(CustomerWrite, post(shared::create_vehicle)),
+        )
+        .route(
+            "/v1/vehicles/{id}",
+            guarded(CustomerRead, get(shared::get_vehicle))
+                .merge(guarded(CustomerWrite, patch(shared::patch_vehicle))),
+        )
+        .route(
+            "/v1/inspections/{id}/remarks",
+            guarded(InspectionRead, get(shared::get_remarks))
+                .merge(guarded(InspectionWrite, put(shared::put_remarks))),
         )
         .route(
             "/v1/work-orders/{id}/status",

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{billing, inspections, ops, workshop};
+use super::{billing, inspections, ops, shared, workshop};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,9 @@ use super::{billing, inspections, ops, workshop};
         workshop::dispense, workshop::receive, workshop::stock, workshop::parts, workshop::mechanics, workshop::assets,
         billing::issue, billing::get_invoice, billing::pay, billing::credit, billing::print, billing::print_job,
         inspections::create, inspections::get_inspection, inspections::verify,
+        shared::create_customer, shared::get_customer, shared::patch_customer,
+        shared::create_vehicle, shared::get_vehicle, shared::patch_vehicle,
+        shared::get_notes, shared::put_notes, shared::get_remarks, shared::put_remarks,
     ),
     modifiers(&Bearer)
 )]

@@ -20,6 +20,7 @@ pub mod master;
 pub mod outbox;
 pub mod print_jobs;
 mod schema;
+pub mod shared;
 pub mod sync;
 pub mod workshop;
 mod writer;

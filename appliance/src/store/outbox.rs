@@ -19,7 +19,7 @@ pub(super) fn append(
     entity_id: &str,
     op: &str,
     payload: &impl Serialize,
-) -> Result<u64> {
+) -> Result<(u64, Hlc)> {
     let (seq, last): (i64, String) = conn.query_row(
         "SELECT next_seq, last_hlc FROM outbox_state WHERE id = 1",
         [],
@@ -40,7 +40,32 @@ pub(super) fn append(
     .execute((seq, &ctx.device_id, hlc.to_string(), SCHEMA_VERSION, entity.as_str(), entity_id, op, payload, super::format_time(now)))?;
     conn.prepare_cached("UPDATE outbox_state SET next_seq = next_seq + 1, last_hlc = ?1, total_bytes = total_bytes + ?2 WHERE id = 1")?
         .execute((hlc.to_string(), bytes))?;
-    Ok(seq as u64)
+    Ok((seq as u64, hlc))
+}
+
+/// Moves the clock past a stamp pulled from the cloud, so this box's next edit of a
+/// last-writer-wins field is stamped after it. A stamp too far ahead of the (cloud-corrected)
+/// clock is not followed; the error says so.
+pub(super) fn observe(
+    conn: &Connection,
+    ctx: &Ctx,
+    now: OffsetDateTime,
+    remote: Hlc,
+) -> Result<std::result::Result<(), sentra_protocol::HlcError>> {
+    let last: String =
+        conn.query_row("SELECT last_hlc FROM outbox_state WHERE id = 1", [], |r| {
+            r.get(0)
+        })?;
+    let last: Hlc = last
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("outbox_state.last_hlc: {e}")))?;
+    let mut clock = HlcClock::new(last, HlcClock::DEFAULT_MAX_AHEAD_MS);
+    if let Err(error) = clock.observe(remote, ctx.clock.corrected_ms(now)) {
+        return Ok(Err(error));
+    }
+    conn.prepare_cached("UPDATE outbox_state SET last_hlc = ?1 WHERE id = 1")?
+        .execute([clock.last().to_string()])?;
+    Ok(Ok(()))
 }
 
 /// Events after `after_seq`, in order: at most `max_events`, and stopping before `max_bytes` of

@@ -9,7 +9,7 @@ use sentra_protocol::ed25519_dalek::SigningKey;
 use sentra_protocol::sync::{ChangeBody, Parked, PullPage};
 use serde::Serialize;
 
-use super::{Ctx, DomainError, Result, StoreError, WriteTx, master};
+use super::{Ctx, DomainError, Result, StoreError, WriteTx, master, shared};
 
 /// Who this box is to the cloud. The signing key stays in the encrypted store.
 #[derive(Clone)]
@@ -194,7 +194,8 @@ pub fn rewind(w: &mut WriteTx<'_>, expected_seq: u64) -> Result<u64> {
     )? as u64)
 }
 
-/// Apply one pulled page in one transaction: master data (the cloud wins), rejections; then move
+/// Apply one pulled page in one transaction: master data (the cloud wins), rejections, shared
+/// record fields (later stamp wins) and documents (merged); then move
 /// the pull cursor. Returns how many changes were applied.
 pub fn apply_pull(w: &mut WriteTx<'_>, page: &PullPage) -> Result<usize> {
     let mut applied = 0;
@@ -234,11 +235,17 @@ pub fn apply_pull(w: &mut WriteTx<'_>, page: &PullPage) -> Result<usize> {
                 }],
             )?,
             ChangeBody::Rejection(p) => record_rejections(w, std::slice::from_ref(p))?,
+            // A record or document this build cannot use is skipped (and logged) rather than
+            // stalling every later change behind it.
             ChangeBody::Field(f) => {
-                // Records both sides edit arrive with their own change; until this build has them,
-                // keep going rather than stall every later change behind one we cannot use.
-                tracing::warn!(entity = %f.entity, field = %f.field, "pulled a field update this build does not apply");
-                continue;
+                if !shared::apply_pulled_field(w, f)? {
+                    continue;
+                }
+            }
+            ChangeBody::Document(d) => {
+                if !shared::apply_pulled_document(w, d)? {
+                    continue;
+                }
             }
         }
         applied += 1;

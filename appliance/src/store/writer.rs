@@ -56,7 +56,18 @@ impl<'c> WriteTx<'c> {
         op: &str,
         payload: &impl serde::Serialize,
     ) -> Result<u64> {
-        let seq = super::outbox::append(
+        Ok(self.emit_stamped(entity, entity_id, op, payload)?.0)
+    }
+
+    /// [`Self::emit`], also returning the event's HLC stamp (for last-writer-wins fields).
+    pub fn emit_stamped(
+        &mut self,
+        entity: EntityKind,
+        entity_id: &str,
+        op: &str,
+        payload: &impl serde::Serialize,
+    ) -> Result<(u64, sentra_protocol::Hlc)> {
+        let (seq, hlc) = super::outbox::append(
             self.conn, self.ctx, self.now, entity, entity_id, op, payload,
         )?;
         self.notices.push(Notice::Event {
@@ -65,7 +76,7 @@ impl<'c> WriteTx<'c> {
             entity_id: entity_id.to_owned(),
             op: op.to_owned(),
         });
-        Ok(seq)
+        Ok((seq, hlc))
     }
 }
 

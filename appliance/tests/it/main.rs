@@ -10,4 +10,5 @@ mod flow;
 mod idempotency;
 mod readme;
 mod roles;
+mod shared;
 mod store_security;

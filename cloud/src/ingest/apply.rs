@@ -148,7 +148,7 @@ struct EventRows {
     seq: Vec<i64>,
     hlc: Vec<String>,
     schema_version: Vec<i32>,
-    entity: Vec<&'static str>,
+    entity: Vec<String>,
     entity_id: Vec<String>,
     op: Vec<String>,
     payload: Vec<String>,
@@ -160,7 +160,7 @@ impl EventRows {
         self.hlc.push(hlc.to_owned());
         self.schema_version
             .push(i32::try_from(event.raw.schema_version).unwrap_or(i32::MAX));
-        self.entity.push(event.entity.as_str());
+        self.entity.push(pg_text(&event.raw.entity).into_owned());
         self.entity_id.push(event.raw.entity_id.clone());
         self.op.push(event.raw.op.clone());
         self.payload.push(event.payload_text.clone());
@@ -201,7 +201,7 @@ struct ParkedRows {
     seq: Vec<i64>,
     hlc: Vec<String>,
     schema_version: Vec<i32>,
-    entity: Vec<&'static str>,
+    entity: Vec<String>,
     entity_id: Vec<String>,
     op: Vec<String>,
     payload: Vec<String>,
@@ -214,7 +214,7 @@ impl ParkedRows {
         self.hlc.push(pg_text(&event.raw.hlc).into_owned());
         self.schema_version
             .push(i32::try_from(event.raw.schema_version).unwrap_or(i32::MAX));
-        self.entity.push(event.entity.as_str());
+        self.entity.push(pg_text(&event.raw.entity).into_owned());
         self.entity_id
             .push(pg_text(&event.raw.entity_id).into_owned());
         self.op.push(pg_text(&event.raw.op).into_owned());
@@ -456,7 +456,10 @@ impl Projections {
                 rows.seq.push(seq(event));
             }
             // Print jobs are the box's own business: kept in the event log only.
-            Payload::PrintJobQueued(_) => {}
+            // Merged by `shared::merge_events` before this runs.
+            Payload::PrintJobQueued(_)
+            | Payload::RecordFieldsSet(_)
+            | Payload::DocumentChanged(_) => {}
         }
     }
 

@@ -24,6 +24,7 @@ use sqlx::PgPool;
 use crate::changes::{self, ChangeError};
 use crate::devices::auth::{Caller, DeviceIdentity};
 use crate::http::{ApiError, AppState, now_ms};
+use crate::shared;
 use validate::{BatchError, Lookup, Outcome, Prepared};
 
 /// How often a push transaction is retried when PostgreSQL aborts it to break a deadlock or a
@@ -60,7 +61,6 @@ impl From<IngestError> for ApiError {
                     supported: sentra_protocol::PROTOCOL_VERSION,
                 },
                 BatchError::Foreign { .. } => ApiError::ForeignEvent(batch.to_string()),
-                BatchError::UnknownEntity { .. } => ApiError::UnknownEntity(batch.to_string()),
                 BatchError::NotContiguous { .. } => ApiError::NotContiguous(batch.to_string()),
             },
             IngestError::Gap { expected, got } => ApiError::SequenceGap {
@@ -164,7 +164,8 @@ async fn ingest_once(
     let last = fresh.last().map_or(cursor, |event| event.raw.seq);
 
     let mut known = apply::known(&mut tx, &device.branch_id, &Lookup::of(fresh)).await?;
-    let outcomes = validate::resolve(&device.branch_id, fresh, &mut known);
+    let mut outcomes = validate::resolve(&device.branch_id, fresh, &mut known);
+    shared::merge_events(&mut tx, &device.branch_id, &device.id, fresh, &mut outcomes).await?;
     apply::write(&mut tx, &device.branch_id, &device.id, fresh, &outcomes).await?;
 
     let mut applied = 0;
@@ -177,7 +178,7 @@ async fn ingest_once(
             // NUL is the one character PostgreSQL text (and so the change log) cannot hold.
             Outcome::Park(reason) => parked.push(Parked {
                 seq: event.raw.seq,
-                entity: event.entity,
+                entity: event.raw.entity.replace('\0', "\u{fffd}"),
                 entity_id: event.raw.entity_id.replace('\0', "\u{fffd}"),
                 reason: reason.replace('\0', "\u{fffd}"),
             }),

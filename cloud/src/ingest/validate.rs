@@ -11,7 +11,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use sentra_protocol::doc::{self, DocRecord};
 use sentra_protocol::payload::{self as p, Payload, op};
+use sentra_protocol::record::{self, Author, RecordKind};
 use sentra_protocol::{EntityKind, Hlc, PROTOCOL_VERSION, SCHEMA_VERSION};
 use serde::Deserialize;
 
@@ -69,10 +71,6 @@ pub enum BatchError {
         found: String,
         device: String,
     },
-    #[error(
-        "event seq {seq}: entity {entity:?} is not known to this cloud (protocol {PROTOCOL_VERSION})"
-    )]
-    UnknownEntity { seq: u64, entity: String },
     #[error("seq {0} is out of range: seqs are 1 to 2^63-1")]
     SeqRange(u64),
     #[error("seqs must be contiguous and ascending: {after} is followed by {next}")]
@@ -83,7 +81,6 @@ pub enum BatchError {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub raw: RawEvent,
-    pub entity: EntityKind,
     /// The payload as JSON text, for storage.
     pub payload_text: String,
     /// The parsed payload, or why the event is parked.
@@ -126,15 +123,11 @@ pub fn prepare(device: &str, body: &[u8]) -> Result<Vec<Prepared>, BatchError> {
                 device: device.to_owned(),
             });
         }
-        let entity = EntityKind::parse(&raw.entity).ok_or_else(|| BatchError::UnknownEntity {
-            seq: raw.seq,
-            entity: raw.entity.clone(),
-        })?;
+        let entity = EntityKind::parse(&raw.entity);
         let payload_text = raw.payload.to_string();
         let checked = check(&raw, entity, &payload_text);
         prepared.push(Prepared {
             raw,
-            entity,
             payload_text,
             checked,
         });
@@ -143,7 +136,17 @@ pub fn prepare(device: &str, body: &[u8]) -> Result<Vec<Prepared>, BatchError> {
 }
 
 /// The rules one event must pass on its own; the error is the reason it is parked.
-pub fn check(raw: &RawEvent, entity: EntityKind, payload_text: &str) -> Result<Checked, String> {
+pub fn check(
+    raw: &RawEvent,
+    entity: Option<EntityKind>,
+    payload_text: &str,
+) -> Result<Checked, String> {
+    let entity = entity.ok_or_else(|| {
+        format!(
+            "entity {:?} is not known to this cloud (protocol {PROTOCOL_VERSION}, schema {SCHEMA_VERSION})",
+            raw.entity
+        )
+    })?;
     if raw.schema_version == 0 || raw.schema_version > SCHEMA_VERSION {
         return Err(format!(
             "schema version {} is not known to this cloud (it reads 1 to {SCHEMA_VERSION})",
@@ -157,11 +160,16 @@ pub fn check(raw: &RawEvent, entity: EntityKind, payload_text: &str) -> Result<C
         return Err("contains a NUL character".to_owned());
     }
     let payload = Payload::parse(entity, &raw.op, &raw.payload)?;
-    rules(&raw.entity_id, &raw.op, &payload)?;
+    rules(entity, &raw.entity_id, &raw.op, &payload)?;
     Ok(Checked { hlc, payload })
 }
 
-fn rules(entity_id: &str, event_op: &str, payload: &Payload) -> Result<(), String> {
+fn rules(
+    entity: EntityKind,
+    entity_id: &str,
+    event_op: &str,
+    payload: &Payload,
+) -> Result<(), String> {
     match payload {
         Payload::WorkOrderCreated(w) => {
             same_id(&w.id, entity_id)?;
@@ -206,6 +214,21 @@ fn rules(entity_id: &str, event_op: &str, payload: &Payload) -> Result<(), Strin
         }
         Payload::InspectionRecorded(i) => inspection(entity_id, i),
         Payload::PrintJobQueued(j) => same_id(&j.id, entity_id),
+        Payload::RecordFieldsSet(set) => {
+            same_id(&set.id, entity_id)?;
+            let kind = RecordKind::of(entity).ok_or("not a shared record")?;
+            record::check_fields(kind, &set.fields, Author::Branch)
+        }
+        Payload::DocumentChanged(d) => {
+            same_id(&d.record_id, entity_id)?;
+            if DocRecord::parse(&d.record).is_none() {
+                return Err(format!(
+                    "record {:?}: documents belong to work_order or inspection",
+                    d.record
+                ));
+            }
+            doc::decode(&d.changes).map(drop).map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -435,7 +458,9 @@ impl Lookup {
                 Payload::InspectionRecorded(_) => {
                     sets.inspections.insert(entity_id);
                 }
-                Payload::PrintJobQueued(_) => {}
+                Payload::PrintJobQueued(_)
+                | Payload::RecordFieldsSet(_)
+                | Payload::DocumentChanged(_) => {}
             }
         }
         let sorted = |set: HashSet<&str>| {
@@ -587,7 +612,10 @@ fn resolve_one(branch: &str, entity_id: &str, payload: &Payload, known: &mut Kno
                 Outcome::Duplicate
             }
         }
-        Payload::PrintJobQueued(_) => Outcome::Apply,
+        // Shared records merge (see `shared`): applying one twice changes nothing.
+        Payload::PrintJobQueued(_) | Payload::RecordFieldsSet(_) | Payload::DocumentChanged(_) => {
+            Outcome::Apply
+        }
     }
 }
 
@@ -633,7 +661,7 @@ mod tests {
 
     fn check_value(value: Value) -> Result<Checked, String> {
         let raw = raw(value);
-        let entity = EntityKind::parse(&raw.entity).expect("known entity");
+        let entity = EntityKind::parse(&raw.entity);
         let text = raw.payload.to_string();
         check(&raw, entity, &text)
     }
@@ -645,6 +673,60 @@ mod tests {
             (
                 event(1, "work_order", "w1", "created", work_order("w1")),
                 Ok(()),
+            ),
+            (
+                event(1, "spaceship", "s1", "launched", json!({})),
+                Err("entity \"spaceship\" is not known to this cloud"),
+            ),
+            (
+                event(
+                    1,
+                    "customer",
+                    "c1",
+                    "fields_set",
+                    json!({"id": "c1", "fields": {"phone": "0812"}}),
+                ),
+                Ok(()),
+            ),
+            (
+                event(
+                    1,
+                    "customer",
+                    "c1",
+                    "fields_set",
+                    json!({"id": "c1", "fields": {"membership_tier": "GOLD"}}),
+                ),
+                Err("set by the cloud only"),
+            ),
+            (
+                event(
+                    1,
+                    "vehicle",
+                    "v1",
+                    "fields_set",
+                    json!({"id": "v1", "fields": {"year": "old"}}),
+                ),
+                Err("fields.year"),
+            ),
+            (
+                event(
+                    1,
+                    "document",
+                    "w1",
+                    "changed",
+                    json!({"record": "work_order", "record_id": "w1", "changes": "!!"}),
+                ),
+                Err("not base64"),
+            ),
+            (
+                event(
+                    1,
+                    "document",
+                    "w1",
+                    "changed",
+                    json!({"record": "invoice", "record_id": "w1", "changes": ""}),
+                ),
+                Err("documents belong to work_order or inspection"),
             ),
             (
                 event(1, "work_order", "w2", "created", work_order("w1")),
@@ -922,8 +1004,6 @@ mod tests {
 
         let mut foreign = ok(5);
         foreign["device_id"] = json!("someone-else");
-        let mut unknown_entity = ok(4);
-        unknown_entity["entity"] = json!("spaceship");
         let cases: Vec<(Vec<u8>, BatchError)> = vec![
             (b"{".to_vec(), BatchError::Malformed(String::new())),
             (
@@ -952,13 +1032,6 @@ mod tests {
             ),
             (batch(vec![ok(0)]), BatchError::SeqRange(0)),
             (batch(vec![ok(u64::MAX)]), BatchError::SeqRange(u64::MAX)),
-            (
-                batch(vec![ok(3), unknown_entity]),
-                BatchError::UnknownEntity {
-                    seq: 4,
-                    entity: "spaceship".into(),
-                },
-            ),
         ];
         for (body, expected) in cases {
             let got = prepare(DEVICE, &body).expect_err("refused");

@@ -17,4 +17,5 @@ mod migrate;
 mod pull;
 mod push;
 mod serve;
+mod shared;
 mod support;
