@@ -10,6 +10,9 @@ use super::{Result, StoreError};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_sync.sql"),
+    // 0003 belongs to another branch of work; the numbers are renumbered at merge, the order is
+    // what counts (user_version is the position in this list).
+    include_str!("migrations/0004_printing.sql"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
