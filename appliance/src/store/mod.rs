@@ -51,6 +51,11 @@ pub enum Notice {
         status: String,
         attempts: i64,
     },
+    /// The printer's state changed (`ready`, `offline`, `paper_out`, ...), with what to do.
+    Printer {
+        state: String,
+        detail: Option<String>,
+    },
 }
 
 /// Errors of the store and the domain rules it enforces.

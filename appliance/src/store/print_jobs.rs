@@ -3,7 +3,8 @@
 //! through the functions here: it records an attempt durably *before* sending, and marks the job
 //! PRINTED only after the printer confirmed the bytes, so a crash in between leaves a QUEUED job
 //! with attempts > 0, whose next copy is marked as a reprint on the paper. Status changes are
-//! announced as `Notice::PrintJob`; they are not outbox events (see ARCHITECTURE.md).
+//! announced as `Notice::PrintJob` (and the printer's own state as `Notice::Printer`); they are not
+//! outbox events (see ARCHITECTURE.md).
 
 use rusqlite::{Connection, OptionalExtension as _};
 use serde::{Deserialize, Serialize};
@@ -225,6 +226,10 @@ pub fn set_printer_state(w: &mut WriteTx<'_>, state: &PrinterState) -> Result<()
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (PRINTER_STATE_KEY, super::to_json(state)),
     )?;
+    w.notices.push(Notice::Printer {
+        state: state.state.clone(),
+        detail: state.detail.clone(),
+    });
     Ok(())
 }
 

@@ -727,3 +727,42 @@ async fn unknown_document_is_refused() {
     assert!(printer.documents()[0].contains("SURAT JALAN"));
     assert_eq!(edge.stop().await, 0);
 }
+
+/// A USB printer's device file that is not there (unplugged) makes jobs wait with a reason a
+/// technician can act on; once the device appears (udev creates /dev/sentra/printer) they print
+/// into it. A regular file stands in for the device node: the worker opens it write-only, without
+/// creating it, exactly as it opens /dev/usb/lp0.
+#[tokio::test]
+async fn usb_printer_unplugged_then_plugged_in() {
+    let dev_dir = tempfile::tempdir().expect("tempdir");
+    let device = dev_dir.path().join("printer");
+    let site = Site::with_config(&format!(
+        "[printer]\nkind = \"usb\"\naddress = {:?}\nwidth_mm = 80\nretry_max_ms = 200\n",
+        device.display().to_string()
+    ));
+    site.load_demo_data();
+    let edge = site.start().await;
+    let admin = edge.pair(&site, "admin").await;
+    let (inv, number) = invoice(&edge, &admin, "Joko").await;
+    let id = queue_print(&edge, &admin, &inv, "invoice").await;
+    eventually("the job waits for the device", || async {
+        job(&edge, &admin, &id).await["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no such device; is it plugged in"))
+    })
+    .await;
+    assert!(
+        !device.exists(),
+        "the worker must not create the device path"
+    );
+
+    std::fs::write(&device, b"").expect("plug in");
+    eventually("printed", || async {
+        job(&edge, &admin, &id).await["status"] == "PRINTED"
+    })
+    .await;
+    let docs = split_documents(&std::fs::read(&device).expect("read device"));
+    assert_eq!(docs.len(), 1);
+    assert!(docs[0].contains(&number) && docs[0].contains(&"-".repeat(48)));
+    assert_eq!(edge.stop().await, 0);
+}
