@@ -315,7 +315,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 };
                 let printer = match &printer {
                     None => format!(
-                        "no state yet (the daemon has not run its print worker); {print_queue} job(s) queued"
+                        "no state recorded (the daemon has not run with a print worker yet); {print_queue} job(s) queued"
                     ),
                     Some(p) => format!(
                         "{}: {} since {}{}; {print_queue} job(s) queued",

@@ -71,6 +71,12 @@ pub async fn run(
         return Ok(());
     }
     tracing::info!(printer = %w.describe, "print worker started");
+    // Not contacted yet: the printer is opened when there is something to print.
+    w.set_state(
+        "idle",
+        Some("not contacted since start; opened for the next job".into()),
+    )
+    .await;
     let mut notices = w.store.subscribe();
     let mut delay = FIRST_RETRY;
     loop {

@@ -210,7 +210,7 @@ pub fn note_error(w: &mut WriteTx<'_>, id: &str, error: &str) -> Result<()> {
 /// The printer as the worker last saw it, for `sentra-edge status` (another process).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrinterState {
-    /// `disabled`, `connected`, `idle`, `offline`, `paper_out`, `cover_open`, `error`.
+    /// `disabled`, `idle` (not contacted yet), `ready`, `offline`, `paper_out`, `cover_open`, `error`.
     pub state: String,
     /// The printer as configured, e.g. `network 192.168.1.50:9100`.
     pub target: String,
