@@ -109,7 +109,6 @@ pub async fn run(
             Ok(()) => delay = FIRST_RETRY,
             Err(Retry::Printer(e)) => {
                 w.conn = None;
-                tracing::warn!(job = %job.id, error = %e, "print job waits");
                 let reason = e.to_string();
                 let id = job.id.clone();
                 let noted = w
@@ -119,7 +118,10 @@ pub async fn run(
                 if let Err(StoreError::Closed) = noted {
                     return Ok(());
                 }
-                w.set_state(e.state(), Some(e.to_string())).await;
+                // Logged when the reason changes, not on every retry of a printer left off.
+                if w.set_state(e.state(), Some(e.to_string())).await {
+                    tracing::warn!(job = %job.id, error = %e, "print job waits");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => return Ok(()),
@@ -235,10 +237,11 @@ impl Worker {
         Ok(())
     }
 
-    async fn set_state(&mut self, state: &str, detail: Option<String>) {
+    /// Record the printer's state for `status` and the broker; true when it changed.
+    async fn set_state(&mut self, state: &str, detail: Option<String>) -> bool {
         let next = (state.to_owned(), detail);
         if self.state.as_ref() == Some(&next) {
-            return;
+            return false;
         }
         let row = PrinterState {
             state: next.0.clone(),
@@ -252,9 +255,10 @@ impl Worker {
             .await
         {
             tracing::warn!(error = %e, "cannot record the printer state");
-            return;
+            return true;
         }
         self.state = Some(next);
+        true
     }
 }
 
