@@ -138,6 +138,54 @@ pub const KEYS: &[Key] = &[
         doc: "How long a pairing code from `sentra-edge pair` stays valid: long enough to walk to the tablet.",
     },
     Key {
+        section: "printer",
+        name: "enabled",
+        default: "true",
+        doc: "Send queued print jobs to the printer. When false, jobs stay queued (nothing is lost) until it is enabled.",
+    },
+    Key {
+        section: "printer",
+        name: "kind",
+        default: "usb",
+        doc: "How the receipt printer is attached: network (TCP, port 9100), usb (/dev/usb/lp* or the udev name), serial (a tty set up by udev), or file (append to a file; the demo uses this).",
+    },
+    Key {
+        section: "printer",
+        name: "address",
+        default: "/dev/sentra/printer",
+        doc: "network: host:port, e.g. 192.168.1.50:9100; usb, serial, file: the path. /dev/sentra/printer is the name our udev rule gives the USB printer.",
+    },
+    Key {
+        section: "printer",
+        name: "width_mm",
+        default: "58",
+        doc: "Paper width: 58 (32 columns, the common small printer) or 80 (48 columns).",
+    },
+    Key {
+        section: "printer",
+        name: "header",
+        default: "",
+        doc: "Lines printed under the branch name on every document (address, phone, NPWP); | separates lines.",
+    },
+    Key {
+        section: "printer",
+        name: "status_query",
+        default: "true",
+        doc: "Ask a network printer for its status (DLE EOT) before and after each job: paper out or cover open then waits instead of printing into nothing. Turn off only for a printer that never answers.",
+    },
+    Key {
+        section: "printer",
+        name: "timeout_ms",
+        default: "5000",
+        doc: "Longest wait to connect, to send a job, or for a status answer; past it the printer counts as offline and the job is retried.",
+    },
+    Key {
+        section: "printer",
+        name: "retry_max_ms",
+        default: "5000",
+        doc: "Longest wait between attempts while the printer is offline or out of paper, so a fixed printer is used within about 5 s.",
+    },
+    Key {
         section: "log",
         name: "level",
         default: "info",
@@ -152,7 +200,50 @@ pub struct Config {
     pub api: ApiConfig,
     pub pairing: PairingConfig,
     pub sync: SyncConfig,
+    pub printer: PrinterConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrinterConfig {
+    pub enabled: bool,
+    pub kind: PrinterKind,
+    pub address: String,
+    pub width: crate::printer::document::PaperWidth,
+    /// Header lines, already split at `|`.
+    pub header: Vec<String>,
+    pub status_query: bool,
+    pub timeout_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrinterKind {
+    Network,
+    Usb,
+    Serial,
+    File,
+}
+
+impl PrinterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrinterKind::Network => "network",
+            PrinterKind::Usb => "usb",
+            PrinterKind::Serial => "serial",
+            PrinterKind::File => "file",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "network" => Ok(PrinterKind::Network),
+            "usb" => Ok(PrinterKind::Usb),
+            "serial" => Ok(PrinterKind::Serial),
+            "file" => Ok(PrinterKind::File),
+            _ => Err("expected network, usb, serial or file".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,6 +423,26 @@ impl Config {
             pairing: PairingConfig {
                 code_ttl_secs: p.get("pairing", "code_ttl_secs", |s| parse_range(s, 30, 86_400)),
             },
+            printer: PrinterConfig {
+                enabled: p.get("printer", "enabled", parse_bool),
+                kind: p.get("printer", "kind", PrinterKind::parse),
+                address: p.get("printer", "address", |s| non_empty(s).map(str::to_owned)),
+                width: p.get(
+                    "printer",
+                    "width_mm",
+                    crate::printer::document::PaperWidth::parse,
+                ),
+                header: p.get("printer", "header", |s| {
+                    Ok(s.split('|')
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned)
+                        .collect())
+                }),
+                status_query: p.get("printer", "status_query", parse_bool),
+                timeout_ms: p.get("printer", "timeout_ms", |s| parse_range(s, 100, 600_000)),
+                retry_max_ms: p.get("printer", "retry_max_ms", |s| parse_range(s, 10, 600_000)),
+            },
             log: LogConfig {
                 level: p.get("log", "level", |s| {
                     tracing_subscriber::EnvFilter::try_new(s)
@@ -374,6 +485,14 @@ impl Config {
                     .unwrap_or_default(),
                 ("sync", "allow_plain_http") => self.sync.allow_plain_http.to_string(),
                 ("pairing", "code_ttl_secs") => self.pairing.code_ttl_secs.to_string(),
+                ("printer", "enabled") => self.printer.enabled.to_string(),
+                ("printer", "kind") => self.printer.kind.as_str().to_owned(),
+                ("printer", "address") => self.printer.address.clone(),
+                ("printer", "width_mm") => self.printer.width.as_mm().to_string(),
+                ("printer", "header") => self.printer.header.join(" | "),
+                ("printer", "status_query") => self.printer.status_query.to_string(),
+                ("printer", "timeout_ms") => self.printer.timeout_ms.to_string(),
+                ("printer", "retry_max_ms") => self.printer.retry_max_ms.to_string(),
                 ("log", "level") => self.log.level.clone(),
                 _ => unreachable!("KEYS and to_toml list the same keys (tested)"),
             }

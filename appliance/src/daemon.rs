@@ -105,6 +105,15 @@ pub async fn run(
     supervisor.spawn("sync", async move {
         crate::sync::run(sync_store, sync_cfg, sync, cancel).await
     });
+    let (print_store, branch, printer, cancel) = (
+        store.clone(),
+        config.branch.clone(),
+        config.printer.clone(),
+        supervisor.token(),
+    );
+    supervisor.spawn("printer", async move {
+        crate::printer::run(print_store, branch, printer, cancel).await
+    });
     tracing::info!(%addr, branch = %config.branch.id, device = %store.ctx().device_id, version = env!("CARGO_PKG_VERSION"), "sentra-edge serving");
     on_ready(&Started { addr }, &store);
     // Not under systemd this is a no-op.
@@ -133,6 +142,9 @@ impl Demo {
         config.store.data_dir = dir.path().to_owned();
         config.store.key_file = PathBuf::from("(generated for the demo)");
         config.api.listen = listen;
+        // The demo's printer is a file: documents land there as ESC/POS bytes.
+        config.printer.kind = crate::config::PrinterKind::File;
+        config.printer.address = dir.path().join("printer.escpos").display().to_string();
         Ok(Demo {
             config,
             key: StoreKey::generate(),

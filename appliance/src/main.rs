@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use sentra_edge::config::{self, Config};
 use sentra_edge::daemon::{self, Demo, StartError};
 use sentra_edge::domain::Role;
-use sentra_edge::store::{StoreKey, devices, outbox, sync as store_sync};
+use sentra_edge::store::{StoreKey, devices, outbox, print_jobs, sync as store_sync};
 use sentra_edge::supervisor::Supervisor;
 use sentra_edge::telemetry;
 
@@ -61,6 +61,9 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, default_value = "tablet")]
         role: Role,
+        /// Also queue the code as a QR on the branch printer (the running daemon prints it).
+        #[arg(long)]
+        print: bool,
     },
     /// Show the store, outbox and paired devices.
     Status {
@@ -166,6 +169,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             let config = demo.config.clone();
             let branch = format!("{} ({})", config.branch.id, config.branch.name);
             let dir = demo.dir.path().display().to_string();
+            let printer_file = config.printer.address.clone();
             daemon::run(config, store, Supervisor::new(), move |started, _| {
                 let url = format!("http://{}", started.addr);
                 let mut text = format!(
@@ -181,6 +185,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 for c in &codes {
                     text.push_str(&format!("    {:<12} {}\n", c.role.as_str(), c.code));
                 }
+                text.push_str(&format!("  printer (ESC/POS bytes): {printer_file}\n"));
                 text.push_str("Paste into a shell to follow the README's examples:\n");
                 text.push_str(&format!("export API={url}\n"));
                 for c in &codes {
@@ -226,15 +231,34 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             ));
             Ok(())
         }
-        Command::Pair { config, role } => {
+        Command::Pair {
+            config,
+            role,
+            print,
+        } => {
             let config = load_config(config.as_deref())?;
             telemetry::init("warn");
             let store = daemon::open_store(&config).await?;
             let ttl = config.pairing.code_ttl_secs;
-            let code = store
-                .write(move |w| devices::new_pairing_code(w, role, ttl))
-                .await?;
+            let written = store
+                .write(move |w| {
+                    let code = devices::new_pairing_code(w, role, ttl)?;
+                    let job = if print {
+                        Some(print_jobs::enqueue_pairing(w, &code)?)
+                    } else {
+                        None
+                    };
+                    Ok((code, job))
+                })
+                .await;
             store.shutdown().await;
+            let (code, job) = written?;
+            if let Some(job) = job {
+                out(&format!(
+                    "print job {} queued: the running daemon prints the QR code on the branch printer\n",
+                    job.id
+                ));
+            }
             out(&format!(
                 "pairing code for a {} device: {}\nvalid until {} (one use). On the device: POST /v1/pair {{\"code\": \"{}\", \"device_name\": \"...\"}}\n",
                 role.as_str(),
@@ -250,7 +274,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             let store = daemon::open_store(&config).await?;
             let device = store.ctx().device_id.clone();
             let ctx = store.ctx().clone();
-            let (st, devs, sync, identity, branch) = store
+            let (st, devs, sync, identity, branch, (printer, print_queue)) = store
                 .read(move |c| {
                     Ok((
                         outbox::status(c, &device)?,
@@ -258,6 +282,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                         store_sync::state(c)?,
                         store_sync::identity(c)?,
                         store_sync::branch_id(c, &ctx)?,
+                        (print_jobs::printer_state(c)?, print_jobs::queue_length(c)?),
                     ))
                 })
                 .await?;
@@ -268,7 +293,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             let live = devs.iter().filter(|d| d.revoked_at.is_none()).count();
             if json {
                 let cloud = identity.as_ref().map(|i| serde_json::json!({"url": i.cloud_url, "device_id": i.device_id, "branch_name": i.branch_name, "enrolled_at": i.enrolled_at}));
-                let v = serde_json::json!({"branch": branch, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "sync": sync, "cloud": cloud, "paired_devices": live});
+                let v = serde_json::json!({"branch": branch, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "sync": sync, "cloud": cloud, "paired_devices": live, "printer": {"state": printer, "queued_jobs": print_queue}});
                 out(&format!(
                     "{}\n",
                     serde_json::to_string_pretty(&v).expect("serialises")
@@ -288,8 +313,23 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                         sync.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
                     ),
                 };
+                let printer = match &printer {
+                    None => format!(
+                        "no state recorded (the daemon has not run with a print worker yet); {print_queue} job(s) queued"
+                    ),
+                    Some(p) => format!(
+                        "{}: {} since {}{}; {print_queue} job(s) queued",
+                        p.target,
+                        p.state,
+                        p.since,
+                        p.detail
+                            .as_deref()
+                            .map(|d| format!(" ({d})"))
+                            .unwrap_or_default()
+                    ),
+                };
                 out(&format!(
-                    "branch       {branch}\ndevice       {}\nstore        {} ({size} bytes)\noutbox       {} events, {} pending ({} bytes), oldest pending {}\ncloud        {cloud}\ndevices      {live} paired, {} revoked\n",
+                    "branch       {branch}\ndevice       {}\nstore        {} ({size} bytes)\noutbox       {} events, {} pending ({} bytes), oldest pending {}\ncloud        {cloud}\ndevices      {live} paired, {} revoked\nprinter      {printer}\n",
                     st.device_id,
                     config.db_path().display(),
                     st.last_seq,

@@ -1,7 +1,7 @@
 //! Invoices, payments, credit notes and print requests.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -147,7 +147,15 @@ pub async fn credit(
     .await
 }
 
-#[utoipa::path(post, path = "/v1/invoices/{id}/print", tag = "printing",
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PrintQuery {
+    /// `invoice` (default), `receipt` (the payments and LUNAS when paid) or `delivery_note` (the
+    /// surat jalan of the invoice's work order).
+    pub document: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/invoices/{id}/print", tag = "printing", params(PrintQuery),
     responses((status = 202, description = "queued; follow /v1/print-jobs/{id}", body = PrintJob)), security(("bearer" = [])))]
 pub async fn print(
     State(s): State<AppState>,
@@ -155,11 +163,25 @@ pub async fn print(
     key: IdempotencyKey,
     fp: Fingerprint,
     Path(id): Path<String>,
+    Query(q): Query<PrintQuery>,
 ) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
+    let document = q.document.unwrap_or_else(|| "invoice".into());
+    if !["invoice", "receipt", "delivery_note"].contains(&document.as_str()) {
+        return Err(ApiError::field(
+            "document",
+            format!("{document:?} is not a document; expected invoice, receipt or delivery_note"),
+        ));
+    }
+    // The fingerprint covers the path only; the document is part of what was asked.
+    let fp = Fingerprint(format!("{}:{document}", fp.0));
     s.write(&caller, key, fp, StatusCode::ACCEPTED, move |w, _| {
-        billing::get(w.conn(), &id)?;
-        print_jobs::enqueue(w, "invoice", &id)
+        let invoice = billing::get(w.conn(), &id)?;
+        if document == "delivery_note" {
+            print_jobs::enqueue(w, "delivery_note", &invoice.work_order_id)
+        } else {
+            print_jobs::enqueue(w, &document, &id)
+        }
     })
     .await
 }

@@ -45,6 +45,18 @@ pub enum Notice {
         entity_id: String,
         op: String,
     },
+    /// A print job changed state (QUEUED, PRINTING, PRINTED, FAILED). Not an outbox event: the
+    /// paper is the branch's business; the job's queueing already is one.
+    PrintJob {
+        id: String,
+        status: String,
+        attempts: i64,
+    },
+    /// The printer's state changed (`ready`, `offline`, `paper_out`, ...), with what to do.
+    Printer {
+        state: String,
+        detail: Option<String>,
+    },
 }
 
 /// Errors of the store and the domain rules it enforces.

@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod flow;
 mod idempotency;
+mod printer;
 mod readme;
 mod roles;
 mod shared;
