@@ -138,6 +138,36 @@ pub const KEYS: &[Key] = &[
         doc: "How long a pairing code from `sentra-edge pair` stays valid: long enough to walk to the tablet.",
     },
     Key {
+        section: "scanner",
+        name: "enabled",
+        default: "true",
+        doc: "Read the storekeeper's barcode scanner. While its device is missing the daemon keeps looking for it (status says absent).",
+    },
+    Key {
+        section: "scanner",
+        name: "device",
+        default: "/dev/sentra/scanner",
+        doc: "The scanner's serial device: the udev symlink (see the README), so replugging into another USB port keeps the name.",
+    },
+    Key {
+        section: "scanner",
+        name: "baud",
+        default: "9600",
+        doc: "Serial speed; USB CDC-ACM scanners ignore it, RS-232 ones must match (a mismatch shows as noise bytes in status).",
+    },
+    Key {
+        section: "scanner",
+        name: "name",
+        default: "storeroom",
+        doc: "The scanner's name: the <scanner> of sentra/<branch>/scans/<scanner> and the label in status. 1-32 of a-z, 0-9, - and _.",
+    },
+    Key {
+        section: "scanner",
+        name: "retry_max_ms",
+        default: "2000",
+        doc: "Longest wait between attempts to open a missing or failed scanner (backoff from 100 ms), so a replugged scanner reads within about 2 s.",
+    },
+    Key {
         section: "log",
         name: "level",
         default: "info",
@@ -152,7 +182,17 @@ pub struct Config {
     pub api: ApiConfig,
     pub pairing: PairingConfig,
     pub sync: SyncConfig,
+    pub scanner: ScannerConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannerConfig {
+    pub enabled: bool,
+    pub device: PathBuf,
+    pub baud: u32,
+    pub name: String,
+    pub retry_max_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,6 +372,13 @@ impl Config {
             pairing: PairingConfig {
                 code_ttl_secs: p.get("pairing", "code_ttl_secs", |s| parse_range(s, 30, 86_400)),
             },
+            scanner: ScannerConfig {
+                enabled: p.get("scanner", "enabled", parse_bool),
+                device: p.get("scanner", "device", parse_path),
+                baud: p.get("scanner", "baud", |s| parse_range(s, 1200, 921_600)),
+                name: p.get("scanner", "name", parse_scanner_name),
+                retry_max_ms: p.get("scanner", "retry_max_ms", |s| parse_range(s, 100, 600_000)),
+            },
             log: LogConfig {
                 level: p.get("log", "level", |s| {
                     tracing_subscriber::EnvFilter::try_new(s)
@@ -374,6 +421,11 @@ impl Config {
                     .unwrap_or_default(),
                 ("sync", "allow_plain_http") => self.sync.allow_plain_http.to_string(),
                 ("pairing", "code_ttl_secs") => self.pairing.code_ttl_secs.to_string(),
+                ("scanner", "enabled") => self.scanner.enabled.to_string(),
+                ("scanner", "device") => self.scanner.device.display().to_string(),
+                ("scanner", "baud") => self.scanner.baud.to_string(),
+                ("scanner", "name") => self.scanner.name.clone(),
+                ("scanner", "retry_max_ms") => self.scanner.retry_max_ms.to_string(),
                 ("log", "level") => self.log.level.clone(),
                 _ => unreachable!("KEYS and to_toml list the same keys (tested)"),
             }
@@ -526,6 +578,17 @@ fn parse_branch_id(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err("expected 2-16 characters of A-Z and 0-9, e.g. JKT01".into())
+    }
+}
+
+fn parse_scanner_name(s: &str) -> Result<String, String> {
+    if (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        Ok(s.to_owned())
+    } else {
+        Err("expected 1-32 characters of a-z, 0-9, - and _ (it is an MQTT topic level), e.g. storeroom".into())
     }
 }
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod metrics;
+pub mod scanner;
 pub mod store;
 pub mod supervisor;
 pub mod sync;

@@ -9,6 +9,7 @@ mod extract;
 mod inspections;
 pub mod openapi;
 mod ops;
+mod scanner;
 mod workshop;
 
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub started: Instant,
     pub sync: crate::sync::SyncHandle,
     pub tokens: TokenCache,
+    /// The barcode scanner's live state (`GET /v1/scanner`); disabled unless the daemon wires it.
+    pub scanner: crate::scanner::ScannerHandle,
 }
 
 /// Devices recently authenticated, by token hash, so a request does not cost a SQLCipher read
@@ -102,6 +105,10 @@ pub enum Action {
     SyncRead,
     DeviceAdmin,
     Docs,
+    /// Open and close pick slips (scan-to-dispense).
+    PickSlip,
+    /// The scanner's state and latest scans.
+    ScannerRead,
 }
 
 /// The role matrix: each role may do only its job.
@@ -119,6 +126,7 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | InspectionWrite
                 | PrintRead
                 | SyncRead
+                | ScannerRead
                 | Docs
         ),
         Role::Pos => matches!(
@@ -133,6 +141,7 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | PrintRead
                 | PrintWrite
                 | SyncRead
+                | ScannerRead
                 | Docs
         ),
         Role::Storekeeper => matches!(
@@ -144,6 +153,8 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | CatalogueRead
                 | PrintRead
                 | SyncRead
+                | PickSlip
+                | ScannerRead
                 | Docs
         ),
     }
@@ -225,6 +236,16 @@ pub fn router(state: AppState) -> Router {
             "/v1/inspections/{id}/verify",
             guarded(InspectionRead, get(inspections::verify)),
         )
+        .route("/v1/pick-slips", guarded(PickSlip, post(scanner::open)))
+        .route(
+            "/v1/pick-slips/{id}",
+            guarded(PickSlip, get(scanner::get_pick_slip)),
+        )
+        .route(
+            "/v1/pick-slips/{id}/close",
+            guarded(PickSlip, post(scanner::close)),
+        )
+        .route("/v1/scanner", guarded(ScannerRead, get(scanner::scanner)))
         .route("/v1/sync/status", guarded(SyncRead, get(ops::sync_status)))
         .route("/v1/devices", guarded(DeviceAdmin, get(ops::list_devices)))
         .route(
@@ -330,6 +351,7 @@ impl AppState {
             started: Instant::now(),
             sync,
             tokens: TokenCache::default(),
+            scanner: crate::scanner::ScannerHandle::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{billing, inspections, ops, workshop};
+use super::{billing, inspections, ops, scanner, workshop};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ use super::{billing, inspections, ops, workshop};
         workshop::dispense, workshop::receive, workshop::stock, workshop::parts, workshop::mechanics, workshop::assets,
         billing::issue, billing::get_invoice, billing::pay, billing::credit, billing::print, billing::print_job,
         inspections::create, inspections::get_inspection, inspections::verify,
+        scanner::open, scanner::close, scanner::get_pick_slip, scanner::scanner,
     ),
     modifiers(&Bearer)
 )]
