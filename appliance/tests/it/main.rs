@@ -10,4 +10,5 @@ mod flow;
 mod idempotency;
 mod readme;
 mod roles;
+mod scanner;
 mod store_security;
