@@ -564,6 +564,65 @@ fn with_decimals(digits: &str, decimals: usize) -> String {
     }
 }
 
+/// The decoder's properties on arbitrary bytes, shared by the fuzz target (`appliance/fuzz`) and
+/// the corpus regression test: the framer keeps frames bounded and clean, accounts for every
+/// byte, cuts the same frames however the bytes are split across reads, and [`decode`] never
+/// panics and only accepts GTINs whose check digit holds. Panics (an assertion) on a violation.
+#[doc(hidden)]
+pub fn check_properties(data: &[u8]) {
+    // The first byte chooses where the stream is split into two reads.
+    let (split, input) = match data.split_first() {
+        Some((s, rest)) => (usize::from(*s), rest),
+        None => (0, data),
+    };
+    let run = |chunks: &[&[u8]]| {
+        let mut f = Framer::new();
+        let mut pieces = Vec::new();
+        for c in chunks {
+            f.push(c, |p| pieces.push(p));
+        }
+        (pieces, f.pending())
+    };
+    let (whole, pending) = run(&[input]);
+    let cut = split.min(input.len());
+    let (parts, pending2) = run(&[&input[..cut], &input[cut..]]);
+    assert_eq!(whole, parts, "framing depends on how bytes arrive");
+    assert_eq!(pending, pending2);
+    let mut accounted = pending;
+    for p in &whole {
+        match p {
+            Piece::Frame(f) => {
+                assert!(!f.is_empty() && f.len() <= MAX_FRAME, "frame of {} bytes", f.len());
+                assert!(
+                    f.iter().all(|&b| b == GS || (0x20..0x7F).contains(&b)),
+                    "a frame holds a byte no barcode frame holds"
+                );
+                accounted += f.len() + 1;
+                match decode(f) {
+                    Ok(scan) => {
+                        if let Some(g) = &scan.gtin {
+                            assert_eq!(g.len(), 14, "gtin {g}");
+                            assert!(g.bytes().all(|b| b.is_ascii_digit()), "gtin {g}");
+                            let (body, check) = g.as_bytes().split_at(13);
+                            assert_eq!(gs1_check_digit(body), check[0] - b'0', "gtin {g}");
+                        }
+                        let _ = (scan.lookup_keys(), scan.expiry(), scan.net_weight_kg());
+                    }
+                    Err(e) => assert!(!e.to_string().is_empty()),
+                }
+            }
+            Piece::Noise(n) => {
+                assert!(*n > 0);
+                accounted += n;
+            }
+        }
+    }
+    // Terminators of empty lines are in neither; nothing is counted twice.
+    assert!(accounted <= input.len(), "{accounted} bytes accounted of {}", input.len());
+    // Decoding raw input (not cut by the framer) must not panic either.
+    let _ = decode(input);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -733,6 +792,20 @@ mod tests {
         assert_eq!(s.lookup_keys(), vec!["08991234567891", "8991234567891"]);
         let s = decode(b"]C0SKU-1").expect("valid");
         assert_eq!(s.lookup_keys(), vec!["SKU-1"]);
+    }
+
+    /// The fuzz corpus (appliance/fuzz/corpus/decode, minimised) replayed on stable Rust.
+    #[test]
+    fn fuzz_corpus_holds_the_properties() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/decode");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).expect("the committed fuzz corpus") {
+            let path = entry.expect("entry").path();
+            let data = std::fs::read(&path).expect("read corpus file");
+            check_properties(&data);
+            n += 1;
+        }
+        assert!(n >= 20, "only {n} corpus files in {dir}");
     }
 
     #[test]
