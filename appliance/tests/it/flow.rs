@@ -425,6 +425,10 @@ async fn health_metrics_and_openapi() {
         "/v1/sync/status",
         "/v1/devices",
         "/v1/devices/{id}/revoke",
+        "/v1/pick-slips",
+        "/v1/pick-slips/{id}",
+        "/v1/pick-slips/{id}/close",
+        "/v1/scanner",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -436,7 +440,7 @@ async fn health_metrics_and_openapi() {
     }
     assert_eq!(
         paths.len(),
-        26,
+        30,
         "a route was added to the document but not to this list: {:?}",
         paths.keys().collect::<Vec<_>>()
     );
