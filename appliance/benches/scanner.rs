@@ -183,7 +183,10 @@ fn main() -> anyhow::Result<()> {
         let store = daemon::open_store_with(&config, StoreKey::generate()).await?;
         daemon::load_demo_data(&store).await?;
         let sku = Sku::parse("OIL-10W40-1L").map_err(|e| anyhow::anyhow!("{}", e.0))?;
-        let (sku2, qty) = (sku.clone(), Qty::new(Qty::MAX).map_err(|e| anyhow::anyhow!("{}", e.0))?);
+        let (sku2, qty) = (
+            sku.clone(),
+            Qty::new(Qty::MAX).map_err(|e| anyhow::anyhow!("{}", e.0))?,
+        );
         store
             .write(move |w| {
                 workshop::receive(w, "bench", &sku2, qty, None)?;
@@ -203,7 +206,13 @@ fn main() -> anyhow::Result<()> {
         };
         let supervisor = Supervisor::new();
         let handle = ScannerHandle::new(&cfg);
-        scanner::spawn(&supervisor, store.clone(), cfg, dir.path().to_owned(), handle.clone());
+        scanner::spawn(
+            &supervisor,
+            store.clone(),
+            cfg,
+            dir.path().to_owned(),
+            handle.clone(),
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while handle.status().state != scanner::PortState::Connected {
             if Instant::now() > deadline {

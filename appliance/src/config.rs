@@ -691,6 +691,38 @@ mod tests {
     }
 
     #[test]
+    fn scanner_keys_are_checked() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("SENTRA_EDGE__SCANNER__DEVICE", "/dev/ttyACM0"),
+                ("SENTRA_EDGE__SCANNER__ENABLED", "false"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.scanner.device, PathBuf::from("/dev/ttyACM0"));
+        assert!(!c.scanner.enabled);
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("SENTRA_EDGE__SCANNER__NAME", "store/room"),
+                ("SENTRA_EDGE__SCANNER__BAUD", "12"),
+                ("SENTRA_EDGE__SCANNER__DEVICE", ""),
+            ]),
+        )
+        .expect_err("invalid");
+        let text = err.to_string();
+        for needle in [
+            "scanner.name",
+            "MQTT topic level",
+            "scanner.baud",
+            "scanner.device",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+    }
+
+    #[test]
     fn malformed_toml_and_missing_file_are_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("edge.toml");

@@ -592,7 +592,11 @@ pub fn check_properties(data: &[u8]) {
     for p in &whole {
         match p {
             Piece::Frame(f) => {
-                assert!(!f.is_empty() && f.len() <= MAX_FRAME, "frame of {} bytes", f.len());
+                assert!(
+                    !f.is_empty() && f.len() <= MAX_FRAME,
+                    "frame of {} bytes",
+                    f.len()
+                );
                 assert!(
                     f.iter().all(|&b| b == GS || (0x20..0x7F).contains(&b)),
                     "a frame holds a byte no barcode frame holds"
@@ -618,7 +622,11 @@ pub fn check_properties(data: &[u8]) {
         }
     }
     // Terminators of empty lines are in neither; nothing is counted twice.
-    assert!(accounted <= input.len(), "{accounted} bytes accounted of {}", input.len());
+    assert!(
+        accounted <= input.len(),
+        "{accounted} bytes accounted of {}",
+        input.len()
+    );
     // Decoding raw input (not cut by the framer) must not panic either.
     let _ = decode(input);
 }
