@@ -230,7 +230,11 @@ async fn scans_in_several_symbologies_noise_and_bad_check_digits() {
         .expect("text");
     assert!(m.contains("sentra_edge_scanner_connected 1"), "{m}");
     assert!(m.contains("sentra_edge_scanner_noise_bytes_total"), "{m}");
-    assert_eq!(rig.edge.stop().await, 0, "a clean stop with the scanner running");
+    assert_eq!(
+        rig.edge.stop().await,
+        0,
+        "a clean stop with the scanner running"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,7 +420,11 @@ async fn pick_slip_dispenses_each_scan_through_the_store() {
     let n = rig.scan(&mut sc, b"]E08991234567891\r\n").await;
     assert_eq!(n["outcome"], "lookup", "{n}");
     assert_eq!(stock(edge, &keeper, "OIL-10W40-1L").await, 18);
-    assert_eq!(rig.edge.stop().await, 0, "a clean stop with the scanner running");
+    assert_eq!(
+        rig.edge.stop().await,
+        0,
+        "a clean stop with the scanner running"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,5 +474,9 @@ async fn scanner_unplugged_and_replugged_keeps_reading() {
         assert!(tokio::time::Instant::now() < deadline, "status: {out}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(rig.edge.stop().await, 0, "a clean stop with the scanner running");
+    assert_eq!(
+        rig.edge.stop().await,
+        0,
+        "a clean stop with the scanner running"
+    );
 }
