@@ -186,6 +186,36 @@ pub const KEYS: &[Key] = &[
         doc: "Longest wait between attempts while the printer is offline or out of paper, so a fixed printer is used within about 5 s.",
     },
     Key {
+        section: "scanner",
+        name: "enabled",
+        default: "true",
+        doc: "Read the storekeeper's barcode scanner. While its device is missing the daemon keeps looking for it (status says absent).",
+    },
+    Key {
+        section: "scanner",
+        name: "device",
+        default: "/dev/sentra/scanner",
+        doc: "The scanner's serial device: the udev symlink (see the README), so replugging into another USB port keeps the name.",
+    },
+    Key {
+        section: "scanner",
+        name: "baud",
+        default: "9600",
+        doc: "Serial speed; USB CDC-ACM scanners ignore it, RS-232 ones must match (a mismatch shows as noise bytes in status).",
+    },
+    Key {
+        section: "scanner",
+        name: "name",
+        default: "storeroom",
+        doc: "The scanner's name: the <scanner> of sentra/<branch>/scans/<scanner> and the label in status. 1-32 of a-z, 0-9, - and _.",
+    },
+    Key {
+        section: "scanner",
+        name: "retry_max_ms",
+        default: "2000",
+        doc: "Longest wait between attempts to open a missing or failed scanner (backoff from 100 ms), so a replugged scanner reads within about 2 s.",
+    },
+    Key {
         section: "log",
         name: "level",
         default: "info",
@@ -201,6 +231,7 @@ pub struct Config {
     pub pairing: PairingConfig,
     pub sync: SyncConfig,
     pub printer: PrinterConfig,
+    pub scanner: ScannerConfig,
     pub log: LogConfig,
 }
 
@@ -244,6 +275,15 @@ impl PrinterKind {
             _ => Err("expected network, usb, serial or file".into()),
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannerConfig {
+    pub enabled: bool,
+    pub device: PathBuf,
+    pub baud: u32,
+    pub name: String,
+    pub retry_max_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,6 +483,13 @@ impl Config {
                 timeout_ms: p.get("printer", "timeout_ms", |s| parse_range(s, 100, 600_000)),
                 retry_max_ms: p.get("printer", "retry_max_ms", |s| parse_range(s, 10, 600_000)),
             },
+            scanner: ScannerConfig {
+                enabled: p.get("scanner", "enabled", parse_bool),
+                device: p.get("scanner", "device", parse_path),
+                baud: p.get("scanner", "baud", |s| parse_range(s, 1200, 921_600)),
+                name: p.get("scanner", "name", parse_scanner_name),
+                retry_max_ms: p.get("scanner", "retry_max_ms", |s| parse_range(s, 100, 600_000)),
+            },
             log: LogConfig {
                 level: p.get("log", "level", |s| {
                     tracing_subscriber::EnvFilter::try_new(s)
@@ -493,6 +540,11 @@ impl Config {
                 ("printer", "status_query") => self.printer.status_query.to_string(),
                 ("printer", "timeout_ms") => self.printer.timeout_ms.to_string(),
                 ("printer", "retry_max_ms") => self.printer.retry_max_ms.to_string(),
+                ("scanner", "enabled") => self.scanner.enabled.to_string(),
+                ("scanner", "device") => self.scanner.device.display().to_string(),
+                ("scanner", "baud") => self.scanner.baud.to_string(),
+                ("scanner", "name") => self.scanner.name.clone(),
+                ("scanner", "retry_max_ms") => self.scanner.retry_max_ms.to_string(),
                 ("log", "level") => self.log.level.clone(),
                 _ => unreachable!("KEYS and to_toml list the same keys (tested)"),
             }
@@ -648,6 +700,17 @@ fn parse_branch_id(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_scanner_name(s: &str) -> Result<String, String> {
+    if (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        Ok(s.to_owned())
+    } else {
+        Err("expected 1-32 characters of a-z, 0-9, - and _ (it is an MQTT topic level), e.g. storeroom".into())
+    }
+}
+
 fn parse_offset(s: &str) -> Result<UtcOffset, String> {
     let fmt = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
     UtcOffset::parse(s, &fmt).map_err(|_| "expected an offset like +07:00".into())
@@ -744,6 +807,38 @@ mod tests {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
         assert_eq!(err.0.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn scanner_keys_are_checked() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("SENTRA_EDGE__SCANNER__DEVICE", "/dev/ttyACM0"),
+                ("SENTRA_EDGE__SCANNER__ENABLED", "false"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.scanner.device, PathBuf::from("/dev/ttyACM0"));
+        assert!(!c.scanner.enabled);
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("SENTRA_EDGE__SCANNER__NAME", "store/room"),
+                ("SENTRA_EDGE__SCANNER__BAUD", "12"),
+                ("SENTRA_EDGE__SCANNER__DEVICE", ""),
+            ]),
+        )
+        .expect_err("invalid");
+        let text = err.to_string();
+        for needle in [
+            "scanner.name",
+            "MQTT topic level",
+            "scanner.baud",
+            "scanner.device",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
     }
 
     #[test]

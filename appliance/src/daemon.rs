@@ -91,7 +91,9 @@ pub async fn run(
         source,
     })?;
     let sync = SyncHandle::default();
-    let state = AppState::new(store.clone(), config.clone(), sync.clone());
+    let mut state = AppState::new(store.clone(), config.clone(), sync.clone());
+    let scanner = crate::scanner::ScannerHandle::new(&config.scanner);
+    state.scanner = scanner.clone();
     supervisor
         .cancel_on_signals()
         .context("installing signal handlers")?;
@@ -114,6 +116,13 @@ pub async fn run(
     supervisor.spawn("printer", async move {
         crate::printer::run(print_store, branch, printer, cancel).await
     });
+    crate::scanner::spawn(
+        &supervisor,
+        store.clone(),
+        config.scanner.clone(),
+        config.store.data_dir.clone(),
+        scanner,
+    );
     tracing::info!(%addr, branch = %config.branch.id, device = %store.ctx().device_id, version = env!("CARGO_PKG_VERSION"), "sentra-edge serving");
     on_ready(&Started { addr }, &store);
     // Not under systemd this is a no-op.

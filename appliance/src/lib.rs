@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod domain;
 pub mod metrics;
 pub mod printer;
+pub mod scanner;
 pub mod store;
 pub mod supervisor;
 pub mod sync;

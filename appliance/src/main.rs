@@ -291,9 +291,10 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 .map(|m| m.len())
                 .unwrap_or(0);
             let live = devs.iter().filter(|d| d.revoked_at.is_none()).count();
+            let scanner = sentra_edge::scanner::read_state_file(&config.store.data_dir);
             if json {
                 let cloud = identity.as_ref().map(|i| serde_json::json!({"url": i.cloud_url, "device_id": i.device_id, "branch_name": i.branch_name, "enrolled_at": i.enrolled_at}));
-                let v = serde_json::json!({"branch": branch, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "sync": sync, "cloud": cloud, "paired_devices": live, "printer": {"state": printer, "queued_jobs": print_queue}});
+                let v = serde_json::json!({"branch": branch, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "sync": sync, "cloud": cloud, "paired_devices": live, "printer": {"state": printer, "queued_jobs": print_queue}, "scanner": scanner});
                 out(&format!(
                     "{}\n",
                     serde_json::to_string_pretty(&v).expect("serialises")
@@ -337,6 +338,10 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                     st.pending_bytes,
                     st.oldest_pending_at.as_deref().unwrap_or("-"),
                     devs.len() - live
+                ));
+                out(&format!(
+                    "scanner      {}\n",
+                    sentra_edge::scanner::describe(scanner.as_ref())
                 ));
             }
             Ok(())

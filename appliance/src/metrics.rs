@@ -25,6 +25,9 @@ struct Metrics {
     sync_link_up: Gauge,
     sync_events_pushed: Counter,
     sync_errors: Family<Labels, Counter>,
+    scanner_connected: Gauge,
+    scanner_scans: Family<Labels, Counter>,
+    scanner_noise_bytes: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -100,7 +103,28 @@ fn metrics() -> &'static Metrics {
             "Failed sync attempts, by kind",
             sync_errors.clone(),
         );
+        let scanner_connected = Gauge::default();
+        registry.register(
+            "scanner_connected",
+            "1 while the barcode scanner's port is open, 0 while absent or failing",
+            scanner_connected.clone(),
+        );
+        let scanner_scans = Family::<Labels, Counter>::default();
+        registry.register(
+            "scanner_scans",
+            "Barcode scans applied, by result (ok: dispensed or looked up; rejected)",
+            scanner_scans.clone(),
+        );
+        let scanner_noise_bytes = Counter::default();
+        registry.register(
+            "scanner_noise_bytes",
+            "Bytes from the scanner dropped as noise (wrong baud rate, cut-off or over-long lines)",
+            scanner_noise_bytes.clone(),
+        );
         Metrics {
+            scanner_connected,
+            scanner_scans,
+            scanner_noise_bytes,
             sync_link_up,
             sync_events_pushed,
             sync_errors,
@@ -163,6 +187,21 @@ pub fn sync_error(kind: &'static str) {
         .sync_errors
         .get_or_create(&vec![("kind", kind.to_owned())])
         .inc();
+}
+
+pub fn scanner_connected(up: bool) {
+    metrics().scanner_connected.set(i64::from(up));
+}
+
+pub fn scanner_scan(result: &'static str) {
+    metrics()
+        .scanner_scans
+        .get_or_create(&vec![("result", result.to_owned())])
+        .inc();
+}
+
+pub fn scanner_noise(bytes: u64) {
+    metrics().scanner_noise_bytes.inc_by(bytes);
 }
 
 /// The text exposition format.

@@ -9,6 +9,7 @@ mod extract;
 mod inspections;
 pub mod openapi;
 mod ops;
+mod scanner;
 mod shared;
 mod workshop;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub started: Instant,
     pub sync: crate::sync::SyncHandle,
     pub tokens: TokenCache,
+    /// The barcode scanner's live state (`GET /v1/scanner`); disabled unless the daemon wires it.
+    pub scanner: crate::scanner::ScannerHandle,
 }
 
 /// Devices recently authenticated, by token hash, so a request does not cost a SQLCipher read
@@ -105,6 +108,10 @@ pub enum Action {
     CustomerWrite,
     DeviceAdmin,
     Docs,
+    /// Open and close pick slips (scan-to-dispense).
+    PickSlip,
+    /// The scanner's state and latest scans.
+    ScannerRead,
 }
 
 /// The role matrix: each role may do only its job.
@@ -124,6 +131,7 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | SyncRead
                 | CustomerRead
                 | CustomerWrite
+                | ScannerRead
                 | Docs
         ),
         Role::Pos => matches!(
@@ -140,6 +148,7 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | SyncRead
                 | CustomerRead
                 | CustomerWrite
+                | ScannerRead
                 | Docs
         ),
         Role::Storekeeper => matches!(
@@ -151,6 +160,8 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | CatalogueRead
                 | PrintRead
                 | SyncRead
+                | PickSlip
+                | ScannerRead
                 | Docs
         ),
     }
@@ -260,6 +271,16 @@ pub fn router(state: AppState) -> Router {
             "/v1/inspections/{id}/verify",
             guarded(InspectionRead, get(inspections::verify)),
         )
+        .route("/v1/pick-slips", guarded(PickSlip, post(scanner::open)))
+        .route(
+            "/v1/pick-slips/{id}",
+            guarded(PickSlip, get(scanner::get_pick_slip)),
+        )
+        .route(
+            "/v1/pick-slips/{id}/close",
+            guarded(PickSlip, post(scanner::close)),
+        )
+        .route("/v1/scanner", guarded(ScannerRead, get(scanner::scanner)))
         .route("/v1/sync/status", guarded(SyncRead, get(ops::sync_status)))
         .route("/v1/devices", guarded(DeviceAdmin, get(ops::list_devices)))
         .route(
@@ -365,6 +386,7 @@ impl AppState {
             started: Instant::now(),
             sync,
             tokens: TokenCache::default(),
+            scanner: crate::scanner::ScannerHandle::default(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{billing, inspections, ops, shared, workshop};
+use super::{billing, inspections, ops, scanner, shared, workshop};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ use super::{billing, inspections, ops, shared, workshop};
         shared::create_customer, shared::get_customer, shared::patch_customer,
         shared::create_vehicle, shared::get_vehicle, shared::patch_vehicle,
         shared::get_notes, shared::put_notes, shared::get_remarks, shared::put_remarks,
+        scanner::open, scanner::close, scanner::get_pick_slip, scanner::scanner,
     ),
     modifiers(&Bearer)
 )]

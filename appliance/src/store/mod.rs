@@ -18,6 +18,7 @@ pub mod inspections;
 pub mod key;
 pub mod master;
 pub mod outbox;
+pub mod pick_slips;
 pub mod print_jobs;
 mod schema;
 pub mod shared;
@@ -57,6 +58,11 @@ pub enum Notice {
         state: String,
         detail: Option<String>,
     },
+    /// A barcode scan and what came of it, after any write it caused committed. The MQTT
+    /// bridge publishes it on `sentra/<branch>/scans/<scanner>` as the JSON of
+    /// [`pick_slips::ScanNotice`]: `{"scanner", "code", "symbology", "outcome": "dispensed" |
+    /// "lookup" | "rejected", ...}` (fields per outcome in [`pick_slips::ScanOutcome`]).
+    Scan(pick_slips::ScanNotice),
 }
 
 /// Errors of the store and the domain rules it enforces.
@@ -332,6 +338,13 @@ impl Store {
     /// New events and notices, after their commit.
     pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
         self.inner.notices.subscribe()
+    }
+
+    /// Tell listeners something that is not a committed event (a scan's outcome). Call it only
+    /// after the write the notice describes has committed.
+    pub fn announce(&self, notice: Notice) {
+        // No listener is fine: nobody is subscribed yet.
+        let _ = self.inner.notices.send(notice);
     }
 
     /// Finish every write already queued, then stop the writer. Later writes get `Closed`.

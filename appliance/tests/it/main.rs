@@ -11,5 +11,6 @@ mod idempotency;
 mod printer;
 mod readme;
 mod roles;
+mod scanner;
 mod shared;
 mod store_security;
