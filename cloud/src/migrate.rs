@@ -27,6 +27,10 @@ use crate::config::DatabaseConfig;
 pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init.sql", include_str!("../migrations/0001_init.sql")),
     ("0002_sync.sql", include_str!("../migrations/0002_sync.sql")),
+    (
+        "0003_booking.sql",
+        include_str!("../migrations/0003_booking.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database
