@@ -82,7 +82,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .acquire_timeout(DB_ACQUIRE_TIMEOUT)
         .connect_lazy_with(config.database.url.connect_options());
     let redis = connect_redis(&config)?;
-    let booking = booking::Booking::new(db.clone(), redis.clone(), &config.booking);
+    let lock_nodes = config
+        .redis
+        .lock_nodes
+        .iter()
+        .map(connect_redis_url)
+        .collect::<Result<Vec<_>, _>>()?;
+    let booking = booking::Booking::new(db.clone(), redis.clone(), lock_nodes, &config.booking);
     let stop = StopSignals::install()?;
 
     let listener = TcpListener::bind(config.http.listen)
@@ -153,7 +159,11 @@ async fn prune_nonces(db: PgPool, token: CancellationToken) {
 }
 
 pub fn connect_redis(config: &Config) -> Result<ConnectionManager, ServeError> {
-    let url = &config.redis.url;
+    connect_redis_url(&config.redis.url)
+}
+
+/// A lazily connecting manager for one Redis node.
+pub fn connect_redis_url(url: &crate::config::RedisUrl) -> Result<ConnectionManager, ServeError> {
     let error = |source| ServeError::Redis {
         url: format!("{url:?}"),
         source,

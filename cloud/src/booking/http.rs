@@ -7,9 +7,10 @@
 //! book its own branch's assets); a portal token the bookings it made. Anything else is 404, so
 //! ids of others' bookings are not confirmed to exist.
 //!
-//! The hold path: the calendar's Lua reservation is the gate (a herd for one asset-day costs
-//! about one PostgreSQL transaction, and a taken slot is answered from Redis alone), then
-//! PostgreSQL decides. If Redis is down or the calendar is not built, PostgreSQL alone decides.
+//! The hold path: the calendar answers a taken slot from Redis alone, the Redlock on the
+//! asset-days lets one request of a herd through (so a herd costs about one PostgreSQL
+//! transaction), then PostgreSQL decides, and only then is the calendar marked (Lua, the whole
+//! range at once). If Redis is down or the calendar is not built, PostgreSQL alone decides.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use super::calendar::AssetKey;
+use super::lock::{self, Acquired};
 use super::metrics::Metrics;
 use super::record::{self, BookingRow, CancelOutcome, ConfirmOutcome, HoldOutcome, HoldRequest};
 use super::types::{self, Stay, Tier, format_day};
@@ -293,9 +295,11 @@ pub async fn hold(
     };
     let (start, end) = stay.taken(booking.settings.turnover_buffer_days);
 
-    // The gate: the calendar reserves the days or says they are taken, without PostgreSQL.
+    // The gate, Redis only: the calendar says whether the days are taken, then the lock on the
+    // asset-days lets one request of a herd through to PostgreSQL. The calendar is written only
+    // after PostgreSQL committed, so a request that dies on the way leaves nothing behind but
+    // a lock that lapses with its TTL.
     let gate_started = Instant::now();
-    let mut reserved = false;
     let retry = match &key {
         Some(key) => !booking
             .calendar
@@ -304,18 +308,46 @@ pub async fn hold(
             .unwrap_or(false),
         None => false,
     };
-    if !retry && let Ok(true) = booking.calendar.built().await {
-        match booking.calendar.reserve(&asset, start, end).await {
-            Ok(true) => reserved = true,
-            Ok(false) => {
+    let calendar_built = booking.calendar.built().await.unwrap_or(false);
+    let lock_keys = lock::keys(&asset, start, end);
+    let mut lock_token = None;
+    if !retry {
+        if calendar_built
+            && let Ok(free) = booking
+                .calendar
+                .free(std::slice::from_ref(&asset), start, end)
+                .await
+            && free.first() == Some(&false)
+        {
+            booking.metrics.observe_lock_wait(gate_started.elapsed());
+            Metrics::inc(&booking.metrics.conflicts_redis);
+            return Err(taken(&body, stay));
+        }
+        match booking
+            .locks
+            .acquire(&lock_keys, booking.settings.hold_window)
+            .await
+        {
+            Acquired::Held { token, .. } => lock_token = Some(token),
+            Acquired::Contended => {
                 booking.metrics.observe_lock_wait(gate_started.elapsed());
                 Metrics::inc(&booking.metrics.conflicts_redis);
                 return Err(taken(&body, stay));
             }
-            Err(error) => tracing::debug!(%error, "calendar unavailable; PostgreSQL decides alone"),
+            Acquired::Unavailable => {
+                tracing::debug!("lock nodes unavailable; PostgreSQL decides alone");
+            }
         }
     }
     booking.metrics.observe_lock_wait(gate_started.elapsed());
+    let release_lock = |token: Option<String>| {
+        let keys = lock_keys.clone();
+        async move {
+            if let Some(token) = token {
+                booking.locks.release(&keys, &token).await;
+            }
+        }
+    };
 
     let request = HoldRequest {
         branch,
@@ -327,7 +359,7 @@ pub async fn hold(
         created_by: created_by.clone(),
         idempotency_key: key.clone(),
         digest,
-        lock_token: None,
+        lock_token: lock_token.clone(),
     };
     let result = record::hold(
         &booking.db,
@@ -339,9 +371,7 @@ pub async fn hold(
     let (outcome, expired) = match result {
         Ok(result) => result,
         Err(error) => {
-            if reserved {
-                let _ = booking.calendar.release(&asset, start, end).await;
-            }
+            release_lock(lock_token).await;
             return Err(record_error(error));
         }
     };
@@ -351,25 +381,25 @@ pub async fn hold(
     match outcome {
         HoldOutcome::Held(row) => {
             Metrics::inc(&booking.metrics.held);
-            if (!reserved || !expired.is_empty()) && booking.calendar.built().await.unwrap_or(false)
-            {
-                // Expired holds or a bypassed gate leave the calendar behind: recompute this asset.
-                repair(booking, &asset).await;
+            if calendar_built {
+                let marked = booking.calendar.reserve(&asset, start, end).await;
+                if matches!(marked, Ok(false)) || !expired.is_empty() {
+                    // Days already marked, or expired holds left behind: recompute this asset.
+                    repair(booking, &asset).await;
+                }
             }
             Ok((StatusCode::CREATED, Json(json!(row))))
         }
         HoldOutcome::Replayed(row) => {
-            let live = matches!(row.state.as_str(), "HELD" | "CONFIRMED");
-            if reserved && !live {
-                let _ = booking.calendar.release(&asset, start, end).await;
-            }
+            release_lock(lock_token).await;
             Ok((StatusCode::CREATED, Json(json!(row))))
         }
         HoldOutcome::Taken => {
+            let gated = lock_token.is_some();
+            release_lock(lock_token).await;
             Metrics::inc(&booking.metrics.conflicts_postgresql);
-            if reserved {
+            if calendar_built && gated {
                 // The calendar said free and PostgreSQL said taken: it drifted.
-                let _ = booking.calendar.release(&asset, start, end).await;
                 repair(booking, &asset).await;
             }
             Err(taken(&body, stay))
@@ -445,6 +475,20 @@ pub async fn confirm_payment(
         None => Err(not_found(id)),
         Some(ConfirmOutcome::Confirmed(row)) => {
             Metrics::inc(&booking.metrics.confirmed);
+            // The slot is the booking's now; the lock has done its work.
+            if let Some(token) = &row.lock_token
+                && let Ok((start, end)) = row_days(&row)
+            {
+                let asset = AssetKey {
+                    sku: row.sku.clone(),
+                    branch: row.branch.clone(),
+                    asset_id: row.asset_id.clone(),
+                };
+                booking
+                    .locks
+                    .release(&lock::keys(&asset, start, end), token)
+                    .await;
+            }
             Ok(Json(row))
         }
         Some(ConfirmOutcome::AlreadyConfirmed(row)) => Ok(Json(row)),
@@ -469,6 +513,14 @@ pub async fn confirm_payment(
             details: Some(json!({"booking": row})),
         }),
     }
+}
+
+/// The taken days `[start, end)` of a row.
+fn row_days(row: &BookingRow) -> Result<(time::Date, time::Date), types::Invalid> {
+    Ok((
+        types::parse_day("from", &row.from)?,
+        types::parse_day("free_from", &row.free_from)?,
+    ))
 }
 
 /// `POST /v1/bookings/{id}/cancel`: cancels a held or confirmed booking; again is harmless.

@@ -9,7 +9,8 @@
 //! answer comes from PostgreSQL, slower but the same.
 //!
 //! Files by concern: [`types`] (validated request values: days, stays, tiers, asset refs),
-//! [`record`] (PostgreSQL), [`calendar`] (Redis bitmask and its Lua scripts), [`sweeper`] (due
+//! [`record`] (PostgreSQL), [`calendar`] (Redis bitmask and its Lua scripts), [`lock`] (Redlock
+//! on asset-days, the token stored on the hold for fencing), [`sweeper`] (due
 //! holds and the side effects of ended bookings), [`metrics`] (Prometheus counters),
 //! [`http`] (the `/v1/bookings`, `/v1/availability` handlers).
 //!
@@ -22,6 +23,7 @@
 
 pub mod calendar;
 pub mod http;
+pub mod lock;
 pub mod metrics;
 pub mod record;
 pub mod sweeper;
@@ -40,6 +42,7 @@ use crate::config::BookingConfig;
 pub struct Booking {
     pub db: PgPool,
     pub calendar: calendar::Calendar,
+    pub locks: lock::Locks,
     pub settings: Arc<Settings>,
     pub metrics: Arc<metrics::Metrics>,
     pub assets: Arc<http::AssetLists>,
@@ -55,10 +58,22 @@ pub struct Settings {
 }
 
 impl Booking {
-    pub fn new(db: PgPool, redis: ConnectionManager, config: &BookingConfig) -> Booking {
+    /// `lock_nodes` empty: locks are taken on `redis` alone.
+    pub fn new(
+        db: PgPool,
+        redis: ConnectionManager,
+        lock_nodes: Vec<ConnectionManager>,
+        config: &BookingConfig,
+    ) -> Booking {
+        let lock_nodes = if lock_nodes.is_empty() {
+            vec![redis.clone()]
+        } else {
+            lock_nodes
+        };
         Booking {
             db,
             calendar: calendar::Calendar::new(redis),
+            locks: lock::Locks::new(lock_nodes),
             settings: Arc::new(Settings {
                 hold_window: config.hold_window,
                 turnover_buffer_days: config.turnover_buffer_days,

@@ -1,6 +1,6 @@
 //! The hold sweeper, one per replica: every `sweep_interval` it expires due holds
 //! (`FOR UPDATE SKIP LOCKED`, so replicas share the work without waiting on one another), does the
-//! side effects of ended bookings (calendar release), and now and then rebuilds the calendar.
+//! side effects of ended bookings (calendar and lock release), and now and then rebuilds the calendar.
 //!
 //! It keeps no state of its own: what is due is in PostgreSQL, so holds expire on time after any
 //! restart of any replica. Keyspace notifications are never the trigger (FIELD-NOTES.md).
@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Booking;
 use super::calendar::AssetKey;
+use super::lock;
 use super::metrics::Metrics;
 use super::record;
 
@@ -88,7 +89,13 @@ pub async fn release_ended(booking: &Booking) -> Result<i64, sqlx::Error> {
             .release(&asset, booking_row.start, booking_row.end)
             .await
         {
-            Ok(()) => released.push(booking_row.id.clone()),
+            Ok(()) => {
+                if let Some(token) = &booking_row.lock_token {
+                    let keys = lock::keys(&asset, booking_row.start, booking_row.end);
+                    booking.locks.release(&keys, token).await;
+                }
+                released.push(booking_row.id.clone());
+            }
             Err(error) => {
                 tracing::debug!(%error, id = %booking_row.id, "calendar release failed; retrying later");
                 break;

@@ -499,3 +499,146 @@ async fn rebuilt_calendar_equals_the_live_one() {
     assert!(printed.starts_with("calendar rebuilt"), "{printed}");
     assert_eq!(redis.calendar().await, live);
 }
+
+#[tokio::test]
+async fn redlock_over_three_nodes_survives_a_dead_node_and_a_paused_holder() {
+    let calendar = RedisProcess::start().await;
+    let mut nodes = vec![
+        RedisProcess::start().await,
+        RedisProcess::start().await,
+        RedisProcess::start().await,
+    ];
+    let lock_nodes = nodes
+        .iter()
+        .map(RedisProcess::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let cloud = BookingCloud::start(
+        3,
+        1,
+        &[
+            ("REDIS_URL", &calendar.url()),
+            ("REDIS_LOCK_NODES", &lock_nodes),
+            ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "3"),
+            ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "100"),
+        ],
+    )
+    .await;
+
+    // A hold's token is on its row and on every node (fencing), and confirming releases it.
+    let hold = cloud
+        .hold(0, "a1", "2027-08-01", "2027-08-01", "C-1", None)
+        .await;
+    assert_eq!(hold.status, 201, "{hold:?}");
+    let id = hold.body["id"].as_str().expect("id").to_owned();
+    let token = cloud
+        .text(&format!(
+            "SELECT lock_token FROM bookings WHERE id = '{id}'"
+        ))
+        .await;
+    let key = "lock:{AVZ:JKT01/a1}:2027-08-01";
+    for node in &nodes {
+        assert_eq!(node.get(key).await.as_deref(), Some(token.as_str()));
+    }
+    let confirmed = cloud
+        .call(
+            0,
+            &cloud.portal,
+            Method::POST,
+            &format!("/v1/bookings/{id}/confirm"),
+            Some(json!({"payment_ref": "pay-1"})),
+            None,
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{confirmed:?}");
+    for node in &nodes {
+        assert_eq!(node.get(key).await, None, "released on confirm");
+    }
+
+    // One node dead: a majority (2 of 3) still locks, and a herd still gets one hold.
+    nodes[2].kill().await;
+    let answers = herd(&cloud, "a1", "2027-08-02", 90).await;
+    assert_one_winner(&answers, "one lock node dead");
+
+    // A holder paused past its TTL: replica 0 is stopped while it books 2027-08-03.
+    let paused = async {
+        cloud
+            .hold(0, "a1", "2027-08-03", "2027-08-03", "C-paused", None)
+            .await
+    };
+    let rest = async {
+        tokio::task::yield_now().await;
+        cloud.signal(0, "STOP");
+        // Past the lock's TTL and the hold window, with whatever it held swept by the others.
+        let deadline = std::time::Instant::now() + EXPIRY_WAIT;
+        loop {
+            let locks_gone = nodes[0]
+                .get("lock:{AVZ:JKT01/a1}:2027-08-03")
+                .await
+                .is_none()
+                && nodes[1]
+                    .get("lock:{AVZ:JKT01/a1}:2027-08-03")
+                    .await
+                    .is_none();
+            let swept = cloud
+                .scalar(
+                    "SELECT count(*) FROM bookings WHERE first_day = '2027-08-03'
+                       AND (state = 'HELD' OR (state = 'EXPIRED' AND released_at IS NULL))",
+                )
+                .await
+                == 0;
+            if locks_gone && swept {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the paused holder's lock never lapsed"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let calls = (0..60)
+            .map(|client| {
+                let cloud = &cloud;
+                async move {
+                    cloud
+                        .hold(
+                            1 + client % 2,
+                            "a1",
+                            "2027-08-03",
+                            "2027-08-03",
+                            &format!("C-{client}"),
+                            None,
+                        )
+                        .await
+                }
+            })
+            .collect();
+        let answers = join_all(calls).await;
+        cloud.signal(0, "CONT");
+        answers
+    };
+    let (paused_answer, answers) = tokio::join!(paused, rest);
+    assert!(
+        paused_answer.status == 201
+            || (paused_answer.status == 409 && paused_answer.code() == "taken"),
+        "{paused_answer:?}"
+    );
+    assert_one_winner(&answers, "after the paused holder lapsed");
+    // Whatever the paused replica did when it woke, no two holds of the day were live at once.
+    assert_eq!(
+        cloud
+            .scalar(
+                "SELECT count(*) FROM bookings a JOIN bookings b
+                   ON a.id < b.id AND a.asset_id = b.asset_id AND a.period && b.period
+                  AND a.state IN ('HELD','CONFIRMED') AND b.state IN ('HELD','CONFIRMED')"
+            )
+            .await,
+        0
+    );
+    assert!(
+        cloud
+            .scalar("SELECT count(*) FROM bookings WHERE first_day = '2027-08-03' AND state = 'HELD' AND hold_expires_at > now()")
+            .await
+            <= 1
+    );
+}

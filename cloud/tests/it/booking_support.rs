@@ -90,6 +90,16 @@ impl RedisProcess {
         self.spawn().await;
     }
 
+    /// The value of `key`, if any.
+    pub async fn get(&self, key: &str) -> Option<String> {
+        let mut connection = self.connection().await.expect("redis answers");
+        redis::cmd("GET")
+            .arg(key)
+            .query_async::<Option<String>>(&mut connection)
+            .await
+            .expect("GET")
+    }
+
     pub async fn exists(&self, key: &str) -> bool {
         let mut connection = self.connection().await.expect("redis answers");
         redis::cmd("EXISTS")
@@ -295,6 +305,16 @@ impl BookingCloud {
             .fetch_one(&mut connection)
             .await
             .unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
+    /// Sends `signal` (e.g. "STOP", "CONT") to replica `replica`.
+    pub fn signal(&self, replica: usize, signal: &str) {
+        let pid = self.servers[replica].pid();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}");
     }
 
     pub async fn text(&self, sql: &str) -> String {
