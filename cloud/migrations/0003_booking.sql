@@ -61,3 +61,23 @@ create table payment_webhooks (
     outcome     text        not null,
     received_at timestamptz not null default now()
 );
+
+-- Waitlists per SKU and day. PostgreSQL holds the entries and who was offered what; Redis's
+-- sorted set `waitlist:<SKU>:<Date>` mirrors the order (tier, then arrival) for fast reads.
+-- An entry is promoted at most once: WAITING → OFFERED in the transaction that releases the
+-- lapsed or cancelled booking, with the offer (a hold of its own window) in the same commit.
+create table waitlist_entries (
+    id             uuid        primary key,
+    sku            text        not null,
+    day            date        not null,
+    customer       text        not null,
+    tier           text        not null check (tier in ('platinum', 'gold', 'silver', 'basic')),
+    tier_rank      smallint    not null check (tier_rank between 0 and 3),
+    created_by     text        not null,
+    created_at     timestamptz not null default clock_timestamp(),
+    state          text        not null default 'WAITING' check (state in ('WAITING', 'OFFERED')),
+    offer_booking  uuid        unique references bookings (id),
+    offered_at     timestamptz
+);
+create index waitlist_head_idx on waitlist_entries (sku, day, tier_rank, created_at)
+    where state = 'WAITING';

@@ -52,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bookings/{id}", get(booking::http::get))
         .route("/v1/bookings/{id}/confirm", post(booking::http::confirm))
         .route("/v1/bookings/{id}/cancel", post(booking::http::cancel))
+        .route("/v1/waitlist", post(booking::waitlist::join))
+        .route("/v1/waitlist/{id}", get(booking::waitlist::get))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

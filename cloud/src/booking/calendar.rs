@@ -152,6 +152,11 @@ impl Calendar {
         }
     }
 
+    /// A handle on the calendar's Redis node (the waitlist mirror lives there too).
+    pub fn connection(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
     /// Whether the calendar is complete (see [`BUILT_KEY`]).
     pub async fn built(&self) -> Result<bool, RedisError> {
         let mut redis = self.redis.clone();

@@ -11,7 +11,8 @@
 //! Files by concern: [`types`] (validated request values: days, stays, tiers, asset refs),
 //! [`record`] (PostgreSQL), [`calendar`] (Redis bitmask and its Lua scripts), [`lock`] (Redlock
 //! on asset-days, the token stored on the hold for fencing), [`sweeper`] (due
-//! holds and the side effects of ended bookings), [`metrics`] (Prometheus counters),
+//! holds and the side effects of ended bookings), [`waitlist`] (per SKU and day, head promoted
+//! exactly once), [`metrics`] (Prometheus counters),
 //! [`http`] (the `/v1/bookings`, `/v1/availability` handlers).
 //!
 //! Invariants:
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod record;
 pub mod sweeper;
 pub mod types;
+pub mod waitlist;
 
 use std::sync::Arc;
 use std::time::Duration;

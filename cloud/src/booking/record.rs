@@ -133,6 +133,9 @@ pub struct Ended {
     /// The taken days, half-open.
     pub start: Date,
     pub end: Date,
+    /// The rental days, both included (the days a waitlist is offered).
+    pub first_day: Date,
+    pub last_day: Date,
     pub lock_token: Option<String>,
 }
 
@@ -421,7 +424,8 @@ pub async fn expire_due(db: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
 pub async fn claim_ended(tx: &mut PgConnection, limit: i64) -> Result<Vec<Ended>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id::text AS id, branch_id, asset_id, sku, lower(period)::text AS start,
-                upper(period)::text AS end_day, lock_token
+                upper(period)::text AS end_day, first_day::text AS first_day,
+                last_day::text AS last_day, lock_token
          FROM bookings
          WHERE state IN ('EXPIRED', 'CANCELLED') AND released_at IS NULL
          ORDER BY ended_at
@@ -445,6 +449,8 @@ pub async fn claim_ended(tx: &mut PgConnection, limit: i64) -> Result<Vec<Ended>
                 sku: row.try_get("sku")?,
                 start: day("start")?,
                 end: day("end_day")?,
+                first_day: day("first_day")?,
+                last_day: day("last_day")?,
                 lock_token: row.try_get("lock_token")?,
             })
         })

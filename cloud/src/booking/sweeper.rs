@@ -1,6 +1,6 @@
 //! The hold sweeper, one per replica: every `sweep_interval` it expires due holds
 //! (`FOR UPDATE SKIP LOCKED`, so replicas share the work without waiting on one another), does the
-//! side effects of ended bookings (calendar and lock release), and now and then rebuilds the calendar.
+//! side effects of ended bookings (calendar and lock release, the waitlist head's offer), and now and then rebuilds the calendar.
 //!
 //! It keeps no state of its own: what is due is in PostgreSQL, so holds expire on time after any
 //! restart of any replica. Keyspace notifications are never the trigger (FIELD-NOTES.md).
@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Booking;
 use super::calendar::AssetKey;
-use super::lock;
 use super::metrics::Metrics;
 use super::record;
+use super::{lock, waitlist};
 
 /// Rows handled per statement; a backlog drains over several ticks without long transactions.
 const BATCH: i64 = 500;
@@ -78,6 +78,7 @@ pub async fn release_ended(booking: &Booking) -> Result<i64, sqlx::Error> {
         return Ok(0);
     }
     let mut released = Vec::with_capacity(ended.len());
+    let mut offers = Vec::new();
     for booking_row in &ended {
         let asset = AssetKey {
             sku: booking_row.sku.clone(),
@@ -94,6 +95,15 @@ pub async fn release_ended(booking: &Booking) -> Result<i64, sqlx::Error> {
                     let keys = lock::keys(&asset, booking_row.start, booking_row.end);
                     booking.locks.release(&keys, token).await;
                 }
+                offers.extend(
+                    waitlist::promote(
+                        &mut tx,
+                        booking_row,
+                        booking.settings.turnover_buffer_days,
+                        booking.settings.hold_window,
+                    )
+                    .await?,
+                );
                 released.push(booking_row.id.clone());
             }
             Err(error) => {
@@ -104,5 +114,19 @@ pub async fn release_ended(booking: &Booking) -> Result<i64, sqlx::Error> {
     }
     record::mark_released(&mut tx, &released).await?;
     tx.commit().await?;
+    for offer in &offers {
+        tracing::info!(entry = %offer.entry_id, booking = %offer.booking_id, day = %offer.day, "waitlist head offered the freed asset");
+        Metrics::inc(&booking.metrics.held);
+        let _ = booking
+            .calendar
+            .reserve(&offer.asset, offer.start, offer.end)
+            .await;
+        let mut redis = booking.calendar.connection();
+        let _ = redis::cmd("ZREM")
+            .arg(waitlist::key(&offer.asset.sku, offer.day))
+            .arg(&offer.entry_id)
+            .query_async::<i64>(&mut redis)
+            .await;
+    }
     Ok(i64::try_from(released.len()).unwrap_or(0))
 }

@@ -642,3 +642,146 @@ async fn redlock_over_three_nodes_survives_a_dead_node_and_a_paused_holder() {
             <= 1
     );
 }
+
+#[tokio::test]
+async fn waitlist_head_is_promoted_exactly_once_per_lapse() {
+    let redis = RedisProcess::start().await;
+    let cloud = BookingCloud::start(
+        3,
+        1,
+        &[
+            ("REDIS_URL", &redis.url()),
+            ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "2"),
+            ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "50"),
+        ],
+    )
+    .await;
+    let day = "2027-09-01";
+    let first = cloud.hold(0, "a1", day, day, "C-0", None).await;
+    assert_eq!(first.status, 201, "{first:?}");
+    let taken = cloud.hold(1, "a1", day, day, "C-x", None).await;
+    assert_eq!(taken.status, 409);
+    assert_eq!(taken.body["waitlist"]["join"], "POST /v1/waitlist");
+
+    let mut entries = Vec::new();
+    for (customer, tier, position) in [
+        ("W-basic", "basic", 1),
+        ("W-gold", "gold", 1),
+        ("W-silver", "silver", 2),
+    ] {
+        let answer = cloud
+            .call(
+                entries.len(),
+                &cloud.portal,
+                Method::POST,
+                "/v1/waitlist",
+                Some(json!({"sku": SKU, "date": day, "customer": customer, "tier": tier})),
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        assert_eq!(answer.body["position"], position, "{customer}: {answer:?}");
+        entries.push(answer.body["id"].as_str().expect("id").to_owned());
+    }
+    let bad = cloud
+        .call(
+            0,
+            &cloud.portal,
+            Method::POST,
+            "/v1/waitlist",
+            Some(json!({"sku": SKU, "date": "2027-13-01", "customer": "W"})),
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{bad:?}");
+
+    // Each lapse or cancellation offers the day to the next head, once: gold, silver, basic.
+    for (round, expected) in [(1, 1), (2, 2), (3, 0)] {
+        let entry = &entries[expected];
+        cloud
+            .wait_until(
+                &format!("SELECT state = 'OFFERED' FROM waitlist_entries WHERE id = '{entry}'"),
+                EXPIRY_WAIT,
+            )
+            .await;
+        assert_eq!(
+            cloud
+                .scalar("SELECT count(*) FROM waitlist_entries WHERE state = 'OFFERED'")
+                .await,
+            round,
+            "round {round}: one offer per lapse"
+        );
+        let seen = cloud
+            .call(
+                0,
+                &cloud.portal,
+                Method::GET,
+                &format!("/v1/waitlist/{entry}"),
+                None,
+                None,
+            )
+            .await;
+        let offer = seen.body["offer_booking"]
+            .as_str()
+            .expect("an offer")
+            .to_owned();
+        let booking = cloud
+            .call(
+                0,
+                &cloud.portal,
+                Method::GET,
+                &format!("/v1/bookings/{offer}"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(booking.body["asset_id"], "a1");
+        assert_eq!(booking.body["from"], day);
+        if round < 3 {
+            let cancel = cloud
+                .call(
+                    round as usize,
+                    &cloud.portal,
+                    Method::POST,
+                    &format!("/v1/bookings/{offer}/cancel"),
+                    None,
+                    None,
+                )
+                .await;
+            // The offer may have lapsed already (its window is 2 s); either way it ends.
+            assert!(
+                cancel.status == 200 || cancel.code() == "wrong_state",
+                "{cancel:?}"
+            );
+        }
+    }
+    cloud
+        .wait_until(
+            "SELECT count(*) = 0 FROM bookings WHERE state = 'HELD'",
+            EXPIRY_WAIT,
+        )
+        .await;
+    cloud
+        .wait_until(
+            "SELECT count(*) = 0 FROM bookings WHERE state IN ('EXPIRED','CANCELLED') AND released_at IS NULL",
+            EXPIRY_WAIT,
+        )
+        .await;
+    assert_eq!(
+        cloud
+            .scalar("SELECT count(*) FROM waitlist_entries WHERE state = 'OFFERED'")
+            .await,
+        3
+    );
+    assert_eq!(
+        cloud
+            .scalar("SELECT count(DISTINCT offer_booking) FROM waitlist_entries")
+            .await,
+        3
+    );
+    assert_eq!(
+        cloud.scalar("SELECT count(*) FROM bookings").await,
+        4,
+        "the first hold and three offers"
+    );
+}
