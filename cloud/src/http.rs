@@ -63,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(booking::http::metrics))
         .route("/v1/enroll", post(devices::enroll))
+        // Verified by its HMAC, not by the device or token middleware.
+        .route("/v1/payments/webhook", post(booking::payments::webhook))
         .merge(authenticated)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -12,7 +12,7 @@
 //! [`record`] (PostgreSQL), [`calendar`] (Redis bitmask and its Lua scripts), [`lock`] (Redlock
 //! on asset-days, the token stored on the hold for fencing), [`sweeper`] (due
 //! holds and the side effects of ended bookings), [`waitlist`] (per SKU and day, head promoted
-//! exactly once), [`metrics`] (Prometheus counters),
+//! exactly once), [`payments`] (gateway trait, sandbox, HMAC-verified webhook), [`metrics`] (Prometheus counters),
 //! [`http`] (the `/v1/bookings`, `/v1/availability` handlers).
 //!
 //! Invariants:
@@ -26,6 +26,7 @@ pub mod calendar;
 pub mod http;
 pub mod lock;
 pub mod metrics;
+pub mod payments;
 pub mod record;
 pub mod sweeper;
 pub mod types;
@@ -48,6 +49,8 @@ pub struct Booking {
     pub settings: Arc<Settings>,
     pub metrics: Arc<metrics::Metrics>,
     pub assets: Arc<http::AssetLists>,
+    /// The payment gateway; the sandbox until a real one is configured.
+    pub gateway: Arc<dyn payments::PaymentGateway>,
 }
 
 /// The booking part of the configuration, as the engine uses it.
@@ -84,6 +87,7 @@ impl Booking {
             }),
             metrics: Arc::new(metrics::Metrics::default()),
             assets: Arc::new(http::AssetLists::default()),
+            gateway: Arc::new(payments::SandboxGateway::default()),
         }
     }
 }

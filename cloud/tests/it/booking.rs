@@ -785,3 +785,146 @@ async fn waitlist_head_is_promoted_exactly_once_per_lapse() {
         "the first hold and three offers"
     );
 }
+
+/// `(timestamp, signature)` headers for a webhook body, as the gateway signs it.
+fn webhook_headers(secret: &[u8], timestamp: u64, body: &str) -> Vec<(&'static str, String)> {
+    use hmac::{Hmac, KeyInit as _, Mac as _};
+    let timestamp = timestamp.to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    vec![
+        ("x-sentra-webhook-timestamp", timestamp),
+        (
+            "x-sentra-webhook-signature",
+            hex::encode(mac.finalize().into_bytes()),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn forged_webhooks_are_refused_and_real_ones_count_once() {
+    const SECRET: &str = "whsec-test-only";
+    let redis = RedisProcess::start().await;
+    let cloud = BookingCloud::start(
+        1,
+        2,
+        &[
+            ("REDIS_URL", &redis.url()),
+            ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "2"),
+            ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "60000"),
+            ("SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET", SECRET),
+        ],
+    )
+    .await;
+    let now = crate::fixtures::now_ms() / 1000;
+    let http = crate::support::http_client();
+    let url = format!("http://{}/v1/payments/webhook", cloud.servers[0].addr);
+    let send = |body: String, headers: Vec<(&'static str, String)>| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let mut request = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let response = request.send().await.expect("webhook answered");
+            let status = response.status().as_u16();
+            (
+                status,
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let hold = cloud
+        .hold(0, "a1", "2027-10-01", "2027-10-01", "C-1", None)
+        .await;
+    let id = hold.body["id"].as_str().expect("id").to_owned();
+    let event = |event_id: &str, booking: &str| {
+        json!({"event_id": event_id, "type": "payment.authorized", "booking_id": booking, "payment_ref": format!("pay-{event_id}")}).to_string()
+    };
+
+    let body = event("e1", &id);
+    let forged = [
+        ("no signature", vec![]),
+        ("another secret", webhook_headers(b"guessed", now, &body)),
+        (
+            "another body",
+            webhook_headers(
+                SECRET.as_bytes(),
+                now,
+                &event("e1", "00000000-0000-0000-0000-000000000000"),
+            ),
+        ),
+        (
+            "an old timestamp",
+            webhook_headers(SECRET.as_bytes(), now - 3600, &body),
+        ),
+    ];
+    for (what, headers) in forged {
+        let (status, answer) = send(body.clone(), headers).await;
+        assert_eq!(status, 401, "{what}: {answer}");
+    }
+    assert_eq!(
+        cloud.scalar("SELECT count(*) FROM payment_webhooks").await,
+        0
+    );
+    assert_eq!(
+        cloud
+            .text(&format!("SELECT state FROM bookings WHERE id = '{id}'"))
+            .await,
+        "HELD",
+        "forgeries change nothing"
+    );
+
+    let (status, answer) = send(body.clone(), webhook_headers(SECRET.as_bytes(), now, &body)).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("confirmed")),
+        "{answer}"
+    );
+    let (status, again) = send(body.clone(), webhook_headers(SECRET.as_bytes(), now, &body)).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(
+        cloud.scalar("SELECT count(*) FROM payment_webhooks").await,
+        1
+    );
+    assert_eq!(
+        cloud
+            .text(&format!("SELECT state FROM bookings WHERE id = '{id}'"))
+            .await,
+        "CONFIRMED"
+    );
+
+    // A payment for a lapsed hold: refused, flagged for refund, the slot not given.
+    let late = cloud
+        .hold(0, "a2", "2027-10-01", "2027-10-01", "C-2", None)
+        .await;
+    let late_id = late.body["id"].as_str().expect("id").to_owned();
+    cloud
+        .wait_until(
+            &format!("SELECT hold_expires_at <= now() FROM bookings WHERE id = '{late_id}'"),
+            EXPIRY_WAIT,
+        )
+        .await;
+    let body = event("e2", &late_id);
+    let (status, answer) = send(body.clone(), webhook_headers(SECRET.as_bytes(), now, &body)).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("refund_due")),
+        "{answer}"
+    );
+    assert_eq!(
+        cloud
+            .scalar(&format!("SELECT count(*) FROM bookings WHERE id = '{late_id}' AND state = 'EXPIRED' AND refund_due"))
+            .await,
+        1
+    );
+}
