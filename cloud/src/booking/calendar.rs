@@ -249,21 +249,6 @@ impl Calendar {
         Ok(set.is_some())
     }
 
-    /// Every calendar key and its value.
-    pub async fn snapshot(&self) -> Result<BTreeMap<String, Vec<u8>>, RedisError> {
-        let keys = self.scan("avail:*").await?;
-        let mut out = BTreeMap::new();
-        let mut redis = self.redis.clone();
-        for key in keys {
-            let value: Option<Vec<u8>> =
-                redis::cmd("GET").arg(&key).query_async(&mut redis).await?;
-            if let Some(value) = value {
-                out.insert(key, value);
-            }
-        }
-        Ok(out)
-    }
-
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
         let mut redis = self.redis.clone();
         let mut cursor: u64 = 0;
@@ -407,7 +392,8 @@ mod tests {
 
     #[test]
     fn segments_split_at_month_and_year_ends() {
-        let cases: &[(&str, &str, &[(&str, u32, u32)])] = &[
+        type Segment<'a> = (&'a str, u32, u32);
+        let cases: &[(&str, &str, &[Segment])] = &[
             (
                 "2026-12-30",
                 "2027-01-03",

@@ -99,16 +99,19 @@ pub struct AvailabilityQuery {
     to: String,
 }
 
+/// A SKU's assets: (branch, asset id, plate).
+type AssetList = Arc<Vec<(String, String, String)>>;
+
 /// In-process list of a SKU's assets, refreshed after [`ASSET_LIST_TTL`].
 #[derive(Default)]
-pub struct AssetLists(Mutex<HashMap<String, (Instant, Arc<Vec<(String, String, String)>>)>>);
+pub struct AssetLists(Mutex<HashMap<String, (Instant, AssetList)>>);
 
 impl AssetLists {
     async fn get(
         &self,
         db: &sqlx::PgPool,
         sku: &str,
-    ) -> Result<Arc<Vec<(String, String, String)>>, sqlx::Error> {
+    ) -> Result<AssetList, sqlx::Error> {
         if let Ok(lists) = self.0.lock()
             && let Some((at, list)) = lists.get(sku)
             && at.elapsed() < ASSET_LIST_TTL

@@ -178,16 +178,6 @@ impl State {
             _ => None,
         }
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Held => "HELD",
-            State::Confirmed => "CONFIRMED",
-            State::Completed => "COMPLETED",
-            State::Expired => "EXPIRED",
-            State::Cancelled => "CANCELLED",
-        }
-    }
 }
 
 #[cfg(test)]
