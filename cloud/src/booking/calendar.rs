@@ -202,17 +202,16 @@ impl Calendar {
         self.run(&self.release, asset, start, end).await.map(drop)
     }
 
-    /// For each asset, whether every day of `[start, end)` is clear: one pipelined round trip.
+    /// For each asset, whether every day of `[start, end)` is clear, or `None` if the calendar
+    /// is not built (then it cannot say): one pipelined round trip.
     pub async fn free(
         &self,
         assets: &[AssetKey],
         start: Date,
         end: Date,
-    ) -> Result<Vec<bool>, RedisError> {
-        if assets.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> Result<Option<Vec<bool>>, RedisError> {
         let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(BUILT_KEY);
         let mut per_asset = Vec::with_capacity(assets.len());
         for asset in assets {
             let parts = segments(asset, start, end);
@@ -226,12 +225,17 @@ impl Calendar {
             }
         }
         let mut redis = self.redis.clone();
-        let counts: Vec<i64> = pipe.query_async(&mut redis).await?;
-        let mut counts = counts.into_iter();
-        Ok(per_asset
-            .into_iter()
-            .map(|parts| counts.by_ref().take(parts).all(|count| count == 0))
-            .collect())
+        let replies: Vec<i64> = pipe.query_async(&mut redis).await?;
+        let mut replies = replies.into_iter();
+        if replies.next() != Some(1) {
+            return Ok(None);
+        }
+        Ok(Some(
+            per_asset
+                .into_iter()
+                .map(|parts| replies.by_ref().take(parts).all(|count| count == 0))
+                .collect(),
+        ))
     }
 
     /// Notes that `created_by` sent `key`; `true` the first time. A key seen before is a retry,

@@ -107,11 +107,7 @@ type AssetList = Arc<Vec<(String, String, String)>>;
 pub struct AssetLists(Mutex<HashMap<String, (Instant, AssetList)>>);
 
 impl AssetLists {
-    async fn get(
-        &self,
-        db: &sqlx::PgPool,
-        sku: &str,
-    ) -> Result<AssetList, sqlx::Error> {
+    async fn get(&self, db: &sqlx::PgPool, sku: &str) -> Result<AssetList, sqlx::Error> {
         if let Ok(lists) = self.0.lock()
             && let Some((at, list)) = lists.get(sku)
             && at.elapsed() < ASSET_LIST_TTL
@@ -156,10 +152,12 @@ pub async fn availability(
             asset_id: asset_id.clone(),
         })
         .collect();
-    let from_redis = match booking.calendar.built().await {
-        Ok(true) => booking.calendar.free(&keys, start, end).await.ok(),
-        _ => None,
-    };
+    let from_redis = booking
+        .calendar
+        .free(&keys, start, end)
+        .await
+        .ok()
+        .flatten();
     let (source, list) = match from_redis {
         Some(free) => (
             "redis",
@@ -311,17 +309,17 @@ pub async fn hold(
             .unwrap_or(false),
         None => false,
     };
-    let calendar_built = booking.calendar.built().await.unwrap_or(false);
+    let free = booking
+        .calendar
+        .free(std::slice::from_ref(&asset), start, end)
+        .await
+        .ok()
+        .flatten();
+    let calendar_built = free.is_some();
     let lock_keys = lock::keys(&asset, start, end);
     let mut lock_token = None;
     if !retry {
-        if calendar_built
-            && let Ok(free) = booking
-                .calendar
-                .free(std::slice::from_ref(&asset), start, end)
-                .await
-            && free.first() == Some(&false)
-        {
+        if free.as_deref() == Some(&[false]) {
             booking.metrics.observe_lock_wait(gate_started.elapsed());
             Metrics::inc(&booking.metrics.conflicts_redis);
             return Err(taken(&body, stay));
