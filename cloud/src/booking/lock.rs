@@ -11,7 +11,9 @@
 //! past its TTL may still try to insert, and PostgreSQL refuses it. The token is stored on the
 //! hold row (fencing), and a release deletes only keys still holding that token, so a late
 //! release cannot free someone else's lock. When fewer than a majority of nodes answer at all,
-//! the lock is "unavailable" and the caller goes to PostgreSQL without it.
+//! or when the vote splits (we took some nodes but not a majority: a herd spread over the nodes),
+//! the lock is "unavailable" and the caller goes to PostgreSQL without it; only a majority that
+//! answered with every node refusing means "contended", a taken slot answered from Redis.
 
 use std::time::{Duration, Instant};
 
@@ -55,9 +57,9 @@ return released
 pub enum Acquired {
     /// Held by us on a majority, with this token, for about this long.
     Held { token: String, validity: Duration },
-    /// A majority answered and someone else holds some of the days.
+    /// A majority answered and every node that answered refused: someone else holds the days.
     Contended,
-    /// Too few nodes answered to decide: go to PostgreSQL without a lock.
+    /// Too few nodes answered, or a split vote: go to PostgreSQL without a lock.
     Unavailable,
 }
 
@@ -125,9 +127,12 @@ impl Locks {
             return Acquired::Held { token, validity };
         }
         self.release(keys, &token).await;
-        if answered >= self.quorum() {
+        if answered >= self.quorum() && taken == 0 {
             Acquired::Contended
         } else {
+            // Too few nodes answered, or a split vote (a herd spread its tokens over the nodes so
+            // that nobody has a majority): the lock cannot decide, so PostgreSQL does. Refusing
+            // here would turn the whole herd away from a free slot.
             Acquired::Unavailable
         }
     }

@@ -159,19 +159,32 @@ pub async fn hold(
         return Ok((outcome, Vec::new()));
     }
     let (start, end) = request.stay.taken(buffer_days);
-    let mut tx = db.begin().await?;
-    let result = insert(&mut tx, request, start, end, hold_window).await;
-    match result {
-        Ok((row, expired)) => match tx.commit().await {
-            Ok(()) => Ok((HoldOutcome::Held(row), expired)),
-            Err(error) => classify(db, request, error).await,
-        },
-        Err(error) => {
-            drop(tx);
-            classify(db, request, error).await
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut tx = db.begin().await?;
+        let result = insert(&mut tx, request, start, end, hold_window).await;
+        let error = match result {
+            Ok((row, expired)) => match tx.commit().await {
+                Ok(()) => return Ok((HoldOutcome::Held(row), expired)),
+                Err(error) => error,
+            },
+            Err(error) => {
+                drop(tx);
+                error
+            }
+        };
+        // A deadlock victim does not know who won: the winner may not have committed yet, and
+        // may be this caller's own first attempt. Trying again waits for it and then knows.
+        if attempt < DEADLOCK_ATTEMPTS && db_code(&error).as_deref() == Some(DEADLOCK_DETECTED) {
+            continue;
         }
+        return classify(db, request, error).await;
     }
 }
+
+/// How often a hold is tried when PostgreSQL picks it as a deadlock victim.
+const DEADLOCK_ATTEMPTS: u32 = 3;
 
 /// A failed hold: taken, a raced retry, an unknown asset, or a real failure.
 async fn classify(
