@@ -253,6 +253,36 @@ impl Calendar {
         Ok(set.is_some())
     }
 
+    /// Records that `created_by`'s `key` made booking `id` (set right after the commit, before
+    /// the calendar is marked): a first attempt that reaches the gate after its own retry has
+    /// already won sees that the taken days are its own.
+    pub async fn remember_booking(
+        &self,
+        created_by: &str,
+        key: &str,
+        id: &str,
+    ) -> Result<(), RedisError> {
+        let mut redis = self.redis.clone();
+        redis::cmd("SET")
+            .arg(idempotency_key(created_by, key))
+            .arg(id)
+            .arg("EX")
+            .arg(IDEMPOTENCY_TTL_SECONDS)
+            .query_async::<()>(&mut redis)
+            .await
+    }
+
+    /// Whether `created_by`'s `key` already made a booking (see [`Calendar::remember_booking`]).
+    pub async fn key_made_booking(&self, created_by: &str, key: &str) -> bool {
+        let mut redis = self.redis.clone();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(idempotency_key(created_by, key))
+            .query_async(&mut redis)
+            .await
+            .unwrap_or(None);
+        value.is_some_and(|value| value != "1")
+    }
+
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
         let mut redis = self.redis.clone();
         let mut cursor: u64 = 0;

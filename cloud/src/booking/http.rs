@@ -318,6 +318,19 @@ pub async fn hold(
     let calendar_built = free.is_some();
     let lock_keys = lock::keys(&asset, start, end);
     let mut lock_token = None;
+    // Taken by this caller's own retry (it won first): PostgreSQL has the answer.
+    let own = |booking: &'_ Booking| {
+        let key = key.clone();
+        let created_by = created_by.clone();
+        let calendar = booking.calendar.clone();
+        async move {
+            match key {
+                Some(key) => calendar.key_made_booking(&created_by, &key).await,
+                None => false,
+            }
+        }
+    };
+    let retry = retry || (free.as_deref() == Some(&[false]) && own(booking).await);
     if !retry {
         if free.as_deref() == Some(&[false]) {
             booking.metrics.observe_lock_wait(gate_started.elapsed());
@@ -330,6 +343,7 @@ pub async fn hold(
             .await
         {
             Acquired::Held { token, .. } => lock_token = Some(token),
+            Acquired::Contended if own(booking).await => {}
             Acquired::Contended => {
                 booking.metrics.observe_lock_wait(gate_started.elapsed());
                 Metrics::inc(&booking.metrics.conflicts_redis);
@@ -382,6 +396,12 @@ pub async fn hold(
     match outcome {
         HoldOutcome::Held(row) => {
             Metrics::inc(&booking.metrics.held);
+            if let Some(key) = &key {
+                let _ = booking
+                    .calendar
+                    .remember_booking(&created_by, key, &row.id)
+                    .await;
+            }
             if calendar_built {
                 let marked = booking.calendar.reserve(&asset, start, end).await;
                 if matches!(marked, Ok(false)) || !expired.is_empty() {

@@ -22,33 +22,44 @@ const BATCH: i64 = 500;
 /// restarted or wiped) or when the last full rebuild is older than [`FULL_REBUILD_INTERVAL`].
 const FULL_REBUILD_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Runs until `token` is cancelled.
+/// Runs until `token` is cancelled. A tick in progress is abandoned at cancellation (its
+/// transaction rolls back, and everything it does is safe to do again), so a dead PostgreSQL
+/// never delays shutdown.
 pub async fn run(booking: Booking, token: CancellationToken) {
     let mut interval = tokio::time::interval(booking.settings.sweep_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_rebuild: Option<Instant> = None;
     loop {
         tokio::select! {
+            biased;
             () = token.cancelled() => return,
             _ = interval.tick() => {}
         }
-        if let Err(error) = sweep(&booking).await {
-            tracing::warn!(%error, "sweeping holds failed; retrying at the next tick");
+        tokio::select! {
+            biased;
+            () = token.cancelled() => return,
+            () = tick(&booking, &mut last_rebuild) => {}
         }
-        let due = last_rebuild.is_none_or(|at| at.elapsed() >= FULL_REBUILD_INTERVAL);
-        match booking.calendar.built().await {
-            Ok(built) if !built || due => match booking.calendar.rebuild(&booking.db).await {
-                Ok(keys) => {
-                    last_rebuild = Some(Instant::now());
-                    tracing::info!(keys, was_built = built, "calendar rebuilt from PostgreSQL");
-                }
-                Err(error) => {
-                    tracing::warn!(error = %crate::booking::http::chain(&error), "calendar rebuild failed")
-                }
-            },
-            Ok(_) => {}
-            Err(error) => tracing::debug!(%error, "redis unavailable; calendar not checked"),
-        }
+    }
+}
+
+async fn tick(booking: &Booking, last_rebuild: &mut Option<Instant>) {
+    if let Err(error) = sweep(booking).await {
+        tracing::warn!(%error, "sweeping holds failed; retrying at the next tick");
+    }
+    let due = last_rebuild.is_none_or(|at| at.elapsed() >= FULL_REBUILD_INTERVAL);
+    match booking.calendar.built().await {
+        Ok(built) if !built || due => match booking.calendar.rebuild(&booking.db).await {
+            Ok(keys) => {
+                *last_rebuild = Some(Instant::now());
+                tracing::info!(keys, was_built = built, "calendar rebuilt from PostgreSQL");
+            }
+            Err(error) => {
+                tracing::warn!(error = %crate::booking::http::chain(&error), "calendar rebuild failed")
+            }
+        },
+        Ok(_) => {}
+        Err(error) => tracing::debug!(%error, "redis unavailable; calendar not checked"),
     }
 }
 
