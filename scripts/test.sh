@@ -4,7 +4,7 @@
 # Makes sure what the tests need is there, then runs every test in the workspace:
 #   - build tools (cc, make, perl, pkg-config: SQLCipher's vendored OpenSSL builds from source);
 #   - PostgreSQL on 127.0.0.1:5432 where the `postgres` role connects over TCP without a password;
-#   - Redis on 127.0.0.1:6379.
+#   - Redis on 127.0.0.1:6379, and the redis-server binary (booking tests start their own).
 # On a fresh Debian 12 (as root) it installs and starts what is missing; where everything already
 # runs it changes nothing and goes straight to cargo. It never uses sudo: installing needs root.
 set -euo pipefail
@@ -151,12 +151,14 @@ redis_ready() {
 }
 
 ensure_redis() {
-    if command -v redis-cli >/dev/null && redis_ready; then
-        log "Redis: running on $REDIS_HOST:$REDIS_PORT"
-        return
-    fi
+    # Booking tests start redis-server processes of their own (to kill, restart and pause them),
+    # so the binary must be here even when a Redis already answers.
     if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
         apt_install redis-server
+    fi
+    if redis_ready; then
+        log "Redis: running on $REDIS_HOST:$REDIS_PORT"
+        return
     fi
     # Installing the package may have started it already.
     if ! redis_ready; then

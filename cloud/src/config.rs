@@ -19,6 +19,14 @@
 //! [redis]
 //! url = "redis://127.0.0.1:6379"   # env REDIS_URL
 //! lock_nodes = []                  # env REDIS_LOCK_NODES, comma-separated
+//!
+//! [booking]
+//! hold_seconds = 600               # env SENTRA_CLOUD__BOOKING__HOLD_SECONDS
+//! turnover_buffer_days = 0         # env SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS
+//! sweep_interval_ms = 1000         # env SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS
+//!
+//! [payments]
+//! webhook_secret = ""              # env SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET (never logged)
 //! ```
 
 use std::ffi::OsString;
@@ -46,6 +54,20 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// which is right for a single Redis. Production lists independent nodes (an odd number).
 pub const DEFAULT_REDIS_LOCK_NODES: &[&str] = &[];
 
+/// How long a hold lives without payment: the payment window of card and e-wallet checkouts
+/// (DESIGN.md), after which the slot is free again.
+pub const DEFAULT_HOLD_SECONDS: u64 = 600;
+/// Days an asset stays blocked after a rental for cleaning and inspection. None by default: a
+/// branch that needs turnover days sets them, and changing it only affects new bookings.
+pub const DEFAULT_TURNOVER_BUFFER_DAYS: u64 = 0;
+/// How often each replica sweeps due holds. A hold expires at most this late; sweeping is
+/// `FOR UPDATE SKIP LOCKED`, so replicas sweeping together never wait on one another.
+pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 1000;
+/// The longest hold window accepted (a day): longer is a reservation, not a payment window.
+pub const MAX_HOLD_SECONDS: u64 = 86_400;
+/// The longest turnover buffer accepted.
+pub const MAX_TURNOVER_BUFFER_DAYS: u64 = 14;
+
 /// Environment variable overriding `http.listen`.
 pub const ENV_HTTP_LISTEN: &str = "SENTRA_CLOUD__HTTP__LISTEN";
 /// Environment variable overriding `database.url` (the name every PostgreSQL tool knows).
@@ -56,7 +78,18 @@ pub const ENV_REDIS_URL: &str = "REDIS_URL";
 /// means none.
 pub const ENV_REDIS_LOCK_NODES: &str = "REDIS_LOCK_NODES";
 
+/// Environment variables of the booking keys.
+pub const ENV_HOLD_SECONDS: &str = "SENTRA_CLOUD__BOOKING__HOLD_SECONDS";
+pub const ENV_TURNOVER_BUFFER_DAYS: &str = "SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS";
+pub const ENV_SWEEP_INTERVAL_MS: &str = "SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS";
+/// The shared secret the payment gateway signs webhooks with. Unset: every webhook is refused.
+pub const ENV_WEBHOOK_SECRET: &str = "SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET";
+
 const KEY_HTTP_LISTEN: &str = "http.listen";
+const KEY_HOLD_SECONDS: &str = "booking.hold_seconds";
+const KEY_TURNOVER_BUFFER_DAYS: &str = "booking.turnover_buffer_days";
+const KEY_SWEEP_INTERVAL_MS: &str = "booking.sweep_interval_ms";
+const KEY_WEBHOOK_SECRET: &str = "payments.webhook_secret";
 const KEY_DATABASE_URL: &str = "database.url";
 const KEY_REDIS_URL: &str = "redis.url";
 const KEY_REDIS_LOCK_NODES: &str = "redis.lock_nodes";
@@ -65,6 +98,10 @@ const KNOWN_KEYS: &[&str] = &[
     KEY_DATABASE_URL,
     KEY_REDIS_URL,
     KEY_REDIS_LOCK_NODES,
+    KEY_HOLD_SECONDS,
+    KEY_TURNOVER_BUFFER_DAYS,
+    KEY_SWEEP_INTERVAL_MS,
+    KEY_WEBHOOK_SECRET,
 ];
 
 /// The whole configuration of `sentra-cloud`, validated.
@@ -73,6 +110,31 @@ pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
+    pub booking: BookingConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct BookingConfig {
+    pub hold_window: std::time::Duration,
+    pub turnover_buffer_days: u32,
+    pub sweep_interval: std::time::Duration,
+    pub webhook_secret: Option<Secret>,
+}
+
+/// A secret value; `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -90,10 +152,6 @@ pub struct RedisConfig {
     /// The node for the calendar, waitlists and (without `lock_nodes`) locks.
     pub url: RedisUrl,
     /// Independent nodes for Redlock; empty means "lock on `url`".
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "read by booking's asset locks, which come next")
-    )]
     pub lock_nodes: Vec<RedisUrl>,
 }
 
@@ -242,6 +300,10 @@ struct Raw {
     database_url: Option<(String, Origin)>,
     redis_url: Option<(String, Origin)>,
     redis_lock_nodes: Option<(Vec<String>, Origin)>,
+    hold_seconds: Option<(String, Origin)>,
+    turnover_buffer_days: Option<(String, Origin)>,
+    sweep_interval_ms: Option<(String, Origin)>,
+    webhook_secret: Option<(String, Origin)>,
 }
 
 /// [`load`] with the environment passed in, so tests do not touch the process environment.
@@ -309,8 +371,58 @@ pub fn load_with(
         })
         .collect();
 
+    let mut number =
+        |raw: Option<(String, Origin)>, env, default: u64, range: std::ops::RangeInclusive<u64>| {
+            let (value, origin) = raw.unwrap_or_else(|| (default.to_string(), Origin::Env(env)));
+            validate(
+                &value,
+                origin,
+                |value| match value.parse::<u64>() {
+                    Ok(number) if range.contains(&number) => Ok(number),
+                    _ => Err(format!(
+                        "expected a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    )),
+                },
+                &mut errors,
+            )
+            .unwrap_or(default)
+        };
+    let hold_seconds = number(
+        raw.hold_seconds,
+        ENV_HOLD_SECONDS,
+        DEFAULT_HOLD_SECONDS,
+        1..=MAX_HOLD_SECONDS,
+    );
+    let turnover_buffer_days = number(
+        raw.turnover_buffer_days,
+        ENV_TURNOVER_BUFFER_DAYS,
+        DEFAULT_TURNOVER_BUFFER_DAYS,
+        0..=MAX_TURNOVER_BUFFER_DAYS,
+    );
+    let sweep_interval_ms = number(
+        raw.sweep_interval_ms,
+        ENV_SWEEP_INTERVAL_MS,
+        DEFAULT_SWEEP_INTERVAL_MS,
+        10..=60_000,
+    );
+    let webhook_secret = raw
+        .webhook_secret
+        .map(|(value, _)| value)
+        .filter(|value| !value.is_empty())
+        .map(Secret);
+    let booking = BookingConfig {
+        hold_window: std::time::Duration::from_secs(hold_seconds),
+        turnover_buffer_days: u32::try_from(turnover_buffer_days)
+            .expect("validated to at most MAX_TURNOVER_BUFFER_DAYS"),
+        sweep_interval: std::time::Duration::from_millis(sweep_interval_ms),
+        webhook_secret,
+    };
+
     match (listen, database_url, redis_url) {
         (Some(listen), Some(database_url), Some(redis_url)) if errors.is_empty() => Ok(Config {
+            booking,
             http: HttpConfig { listen },
             database: DatabaseConfig { url: database_url },
             redis: RedisConfig {
@@ -371,6 +483,20 @@ fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
                     raw.redis_lock_nodes =
                         string_array_value(value, origin(KEY_REDIS_LOCK_NODES), errors);
                 }
+                KEY_HOLD_SECONDS => {
+                    raw.hold_seconds = number_value(value, origin(KEY_HOLD_SECONDS), errors);
+                }
+                KEY_TURNOVER_BUFFER_DAYS => {
+                    raw.turnover_buffer_days =
+                        number_value(value, origin(KEY_TURNOVER_BUFFER_DAYS), errors);
+                }
+                KEY_SWEEP_INTERVAL_MS => {
+                    raw.sweep_interval_ms =
+                        number_value(value, origin(KEY_SWEEP_INTERVAL_MS), errors);
+                }
+                KEY_WEBHOOK_SECRET => {
+                    raw.webhook_secret = string_value(value, origin(KEY_WEBHOOK_SECRET), errors);
+                }
                 _ => errors.push(ConfigError::UnknownKey {
                     path: path.to_owned(),
                     key,
@@ -399,6 +525,25 @@ fn string_value(
             errors.push(ConfigError::WrongType {
                 origin,
                 expected: "a string",
+                found: value.type_str(),
+            });
+            None
+        }
+    }
+}
+
+/// An integer from the file, kept as text so the file and the environment validate alike.
+fn number_value(
+    value: &toml::Value,
+    origin: Origin,
+    errors: &mut Vec<ConfigError>,
+) -> Option<(String, Origin)> {
+    match value.as_integer() {
+        Some(number) => Some((number.to_string(), origin)),
+        None => {
+            errors.push(ConfigError::WrongType {
+                origin,
+                expected: "an integer",
                 found: value.type_str(),
             });
             None
@@ -452,6 +597,18 @@ fn read_env(env: &dyn Fn(&str) -> Option<OsString>, raw: &mut Raw, errors: &mut 
     }
     if let Some((value, origin)) = var(ENV_REDIS_LOCK_NODES) {
         raw.redis_lock_nodes = Some((split_list(&value), origin));
+    }
+    if let Some(value) = var(ENV_HOLD_SECONDS) {
+        raw.hold_seconds = Some(value);
+    }
+    if let Some(value) = var(ENV_TURNOVER_BUFFER_DAYS) {
+        raw.turnover_buffer_days = Some(value);
+    }
+    if let Some(value) = var(ENV_SWEEP_INTERVAL_MS) {
+        raw.sweep_interval_ms = Some(value);
+    }
+    if let Some(value) = var(ENV_WEBHOOK_SECRET) {
+        raw.webhook_secret = Some(value);
     }
 }
 
@@ -685,6 +842,29 @@ mod tests {
     }
 
     #[test]
+    fn booking_keys_have_defaults_and_bounds() {
+        let config = load_env(None, &[("DATABASE_URL", DB)]).expect("valid");
+        assert_eq!(config.booking.hold_window.as_secs(), DEFAULT_HOLD_SECONDS);
+        assert_eq!(config.booking.turnover_buffer_days, 0);
+        assert!(config.booking.webhook_secret.is_none());
+        let errors = load_env(
+            None,
+            &[
+                ("DATABASE_URL", DB),
+                ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "0"),
+                ("SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS", "99"),
+                ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "soon"),
+            ],
+        )
+        .expect_err("invalid");
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        let file = config_file("[booking]\nhold_seconds = 5\nturnover_buffer_days = 1\n");
+        let config = load_env(Some(file.path()), &[("DATABASE_URL", DB)]).expect("valid");
+        assert_eq!(config.booking.hold_window.as_secs(), 5);
+        assert_eq!(config.booking.turnover_buffer_days, 1);
+    }
+
+    #[test]
     fn every_bad_key_in_the_file_is_reported() {
         let file = config_file(
             r#"
@@ -764,11 +944,13 @@ mod tests {
                 ("DATABASE_URL", DB),
                 ("REDIS_URL", "redis://:hunter2@h:6379"),
                 ("REDIS_LOCK_NODES", "redis://:hunter3@a:1"),
+                ("SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET", "whsec-hunter4"),
             ],
         )
         .expect("valid");
+        assert!(config.booking.webhook_secret.is_some());
         let debug = format!("{config:?}");
-        for secret in ["s3cret", "hunter2", "hunter3"] {
+        for secret in ["s3cret", "hunter2", "hunter3", "hunter4"] {
             assert!(!debug.contains(secret), "{debug}");
         }
     }

@@ -26,13 +26,14 @@ use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 
 use crate::devices::{self, auth};
-use crate::{changes, health, ingest, master, shared};
+use crate::{booking, changes, health, ingest, master, shared};
 
 /// What handlers share. Cheap to clone: both fields are handles to pools.
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
     pub redis: ConnectionManager,
+    pub booking: booking::Booking,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -58,6 +59,13 @@ pub fn router(state: AppState) -> Router {
             "/v1/branches/{branch}/documents/{record}/{id}",
             get(shared::get_document).put(shared::put_document),
         )
+        .route("/v1/availability", get(booking::http::availability))
+        .route("/v1/bookings", post(booking::http::hold))
+        .route("/v1/bookings/{id}", get(booking::http::get))
+        .route("/v1/bookings/{id}/confirm", post(booking::http::confirm))
+        .route("/v1/bookings/{id}/cancel", post(booking::http::cancel))
+        .route("/v1/waitlist", post(booking::waitlist::join))
+        .route("/v1/waitlist/{id}", get(booking::waitlist::get))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -65,7 +73,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(booking::http::metrics))
         .route("/v1/enroll", post(devices::enroll))
+        // Verified by its HMAC, not by the device or token middleware.
+        .route("/v1/payments/webhook", post(booking::payments::webhook))
         .merge(authenticated)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -190,6 +201,14 @@ pub enum ApiError {
     Invalid(String),
     #[error("expected seq {expected_seq}, got {got}; resend from {expected_seq}")]
     SequenceGap { expected_seq: u64, got: u64 },
+    /// The request conflicts with the record (a taken slot, a lapsed hold, a reused key);
+    /// `details` are extra top-level fields of the answer (the waitlist offer, the booking).
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        details: Option<serde_json::Value>,
+    },
 }
 
 impl ApiError {
@@ -218,6 +237,7 @@ impl ApiError {
             ApiError::NotContiguous(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_contiguous"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::SequenceGap { .. } => (StatusCode::CONFLICT, "sequence_gap"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
         }
     }
 
@@ -239,6 +259,9 @@ struct ErrorEnvelope<'a> {
     /// `409 sequence_gap` only: the seq the cloud expects next (the protocol's `SequenceGap`).
     #[serde(skip_serializing_if = "Option::is_none")]
     expected_seq: Option<u64>,
+    /// `409` conflicts only: extra fields (see [`ApiError::Conflict`]).
+    #[serde(flatten)]
+    details: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -254,12 +277,20 @@ impl IntoResponse for ApiError {
             ApiError::SequenceGap { expected_seq, .. } => Some(*expected_seq),
             _ => None,
         };
+        let details = match &self {
+            ApiError::Conflict {
+                details: Some(serde_json::Value::Object(details)),
+                ..
+            } => details.clone(),
+            _ => serde_json::Map::new(),
+        };
         let body = ErrorEnvelope {
             error: ErrorBody {
                 code,
                 message: self.to_string(),
             },
             expected_seq,
+            details,
         };
         (status, Json(body)).into_response()
     }

@@ -13,8 +13,10 @@
 //!   revocation, and the `enrollment-token` / `api-token` commands;
 //! - [`ingest`]: `POST /v1/sync/push`: validation, the event log, projections, parking;
 //! - [`changes`]: the per-branch change log and `GET /v1/sync/pull`;
-//! - [`master`]: master data (parts, mechanics, assets) authored in the cloud.
+//! - [`master`]: master data (parts, mechanics, assets) authored in the cloud;
+//! - [`booking`]: rental holds without double booking, the Redis calendar, the sweeper.
 
+mod booking;
 mod branches;
 mod changes;
 mod config;
@@ -41,6 +43,10 @@ Environment (overrides the config file):
   DATABASE_URL                 PostgreSQL URL (required), e.g. postgres://user:pw@host:5432/sentra
   REDIS_URL                    Redis URL [default: redis://127.0.0.1:6379]
   REDIS_LOCK_NODES             Redlock nodes, comma-separated Redis URLs [default: none]
+  SENTRA_CLOUD__BOOKING__HOLD_SECONDS           payment window of a hold [default: 600]
+  SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS   days blocked after a rental [default: 0]
+  SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS      how often due holds are expired [default: 1000]
+  SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET        HMAC key of gateway webhooks [default: none]
   SENTRA_CLOUD__HTTP__LISTEN   HTTP listen address [default: 0.0.0.0:8090]
   RUST_LOG                     log filter [default: info]
 
@@ -70,8 +76,18 @@ enum Command {
     EnrollmentToken(EnrollmentTokenArgs),
     /// Make a token for a non-device client and print it once; only its SHA-256 is stored.
     ApiToken(ApiTokenArgs),
+    /// The Redis availability calendar.
+    #[command(subcommand)]
+    Calendar(CalendarCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum CalendarCommand {
+    /// Rebuild the calendar from PostgreSQL's live bookings (after Redis lost it, or to repair
+    /// drift), then mark it built.
+    Rebuild(ConfigArgs),
 }
 
 #[derive(Args)]
@@ -158,6 +174,21 @@ fn main() -> ExitCode {
                 "enrolment token issued; give it to the technician: sentra-edge enroll --cloud URL --token TOKEN");
             print_line(&issued.token)
         }),
+        Command::Calendar(CalendarCommand::Rebuild(args)) => {
+            with_config(&args, |config| async move {
+                let db = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(migrate::CONNECT_TIMEOUT)
+                    .connect_with(config.database.url.connect_options())
+                    .await
+                    .context("cannot connect to PostgreSQL")?;
+                let redis = startup::connect_redis(&config).context("redis")?;
+                let calendar = booking::calendar::Calendar::new(redis);
+                let keys = calendar.rebuild(&db).await.context("calendar rebuild")?;
+                tracing::info!(keys, "calendar rebuilt from PostgreSQL");
+                print_line(&format!("calendar rebuilt: {keys} month keys"))
+            })
+        }
         Command::ApiToken(args) => with_config(&args.config, |config| async move {
             let token = devices::tokens::issue_api_token(&config.database, &args.name, args.role)
                 .await

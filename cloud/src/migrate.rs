@@ -28,6 +28,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_init.sql", include_str!("../migrations/0001_init.sql")),
     ("0002_sync.sql", include_str!("../migrations/0002_sync.sql")),
     (
+        "0003_booking.sql",
+        include_str!("../migrations/0003_booking.sql"),
+    ),
+    (
         "0004_shared_records.sql",
         include_str!("../migrations/0004_shared_records.sql"),
     ),

@@ -3,9 +3,8 @@
 //!
 //! Shutdown is designed, not hoped for: one [`CancellationToken`] is the stop signal for every
 //! task, every task is spawned on one [`TaskTracker`], and `serve` returns only after the server
-//! has drained (or [`SHUTDOWN_GRACE`] ran out) and every tracked task has finished. Later
-//! background workers (the hold sweeper, the calendar rebuild) join the same tracker, as the
-//! request-nonce pruner already does.
+//! has drained (or [`SHUTDOWN_GRACE`] ran out) and every tracked task has finished. The booking
+//! sweeper (due holds, calendar rebuild) joins the same tracker as the request-nonce pruner.
 //!
 //! Connections are lazy: a replica starts and answers `/healthz` while PostgreSQL or Redis is
 //! down, and `/readyz` says so, instead of crash-looping until its dependencies are back.
@@ -25,6 +24,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::booking;
 use crate::config::Config;
 use crate::devices::auth;
 use crate::health;
@@ -82,6 +82,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .acquire_timeout(DB_ACQUIRE_TIMEOUT)
         .connect_lazy_with(config.database.url.connect_options());
     let redis = connect_redis(&config)?;
+    let lock_nodes = config
+        .redis
+        .lock_nodes
+        .iter()
+        .map(connect_redis_url)
+        .collect::<Result<Vec<_>, _>>()?;
+    let booking = booking::Booking::new(db.clone(), redis.clone(), lock_nodes, &config.booking);
     let stop = StopSignals::install()?;
 
     let listener = TcpListener::bind(config.http.listen)
@@ -101,12 +108,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let tracker = TaskTracker::new();
     tracker.spawn(stop.wait(token.clone()));
     tracker.spawn(prune_nonces(db.clone(), token.clone()));
+    tracker.spawn(booking::sweeper::run(booking.clone(), token.clone()));
 
     let server = axum::serve(
         listener,
         http::router(AppState {
             db: db.clone(),
             redis,
+            booking,
         }),
     )
     .with_graceful_shutdown(token.clone().cancelled_owned())
@@ -149,8 +158,12 @@ async fn prune_nonces(db: PgPool, token: CancellationToken) {
     }
 }
 
-fn connect_redis(config: &Config) -> Result<ConnectionManager, ServeError> {
-    let url = &config.redis.url;
+pub fn connect_redis(config: &Config) -> Result<ConnectionManager, ServeError> {
+    connect_redis_url(&config.redis.url)
+}
+
+/// A lazily connecting manager for one Redis node.
+pub fn connect_redis_url(url: &crate::config::RedisUrl) -> Result<ConnectionManager, ServeError> {
     let error = |source| ServeError::Redis {
         url: format!("{url:?}"),
         source,

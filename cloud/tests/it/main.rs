@@ -8,6 +8,8 @@
 //! `cloud` is a running cloud with enrolled, signing devices; `fixtures` the edge-shaped events
 //! and signatures (shared with `benches/ingest.rs`).
 
+mod booking;
+mod booking_support;
 mod cli;
 mod cloud;
 mod device_auth;

@@ -276,6 +276,11 @@ impl Server {
         }
     }
 
+    /// The process id (for signals such as SIGSTOP in tests that pause a replica).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("serve is still running")
+    }
+
     /// What the server logged so far.
     pub fn stderr(&self) -> String {
         self.stderr.snapshot()

@@ -1,0 +1,584 @@
+//! The booking API (CONTRACT.md): `GET /v1/availability`, `POST /v1/bookings`,
+//! `GET /v1/bookings/{id}`, `POST /v1/bookings/{id}/confirm`, `POST /v1/bookings/{id}/cancel`,
+//! and booking's part of `GET /metrics`. Callers are enrolled devices (signed requests) or API
+//! tokens (the customer portal, operators), authenticated by `devices::auth`.
+//!
+//! Who sees what: an operator every booking; a device the bookings of its own branch (it may only
+//! book its own branch's assets); a portal token the bookings it made. Anything else is 404, so
+//! ids of others' bookings are not confirmed to exist.
+//!
+//! The hold path: the calendar answers a taken slot from Redis alone, the Redlock on the
+//! asset-days lets one request of a herd through (so a herd costs about one PostgreSQL
+//! transaction), then PostgreSQL decides, and only then is the calendar marked (Lua, the whole
+//! range at once). If Redis is down or the calendar is not built, PostgreSQL alone decides.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use super::calendar::AssetKey;
+use super::lock::{self, Acquired};
+use super::metrics::Metrics;
+use super::record::{self, BookingRow, CancelOutcome, ConfirmOutcome, HoldOutcome, HoldRequest};
+use super::types::{self, Stay, Tier, format_day};
+use super::{Booking, sweeper};
+use crate::devices::auth::Caller;
+use crate::devices::tokens::Role;
+use crate::http::{ApiError, AppState, JsonBody};
+
+/// The header a client names its retry with (CONTRACT.md).
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+/// Longest payment reference accepted.
+pub const MAX_PAYMENT_REF_LEN: usize = 128;
+/// How long a replica trusts its list of a SKU's assets (master data, changed rarely). Only the
+/// list of assets is cached; whether they are free always comes from Redis or PostgreSQL.
+pub const ASSET_LIST_TTL: Duration = Duration::from_secs(5);
+
+/// The whole error chain on one line, for logs.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(error) = source {
+        out.push_str(": ");
+        out.push_str(&error.to_string());
+        source = error.source();
+    }
+    out
+}
+
+fn invalid(error: types::Invalid) -> ApiError {
+    ApiError::Invalid(error.to_string())
+}
+
+fn caller_name(caller: &Caller) -> String {
+    match caller {
+        Caller::Device(device) => format!("device:{}", device.id),
+        Caller::Client(client) => format!("token:{}", client.name),
+    }
+}
+
+fn visible(caller: &Caller, row: &BookingRow) -> bool {
+    match caller {
+        Caller::Client(client) if client.role == Role::Operator => true,
+        Caller::Client(_) => row.created_by == caller_name(caller),
+        Caller::Device(device) => row.branch == device.branch_id,
+    }
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("booking {id:?} does not exist"))
+}
+
+fn record_error(error: record::RecordError) -> ApiError {
+    match error {
+        record::RecordError::NoSuchAsset { .. } => ApiError::NotFound(error.to_string()),
+        record::RecordError::KeyReused(_) => ApiError::Conflict {
+            code: "idempotency_key_reused",
+            message: error.to_string(),
+            details: None,
+        },
+        record::RecordError::Db(error) => ApiError::database(&error),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvailabilityQuery {
+    sku: String,
+    from: String,
+    to: String,
+}
+
+/// A SKU's assets: (branch, asset id, plate).
+type AssetList = Arc<Vec<(String, String, String)>>;
+
+/// In-process list of a SKU's assets, refreshed after [`ASSET_LIST_TTL`].
+#[derive(Default)]
+pub struct AssetLists(Mutex<HashMap<String, (Instant, AssetList)>>);
+
+impl AssetLists {
+    async fn get(&self, db: &sqlx::PgPool, sku: &str) -> Result<AssetList, sqlx::Error> {
+        if let Ok(lists) = self.0.lock()
+            && let Some((at, list)) = lists.get(sku)
+            && at.elapsed() < ASSET_LIST_TTL
+        {
+            return Ok(Arc::clone(list));
+        }
+        let list = Arc::new(record::assets_of(db, sku).await?);
+        if let Ok(mut lists) = self.0.lock() {
+            lists.insert(sku.to_owned(), (Instant::now(), Arc::clone(&list)));
+        }
+        Ok(list)
+    }
+}
+
+/// `GET /v1/availability?sku=&from=&to=`: every asset of the SKU and whether it is free for
+/// those days (turnover buffer included), from the calendar, or PostgreSQL when Redis cannot
+/// answer.
+pub async fn availability(
+    State(state): State<AppState>,
+    _caller: Caller,
+    query: Result<Query<AvailabilityQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::BadQuery(format!(
+            "{}; expected ?sku=&from=YYYY-MM-DD&to=YYYY-MM-DD",
+            rejection.body_text()
+        ))
+    })?;
+    let booking = &state.booking;
+    let stay = Stay::parse(&query.from, &query.to).map_err(invalid)?;
+    let (start, end) = stay.taken(booking.settings.turnover_buffer_days);
+    let assets = booking
+        .assets
+        .get(&booking.db, &query.sku)
+        .await
+        .map_err(|error| ApiError::database(&error))?;
+    let keys: Vec<AssetKey> = assets
+        .iter()
+        .map(|(branch, asset_id, _)| AssetKey {
+            sku: query.sku.clone(),
+            branch: branch.clone(),
+            asset_id: asset_id.clone(),
+        })
+        .collect();
+    let from_redis = booking
+        .calendar
+        .free(&keys, start, end)
+        .await
+        .ok()
+        .flatten();
+    let (source, list) = match from_redis {
+        Some(free) => (
+            "redis",
+            assets
+                .iter()
+                .zip(free)
+                .map(|((branch, asset_id, plate), free)| {
+                    json!({"branch": branch, "asset_id": asset_id, "plate": plate, "free": free})
+                })
+                .collect::<Vec<_>>(),
+        ),
+        None => (
+            "postgresql",
+            record::availability(&booking.db, &query.sku, start, end)
+                .await
+                .map_err(|error| ApiError::database(&error))?
+                .into_iter()
+                .map(|asset| json!(asset))
+                .collect(),
+        ),
+    };
+    Ok(Json(json!({
+        "sku": query.sku,
+        "from": format_day(stay.first),
+        "to": format_day(stay.last),
+        "source": source,
+        "assets": list,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldBody {
+    /// Required for API tokens; a device books its own branch (and may repeat it here).
+    branch: Option<String>,
+    asset_id: String,
+    sku: String,
+    from: String,
+    to: String,
+    customer: String,
+    tier: Option<String>,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(ApiError::Invalid(format!(
+            "Idempotency-Key: expected 1-{MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+        ))),
+    }
+}
+
+fn taken(body: &HoldBody, stay: Stay) -> ApiError {
+    ApiError::Conflict {
+        code: "taken",
+        message: format!(
+            "asset {} is taken on some of the days {} to {}; join the waitlist to be offered it if it frees up",
+            body.asset_id,
+            format_day(stay.first),
+            format_day(stay.last)
+        ),
+        details: Some(json!({"waitlist": {
+            "offer": true,
+            "join": "POST /v1/waitlist",
+            "sku": body.sku,
+            "from": format_day(stay.first),
+            "to": format_day(stay.last),
+        }})),
+    }
+}
+
+/// `POST /v1/bookings`: a hold (201 `{id, state: "HELD", expires_at, ...}`) or 409 `taken`.
+pub async fn hold(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<HoldBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let booking = &state.booking;
+    let branch = match (&caller, &body.branch) {
+        (Caller::Device(device), None) => device.branch_id.clone(),
+        (Caller::Device(device), Some(branch)) if *branch == device.branch_id => branch.clone(),
+        (Caller::Device(device), Some(branch)) => {
+            return Err(ApiError::Forbidden(format!(
+                "device {} serves branch {}; it cannot book for branch {branch}",
+                device.id, device.branch_id
+            )));
+        }
+        (Caller::Client(_), Some(branch)) => branch.clone(),
+        (Caller::Client(_), None) => {
+            return Err(ApiError::Invalid("branch: required".to_owned()));
+        }
+    };
+    let stay = Stay::parse(&body.from, &body.to).map_err(invalid)?;
+    let tier = body
+        .tier
+        .as_deref()
+        .map_or(Ok(Tier::Basic), Tier::parse)
+        .map_err(invalid)?;
+    types::check_customer(&body.customer).map_err(invalid)?;
+    for (field, value) in [("asset_id", &body.asset_id), ("sku", &body.sku)] {
+        if value.is_empty() || value.len() > crate::master::MAX_ID_LEN {
+            return Err(ApiError::Invalid(format!(
+                "{field}: expected 1-{} characters",
+                crate::master::MAX_ID_LEN
+            )));
+        }
+    }
+    let key = idempotency_key(&headers)?;
+    let created_by = caller_name(&caller);
+    let digest: [u8; 32] = {
+        let mut hasher = Sha256::new();
+        for part in [
+            branch.as_str(),
+            &body.asset_id,
+            &body.sku,
+            &format_day(stay.first),
+            &format_day(stay.last),
+            &body.customer,
+            tier.as_str(),
+        ] {
+            hasher.update(part.as_bytes());
+            hasher.update([0]);
+        }
+        hasher.finalize().into()
+    };
+    let asset = AssetKey {
+        sku: body.sku.clone(),
+        branch: branch.clone(),
+        asset_id: body.asset_id.clone(),
+    };
+    let (start, end) = stay.taken(booking.settings.turnover_buffer_days);
+
+    // The gate, Redis only: the calendar says whether the days are taken, then the lock on the
+    // asset-days lets one request of a herd through to PostgreSQL. The calendar is written only
+    // after PostgreSQL committed, so a request that dies on the way leaves nothing behind but
+    // a lock that lapses with its TTL.
+    let gate_started = Instant::now();
+    let retry = match &key {
+        Some(key) => !booking
+            .calendar
+            .first_use_of_key(&created_by, key)
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
+    let free = booking
+        .calendar
+        .free(std::slice::from_ref(&asset), start, end)
+        .await
+        .ok()
+        .flatten();
+    let calendar_built = free.is_some();
+    let lock_keys = lock::keys(&asset, start, end);
+    let mut lock_token = None;
+    // Taken by this caller's own retry (it won first): PostgreSQL has the answer.
+    let own = |booking: &'_ Booking| {
+        let key = key.clone();
+        let created_by = created_by.clone();
+        let calendar = booking.calendar.clone();
+        async move {
+            match key {
+                Some(key) => calendar.key_made_booking(&created_by, &key).await,
+                None => false,
+            }
+        }
+    };
+    let retry = retry || (free.as_deref() == Some(&[false]) && own(booking).await);
+    if !retry {
+        if free.as_deref() == Some(&[false]) {
+            booking.metrics.observe_lock_wait(gate_started.elapsed());
+            Metrics::inc(&booking.metrics.conflicts_redis);
+            return Err(taken(&body, stay));
+        }
+        match booking
+            .locks
+            .acquire(&lock_keys, booking.settings.hold_window)
+            .await
+        {
+            Acquired::Held { token, .. } => lock_token = Some(token),
+            Acquired::Contended if own(booking).await => {}
+            Acquired::Contended => {
+                booking.metrics.observe_lock_wait(gate_started.elapsed());
+                Metrics::inc(&booking.metrics.conflicts_redis);
+                return Err(taken(&body, stay));
+            }
+            Acquired::Unavailable => {
+                tracing::debug!("lock nodes unavailable; PostgreSQL decides alone");
+            }
+        }
+    }
+    booking.metrics.observe_lock_wait(gate_started.elapsed());
+    let release_lock = |token: Option<String>| {
+        let keys = lock_keys.clone();
+        async move {
+            if let Some(token) = token {
+                booking.locks.release(&keys, &token).await;
+            }
+        }
+    };
+
+    let request = HoldRequest {
+        branch,
+        asset_id: body.asset_id.clone(),
+        sku: body.sku.clone(),
+        stay,
+        customer: body.customer.clone(),
+        tier,
+        created_by: created_by.clone(),
+        idempotency_key: key.clone(),
+        digest,
+        lock_token: lock_token.clone(),
+    };
+    let result = record::hold(
+        &booking.db,
+        &request,
+        booking.settings.turnover_buffer_days,
+        booking.settings.hold_window,
+    )
+    .await;
+    let (outcome, expired) = match result {
+        Ok(result) => result,
+        Err(error) => {
+            release_lock(lock_token).await;
+            return Err(record_error(error));
+        }
+    };
+    if !expired.is_empty() {
+        Metrics::add(&booking.metrics.expired, expired.len() as u64);
+    }
+    match outcome {
+        HoldOutcome::Held(row) => {
+            Metrics::inc(&booking.metrics.held);
+            if let Some(key) = &key {
+                let _ = booking
+                    .calendar
+                    .remember_booking(&created_by, key, &row.id)
+                    .await;
+            }
+            if calendar_built {
+                let marked = booking.calendar.reserve(&asset, start, end).await;
+                if matches!(marked, Ok(false)) || !expired.is_empty() {
+                    // Days already marked, or expired holds left behind: recompute this asset.
+                    repair(booking, &asset).await;
+                }
+            }
+            Ok((StatusCode::CREATED, Json(json!(row))))
+        }
+        HoldOutcome::Replayed(row) => {
+            release_lock(lock_token).await;
+            Ok((StatusCode::CREATED, Json(json!(row))))
+        }
+        HoldOutcome::Taken => {
+            let gated = lock_token.is_some();
+            release_lock(lock_token).await;
+            Metrics::inc(&booking.metrics.conflicts_postgresql);
+            if calendar_built && gated {
+                // The calendar said free and PostgreSQL said taken: it drifted.
+                repair(booking, &asset).await;
+            }
+            Err(taken(&body, stay))
+        }
+    }
+}
+
+async fn repair(booking: &Booking, asset: &AssetKey) {
+    if let Err(error) = booking.calendar.repair(&booking.db, asset).await {
+        tracing::warn!(error = %chain(&error), asset = %asset.tag(), "calendar repair failed");
+    }
+}
+
+/// `GET /v1/bookings/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<BookingRow>, ApiError> {
+    match record::get(&state.booking.db, &id).await {
+        Ok(Some(row)) if visible(&caller, &row) => Ok(Json(row)),
+        Ok(_) => Err(not_found(&id)),
+        Err(error) => Err(ApiError::database(&error)),
+    }
+}
+
+async fn check_visible(booking: &Booking, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    match record::get(&booking.db, id).await {
+        Ok(Some(row)) if visible(caller, &row) => Ok(()),
+        Ok(_) => Err(not_found(id)),
+        Err(error) => Err(ApiError::database(&error)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmBody {
+    /// The gateway's reference of the authorised payment.
+    payment_ref: String,
+}
+
+/// `POST /v1/bookings/{id}/confirm` `{payment_ref}`: confirms a live hold. A lapsed hold is
+/// refused (409 `hold_expired`) and its payment flagged for refund.
+pub async fn confirm(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ConfirmBody>,
+) -> Result<Json<BookingRow>, ApiError> {
+    if body.payment_ref.trim().is_empty()
+        || body.payment_ref.len() > MAX_PAYMENT_REF_LEN
+        || body.payment_ref.chars().any(char::is_control)
+    {
+        return Err(ApiError::Invalid(format!(
+            "payment_ref: expected 1-{MAX_PAYMENT_REF_LEN} characters"
+        )));
+    }
+    let booking = &state.booking;
+    check_visible(booking, &caller, &id).await?;
+    confirm_payment(booking, &id, &body.payment_ref).await
+}
+
+/// Confirms booking `id` with payment `payment_ref`: the API's and the webhook's shared path.
+pub async fn confirm_payment(
+    booking: &Booking,
+    id: &str,
+    payment_ref: &str,
+) -> Result<Json<BookingRow>, ApiError> {
+    let outcome = record::confirm(&booking.db, id, payment_ref)
+        .await
+        .map_err(|error| ApiError::database(&error))?;
+    match outcome {
+        None => Err(not_found(id)),
+        Some(ConfirmOutcome::Confirmed(row)) => {
+            Metrics::inc(&booking.metrics.confirmed);
+            // The slot is the booking's now; the lock has done its work.
+            if let Some(token) = &row.lock_token
+                && let Ok((start, end)) = row_days(&row)
+            {
+                let asset = AssetKey {
+                    sku: row.sku.clone(),
+                    branch: row.branch.clone(),
+                    asset_id: row.asset_id.clone(),
+                };
+                booking
+                    .locks
+                    .release(&lock::keys(&asset, start, end), token)
+                    .await;
+            }
+            Ok(Json(row))
+        }
+        Some(ConfirmOutcome::AlreadyConfirmed(row)) => Ok(Json(row)),
+        Some(ConfirmOutcome::Late(row)) => {
+            tracing::warn!(booking = %row.id, payment_ref, "payment arrived after the hold lapsed; refused and flagged for refund");
+            let _ = sweeper::release_ended(booking).await;
+            Err(ApiError::Conflict {
+                code: "hold_expired",
+                message: format!(
+                    "the hold on booking {} lapsed at {}; the payment {payment_ref} is flagged for refund",
+                    row.id, row.expires_at
+                ),
+                details: Some(json!({"booking": row})),
+            })
+        }
+        Some(ConfirmOutcome::WrongState(row)) => Err(ApiError::Conflict {
+            code: "wrong_state",
+            message: format!(
+                "booking {} is {}; only a live hold can be confirmed",
+                row.id, row.state
+            ),
+            details: Some(json!({"booking": row})),
+        }),
+    }
+}
+
+/// The taken days `[start, end)` of a row.
+fn row_days(row: &BookingRow) -> Result<(time::Date, time::Date), types::Invalid> {
+    Ok((
+        types::parse_day("from", &row.from)?,
+        types::parse_day("free_from", &row.free_from)?,
+    ))
+}
+
+/// `POST /v1/bookings/{id}/cancel`: cancels a held or confirmed booking; again is harmless.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<BookingRow>, ApiError> {
+    let booking = &state.booking;
+    check_visible(booking, &caller, &id).await?;
+    let outcome = record::cancel(&booking.db, &id)
+        .await
+        .map_err(|error| ApiError::database(&error))?;
+    match outcome {
+        None => Err(not_found(&id)),
+        Some(CancelOutcome::Cancelled(row)) => {
+            if let Err(error) = sweeper::release_ended(booking).await {
+                tracing::debug!(%error, "releasing the cancelled booking now failed; the sweeper will");
+            }
+            Ok(Json(row))
+        }
+        Some(CancelOutcome::AlreadyCancelled(row)) => Ok(Json(row)),
+        Some(CancelOutcome::WrongState(row)) => Err(ApiError::Conflict {
+            code: "wrong_state",
+            message: format!(
+                "booking {} is {}; it cannot be cancelled",
+                row.id, row.state
+            ),
+            details: Some(json!({"booking": row})),
+        }),
+    }
+}
+
+/// `GET /metrics`: booking's metrics in the Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.booking.metrics.render(),
+    )
+}

@@ -1,0 +1,236 @@
+//! The values a booking request is made of, parsed and validated at the edge so the rest of
+//! the module never sees a bad date, an inverted range or an unknown tier. Pure: no I/O.
+
+use std::fmt;
+
+use time::{Date, Month};
+
+/// The longest stay one booking (or one availability question) may cover.
+pub const MAX_STAY_DAYS: i64 = 92;
+
+/// Longest customer reference accepted.
+pub const MAX_CUSTOMER_LEN: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+pub fn invalid(field: &'static str, problem: impl Into<String>) -> Invalid {
+    Invalid {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// A calendar day, written `YYYY-MM-DD`.
+pub fn parse_day(field: &'static str, raw: &str) -> Result<Date, Invalid> {
+    let bad = || invalid(field, format!("{raw:?} is not a date; expected YYYY-MM-DD"));
+    let bytes = raw.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return Err(bad());
+    }
+    let number = |range: std::ops::Range<usize>| -> Result<u32, Invalid> {
+        let text = &raw[range];
+        if !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        text.parse().map_err(|_| bad())
+    };
+    let year = i32::try_from(number(0..4)?).map_err(|_| bad())?;
+    let month = u8::try_from(number(5..7)?)
+        .ok()
+        .and_then(|month| Month::try_from(month).ok())
+        .ok_or_else(bad)?;
+    let day = u8::try_from(number(8..10)?).map_err(|_| bad())?;
+    Date::from_calendar_date(year, month, day).map_err(|_| bad())
+}
+
+/// `YYYY-MM-DD`, as PostgreSQL and the API write dates.
+pub fn format_day(day: Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+/// The rental days asked for: `first` to `last`, both included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stay {
+    pub first: Date,
+    pub last: Date,
+}
+
+impl Stay {
+    pub fn parse(from: &str, to: &str) -> Result<Stay, Invalid> {
+        let first = parse_day("from", from)?;
+        let last = parse_day("to", to)?;
+        if last < first {
+            return Err(invalid("to", format!("{to} is before from {from}")));
+        }
+        let days = (last - first).whole_days() + 1;
+        if days > MAX_STAY_DAYS {
+            return Err(invalid(
+                "to",
+                format!("{days} days from {from}; at most {MAX_STAY_DAYS}"),
+            ));
+        }
+        Ok(Stay { first, last })
+    }
+
+    /// The days the asset is taken: the stay plus `buffer` turnover days, as a half-open range
+    /// `[start, end)`, the form PostgreSQL's `daterange` and the calendar use.
+    pub fn taken(&self, buffer: u32) -> (Date, Date) {
+        let end = self
+            .last
+            .next_day()
+            .and_then(|day| day.checked_add(time::Duration::days(i64::from(buffer))))
+            .expect("validated dates are far from the end of time");
+        (self.first, end)
+    }
+}
+
+/// Membership tier: who is first in a waitlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tier {
+    Platinum,
+    Gold,
+    Silver,
+    Basic,
+}
+
+impl Tier {
+    pub fn parse(raw: &str) -> Result<Tier, Invalid> {
+        match raw {
+            "platinum" => Ok(Tier::Platinum),
+            "gold" => Ok(Tier::Gold),
+            "silver" => Ok(Tier::Silver),
+            "basic" => Ok(Tier::Basic),
+            other => Err(invalid(
+                "tier",
+                format!("{other:?} is not a tier; expected platinum, gold, silver or basic"),
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Platinum => "platinum",
+            Tier::Gold => "gold",
+            Tier::Silver => "silver",
+            Tier::Basic => "basic",
+        }
+    }
+
+    /// Rank for ordering, best first.
+    pub fn rank(self) -> u8 {
+        match self {
+            Tier::Platinum => 0,
+            Tier::Gold => 1,
+            Tier::Silver => 2,
+            Tier::Basic => 3,
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A customer reference (the portal's customer id, or a name at the counter).
+pub fn check_customer(raw: &str) -> Result<(), Invalid> {
+    if raw.trim().is_empty()
+        || raw.chars().count() > MAX_CUSTOMER_LEN
+        || raw.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            "customer",
+            format!("expected 1-{MAX_CUSTOMER_LEN} characters, not blank, no control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Booking states (CONTRACT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Held,
+    Confirmed,
+    Completed,
+    Expired,
+    Cancelled,
+}
+
+impl State {
+    pub fn parse(raw: &str) -> Option<State> {
+        match raw {
+            "HELD" => Some(State::Held),
+            "CONFIRMED" => Some(State::Confirmed),
+            "COMPLETED" => Some(State::Completed),
+            "EXPIRED" => Some(State::Expired),
+            "CANCELLED" => Some(State::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_parse_or_say_why() {
+        let cases = [
+            ("2026-12-31", true),
+            ("2028-02-29", true),
+            ("2027-02-29", false),
+            ("2026-13-01", false),
+            ("2026-1-01", false),
+            ("26-12-31", false),
+            ("2026-12-3x", false),
+            ("+026-12-31", false),
+            ("", false),
+        ];
+        for (raw, ok) in cases {
+            assert_eq!(parse_day("from", raw).is_ok(), ok, "{raw}");
+        }
+        let day = parse_day("from", "2026-01-05").expect("valid");
+        assert_eq!(format_day(day), "2026-01-05");
+    }
+
+    #[test]
+    fn stays_are_ordered_bounded_and_buffered() {
+        let stay = Stay::parse("2026-12-30", "2027-01-02").expect("valid");
+        let (start, end) = stay.taken(0);
+        assert_eq!(format_day(start), "2026-12-30");
+        assert_eq!(format_day(end), "2027-01-03");
+        assert_eq!(format_day(stay.taken(2).1), "2027-01-05");
+        assert!(Stay::parse("2026-12-30", "2026-12-29").is_err());
+        assert!(Stay::parse("2026-01-01", "2026-04-02").is_ok());
+        assert!(Stay::parse("2026-01-01", "2026-04-03").is_err());
+    }
+
+    #[test]
+    fn tiers_rank_best_first() {
+        let tiers: Vec<Tier> = ["basic", "platinum", "silver", "gold"]
+            .iter()
+            .map(|raw| Tier::parse(raw).expect("valid"))
+            .collect();
+        let mut sorted = tiers.clone();
+        sorted.sort_by_key(|tier| tier.rank());
+        assert_eq!(
+            sorted,
+            [Tier::Platinum, Tier::Gold, Tier::Silver, Tier::Basic]
+        );
+        assert!(Tier::parse("Gold").is_err());
+        assert!(check_customer("C-1").is_ok());
+        assert!(check_customer(" ").is_err());
+        assert!(check_customer("a\nb").is_err());
+    }
+}
