@@ -27,6 +27,12 @@
 //!
 //! [payments]
 //! webhook_secret = ""              # env SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET (never logged)
+//!
+//! [releases]
+//! signing_key_file = ""            # env SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE (release keygen)
+//!
+//! [fleet]
+//! offline_after_secs = 180         # env SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS
 //! ```
 
 use std::ffi::OsString;
@@ -85,6 +91,16 @@ pub const ENV_SWEEP_INTERVAL_MS: &str = "SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_M
 /// The shared secret the payment gateway signs webhooks with. Unset: every webhook is refused.
 pub const ENV_WEBHOOK_SECRET: &str = "SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET";
 
+/// The ed25519 release signing key (`sentra-cloud release keygen FILE`): only `release publish`
+/// reads it. Unset: publishing refuses, so nothing unsigned is ever served.
+pub const ENV_SIGNING_KEY_FILE: &str = "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE";
+/// A device is shown offline when its last heartbeat is older than this: three missed beats at
+/// the appliance's default 60 s interval, so one lost request does not flag a branch.
+pub const DEFAULT_OFFLINE_AFTER_SECS: u64 = 180;
+pub const ENV_OFFLINE_AFTER_SECS: &str = "SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS";
+
+const KEY_SIGNING_KEY_FILE: &str = "releases.signing_key_file";
+const KEY_OFFLINE_AFTER_SECS: &str = "fleet.offline_after_secs";
 const KEY_HTTP_LISTEN: &str = "http.listen";
 const KEY_HOLD_SECONDS: &str = "booking.hold_seconds";
 const KEY_TURNOVER_BUFFER_DAYS: &str = "booking.turnover_buffer_days";
@@ -102,6 +118,8 @@ const KNOWN_KEYS: &[&str] = &[
     KEY_TURNOVER_BUFFER_DAYS,
     KEY_SWEEP_INTERVAL_MS,
     KEY_WEBHOOK_SECRET,
+    KEY_SIGNING_KEY_FILE,
+    KEY_OFFLINE_AFTER_SECS,
 ];
 
 /// The whole configuration of `sentra-cloud`, validated.
@@ -111,6 +129,19 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub booking: BookingConfig,
+    pub releases: ReleasesConfig,
+    pub fleet: FleetConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReleasesConfig {
+    /// The release signing key's file; None: `release publish` refuses.
+    pub signing_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub offline_after: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +335,8 @@ struct Raw {
     turnover_buffer_days: Option<(String, Origin)>,
     sweep_interval_ms: Option<(String, Origin)>,
     webhook_secret: Option<(String, Origin)>,
+    signing_key_file: Option<(String, Origin)>,
+    offline_after_secs: Option<(String, Origin)>,
 }
 
 /// [`load`] with the environment passed in, so tests do not touch the process environment.
@@ -407,6 +440,17 @@ pub fn load_with(
         DEFAULT_SWEEP_INTERVAL_MS,
         10..=60_000,
     );
+    let offline_after_secs = number(
+        raw.offline_after_secs,
+        ENV_OFFLINE_AFTER_SECS,
+        DEFAULT_OFFLINE_AFTER_SECS,
+        10..=86_400,
+    );
+    let signing_key_file = raw
+        .signing_key_file
+        .map(|(value, _)| value)
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from);
     let webhook_secret = raw
         .webhook_secret
         .map(|(value, _)| value)
@@ -423,6 +467,10 @@ pub fn load_with(
     match (listen, database_url, redis_url) {
         (Some(listen), Some(database_url), Some(redis_url)) if errors.is_empty() => Ok(Config {
             booking,
+            releases: ReleasesConfig { signing_key_file },
+            fleet: FleetConfig {
+                offline_after: std::time::Duration::from_secs(offline_after_secs),
+            },
             http: HttpConfig { listen },
             database: DatabaseConfig { url: database_url },
             redis: RedisConfig {
@@ -496,6 +544,14 @@ fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
                 }
                 KEY_WEBHOOK_SECRET => {
                     raw.webhook_secret = string_value(value, origin(KEY_WEBHOOK_SECRET), errors);
+                }
+                KEY_SIGNING_KEY_FILE => {
+                    raw.signing_key_file =
+                        string_value(value, origin(KEY_SIGNING_KEY_FILE), errors);
+                }
+                KEY_OFFLINE_AFTER_SECS => {
+                    raw.offline_after_secs =
+                        number_value(value, origin(KEY_OFFLINE_AFTER_SECS), errors);
                 }
                 _ => errors.push(ConfigError::UnknownKey {
                     path: path.to_owned(),
@@ -609,6 +665,12 @@ fn read_env(env: &dyn Fn(&str) -> Option<OsString>, raw: &mut Raw, errors: &mut 
     }
     if let Some(value) = var(ENV_WEBHOOK_SECRET) {
         raw.webhook_secret = Some(value);
+    }
+    if let Some(value) = var(ENV_SIGNING_KEY_FILE) {
+        raw.signing_key_file = Some(value);
+    }
+    if let Some(value) = var(ENV_OFFLINE_AFTER_SECS) {
+        raw.offline_after_secs = Some(value);
     }
 }
 

@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 
 use crate::devices::{self, auth};
-use crate::{booking, changes, health, ingest, master, shared};
+use crate::{booking, changes, fleet, health, ingest, master, releases, shared};
 
 /// What handlers share. Cheap to clone: both fields are handles to pools.
 #[derive(Clone)]
@@ -34,6 +34,7 @@ pub struct AppState {
     pub db: PgPool,
     pub redis: ConnectionManager,
     pub booking: booking::Booking,
+    pub fleet: crate::config::FleetConfig,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -66,6 +67,24 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bookings/{id}/cancel", post(booking::http::cancel))
         .route("/v1/waitlist", post(booking::waitlist::join))
         .route("/v1/waitlist/{id}", get(booking::waitlist::get))
+        .route("/v1/devices/heartbeat", post(fleet::heartbeat))
+        .route("/v1/devices/{id}/channel", put(fleet::put_channel))
+        .route("/v1/fleet", get(fleet::get_fleet))
+        .route("/v1/fleet/devices/{id}", get(fleet::get_device))
+        .route("/v1/fleet/rollouts/{id}", get(fleet::get_rollout))
+        .route(
+            "/v1/fleet/rollouts/{id}/{action}",
+            post(fleet::post_rollout_action),
+        )
+        .route("/v1/fleet/login-links", post(fleet::page::make_login_link))
+        .route(
+            "/v1/releases/{version}/manifest",
+            get(releases::get_manifest),
+        )
+        .route(
+            "/v1/releases/{version}/artifact",
+            get(releases::get_artifact),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -73,7 +92,20 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(booking::http::metrics))
+        .route("/metrics", get(metrics))
+        // The fleet page authenticates by operator token or its own session cookie.
+        .route("/fleet", get(fleet::page::overview))
+        .route("/fleet/devices/{id}", get(fleet::page::device))
+        .route("/fleet/rollouts/{id}", get(fleet::page::rollout))
+        .route(
+            "/fleet/rollouts/{id}/{action}",
+            post(fleet::page::rollout_action),
+        )
+        .route(
+            "/fleet/login",
+            get(fleet::page::login_link).post(fleet::page::login),
+        )
+        .route("/fleet/logout", post(fleet::page::logout))
         .route("/v1/enroll", post(devices::enroll))
         // Verified by its HMAC, not by the device or token middleware.
         .route("/v1/payments/webhook", post(booking::payments::webhook))
@@ -83,6 +115,27 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::map_response(stamp_server_time))
         .layer(DefaultBodyLimit::max(MAX_PUSH_BYTES))
         .with_state(state)
+}
+
+/// `GET /metrics`: this replica's booking counters and the fleet's gauges (from PostgreSQL; if
+/// it does not answer, `sentra_fleet_scrape_ok 0` says so and the rest is still served).
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let mut text = state.booking.metrics.render();
+    match fleet::metrics::render(&state.db, state.fleet.offline_after).await {
+        Ok(fleet) => {
+            text.push_str(&fleet);
+            text.push_str("# HELP sentra_fleet_scrape_ok 1 when the fleet gauges could be read from PostgreSQL.\n# TYPE sentra_fleet_scrape_ok gauge\nsentra_fleet_scrape_ok 1\n");
+        }
+        Err(error) => {
+            tracing::warn!(%error, "fleet metrics: PostgreSQL did not answer");
+            text.push_str("# HELP sentra_fleet_scrape_ok 1 when the fleet gauges could be read from PostgreSQL.\n# TYPE sentra_fleet_scrape_ok gauge\nsentra_fleet_scrape_ok 0\n");
+        }
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
 }
 
 /// The server's clock in Unix milliseconds.
@@ -172,6 +225,9 @@ pub enum ApiError {
     MalformedBody(String),
     #[error("{0}")]
     BadQuery(String),
+    /// A Range request that starts beyond the end of the artifact.
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
     /// Missing, malformed or unknown credentials, a bad signature, a revoked device.
     #[error("{0}")]
     Unauthorized(String),
@@ -224,6 +280,9 @@ impl ApiError {
             }
             ApiError::MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
             ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query"),
+            ApiError::RangeNotSatisfiable(_) => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::ClockSkew(_) => (StatusCode::UNAUTHORIZED, "clock_skew"),
             ApiError::Replay(_) => (StatusCode::UNAUTHORIZED, "replay"),

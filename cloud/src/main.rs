@@ -14,18 +14,22 @@
 //! - [`ingest`]: `POST /v1/sync/push`: validation, the event log, projections, parking;
 //! - [`changes`]: the per-branch change log and `GET /v1/sync/pull`;
 //! - [`master`]: master data (parts, mechanics, assets) authored in the cloud;
-//! - [`booking`]: rental holds without double booking, the Redis calendar, the sweeper.
+//! - [`booking`]: rental holds without double booking, the Redis calendar, the sweeper;
+//! - [`releases`]: the release signing key, publishing signed releases, serving them;
+//! - [`fleet`]: heartbeats, rollouts in waves, the fleet page, JSON and metrics.
 
 mod booking;
 mod branches;
 mod changes;
 mod config;
 mod devices;
+mod fleet;
 mod health;
 mod http;
 mod ingest;
 mod master;
 mod migrate;
+mod releases;
 mod shared;
 mod startup;
 
@@ -47,6 +51,8 @@ Environment (overrides the config file):
   SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS   days blocked after a rental [default: 0]
   SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS      how often due holds are expired [default: 1000]
   SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET        HMAC key of gateway webhooks [default: none]
+  SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE      release signing key (release publish) [default: none]
+  SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS       heartbeat age shown as offline [default: 180]
   SENTRA_CLOUD__HTTP__LISTEN   HTTP listen address [default: 0.0.0.0:8090]
   RUST_LOG                     log filter [default: info]
 
@@ -79,8 +85,93 @@ enum Command {
     /// The Redis availability calendar.
     #[command(subcommand)]
     Calendar(CalendarCommand),
+    /// Releases for the appliances: the signing key, publishing.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// Roll a release out to a channel in waves (`--channel C --percent P`), or pause, resume,
+    /// abort or show the channel's rollout.
+    Rollout(RolloutArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ReleaseCommand {
+    /// Make a release signing key in FILE (mode 0600, never overwritten) and print its public
+    /// key, which every appliance is configured with.
+    Keygen {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Sign FILE's manifest with the configured key and store both; print the manifest.
+    Publish(PublishArgs),
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// MAJOR.MINOR.PATCH[-PRE], e.g. 1.4.0.
+    #[arg(long, value_name = "V")]
+    version: String,
+    /// The channel it is meant for, e.g. stable or canary.
+    #[arg(long, value_name = "C")]
+    channel: String,
+    /// Days until the manifest expires (appliances refuse it after).
+    #[arg(long, value_name = "DAYS", default_value_t = releases::DEFAULT_EXPIRES_DAYS)]
+    expires_days: u32,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct RolloutArgs {
+    #[command(subcommand)]
+    action: Option<RolloutAction>,
+    /// The channel to roll out to.
+    #[arg(long, value_name = "C", required = true)]
+    channel: Option<String>,
+    /// How much of the channel the rollout reaches; a larger value widens the current rollout.
+    #[arg(long, value_name = "P", required = true, value_parser = clap::value_parser!(i32).range(1..=100))]
+    percent: Option<i32>,
+    /// The release [default: the newest published on the channel].
+    #[arg(long, value_name = "V")]
+    version: Option<String>,
+    /// A device id to update first (repeat, or separate with commas).
+    #[arg(long, value_name = "DEVICE", value_delimiter = ',')]
+    canary: Vec<String>,
+    /// Percentages of the channel, ascending, the last one being --percent [default: 10,50 below it].
+    #[arg(long, value_name = "P,P,...", value_delimiter = ',')]
+    waves: Option<Vec<i32>>,
+    /// Share of admitted devices on the new version before the next wave starts.
+    #[arg(long, value_name = "PCT", default_value_t = fleet::rollout::DEFAULT_SUCCESS_THRESHOLD_PCT)]
+    success_threshold: i32,
+    /// Share of admitted devices failing (failed, rolled back, unhealthy) that halts the rollout.
+    #[arg(long, value_name = "PCT", default_value_t = fleet::rollout::DEFAULT_FAILURE_THRESHOLD_PCT)]
+    failure_threshold: i32,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Subcommand)]
+enum RolloutAction {
+    /// Stop offering the release to devices not yet told (those updating carry on).
+    Pause(ChannelArgs),
+    /// Go on with a paused rollout.
+    Resume(ChannelArgs),
+    /// End the rollout: nobody is offered the release any more.
+    Abort(ChannelArgs),
+    /// Print the channel's newest rollout as JSON.
+    Status(ChannelArgs),
+}
+
+#[derive(Args)]
+struct ChannelArgs {
+    #[arg(long, value_name = "C")]
+    channel: String,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Subcommand)]
@@ -189,6 +280,90 @@ fn main() -> ExitCode {
                 print_line(&format!("calendar rebuilt: {keys} month keys"))
             })
         }
+        Command::Release(ReleaseCommand::Keygen { file }) => {
+            init_logging();
+            match releases::keygen(&file) {
+                Ok(public) => {
+                    eprintln!(
+                        "release signing key written to {}; keep it offline. Configure appliances with the public key printed below.",
+                        file.display()
+                    );
+                    match print_line(&public) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(_) => ExitCode::FAILURE,
+                    }
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Release(ReleaseCommand::Publish(args)) => {
+            with_config(&args.config, |config| async move {
+                let key_file = config
+                    .releases
+                    .signing_key_file
+                    .as_deref()
+                    .ok_or(releases::ReleaseError::NoKey)?;
+                let key = releases::load_key(key_file)?;
+                let db = connect(&config).await?;
+                let published = releases::publish(
+                    &db,
+                    &key,
+                    &args.file,
+                    &args.version,
+                    &args.channel,
+                    args.expires_days,
+                )
+                .await
+                .context("release publish")?;
+                tracing::info!(version = %published.manifest.version, channel = %published.manifest.channel,
+                    size = published.manifest.size, key_id = %published.key_id, "release published");
+                print_line(&serde_json::to_string(&published.manifest)?)
+            })
+        }
+        Command::Rollout(args) => with_config(&args.config, |config| async move {
+            let db = connect(&config).await?;
+            let by = std::env::var("USER").unwrap_or_else(|_| "cli".to_owned());
+            let (action, channel) = match args.action {
+                None => {
+                    let plan = fleet::rollout::Plan {
+                        channel: args.channel.unwrap_or_default(),
+                        percent: args.percent.unwrap_or(100),
+                        version: args.version,
+                        canaries: args.canary,
+                        waves: args.waves,
+                        success_threshold_pct: args.success_threshold,
+                        failure_threshold_pct: args.failure_threshold,
+                        by: format!("cli:{by}"),
+                    };
+                    let id = fleet::rollout::start(&db, &plan).await.context("rollout")?;
+                    let summary = fleet::rollout::summary(&db, &id).await?;
+                    return print_line(&serde_json::to_string(&summary)?);
+                }
+                Some(RolloutAction::Pause(c)) => (Some(fleet::rollout::Action::Pause), c.channel),
+                Some(RolloutAction::Resume(c)) => (Some(fleet::rollout::Action::Resume), c.channel),
+                Some(RolloutAction::Abort(c)) => (Some(fleet::rollout::Action::Abort), c.channel),
+                Some(RolloutAction::Status(c)) => (None, c.channel),
+            };
+            let id = match action {
+                None => sqlx::query_scalar::<_, String>(
+                    "SELECT id::text FROM rollouts WHERE channel = $1 ORDER BY created_at DESC LIMIT 1",
+                )
+                .bind(&channel)
+                .fetch_optional(&db)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("channel {channel} has no rollout"))?,
+                Some(action) => {
+                    let id = fleet::rollout::live_on(&db, &channel).await?;
+                    fleet::rollout::act(&db, &id, action, &format!("cli:{by}")).await?;
+                    id
+                }
+            };
+            let summary = fleet::rollout::summary(&db, &id).await?;
+            print_line(&serde_json::to_string(&summary)?)
+        }),
         Command::ApiToken(args) => with_config(&args.config, |config| async move {
             let token = devices::tokens::issue_api_token(&config.database, &args.name, args.role)
                 .await
@@ -197,6 +372,16 @@ fn main() -> ExitCode {
             print_line(&token)
         }),
     }
+}
+
+/// One connection for a command.
+async fn connect(config: &config::Config) -> anyhow::Result<sqlx::PgPool> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(migrate::CONNECT_TIMEOUT)
+        .connect_with(config.database.url.connect_options())
+        .await
+        .context("cannot connect to PostgreSQL")
 }
 
 /// Loads the configuration (exit 2 with every problem listed if it is bad), then runs `command`

@@ -109,6 +109,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracker.spawn(stop.wait(token.clone()));
     tracker.spawn(prune_nonces(db.clone(), token.clone()));
     tracker.spawn(booking::sweeper::run(booking.clone(), token.clone()));
+    tracker.spawn(crate::fleet::prune(db.clone(), token.clone()));
 
     let server = axum::serve(
         listener,
@@ -116,6 +117,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             db: db.clone(),
             redis,
             booking,
+            fleet: config.fleet.clone(),
         }),
     )
     .with_graceful_shutdown(token.clone().cancelled_owned())

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod doc;
 pub mod event;
+pub mod fleet;
 pub mod hlc;
 pub mod payload;
 pub mod record;

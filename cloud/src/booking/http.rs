@@ -574,11 +574,3 @@ pub async fn cancel(
         }),
     }
 }
-
-/// `GET /metrics`: booking's metrics in the Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.booking.metrics.render(),
-    )
-}
