@@ -64,6 +64,8 @@ ensure_build_tools() {
     type -P kill >/dev/null || pkgs+=(procps)
     command -v curl >/dev/null || pkgs+=(curl)
     command -v jq >/dev/null || pkgs+=(jq)
+    # The fleet page test opens it in headless Chromium.
+    command -v chromium >/dev/null || pkgs+=(chromium)
     if [ ${#pkgs[@]} -gt 0 ]; then
         apt_install "${pkgs[@]}"
     fi

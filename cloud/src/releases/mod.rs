@@ -354,7 +354,7 @@ pub async fn get_artifact(
                 .unwrap_or(i64::MAX)
                 .min(CHUNK_BYTES);
             let chunk: Result<Vec<u8>, sqlx::Error> = sqlx::query_scalar(
-                "SELECT substring(artifact FROM $2 FOR $3) FROM releases WHERE version = $1",
+                "SELECT substring(artifact FROM $2::integer FOR $3::integer) FROM releases WHERE version = $1",
             )
             .bind(&version)
             .bind(i64::try_from(offset).unwrap_or(i64::MAX) + 1)

@@ -15,6 +15,7 @@ mod cloud;
 mod device_auth;
 mod enroll;
 mod fixtures;
+mod fleet;
 mod migrate;
 mod pull;
 mod push;
