@@ -109,6 +109,12 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         section: "sync",
+        name: "heartbeat_interval_secs",
+        default: "60",
+        doc: "How often to tell the cloud how this box is (version, backlog, disk, printer...); a change is reported within seconds anyway. The fleet page shows a box offline after three missed beats.",
+    },
+    Key {
+        section: "sync",
         name: "retry_max_ms",
         default: "4000",
         doc: "Longest wait between attempts while the link is down (with jitter), so a returning link is used within about 5 s.",
@@ -291,6 +297,7 @@ pub struct SyncConfig {
     pub batch_bytes: usize,
     pub batch_events: u32,
     pub pull_interval_secs: u64,
+    pub heartbeat_interval_secs: u64,
     pub retry_max_ms: u64,
     pub request_timeout_ms: u64,
     /// None: the system's roots.
@@ -451,6 +458,8 @@ impl Config {
                 batch_events: p.get("sync", "batch_events", |s| parse_range(s, 1, 10_000)),
                 pull_interval_secs: p
                     .get("sync", "pull_interval_secs", |s| parse_range(s, 1, 86_400)),
+                heartbeat_interval_secs: p
+                    .get("sync", "heartbeat_interval_secs", |s| parse_range(s, 5, 3_600)),
                 retry_max_ms: p.get("sync", "retry_max_ms", |s| parse_range(s, 10, 600_000)),
                 request_timeout_ms: p.get("sync", "request_timeout_ms", |s| {
                     parse_range(s, 100, 600_000)
@@ -522,6 +531,9 @@ impl Config {
                 ("sync", "batch_bytes") => self.sync.batch_bytes.to_string(),
                 ("sync", "batch_events") => self.sync.batch_events.to_string(),
                 ("sync", "pull_interval_secs") => self.sync.pull_interval_secs.to_string(),
+                ("sync", "heartbeat_interval_secs") => {
+                    self.sync.heartbeat_interval_secs.to_string()
+                }
                 ("sync", "retry_max_ms") => self.sync.retry_max_ms.to_string(),
                 ("sync", "request_timeout_ms") => self.sync.request_timeout_ms.to_string(),
                 ("sync", "ca_file") => self

@@ -107,6 +107,16 @@ pub async fn run(
     supervisor.spawn("sync", async move {
         crate::sync::run(sync_store, sync_cfg, sync, cancel).await
     });
+    let (beat_store, beat_cfg, beat_scanner, beat_dir, cancel) = (
+        store.clone(),
+        config.sync.clone(),
+        scanner.clone(),
+        config.store.data_dir.clone(),
+        supervisor.token(),
+    );
+    supervisor.spawn("heartbeat", async move {
+        crate::sync::heartbeat::run(beat_store, beat_cfg, beat_scanner, beat_dir, cancel).await
+    });
     let (print_store, branch, printer, cancel) = (
         store.clone(),
         config.branch.clone(),

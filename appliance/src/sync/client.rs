@@ -329,6 +329,21 @@ impl CloudClient {
         }
     }
 
+    /// `POST /v1/devices/heartbeat`: the box's state; the cloud's answer (what to install).
+    pub async fn heartbeat(
+        &self,
+        beat: &sentra_protocol::fleet::Heartbeat,
+    ) -> Result<sentra_protocol::fleet::HeartbeatAnswer, SyncError> {
+        let body = serde_json::to_vec(beat).expect("a heartbeat always serialises");
+        let (status, bytes) = self
+            .send(Method::POST, "/v1/devices/heartbeat", body)
+            .await?;
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
+        parse(status, &bytes)
+    }
+
     pub async fn pull(&self, cursor: u64, limit: u32) -> Result<PullPage, SyncError> {
         let (status, bytes) = self
             .send(

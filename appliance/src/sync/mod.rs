@@ -8,6 +8,7 @@
 //! once. Memory is one batch, whatever the backlog.
 
 pub mod client;
+pub mod heartbeat;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
