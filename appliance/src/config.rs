@@ -458,8 +458,9 @@ impl Config {
                 batch_events: p.get("sync", "batch_events", |s| parse_range(s, 1, 10_000)),
                 pull_interval_secs: p
                     .get("sync", "pull_interval_secs", |s| parse_range(s, 1, 86_400)),
-                heartbeat_interval_secs: p
-                    .get("sync", "heartbeat_interval_secs", |s| parse_range(s, 5, 3_600)),
+                heartbeat_interval_secs: p.get("sync", "heartbeat_interval_secs", |s| {
+                    parse_range(s, 5, 3_600)
+                }),
                 retry_max_ms: p.get("sync", "retry_max_ms", |s| parse_range(s, 10, 600_000)),
                 request_timeout_ms: p.get("sync", "request_timeout_ms", |s| {
                     parse_range(s, 100, 600_000)

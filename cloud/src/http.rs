@@ -132,7 +132,10 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         }
     }
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         text,
     )
         .into_response()

@@ -35,7 +35,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0004_shared_records.sql",
         include_str!("../migrations/0004_shared_records.sql"),
     ),
-    ("0006_fleet.sql", include_str!("../migrations/0006_fleet.sql")),
+    (
+        "0006_fleet.sql",
+        include_str!("../migrations/0006_fleet.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

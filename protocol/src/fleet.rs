@@ -248,8 +248,8 @@ pub fn verify_manifest(
     let raw = base64::engine::general_purpose::STANDARD
         .decode(&signed.signature)
         .map_err(|_| ManifestError::MalformedSignature)?;
-    let signature =
-        ed25519_dalek::Signature::from_slice(&raw).map_err(|_| ManifestError::MalformedSignature)?;
+    let signature = ed25519_dalek::Signature::from_slice(&raw)
+        .map_err(|_| ManifestError::MalformedSignature)?;
     key.verify_strict(signed.manifest.as_bytes(), &signature)
         .map_err(|_| ManifestError::BadSignature)?;
     let manifest: Manifest = serde_json::from_str(&signed.manifest)
@@ -404,10 +404,26 @@ mod tests {
 
     #[test]
     fn versions_parse_and_order() {
-        for bad in ["", "1", "1.2", "1.2.3.4", "v1.2.3", "1.2.x", "1.2.3-", "1.2.3-a b"] {
+        for bad in [
+            "",
+            "1",
+            "1.2",
+            "1.2.3.4",
+            "v1.2.3",
+            "1.2.x",
+            "1.2.3-",
+            "1.2.3-a b",
+        ] {
             assert!(ReleaseVersion::parse(bad).is_err(), "{bad}");
         }
-        let order = ["0.9.9", "1.0.0-rc.1", "1.0.0-rc.2", "1.0.0", "1.0.1", "1.10.0"];
+        let order = [
+            "0.9.9",
+            "1.0.0-rc.1",
+            "1.0.0-rc.2",
+            "1.0.0",
+            "1.0.1",
+            "1.10.0",
+        ];
         for pair in order.windows(2) {
             let a = ReleaseVersion::parse(pair[0]).expect("valid");
             let b = ReleaseVersion::parse(pair[1]).expect("valid");
@@ -426,6 +442,9 @@ mod tests {
         assert_eq!(beat.update.state, UpdateState::RolledBack);
         assert!(beat.update.state.is_failed());
         assert_eq!(beat.backlog, Backlog::default());
-        assert_eq!(UpdateState::parse("rolled-back"), Some(UpdateState::RolledBack));
+        assert_eq!(
+            UpdateState::parse("rolled-back"),
+            Some(UpdateState::RolledBack)
+        );
     }
 }

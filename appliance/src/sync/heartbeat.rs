@@ -162,7 +162,13 @@ fn resources(data_dir: &Path) -> Resources {
             meminfo
                 .lines()
                 .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
                 .map(|k| k * 1024)
         };
         out.mem_total_bytes = kib("MemTotal:");

@@ -32,11 +32,19 @@ pub async fn render(db: &PgPool, offline_after: Duration) -> Result<String, sqlx
     let mut by_update: BTreeMap<String, u64> = BTreeMap::new();
     let (mut attention, mut backlog, mut backlog_bytes, mut oldest) = (0_u64, 0_u64, 0_u64, 0_u64);
     for device in &devices {
-        let version = device.version.clone().unwrap_or_else(|| "unknown".to_owned());
+        let version = device
+            .version
+            .clone()
+            .unwrap_or_else(|| "unknown".to_owned());
         let state = if device.online { "online" } else { "offline" };
         *by_version.entry((version, state)).or_default() += 1;
         *by_update
-            .entry(device.update_state.clone().unwrap_or_else(|| "unknown".to_owned()))
+            .entry(
+                device
+                    .update_state
+                    .clone()
+                    .unwrap_or_else(|| "unknown".to_owned()),
+            )
             .or_default() += 1;
         if !device.attention.is_empty() {
             attention += 1;
@@ -47,7 +55,11 @@ pub async fn render(db: &PgPool, offline_after: Duration) -> Result<String, sqlx
             oldest = oldest.max(beat.backlog.oldest_age_secs.unwrap_or(0));
         }
     }
-    gauge(&mut out, "sentra_fleet_devices", "Enrolled devices by version and online state.");
+    gauge(
+        &mut out,
+        "sentra_fleet_devices",
+        "Enrolled devices by version and online state.",
+    );
     for ((version, state), count) in &by_version {
         let _ = writeln!(
             out,
@@ -73,9 +85,17 @@ pub async fn render(db: &PgPool, offline_after: Duration) -> Result<String, sqlx
         "Devices the fleet page lists as needing attention.",
     );
     let _ = writeln!(out, "sentra_fleet_devices_needing_attention {attention}");
-    gauge(&mut out, "sentra_fleet_sync_backlog_events", "Outbox events not yet in the cloud, summed over the fleet.");
+    gauge(
+        &mut out,
+        "sentra_fleet_sync_backlog_events",
+        "Outbox events not yet in the cloud, summed over the fleet.",
+    );
     let _ = writeln!(out, "sentra_fleet_sync_backlog_events {backlog}");
-    gauge(&mut out, "sentra_fleet_sync_backlog_bytes", "Outbox bytes not yet in the cloud, summed over the fleet.");
+    gauge(
+        &mut out,
+        "sentra_fleet_sync_backlog_bytes",
+        "Outbox bytes not yet in the cloud, summed over the fleet.",
+    );
     let _ = writeln!(out, "sentra_fleet_sync_backlog_bytes {backlog_bytes}");
     gauge(
         &mut out,
@@ -88,7 +108,11 @@ pub async fn render(db: &PgPool, offline_after: Duration) -> Result<String, sqlx
         sqlx::query_as("SELECT state, count(*) FROM rollouts GROUP BY state ORDER BY state")
             .fetch_all(db)
             .await?;
-    gauge(&mut out, "sentra_fleet_rollouts", "Rollouts by state (halted: stopped by failures).");
+    gauge(
+        &mut out,
+        "sentra_fleet_rollouts",
+        "Rollouts by state (halted: stopped by failures).",
+    );
     for state in ["running", "paused", "halted", "aborted", "completed"] {
         let count = rollouts
             .iter()

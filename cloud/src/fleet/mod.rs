@@ -46,7 +46,10 @@ fn check_heartbeat(beat: &Heartbeat) -> Result<(), ApiError> {
         .map_err(|error| ApiError::Invalid(format!("version: {error}")))?;
     let texts = [
         ("update.reason", beat.update.reason.as_deref()),
-        ("update.target_version", beat.update.target_version.as_deref()),
+        (
+            "update.target_version",
+            beat.update.target_version.as_deref(),
+        ),
         ("printer", beat.printer.as_deref()),
         ("scanner", beat.scanner.as_deref()),
         ("broker", beat.broker.as_deref()),
@@ -78,14 +81,13 @@ pub async fn heartbeat(
     let body = serde_json::to_string(&beat).expect("a heartbeat always serialises");
     let db_error = |error: sqlx::Error| ApiError::database(&error);
     let mut tx = state.db.begin().await.map_err(db_error)?;
-    let channel: String = sqlx::query_scalar(
-        "UPDATE devices SET version = $2 WHERE id = $1::uuid RETURNING channel",
-    )
-    .bind(&device.id)
-    .bind(&beat.version)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(db_error)?;
+    let channel: String =
+        sqlx::query_scalar("UPDATE devices SET version = $2 WHERE id = $1::uuid RETURNING channel")
+            .bind(&device.id)
+            .bind(&beat.version)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_error)?;
     sqlx::query(
         "INSERT INTO device_heartbeats (device_id, received_at, version, update_state, healthy, backlog, backlog_bytes, backlog_oldest_secs, body)
          VALUES ($1::uuid, now(), $2, $3, $4, $5, $6, $7, $8::jsonb)
@@ -163,7 +165,6 @@ struct DeviceRow {
     update_state: Option<String>,
     body: Option<String>,
 }
-
 
 impl DeviceRow {
     fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
@@ -319,12 +320,19 @@ pub async fn devices(db: &PgPool, offline_after: Duration) -> Result<Vec<DeviceV
         .iter()
         .map(DeviceRow::from_row)
         .collect::<Result<_, _>>()?;
-    let mut devices: Vec<DeviceView> = rows.into_iter().map(|row| row.view(offline_after)).collect();
+    let mut devices: Vec<DeviceView> = rows
+        .into_iter()
+        .map(|row| row.view(offline_after))
+        .collect();
     devices.sort_by(|a, b| {
         a.attention
             .is_empty()
             .cmp(&b.attention.is_empty())
-            .then_with(|| b.offline_secs.unwrap_or(-1).cmp(&a.offline_secs.unwrap_or(-1)))
+            .then_with(|| {
+                b.offline_secs
+                    .unwrap_or(-1)
+                    .cmp(&a.offline_secs.unwrap_or(-1))
+            })
             .then_with(|| a.branch_id.cmp(&b.branch_id))
             .then_with(|| a.id.cmp(&b.id))
     });
@@ -348,7 +356,12 @@ pub async fn fleet_view(db: &PgPool, offline_after: Duration) -> Result<FleetVie
         }
         *summary
             .by_version
-            .entry(device.version.clone().unwrap_or_else(|| "unknown".to_owned()))
+            .entry(
+                device
+                    .version
+                    .clone()
+                    .unwrap_or_else(|| "unknown".to_owned()),
+            )
             .or_default() += 1;
         *summary
             .by_update_state
@@ -410,7 +423,6 @@ pub struct DeviceRollout {
     pub state: String,
     pub reason: Option<String>,
 }
-
 
 impl HistoryPoint {
     fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
@@ -527,7 +539,6 @@ pub struct RolloutDevice {
     pub reason: Option<String>,
     pub updated_at: String,
 }
-
 
 impl RolloutDevice {
     fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {

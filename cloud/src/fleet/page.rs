@@ -221,7 +221,12 @@ fn rollout_card(r: &RolloutSummary, with_buttons: bool) -> String {
         for (action, label, class, states) in [
             ("pause", "Pause", "", &["running"][..]),
             ("resume", "Resume", "", &["paused"][..]),
-            ("abort", "Abort", "danger", &["running", "paused", "halted"][..]),
+            (
+                "abort",
+                "Abort",
+                "danger",
+                &["running", "paused", "halted"][..],
+            ),
         ] {
             if states.contains(&r.state.as_str()) {
                 let _ = write!(
@@ -290,7 +295,11 @@ fn device_row(d: &DeviceView) -> String {
     };
     format!(
         "<tr class=\"{class}\" data-device=\"{id}\"><td><a href=\"/fleet/devices/{id}\">{branch}</a><br><small>{branch_name} · {host}</small></td><td>{version}<br><small>{channel}</small></td><td>{state}</td><td>{update}</td><td>{backlog}</td><td>{attention}</td></tr>",
-        class = if d.attention.is_empty() { "" } else { "attention" },
+        class = if d.attention.is_empty() {
+            ""
+        } else {
+            "attention"
+        },
         id = esc(&d.id),
         branch = esc(&d.branch_id),
         branch_name = esc(&d.branch_name),
@@ -352,7 +361,10 @@ async fn authorized(state: &AppState, headers: &HeaderMap) -> Result<Option<Stri
 }
 
 /// `GET /fleet`.
-pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn overview(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let Some(name) = authorized(&state, &headers).await? else {
         return Ok(login_page(None));
     };
@@ -383,22 +395,69 @@ pub async fn device(
     );
     if let Some(beat) = &d.heartbeat {
         let opt = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
-        let mib = |v: Option<u64>| v.map_or("?".to_owned(), |v| format!("{} MiB", v / (1024 * 1024)));
+        let mib =
+            |v: Option<u64>| v.map_or("?".to_owned(), |v| format!("{} MiB", v / (1024 * 1024)));
         let facts = [
             ("Device", d.id.clone()),
             ("Last heartbeat", d.last_seen.clone().unwrap_or_default()),
-            ("Uptime", super::human(i64::try_from(beat.uptime_secs).unwrap_or(i64::MAX))),
-            ("Update", format!("{} {} {}", beat.update.state.as_str(), beat.update.target_version.as_deref().unwrap_or(""), beat.update.reason.as_deref().unwrap_or(""))),
+            (
+                "Uptime",
+                super::human(i64::try_from(beat.uptime_secs).unwrap_or(i64::MAX)),
+            ),
+            (
+                "Update",
+                format!(
+                    "{} {} {}",
+                    beat.update.state.as_str(),
+                    beat.update.target_version.as_deref().unwrap_or(""),
+                    beat.update.reason.as_deref().unwrap_or("")
+                ),
+            ),
             ("Healthy", beat.healthy.to_string()),
-            ("Sync backlog", format!("{} events, {} bytes, oldest {}", beat.backlog.count, beat.backlog.bytes, beat.backlog.oldest_age_secs.map_or("-".to_owned(), |s| super::human(i64::try_from(s).unwrap_or(i64::MAX))))),
+            (
+                "Sync backlog",
+                format!(
+                    "{} events, {} bytes, oldest {}",
+                    beat.backlog.count,
+                    beat.backlog.bytes,
+                    beat.backlog
+                        .oldest_age_secs
+                        .map_or("-".to_owned(), |s| super::human(
+                            i64::try_from(s).unwrap_or(i64::MAX)
+                        ))
+                ),
+            ),
             ("Parked events", beat.parked.to_string()),
             ("Clock skew", format!("{} ms", beat.skew_ms)),
-            ("Disk free / total", format!("{} / {}", mib(beat.resources.disk_free_bytes), mib(beat.resources.disk_total_bytes))),
-            ("Memory available / total", format!("{} / {}", mib(beat.resources.mem_available_bytes), mib(beat.resources.mem_total_bytes))),
+            (
+                "Disk free / total",
+                format!(
+                    "{} / {}",
+                    mib(beat.resources.disk_free_bytes),
+                    mib(beat.resources.disk_total_bytes)
+                ),
+            ),
+            (
+                "Memory available / total",
+                format!(
+                    "{} / {}",
+                    mib(beat.resources.mem_available_bytes),
+                    mib(beat.resources.mem_total_bytes)
+                ),
+            ),
             ("Store", mib(beat.resources.store_bytes)),
-            ("Printer", beat.printer.clone().unwrap_or_else(|| "-".to_owned())),
-            ("Scanner", beat.scanner.clone().unwrap_or_else(|| "-".to_owned())),
-            ("Broker", beat.broker.clone().unwrap_or_else(|| "-".to_owned())),
+            (
+                "Printer",
+                beat.printer.clone().unwrap_or_else(|| "-".to_owned()),
+            ),
+            (
+                "Scanner",
+                beat.scanner.clone().unwrap_or_else(|| "-".to_owned()),
+            ),
+            (
+                "Broker",
+                beat.broker.clone().unwrap_or_else(|| "-".to_owned()),
+            ),
             ("Paired clients", opt(beat.paired_clients)),
         ];
         body.push_str("<h2>Now</h2><div class=\"scroll\"><table>");
@@ -475,7 +534,11 @@ pub async fn rollout(
             body,
             "<tr><td><a href=\"/fleet/devices/{id}\">{}</a></td><td>{}</td><td><span class=\"badge {state}\">{state}</span></td><td>{}</td><td>{}</td></tr>",
             esc(&d.branch_id),
-            d.wave.map_or("not in it".to_owned(), |w| if w == 0 { "canary".to_owned() } else { w.to_string() }),
+            d.wave.map_or("not in it".to_owned(), |w| if w == 0 {
+                "canary".to_owned()
+            } else {
+                w.to_string()
+            }),
             esc(d.reason.as_deref().unwrap_or("")),
             esc(&d.updated_at),
             id = esc(&d.device_id),
@@ -495,9 +558,7 @@ fn cross_site(headers: &HeaderMap) -> bool {
         headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
         headers.get(header::HOST).and_then(|v| v.to_str().ok()),
     ) {
-        (Some(origin), Some(host)) => {
-            origin.split_once("://").map(|(_, rest)| rest) != Some(host)
-        }
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, rest)| rest) != Some(host),
         _ => false,
     }
 }
@@ -583,7 +644,10 @@ pub async fn login_link(
 }
 
 /// `POST /fleet/logout`.
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     if let Some(secret) = cookie(&headers) {
         sqlx::query("DELETE FROM fleet_sessions WHERE secret_hash = $1")
             .bind(tokens::hash(&secret))
@@ -594,7 +658,9 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result
     let mut response = Redirect::to("/fleet").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("sentra_fleet=; Path=/fleet; HttpOnly; Secure; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_static(
+            "sentra_fleet=; Path=/fleet; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
+        ),
     );
     Ok(response)
 }
@@ -644,9 +710,15 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert!(!cross_site(&headers));
         headers.insert(header::HOST, HeaderValue::from_static("cloud:8090"));
-        headers.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
         assert!(cross_site(&headers));
-        headers.insert(header::ORIGIN, HeaderValue::from_static("https://cloud:8090"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://cloud:8090"),
+        );
         assert!(!cross_site(&headers));
         headers.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(cross_site(&headers));

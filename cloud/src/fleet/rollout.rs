@@ -96,7 +96,6 @@ pub struct RolloutSummary {
     pub failed: i64,
 }
 
-
 impl RolloutSummary {
     fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
         use sqlx::Row as _;
@@ -184,8 +183,7 @@ pub fn waves_for(percent: i32, waves: Option<&[i32]>) -> Result<Vec<i32>, String
     if out.last() != Some(&percent) {
         out.push(percent);
     }
-    if out.windows(2).any(|pair| pair[0] >= pair[1]) || out.iter().any(|p| !(1..=100).contains(p))
-    {
+    if out.windows(2).any(|pair| pair[0] >= pair[1]) || out.iter().any(|p| !(1..=100).contains(p)) {
         return Err(format!(
             "waves {out:?}: expected ascending percentages from 1 to 100 ending at --percent {percent}"
         ));
@@ -398,10 +396,11 @@ pub async fn act(db: &PgPool, id: &str, action: Action, by: &str) -> Result<Stri
         tracing::info!(rollout = %uuid, %state, %by, "rollout changed by an operator");
         return Ok(state);
     }
-    let state: Option<String> = sqlx::query_scalar("SELECT state FROM rollouts WHERE id = $1::uuid")
-        .bind(&uuid)
-        .fetch_optional(db)
-        .await?;
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM rollouts WHERE id = $1::uuid")
+            .bind(&uuid)
+            .fetch_optional(db)
+            .await?;
     match state {
         None => Err(RolloutError::NotFound(format!("no rollout {id}"))),
         Some(state) => Err(RolloutError::Conflict(format!(
@@ -428,6 +427,9 @@ pub async fn live_on(db: &PgPool, channel: &str) -> Result<String, RolloutError>
     .ok_or_else(|| RolloutError::NotFound(format!("channel {channel} has no live rollout")))
 }
 
+/// id, version, state, waves, current wave, success and failure thresholds.
+type RolloutRow = (String, String, String, Vec<i32>, i32, i32, i32);
+
 /// Records what `beat` says about the device's part in its channel's newest rollout, moves the
 /// rollout on (next wave, halt, completion) and returns what the device should install.
 pub async fn on_heartbeat(
@@ -436,7 +438,7 @@ pub async fn on_heartbeat(
     channel: &str,
     beat: &Heartbeat,
 ) -> Result<Option<TargetRelease>, sqlx::Error> {
-    let rollout: Option<(String, String, String, Vec<i32>, i32, i32, i32)> = sqlx::query_as(
+    let rollout: Option<RolloutRow> = sqlx::query_as(
         "SELECT id::text, version, state, waves, current_wave, success_threshold_pct, failure_threshold_pct
          FROM rollouts WHERE channel = $1 ORDER BY created_at DESC LIMIT 1 FOR UPDATE",
     )
@@ -648,7 +650,10 @@ mod tests {
             ("succeeded", "running", "2.0.0", Idle, true, "succeeded"),
         ] {
             let (got, _) = device_progress(mine, rollout, "2.0.0", &beat(version, state, healthy));
-            assert_eq!(got, expected, "{mine} {rollout} {version} {state:?} {healthy}");
+            assert_eq!(
+                got, expected,
+                "{mine} {rollout} {version} {state:?} {healthy}"
+            );
         }
     }
 

@@ -156,7 +156,9 @@ pub async fn publish(
         .await
         .map_err(|error| bad(error.to_string()))?
         .map_err(|error| bad(error.to_string()))?;
-    let now = time::OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     let expires = now + time::Duration::days(i64::from(expires_days));
     let rfc3339 = |at: time::OffsetDateTime| {
         at.format(&time::format_description::well_known::Rfc3339)
@@ -246,7 +248,10 @@ pub enum RangeRequest {
     /// No Range header, or one this server ignores (several ranges, another unit, bad syntax):
     /// the whole artifact, 200.
     Whole,
-    Part { start: u64, end: u64 },
+    Part {
+        start: u64,
+        end: u64,
+    },
     /// Starts at or beyond the end: 416.
     Unsatisfiable,
 }
@@ -405,10 +410,34 @@ mod tests {
         for (value, expected) in [
             (None, Whole),
             (Some("bytes=0-99"), Part { start: 0, end: 100 }),
-            (Some("bytes=100-"), Part { start: 100, end: 1000 }),
-            (Some("bytes=900-5000"), Part { start: 900, end: 1000 }),
-            (Some("bytes=-10"), Part { start: 990, end: 1000 }),
-            (Some("bytes=-5000"), Part { start: 0, end: 1000 }),
+            (
+                Some("bytes=100-"),
+                Part {
+                    start: 100,
+                    end: 1000,
+                },
+            ),
+            (
+                Some("bytes=900-5000"),
+                Part {
+                    start: 900,
+                    end: 1000,
+                },
+            ),
+            (
+                Some("bytes=-10"),
+                Part {
+                    start: 990,
+                    end: 1000,
+                },
+            ),
+            (
+                Some("bytes=-5000"),
+                Part {
+                    start: 0,
+                    end: 1000,
+                },
+            ),
             (Some("bytes=1000-"), Unsatisfiable),
             (Some("bytes=-0"), Unsatisfiable),
             (Some("bytes=5-1"), Whole),

@@ -76,7 +76,10 @@ async fn enroll_fleet(cloud: &Cloud, n: usize, bad: impl Fn(usize) -> bool) -> V
                 let key = fixtures::new_key();
                 let answer = cloud.enroll_with(token, &key).await;
                 assert_eq!(answer.status, 200, "enrol: {answer:?}");
-                let id = answer.body["device_id"].as_str().expect("device id").to_owned();
+                let id = answer.body["device_id"]
+                    .as_str()
+                    .expect("device id")
+                    .to_owned();
                 (id, key)
             })
             .collect(),
@@ -132,8 +135,7 @@ async fn round(cloud: &Cloud, agents: &mut [Agent]) -> usize {
             format!("/v1/releases/{version}/manifest")
         );
         if agent.bad {
-            agent.update =
-                json!({"state": "rolled-back", "target_version": version, "reason": "not ready within 60 s"});
+            agent.update = json!({"state": "rolled-back", "target_version": version, "reason": "not ready within 60 s"});
         } else {
             agent.version = version.to_owned();
             agent.update = json!({"state": "success", "target_version": version});
@@ -207,7 +209,12 @@ async fn fleet(bad: impl Fn(usize) -> bool) -> (Cloud, Vec<Agent>, tempfile::Tem
 
 async fn rollout_json(cloud: &Cloud, id: &str) -> Value {
     let answer = cloud
-        .bearer(&cloud.operator, Method::GET, &format!("/v1/fleet/rollouts/{id}"), None)
+        .bearer(
+            &cloud.operator,
+            Method::GET,
+            &format!("/v1/fleet/rollouts/{id}"),
+            None,
+        )
         .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     answer.body
@@ -219,7 +226,16 @@ async fn a_rollout_goes_wave_by_wave_to_the_whole_fleet() {
     let canaries: Vec<String> = agents[..3].iter().map(|a| a.device.id.clone()).collect();
     let started = rollout_cli(
         &cloud,
-        &["--channel", "stable", "--percent", "100", "--version", NEW, "--canary", &canaries.join(",")],
+        &[
+            "--channel",
+            "stable",
+            "--percent",
+            "100",
+            "--version",
+            NEW,
+            "--canary",
+            &canaries.join(","),
+        ],
     )
     .await;
     assert_eq!(started["state"], "running");
@@ -234,7 +250,10 @@ async fn a_rollout_goes_wave_by_wave_to_the_whole_fleet() {
         round(&cloud, &mut agents).await;
         let rollout = rollout_json(&cloud, &id).await;
         let wave = rollout["rollout"]["current_wave"].as_i64().expect("wave");
-        assert!(wave >= *waves_seen.last().expect("a wave"), "waves never go back");
+        assert!(
+            wave >= *waves_seen.last().expect("a wave"),
+            "waves never go back"
+        );
         if wave != *waves_seen.last().expect("a wave") {
             waves_seen.push(wave);
         }
@@ -249,13 +268,22 @@ async fn a_rollout_goes_wave_by_wave_to_the_whole_fleet() {
     assert_eq!(rollout["rollout"]["succeeded"], FLEET);
     assert_eq!(rollout["rollout"]["failed"], 0);
 
-    let view = cloud.bearer(&cloud.operator, Method::GET, "/v1/fleet", None).await;
+    let view = cloud
+        .bearer(&cloud.operator, Method::GET, "/v1/fleet", None)
+        .await;
     assert_eq!(view.status, 200);
     assert_eq!(view.body["summary"]["by_version"][NEW], FLEET);
-    assert_eq!(view.body["summary"]["by_version"].as_object().map(|o| o.len()), Some(1));
+    assert_eq!(
+        view.body["summary"]["by_version"]
+            .as_object()
+            .map(|o| o.len()),
+        Some(1)
+    );
     assert_eq!(view.body["summary"]["online"], FLEET);
     // A device is not an operator.
-    let refused = cloud.signed(&agents[0].device, Method::GET, "/v1/fleet", None).await;
+    let refused = cloud
+        .signed(&agents[0].device, Method::GET, "/v1/fleet", None)
+        .await;
     assert_eq!(refused.status, 403);
 }
 
@@ -266,10 +294,22 @@ async fn a_rollout_halts_itself_when_agents_roll_back_and_the_page_flags_it() {
     let canaries: Vec<String> = agents[..3].iter().map(|a| a.device.id.clone()).collect();
     let started = rollout_cli(
         &cloud,
-        &["--channel", "stable", "--percent", "100", "--canary", &canaries.join(","), "--failure-threshold", "10"],
+        &[
+            "--channel",
+            "stable",
+            "--percent",
+            "100",
+            "--canary",
+            &canaries.join(","),
+            "--failure-threshold",
+            "10",
+        ],
     )
     .await;
-    assert_eq!(started["version"], NEW, "the channel's newest release by default");
+    assert_eq!(
+        started["version"], NEW,
+        "the channel's newest release by default"
+    );
     let id = started["id"].as_str().expect("rollout id").to_owned();
     for _ in 0..8 {
         round(&cloud, &mut agents).await;
@@ -281,8 +321,14 @@ async fn a_rollout_halts_itself_when_agents_roll_back_and_the_page_flags_it() {
     let told = agents.iter().filter(|a| a.told > 0).count();
     // A wave with few bad boxes may pass its success share before its failures show; the halt
     // comes in the next one at the latest, never at the last wave.
-    assert!(rollout["rollout"]["current_wave"].as_i64() < Some(3), "{rollout}");
-    assert!(told < FLEET * 3 / 4, "stopped before reaching the fleet: {told} told");
+    assert!(
+        rollout["rollout"]["current_wave"].as_i64() < Some(3),
+        "{rollout}"
+    );
+    assert!(
+        told < FLEET * 3 / 4,
+        "stopped before reaching the fleet: {told} told"
+    );
     assert!(rollout["rollout"]["failed"].as_i64().expect("failed") >= 1);
     let failed_devices: Vec<&Value> = rollout["devices"]
         .as_array()
@@ -290,19 +336,29 @@ async fn a_rollout_halts_itself_when_agents_roll_back_and_the_page_flags_it() {
         .iter()
         .filter(|d| d["state"] == "failed")
         .collect();
-    assert!(failed_devices.iter().all(|d| d["reason"]
-        .as_str()
-        .is_some_and(|r| r.starts_with("rolled back"))));
+    assert!(failed_devices.iter().all(|d| {
+        d["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("rolled back"))
+    }));
     // Halted means nobody else is told.
     assert_eq!(round(&cloud, &mut agents).await, 0);
     // Resuming a halted rollout is refused; aborting it is not.
     let resume = cloud
-        .bearer(&cloud.operator, Method::POST, &format!("/v1/fleet/rollouts/{id}/resume"), None)
+        .bearer(
+            &cloud.operator,
+            Method::POST,
+            &format!("/v1/fleet/rollouts/{id}/resume"),
+            None,
+        )
         .await;
     assert_eq!(resume.status, 409, "{resume:?}");
 
     // Five boxes went quiet two hours ago (the test moves their last heartbeat back).
-    let quiet: Vec<String> = agents[FLEET - 5..].iter().map(|a| a.device.id.clone()).collect();
+    let quiet: Vec<String> = agents[FLEET - 5..]
+        .iter()
+        .map(|a| a.device.id.clone())
+        .collect();
     let mut db = cloud.db.connect().await;
     sqlx::query(
         "UPDATE device_heartbeats SET received_at = now() - interval '2 hours' WHERE device_id::text = ANY ($1)",
@@ -312,15 +368,26 @@ async fn a_rollout_halts_itself_when_agents_roll_back_and_the_page_flags_it() {
     .await
     .expect("backdate heartbeats");
 
-    let view = cloud.bearer(&cloud.operator, Method::GET, "/v1/fleet", None).await;
-    assert_eq!(view.body["summary"]["offline"], 5, "{}", view.body["summary"]);
+    let view = cloud
+        .bearer(&cloud.operator, Method::GET, "/v1/fleet", None)
+        .await;
+    assert_eq!(
+        view.body["summary"]["offline"], 5,
+        "{}",
+        view.body["summary"]
+    );
     assert_eq!(view.body["summary"]["online"], FLEET - 5);
     let devices = view.body["devices"].as_array().expect("devices");
     // Attention first, longest offline first.
     for device in &devices[..5] {
         assert_eq!(device["online"], false);
         assert!(device["offline_secs"].as_i64().expect("offline secs") >= 7200);
-        assert!(device["attention"][0].as_str().expect("attention").starts_with("offline for 2 h"));
+        assert!(
+            device["attention"][0]
+                .as_str()
+                .expect("attention")
+                .starts_with("offline for 2 h")
+        );
     }
 
     check_metrics(&cloud).await;
@@ -354,11 +421,22 @@ async fn check_metrics(cloud: &Cloud) {
     assert_eq!(value("sentra_fleet_devices", &[("state", "offline")]), 5.0);
     assert_eq!(value("sentra_fleet_devices", &[]), FLEET as f64);
     assert_eq!(value("sentra_fleet_rollouts", &[("state", "halted")]), 1.0);
-    assert!(value("sentra_fleet_rollout_devices", &[("state", "failed"), ("version", NEW)]) >= 1.0);
-    assert_eq!(value("sentra_fleet_sync_backlog_events", &[]), 3.0 * FLEET as f64);
+    assert!(
+        value(
+            "sentra_fleet_rollout_devices",
+            &[("state", "failed"), ("version", NEW)]
+        ) >= 1.0
+    );
+    assert_eq!(
+        value("sentra_fleet_sync_backlog_events", &[]),
+        3.0 * FLEET as f64
+    );
     assert_eq!(value("sentra_fleet_scrape_ok", &[]), 1.0);
     assert!(
-        value("sentra_fleet_devices_by_update_state", &[("state", "rolled-back")]) >= 1.0
+        value(
+            "sentra_fleet_devices_by_update_state",
+            &[("state", "rolled-back")]
+        ) >= 1.0
     );
 }
 
@@ -372,18 +450,34 @@ async fn check_page(cloud: &Cloud, dir: &Path) {
         .await
         .expect("GET /fleet");
     assert_eq!(anonymous.status(), 401);
-    assert!(anonymous.text().await.expect("html").contains("action=\"/fleet/login\""));
+    assert!(
+        anonymous
+            .text()
+            .await
+            .expect("html")
+            .contains("action=\"/fleet/login\"")
+    );
 
     let dom = chromium(cloud, dir, &["--dump-dom"]).await;
     let count = |id: &str| -> String {
         let marker = format!("id=\"{id}\">");
-        let start = dom.find(&marker).unwrap_or_else(|| panic!("{id} not on the page:\n{dom}")) + marker.len();
-        dom[start..].split('<').next().unwrap_or_default().to_owned()
+        let start = dom
+            .find(&marker)
+            .unwrap_or_else(|| panic!("{id} not on the page:\n{dom}"))
+            + marker.len();
+        dom[start..]
+            .split('<')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
     };
     assert_eq!(count("count-devices"), FLEET.to_string());
     assert_eq!(count("count-offline"), "5");
     assert_eq!(count("count-online"), (FLEET - 5).to_string());
-    assert!(dom.contains("class=\"rollout state-halted\""), "halted rollout flagged");
+    assert!(
+        dom.contains("class=\"rollout state-halted\""),
+        "halted rollout flagged"
+    );
     assert!(dom.contains(">HALTED<"));
     assert!(dom.contains("offline</span> <small>for 2 h"));
 
@@ -395,7 +489,10 @@ async fn check_page(cloud: &Cloud, dir: &Path) {
         chromium(
             cloud,
             dir,
-            &[&format!("--screenshot={}", file.display()), &format!("--window-size={size}")],
+            &[
+                &format!("--screenshot={}", file.display()),
+                &format!("--window-size={size}"),
+            ],
         )
         .await;
         let png = std::fs::read(&file).expect("chromium wrote the screenshot");
@@ -419,7 +516,12 @@ async fn chromium(cloud: &Cloud, dir: &Path, args: &[&str]) -> String {
     let profile = tempfile::tempdir_in(dir).expect("chromium profile dir");
     let binary = ["chromium", "chromium-browser"]
         .into_iter()
-        .find(|b| std::process::Command::new(b).arg("--version").output().is_ok())
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok()
+        })
         .expect("chromium is installed (scripts/test.sh installs Debian's chromium)");
     let output = tokio::time::timeout(
         std::time::Duration::from_secs(60),
@@ -458,17 +560,32 @@ async fn a_paused_rollout_tells_nobody_new_until_resumed() {
 
     // No canaries: wave 0 is empty, so the first heartbeat opens wave 1 (10 %).
     let first = round(&cloud, &mut agents).await;
-    assert!(first > 0 && first < FLEET / 4, "about a tenth told: {first}");
+    assert!(
+        first > 0 && first < FLEET / 4,
+        "about a tenth told: {first}"
+    );
     let paused = rollout_cli(&cloud, &["pause", "--channel", "stable"]).await;
     assert_eq!(paused["state"], "paused");
     for _ in 0..3 {
-        assert_eq!(round(&cloud, &mut agents).await, 0, "paused: nobody new is told");
+        assert_eq!(
+            round(&cloud, &mut agents).await,
+            0,
+            "paused: nobody new is told"
+        );
     }
     let rollout = rollout_json(&cloud, &id).await;
-    assert_eq!(rollout["rollout"]["current_wave"], 1, "no wave opens while paused");
+    assert_eq!(
+        rollout["rollout"]["current_wave"], 1,
+        "no wave opens while paused"
+    );
 
     let resumed = cloud
-        .bearer(&cloud.operator, Method::POST, &format!("/v1/fleet/rollouts/{id}/resume"), None)
+        .bearer(
+            &cloud.operator,
+            Method::POST,
+            &format!("/v1/fleet/rollouts/{id}/resume"),
+            None,
+        )
         .await;
     assert_eq!(resumed.status, 200, "{resumed:?}");
     assert_eq!(resumed.body["state"], "running");
@@ -476,7 +593,11 @@ async fn a_paused_rollout_tells_nobody_new_until_resumed() {
         round(&cloud, &mut agents).await;
     }
     let rollout = rollout_json(&cloud, &id).await;
-    assert_eq!(rollout["rollout"]["state"], "completed", "{}", rollout["rollout"]);
+    assert_eq!(
+        rollout["rollout"]["state"], "completed",
+        "{}",
+        rollout["rollout"]
+    );
     let updated = agents.iter().filter(|a| a.version == NEW).count();
     assert!(
         (FLEET / 4..FLEET * 3 / 4).contains(&updated),
@@ -491,9 +612,17 @@ async fn a_paused_rollout_tells_nobody_new_until_resumed() {
     }
     assert!(agents.iter().all(|a| a.version == NEW));
     // A pause of a channel with nothing live says so.
-    let output = run(&["rollout", "pause", "--channel", "canary"], &[("DATABASE_URL", cloud.db.url())]).await;
+    let output = run(
+        &["rollout", "pause", "--channel", "canary"],
+        &[("DATABASE_URL", cloud.db.url())],
+    )
+    .await;
     assert_eq!(output.status.code(), Some(1));
-    assert!(output.stderr.contains("no live rollout"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("no live rollout"),
+        "{}",
+        output.stderr
+    );
 }
 
 #[tokio::test]
@@ -506,12 +635,24 @@ async fn a_release_manifest_verifies_and_its_download_resumes_with_range() {
 
     // No key configured: publishing refuses.
     let output = run(
-        &["release", "publish", artifact.to_str().expect("path"), "--version", "1.1.0", "--channel", "stable"],
+        &[
+            "release",
+            "publish",
+            artifact.to_str().expect("path"),
+            "--version",
+            "1.1.0",
+            "--channel",
+            "stable",
+        ],
         &[("DATABASE_URL", cloud.db.url())],
     )
     .await;
     assert_eq!(output.status.code(), Some(1));
-    assert!(output.stderr.contains("no release signing key"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("no release signing key"),
+        "{}",
+        output.stderr
+    );
 
     let (key, public) = keygen(dir.path()).await;
     // keygen never overwrites.
@@ -521,11 +662,29 @@ async fn a_release_manifest_verifies_and_its_download_resumes_with_range() {
     assert_eq!(manifest["size"], bytes.len());
     // Versions are immutable.
     let output = run(
-        &["release", "publish", artifact.to_str().expect("path"), "--version", "1.1.0", "--channel", "stable"],
-        &[("DATABASE_URL", cloud.db.url()), ("SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE", key.to_str().expect("path"))],
+        &[
+            "release",
+            "publish",
+            artifact.to_str().expect("path"),
+            "--version",
+            "1.1.0",
+            "--channel",
+            "stable",
+        ],
+        &[
+            ("DATABASE_URL", cloud.db.url()),
+            (
+                "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
+                key.to_str().expect("path"),
+            ),
+        ],
     )
     .await;
-    assert!(output.stderr.contains("already exists"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("already exists"),
+        "{}",
+        output.stderr
+    );
 
     let device = cloud.enroll("JKT01").await;
     let answer = cloud
@@ -533,7 +692,8 @@ async fn a_release_manifest_verifies_and_its_download_resumes_with_range() {
         .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     let signed: SignedManifest = serde_json::from_value(answer.body).expect("a signed manifest");
-    let public = sentra_protocol::auth::parse_public_key(&public).expect("keygen prints a public key");
+    let public =
+        sentra_protocol::auth::parse_public_key(&public).expect("keygen prints a public key");
     let now = fixtures::now_ms() / 1000;
     let verified = fleet::verify_manifest(Some(&public), &signed, now).expect("signature verifies");
     assert_eq!(verified.sha256, hex::encode(Sha256::digest(&bytes)));
@@ -560,7 +720,9 @@ async fn a_release_manifest_verifies_and_its_download_resumes_with_range() {
         }
         request.send()
     };
-    let first = get(Some("bytes=0-999999".to_owned())).await.expect("first part");
+    let first = get(Some("bytes=0-999999".to_owned()))
+        .await
+        .expect("first part");
     assert_eq!(first.status(), 206);
     assert_eq!(
         first.headers()["content-range"],
@@ -569,15 +731,23 @@ async fn a_release_manifest_verifies_and_its_download_resumes_with_range() {
     let etag = first.headers()["etag"].to_str().expect("etag").to_owned();
     let mut got = first.bytes().await.expect("body").to_vec();
     assert_eq!(got.len(), 1_000_000);
-    let rest = get(Some(format!("bytes={}-", got.len()))).await.expect("the rest");
+    let rest = get(Some(format!("bytes={}-", got.len())))
+        .await
+        .expect("the rest");
     assert_eq!(rest.status(), 206);
     assert_eq!(rest.headers()["etag"].to_str().expect("etag"), etag);
     got.extend_from_slice(&rest.bytes().await.expect("body"));
-    assert_eq!(hex::encode(Sha256::digest(&got)), verified.sha256, "resumed download is whole");
+    assert_eq!(
+        hex::encode(Sha256::digest(&got)),
+        verified.sha256,
+        "resumed download is whole"
+    );
     let whole = get(None).await.expect("whole");
     assert_eq!(whole.status(), 200);
     assert_eq!(whole.bytes().await.expect("body").len(), bytes.len());
-    let beyond = get(Some(format!("bytes={}-", bytes.len()))).await.expect("beyond");
+    let beyond = get(Some(format!("bytes={}-", bytes.len())))
+        .await
+        .expect("beyond");
     assert_eq!(beyond.status(), 416);
     assert_eq!(
         beyond.headers()["content-range"],
@@ -585,11 +755,17 @@ async fn a_release_manifest_verifies_and_its_download_resumes_with_range() {
     );
 
     // Unauthenticated and unknown.
-    let anonymous = cloud.call(Method::GET, "/v1/releases/1.1.0/manifest", None, &[]).await;
+    let anonymous = cloud
+        .call(Method::GET, "/v1/releases/1.1.0/manifest", None, &[])
+        .await;
     assert_eq!(anonymous.status, 401);
-    let missing = cloud.signed(&device, Method::GET, "/v1/releases/7.0.0/manifest", None).await;
+    let missing = cloud
+        .signed(&device, Method::GET, "/v1/releases/7.0.0/manifest", None)
+        .await;
     assert_eq!(missing.status, 404);
     let portal = cloud.api_token("portal", "portal").await;
-    let forbidden = cloud.bearer(&portal, Method::GET, "/v1/releases/1.1.0/manifest", None).await;
+    let forbidden = cloud
+        .bearer(&portal, Method::GET, "/v1/releases/1.1.0/manifest", None)
+        .await;
     assert_eq!(forbidden.status, 403);
 }

@@ -46,6 +46,7 @@ async fn migrate_creates_the_tables_and_can_run_twice() {
             "devices.revoked_at timestamp with time zone YES",
             "devices.hostname text YES",
             "devices.version text YES",
+            "devices.channel text NO",
         ]
     );
 
