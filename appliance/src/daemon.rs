@@ -135,7 +135,10 @@ pub async fn run(
         broker: None,
     };
     if let Some(every) = crate::watchdog::spawn(&supervisor, targets) {
-        tracing::info!(every_ms = every.as_millis() as u64, "systemd watchdog: probing store and API");
+        tracing::info!(
+            every_ms = every.as_millis() as u64,
+            "systemd watchdog: probing store and API"
+        );
     }
     supervisor.wait().await;
     crate::watchdog::stopping();

@@ -30,19 +30,22 @@ impl Supervisor {
         // Every log line of the task carries `component` (COMPONENT= in the journal). The span
         // is at ERROR level so that it exists whatever level logging is filtered to.
         let span = tracing::error_span!("task", component = name);
-        self.tasks.spawn(tracing::Instrument::instrument(async move {
-            match fut.await {
-                Ok(()) => tracing::debug!(task = name, "task finished"),
-                Err(e) => {
-                    tracing::error!(
-                        task = name,
-                        error = format!("{e:#}"),
-                        "task failed; shutting down"
-                    );
-                    cancel.cancel();
+        self.tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                match fut.await {
+                    Ok(()) => tracing::debug!(task = name, "task finished"),
+                    Err(e) => {
+                        tracing::error!(
+                            task = name,
+                            error = format!("{e:#}"),
+                            "task failed; shutting down"
+                        );
+                        cancel.cancel();
+                    }
                 }
-            }
-        }, span));
+            },
+            span,
+        ));
     }
 
     pub fn token(&self) -> CancellationToken {

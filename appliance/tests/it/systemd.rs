@@ -50,12 +50,16 @@ async fn ready_once_serving_and_watchdog_pings_only_while_the_writer_commits() {
     let (status, _) = edge.call(None, Method::GET, "/readyz", None, None).await;
     assert_eq!(status, 200, "the API answers once READY was sent");
 
-    next(&sock, "WATCHDOG=1", |m| m.lines().any(|l| l == "WATCHDOG=1")).await;
+    next(&sock, "WATCHDOG=1", |m| {
+        m.lines().any(|l| l == "WATCHDOG=1")
+    })
+    .await;
 
     // Hold SQLite's write lock: the writer cannot commit, so the probe fails and the pings stop
     // (systemd would restart the daemon after WatchdogSec).
     let conn = open_db(&site);
-    conn.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
     let status = next(&sock, "a failed probe", |m| {
         m.contains("STATUS=watchdog: not pinging: store writer")
     })
@@ -73,7 +77,10 @@ async fn ready_once_serving_and_watchdog_pings_only_while_the_writer_commits() {
     assert!(ping.contains("STATUS=serving"), "{ping:?}");
 
     assert_eq!(edge.stop().await, 0);
-    next(&sock, "STOPPING=1", |m| m.lines().any(|l| l == "STOPPING=1")).await;
+    next(&sock, "STOPPING=1", |m| {
+        m.lines().any(|l| l == "STOPPING=1")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -36,7 +36,10 @@ async fn technician_guide_enrol_pair_and_serve() {
         "2",
     ]);
     assert_eq!(code, 1, "enroll against nothing fails: {out}{err}");
-    assert!(err.contains("attempt 1/2"), "each retry is announced: {err}");
+    assert!(
+        err.contains("attempt 1/2"),
+        "each retry is announced: {err}"
+    );
     assert!(
         err.contains("enrolment failed after 2 attempt(s)")
             && err.contains("the token is still valid")
@@ -49,7 +52,10 @@ async fn technician_guide_enrol_pair_and_serve() {
     // The same token, the right URL.
     let (code, out, err) = site.cli(&["enroll", "--cloud", &cloud.url, "--token", &token]);
     assert_eq!(code, 0, "enroll: {out}{err}");
-    assert!(out.contains("enrolled: device") && out.contains("SMG01"), "{out}");
+    assert!(
+        out.contains("enrolled: device") && out.contains("SMG01"),
+        "{out}"
+    );
     // A token is one use.
     let (code, _, err) = site.cli(&["enroll", "--cloud", &cloud.url, "--token", &token]);
     assert_ne!(code, 0);
@@ -103,6 +109,9 @@ async fn technician_guide_enrol_pair_and_serve() {
         .get(0);
     assert!(n >= 1, "the work order reached PostgreSQL");
     let (_, status, _) = site.cli(&["status"]);
-    assert!(status.contains(&cloud.url), "status shows the cloud link: {status}");
+    assert!(
+        status.contains(&cloud.url),
+        "status shows the cloud link: {status}"
+    );
     edge.kill().await;
 }

@@ -99,7 +99,10 @@ fn the_static_binary_needs_no_library_and_installs_into_a_root() {
         "usr/lib/tmpfiles.d/sentra-edge.conf",
         "usr/lib/udev/rules.d/70-sentra.rules",
     ] {
-        assert!(root.path().join(file).is_file(), "install.sh left out /{file}");
+        assert!(
+            root.path().join(file).is_file(),
+            "install.sh left out /{file}"
+        );
     }
     assert_user_and_dirs(root.path());
 

@@ -60,7 +60,11 @@ fn every_unit_scores_at_most_2_0_in_systemd_analyze_security() {
             .arg(&unit));
         let score = exposure(&report)
             .unwrap_or_else(|| panic!("no exposure level for {}:\n{report}", unit.display()));
-        let name = unit.file_name().expect("name").to_string_lossy().into_owned();
+        let name = unit
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         eprintln!("systemd-analyze security --offline=yes {name}: exposure {score:.1}");
         assert!(
             score <= MAX_EXPOSURE && code == 0,

@@ -117,7 +117,9 @@ fn parse_line(mut s: &str) -> Result<Vec<Term>, String> {
             ASSIGN_KEYS.contains(&key)
         };
         if !known {
-            return Err(format!("key {key} with {op:?} is not one this evaluator knows"));
+            return Err(format!(
+                "key {key} with {op:?} is not one this evaluator knows"
+            ));
         }
         if matches!(key, "ATTRS" | "ENV") != attr.is_some() {
             return Err(format!("key {key}: attribute name misplaced"));
@@ -135,13 +137,17 @@ fn parse_line(mut s: &str) -> Result<Vec<Term>, String> {
         if s.is_empty() {
             return Ok(terms);
         }
-        s = s.strip_prefix(',').ok_or("terms must be separated by commas")?;
+        s = s
+            .strip_prefix(',')
+            .ok_or("terms must be separated by commas")?;
     }
 }
 
 /// udev's pattern match: `|` alternatives, each a shell glob with `*`, `?` and `[...]`.
 fn pattern_matches(pattern: &str, value: &str) -> bool {
-    pattern.split('|').any(|alt| glob(alt.as_bytes(), value.as_bytes()))
+    pattern
+        .split('|')
+        .any(|alt| glob(alt.as_bytes(), value.as_bytes()))
 }
 
 fn glob(p: &[u8], v: &[u8]) -> bool {
@@ -216,7 +222,10 @@ fn evaluate(rules: &[Rule], dev: &Device, action: &str) -> Outcome {
     let mut skip_to: Option<String> = None;
     for r in rules {
         if let Some(label) = &skip_to {
-            if r.terms.iter().any(|t| t.key == "LABEL" && &t.value == label) {
+            if r.terms
+                .iter()
+                .any(|t| t.key == "LABEL" && &t.value == label)
+            {
                 skip_to = None;
             }
             continue;
@@ -361,22 +370,58 @@ fn glob_patterns_match_like_udev() {
 fn sample_devices_get_their_names_and_groups() {
     let rules = load();
     let cases = [
-        (tty_acm("Honeywell Voyager 1250g, USB serial", "0c2e", "0b01"), expect("sentra/scanner", "dialout")),
-        (tty_acm("Honeywell Xenon 1900 (Metrologic ID)", "0536", "02e1"), expect("sentra/scanner", "dialout")),
-        (tty_acm("Zebra DS2208, USB CDC host", "05e0", "1701"), expect("sentra/scanner", "dialout")),
-        (tty_acm("Datalogic QuickScan QD2430, USB-COM", "05f9", "4204"), expect("sentra/scanner", "dialout")),
-        (usb_lp("Epson TM-T82X on usblp", "04b8", "0202"), expect("sentra/printer", "lp")),
-        (usb_lp("Epson TM-T20II on usblp", "04b8", "0e15"), expect("sentra/printer", "lp")),
-        (tty_acm("Epson TM-T82X in USB serial mode", "04b8", "0e28"), expect("sentra/printer", "lp")),
+        (
+            tty_acm("Honeywell Voyager 1250g, USB serial", "0c2e", "0b01"),
+            expect("sentra/scanner", "dialout"),
+        ),
+        (
+            tty_acm("Honeywell Xenon 1900 (Metrologic ID)", "0536", "02e1"),
+            expect("sentra/scanner", "dialout"),
+        ),
+        (
+            tty_acm("Zebra DS2208, USB CDC host", "05e0", "1701"),
+            expect("sentra/scanner", "dialout"),
+        ),
+        (
+            tty_acm("Datalogic QuickScan QD2430, USB-COM", "05f9", "4204"),
+            expect("sentra/scanner", "dialout"),
+        ),
+        (
+            usb_lp("Epson TM-T82X on usblp", "04b8", "0202"),
+            expect("sentra/printer", "lp"),
+        ),
+        (
+            usb_lp("Epson TM-T20II on usblp", "04b8", "0e15"),
+            expect("sentra/printer", "lp"),
+        ),
+        (
+            tty_acm("Epson TM-T82X in USB serial mode", "04b8", "0e28"),
+            expect("sentra/printer", "lp"),
+        ),
         // Look-alikes that must keep their own names.
-        (tty_acm("a USB modem (Sierra) on cdc_acm", "1199", "9071"), Outcome::default()),
-        (usb_lp("a non-Epson USB printer (HP)", "03f0", "0517"), Outcome::default()),
+        (
+            tty_acm("a USB modem (Sierra) on cdc_acm", "1199", "9071"),
+            Outcome::default(),
+        ),
+        (
+            usb_lp("a non-Epson USB printer (HP)", "03f0", "0517"),
+            Outcome::default(),
+        ),
         (
             Device {
                 what: "FTDI USB-serial cable (ttyUSB, ftdi_sio)",
                 chain: vec![
-                    Node { subsystem: "tty", kernel: "ttyUSB0", ..Node::default() },
-                    Node { subsystem: "usb-serial", kernel: "ttyUSB0", driver: "ftdi_sio", ..Node::default() },
+                    Node {
+                        subsystem: "tty",
+                        kernel: "ttyUSB0",
+                        ..Node::default()
+                    },
+                    Node {
+                        subsystem: "usb-serial",
+                        kernel: "ttyUSB0",
+                        driver: "ftdi_sio",
+                        ..Node::default()
+                    },
                     usb("0403", "6001"),
                 ],
             },
@@ -386,8 +431,17 @@ fn sample_devices_get_their_names_and_groups() {
             Device {
                 what: "Honeywell scanner still in keyboard mode (input, usbhid)",
                 chain: vec![
-                    Node { subsystem: "input", kernel: "event3", ..Node::default() },
-                    Node { subsystem: "usb", kernel: "1-1:1.0", driver: "usbhid", ..Node::default() },
+                    Node {
+                        subsystem: "input",
+                        kernel: "event3",
+                        ..Node::default()
+                    },
+                    Node {
+                        subsystem: "usb",
+                        kernel: "1-1:1.0",
+                        driver: "usbhid",
+                        ..Node::default()
+                    },
                     usb("0c2e", "0b07"),
                 ],
             },
@@ -397,8 +451,17 @@ fn sample_devices_get_their_names_and_groups() {
             Device {
                 what: "Zebra vendor ID on a tty that is not cdc_acm",
                 chain: vec![
-                    Node { subsystem: "tty", kernel: "ttyACM1", ..Node::default() },
-                    Node { subsystem: "usb", kernel: "1-1:1.0", driver: "usb_serial_simple", ..Node::default() },
+                    Node {
+                        subsystem: "tty",
+                        kernel: "ttyACM1",
+                        ..Node::default()
+                    },
+                    Node {
+                        subsystem: "usb",
+                        kernel: "1-1:1.0",
+                        driver: "usb_serial_simple",
+                        ..Node::default()
+                    },
                     usb("05e0", "1701"),
                 ],
             },
@@ -418,7 +481,11 @@ fn sample_devices_get_their_names_and_groups() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    eprintln!("udev: {} sample devices evaluated against {} rule lines", cases.len(), rules.len());
+    eprintln!(
+        "udev: {} sample devices evaluated against {} rule lines",
+        cases.len(),
+        rules.len()
+    );
 }
 
 #[test]
