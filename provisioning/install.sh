@@ -12,7 +12,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 root=/
-bin="${CARGO_TARGET_DIR:-$here/target}/x86_64-unknown-linux-musl/release/sentra-edge"
+bin="${CARGO_TARGET_DIR:-$here/target}/x86_64-unknown-linux-musl/dist/sentra-edge"
 while [ $# -gt 0 ]; do
     case "$1" in
     --root) root="${2:?--root needs a directory}"; shift 2 ;;
