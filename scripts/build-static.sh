@@ -2,7 +2,7 @@
 # Builds `sentra-edge` as one fully static x86-64 executable (musl libc, mimalloc, SQLCipher and
 # its OpenSSL compiled in): `bash scripts/build-static.sh`.
 #
-# Output: target/x86_64-unknown-linux-musl/dist/sentra-edge (profile `dist`: release, sized; stripped; `readelf -d` lists no
+# Output: target/x86_64-unknown-linux-musl/dist/sentra-edge (profile `dist`; stripped; no
 # NEEDED library), its path printed last. Installs Debian's musl-tools and the rustup target when
 # they are missing (installing needs root, like scripts/test.sh). An up-to-date build is a no-op.
 # CARGO_TARGET_DIR is honoured. Takes ~5 minutes from clean on 2 cores (LTO, one codegen unit).
