@@ -4,7 +4,11 @@
 # Makes sure what the tests need is there, then runs every test in the workspace:
 #   - build tools (cc, make, perl, pkg-config: SQLCipher's vendored OpenSSL builds from source);
 #   - PostgreSQL on 127.0.0.1:5432 where the `postgres` role connects over TCP without a password;
-#   - Redis on 127.0.0.1:6379, and the redis-server binary (booking tests start their own).
+#   - Redis on 127.0.0.1:6379, and the redis-server binary (booking tests start their own);
+#   - systemd's tools (systemd-analyze, systemd-sysusers, systemd-tmpfiles; no booted systemd
+#     needed) for the unit tests, and the static musl build of sentra-edge (scripts/build-static.sh,
+#     which installs musl-tools and the rustup target), built before the tests so that its
+#     ~5 minutes on 2 cores do not compete with them.
 # On a fresh Debian 12 (as root) it installs and starts what is missing; where everything already
 # runs it changes nothing and goes straight to cargo. It never uses sudo: installing needs root.
 set -euo pipefail
@@ -62,6 +66,10 @@ ensure_build_tools() {
     # README's walkthrough, which uses curl and jq.
     local pkgs=()
     type -P kill >/dev/null || pkgs+=(procps)
+    # The static binary's check reads its dynamic section (binutils' readelf).
+    command -v readelf >/dev/null || pkgs+=(binutils)
+    # The unit, sysusers and tmpfiles checks use systemd's own tools.
+    command -v systemd-analyze >/dev/null || pkgs+=(systemd)
     command -v curl >/dev/null || pkgs+=(curl)
     command -v jq >/dev/null || pkgs+=(jq)
     # The fleet page test opens it in headless Chromium.
@@ -180,6 +188,11 @@ main() {
     ensure_postgresql
     log "Redis"
     ensure_redis
+    # With a filter the static test (if selected) builds it itself.
+    if [ $# -eq 0 ]; then
+        log "static sentra-edge (musl)"
+        bash scripts/build-static.sh >/dev/null
+    fi
     log "cargo test --workspace --locked $*"
     cargo test --workspace --locked "$@"
 }

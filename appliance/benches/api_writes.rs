@@ -8,6 +8,8 @@
 //! `sync_event_logs` row per write, one transaction (one fsync) per write, then 64 per transaction.
 //!
 //! `cargo bench -p sentra-edge --bench api_writes`
+//! (the static build's code and allocator: add `--target x86_64-unknown-linux-musl`; musl's own
+//! allocator: also `--no-default-features`)
 //! Env: BENCH_REQUESTS (5000), BENCH_CLIENTS (16), BENCH_WARMUP (200), BENCH_SEQ_REQUESTS (= BENCH_REQUESTS),
 //! BENCH_FLOOR_BATCH (64).
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
@@ -29,6 +31,12 @@ use sentra_edge::store::{self, Store, StoreKey};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+
+/// The allocator the shipped binary has (`main.rs`): mimalloc on musl, so
+/// `--target x86_64-unknown-linux-musl` measures the static build (docs/benchmarks.md).
+#[cfg(all(target_env = "musl", feature = "mimalloc"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BODY: &str = r#"{"customer_name":"Budi Santoso","vehicle_plate":"B 1234 XYZ","complaint":"Rem bunyi saat mengerem"}"#;
 const SCHEMA: &str = include_str!("../src/store/migrations/0001_init.sql");

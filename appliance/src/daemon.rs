@@ -1,5 +1,5 @@
-//! Starting and stopping the appliance: open the store, bind the API, tell systemd we are ready,
-//! run until SIGTERM, then shut down in order (stop taking requests, finish those in flight,
+//! Starting and stopping the appliance: open the store, bind the API, tell systemd we are ready
+//! (and start the watchdog probe, `watchdog.rs`), run until SIGTERM, then shut down in order (stop taking requests, finish those in flight,
 //! finish queued writes, close the store). `demo` is the same daemon on a throwaway directory.
 
 use std::net::SocketAddr;
@@ -135,10 +135,23 @@ pub async fn run(
     );
     tracing::info!(%addr, branch = %config.branch.id, device = %store.ctx().device_id, version = env!("CARGO_PKG_VERSION"), "sentra-edge serving");
     on_ready(&Started { addr }, &store);
-    // Not under systemd this is a no-op.
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    // READY only now: the store is open and migrated, the API's socket is bound and its task
+    // runs. Whatever else serves the LAN (the MQTT broker) must be started above this line and
+    // its address given to the watchdog's `Targets`, so READY and the pings cover it too.
+    crate::watchdog::ready(&format!("serving: api {addr}, branch {}", config.branch.id));
+    let targets = crate::watchdog::Targets {
+        store: store.clone(),
+        api: addr,
+        broker: None,
+    };
+    if let Some(every) = crate::watchdog::spawn(&supervisor, targets) {
+        tracing::info!(
+            every_ms = every.as_millis() as u64,
+            "systemd watchdog: probing store and API"
+        );
+    }
     supervisor.wait().await;
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    crate::watchdog::stopping();
     store.shutdown().await;
     tracing::info!("sentra-edge stopped");
     Ok(())

@@ -14,6 +14,12 @@ use sentra_edge::store::{StoreKey, devices, outbox, print_jobs, sync as store_sy
 use sentra_edge::supervisor::Supervisor;
 use sentra_edge::telemetry;
 
+/// The static build links musl, whose allocator degrades badly under threads (FIELD-NOTES.md);
+/// glibc builds keep glibc's allocator.
+#[cfg(all(target_env = "musl", feature = "mimalloc"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sentra-edge",
@@ -223,8 +229,22 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             )
             .await;
             store.shutdown().await;
-            let id =
-                result.map_err(|e| StartError::Other(anyhow::anyhow!("enrolment failed: {e}")))?;
+            let id = result.map_err(|e| {
+                let why = if e.is_transient() {
+                    // Unreachable or failing: the cloud did not take the one-time token, so it still works.
+                    let tries = attempts.max(1);
+                    let url = cloud.trim_end_matches('/');
+                    format!(
+                        "enrolment failed after {tries} attempt(s): {e}\n\
+                         the token is still valid: check this box's network (`ip route`, DNS) \
+                         and that the cloud answers from here (`curl -sS {url}/healthz`), then \
+                         run the same command again (--attempts N tries longer)"
+                    )
+                } else {
+                    format!("enrolment failed: {e}")
+                };
+                StartError::Other(anyhow::anyhow!(why))
+            })?;
             out(&format!(
                 "enrolled: device {} of branch {} ({}) at {}\nthe running daemon starts syncing within seconds; `sentra-edge status` shows the link\n",
                 id.device_id, id.branch_id, id.branch_name, id.cloud_url

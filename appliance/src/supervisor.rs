@@ -2,6 +2,8 @@
 //! cancellation token, and are awaited on shutdown: SIGTERM or SIGINT cancels, the HTTP server
 //! stops taking connections and finishes the requests in flight, then the store finishes the
 //! writes already queued and closes. Nothing is half-written because a write is one transaction.
+//! Each task runs in a `task` span whose `component` field is its name, so its log lines can be
+//! picked out (`journalctl -u sentra-edge COMPONENT=sync`).
 
 use std::future::Future;
 
@@ -25,19 +27,25 @@ impl Supervisor {
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let cancel = self.cancel.clone();
-        self.tasks.spawn(async move {
-            match fut.await {
-                Ok(()) => tracing::debug!(task = name, "task finished"),
-                Err(e) => {
-                    tracing::error!(
-                        task = name,
-                        error = format!("{e:#}"),
-                        "task failed; shutting down"
-                    );
-                    cancel.cancel();
+        // Every log line of the task carries `component` (COMPONENT= in the journal). The span
+        // is at ERROR level so that it exists whatever level logging is filtered to.
+        let span = tracing::error_span!("task", component = name);
+        self.tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                match fut.await {
+                    Ok(()) => tracing::debug!(task = name, "task finished"),
+                    Err(e) => {
+                        tracing::error!(
+                            task = name,
+                            error = format!("{e:#}"),
+                            "task failed; shutting down"
+                        );
+                        cancel.cancel();
+                    }
                 }
-            }
-        });
+            },
+            span,
+        ));
     }
 
     pub fn token(&self) -> CancellationToken {

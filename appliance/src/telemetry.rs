@@ -1,5 +1,7 @@
 //! Logging: to the journal (with structured fields) when systemd started us with our output
-//! connected to it, to stderr otherwise (a terminal, a test, a container). Secrets are never
+//! connected to it, to stderr otherwise (a terminal, a test, a container). In the journal every
+//! event has its fields in upper case, `TARGET` (the module), `COMPONENT` (the supervisor task it
+//! ran in: api, sync, printer, scanner, watchdog) and journald's own `_SYSTEMD_UNIT`. Secrets are never
 //! logged: keys, tokens and pairing codes have redacting `Debug` impls or are never passed to
 //! a log macro.
 

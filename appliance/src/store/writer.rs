@@ -125,6 +125,8 @@ fn run(
     max_batch: usize,
     notices: broadcast::Sender<Notice>,
 ) {
+    // Its log lines carry `component = "store"` like the supervisor's tasks carry theirs.
+    let _span = tracing::error_span!("task", component = "store").entered();
     let mut batch = Vec::with_capacity(max_batch);
     let mut stop = None;
     while stop.is_none() {

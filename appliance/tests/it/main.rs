@@ -14,3 +14,4 @@ mod roles;
 mod scanner;
 mod shared;
 mod store_security;
+mod systemd;

@@ -1,4 +1,9 @@
-//! Whole-system tests: `sentra-edge` and `sentra-cloud` over real sockets with PostgreSQL.
+//! Whole-system tests: `sentra-edge` and `sentra-cloud` over real sockets with PostgreSQL, and
+//! the files that put the edge on a box (static binary, systemd, udev, provisioning).
 
+mod provisioning;
 mod shared;
+mod static_binary;
 mod sync;
+mod systemd;
+mod udev;

@@ -1,0 +1,102 @@
+//! The daemon speaks systemd's notify protocol (sd_notify(3)): READY once the API serves, and
+//! watchdog pings only while a probe proves that the store's writer commits and the API answers.
+//! A datagram socket of the test's own stands in for systemd's `NOTIFY_SOCKET`.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use tokio::net::UnixDatagram;
+
+use crate::harness::{Edge, Site, open_db};
+
+/// Generous: a loaded 2-core CI machine.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The next notify message for which `want` holds (earlier ones are skipped).
+async fn next(sock: &UnixDatagram, what: &str, want: impl Fn(&str) -> bool) -> String {
+    let mut buf = vec![0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let n = sock.recv(&mut buf).await.expect("recv notify");
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if want(&msg) {
+                return msg;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no notify message with {what} within {WAIT:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_once_serving_and_watchdog_pings_only_while_the_writer_commits() {
+    let site = Site::new();
+    let path = site.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+    let path = path.display().to_string();
+    // A 4 s watchdog: the daemon probes every 2 s.
+    let edge = Edge::spawn(
+        &site.config,
+        &[("NOTIFY_SOCKET", &path), ("WATCHDOG_USEC", "4000000")],
+    )
+    .await;
+
+    let ready = next(&sock, "READY=1", |m| m.lines().any(|l| l == "READY=1")).await;
+    let port = edge.base.rsplit(':').next().expect("port");
+    assert!(
+        ready.contains("STATUS=serving: api ") && ready.contains(&format!(":{port},")),
+        "READY names the API it serves: {ready:?}"
+    );
+    let (status, _) = edge.call(None, Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, 200, "the API answers once READY was sent");
+
+    next(&sock, "WATCHDOG=1", |m| {
+        m.lines().any(|l| l == "WATCHDOG=1")
+    })
+    .await;
+
+    // Hold SQLite's write lock: the writer cannot commit, so the probe fails and the pings stop
+    // (systemd would restart the daemon after WatchdogSec).
+    let conn = open_db(&site);
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    let status = next(&sock, "a failed probe", |m| {
+        m.contains("STATUS=watchdog: not pinging: store writer")
+    })
+    .await;
+    assert!(
+        !status.lines().any(|l| l == "WATCHDOG=1"),
+        "a failed probe is not a ping: {status:?}"
+    );
+    conn.execute_batch("ROLLBACK").expect("release the lock");
+    drop(conn);
+    let ping = next(&sock, "WATCHDOG=1 after the writer recovered", |m| {
+        m.lines().any(|l| l == "WATCHDOG=1")
+    })
+    .await;
+    assert!(ping.contains("STATUS=serving"), "{ping:?}");
+
+    assert_eq!(edge.stop().await, 0);
+    next(&sock, "STOPPING=1", |m| {
+        m.lines().any(|l| l == "STOPPING=1")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_watchdog_task_without_watchdog_usec() {
+    // Outside systemd (or with the watchdog off) READY is still sent and nothing else happens;
+    // the daemon serves as before.
+    let site = Site::new();
+    let path = site.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+    let path = path.display().to_string();
+    let edge = Edge::spawn(&site.config, &[("NOTIFY_SOCKET", &path)]).await;
+    next(&sock, "READY=1", |m| m.lines().any(|l| l == "READY=1")).await;
+    let (status, _) = edge.call(None, Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(edge.stop().await, 0);
+    // The next message after READY is STOPPING: no watchdog pings in between.
+    let msg = next(&sock, "any message", |_| true).await;
+    assert!(msg.contains("STOPPING=1"), "expected STOPPING, got {msg:?}");
+}
