@@ -112,7 +112,8 @@ pub async fn create(
         tier: tier.to_owned(),
     };
 
-    // The branch's own undecided bookings: the cloud may not have heard of them yet.
+    // The branch's own undecided bookings: the cloud may not have heard of them yet (whatever
+    // else takes the days, the cloud knows and answers; offline, `record_tentative` checks all).
     let (own, buffer) = {
         let (asset, id) = (new.asset_id.clone(), new.id.clone());
         s.store
@@ -121,7 +122,11 @@ pub async fn create(
                 let (start, end) = stay.taken(buffer);
                 let now = crate::store::format_time(time::OffsetDateTime::now_utc());
                 let own = bookings::busy(c, &asset, (&start, &end), buffer, &now, true)?;
-                Ok((own.into_iter().find(|b| b.id != id), buffer))
+                Ok((
+                    own.into_iter()
+                        .find(|b| b.id != id && b.state == "TENTATIVE"),
+                    buffer,
+                ))
             })
             .await?
     };

@@ -137,7 +137,7 @@ pub fn busy(
 ) -> Result<Vec<Busy>> {
     let mut found = Vec::new();
     let mut own = conn.prepare_cached(
-        "SELECT id, state, first_day, last_day FROM bookings
+        "SELECT id, state, first_day, last_day, cloud_id FROM bookings
          WHERE asset_id = ?1 AND (state IN ('TENTATIVE', 'CONFIRMED') OR (state = 'HELD' AND expires_at > ?2))",
     )?;
     let rows = own.query_map((asset, now), |r| {
@@ -146,10 +146,13 @@ pub fn busy(
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
             r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
         ))
     })?;
+    let mut own_cloud_ids = Vec::new();
     for r in rows {
-        let (id, state, from, to) = r?;
+        let (id, state, from, to, cloud_id) = r?;
+        own_cloud_ids.extend(cloud_id);
         let taken = crate::domain::booking::Stay::parse(&from, &to)
             .map_err(|e| super::StoreError::Corrupt(format!("booking {id}: {}", e.message)))?
             .taken(buffer);
@@ -183,8 +186,8 @@ pub fn busy(
     })?;
     for b in rows {
         let b = b?;
-        // The branch's own online hold is in both lists: name it once.
-        if !found.iter().any(|f| f.id == b.id) {
+        // The branch's own bookings the cloud holds are in both lists: name them once.
+        if !own_cloud_ids.contains(&b.id) {
             found.push(b);
         }
     }
