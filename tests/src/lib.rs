@@ -185,7 +185,10 @@ impl Redis {
             .spawn()
             .expect("spawn redis-server (bash scripts/test.sh installs it)");
         eventually(START, "redis-server to accept connections", || async {
-            TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+            TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
         })
         .await;
         Redis {

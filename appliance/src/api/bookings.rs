@@ -213,10 +213,7 @@ pub async fn availability(
     let Query(q) = query.map_err(|e| {
         ApiError::bad_request(
             "invalid_query",
-            format!(
-                "{}; expected ?from=YYYY-MM-DD&to=YYYY-MM-DD",
-                e.body_text()
-            ),
+            format!("{}; expected ?from=YYYY-MM-DD&to=YYYY-MM-DD", e.body_text()),
         )
     })?;
     let stay = Stay::parse(&q.from, &q.to).map_err(|e| ApiError::field(e.field, e.message))?;

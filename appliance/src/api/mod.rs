@@ -250,7 +250,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/assets/{id}/availability",
             guarded(BookingRead, get(bookings::availability)),
         )
-        .route("/v1/bookings", guarded(BookingWrite, post(bookings::create)))
+        .route(
+            "/v1/bookings",
+            guarded(BookingWrite, post(bookings::create)),
+        )
         .route(
             "/v1/bookings/{id}",
             guarded(BookingRead, get(bookings::get_booking)),

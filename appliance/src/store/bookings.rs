@@ -292,7 +292,11 @@ pub fn record_tentative(
 /// pulled twice, or one for a booking this store does not have). Returns whether it changed.
 pub fn apply_decision(w: &mut WriteTx<'_>, d: &BookingDecision) -> Result<bool> {
     let accepted = matches!(d.state.as_str(), "CONFIRMED" | "HELD");
-    let state = if accepted { d.state.as_str() } else { "REJECTED" };
+    let state = if accepted {
+        d.state.as_str()
+    } else {
+        "REJECTED"
+    };
     let changed = w
         .conn()
         .prepare_cached(

@@ -5,8 +5,8 @@
 use std::fmt;
 
 use rusqlite::{Connection, OptionalExtension as _};
-use sentra_protocol::ed25519_dalek::SigningKey;
 use sentra_protocol::EntityKind;
+use sentra_protocol::ed25519_dalek::SigningKey;
 use sentra_protocol::sync::{BookingDecision, ChangeBody, Parked, PullPage};
 use serde::Serialize;
 

@@ -20,7 +20,10 @@ use crate::store::bookings::{CloudHold, NewBooking};
 pub enum HoldAnswer {
     Held(CloudHold),
     /// A definite refusal (taken, unknown asset, ...): the status and the cloud's body.
-    Refused { status: u16, body: Value },
+    Refused {
+        status: u16,
+        body: Value,
+    },
     /// No answer that decides anything: why.
     Offline(String),
 }

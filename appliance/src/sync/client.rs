@@ -13,8 +13,8 @@ use sentra_protocol::auth::{
 };
 use sentra_protocol::ed25519_dalek::SigningKey;
 use sentra_protocol::sync::{
-    CalendarSnapshot, EnrollRequest, EnrollResponse, PROTOCOL_VERSION, PullPage, PushAck, PushBatch,
-    SERVER_TIME_HEADER, SequenceGap,
+    CalendarSnapshot, EnrollRequest, EnrollResponse, PROTOCOL_VERSION, PullPage, PushAck,
+    PushBatch, SERVER_TIME_HEADER, SequenceGap,
 };
 
 use crate::config::SyncConfig;
@@ -254,7 +254,12 @@ impl CloudClient {
         let mut retried = false;
         loop {
             let (status, bytes) = self
-                .send_once(method.clone(), path_and_query, body.clone(), idempotency_key)
+                .send_once(
+                    method.clone(),
+                    path_and_query,
+                    body.clone(),
+                    idempotency_key,
+                )
                 .await?;
             if status == StatusCode::UNAUTHORIZED
                 && !retried

@@ -41,7 +41,11 @@ async fn offline_bookings_are_tentative_and_take_a_pulled_decision_once() {
     assert_eq!((s, &again), (StatusCode::ACCEPTED, &first));
     // The branch's own promise is not made twice (turnover buffer of the last pull: none yet).
     let (s, b) = post(body("CAR-001", "2027-06-03", "2027-06-04"), None).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("taken")), "{b}");
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("taken")),
+        "{b}"
+    );
     let (s, b) = post(body("CAR-001", "2027-06-04", "2027-06-04"), None).await;
     assert_eq!(s, StatusCode::ACCEPTED, "the next day is free: {b}");
 
@@ -61,7 +65,10 @@ async fn offline_bookings_are_tentative_and_take_a_pulled_decision_once() {
     assert_eq!(payload["sku"], "AVANZA-2024");
 
     let (s, a) = edge
-        .get(&pos, "/v1/assets/CAR-001/availability?from=2027-06-02&to=2027-06-02")
+        .get(
+            &pos,
+            "/v1/assets/CAR-001/availability?from=2027-06-02&to=2027-06-02",
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{a}");
     assert_eq!(
@@ -108,12 +115,18 @@ async fn offline_bookings_are_tentative_and_take_a_pulled_decision_once() {
     };
     assert_eq!((n.id.as_str(), n.state.as_str()), (id.as_str(), "REJECTED"));
     assert_eq!(n.reason.as_deref(), Some("asset CAR-001 is taken"));
-    assert!(notices.try_recv().is_err(), "the second pull changed nothing");
+    assert!(
+        notices.try_recv().is_err(),
+        "the second pull changed nothing"
+    );
     let b = store
         .read(move |c| sentra_edge::store::bookings::get(c, &id))
         .await
         .expect("booking");
-    assert_eq!((b.state.as_str(), b.reject_code.as_deref()), ("REJECTED", Some("taken")));
+    assert_eq!(
+        (b.state.as_str(), b.reject_code.as_deref()),
+        ("REJECTED", Some("taken"))
+    );
     store.shutdown().await;
 }
 
@@ -138,8 +151,14 @@ async fn bad_booking_input_is_refused_and_changes_nothing() {
         (body("CAR-001", "2027-03-05", "2027-03-01"), "to"),
         (body("CAR-001", "2027-01-01", "2027-06-01"), "to"),
         (body("NOPE", "2027-03-01", "2027-03-02"), "asset_id"),
-        (json!({"asset_id": "CAR-001", "from": "2027-03-01", "to": "2027-03-02"}), "body"),
-        (json!({"asset_id": "CAR-001", "from": "2027-03-01", "to": "2027-03-02", "customer": "x", "extra": 1}), "extra"),
+        (
+            json!({"asset_id": "CAR-001", "from": "2027-03-01", "to": "2027-03-02"}),
+            "body",
+        ),
+        (
+            json!({"asset_id": "CAR-001", "from": "2027-03-01", "to": "2027-03-02", "customer": "x", "extra": 1}),
+            "extra",
+        ),
     ] {
         let (s, e) = edge.post(&pos, "/v1/bookings", b.clone()).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}: {e}");

@@ -142,7 +142,11 @@ async fn decide_one(
             return Ok(rejected(request, "no_such_asset", error.to_string()));
         }
         Err(error @ RecordError::KeyReused(_)) => {
-            return Ok(rejected(request, "idempotency_key_reused", error.to_string()));
+            return Ok(rejected(
+                request,
+                "idempotency_key_reused",
+                error.to_string(),
+            ));
         }
         Err(RecordError::Db(error)) => return Err(error),
     };

@@ -13,9 +13,18 @@ use sqlx::Row as _;
 const BRANCH: &str = "BKG01";
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn cloud_call(cloud: &Cloud, token: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+async fn cloud_call(
+    cloud: &Cloud,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
     let resp = sentra_system_tests::http()
-        .request(method.parse().expect("method"), format!("{}{path}", cloud.url))
+        .request(
+            method.parse().expect("method"),
+            format!("{}{path}", cloud.url),
+        )
         .bearer_auth(token)
         .json(&body)
         .send()
@@ -25,7 +34,14 @@ async fn cloud_call(cloud: &Cloud, token: &str, method: &str, path: &str, body: 
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn book(edge: &Edge, pos: &str, asset: &str, from: &str, to: &str, customer: &str) -> (u16, Value) {
+async fn book(
+    edge: &Edge,
+    pos: &str,
+    asset: &str,
+    from: &str,
+    to: &str,
+    customer: &str,
+) -> (u16, Value) {
     edge.call(
         Some(pos),
         "POST",
@@ -69,12 +85,16 @@ async fn online_holds_offline_tentatives_decided_at_sync() {
         .await;
         assert_eq!(s, 200, "{b}");
     }
-    eventually(WAIT, "the assets to reach the branch and the link to be up", || async {
-        let (_, assets) = edge.call(Some(&tablet), "GET", "/v1/assets", None).await;
-        let st = edge.sync_status(&tablet).await;
-        (assets.as_array().is_some_and(|a| a.len() == 2) && st["link"]["state"] == "online")
-            .then_some(())
-    })
+    eventually(
+        WAIT,
+        "the assets to reach the branch and the link to be up",
+        || async {
+            let (_, assets) = edge.call(Some(&tablet), "GET", "/v1/assets", None).await;
+            let st = edge.sync_status(&tablet).await;
+            (assets.as_array().is_some_and(|a| a.len() == 2) && st["link"]["state"] == "online")
+                .then_some(())
+        },
+    )
     .await;
 
     // Online: the cloud's hold, answered within the request.
@@ -82,7 +102,10 @@ async fn online_holds_offline_tentatives_decided_at_sync() {
     assert_eq!(s, 201, "{held}");
     assert_eq!(held["state"], "HELD", "{held}");
     assert_eq!(held["source"], "cloud", "{held}");
-    assert!(held["expires_at"].is_string(), "a hold has a payment window: {held}");
+    assert!(
+        held["expires_at"].is_string(),
+        "a hold has a payment window: {held}"
+    );
     let cloud_id = held["cloud_id"].as_str().expect("cloud id").to_owned();
     let mut pg = cloud.pg().await;
     let state: String = sqlx::query("SELECT state FROM bookings WHERE id = $1::uuid")
@@ -96,24 +119,45 @@ async fn online_holds_offline_tentatives_decided_at_sync() {
     // A taken slot is the cloud's 409 with its waitlist offer, and changes nothing here.
     let before = edge_counts(&edge, &site, &tablet).await;
     let (s, b) = book(&edge, &pos, "CAR-001", "2027-03-03", "2027-03-05", "Sari").await;
-    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("taken")), "{b}");
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("taken")),
+        "{b}"
+    );
     assert_eq!(b["waitlist"]["offer"], true, "{b}");
     assert_eq!(edge_counts(&edge, &site, &tablet).await, before);
 
     let (s, a) = edge
-        .call(Some(&tablet), "GET", "/v1/assets/CAR-001/availability?from=2027-03-02&to=2027-03-02", None)
+        .call(
+            Some(&tablet),
+            "GET",
+            "/v1/assets/CAR-001/availability?from=2027-03-02&to=2027-03-02",
+            None,
+        )
         .await;
     assert_eq!(s, 200, "{a}");
-    assert_eq!((a["source"].as_str(), a["free"].as_bool()), (Some("cloud"), Some(false)), "{a}");
+    assert_eq!(
+        (a["source"].as_str(), a["free"].as_bool()),
+        (Some("cloud"), Some(false)),
+        "{a}"
+    );
 
     // The branch keeps the calendar of its assets from its pulls.
-    eventually(WAIT, "the online hold to be in the pulled calendar", || async {
-        let n: i64 = site
-            .open_db()
-            .query_row("SELECT count(*) FROM booking_calendar WHERE cloud_id = ?1", [&cloud_id], |r| r.get(0))
-            .expect("calendar");
-        (n == 1).then_some(())
-    })
+    eventually(
+        WAIT,
+        "the online hold to be in the pulled calendar",
+        || async {
+            let n: i64 = site
+                .open_db()
+                .query_row(
+                    "SELECT count(*) FROM booking_calendar WHERE cloud_id = ?1",
+                    [&cloud_id],
+                    |r| r.get(0),
+                )
+                .expect("calendar");
+            (n == 1).then_some(())
+        },
+    )
     .await;
 
     // The link drops. Meanwhile the customer portal takes CAR-002 for 10-12 April.
@@ -131,54 +175,118 @@ async fn online_holds_offline_tentatives_decided_at_sync() {
 
     // Offline: availability from the pulled calendar, marked as such.
     let (s, a) = edge
-        .call(Some(&tablet), "GET", "/v1/assets/CAR-001/availability?from=2027-03-03&to=2027-03-04", None)
+        .call(
+            Some(&tablet),
+            "GET",
+            "/v1/assets/CAR-001/availability?from=2027-03-03&to=2027-03-04",
+            None,
+        )
         .await;
     assert_eq!(s, 200, "{a}");
     assert_eq!(a["source"], "cached", "{a}");
     assert!(a["as_of"].is_string(), "{a}");
     assert_eq!(a["free"], false, "the online hold covers 3 March: {a}");
-    assert_eq!(a["busy"][0]["id"], held["id"], "the branch's own hold, named once: {a}");
+    assert_eq!(
+        a["busy"][0]["id"], held["id"],
+        "the branch's own hold, named once: {a}"
+    );
     assert_eq!(a["busy"].as_array().map(Vec::len), Some(1), "{a}");
     let (_, a) = edge
-        .call(Some(&tablet), "GET", "/v1/assets/CAR-002/availability?from=2027-04-11&to=2027-04-11", None)
+        .call(
+            Some(&tablet),
+            "GET",
+            "/v1/assets/CAR-002/availability?from=2027-04-11&to=2027-04-11",
+            None,
+        )
         .await;
-    assert_eq!((a["source"].as_str(), a["free"].as_bool()), (Some("cached"), Some(true)), "the branch has not heard of the portal's booking: {a}");
+    assert_eq!(
+        (a["source"].as_str(), a["free"].as_bool()),
+        (Some("cached"), Some(true)),
+        "the branch has not heard of the portal's booking: {a}"
+    );
 
     // Offline bookings are TENTATIVE, in the outbox.
     let (s, first) = book(&edge, &pos, "CAR-001", "2027-04-01", "2027-04-03", "Agus").await;
     assert_eq!(s, 202, "{first}");
-    assert_eq!((first["state"].as_str(), first["source"].as_str()), (Some("TENTATIVE"), Some("sync")), "{first}");
+    assert_eq!(
+        (first["state"].as_str(), first["source"].as_str()),
+        (Some("TENTATIVE"), Some("sync")),
+        "{first}"
+    );
     let (s, second) = book(&edge, &pos, "CAR-002", "2027-04-11", "2027-04-11", "Citra").await;
     assert_eq!(s, 202, "{second}");
     assert_eq!(second["state"], "TENTATIVE");
     // The branch does not promise days it already promised.
     let (s, b) = book(&edge, &pos, "CAR-001", "2027-04-03", "2027-04-04", "Dewi").await;
-    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("taken")), "{b}");
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("taken")),
+        "{b}"
+    );
 
     // Bad input: a clear 4xx, nothing changed.
     let before = edge_counts(&edge, &site, &tablet).await;
     for (body, status, field) in [
-        (json!({"asset_id": "CAR-001", "from": "2027-13-01", "to": "2027-13-02", "customer": "X"}), 422, "from"),
-        (json!({"asset_id": "CAR-001", "from": "2027-05-05", "to": "2027-05-01", "customer": "X"}), 422, "to"),
-        (json!({"asset_id": "CAR-404", "from": "2027-05-01", "to": "2027-05-02", "customer": "X"}), 422, "asset_id"),
-        (json!({"asset_id": "CAR-001", "from": "2027-05-01", "to": "2027-05-02", "customer": "X", "tier": "diamond"}), 422, "tier"),
-        (json!({"asset_id": "CAR-001", "from": "2027-05-01", "to": "2027-05-02", "customer": " "}), 422, "customer"),
+        (
+            json!({"asset_id": "CAR-001", "from": "2027-13-01", "to": "2027-13-02", "customer": "X"}),
+            422,
+            "from",
+        ),
+        (
+            json!({"asset_id": "CAR-001", "from": "2027-05-05", "to": "2027-05-01", "customer": "X"}),
+            422,
+            "to",
+        ),
+        (
+            json!({"asset_id": "CAR-404", "from": "2027-05-01", "to": "2027-05-02", "customer": "X"}),
+            422,
+            "asset_id",
+        ),
+        (
+            json!({"asset_id": "CAR-001", "from": "2027-05-01", "to": "2027-05-02", "customer": "X", "tier": "diamond"}),
+            422,
+            "tier",
+        ),
+        (
+            json!({"asset_id": "CAR-001", "from": "2027-05-01", "to": "2027-05-02", "customer": " "}),
+            422,
+            "customer",
+        ),
     ] {
-        let (s, b) = edge.call(Some(&pos), "POST", "/v1/bookings", Some(body.clone())).await;
-        assert_eq!((s, b["error"]["field"].as_str()), (status, Some(field)), "{body}: {b}");
+        let (s, b) = edge
+            .call(Some(&pos), "POST", "/v1/bookings", Some(body.clone()))
+            .await;
+        assert_eq!(
+            (s, b["error"]["field"].as_str()),
+            (status, Some(field)),
+            "{body}: {b}"
+        );
     }
     for (path, status) in [
-        ("/v1/assets/CAR-001/availability?from=2027-05-01&to=yesterday", 422),
-        ("/v1/assets/CAR-001/availability?from=2027-05-03&to=2027-05-01", 422),
+        (
+            "/v1/assets/CAR-001/availability?from=2027-05-01&to=yesterday",
+            422,
+        ),
+        (
+            "/v1/assets/CAR-001/availability?from=2027-05-03&to=2027-05-01",
+            422,
+        ),
         ("/v1/assets/CAR-001/availability", 400),
-        ("/v1/assets/CAR-404/availability?from=2027-05-01&to=2027-05-02", 404),
+        (
+            "/v1/assets/CAR-404/availability?from=2027-05-01&to=2027-05-02",
+            404,
+        ),
         ("/v1/bookings/no-such-booking", 404),
     ] {
         let (s, b) = edge.call(Some(&tablet), "GET", path, None).await;
         assert_eq!(s, status, "{path}: {b}");
         assert!(b["error"]["message"].is_string(), "{path}: {b}");
     }
-    assert_eq!(edge_counts(&edge, &site, &tablet).await, before, "bad input changed nothing");
+    assert_eq!(
+        edge_counts(&edge, &site, &tablet).await,
+        before,
+        "bad input changed nothing"
+    );
 
     // The link returns, but the acknowledgement of the push is lost: the cloud decided both.
     let first_id = first["id"].as_str().expect("id").to_owned();
@@ -197,20 +305,37 @@ async fn online_holds_offline_tentatives_decided_at_sync() {
     })
     .await;
     let st = edge.sync_status(&tablet).await;
-    assert!(st["pending_events"].as_i64() > Some(0), "the edge has not heard the ack: {st}");
+    assert!(
+        st["pending_events"].as_i64() > Some(0),
+        "the edge has not heard the ack: {st}"
+    );
     proxy.set(ProxyMode::Pass);
     edge.drained(&tablet, WAIT).await;
 
     // The decisions reach the branch: one accepted, one rejected with the reason.
     let confirmed = eventually(WAIT, "the first offline booking to be decided", || async {
-        let (_, b) = edge.call(Some(&tablet), "GET", &format!("/v1/bookings/{first_id}"), None).await;
+        let (_, b) = edge
+            .call(
+                Some(&tablet),
+                "GET",
+                &format!("/v1/bookings/{first_id}"),
+                None,
+            )
+            .await;
         (b["state"] != "TENTATIVE").then_some(b)
     })
     .await;
     assert_eq!(confirmed["state"], "CONFIRMED", "{confirmed}");
     assert!(confirmed["cloud_id"].is_string(), "{confirmed}");
     let rejected = eventually(WAIT, "the second offline booking to be decided", || async {
-        let (_, b) = edge.call(Some(&tablet), "GET", &format!("/v1/bookings/{second_id}"), None).await;
+        let (_, b) = edge
+            .call(
+                Some(&tablet),
+                "GET",
+                &format!("/v1/bookings/{second_id}"),
+                None,
+            )
+            .await;
         (b["state"] != "TENTATIVE").then_some(b)
     })
     .await;
@@ -220,25 +345,32 @@ async fn online_holds_offline_tentatives_decided_at_sync() {
         "{rejected}"
     );
     assert!(
-        rejected["reason"].as_str().is_some_and(|r| r.contains("CAR-002") && r.contains("taken")),
+        rejected["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("CAR-002") && r.contains("taken")),
         "{rejected}"
     );
 
     // Exactly one hold for the accepted request, however often its event travelled; the
     // portal keeps its days.
     let mut pg = cloud.pg().await;
-    let rows: Vec<(String, String)> = sqlx::query(
-        "SELECT id::text, state FROM bookings WHERE idempotency_key = $1",
-    )
-    .bind(&first_key)
-    .fetch_all(&mut pg)
-    .await
-    .expect("holds")
-    .into_iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect();
+    let rows: Vec<(String, String)> =
+        sqlx::query("SELECT id::text, state FROM bookings WHERE idempotency_key = $1")
+            .bind(&first_key)
+            .fetch_all(&mut pg)
+            .await
+            .expect("holds")
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0], (confirmed["cloud_id"].as_str().expect("id").to_owned(), "CONFIRMED".to_owned()));
+    assert_eq!(
+        rows[0],
+        (
+            confirmed["cloud_id"].as_str().expect("id").to_owned(),
+            "CONFIRMED".to_owned()
+        )
+    );
     let live_car2: Vec<String> = sqlx::query(
         "SELECT customer FROM bookings WHERE asset_id = 'CAR-002' AND state IN ('HELD', 'CONFIRMED')",
     )
