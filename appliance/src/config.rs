@@ -127,6 +127,12 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         section: "sync",
+        name: "booking_timeout_ms",
+        default: "3000",
+        doc: "Longest wait for the cloud's answer to a booking or availability question at the counter; past it the booking is taken as TENTATIVE (decided at the next sync) and availability comes from the last pulled calendar.",
+    },
+    Key {
+        section: "sync",
         name: "ca_file",
         default: "",
         doc: "PEM file of the CA the cloud's certificate must chain to (pin the fleet's CA); empty uses the system's roots.",
@@ -300,6 +306,7 @@ pub struct SyncConfig {
     pub heartbeat_interval_secs: u64,
     pub retry_max_ms: u64,
     pub request_timeout_ms: u64,
+    pub booking_timeout_ms: u64,
     /// None: the system's roots.
     pub ca_file: Option<PathBuf>,
     pub allow_plain_http: bool,
@@ -465,6 +472,9 @@ impl Config {
                 request_timeout_ms: p.get("sync", "request_timeout_ms", |s| {
                     parse_range(s, 100, 600_000)
                 }),
+                booking_timeout_ms: p.get("sync", "booking_timeout_ms", |s| {
+                    parse_range(s, 100, 60_000)
+                }),
                 ca_file: p.get("sync", "ca_file", |s| {
                     Ok((!s.trim().is_empty()).then(|| PathBuf::from(s)))
                 }),
@@ -537,6 +547,7 @@ impl Config {
                 }
                 ("sync", "retry_max_ms") => self.sync.retry_max_ms.to_string(),
                 ("sync", "request_timeout_ms") => self.sync.request_timeout_ms.to_string(),
+                ("sync", "booking_timeout_ms") => self.sync.booking_timeout_ms.to_string(),
                 ("sync", "ca_file") => self
                     .sync
                     .ca_file

@@ -62,6 +62,7 @@ pub fn kind(body: &ChangeBody) -> &'static str {
         ChangeBody::Rejection(_) => "rejection",
         ChangeBody::Field(_) => "field",
         ChangeBody::Document(_) => "document",
+        ChangeBody::BookingDecision(_) => "booking_decision",
     }
 }
 

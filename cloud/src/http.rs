@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
     let authenticated = Router::new()
         .route("/v1/sync/push", post(ingest::push))
         .route("/v1/sync/pull", get(changes::pull))
+        .route("/v1/sync/calendar", get(booking::offline::calendar))
         .route("/v1/devices/{id}/revoke", post(devices::revoke))
         .route("/v1/branches/{branch}/parts/{sku}", put(master::put_part))
         .route(

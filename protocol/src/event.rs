@@ -28,10 +28,12 @@ pub enum EntityKind {
     Vehicle,
     /// Changes to a shared document (work-order notes, inspection remarks): automerge.
     Document,
+    /// A rental booking the branch took while the cloud was unreachable: the cloud decides it.
+    Booking,
 }
 
 impl EntityKind {
-    pub const ALL: [EntityKind; 10] = [
+    pub const ALL: [EntityKind; 11] = [
         EntityKind::WorkOrder,
         EntityKind::StockMovement,
         EntityKind::Invoice,
@@ -42,6 +44,7 @@ impl EntityKind {
         EntityKind::Customer,
         EntityKind::Vehicle,
         EntityKind::Document,
+        EntityKind::Booking,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +59,7 @@ impl EntityKind {
             EntityKind::Customer => "customer",
             EntityKind::Vehicle => "vehicle",
             EntityKind::Document => "document",
+            EntityKind::Booking => "booking",
         }
     }
 

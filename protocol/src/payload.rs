@@ -137,6 +137,32 @@ pub struct DocumentChanged {
     pub changes: String,
 }
 
+/// A booking taken at the counter while the cloud could not be asked (`TENTATIVE` at the edge).
+/// The cloud tries the hold through its booking path when it ingests this and answers with a
+/// [`crate::sync::BookingDecision`] in the branch's change log. `idempotency_key` is the cloud's
+/// `Idempotency-Key` for the device: an online attempt that timed out and this event, or the
+/// event sent twice, never make two holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingRequested {
+    pub id: String,
+    pub asset_id: String,
+    pub sku: String,
+    /// First rental day, `YYYY-MM-DD`.
+    pub from: String,
+    /// Last rental day (included), `YYYY-MM-DD`.
+    pub to: String,
+    pub customer: String,
+    /// platinum, gold, silver or basic.
+    pub tier: String,
+    pub idempotency_key: String,
+    pub requested_at: String,
+}
+
+/// The cloud `Idempotency-Key` of the edge booking `id` (online attempt and offline event alike).
+pub fn booking_idempotency_key(id: &str) -> String {
+    format!("edge-booking-{id}")
+}
+
 /// Every payload this schema version knows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
@@ -151,6 +177,7 @@ pub enum Payload {
     PrintJobQueued(PrintJobQueued),
     RecordFieldsSet(RecordFieldsSet),
     DocumentChanged(DocumentChanged),
+    BookingRequested(BookingRequested),
 }
 
 /// The op names, per entity.
@@ -165,6 +192,7 @@ pub mod op {
     pub const QUEUED: &str = "queued";
     pub const FIELDS_SET: &str = "fields_set";
     pub const CHANGED: &str = "changed";
+    pub const REQUESTED: &str = "requested";
 }
 
 fn typed<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
@@ -187,6 +215,7 @@ impl Payload {
             (E::PrintJob, op::QUEUED) => Payload::PrintJobQueued(typed(v)?),
             (E::Customer | E::Vehicle, op::FIELDS_SET) => Payload::RecordFieldsSet(typed(v)?),
             (E::Document, op::CHANGED) => Payload::DocumentChanged(typed(v)?),
+            (E::Booking, op::REQUESTED) => Payload::BookingRequested(typed(v)?),
             (entity, op) => return Err(format!("unknown change {}:{op}", entity.as_str())),
         })
     }

@@ -106,7 +106,55 @@ pub enum ChangeBody {
     Field(FieldUpdate),
     /// A shared document as the cloud now has it (see [`crate::doc`]).
     Document(DocumentChange),
+    /// The cloud's decision on a booking the branch took offline.
+    BookingDecision(BookingDecision),
 }
+
+/// What the cloud decided for a [`crate::payload::BookingRequested`] event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingDecision {
+    /// The edge's booking id (the event's entity id).
+    pub booking_id: String,
+    /// `CONFIRMED` or `HELD` (accepted: `cloud_id` is the cloud booking), or `REJECTED`.
+    pub state: String,
+    pub cloud_id: Option<String>,
+    /// When a `HELD` decision's payment window closes.
+    pub expires_at: Option<String>,
+    /// Why it was rejected, for staff (`taken`, `no_such_asset`, ...: `code`).
+    pub code: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/sync/calendar`: the live bookings (held or confirmed, not yet over) of the branch's
+/// assets, whoever made them, for availability while the link is down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarSnapshot {
+    /// The cloud's time of the snapshot (RFC 3339).
+    pub as_of: String,
+    /// Days after each rental the asset stays taken (cleaning), as the cloud applies them.
+    pub turnover_buffer_days: u32,
+    pub bookings: Vec<CalendarEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarEntry {
+    pub id: String,
+    pub asset_id: String,
+    pub sku: String,
+    /// First rental day, `YYYY-MM-DD`.
+    pub from: String,
+    /// Last rental day, included.
+    pub to: String,
+    /// First day the asset is free again (turnover buffer included); exclusive end of the taken days.
+    pub free_from: String,
+    /// `HELD` or `CONFIRMED`.
+    pub state: String,
+    /// A hold's end; a hold past it is free.
+    pub expires_at: Option<String>,
+}
+
+/// Most bookings one calendar snapshot carries (a branch's fleet for a few months fits easily).
+pub const MAX_CALENDAR_ENTRIES: usize = 20_000;
 
 /// A whole shared document: merging it brings every change the branch lacks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -162,19 +162,65 @@ async fn wait_for_line(child: &mut Child, prefix: &str) -> String {
     rest
 }
 
+/// A `redis-server` of the test's own on a free port, without persistence, killed when dropped:
+/// the cloud's booking calendar lives in Redis, and a shared one would carry one test's bookings
+/// into the next test's fresh database.
+pub struct Redis {
+    pub url: String,
+    _child: Child,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn redis-server (bash scripts/test.sh installs it)");
+        eventually(START, "redis-server to accept connections", || async {
+            TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        Redis {
+            url: format!("redis://127.0.0.1:{port}"),
+            _child: child,
+        }
+    }
+}
+
 /// A running `sentra-cloud` on its own database.
 pub struct Cloud {
     pub db: Db,
     pub url: String,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl Cloud {
     pub async fn start() -> Cloud {
+        Cloud::start_with(&[]).await
+    }
+
+    /// With extra environment (e.g. `REDIS_URL` of the test's own [`Redis`]).
+    pub async fn start_with(env: &[(&str, &str)]) -> Cloud {
         let db = Db::create().await;
         let mut cloud = Cloud {
             db,
             url: String::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
         };
         let (code, out, err) = cloud.cli(&["migrate"]);
@@ -186,6 +232,7 @@ impl Cloud {
     fn command(&self) -> std::process::Command {
         let mut c = std::process::Command::new(bin("sentra-cloud"));
         c.env("DATABASE_URL", &self.db.url).env("RUST_LOG", "warn");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -242,6 +289,11 @@ impl Cloud {
 
     pub fn operator_token(&self) -> String {
         self.token(&["api-token", "--name", "ops", "--role", "operator"])
+    }
+
+    /// A token for the customer web portal.
+    pub fn portal_token(&self) -> String {
+        self.token(&["api-token", "--name", "portal", "--role", "portal"])
     }
 
     pub async fn pg(&self) -> PgConnection {
@@ -472,6 +524,9 @@ pub enum ProxyMode {
     Faulty = 1,
     /// Refuse: the link is down.
     Down = 2,
+    /// Forward each request to the cloud, then drop the connection instead of passing the
+    /// answer back: the cloud did the work, the edge never hears of it (a lost acknowledgement).
+    DropReplies = 3,
 }
 
 /// A TCP proxy between the edge and the cloud that breaks things on purpose.
@@ -568,6 +623,8 @@ async fn handle(
         }
         let fault = if mode == ProxyMode::Faulty as u8 {
             rng.random_range(0..9u8)
+        } else if mode == ProxyMode::DropReplies as u8 {
+            2
         } else {
             9
         };

@@ -4,6 +4,7 @@
 //! the runtime (the store runs SQLite on its own threads).
 
 mod billing;
+mod bookings;
 mod error;
 mod extract;
 mod inspections;
@@ -112,6 +113,10 @@ pub enum Action {
     PickSlip,
     /// The scanner's state and latest scans.
     ScannerRead,
+    /// Rental bookings and asset availability: read.
+    BookingRead,
+    /// Take a rental booking (the counter).
+    BookingWrite,
 }
 
 /// The role matrix: each role may do only its job.
@@ -132,6 +137,7 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | CustomerRead
                 | CustomerWrite
                 | ScannerRead
+                | BookingRead
                 | Docs
         ),
         Role::Pos => matches!(
@@ -149,6 +155,8 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | CustomerRead
                 | CustomerWrite
                 | ScannerRead
+                | BookingRead
+                | BookingWrite
                 | Docs
         ),
         Role::Storekeeper => matches!(
@@ -238,6 +246,18 @@ pub fn router(state: AppState) -> Router {
             guarded(CatalogueRead, get(workshop::mechanics)),
         )
         .route("/v1/assets", guarded(CatalogueRead, get(workshop::assets)))
+        .route(
+            "/v1/assets/{id}/availability",
+            guarded(BookingRead, get(bookings::availability)),
+        )
+        .route(
+            "/v1/bookings",
+            guarded(BookingWrite, post(bookings::create)),
+        )
+        .route(
+            "/v1/bookings/{id}",
+            guarded(BookingRead, get(bookings::get_booking)),
+        )
         .route("/v1/invoices", guarded(InvoiceWrite, post(billing::issue)))
         .route(
             "/v1/invoices/{id}",

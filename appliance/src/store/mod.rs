@@ -12,6 +12,7 @@
 //! rest of the box hears of change.
 
 pub mod billing;
+pub mod bookings;
 pub mod devices;
 pub mod idempotency;
 pub mod inspections;
@@ -63,6 +64,11 @@ pub enum Notice {
     /// [`pick_slips::ScanNotice`]: `{"scanner", "code", "symbology", "outcome": "dispensed" |
     /// "lookup" | "rejected", ...}` (fields per outcome in [`pick_slips::ScanOutcome`]).
     Scan(pick_slips::ScanNotice),
+    /// A rental booking changed state: taken (HELD online, TENTATIVE offline) or decided by the
+    /// cloud at sync (CONFIRMED, REJECTED with the reason). Announced after the commit; the
+    /// MQTT bridge publishes it as the JSON of [`bookings::BookingNotice`] for the counter's
+    /// screens (a topic such as `sentra/<branch>/bookings/<id>`).
+    Booking(bookings::BookingNotice),
 }
 
 /// Errors of the store and the domain rules it enforces.

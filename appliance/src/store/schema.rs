@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_shared_records.sql"),
     include_str!("migrations/0004_printing.sql"),
     include_str!("migrations/0005_pick_slips.sql"),
+    include_str!("migrations/0006_bookings.sql"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {

@@ -5,11 +5,12 @@
 use std::fmt;
 
 use rusqlite::{Connection, OptionalExtension as _};
+use sentra_protocol::EntityKind;
 use sentra_protocol::ed25519_dalek::SigningKey;
-use sentra_protocol::sync::{ChangeBody, Parked, PullPage};
+use sentra_protocol::sync::{BookingDecision, ChangeBody, Parked, PullPage};
 use serde::Serialize;
 
-use super::{Ctx, DomainError, Result, StoreError, WriteTx, master, shared};
+use super::{Ctx, DomainError, Result, StoreError, WriteTx, bookings, master, shared};
 
 /// Who this box is to the cloud. The signing key stays in the encrypted store.
 #[derive(Clone)]
@@ -195,7 +196,7 @@ pub fn rewind(w: &mut WriteTx<'_>, expected_seq: u64) -> Result<u64> {
 }
 
 /// Apply one pulled page in one transaction: master data (the cloud wins), rejections, shared
-/// record fields (later stamp wins) and documents (merged); then move
+/// record fields (later stamp wins), documents (merged) and booking decisions; then move
 /// the pull cursor. Returns how many changes were applied.
 pub fn apply_pull(w: &mut WriteTx<'_>, page: &PullPage) -> Result<usize> {
     let mut applied = 0;
@@ -234,7 +235,26 @@ pub fn apply_pull(w: &mut WriteTx<'_>, page: &PullPage) -> Result<usize> {
                     name: a.name.clone(),
                 }],
             )?,
-            ChangeBody::Rejection(p) => record_rejections(w, std::slice::from_ref(p))?,
+            ChangeBody::Rejection(p) => {
+                record_rejections(w, std::slice::from_ref(p))?;
+                // A booking request the cloud could not even read is refused like a taken one.
+                if p.entity == EntityKind::Booking.as_str() {
+                    bookings::apply_decision(
+                        w,
+                        &BookingDecision {
+                            booking_id: p.entity_id.clone(),
+                            state: "REJECTED".into(),
+                            cloud_id: None,
+                            expires_at: None,
+                            code: Some("parked".into()),
+                            reason: Some(p.reason.clone()),
+                        },
+                    )?;
+                }
+            }
+            ChangeBody::BookingDecision(d) => {
+                bookings::apply_decision(w, d)?;
+            }
             // A record or document this build cannot use is skipped (and logged) rather than
             // stalling every later change behind it.
             ChangeBody::Field(f) => {

@@ -13,8 +13,8 @@ use sentra_protocol::auth::{
 };
 use sentra_protocol::ed25519_dalek::SigningKey;
 use sentra_protocol::sync::{
-    EnrollRequest, EnrollResponse, PROTOCOL_VERSION, PullPage, PushAck, PushBatch,
-    SERVER_TIME_HEADER, SequenceGap,
+    CalendarSnapshot, EnrollRequest, EnrollResponse, PROTOCOL_VERSION, PullPage, PushAck,
+    PushBatch, SERVER_TIME_HEADER, SequenceGap,
 };
 
 use crate::config::SyncConfig;
@@ -240,10 +240,26 @@ impl CloudClient {
         path_and_query: &str,
         body: Vec<u8>,
     ) -> Result<(StatusCode, bytes::Bytes), SyncError> {
+        self.send_with(method, path_and_query, body, None).await
+    }
+
+    /// [`Self::send`] with an `Idempotency-Key` (not signed: it only names a retry).
+    async fn send_with(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(StatusCode, bytes::Bytes), SyncError> {
         let mut retried = false;
         loop {
             let (status, bytes) = self
-                .send_once(method.clone(), path_and_query, body.clone())
+                .send_once(
+                    method.clone(),
+                    path_and_query,
+                    body.clone(),
+                    idempotency_key,
+                )
                 .await?;
             if status == StatusCode::UNAUTHORIZED
                 && !retried
@@ -262,6 +278,7 @@ impl CloudClient {
         method: Method,
         path_and_query: &str,
         body: Vec<u8>,
+        idempotency_key: Option<&str>,
     ) -> Result<(StatusCode, bytes::Bytes), SyncError> {
         let mut nonce = [0u8; 16];
         rand::rng().fill_bytes(&mut nonce);
@@ -282,9 +299,11 @@ impl CloudClient {
             url: url.clone(),
             detail: error_chain(&e),
         };
-        let resp = self
-            .http
-            .request(method, &url)
+        let mut request = self.http.request(method, &url);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let resp = request
             .header(DEVICE_HEADER, &h.device)
             .header(TIMESTAMP_HEADER, h.timestamp_ms.to_string())
             .header(NONCE_HEADER, &h.nonce)
@@ -351,6 +370,65 @@ impl CloudClient {
                 &format!("/v1/sync/pull?cursor={cursor}&limit={limit}"),
                 Vec::new(),
             )
+            .await?;
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
+        parse(status, &bytes)
+    }
+}
+
+/// The cloud's answer to a question that may be refused with a reason worth showing (a booking:
+/// `409 taken` with its waitlist offer): the status and the JSON body, whatever they are.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl CloudClient {
+    /// `POST /v1/bookings` as this device, with `idempotency_key`: a 201 hold, or the refusal.
+    /// Transport failures are errors; every HTTP answer is an [`Answer`].
+    pub async fn hold(
+        &self,
+        body: &serde_json::Value,
+        idempotency_key: &str,
+    ) -> Result<Answer, SyncError> {
+        let body = serde_json::to_vec(body).expect("a JSON value always serialises");
+        let (status, bytes) = self
+            .send_with(Method::POST, "/v1/bookings", body, Some(idempotency_key))
+            .await?;
+        Ok(Answer {
+            status: status.as_u16(),
+            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        })
+    }
+
+    /// `GET /v1/availability?sku=&from=&to=`.
+    pub async fn availability(
+        &self,
+        sku: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<serde_json::Value, SyncError> {
+        let mut query = reqwest::Url::parse("http://x/v1/availability").expect("a fixed URL");
+        query
+            .query_pairs_mut()
+            .append_pair("sku", sku)
+            .append_pair("from", from)
+            .append_pair("to", to);
+        let path = format!("{}?{}", query.path(), query.query().unwrap_or_default());
+        let (status, bytes) = self.send(Method::GET, &path, Vec::new()).await?;
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
+        parse(status, &bytes)
+    }
+
+    /// `GET /v1/sync/calendar`: the live bookings of the branch's assets.
+    pub async fn calendar(&self) -> Result<CalendarSnapshot, SyncError> {
+        let (status, bytes) = self
+            .send(Method::GET, "/v1/sync/calendar", Vec::new())
             .await?;
         if !status.is_success() {
             return Err(refused(status, &bytes));

@@ -5,8 +5,14 @@
 //! skips what it has). Pull pages through the branch's change log and applies each page in one
 //! transaction. While the link is down it retries with jittered backoff capped at
 //! `sync.retry_max_ms`, so a returning link is used within seconds; new outbox events wake it at
-//! once. Memory is one batch, whatever the backlog.
+//! once. Memory is one batch, whatever the backlog. When a pull is due it also fetches the
+//! calendar of the branch's assets (availability while offline).
+//!
+//! The API asks the cloud directly only for what cannot wait for the outbox (a booking at the
+//! counter, availability) and only through [`booking`], with the client this daemon built and
+//! shared in [`SyncHandle`] and a short bound (`sync.booking_timeout_ms`).
 
+pub mod booking;
 pub mod client;
 pub mod heartbeat;
 
@@ -53,32 +59,54 @@ pub struct LinkStatus {
     pub last_error: Option<String>,
 }
 
-/// Shared between the daemon and the API.
+/// Shared between the daemon and the API: the link's state, and the daemon's signed client once
+/// it has one (for [`booking`]).
 #[derive(Debug, Clone)]
-pub struct SyncHandle(Arc<Mutex<LinkStatus>>);
+pub struct SyncHandle {
+    status: Arc<Mutex<LinkStatus>>,
+    client: Arc<Mutex<Option<(CloudClient, String)>>>,
+}
 
 impl Default for SyncHandle {
     fn default() -> Self {
-        Self(Arc::new(Mutex::new(LinkStatus {
-            state: LinkState::Unenrolled,
-            cloud_url: None,
-            since: store::format_time(time::OffsetDateTime::now_utc()),
-            last_success_at: None,
-            last_error: None,
-        })))
+        Self {
+            status: Arc::new(Mutex::new(LinkStatus {
+                state: LinkState::Unenrolled,
+                cloud_url: None,
+                since: store::format_time(time::OffsetDateTime::now_utc()),
+                last_success_at: None,
+                last_error: None,
+            })),
+            client: Arc::new(Mutex::new(None)),
+        }
     }
 }
 
 impl SyncHandle {
     pub fn get(&self) -> LinkStatus {
-        self.0
+        self.status
             .lock()
             .expect("link status lock is never poisoned")
             .clone()
     }
 
+    /// The daemon's client and the branch it serves, if enrolled.
+    fn client(&self) -> Option<(CloudClient, String)> {
+        self.client
+            .lock()
+            .expect("client lock is never poisoned")
+            .clone()
+    }
+
+    fn set_client(&self, client: CloudClient, branch: String) {
+        *self.client.lock().expect("client lock is never poisoned") = Some((client, branch));
+    }
+
     fn set(&self, state: LinkState, error: Option<String>) {
-        let mut s = self.0.lock().expect("link status lock is never poisoned");
+        let mut s = self
+            .status
+            .lock()
+            .expect("link status lock is never poisoned");
         let now = store::format_time(time::OffsetDateTime::now_utc());
         if s.state != state {
             if state == LinkState::Offline || state == LinkState::Online {
@@ -97,7 +125,7 @@ impl SyncHandle {
     }
 
     fn set_url(&self, url: &str) {
-        self.0
+        self.status
             .lock()
             .expect("link status lock is never poisoned")
             .cloud_url = Some(url.to_owned());
@@ -137,6 +165,7 @@ pub async fn run(
                 }
             }
         };
+        handle.set_client(client.clone(), identity.branch_id.clone());
         if handle.get().state == LinkState::Unenrolled {
             handle.set(LinkState::Connecting, None);
         }
@@ -279,6 +308,16 @@ async fn round(
             if !more {
                 break;
             }
+        }
+        match client.calendar().await {
+            Ok(snapshot) => {
+                store
+                    .write(move |w| store::bookings::replace_calendar(w, &snapshot))
+                    .await?;
+            }
+            // A cloud from before bookings: nothing to keep.
+            Err(SyncError::Refused { status: 404, .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())

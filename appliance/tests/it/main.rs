@@ -4,6 +4,7 @@
 mod harness;
 
 mod bad_input;
+mod booking;
 mod cli;
 mod crash;
 mod flow;

@@ -22,7 +22,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
 use super::calendar::AssetKey;
 use super::lock::{self, Acquired};
@@ -273,22 +272,14 @@ pub async fn hold(
     }
     let key = idempotency_key(&headers)?;
     let created_by = caller_name(&caller);
-    let digest: [u8; 32] = {
-        let mut hasher = Sha256::new();
-        for part in [
-            branch.as_str(),
-            &body.asset_id,
-            &body.sku,
-            &format_day(stay.first),
-            &format_day(stay.last),
-            &body.customer,
-            tier.as_str(),
-        ] {
-            hasher.update(part.as_bytes());
-            hasher.update([0]);
-        }
-        hasher.finalize().into()
-    };
+    let digest = record::request_digest(
+        &branch,
+        &body.asset_id,
+        &body.sku,
+        stay,
+        &body.customer,
+        tier,
+    );
     let asset = AssetKey {
         sku: body.sku.clone(),
         branch: branch.clone(),

@@ -12,7 +12,8 @@
 //! [`record`] (PostgreSQL), [`calendar`] (Redis bitmask and its Lua scripts), [`lock`] (Redlock
 //! on asset-days, the token stored on the hold for fencing), [`sweeper`] (due
 //! holds and the side effects of ended bookings), [`waitlist`] (per SKU and day, head promoted
-//! exactly once), [`payments`] (gateway trait, sandbox, HMAC-verified webhook), [`metrics`] (Prometheus counters),
+//! exactly once), [`offline`] (bookings a branch took offline, decided at ingest; the branch's
+//! calendar snapshot), [`payments`] (gateway trait, sandbox, HMAC-verified webhook), [`metrics`] (Prometheus counters),
 //! [`http`] (the `/v1/bookings`, `/v1/availability` handlers).
 //!
 //! Invariants:
@@ -26,6 +27,7 @@ pub mod calendar;
 pub mod http;
 pub mod lock;
 pub mod metrics;
+pub mod offline;
 pub mod payments;
 pub mod record;
 pub mod sweeper;

@@ -186,6 +186,139 @@ pub async fn hold(
 /// How often a hold is tried when PostgreSQL picks it as a deadlock victim.
 const DEADLOCK_ATTEMPTS: u32 = 3;
 
+/// SHA-256 of a hold's canonical request: a retry with the same key and this digest is the same
+/// request; another digest under the same key is a reused key. Online holds and offline
+/// (`booking:requested`) ones compute it alike, so either may find the other's booking.
+pub fn request_digest(
+    branch: &str,
+    asset_id: &str,
+    sku: &str,
+    stay: Stay,
+    customer: &str,
+    tier: Tier,
+) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    for part in [
+        branch,
+        asset_id,
+        sku,
+        &format_day(stay.first),
+        &format_day(stay.last),
+        customer,
+        tier.as_str(),
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.finalize().into()
+}
+
+/// [`hold`] inside the caller's transaction (ingest of an offline booking): the same replay
+/// check and insert, in a savepoint, so a taken slot rolls back only this attempt. A deadlock
+/// or any other database error is returned as is: the caller's whole transaction is then
+/// retried or fails.
+pub async fn hold_in(
+    conn: &mut PgConnection,
+    request: &HoldRequest,
+    buffer_days: u32,
+    hold_window: std::time::Duration,
+) -> Result<(HoldOutcome, Vec<String>), RecordError> {
+    use sqlx::Connection as _;
+    if let Some(key) = &request.idempotency_key
+        && let Some(outcome) = replay(&mut *conn, &request.created_by, key, &request.digest).await?
+    {
+        return Ok((outcome, Vec::new()));
+    }
+    let (start, end) = request.stay.taken(buffer_days);
+    let mut savepoint = conn.begin().await?;
+    match insert(&mut savepoint, request, start, end, hold_window).await {
+        Ok((row, expired)) => {
+            savepoint.commit().await?;
+            Ok((HoldOutcome::Held(row), expired))
+        }
+        Err(error) => {
+            savepoint.rollback().await?;
+            let no_such_asset = || RecordError::NoSuchAsset {
+                branch: request.branch.clone(),
+                asset: request.asset_id.clone(),
+                sku: request.sku.clone(),
+            };
+            if matches!(error, sqlx::Error::RowNotFound) {
+                return Err(no_such_asset());
+            }
+            match db_code(&error).as_deref() {
+                Some(EXCLUSION_VIOLATION) => Ok((HoldOutcome::Taken, Vec::new())),
+                Some(FOREIGN_KEY_VIOLATION) => Err(no_such_asset()),
+                _ => Err(RecordError::Db(error)),
+            }
+        }
+    }
+}
+
+/// Confirms a live hold inside the caller's transaction, as a branch's counter booking (paid or
+/// vouched for at the counter). Returns the row as it is afterwards: `CONFIRMED`, or whatever
+/// state kept it from being confirmed.
+pub async fn confirm_in(
+    conn: &mut PgConnection,
+    id: &str,
+    payment_ref: &str,
+) -> Result<Option<BookingRow>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE bookings SET state = 'CONFIRMED', confirmed_at = now(), payment_ref = $2
+         WHERE id = $1::uuid AND state = 'HELD' AND hold_expires_at > now()
+         RETURNING {}",
+        select_columns()
+    )))
+    .bind(id)
+    .bind(payment_ref)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let row = match row {
+        Some(row) => Some(row),
+        None => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {} FROM bookings WHERE id = $1::uuid",
+                select_columns()
+            )))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+    };
+    row.as_ref().map(row_to_booking).transpose()
+}
+
+/// The live bookings (held and unexpired, or confirmed) of `branch`'s assets that are not over
+/// by `today`, at most `limit`, and PostgreSQL's `now()`: the calendar a branch keeps for when
+/// its link is down.
+pub async fn branch_calendar(
+    db: &PgPool,
+    branch: &str,
+    limit: i64,
+) -> Result<(String, Vec<BookingRow>), sqlx::Error> {
+    let now: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT to_char(now() AT TIME ZONE 'UTC', {TS})"
+    )))
+    .fetch_one(db)
+    .await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM bookings
+         WHERE branch_id = $1
+           AND (state = 'CONFIRMED' OR (state = 'HELD' AND hold_expires_at > now()))
+           AND upper(period) > current_date
+         ORDER BY asset_id, first_day
+         LIMIT $2",
+        select_columns()
+    )))
+    .bind(branch)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    let rows = rows.iter().map(row_to_booking).collect::<Result<_, _>>()?;
+    Ok((now, rows))
+}
+
 /// A failed hold: taken, a raced retry, an unknown asset, or a real failure.
 async fn classify(
     db: &PgPool,
@@ -226,8 +359,8 @@ async fn classify(
     }
 }
 
-async fn replay(
-    db: &PgPool,
+async fn replay<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     created_by: &str,
     key: &str,
     digest: &[u8; 32],

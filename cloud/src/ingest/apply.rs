@@ -457,9 +457,11 @@ impl Projections {
             }
             // Print jobs are the box's own business: kept in the event log only.
             // Merged by `shared::merge_events` before this runs.
+            // Bookings are decided by `booking::offline::decide` after this runs.
             Payload::PrintJobQueued(_)
             | Payload::RecordFieldsSet(_)
-            | Payload::DocumentChanged(_) => {}
+            | Payload::DocumentChanged(_)
+            | Payload::BookingRequested(_) => {}
         }
     }
 

@@ -19,7 +19,10 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use sentra_protocol::sync::{ChangeBody, Parked, PushAck};
-use sqlx::PgPool;
+
+use crate::booking::Booking;
+use crate::booking::metrics::Metrics;
+use crate::booking::offline::{self, Decided};
 
 use crate::changes::{self, ChangeError};
 use crate::devices::auth::{Caller, DeviceIdentity};
@@ -89,27 +92,41 @@ pub async fn push(
         .await
         .map_err(IngestError::from)?
         .map_err(IngestError::from)?;
-    let ack = ingest(&state.db, &device, &events).await?;
+    let ack = ingest(&state.booking, &device, &events).await?;
     if !ack.parked.is_empty() {
         tracing::warn!(device = %device.id, branch = %device.branch_id, parked = ack.parked.len(), "events parked");
     }
     Ok(Json(ack))
 }
 
-/// Applies a prepared batch, retrying transient aborts.
+/// Applies a prepared batch, retrying transient aborts. Offline bookings in it are decided in the
+/// same transaction (`booking::offline`); their assets' calendars are recomputed after commit.
 pub async fn ingest(
-    db: &PgPool,
+    booking: &Booking,
     device: &DeviceIdentity,
     events: &[Prepared],
 ) -> Result<PushAck, IngestError> {
     let mut attempt = 1;
     loop {
-        match ingest_once(db, device, events).await {
+        match ingest_once(booking, device, events).await {
             Err(error) if attempt < TRANSIENT_RETRIES && error.is_transient() => {
                 tracing::info!(%error, attempt, device = %device.id, "push aborted by PostgreSQL; retrying");
                 attempt += 1;
             }
-            result => return result,
+            Ok((ack, decided)) => {
+                if decided.confirmed > 0 {
+                    Metrics::add(&booking.metrics.held, decided.confirmed);
+                    Metrics::add(&booking.metrics.confirmed, decided.confirmed);
+                }
+                for asset in &decided.touched {
+                    // The calendar is a fast path: a failed repair only costs a slower answer.
+                    if let Err(error) = booking.calendar.repair(&booking.db, asset).await {
+                        tracing::warn!(%error, asset = %asset.tag(), "calendar repair after an offline booking failed");
+                    }
+                }
+                return Ok(ack);
+            }
+            Err(error) => return Err(error),
         }
     }
 }
@@ -129,11 +146,11 @@ impl IngestError {
 }
 
 async fn ingest_once(
-    db: &PgPool,
+    booking: &Booking,
     device: &DeviceIdentity,
     events: &[Prepared],
-) -> Result<PushAck, IngestError> {
-    let mut tx = db.begin().await?;
+) -> Result<(PushAck, Decided), IngestError> {
+    let mut tx = booking.db.begin().await?;
     let cursor: Option<i64> = sqlx::query_scalar(
         "SELECT last_seq FROM device_cursors WHERE device_id = $1::uuid FOR UPDATE",
     )
@@ -153,7 +170,7 @@ async fn ingest_once(
     };
     let duplicates = count(events.len() - fresh.len());
     let Some(first) = fresh.first() else {
-        return Ok(ack(cursor, 0, duplicates, Vec::new()));
+        return Ok((ack(cursor, 0, duplicates, Vec::new()), Decided::default()));
     };
     if first.raw.seq != cursor + 1 {
         return Err(IngestError::Gap {
@@ -167,6 +184,15 @@ async fn ingest_once(
     let mut outcomes = validate::resolve(&device.branch_id, fresh, &mut known);
     shared::merge_events(&mut tx, &device.branch_id, &device.id, fresh, &mut outcomes).await?;
     apply::write(&mut tx, &device.branch_id, &device.id, fresh, &outcomes).await?;
+    let decided = offline::decide(
+        &mut tx,
+        &booking.settings,
+        &device.branch_id,
+        &device.id,
+        fresh,
+        &outcomes,
+    )
+    .await?;
 
     let mut applied = 0;
     let mut record_duplicates = 0;
@@ -185,8 +211,9 @@ async fn ingest_once(
         }
     }
     // Last: appending locks the branch's counter row until commit.
-    let rejections: Vec<ChangeBody> = parked.iter().cloned().map(ChangeBody::Rejection).collect();
-    changes::append(&mut tx, &device.branch_id, &rejections).await?;
+    let mut changes: Vec<ChangeBody> = parked.iter().cloned().map(ChangeBody::Rejection).collect();
+    changes.extend(decided.changes.iter().cloned());
+    changes::append(&mut tx, &device.branch_id, &changes).await?;
 
     sqlx::query(
         "UPDATE device_cursors SET last_seq = $2, updated_at = now() WHERE device_id = $1::uuid",
@@ -196,7 +223,10 @@ async fn ingest_once(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(ack(last, applied, duplicates + record_duplicates, parked))
+    Ok((
+        ack(last, applied, duplicates + record_duplicates, parked),
+        decided,
+    ))
 }
 
 fn count(n: usize) -> u32 {

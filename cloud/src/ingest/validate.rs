@@ -219,6 +219,7 @@ fn rules(
             let kind = RecordKind::of(entity).ok_or("not a shared record")?;
             record::check_fields(kind, &set.fields, Author::Branch)
         }
+        Payload::BookingRequested(b) => booking(entity_id, b),
         Payload::DocumentChanged(d) => {
             same_id(&d.record_id, entity_id)?;
             if DocRecord::parse(&d.record).is_none() {
@@ -331,6 +332,18 @@ fn inspection(entity_id: &str, i: &p::InspectionRecorded) -> Result<(), String> 
     }
     text("inspector", &i.inspector)?;
     time("created_at", &i.created_at)
+}
+
+fn booking(entity_id: &str, b: &p::BookingRequested) -> Result<(), String> {
+    use crate::booking::types;
+    same_id(&b.id, entity_id)?;
+    id("asset_id", &b.asset_id)?;
+    id("sku", &b.sku)?;
+    id("idempotency_key", &b.idempotency_key)?;
+    types::Stay::parse(&b.from, &b.to).map_err(|error| error.to_string())?;
+    types::Tier::parse(&b.tier).map_err(|error| error.to_string())?;
+    types::check_customer(&b.customer).map_err(|error| error.to_string())?;
+    time("requested_at", &b.requested_at)
 }
 
 fn same_id(payload_id: &str, entity_id: &str) -> Result<(), String> {
@@ -460,7 +473,8 @@ impl Lookup {
                 }
                 Payload::PrintJobQueued(_)
                 | Payload::RecordFieldsSet(_)
-                | Payload::DocumentChanged(_) => {}
+                | Payload::DocumentChanged(_)
+                | Payload::BookingRequested(_) => {}
             }
         }
         let sorted = |set: HashSet<&str>| {
@@ -613,9 +627,11 @@ fn resolve_one(branch: &str, entity_id: &str, payload: &Payload, known: &mut Kno
             }
         }
         // Shared records merge (see `shared`): applying one twice changes nothing.
-        Payload::PrintJobQueued(_) | Payload::RecordFieldsSet(_) | Payload::DocumentChanged(_) => {
-            Outcome::Apply
-        }
+        // A booking is decided by its hold, keyed for idempotency (`booking::offline`).
+        Payload::PrintJobQueued(_)
+        | Payload::RecordFieldsSet(_)
+        | Payload::DocumentChanged(_)
+        | Payload::BookingRequested(_) => Outcome::Apply,
     }
 }
 

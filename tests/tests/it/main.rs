@@ -1,6 +1,8 @@
-//! Whole-system tests: `sentra-edge` and `sentra-cloud` over real sockets with PostgreSQL, and
-//! the files that put the edge on a box (static binary, systemd, udev, provisioning).
+//! Whole-system tests: `sentra-edge` and `sentra-cloud` over real sockets with PostgreSQL (and
+//! Redis for booking), and the files that put the edge on a box (static binary, systemd, udev,
+//! provisioning).
 
+mod booking;
 mod provisioning;
 mod shared;
 mod static_binary;

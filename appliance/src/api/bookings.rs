@@ -1,0 +1,265 @@
+//! Rental bookings at the counter: `POST /v1/bookings`, `GET /v1/bookings/{id}` and
+//! `GET /v1/assets/{id}/availability`.
+//!
+//! Online, a booking is the cloud's hold, answered within the request (`201`, `HELD` until
+//! `expires_at`), and a taken slot is the cloud's `409` with its waitlist offer. When the cloud
+//! cannot answer within `sync.booking_timeout_ms` the booking is `TENTATIVE` (`202`), its event
+//! in the outbox, and the cloud decides it at sync. Availability comes from the cloud when it
+//! answers (`"source": "cloud"`), else from the last pulled calendar (`"source": "cached"`,
+//! `as_of`); the branch's own undecided bookings count as taken either way.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::{ApiError, AppState, Body, Caller, IdempotencyKey, json_response, path_id};
+use crate::domain::booking::{Stay, format_day, parse_tier};
+use crate::domain::{Id, Name};
+use crate::store::bookings::{self, Booking, Busy, NewBooking};
+use crate::sync::booking::{self as cloud, HoldAnswer};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBooking {
+    #[schema(value_type = String, example = "CAR-001")]
+    pub asset_id: Id,
+    /// First rental day, `YYYY-MM-DD`.
+    #[schema(example = "2027-03-01")]
+    pub from: String,
+    /// Last rental day (included), `YYYY-MM-DD`.
+    #[schema(example = "2027-03-03")]
+    pub to: String,
+    /// The customer's name or reference.
+    #[schema(value_type = String, example = "Budi Santoso")]
+    pub customer: Name,
+    /// Membership tier: platinum, gold, silver or basic (default).
+    pub tier: Option<String>,
+}
+
+/// The booking's id: derived from the device and its `Idempotency-Key` when there is one, so a
+/// retry (even one racing the first attempt) asks the cloud with the same key and gets the same
+/// hold back.
+fn booking_id(device: &str, key: Option<&str>) -> String {
+    let Some(key) = key else {
+        return crate::store::new_id();
+    };
+    let digest = Sha256::digest(format!("booking\0{device}\0{key}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+fn taken(new: &NewBooking, busy: &Busy) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "taken",
+        format!(
+            "asset {} is taken on some of the days {} to {} (booking {} of this branch, {}, {} to {}); choose other days or another asset",
+            new.asset_id, new.from, new.to, busy.id, busy.state, busy.from, busy.to
+        ),
+    )
+}
+
+#[utoipa::path(post, path = "/v1/bookings", tag = "bookings", request_body = CreateBooking,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: same answer, one booking")),
+    responses(
+        (status = 201, description = "the cloud's hold (state HELD, expires_at), answered within the request", body = Booking),
+        (status = 202, description = "the cloud could not be asked: TENTATIVE, decided at sync", body = Booking),
+        (status = 409, description = "taken (the cloud's answer carries its waitlist offer)", body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    body: Body<CreateBooking>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let stay = Stay::parse(&b.from, &b.to).map_err(|e| ApiError::field(e.field, e.message))?;
+    let tier = b
+        .tier
+        .as_deref()
+        .map_or(Ok("basic"), parse_tier)
+        .map_err(|e| ApiError::field("tier", e.0))?;
+    let asset_id = String::from(b.asset_id);
+    let sku = {
+        let asset_id = asset_id.clone();
+        s.store
+            .read(move |c| bookings::asset_sku(c, &asset_id))
+            .await?
+    }
+    .ok_or_else(|| {
+        ApiError::field(
+            "asset_id",
+            format!("no asset {asset_id:?} at this branch; see GET /v1/assets"),
+        )
+    })?;
+    let new = NewBooking {
+        id: booking_id(&caller.0.id, key.0.as_deref()),
+        asset_id,
+        sku,
+        from: format_day(stay.first),
+        to: format_day(stay.last),
+        customer: b.customer.into(),
+        tier: tier.to_owned(),
+    };
+
+    // The branch's own undecided bookings: the cloud may not have heard of them yet (whatever
+    // else takes the days, the cloud knows and answers; offline, `record_tentative` checks all).
+    let (own, buffer) = {
+        let (asset, id) = (new.asset_id.clone(), new.id.clone());
+        s.store
+            .read(move |c| {
+                let (_, buffer) = bookings::calendar_state(c)?;
+                let (start, end) = stay.taken(buffer);
+                let now = crate::store::format_time(time::OffsetDateTime::now_utc());
+                let own = bookings::busy(c, &asset, (&start, &end), buffer, &now, true)?;
+                Ok((
+                    own.into_iter()
+                        .find(|b| b.id != id && b.state == "TENTATIVE"),
+                    buffer,
+                ))
+            })
+            .await?
+    };
+    if let Some(busy) = own {
+        return Err(taken(&new, &busy));
+    }
+
+    let bound = Duration::from_millis(s.config.sync.booking_timeout_ms);
+    match cloud::hold(&s.sync, bound, &new).await {
+        HoldAnswer::Held(hold) => {
+            s.write(
+                &caller,
+                key,
+                body.fingerprint,
+                StatusCode::CREATED,
+                move |w, d| bookings::record_held(w, &d.id, &new, &hold),
+            )
+            .await
+        }
+        HoldAnswer::Refused { status, body } => {
+            // The cloud's own words (a 409 carries its waitlist offer); nothing changed here.
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            Ok(json_response(status, body.to_string()))
+        }
+        HoldAnswer::Offline(why) => {
+            tracing::info!(booking = %new.id, asset = %new.asset_id, reason = %why, "booking taken offline as TENTATIVE");
+            let (start, end) = stay.taken(buffer);
+            s.write(
+                &caller,
+                key,
+                body.fingerprint,
+                StatusCode::ACCEPTED,
+                move |w, d| bookings::record_tentative(w, &d.id, &new, (&start, &end), buffer),
+            )
+            .await
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/bookings/{id}", tag = "bookings",
+    responses((status = 200, body = Booking), (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
+pub async fn get_booking(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Booking>, ApiError> {
+    let id = path_id(&id)?;
+    Ok(Json(s.store.read(move |c| bookings::get(c, &id)).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AvailabilityQuery {
+    /// First day, `YYYY-MM-DD`.
+    pub from: String,
+    /// Last day (included), `YYYY-MM-DD`.
+    pub to: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Availability {
+    pub asset_id: String,
+    pub sku: String,
+    pub from: String,
+    pub to: String,
+    pub free: bool,
+    /// `cloud` (asked now) or `cached` (the calendar pulled at `as_of`; the link is down).
+    pub source: String,
+    /// When the answer was true: now for `cloud`, the last pull for `cached` (null: never pulled).
+    pub as_of: Option<String>,
+    /// What takes the days, as far as the branch knows (its own bookings; with `cached`, also
+    /// the pulled calendar).
+    pub busy: Vec<Busy>,
+}
+
+#[utoipa::path(get, path = "/v1/assets/{id}/availability", tag = "bookings", params(AvailabilityQuery),
+    responses((status = 200, body = Availability), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn availability(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    query: Result<Query<AvailabilityQuery>, QueryRejection>,
+) -> Result<Json<Availability>, ApiError> {
+    let id = path_id(&id)?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("{}; expected ?from=YYYY-MM-DD&to=YYYY-MM-DD", e.body_text()),
+        )
+    })?;
+    let stay = Stay::parse(&q.from, &q.to).map_err(|e| ApiError::field(e.field, e.message))?;
+    let (from, to) = (format_day(stay.first), format_day(stay.last));
+    let sku = {
+        let id = id.clone();
+        s.store.read(move |c| bookings::asset_sku(c, &id)).await?
+    }
+    .ok_or_else(|| ApiError::not_found(format!("asset {id:?} not found at this branch")))?;
+
+    let bound = Duration::from_millis(s.config.sync.booking_timeout_ms);
+    let from_cloud = cloud::asset_free(&s.sync, bound, &id, &sku, &from, &to).await;
+    let now = crate::store::format_time(time::OffsetDateTime::now_utc());
+    let asset = id.clone();
+    let own_only = from_cloud.is_some();
+    let (busy, as_of) = {
+        let now = now.clone();
+        s.store
+            .read(move |c| {
+                let (as_of, buffer) = bookings::calendar_state(c)?;
+                let (start, end) = stay.taken(buffer);
+                let busy = bookings::busy(c, &asset, (&start, &end), buffer, &now, own_only)?;
+                Ok((busy, as_of))
+            })
+            .await?
+    };
+    Ok(Json(match from_cloud {
+        Some(free) => Availability {
+            asset_id: id,
+            sku,
+            from,
+            to,
+            free: free && busy.is_empty(),
+            source: "cloud".into(),
+            as_of: Some(now),
+            busy,
+        },
+        None => Availability {
+            asset_id: id,
+            sku,
+            from,
+            to,
+            free: busy.is_empty(),
+            source: "cached".into(),
+            as_of,
+            busy,
+        },
+    }))
+}

@@ -1,0 +1,179 @@
+//! Rental booking values at the branch, parsed at the API edge: rental days (`YYYY-MM-DD`, the
+//! last day included, at most [`MAX_STAY_DAYS`]), membership tiers, booking states, and whether
+//! two sets of taken days overlap. The same rules as the cloud's (`sentra-cloud`
+//! `booking::types`), so what the branch accepts offline the cloud can decide. Pure.
+
+use time::{Date, Month};
+
+use super::Invalid;
+
+/// The longest stay one booking (or availability question) may cover: the cloud's limit.
+pub const MAX_STAY_DAYS: i64 = 92;
+
+/// A calendar day, written `YYYY-MM-DD`.
+pub fn parse_day(raw: &str) -> Result<Date, Invalid> {
+    let bad = || Invalid(format!("{raw:?} is not a date; expected YYYY-MM-DD"));
+    let bytes = raw.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return Err(bad());
+    }
+    let number = |range: std::ops::Range<usize>| -> Result<u32, Invalid> {
+        let text = &raw[range];
+        if !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        text.parse().map_err(|_| bad())
+    };
+    let year = i32::try_from(number(0..4)?).map_err(|_| bad())?;
+    let month = u8::try_from(number(5..7)?)
+        .ok()
+        .and_then(|m| Month::try_from(m).ok())
+        .ok_or_else(bad)?;
+    let day = u8::try_from(number(8..10)?).map_err(|_| bad())?;
+    Date::from_calendar_date(year, month, day).map_err(|_| bad())
+}
+
+/// `YYYY-MM-DD`.
+pub fn format_day(day: Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+/// The rental days asked for, `first` to `last` included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stay {
+    pub first: Date,
+    pub last: Date,
+}
+
+/// Which field of a stay is wrong, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StayError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl Stay {
+    pub fn parse(from: &str, to: &str) -> Result<Stay, StayError> {
+        let first = parse_day(from).map_err(|e| StayError {
+            field: "from",
+            message: e.0,
+        })?;
+        let last = parse_day(to).map_err(|e| StayError {
+            field: "to",
+            message: e.0,
+        })?;
+        if last < first {
+            return Err(StayError {
+                field: "to",
+                message: format!("{to} is before from {from}"),
+            });
+        }
+        let days = (last - first).whole_days() + 1;
+        if days > MAX_STAY_DAYS {
+            return Err(StayError {
+                field: "to",
+                message: format!("{days} days from {from}; at most {MAX_STAY_DAYS}"),
+            });
+        }
+        Ok(Stay { first, last })
+    }
+
+    /// The taken days with `buffer` turnover days after, half-open `[start, end)` as `YYYY-MM-DD`
+    /// (text sorts like the dates, so the store compares them as text).
+    pub fn taken(&self, buffer: u32) -> (String, String) {
+        let end = self
+            .last
+            .next_day()
+            .and_then(|d| d.checked_add(time::Duration::days(i64::from(buffer))))
+            .expect("validated dates are far from the end of time");
+        (format_day(self.first), format_day(end))
+    }
+}
+
+/// Membership tiers, as the cloud's waitlist ranks them.
+pub const TIERS: [&str; 4] = ["platinum", "gold", "silver", "basic"];
+
+pub fn parse_tier(raw: &str) -> Result<&'static str, Invalid> {
+    TIERS
+        .into_iter()
+        .find(|t| *t == raw)
+        .ok_or_else(|| Invalid(format!("{raw:?} is not a tier; expected one of {TIERS:?}")))
+}
+
+/// Whether `[a_start, a_end)` and `[b_start, b_end)` share a day (`YYYY-MM-DD` text).
+pub fn overlaps(a: (&str, &str), b: (&str, &str)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_parse_or_say_which_field() {
+        let cases: &[(&str, &str, Result<(), &str>)] = &[
+            ("2027-03-01", "2027-03-03", Ok(())),
+            ("2027-03-01", "2027-03-01", Ok(())),
+            ("2028-02-29", "2028-03-01", Ok(())),
+            ("2027-02-29", "2027-03-01", Err("from")),
+            ("2027-3-01", "2027-03-03", Err("from")),
+            ("2027-03-01", "03/03/2027", Err("to")),
+            ("2027-03-05", "2027-03-01", Err("to")),
+            ("2027-01-01", "2027-04-02", Ok(())),
+            ("2027-01-01", "2027-04-03", Err("to")),
+            ("", "", Err("from")),
+        ];
+        for (from, to, want) in cases {
+            let got = Stay::parse(from, to).map(|_| ()).map_err(|e| e.field);
+            assert_eq!(&got, want, "{from} {to}");
+        }
+    }
+
+    #[test]
+    fn taken_days_are_half_open_with_buffer() {
+        let stay = Stay::parse("2026-12-30", "2027-01-02").expect("valid");
+        assert_eq!(stay.taken(0), ("2026-12-30".into(), "2027-01-03".into()));
+        assert_eq!(stay.taken(2).1, "2027-01-05");
+    }
+
+    #[test]
+    fn overlap_table() {
+        let cases = [
+            (
+                ("2027-03-01", "2027-03-04"),
+                ("2027-03-03", "2027-03-05"),
+                true,
+            ),
+            (
+                ("2027-03-01", "2027-03-03"),
+                ("2027-03-03", "2027-03-05"),
+                false,
+            ),
+            (
+                ("2027-03-05", "2027-03-06"),
+                ("2027-03-01", "2027-03-05"),
+                false,
+            ),
+            (
+                ("2027-03-01", "2027-03-10"),
+                ("2027-03-04", "2027-03-05"),
+                true,
+            ),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(overlaps(a, b), want, "{a:?} {b:?}");
+            assert_eq!(overlaps(b, a), want, "{b:?} {a:?}");
+        }
+    }
+
+    #[test]
+    fn tiers() {
+        assert_eq!(parse_tier("gold").ok(), Some("gold"));
+        assert!(parse_tier("Gold").is_err());
+    }
+}

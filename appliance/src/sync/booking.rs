@@ -1,0 +1,115 @@
+//! The two questions the API puts to the cloud directly, because a customer at the counter cannot
+//! wait for the outbox: a booking hold (`POST /v1/bookings`) and availability
+//! (`GET /v1/availability`). Both go through the sync daemon's signed client (the box's device
+//! identity) and are bounded by `sync.booking_timeout_ms`.
+//!
+//! Invariant: a cloud that is not known to be up, that does not answer in time, or that answers
+//! with a failure of its own (5xx, 408, 429, 401) counts as offline, and the caller falls back
+//! (a `TENTATIVE` booking, the pulled calendar); only a definite answer from the cloud (a hold,
+//! or a refusal such as `409 taken`) is passed on as the cloud's.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{CloudClient, LinkState, SyncHandle};
+use crate::store::bookings::{CloudHold, NewBooking};
+
+/// What the cloud said to a hold.
+#[derive(Debug, Clone)]
+pub enum HoldAnswer {
+    Held(CloudHold),
+    /// A definite refusal (taken, unknown asset, ...): the status and the cloud's body.
+    Refused {
+        status: u16,
+        body: Value,
+    },
+    /// No answer that decides anything: why.
+    Offline(String),
+}
+
+/// The client, if the link is up (or being tried): no point waiting on a link known down.
+fn usable(handle: &SyncHandle) -> Result<(CloudClient, String), String> {
+    let link = handle.get();
+    if !matches!(link.state, LinkState::Online | LinkState::Connecting) {
+        return Err(format!("the cloud link is {:?}", link.state).to_lowercase());
+    }
+    handle
+        .client()
+        .ok_or_else(|| "this box is not enrolled".to_owned())
+}
+
+/// Ask the cloud for a hold on `new`'s days, as this box, keyed by the booking's id.
+pub async fn hold(handle: &SyncHandle, bound: Duration, new: &NewBooking) -> HoldAnswer {
+    let (client, _) = match usable(handle) {
+        Ok(c) => c,
+        Err(why) => return HoldAnswer::Offline(why),
+    };
+    let body = json!({
+        "asset_id": new.asset_id,
+        "sku": new.sku,
+        "from": new.from,
+        "to": new.to,
+        "customer": new.customer,
+        "tier": new.tier,
+    });
+    let key = sentra_protocol::payload::booking_idempotency_key(&new.id);
+    let answer = match tokio::time::timeout(bound, client.hold(&body, &key)).await {
+        Err(_) => {
+            return HoldAnswer::Offline(format!(
+                "the cloud did not answer within {} ms",
+                bound.as_millis()
+            ));
+        }
+        Ok(Err(e)) => return HoldAnswer::Offline(e.to_string()),
+        Ok(Ok(answer)) => answer,
+    };
+    match answer.status {
+        200 | 201 => {
+            let text = |field: &str| answer.body[field].as_str().map(str::to_owned);
+            match (text("id"), text("state")) {
+                (Some(cloud_id), Some(state)) if state == "HELD" || state == "CONFIRMED" => {
+                    HoldAnswer::Held(CloudHold {
+                        cloud_id,
+                        state,
+                        expires_at: text("expires_at"),
+                    })
+                }
+                // Unreadable: the offline path's event carries the same key, so the cloud
+                // finds this hold again at sync rather than making a second.
+                _ => HoldAnswer::Offline(format!(
+                    "the cloud's answer is not a hold: {}",
+                    answer.body
+                )),
+            }
+        }
+        401 | 408 | 429 => HoldAnswer::Offline(format!("the cloud answered {}", answer.status)),
+        s if s >= 500 => HoldAnswer::Offline(format!("the cloud answered {s}")),
+        status => HoldAnswer::Refused {
+            status,
+            body: answer.body,
+        },
+    }
+}
+
+/// Whether the cloud says `asset_id` (of `sku`, this branch's) is free on the days `from` to
+/// `to`; `None` when it cannot say in time.
+pub async fn asset_free(
+    handle: &SyncHandle,
+    bound: Duration,
+    asset_id: &str,
+    sku: &str,
+    from: &str,
+    to: &str,
+) -> Option<bool> {
+    let (client, branch) = usable(handle).ok()?;
+    let answer = tokio::time::timeout(bound, client.availability(sku, from, to))
+        .await
+        .ok()?
+        .ok()?;
+    answer["assets"]
+        .as_array()?
+        .iter()
+        .find(|a| a["branch"] == branch.as_str() && a["asset_id"] == asset_id)?["free"]
+        .as_bool()
+}
