@@ -63,6 +63,8 @@ pub enum Notice {
     /// [`pick_slips::ScanNotice`]: `{"scanner", "code", "symbology", "outcome": "dispensed" |
     /// "lookup" | "rejected", ...}` (fields per outcome in [`pick_slips::ScanOutcome`]).
     Scan(pick_slips::ScanNotice),
+    /// A paired device was revoked: the broker forgets it and disconnects it at once.
+    DeviceRevoked { id: String },
 }
 
 /// Errors of the store and the domain rules it enforces.
