@@ -20,6 +20,7 @@ const WAIT: Duration = Duration::from_secs(30);
 struct V3 {
     client: AsyncClient,
     rx: mpsc::UnboundedReceiver<Result<Packet, String>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 fn options(addr: SocketAddr, client_id: &str, user: &str, pass: &str) -> MqttOptions {
@@ -33,7 +34,7 @@ fn options(addr: SocketAddr, client_id: &str, user: &str, pass: &str) -> MqttOpt
 async fn connect_v3(opts: MqttOptions) -> Result<(V3, bool), String> {
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(p)) => {
@@ -51,7 +52,7 @@ async fn connect_v3(opts: MqttOptions) -> Result<(V3, bool), String> {
     });
     match tokio::time::timeout(WAIT, rx.recv()).await.expect("connack in time") {
         Some(Ok(Packet::ConnAck(ack))) if ack.code == rumqttc::ConnectReturnCode::Success => {
-            Ok((V3 { client, rx }, ack.session_present))
+            Ok((V3 { client, rx, task }, ack.session_present))
         }
         Some(Ok(other)) => Err(format!("unexpected first packet {other:?}")),
         Some(Err(e)) => Err(e),
@@ -190,31 +191,55 @@ async fn mqtt_keep_alive_zero_is_accepted_on_3_1_1_and_5() {
         rumqttc::SubscribeReasonCode::Success(_)
     ));
 
-    let mut o5 = rumqttc::v5::MqttOptions::new(
-        format!("{}-v5", dev.id),
-        addr.ip().to_string(),
-        addr.port(),
-    );
-    o5.set_credentials(dev.id.clone(), dev.token.clone());
-    o5.set_keep_alive(Duration::ZERO);
-    let (_c5, mut ev5) = rumqttc::v5::AsyncClient::new(o5, 10);
-    let ack = tokio::time::timeout(WAIT, async {
-        loop {
-            match ev5.poll().await {
-                Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(a))) => {
-                    return a;
-                }
-                Ok(_) => {}
-                Err(e) => panic!("MQTT 5 keep alive 0 refused: {e}"),
-            }
+    // MQTT 5 with Keep Alive 0, written by hand (rumqttc's v5 client refuses to send it).
+    let ack = connect_v5_raw(addr, &format!("{}-v5", dev.id), &dev.id, &dev.token, 0).await;
+    assert_eq!(ack[0], 0x20, "CONNACK: {ack:?}");
+    assert_eq!(ack[3], 0x00, "reason code success: {ack:?}");
+    let bad = connect_v5_raw(addr, &format!("{}-v5b", dev.id), &dev.id, "sek_wrong", 0).await;
+    assert_eq!(bad[3], 0x86, "bad user name or password: {bad:?}");
+}
+
+/// An MQTT 5 CONNECT (clean start, username, password, `keep_alive`) on a fresh socket; returns
+/// the first bytes of the answer (the CONNACK).
+async fn connect_v5_raw(addr: SocketAddr, client_id: &str, user: &str, pass: &str, keep_alive: u16) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let field = |v: &mut Vec<u8>, s: &str| {
+        v.extend_from_slice(&u16::try_from(s.len()).expect("short").to_be_bytes());
+        v.extend_from_slice(s.as_bytes());
+    };
+    let mut body = Vec::new();
+    field(&mut body, "MQTT");
+    body.push(5); // protocol level
+    body.push(0xC2); // user name, password, clean start
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    body.push(0); // no properties
+    field(&mut body, client_id);
+    field(&mut body, user);
+    field(&mut body, pass);
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let mut b = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            b |= 0x80;
         }
-    })
-    .await
-    .expect("connack in time");
-    assert_eq!(
-        ack.code,
-        rumqttc::v5::mqttbytes::v5::ConnectReturnCode::Success
-    );
+        packet.push(b);
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&packet).await.expect("send CONNECT");
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .expect("CONNACK in time")
+        .expect("read");
+    buf.truncate(n);
+    assert!(n >= 4, "short CONNACK {buf:?}");
+    buf
 }
 
 #[tokio::test]
@@ -415,8 +440,9 @@ async fn mqtt_qos1_messages_wait_for_a_persistent_session() {
     };
     let (mut c, _) = connect_v3(persistent()).await.expect("connect");
     c.subscribe("sentra/JKT01/work-orders/#", QoS::AtLeastOnce).await;
-    c.client.disconnect().await.expect("disconnect");
-    c.closed().await;
+    // The link drops (the client's socket closes without a DISCONNECT).
+    c.task.abort();
+    drop(c);
 
     // While it is away, a work order is opened.
     let (s, wo) = edge
