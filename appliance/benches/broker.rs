@@ -37,7 +37,9 @@ const IDLE: Duration = Duration::from_secs(5);
 
 fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
     match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v:?} is not a count")),
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a count")),
         Err(_) => Ok(default),
     }
 }
@@ -110,7 +112,13 @@ async fn client(
 }
 
 /// One publisher, `subs` subscribers, `n` messages: (deliveries per second, delivered, expected).
-async fn throughput(t: &Target, qos: QoS, subs: usize, n: usize, inflight: u16) -> anyhow::Result<(f64, usize, usize)> {
+async fn throughput(
+    t: &Target,
+    qos: QoS,
+    subs: usize,
+    n: usize,
+    inflight: u16,
+) -> anyhow::Result<(f64, usize, usize)> {
     let mut rxs = Vec::new();
     let mut keep = Vec::new();
     for i in 0..subs {
@@ -126,7 +134,11 @@ async fn throughput(t: &Target, qos: QoS, subs: usize, n: usize, inflight: u16) 
     let pay = payload.clone();
     let sender = tokio::spawn(async move {
         for _ in 0..n {
-            if p2.publish_bytes(topic.clone(), qos, false, pay.clone()).await.is_err() {
+            if p2
+                .publish_bytes(topic.clone(), qos, false, pay.clone())
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -225,7 +237,9 @@ fn main() -> anyhow::Result<()> {
     let (store, dev, token) = runtime.block_on(async {
         let store = daemon::open_store_with(&config, StoreKey::generate()).await?;
         let (dev, token) = store
-            .write(|w| devices::create_direct(w, &Name::parse("bench").expect("valid"), Role::Tablet))
+            .write(|w| {
+                devices::create_direct(w, &Name::parse("bench").expect("valid"), Role::Tablet)
+            })
             .await?;
         anyhow::Ok((store, dev, token))
     })?;
@@ -242,7 +256,8 @@ fn main() -> anyhow::Result<()> {
         creds: None,
         topic: format!("bench/{}/t", std::process::id()),
     };
-    let mosquitto_up = std::net::TcpStream::connect_timeout(&mosq.addr, Duration::from_secs(1)).is_ok();
+    let mosquitto_up =
+        std::net::TcpStream::connect_timeout(&mosq.addr, Duration::from_secs(1)).is_ok();
     let mut targets = vec![ours];
     if mosquitto_up {
         targets.push(mosq);
@@ -263,11 +278,17 @@ fn main() -> anyhow::Result<()> {
         for t in &targets {
             for (label, qos) in [("QoS 0", QoS::AtMostOnce), ("QoS 1", QoS::AtLeastOnce)] {
                 let (rate, got, want) = throughput(t, qos, 1, n, inflight).await?;
-                println!("{:<20} throughput {label}: {rate:>9.0} msg/s  ({got}/{want} delivered)", t.name);
+                println!(
+                    "{:<20} throughput {label}: {rate:>9.0} msg/s  ({got}/{want} delivered)",
+                    t.name
+                );
             }
             for (label, qos) in [("QoS 0", QoS::AtMostOnce), ("QoS 1", QoS::AtLeastOnce)] {
                 let (rate, got, want) = throughput(t, qos, 10, fan_n, inflight).await?;
-                println!("{:<20} fan-out 10 {label}: {rate:>9.0} deliveries/s  ({got}/{want} delivered)", t.name);
+                println!(
+                    "{:<20} fan-out 10 {label}: {rate:>9.0} deliveries/s  ({got}/{want} delivered)",
+                    t.name
+                );
             }
             for (label, qos) in [("QoS 0", QoS::AtMostOnce), ("QoS 1", QoS::AtLeastOnce)] {
                 let (p50, p99) = latency(t, qos, samples).await?;

@@ -149,7 +149,10 @@ pub async fn run(
             data_dir: config.store.data_dir.clone(),
         };
         let (notices, cancel) = (store.subscribe(), supervisor.token());
-        supervisor.spawn("mqtt-bridge", async move { bridge.run(notices, cancel).await });
+        supervisor.spawn(
+            "mqtt-bridge",
+            async move { bridge.run(notices, cancel).await },
+        );
     }
     supervisor
         .cancel_on_signals()

@@ -78,8 +78,12 @@ impl Report {
 /// Where to reach a daemon listening on `addr` from this machine (0.0.0.0 → loopback).
 fn local(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
         _ => addr,
     }
 }
@@ -91,12 +95,17 @@ fn pid_alive(pid: u32) -> bool {
 /// `GET /healthz` with a plain HTTP/1.0 request: the status line, or why not.
 async fn healthz(addr: SocketAddr) -> Result<String, String> {
     let probe = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
             .await
             .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
-        s.take(4096).read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        s.take(4096)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&buf);
         let status = text.lines().next().unwrap_or_default().to_owned();
         if status.contains(" 200 ") {
@@ -110,11 +119,36 @@ async fn healthz(addr: SocketAddr) -> Result<String, String> {
         .unwrap_or_else(|_| Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())))
 }
 
-async fn tcp_probe(addr: SocketAddr) -> Result<(), String> {
+async fn tcp_probe(addr: impl tokio::net::ToSocketAddrs) -> Result<(), String> {
+    use std::io::ErrorKind as K;
     match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string().to_lowercase()),
+        Ok(Err(e)) => Err(match e.kind() {
+            K::ConnectionRefused => "connection refused".to_owned(),
+            K::HostUnreachable | K::NetworkUnreachable => "unreachable".to_owned(),
+            _ => e.to_string().to_lowercase(),
+        }),
         Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+    }
+}
+
+/// Reach the configured printer the way the worker would, without sending anything: a TCP
+/// connect for a network printer, the device file for USB and serial.
+async fn probe_printer(config: &Config) -> Result<(), String> {
+    use crate::config::PrinterKind;
+    let p = &config.printer;
+    match p.kind {
+        PrinterKind::Network => tcp_probe(p.address.as_str())
+            .await
+            .map_err(|e| format!("{e}; is it switched on and on this network?")),
+        PrinterKind::Usb | PrinterKind::Serial => {
+            if Path::new(&p.address).exists() {
+                Ok(())
+            } else {
+                Err("not present; is it plugged in and switched on? (see the udev rule in the README)".into())
+            }
+        }
+        PrinterKind::File => Ok(()),
     }
 }
 
@@ -208,33 +242,52 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
     }
 
     // The printer, as the print worker last recorded it.
-    let stale = if running { "" } else { " (recorded before the daemon stopped)" };
+    let stale = if running {
+        ""
+    } else {
+        " (recorded before the daemon stopped)"
+    };
     match (&printer, config.printer.enabled) {
         (_, false) => report.push(Check::ok(format!(
             "printer: disabled (printer.enabled = false); {queued} job(s) wait"
         ))),
-        (None, true) => report.push(Check::fix(format!(
-            "printer {} {}: never contacted{}; is the daemon running?",
-            config.printer.kind.as_str(),
-            config.printer.address,
-            stale
-        ))),
-        (Some(p), true) => {
-            let line = match p.state.as_str() {
-                "ready" | "idle" => None,
-                _ => Some(p.detail.clone().unwrap_or_else(|| format!("{}: {}", p.target, p.state))),
-            };
-            match line {
-                None => report.push(Check::ok(format!(
-                    "printer {}: {} since {}; {queued} job(s) queued{stale}",
-                    p.target, p.state, p.since
+        (None, true) => {
+            let target = format!(
+                "{} printer {}",
+                config.printer.kind.as_str(),
+                config.printer.address
+            );
+            match probe_printer(config).await {
+                Ok(()) => report.push(Check::ok(format!(
+                    "printer {target}: reachable; not used by the daemon yet; {queued} job(s) queued"
                 ))),
-                Some(what) => report.push(Check::fix(format!(
-                    "printer {}: {} since {}{stale}: {what}; {queued} job(s) wait",
-                    p.target, p.state, p.since
+                Err(why) => report.push(Check::fix(format!(
+                    "printer {target}: {why}; {queued} job(s) wait"
                 ))),
             }
         }
+        (Some(p), true) => match p.state.as_str() {
+            // The worker has not seen a problem (or has not tried yet): try it ourselves.
+            "ready" | "idle" => match probe_printer(config).await {
+                Ok(()) => report.push(Check::ok(format!(
+                    "printer {}: reachable, {} since {}; {queued} job(s) queued{stale}",
+                    p.target, p.state, p.since
+                ))),
+                Err(why) => report.push(Check::fix(format!(
+                    "printer {}: {why}; {queued} job(s) wait",
+                    p.target
+                ))),
+            },
+            _ => report.push(Check::fix(format!(
+                "printer {}: {} since {}{stale}: {}; {queued} job(s) wait",
+                p.target,
+                p.state,
+                p.since,
+                p.detail
+                    .clone()
+                    .unwrap_or_else(|| "see journalctl -u sentra-edge".into())
+            ))),
+        },
     }
 
     // The scanner, from the daemon's state file.
@@ -255,11 +308,12 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
                 s.last_scan_at.as_deref().unwrap_or("never")
             ))),
             PortState::Disabled => report.push(Check::ok("scanner: disabled")),
-            PortState::Starting => report.push(Check::ok(format!("scanner {}: starting", s.device))),
+            PortState::Starting => {
+                report.push(Check::ok(format!("scanner {}: starting", s.device)))
+            }
             PortState::Absent => report.push(Check::fix(format!(
                 "scanner {}: not present; is it plugged in? (see the udev rule in the README){}",
-                s.device,
-                stale
+                s.device, stale
             ))),
             PortState::Error => report.push(Check::fix(
                 s.detail
@@ -305,7 +359,10 @@ mod tests {
         r.push(Check::fix("printer: off"));
         assert_eq!(r.exit_code(), 1);
         let text = r.render();
-        assert!(text.contains("ok   store: fine\nFIX  printer: off\n"), "{text}");
+        assert!(
+            text.contains("ok   store: fine\nFIX  printer: off\n"),
+            "{text}"
+        );
     }
 
     #[test]

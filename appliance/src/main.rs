@@ -371,13 +371,16 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 let d = Path::new(config::DEFAULT_CONFIG_PATH);
                 d.exists().then(|| d.to_owned())
             });
-            let shown = path
-                .as_deref()
-                .map_or_else(|| "(built-in defaults)".to_owned(), |p| p.display().to_string());
+            let shown = path.as_deref().map_or_else(
+                || "(built-in defaults)".to_owned(),
+                |p| p.display().to_string(),
+            );
             let config = match load_config(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
-                    out(&format!("FIX  config {shown}: invalid; fix the lines below, then `sentra-edge config check`\n"));
+                    out(&format!(
+                        "FIX  config {shown}: invalid; fix the lines below, then `sentra-edge config check`\n"
+                    ));
                     return Err(e);
                 }
             };

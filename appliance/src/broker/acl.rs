@@ -116,14 +116,20 @@ mod tests {
             for (topic, want) in [
                 (own.as_str(), true),
                 ("sentra/JKT01/devices/someone-else", false),
-                ("sentra/JKT02/devices/0190e0c2-aaaa-7bbb-8ccc-000000000001", false),
+                (
+                    "sentra/JKT02/devices/0190e0c2-aaaa-7bbb-8ccc-000000000001",
+                    false,
+                ),
                 ("sentra/JKT01/work-orders/1", false),
                 ("sentra/JKT01/scans/storeroom", false),
                 ("sentra/JKT01/stock/OLI-10W40", false),
                 ("sentra/JKT01/print-jobs/1", false),
                 ("sentra/JKT01/sync", false),
                 ("sentra/JKT01/devices", false),
-                ("sentra/JKT01/devices/0190e0c2-aaaa-7bbb-8ccc-000000000001/x", false),
+                (
+                    "sentra/JKT01/devices/0190e0c2-aaaa-7bbb-8ccc-000000000001/x",
+                    false,
+                ),
                 ("other", false),
             ] {
                 check(role, topic, P, want);

@@ -235,7 +235,8 @@ impl Bridge {
                                 work_order_id: m.work_order_id,
                                 seq,
                             };
-                            self.publish(topics.stock(&msg.sku), json(&msg), false).await;
+                            self.publish(topics.stock(&msg.sku), json(&msg), false)
+                                .await;
                         }
                         Err(e) => {
                             tracing::warn!(movement = %entity_id, error = %e, "mqtt: stock movement not read")

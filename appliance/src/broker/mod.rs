@@ -358,7 +358,12 @@ pub fn client_id_matches(client_id: &str, device_id: &str) -> bool {
 }
 
 impl Hooks {
-    async fn authenticate(&self, user: Option<&str>, pass: Option<&[u8]>, client_id: &str) -> AuthResult {
+    async fn authenticate(
+        &self,
+        user: Option<&str>,
+        pass: Option<&[u8]>,
+        client_id: &str,
+    ) -> AuthResult {
         let (Some(user), Some(pass)) = (user, pass) else {
             return AuthResult::NotAuthorized;
         };

@@ -69,12 +69,16 @@ async fn doctor_explains_a_refusing_printer_and_a_missing_scanner() {
     );
     let printer = line("FIX  printer");
     assert!(
-        printer.contains(&format!("{closed}")) && printer.contains("connection refused; is it switched on and on this network?"),
+        printer.contains(&format!("{closed}"))
+            && printer.contains("connection refused; is it switched on and on this network?"),
         "{printer}"
     );
     let sc = line("FIX  scanner");
     assert!(
-        sc.contains(&format!("{}: not present; is it plugged in? (see the udev rule", scanner.display())),
+        sc.contains(&format!(
+            "{}: not present; is it plugged in? (see the udev rule",
+            scanner.display()
+        )),
         "{sc}"
     );
     assert!(line("FIX  cloud").contains("not enrolled"), "{out}");
@@ -85,7 +89,10 @@ async fn doctor_explains_a_refusing_printer_and_a_missing_scanner() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FIX  daemon: not running"), "{out}");
     assert!(out.contains("systemctl start sentra-edge"), "{out}");
-    assert!(out.contains("FIX  broker 127.0.0.1:0: not listening"), "{out}");
+    assert!(
+        out.contains("FIX  broker 127.0.0.1:0: not listening"),
+        "{out}"
+    );
 }
 
 #[test]

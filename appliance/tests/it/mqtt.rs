@@ -50,7 +50,10 @@ async fn connect_v3(opts: MqttOptions) -> Result<(V3, bool), String> {
             }
         }
     });
-    match tokio::time::timeout(WAIT, rx.recv()).await.expect("connack in time") {
+    match tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("connack in time")
+    {
         Some(Ok(Packet::ConnAck(ack))) if ack.code == rumqttc::ConnectReturnCode::Success => {
             Ok((V3 { client, rx, task }, ack.session_present))
         }
@@ -201,7 +204,13 @@ async fn mqtt_keep_alive_zero_is_accepted_on_3_1_1_and_5() {
 
 /// An MQTT 5 CONNECT (clean start, username, password, `keep_alive`) on a fresh socket; returns
 /// the first bytes of the answer (the CONNACK).
-async fn connect_v5_raw(addr: SocketAddr, client_id: &str, user: &str, pass: &str, keep_alive: u16) -> Vec<u8> {
+async fn connect_v5_raw(
+    addr: SocketAddr,
+    client_id: &str,
+    user: &str,
+    pass: &str,
+    keep_alive: u16,
+) -> Vec<u8> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let field = |v: &mut Vec<u8>, s: &str| {
         v.extend_from_slice(&u16::try_from(s.len()).expect("short").to_be_bytes());
@@ -250,7 +259,11 @@ async fn mqtt_revoked_device_is_disconnected_and_refused() {
     let tablet = edge.pair(&site, "tablet").await;
     let mut c = connect_device(&edge, &tablet).await;
     let (s, b) = edge
-        .post(&admin, &format!("/v1/devices/{}/revoke", tablet.id), json!(null))
+        .post(
+            &admin,
+            &format!("/v1/devices/{}/revoke", tablet.id),
+            json!(null),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     // The live connection ends...
@@ -292,16 +305,20 @@ async fn mqtt_topic_permissions_by_role() {
     let tablet = edge.pair(&site, "tablet").await;
     let keeper = edge.pair(&site, "storekeeper").await;
     let mut watcher = connect_device(&edge, &keeper).await;
-    watcher.subscribe("sentra/JKT01/stock/#", QoS::AtLeastOnce).await;
-    watcher.subscribe("sentra/JKT01/devices/#", QoS::AtLeastOnce).await;
-    let mut o5 = rumqttc::v5::MqttOptions::new(tablet.id.clone(), addr.ip().to_string(), addr.port());
+    watcher
+        .subscribe("sentra/JKT01/stock/#", QoS::AtLeastOnce)
+        .await;
+    watcher
+        .subscribe("sentra/JKT01/devices/#", QoS::AtLeastOnce)
+        .await;
+    let mut o5 =
+        rumqttc::v5::MqttOptions::new(tablet.id.clone(), addr.ip().to_string(), addr.port());
     o5.set_credentials(tablet.id.clone(), tablet.token.clone());
     let (c5, mut ev5) = rumqttc::v5::AsyncClient::new(o5, 10);
     let (tx, mut acks) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok(e) = ev5.poll().await {
-            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(a)) = e
-            {
+            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(a)) = e {
                 let _ = tx.send(a.reason);
             }
         }
@@ -316,7 +333,10 @@ async fn mqtt_topic_permissions_by_role() {
     )
     .await
     .expect("publish");
-    let reason = tokio::time::timeout(WAIT, acks.recv()).await.expect("puback").expect("ack");
+    let reason = tokio::time::timeout(WAIT, acks.recv())
+        .await
+        .expect("puback")
+        .expect("ack");
     assert_eq!(reason, PubAckReason::NotAuthorized);
     c5.publish(
         format!("sentra/JKT01/devices/{}", tablet.id),
@@ -326,9 +346,15 @@ async fn mqtt_topic_permissions_by_role() {
     )
     .await
     .expect("publish");
-    let reason = tokio::time::timeout(WAIT, acks.recv()).await.expect("puback").expect("ack");
+    let reason = tokio::time::timeout(WAIT, acks.recv())
+        .await
+        .expect("puback")
+        .expect("ack");
     assert!(
-        matches!(reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers),
+        matches!(
+            reason,
+            PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+        ),
         "{reason:?}"
     );
     // The forged stock level never reached the watcher: the first message it gets is the
@@ -353,10 +379,15 @@ async fn mqtt_events_follow_the_api_at_min_qos() {
         rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)
     ));
     let mut q0 = connect_device(&edge, &pos).await;
-    q0.subscribe("sentra/JKT01/work-orders/#", QoS::AtMostOnce).await;
+    q0.subscribe("sentra/JKT01/work-orders/#", QoS::AtMostOnce)
+        .await;
 
     let (s, wo) = edge
-        .post(&tablet, "/v1/work-orders", json!({"customer_name": "Budi", "vehicle_plate": "B1234XYZ", "complaint": "Rem bunyi"}))
+        .post(
+            &tablet,
+            "/v1/work-orders",
+            json!({"customer_name": "Budi", "vehicle_plate": "B1234XYZ", "complaint": "Rem bunyi"}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{wo}");
     let id = wo["id"].as_str().expect("id");
@@ -364,12 +395,20 @@ async fn mqtt_events_follow_the_api_at_min_qos() {
     let (p, v) = q1.publish_on(&topic).await;
     assert_eq!(v["status"], "OPEN");
     assert_eq!(v["op"], "created");
-    assert_eq!(p.qos, QoS::AtLeastOnce, "QoS 1 publish to a QoS 1 subscriber");
+    assert_eq!(
+        p.qos,
+        QoS::AtLeastOnce,
+        "QoS 1 publish to a QoS 1 subscriber"
+    );
     let (p0, _) = q0.publish_on(&topic).await;
     assert_eq!(p0.qos, QoS::AtMostOnce, "min(publish, subscription) QoS");
 
     let (s, b) = edge
-        .post(&tablet, &format!("/v1/work-orders/{id}/status"), json!({"status": "IN_PROGRESS"}))
+        .post(
+            &tablet,
+            &format!("/v1/work-orders/{id}/status"),
+            json!({"status": "IN_PROGRESS"}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let (_, v) = q1.publish_on(&topic).await;
@@ -378,7 +417,11 @@ async fn mqtt_events_follow_the_api_at_min_qos() {
     let (_, stock) = edge.get(&keeper, "/v1/stock/BRK-PAD-FR").await;
     let before = stock["on_hand"].as_i64().expect("on_hand");
     let (s, b) = edge
-        .post(&keeper, &format!("/v1/work-orders/{id}/parts"), json!({"sku": "BRK-PAD-FR", "qty": 2}))
+        .post(
+            &keeper,
+            &format!("/v1/work-orders/{id}/parts"),
+            json!({"sku": "BRK-PAD-FR", "qty": 2}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let (_, v) = q1.publish_on("sentra/JKT01/stock/BRK-PAD-FR").await;
@@ -388,19 +431,33 @@ async fn mqtt_events_follow_the_api_at_min_qos() {
     assert_eq!(v["work_order_id"], id);
 
     let (s, b) = edge
-        .post(&tablet, &format!("/v1/work-orders/{id}/status"), json!({"status": "DONE"}))
+        .post(
+            &tablet,
+            &format!("/v1/work-orders/{id}/status"),
+            json!({"status": "DONE"}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let (s, inv) = edge
-        .post(&pos, "/v1/invoices", json!({"work_order_id": id, "labour": [{"description": "Jasa", "amount": 100000}]}))
+        .post(
+            &pos,
+            "/v1/invoices",
+            json!({"work_order_id": id, "labour": [{"description": "Jasa", "amount": 100000}]}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{inv}");
     let (s, job) = edge
-        .post(&pos, &format!("/v1/invoices/{}/print", inv["id"].as_str().expect("id")), json!(null))
+        .post(
+            &pos,
+            &format!("/v1/invoices/{}/print", inv["id"].as_str().expect("id")),
+            json!(null),
+        )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{job}");
     let job_id = job["id"].as_str().expect("job id");
-    let (_, v) = q1.publish_on(&format!("sentra/JKT01/print-jobs/{job_id}")).await;
+    let (_, v) = q1
+        .publish_on(&format!("sentra/JKT01/print-jobs/{job_id}"))
+        .await;
     assert_eq!(v["id"], job_id);
     assert!(v["status"].is_string(), "{v}");
 }
@@ -439,21 +496,28 @@ async fn mqtt_qos1_messages_wait_for_a_persistent_session() {
         o
     };
     let (mut c, _) = connect_v3(persistent()).await.expect("connect");
-    c.subscribe("sentra/JKT01/work-orders/#", QoS::AtLeastOnce).await;
+    c.subscribe("sentra/JKT01/work-orders/#", QoS::AtLeastOnce)
+        .await;
     // The link drops (the client's socket closes without a DISCONNECT).
     c.task.abort();
     drop(c);
 
     // While it is away, a work order is opened.
     let (s, wo) = edge
-        .post(&tablet, "/v1/work-orders", json!({"customer_name": "Sari", "vehicle_plate": "B1BEN", "complaint": "Oli"}))
+        .post(
+            &tablet,
+            "/v1/work-orders",
+            json!({"customer_name": "Sari", "vehicle_plate": "B1BEN", "complaint": "Oli"}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{wo}");
     let id = wo["id"].as_str().expect("id");
 
     let (mut c, session_present) = connect_v3(persistent()).await.expect("reconnect");
     assert!(session_present, "the broker kept the session");
-    let (p, v) = c.publish_on(&format!("sentra/JKT01/work-orders/{id}")).await;
+    let (p, v) = c
+        .publish_on(&format!("sentra/JKT01/work-orders/{id}"))
+        .await;
     assert_eq!(v["status"], "OPEN");
     assert_eq!(p.qos, QoS::AtLeastOnce);
 }
