@@ -78,7 +78,13 @@ type Devices = Arc<Mutex<HashMap<String, Role>>>;
 pub struct Broker {
     runtime: Option<tokio::runtime::Runtime>,
     handle: BrokerHandle,
+    /// The hooks' way to the store, taken back at stop: rmqtt keeps its server context (and so
+    /// the hooks) alive after its runtime stops, and a store handle left there would keep the
+    /// store's connections open past the daemon's stop (no final WAL checkpoint).
+    store: SharedStore,
 }
+
+type SharedStore = Arc<Mutex<Option<Store>>>;
 
 /// A cheap, cloneable handle: publish, count clients, disconnect a revoked device.
 #[derive(Clone)]
@@ -113,6 +119,8 @@ impl Broker {
             .build()
             .map_err(BrokerError::Runtime)?;
         let devices: Devices = Arc::default();
+        let shared_store: SharedStore = Arc::new(Mutex::new(Some(store)));
+        let store = shared_store.clone();
         let cfg = config.clone();
         let hooks_devices = devices.clone();
         let (scx, listener, addr) = runtime.block_on(async move {
@@ -204,6 +212,7 @@ impl Broker {
         Ok(Broker {
             runtime: Some(runtime),
             handle,
+            store: shared_store,
         })
     }
 
@@ -221,6 +230,14 @@ impl Broker {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(STOP_GRACE);
         }
+        self.release_store();
+    }
+
+    fn release_store(&self) {
+        self.store
+            .lock()
+            .expect("store slot lock is never poisoned")
+            .take();
     }
 }
 
@@ -229,6 +246,7 @@ impl Drop for Broker {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
+        self.release_store();
     }
 }
 
@@ -343,7 +361,7 @@ pub fn read_state_file(dir: &Path) -> Option<BrokerState> {
 
 /// Authentication and the ACL, as rmqtt hooks.
 struct Hooks {
-    store: Store,
+    store: SharedStore,
     branch: String,
     devices: Devices,
 }
@@ -373,11 +391,15 @@ impl Hooks {
         if token.is_empty() || token.len() > 256 {
             return AuthResult::BadUsernameOrPassword;
         }
-        let device = match self
+        let store = self
             .store
-            .read(move |c| devices::authenticate(c, &token))
-            .await
-        {
+            .lock()
+            .expect("store slot lock is never poisoned")
+            .clone();
+        let Some(store) = store else {
+            return AuthResult::NotAuthorized;
+        };
+        let device = match store.read(move |c| devices::authenticate(c, &token)).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "mqtt authentication could not read the store");
