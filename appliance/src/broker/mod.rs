@@ -112,6 +112,17 @@ impl Broker {
     /// Bind `config.listen` and start serving. Authentication and permissions come from `store`
     /// (paired devices) and `branch` (the topics' `<branch>`).
     pub fn start(config: &MqttConfig, store: Store, branch: String) -> Result<Broker, BrokerError> {
+        Self::start_with(config, store, branch, true)
+    }
+
+    /// [`Broker::start`] with Nagle's algorithm on or off (`nodelay`): the daemon always turns
+    /// it off; the benchmark measures what leaving it on costs.
+    pub fn start_with(
+        config: &MqttConfig,
+        store: Store,
+        branch: String,
+        nodelay: bool,
+    ) -> Result<Broker, BrokerError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(WORKER_THREADS)
             .thread_name("sentra-mqtt")
@@ -129,7 +140,7 @@ impl Broker {
                 .laddr(cfg.listen)
                 // Events are small and latency matters: no Nagle delay (with it, every QoS 1
                 // round trip waited for the peer's delayed ACK).
-                .nodelay(true)
+                .nodelay(nodelay)
                 .reuseaddr(Some(true))
                 .allow_anonymous(false)
                 .allow_zero_keepalive(true)
