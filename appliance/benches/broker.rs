@@ -284,10 +284,19 @@ fn main() -> anyhow::Result<()> {
     );
     runtime.block_on(async {
         // What the earlier attempt saw: QoS 1 with Nagle on.
-        let (rate, got, want) = throughput(&ours_nagle, QoS::AtLeastOnce, 1, n.min(5_000), inflight).await?;
-        println!("{:<20} throughput QoS 1: {rate:>9.0} msg/s  ({got}/{want} delivered)", ours_nagle.name);
+        let (rate, got, want) =
+            throughput(&ours_nagle, QoS::AtLeastOnce, 1, n.min(5_000), inflight).await?;
+        println!(
+            "{:<20} throughput QoS 1: {rate:>9.0} msg/s  ({got}/{want} delivered)",
+            ours_nagle.name
+        );
         let (p50, p99) = latency(&ours_nagle, QoS::AtLeastOnce, samples.min(500)).await?;
-        println!("{:<20} latency QoS 1: p50 {:>6} us  p99 {:>6} us", ours_nagle.name, p50.as_micros(), p99.as_micros());
+        println!(
+            "{:<20} latency QoS 1: p50 {:>6} us  p99 {:>6} us",
+            ours_nagle.name,
+            p50.as_micros(),
+            p99.as_micros()
+        );
         for t in &targets {
             for (label, qos) in [("QoS 0", QoS::AtMostOnce), ("QoS 1", QoS::AtLeastOnce)] {
                 let (rate, got, want) = throughput(t, qos, 1, n, inflight).await?;

@@ -288,7 +288,10 @@ fn main() -> anyhow::Result<()> {
             data_dir: dir.path().to_owned(),
         };
         let (notices, cancel) = (store.subscribe(), supervisor.token());
-        supervisor.spawn("mqtt-bridge", async move { bridge.run(notices, cancel).await });
+        supervisor.spawn(
+            "mqtt-bridge",
+            async move { bridge.run(notices, cancel).await },
+        );
         let (dev, token) = store
             .write(|w| {
                 sentra_edge::store::devices::create_direct(
@@ -336,7 +339,10 @@ fn main() -> anyhow::Result<()> {
                     .context("mqtt client stopped")?;
                 if let rumqttc::Packet::Publish(p) = p {
                     if !p.payload.windows(9).any(|w| w == b"dispensed") {
-                        bail!("expected a dispense, got {}", String::from_utf8_lossy(&p.payload));
+                        bail!(
+                            "expected a dispense, got {}",
+                            String::from_utf8_lossy(&p.payload)
+                        );
                     }
                     lat.push(at.duration_since(t));
                     break;
