@@ -272,14 +272,19 @@ fn main() -> anyhow::Result<()> {
 
         // Scan -> MQTT: the daemon's broker and bridge in-process, a paired device subscribed
         // over TCP to the scanner's topic (QoS 1), the slip still open (each scan dispenses).
-        let broker = sentra_edge::broker::Broker::start(
-            &sentra_edge::config::MqttConfig {
+        let (mqtt_cfg, bstore, branch) = (
+            sentra_edge::config::MqttConfig {
                 listen: "127.0.0.1:0".parse()?,
                 ..config.mqtt.clone()
             },
             store.clone(),
             config.branch.id.clone(),
-        )?;
+        );
+        // Blocking (it builds the broker's own runtime): off the async threads.
+        let broker = tokio::task::spawn_blocking(move || {
+            sentra_edge::broker::Broker::start(&mqtt_cfg, bstore, branch)
+        })
+        .await??;
         let bridge = sentra_edge::broker::bridge::Bridge {
             store: store.clone(),
             broker: broker.handle(),
