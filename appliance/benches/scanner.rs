@@ -10,6 +10,9 @@
 //!   committed, fsynced write each). Floors: the pty alone (write on the master → line read on
 //!   the slave) and the same dispense written straight to the store (no scanner).
 //!
+//! - Scan to MQTT: the same dispense scans, until the `sentra/<branch>/scans/<scanner>` message
+//!   reaches a paired device subscribed over TCP to the in-process broker (QoS 1).
+//!
 //! `cargo bench -p sentra-edge --bench scanner`
 //! Env: BENCH_SCANS (1000 per latency phase), BENCH_DECODE_FRAMES (200000).
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
@@ -267,9 +270,97 @@ fn main() -> anyhow::Result<()> {
         }
         report("floor: store.write(dispense), no scanner", floor);
 
+        // Scan -> MQTT: the daemon's broker and bridge in-process, a paired device subscribed
+        // over TCP to the scanner's topic (QoS 1), the slip still open (each scan dispenses).
+        let (mqtt_cfg, bstore, branch) = (
+            sentra_edge::config::MqttConfig {
+                listen: "127.0.0.1:0".parse()?,
+                ..config.mqtt.clone()
+            },
+            store.clone(),
+            config.branch.id.clone(),
+        );
+        // Blocking (it builds the broker's own runtime): off the async threads.
+        let broker = tokio::task::spawn_blocking(move || {
+            sentra_edge::broker::Broker::start(&mqtt_cfg, bstore, branch)
+        })
+        .await??;
+        let bridge = sentra_edge::broker::bridge::Bridge {
+            store: store.clone(),
+            broker: broker.handle(),
+            branch: config.branch.id.clone(),
+            sync: sentra_edge::sync::SyncHandle::default(),
+            data_dir: dir.path().to_owned(),
+        };
+        let (notices, cancel) = (store.subscribe(), supervisor.token());
+        supervisor.spawn(
+            "mqtt-bridge",
+            async move { bridge.run(notices, cancel).await },
+        );
+        let (dev, token) = store
+            .write(|w| {
+                sentra_edge::store::devices::create_direct(
+                    w,
+                    &Name::parse("bench tablet").expect("valid"),
+                    sentra_edge::domain::Role::Tablet,
+                )
+            })
+            .await?;
+        let addr = broker.local_addr();
+        let mut o = rumqttc::MqttOptions::new(dev.id.clone(), addr.ip().to_string(), addr.port());
+        o.set_credentials(dev.id.clone(), token);
+        let (client, mut ev) = rumqttc::AsyncClient::new(o, 100);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let poller = tokio::spawn(async move {
+            while let Ok(e) = ev.poll().await {
+                if let rumqttc::Event::Incoming(p) = e
+                    && tx.send((Instant::now(), p)).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        client
+            .subscribe(
+                format!("sentra/{}/scans/bench", config.branch.id),
+                rumqttc::QoS::AtLeastOnce,
+            )
+            .await?;
+        loop {
+            let (_, p) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await?
+                .context("mqtt client stopped")?;
+            if matches!(p, rumqttc::Packet::SubAck(_)) {
+                break;
+            }
+        }
+        let mut lat = Vec::with_capacity(scans);
+        for _ in 0..scans {
+            let t = Instant::now();
+            master.write_all(MIX[0]).await?;
+            loop {
+                let (at, p) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await?
+                    .context("mqtt client stopped")?;
+                if let rumqttc::Packet::Publish(p) = p {
+                    if !p.payload.windows(9).any(|w| w == b"dispensed") {
+                        bail!(
+                            "expected a dispense, got {}",
+                            String::from_utf8_lossy(&p.payload)
+                        );
+                    }
+                    lat.push(at.duration_since(t));
+                    break;
+                }
+            }
+        }
+        report("scan -> MQTT message at a subscriber, dispense", lat);
+        poller.abort();
+
         supervisor.token().cancel();
         drop(master);
         supervisor.wait().await;
+        tokio::task::spawn_blocking(move || broker.stop()).await?;
         store.shutdown().await;
         drop(slave);
         anyhow::Ok(())

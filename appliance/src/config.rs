@@ -228,6 +228,48 @@ pub const KEYS: &[Key] = &[
         doc: "Longest wait between attempts to open a missing or failed scanner (backoff from 100 ms), so a replugged scanner reads within about 2 s.",
     },
     Key {
+        section: "mqtt",
+        name: "enabled",
+        default: "true",
+        doc: "Run the branch MQTT broker (live events for tablets and POS). When false nothing listens on mqtt.listen and pairing answers mqtt: null.",
+    },
+    Key {
+        section: "mqtt",
+        name: "listen",
+        default: "0.0.0.0:1883",
+        doc: "Address of the MQTT broker on the branch LAN (MQTT 3.1, 3.1.1 and 5 on one port). Port 0 picks a free port (tests, demo).",
+    },
+    Key {
+        section: "mqtt",
+        name: "max_clients",
+        default: "256",
+        doc: "Most MQTT connections at once; a branch has tens of devices, so more is a misbehaving client and is refused.",
+    },
+    Key {
+        section: "mqtt",
+        name: "max_inflight",
+        default: "64",
+        doc: "QoS 1/2 messages sent to one client and not yet acknowledged; more wait in its queue. Large enough that a tablet on Wi-Fi is not throttled by round trips.",
+    },
+    Key {
+        section: "mqtt",
+        name: "max_queued_messages",
+        default: "1000",
+        doc: "Messages kept per client while it is slow or offline (persistent sessions); past it new ones are dropped, so memory stays bounded (about 1000 x 1 KB per client).",
+    },
+    Key {
+        section: "mqtt",
+        name: "session_expiry_secs",
+        default: "7200",
+        doc: "How long the broker keeps an offline client's persistent session (clean_session=false) and its queued QoS 1/2 messages.",
+    },
+    Key {
+        section: "mqtt",
+        name: "max_packet_bytes",
+        default: "65536",
+        doc: "Largest MQTT packet accepted; our events are a few hundred bytes.",
+    },
+    Key {
         section: "log",
         name: "level",
         default: "info",
@@ -244,7 +286,19 @@ pub struct Config {
     pub sync: SyncConfig,
     pub printer: PrinterConfig,
     pub scanner: ScannerConfig,
+    pub mqtt: MqttConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub max_clients: usize,
+    pub max_inflight: u16,
+    pub max_queued_messages: usize,
+    pub session_expiry_secs: u64,
+    pub max_packet_bytes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -510,6 +564,24 @@ impl Config {
                 name: p.get("scanner", "name", parse_scanner_name),
                 retry_max_ms: p.get("scanner", "retry_max_ms", |s| parse_range(s, 100, 600_000)),
             },
+            mqtt: MqttConfig {
+                enabled: p.get("mqtt", "enabled", parse_bool),
+                listen: p.get("mqtt", "listen", |s| {
+                    SocketAddr::from_str(s)
+                        .map_err(|_| "expected an address and port, e.g. 0.0.0.0:1883".into())
+                }),
+                max_clients: p.get("mqtt", "max_clients", |s| parse_range(s, 1, 100_000)),
+                max_inflight: p.get("mqtt", "max_inflight", |s| parse_range(s, 1, 65_535)),
+                max_queued_messages: p.get("mqtt", "max_queued_messages", |s| {
+                    parse_range(s, 1, 1_000_000)
+                }),
+                session_expiry_secs: p.get("mqtt", "session_expiry_secs", |s| {
+                    parse_range(s, 0, 30 * 86_400)
+                }),
+                max_packet_bytes: p.get("mqtt", "max_packet_bytes", |s| {
+                    parse_range(s, 1024, 16 << 20)
+                }),
+            },
             log: LogConfig {
                 level: p.get("log", "level", |s| {
                     tracing_subscriber::EnvFilter::try_new(s)
@@ -569,6 +641,13 @@ impl Config {
                 ("scanner", "baud") => self.scanner.baud.to_string(),
                 ("scanner", "name") => self.scanner.name.clone(),
                 ("scanner", "retry_max_ms") => self.scanner.retry_max_ms.to_string(),
+                ("mqtt", "enabled") => self.mqtt.enabled.to_string(),
+                ("mqtt", "listen") => self.mqtt.listen.to_string(),
+                ("mqtt", "max_clients") => self.mqtt.max_clients.to_string(),
+                ("mqtt", "max_inflight") => self.mqtt.max_inflight.to_string(),
+                ("mqtt", "max_queued_messages") => self.mqtt.max_queued_messages.to_string(),
+                ("mqtt", "session_expiry_secs") => self.mqtt.session_expiry_secs.to_string(),
+                ("mqtt", "max_packet_bytes") => self.mqtt.max_packet_bytes.to_string(),
                 ("log", "level") => self.log.level.clone(),
                 _ => unreachable!("KEYS and to_toml list the same keys (tested)"),
             }

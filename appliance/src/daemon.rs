@@ -31,6 +31,8 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
+    #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 
@@ -40,7 +42,10 @@ impl StartError {
             StartError::Config(_) => 2,
             StartError::Key(_) => 3,
             StartError::Store(e) if e.is_unreadable() => 3,
-            StartError::Store(_) | StartError::Bind { .. } | StartError::Other(_) => 1,
+            StartError::Store(_)
+            | StartError::Bind { .. }
+            | StartError::Broker(_)
+            | StartError::Other(_) => 1,
         }
     }
 }
@@ -70,6 +75,33 @@ pub async fn open_store_with(config: &Config, key: StoreKey) -> Result<Store, St
 /// What a started daemon tells its caller.
 pub struct Started {
     pub addr: SocketAddr,
+    /// Where the MQTT broker listens (None: `mqtt.enabled = false`).
+    pub mqtt: Option<SocketAddr>,
+}
+
+/// What `sentra-edge doctor` reads to find the running daemon: `daemon-state.json` in the data
+/// directory, written at start and removed at a clean stop.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DaemonState {
+    pub pid: u32,
+    pub version: String,
+    pub started_at: String,
+    pub api: SocketAddr,
+    pub mqtt: Option<SocketAddr>,
+}
+
+pub const STATE_FILE: &str = "daemon-state.json";
+
+pub fn read_state_file(dir: &std::path::Path) -> Option<DaemonState> {
+    serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
+}
+
+fn write_state_file(dir: &std::path::Path, state: &DaemonState) {
+    let (path, tmp) = (dir.join(STATE_FILE), dir.join(format!("{STATE_FILE}.tmp")));
+    let json = serde_json::to_vec_pretty(state).expect("the state always serialises");
+    if let Err(e) = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &path)) {
+        tracing::warn!(path = %path.display(), error = %e, "daemon state file not written; doctor will not find the daemon");
+    }
 }
 
 /// Run the daemon until SIGTERM/SIGINT (or `supervisor` is cancelled). `on_ready` runs once the
@@ -90,10 +122,38 @@ pub async fn run(
         addr: config.api.listen,
         source,
     })?;
+    // The broker binds before anything is served, so a taken port stops the start with its
+    // own error, and the bridge hears every change from the first request on.
+    let broker = if config.mqtt.enabled {
+        let (cfg, st, branch) = (config.mqtt.clone(), store.clone(), config.branch.id.clone());
+        Some(
+            tokio::task::spawn_blocking(move || crate::broker::Broker::start(&cfg, st, branch))
+                .await
+                .context("broker start task")??,
+        )
+    } else {
+        None
+    };
+    let mqtt_addr = broker.as_ref().map(crate::broker::Broker::local_addr);
     let sync = SyncHandle::default();
     let mut state = AppState::new(store.clone(), config.clone(), sync.clone());
     let scanner = crate::scanner::ScannerHandle::new(&config.scanner);
     state.scanner = scanner.clone();
+    state.mqtt_port = mqtt_addr.map(|a| a.port());
+    if let Some(b) = &broker {
+        let bridge = crate::broker::bridge::Bridge {
+            store: store.clone(),
+            broker: b.handle(),
+            branch: config.branch.id.clone(),
+            sync: sync.clone(),
+            data_dir: config.store.data_dir.clone(),
+        };
+        let (notices, cancel) = (store.subscribe(), supervisor.token());
+        supervisor.spawn(
+            "mqtt-bridge",
+            async move { bridge.run(notices, cancel).await },
+        );
+    }
     supervisor
         .cancel_on_signals()
         .context("installing signal handlers")?;
@@ -134,24 +194,52 @@ pub async fn run(
         scanner,
     );
     tracing::info!(%addr, branch = %config.branch.id, device = %store.ctx().device_id, version = env!("CARGO_PKG_VERSION"), "sentra-edge serving");
-    on_ready(&Started { addr }, &store);
+    let daemon_state = DaemonState {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: store::format_time(time::OffsetDateTime::now_utc()),
+        api: addr,
+        mqtt: mqtt_addr,
+    };
+    let data_dir = config.store.data_dir.clone();
+    {
+        let dir = data_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || write_state_file(&dir, &daemon_state)).await;
+    }
+    on_ready(
+        &Started {
+            addr,
+            mqtt: mqtt_addr,
+        },
+        &store,
+    );
     // READY only now: the store is open and migrated, the API's socket is bound and its task
-    // runs. Whatever else serves the LAN (the MQTT broker) must be started above this line and
-    // its address given to the watchdog's `Targets`, so READY and the pings cover it too.
-    crate::watchdog::ready(&format!("serving: api {addr}, branch {}", config.branch.id));
+    // runs, and the MQTT broker listens. Anything else that serves the LAN must start above this
+    // line and be given to the watchdog's `Targets`, so READY and the pings cover it too.
+    let serving = match mqtt_addr {
+        Some(m) => format!("serving: api {addr}, mqtt {m}, branch {}", config.branch.id),
+        None => format!("serving: api {addr}, branch {}", config.branch.id),
+    };
+    crate::watchdog::ready(&serving);
     let targets = crate::watchdog::Targets {
         store: store.clone(),
         api: addr,
-        broker: None,
+        broker: mqtt_addr,
     };
     if let Some(every) = crate::watchdog::spawn(&supervisor, targets) {
         tracing::info!(
             every_ms = every.as_millis() as u64,
-            "systemd watchdog: probing store and API"
+            "systemd watchdog: probing store, API and broker"
         );
     }
     supervisor.wait().await;
     crate::watchdog::stopping();
+    // The bridge has stopped (a supervised task); now drop the broker's connections, then close
+    // the store.
+    if let Some(b) = broker {
+        let _ = tokio::task::spawn_blocking(move || b.stop()).await;
+    }
+    let _ = std::fs::remove_file(data_dir.join(STATE_FILE));
     store.shutdown().await;
     tracing::info!("sentra-edge stopped");
     Ok(())
@@ -174,6 +262,8 @@ impl Demo {
         config.store.data_dir = dir.path().to_owned();
         config.store.key_file = PathBuf::from("(generated for the demo)");
         config.api.listen = listen;
+        // The demo's broker takes a free port next to its API.
+        config.mqtt.listen = SocketAddr::new(listen.ip(), 0);
         // The demo's printer is a file: documents land there as ESC/POS bytes.
         config.printer.kind = crate::config::PrinterKind::File;
         config.printer.address = dir.path().join("printer.escpos").display().to_string();

@@ -2,8 +2,10 @@
 //! what it owns.
 
 pub mod api;
+pub mod broker;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod domain;
 pub mod metrics;
 pub mod printer;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sentra_edge::config::{self, Config};
 use sentra_edge::daemon::{self, Demo, StartError};
+use sentra_edge::doctor;
 use sentra_edge::domain::Role;
 use sentra_edge::store::{StoreKey, devices, outbox, print_jobs, sync as store_sync};
 use sentra_edge::supervisor::Supervisor;
@@ -78,6 +79,12 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Check the box (configuration, store, daemon, broker, printer, scanner, cloud) and say
+    /// what needs action; exit code 1 when something does.
+    Doctor {
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Write an encrypted online backup of the store (same key) to FILE.
     Backup {
@@ -160,6 +167,9 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             telemetry::init(&config.log.level);
             let store = daemon::open_store(&config).await?;
             daemon::run(config, store, Supervisor::new(), |started, _| {
+                if let Some(mqtt) = started.mqtt {
+                    out(&format!("sentra-edge: mqtt listening on {mqtt}\n"));
+                }
                 out(&format!(
                     "sentra-edge: api listening on http://{}\n",
                     started.addr
@@ -176,6 +186,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             let branch = format!("{} ({})", config.branch.id, config.branch.name);
             let dir = demo.dir.path().display().to_string();
             let printer_file = config.printer.address.clone();
+            let branch_id = config.branch.id.clone();
             daemon::run(config, store, Supervisor::new(), move |started, _| {
                 let url = format!("http://{}", started.addr);
                 let mut text = format!(
@@ -192,6 +203,11 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                     text.push_str(&format!("    {:<12} {}\n", c.role.as_str(), c.code));
                 }
                 text.push_str(&format!("  printer (ESC/POS bytes): {printer_file}\n"));
+                if let Some(mqtt) = started.mqtt {
+                    text.push_str(&format!(
+                        "  mqtt broker: {mqtt} (username: the device id, password: its token; topics sentra/{branch_id}/#)\n"
+                    ));
+                }
                 text.push_str("Paste into a shell to follow the README's examples:\n");
                 text.push_str(&format!("export API={url}\n"));
                 for c in &codes {
@@ -200,6 +216,10 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                         c.role.as_str().to_uppercase(),
                         c.code
                     ));
+                }
+                if let Some(mqtt) = started.mqtt {
+                    text.push_str(&format!("export MQTT_PORT={}\n", mqtt.port()));
+                    text.push_str(&format!("sentra-edge: mqtt listening on {mqtt}\n"));
                 }
                 text.push_str("sentra-edge: api listening on ");
                 text.push_str(&url);
@@ -365,6 +385,48 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 ));
             }
             Ok(())
+        }
+        Command::Doctor { config } => {
+            let path = config.clone().or_else(|| {
+                let d = Path::new(config::DEFAULT_CONFIG_PATH);
+                d.exists().then(|| d.to_owned())
+            });
+            let shown = path.as_deref().map_or_else(
+                || "(built-in defaults)".to_owned(),
+                |p| p.display().to_string(),
+            );
+            let config = match load_config(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    out(&format!(
+                        "FIX  config {shown}: invalid; fix the lines below, then `sentra-edge config check`\n"
+                    ));
+                    return Err(e);
+                }
+            };
+            telemetry::init("warn");
+            let mut report = doctor::Report::default();
+            report.push(doctor::Check {
+                needs_action: false,
+                line: format!("config {shown}: valid (branch {})", config.branch.id),
+            });
+            let store = match daemon::open_store(&config).await {
+                Ok(s) => s,
+                Err(e) => {
+                    out(&report.render());
+                    out(&format!("FIX  store {}: {e}\n", config.db_path().display()));
+                    return Err(e);
+                }
+            };
+            doctor::run(&config, &store, &mut report).await;
+            store.shutdown().await;
+            out(&report.render());
+            match report.exit_code() {
+                0 => Ok(()),
+                _ => Err(StartError::Other(anyhow::anyhow!(
+                    "doctor: something needs action (lines marked FIX)"
+                ))),
+            }
         }
         Command::Backup { file, config } => {
             let config = load_config(config.as_deref())?;

@@ -44,6 +44,8 @@ pub struct AppState {
     pub tokens: TokenCache,
     /// The barcode scanner's live state (`GET /v1/scanner`); disabled unless the daemon wires it.
     pub scanner: crate::scanner::ScannerHandle,
+    /// The broker's port for the pairing answer; None while no broker runs.
+    pub mqtt_port: Option<u16>,
 }
 
 /// Devices recently authenticated, by token hash, so a request does not cost a SQLCipher read
@@ -407,6 +409,7 @@ impl AppState {
             sync,
             tokens: TokenCache::default(),
             scanner: crate::scanner::ScannerHandle::default(),
+            mqtt_port: None,
         }
     }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, Body, Caller, Fingerprint, IdempotencyKey, path_id};
 use crate::domain::{Name, Role};
+use crate::store::Notice;
 use crate::store::devices::{self, Device};
 use crate::store::outbox::{self, OutboxStatus};
 use crate::store::sync::{self, Rejection, SyncState};
@@ -85,9 +86,23 @@ pub struct PairResponse {
     /// The bearer token for every later request. Shown once; store it in the device's keystore.
     pub token: String,
     pub device: Device,
-    /// Credentials for the branch MQTT broker; null until the broker is part of this build.
-    #[schema(value_type = Option<Object>)]
-    pub mqtt: Option<serde_json::Value>,
+    /// Credentials for the branch MQTT broker; null when the broker is disabled (`mqtt.enabled`).
+    pub mqtt: Option<MqttCredentials>,
+}
+
+/// How a paired device connects to the branch broker.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MqttCredentials {
+    /// The device id.
+    pub username: String,
+    /// The same token as for the API (it is the one secret the device holds).
+    pub password: String,
+    pub port: u16,
+    /// The client id to use: the device id, or the device id followed by `-` and a suffix for
+    /// a second connection. Any other client id is refused.
+    pub client_id: String,
+    /// Topics this device may subscribe to: `sentra/<branch>/#`.
+    pub topics: String,
 }
 
 /// Longest code accepted before normalising (`XXXX-XXXX` with some slack for spaces).
@@ -115,12 +130,19 @@ pub async fn pair(
         .write(move |w| devices::redeem(w, &code, &device_name, role))
         .await?;
     tracing::info!(device = %device.id, role = device.role.as_str(), name = %device.name, "device paired");
+    let mqtt = s.mqtt_port.map(|port| MqttCredentials {
+        username: device.id.clone(),
+        password: token.clone(),
+        port,
+        client_id: device.id.clone(),
+        topics: format!("sentra/{}/#", s.config.branch.id),
+    });
     Ok((
         StatusCode::CREATED,
         Json(PairResponse {
             token,
             device,
-            mqtt: None,
+            mqtt,
         }),
     )
         .into_response())
@@ -173,6 +195,7 @@ pub async fn revoke_device(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
+    let revoked = id.clone();
     let answer = s
         .write(&caller, key, fp, StatusCode::OK, move |w, _| {
             devices::revoke(w, &id)?;
@@ -181,6 +204,10 @@ pub async fn revoke_device(
         .await;
     // Committed (or failed): either way the next request of that device must ask the store.
     s.tokens.clear();
+    if answer.is_ok() {
+        // And its MQTT connections end now (the broker forgets the device).
+        s.store.announce(Notice::DeviceRevoked { id: revoked });
+    }
     answer
 }
 

@@ -66,9 +66,11 @@ pub enum Notice {
     Scan(pick_slips::ScanNotice),
     /// A rental booking changed state: taken (HELD online, TENTATIVE offline) or decided by the
     /// cloud at sync (CONFIRMED, REJECTED with the reason). Announced after the commit; the
-    /// MQTT bridge publishes it as the JSON of [`bookings::BookingNotice`] for the counter's
-    /// screens (a topic such as `sentra/<branch>/bookings/<id>`).
+    /// MQTT bridge publishes it as the JSON of [`bookings::BookingNotice`] on
+    /// `sentra/<branch>/bookings/<id>` for the counter's screens.
     Booking(bookings::BookingNotice),
+    /// A paired device was revoked: the broker forgets it and disconnects it at once.
+    DeviceRevoked { id: String },
 }
 
 /// Errors of the store and the domain rules it enforces.

@@ -372,3 +372,28 @@ pub fn list(conn: &Connection, status: Option<Status>, limit: u32) -> Result<Vec
     }
     Ok(out)
 }
+
+/// A stock movement as the broker bridge announces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Movement {
+    pub sku: String,
+    pub delta: i64,
+    /// DISPENSE, RECEIPT, ...
+    pub reason: String,
+    pub work_order_id: Option<String>,
+}
+
+pub fn movement(conn: &Connection, id: &str) -> Result<Movement> {
+    conn.prepare_cached(
+        "SELECT sku, delta, reason, work_order_id FROM stock_movements WHERE id = ?1",
+    )?
+    .query_row([id], |r| {
+        Ok(Movement {
+            sku: r.get(0)?,
+            delta: r.get(1)?,
+            reason: r.get(2)?,
+            work_order_id: r.get(3)?,
+        })
+    })
+    .or_not_found("stock movement", id)
+}

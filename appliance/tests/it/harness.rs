@@ -46,7 +46,7 @@ impl Site {
         std::fs::write(
             &config,
             format!(
-                "[branch]\nid = \"JKT01\"\nname = \"Bengkel Uji\"\n[store]\ndata_dir = {:?}\nkey_file = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n{extra}",
+                "[branch]\nid = \"JKT01\"\nname = \"Bengkel Uji\"\n[store]\ndata_dir = {:?}\nkey_file = {:?}\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n{extra}",
                 data.display().to_string(),
                 key_file.display().to_string()
             ),
@@ -105,6 +105,9 @@ pub struct Edge {
     pub child: Child,
     pub base: String,
     pub http: reqwest::Client,
+    /// Where its MQTT broker listens (None when `mqtt.enabled = false`).
+    #[allow(dead_code)]
+    pub mqtt: Option<std::net::SocketAddr>,
 }
 
 impl Edge {
@@ -123,8 +126,12 @@ impl Edge {
         let mut child = cmd.spawn().expect("spawn sentra-edge");
         let stdout = child.stdout.take().expect("piped");
         let mut lines = BufReader::new(stdout).lines();
+        let mut mqtt = None;
         let base = tokio::time::timeout(START_TIMEOUT, async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(addr) = line.strip_prefix("sentra-edge: mqtt listening on ") {
+                    mqtt = Some(addr.parse().expect("mqtt address"));
+                }
                 if let Some(url) = line.strip_prefix("sentra-edge: api listening on ") {
                     return url.to_owned();
                 }
@@ -139,6 +146,7 @@ impl Edge {
             child,
             base,
             http: http_client(),
+            mqtt,
         }
     }
 

@@ -148,7 +148,7 @@ async fn online_backup_restores_into_a_running_daemon() {
     std::fs::write(
         &restore_cfg,
         format!(
-            "[branch]\nid = \"JKT01\"\n[store]\ndata_dir = {:?}\nkey_file = {:?}\n[api]\nlisten = \"127.0.0.1:0\"\n",
+            "[branch]\nid = \"JKT01\"\n[store]\ndata_dir = {:?}\nkey_file = {:?}\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
             backup_dir.path().display().to_string(),
             site.key_file.display().to_string()
         ),

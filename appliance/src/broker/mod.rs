@@ -1,0 +1,564 @@
+//! The branch MQTT broker: live events for the tablets, POS and storekeeper terminal on the LAN.
+//!
+//! An embedded `rmqtt` server (MQTT 3.1, 3.1.1 and 5 on one port) on a runtime of its own, so
+//! that a stop drops every connection task it spawned, and so that a flood of MQTT traffic cannot
+//! starve the local API. What this module adds to it:
+//! - **authentication** ([`Hooks`]): username = the device id from pairing, password = that
+//!   device's token, checked against the store's hashed tokens like the API's bearer tokens
+//!   (revoked devices are refused, and a revocation disconnects them at once); the client id must
+//!   be the device id or start with `<device id>-`, so no device can take over another's session;
+//! - **topic permissions** ([`acl`]) by role, for every SUBSCRIBE filter and every PUBLISH;
+//! - **retained messages** held in memory with a cap ([`MAX_RETAINED`]); the daemon's own
+//!   retained state (sync) is published again from the store at every start ([`bridge`]);
+//! - the **in-process publisher** ([`BrokerHandle::publish`]) the bridge uses: its messages are
+//!   forwarded inside the process under an identity no LAN client can claim, and never pass the ACL.
+//!
+//! Memory is bounded by configuration: `mqtt.max_clients` connections, `mqtt.max_inflight`
+//! unacknowledged and `mqtt.max_queued_messages` queued messages per session, packets of at most
+//! `mqtt.max_packet_bytes`, and [`MAX_RETAINED`] retained messages.
+
+pub mod acl;
+pub mod bridge;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
+use rmqtt::server::MqttServer;
+use rmqtt::session::SessionState;
+use rmqtt::types::{
+    AuthResult, From, Id, PublishAclResult, QoS, Retain, SubscribeAclResult, TopicFilter, TopicName,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::MqttConfig;
+use crate::domain::Role;
+use crate::store::{Store, devices};
+
+/// Retained messages kept at most: the daemon's state topics plus one presence topic per device.
+/// Past it a new retained topic is refused (logged); replacing an existing one always works.
+pub const MAX_RETAINED: usize = 4096;
+/// The client id (and session) of the daemon's own publisher. Not a device id (those are UUIDs),
+/// and it never connects over the network: a LAN client using it would still have to
+/// authenticate as a device, and the client-id rule refuses it.
+pub const SYSTEM_CLIENT_ID: &str = "sentra-edge";
+/// The listener's id inside rmqtt (one listener).
+const LISTENER_ID: u16 = 1;
+/// Threads of the broker's runtime: the box has 2 cores, shared with the API and the store.
+const WORKER_THREADS: usize = 2;
+/// How long a stop waits for connection tasks before dropping them.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// The state file for `sentra-edge doctor`, in the data directory.
+pub const STATE_FILE: &str = "broker-state.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(
+        "mqtt.listen {addr}: {message}; is another MQTT broker (mosquitto?) or another sentra-edge using this port? set mqtt.listen to a free address"
+    )]
+    Bind { addr: SocketAddr, message: String },
+    #[error("mqtt broker: cannot start its threads: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Device id → role of the devices that authenticated, for the ACL. A revocation removes the
+/// entry (and disconnects the device), so a revoked device is refused from then on.
+type Devices = Arc<Mutex<HashMap<String, Role>>>;
+
+/// The running broker. Dropping it without [`Broker::stop`] is fine in a test, not in the daemon.
+pub struct Broker {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: BrokerHandle,
+    /// The hooks' way to the store, taken back at stop: rmqtt keeps its server context (and so
+    /// the hooks) alive after its runtime stops, and a store handle left there would keep the
+    /// store's connections open past the daemon's stop (no final WAL checkpoint).
+    store: SharedStore,
+}
+
+type SharedStore = Arc<Mutex<Option<Store>>>;
+
+/// A cheap, cloneable handle: publish, count clients, disconnect a revoked device.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    scx: ServerContext,
+    rt: tokio::runtime::Handle,
+    addr: SocketAddr,
+    system: Id,
+    devices: Devices,
+}
+
+impl std::fmt::Debug for BrokerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerHandle")
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Bind `config.listen` and start serving. Authentication and permissions come from `store`
+    /// (paired devices) and `branch` (the topics' `<branch>`).
+    pub fn start(config: &MqttConfig, store: Store, branch: String) -> Result<Broker, BrokerError> {
+        Self::start_with(config, store, branch, true)
+    }
+
+    /// [`Broker::start`] with Nagle's algorithm on or off (`nodelay`): the daemon always turns
+    /// it off; the benchmark measures what leaving it on costs.
+    pub fn start_with(
+        config: &MqttConfig,
+        store: Store,
+        branch: String,
+        nodelay: bool,
+    ) -> Result<Broker, BrokerError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKER_THREADS)
+            .thread_name("sentra-mqtt")
+            .enable_all()
+            .build()
+            .map_err(BrokerError::Runtime)?;
+        let devices: Devices = Arc::default();
+        let shared_store: SharedStore = Arc::new(Mutex::new(Some(store)));
+        let store = shared_store.clone();
+        let cfg = config.clone();
+        let hooks_devices = devices.clone();
+        let (scx, listener, addr) = runtime.block_on(async move {
+            let listener = rmqtt::net::Builder::new()
+                .name("lan")
+                .laddr(cfg.listen)
+                // Events are small and latency matters: no Nagle delay (with it, every QoS 1
+                // round trip waited for the peer's delayed ACK).
+                .nodelay(nodelay)
+                .reuseaddr(Some(true))
+                .allow_anonymous(false)
+                .allow_zero_keepalive(true)
+                .min_keepalive(0)
+                .max_connections(cfg.max_clients)
+                .max_inflight(NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN))
+                .max_mqueue_len(cfg.max_queued_messages)
+                .max_packet_size(cfg.max_packet_bytes)
+                .session_expiry_interval(Duration::from_secs(cfg.session_expiry_secs))
+                // Queued QoS 1 messages live as long as the session that waits for them.
+                .message_expiry_interval(Duration::from_secs(cfg.session_expiry_secs.max(60)))
+                .max_clientid_len(128)
+                .bind()
+                .map_err(|e| BrokerError::Bind {
+                    addr: cfg.listen,
+                    message: e.to_string(),
+                })?;
+            let addr = listener.local_addr().map_err(|e| BrokerError::Bind {
+                addr: cfg.listen,
+                message: e.to_string(),
+            })?;
+            let listener = listener.tcp().map_err(|e| BrokerError::Bind {
+                addr: cfg.listen,
+                message: e.to_string(),
+            })?;
+            let scx = ServerContext::new()
+                // rmqtt's busy check refuses handshakes while the CPU is loaded; on a 2-core box
+                // that would lock tablets out exactly when the branch is busiest.
+                .busy_check_enable(false)
+                .mqtt_max_sessions(cfg.max_clients as isize)
+                .build()
+                .await;
+            *scx.extends.retain_mut().await = Box::new(Retained::default());
+            let register = scx.extends.hook_mgr().register();
+            for typ in [
+                Type::ClientAuthenticate,
+                Type::ClientSubscribeCheckAcl,
+                Type::MessagePublishCheckAcl,
+            ] {
+                register
+                    .add(
+                        typ,
+                        Box::new(Hooks {
+                            store: store.clone(),
+                            branch: branch.clone(),
+                            devices: hooks_devices.clone(),
+                        }),
+                    )
+                    .await;
+            }
+            register.start().await;
+            Ok::<_, BrokerError>((scx, listener, addr))
+        })?;
+        let server = MqttServer::new(scx.clone())
+            .listener_by_id(listener, LISTENER_ID)
+            .build();
+        runtime.spawn(async move {
+            if let Err(e) = server.run().await {
+                tracing::error!(error = %e, "mqtt broker stopped");
+            }
+        });
+        let system = Id::new(
+            scx.node.id,
+            LISTENER_ID,
+            None,
+            None,
+            SYSTEM_CLIENT_ID.into(),
+            None,
+        );
+        let handle = BrokerHandle {
+            inner: Arc::new(HandleInner {
+                scx,
+                rt: runtime.handle().clone(),
+                addr,
+                system,
+                devices,
+            }),
+        };
+        tracing::info!(%addr, "mqtt broker listening");
+        Ok(Broker {
+            runtime: Some(runtime),
+            handle,
+            store: shared_store,
+        })
+    }
+
+    pub fn handle(&self) -> BrokerHandle {
+        self.handle.clone()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.inner.addr
+    }
+
+    /// Stop listening and drop every connection (clients see the socket close and reconnect to
+    /// the next daemon). Blocking for at most [`STOP_GRACE`]: call it from a blocking thread.
+    pub fn stop(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(STOP_GRACE);
+        }
+        self.release_store();
+    }
+
+    fn release_store(&self) {
+        self.store
+            .lock()
+            .expect("store slot lock is never poisoned")
+            .take();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+        self.release_store();
+    }
+}
+
+impl BrokerHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Connections open now.
+    pub fn clients(&self) -> usize {
+        usize::try_from(self.inner.scx.connections.count()).unwrap_or(0)
+    }
+
+    /// Publish as the daemon itself (never through the ACL). Returns once the broker routed it
+    /// to the subscribers' queues.
+    pub async fn publish(
+        &self,
+        topic: String,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> anyhow::Result<()> {
+        let inner = self.inner.clone();
+        let p = rmqtt::types::CodecPublish {
+            dup: false,
+            retain,
+            qos,
+            topic: topic.into(),
+            packet_id: None,
+            payload,
+            properties: Some(Default::default()),
+        };
+        let p = <rmqtt::types::CodecPublish as Into<rmqtt::types::Publish>>::into(p)
+            .create_time(rmqtt::utils::timestamp_millis());
+        // On the broker's own runtime: rmqtt spawns its helpers where it is called.
+        self.inner
+            .rt
+            .spawn(async move {
+                let from = From::from_system(inner.system.clone());
+                SessionState::forwards(&inner.scx, from, p, false, None).await
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("mqtt publish task: {e}"))?
+            .map_err(|e| anyhow::anyhow!("mqtt publish: {e}"))
+    }
+
+    /// Forget a revoked device and disconnect its sessions.
+    pub async fn revoke(&self, device_id: String) {
+        self.inner
+            .devices
+            .lock()
+            .expect("device map lock is never poisoned")
+            .remove(&device_id);
+        let scx = self.inner.scx.clone();
+        let done = self
+            .inner
+            .rt
+            .spawn(async move {
+                let shared = scx.extends.shared().await;
+                let ids: Vec<Id> = shared
+                    .iter()
+                    .filter_map(|e| e.session())
+                    .filter(|s| s.id.username.as_deref() == Some(device_id.as_str()))
+                    .map(|s| s.id.clone())
+                    .collect();
+                for id in ids {
+                    let entry = shared.entry(id.clone());
+                    match entry.try_lock().await {
+                        Ok(mut e) => {
+                            if let Err(err) = e.kick(true, true, true).await {
+                                tracing::warn!(client = %id.client_id, error = %err, "revoked device not disconnected");
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(client = %id.client_id, error = %err, "revoked device not disconnected")
+                        }
+                    }
+                }
+            })
+            .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "disconnecting a revoked device failed");
+        }
+    }
+}
+
+/// What `sentra-edge doctor` reads: where the broker listens and how many clients it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerState {
+    pub pid: u32,
+    pub address: SocketAddr,
+    pub clients: usize,
+    pub updated_at: String,
+}
+
+pub fn write_state_file(dir: &Path, state: &BrokerState) {
+    let path = dir.join(STATE_FILE);
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(state).expect("the state always serialises");
+    if let Err(e) = std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &path)) {
+        tracing::debug!(path = %path.display(), error = %e, "broker state file not written");
+    }
+}
+
+pub fn remove_state_file(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(STATE_FILE));
+}
+
+pub fn read_state_file(dir: &Path) -> Option<BrokerState> {
+    serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
+}
+
+/// Authentication and the ACL, as rmqtt hooks.
+struct Hooks {
+    store: SharedStore,
+    branch: String,
+    devices: Devices,
+}
+
+/// Whether `client_id` belongs to `device_id`: the device id itself, or `<device id>-<suffix>`
+/// for a device that needs several connections.
+pub fn client_id_matches(client_id: &str, device_id: &str) -> bool {
+    client_id == device_id
+        || client_id
+            .strip_prefix(device_id)
+            .is_some_and(|rest| rest.starts_with('-') && rest.len() > 1)
+}
+
+impl Hooks {
+    async fn authenticate(
+        &self,
+        user: Option<&str>,
+        pass: Option<&[u8]>,
+        client_id: &str,
+    ) -> AuthResult {
+        let (Some(user), Some(pass)) = (user, pass) else {
+            return AuthResult::NotAuthorized;
+        };
+        let Ok(token) = std::str::from_utf8(pass).map(str::to_owned) else {
+            return AuthResult::BadUsernameOrPassword;
+        };
+        if token.is_empty() || token.len() > 256 {
+            return AuthResult::BadUsernameOrPassword;
+        }
+        let store = self
+            .store
+            .lock()
+            .expect("store slot lock is never poisoned")
+            .clone();
+        let Some(store) = store else {
+            return AuthResult::NotAuthorized;
+        };
+        let device = match store.read(move |c| devices::authenticate(c, &token)).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "mqtt authentication could not read the store");
+                return AuthResult::NotAuthorized;
+            }
+        };
+        // The same answer for an unknown token and a token of another device.
+        let Some(device) = device.filter(|d| d.id == user) else {
+            tracing::info!(username = %user, "mqtt connection refused: bad username or password");
+            return AuthResult::BadUsernameOrPassword;
+        };
+        if !client_id_matches(client_id, &device.id) {
+            tracing::info!(device = %device.id, client_id, "mqtt connection refused: the client id must be the device id or start with <device id>-");
+            return AuthResult::NotAuthorized;
+        }
+        self.devices
+            .lock()
+            .expect("device map lock is never poisoned")
+            .insert(device.id.clone(), device.role);
+        tracing::debug!(device = %device.id, role = device.role.as_str(), "mqtt client authenticated");
+        AuthResult::Allow(false, None)
+    }
+
+    fn allowed(&self, username: Option<&str>, topic: &str, access: acl::Access) -> bool {
+        let Some(device_id) = username else {
+            return false;
+        };
+        let role = self
+            .devices
+            .lock()
+            .expect("device map lock is never poisoned")
+            .get(device_id)
+            .copied();
+        role.is_some_and(|role| {
+            acl::allows(
+                acl::Client {
+                    role,
+                    device_id,
+                    branch: &self.branch,
+                },
+                topic,
+                access,
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for Hooks {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            Parameter::ClientAuthenticate(ci) => {
+                let result = self
+                    .authenticate(
+                        ci.username().map(|u| u.as_ref()),
+                        ci.password().map(|p| p.as_ref()),
+                        ci.client_id(),
+                    )
+                    .await;
+                (false, Some(HookResult::AuthResult(result)))
+            }
+            Parameter::ClientSubscribeCheckAcl(s, sub) => {
+                let topic: &TopicFilter = &sub.topic_filter;
+                let ok = self.allowed(s.id.username.as_deref(), topic, acl::Access::Subscribe);
+                let result = if ok {
+                    SubscribeAclResult::new_success(sub.opts.qos(), None)
+                } else {
+                    tracing::info!(device = ?s.id.username, filter = %topic, "mqtt subscribe refused");
+                    SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized)
+                };
+                (false, Some(HookResult::SubscribeAclResult(result)))
+            }
+            Parameter::MessagePublishCheckAcl(s, p) => {
+                let ok = self.allowed(s.id.username.as_deref(), &p.topic, acl::Access::Publish);
+                let result = if ok {
+                    PublishAclResult::allow()
+                } else {
+                    tracing::info!(device = ?s.id.username, topic = %p.topic, "mqtt publish refused");
+                    // Refused without disconnecting: MQTT 5 clients get PUBACK "not authorized".
+                    PublishAclResult::rejected(false, Some("not authorized: sentra/<branch>/... topics are published by the appliance only".into()))
+                };
+                (false, Some(HookResult::PublishAclResult(result)))
+            }
+            _ => (true, acc),
+        }
+    }
+}
+
+/// Retained messages in memory, capped at [`MAX_RETAINED`] topics.
+#[derive(Default)]
+struct Retained {
+    inner: DefaultRetainStorage,
+}
+
+#[async_trait]
+impl RetainStorage for Retained {
+    fn enable(&self) -> bool {
+        true
+    }
+
+    async fn set(
+        &self,
+        topic: &TopicName,
+        retain: Retain,
+        expiry_interval: Option<Duration>,
+    ) -> rmqtt::Result<()> {
+        if !retain.publish.payload.is_empty()
+            && RetainStorage::count(&self.inner).await >= MAX_RETAINED as isize
+            && self.inner.get_message(topic).await?.is_empty()
+        {
+            tracing::warn!(%topic, max = MAX_RETAINED, "retained message refused: the broker keeps at most this many");
+            return Ok(());
+        }
+        self.inner
+            .set_with_timeout(topic, retain, expiry_interval)
+            .await
+    }
+
+    async fn get(&self, topic_filter: &TopicFilter) -> rmqtt::Result<Vec<(TopicName, Retain)>> {
+        self.inner.get_message(topic_filter).await
+    }
+
+    async fn count(&self) -> isize {
+        RetainStorage::count(&self.inner).await
+    }
+
+    async fn max(&self) -> isize {
+        RetainStorage::max(&self.inner).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_id_matches;
+
+    #[test]
+    fn client_ids_belong_to_their_device() {
+        let dev = "0190e0c2-aaaa-7bbb-8ccc-000000000001";
+        for (cid, want) in [
+            (dev, true),
+            ("0190e0c2-aaaa-7bbb-8ccc-000000000001-kds", true),
+            ("0190e0c2-aaaa-7bbb-8ccc-000000000001-", false),
+            ("0190e0c2-aaaa-7bbb-8ccc-000000000001x", false),
+            ("0190e0c2-aaaa-7bbb-8ccc-00000000000", false),
+            ("sentra-edge", false),
+            ("", false),
+        ] {
+            assert_eq!(client_id_matches(cid, dev), want, "{cid:?}");
+        }
+    }
+}

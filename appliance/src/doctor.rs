@@ -1,0 +1,379 @@
+//! `sentra-edge doctor`: check what a branch box needs and say, one line each, what is fine and
+//! what a technician should do. It reads the configuration, proves the store key and opens the
+//! store, then asks the running daemon through what it leaves in the data directory
+//! (`daemon-state.json`, `broker-state.json`, `scanner-state.json`) and its sockets (the local
+//! API's `/healthz`, a TCP connect to the broker), and the printer state the print worker keeps in
+//! the store. Nothing is changed.
+//!
+//! [`Report::exit_code`]: 0 when nothing needs action, 1 otherwise (2 and 3 stay the CLI's for a
+//! bad configuration and an unreadable store, as for every command).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::config::Config;
+use crate::scanner::{self, PortState};
+use crate::store::{Store, outbox, print_jobs, sync as store_sync};
+
+/// How long one network check may take on the box itself.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub needs_action: bool,
+    pub line: String,
+}
+
+impl Check {
+    fn ok(line: impl Into<String>) -> Self {
+        Check {
+            needs_action: false,
+            line: line.into(),
+        }
+    }
+    fn fix(line: impl Into<String>) -> Self {
+        Check {
+            needs_action: true,
+            line: line.into(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn push(&mut self, c: Check) {
+        self.checks.push(c);
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        u8::from(self.checks.iter().any(|c| c.needs_action))
+    }
+
+    /// One line per check: `ok   ...` or `FIX  ...`, then a summary.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for c in &self.checks {
+            out.push_str(if c.needs_action { "FIX  " } else { "ok   " });
+            out.push_str(&c.line);
+            out.push('\n');
+        }
+        let n = self.checks.iter().filter(|c| c.needs_action).count();
+        if n == 0 {
+            out.push_str("all checks passed\n");
+        } else {
+            out.push_str(&format!("{n} check(s) need action (lines marked FIX)\n"));
+        }
+        out
+    }
+}
+
+/// Where to reach a daemon listening on `addr` from this machine (0.0.0.0 → loopback).
+fn local(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// `GET /healthz` with a plain HTTP/1.0 request: the status line, or why not.
+async fn healthz(addr: SocketAddr) -> Result<String, String> {
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        s.take(4096)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&buf);
+        let status = text.lines().next().unwrap_or_default().to_owned();
+        if status.contains(" 200 ") {
+            Ok(status)
+        } else {
+            Err(format!("answered {status:?}"))
+        }
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, probe)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())))
+}
+
+async fn tcp_probe(addr: impl tokio::net::ToSocketAddrs) -> Result<(), String> {
+    use std::io::ErrorKind as K;
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(match e.kind() {
+            K::ConnectionRefused => "connection refused".to_owned(),
+            K::HostUnreachable | K::NetworkUnreachable => "unreachable".to_owned(),
+            _ => e.to_string().to_lowercase(),
+        }),
+        Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+    }
+}
+
+/// Reach the configured printer the way the worker would, without sending anything: a TCP
+/// connect for a network printer, the device file for USB and serial.
+async fn probe_printer(config: &Config) -> Result<(), String> {
+    use crate::config::PrinterKind;
+    let p = &config.printer;
+    match p.kind {
+        PrinterKind::Network => tcp_probe(p.address.as_str())
+            .await
+            .map_err(|e| format!("{e}; is it switched on and on this network?")),
+        PrinterKind::Usb | PrinterKind::Serial => {
+            if Path::new(&p.address).exists() {
+                Ok(())
+            } else {
+                Err("not present; is it plugged in and switched on? (see the udev rule in the README)".into())
+            }
+        }
+        PrinterKind::File => Ok(()),
+    }
+}
+
+/// The checks that need the store open (`store`) and a configuration that loaded.
+pub async fn run(config: &Config, store: &Store, report: &mut Report) {
+    let data_dir = &config.store.data_dir;
+    let device = store.ctx().device_id.clone();
+    let read = store
+        .read(move |c| {
+            Ok((
+                outbox::status(c, &device)?,
+                store_sync::state(c)?,
+                store_sync::identity(c)?,
+                print_jobs::printer_state(c)?,
+                print_jobs::queue_length(c)?,
+            ))
+        })
+        .await;
+    let (outbox, sync, identity, printer, queued) = match read {
+        Ok(v) => v,
+        Err(e) => {
+            report.push(Check::fix(format!(
+                "store {}: cannot be read: {e}",
+                config.db_path().display()
+            )));
+            return;
+        }
+    };
+    report.push(Check::ok(format!(
+        "store {}: opens with its key; {} events, {} waiting for the cloud",
+        config.db_path().display(),
+        outbox.last_seq,
+        outbox.pending_events
+    )));
+
+    // The daemon.
+    let daemon = crate::daemon::read_state_file(data_dir).filter(|d| pid_alive(d.pid));
+    let running = match &daemon {
+        None => {
+            report.push(Check::fix(format!(
+                "daemon: not running (no live daemon-state.json in {}); start it: systemctl start sentra-edge, then see journalctl -u sentra-edge",
+                data_dir.display()
+            )));
+            false
+        }
+        Some(d) => match healthz(local(d.api)).await {
+            Ok(_) => {
+                report.push(Check::ok(format!(
+                    "api {}: answering (sentra-edge {}, pid {}, up since {})",
+                    d.api, d.version, d.pid, d.started_at
+                )));
+                true
+            }
+            Err(e) => {
+                report.push(Check::fix(format!(
+                    "api {}: {e}; the daemon (pid {}) is not answering: restart it (systemctl restart sentra-edge)",
+                    d.api, d.pid
+                )));
+                false
+            }
+        },
+    };
+
+    // The broker.
+    if !config.mqtt.enabled {
+        report.push(Check::ok("broker: disabled (mqtt.enabled = false)"));
+    } else if !running {
+        report.push(Check::fix(format!(
+            "broker {}: not listening, the daemon is not running",
+            config.mqtt.listen
+        )));
+    } else {
+        match crate::broker::read_state_file(data_dir).filter(|b| pid_alive(b.pid)) {
+            None => report.push(Check::fix(format!(
+                "broker {}: no state from the daemon yet; if this persists, see journalctl -u sentra-edge",
+                config.mqtt.listen
+            ))),
+            Some(b) => match tcp_probe(local(b.address)).await {
+                Ok(()) => report.push(Check::ok(format!(
+                    "broker {}: listening, {} client{}",
+                    b.address,
+                    b.clients,
+                    if b.clients == 1 { "" } else { "s" }
+                ))),
+                Err(e) => report.push(Check::fix(format!(
+                    "broker {}: {e}; restart the daemon (systemctl restart sentra-edge)",
+                    b.address
+                ))),
+            },
+        }
+    }
+
+    // The printer, as the print worker last recorded it.
+    let stale = if running {
+        ""
+    } else {
+        " (recorded before the daemon stopped)"
+    };
+    match (&printer, config.printer.enabled) {
+        (_, false) => report.push(Check::ok(format!(
+            "printer: disabled (printer.enabled = false); {queued} job(s) wait"
+        ))),
+        (None, true) => {
+            let target = format!(
+                "{} printer {}",
+                config.printer.kind.as_str(),
+                config.printer.address
+            );
+            match probe_printer(config).await {
+                Ok(()) => report.push(Check::ok(format!(
+                    "printer {target}: reachable; not used by the daemon yet; {queued} job(s) queued"
+                ))),
+                Err(why) => report.push(Check::fix(format!(
+                    "printer {target}: {why}; {queued} job(s) wait"
+                ))),
+            }
+        }
+        (Some(p), true) => match p.state.as_str() {
+            // The worker has not seen a problem (or has not tried yet): try it ourselves.
+            "ready" | "idle" => match probe_printer(config).await {
+                Ok(()) => report.push(Check::ok(format!(
+                    "printer {}: reachable, {} since {}; {queued} job(s) queued{stale}",
+                    p.target, p.state, p.since
+                ))),
+                Err(why) => report.push(Check::fix(format!(
+                    "printer {}: {why}; {queued} job(s) wait",
+                    p.target
+                ))),
+            },
+            _ => report.push(Check::fix(format!(
+                "printer {}: {} since {}{stale}: {}; {queued} job(s) wait",
+                p.target,
+                p.state,
+                p.since,
+                p.detail
+                    .clone()
+                    .unwrap_or_else(|| "see journalctl -u sentra-edge".into())
+            ))),
+        },
+    }
+
+    // The scanner, from the daemon's state file.
+    let sc = scanner::read_state_file(data_dir);
+    match sc {
+        _ if !config.scanner.enabled => {
+            report.push(Check::ok("scanner: disabled (scanner.enabled = false)"));
+        }
+        None => report.push(Check::fix(format!(
+            "scanner {}: state unknown; the daemon has not reported it (is it running?)",
+            config.scanner.device.display()
+        ))),
+        Some(s) => match s.state {
+            PortState::Connected => report.push(Check::ok(format!(
+                "scanner {}: connected; {} scans, last {}",
+                s.device,
+                s.scans,
+                s.last_scan_at.as_deref().unwrap_or("never")
+            ))),
+            PortState::Disabled => report.push(Check::ok("scanner: disabled")),
+            PortState::Starting => {
+                report.push(Check::ok(format!("scanner {}: starting", s.device)))
+            }
+            PortState::Absent => report.push(Check::fix(format!(
+                "scanner {}: not present; is it plugged in? (see the udev rule in the README){}",
+                s.device, stale
+            ))),
+            PortState::Error => report.push(Check::fix(
+                s.detail
+                    .clone()
+                    .unwrap_or_else(|| format!("scanner {}: error", s.device)),
+            )),
+        },
+    }
+
+    // The cloud.
+    match identity {
+        None => report.push(Check::fix(format!(
+            "cloud: not enrolled; {} change(s) wait in the outbox. Enrol: sentra-edge enroll --cloud URL --token TOKEN",
+            outbox.pending_events
+        ))),
+        Some(id) => match sync.last_error {
+            Some(e) => report.push(Check::fix(format!(
+                "cloud {}: last attempt failed: {e}; {} change(s) wait (oldest {}). Check the internet link",
+                id.cloud_url,
+                outbox.pending_events,
+                outbox.oldest_pending_at.as_deref().unwrap_or("-")
+            ))),
+            None => report.push(Check::ok(format!(
+                "cloud {}: last ack {}, {} change(s) waiting",
+                id.cloud_url,
+                sync.last_ack_at.as_deref().unwrap_or("never"),
+                outbox.pending_events
+            ))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_code_and_rendering() {
+        let mut r = Report::default();
+        r.push(Check::ok("store: fine"));
+        assert_eq!(r.exit_code(), 0);
+        assert!(r.render().ends_with("all checks passed\n"));
+        r.push(Check::fix("printer: off"));
+        assert_eq!(r.exit_code(), 1);
+        let text = r.render();
+        assert!(
+            text.contains("ok   store: fine\nFIX  printer: off\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unspecified_addresses_are_probed_on_loopback() {
+        assert_eq!(
+            local("0.0.0.0:1883".parse().expect("addr")),
+            "127.0.0.1:1883".parse::<SocketAddr>().expect("addr")
+        );
+        assert_eq!(
+            local("192.168.1.5:1883".parse().expect("addr")),
+            "192.168.1.5:1883".parse::<SocketAddr>().expect("addr")
+        );
+    }
+}
