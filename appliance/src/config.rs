@@ -222,6 +222,36 @@ pub const KEYS: &[Key] = &[
         doc: "Longest wait between attempts to open a missing or failed scanner (backoff from 100 ms), so a replugged scanner reads within about 2 s.",
     },
     Key {
+        section: "update",
+        name: "release_public_key",
+        default: "",
+        doc: "The release signing public key (hex, from `sentra-cloud release keygen`). Empty means every update is refused: the updater fails closed.",
+    },
+    Key {
+        section: "update",
+        name: "install_root",
+        default: "/var/lib/sentra/app",
+        doc: "Where releases live: releases/<version>/sentra-edge and the `current` link the service starts; the previous release stays for rollback.",
+    },
+    Key {
+        section: "update",
+        name: "restart_command",
+        default: "systemctl restart sentra-edge",
+        doc: "Run with sh -c after each swap of `current` (the update and a rollback) to restart the daemon on the release `current` points to.",
+    },
+    Key {
+        section: "update",
+        name: "health_window_secs",
+        default: "60",
+        doc: "How long a new release has after its restart to answer /readyz on the local API with its version; after that it is rolled back.",
+    },
+    Key {
+        section: "update",
+        name: "download_attempts",
+        default: "5",
+        doc: "Tries to fetch an artifact; each one after an interruption resumes with HTTP Range where the staged bytes end.",
+    },
+    Key {
         section: "log",
         name: "level",
         default: "info",
@@ -238,7 +268,18 @@ pub struct Config {
     pub sync: SyncConfig,
     pub printer: PrinterConfig,
     pub scanner: ScannerConfig,
+    pub update: UpdateConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateConfig {
+    /// Hex of the ed25519 public key; empty when none is configured (every update refused).
+    pub release_public_key: String,
+    pub install_root: PathBuf,
+    pub restart_command: String,
+    pub health_window_secs: u64,
+    pub download_attempts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -500,6 +541,28 @@ impl Config {
                 name: p.get("scanner", "name", parse_scanner_name),
                 retry_max_ms: p.get("scanner", "retry_max_ms", |s| parse_range(s, 100, 600_000)),
             },
+            update: UpdateConfig {
+                release_public_key: p.get("update", "release_public_key", |s| {
+                    let s = s.trim();
+                    if s.is_empty() {
+                        return Ok(String::new());
+                    }
+                    match hex::decode(s) {
+                        Ok(b) if b.len() == 32 => Ok(s.to_ascii_lowercase()),
+                        _ => Err("expected 64 hex characters (release keygen prints them) or empty".into()),
+                    }
+                }),
+                install_root: p.get("update", "install_root", parse_path),
+                restart_command: p.get("update", "restart_command", |s| {
+                    non_empty(s).map(str::to_owned)
+                }),
+                health_window_secs: p.get("update", "health_window_secs", |s| {
+                    parse_range(s, 1, 3_600)
+                }),
+                download_attempts: p.get("update", "download_attempts", |s| {
+                    parse_range(s, 1, 100)
+                }),
+            },
             log: LogConfig {
                 level: p.get("log", "level", |s| {
                     tracing_subscriber::EnvFilter::try_new(s)
@@ -558,6 +621,11 @@ impl Config {
                 ("scanner", "baud") => self.scanner.baud.to_string(),
                 ("scanner", "name") => self.scanner.name.clone(),
                 ("scanner", "retry_max_ms") => self.scanner.retry_max_ms.to_string(),
+                ("update", "release_public_key") => self.update.release_public_key.clone(),
+                ("update", "install_root") => self.update.install_root.display().to_string(),
+                ("update", "restart_command") => self.update.restart_command.clone(),
+                ("update", "health_window_secs") => self.update.health_window_secs.to_string(),
+                ("update", "download_attempts") => self.update.download_attempts.to_string(),
                 ("log", "level") => self.log.level.clone(),
                 _ => unreachable!("KEYS and to_toml list the same keys (tested)"),
             }
