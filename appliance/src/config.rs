@@ -549,19 +549,19 @@ impl Config {
                     }
                     match hex::decode(s) {
                         Ok(b) if b.len() == 32 => Ok(s.to_ascii_lowercase()),
-                        _ => Err("expected 64 hex characters (release keygen prints them) or empty".into()),
+                        _ => Err(
+                            "expected 64 hex characters (release keygen prints them) or empty"
+                                .into(),
+                        ),
                     }
                 }),
                 install_root: p.get("update", "install_root", parse_path),
                 restart_command: p.get("update", "restart_command", |s| {
                     non_empty(s).map(str::to_owned)
                 }),
-                health_window_secs: p.get("update", "health_window_secs", |s| {
-                    parse_range(s, 1, 3_600)
-                }),
-                download_attempts: p.get("update", "download_attempts", |s| {
-                    parse_range(s, 1, 100)
-                }),
+                health_window_secs: p
+                    .get("update", "health_window_secs", |s| parse_range(s, 1, 3_600)),
+                download_attempts: p.get("update", "download_attempts", |s| parse_range(s, 1, 100)),
             },
             log: LogConfig {
                 level: p.get("log", "level", |s| {

@@ -433,8 +433,9 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                     "this box is not enrolled; run `sentra-edge enroll --cloud URL --token TOKEN`"
                 ))
             })?;
-            let client = sentra_edge::sync::client::CloudClient::new(&config.sync, &identity, clock)
-                .map_err(|e| StartError::Other(e.into()))?;
+            let client =
+                sentra_edge::sync::client::CloudClient::new(&config.sync, &identity, clock)
+                    .map_err(|e| StartError::Other(e.into()))?;
             let updater = sentra_edge::update::Updater::new(config, client);
             if apply {
                 let done = updater

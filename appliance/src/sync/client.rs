@@ -264,9 +264,7 @@ impl CloudClient {
         body: Vec<u8>,
     ) -> Result<(StatusCode, bytes::Bytes), SyncError> {
         let url = format!("{}{path_and_query}", self.base);
-        let resp = self
-            .request(method, path_and_query, body, &[])
-            .await?;
+        let resp = self.request(method, path_and_query, body, &[]).await?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| SyncError::Unreachable {
             url: url.clone(),

@@ -59,7 +59,9 @@ impl Layout {
     /// The newest version that passed its health check here.
     pub fn highest_good(&self) -> Option<String> {
         let text = std::fs::read_to_string(self.root.join("good")).ok()?;
-        ReleaseVersion::parse(text.trim()).ok().map(|v| v.to_string())
+        ReleaseVersion::parse(text.trim())
+            .ok()
+            .map(|v| v.to_string())
     }
 
     /// Put the staged artifact at `releases/<version>/sentra-edge` and point `current` at it.
@@ -153,7 +155,10 @@ mod tests {
     #[test]
     fn release_versions_come_from_the_layout_only() {
         for (path, want) in [
-            ("/var/lib/sentra/app/releases/1.4.0/sentra-edge", Some("1.4.0")),
+            (
+                "/var/lib/sentra/app/releases/1.4.0/sentra-edge",
+                Some("1.4.0"),
+            ),
             ("/x/releases/1.5.0-rc.1/sentra-edge", Some("1.5.0-rc.1")),
             ("/x/releases/latest/sentra-edge", None),
             ("/x/other/1.4.0/sentra-edge", None),
@@ -176,7 +181,10 @@ mod tests {
         std::fs::create_dir_all(root.path().join("releases/1.0.0")).expect("mkdir");
         std::fs::write(root.path().join("releases/1.0.0/sentra-edge"), b"zero").expect("write");
         layout.swap_to("1.0.0").expect("swap");
-        assert_eq!(layout.install(&staged, "1.1.0", "1.0.0").expect("install"), "1.0.0");
+        assert_eq!(
+            layout.install(&staged, "1.1.0", "1.0.0").expect("install"),
+            "1.0.0"
+        );
         assert_eq!(layout.current_version().as_deref(), Some("1.1.0"));
         assert_eq!(
             std::fs::read(root.path().join("current/sentra-edge")).expect("read"),

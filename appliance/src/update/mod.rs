@@ -53,7 +53,9 @@ pub static RUNNING_VERSION: LazyLock<String> = LazyLock::new(|| {
 pub enum UpdateError {
     #[error("update refused: {0}")]
     Manifest(#[from] sentra_protocol::fleet::ManifestError),
-    #[error("update refused: version {target} is not newer than {running}; downgrades and replayed manifests are refused")]
+    #[error(
+        "update refused: version {target} is not newer than {running}; downgrades and replayed manifests are refused"
+    )]
     NotNewer { target: String, running: String },
     #[error("update refused: the manifest is for version {got}, not the requested {wanted}")]
     VersionMismatch { wanted: String, got: String },
@@ -61,7 +63,9 @@ pub enum UpdateError {
     BadVersion(String),
     #[error("update refused: artifact SHA-256 is {got}, the manifest says {expected}")]
     Digest { expected: String, got: String },
-    #[error("update refused: artifact is truncated: {got} of {expected} bytes after {attempts} attempts")]
+    #[error(
+        "update refused: artifact is truncated: {got} of {expected} bytes after {attempts} attempts"
+    )]
     Truncated {
         expected: u64,
         got: u64,
@@ -108,10 +112,12 @@ fn release_key(cfg: &Config) -> Result<Option<VerifyingKey>, UpdateError> {
     let bytes: [u8; 32] = hex::decode(text)
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| UpdateError::BadVersion("update.release_public_key is not 64 hex characters".into()))?;
-    VerifyingKey::from_bytes(&bytes)
-        .map(Some)
-        .map_err(|_| UpdateError::BadVersion("update.release_public_key is not an ed25519 public key".into()))
+        .ok_or_else(|| {
+            UpdateError::BadVersion("update.release_public_key is not 64 hex characters".into())
+        })?;
+    VerifyingKey::from_bytes(&bytes).map(Some).map_err(|_| {
+        UpdateError::BadVersion("update.release_public_key is not an ed25519 public key".into())
+    })
 }
 
 /// The offered target (`update-target.json`), if any.
@@ -230,32 +236,50 @@ impl Updater {
                 if let Ok(target) = self.target(version)
                     && !matches!(error, UpdateError::Cloud(_))
                 {
-                    self.report(UpdateState::Failure, Some(&target), Some(&error.to_string()), None)
-                        .await;
+                    self.report(
+                        UpdateState::Failure,
+                        Some(&target),
+                        Some(&error.to_string()),
+                        None,
+                    )
+                    .await;
                 }
                 return Err(error);
             }
         };
         let v = check.target.clone();
-        self.report(UpdateState::Downloading, Some(&v), None, None).await;
+        self.report(UpdateState::Downloading, Some(&v), None, None)
+            .await;
         let staged = match self.download(&check.manifest).await {
             Ok(p) => p,
             Err(error) => {
-                self.report(UpdateState::Failure, Some(&v), Some(&error.to_string()), None)
-                    .await;
+                self.report(
+                    UpdateState::Failure,
+                    Some(&v),
+                    Some(&error.to_string()),
+                    None,
+                )
+                .await;
                 return Err(error);
             }
         };
-        self.report(UpdateState::Installing, Some(&v), None, None).await;
+        self.report(UpdateState::Installing, Some(&v), None, None)
+            .await;
         let previous = match self.layout.install(&staged, &v, &RUNNING_VERSION) {
             Ok(p) => p,
             Err(error) => {
-                self.report(UpdateState::Failure, Some(&v), Some(&error.to_string()), None)
-                    .await;
+                self.report(
+                    UpdateState::Failure,
+                    Some(&v),
+                    Some(&error.to_string()),
+                    None,
+                )
+                .await;
                 return Err(error);
             }
         };
-        self.report(UpdateState::Restarting, Some(&v), None, None).await;
+        self.report(UpdateState::Restarting, Some(&v), None, None)
+            .await;
         let restarted = Instant::now();
         let outcome = match self.restart().await {
             Ok(()) => self.wait_ready(&v).await,
@@ -264,7 +288,8 @@ impl Updater {
         match outcome {
             Ok(()) => {
                 self.layout.record_good(&v, &previous);
-                self.report(UpdateState::Success, Some(&v), None, Some(&v)).await;
+                self.report(UpdateState::Success, Some(&v), None, Some(&v))
+                    .await;
                 Ok(format!(
                     "updated {previous} -> {v}: ready {:.1} s after the restart",
                     restarted.elapsed().as_secs_f64()
@@ -272,10 +297,7 @@ impl Updater {
             }
             Err(reason) => {
                 tracing::warn!(version = %v, %reason, "the new release is not ready; rolling back");
-                let back = self
-                    .layout
-                    .swap_to(&previous)
-                    .map_err(|e| e.to_string());
+                let back = self.layout.swap_to(&previous).map_err(|e| e.to_string());
                 let back = match back {
                     Ok(()) => match self.restart().await {
                         Ok(()) => self.wait_ready(&previous).await,
@@ -286,7 +308,9 @@ impl Updater {
                 let elapsed = restarted.elapsed().as_secs_f64();
                 match back {
                     Ok(()) => {
-                        let reason = format!("{reason}; {previous} restored {elapsed:.1} s after the restart");
+                        let reason = format!(
+                            "{reason}; {previous} restored {elapsed:.1} s after the restart"
+                        );
                         self.report(UpdateState::RolledBack, Some(&v), Some(&reason), None)
                             .await;
                         Err(UpdateError::RolledBack { version: v, reason })
@@ -305,7 +329,9 @@ impl Updater {
     /// Download the artifact to `staging/<version>.part`, resuming where earlier bytes end.
     async fn download(&self, manifest: &Manifest) -> Result<PathBuf, UpdateError> {
         let staging = self.layout.staging();
-        tokio::fs::create_dir_all(&staging).await.map_err(io(&staging))?;
+        tokio::fs::create_dir_all(&staging)
+            .await
+            .map_err(io(&staging))?;
         let part = staging.join(format!("{}.part", manifest.version));
         let attempts = self.cfg.update.download_attempts;
         let mut have = tokio::fs::metadata(&part).await.map_or(0, |m| m.len());
@@ -436,7 +462,10 @@ impl Updater {
             // A clean end before the size: let the next attempt ask for the rest.
             return Err(SyncError::Unreachable {
                 url: manifest.url.clone(),
-                detail: format!("the answer ended after {written} of {} bytes", manifest.size),
+                detail: format!(
+                    "the answer ended after {written} of {} bytes",
+                    manifest.size
+                ),
             }
             .into());
         }
@@ -535,7 +564,8 @@ fn write_state(data_dir: &Path, report: &UpdateReport) -> std::io::Result<()> {
     let mut file = tempfile::NamedTempFile::new_in(data_dir)?;
     serde_json::to_writer(&mut file, report)?;
     file.as_file().sync_all()?;
-    file.persist(data_dir.join(STATE_FILE)).map_err(|e| e.error)?;
+    file.persist(data_dir.join(STATE_FILE))
+        .map_err(|e| e.error)?;
     Ok(())
 }
 

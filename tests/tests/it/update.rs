@@ -91,9 +91,20 @@ impl Rig {
         let file = self.dir.path().join(format!("artifact-{version}"));
         std::fs::write(&file, artifact).expect("write artifact");
         let out = std::process::Command::new(bin("sentra-cloud"))
-            .args(["release", "publish", path(&file), "--version", version, "--channel", "stable"])
+            .args([
+                "release",
+                "publish",
+                path(&file),
+                "--version",
+                version,
+                "--channel",
+                "stable",
+            ])
             .env("DATABASE_URL", &self.cloud.db.url)
-            .env("SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE", path(&self.signing_key))
+            .env(
+                "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
+                path(&self.signing_key),
+            )
             .output()
             .expect("publish");
         assert!(
@@ -108,7 +119,10 @@ impl Rig {
         let mut cmd = std::process::Command::new(bin("sentra-edge"));
         cmd.args(["update", "apply", "--version", version, "--config"])
             .arg(&self.site.config)
-            .env("SENTRA_EDGE__API__LISTEN", format!("127.0.0.1:{}", self.port))
+            .env(
+                "SENTRA_EDGE__API__LISTEN",
+                format!("127.0.0.1:{}", self.port),
+            )
             .env("RUST_LOG", "warn");
         for (k, v) in env {
             cmd.env(k, v);
@@ -153,7 +167,10 @@ impl Rig {
     async fn refused(&self, version: &str, env: &[(&str, &str)], reason: &str) {
         let (code, out) = self.apply(version, env);
         assert_ne!(code, 0, "{version} must be refused: {out}");
-        assert!(out.contains(reason), "{version}: expected {reason:?} in {out}");
+        assert!(
+            out.contains(reason),
+            "{version}: expected {reason:?} in {out}"
+        );
         self.serving(OLD).await;
     }
 
@@ -165,10 +182,10 @@ impl Rig {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE releases SET {set} WHERE version = $1"
         )))
-            .bind(version)
-            .execute(&mut pg)
-            .await
-            .expect("tamper");
+        .bind(version)
+        .execute(&mut pg)
+        .await
+        .expect("tamper");
     }
 
     async fn states(&self) -> Vec<String> {
@@ -187,13 +204,15 @@ impl Rig {
 
     async fn latest_reason(&self) -> String {
         let mut pg = self.cloud.pg().await;
-        sqlx::query("SELECT body->'update'->>'reason' FROM device_heartbeats WHERE device_id = $1::uuid")
-            .bind(&self.device)
-            .fetch_one(&mut pg)
-            .await
-            .expect("latest heartbeat")
-            .get::<Option<String>, _>(0)
-            .unwrap_or_default()
+        sqlx::query(
+            "SELECT body->'update'->>'reason' FROM device_heartbeats WHERE device_id = $1::uuid",
+        )
+        .bind(&self.device)
+        .fetch_one(&mut pg)
+        .await
+        .expect("latest heartbeat")
+        .get::<Option<String>, _>(0)
+        .unwrap_or_default()
     }
 
     fn stop(&self) {
@@ -257,8 +276,11 @@ async fn tampered_releases_are_refused_a_good_one_installs_and_bad_ones_roll_bac
     .await;
     // Manifest bytes changed after signing.
     rig.publish(b"tampered", "1.0.1");
-    rig.tamper("1.0.1", "manifest = replace(manifest, '\"stable\"', '\"evil\"')")
-        .await;
+    rig.tamper(
+        "1.0.1",
+        "manifest = replace(manifest, '\"stable\"', '\"evil\"')",
+    )
+    .await;
     rig.refused("1.0.1", &[], "signature does not match").await;
     // Unsigned: no signature at all.
     rig.publish(b"unsigned", "1.0.2");
@@ -325,7 +347,10 @@ async fn tampered_releases_are_refused_a_good_one_installs_and_bad_ones_roll_bac
     println!("good update: {}", out.trim());
     rig.serving(GOOD).await;
     assert!(!staging.join(format!("{GOOD}.part")).exists());
-    assert!(rig.root.join("releases").join(OLD).exists(), "previous kept");
+    assert!(
+        rig.root.join("releases").join(OLD).exists(),
+        "previous kept"
+    );
     // Replayed: the same (valid, signed) manifest again.
     let (code, out) = rig.apply(GOOD, &[]);
     assert_ne!(code, 0, "replay refused: {out}");
@@ -333,7 +358,11 @@ async fn tampered_releases_are_refused_a_good_one_installs_and_bad_ones_roll_bac
 
     // A release that crashes at start, and one that never becomes ready.
     for (version, script, why) in [
-        ("1.2.0", "#!/bin/sh\necho crashing >&2\nexit 3\n", "crash at start"),
+        (
+            "1.2.0",
+            "#!/bin/sh\necho crashing >&2\nexit 3\n",
+            "crash at start",
+        ),
         ("1.3.0", "#!/bin/sh\nexec sleep 600\n", "never ready"),
     ] {
         rig.publish(script.as_bytes(), version);
@@ -350,8 +379,17 @@ async fn tampered_releases_are_refused_a_good_one_installs_and_bad_ones_roll_bac
         assert!(rig.latest_reason().await.contains("not ready within 10 s"));
     }
     let states = rig.states().await;
-    for want in ["downloading", "installing", "restarting", "success", "rolled-back"] {
-        assert!(states.iter().any(|s| s == want), "{want} reported: {states:?}");
+    for want in [
+        "downloading",
+        "installing",
+        "restarting",
+        "success",
+        "rolled-back",
+    ] {
+        assert!(
+            states.iter().any(|s| s == want),
+            "{want} reported: {states:?}"
+        );
     }
 }
 
