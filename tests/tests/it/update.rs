@@ -254,6 +254,10 @@ fn now_unix() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[allow(
+    clippy::print_stdout,
+    reason = "the issue asks for the time from restart to rollback to be printed; nothing asserts on it"
+)]
 async fn tampered_releases_are_refused_a_good_one_installs_and_bad_ones_roll_back() {
     let rig = Rig::new().await;
     let binary = std::fs::read(bin("sentra-edge")).expect("read binary");
