@@ -242,8 +242,8 @@ pub const KEYS: &[Key] = &[
     Key {
         section: "update",
         name: "health_window_secs",
-        default: "60",
-        doc: "How long a new release has after its restart to answer /readyz on the local API with its version; after that it is rolled back.",
+        default: "45",
+        doc: "How long a new release has after its restart to answer /readyz on the local API with its version; after that it is rolled back. 45 s keeps restart-to-rollback under a minute (the old release starts in about 2 s).",
     },
     Key {
         section: "update",
