@@ -270,6 +270,36 @@ pub const KEYS: &[Key] = &[
         doc: "Largest MQTT packet accepted; our events are a few hundred bytes.",
     },
     Key {
+        section: "update",
+        name: "release_public_key",
+        default: "",
+        doc: "The release signing public key (hex, from `sentra-cloud release keygen`). Empty means every update is refused: the updater fails closed.",
+    },
+    Key {
+        section: "update",
+        name: "install_root",
+        default: "/var/lib/sentra/app",
+        doc: "Where releases live: releases/<version>/sentra-edge and the `current` link the service starts; the previous release stays for rollback.",
+    },
+    Key {
+        section: "update",
+        name: "restart_command",
+        default: "systemctl restart sentra-edge",
+        doc: "Run with sh -c after each swap of `current` (the update and a rollback) to restart the daemon on the release `current` points to.",
+    },
+    Key {
+        section: "update",
+        name: "health_window_secs",
+        default: "45",
+        doc: "How long a new release has after its restart to answer /readyz on the local API with its version; after that it is rolled back. 45 s keeps restart-to-rollback under a minute (the old release starts in about 2 s).",
+    },
+    Key {
+        section: "update",
+        name: "download_attempts",
+        default: "5",
+        doc: "Tries to fetch an artifact; each one after an interruption resumes with HTTP Range where the staged bytes end.",
+    },
+    Key {
         section: "log",
         name: "level",
         default: "info",
@@ -287,6 +317,7 @@ pub struct Config {
     pub printer: PrinterConfig,
     pub scanner: ScannerConfig,
     pub mqtt: MqttConfig,
+    pub update: UpdateConfig,
     pub log: LogConfig,
 }
 
@@ -299,6 +330,16 @@ pub struct MqttConfig {
     pub max_queued_messages: usize,
     pub session_expiry_secs: u64,
     pub max_packet_bytes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateConfig {
+    /// Hex of the ed25519 public key; empty when none is configured (every update refused).
+    pub release_public_key: String,
+    pub install_root: PathBuf,
+    pub restart_command: String,
+    pub health_window_secs: u64,
+    pub download_attempts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -582,6 +623,28 @@ impl Config {
                     parse_range(s, 1024, 16 << 20)
                 }),
             },
+            update: UpdateConfig {
+                release_public_key: p.get("update", "release_public_key", |s| {
+                    let s = s.trim();
+                    if s.is_empty() {
+                        return Ok(String::new());
+                    }
+                    match hex::decode(s) {
+                        Ok(b) if b.len() == 32 => Ok(s.to_ascii_lowercase()),
+                        _ => Err(
+                            "expected 64 hex characters (release keygen prints them) or empty"
+                                .into(),
+                        ),
+                    }
+                }),
+                install_root: p.get("update", "install_root", parse_path),
+                restart_command: p.get("update", "restart_command", |s| {
+                    non_empty(s).map(str::to_owned)
+                }),
+                health_window_secs: p
+                    .get("update", "health_window_secs", |s| parse_range(s, 1, 3_600)),
+                download_attempts: p.get("update", "download_attempts", |s| parse_range(s, 1, 100)),
+            },
             log: LogConfig {
                 level: p.get("log", "level", |s| {
                     tracing_subscriber::EnvFilter::try_new(s)
@@ -648,6 +711,11 @@ impl Config {
                 ("mqtt", "max_queued_messages") => self.mqtt.max_queued_messages.to_string(),
                 ("mqtt", "session_expiry_secs") => self.mqtt.session_expiry_secs.to_string(),
                 ("mqtt", "max_packet_bytes") => self.mqtt.max_packet_bytes.to_string(),
+                ("update", "release_public_key") => self.update.release_public_key.clone(),
+                ("update", "install_root") => self.update.install_root.display().to_string(),
+                ("update", "restart_command") => self.update.restart_command.clone(),
+                ("update", "health_window_secs") => self.update.health_window_secs.to_string(),
+                ("update", "download_attempts") => self.update.download_attempts.to_string(),
                 ("log", "level") => self.log.level.clone(),
                 _ => unreachable!("KEYS and to_toml list the same keys (tested)"),
             }

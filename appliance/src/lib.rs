@@ -14,4 +14,5 @@ pub mod store;
 pub mod supervisor;
 pub mod sync;
 pub mod telemetry;
+pub mod update;
 pub mod watchdog;

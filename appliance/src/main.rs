@@ -105,8 +105,33 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Self-update against the cloud's signed releases.
+    Update {
+        #[command(subcommand)]
+        command: UpdateCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum UpdateCommand {
+    /// Fetch and verify the offered (or given) release's manifest; install nothing.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The release to check instead of the one the cloud offers.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Download, verify, install and restart; roll back if the new release is not ready in time.
+    Apply {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The release to install instead of the one the cloud offers.
+        #[arg(long)]
+        version: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -474,8 +499,49 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 Ok(())
             }
         },
+        Command::Update { command } => {
+            let (config, version, apply) = match command {
+                UpdateCommand::Check { config, version } => (config, version, false),
+                UpdateCommand::Apply { config, version } => (config, version, true),
+            };
+            let config = load_config(config.as_deref())?;
+            telemetry::init("info");
+            let store = daemon::open_store(&config).await?;
+            let clock = store.ctx().clock.clone();
+            let identity = store.read(store_sync::identity).await?;
+            store.shutdown().await;
+            let identity = identity.ok_or_else(|| {
+                StartError::Other(anyhow::anyhow!(
+                    "this box is not enrolled; run `sentra-edge enroll --cloud URL --token TOKEN`"
+                ))
+            })?;
+            let client =
+                sentra_edge::sync::client::CloudClient::new(&config.sync, &identity, clock)
+                    .map_err(|e| StartError::Other(e.into()))?;
+            let updater = sentra_edge::update::Updater::new(config, client);
+            if apply {
+                let done = updater
+                    .apply(version.as_deref())
+                    .await
+                    .map_err(|e| StartError::Other(e.into()))?;
+                out(&format!("{done}\n"));
+            } else {
+                let check = updater
+                    .check(version.as_deref())
+                    .await
+                    .map_err(|e| StartError::Other(e.into()))?;
+                out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&check).expect("serialises")
+                ));
+            }
+            Ok(())
+        }
         Command::Version => {
-            out(&format!("sentra-edge {}\n", env!("CARGO_PKG_VERSION")));
+            out(&format!(
+                "sentra-edge {}\n",
+                sentra_edge::update::RUNNING_VERSION.as_str()
+            ));
             Ok(())
         }
     }

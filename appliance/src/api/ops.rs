@@ -28,7 +28,7 @@ pub struct Health {
 pub async fn healthz(State(s): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok",
-        version: env!("CARGO_PKG_VERSION"),
+        version: crate::update::RUNNING_VERSION.as_str(),
         uptime_secs: s.started.elapsed().as_secs(),
     })
 }
@@ -47,7 +47,7 @@ pub async fn readyz(State(s): State<AppState>) -> Result<Json<Health>, ApiError>
         })?;
     Ok(Json(Health {
         status: "ready",
-        version: env!("CARGO_PKG_VERSION"),
+        version: crate::update::RUNNING_VERSION.as_str(),
         uptime_secs: s.started.elapsed().as_secs(),
     }))
 }

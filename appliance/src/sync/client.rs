@@ -136,7 +136,7 @@ fn now_ms() -> i64 {
 }
 
 /// Read the cloud's error body, whatever shape it has.
-fn refused(status: StatusCode, body: &[u8]) -> SyncError {
+pub(crate) fn refused(status: StatusCode, body: &[u8]) -> SyncError {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
     SyncError::Refused {
         status: status.as_u16(),
@@ -280,6 +280,29 @@ impl CloudClient {
         body: Vec<u8>,
         idempotency_key: Option<&str>,
     ) -> Result<(StatusCode, bytes::Bytes), SyncError> {
+        let url = format!("{}{path_and_query}", self.base);
+        let extra: Vec<(&str, String)> = idempotency_key
+            .map(|key| ("idempotency-key", key.to_owned()))
+            .into_iter()
+            .collect();
+        let resp = self.request(method, path_and_query, body, &extra).await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| SyncError::Unreachable {
+            url: url.clone(),
+            detail: error_chain(&e),
+        })?;
+        Ok((status, bytes))
+    }
+
+    /// One signed request with `extra` headers; the answer's body is left to the caller (the
+    /// updater streams artifacts to disk).
+    pub async fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+        extra: &[(&str, String)],
+    ) -> Result<reqwest::Response, SyncError> {
         let mut nonce = [0u8; 16];
         rand::rng().fill_bytes(&mut nonce);
         let nonce = hex::encode(nonce);
@@ -299,20 +322,18 @@ impl CloudClient {
             url: url.clone(),
             detail: error_chain(&e),
         };
-        let mut request = self.http.request(method, &url);
-        if let Some(key) = idempotency_key {
-            request = request.header("idempotency-key", key);
-        }
-        let resp = request
+        let mut builder = self
+            .http
+            .request(method, &url)
             .header(DEVICE_HEADER, &h.device)
             .header(TIMESTAMP_HEADER, h.timestamp_ms.to_string())
             .header(NONCE_HEADER, &h.nonce)
             .header(SIGNATURE_HEADER, &h.signature)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(unreachable)?;
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in extra {
+            builder = builder.header(*name, value);
+        }
+        let resp = builder.body(body).send().await.map_err(unreachable)?;
         let received = now_ms();
         if let Some(server) = resp
             .headers()
@@ -323,9 +344,7 @@ impl CloudClient {
             // The server read its clock somewhere in the round trip: assume the middle.
             self.clock.set_offset_ms(server - (sent + received) / 2);
         }
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(unreachable)?;
-        Ok((status, bytes))
+        Ok(resp)
     }
 
     pub async fn push(&self, events: Vec<Event>) -> Result<PushOutcome, SyncError> {

@@ -126,13 +126,14 @@ async fn collect(
         .await
         .unwrap_or_default();
     Ok(Heartbeat {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
+        version: crate::update::RUNNING_VERSION.clone(),
         uptime_secs: started.elapsed().as_secs(),
-        update: UpdateReport {
+        // The updater's latest state, so its outcome outlives its own one-off heartbeats.
+        update: crate::update::read_state(data_dir).unwrap_or(UpdateReport {
             state: UpdateState::Idle,
             target_version: None,
             reason: None,
-        },
+        }),
         healthy: true,
         backlog: Backlog {
             count: outbox.pending_events,

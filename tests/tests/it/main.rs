@@ -9,3 +9,4 @@ mod static_binary;
 mod sync;
 mod systemd;
 mod udev;
+mod update;

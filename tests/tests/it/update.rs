@@ -1,0 +1,415 @@
+//! The self-updater against a real `sentra-cloud`: a box on 1.0.0 (installed under
+//! `install_root` and restarted by a script, as systemd would) refuses every tampered release
+//! with its reason and keeps serving 1.0.0; takes a good release (resuming a half-staged
+//! download with Range); and rolls back a release that crashes at start and one that never
+//! becomes ready, with the old version serving again and each state in the cloud's records.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sentra_protocol::ed25519_dalek::SigningKey;
+use sentra_protocol::fleet::{Manifest, sign_manifest};
+use sentra_system_tests::{Cloud, EdgeSite, bin, eventually, http};
+use sqlx::Row as _;
+
+const OLD: &str = "1.0.0";
+const GOOD: &str = "1.1.0";
+
+struct Rig {
+    cloud: Cloud,
+    site: EdgeSite,
+    dir: tempfile::TempDir,
+    signing_key: PathBuf,
+    root: PathBuf,
+    port: u16,
+    device: String,
+}
+
+impl Rig {
+    async fn new() -> Rig {
+        let cloud = Cloud::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let signing_key = dir.path().join("release.key");
+        let public = cloud_cli(&cloud, &["release", "keygen", path(&signing_key)]);
+        let root = dir.path().join("app");
+        let port = free_port();
+        let script = dir.path().join("restart.sh");
+        let site = EdgeSite::new(
+            "UPD01",
+            &format!(
+                "[update]\nrelease_public_key = \"{public}\"\ninstall_root = {:?}\nrestart_command = \"sh {}\"\nhealth_window_secs = 10\n",
+                root.display().to_string(),
+                script.display()
+            ),
+        );
+        // What `systemctl restart sentra-edge` does for the unit: stop the running daemon, start
+        // `current/sentra-edge` again.
+        std::fs::write(
+            &script,
+            format!(
+                "pidfile={pid}\nif [ -f \"$pidfile\" ]; then\n  old=$(cat \"$pidfile\")\n  kill \"$old\" 2>/dev/null || true\n  while kill -0 \"$old\" 2>/dev/null; do sleep 0.05; done\nfi\nSENTRA_EDGE__API__LISTEN=127.0.0.1:{port} RUST_LOG=warn {root}/current/sentra-edge run --config {config} >>{log} 2>&1 </dev/null &\necho $! > \"$pidfile\"\n",
+                pid = dir.path().join("pid").display(),
+                root = root.display(),
+                config = site.config.display(),
+                log = dir.path().join("daemon.log").display(),
+            ),
+        )
+        .expect("write restart script");
+        site.enroll(&cloud.url, &cloud.enrollment_token("UPD01"));
+        let (code, out, err) = site.cli(&["status", "--json"]);
+        assert_eq!(code, 0, "status: {out}{err}");
+        let status: serde_json::Value = serde_json::from_str(&out).expect("status json");
+        let device = status["cloud"]["device_id"]
+            .as_str()
+            .expect("enrolled")
+            .to_owned();
+        // The box as the image ships it: 1.0.0 installed, `current` pointing at it, running.
+        let release = root.join("releases").join(OLD);
+        std::fs::create_dir_all(&release).expect("mkdir release");
+        std::fs::copy(bin("sentra-edge"), release.join("sentra-edge")).expect("copy binary");
+        std::os::unix::fs::symlink(Path::new("releases").join(OLD), root.join("current"))
+            .expect("current link");
+        let rig = Rig {
+            cloud,
+            site,
+            dir,
+            signing_key,
+            root,
+            port,
+            device,
+        };
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .status()
+            .expect("start the daemon");
+        assert!(out.success());
+        rig.serving(OLD).await;
+        rig
+    }
+
+    fn publish(&self, artifact: &[u8], version: &str) {
+        let file = self.dir.path().join(format!("artifact-{version}"));
+        std::fs::write(&file, artifact).expect("write artifact");
+        let out = std::process::Command::new(bin("sentra-cloud"))
+            .args([
+                "release",
+                "publish",
+                path(&file),
+                "--version",
+                version,
+                "--channel",
+                "stable",
+            ])
+            .env("DATABASE_URL", &self.cloud.db.url)
+            .env(
+                "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
+                path(&self.signing_key),
+            )
+            .output()
+            .expect("publish");
+        assert!(
+            out.status.success(),
+            "publish {version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `sentra-edge update apply --version V` with `env`; (exit code, stdout + stderr).
+    fn apply(&self, version: &str, env: &[(&str, &str)]) -> (i32, String) {
+        let mut cmd = std::process::Command::new(bin("sentra-edge"));
+        cmd.args(["update", "apply", "--version", version, "--config"])
+            .arg(&self.site.config)
+            .env(
+                "SENTRA_EDGE__API__LISTEN",
+                format!("127.0.0.1:{}", self.port),
+            )
+            .env("RUST_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run update apply");
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// The daemon answers /readyz with `version`, and `current` points at it.
+    async fn serving(&self, version: &str) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        let client = http();
+        eventually(Duration::from_secs(30), "the daemon serves", || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let resp = client.get(&url).send().await.ok()?;
+                let body: serde_json::Value = resp.json().await.ok()?;
+                body["version"].as_str().map(str::to_owned)
+            }
+        })
+        .await;
+        let resp: serde_json::Value = client
+            .get(&url)
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(resp["version"], version, "running version");
+        let link = std::fs::read_link(self.root.join("current")).expect("current");
+        assert_eq!(link, Path::new("releases").join(version));
+    }
+
+    async fn refused(&self, version: &str, env: &[(&str, &str)], reason: &str) {
+        let (code, out) = self.apply(version, env);
+        assert_ne!(code, 0, "{version} must be refused: {out}");
+        assert!(
+            out.contains(reason),
+            "{version}: expected {reason:?} in {out}"
+        );
+        self.serving(OLD).await;
+    }
+
+    /// Overwrite release `version`'s row in the cloud (what an attacker with the database, or a
+    /// broken mirror, could serve).
+    async fn tamper(&self, version: &str, set: &str) {
+        let mut pg = self.cloud.pg().await;
+        // The SET clauses are this file's own constants.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE releases SET {set} WHERE version = $1"
+        )))
+        .bind(version)
+        .execute(&mut pg)
+        .await
+        .expect("tamper");
+    }
+
+    async fn states(&self) -> Vec<String> {
+        let mut pg = self.cloud.pg().await;
+        sqlx::query(
+            "SELECT update_state FROM heartbeat_history WHERE device_id = $1::uuid ORDER BY received_at",
+        )
+        .bind(&self.device)
+        .fetch_all(&mut pg)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect()
+    }
+
+    async fn latest_reason(&self) -> String {
+        let mut pg = self.cloud.pg().await;
+        sqlx::query(
+            "SELECT body->'update'->>'reason' FROM device_heartbeats WHERE device_id = $1::uuid",
+        )
+        .bind(&self.device)
+        .fetch_one(&mut pg)
+        .await
+        .expect("latest heartbeat")
+        .get::<Option<String>, _>(0)
+        .unwrap_or_default()
+    }
+
+    fn stop(&self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid")) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn cloud_cli(cloud: &Cloud, args: &[&str]) -> String {
+    let (code, out, err) = cloud.cli(args);
+    assert_eq!(code, 0, "{args:?}: {out}{err}");
+    out.trim().to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(
+    clippy::print_stdout,
+    reason = "the issue asks for the time from restart to rollback to be printed; nothing asserts on it"
+)]
+async fn tampered_releases_are_refused_a_good_one_installs_and_bad_ones_roll_back() {
+    let rig = Rig::new().await;
+    let binary = std::fs::read(bin("sentra-edge")).expect("read binary");
+
+    // Fail closed: no key configured.
+    rig.publish(&binary, GOOD);
+    rig.refused(
+        GOOD,
+        &[("SENTRA_EDGE__UPDATE__RELEASE_PUBLIC_KEY", "")],
+        "no release public key is configured",
+    )
+    .await;
+    // A key that did not sign it.
+    let other = hex_public(&SigningKey::from_bytes(&[9; 32]));
+    rig.refused(
+        GOOD,
+        &[("SENTRA_EDGE__UPDATE__RELEASE_PUBLIC_KEY", &other)],
+        "manifest is signed by key",
+    )
+    .await;
+    // Manifest bytes changed after signing.
+    rig.publish(b"tampered", "1.0.1");
+    rig.tamper(
+        "1.0.1",
+        "manifest = replace(manifest, '\"stable\"', '\"evil\"')",
+    )
+    .await;
+    rig.refused("1.0.1", &[], "signature does not match").await;
+    // Unsigned: no signature at all.
+    rig.publish(b"unsigned", "1.0.2");
+    rig.tamper("1.0.2", "signature = ''").await;
+    rig.refused("1.0.2", &[], "signature").await;
+    // Expired: correctly signed, but past its expiry.
+    rig.publish(b"expired", "1.0.3");
+    let seed: [u8; 32] = hex_decode(&std::fs::read_to_string(&rig.signing_key).expect("key"));
+    let key = SigningKey::from_bytes(&seed);
+    let stale = sign_manifest(
+        &key,
+        &Manifest {
+            version: "1.0.3".into(),
+            channel: "stable".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            expires: "2026-01-02T00:00:00Z".into(),
+            expires_unix: now_unix() - 60,
+            sha256: "00".repeat(32),
+            size: 7,
+            url: "/v1/releases/1.0.3/artifact".into(),
+        },
+    );
+    let mut pg = rig.cloud.pg().await;
+    sqlx::query("UPDATE releases SET manifest = $1, signature = $2 WHERE version = '1.0.3'")
+        .bind(&stale.manifest)
+        .bind(&stale.signature)
+        .execute(&mut pg)
+        .await
+        .expect("replace manifest");
+    rig.refused("1.0.3", &[], "manifest expired").await;
+    // Wrong bytes of the right length.
+    rig.publish(b"right-length", "1.0.4");
+    rig.tamper("1.0.4", "artifact = convert_to('wrong-length', 'UTF8')")
+        .await;
+    rig.refused("1.0.4", &[], "artifact SHA-256 is").await;
+    // Truncated: the cloud serves fewer bytes than the manifest's size.
+    rig.publish(b"a longer artifact than served", "1.0.5");
+    rig.tamper("1.0.5", "artifact = convert_to('a longer', 'UTF8')")
+        .await;
+    rig.refused("1.0.5", &[], "artifact is truncated").await;
+    // Downgrade.
+    rig.publish(b"old", "0.9.0");
+    rig.refused("0.9.0", &[], "not newer than 1.0.0").await;
+    assert!(
+        rig.states()
+            .await
+            .iter()
+            .all(|s| ["idle", "downloading", "failure"].contains(&s.as_str())),
+        "refusals are reported as failures before anything is installed: {:?}",
+        rig.states().await
+    );
+
+    // A good release; half of it is already staged from an interrupted download (resumed with
+    // Range from where it ends).
+    let staging = rig.root.join("staging");
+    std::fs::create_dir_all(&staging).expect("staging");
+    std::fs::write(
+        staging.join(format!("{GOOD}.part")),
+        &binary[..binary.len() / 2],
+    )
+    .expect("half staged");
+    let (code, out) = rig.apply(GOOD, &[]);
+    assert_eq!(code, 0, "good update: {out}");
+    println!("good update: {}", out.trim());
+    rig.serving(GOOD).await;
+    assert!(!staging.join(format!("{GOOD}.part")).exists());
+    assert!(
+        rig.root.join("releases").join(OLD).exists(),
+        "previous kept"
+    );
+    // Replayed: the same (valid, signed) manifest again.
+    let (code, out) = rig.apply(GOOD, &[]);
+    assert_ne!(code, 0, "replay refused: {out}");
+    assert!(out.contains("not newer than 1.1.0"), "{out}");
+
+    // A release that crashes at start, and one that never becomes ready.
+    for (version, script, why) in [
+        (
+            "1.2.0",
+            "#!/bin/sh\necho crashing >&2\nexit 3\n",
+            "crash at start",
+        ),
+        ("1.3.0", "#!/bin/sh\nexec sleep 600\n", "never ready"),
+    ] {
+        rig.publish(script.as_bytes(), version);
+        let (code, out) = rig.apply(version, &[]);
+        assert_ne!(code, 0, "{version} must roll back: {out}");
+        assert!(out.contains("rolled back"), "{version}: {out}");
+        let took = out
+            .split("restored ")
+            .nth(1)
+            .and_then(|rest| rest.split(" s after").next())
+            .unwrap_or("?");
+        println!("{why} ({version}): restart to rollback {took} s");
+        rig.serving(GOOD).await;
+        assert!(rig.latest_reason().await.contains("not ready within 10 s"));
+    }
+    let states = rig.states().await;
+    for want in [
+        "downloading",
+        "installing",
+        "restarting",
+        "success",
+        "rolled-back",
+    ] {
+        assert!(
+            states.iter().any(|s| s == want),
+            "{want} reported: {states:?}"
+        );
+    }
+}
+
+fn hex_public(key: &SigningKey) -> String {
+    key.verifying_key()
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn hex_decode(text: &str) -> [u8; 32] {
+    let text = text.trim();
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex seed");
+    }
+    out
+}
