@@ -87,9 +87,10 @@ pub async fn run(
 /// What changes make an early heartbeat.
 fn fingerprint(beat: &Heartbeat) -> String {
     format!(
-        "{:?}|{:?}|{}|{}|{}",
+        "{:?}|{:?}|{:?}|{}|{}|{}",
         beat.printer,
         beat.scanner,
+        beat.paired_clients,
         beat.backlog.count == 0,
         beat.parked,
         beat.healthy
@@ -103,15 +104,17 @@ async fn collect(
     started: Instant,
 ) -> Result<Heartbeat, store::StoreError> {
     let device = store.ctx().device_id.clone();
-    let (outbox, sync, printer) = store
+    let (outbox, sync, printer, devices) = store
         .read(move |c| {
             Ok((
                 store::outbox::status(c, &device)?,
                 state::state(c)?,
                 store::print_jobs::printer_state(c)?,
+                store::devices::list(c)?,
             ))
         })
         .await?;
+    let paired_clients = devices.iter().filter(|d| d.revoked_at.is_none()).count() as u64;
     let now = time::OffsetDateTime::now_utc();
     let oldest_age_secs = outbox
         .oldest_pending_at
@@ -122,7 +125,7 @@ async fn collect(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
     let dir = data_dir.to_owned();
-    let resources = tokio::task::spawn_blocking(move || resources(&dir))
+    let (resources, broker) = tokio::task::spawn_blocking(move || (resources(&dir), broker(&dir)))
         .await
         .unwrap_or_default();
     Ok(Heartbeat {
@@ -146,9 +149,21 @@ async fn collect(
         resources,
         printer: printer.map(|p| p.state),
         scanner: scanner_state,
-        broker: None,
-        paired_clients: None,
+        broker,
+        paired_clients: Some(paired_clients),
     })
+}
+
+/// The broker's state as this daemon's bridge last wrote it: `listening on ADDR, N clients`, or
+/// `off` when no broker of this process runs (`mqtt.enabled = false`, or not started yet).
+fn broker(data_dir: &Path) -> Option<String> {
+    match crate::broker::read_state_file(data_dir) {
+        Some(b) if b.pid == std::process::id() => Some(format!(
+            "listening on {}, {} client(s)",
+            b.address, b.clients
+        )),
+        _ => Some("off".to_owned()),
+    }
 }
 
 /// Disk of the data directory (statvfs), memory (/proc/meminfo) and the store's files.

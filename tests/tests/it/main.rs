@@ -3,6 +3,7 @@
 //! provisioning).
 
 mod booking;
+mod heartbeat;
 mod provisioning;
 mod shared;
 mod static_binary;
