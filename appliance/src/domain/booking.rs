@@ -3,44 +3,15 @@
 //! two sets of taken days overlap. The same rules as the cloud's (`sentra-cloud`
 //! `booking::types`), so what the branch accepts offline the cloud can decide. Pure.
 
-use time::{Date, Month};
+use time::Date;
 
 use super::Invalid;
 
-/// The longest stay one booking (or availability question) may cover: the cloud's limit.
-pub const MAX_STAY_DAYS: i64 = 92;
+pub use sentra_protocol::day::{MAX_STAY_DAYS, format_day};
 
-/// A calendar day, written `YYYY-MM-DD`.
+/// A calendar day, written `YYYY-MM-DD` (the protocol's one parser).
 pub fn parse_day(raw: &str) -> Result<Date, Invalid> {
-    let bad = || Invalid(format!("{raw:?} is not a date; expected YYYY-MM-DD"));
-    let bytes = raw.as_bytes();
-    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
-        return Err(bad());
-    }
-    let number = |range: std::ops::Range<usize>| -> Result<u32, Invalid> {
-        let text = &raw[range];
-        if !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        text.parse().map_err(|_| bad())
-    };
-    let year = i32::try_from(number(0..4)?).map_err(|_| bad())?;
-    let month = u8::try_from(number(5..7)?)
-        .ok()
-        .and_then(|m| Month::try_from(m).ok())
-        .ok_or_else(bad)?;
-    let day = u8::try_from(number(8..10)?).map_err(|_| bad())?;
-    Date::from_calendar_date(year, month, day).map_err(|_| bad())
-}
-
-/// `YYYY-MM-DD`.
-pub fn format_day(day: Date) -> String {
-    format!(
-        "{:04}-{:02}-{:02}",
-        day.year(),
-        u8::from(day.month()),
-        day.day()
-    )
+    sentra_protocol::day::parse_day(raw).map_err(|e| Invalid(e.to_string()))
 }
 
 /// The rental days asked for, `first` to `last` included.

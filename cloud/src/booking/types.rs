@@ -3,10 +3,9 @@
 
 use std::fmt;
 
-use time::{Date, Month};
+use time::Date;
 
-/// The longest stay one booking (or one availability question) may cover.
-pub const MAX_STAY_DAYS: i64 = 92;
+pub use sentra_protocol::day::{MAX_STAY_DAYS, format_day};
 
 /// Longest customer reference accepted.
 pub const MAX_CUSTOMER_LEN: usize = 200;
@@ -25,37 +24,9 @@ pub fn invalid(field: &'static str, problem: impl Into<String>) -> Invalid {
     }
 }
 
-/// A calendar day, written `YYYY-MM-DD`.
+/// A calendar day, written `YYYY-MM-DD` (the protocol's one parser), for request field `field`.
 pub fn parse_day(field: &'static str, raw: &str) -> Result<Date, Invalid> {
-    let bad = || invalid(field, format!("{raw:?} is not a date; expected YYYY-MM-DD"));
-    let bytes = raw.as_bytes();
-    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
-        return Err(bad());
-    }
-    let number = |range: std::ops::Range<usize>| -> Result<u32, Invalid> {
-        let text = &raw[range];
-        if !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        text.parse().map_err(|_| bad())
-    };
-    let year = i32::try_from(number(0..4)?).map_err(|_| bad())?;
-    let month = u8::try_from(number(5..7)?)
-        .ok()
-        .and_then(|month| Month::try_from(month).ok())
-        .ok_or_else(bad)?;
-    let day = u8::try_from(number(8..10)?).map_err(|_| bad())?;
-    Date::from_calendar_date(year, month, day).map_err(|_| bad())
-}
-
-/// `YYYY-MM-DD`, as PostgreSQL and the API write dates.
-pub fn format_day(day: Date) -> String {
-    format!(
-        "{:04}-{:02}-{:02}",
-        day.year(),
-        u8::from(day.month()),
-        day.day()
-    )
+    sentra_protocol::day::parse_day(raw).map_err(|e| invalid(field, e.to_string()))
 }
 
 /// The rental days asked for: `first` to `last`, both included.
