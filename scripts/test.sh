@@ -66,8 +66,9 @@ ensure_build_tools() {
     # README's walkthrough, which uses curl and jq.
     local pkgs=()
     type -P kill >/dev/null || pkgs+=(procps)
-    # The static binary's check reads its dynamic section (binutils' readelf).
-    command -v readelf >/dev/null || pkgs+=(binutils)
+    # The static binary's check reads its dynamic section (binutils' readelf); the updater's test
+    # strips the debug binary it publishes as a release (binutils' strip).
+    { command -v readelf >/dev/null && command -v strip >/dev/null; } || pkgs+=(binutils)
     # The unit, sysusers and tmpfiles checks use systemd's own tools.
     command -v systemd-analyze >/dev/null || pkgs+=(systemd)
     command -v curl >/dev/null || pkgs+=(curl)

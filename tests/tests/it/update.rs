@@ -260,7 +260,17 @@ fn now_unix() -> u64 {
 )]
 async fn tampered_releases_are_refused_a_good_one_installs_and_bad_ones_roll_back() {
     let rig = Rig::new().await;
-    let binary = std::fs::read(bin("sentra-edge")).expect("read binary");
+    // The release is this build's binary, stripped as the dist profile strips what ships: the
+    // debug build with its debug info is larger than the cloud's artifact limit (256 MiB).
+    let stripped = rig.dir.path().join("sentra-edge.stripped");
+    let status = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(bin("sentra-edge"))
+        .status()
+        .expect("run strip (binutils)");
+    assert!(status.success(), "strip sentra-edge");
+    let binary = std::fs::read(&stripped).expect("read binary");
 
     // Fail closed: no key configured.
     rig.publish(&binary, GOOD);
