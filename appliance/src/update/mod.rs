@@ -250,34 +250,14 @@ impl Updater {
         let v = check.target.clone();
         self.report(UpdateState::Downloading, Some(&v), None, None)
             .await;
-        let staged = match self.download(&check.manifest).await {
-            Ok(p) => p,
-            Err(error) => {
-                self.report(
-                    UpdateState::Failure,
-                    Some(&v),
-                    Some(&error.to_string()),
-                    None,
-                )
-                .await;
-                return Err(error);
-            }
-        };
+        let staged = self
+            .failed_if_err(&v, self.download(&check.manifest).await)
+            .await?;
         self.report(UpdateState::Installing, Some(&v), None, None)
             .await;
-        let previous = match self.layout.install(&staged, &v, &RUNNING_VERSION) {
-            Ok(p) => p,
-            Err(error) => {
-                self.report(
-                    UpdateState::Failure,
-                    Some(&v),
-                    Some(&error.to_string()),
-                    None,
-                )
-                .await;
-                return Err(error);
-            }
-        };
+        let previous = self
+            .failed_if_err(&v, self.layout.install(&staged, &v, &RUNNING_VERSION))
+            .await?;
         self.report(UpdateState::Restarting, Some(&v), None, None)
             .await;
         let restarted = Instant::now();
@@ -523,6 +503,25 @@ impl Updater {
 
     /// Record the state where the heartbeat reads it and tell the cloud at once (best effort:
     /// the daemon's heartbeat repeats the file).
+    /// Reports `failure` for `version`, with the error as the reason, when `result` is an error;
+    /// passes `result` on either way.
+    async fn failed_if_err<T>(
+        &self,
+        version: &str,
+        result: Result<T, UpdateError>,
+    ) -> Result<T, UpdateError> {
+        if let Err(error) = &result {
+            self.report(
+                UpdateState::Failure,
+                Some(version),
+                Some(&error.to_string()),
+                None,
+            )
+            .await;
+        }
+        result
+    }
+
     async fn report(
         &self,
         state: UpdateState,
