@@ -10,6 +10,7 @@
 //! - every `/v1` route but `/v1/enroll` sits behind [`auth::authenticate`]; which caller a route
 //!   accepts (device, operator token) is decided in its handler through [`auth::Caller`].
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub redis: ConnectionManager,
     pub booking: booking::Booking,
     pub fleet: crate::config::FleetConfig,
+    /// API tokens this replica recently found valid.
+    pub tokens: Arc<devices::auth::TokenCache>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -118,6 +118,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             redis,
             booking,
             fleet: config.fleet.clone(),
+            tokens: std::sync::Arc::default(),
         }),
     )
     .with_graceful_shutdown(token.clone().cancelled_owned())

@@ -11,9 +11,14 @@
 //!   fill the nonce table; a nonce is accepted once per device ([`NONCE_RETENTION`] is long
 //!   enough that a replay of a pruned nonce already fails the timestamp check);
 //! - unknown, revoked, unsigned or badly signed: 401 `unauthorized`; timestamp outside the window:
-//!   401 `clock_skew`; nonce seen: 401 `replay`.
+//!   401 `clock_skew`; nonce seen: 401 `replay`;
+//! - an API token found valid is trusted by this replica for [`API_TOKEN_CACHE_TTL`] without
+//!   asking PostgreSQL again ([`TokenCache`]), so a revocation (`revoked_at` set) takes effect on
+//!   every replica within that time. Unknown or revoked tokens are never cached: each is looked up.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
@@ -40,6 +45,42 @@ pub const NONCE_RETENTION: Duration = Duration::from_millis(2 * MAX_SKEW_MS);
 /// How often each replica deletes nonces older than [`NONCE_RETENTION`]. Deleting is idempotent,
 /// so replicas need not coordinate.
 pub const NONCE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long a replica trusts an API token it found valid. The customer portal and availability
+/// checks send thousands of requests a second with a handful of tokens: without the cache each
+/// one costs a PostgreSQL round trip before Redis is even asked, and a herd turned away by the
+/// calendar would still touch PostgreSQL a thousand times. Five seconds is the longest a revoked
+/// token keeps working on a replica.
+pub const API_TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Most tokens a replica remembers; past it, expired entries are dropped, then all of them.
+/// Bounds memory whatever the callers send (only valid tokens are ever stored).
+pub const API_TOKEN_CACHE_ENTRIES: usize = 4096;
+
+/// API tokens recently found valid, keyed by their SHA-256 (the token itself is not kept).
+#[derive(Debug, Default)]
+pub struct TokenCache(Mutex<HashMap<Vec<u8>, (Instant, ApiClient)>>);
+
+impl TokenCache {
+    fn get(&self, hash: &[u8]) -> Option<ApiClient> {
+        let entries = self.0.lock().ok()?;
+        let (at, client) = entries.get(hash)?;
+        (at.elapsed() < API_TOKEN_CACHE_TTL).then(|| client.clone())
+    }
+
+    fn put(&self, hash: Vec<u8>, client: ApiClient) {
+        let Ok(mut entries) = self.0.lock() else {
+            return;
+        };
+        if entries.len() >= API_TOKEN_CACHE_ENTRIES {
+            entries.retain(|_, (at, _)| at.elapsed() < API_TOKEN_CACHE_TTL);
+            if entries.len() >= API_TOKEN_CACHE_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (Instant::now(), client));
+    }
+}
 
 /// The authenticated caller, put into the request by [`authenticate`].
 #[derive(Debug, Clone)]
@@ -171,7 +212,7 @@ pub async fn authenticate(
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or(AuthError::BadHeader("authorization"))?;
-        Some(api_client(&state.db, token.trim()).await?)
+        Some(api_client(&state.db, &state.tokens, token.trim()).await?)
     } else if parts.headers.contains_key(DEVICE_HEADER) {
         None
     } else {
@@ -209,16 +250,22 @@ pub async fn authenticate(
         .await)
 }
 
-async fn api_client(db: &PgPool, token: &str) -> Result<ApiClient, AuthError> {
+async fn api_client(db: &PgPool, cache: &TokenCache, token: &str) -> Result<ApiClient, AuthError> {
+    let hash = tokens::hash(token);
+    if let Some(client) = cache.get(&hash) {
+        return Ok(client);
+    }
     let row: Option<(String, String)> = sqlx::query_as(
         "SELECT name, role FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
     )
-    .bind(tokens::hash(token))
+    .bind(&hash)
     .fetch_optional(db)
     .await?;
     let (name, role) = row.ok_or(AuthError::UnknownToken)?;
     let role = role.parse().map_err(|_| AuthError::UnknownToken)?;
-    Ok(ApiClient { name, role })
+    let client = ApiClient { name, role };
+    cache.put(hash, client.clone());
+    Ok(client)
 }
 
 async fn device(
