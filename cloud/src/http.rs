@@ -10,6 +10,7 @@
 //! - every `/v1` route but `/v1/enroll` sits behind [`auth::authenticate`]; which caller a route
 //!   accepts (device, operator token) is decided in its handler through [`auth::Caller`].
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub redis: ConnectionManager,
     pub booking: booking::Booking,
     pub fleet: crate::config::FleetConfig,
+    /// Customer notifications: what ingest needs to schedule service reminders.
+    pub notify: Arc<crate::notify::Settings>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -122,6 +125,7 @@ pub fn router(state: AppState) -> Router {
 /// it does not answer, `sentra_fleet_scrape_ok 0` says so and the rest is still served).
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let mut text = state.booking.metrics.render();
+    text.push_str(&crate::notify::METRICS.render());
     match fleet::metrics::render(&state.db, state.fleet.offline_after).await {
         Ok(fleet) => {
             text.push_str(&fleet);
