@@ -3,15 +3,17 @@
 //! WhatsApp account exists. It keeps what it accepted in memory and answers what tests and
 //! operators ask of it:
 //!
-//! - `GET /sandbox/messages[?key=K]` → `{"messages": [{id, key, to, template, parameters}]}`:
+//! - `GET /_sandbox/messages[?key=K]` → `{"messages": [{id, key, to, template, parameters}]}`:
 //!   what it accepted (with `key`, the lookup a worker makes after an interrupted send);
-//! - `POST /sandbox/fail` `{"count": N, "status": S}`: the next N sends are refused with status
+//! - `POST /_sandbox/fail` `{"count": N, "status": S}`: the next N sends are refused with status
 //!   S (default 503) and the Graph API's error body, and not recorded;
-//! - `POST /sandbox/hold` `{"count": N}`: the next N sends are recorded as accepted but never
+//! - `POST /_sandbox/hold` `{"count": N}`: the next N sends are recorded as accepted but never
 //!   answered (the request hangs until the client gives up): a gateway that took the message
 //!   while the worker died or timed out.
 //!
-//! With a token configured, every request must carry it as `Authorization: Bearer`.
+//! The control paths start with `_`, which no phone number id contains (`notify.phone_number_id`
+//! is letters and digits). With a token configured, every request must carry it as
+//! `Authorization: Bearer`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -86,9 +88,9 @@ fn router(token: Option<String>) -> Router {
         token: token.map(Arc::from),
     };
     Router::new()
-        .route("/sandbox/messages", get(messages))
-        .route("/sandbox/fail", post(fail))
-        .route("/sandbox/hold", post(hold))
+        .route("/_sandbox/messages", get(messages))
+        .route("/_sandbox/fail", post(fail))
+        .route("/_sandbox/hold", post(hold))
         .route("/{phone_number_id}/messages", post(send))
         .with_state(state)
 }

@@ -356,7 +356,7 @@ pub async fn gateway_from_config(
                 })?;
             tracing::info!(%addr, "sandbox messaging gateway listening");
             let base = format!("http://{addr}");
-            let lookup = format!("{base}/sandbox/messages");
+            let lookup = format!("{base}/_sandbox/messages");
             (base, Some(lookup), Some(task))
         }
     };
