@@ -241,7 +241,9 @@ impl AmqpUrl {
             return Err("TLS (amqps://) is not built into this version; use amqp://".to_owned());
         }
         if !raw.starts_with("amqp://") {
-            return Err("expected an amqp:// URL, such as amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+            return Err(
+                "expected an amqp:// URL, such as amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            );
         }
         Ok(Self(raw.to_owned()))
     }
@@ -275,9 +277,9 @@ fn parse_gateway(raw: &str) -> Result<Option<GatewayTarget>, String> {
     match raw {
         "" => Ok(None),
         "sandbox" => Ok(Some(GatewayTarget::Sandbox)),
-        url if url.starts_with("https://") || url.starts_with("http://") => {
-            Ok(Some(GatewayTarget::Url(url.trim_end_matches('/').to_owned())))
-        }
+        url if url.starts_with("https://") || url.starts_with("http://") => Ok(Some(
+            GatewayTarget::Url(url.trim_end_matches('/').to_owned()),
+        )),
         _ => Err("expected \"sandbox\" or an http(s):// URL".to_owned()),
     }
 }
@@ -649,7 +651,11 @@ pub fn load_with(
     let text = |raw: Option<(String, Origin)>, env, default: &str| {
         raw.unwrap_or_else(|| (default.to_owned(), Origin::Env(env)))
     };
-    let (value, origin) = text(raw.notify_amqp_url, ENV_NOTIFY_AMQP_URL, DEFAULT_NOTIFY_AMQP_URL);
+    let (value, origin) = text(
+        raw.notify_amqp_url,
+        ENV_NOTIFY_AMQP_URL,
+        DEFAULT_NOTIFY_AMQP_URL,
+    );
     let amqp_url = if value.is_empty() {
         None
     } else {
@@ -664,7 +670,11 @@ pub fn load_with(
         DEFAULT_NOTIFY_GATEWAY_URL,
     );
     let gateway = validate(&value, origin, parse_gateway, &mut errors).flatten();
-    let (value, origin) = text(raw.notify_gateway_lookup_url, ENV_NOTIFY_GATEWAY_LOOKUP_URL, "");
+    let (value, origin) = text(
+        raw.notify_gateway_lookup_url,
+        ENV_NOTIFY_GATEWAY_LOOKUP_URL,
+        "",
+    );
     let gateway_lookup_url = validate(&value, origin, parse_http_url, &mut errors).flatten();
     let (value, origin) = text(
         raw.notify_phone_number_id,
@@ -983,12 +993,21 @@ fn read_env(env: &dyn Fn(&str) -> Option<OsString>, raw: &mut Raw, errors: &mut 
         (ENV_REMINDER_DAYS, &mut raw.reminder_days),
         (ENV_NOTIFY_MAX_ATTEMPTS, &mut raw.notify_max_attempts),
         (ENV_NOTIFY_RETRY_BASE_MS, &mut raw.notify_retry_base_ms),
-        (ENV_NOTIFY_PUBLISH_INTERVAL_MS, &mut raw.notify_publish_interval_ms),
+        (
+            ENV_NOTIFY_PUBLISH_INTERVAL_MS,
+            &mut raw.notify_publish_interval_ms,
+        ),
         (ENV_NOTIFY_GATEWAY_URL, &mut raw.notify_gateway_url),
         (ENV_NOTIFY_GATEWAY_TOKEN, &mut raw.notify_gateway_token),
         (ENV_NOTIFY_PHONE_NUMBER_ID, &mut raw.notify_phone_number_id),
-        (ENV_NOTIFY_GATEWAY_TIMEOUT_MS, &mut raw.notify_gateway_timeout_ms),
-        (ENV_NOTIFY_GATEWAY_LOOKUP_URL, &mut raw.notify_gateway_lookup_url),
+        (
+            ENV_NOTIFY_GATEWAY_TIMEOUT_MS,
+            &mut raw.notify_gateway_timeout_ms,
+        ),
+        (
+            ENV_NOTIFY_GATEWAY_LOOKUP_URL,
+            &mut raw.notify_gateway_lookup_url,
+        ),
     ] {
         if let Some(value) = var(name) {
             *slot = Some(value);

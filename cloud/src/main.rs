@@ -56,6 +56,11 @@ Environment (overrides the config file):
   SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET        HMAC key of gateway webhooks [default: none]
   SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE      release signing key (release publish) [default: none]
   SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS       heartbeat age shown as offline [default: 180]
+  SENTRA_CLOUD__NOTIFY__AMQP_URL      RabbitMQ for notifications [default: none: nothing published]
+  SENTRA_CLOUD__NOTIFY__GATEWAY_URL   messaging gateway: sandbox or the API base [default: none]
+  SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN the gateway's bearer token [default: none]
+  SENTRA_CLOUD__NOTIFY__REMINDER_DAYS service reminder after an invoice [default: 90]
+    (every notify key: README, section Customer notifications)
   SENTRA_CLOUD__HTTP__LISTEN   HTTP listen address [default: 0.0.0.0:8090]
   RUST_LOG                     log filter [default: info]
 
@@ -131,7 +136,12 @@ struct SandboxArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     listen: std::net::SocketAddr,
     /// The bearer token every request must carry [default: none required].
-    #[arg(long, value_name = "TOKEN", env = "SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
 }
 

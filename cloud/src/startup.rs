@@ -31,8 +31,8 @@ use crate::booking;
 use crate::config::Config;
 use crate::devices::auth;
 use crate::health;
-use crate::notify;
 use crate::http::{self, AppState};
+use crate::notify;
 
 /// Connections per replica to PostgreSQL. Small on purpose: replicas multiply it, and
 /// PostgreSQL's default `max_connections` is 100.

@@ -40,7 +40,9 @@ pub enum GatewayError {
 /// Whether the gateway accepted a message with a given key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    Sent { message_id: String },
+    Sent {
+        message_id: String,
+    },
     NotSent,
     /// This gateway cannot tell.
     Unknown,
@@ -49,10 +51,8 @@ pub enum Lookup {
 /// Sends template messages. Implementations must be safe to call from several tasks.
 pub trait MessagingGateway: Send + Sync {
     /// Sends one message; the gateway's message id when it accepted it.
-    fn send(
-        &self,
-        message: &Outgoing,
-    ) -> impl Future<Output = Result<String, GatewayError>> + Send;
+    fn send(&self, message: &Outgoing)
+    -> impl Future<Output = Result<String, GatewayError>> + Send;
 
     /// Whether a message with `key` was accepted before (after a send that was interrupted).
     fn lookup(&self, key: &str) -> impl Future<Output = Result<Lookup, GatewayError>> + Send;
@@ -158,11 +158,17 @@ fn request_error(error: &reqwest::Error) -> GatewayError {
 
 impl MessagingGateway for WhatsAppCloud {
     async fn send(&self, message: &Outgoing) -> Result<String, GatewayError> {
-        let mut request = self.http.post(&self.messages_url).json(&Self::body(message));
+        let mut request = self
+            .http
+            .post(&self.messages_url)
+            .json(&Self::body(message));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|error| request_error(&error))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|error| request_error(&error))?;
         let status = response.status();
         let body = response
             .bytes()
@@ -196,7 +202,10 @@ impl MessagingGateway for WhatsAppCloud {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|error| request_error(&error))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|error| request_error(&error))?;
         let status = response.status();
         let body = response
             .bytes()

@@ -73,7 +73,9 @@ pub enum NotifyError {
     NotConfirmed(String),
     #[error("no broker configured: set notify.amqp_url (SENTRA_CLOUD__NOTIFY__AMQP_URL)")]
     NoBroker,
-    #[error("no messaging gateway configured: set notify.gateway_url (SENTRA_CLOUD__NOTIFY__GATEWAY_URL)")]
+    #[error(
+        "no messaging gateway configured: set notify.gateway_url (SENTRA_CLOUD__NOTIFY__GATEWAY_URL)"
+    )]
     NoGateway,
     #[error("messaging gateway")]
     Gateway(#[from] gateway::GatewayError),
@@ -118,7 +120,10 @@ impl Queues {
     pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
         let durable = QueueDeclareOptions::durable();
         let mut work_args = FieldTable::default();
-        work_args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        work_args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
         work_args.insert(
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(self.dead.as_str().into()),
@@ -135,7 +140,10 @@ impl Queues {
                 "x-message-ttl".into(),
                 AMQPValue::LongLongInt(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
             );
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
             args.insert(
                 "x-dead-letter-routing-key".into(),
                 AMQPValue::LongString(self.work.as_str().into()),

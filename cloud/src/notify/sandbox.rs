@@ -99,8 +99,10 @@ fn router(token: Option<String>) -> Router {
 fn graph_error(status: StatusCode, code: u32, message: &str) -> Response {
     (
         status,
-        Json(json!({"error": {"message": message, "type": "OAuthException", "code": code,
-                              "fbtrace_id": "sandbox"}})),
+        Json(
+            json!({"error": {"message": message, "type": "OAuthException", "code": code,
+                              "fbtrace_id": "sandbox"}}),
+        ),
     )
         .into_response()
 }
@@ -151,16 +153,16 @@ async fn send(
     body: axum::body::Bytes,
 ) -> Response {
     if !authorized(&sandbox, &headers) {
-        return graph_error(
-            StatusCode::UNAUTHORIZED,
-            190,
-            "Invalid OAuth access token.",
-        );
+        return graph_error(StatusCode::UNAUTHORIZED, 190, "Invalid OAuth access token.");
     }
     let body: SendBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(error) => {
-            return graph_error(StatusCode::BAD_REQUEST, 100, &format!("Invalid parameter: {error}"));
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                100,
+                &format!("Invalid parameter: {error}"),
+            );
         }
     };
     let valid_to = (8..=15).contains(&body.to.len()) && body.to.bytes().all(|b| b.is_ascii_digit());
@@ -246,7 +248,11 @@ struct FailBody {
     status: Option<u16>,
 }
 
-async fn fail(State(sandbox): State<Sandbox>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn fail(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if !authorized(&sandbox, &headers) {
         return graph_error(StatusCode::UNAUTHORIZED, 190, "Invalid OAuth access token.");
     }
@@ -269,7 +275,11 @@ struct HoldBody {
     count: u32,
 }
 
-async fn hold(State(sandbox): State<Sandbox>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn hold(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if !authorized(&sandbox, &headers) {
         return graph_error(StatusCode::UNAUTHORIZED, 190, "Invalid OAuth access token.");
     }

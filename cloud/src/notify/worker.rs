@@ -22,9 +22,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, message::Delivery};
 use sqlx::{PgPool, Row as _};
@@ -336,7 +334,13 @@ async fn mark_dead(db: &PgPool, id: &str, reason: &str) -> Result<(), sqlx::Erro
 pub async fn gateway_from_config(
     config: &NotifyConfig,
     stop: CancellationToken,
-) -> Result<(super::gateway::WhatsAppCloud, Option<tokio::task::JoinHandle<()>>), NotifyError> {
+) -> Result<
+    (
+        super::gateway::WhatsAppCloud,
+        Option<tokio::task::JoinHandle<()>>,
+    ),
+    NotifyError,
+> {
     use crate::config::GatewayTarget;
     let token = config
         .gateway_token

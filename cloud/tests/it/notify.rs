@@ -203,7 +203,11 @@ impl Sandbox {
 
     async fn hold_next(&self, count: u32) {
         let (got, body) = self
-            .call(Method::POST, "/_sandbox/hold", Some(json!({"count": count})))
+            .call(
+                Method::POST,
+                "/_sandbox/hold",
+                Some(json!({"count": count})),
+            )
             .await;
         assert_eq!(got, 200, "{body}");
     }
@@ -247,7 +251,10 @@ fn notify_env(db_url: &str, queues: &Queues, sandbox: &Sandbox) -> Vec<(String, 
             MAX_ATTEMPTS.to_string(),
         ),
         // A send left unfinished is taken over after twice this.
-        ("SENTRA_CLOUD__NOTIFY__GATEWAY_TIMEOUT_MS".into(), "500".into()),
+        (
+            "SENTRA_CLOUD__NOTIFY__GATEWAY_TIMEOUT_MS".into(),
+            "500".into(),
+        ),
     ]
 }
 
@@ -294,7 +301,10 @@ impl Worker {
     }
 
     fn log(&self) -> String {
-        self.stderr.as_ref().map(Stderr::snapshot).unwrap_or_default()
+        self.stderr
+            .as_ref()
+            .map(Stderr::snapshot)
+            .unwrap_or_default()
     }
 
     /// SIGKILL: a crash, nothing acked or recorded after this instant.
@@ -398,7 +408,10 @@ async fn an_invoice_schedules_a_reminder_90_days_on_published_only_when_due() {
     let mut device = cloud.enroll("JKT01").await;
     let events = device.outbox.workshop_cycle("OF-1");
     let invoice = events[6].entity_id.clone();
-    let number = events[6].payload["number"].as_str().unwrap_or_default().to_owned();
+    let number = events[6].payload["number"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     // A second customer who left no phone number.
     let mut without_phone = device.outbox.workshop_cycle("OF-1");
     without_phone[0].payload["customer_phone"] = Value::Null;
@@ -438,7 +451,10 @@ async fn an_invoice_schedules_a_reminder_90_days_on_published_only_when_due() {
     let skipped = of(&invoice_without_phone);
     assert_eq!(skipped["state"], "SKIPPED");
     assert!(
-        skipped["reason"].as_str().unwrap_or_default().contains("phone"),
+        skipped["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("phone"),
         "{skipped}"
     );
 
@@ -467,7 +483,10 @@ async fn an_invoice_schedules_a_reminder_90_days_on_published_only_when_due() {
     assert_eq!(sent["gateway_message_id"], messages[0]["id"]);
     let (status, log) = worker.terminate().await;
     assert!(status.success(), "{log}");
-    assert!(!log.contains("628123456789"), "the phone number was logged:\n{log}");
+    assert!(
+        !log.contains("628123456789"),
+        "the phone number was logged:\n{log}"
+    );
 }
 
 #[tokio::test]
@@ -592,7 +611,10 @@ async fn dead_lettered_after_the_retry_limit_then_replayed_by_hand() {
     let dead = wait_for_state(&db, &id, "DEAD", Some(&worker)).await;
     assert_eq!(dead["attempts"], MAX_ATTEMPTS);
     let reason = dead["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("attempt 3") && reason.contains("503"), "{reason}");
+    assert!(
+        reason.contains("attempt 3") && reason.contains("503"),
+        "{reason}"
+    );
     let (status, log) = worker.terminate().await;
     assert!(status.success(), "{log}");
     assert_eq!(queues.ready(&queues.dead()).await, 1);
@@ -610,7 +632,11 @@ async fn dead_lettered_after_the_retry_limit_then_replayed_by_hand() {
     // Replaying what is not dead is refused.
     let output = run(&["notify", "replay", &id], &pairs(&env)).await;
     assert_eq!(output.status.code(), Some(1), "{}", output.stdout);
-    assert!(output.stderr.contains("no dead or skipped"), "{}", output.stderr);
+    assert!(
+        output.stderr.contains("no dead or skipped"),
+        "{}",
+        output.stderr
+    );
 }
 
 #[tokio::test]
@@ -657,7 +683,9 @@ async fn booking_holds_confirmations_and_expiries_notify_the_customer() {
         .await
         .expect("a customer with a phone");
     }
-    let confirmed = cloud.hold(0, "a1", "2027-05-01", "2027-05-02", "C-1", None).await;
+    let confirmed = cloud
+        .hold(0, "a1", "2027-05-01", "2027-05-02", "C-1", None)
+        .await;
     assert_eq!(confirmed.status, 201, "{confirmed:?}");
     let confirmed_id = confirmed.body["id"].as_str().unwrap_or_default().to_owned();
     let answer = cloud
@@ -671,10 +699,14 @@ async fn booking_holds_confirmations_and_expiries_notify_the_customer() {
         )
         .await;
     assert_eq!(answer.status, 200, "{answer:?}");
-    let lapsing = cloud.hold(0, "a2", "2027-05-01", "2027-05-02", "C-1", None).await;
+    let lapsing = cloud
+        .hold(0, "a2", "2027-05-01", "2027-05-02", "C-1", None)
+        .await;
     assert_eq!(lapsing.status, 201, "{lapsing:?}");
     let lapsing_id = lapsing.body["id"].as_str().unwrap_or_default().to_owned();
-    let stranger = cloud.hold(0, "a1", "2027-06-01", "2027-06-02", "walk-in", None).await;
+    let stranger = cloud
+        .hold(0, "a1", "2027-06-01", "2027-06-02", "walk-in", None)
+        .await;
     assert_eq!(stranger.status, 201, "{stranger:?}");
     let stranger_id = stranger.body["id"].as_str().unwrap_or_default().to_owned();
     // The sweeper expires the unpaid hold.
@@ -716,7 +748,67 @@ async fn booking_holds_confirmations_and_expiries_notify_the_customer() {
         .map(|message| message["template"].as_str().unwrap_or_default().to_owned())
         .collect();
     templates.sort();
-    assert_eq!(templates, ["sentra_booking_confirmed", "sentra_booking_expired"]);
+    assert_eq!(
+        templates,
+        ["sentra_booking_confirmed", "sentra_booking_expired"]
+    );
     let (status, log) = worker.terminate().await;
     assert!(status.success(), "{log}");
+}
+
+#[tokio::test]
+async fn serve_publishes_and_sends_through_its_sandbox_and_counts_it() {
+    let db = notify_db().await;
+    let queues = Queues::new();
+    let id = schedule(&db, "booking:served").await;
+    let amqp = amqp_url();
+    let server = crate::support::Server::start(
+        &[],
+        &[
+            ("DATABASE_URL", db.url()),
+            ("SENTRA_CLOUD__NOTIFY__AMQP_URL", &amqp),
+            ("SENTRA_CLOUD__NOTIFY__QUEUE", &queues.work),
+            ("SENTRA_CLOUD__NOTIFY__GATEWAY_URL", "sandbox"),
+            ("SENTRA_CLOUD__NOTIFY__RETRY_BASE_MS", "50"),
+            ("SENTRA_CLOUD__NOTIFY__MAX_ATTEMPTS", "3"),
+            ("SENTRA_CLOUD__NOTIFY__PUBLISH_INTERVAL_MS", "50"),
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let current = row(&db, &id).await;
+        if current["state"] == "SENT" {
+            assert!(
+                current["gateway_message_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("wamid.")),
+                "{current}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{current}; serve log:\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for line in [
+        "notifications_published_total 1",
+        "notifications_sent_total 1",
+        "notifications_failed_total 0",
+        "notifications_dead_total 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    let (status, _, log) = server.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("sandbox messaging gateway listening"), "{log}");
 }
