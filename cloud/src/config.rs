@@ -1142,6 +1142,81 @@ mod tests {
     }
 
     #[test]
+    fn notify_keys_from_file_and_env_with_every_problem_reported() {
+        let file = config_file(
+            r#"
+            [notify]
+            amqp_url = "amqp://guest:guest@mq:5672/%2f"
+            queue = "prod.notifications"
+            reminder_days = 30
+            gateway_url = "sandbox"
+            "#,
+        );
+        let config = load_env(
+            Some(file.path()),
+            &[
+                ("DATABASE_URL", DB),
+                ("SENTRA_CLOUD__NOTIFY__MAX_ATTEMPTS", "7"),
+            ],
+        )
+        .expect("valid");
+        let notify = &config.notify;
+        assert_eq!(
+            format!("{:?}", notify.amqp_url),
+            "Some(amqp://guest:***@mq:5672/%2f)"
+        );
+        assert_eq!(notify.queue, "prod.notifications");
+        assert_eq!(notify.reminder_after.as_secs(), 30 * 86_400);
+        assert_eq!(notify.max_attempts, 7);
+        assert_eq!(notify.gateway, Some(GatewayTarget::Sandbox));
+
+        let defaults = load_env(None, &[("DATABASE_URL", DB)]).expect("valid");
+        assert!(defaults.notify.amqp_url.is_none());
+        assert!(defaults.notify.gateway.is_none());
+        assert_eq!(defaults.notify.reminder_after.as_secs(), 90 * 86_400);
+
+        let errors = load_env(
+            None,
+            &[
+                ("DATABASE_URL", DB),
+                ("SENTRA_CLOUD__NOTIFY__AMQP_URL", "amqps://u:pw@mq/%2f"),
+                ("SENTRA_CLOUD__NOTIFY__QUEUE", "bad queue"),
+                (
+                    "SENTRA_CLOUD__NOTIFY__GATEWAY_URL",
+                    "https://graph.example/v21.0",
+                ),
+                ("SENTRA_CLOUD__NOTIFY__REMINDER_DAYS", "0"),
+            ],
+        )
+        .expect_err("invalid");
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("amqps://u:***@mq") && e.contains("amqp://")),
+            "{errors:#?}"
+        );
+        assert!(!errors.iter().any(|e| e.contains("pw")), "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("SENTRA_CLOUD__NOTIFY__QUEUE"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("SENTRA_CLOUD__NOTIFY__REMINDER_DAYS"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("access token")
+                    && e.contains("SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN")),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
     fn env_overrides_file() {
         let file = config_file(
             r#"

@@ -812,3 +812,82 @@ async fn serve_publishes_and_sends_through_its_sandbox_and_counts_it() {
     assert!(status.success(), "{log}");
     assert!(log.contains("sandbox messaging gateway listening"), "{log}");
 }
+
+#[tokio::test]
+async fn a_broker_that_is_down_leaves_the_schedule_as_it_was() {
+    let db = notify_db().await;
+    let queues = Queues::new();
+    let sandbox = Sandbox::start().await;
+    let env = notify_env(db.url(), &queues, &sandbox);
+    let id = schedule(&db, "booking:broker-down").await;
+    let down = format!(
+        "amqp://guest:guest@127.0.0.1:{}/%2f",
+        crate::support::closed_port()
+    );
+    let mut unreachable = env.clone();
+    unreachable.push(("SENTRA_CLOUD__NOTIFY__AMQP_URL".into(), down));
+    let output = run(&["notify", "publish-due"], &pairs(&unreachable)).await;
+    assert_eq!(output.status.code(), Some(1), "{}", output.stdout);
+    assert!(output.stderr.contains("RabbitMQ"), "{}", output.stderr);
+    let current = row(&db, &id).await;
+    assert_eq!(current["state"], "SCHEDULED");
+    assert_eq!(current["attempts"], 0);
+    // The broker is back: the row goes out as if nothing happened.
+    assert_eq!(publish_due(&env, None).await, 1);
+    let worker = Worker::start(&env);
+    wait_for_state(&db, &id, "SENT", Some(&worker)).await;
+    let (status, log) = worker.terminate().await;
+    assert!(status.success(), "{log}");
+}
+
+#[tokio::test]
+async fn the_sandbox_answers_bad_requests_like_the_whatsapp_api() {
+    let sandbox = Sandbox::start().await;
+    let http = crate::support::http_client();
+    let url = format!("{}/1234567890/messages", sandbox.url());
+    let good = json!({"messaging_product": "whatsapp", "recipient_type": "individual",
+        "to": "628123456789", "type": "template",
+        "template": {"name": "sentra_booking_confirmed", "language": {"code": "id"},
+                     "components": [{"type": "body", "parameters": [{"type": "text", "text": "car-1"}]}]},
+        "biz_opaque_callback_data": "k-1"});
+    let send = |body: Value, token: &'static str| {
+        let request = http.post(&url).bearer_auth(token).json(&body);
+        async move {
+            let response = request.send().await.expect("the sandbox answers");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = send(good.clone(), "wrong-token").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], 190);
+    let mut bad_number = good.clone();
+    bad_number["to"] = json!("+62 812");
+    let (status, body) = send(bad_number, TOKEN).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    let (status, body) = send(json!({"to": 1}), TOKEN).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(sandbox.messages(None).await.is_empty());
+    let (status, body) = send(good, TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messaging_product"], "whatsapp");
+    let id = body["messages"][0]["id"].as_str().unwrap_or_default();
+    assert!(id.starts_with("wamid."), "{body}");
+    let stored = sandbox.messages(Some("k-1")).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["id"], id);
+    assert_eq!(stored[0]["parameters"], json!(["car-1"]));
+    let (status, body) = sandbox
+        .call(
+            Method::POST,
+            "/_sandbox/fail",
+            Some(json!({"count": 1, "status": 200})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_body");
+}
