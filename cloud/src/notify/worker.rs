@@ -84,22 +84,21 @@ async fn consume<G: MessagingGateway>(
         )
         .await?;
     tracing::info!(queue = %settings.queues.work, "notification worker consuming");
-    loop {
-        let next = tokio::select! {
-            () = token.cancelled() => {
-                let _ = connection.close(200, "shutting down".into()).await;
-                return Ok(());
-            }
-            next = consumer.next() => next,
-        };
-        let delivery = match next {
-            Some(delivery) => delivery?,
-            None => {
-                return Err(NotifyError::ConsumerEnded);
-            }
-        };
-        handle(db, &channel, settings, gateway, &delivery).await?;
+    let result = async {
+        loop {
+            let next = tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                next = consumer.next() => next,
+            };
+            let delivery = next.ok_or(NotifyError::ConsumerEnded)??;
+            handle(db, &channel, settings, gateway, &delivery).await?;
+        }
     }
+    .await;
+    // Closing (rather than dropping) hands the unacked messages back to the queue now, before
+    // the next connection starts consuming.
+    let _ = connection.close(200, "worker stopping".into()).await;
+    result
 }
 
 /// What to do with a message after its step.
