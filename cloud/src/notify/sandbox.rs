@@ -50,6 +50,8 @@ struct Inner {
 struct Sandbox {
     inner: Arc<Mutex<Inner>>,
     token: Option<Arc<str>>,
+    /// Ends held requests when the sandbox stops, so its graceful shutdown finishes.
+    stop: CancellationToken,
 }
 
 impl Sandbox {
@@ -70,7 +72,7 @@ pub async fn start(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let app = router(token);
+    let app = router(token, stop.clone());
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -82,10 +84,11 @@ pub async fn start(
     Ok((addr, task))
 }
 
-fn router(token: Option<String>) -> Router {
+fn router(token: Option<String>, stop: CancellationToken) -> Router {
     let state = Sandbox {
         inner: Arc::new(Mutex::new(Inner::default())),
         token: token.map(Arc::from),
+        stop,
     };
     Router::new()
         .route("/_sandbox/messages", get(messages))
@@ -209,8 +212,14 @@ async fn send(
         return graph_error(status, 131_016, "(#131016) Service unavailable (sandbox)");
     }
     if hold {
-        // Accepted, never answered: the client's timeout or death ends the request.
-        std::future::pending::<()>().await;
+        // Accepted, never answered: the client's timeout or death ends the request (or the
+        // sandbox stopping, which answers 503 so that its shutdown does not wait forever).
+        sandbox.stop.cancelled().await;
+        return graph_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            131_016,
+            "(#131016) The sandbox is stopping",
+        );
     }
     Json(json!({
         "messaging_product": "whatsapp",
