@@ -117,7 +117,8 @@ enum NotifyCommand {
     /// Run the sandbox messaging gateway (WhatsApp Cloud API shape) on --listen; prints
     /// `listening on ADDR`.
     Sandbox(SandboxArgs),
-    /// Put a dead (or skipped) notification back on the schedule, due now.
+    /// Put a dead, skipped or published (but lost by the broker) notification back on the
+    /// schedule, due now.
     Replay(ReplayArgs),
 }
 
@@ -535,7 +536,7 @@ fn notify_command(command: NotifyCommand) -> ExitCode {
                 print_line(&format!("notification {} scheduled again", args.id))
             } else {
                 anyhow::bail!(
-                    "notification {:?}: no dead or skipped notification with a phone number has that id",
+                    "notification {:?}: no dead, skipped or published notification with a phone number has that id",
                     args.id
                 )
             }

@@ -207,8 +207,10 @@ pub async fn schedule_reminders(
     Ok(scheduled.rows_affected())
 }
 
-/// Puts a dead (or skipped) notification back on the schedule, due now, with its attempts
-/// reset. Returns false when there is no such notification in those states.
+/// Puts a dead, skipped or published notification back on the schedule, due now, with its
+/// attempts reset. `PUBLISHED` is for a message the broker lost (a wiped broker or a deleted
+/// queue): if the message still exists after all, the worker's claim drops the copy that comes
+/// second. Returns false when there is no such notification in those states.
 pub async fn replay(db: &sqlx::PgPool, id: &str) -> Result<bool, sqlx::Error> {
     if uuid::Uuid::parse_str(id).is_err() {
         return Ok(false);
@@ -216,7 +218,7 @@ pub async fn replay(db: &sqlx::PgPool, id: &str) -> Result<bool, sqlx::Error> {
     let replayed = sqlx::query(
         "UPDATE notifications
          SET state = 'SCHEDULED', due_at = now(), attempts = 0, reason = NULL, finished_at = NULL
-         WHERE id = $1::uuid AND state IN ('DEAD', 'SKIPPED') AND phone IS NOT NULL",
+         WHERE id = $1::uuid AND state IN ('DEAD', 'SKIPPED', 'PUBLISHED') AND phone IS NOT NULL",
     )
     .bind(id)
     .execute(db)

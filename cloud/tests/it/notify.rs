@@ -633,7 +633,7 @@ async fn dead_lettered_after_the_retry_limit_then_replayed_by_hand() {
     let output = run(&["notify", "replay", &id], &pairs(&env)).await;
     assert_eq!(output.status.code(), Some(1), "{}", output.stdout);
     assert!(
-        output.stderr.contains("no dead or skipped"),
+        output.stderr.contains("no dead, skipped or published"),
         "{}",
         output.stderr
     );
