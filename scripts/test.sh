@@ -5,6 +5,8 @@
 #   - build tools (cc, make, perl, pkg-config: SQLCipher's vendored OpenSSL builds from source);
 #   - PostgreSQL on 127.0.0.1:5432 where the `postgres` role connects over TCP without a password;
 #   - Redis on 127.0.0.1:6379, and the redis-server binary (booking tests start their own);
+#   - RabbitMQ on 127.0.0.1:5672 (guest/guest, which RabbitMQ allows from localhost only) for the
+#     notification tests;
 #   - systemd's tools (systemd-analyze, systemd-sysusers, systemd-tmpfiles; no booted systemd
 #     needed) for the unit tests, and the static musl build of sentra-edge (scripts/build-static.sh,
 #     which installs musl-tools and the rustup target), built before the tests so that its
@@ -19,6 +21,10 @@ readonly PG_PORT=5432
 readonly PG_CLUSTER=main
 readonly REDIS_HOST=127.0.0.1
 readonly REDIS_PORT=6379
+readonly RABBITMQ_HOST=127.0.0.1
+readonly RABBITMQ_PORT=5672
+# RabbitMQ boots an Erlang VM first: slower to answer than the others.
+readonly RABBITMQ_START_TIMEOUT_SECONDS=90
 # How long a freshly started service may take to accept connections.
 readonly START_TIMEOUT_SECONDS=30
 
@@ -182,6 +188,32 @@ ensure_redis() {
     log "Redis: answers PING on $REDIS_HOST:$REDIS_PORT"
 }
 
+rabbitmq_ready() {
+    (exec 3<>"/dev/tcp/$RABBITMQ_HOST/$RABBITMQ_PORT") 2>/dev/null
+}
+
+ensure_rabbitmq() {
+    if rabbitmq_ready; then
+        log "RabbitMQ: running on $RABBITMQ_HOST:$RABBITMQ_PORT"
+        return
+    fi
+    if ! command -v rabbitmq-server >/dev/null; then
+        apt_install rabbitmq-server
+    fi
+    # Installing the package may have started it already.
+    if ! rabbitmq_ready; then
+        log "RabbitMQ: starting on $RABBITMQ_HOST:$RABBITMQ_PORT"
+        rabbitmq-server -detached
+    fi
+    local deadline=$((SECONDS + RABBITMQ_START_TIMEOUT_SECONDS))
+    until rabbitmq_ready; do
+        [ "$SECONDS" -lt "$deadline" ] ||
+            die "RabbitMQ did not accept connections on $RABBITMQ_HOST:$RABBITMQ_PORT within ${RABBITMQ_START_TIMEOUT_SECONDS}s"
+        sleep 0.5
+    done
+    log "RabbitMQ: accepts connections on $RABBITMQ_HOST:$RABBITMQ_PORT"
+}
+
 main() {
     log "build tools"
     ensure_build_tools
@@ -189,6 +221,8 @@ main() {
     ensure_postgresql
     log "Redis"
     ensure_redis
+    log "RabbitMQ"
+    ensure_rabbitmq
     # With a filter the static test (if selected) builds it itself.
     if [ $# -eq 0 ]; then
         log "static sentra-edge (musl)"

@@ -33,6 +33,19 @@
 //!
 //! [fleet]
 //! offline_after_secs = 180         # env SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS
+//!
+//! [notify]
+//! amqp_url = ""                    # env SENTRA_CLOUD__NOTIFY__AMQP_URL (empty: no publisher)
+//! queue = "sentra.notifications"   # env SENTRA_CLOUD__NOTIFY__QUEUE
+//! reminder_days = 90               # env SENTRA_CLOUD__NOTIFY__REMINDER_DAYS
+//! max_attempts = 5                 # env SENTRA_CLOUD__NOTIFY__MAX_ATTEMPTS
+//! retry_base_ms = 2000             # env SENTRA_CLOUD__NOTIFY__RETRY_BASE_MS
+//! publish_interval_ms = 1000       # env SENTRA_CLOUD__NOTIFY__PUBLISH_INTERVAL_MS
+//! gateway_url = ""                 # env SENTRA_CLOUD__NOTIFY__GATEWAY_URL ("sandbox", or the API base)
+//! gateway_token = ""               # env SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN (never logged)
+//! phone_number_id = "sandbox"      # env SENTRA_CLOUD__NOTIFY__PHONE_NUMBER_ID
+//! gateway_timeout_ms = 10000       # env SENTRA_CLOUD__NOTIFY__GATEWAY_TIMEOUT_MS
+//! gateway_lookup_url = ""          # env SENTRA_CLOUD__NOTIFY__GATEWAY_LOOKUP_URL
 //! ```
 
 use std::ffi::OsString;
@@ -99,6 +112,51 @@ pub const ENV_SIGNING_KEY_FILE: &str = "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE
 pub const DEFAULT_OFFLINE_AFTER_SECS: u64 = 180;
 pub const ENV_OFFLINE_AFTER_SECS: &str = "SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS";
 
+/// Customer notifications (`notify`). No broker by default: a replica without one keeps the
+/// schedule in PostgreSQL, where it waits until a replica (or `notify publish-due`) with a
+/// broker publishes it.
+pub const DEFAULT_NOTIFY_AMQP_URL: &str = "";
+/// The work queue's name; the retry queues and the dead-letter queue are named after it.
+pub const DEFAULT_NOTIFY_QUEUE: &str = "sentra.notifications";
+/// A service reminder is due this long after the invoice (issue 8: H+90).
+pub const DEFAULT_REMINDER_DAYS: u64 = 90;
+/// Gateway attempts per notification before it is dead-lettered.
+pub const DEFAULT_NOTIFY_MAX_ATTEMPTS: u64 = 5;
+/// The first retry waits this long, each later one twice the one before (2 s, 4 s, 8 s, 16 s):
+/// long enough for a gateway's brief outage or rate limit to pass.
+pub const DEFAULT_NOTIFY_RETRY_BASE_MS: u64 = 2000;
+/// How often each replica looks for due notifications; they go out at most this late.
+pub const DEFAULT_NOTIFY_PUBLISH_INTERVAL_MS: u64 = 1000;
+/// No gateway by default: `serve` then runs no worker (`notify worker` can run elsewhere).
+pub const DEFAULT_NOTIFY_GATEWAY_URL: &str = "";
+/// The WhatsApp Business phone number id messages are sent from; the sandbox takes any.
+pub const DEFAULT_NOTIFY_PHONE_NUMBER_ID: &str = "sandbox";
+/// How long one gateway call may take; a send found unfinished is trusted to its first worker
+/// for twice this long before another one takes it over.
+pub const DEFAULT_NOTIFY_GATEWAY_TIMEOUT_MS: u64 = 10_000;
+pub const ENV_NOTIFY_AMQP_URL: &str = "SENTRA_CLOUD__NOTIFY__AMQP_URL";
+pub const ENV_NOTIFY_QUEUE: &str = "SENTRA_CLOUD__NOTIFY__QUEUE";
+pub const ENV_REMINDER_DAYS: &str = "SENTRA_CLOUD__NOTIFY__REMINDER_DAYS";
+pub const ENV_NOTIFY_MAX_ATTEMPTS: &str = "SENTRA_CLOUD__NOTIFY__MAX_ATTEMPTS";
+pub const ENV_NOTIFY_RETRY_BASE_MS: &str = "SENTRA_CLOUD__NOTIFY__RETRY_BASE_MS";
+pub const ENV_NOTIFY_PUBLISH_INTERVAL_MS: &str = "SENTRA_CLOUD__NOTIFY__PUBLISH_INTERVAL_MS";
+pub const ENV_NOTIFY_GATEWAY_URL: &str = "SENTRA_CLOUD__NOTIFY__GATEWAY_URL";
+pub const ENV_NOTIFY_GATEWAY_TOKEN: &str = "SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN";
+pub const ENV_NOTIFY_PHONE_NUMBER_ID: &str = "SENTRA_CLOUD__NOTIFY__PHONE_NUMBER_ID";
+pub const ENV_NOTIFY_GATEWAY_TIMEOUT_MS: &str = "SENTRA_CLOUD__NOTIFY__GATEWAY_TIMEOUT_MS";
+pub const ENV_NOTIFY_GATEWAY_LOOKUP_URL: &str = "SENTRA_CLOUD__NOTIFY__GATEWAY_LOOKUP_URL";
+const KEY_NOTIFY_AMQP_URL: &str = "notify.amqp_url";
+const KEY_NOTIFY_QUEUE: &str = "notify.queue";
+const KEY_REMINDER_DAYS: &str = "notify.reminder_days";
+const KEY_NOTIFY_MAX_ATTEMPTS: &str = "notify.max_attempts";
+const KEY_NOTIFY_RETRY_BASE_MS: &str = "notify.retry_base_ms";
+const KEY_NOTIFY_PUBLISH_INTERVAL_MS: &str = "notify.publish_interval_ms";
+const KEY_NOTIFY_GATEWAY_URL: &str = "notify.gateway_url";
+const KEY_NOTIFY_GATEWAY_TOKEN: &str = "notify.gateway_token";
+const KEY_NOTIFY_PHONE_NUMBER_ID: &str = "notify.phone_number_id";
+const KEY_NOTIFY_GATEWAY_TIMEOUT_MS: &str = "notify.gateway_timeout_ms";
+const KEY_NOTIFY_GATEWAY_LOOKUP_URL: &str = "notify.gateway_lookup_url";
+
 const KEY_SIGNING_KEY_FILE: &str = "releases.signing_key_file";
 const KEY_OFFLINE_AFTER_SECS: &str = "fleet.offline_after_secs";
 const KEY_HTTP_LISTEN: &str = "http.listen";
@@ -120,6 +178,17 @@ const KNOWN_KEYS: &[&str] = &[
     KEY_WEBHOOK_SECRET,
     KEY_SIGNING_KEY_FILE,
     KEY_OFFLINE_AFTER_SECS,
+    KEY_NOTIFY_AMQP_URL,
+    KEY_NOTIFY_QUEUE,
+    KEY_REMINDER_DAYS,
+    KEY_NOTIFY_MAX_ATTEMPTS,
+    KEY_NOTIFY_RETRY_BASE_MS,
+    KEY_NOTIFY_PUBLISH_INTERVAL_MS,
+    KEY_NOTIFY_GATEWAY_URL,
+    KEY_NOTIFY_GATEWAY_TOKEN,
+    KEY_NOTIFY_PHONE_NUMBER_ID,
+    KEY_NOTIFY_GATEWAY_TIMEOUT_MS,
+    KEY_NOTIFY_GATEWAY_LOOKUP_URL,
 ];
 
 /// The whole configuration of `sentra-cloud`, validated.
@@ -131,6 +200,98 @@ pub struct Config {
     pub booking: BookingConfig,
     pub releases: ReleasesConfig,
     pub fleet: FleetConfig,
+    pub notify: NotifyConfig,
+}
+
+/// Customer notifications: the broker, the schedule and the messaging gateway.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// The RabbitMQ broker; None: this replica publishes nothing and runs no worker.
+    pub amqp_url: Option<AmqpUrl>,
+    pub queue: String,
+    pub reminder_after: std::time::Duration,
+    pub max_attempts: u32,
+    pub retry_base: std::time::Duration,
+    pub publish_interval: std::time::Duration,
+    pub gateway: Option<GatewayTarget>,
+    pub gateway_token: Option<Secret>,
+    pub phone_number_id: String,
+    pub gateway_timeout: std::time::Duration,
+    /// Where a worker asks whether a message key was accepted (the sandbox answers); None: it
+    /// cannot know, and an interrupted send is sent again.
+    pub gateway_lookup_url: Option<String>,
+}
+
+/// Where messages go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayTarget {
+    /// The sandbox gateway, started inside `serve` on a free loopback port.
+    Sandbox,
+    /// A WhatsApp Cloud API base URL (`https://graph.facebook.com/v21.0`, or a sandbox's).
+    Url(String),
+}
+
+/// An AMQP URL that parsed; `Debug` shows it with the password replaced.
+#[derive(Clone)]
+pub struct AmqpUrl(String);
+
+impl AmqpUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.starts_with("amqps://") {
+            return Err("TLS (amqps://) is not built into this version; use amqp://".to_owned());
+        }
+        if !raw.starts_with("amqp://") {
+            return Err(
+                "expected an amqp:// URL, such as amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            );
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AmqpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+/// A queue name RabbitMQ takes and an operator can type: letters, digits, `.`, `_`, `-`.
+fn parse_queue(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 200
+        && raw
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err("expected 1 to 200 letters, digits, '.', '_' or '-'".to_owned())
+    }
+}
+
+fn parse_gateway(raw: &str) -> Result<Option<GatewayTarget>, String> {
+    match raw {
+        "" => Ok(None),
+        "sandbox" => Ok(Some(GatewayTarget::Sandbox)),
+        url if url.starts_with("https://") || url.starts_with("http://") => Ok(Some(
+            GatewayTarget::Url(url.trim_end_matches('/').to_owned()),
+        )),
+        _ => Err("expected \"sandbox\" or an http(s):// URL".to_owned()),
+    }
+}
+
+fn parse_http_url(raw: &str) -> Result<Option<String>, String> {
+    match raw {
+        "" => Ok(None),
+        url if url.starts_with("https://") || url.starts_with("http://") => {
+            Ok(Some(url.trim_end_matches('/').to_owned()))
+        }
+        _ => Err("expected an http(s):// URL".to_owned()),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -337,6 +498,17 @@ struct Raw {
     webhook_secret: Option<(String, Origin)>,
     signing_key_file: Option<(String, Origin)>,
     offline_after_secs: Option<(String, Origin)>,
+    notify_amqp_url: Option<(String, Origin)>,
+    notify_queue: Option<(String, Origin)>,
+    reminder_days: Option<(String, Origin)>,
+    notify_max_attempts: Option<(String, Origin)>,
+    notify_retry_base_ms: Option<(String, Origin)>,
+    notify_publish_interval_ms: Option<(String, Origin)>,
+    notify_gateway_url: Option<(String, Origin)>,
+    notify_gateway_token: Option<(String, Origin)>,
+    notify_phone_number_id: Option<(String, Origin)>,
+    notify_gateway_timeout_ms: Option<(String, Origin)>,
+    notify_gateway_lookup_url: Option<(String, Origin)>,
 }
 
 /// [`load`] with the environment passed in, so tests do not touch the process environment.
@@ -446,6 +618,107 @@ pub fn load_with(
         DEFAULT_OFFLINE_AFTER_SECS,
         10..=86_400,
     );
+    let reminder_days = number(
+        raw.reminder_days,
+        ENV_REMINDER_DAYS,
+        DEFAULT_REMINDER_DAYS,
+        1..=3650,
+    );
+    let notify_max_attempts = number(
+        raw.notify_max_attempts,
+        ENV_NOTIFY_MAX_ATTEMPTS,
+        DEFAULT_NOTIFY_MAX_ATTEMPTS,
+        1..=20,
+    );
+    let notify_retry_base_ms = number(
+        raw.notify_retry_base_ms,
+        ENV_NOTIFY_RETRY_BASE_MS,
+        DEFAULT_NOTIFY_RETRY_BASE_MS,
+        10..=3_600_000,
+    );
+    let notify_publish_interval_ms = number(
+        raw.notify_publish_interval_ms,
+        ENV_NOTIFY_PUBLISH_INTERVAL_MS,
+        DEFAULT_NOTIFY_PUBLISH_INTERVAL_MS,
+        10..=600_000,
+    );
+    let notify_gateway_timeout_ms = number(
+        raw.notify_gateway_timeout_ms,
+        ENV_NOTIFY_GATEWAY_TIMEOUT_MS,
+        DEFAULT_NOTIFY_GATEWAY_TIMEOUT_MS,
+        100..=120_000,
+    );
+    let text = |raw: Option<(String, Origin)>, env, default: &str| {
+        raw.unwrap_or_else(|| (default.to_owned(), Origin::Env(env)))
+    };
+    let (value, origin) = text(
+        raw.notify_amqp_url,
+        ENV_NOTIFY_AMQP_URL,
+        DEFAULT_NOTIFY_AMQP_URL,
+    );
+    let amqp_url = if value.is_empty() {
+        None
+    } else {
+        validate(&value, origin, AmqpUrl::parse, &mut errors)
+    };
+    let (value, origin) = text(raw.notify_queue, ENV_NOTIFY_QUEUE, DEFAULT_NOTIFY_QUEUE);
+    let notify_queue = validate(&value, origin, parse_queue, &mut errors)
+        .unwrap_or_else(|| DEFAULT_NOTIFY_QUEUE.to_owned());
+    let (value, origin) = text(
+        raw.notify_gateway_url,
+        ENV_NOTIFY_GATEWAY_URL,
+        DEFAULT_NOTIFY_GATEWAY_URL,
+    );
+    let gateway = validate(&value, origin, parse_gateway, &mut errors).flatten();
+    let (value, origin) = text(
+        raw.notify_gateway_lookup_url,
+        ENV_NOTIFY_GATEWAY_LOOKUP_URL,
+        "",
+    );
+    let gateway_lookup_url = validate(&value, origin, parse_http_url, &mut errors).flatten();
+    let (value, origin) = text(
+        raw.notify_phone_number_id,
+        ENV_NOTIFY_PHONE_NUMBER_ID,
+        DEFAULT_NOTIFY_PHONE_NUMBER_ID,
+    );
+    let phone_number_id = validate(
+        &value,
+        origin,
+        |value| {
+            if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
+                Ok(value.to_owned())
+            } else {
+                Err("expected the phone number id: letters and digits".to_owned())
+            }
+        },
+        &mut errors,
+    )
+    .unwrap_or_default();
+    let gateway_token = raw
+        .notify_gateway_token
+        .map(|(value, _)| value)
+        .filter(|value| !value.is_empty())
+        .map(Secret);
+    if matches!(gateway, Some(GatewayTarget::Url(_))) && gateway_token.is_none() {
+        errors.push(ConfigError::Missing {
+            what: "the messaging gateway's access token",
+            env: ENV_NOTIFY_GATEWAY_TOKEN,
+            key: KEY_NOTIFY_GATEWAY_TOKEN,
+        });
+    }
+    let notify = NotifyConfig {
+        amqp_url,
+        queue: notify_queue,
+        reminder_after: std::time::Duration::from_secs(reminder_days * 86_400),
+        max_attempts: u32::try_from(notify_max_attempts).expect("validated to at most 20"),
+        retry_base: std::time::Duration::from_millis(notify_retry_base_ms),
+        publish_interval: std::time::Duration::from_millis(notify_publish_interval_ms),
+        gateway,
+        gateway_token,
+        phone_number_id,
+        gateway_timeout: std::time::Duration::from_millis(notify_gateway_timeout_ms),
+        gateway_lookup_url,
+    };
     let signing_key_file = raw
         .signing_key_file
         .map(|(value, _)| value)
@@ -471,6 +744,7 @@ pub fn load_with(
             fleet: FleetConfig {
                 offline_after: std::time::Duration::from_secs(offline_after_secs),
             },
+            notify,
             http: HttpConfig { listen },
             database: DatabaseConfig { url: database_url },
             redis: RedisConfig {
@@ -552,6 +826,47 @@ fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
                 KEY_OFFLINE_AFTER_SECS => {
                     raw.offline_after_secs =
                         number_value(value, origin(KEY_OFFLINE_AFTER_SECS), errors);
+                }
+                KEY_NOTIFY_AMQP_URL => {
+                    raw.notify_amqp_url = string_value(value, origin(KEY_NOTIFY_AMQP_URL), errors);
+                }
+                KEY_NOTIFY_QUEUE => {
+                    raw.notify_queue = string_value(value, origin(KEY_NOTIFY_QUEUE), errors);
+                }
+                KEY_REMINDER_DAYS => {
+                    raw.reminder_days = number_value(value, origin(KEY_REMINDER_DAYS), errors);
+                }
+                KEY_NOTIFY_MAX_ATTEMPTS => {
+                    raw.notify_max_attempts =
+                        number_value(value, origin(KEY_NOTIFY_MAX_ATTEMPTS), errors);
+                }
+                KEY_NOTIFY_RETRY_BASE_MS => {
+                    raw.notify_retry_base_ms =
+                        number_value(value, origin(KEY_NOTIFY_RETRY_BASE_MS), errors);
+                }
+                KEY_NOTIFY_PUBLISH_INTERVAL_MS => {
+                    raw.notify_publish_interval_ms =
+                        number_value(value, origin(KEY_NOTIFY_PUBLISH_INTERVAL_MS), errors);
+                }
+                KEY_NOTIFY_GATEWAY_URL => {
+                    raw.notify_gateway_url =
+                        string_value(value, origin(KEY_NOTIFY_GATEWAY_URL), errors);
+                }
+                KEY_NOTIFY_GATEWAY_TOKEN => {
+                    raw.notify_gateway_token =
+                        string_value(value, origin(KEY_NOTIFY_GATEWAY_TOKEN), errors);
+                }
+                KEY_NOTIFY_PHONE_NUMBER_ID => {
+                    raw.notify_phone_number_id =
+                        string_value(value, origin(KEY_NOTIFY_PHONE_NUMBER_ID), errors);
+                }
+                KEY_NOTIFY_GATEWAY_TIMEOUT_MS => {
+                    raw.notify_gateway_timeout_ms =
+                        number_value(value, origin(KEY_NOTIFY_GATEWAY_TIMEOUT_MS), errors);
+                }
+                KEY_NOTIFY_GATEWAY_LOOKUP_URL => {
+                    raw.notify_gateway_lookup_url =
+                        string_value(value, origin(KEY_NOTIFY_GATEWAY_LOOKUP_URL), errors);
                 }
                 _ => errors.push(ConfigError::UnknownKey {
                     path: path.to_owned(),
@@ -671,6 +986,32 @@ fn read_env(env: &dyn Fn(&str) -> Option<OsString>, raw: &mut Raw, errors: &mut 
     }
     if let Some(value) = var(ENV_OFFLINE_AFTER_SECS) {
         raw.offline_after_secs = Some(value);
+    }
+    for (name, slot) in [
+        (ENV_NOTIFY_AMQP_URL, &mut raw.notify_amqp_url),
+        (ENV_NOTIFY_QUEUE, &mut raw.notify_queue),
+        (ENV_REMINDER_DAYS, &mut raw.reminder_days),
+        (ENV_NOTIFY_MAX_ATTEMPTS, &mut raw.notify_max_attempts),
+        (ENV_NOTIFY_RETRY_BASE_MS, &mut raw.notify_retry_base_ms),
+        (
+            ENV_NOTIFY_PUBLISH_INTERVAL_MS,
+            &mut raw.notify_publish_interval_ms,
+        ),
+        (ENV_NOTIFY_GATEWAY_URL, &mut raw.notify_gateway_url),
+        (ENV_NOTIFY_GATEWAY_TOKEN, &mut raw.notify_gateway_token),
+        (ENV_NOTIFY_PHONE_NUMBER_ID, &mut raw.notify_phone_number_id),
+        (
+            ENV_NOTIFY_GATEWAY_TIMEOUT_MS,
+            &mut raw.notify_gateway_timeout_ms,
+        ),
+        (
+            ENV_NOTIFY_GATEWAY_LOOKUP_URL,
+            &mut raw.notify_gateway_lookup_url,
+        ),
+    ] {
+        if let Some(value) = var(name) {
+            *slot = Some(value);
+        }
     }
 }
 
@@ -798,6 +1139,81 @@ mod tests {
         assert_eq!(config.http.listen.to_string(), DEFAULT_HTTP_LISTEN);
         assert_eq!(format!("{:?}", config.redis.url), DEFAULT_REDIS_URL);
         assert!(config.redis.lock_nodes.is_empty());
+    }
+
+    #[test]
+    fn notify_keys_from_file_and_env_with_every_problem_reported() {
+        let file = config_file(
+            r#"
+            [notify]
+            amqp_url = "amqp://guest:guest@mq:5672/%2f"
+            queue = "prod.notifications"
+            reminder_days = 30
+            gateway_url = "sandbox"
+            "#,
+        );
+        let config = load_env(
+            Some(file.path()),
+            &[
+                ("DATABASE_URL", DB),
+                ("SENTRA_CLOUD__NOTIFY__MAX_ATTEMPTS", "7"),
+            ],
+        )
+        .expect("valid");
+        let notify = &config.notify;
+        assert_eq!(
+            format!("{:?}", notify.amqp_url),
+            "Some(amqp://guest:***@mq:5672/%2f)"
+        );
+        assert_eq!(notify.queue, "prod.notifications");
+        assert_eq!(notify.reminder_after.as_secs(), 30 * 86_400);
+        assert_eq!(notify.max_attempts, 7);
+        assert_eq!(notify.gateway, Some(GatewayTarget::Sandbox));
+
+        let defaults = load_env(None, &[("DATABASE_URL", DB)]).expect("valid");
+        assert!(defaults.notify.amqp_url.is_none());
+        assert!(defaults.notify.gateway.is_none());
+        assert_eq!(defaults.notify.reminder_after.as_secs(), 90 * 86_400);
+
+        let errors = load_env(
+            None,
+            &[
+                ("DATABASE_URL", DB),
+                ("SENTRA_CLOUD__NOTIFY__AMQP_URL", "amqps://u:pw@mq/%2f"),
+                ("SENTRA_CLOUD__NOTIFY__QUEUE", "bad queue"),
+                (
+                    "SENTRA_CLOUD__NOTIFY__GATEWAY_URL",
+                    "https://graph.example/v21.0",
+                ),
+                ("SENTRA_CLOUD__NOTIFY__REMINDER_DAYS", "0"),
+            ],
+        )
+        .expect_err("invalid");
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("amqps://u:***@mq") && e.contains("amqp://")),
+            "{errors:#?}"
+        );
+        assert!(!errors.iter().any(|e| e.contains("pw")), "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("SENTRA_CLOUD__NOTIFY__QUEUE"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("SENTRA_CLOUD__NOTIFY__REMINDER_DAYS"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("access token")
+                    && e.contains("SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN")),
+            "{errors:#?}"
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct AppState {
     pub fleet: crate::config::FleetConfig,
     /// API tokens this replica recently found valid.
     pub tokens: Arc<devices::auth::TokenCache>,
+    /// Customer notifications: what ingest needs to schedule service reminders.
+    pub notify: Arc<crate::notify::Settings>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -125,6 +127,7 @@ pub fn router(state: AppState) -> Router {
 /// it does not answer, `sentra_fleet_scrape_ok 0` says so and the rest is still served).
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let mut text = state.booking.metrics.render();
+    text.push_str(&crate::notify::METRICS.render());
     match fleet::metrics::render(&state.db, state.fleet.offline_after).await {
         Ok(fleet) => {
             text.push_str(&fleet);

@@ -16,7 +16,9 @@
 //! - [`master`]: master data (parts, mechanics, assets) authored in the cloud;
 //! - [`booking`]: rental holds without double booking, the Redis calendar, the sweeper;
 //! - [`releases`]: the release signing key, publishing signed releases, serving them;
-//! - [`fleet`]: heartbeats, rollouts in waves, the fleet page, JSON and metrics.
+//! - [`fleet`]: heartbeats, rollouts in waves, the fleet page, JSON and metrics;
+//! - [`notify`]: customer notifications: the schedule, the RabbitMQ publisher and worker, the
+//!   messaging gateway and its sandbox.
 
 mod booking;
 mod branches;
@@ -29,6 +31,7 @@ mod http;
 mod ingest;
 mod master;
 mod migrate;
+mod notify;
 mod releases;
 mod shared;
 mod startup;
@@ -53,6 +56,11 @@ Environment (overrides the config file):
   SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET        HMAC key of gateway webhooks [default: none]
   SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE      release signing key (release publish) [default: none]
   SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS       heartbeat age shown as offline [default: 180]
+  SENTRA_CLOUD__NOTIFY__AMQP_URL      RabbitMQ for notifications [default: none: nothing published]
+  SENTRA_CLOUD__NOTIFY__GATEWAY_URL   messaging gateway: sandbox or the API base [default: none]
+  SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN the gateway's bearer token [default: none]
+  SENTRA_CLOUD__NOTIFY__REMINDER_DAYS service reminder after an invoice [default: 90]
+    (every notify key: README, section Customer notifications)
   SENTRA_CLOUD__HTTP__LISTEN   HTTP listen address [default: 0.0.0.0:8090]
   RUST_LOG                     log filter [default: info]
 
@@ -91,8 +99,65 @@ enum Command {
     /// Roll a release out to a channel in waves (`--channel C --percent P`), or pause, resume,
     /// abort or show the channel's rollout.
     Rollout(RolloutArgs),
+    /// Customer notifications: publish what is due, run the worker or the sandbox gateway,
+    /// replay a dead notification.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Publish every notification due at --now (default: the current time) to RabbitMQ, print
+    /// how many, and exit.
+    PublishDue(PublishDueArgs),
+    /// Send queued notifications through the messaging gateway until SIGTERM or SIGINT.
+    Worker(ConfigArgs),
+    /// Run the sandbox messaging gateway (WhatsApp Cloud API shape) on --listen; prints
+    /// `listening on ADDR`.
+    Sandbox(SandboxArgs),
+    /// Put a dead, skipped or published (but lost by the broker) notification back on the
+    /// schedule, due now.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct PublishDueArgs {
+    /// The time to publish for (RFC 3339), e.g. 2027-03-01T00:00:00Z.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    now: Option<time::OffsetDateTime>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// The bearer token every request must carry [default: none required].
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The notification's id.
+    #[arg(value_name = "ID")]
+    id: String,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+fn parse_time(raw: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .map_err(|error| format!("expected an RFC 3339 time such as 2027-03-01T00:00:00Z: {error}"))
 }
 
 #[derive(Subcommand)]
@@ -364,12 +429,117 @@ fn main() -> ExitCode {
             let summary = fleet::rollout::summary(&db, &id).await?;
             print_line(&serde_json::to_string(&summary)?)
         }),
+        Command::Notify(command) => notify_command(command),
         Command::ApiToken(args) => with_config(&args.config, |config| async move {
             let token = devices::tokens::issue_api_token(&config.database, &args.name, args.role)
                 .await
                 .context("api-token")?;
             tracing::info!(name = %args.name, role = %args.role, "API token issued; send it as Authorization: Bearer TOKEN");
             print_line(&token)
+        }),
+    }
+}
+
+fn notify_command(command: NotifyCommand) -> ExitCode {
+    match command {
+        NotifyCommand::PublishDue(args) => with_config(&args.config, |config| async move {
+            let db = connect(&config).await?;
+            let settings = notify::Settings::new(&config.notify);
+            let (connection, channel) =
+                notify::connect(&config.notify, &settings.queues, "sentra-cloud publish-due")
+                    .await
+                    .context("cannot reach RabbitMQ")?;
+            let now = args.now.unwrap_or_else(time::OffsetDateTime::now_utc);
+            let mut total = 0;
+            loop {
+                let published = notify::publisher::publish_due(
+                    &db,
+                    &channel,
+                    &settings,
+                    now,
+                    notify::publisher::BATCH,
+                )
+                .await
+                .context("publish-due")?;
+                total += published;
+                if published == 0 {
+                    break;
+                }
+            }
+            let _ = connection.close(200, "done".into()).await;
+            tracing::info!(published = total, "due notifications published");
+            print_line(&format!("published {total}"))
+        }),
+        NotifyCommand::Worker(args) => with_config(&args, |config| async move {
+            let db = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(migrate::CONNECT_TIMEOUT)
+                .connect_lazy_with(config.database.url.connect_options());
+            let settings = notify::Settings::new(&config.notify);
+            if config.notify.amqp_url.is_none() {
+                return Err(notify::NotifyError::NoBroker.into());
+            }
+            let token = tokio_util::sync::CancellationToken::new();
+            let stop = startup::StopSignals::install()?;
+            let stopping = tokio::spawn(stop.wait(token.clone()));
+            let (gateway, sandbox) =
+                notify::worker::gateway_from_config(&config.notify, token.clone()).await?;
+            notify::worker::run(
+                db.clone(),
+                config.notify.clone(),
+                settings,
+                std::sync::Arc::new(gateway),
+                token.clone(),
+            )
+            .await;
+            token.cancel();
+            let _ = stopping.await;
+            if let Some(sandbox) = sandbox {
+                let _ = sandbox.await;
+            }
+            db.close().await;
+            Ok(())
+        }),
+        NotifyCommand::Sandbox(args) => {
+            // Needs no configuration (no database): only an address and maybe a token.
+            init_logging();
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the Tokio runtime")
+                .and_then(|runtime| {
+                    runtime.block_on(async move {
+                        let token = tokio_util::sync::CancellationToken::new();
+                        let stop = startup::StopSignals::install()?;
+                        let secret = args.token.filter(|token| !token.is_empty());
+                        let (addr, task) =
+                            notify::sandbox::start(args.listen, secret, token.clone())
+                                .await
+                                .with_context(|| format!("cannot listen on {}", args.listen))?;
+                        print_line(&format!("listening on {addr}"))?;
+                        stop.wait(token).await;
+                        let _ = task.await;
+                        Ok(())
+                    })
+                });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        NotifyCommand::Replay(args) => with_config(&args.config, |config| async move {
+            let db = connect(&config).await?;
+            if notify::replay(&db, &args.id).await? {
+                print_line(&format!("notification {} scheduled again", args.id))
+            } else {
+                anyhow::bail!(
+                    "notification {:?}: no dead, skipped or published notification with a phone number has that id",
+                    args.id
+                )
+            }
         }),
     }
 }

@@ -4,7 +4,9 @@
 //! Shutdown is designed, not hoped for: one [`CancellationToken`] is the stop signal for every
 //! task, every task is spawned on one [`TaskTracker`], and `serve` returns only after the server
 //! has drained (or [`SHUTDOWN_GRACE`] ran out) and every tracked task has finished. The booking
-//! sweeper (due holds, calendar rebuild) joins the same tracker as the request-nonce pruner.
+//! sweeper (due holds, calendar rebuild) joins the same tracker as the request-nonce pruner, and
+//! so do the notification publisher (with `notify.amqp_url`) and worker and sandbox gateway
+//! (with `notify.gateway_url` too).
 //!
 //! Connections are lazy: a replica starts and answers `/healthz` while PostgreSQL or Redis is
 //! down, and `/readyz` says so, instead of crash-looping until its dependencies are back.
@@ -14,6 +16,7 @@
 
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -29,6 +32,7 @@ use crate::config::Config;
 use crate::devices::auth;
 use crate::health;
 use crate::http::{self, AppState};
+use crate::notify;
 
 /// Connections per replica to PostgreSQL. Small on purpose: replicas multiply it, and
 /// PostgreSQL's default `max_connections` is 100.
@@ -70,6 +74,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("notifications")]
+    Notify(#[source] crate::notify::NotifyError),
     #[error("the HTTP server failed")]
     Server(#[source] std::io::Error),
 }
@@ -110,6 +116,35 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracker.spawn(prune_nonces(db.clone(), token.clone()));
     tracker.spawn(booking::sweeper::run(booking.clone(), token.clone()));
     tracker.spawn(crate::fleet::prune(db.clone(), token.clone()));
+    let notify = Arc::new(notify::Settings::new(&config.notify));
+    if config.notify.amqp_url.is_some() {
+        tracker.spawn(notify::publisher::run(
+            db.clone(),
+            config.notify.clone(),
+            (*notify).clone(),
+            token.clone(),
+        ));
+        if config.notify.gateway.is_some() {
+            let (gateway, sandbox) =
+                notify::worker::gateway_from_config(&config.notify, token.clone())
+                    .await
+                    .map_err(ServeError::Notify)?;
+            if let Some(sandbox) = sandbox {
+                tracker.spawn(async move {
+                    let _ = sandbox.await;
+                });
+            }
+            tracker.spawn(notify::worker::run(
+                db.clone(),
+                config.notify.clone(),
+                (*notify).clone(),
+                Arc::new(gateway),
+                token.clone(),
+            ));
+        }
+    } else {
+        tracing::info!("notify.amqp_url is not set: notifications stay scheduled in PostgreSQL");
+    }
 
     let server = axum::serve(
         listener,
@@ -119,6 +154,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             booking,
             fleet: config.fleet.clone(),
             tokens: std::sync::Arc::default(),
+            notify,
         }),
     )
     .with_graceful_shutdown(token.clone().cancelled_owned())
@@ -192,13 +228,13 @@ fn announce(local_addr: SocketAddr) {
 
 /// SIGTERM (systemd, Kubernetes) and SIGINT (Ctrl-C), installed before the server starts so a
 /// signal that arrives early is not lost.
-struct StopSignals {
+pub(crate) struct StopSignals {
     terminate: Signal,
     interrupt: Signal,
 }
 
 impl StopSignals {
-    fn install() -> Result<Self, ServeError> {
+    pub(crate) fn install() -> Result<Self, ServeError> {
         let install = |kind, name| {
             signal(kind).map_err(|source| ServeError::Signal {
                 signal: name,
@@ -212,7 +248,7 @@ impl StopSignals {
     }
 
     /// Cancels `token` on the first stop signal; returns early if something else cancelled it.
-    async fn wait(mut self, token: CancellationToken) {
+    pub(crate) async fn wait(mut self, token: CancellationToken) {
         tokio::select! {
             _ = self.terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
             _ = self.interrupt.recv() => tracing::info!("SIGINT received; shutting down"),

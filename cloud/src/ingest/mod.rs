@@ -8,6 +8,9 @@
 //! the branch's change log as rejections, so the branch hears of them at its next pull. The cursor
 //! moves to the batch's last seq either way: a parked event never blocks the ones behind it.
 //!
+//! An invoice applied here schedules its service reminder in the same transaction
+//! ([`notify::schedule_reminders`]).
+//!
 //! The branch is the authenticated device's; nothing in the batch can name another.
 //! Parsing and checking (pure CPU) run on the blocking pool before the transaction starts, so the
 //! transaction holds its locks only for the SQL ([`apply`]).
@@ -18,6 +21,7 @@ pub mod validate;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use sentra_protocol::EntityKind;
 use sentra_protocol::sync::{ChangeBody, Parked, PushAck};
 
 use crate::booking::Booking;
@@ -27,6 +31,7 @@ use crate::booking::offline::{self, Decided};
 use crate::changes::{self, ChangeError};
 use crate::devices::auth::{Caller, DeviceIdentity};
 use crate::http::{ApiError, AppState, now_ms};
+use crate::notify;
 use crate::shared;
 use validate::{BatchError, Lookup, Outcome, Prepared};
 
@@ -92,7 +97,7 @@ pub async fn push(
         .await
         .map_err(IngestError::from)?
         .map_err(IngestError::from)?;
-    let ack = ingest(&state.booking, &device, &events).await?;
+    let ack = ingest(&state.booking, &state.notify, &device, &events).await?;
     if !ack.parked.is_empty() {
         tracing::warn!(device = %device.id, branch = %device.branch_id, parked = ack.parked.len(), "events parked");
     }
@@ -103,12 +108,13 @@ pub async fn push(
 /// same transaction (`booking::offline`); their assets' calendars are recomputed after commit.
 pub async fn ingest(
     booking: &Booking,
+    notify: &notify::Settings,
     device: &DeviceIdentity,
     events: &[Prepared],
 ) -> Result<PushAck, IngestError> {
     let mut attempt = 1;
     loop {
-        match ingest_once(booking, device, events).await {
+        match ingest_once(booking, notify, device, events).await {
             Err(error) if attempt < TRANSIENT_RETRIES && error.is_transient() => {
                 tracing::info!(%error, attempt, device = %device.id, "push aborted by PostgreSQL; retrying");
                 attempt += 1;
@@ -147,6 +153,7 @@ impl IngestError {
 
 async fn ingest_once(
     booking: &Booking,
+    notify: &notify::Settings,
     device: &DeviceIdentity,
     events: &[Prepared],
 ) -> Result<(PushAck, Decided), IngestError> {
@@ -184,6 +191,16 @@ async fn ingest_once(
     let mut outcomes = validate::resolve(&device.branch_id, fresh, &mut known);
     shared::merge_events(&mut tx, &device.branch_id, &device.id, fresh, &mut outcomes).await?;
     apply::write(&mut tx, &device.branch_id, &device.id, fresh, &outcomes).await?;
+    let invoices: Vec<&str> = fresh
+        .iter()
+        .zip(&outcomes)
+        .filter(|(event, outcome)| {
+            matches!(outcome, Outcome::Apply) && event.raw.entity == EntityKind::Invoice.as_str()
+        })
+        .map(|(event, _)| event.raw.entity_id.as_str())
+        .collect();
+    notify::schedule_reminders(&mut tx, &device.branch_id, &invoices, notify.reminder_after)
+        .await?;
     let decided = offline::decide(
         &mut tx,
         &booking.settings,

@@ -3,7 +3,8 @@
 //!
 //! PostgreSQL: `postgres://postgres@127.0.0.1:5432/postgres` unless `SENTRA_TEST_PG_ADMIN_URL`
 //! says otherwise. Redis: `redis://127.0.0.1:6379` unless `SENTRA_TEST_REDIS_URL` does.
-//! `bash scripts/test.sh` starts both when they are not running.
+//! RabbitMQ: `amqp://guest:guest@127.0.0.1:5672/%2f` unless `SENTRA_TEST_AMQP_URL` says otherwise.
+//! `bash scripts/test.sh` starts all three when they are not running.
 //!
 //! `cloud` is a running cloud with enrolled, signing devices; `fixtures` the edge-shaped events
 //! and signatures (shared with `benches/ingest.rs`).
@@ -17,6 +18,7 @@ mod enroll;
 mod fixtures;
 mod fleet;
 mod migrate;
+mod notify;
 mod pull;
 mod push;
 mod serve;

@@ -27,6 +27,11 @@ const CONFIG_VARS: &[&str] = &[
     "REDIS_URL",
     "REDIS_LOCK_NODES",
     "SENTRA_CLOUD__HTTP__LISTEN",
+    "SENTRA_CLOUD__NOTIFY__AMQP_URL",
+    "SENTRA_CLOUD__NOTIFY__QUEUE",
+    "SENTRA_CLOUD__NOTIFY__GATEWAY_URL",
+    "SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN",
+    "SENTRA_CLOUD__NOTIFY__GATEWAY_LOOKUP_URL",
     "RUST_LOG",
 ];
 
@@ -306,13 +311,13 @@ impl Server {
 }
 
 /// A child's stderr, read to the end in the background.
-struct Stderr {
+pub struct Stderr {
     text: Arc<Mutex<String>>,
     reader: JoinHandle<()>,
 }
 
 impl Stderr {
-    fn snapshot(&self) -> String {
+    pub fn snapshot(&self) -> String {
         self.text
             .lock()
             .map(|text| text.clone())
@@ -320,14 +325,14 @@ impl Stderr {
     }
 
     /// Everything, once the child closed its stderr (bounded by [`WAIT`]).
-    async fn finish(self) -> String {
+    pub async fn finish(self) -> String {
         let Stderr { text, reader } = self;
         let _ = tokio::time::timeout(WAIT, reader).await;
         text.lock().map(|text| text.clone()).unwrap_or_default()
     }
 }
 
-fn collect(mut stderr: ChildStderr) -> Stderr {
+pub fn collect(mut stderr: ChildStderr) -> Stderr {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&text);
     let reader = tokio::spawn(async move {

@@ -1,0 +1,371 @@
+//! Customer notifications (issue 8): service reminders after an invoice and booking messages,
+//! from a PostgreSQL schedule through RabbitMQ to a messaging gateway (WhatsApp Business shape).
+//!
+//! This module owns the `notifications` table and everything that moves its rows:
+//! - scheduling: [`schedule_reminders`] inside the ingest transaction that projects invoices,
+//!   and the `bookings_notify` trigger (migration 0008) inside every transaction that holds,
+//!   confirms or expires a booking or offers one to the waitlist. Unique `(cause, kind)`: a
+//!   re-ingest or a retried transaction schedules once. No phone: the row is `SKIPPED` with
+//!   its reason, never an error that blocks ingest or booking;
+//! - [`publisher`]: due rows → the work queue, with publisher confirms, marked `PUBLISHED` only
+//!   after the broker confirmed (a crash in between publishes again; the worker dedupes);
+//! - [`worker`]: the work queue → [`gateway`], claiming each row with a conditional update
+//!   before sending, retries through delay queues, the dead-letter queue after the limit;
+//! - [`sandbox`]: the gateway stand-in for tests and `demo`;
+//! - [`Metrics`]: the counters `/metrics` shows.
+//!
+//! RabbitMQ topology, all durable, on the default exchange (queue name = routing key), named
+//! after `notify.queue` (`Q`): `Q` (work; rejected messages dead-letter to `Q.dead`), `Q.dead`
+//! (dead letters, for operators), and `Q.retry.<ms>ms` per backoff step (no consumers; a
+//! queue-wide TTL dead-letters each message back to `Q` when its wait is over). One queue per
+//! step because RabbitMQ expires only at a queue's head: one queue with per-message TTLs would
+//! hold a short wait behind a long one. A message is the notification id and nothing else: the
+//! phone number and the text stay in PostgreSQL.
+
+pub mod gateway;
+pub mod publisher;
+pub mod sandbox;
+pub mod worker;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties};
+use sqlx::PgConnection;
+
+use crate::config::NotifyConfig;
+
+/// What the schedule, the publisher and the worker need from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub reminder_after: Duration,
+    pub queues: Queues,
+    pub max_attempts: u32,
+    pub publish_interval: Duration,
+    /// How long a send found unfinished (`SENDING`) is left to the worker that started it
+    /// before another takes it over: twice the gateway timeout, so a live worker has given up.
+    pub send_lease: Duration,
+}
+
+impl Settings {
+    pub fn new(config: &NotifyConfig) -> Settings {
+        Settings {
+            reminder_after: config.reminder_after,
+            queues: Queues::new(&config.queue, config.retry_base, config.max_attempts),
+            max_attempts: config.max_attempts,
+            publish_interval: config.publish_interval,
+            send_lease: config.gateway_timeout * 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("PostgreSQL")]
+    Db(#[from] sqlx::Error),
+    #[error("RabbitMQ")]
+    Amqp(#[from] lapin::Error),
+    #[error("RabbitMQ ended the consumer (connection or channel closed)")]
+    ConsumerEnded,
+    #[error("RabbitMQ did not confirm the message for notification {0}")]
+    NotConfirmed(String),
+    #[error("no broker configured: set notify.amqp_url (SENTRA_CLOUD__NOTIFY__AMQP_URL)")]
+    NoBroker,
+    #[error(
+        "no messaging gateway configured: set notify.gateway_url (SENTRA_CLOUD__NOTIFY__GATEWAY_URL)"
+    )]
+    NoGateway,
+    #[error("messaging gateway")]
+    Gateway(#[from] gateway::GatewayError),
+}
+
+/// The queue names and the backoff steps.
+#[derive(Debug, Clone)]
+pub struct Queues {
+    pub work: String,
+    pub dead: String,
+    /// `(queue, wait)` per retry: the first retry waits `retry[0].1`, and so on.
+    pub retry: Vec<(String, Duration)>,
+}
+
+impl Queues {
+    pub fn new(work: &str, base: Duration, max_attempts: u32) -> Queues {
+        // At least one step: a send found unfinished is put off through the first one.
+        let steps = max_attempts.saturating_sub(1).max(1);
+        let retry = (0..steps)
+            .map(|step| {
+                let wait = base.saturating_mul(1 << step.min(20));
+                (format!("{work}.retry.{}ms", wait.as_millis()), wait)
+            })
+            .collect();
+        Queues {
+            work: work.to_owned(),
+            dead: format!("{work}.dead"),
+            retry,
+        }
+    }
+
+    /// The delay queue for the retry after `failed` failed attempts (1-based), the last step
+    /// for anything beyond.
+    pub fn retry_after(&self, failed: u32) -> &str {
+        let index = usize::try_from(failed.saturating_sub(1))
+            .unwrap_or(usize::MAX)
+            .min(self.retry.len() - 1);
+        &self.retry[index].0
+    }
+
+    /// Declares every queue (idempotent; both publisher and worker call it).
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let durable = QueueDeclareOptions::durable();
+        let mut work_args = FieldTable::default();
+        work_args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        work_args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(self.dead.as_str().into()),
+        );
+        channel
+            .queue_declare(self.work.as_str().into(), durable, work_args)
+            .await?;
+        channel
+            .queue_declare(self.dead.as_str().into(), durable, FieldTable::default())
+            .await?;
+        for (queue, wait) in &self.retry {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(self.work.as_str().into()),
+            );
+            channel
+                .queue_declare(queue.as_str().into(), durable, args)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A connection and a channel in confirm mode with the queues declared.
+pub async fn connect(
+    config: &NotifyConfig,
+    queues: &Queues,
+    name: &str,
+) -> Result<(Connection, Channel), NotifyError> {
+    let url = config.amqp_url.as_ref().ok_or(NotifyError::NoBroker)?;
+    let connection = Connection::connect(
+        url.expose(),
+        ConnectionProperties::default().with_connection_name(name.into()),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    queues.declare(&channel).await?;
+    Ok((connection, channel))
+}
+
+/// Inside the ingest transaction: a service reminder, due `after` the invoice was issued, for
+/// each of `invoices` (ids in `branch`) that is in `invoices` now, to the phone on its work
+/// order. Returns how many of `invoices` it found (a repeat finds its row and changes nothing).
+pub async fn schedule_reminders(
+    tx: &mut PgConnection,
+    branch: &str,
+    invoices: &[&str],
+    after: Duration,
+) -> Result<u64, sqlx::Error> {
+    if invoices.is_empty() {
+        return Ok(0);
+    }
+    let scheduled = sqlx::query(
+        "SELECT schedule_notification(
+                    'invoice:' || i.branch_id || '/' || i.id, 'service_reminder', i.branch_id,
+                    notification_phone(w.customer_phone),
+                    jsonb_build_object('invoice_number', i.number, 'customer_name', w.customer_name,
+                                       'vehicle_plate', w.vehicle_plate, 'issued_at', i.issued_at),
+                    i.issued_at + make_interval(secs => $3))
+         FROM invoices i
+         LEFT JOIN work_orders w ON w.branch_id = i.branch_id AND w.id = i.work_order_id
+         WHERE i.branch_id = $1 AND i.id = ANY($2)",
+    )
+    .bind(branch)
+    .bind(invoices)
+    .bind(after.as_secs_f64())
+    .execute(&mut *tx)
+    .await?;
+    Ok(scheduled.rows_affected())
+}
+
+/// Puts a dead, skipped or published notification back on the schedule, due now, with its
+/// attempts reset. `PUBLISHED` is for a message the broker lost (a wiped broker or a deleted
+/// queue): if the message still exists after all, the worker's claim drops the copy that comes
+/// second. Returns false when there is no such notification in those states.
+pub async fn replay(db: &sqlx::PgPool, id: &str) -> Result<bool, sqlx::Error> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Ok(false);
+    }
+    let replayed = sqlx::query(
+        "UPDATE notifications
+         SET state = 'SCHEDULED', due_at = now(), attempts = 0, reason = NULL, finished_at = NULL
+         WHERE id = $1::uuid AND state IN ('DEAD', 'SKIPPED', 'PUBLISHED') AND phone IS NOT NULL",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(replayed.rows_affected() == 1)
+}
+
+/// The message template and language of a kind, and its body parameters from the row's
+/// `params`, in the order the template's placeholders expect. None for a kind this version
+/// does not know (a newer replica's row): the worker dead-letters it with the reason.
+pub fn template(kind: &str, params: &serde_json::Value) -> Option<(&'static str, Vec<String>)> {
+    let text = |name: &str| match &params[name] {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let (name, fields): (&'static str, &[&str]) = match kind {
+        "service_reminder" => (
+            "sentra_service_reminder",
+            &["customer_name", "vehicle_plate", "invoice_number"],
+        ),
+        "booking_held" => (
+            "sentra_booking_held",
+            &["asset_id", "first_day", "last_day", "hold_expires_at"],
+        ),
+        "booking_confirmed" => (
+            "sentra_booking_confirmed",
+            &["asset_id", "first_day", "last_day"],
+        ),
+        "booking_expired" => (
+            "sentra_booking_expired",
+            &["asset_id", "first_day", "last_day"],
+        ),
+        "waitlist_offer" => (
+            "sentra_waitlist_offer",
+            &["asset_id", "first_day", "hold_expires_at"],
+        ),
+        _ => return None,
+    };
+    Some((name, fields.iter().map(|field| text(field)).collect()))
+}
+
+/// 16 random bytes in hex: message ids of the sandbox, consumer tags.
+pub fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
+/// The language every template is registered in.
+pub const TEMPLATE_LANGUAGE: &str = "id";
+
+/// Counters per process (Prometheus sums replicas).
+#[derive(Default)]
+pub struct Metrics {
+    pub published: AtomicU64,
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
+    pub dead: AtomicU64,
+}
+
+/// The process's counters: the publisher and the worker may run in `serve` or alone.
+pub static METRICS: Metrics = Metrics {
+    published: AtomicU64::new(0),
+    sent: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
+    dead: AtomicU64::new(0),
+};
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The text exposition of the counters.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for (name, help, counter) in [
+            (
+                "notifications_published_total",
+                "Notifications the broker confirmed (republished ones included).",
+                &self.published,
+            ),
+            (
+                "notifications_sent_total",
+                "Notifications the messaging gateway accepted.",
+                &self.sent,
+            ),
+            (
+                "notifications_failed_total",
+                "Gateway attempts that failed (each retry counts).",
+                &self.failed,
+            ),
+            (
+                "notifications_dead_total",
+                "Notifications dead-lettered (retries exhausted or refused for good).",
+                &self.dead,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_step_and_the_last_step_repeats() {
+        let queues = Queues::new("q", Duration::from_millis(100), 4);
+        let names: Vec<&str> = queues.retry.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["q.retry.100ms", "q.retry.200ms", "q.retry.400ms"]);
+        assert_eq!(queues.retry_after(1), "q.retry.100ms");
+        assert_eq!(queues.retry_after(3), "q.retry.400ms");
+        assert_eq!(queues.retry_after(9), "q.retry.400ms");
+        assert_eq!(queues.dead, "q.dead");
+        // One attempt only: still one step, for putting off an unfinished send.
+        assert_eq!(Queues::new("q", Duration::from_secs(1), 1).retry.len(), 1);
+    }
+
+    #[test]
+    fn every_kind_has_a_template_with_its_parameters() {
+        let params = serde_json::json!({"customer_name": "Budi", "vehicle_plate": "B 1 A",
+            "invoice_number": "INV-1", "asset_id": "car-1", "first_day": "2027-01-02",
+            "last_day": "2027-01-03", "hold_expires_at": "2027-01-01T10:00:00+00:00"});
+        for kind in [
+            "service_reminder",
+            "booking_held",
+            "booking_confirmed",
+            "booking_expired",
+            "waitlist_offer",
+        ] {
+            let (name, parameters) = template(kind, &params).expect("a known kind");
+            assert!(name.starts_with("sentra_"));
+            assert!(parameters.iter().all(|text| !text.is_empty()), "{kind}");
+        }
+        assert_eq!(
+            template("service_reminder", &params).map(|(_, p)| p),
+            Some(vec!["Budi".into(), "B 1 A".into(), "INV-1".into()])
+        );
+        assert!(template("birthday", &params).is_none());
+    }
+}
