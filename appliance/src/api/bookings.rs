@@ -324,9 +324,7 @@ async fn act(
             let id = id.to_owned();
             let local = s
                 .store
-                .write(move |w| {
-                    bookings::record_cloud_state(w, &id, &state, expires_at.as_deref())
-                })
+                .write(move |w| bookings::record_cloud_state(w, &id, &state, expires_at.as_deref()))
                 .await?;
             let mut answer = serde_json::to_value(&local).expect("a booking always serialises");
             answer["cloud"] = body;
@@ -384,7 +382,10 @@ pub async fn confirm(
         (status = 200, description = "cancelled: by the cloud within the request, or (offline) here with a booking:cancelled event the cloud applies at sync", body = Booking),
         (status = 409, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn cancel(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
     let b = {
         let id = id.clone();
@@ -501,7 +502,15 @@ pub async fn join_waitlist(
         "tier": tier,
     });
     let bound = Duration::from_millis(s.config.sync.booking_timeout_ms);
-    match cloud::forward(&s.sync, bound, reqwest::Method::POST, "/v1/waitlist", Some(&body)).await {
+    match cloud::forward(
+        &s.sync,
+        bound,
+        reqwest::Method::POST,
+        "/v1/waitlist",
+        Some(&body),
+    )
+    .await
+    {
         Forwarded::Answered { status, body } => Ok(json_response(
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
             body.to_string(),

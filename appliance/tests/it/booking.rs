@@ -175,7 +175,9 @@ async fn counter_actions_without_the_cloud_answer_clearly_and_cancel_works_offli
     let pos = edge.pair(&site, "pos").await;
     let events = || -> Vec<(String, String)> {
         open_db(&site)
-            .prepare("SELECT op, payload FROM sync_event_logs WHERE entity = 'booking' ORDER BY seq")
+            .prepare(
+                "SELECT op, payload FROM sync_event_logs WHERE entity = 'booking' ORDER BY seq",
+            )
             .expect("prepare")
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .expect("query")
@@ -183,7 +185,11 @@ async fn counter_actions_without_the_cloud_answer_clearly_and_cancel_works_offli
             .expect("rows")
     };
     let (s, tentative) = edge
-        .post(&pos, "/v1/bookings", body("CAR-001", "2027-08-01", "2027-08-02"))
+        .post(
+            &pos,
+            "/v1/bookings",
+            body("CAR-001", "2027-08-01", "2027-08-02"),
+        )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{tentative}");
     let id = tentative["id"].as_str().expect("id").to_owned();
@@ -225,8 +231,14 @@ async fn counter_actions_without_the_cloud_answer_clearly_and_cancel_works_offli
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
     // Bad input: a clear 4xx.
     for (path, b) in [
-        (format!("/v1/bookings/{id}/confirm"), json!({"payment_ref": ""})),
-        (format!("/v1/bookings/{id}/confirm"), json!({"payment": "x"})),
+        (
+            format!("/v1/bookings/{id}/confirm"),
+            json!({"payment_ref": ""}),
+        ),
+        (
+            format!("/v1/bookings/{id}/confirm"),
+            json!({"payment": "x"}),
+        ),
         (
             "/v1/waitlist".to_owned(),
             json!({"asset_id": "CAR-001", "date": "2027-02-30", "customer": "Eka"}),
@@ -263,7 +275,11 @@ async fn counter_actions_without_the_cloud_answer_clearly_and_cancel_works_offli
     assert_eq!(payload["idempotency_key"], format!("edge-booking-{id}"));
     // The days are free again at the branch.
     let (s, b) = edge
-        .post(&pos, "/v1/bookings", body("CAR-001", "2027-08-01", "2027-08-01"))
+        .post(
+            &pos,
+            "/v1/bookings",
+            body("CAR-001", "2027-08-01", "2027-08-01"),
+        )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
 }

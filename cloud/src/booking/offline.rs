@@ -65,12 +65,9 @@ pub async fn decide(
         let request = match &checked.payload {
             Payload::BookingRequested(request) => request,
             Payload::BookingCancelled(cancel) => {
-                let cancelled = record::cancel_by_key(
-                    tx,
-                    &format!("device:{device}"),
-                    &cancel.idempotency_key,
-                )
-                .await?;
+                let cancelled =
+                    record::cancel_by_key(tx, &format!("device:{device}"), &cancel.idempotency_key)
+                        .await?;
                 if cancelled {
                     decided.cancelled += 1;
                 }

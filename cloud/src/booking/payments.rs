@@ -369,7 +369,10 @@ mod tests {
             "a repeated key gets the first answer, not a second capture"
         );
         assert_eq!(
-            gateway.release(&auth.id, "r1").expect("the rest released").state,
+            gateway
+                .release(&auth.id, "r1")
+                .expect("the rest released")
+                .state,
             AuthorisationState::Released
         );
         let other = gateway.authorise("b3", 1).expect("authorised");
@@ -377,7 +380,10 @@ mod tests {
             gateway.release(&other.id, "r2").expect("released").state,
             AuthorisationState::Released
         );
-        assert!(gateway.release(&other.id, "r3").is_ok(), "twice is harmless");
+        assert!(
+            gateway.release(&other.id, "r3").is_ok(),
+            "twice is harmless"
+        );
         let flaky = format!("{SANDBOX_FLAKY_PREFIX}p1");
         assert!(matches!(
             gateway.release(&flaky, "r4"),

@@ -826,14 +826,9 @@ pub async fn complete(
     let same_facts = row.state() == Some(State::Completed)
         && row.damage_charge == Some(facts.damage_charge)
         && row.late_charge == Some(facts.late_charge)
-        && row
-            .returned_at
-            .as_deref()
-            .and_then(|at| {
-                time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            == Some(facts.returned_at);
+        && row.returned_at.as_deref().and_then(|at| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+        }) == Some(facts.returned_at);
     Ok(Some(if same_facts {
         CompleteOutcome::AlreadyCompleted(row)
     } else if row.state() == Some(State::Confirmed) {

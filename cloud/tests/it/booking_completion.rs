@@ -86,7 +86,10 @@ async fn completion_captures_the_charges_releases_the_rest_and_frees_the_days_af
     assert_eq!(done.status, 200, "{done:?}");
     assert_eq!(done.body["state"], "COMPLETED");
     assert_eq!(done.body["damage_charge"], 150_000);
-    assert_eq!(done.body["free_from"], "2026-11-04", "the days after the return are free");
+    assert_eq!(
+        done.body["free_from"], "2026-11-04",
+        "the days after the return are free"
+    );
     assert_eq!(done.body["settlement"]["capture_amount"], 150_000);
     assert!(
         done.body["settlement"]["captured_at"].is_string(),

@@ -452,8 +452,17 @@ async fn the_counter_confirms_cancels_completes_and_joins_the_waitlist_through_t
     let id = held["id"].as_str().expect("id").to_owned();
     let cloud_id = held["cloud_id"].as_str().expect("cloud id").to_owned();
     let (s, b) = act(id.clone(), "confirm", Some(json!({"payment_ref": ""}))).await;
-    assert_eq!((s, b["error"]["field"].as_str()), (422, Some("payment_ref")), "{b}");
-    let (s, confirmed) = act(id.clone(), "confirm", Some(json!({"payment_ref": "pay-box-1"}))).await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (422, Some("payment_ref")),
+        "{b}"
+    );
+    let (s, confirmed) = act(
+        id.clone(),
+        "confirm",
+        Some(json!({"payment_ref": "pay-box-1"})),
+    )
+    .await;
     assert_eq!(s, 200, "{confirmed}");
     assert_eq!(confirmed["state"], "CONFIRMED", "{confirmed}");
     assert_eq!(cloud_state(&cloud, &cloud_id).await, "CONFIRMED");
@@ -466,26 +475,46 @@ async fn the_counter_confirms_cancels_completes_and_joins_the_waitlist_through_t
     assert_eq!(s, 200, "{done}");
     assert_eq!(done["state"], "COMPLETED", "{done}");
     assert_eq!(done["cloud"]["free_from"], "2026-11-04", "{done}");
-    assert!(done["cloud"]["settlement"]["captured_at"].is_string(), "{done}");
-    assert!(done["cloud"]["settlement"]["released_at"].is_string(), "{done}");
+    assert!(
+        done["cloud"]["settlement"]["captured_at"].is_string(),
+        "{done}"
+    );
+    assert!(
+        done["cloud"]["settlement"]["released_at"].is_string(),
+        "{done}"
+    );
     let (_, seen) = edge
         .call(Some(&pos), "GET", &format!("/v1/bookings/{id}"), None)
         .await;
     assert_eq!(seen["state"], "COMPLETED", "{seen}");
     // The cloud's refusal is passed on: a completed booking is not confirmed again.
-    let (s, b) = act(id.clone(), "confirm", Some(json!({"payment_ref": "pay-box-2"}))).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("wrong_state")), "{b}");
+    let (s, b) = act(
+        id.clone(),
+        "confirm",
+        Some(json!({"payment_ref": "pay-box-2"})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("wrong_state")),
+        "{b}"
+    );
 
     // Online cancel and waitlist.
     let (s, held2) = book(&edge, &pos, "CAR-002", "2027-05-01", "2027-05-02", "Sari").await;
     assert_eq!(s, 201, "{held2}");
     let (s, cancelled) = act(held2["id"].as_str().expect("id").to_owned(), "cancel", None).await;
-    assert_eq!((s, cancelled["state"].as_str()), (200, Some("CANCELLED")), "{cancelled}");
+    assert_eq!(
+        (s, cancelled["state"].as_str()),
+        (200, Some("CANCELLED")),
+        "{cancelled}"
+    );
     assert_eq!(
         cloud_state(&cloud, held2["cloud_id"].as_str().expect("cloud id")).await,
         "CANCELLED"
     );
-    let wait = json!({"asset_id": "CAR-001", "date": "2027-06-01", "customer": "Eka", "tier": "gold"});
+    let wait =
+        json!({"asset_id": "CAR-001", "date": "2027-06-01", "customer": "Eka", "tier": "gold"});
     let (s, entry) = edge
         .call(Some(&pos), "POST", "/v1/waitlist", Some(wait.clone()))
         .await;
@@ -498,29 +527,63 @@ async fn the_counter_confirms_cancels_completes_and_joins_the_waitlist_through_t
     let held3_id = held3["id"].as_str().expect("id").to_owned();
     proxy.set(ProxyMode::Down);
     let before = edge_counts(&edge, &site, &pos).await;
-    let (s, b) = act(held3_id.clone(), "confirm", Some(json!({"payment_ref": "pay-box-3"}))).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("cloud_unreachable")), "{b}");
+    let (s, b) = act(
+        held3_id.clone(),
+        "confirm",
+        Some(json!({"payment_ref": "pay-box-3"})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (503, Some("cloud_unreachable")),
+        "{b}"
+    );
     let (s, b) = act(
         held3_id.clone(),
         "complete",
         Some(json!({"returned_at": "2027-05-11T10:00:00+07:00"})),
     )
     .await;
-    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("cloud_unreachable")), "{b}");
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (503, Some("cloud_unreachable")),
+        "{b}"
+    );
     let (s, b) = edge
         .call(Some(&pos), "POST", "/v1/waitlist", Some(wait))
         .await;
-    assert_eq!((s, b["error"]["code"].as_str()), (503, Some("cloud_unreachable")), "{b}");
-    assert_eq!(edge_counts(&edge, &site, &pos).await, before, "nothing changed");
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (503, Some("cloud_unreachable")),
+        "{b}"
+    );
+    assert_eq!(
+        edge_counts(&edge, &site, &pos).await,
+        before,
+        "nothing changed"
+    );
 
     // Cancel works offline: the held booking, and one taken offline (TENTATIVE).
     let (s, c3) = act(held3_id.clone(), "cancel", None).await;
     assert_eq!((s, c3["state"].as_str()), (200, Some("CANCELLED")), "{c3}");
     let (s, tentative) = book(&edge, &pos, "CAR-002", "2027-07-01", "2027-07-02", "Dewi").await;
-    assert_eq!((s, tentative["state"].as_str()), (202, Some("TENTATIVE")), "{tentative}");
+    assert_eq!(
+        (s, tentative["state"].as_str()),
+        (202, Some("TENTATIVE")),
+        "{tentative}"
+    );
     let tentative_id = tentative["id"].as_str().expect("id").to_owned();
-    let (s, b) = act(tentative_id.clone(), "confirm", Some(json!({"payment_ref": "p"}))).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("not_decided")), "{b}");
+    let (s, b) = act(
+        tentative_id.clone(),
+        "confirm",
+        Some(json!({"payment_ref": "p"})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("not_decided")),
+        "{b}"
+    );
     let (s, ct) = act(tentative_id.clone(), "cancel", None).await;
     assert_eq!((s, ct["state"].as_str()), (200, Some("CANCELLED")), "{ct}");
 
@@ -540,10 +603,22 @@ async fn the_counter_confirms_cancels_completes_and_joins_the_waitlist_through_t
         .into_iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(states, ["CANCELLED"], "decided, then cancelled by the branch");
+    assert_eq!(
+        states,
+        ["CANCELLED"],
+        "decided, then cancelled by the branch"
+    );
     let (_, seen) = edge
-        .call(Some(&pos), "GET", &format!("/v1/bookings/{tentative_id}"), None)
+        .call(
+            Some(&pos),
+            "GET",
+            &format!("/v1/bookings/{tentative_id}"),
+            None,
+        )
         .await;
-    assert_eq!(seen["state"], "CANCELLED", "the decision does not undo the cancel: {seen}");
+    assert_eq!(
+        seen["state"], "CANCELLED",
+        "the decision does not undo the cancel: {seen}"
+    );
     drop(redis);
 }
