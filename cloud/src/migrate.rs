@@ -40,8 +40,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0006_fleet.sql"),
     ),
     (
-        "0009_completion_identity.sql",
-        include_str!("../migrations/0009_completion_identity.sql"),
+        "0009_completion.sql",
+        include_str!("../migrations/0009_completion.sql"),
     ),
 ];
 

@@ -1,4 +1,4 @@
--- Rental completion (issue 4: the car came back) and identity checks (issue 8).
+-- Rental completion (issue 4: the car came back).
 
 -- A COMPLETED booking keeps the days up to its return (and the turnover buffer after it) in the
 -- exclusion constraint: completion shrinks `period` to end at the return, so an early return
@@ -37,22 +37,3 @@ create table payment_settlements (
 );
 create index payment_settlements_due_idx on payment_settlements (next_attempt_at)
     where released_at is null;
-
--- Identity checks (KTP OCR, face match with liveness) per customer reference. Never the NIK or
--- an image in clear: the NIK as HMAC-SHA256 under `identity.nik_secret`, and its last 4 digits
--- for staff to compare with the card in hand.
-create table customer_identities (
-    customer      text        primary key,
-    state         text        not null check (state in ('VERIFIED', 'REJECTED')),
-    reason_code   text,
-    reason        text,
-    provider      text        not null,
-    provider_ref  text,
-    nik_hmac      bytea,
-    nik_last4     text check (nik_last4 ~ '^[0-9]{4}$'),
-    face_score    real,
-    liveness      real,
-    checked_at    timestamptz not null default now(),
-    verified_at   timestamptz,
-    checked_by    text        not null
-);
