@@ -937,6 +937,7 @@ mod tests {
         assert_eq!(config.booking.hold_window.as_secs(), DEFAULT_HOLD_SECONDS);
         assert_eq!(config.booking.turnover_buffer_days, 0);
         assert!(config.booking.webhook_secret.is_none());
+        assert!(config.booking.release_delay.is_zero());
         let errors = load_env(
             None,
             &[
@@ -944,14 +945,18 @@ mod tests {
                 ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "0"),
                 ("SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS", "99"),
                 ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "soon"),
+                ("SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECONDS", "86401"),
             ],
         )
         .expect_err("invalid");
-        assert_eq!(errors.len(), 3, "{errors:#?}");
-        let file = config_file("[booking]\nhold_seconds = 5\nturnover_buffer_days = 1\n");
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        let file = config_file(
+            "[booking]\nhold_seconds = 5\nturnover_buffer_days = 1\nrelease_delay_seconds = 3600\n",
+        );
         let config = load_env(Some(file.path()), &[("DATABASE_URL", DB)]).expect("valid");
         assert_eq!(config.booking.hold_window.as_secs(), 5);
         assert_eq!(config.booking.turnover_buffer_days, 1);
+        assert_eq!(config.booking.release_delay.as_secs(), 3600);
     }
 
     #[test]
