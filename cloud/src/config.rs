@@ -24,6 +24,7 @@
 //! hold_seconds = 600               # env SENTRA_CLOUD__BOOKING__HOLD_SECONDS
 //! turnover_buffer_days = 0         # env SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS
 //! sweep_interval_ms = 1000         # env SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS
+//! release_delay_seconds = 0        # env SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECONDS
 //!
 //! [payments]
 //! webhook_secret = ""              # env SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET (never logged)
@@ -82,6 +83,13 @@ pub const DEFAULT_TURNOVER_BUFFER_DAYS: u64 = 0;
 /// How often each replica sweeps due holds. A hold expires at most this late; sweeping is
 /// `FOR UPDATE SKIP LOCKED`, so replicas sweeping together never wait on one another.
 pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 1000;
+/// How long after `COMPLETED` the rest of a pre-authorisation is released. At once by default:
+/// the charges (damage, late return) are known when the counter completes the rental, so
+/// holding the customer's limit longer only costs them; a business that inspects later sets a
+/// delay. Never more than [`MAX_RELEASE_DELAY_SECONDS`]: the gateways' terms (and issue 4) say the
+/// rest is released at most 24 h after completion.
+pub const DEFAULT_RELEASE_DELAY_SECONDS: u64 = 0;
+pub const MAX_RELEASE_DELAY_SECONDS: u64 = 86_400;
 /// The longest hold window accepted (a day): longer is a reservation, not a payment window.
 pub const MAX_HOLD_SECONDS: u64 = 86_400;
 /// The longest turnover buffer accepted.
@@ -101,6 +109,7 @@ pub const ENV_REDIS_LOCK_NODES: &str = "REDIS_LOCK_NODES";
 pub const ENV_HOLD_SECONDS: &str = "SENTRA_CLOUD__BOOKING__HOLD_SECONDS";
 pub const ENV_TURNOVER_BUFFER_DAYS: &str = "SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS";
 pub const ENV_SWEEP_INTERVAL_MS: &str = "SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS";
+pub const ENV_RELEASE_DELAY_SECONDS: &str = "SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECONDS";
 /// The shared secret the payment gateway signs webhooks with. Unset: every webhook is refused.
 pub const ENV_WEBHOOK_SECRET: &str = "SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET";
 
@@ -163,6 +172,7 @@ const KEY_HTTP_LISTEN: &str = "http.listen";
 const KEY_HOLD_SECONDS: &str = "booking.hold_seconds";
 const KEY_TURNOVER_BUFFER_DAYS: &str = "booking.turnover_buffer_days";
 const KEY_SWEEP_INTERVAL_MS: &str = "booking.sweep_interval_ms";
+const KEY_RELEASE_DELAY_SECONDS: &str = "booking.release_delay_seconds";
 const KEY_WEBHOOK_SECRET: &str = "payments.webhook_secret";
 const KEY_DATABASE_URL: &str = "database.url";
 const KEY_REDIS_URL: &str = "redis.url";
@@ -175,6 +185,7 @@ const KNOWN_KEYS: &[&str] = &[
     KEY_HOLD_SECONDS,
     KEY_TURNOVER_BUFFER_DAYS,
     KEY_SWEEP_INTERVAL_MS,
+    KEY_RELEASE_DELAY_SECONDS,
     KEY_WEBHOOK_SECRET,
     KEY_SIGNING_KEY_FILE,
     KEY_OFFLINE_AFTER_SECS,
@@ -310,6 +321,8 @@ pub struct BookingConfig {
     pub hold_window: std::time::Duration,
     pub turnover_buffer_days: u32,
     pub sweep_interval: std::time::Duration,
+    /// How long after `COMPLETED` the rest of a pre-authorisation is released.
+    pub release_delay: std::time::Duration,
     pub webhook_secret: Option<Secret>,
 }
 
@@ -495,6 +508,7 @@ struct Raw {
     hold_seconds: Option<(String, Origin)>,
     turnover_buffer_days: Option<(String, Origin)>,
     sweep_interval_ms: Option<(String, Origin)>,
+    release_delay_seconds: Option<(String, Origin)>,
     webhook_secret: Option<(String, Origin)>,
     signing_key_file: Option<(String, Origin)>,
     offline_after_secs: Option<(String, Origin)>,
@@ -611,6 +625,12 @@ pub fn load_with(
         ENV_SWEEP_INTERVAL_MS,
         DEFAULT_SWEEP_INTERVAL_MS,
         10..=60_000,
+    );
+    let release_delay_seconds = number(
+        raw.release_delay_seconds,
+        ENV_RELEASE_DELAY_SECONDS,
+        DEFAULT_RELEASE_DELAY_SECONDS,
+        0..=MAX_RELEASE_DELAY_SECONDS,
     );
     let offline_after_secs = number(
         raw.offline_after_secs,
@@ -734,6 +754,7 @@ pub fn load_with(
         turnover_buffer_days: u32::try_from(turnover_buffer_days)
             .expect("validated to at most MAX_TURNOVER_BUFFER_DAYS"),
         sweep_interval: std::time::Duration::from_millis(sweep_interval_ms),
+        release_delay: std::time::Duration::from_secs(release_delay_seconds),
         webhook_secret,
     };
 
@@ -815,6 +836,10 @@ fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
                 KEY_SWEEP_INTERVAL_MS => {
                     raw.sweep_interval_ms =
                         number_value(value, origin(KEY_SWEEP_INTERVAL_MS), errors);
+                }
+                KEY_RELEASE_DELAY_SECONDS => {
+                    raw.release_delay_seconds =
+                        number_value(value, origin(KEY_RELEASE_DELAY_SECONDS), errors);
                 }
                 KEY_WEBHOOK_SECRET => {
                     raw.webhook_secret = string_value(value, origin(KEY_WEBHOOK_SECRET), errors);
@@ -977,6 +1002,9 @@ fn read_env(env: &dyn Fn(&str) -> Option<OsString>, raw: &mut Raw, errors: &mut 
     }
     if let Some(value) = var(ENV_SWEEP_INTERVAL_MS) {
         raw.sweep_interval_ms = Some(value);
+    }
+    if let Some(value) = var(ENV_RELEASE_DELAY_SECONDS) {
+        raw.release_delay_seconds = Some(value);
     }
     if let Some(value) = var(ENV_WEBHOOK_SECRET) {
         raw.webhook_secret = Some(value);
@@ -1325,6 +1353,7 @@ mod tests {
         assert_eq!(config.booking.hold_window.as_secs(), DEFAULT_HOLD_SECONDS);
         assert_eq!(config.booking.turnover_buffer_days, 0);
         assert!(config.booking.webhook_secret.is_none());
+        assert!(config.booking.release_delay.is_zero());
         let errors = load_env(
             None,
             &[
@@ -1332,14 +1361,18 @@ mod tests {
                 ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "0"),
                 ("SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS", "99"),
                 ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "soon"),
+                ("SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECONDS", "86401"),
             ],
         )
         .expect_err("invalid");
-        assert_eq!(errors.len(), 3, "{errors:#?}");
-        let file = config_file("[booking]\nhold_seconds = 5\nturnover_buffer_days = 1\n");
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        let file = config_file(
+            "[booking]\nhold_seconds = 5\nturnover_buffer_days = 1\nrelease_delay_seconds = 3600\n",
+        );
         let config = load_env(Some(file.path()), &[("DATABASE_URL", DB)]).expect("valid");
         assert_eq!(config.booking.hold_window.as_secs(), 5);
         assert_eq!(config.booking.turnover_buffer_days, 1);
+        assert_eq!(config.booking.release_delay.as_secs(), 3600);
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bookings/{id}", get(booking::http::get))
         .route("/v1/bookings/{id}/confirm", post(booking::http::confirm))
         .route("/v1/bookings/{id}/cancel", post(booking::http::cancel))
+        .route("/v1/bookings/{id}/complete", post(booking::http::complete))
         .route("/v1/waitlist", post(booking::waitlist::join))
         .route("/v1/waitlist/{id}", get(booking::waitlist::get))
         .route("/v1/devices/heartbeat", post(fleet::heartbeat))

@@ -43,6 +43,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_notifications.sql",
         include_str!("../migrations/0008_notifications.sql"),
     ),
+    (
+        "0009_completion.sql",
+        include_str!("../migrations/0009_completion.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

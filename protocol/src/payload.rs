@@ -158,6 +158,17 @@ pub struct BookingRequested {
     pub requested_at: String,
 }
 
+/// A booking cancelled at the counter while the cloud could not be asked. The cloud finds its
+/// booking by the device and `idempotency_key` (the key the hold or the `booking:requested`
+/// event carried; the outbox's order puts the request first) and cancels it if it is still held
+/// or confirmed; otherwise it changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingCancelled {
+    pub id: String,
+    pub idempotency_key: String,
+    pub cancelled_at: String,
+}
+
 /// The cloud `Idempotency-Key` of the edge booking `id` (online attempt and offline event alike).
 pub fn booking_idempotency_key(id: &str) -> String {
     format!("edge-booking-{id}")
@@ -178,6 +189,7 @@ pub enum Payload {
     RecordFieldsSet(RecordFieldsSet),
     DocumentChanged(DocumentChanged),
     BookingRequested(BookingRequested),
+    BookingCancelled(BookingCancelled),
 }
 
 /// The op names, per entity.
@@ -193,6 +205,7 @@ pub mod op {
     pub const FIELDS_SET: &str = "fields_set";
     pub const CHANGED: &str = "changed";
     pub const REQUESTED: &str = "requested";
+    pub const CANCELLED: &str = "cancelled";
 }
 
 fn typed<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
@@ -216,6 +229,7 @@ impl Payload {
             (E::Customer | E::Vehicle, op::FIELDS_SET) => Payload::RecordFieldsSet(typed(v)?),
             (E::Document, op::CHANGED) => Payload::DocumentChanged(typed(v)?),
             (E::Booking, op::REQUESTED) => Payload::BookingRequested(typed(v)?),
+            (E::Booking, op::CANCELLED) => Payload::BookingCancelled(typed(v)?),
             (entity, op) => return Err(format!("unknown change {}:{op}", entity.as_str())),
         })
     }

@@ -1,5 +1,12 @@
-//! Rental bookings at the counter: `POST /v1/bookings`, `GET /v1/bookings/{id}` and
-//! `GET /v1/assets/{id}/availability`.
+//! Rental bookings at the counter: `POST /v1/bookings`, `GET /v1/bookings/{id}`,
+//! `GET /v1/assets/{id}/availability`, and the counter's actions on a booking:
+//! `POST /v1/bookings/{id}/confirm|cancel|complete` and `POST /v1/waitlist`.
+//!
+//! The actions are the cloud's to decide and are forwarded within the request (the signed
+//! device client); the branch's copy follows the cloud's answer and is announced on MQTT.
+//! Offline, confirm, complete and the waitlist answer 503 `cloud_unreachable` and change
+//! nothing (a payment, a settlement and a queue position are the cloud's); cancel works offline:
+//! the booking is `CANCELLED` here at once and a `booking:cancelled` event tells the cloud at sync.
 //!
 //! Online, a booking is the cloud's hold, answered within the request (`201`, `HELD` until
 //! `expires_at`), and a taken slot is the cloud's `409` with its waitlist offer. When the cloud
@@ -22,7 +29,7 @@ use super::{ApiError, AppState, Body, Caller, IdempotencyKey, json_response, pat
 use crate::domain::booking::{Stay, format_day, parse_tier};
 use crate::domain::{Id, Name};
 use crate::store::bookings::{self, Booking, Busy, NewBooking};
-use crate::sync::booking::{self as cloud, HoldAnswer};
+use crate::sync::booking::{self as cloud, Forwarded, HoldAnswer};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -262,4 +269,252 @@ pub async fn availability(
             busy,
         },
     }))
+}
+
+/// The cloud booking behind the branch's booking `id`: its cloud id, or why there is none yet.
+async fn cloud_booking(s: &AppState, id: &str) -> Result<(Booking, String), ApiError> {
+    let b = {
+        let id = id.to_owned();
+        s.store.read(move |c| bookings::get(c, &id)).await?
+    };
+    match b.cloud_id.clone() {
+        Some(cloud_id) => Ok((b, cloud_id)),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_decided",
+            format!(
+                "booking {id} is {}; the cloud has not decided it yet (it was taken offline); try again after the next sync",
+                b.state
+            ),
+        )),
+    }
+}
+
+fn cloud_unreachable(action: &str, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cloud_unreachable",
+        format!(
+            "cannot {action} now: it needs the cloud's decision and {why}; nothing was changed, try again when the link is back (GET /v1/sync/status)"
+        ),
+    )
+}
+
+/// Passes a counter action on booking `id` to the cloud and, when it succeeded, makes the
+/// branch's copy follow the cloud's state. The cloud's refusals are passed on as they are.
+async fn act(
+    s: &AppState,
+    id: &str,
+    action: &'static str,
+    body: Option<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let (_, cloud_id) = cloud_booking(s, id).await?;
+    let bound = Duration::from_millis(s.config.sync.booking_timeout_ms);
+    let path = format!("/v1/bookings/{cloud_id}/{action}");
+    match cloud::forward(&s.sync, bound, reqwest::Method::POST, &path, body.as_ref()).await {
+        Forwarded::Answered { status, body } if (200..300).contains(&status) => {
+            let Some(state) = body["state"].as_str().map(str::to_owned) else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "cloud_answer_unreadable",
+                    format!("the cloud's answer to {action} has no state: {body}"),
+                ));
+            };
+            let expires_at = body["expires_at"].as_str().map(str::to_owned);
+            let id = id.to_owned();
+            let local = s
+                .store
+                .write(move |w| bookings::record_cloud_state(w, &id, &state, expires_at.as_deref()))
+                .await?;
+            let mut answer = serde_json::to_value(&local).expect("a booking always serialises");
+            answer["cloud"] = body;
+            Ok(json_response(StatusCode::OK, answer.to_string()))
+        }
+        Forwarded::Answered { status, body } => Ok(json_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            body.to_string(),
+        )),
+        Forwarded::Offline(why) => Err(cloud_unreachable(&format!("{action} booking {id}"), &why)),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmBooking {
+    /// The payment gateway's reference of the authorised payment taken at the counter.
+    #[schema(example = "xnd-auth-8841")]
+    pub payment_ref: String,
+}
+
+#[utoipa::path(post, path = "/v1/bookings/{id}/confirm", tag = "bookings", request_body = ConfirmBooking,
+    responses(
+        (status = 200, description = "the cloud confirmed the hold; the branch's copy follows", body = Booking),
+        (status = 409, description = "the cloud refused (hold_expired: flagged for refund; wrong_state) or the booking is not decided yet (not_decided)", body = super::error::ErrorBody),
+        (status = 503, description = "cloud_unreachable: confirming needs the cloud; nothing changed", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn confirm(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Body<ConfirmBooking>,
+) -> Result<Response, ApiError> {
+    let id = path_id(&id)?;
+    let payment_ref = body.value.payment_ref;
+    if payment_ref.trim().is_empty()
+        || payment_ref.len() > 128
+        || payment_ref.chars().any(char::is_control)
+    {
+        return Err(ApiError::field(
+            "payment_ref",
+            "expected 1-128 characters, no control characters",
+        ));
+    }
+    act(
+        &s,
+        &id,
+        "confirm",
+        Some(serde_json::json!({"payment_ref": payment_ref})),
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/bookings/{id}/cancel", tag = "bookings",
+    responses(
+        (status = 200, description = "cancelled: by the cloud within the request, or (offline) here with a booking:cancelled event the cloud applies at sync", body = Booking),
+        (status = 409, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = path_id(&id)?;
+    let b = {
+        let id = id.clone();
+        s.store.read(move |c| bookings::get(c, &id)).await?
+    };
+    // Online and known to the cloud: the cloud cancels, within the request.
+    if b.cloud_id.is_some() {
+        match act(&s, &id, "cancel", None).await {
+            Err(e) if e.code == "cloud_unreachable" => {}
+            other => return other,
+        }
+    }
+    // Not known to the cloud yet (TENTATIVE) or the cloud cannot be asked: cancelled here, and
+    // the event tells the cloud at the next sync.
+    tracing::info!(booking = %id, state = %b.state, "booking cancelled at the branch; the cloud applies it at sync");
+    let b = s
+        .store
+        .write(move |w| bookings::cancel_offline(w, &id))
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_string(&b).expect("a booking always serialises"),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBooking {
+    /// When the asset came back, RFC 3339 with the branch's offset.
+    #[schema(example = "2027-03-03T17:45:00+07:00")]
+    pub returned_at: String,
+    /// Rupiah to capture for damage.
+    pub damage_charge: Option<i64>,
+    /// Rupiah to capture for a late return.
+    pub late_charge: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/v1/bookings/{id}/complete", tag = "bookings", request_body = CompleteBooking,
+    responses(
+        (status = 200, description = "COMPLETED by the cloud: charges captured, the rest of the pre-authorisation released when due (the cloud's answer under `cloud`)", body = Booking),
+        (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
+        (status = 503, description = "cloud_unreachable: completion settles money through the cloud; nothing changed", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn complete(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Body<CompleteBooking>,
+) -> Result<Response, ApiError> {
+    let id = path_id(&id)?;
+    let b = body.value;
+    act(
+        &s,
+        &id,
+        "complete",
+        Some(serde_json::json!({
+            "returned_at": b.returned_at,
+            "damage_charge": b.damage_charge,
+            "late_charge": b.late_charge,
+        })),
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinWaitlist {
+    #[schema(value_type = String, example = "CAR-001")]
+    pub asset_id: Id,
+    /// The day wanted, `YYYY-MM-DD`.
+    #[schema(example = "2027-03-01")]
+    pub date: String,
+    #[schema(value_type = String, example = "Budi Santoso")]
+    pub customer: Name,
+    /// Membership tier: platinum, gold, silver or basic (default).
+    pub tier: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/waitlist", tag = "bookings", request_body = JoinWaitlist,
+    responses(
+        (status = 201, description = "the cloud's waitlist entry `{id, state: WAITING, position}`"),
+        (status = 422, body = super::error::ErrorBody),
+        (status = 503, description = "cloud_unreachable: the waitlist is the cloud's; nothing changed", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn join_waitlist(
+    State(s): State<AppState>,
+    body: Body<JoinWaitlist>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let day = crate::domain::booking::Stay::parse(&b.date, &b.date)
+        .map_err(|e| ApiError::field("date", e.message))?;
+    let tier = b
+        .tier
+        .as_deref()
+        .map_or(Ok("basic"), parse_tier)
+        .map_err(|e| ApiError::field("tier", e.0))?;
+    let asset_id = String::from(b.asset_id);
+    let sku = {
+        let asset_id = asset_id.clone();
+        s.store
+            .read(move |c| bookings::asset_sku(c, &asset_id))
+            .await?
+    }
+    .ok_or_else(|| {
+        ApiError::field(
+            "asset_id",
+            format!("no asset {asset_id:?} at this branch; see GET /v1/assets"),
+        )
+    })?;
+    let customer: String = b.customer.into();
+    let body = serde_json::json!({
+        "sku": sku,
+        "date": format_day(day.first),
+        "customer": customer,
+        "tier": tier,
+    });
+    let bound = Duration::from_millis(s.config.sync.booking_timeout_ms);
+    match cloud::forward(
+        &s.sync,
+        bound,
+        reqwest::Method::POST,
+        "/v1/waitlist",
+        Some(&body),
+    )
+    .await
+    {
+        Forwarded::Answered { status, body } => Ok(json_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            body.to_string(),
+        )),
+        Forwarded::Offline(why) => Err(cloud_unreachable("join the waitlist", &why)),
+    }
 }

@@ -260,6 +260,22 @@ pub fn router(state: AppState) -> Router {
             "/v1/bookings/{id}",
             guarded(BookingRead, get(bookings::get_booking)),
         )
+        .route(
+            "/v1/bookings/{id}/confirm",
+            guarded(BookingWrite, post(bookings::confirm)),
+        )
+        .route(
+            "/v1/bookings/{id}/cancel",
+            guarded(BookingWrite, post(bookings::cancel)),
+        )
+        .route(
+            "/v1/bookings/{id}/complete",
+            guarded(BookingWrite, post(bookings::complete)),
+        )
+        .route(
+            "/v1/waitlist",
+            guarded(BookingWrite, post(bookings::join_waitlist)),
+        )
         .route("/v1/invoices", guarded(InvoiceWrite, post(billing::issue)))
         .route(
             "/v1/invoices/{id}",

@@ -22,6 +22,7 @@ use super::{billing, bookings, inspections, ops, scanner, shared, workshop};
         shared::get_notes, shared::put_notes, shared::get_remarks, shared::put_remarks,
         scanner::open, scanner::close, scanner::get_pick_slip, scanner::scanner,
         bookings::create, bookings::get_booking, bookings::availability,
+        bookings::confirm, bookings::cancel, bookings::complete, bookings::join_waitlist,
     ),
     modifiers(&Bearer)
 )]

@@ -32,7 +32,8 @@ pub struct Booking {
     pub customer: String,
     pub tier: String,
     /// `HELD` (a cloud hold waiting for payment until `expires_at`), `TENTATIVE` (taken offline,
-    /// the cloud decides at sync), `CONFIRMED`, or `REJECTED` (see `reason`).
+    /// the cloud decides at sync), `CONFIRMED`, `REJECTED` (see `reason`), `CANCELLED` or
+    /// `COMPLETED` (the asset came back).
     pub state: String,
     /// `cloud` (decided within the request) or `sync` (taken offline, decided at sync).
     pub source: String,
@@ -318,6 +319,64 @@ pub fn apply_decision(w: &mut WriteTx<'_>, d: &BookingDecision) -> Result<bool> 
     let b = get(w.conn(), &d.booking_id)?;
     notice(w, &b);
     Ok(true)
+}
+
+/// The cloud's answer to a counter action (confirm, cancel, complete) on booking `id`: the
+/// branch's copy follows the cloud's `state` and `expires_at`. Announced when it changed.
+pub fn record_cloud_state(
+    w: &mut WriteTx<'_>,
+    id: &str,
+    state: &str,
+    expires_at: Option<&str>,
+) -> Result<Booking> {
+    let changed = w
+        .conn()
+        .prepare_cached(
+            "UPDATE bookings SET state = ?2, expires_at = coalesce(?3, expires_at), decided_at = coalesce(decided_at, ?4)
+             WHERE id = ?1 AND state <> ?2",
+        )?
+        .execute(rusqlite::params![id, state, expires_at, w.now_str()])?;
+    let b = get(w.conn(), id)?;
+    if changed > 0 {
+        notice(w, &b);
+    }
+    Ok(b)
+}
+
+/// Cancels booking `id` at the counter while the cloud cannot be asked: `CANCELLED` here, and a
+/// `booking:cancelled` event the cloud applies at ingest (after the booking's own request, by
+/// the outbox's order). A booking already cancelled is answered as it is; one that is not live
+/// (rejected, completed) is refused.
+pub fn cancel_offline(w: &mut WriteTx<'_>, id: &str) -> Result<Booking> {
+    let b = get(w.conn(), id)?;
+    match b.state.as_str() {
+        "CANCELLED" => return Ok(b),
+        "TENTATIVE" | "HELD" | "CONFIRMED" => {}
+        other => {
+            return Err(super::DomainError::conflict(
+                "wrong_state",
+                format!("booking {id} is {other}; only a live booking can be cancelled"),
+            )
+            .into());
+        }
+    }
+    w.conn()
+        .prepare_cached("UPDATE bookings SET state = 'CANCELLED' WHERE id = ?1")?
+        .execute([id])?;
+    let now = w.now_str();
+    w.emit(
+        EntityKind::Booking,
+        id,
+        op::CANCELLED,
+        &p::BookingCancelled {
+            id: id.to_owned(),
+            idempotency_key: p::booking_idempotency_key(id),
+            cancelled_at: now,
+        },
+    )?;
+    let b = get(w.conn(), id)?;
+    notice(w, &b);
+    Ok(b)
 }
 
 /// Replace the pulled calendar with the cloud's snapshot.

@@ -1,6 +1,7 @@
-//! The two questions the API puts to the cloud directly, because a customer at the counter cannot
-//! wait for the outbox: a booking hold (`POST /v1/bookings`) and availability
-//! (`GET /v1/availability`). Both go through the sync daemon's signed client (the box's device
+//! The questions the API puts to the cloud directly, because a customer at the counter cannot
+//! wait for the outbox: a booking hold (`POST /v1/bookings`), availability
+//! (`GET /v1/availability`), and the counter's booking actions ([`forward`]: confirm, cancel,
+//! complete, join the waitlist). All go through the sync daemon's signed client (the box's device
 //! identity) and are bounded by `sync.booking_timeout_ms`.
 //!
 //! Invariant: a cloud that is not known to be up, that does not answer in time, or that answers
@@ -86,6 +87,48 @@ pub async fn hold(handle: &SyncHandle, bound: Duration, new: &NewBooking) -> Hol
         401 | 408 | 429 => HoldAnswer::Offline(format!("the cloud answered {}", answer.status)),
         s if s >= 500 => HoldAnswer::Offline(format!("the cloud answered {s}")),
         status => HoldAnswer::Refused {
+            status,
+            body: answer.body,
+        },
+    }
+}
+
+/// What the cloud said to a forwarded request.
+#[derive(Debug, Clone)]
+pub enum Forwarded {
+    /// A definite answer, success or refusal: the status and the cloud's body.
+    Answered { status: u16, body: Value },
+    /// No answer that decides anything: why.
+    Offline(String),
+}
+
+/// `method path` with `body` to the cloud as this box, bounded by `bound`; a transport failure,
+/// a timeout or an answer that is the cloud's own trouble (5xx, 408, 429, 401) is `Offline`.
+pub async fn forward(
+    handle: &SyncHandle,
+    bound: Duration,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Forwarded {
+    let (client, _) = match usable(handle) {
+        Ok(c) => c,
+        Err(why) => return Forwarded::Offline(why),
+    };
+    let answer = match tokio::time::timeout(bound, client.forward(method, path, body)).await {
+        Err(_) => {
+            return Forwarded::Offline(format!(
+                "the cloud did not answer within {} ms",
+                bound.as_millis()
+            ));
+        }
+        Ok(Err(e)) => return Forwarded::Offline(e.to_string()),
+        Ok(Ok(answer)) => answer,
+    };
+    match answer.status {
+        401 | 408 | 429 => Forwarded::Offline(format!("the cloud answered {}", answer.status)),
+        s if s >= 500 => Forwarded::Offline(format!("the cloud answered {s}")),
+        status => Forwarded::Answered {
             status,
             body: answer.body,
         },

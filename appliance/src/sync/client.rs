@@ -423,6 +423,25 @@ impl CloudClient {
         })
     }
 
+    /// A booking request forwarded for the counter (`confirm`, `cancel`, `complete`, the
+    /// waitlist): any method and path, as this device. Transport failures are errors; every
+    /// HTTP answer is an [`Answer`].
+    pub async fn forward(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, SyncError> {
+        let body = body.map_or_else(Vec::new, |body| {
+            serde_json::to_vec(body).expect("a JSON value always serialises")
+        });
+        let (status, bytes) = self.send_with(method, path, body, None).await?;
+        Ok(Answer {
+            status: status.as_u16(),
+            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        })
+    }
+
     /// `GET /v1/availability?sku=&from=&to=`.
     pub async fn availability(
         &self,

@@ -166,3 +166,120 @@ async fn bad_booking_input_is_refused_and_changes_nothing() {
     }
     assert_eq!(count(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_actions_without_the_cloud_answer_clearly_and_cancel_works_offline() {
+    let site = Site::new();
+    site.load_demo_data();
+    let edge = site.start().await;
+    let pos = edge.pair(&site, "pos").await;
+    let events = || -> Vec<(String, String)> {
+        open_db(&site)
+            .prepare(
+                "SELECT op, payload FROM sync_event_logs WHERE entity = 'booking' ORDER BY seq",
+            )
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    let (s, tentative) = edge
+        .post(
+            &pos,
+            "/v1/bookings",
+            body("CAR-001", "2027-08-01", "2027-08-02"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{tentative}");
+    let id = tentative["id"].as_str().expect("id").to_owned();
+    let before = events();
+
+    // The waitlist is the cloud's: 503, nothing written.
+    let (s, e) = edge
+        .post(
+            &pos,
+            "/v1/waitlist",
+            json!({"asset_id": "CAR-001", "date": "2027-08-01", "customer": "Eka"}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("cloud_unreachable")),
+        "{e}"
+    );
+    // A booking the cloud has not decided cannot be confirmed or completed yet.
+    let (s, e) = edge
+        .post(
+            &pos,
+            &format!("/v1/bookings/{id}/confirm"),
+            json!({"payment_ref": "pay-1"}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_decided")),
+        "{e}"
+    );
+    let (s, e) = edge
+        .post(
+            &pos,
+            &format!("/v1/bookings/{id}/complete"),
+            json!({"returned_at": "2027-08-02T10:00:00+07:00"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    // Bad input: a clear 4xx.
+    for (path, b) in [
+        (
+            format!("/v1/bookings/{id}/confirm"),
+            json!({"payment_ref": ""}),
+        ),
+        (
+            format!("/v1/bookings/{id}/confirm"),
+            json!({"payment": "x"}),
+        ),
+        (
+            "/v1/waitlist".to_owned(),
+            json!({"asset_id": "CAR-001", "date": "2027-02-30", "customer": "Eka"}),
+        ),
+        (
+            "/v1/waitlist".to_owned(),
+            json!({"asset_id": "NOPE", "date": "2027-08-01", "customer": "Eka"}),
+        ),
+    ] {
+        let (s, e) = edge.post(&pos, &path, b.clone()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path} {b}: {e}");
+    }
+    let (s, e) = edge
+        .post(&pos, "/v1/bookings/no-such/cancel", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+    assert_eq!(events(), before, "nothing was written");
+
+    // Cancel works offline: CANCELLED here, and an event for the cloud; again is harmless.
+    let (s, cancelled) = edge
+        .post(&pos, &format!("/v1/bookings/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["state"], "CANCELLED");
+    let (s, again) = edge
+        .post(&pos, &format!("/v1/bookings/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!((s, &again), (StatusCode::OK, &cancelled));
+    let after = events();
+    assert_eq!(after.len(), before.len() + 1, "one cancel event: {after:?}");
+    let (op, payload) = after.last().expect("the cancel event");
+    let payload: Value = serde_json::from_str(payload).expect("json");
+    assert_eq!(op, "cancelled");
+    assert_eq!(payload["idempotency_key"], format!("edge-booking-{id}"));
+    // The days are free again at the branch.
+    let (s, b) = edge
+        .post(
+            &pos,
+            "/v1/bookings",
+            body("CAR-001", "2027-08-01", "2027-08-01"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+}

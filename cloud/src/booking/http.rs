@@ -1,6 +1,6 @@
 //! The booking API (CONTRACT.md): `GET /v1/availability`, `POST /v1/bookings`,
 //! `GET /v1/bookings/{id}`, `POST /v1/bookings/{id}/confirm`, `POST /v1/bookings/{id}/cancel`,
-//! and booking's part of `GET /metrics`. Callers are enrolled devices (signed requests) or API
+//! `POST /v1/bookings/{id}/complete`, and booking's part of `GET /metrics`. Callers are enrolled devices (signed requests) or API
 //! tokens (the customer portal, operators), authenticated by `devices::auth`.
 //!
 //! Who sees what: an operator every booking; a device the bookings of its own branch (it may only
@@ -26,7 +26,9 @@ use serde_json::{Value, json};
 use super::calendar::AssetKey;
 use super::lock::{self, Acquired};
 use super::metrics::Metrics;
-use super::record::{self, BookingRow, CancelOutcome, ConfirmOutcome, HoldOutcome, HoldRequest};
+use super::record::{
+    self, BookingRow, CancelOutcome, CompleteOutcome, ConfirmOutcome, HoldOutcome, HoldRequest,
+};
 use super::types::{self, Stay, Tier, format_day};
 use super::{Booking, sweeper};
 use crate::devices::auth::Caller;
@@ -39,6 +41,8 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Longest payment reference accepted.
 pub const MAX_PAYMENT_REF_LEN: usize = 128;
+/// The largest charge (damage, late return) accepted, in rupiah: more is a typo, not a bill.
+pub const MAX_CHARGE: i64 = 1_000_000_000;
 /// How long a replica trusts its list of a SKU's assets (master data, changed rarely). Only the
 /// list of assets is cached; whether they are free always comes from Redis or PostgreSQL.
 pub const ASSET_LIST_TTL: Duration = Duration::from_secs(5);
@@ -564,4 +568,104 @@ pub async fn cancel(
             details: Some(json!({"booking": row})),
         }),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    /// When the asset came back, RFC 3339; its offset decides the return day.
+    returned_at: String,
+    /// Rupiah to capture from the pre-authorisation for damage; none by default.
+    damage_charge: Option<i64>,
+    /// Rupiah to capture for a late return; none by default.
+    late_charge: Option<i64>,
+}
+
+fn parse_return(body: &CompleteBody) -> Result<record::Return, ApiError> {
+    use time::format_description::well_known::Rfc3339;
+    let returned_at = time::OffsetDateTime::parse(&body.returned_at, &Rfc3339).map_err(|_| {
+        ApiError::Invalid(format!(
+            "returned_at: {:?} is not an RFC 3339 time (e.g. 2027-03-04T10:30:00+07:00)",
+            body.returned_at
+        ))
+    })?;
+    if returned_at > time::OffsetDateTime::now_utc() + time::Duration::days(1) {
+        return Err(ApiError::Invalid(format!(
+            "returned_at: {} is in the future; send the time the asset came back",
+            body.returned_at
+        )));
+    }
+    let charge = |field: &str, value: Option<i64>| match value {
+        None => Ok(0),
+        Some(amount) if (0..=MAX_CHARGE).contains(&amount) => Ok(amount),
+        Some(amount) => Err(ApiError::Invalid(format!(
+            "{field}: {amount} is not a charge; expected whole rupiah from 0 to {MAX_CHARGE}"
+        ))),
+    };
+    Ok(record::Return {
+        returned_at,
+        damage_charge: charge("damage_charge", body.damage_charge)?,
+        late_charge: charge("late_charge", body.late_charge)?,
+    })
+}
+
+/// `POST /v1/bookings/{id}/complete` `{returned_at, damage_charge?, late_charge?}`: the asset
+/// came back. A confirmed booking becomes `COMPLETED`, the days after the return (and its
+/// turnover buffer) are free again, and the gateway is settled: the charges captured, the rest
+/// of the pre-authorisation released after `booking.release_delay_seconds`. The same facts again
+/// get the same answer; other facts for a completed booking are 409 `wrong_state`.
+pub async fn complete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<CompleteBody>,
+) -> Result<Json<Value>, ApiError> {
+    let facts = parse_return(&body)?;
+    let booking = &state.booking;
+    check_visible(booking, &caller, &id).await?;
+    let outcome = record::complete(&booking.db, &id, &facts, booking.settings.release_delay)
+        .await
+        .map_err(|error| ApiError::database(&error))?;
+    let row = match outcome {
+        None => return Err(not_found(&id)),
+        Some(CompleteOutcome::Completed(row)) => {
+            Metrics::inc(&booking.metrics.completed);
+            let asset = AssetKey {
+                sku: row.sku.clone(),
+                branch: row.branch.clone(),
+                asset_id: row.asset_id.clone(),
+            };
+            // The days after the return are free: recompute the asset's calendar from
+            // PostgreSQL (the periodic rebuild catches it if Redis is down now).
+            repair(booking, &asset).await;
+            // Settle now if it is due now; whatever fails here the sweeper does later.
+            if let Err(error) = sweeper::settle(booking).await {
+                tracing::debug!(%error, "settling the completed booking now failed; the sweeper will");
+            }
+            row
+        }
+        Some(CompleteOutcome::AlreadyCompleted(row)) => row,
+        Some(CompleteOutcome::ReturnedBeforeStart(row)) => {
+            return Err(ApiError::Invalid(format!(
+                "returned_at: {} is before the rental's first day {}; cancel a rental that never started",
+                body.returned_at, row.from
+            )));
+        }
+        Some(CompleteOutcome::WrongState(row)) => {
+            return Err(ApiError::Conflict {
+                code: "wrong_state",
+                message: format!(
+                    "booking {} is {}; only a confirmed booking can be completed, once, with the same return facts",
+                    row.id, row.state
+                ),
+                details: Some(json!({"booking": row})),
+            });
+        }
+    };
+    let settlement = record::settlement(&booking.db, &row.id)
+        .await
+        .map_err(|error| ApiError::database(&error))?;
+    let mut answer = json!(row);
+    answer["settlement"] = json!(settlement);
+    Ok(Json(answer))
 }

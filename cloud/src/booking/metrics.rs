@@ -17,6 +17,11 @@ pub struct Metrics {
     pub held: AtomicU64,
     pub confirmed: AtomicU64,
     pub expired: AtomicU64,
+    pub completed: AtomicU64,
+    /// Gateway settlement steps done after completion, and failed attempts (retried).
+    pub captures: AtomicU64,
+    pub releases: AtomicU64,
+    pub settlement_failures: AtomicU64,
     /// Refused as taken, labelled by who said so.
     pub conflicts_redis: AtomicU64,
     pub conflicts_postgresql: AtomicU64,
@@ -69,6 +74,26 @@ impl Metrics {
             "Holds expired by this replica's sweeper or booking path.",
             get(&self.expired),
         );
+        counter(
+            "bookings_completed_total",
+            "Rentals completed (the asset came back).",
+            get(&self.completed),
+        );
+        counter(
+            "payment_captures_total",
+            "Charges captured from pre-authorisations after completion.",
+            get(&self.captures),
+        );
+        counter(
+            "payment_releases_total",
+            "Pre-authorisations released after completion.",
+            get(&self.releases),
+        );
+        counter(
+            "payment_settlement_failures_total",
+            "Capture or release attempts the gateway failed (retried with backoff).",
+            get(&self.settlement_failures),
+        );
         let _ = writeln!(
             out,
             "# HELP booking_conflicts_total Bookings refused because the days were taken.\n\
@@ -120,6 +145,9 @@ mod tests {
             "bookings_held_total 1",
             "bookings_confirmed_total 0",
             "holds_expired_total 0",
+            "bookings_completed_total 0",
+            "payment_captures_total 0",
+            "payment_releases_total 0",
             "booking_conflicts_total{decided_by=\"redis\"} 0",
             "booking_lock_wait_seconds_bucket{le=\"0.0025\"} 0",
             "booking_lock_wait_seconds_bucket{le=\"0.005\"} 1",

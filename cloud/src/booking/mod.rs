@@ -14,11 +14,13 @@
 //! holds and the side effects of ended bookings), [`waitlist`] (per SKU and day, head promoted
 //! exactly once), [`offline`] (bookings a branch took offline, decided at ingest; the branch's
 //! calendar snapshot), [`payments`] (gateway trait, sandbox, HMAC-verified webhook), [`metrics`] (Prometheus counters),
-//! [`http`] (the `/v1/bookings`, `/v1/availability` handlers).
+//! [`http`] (the `/v1/bookings`, `/v1/availability` handlers, completion included).
 //!
 //! Invariants:
 //! - a slot is given only by a committed PostgreSQL row; Redis can only refuse early or be
 //!   bypassed, never grant;
+//! - a completed booking's capture and release are rows in PostgreSQL (`payment_settlements`)
+//!   written with the completion, worked by the sweeper until the gateway did both;
 //! - an ended booking (expired, cancelled) has its side effects (calendar release) done by
 //!   whoever claims it with `FOR UPDATE SKIP LOCKED` and marks `released_at` in the same
 //!   transaction, so a crash between the two just means they run again (they are idempotent).
@@ -61,6 +63,7 @@ pub struct Settings {
     pub hold_window: Duration,
     pub turnover_buffer_days: u32,
     pub sweep_interval: Duration,
+    pub release_delay: Duration,
     pub webhook_secret: Option<crate::config::Secret>,
 }
 
@@ -85,6 +88,7 @@ impl Booking {
                 hold_window: config.hold_window,
                 turnover_buffer_days: config.turnover_buffer_days,
                 sweep_interval: config.sweep_interval,
+                release_delay: config.release_delay,
                 webhook_secret: config.webhook_secret.clone(),
             }),
             metrics: Arc::new(metrics::Metrics::default()),

@@ -12,6 +12,10 @@
 //! 10-minute window starting at ingest would lapse unseen and silently drop a rental staff had
 //! already promised. The branch answers for the payment (`payment_ref` `branch-counter:<id>`).
 //!
+//! A `booking:cancelled` event (staff cancelled at the counter while offline) cancels the
+//! device's booking with that idempotency key in the same transaction, if it is still held or
+//! confirmed; its days are released by the sweeper like any cancellation.
+//!
 //! Invariants:
 //! - one hold per edge booking, whatever is sent again: the hold is keyed by the device and the
 //!   event's `idempotency_key` (the same key the online attempt used), so a re-sent event, or an
@@ -40,6 +44,8 @@ pub struct Decided {
     pub changes: Vec<ChangeBody>,
     pub touched: Vec<AssetKey>,
     pub confirmed: u64,
+    /// Bookings cancelled by `booking:cancelled` events.
+    pub cancelled: u64,
 }
 
 /// Decides every applied `booking:requested` event of a batch inside the push transaction.
@@ -56,8 +62,18 @@ pub async fn decide(
         let (Outcome::Apply, Ok(checked)) = (outcome, &event.checked) else {
             continue;
         };
-        let Payload::BookingRequested(request) = &checked.payload else {
-            continue;
+        let request = match &checked.payload {
+            Payload::BookingRequested(request) => request,
+            Payload::BookingCancelled(cancel) => {
+                let cancelled =
+                    record::cancel_by_key(tx, &format!("device:{device}"), &cancel.idempotency_key)
+                        .await?;
+                if cancelled {
+                    decided.cancelled += 1;
+                }
+                continue;
+            }
+            _ => continue,
         };
         let decision = decide_one(tx, settings, branch, device, request).await?;
         if decision.state == "CONFIRMED" {

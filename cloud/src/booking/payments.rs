@@ -10,7 +10,10 @@
 //!   every webhook is refused;
 //! - a webhook is idempotent by the gateway's `event_id`: a redelivery gets the stored outcome;
 //! - an authorisation for a lapsed hold never takes the slot: the hold is refused, flagged for
-//!   refund, and the authorisation released at the gateway.
+//!   refund, and the authorisation released at the gateway;
+//! - capture and release carry an idempotency key (`capture:<booking>`, `release:<booking>`), as
+//!   Xendit's `x-idempotency-key` and Midtrans's `Idempotency-Key`: the gateway answers a
+//!   repeated key with the first answer, so a retry after a lost answer never moves money twice.
 
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,11 +35,19 @@ pub const SIGNATURE_HEADER: &str = "x-sentra-webhook-signature";
 /// replayed later, and redeliveries carry a fresh signature.
 pub const WEBHOOK_TOLERANCE_SECONDS: u64 = 300;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
+    /// A definite no (unknown authorisation, amount over the authorised one).
     #[error("the gateway refused: {0}")]
     Refused(String),
+    /// No answer that decides anything (timeout, 5xx): try again later.
+    #[error("the gateway is unavailable: {0}")]
+    Unavailable(String),
 }
+
+/// Payment references the sandbox fails once per idempotency key (as unavailable), then serves:
+/// how tests and demos show a failing gateway being retried, like a gateway's test card numbers.
+pub const SANDBOX_FLAKY_PREFIX: &str = "sandbox-flaky-";
 
 /// A pre-authorisation as the gateways describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,23 +65,22 @@ pub enum AuthorisationState {
 }
 
 /// Card and e-wallet pre-authorisation, as Xendit and Midtrans offer it. Amounts are rupiah.
-/// Only `release` is called by the service so far (a refused late payment): authorising at
-/// checkout and capturing after `COMPLETED` belong to the rental-completion flow, not built yet.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "authorise and capture await the rental-completion flow"
-    )
-)]
+/// The service captures and releases (completion, refused late payments); authorising happens at
+/// the customer's checkout, between the customer and the gateway, which then sends the webhook.
 pub trait PaymentGateway: Send + Sync {
     /// Holds `amount` on the customer's limit for `reference` (our booking id).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "authorising is the checkout's, not the service's")
+    )]
     fn authorise(&self, reference: &str, amount: i64) -> Result<Authorisation, GatewayError>;
-    /// Takes `amount` (≤ the authorised amount) of an authorisation: damage, late return.
-    fn capture(&self, id: &str, amount: i64) -> Result<Authorisation, GatewayError>;
-    /// Gives the authorisation back (at most 24 h after `COMPLETED`, or at once for a refused
-    /// late payment). Releasing twice is harmless.
-    fn release(&self, id: &str) -> Result<Authorisation, GatewayError>;
+    /// Takes `amount` (≤ the authorised amount) of an authorisation: damage, late return. The
+    /// same `key` again gets the first answer.
+    fn capture(&self, id: &str, amount: i64, key: &str) -> Result<Authorisation, GatewayError>;
+    /// Gives back what is left of the authorisation (at most 24 h after `COMPLETED`, or at once
+    /// for a refused late payment). Releasing twice is harmless; after a capture it releases
+    /// the rest.
+    fn release(&self, id: &str, key: &str) -> Result<Authorisation, GatewayError>;
 }
 
 /// The sandbox gateway for tests and demos: authorises anything positive, remembers every
@@ -78,9 +88,42 @@ pub trait PaymentGateway: Send + Sync {
 #[derive(Default)]
 pub struct SandboxGateway {
     authorisations: Mutex<Vec<Authorisation>>,
+    /// Answers by idempotency key; keys of flaky references seen once (and failed).
+    answers: Mutex<std::collections::HashMap<String, Result<Authorisation, GatewayError>>>,
 }
 
 impl SandboxGateway {
+    /// The first answer under `key`, or `call`'s (remembered unless it was `Unavailable`).
+    fn keyed(
+        &self,
+        id: &str,
+        key: &str,
+        call: impl FnOnce() -> Result<Authorisation, GatewayError>,
+    ) -> Result<Authorisation, GatewayError> {
+        let mut answers = self
+            .answers
+            .lock()
+            .map_err(|_| GatewayError::Unavailable("sandbox state poisoned".to_owned()))?;
+        let flaky_key = format!("flaky\0{key}");
+        if id.starts_with(SANDBOX_FLAKY_PREFIX) && !answers.contains_key(&flaky_key) {
+            answers.insert(
+                flaky_key,
+                Err(GatewayError::Unavailable("sandbox: first try".to_owned())),
+            );
+            return Err(GatewayError::Unavailable(format!(
+                "sandbox: {id} fails its first try"
+            )));
+        }
+        if let Some(answer) = answers.get(key) {
+            return answer.clone();
+        }
+        let answer = call();
+        if !matches!(answer, Err(GatewayError::Unavailable(_))) {
+            answers.insert(key.to_owned(), answer.clone());
+        }
+        answer
+    }
+
     fn update(
         &self,
         id: &str,
@@ -130,26 +173,33 @@ impl PaymentGateway for SandboxGateway {
         Ok(auth)
     }
 
-    fn capture(&self, id: &str, amount: i64) -> Result<Authorisation, GatewayError> {
-        self.update(id, |auth| {
-            if auth.state != AuthorisationState::Authorised || amount > auth.amount {
-                return Err(GatewayError::Refused(format!(
-                    "cannot capture {amount} of {id}"
-                )));
-            }
-            auth.state = AuthorisationState::Captured;
-            auth.amount = amount;
-            Ok(())
+    fn capture(&self, id: &str, amount: i64, key: &str) -> Result<Authorisation, GatewayError> {
+        self.keyed(id, key, || {
+            self.update(id, |auth| {
+                // An authorisation made outside this process (amount unknown here) is taken to
+                // cover the capture, as a real gateway's would have been checked at checkout.
+                let known = auth.amount > 0;
+                if amount <= 0
+                    || auth.state != AuthorisationState::Authorised
+                    || (known && amount > auth.amount)
+                {
+                    return Err(GatewayError::Refused(format!(
+                        "cannot capture {amount} of {id}"
+                    )));
+                }
+                auth.state = AuthorisationState::Captured;
+                auth.amount = amount;
+                Ok(())
+            })
         })
     }
 
-    fn release(&self, id: &str) -> Result<Authorisation, GatewayError> {
-        self.update(id, |auth| {
-            if auth.state == AuthorisationState::Captured {
-                return Err(GatewayError::Refused(format!("{id} was captured")));
-            }
-            auth.state = AuthorisationState::Released;
-            Ok(())
+    fn release(&self, id: &str, key: &str) -> Result<Authorisation, GatewayError> {
+        self.keyed(id, key, || {
+            self.update(id, |auth| {
+                auth.state = AuthorisationState::Released;
+                Ok(())
+            })
         })
     }
 }
@@ -236,7 +286,8 @@ pub async fn webhook(
                     code: "hold_expired",
                     ..
                 }) => {
-                    if let Err(error) = booking.gateway.release(&event.payment_ref) {
+                    let key = format!("release-late:{}", event.event_id);
+                    if let Err(error) = booking.gateway.release(&event.payment_ref, &key) {
                         tracing::error!(%error, payment_ref = %event.payment_ref, "releasing a late payment failed; refund it by hand");
                     }
                     "refund_due"
@@ -309,15 +360,35 @@ mod tests {
         let gateway = SandboxGateway::default();
         let auth = gateway.authorise("b1", 500_000).expect("authorised");
         assert!(gateway.authorise("b2", 0).is_err());
-        assert!(gateway.capture(&auth.id, 600_000).is_err());
-        let captured = gateway.capture(&auth.id, 100_000).expect("captured");
+        assert!(gateway.capture(&auth.id, 600_000, "k0").is_err());
+        let captured = gateway.capture(&auth.id, 100_000, "k1").expect("captured");
         assert_eq!(captured.state, AuthorisationState::Captured);
-        assert!(gateway.release(&auth.id).is_err());
-        let other = gateway.authorise("b3", 1).expect("authorised");
         assert_eq!(
-            gateway.release(&other.id).expect("released").state,
+            gateway.capture(&auth.id, 100_000, "k1").expect("same key"),
+            captured,
+            "a repeated key gets the first answer, not a second capture"
+        );
+        assert_eq!(
+            gateway
+                .release(&auth.id, "r1")
+                .expect("the rest released")
+                .state,
             AuthorisationState::Released
         );
-        assert!(gateway.release(&other.id).is_ok(), "twice is harmless");
+        let other = gateway.authorise("b3", 1).expect("authorised");
+        assert_eq!(
+            gateway.release(&other.id, "r2").expect("released").state,
+            AuthorisationState::Released
+        );
+        assert!(
+            gateway.release(&other.id, "r3").is_ok(),
+            "twice is harmless"
+        );
+        let flaky = format!("{SANDBOX_FLAKY_PREFIX}p1");
+        assert!(matches!(
+            gateway.release(&flaky, "r4"),
+            Err(GatewayError::Unavailable(_))
+        ));
+        assert!(gateway.release(&flaky, "r4").is_ok(), "the retry succeeds");
     }
 }

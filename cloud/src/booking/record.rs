@@ -9,6 +9,10 @@
 //!   second hold; the same key with another body is refused;
 //! - confirmation is a conditional `UPDATE` that succeeds only while the hold is live; a late
 //!   confirmation is refused, the hold expired, and the payment flagged for refund;
+//! - completion (`CONFIRMED → COMPLETED`) shrinks the row's period to end at the return (plus
+//!   the turnover buffer), never beyond the booked days, and writes what the gateway is still
+//!   owed (capture, release) in the same transaction; `COMPLETED` rows stay in the exclusion
+//!   constraint, so the return day and its buffer stay taken;
 //! - every time is PostgreSQL's `now()`, so replicas with skewed clocks agree on expiry.
 
 use sqlx::{PgConnection, PgPool, Row as _};
@@ -56,6 +60,13 @@ pub struct BookingRow {
     pub expires_at: String,
     pub payment_ref: Option<String>,
     pub refund_due: bool,
+    /// Set once `COMPLETED`: when the asset came back, and the charges (rupiah).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub returned_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damage_charge: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late_charge: Option<i64>,
     #[serde(skip)]
     pub created_by: String,
     #[serde(skip)]
@@ -73,7 +84,8 @@ fn select_columns() -> String {
         "id::text AS id, state, branch_id, asset_id, sku, first_day::text AS first_day,
          last_day::text AS last_day, upper(period)::text AS free_from, customer, tier,
          to_char(hold_expires_at AT TIME ZONE 'UTC', {TS}) AS expires_at, payment_ref,
-         refund_due, created_by, lock_token"
+         refund_due, created_by, lock_token,
+         to_char(returned_at AT TIME ZONE 'UTC', {TS}) AS returned_at, damage_charge, late_charge"
     )
 }
 
@@ -94,6 +106,9 @@ fn row_to_booking(row: &sqlx::postgres::PgRow) -> Result<BookingRow, sqlx::Error
         refund_due: row.try_get("refund_due")?,
         created_by: row.try_get("created_by")?,
         lock_token: row.try_get("lock_token")?,
+        returned_at: row.try_get("returned_at")?,
+        damage_charge: row.try_get("damage_charge")?,
+        late_charge: row.try_get("late_charge")?,
     })
 }
 
@@ -305,7 +320,7 @@ pub async fn branch_calendar(
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {} FROM bookings
          WHERE branch_id = $1
-           AND (state = 'CONFIRMED' OR (state = 'HELD' AND hold_expires_at > now()))
+           AND (state IN ('CONFIRMED', 'COMPLETED') OR (state = 'HELD' AND hold_expires_at > now()))
            AND upper(period) > current_date
          ORDER BY asset_id, first_day
          LIMIT $2",
@@ -545,6 +560,25 @@ pub async fn cancel(db: &PgPool, id: &str) -> Result<Option<CancelOutcome>, sqlx
     }))
 }
 
+/// Cancels, inside the caller's transaction, the held or confirmed booking `created_by` made
+/// with `key` (a branch's `booking:cancelled` event). Returns whether one was cancelled; its
+/// side effects are the sweeper's, as for every ended booking.
+pub async fn cancel_by_key(
+    conn: &mut PgConnection,
+    created_by: &str,
+    key: &str,
+) -> Result<bool, sqlx::Error> {
+    let cancelled = sqlx::query(
+        "UPDATE bookings SET state = 'CANCELLED', ended_at = now()
+         WHERE created_by = $1 AND idempotency_key = $2 AND state IN ('HELD', 'CONFIRMED')",
+    )
+    .bind(created_by)
+    .bind(key)
+    .execute(&mut *conn)
+    .await?;
+    Ok(cancelled.rows_affected() > 0)
+}
+
 /// Expires up to `limit` due holds, skipping rows another replica is working on. Returns how
 /// many it expired.
 pub async fn expire_due(db: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
@@ -634,7 +668,7 @@ pub async fn availability(
                 NOT EXISTS (
                     SELECT 1 FROM bookings b
                     WHERE b.branch_id = a.branch_id AND b.asset_id = a.id
-                      AND (b.state = 'CONFIRMED' OR (b.state = 'HELD' AND b.hold_expires_at > now()))
+                      AND (b.state IN ('CONFIRMED', 'COMPLETED') OR (b.state = 'HELD' AND b.hold_expires_at > now()))
                       AND b.period && $2::daterange
                 ) AS free
          FROM assets a WHERE a.sku = $1
@@ -677,7 +711,7 @@ pub async fn live_periods(
     let rows = sqlx::query(
         "SELECT sku, branch_id, asset_id, lower(period)::text AS start, upper(period)::text AS end_day
          FROM bookings
-         WHERE (state = 'CONFIRMED' OR (state = 'HELD' AND hold_expires_at > now()))
+         WHERE (state IN ('CONFIRMED', 'COMPLETED') OR (state = 'HELD' AND hold_expires_at > now()))
            AND ($1::text IS NULL OR (branch_id = $1 AND asset_id = $2))",
     )
     .bind(branch)
@@ -700,4 +734,235 @@ pub async fn live_periods(
             ))
         })
         .collect()
+}
+
+/// Payment references a branch took at its counter (offline bookings): no gateway
+/// authorisation stands behind them, so completion settles nothing with the gateway.
+pub const COUNTER_PAYMENT_PREFIX: &str = "branch-counter:";
+
+/// What the counter reports when the asset comes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Return {
+    /// RFC 3339, as sent; its own offset decides the return day (the counter's local day).
+    pub returned_at: time::OffsetDateTime,
+    pub damage_charge: i64,
+    pub late_charge: i64,
+}
+
+#[derive(Debug)]
+pub enum CompleteOutcome {
+    /// Completed now (`free_from`: the first day the asset is free again).
+    Completed(BookingRow),
+    /// Completed before with the same facts: the same answer.
+    AlreadyCompleted(BookingRow),
+    /// Completed before with other facts, or not confirmed: refused.
+    WrongState(BookingRow),
+    /// Returned before the first rental day.
+    ReturnedBeforeStart(BookingRow),
+}
+
+/// Completes a confirmed booking: the return facts, the period cut back to the return day (and
+/// the turnover buffer after it; never past the booked days), and the gateway's due capture and
+/// release, in one transaction.
+pub async fn complete(
+    db: &PgPool,
+    id: &str,
+    facts: &Return,
+    release_delay: std::time::Duration,
+) -> Result<Option<CompleteOutcome>, sqlx::Error> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Ok(None);
+    }
+    let returned_day = format_day(facts.returned_at.date());
+    let returned_at = facts
+        .returned_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+    let mut tx = db.begin().await?;
+    let completed = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE bookings
+         SET state = 'COMPLETED', completed_at = now(), returned_at = $2::timestamptz,
+             damage_charge = $3, late_charge = $4,
+             period = daterange(first_day,
+                                least(upper(period), $5::date + 1 + (upper(period) - last_day - 1)))
+         WHERE id = $1::uuid AND state = 'CONFIRMED' AND first_day <= $5::date
+         RETURNING {}",
+        select_columns()
+    )))
+    .bind(id)
+    .bind(&returned_at)
+    .bind(facts.damage_charge)
+    .bind(facts.late_charge)
+    .bind(&returned_day)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = completed {
+        let row = row_to_booking(&row)?;
+        if let Some(payment_ref) = &row.payment_ref
+            && !payment_ref.starts_with(COUNTER_PAYMENT_PREFIX)
+        {
+            let charge = facts.damage_charge.saturating_add(facts.late_charge);
+            sqlx::query(
+                "INSERT INTO payment_settlements
+                     (booking_id, payment_ref, capture_amount, capture_key, captured_at,
+                      release_key, release_due_at)
+                 VALUES ($1::uuid, $2, $3, 'capture:' || $1, CASE WHEN $3 = 0 THEN now() END,
+                         'release:' || $1, now() + make_interval(secs => $4))",
+            )
+            .bind(&row.id)
+            .bind(payment_ref)
+            .bind(charge)
+            .bind(release_delay.as_secs_f64())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        return Ok(Some(CompleteOutcome::Completed(row)));
+    }
+    drop(tx);
+    let Some(row) = get(db, id).await? else {
+        return Ok(None);
+    };
+    let same_facts = row.state() == Some(State::Completed)
+        && row.damage_charge == Some(facts.damage_charge)
+        && row.late_charge == Some(facts.late_charge)
+        && row.returned_at.as_deref().and_then(|at| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+        }) == Some(facts.returned_at);
+    Ok(Some(if same_facts {
+        CompleteOutcome::AlreadyCompleted(row)
+    } else if row.state() == Some(State::Confirmed) {
+        CompleteOutcome::ReturnedBeforeStart(row)
+    } else {
+        CompleteOutcome::WrongState(row)
+    }))
+}
+
+/// Where a completed booking's settlement with the gateway stands.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settlement {
+    pub payment_ref: String,
+    pub capture_amount: i64,
+    pub captured_at: Option<String>,
+    pub release_due_at: String,
+    pub released_at: Option<String>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+/// The settlement of booking `id`, if it has one.
+pub async fn settlement(db: &PgPool, id: &str) -> Result<Option<Settlement>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT payment_ref, capture_amount,
+                to_char(captured_at AT TIME ZONE 'UTC', {TS}) AS captured_at,
+                to_char(release_due_at AT TIME ZONE 'UTC', {TS}) AS release_due_at,
+                to_char(released_at AT TIME ZONE 'UTC', {TS}) AS released_at,
+                attempts, last_error
+         FROM payment_settlements WHERE booking_id = $1::uuid"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    row.map(|row| {
+        Ok(Settlement {
+            payment_ref: row.try_get("payment_ref")?,
+            capture_amount: row.try_get("capture_amount")?,
+            captured_at: row.try_get("captured_at")?,
+            release_due_at: row.try_get("release_due_at")?,
+            released_at: row.try_get("released_at")?,
+            attempts: row.try_get("attempts")?,
+            last_error: row.try_get("last_error")?,
+        })
+    })
+    .transpose()
+}
+
+/// A settlement step due now, claimed by [`claim_settlements`].
+#[derive(Debug, Clone)]
+pub struct DueSettlement {
+    pub booking_id: String,
+    pub payment_ref: String,
+    pub capture_amount: i64,
+    pub capture_key: String,
+    pub captured: bool,
+    pub release_key: String,
+    pub release_due: bool,
+}
+
+/// Claims up to `limit` settlements with a step due (a capture, or a release past its time),
+/// inside `tx`: the rows stay locked (other replicas skip them) until the caller records the
+/// gateway's answers and commits.
+pub async fn claim_settlements(
+    tx: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<DueSettlement>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT booking_id::text AS booking_id, payment_ref, capture_amount, capture_key,
+                captured_at IS NOT NULL AS captured, release_key,
+                release_due_at <= now() AS release_due
+         FROM payment_settlements
+         WHERE released_at IS NULL AND next_attempt_at <= now()
+           AND (captured_at IS NULL OR release_due_at <= now())
+         ORDER BY next_attempt_at
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DueSettlement {
+                booking_id: row.try_get("booking_id")?,
+                payment_ref: row.try_get("payment_ref")?,
+                capture_amount: row.try_get("capture_amount")?,
+                capture_key: row.try_get("capture_key")?,
+                captured: row.try_get("captured")?,
+                release_key: row.try_get("release_key")?,
+                release_due: row.try_get("release_due")?,
+            })
+        })
+        .collect()
+}
+
+/// What one settlement step came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Captured,
+    Released,
+}
+
+/// Records a step the gateway did.
+pub async fn settled(tx: &mut PgConnection, id: &str, step: Step) -> Result<(), sqlx::Error> {
+    let column = match step {
+        Step::Captured => "captured_at",
+        Step::Released => "released_at",
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE payment_settlements SET {column} = now(), last_error = NULL
+         WHERE booking_id = $1::uuid"
+    )))
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Records a failed step: tried again after a backoff doubling from 1 s up to 5 minutes.
+pub async fn settle_failed(
+    tx: &mut PgConnection,
+    id: &str,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE payment_settlements
+         SET attempts = attempts + 1, last_error = $2,
+             next_attempt_at = now() + make_interval(secs => least(300, power(2, least(attempts, 9))))
+         WHERE booking_id = $1::uuid",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }

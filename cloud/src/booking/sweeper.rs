@@ -1,6 +1,8 @@
 //! The hold sweeper, one per replica: every `sweep_interval` it expires due holds
 //! (`FOR UPDATE SKIP LOCKED`, so replicas share the work without waiting on one another), does the
-//! side effects of ended bookings (calendar and lock release, the waitlist head's offer), and now and then rebuilds the calendar.
+//! side effects of ended bookings (calendar and lock release, the waitlist head's offer), settles
+//! completed rentals with the payment gateway (capture the charges, release the rest of the
+//! pre-authorisation when due), and now and then rebuilds the calendar.
 //!
 //! It keeps no state of its own: what is due is in PostgreSQL, so holds expire on time after any
 //! restart of any replica. Keyspace notifications are never the trigger (FIELD-NOTES.md).
@@ -76,7 +78,61 @@ pub async fn sweep(booking: &Booking) -> Result<(), sqlx::Error> {
         }
     }
     while release_ended(booking).await? == BATCH {}
+    while settle(booking).await? == BATCH {}
     Ok(())
+}
+
+/// Claims the completed rentals with a gateway step due (capture, then release once due), asks
+/// the gateway with each step's idempotency key and records the answer, in one transaction;
+/// returns how many it claimed. A failure is recorded and retried after a backoff: the row
+/// stays until the release is done, so no obligation is lost to a crash or a failing gateway.
+pub async fn settle(booking: &Booking) -> Result<i64, sqlx::Error> {
+    let mut tx = booking.db.begin().await?;
+    let due = record::claim_settlements(&mut tx, BATCH).await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    for step in &due {
+        let mut captured = step.captured;
+        if !captured {
+            match booking
+                .gateway
+                .capture(&step.payment_ref, step.capture_amount, &step.capture_key)
+            {
+                Ok(_) => {
+                    record::settled(&mut tx, &step.booking_id, record::Step::Captured).await?;
+                    Metrics::inc(&booking.metrics.captures);
+                    tracing::info!(booking = %step.booking_id, amount = step.capture_amount, "charges captured");
+                    captured = true;
+                }
+                Err(error) => {
+                    Metrics::inc(&booking.metrics.settlement_failures);
+                    tracing::warn!(booking = %step.booking_id, %error, "capture failed; retrying later");
+                    record::settle_failed(&mut tx, &step.booking_id, &error.to_string()).await?;
+                    continue;
+                }
+            }
+        }
+        if captured && step.release_due {
+            match booking
+                .gateway
+                .release(&step.payment_ref, &step.release_key)
+            {
+                Ok(_) => {
+                    record::settled(&mut tx, &step.booking_id, record::Step::Released).await?;
+                    Metrics::inc(&booking.metrics.releases);
+                    tracing::info!(booking = %step.booking_id, "pre-authorisation released");
+                }
+                Err(error) => {
+                    Metrics::inc(&booking.metrics.settlement_failures);
+                    tracing::warn!(booking = %step.booking_id, %error, "release failed; retrying later");
+                    record::settle_failed(&mut tx, &step.booking_id, &error.to_string()).await?;
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(i64::try_from(due.len()).unwrap_or(0))
 }
 
 /// Claims ended bookings, releases their calendar days and marks them released, in one

@@ -461,7 +461,8 @@ impl Projections {
             Payload::PrintJobQueued(_)
             | Payload::RecordFieldsSet(_)
             | Payload::DocumentChanged(_)
-            | Payload::BookingRequested(_) => {}
+            | Payload::BookingRequested(_)
+            | Payload::BookingCancelled(_) => {}
         }
     }
 

@@ -220,6 +220,11 @@ fn rules(
             record::check_fields(kind, &set.fields, Author::Branch)
         }
         Payload::BookingRequested(b) => booking(entity_id, b),
+        Payload::BookingCancelled(c) => {
+            same_id(&c.id, entity_id)?;
+            id("idempotency_key", &c.idempotency_key)?;
+            time("cancelled_at", &c.cancelled_at)
+        }
         Payload::DocumentChanged(d) => {
             same_id(&d.record_id, entity_id)?;
             if DocRecord::parse(&d.record).is_none() {
@@ -474,7 +479,8 @@ impl Lookup {
                 Payload::PrintJobQueued(_)
                 | Payload::RecordFieldsSet(_)
                 | Payload::DocumentChanged(_)
-                | Payload::BookingRequested(_) => {}
+                | Payload::BookingRequested(_)
+                | Payload::BookingCancelled(_) => {}
             }
         }
         let sorted = |set: HashSet<&str>| {
@@ -631,7 +637,8 @@ fn resolve_one(branch: &str, entity_id: &str, payload: &Payload, known: &mut Kno
         Payload::PrintJobQueued(_)
         | Payload::RecordFieldsSet(_)
         | Payload::DocumentChanged(_)
-        | Payload::BookingRequested(_) => Outcome::Apply,
+        | Payload::BookingRequested(_)
+        | Payload::BookingCancelled(_) => Outcome::Apply,
     }
 }
 

@@ -10,6 +10,7 @@
 //! and signatures (shared with `benches/ingest.rs`).
 
 mod booking;
+mod booking_completion;
 mod booking_support;
 mod cli;
 mod cloud;

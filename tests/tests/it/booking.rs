@@ -389,3 +389,236 @@ async fn online_holds_offline_tentatives_decided_at_sync() {
     assert_eq!(events, 2, "each booking event once in the cloud");
     drop(redis);
 }
+
+/// What the cloud's PostgreSQL says booking `id` is.
+async fn cloud_state(cloud: &Cloud, id: &str) -> String {
+    let mut pg = cloud.pg().await;
+    sqlx::query("SELECT state FROM bookings WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&mut pg)
+        .await
+        .expect("the booking is in PostgreSQL")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counter_confirms_cancels_completes_and_joins_the_waitlist_through_the_box() {
+    let redis = Redis::start().await;
+    let cloud = Cloud::start_with(&[("REDIS_URL", &redis.url)]).await;
+    let proxy = Proxy::start(cloud.url.trim_start_matches("http://").to_owned(), 13).await;
+    let site = EdgeSite::new(BRANCH, "");
+    let edge = site.start().await;
+    let pos = site.pair(&edge, "pos").await;
+    site.enroll(&proxy.url, &cloud.enrollment_token(BRANCH));
+    let op = cloud.operator_token();
+    for (id, plate) in [
+        ("CAR-001", "B 1001 BKG"),
+        ("CAR-002", "B 1002 BKG"),
+        ("CAR-003", "B 1003 BKG"),
+    ] {
+        let (s, b) = cloud_call(
+            &cloud,
+            &op,
+            "PUT",
+            &format!("/v1/branches/{BRANCH}/assets/{id}"),
+            json!({"id": id, "sku": "AVZ", "plate": plate, "name": "Toyota Avanza"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    eventually(WAIT, "the assets and the link", || async {
+        let (_, assets) = edge.call(Some(&pos), "GET", "/v1/assets", None).await;
+        let st = edge.sync_status(&pos).await;
+        (assets.as_array().is_some_and(|a| a.len() == 3) && st["link"]["state"] == "online")
+            .then_some(())
+    })
+    .await;
+    let act = |id: String, action: &'static str, body: Option<Value>| {
+        let (edge, pos) = (&edge, &pos);
+        async move {
+            edge.call(
+                Some(pos.as_str()),
+                "POST",
+                &format!("/v1/bookings/{id}/{action}"),
+                body,
+            )
+            .await
+        }
+    };
+
+    // Online: payment taken at the counter, then the car comes back early with a scratch.
+    let (s, held) = book(&edge, &pos, "CAR-001", "2026-11-01", "2026-11-05", "Budi").await;
+    assert_eq!(s, 201, "{held}");
+    let id = held["id"].as_str().expect("id").to_owned();
+    let cloud_id = held["cloud_id"].as_str().expect("cloud id").to_owned();
+    let (s, b) = act(id.clone(), "confirm", Some(json!({"payment_ref": ""}))).await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (422, Some("payment_ref")),
+        "{b}"
+    );
+    let (s, confirmed) = act(
+        id.clone(),
+        "confirm",
+        Some(json!({"payment_ref": "pay-box-1"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{confirmed}");
+    assert_eq!(confirmed["state"], "CONFIRMED", "{confirmed}");
+    assert_eq!(cloud_state(&cloud, &cloud_id).await, "CONFIRMED");
+    let (s, done) = act(
+        id.clone(),
+        "complete",
+        Some(json!({"returned_at": "2026-11-03T17:00:00+07:00", "damage_charge": 100000})),
+    )
+    .await;
+    assert_eq!(s, 200, "{done}");
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(done["cloud"]["free_from"], "2026-11-04", "{done}");
+    assert!(
+        done["cloud"]["settlement"]["captured_at"].is_string(),
+        "{done}"
+    );
+    assert!(
+        done["cloud"]["settlement"]["released_at"].is_string(),
+        "{done}"
+    );
+    let (_, seen) = edge
+        .call(Some(&pos), "GET", &format!("/v1/bookings/{id}"), None)
+        .await;
+    assert_eq!(seen["state"], "COMPLETED", "{seen}");
+    // The cloud's refusal is passed on: a completed booking is not confirmed again.
+    let (s, b) = act(
+        id.clone(),
+        "confirm",
+        Some(json!({"payment_ref": "pay-box-2"})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("wrong_state")),
+        "{b}"
+    );
+
+    // Online cancel and waitlist.
+    let (s, held2) = book(&edge, &pos, "CAR-002", "2027-05-01", "2027-05-02", "Sari").await;
+    assert_eq!(s, 201, "{held2}");
+    let (s, cancelled) = act(held2["id"].as_str().expect("id").to_owned(), "cancel", None).await;
+    assert_eq!(
+        (s, cancelled["state"].as_str()),
+        (200, Some("CANCELLED")),
+        "{cancelled}"
+    );
+    assert_eq!(
+        cloud_state(&cloud, held2["cloud_id"].as_str().expect("cloud id")).await,
+        "CANCELLED"
+    );
+    let wait =
+        json!({"asset_id": "CAR-001", "date": "2027-06-01", "customer": "Eka", "tier": "gold"});
+    let (s, entry) = edge
+        .call(Some(&pos), "POST", "/v1/waitlist", Some(wait.clone()))
+        .await;
+    assert_eq!(s, 201, "{entry}");
+    assert_eq!(entry["state"], "WAITING", "{entry}");
+
+    // A hold taken online, then the link drops.
+    let (s, held3) = book(&edge, &pos, "CAR-003", "2027-05-10", "2027-05-11", "Joko").await;
+    assert_eq!(s, 201, "{held3}");
+    let held3_id = held3["id"].as_str().expect("id").to_owned();
+    proxy.set(ProxyMode::Down);
+    let before = edge_counts(&edge, &site, &pos).await;
+    let (s, b) = act(
+        held3_id.clone(),
+        "confirm",
+        Some(json!({"payment_ref": "pay-box-3"})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (503, Some("cloud_unreachable")),
+        "{b}"
+    );
+    let (s, b) = act(
+        held3_id.clone(),
+        "complete",
+        Some(json!({"returned_at": "2027-05-11T10:00:00+07:00"})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (503, Some("cloud_unreachable")),
+        "{b}"
+    );
+    let (s, b) = edge
+        .call(Some(&pos), "POST", "/v1/waitlist", Some(wait))
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (503, Some("cloud_unreachable")),
+        "{b}"
+    );
+    assert_eq!(
+        edge_counts(&edge, &site, &pos).await,
+        before,
+        "nothing changed"
+    );
+
+    // Cancel works offline: the held booking, and one taken offline (TENTATIVE).
+    let (s, c3) = act(held3_id.clone(), "cancel", None).await;
+    assert_eq!((s, c3["state"].as_str()), (200, Some("CANCELLED")), "{c3}");
+    let (s, tentative) = book(&edge, &pos, "CAR-002", "2027-07-01", "2027-07-02", "Dewi").await;
+    assert_eq!(
+        (s, tentative["state"].as_str()),
+        (202, Some("TENTATIVE")),
+        "{tentative}"
+    );
+    let tentative_id = tentative["id"].as_str().expect("id").to_owned();
+    let (s, b) = act(
+        tentative_id.clone(),
+        "confirm",
+        Some(json!({"payment_ref": "p"})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("not_decided")),
+        "{b}"
+    );
+    let (s, ct) = act(tentative_id.clone(), "cancel", None).await;
+    assert_eq!((s, ct["state"].as_str()), (200, Some("CANCELLED")), "{ct}");
+
+    // The link returns: the cloud applies both cancellations at ingest.
+    proxy.set(ProxyMode::Pass);
+    edge.drained(&pos, WAIT).await;
+    assert_eq!(
+        cloud_state(&cloud, held3["cloud_id"].as_str().expect("cloud id")).await,
+        "CANCELLED"
+    );
+    let mut pg = cloud.pg().await;
+    let states: Vec<String> = sqlx::query("SELECT state FROM bookings WHERE idempotency_key = $1")
+        .bind(format!("edge-booking-{tentative_id}"))
+        .fetch_all(&mut pg)
+        .await
+        .expect("the offline booking")
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        states,
+        ["CANCELLED"],
+        "decided, then cancelled by the branch"
+    );
+    let (_, seen) = edge
+        .call(
+            Some(&pos),
+            "GET",
+            &format!("/v1/bookings/{tentative_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        seen["state"], "CANCELLED",
+        "the decision does not undo the cancel: {seen}"
+    );
+    drop(redis);
+}
