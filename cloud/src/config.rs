@@ -47,6 +47,13 @@
 //! phone_number_id = "sandbox"      # env SENTRA_CLOUD__NOTIFY__PHONE_NUMBER_ID
 //! gateway_timeout_ms = 10000       # env SENTRA_CLOUD__NOTIFY__GATEWAY_TIMEOUT_MS
 //! gateway_lookup_url = ""          # env SENTRA_CLOUD__NOTIFY__GATEWAY_LOOKUP_URL
+//!
+//! [identity]
+//! required = true                  # env SENTRA_CLOUD__IDENTITY__REQUIRED (refuse holds of unverified customers)
+//! provider_url = ""                # env SENTRA_CLOUD__IDENTITY__PROVIDER_URL ("sandbox", or the API base)
+//! app_id = ""                      # env SENTRA_CLOUD__IDENTITY__APP_ID
+//! api_key = ""                     # env SENTRA_CLOUD__IDENTITY__API_KEY (never logged)
+//! nik_secret = ""                  # env SENTRA_CLOUD__IDENTITY__NIK_SECRET (HMAC key for NIKs; never logged)
 //! ```
 
 use std::ffi::OsString;
@@ -166,6 +173,19 @@ const KEY_NOTIFY_PHONE_NUMBER_ID: &str = "notify.phone_number_id";
 const KEY_NOTIFY_GATEWAY_TIMEOUT_MS: &str = "notify.gateway_timeout_ms";
 const KEY_NOTIFY_GATEWAY_LOOKUP_URL: &str = "notify.gateway_lookup_url";
 
+/// Identity checks (`identity`): the gate is on by default (issue 8: no first rental without a
+/// verified KTP); without a provider, checks answer 503 and nobody new can be verified.
+pub const ENV_IDENTITY_REQUIRED: &str = "SENTRA_CLOUD__IDENTITY__REQUIRED";
+pub const ENV_IDENTITY_PROVIDER_URL: &str = "SENTRA_CLOUD__IDENTITY__PROVIDER_URL";
+pub const ENV_IDENTITY_APP_ID: &str = "SENTRA_CLOUD__IDENTITY__APP_ID";
+pub const ENV_IDENTITY_API_KEY: &str = "SENTRA_CLOUD__IDENTITY__API_KEY";
+pub const ENV_IDENTITY_NIK_SECRET: &str = "SENTRA_CLOUD__IDENTITY__NIK_SECRET";
+const KEY_IDENTITY_REQUIRED: &str = "identity.required";
+const KEY_IDENTITY_PROVIDER_URL: &str = "identity.provider_url";
+const KEY_IDENTITY_APP_ID: &str = "identity.app_id";
+const KEY_IDENTITY_API_KEY: &str = "identity.api_key";
+const KEY_IDENTITY_NIK_SECRET: &str = "identity.nik_secret";
+
 const KEY_SIGNING_KEY_FILE: &str = "releases.signing_key_file";
 const KEY_OFFLINE_AFTER_SECS: &str = "fleet.offline_after_secs";
 const KEY_HTTP_LISTEN: &str = "http.listen";
@@ -200,6 +220,11 @@ const KNOWN_KEYS: &[&str] = &[
     KEY_NOTIFY_PHONE_NUMBER_ID,
     KEY_NOTIFY_GATEWAY_TIMEOUT_MS,
     KEY_NOTIFY_GATEWAY_LOOKUP_URL,
+    KEY_IDENTITY_REQUIRED,
+    KEY_IDENTITY_PROVIDER_URL,
+    KEY_IDENTITY_APP_ID,
+    KEY_IDENTITY_API_KEY,
+    KEY_IDENTITY_NIK_SECRET,
 ];
 
 /// The whole configuration of `sentra-cloud`, validated.
@@ -212,6 +237,24 @@ pub struct Config {
     pub releases: ReleasesConfig,
     pub fleet: FleetConfig,
     pub notify: NotifyConfig,
+    pub identity: IdentityConfig,
+}
+
+/// Where customers' KTPs are checked, and whether a hold needs a verified customer.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub required: bool,
+    /// None: no provider (checks answer 503); `Sandbox`: the in-process sandbox; or a base URL.
+    pub provider: Option<IdentityProviderUrl>,
+    pub app_id: String,
+    pub api_key: Option<Secret>,
+    pub nik_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityProviderUrl {
+    Sandbox,
+    Url(String),
 }
 
 /// Customer notifications: the broker, the schedule and the messaging gateway.
@@ -523,6 +566,11 @@ struct Raw {
     notify_phone_number_id: Option<(String, Origin)>,
     notify_gateway_timeout_ms: Option<(String, Origin)>,
     notify_gateway_lookup_url: Option<(String, Origin)>,
+    identity_required: Option<(String, Origin)>,
+    identity_provider_url: Option<(String, Origin)>,
+    identity_app_id: Option<(String, Origin)>,
+    identity_api_key: Option<(String, Origin)>,
+    identity_nik_secret: Option<(String, Origin)>,
 }
 
 /// [`load`] with the environment passed in, so tests do not touch the process environment.
@@ -749,6 +797,40 @@ pub fn load_with(
         .map(|(value, _)| value)
         .filter(|value| !value.is_empty())
         .map(Secret);
+    let (value, origin) = text(raw.identity_required, ENV_IDENTITY_REQUIRED, "true");
+    let identity_required = validate(
+        &value,
+        origin,
+        |value| match value {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err("expected true or false".to_owned()),
+        },
+        &mut errors,
+    )
+    .unwrap_or(true);
+    let (value, origin) = text(raw.identity_provider_url, ENV_IDENTITY_PROVIDER_URL, "");
+    let identity_provider = match value.as_str() {
+        "sandbox" => Some(IdentityProviderUrl::Sandbox),
+        _ => validate(&value, origin, parse_http_url, &mut errors)
+            .flatten()
+            .map(IdentityProviderUrl::Url),
+    };
+    let secret = |raw: Option<(String, Origin)>| {
+        raw.map(|(value, _)| value)
+            .filter(|value| !value.is_empty())
+            .map(Secret)
+    };
+    let identity = IdentityConfig {
+        required: identity_required,
+        provider: identity_provider,
+        app_id: raw
+            .identity_app_id
+            .map(|(value, _)| value)
+            .unwrap_or_default(),
+        api_key: secret(raw.identity_api_key),
+        nik_secret: secret(raw.identity_nik_secret),
+    };
     let booking = BookingConfig {
         hold_window: std::time::Duration::from_secs(hold_seconds),
         turnover_buffer_days: u32::try_from(turnover_buffer_days)
@@ -766,6 +848,7 @@ pub fn load_with(
                 offline_after: std::time::Duration::from_secs(offline_after_secs),
             },
             notify,
+            identity,
             http: HttpConfig { listen },
             database: DatabaseConfig { url: database_url },
             redis: RedisConfig {
@@ -880,6 +963,28 @@ fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
                 KEY_NOTIFY_GATEWAY_TOKEN => {
                     raw.notify_gateway_token =
                         string_value(value, origin(KEY_NOTIFY_GATEWAY_TOKEN), errors);
+                }
+                KEY_IDENTITY_REQUIRED => {
+                    // A TOML boolean, kept as text so the file and the environment validate alike.
+                    raw.identity_required = match value.as_bool() {
+                        Some(flag) => Some((flag.to_string(), origin(KEY_IDENTITY_REQUIRED))),
+                        None => string_value(value, origin(KEY_IDENTITY_REQUIRED), errors),
+                    };
+                }
+                KEY_IDENTITY_PROVIDER_URL => {
+                    raw.identity_provider_url =
+                        string_value(value, origin(KEY_IDENTITY_PROVIDER_URL), errors);
+                }
+                KEY_IDENTITY_APP_ID => {
+                    raw.identity_app_id = string_value(value, origin(KEY_IDENTITY_APP_ID), errors);
+                }
+                KEY_IDENTITY_API_KEY => {
+                    raw.identity_api_key =
+                        string_value(value, origin(KEY_IDENTITY_API_KEY), errors);
+                }
+                KEY_IDENTITY_NIK_SECRET => {
+                    raw.identity_nik_secret =
+                        string_value(value, origin(KEY_IDENTITY_NIK_SECRET), errors);
                 }
                 KEY_NOTIFY_PHONE_NUMBER_ID => {
                     raw.notify_phone_number_id =
@@ -1036,6 +1141,11 @@ fn read_env(env: &dyn Fn(&str) -> Option<OsString>, raw: &mut Raw, errors: &mut 
             ENV_NOTIFY_GATEWAY_LOOKUP_URL,
             &mut raw.notify_gateway_lookup_url,
         ),
+        (ENV_IDENTITY_REQUIRED, &mut raw.identity_required),
+        (ENV_IDENTITY_PROVIDER_URL, &mut raw.identity_provider_url),
+        (ENV_IDENTITY_APP_ID, &mut raw.identity_app_id),
+        (ENV_IDENTITY_API_KEY, &mut raw.identity_api_key),
+        (ENV_IDENTITY_NIK_SECRET, &mut raw.identity_nik_secret),
     ] {
         if let Some(value) = var(name) {
             *slot = Some(value);

@@ -73,6 +73,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bookings/{id}/cancel", post(booking::http::cancel))
         .route("/v1/bookings/{id}/complete", post(booking::http::complete))
         .route("/v1/waitlist", post(booking::waitlist::join))
+        .route(
+            "/v1/customers/{id}/identity",
+            post(crate::identity::post_check).get(crate::identity::get_check),
+        )
         .route("/v1/waitlist/{id}", get(booking::waitlist::get))
         .route("/v1/devices/heartbeat", post(fleet::heartbeat))
         .route("/v1/devices/{id}/channel", put(fleet::put_channel))
@@ -276,6 +280,17 @@ pub enum ApiError {
         message: String,
         details: Option<serde_json::Value>,
     },
+    /// Well-formed, but a business rule refuses it (an unverified customer's booking): 422 with
+    /// its own code, so a client can tell staff what to do.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
+    /// A provider we depend on (the identity provider) failed or is not configured: 502/503.
+    #[error("{message}")]
+    Upstream {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -308,6 +323,8 @@ impl ApiError {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::SequenceGap { .. } => (StatusCode::CONFLICT, "sequence_gap"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::Refused { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::Upstream { status, code, .. } => (*status, code),
         }
     }
 

@@ -28,6 +28,7 @@ mod devices;
 mod fleet;
 mod health;
 mod http;
+mod identity;
 mod ingest;
 mod master;
 mod migrate;

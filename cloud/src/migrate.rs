@@ -47,6 +47,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_completion.sql",
         include_str!("../migrations/0009_completion.sql"),
     ),
+    (
+        "0010_identity.sql",
+        include_str!("../migrations/0010_identity.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

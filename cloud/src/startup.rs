@@ -78,6 +78,55 @@ pub enum ServeError {
     Notify(#[source] crate::notify::NotifyError),
     #[error("the HTTP server failed")]
     Server(#[source] std::io::Error),
+    #[error("the identity provider")]
+    Identity(#[source] anyhow::Error),
+}
+
+/// The identity service: the provider's client (starting the in-process sandbox when
+/// `identity.provider_url = "sandbox"`), the NIK key and the gate's setting.
+async fn start_identity(
+    config: &crate::config::IdentityConfig,
+    stop: CancellationToken,
+) -> Result<crate::identity::Identity, ServeError> {
+    use crate::config::IdentityProviderUrl;
+    use crate::identity::provider::{Verihubs, sandbox};
+    let api_key = config
+        .api_key
+        .as_ref()
+        .map(|key| String::from_utf8_lossy(key.expose()).into_owned())
+        .unwrap_or_default();
+    let provider = match &config.provider {
+        None => {
+            tracing::info!(
+                required = config.required,
+                "identity.provider_url is not set: identity checks answer 503"
+            );
+            None
+        }
+        Some(IdentityProviderUrl::Sandbox) => {
+            let (addr, _task) = sandbox::start(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                (!api_key.is_empty()).then(|| api_key.clone()),
+                stop,
+            )
+            .await
+            .map_err(|error| ServeError::Identity(error.into()))?;
+            tracing::info!(%addr, "identity checks go to the sandbox provider");
+            Some(
+                Verihubs::new(&format!("http://{addr}"), &config.app_id, &api_key)
+                    .map_err(|error| ServeError::Identity(error.into()))?,
+            )
+        }
+        Some(IdentityProviderUrl::Url(url)) => Some(
+            Verihubs::new(url, &config.app_id, &api_key)
+                .map_err(|error| ServeError::Identity(error.into()))?,
+        ),
+    };
+    Ok(crate::identity::Identity::new(
+        provider,
+        config.nik_secret.clone(),
+        config.required,
+    ))
 }
 
 /// Runs the service until SIGTERM or SIGINT; `Ok` after a clean shutdown.
@@ -94,7 +143,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .iter()
         .map(connect_redis_url)
         .collect::<Result<Vec<_>, _>>()?;
-    let booking = booking::Booking::new(db.clone(), redis.clone(), lock_nodes, &config.booking);
+    let token = CancellationToken::new();
+    let identity = Arc::new(start_identity(&config.identity, token.clone()).await?);
+    let booking = booking::Booking::new(
+        db.clone(),
+        redis.clone(),
+        lock_nodes,
+        &config.booking,
+        identity,
+    );
     let stop = StopSignals::install()?;
 
     let listener = TcpListener::bind(config.http.listen)
@@ -110,7 +167,6 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     announce(local_addr);
     tracing::info!(%local_addr, "listening");
 
-    let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     tracker.spawn(stop.wait(token.clone()));
     tracker.spawn(prune_nonces(db.clone(), token.clone()));

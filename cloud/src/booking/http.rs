@@ -359,6 +359,20 @@ pub async fn hold(
         }
     };
 
+    // Identity (issue 8): asked only of the request the gate let through, so a herd turned away
+    // by the calendar or the lock never reaches it; verified customers are cached per replica.
+    match booking.identity.cleared(&booking.db, &body.customer).await {
+        Ok(true) => {}
+        Ok(false) => {
+            release_lock(lock_token).await;
+            return Err(crate::identity::unverified(&body.customer));
+        }
+        Err(error) => {
+            release_lock(lock_token).await;
+            return Err(ApiError::database(&error));
+        }
+    }
+
     let request = HoldRequest {
         branch,
         asset_id: body.asset_id.clone(),

@@ -55,6 +55,8 @@ pub struct Booking {
     pub assets: Arc<http::AssetLists>,
     /// The payment gateway; the sandbox until a real one is configured.
     pub gateway: Arc<dyn payments::PaymentGateway>,
+    /// Identity checks: the gate a hold passes (issue 8).
+    pub identity: Arc<crate::identity::Identity>,
 }
 
 /// The booking part of the configuration, as the engine uses it.
@@ -74,6 +76,7 @@ impl Booking {
         redis: ConnectionManager,
         lock_nodes: Vec<ConnectionManager>,
         config: &BookingConfig,
+        identity: Arc<crate::identity::Identity>,
     ) -> Booking {
         let lock_nodes = if lock_nodes.is_empty() {
             vec![redis.clone()]
@@ -93,6 +96,7 @@ impl Booking {
             }),
             metrics: Arc::new(metrics::Metrics::default()),
             assets: Arc::new(http::AssetLists::default()),
+            identity,
             gateway: Arc::new(payments::SandboxGateway::default()),
         }
     }

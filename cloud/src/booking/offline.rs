@@ -52,6 +52,7 @@ pub struct Decided {
 pub async fn decide(
     tx: &mut PgConnection,
     settings: &Settings,
+    identity: &crate::identity::Identity,
     branch: &str,
     device: &str,
     events: &[Prepared],
@@ -75,7 +76,15 @@ pub async fn decide(
             }
             _ => continue,
         };
-        let decision = decide_one(tx, settings, branch, device, request).await?;
+        let decision = if identity.cleared_in(tx, &request.customer).await? {
+            decide_one(tx, settings, branch, device, request).await?
+        } else {
+            rejected(
+                request,
+                "identity_unverified",
+                crate::identity::unverified_reason(&request.customer),
+            )
+        };
         if decision.state == "CONFIRMED" {
             decided.confirmed += 1;
             decided.touched.push(AssetKey {

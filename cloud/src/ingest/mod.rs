@@ -204,6 +204,7 @@ async fn ingest_once(
     let decided = offline::decide(
         &mut tx,
         &booking.settings,
+        &booking.identity,
         &device.branch_id,
         &device.id,
         fresh,

@@ -1,0 +1,449 @@
+//! Identity checks before a first rental (issue 8): the customer's KTP (Indonesian identity
+//! card) read by the provider's OCR, their selfie matched against it with liveness, the outcome
+//! stored with the customer, and the gate every booking path asks ([`Identity::cleared`]).
+//!
+//! Routes: `POST /v1/customers/{id}/identity` (`{ktp_image, selfie, name?}`, base64) →
+//! `{customer, state: "VERIFIED"|"REJECTED", reason, nik_last4, ...}`, and
+//! `GET /v1/customers/{id}/identity`. `{id}` is the customer reference bookings carry.
+//!
+//! Invariants:
+//! - the images are never stored and the NIK never in clear: `customer_identities` keeps an
+//!   HMAC of it (key `identity.nik_secret`; none without it) and its last four digits;
+//! - no image, NIK or name is ever logged: [`Nik`] and the request body redact themselves in
+//!   `Debug`, and nothing here logs the provider's answer;
+//! - a verified customer stays verified; a later failed attempt is only logged
+//!   (`identity_checks`);
+//! - with `identity.required` (the default), a hold for a customer who is not verified is
+//!   refused with `identity_unverified`, online (after the Redis gate, so a herd turned away by
+//!   the calendar does not reach this) and offline (at ingest, where the booking is rejected
+//!   with that reason);
+//! - a provider that fails or is not configured is 502/503 and changes nothing.
+
+pub mod provider;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use sqlx::{PgConnection, PgPool};
+
+use self::provider::{CheckBody, IdentityProvider, ProviderError, Verihubs};
+use crate::config::Secret;
+use crate::devices::auth::Caller;
+use crate::http::{ApiError, AppState, JsonBody};
+
+/// Least face similarity (0–1) that counts as the same person.
+pub const MIN_FACE_SIMILARITY: f64 = 0.80;
+/// Largest image accepted. The whole request is bounded by the API's 1 MiB body limit too, so
+/// in practice a KTP photo (720×480) and a selfie (480×640) are sent as JPEGs of a few hundred
+/// KB each; the provider's own limit is 5 MB.
+pub const MAX_IMAGE_BYTES: usize = 768 * 1024;
+/// How long a replica trusts that a customer is verified without asking PostgreSQL. Verified
+/// never goes back by itself, so this only bounds how long an operator's manual revocation
+/// (deleting the row) takes to reach every replica.
+pub const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(60);
+const VERIFIED_CACHE_ENTRIES: usize = 100_000;
+
+/// A NIK (Nomor Induk Kependudukan), 16 digits. `Debug` shows only the last four digits and
+/// there is no `Display`: it cannot reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Nik(pub(crate) String);
+
+impl std::fmt::Debug for Nik {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Nik(************{})", self.last4())
+    }
+}
+
+impl Nik {
+    pub fn last4(&self) -> &str {
+        let len = self.0.len();
+        self.0.get(len.saturating_sub(4)..).unwrap_or_default()
+    }
+
+    /// The NIK's own rules: 16 digits, a province code (first two) from 11 to 94, a birth day
+    /// (digits 7–8) of 01–31, or 41–71 for women, and a birth month (9–10) of 01–12.
+    pub fn well_formed(&self) -> bool {
+        let digits = self.0.as_bytes();
+        if digits.len() != 16 || !digits.iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        let two = |at: usize| u32::from(digits[at] - b'0') * 10 + u32::from(digits[at + 1] - b'0');
+        let (province, day, month) = (two(0), two(6), two(8));
+        (11..=94).contains(&province)
+            && ((1..=31).contains(&day) || (41..=71).contains(&day))
+            && (1..=12).contains(&month)
+    }
+}
+
+/// Names compared as staff would: case, spaces and punctuation do not matter.
+fn same_name(a: &str, b: &str) -> bool {
+    let norm = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    norm(a) == norm(b)
+}
+
+/// What a check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Verified,
+    Rejected(&'static str),
+}
+
+/// The identity service of a replica: the provider (if any), the NIK key, the gate's setting
+/// and the cache of verified customers.
+pub struct Identity {
+    pub provider: Option<Verihubs>,
+    pub nik_secret: Option<Secret>,
+    pub required: bool,
+    verified: Mutex<HashMap<String, Instant>>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("provider", &self.provider)
+            .field("required", &self.required)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    pub fn new(provider: Option<Verihubs>, nik_secret: Option<Secret>, required: bool) -> Self {
+        Identity {
+            provider,
+            nik_secret,
+            required,
+            verified: Mutex::default(),
+        }
+    }
+
+    fn cached(&self, customer: &str) -> bool {
+        self.verified
+            .lock()
+            .ok()
+            .and_then(|map| map.get(customer).copied())
+            .is_some_and(|at| at.elapsed() < VERIFIED_CACHE_TTL)
+    }
+
+    fn remember(&self, customer: &str) {
+        if let Ok(mut map) = self.verified.lock() {
+            if map.len() >= VERIFIED_CACHE_ENTRIES {
+                map.retain(|_, at| at.elapsed() < VERIFIED_CACHE_TTL);
+                if map.len() >= VERIFIED_CACHE_ENTRIES {
+                    map.clear();
+                }
+            }
+            map.insert(customer.to_owned(), Instant::now());
+        }
+    }
+
+    /// Whether `customer` may rent: verified, or the gate is off.
+    pub async fn cleared(&self, db: &PgPool, customer: &str) -> Result<bool, sqlx::Error> {
+        if !self.required || self.cached(customer) {
+            return Ok(true);
+        }
+        let mut conn = db.acquire().await?;
+        self.cleared_in(&mut conn, customer).await
+    }
+
+    /// [`Identity::cleared`] on the caller's connection (inside the ingest transaction).
+    pub async fn cleared_in(
+        &self,
+        conn: &mut PgConnection,
+        customer: &str,
+    ) -> Result<bool, sqlx::Error> {
+        if !self.required || self.cached(customer) {
+            return Ok(true);
+        }
+        let verified: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM customer_identities WHERE customer = $1 AND state = 'VERIFIED')",
+        )
+        .bind(customer)
+        .fetch_one(&mut *conn)
+        .await?;
+        if verified {
+            self.remember(customer);
+        }
+        Ok(verified)
+    }
+
+    fn nik_hmac(&self, nik: &Nik) -> Option<Vec<u8>> {
+        let secret = self.nik_secret.as_ref()?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose()).ok()?;
+        mac.update(nik.0.as_bytes());
+        Some(mac.finalize().into_bytes().to_vec())
+    }
+}
+
+/// The refusal a booking path gives an unverified customer.
+pub fn unverified(customer: &str) -> ApiError {
+    ApiError::Refused {
+        code: "identity_unverified",
+        message: unverified_reason(customer),
+    }
+}
+
+/// The reason, as staff read it (also the reason of an offline booking rejected at ingest).
+pub fn unverified_reason(customer: &str) -> String {
+    format!(
+        "customer {customer:?} has no verified identity; check their KTP first (POST /v1/customers/{{id}}/identity with the KTP photo and a selfie)"
+    )
+}
+
+/// Runs the provider's checks; `Err` only when the provider could not answer.
+pub async fn check(
+    provider: &impl IdentityProvider,
+    ktp_image: &[u8],
+    selfie: &[u8],
+    typed_name: Option<&str>,
+) -> Result<(Outcome, Option<Nik>, String), ProviderError> {
+    let card = match provider.extract_ktp(ktp_image).await {
+        Ok(card) => card,
+        Err(ProviderError::Unreadable(_)) => {
+            return Ok((Outcome::Rejected("ktp_unreadable"), None, String::new()));
+        }
+        Err(error) => return Err(error),
+    };
+    let reference = card.reference_id.clone();
+    if !card.nik.well_formed() {
+        return Ok((Outcome::Rejected("nik_invalid"), None, reference));
+    }
+    if let Some(name) = typed_name
+        && !same_name(name, &card.full_name)
+    {
+        return Ok((
+            Outcome::Rejected("name_mismatch"),
+            Some(card.nik),
+            reference,
+        ));
+    }
+    let face = match provider.check_face(ktp_image, selfie).await {
+        Ok(face) => face,
+        Err(ProviderError::Unreadable(_)) => {
+            return Ok((
+                Outcome::Rejected("face_unreadable"),
+                Some(card.nik),
+                reference,
+            ));
+        }
+        Err(error) => return Err(error),
+    };
+    let outcome = if !face.live {
+        Outcome::Rejected("liveness_failed")
+    } else if face.similarity < MIN_FACE_SIMILARITY {
+        Outcome::Rejected("face_mismatch")
+    } else {
+        Outcome::Verified
+    };
+    Ok((outcome, Some(card.nik), reference))
+}
+
+fn reason_text(code: &str) -> &'static str {
+    match code {
+        "ktp_unreadable" => {
+            "the KTP could not be read from the photo; take it again, flat and in good light"
+        }
+        "nik_invalid" => "the NIK read from the KTP is not a valid NIK; check the card",
+        "name_mismatch" => "the name on the KTP does not match the name typed",
+        "face_unreadable" => "no face was found in the selfie; take it again",
+        "liveness_failed" => {
+            "the selfie did not pass the liveness check; take it of the customer in person"
+        }
+        "face_mismatch" => "the selfie does not match the KTP photo",
+        _ => "rejected",
+    }
+}
+
+fn decode(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| ApiError::Invalid(format!("{field}: expected base64 (standard alphabet)")))?;
+    if bytes.is_empty() || bytes.len() > MAX_IMAGE_BYTES {
+        return Err(ApiError::Invalid(format!(
+            "{field}: expected an image of 1 byte to {MAX_IMAGE_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+fn caller_name(caller: &Caller) -> String {
+    match caller {
+        Caller::Device(device) => format!("device:{}", device.id),
+        Caller::Client(client) => format!("token:{}", client.name),
+    }
+}
+
+/// `POST /v1/customers/{id}/identity`.
+pub async fn post_check(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(customer): Path<String>,
+    JsonBody(body): JsonBody<CheckBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    crate::booking::types::check_customer(&customer)
+        .map_err(|error| ApiError::Invalid(error.to_string()))?;
+    let ktp = decode("ktp_image", &body.ktp_image)?;
+    let selfie = decode("selfie", &body.selfie)?;
+    let identity = &state.booking.identity;
+    let Some(provider) = &identity.provider else {
+        return Err(ApiError::Upstream {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "identity_provider_unconfigured",
+            message: "no identity provider is configured (identity.provider_url)".to_owned(),
+        });
+    };
+    let (outcome, nik, reference) = check(provider, &ktp, &selfie, body.name.as_deref())
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "identity provider failed");
+            ApiError::Upstream {
+                status: StatusCode::BAD_GATEWAY,
+                code: "identity_provider_unavailable",
+                message: "the identity provider did not answer; nothing was stored, try again"
+                    .to_owned(),
+            }
+        })?;
+    let (state_text, reason) = match outcome {
+        Outcome::Verified => ("VERIFIED", None),
+        Outcome::Rejected(code) => ("REJECTED", Some(code)),
+    };
+    let checked_by = caller_name(&caller);
+    let nik_hmac = nik.as_ref().and_then(|nik| identity.nik_hmac(nik));
+    let last4 = nik
+        .as_ref()
+        .filter(|nik| nik.well_formed())
+        .map(|nik| nik.last4().to_owned());
+    let reference = (!reference.is_empty()).then_some(reference);
+    let mut tx = state.db.begin().await.map_err(|e| ApiError::database(&e))?;
+    sqlx::query(
+        "INSERT INTO identity_checks (customer, outcome, reason, provider_ref, checked_by)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&customer)
+    .bind(state_text)
+    .bind(reason)
+    .bind(&reference)
+    .bind(&checked_by)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| ApiError::database(&e))?;
+    sqlx::query(
+        "INSERT INTO customer_identities
+             (customer, state, reason, nik_hmac, nik_last4, provider_ref, checked_by, verified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $2 = 'VERIFIED' THEN now() END)
+         ON CONFLICT (customer) DO UPDATE SET
+             state = EXCLUDED.state, reason = EXCLUDED.reason, nik_hmac = EXCLUDED.nik_hmac,
+             nik_last4 = EXCLUDED.nik_last4, provider_ref = EXCLUDED.provider_ref,
+             checked_by = EXCLUDED.checked_by, verified_at = EXCLUDED.verified_at,
+             checked_at = now()
+         WHERE customer_identities.state <> 'VERIFIED'",
+    )
+    .bind(&customer)
+    .bind(state_text)
+    .bind(reason)
+    .bind(nik_hmac)
+    .bind(last4)
+    .bind(&reference)
+    .bind(&checked_by)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| ApiError::database(&e))?;
+    tx.commit().await.map_err(|e| ApiError::database(&e))?;
+    tracing::info!(outcome = state_text, reason, "identity check recorded");
+    let mut answer = standing(&state.db, &customer).await?;
+    if let Some(code) = reason
+        && let Some(object) = answer.as_object_mut()
+    {
+        object.insert(
+            "attempt".to_owned(),
+            json!({"state": "REJECTED", "reason": code, "message": reason_text(code)}),
+        );
+    }
+    Ok((StatusCode::OK, Json(answer)))
+}
+
+async fn standing(db: &PgPool, customer: &str) -> Result<Value, ApiError> {
+    let row: Option<(
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    )> = sqlx::query_as(
+        "SELECT state, reason, nik_last4,
+                    to_char(verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                    to_char(checked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
+             FROM customer_identities WHERE customer = $1",
+    )
+    .bind(customer)
+    .fetch_optional(db)
+    .await
+    .map_err(|e| ApiError::database(&e))?;
+    let (state, reason, nik_last4, verified_at, checked_at) = row.ok_or_else(|| {
+        ApiError::NotFound(format!("customer {customer:?} has no identity check"))
+    })?;
+    Ok(json!({
+        "customer": customer,
+        "state": state,
+        "reason": reason,
+        "message": reason.as_deref().map(reason_text),
+        "nik_last4": nik_last4,
+        "verified_at": verified_at,
+        "checked_at": checked_at,
+    }))
+}
+
+/// `GET /v1/customers/{id}/identity`.
+pub async fn get_check(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(customer): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(standing(&state.db, &customer).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nik_rules() {
+        assert!(Nik("3171014508900001".into()).well_formed()); // born 05-08-90, a woman (45)
+        assert!(Nik("3171010508900001".into()).well_formed());
+        for bad in [
+            "317101050890000",  // 15 digits
+            "0171010508900001", // province 01
+            "3171013208900001", // day 32
+            "3171010513900001", // month 13
+            "31710105089000a1", // a letter
+        ] {
+            assert!(!Nik(bad.into()).well_formed(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nik_debug_shows_only_the_last_four_digits() {
+        let shown = format!("{:?}", Nik("3171010508900001".into()));
+        assert!(!shown.contains("317101050890"), "{shown}");
+        assert!(shown.ends_with("0001)"), "{shown}");
+    }
+
+    #[test]
+    fn names_compare_like_staff_read_them() {
+        assert!(same_name("Budi Santoso", "BUDI  SANTOSO"));
+        assert!(same_name("Siti Nur'aini", "SITI NURAINI"));
+        assert!(!same_name("Budi Santoso", "Budi Susanto"));
+    }
+}
