@@ -99,6 +99,13 @@ pub const ENV_SIGNING_KEY_FILE: &str = "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE
 pub const DEFAULT_OFFLINE_AFTER_SECS: u64 = 180;
 pub const ENV_OFFLINE_AFTER_SECS: &str = "SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS";
 
+/// Where inspection photos are kept: an `object_store` URL. The local filesystem by default (one
+/// replica, or a shared mount); `s3://bucket/prefix` with the `s3` cargo feature and the usual
+/// `AWS_*` variables (endpoint, region, keys) for S3 or an S3-compatible store.
+pub const DEFAULT_BLOBS_URL: &str = "file:///var/lib/sentra-cloud/blobs";
+pub const ENV_BLOBS_URL: &str = "SENTRA_CLOUD__BLOBS__URL";
+
+const KEY_BLOBS_URL: &str = "blobs.url";
 const KEY_SIGNING_KEY_FILE: &str = "releases.signing_key_file";
 const KEY_OFFLINE_AFTER_SECS: &str = "fleet.offline_after_secs";
 const KEY_HTTP_LISTEN: &str = "http.listen";
@@ -120,6 +127,7 @@ const KNOWN_KEYS: &[&str] = &[
     KEY_WEBHOOK_SECRET,
     KEY_SIGNING_KEY_FILE,
     KEY_OFFLINE_AFTER_SECS,
+    KEY_BLOBS_URL,
 ];
 
 /// The whole configuration of `sentra-cloud`, validated.
@@ -131,6 +139,14 @@ pub struct Config {
     pub booking: BookingConfig,
     pub releases: ReleasesConfig,
     pub fleet: FleetConfig,
+    pub blobs: BlobsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct BlobsConfig {
+    /// The object store's URL, checked to be one `object_store` knows (credentials, if any, come
+    /// from the environment, never from here, so `Debug` prints nothing secret).
+    pub url: url::Url,
 }
 
 #[derive(Debug, Clone)]
@@ -337,6 +353,7 @@ struct Raw {
     webhook_secret: Option<(String, Origin)>,
     signing_key_file: Option<(String, Origin)>,
     offline_after_secs: Option<(String, Origin)>,
+    blobs_url: Option<(String, Origin)>,
 }
 
 /// [`load`] with the environment passed in, so tests do not touch the process environment.
@@ -446,6 +463,10 @@ pub fn load_with(
         DEFAULT_OFFLINE_AFTER_SECS,
         10..=86_400,
     );
+    let (blobs_value, blobs_origin) = raw
+        .blobs_url
+        .unwrap_or_else(|| (DEFAULT_BLOBS_URL.to_owned(), Origin::Env(ENV_BLOBS_URL)));
+    let blobs_url = validate(&blobs_value, blobs_origin, parse_blobs_url, &mut errors);
     let signing_key_file = raw
         .signing_key_file
         .map(|(value, _)| value)
@@ -464,9 +485,13 @@ pub fn load_with(
         webhook_secret,
     };
 
-    match (listen, database_url, redis_url) {
-        (Some(listen), Some(database_url), Some(redis_url)) if errors.is_empty() => Ok(Config {
+    match (listen, database_url, redis_url, blobs_url) {
+        (Some(listen), Some(database_url), Some(redis_url), Some(blobs_url))
+            if errors.is_empty() =>
+        {
+            Ok(Config {
             booking,
+            blobs: BlobsConfig { url: blobs_url },
             releases: ReleasesConfig { signing_key_file },
             fleet: FleetConfig {
                 offline_after: std::time::Duration::from_secs(offline_after_secs),
@@ -477,7 +502,8 @@ pub fn load_with(
                 url: redis_url,
                 lock_nodes,
             },
-        }),
+        })
+        }
         _ => Err(ConfigErrors(errors)),
     }
 }
@@ -552,6 +578,9 @@ fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
                 KEY_OFFLINE_AFTER_SECS => {
                     raw.offline_after_secs =
                         number_value(value, origin(KEY_OFFLINE_AFTER_SECS), errors);
+                }
+                KEY_BLOBS_URL => {
+                    raw.blobs_url = string_value(value, origin(KEY_BLOBS_URL), errors);
                 }
                 _ => errors.push(ConfigError::UnknownKey {
                     path: path.to_owned(),
@@ -672,6 +701,24 @@ fn read_env(env: &dyn Fn(&str) -> Option<OsString>, raw: &mut Raw, errors: &mut 
     if let Some(value) = var(ENV_OFFLINE_AFTER_SECS) {
         raw.offline_after_secs = Some(value);
     }
+    if let Some(value) = var(ENV_BLOBS_URL) {
+        raw.blobs_url = Some(value);
+    }
+}
+
+/// An object store URL `object_store` recognises (`file:///abs/dir`, `s3://bucket/prefix`, ...).
+/// Credentials in the URL are refused: they belong in the environment, not in a config file.
+fn parse_blobs_url(value: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(value).map_err(|error| {
+        format!("expected an object store URL like file:///var/lib/sentra-cloud/blobs: {error}")
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("put object store credentials in the environment (AWS_ACCESS_KEY_ID, ...), not in the URL".into());
+    }
+    object_store::ObjectStoreScheme::parse(&url).map_err(|error| {
+        format!("not an object store URL object_store knows (file://, s3://, memory:///): {error}")
+    })?;
+    Ok(url)
 }
 
 /// A comma-separated list; blanks around items and empty items are dropped, so `""` is empty.

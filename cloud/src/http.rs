@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 
 use crate::devices::{self, auth};
-use crate::{booking, changes, fleet, health, ingest, master, releases, shared};
+use crate::{blobs, booking, changes, fleet, health, ingest, master, releases, shared};
 
 /// What handlers share. Cheap to clone: both fields are handles to pools.
 #[derive(Clone)]
@@ -35,6 +35,8 @@ pub struct AppState {
     pub redis: ConnectionManager,
     pub booking: booking::Booking,
     pub fleet: crate::config::FleetConfig,
+    /// The photo store; None when it could not be opened at start (its routes answer 503).
+    pub blobs: Option<crate::blobs::Blobs>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -68,6 +70,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bookings/{id}/cancel", post(booking::http::cancel))
         .route("/v1/waitlist", post(booking::waitlist::join))
         .route("/v1/waitlist/{id}", get(booking::waitlist::get))
+        .route("/v1/blobs/{sha256}", get(blobs::get))
+        .route("/v1/blobs/{sha256}/uploads", post(blobs::start))
+        .route(
+            "/v1/blobs/{sha256}/uploads/{id}/parts/{n}",
+            put(blobs::put_part),
+        )
+        .route(
+            "/v1/blobs/{sha256}/uploads/{id}/complete",
+            post(blobs::complete),
+        )
         .route("/v1/devices/heartbeat", post(fleet::heartbeat))
         .route("/v1/devices/{id}/channel", put(fleet::put_channel))
         .route("/v1/fleet", get(fleet::get_fleet))
@@ -259,6 +271,9 @@ pub enum ApiError {
     NotContiguous(String),
     #[error("{0}")]
     Invalid(String),
+    /// Uploaded bytes do not hash to the digest they were sent as.
+    #[error("{0}")]
+    DigestMismatch(String),
     #[error("expected seq {expected_seq}, got {got}; resend from {expected_seq}")]
     SequenceGap { expected_seq: u64, got: u64 },
     /// The request conflicts with the record (a taken slot, a lapsed hold, a reused key);
@@ -299,6 +314,7 @@ impl ApiError {
             ApiError::ForeignEvent(_) => (StatusCode::UNPROCESSABLE_ENTITY, "foreign_event"),
             ApiError::NotContiguous(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_contiguous"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ApiError::DigestMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch"),
             ApiError::SequenceGap { .. } => (StatusCode::CONFLICT, "sequence_gap"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
         }

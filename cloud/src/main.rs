@@ -18,6 +18,7 @@
 //! - [`releases`]: the release signing key, publishing signed releases, serving them;
 //! - [`fleet`]: heartbeats, rollouts in waves, the fleet page, JSON and metrics.
 
+mod blobs;
 mod booking;
 mod branches;
 mod changes;

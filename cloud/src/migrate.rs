@@ -39,6 +39,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_fleet.sql",
         include_str!("../migrations/0006_fleet.sql"),
     ),
+    (
+        "0007_blobs.sql",
+        include_str!("../migrations/0007_blobs.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_printing.sql"),
     include_str!("migrations/0005_pick_slips.sql"),
     include_str!("migrations/0006_bookings.sql"),
+    include_str!("migrations/0007_blob_refs.sql"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
