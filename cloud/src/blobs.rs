@@ -218,11 +218,10 @@ pub async fn start(
     .map_err(db)?;
     let id: String = sqlx::query_scalar(
         "INSERT INTO blob_uploads (id, branch_id, device_id, digest, size)
-         VALUES ($1::uuid, $2, $3::uuid, $4, $5)
+         VALUES (gen_random_uuid(), $1, $2::uuid, $3, $4)
          ON CONFLICT (device_id, digest) DO UPDATE SET size = EXCLUDED.size
          RETURNING id::text",
     )
-    .bind(uuid::Uuid::now_v7().to_string())
     .bind(&device.branch_id)
     .bind(&device.id)
     .bind(&digest)

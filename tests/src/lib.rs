@@ -202,6 +202,9 @@ impl Redis {
 pub struct Cloud {
     pub db: Db,
     pub url: String,
+    /// The cloud's photo store (`SENTRA_CLOUD__BLOBS__URL=file://...`); photos are at
+    /// `blobs/<sha256>` under it.
+    pub blobs_dir: tempfile::TempDir,
     env: Vec<(String, String)>,
     child: Option<Child>,
 }
@@ -214,9 +217,11 @@ impl Cloud {
     /// With extra environment (e.g. `REDIS_URL` of the test's own [`Redis`]).
     pub async fn start_with(env: &[(&str, &str)]) -> Cloud {
         let db = Db::create().await;
+        let blobs_dir = tempfile::tempdir().expect("a photo store directory");
         let mut cloud = Cloud {
             db,
             url: String::new(),
+            blobs_dir,
             env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -231,7 +236,12 @@ impl Cloud {
 
     fn command(&self) -> std::process::Command {
         let mut c = std::process::Command::new(bin("sentra-cloud"));
-        c.env("DATABASE_URL", &self.db.url).env("RUST_LOG", "warn");
+        c.env("DATABASE_URL", &self.db.url)
+            .env("RUST_LOG", "warn")
+            .env(
+                "SENTRA_CLOUD__BLOBS__URL",
+                format!("file://{}", self.blobs_dir.path().display()),
+            );
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
