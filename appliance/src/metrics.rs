@@ -224,7 +224,8 @@ pub fn outbox(pending_events: u64, pending_bytes: u64, last_seq: u64) {
 
 pub fn blobs(stats: &crate::store::blobs::BlobStats) {
     let m = metrics();
-    m.blobs_bytes.set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+    m.blobs_bytes
+        .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
     m.blobs_pending
         .set(i64::try_from(stats.pending_count).unwrap_or(i64::MAX));
     m.blobs_pending_bytes

@@ -229,14 +229,13 @@ pub async fn start(
     .fetch_one(&mut *tx)
     .await
     .map_err(db)?;
-    let parts: Vec<(i32, i32)> =
-        sqlx::query_as(
-            "SELECT n, size FROM blob_upload_parts WHERE upload_id = $1::uuid ORDER BY n",
-        )
-        .bind(&id)
-        .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?;
+    let parts: Vec<(i32, i32)> = sqlx::query_as(
+        "SELECT n, size FROM blob_upload_parts WHERE upload_id = $1::uuid ORDER BY n",
+    )
+    .bind(&id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok((
         StatusCode::OK,
@@ -336,14 +335,13 @@ pub async fn complete(
     let id = upload_id(&id)?;
     let store = blobs(&state)?;
     let size = own_upload(&state, device, id, &digest).await?;
-    let parts: Vec<(i32, i32)> =
-        sqlx::query_as(
-            "SELECT n, size FROM blob_upload_parts WHERE upload_id = $1::uuid ORDER BY n",
-        )
-        .bind(id.to_string())
-        .fetch_all(&state.db)
-            .await
-            .map_err(db)?;
+    let parts: Vec<(i32, i32)> = sqlx::query_as(
+        "SELECT n, size FROM blob_upload_parts WHERE upload_id = $1::uuid ORDER BY n",
+    )
+    .bind(id.to_string())
+    .fetch_all(&state.db)
+    .await
+    .map_err(db)?;
     let contiguous = parts
         .iter()
         .enumerate()

@@ -490,19 +490,19 @@ pub fn load_with(
             if errors.is_empty() =>
         {
             Ok(Config {
-            booking,
-            blobs: BlobsConfig { url: blobs_url },
-            releases: ReleasesConfig { signing_key_file },
-            fleet: FleetConfig {
-                offline_after: std::time::Duration::from_secs(offline_after_secs),
-            },
-            http: HttpConfig { listen },
-            database: DatabaseConfig { url: database_url },
-            redis: RedisConfig {
-                url: redis_url,
-                lock_nodes,
-            },
-        })
+                booking,
+                blobs: BlobsConfig { url: blobs_url },
+                releases: ReleasesConfig { signing_key_file },
+                fleet: FleetConfig {
+                    offline_after: std::time::Duration::from_secs(offline_after_secs),
+                },
+                http: HttpConfig { listen },
+                database: DatabaseConfig { url: database_url },
+                redis: RedisConfig {
+                    url: redis_url,
+                    lock_nodes,
+                },
+            })
         }
         _ => Err(ConfigErrors(errors)),
     }

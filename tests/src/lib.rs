@@ -566,7 +566,12 @@ impl Proxy {
         let faults = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
         let watch = Arc::new(std::sync::Mutex::new(Watch::default()));
-        let (m, f, n, w) = (mode.clone(), faults.clone(), connections.clone(), watch.clone());
+        let (m, f, n, w) = (
+            mode.clone(),
+            faults.clone(),
+            connections.clone(),
+            watch.clone(),
+        );
         tokio::spawn(async move {
             let mut conn_no = 0u64;
             while let Ok((client, _)) = listener.accept().await {

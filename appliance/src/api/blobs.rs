@@ -80,7 +80,9 @@ pub async fn put_blob(
         let chunk = chunk.map_err(|e| {
             ApiError::bad_request(
                 "body_interrupted",
-                format!("the photo's body did not arrive whole ({e}); nothing was stored, send it again"),
+                format!(
+                    "the photo's body did not arrive whole ({e}); nothing was stored, send it again"
+                ),
             )
         })?;
         if data.len() + chunk.len() > limit {

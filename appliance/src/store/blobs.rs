@@ -177,7 +177,12 @@ impl Blobs {
     /// Keep `data` as `digest` (the caller checked the digest). Idempotent: a photo already
     /// here is left as it is. Makes room by evicting uploaded photos; refuses with
     /// [`BlobError::Full`] when only un-uploaded photos are left to evict. On disk on return.
-    pub async fn put(&self, digest: String, data: Vec<u8>, limits: Limits) -> Result<Put, BlobError> {
+    pub async fn put(
+        &self,
+        digest: String,
+        data: Vec<u8>,
+        limits: Limits,
+    ) -> Result<Put, BlobError> {
         self.with_writer(move |conn, path| {
             if exists(conn, &digest)? {
                 return Ok(Put::Existed);
@@ -195,8 +200,9 @@ impl Blobs {
                 ],
             )?;
             {
-                let mut insert =
-                    tx.prepare_cached("INSERT INTO blob_chunks (digest, n, data) VALUES (?1, ?2, ?3)")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO blob_chunks (digest, n, data) VALUES (?1, ?2, ?3)",
+                )?;
                 // An empty photo is one empty part, so every photo has part 0.
                 let mut chunks: Vec<&[u8]> = data.chunks(limits.part_bytes.max(1)).collect();
                 if chunks.is_empty() {
@@ -223,8 +229,12 @@ impl Blobs {
                         Ok(BlobMeta {
                             digest: r.get(0)?,
                             size: r.get::<_, i64>(1)? as u64,
-                            state: if uploaded_at.is_some() { "uploaded" } else { "stored" }
-                                .to_owned(),
+                            state: if uploaded_at.is_some() {
+                                "uploaded"
+                            } else {
+                                "stored"
+                            }
+                            .to_owned(),
                             created_at: r.get(2)?,
                             uploaded_at,
                         })
@@ -308,7 +318,7 @@ impl Blobs {
     }
 
     pub async fn stats(&self) -> Result<BlobStats, BlobError> {
-        self.with_reader(|conn| totals(conn)).await
+        self.with_reader(totals).await
     }
 }
 
@@ -334,7 +344,11 @@ pub fn totals(conn: &Connection) -> Result<BlobStats, BlobError> {
 
 fn exists(conn: &Connection, digest: &str) -> Result<bool, BlobError> {
     Ok(conn
-        .query_row("SELECT 1 FROM blobs WHERE digest = ?1", [digest], |_| Ok(()))
+        .query_row(
+            "SELECT 1 FROM blobs WHERE digest = ?1",
+            [digest],
+            |_| Ok(()),
+        )
         .optional()?
         .is_some())
 }
@@ -379,7 +393,12 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
 
 /// Room for `size` more bytes within `max_bytes` and above `min_free_bytes`, by evicting
 /// uploaded photos; [`BlobError::Full`] when that is not enough.
-fn make_room(conn: &mut Connection, path: &Path, size: u64, limits: Limits) -> Result<(), BlobError> {
+fn make_room(
+    conn: &mut Connection,
+    path: &Path,
+    size: u64,
+    limits: Limits,
+) -> Result<(), BlobError> {
     let stats = totals(conn)?;
     let over = (stats.bytes + size).saturating_sub(limits.max_bytes);
     if over > 0 {

@@ -163,7 +163,11 @@ pub fn create(w: &mut WriteTx<'_>, inspector: &str, new: NewInspection) -> Resul
     let mut refs = w
         .conn()
         .prepare_cached("INSERT OR IGNORE INTO blob_refs (digest, seq) VALUES (?1, ?2)")?;
-    for digest in ins.photos.iter().chain(std::iter::once(&ins.signature.digest)) {
+    for digest in ins
+        .photos
+        .iter()
+        .chain(std::iter::once(&ins.signature.digest))
+    {
         refs.execute(rusqlite::params![digest, seq as i64])?;
     }
     drop(refs);

@@ -268,10 +268,7 @@ impl Store {
             r.pragma_update(None, "query_only", true)?;
             reader_conns.push(r);
         }
-        let blobs = blobs::Blobs::open(
-            opts.path.parent().unwrap_or(Path::new(".")),
-            &opts.key,
-        )?;
+        let blobs = blobs::Blobs::open(opts.path.parent().unwrap_or(Path::new(".")), &opts.key)?;
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let (notices, _) = broadcast::channel(NOTICE_DEPTH);
         let thread = writer::spawn(conn, rx, ctx.clone(), opts.max_batch, notices.clone())

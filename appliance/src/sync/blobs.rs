@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Backoff, CloudClient, SyncError, UploadState};
 use super::SyncHandle;
+use super::client::{Backoff, CloudClient, SyncError, UploadState};
 use crate::config::{BlobsConfig, SyncConfig};
 use crate::store::Store;
 use crate::store::blobs::BlobError;

@@ -16,7 +16,12 @@ fn sha(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-async fn put(edge: &Edge, dev: &Device, digest: &str, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
+async fn put(
+    edge: &Edge,
+    dev: &Device,
+    digest: &str,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
     let resp = edge
         .http
         .put(format!("{}/v1/blobs/{digest}", edge.base))
@@ -82,7 +87,10 @@ async fn a_photo_is_checked_kept_encrypted_and_stored_once() {
     {
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
-    assert_eq!(head(&edge, &tablet, &big_digest).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        head(&edge, &tablet, &big_digest).await.0,
+        StatusCode::NOT_FOUND
+    );
 
     // Stored once: 201, then 200 with the same answer.
     let (s, b) = put(&edge, &tablet, &digest, data.clone()).await;
@@ -167,7 +175,10 @@ async fn photos_the_cloud_lacks_are_never_evicted_and_a_full_box_says_so() {
             (StatusCode::OK, Some("stored".to_owned()))
         );
     }
-    assert_eq!(head(&edge, &tablet, &sha(&photos[2])).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        head(&edge, &tablet, &sha(&photos[2])).await.0,
+        StatusCode::NOT_FOUND
+    );
     edge.stop().await;
 
     // A disk nearly full (reserve larger than any disk): refused with its own message.
@@ -185,7 +196,13 @@ async fn photos_the_cloud_lacks_are_never_evicted_and_a_full_box_says_so() {
         "{b}"
     );
     let (_, st) = edge
-        .call(Some(&tablet.token), Method::GET, "/v1/sync/status", None, None)
+        .call(
+            Some(&tablet.token),
+            Method::GET,
+            "/v1/sync/status",
+            None,
+            None,
+        )
         .await;
     assert_eq!(st["photos"]["count"], 0, "{st}");
     edge.stop().await;

@@ -39,7 +39,14 @@ async fn start(cloud: &Cloud, device: &Device, digest: &str, size: usize) -> cra
         .await
 }
 
-async fn part(cloud: &Cloud, device: &Device, digest: &str, id: &str, n: usize, data: &[u8]) -> u16 {
+async fn part(
+    cloud: &Cloud,
+    device: &Device,
+    digest: &str,
+    id: &str,
+    n: usize,
+    data: &[u8],
+) -> u16 {
     let answer = cloud
         .signed(
             device,
@@ -84,7 +91,10 @@ async fn a_photo_is_uploaded_in_parts_resumed_and_verified_whole() {
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.body["state"], "uploading");
     assert_eq!(answer.body["parts"], json!([]));
-    let id = answer.body["upload_id"].as_str().expect("upload id").to_owned();
+    let id = answer.body["upload_id"]
+        .as_str()
+        .expect("upload id")
+        .to_owned();
 
     // Half the parts, with part 1 tampered on the way.
     for (n, data) in parts.iter().enumerate().take(3) {
@@ -117,14 +127,20 @@ async fn a_photo_is_uploaded_in_parts_resumed_and_verified_whole() {
     let answer = complete(&cloud, &device, &digest, &id).await;
     assert_eq!(answer.status, 422, "{answer:?}");
     assert_eq!(answer.code(), "digest_mismatch");
-    assert!(!stored.exists(), "a tampered photo must never reach blobs/<sha>");
+    assert!(
+        !stored.exists(),
+        "a tampered photo must never reach blobs/<sha>"
+    );
     assert_eq!(cloud.scalar("SELECT count(*) FROM blobs").await, 0);
     assert_eq!(cloud.scalar("SELECT count(*) FROM blob_uploads").await, 0);
 
     // Started again, sent faithfully: stored, and readable by an operator.
     let answer = start(&cloud, &device, &digest, photo.len()).await;
     assert_eq!(answer.body["parts"], json!([]), "{answer:?}");
-    let id = answer.body["upload_id"].as_str().expect("upload id").to_owned();
+    let id = answer.body["upload_id"]
+        .as_str()
+        .expect("upload id")
+        .to_owned();
     for (n, data) in parts.iter().enumerate() {
         assert_eq!(part(&cloud, &device, &digest, &id, n, data).await, 200);
     }
@@ -134,7 +150,14 @@ async fn a_photo_is_uploaded_in_parts_resumed_and_verified_whole() {
     assert_eq!(std::fs::read(&stored).expect("stored photo"), photo);
     assert_eq!(cloud.scalar("SELECT count(*) FROM blob_uploads").await, 0);
     let leftovers = std::fs::read_dir(cloud.blobs_dir.path().join("uploads"))
-        .map(|d| d.flat_map(|e| std::fs::read_dir(e.expect("entry").path()).into_iter().flatten()).count())
+        .map(|d| {
+            d.flat_map(|e| {
+                std::fs::read_dir(e.expect("entry").path())
+                    .into_iter()
+                    .flatten()
+            })
+            .count()
+        })
         .unwrap_or(0);
     assert_eq!(leftovers, 0, "staged parts are deleted after complete");
 

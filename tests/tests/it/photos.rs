@@ -14,7 +14,11 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn photo(seed: u8, n: usize) -> Vec<u8> {
     (0..n)
-        .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(u32::from(seed)) as u8)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .rotate_left(u32::from(seed)) as u8
+        })
         .collect()
 }
 
@@ -123,8 +127,15 @@ async fn photos_taken_offline_reach_the_cloud_after_their_inspection_and_are_evi
     })
     .await;
     for (d, p) in [(&da, &a), (&db, &b), (&ds, &signature)] {
-        assert_eq!(in_cloud(&cloud, d).as_ref(), Some(p), "the cloud's copy of {d}");
-        assert_eq!(state_on_box(&edge, &tablet, d).await.as_deref(), Some("uploaded"));
+        assert_eq!(
+            in_cloud(&cloud, d).as_ref(),
+            Some(p),
+            "the cloud's copy of {d}"
+        );
+        assert_eq!(
+            state_on_box(&edge, &tablet, d).await.as_deref(),
+            Some("uploaded")
+        );
     }
     let mut pg = cloud.pg().await;
     let (inspections, blobs, uploads): (i64, i64, i64) = sqlx::query_as(
@@ -139,8 +150,15 @@ async fn photos_taken_offline_reach_the_cloud_after_their_inspection_and_are_evi
     let (s, body) = put(&edge, &tablet, &dc, c.clone()).await;
     assert_eq!(s, 201, "{body}");
     assert_eq!(state_on_box(&edge, &tablet, &da).await, None, "evicted");
-    assert_eq!(state_on_box(&edge, &tablet, &dc).await.as_deref(), Some("stored"));
-    assert_eq!(in_cloud(&cloud, &da).as_ref(), Some(&a), "still in the cloud");
+    assert_eq!(
+        state_on_box(&edge, &tablet, &dc).await.as_deref(),
+        Some("stored")
+    );
+    assert_eq!(
+        in_cloud(&cloud, &da).as_ref(),
+        Some(&a),
+        "still in the cloud"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +203,10 @@ async fn an_interrupted_upload_resumes_after_a_restart_without_resending_finishe
     // The box restarts while the link is down; the upload id was never stored on it.
     edge.kill().await;
     let edge = site.start().await;
-    assert_eq!(state_on_box(&edge, &tablet, &dbig).await.as_deref(), Some("stored"));
+    assert_eq!(
+        state_on_box(&edge, &tablet, &dbig).await.as_deref(),
+        Some("stored")
+    );
     proxy.watch("/parts/", None);
     proxy.set(ProxyMode::Pass);
     eventually(WAIT, "the photo to reach the cloud", || async {
