@@ -438,6 +438,7 @@ async fn health_metrics_and_openapi() {
         "/v1/bookings",
         "/v1/bookings/{id}",
         "/v1/assets/{id}/availability",
+        "/v1/blobs/{sha256}",
         "/healthz",
         "/readyz",
         "/metrics",
