@@ -120,11 +120,14 @@ impl Blobs {
     /// Open (creating) `blobs.db` in `dir` with the store's key. Blocking.
     pub(super) fn open(dir: &Path, key: &StoreKey) -> Result<Blobs, StoreError> {
         let path = dir.join(FILE_NAME);
-        let fresh = !path.exists();
         let writer = super::open_connection(&path, key, true)?;
-        if fresh {
-            // Must be set before the first table exists; it makes freed pages returnable.
+        let mode: i64 = writer.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+        if mode != 2 {
+            // Freed pages go back to the filesystem only in INCREMENTAL mode. Opening already
+            // wrote the header (WAL), so the mode takes effect through a VACUUM: instant on the
+            // new, empty file, once.
             writer.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+            writer.execute_batch("VACUUM")?;
         }
         writer.execute_batch(SCHEMA)?;
         let reader = super::open_connection(&path, key, false)?;

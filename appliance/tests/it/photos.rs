@@ -139,6 +139,24 @@ async fn a_photo_is_checked_kept_encrypted_and_stored_once() {
         }
     }
     assert!(data_dir.join("blobs.db").exists() && files >= 2);
+    // With the store's key it opens, holds the photo once, and gives evicted space back.
+    let key = std::fs::read_to_string(&site.key_file).expect("key");
+    let conn = rusqlite::Connection::open(data_dir.join("blobs.db")).expect("open blobs.db");
+    conn.pragma_update(None, "key", format!("x'{}'", key.trim()))
+        .expect("key pragma");
+    let (count, vacuum): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM blobs), (SELECT auto_vacuum FROM pragma_auto_vacuum)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("read blobs.db");
+    assert_eq!(
+        (count, vacuum),
+        (1, 2),
+        "one photo; auto_vacuum = INCREMENTAL"
+    );
+    drop(conn);
 
     // And it survives a restart, whole.
     let edge = site.start().await;
