@@ -300,6 +300,30 @@ pub const KEYS: &[Key] = &[
         doc: "Tries to fetch an artifact; each one after an interruption resumes with HTTP Range where the staged bytes end.",
     },
     Key {
+        section: "blobs",
+        name: "max_bytes",
+        default: "4000000000",
+        doc: "Inspection photos kept on the box (blobs.db). Past this, photos the cloud already has are deleted oldest first; photos not yet uploaded are never deleted, and when they alone fill it a new photo is refused (507 storage_full).",
+    },
+    Key {
+        section: "blobs",
+        name: "min_free_bytes",
+        default: "500000000",
+        doc: "Free disk space kept for the store and the system: a photo that would leave less is refused (507 storage_full) after uploaded photos were deleted to make room.",
+    },
+    Key {
+        section: "blobs",
+        name: "max_photo_bytes",
+        default: "20000000",
+        doc: "Largest photo PUT /v1/blobs/{sha256} accepts (a tablet's photo is 2-8 MB); the body is read up to this and refused past it (413).",
+    },
+    Key {
+        section: "blobs",
+        name: "part_bytes",
+        default: "524288",
+        doc: "Size of a photo's upload parts (and of its chunks in blobs.db): an interrupted upload resumes at a part boundary. At most 1048576, the cloud's signed body limit.",
+    },
+    Key {
         section: "log",
         name: "level",
         default: "info",
@@ -318,7 +342,26 @@ pub struct Config {
     pub scanner: ScannerConfig,
     pub mqtt: MqttConfig,
     pub update: UpdateConfig,
+    pub blobs: BlobsConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobsConfig {
+    pub max_bytes: u64,
+    pub min_free_bytes: u64,
+    pub max_photo_bytes: usize,
+    pub part_bytes: usize,
+}
+
+impl BlobsConfig {
+    pub fn limits(&self) -> crate::store::blobs::Limits {
+        crate::store::blobs::Limits {
+            max_bytes: self.max_bytes,
+            min_free_bytes: self.min_free_bytes,
+            part_bytes: self.part_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -645,6 +688,16 @@ impl Config {
                     .get("update", "health_window_secs", |s| parse_range(s, 1, 3_600)),
                 download_attempts: p.get("update", "download_attempts", |s| parse_range(s, 1, 100)),
             },
+            blobs: BlobsConfig {
+                max_bytes: p.get("blobs", "max_bytes", |s| parse_range(s, 1 << 20, u64::MAX)),
+                min_free_bytes: p.get("blobs", "min_free_bytes", |s| parse_range(s, 0, u64::MAX)),
+                max_photo_bytes: p.get("blobs", "max_photo_bytes", |s| {
+                    parse_range(s, 1024, 256 << 20)
+                }),
+                part_bytes: p.get("blobs", "part_bytes", |s| {
+                    parse_range(s, 1024, sentra_protocol::sync::MAX_PUSH_BYTES)
+                }),
+            },
             log: LogConfig {
                 level: p.get("log", "level", |s| {
                     tracing_subscriber::EnvFilter::try_new(s)
@@ -716,6 +769,10 @@ impl Config {
                 ("update", "restart_command") => self.update.restart_command.clone(),
                 ("update", "health_window_secs") => self.update.health_window_secs.to_string(),
                 ("update", "download_attempts") => self.update.download_attempts.to_string(),
+                ("blobs", "max_bytes") => self.blobs.max_bytes.to_string(),
+                ("blobs", "min_free_bytes") => self.blobs.min_free_bytes.to_string(),
+                ("blobs", "max_photo_bytes") => self.blobs.max_photo_bytes.to_string(),
+                ("blobs", "part_bytes") => self.blobs.part_bytes.to_string(),
                 ("log", "level") => self.log.level.clone(),
                 _ => unreachable!("KEYS and to_toml list the same keys (tested)"),
             }

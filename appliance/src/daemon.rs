@@ -164,8 +164,18 @@ pub async fn run(
             .context("local API")
     });
     let (sync_store, sync_cfg, cancel) = (store.clone(), config.sync.clone(), supervisor.token());
+    let (up_store, up_sync_cfg, up_cfg, up_handle, up_cancel) = (
+        store.clone(),
+        config.sync.clone(),
+        config.blobs,
+        sync.clone(),
+        supervisor.token(),
+    );
     supervisor.spawn("sync", async move {
         crate::sync::run(sync_store, sync_cfg, sync, cancel).await
+    });
+    supervisor.spawn("photo-upload", async move {
+        crate::sync::blobs::run(up_store, up_sync_cfg, up_cfg, up_handle, up_cancel).await
     });
     let (beat_store, beat_cfg, beat_scanner, beat_dir, cancel) = (
         store.clone(),

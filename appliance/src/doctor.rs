@@ -183,6 +183,7 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
         outbox.last_seq,
         outbox.pending_events
     )));
+    report.push(photos(config, store).await);
 
     // The daemon.
     let daemon = crate::daemon::read_state_file(data_dir).filter(|d| pid_alive(d.pid));
@@ -343,6 +344,43 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
                 outbox.pending_events
             ))),
         },
+    }
+}
+
+/// Photos: how many wait for the cloud, and whether a new one would still fit.
+async fn photos(config: &Config, store: &Store) -> Check {
+    let blobs = store.blobs();
+    let stats = match blobs.stats().await {
+        Ok(s) => s,
+        Err(e) => {
+            return Check::fix(format!(
+                "photos {}: cannot be read: {e}",
+                blobs.path().display()
+            ));
+        }
+    };
+    let limit = config.blobs.max_bytes;
+    let free = crate::store::blobs::free_bytes(blobs.path()).ok();
+    let line = format!(
+        "photos {}: {} kept ({} MB of {} MB), {} waiting for the cloud ({} MB)",
+        blobs.path().display(),
+        stats.count,
+        stats.bytes / 1_000_000,
+        limit / 1_000_000,
+        stats.pending_count,
+        stats.pending_bytes / 1_000_000
+    );
+    if stats.pending_bytes.saturating_mul(10) >= limit.saturating_mul(9) {
+        Check::fix(format!(
+            "{line}: nearly full of photos the cloud does not have; tablets will get 507 storage_full. Check the internet link"
+        ))
+    } else if free.is_some_and(|f| f < config.blobs.min_free_bytes) {
+        Check::fix(format!(
+            "{line}: the disk has {} MB free, under blobs.min_free_bytes; new photos are refused. Free disk space",
+            free.unwrap_or(0) / 1_000_000
+        ))
+    } else {
+        Check::ok(line)
     }
 }
 

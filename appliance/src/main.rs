@@ -351,6 +351,11 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                     ))
                 })
                 .await?;
+            let photos = store
+                .blobs()
+                .stats()
+                .await
+                .map_err(|e| StartError::Other(e.into()))?;
             store.shutdown().await;
             let size = std::fs::metadata(config.db_path())
                 .map(|m| m.len())
@@ -359,7 +364,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             let scanner = sentra_edge::scanner::read_state_file(&config.store.data_dir);
             if json {
                 let cloud = identity.as_ref().map(|i| serde_json::json!({"url": i.cloud_url, "device_id": i.device_id, "branch_name": i.branch_name, "enrolled_at": i.enrolled_at}));
-                let v = serde_json::json!({"branch": branch, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "sync": sync, "cloud": cloud, "paired_devices": live, "printer": {"state": printer, "queued_jobs": print_queue}, "scanner": scanner});
+                let v = serde_json::json!({"branch": branch, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "sync": sync, "cloud": cloud, "paired_devices": live, "printer": {"state": printer, "queued_jobs": print_queue}, "scanner": scanner, "photos": photos});
                 out(&format!(
                     "{}\n",
                     serde_json::to_string_pretty(&v).expect("serialises")
@@ -407,6 +412,14 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 out(&format!(
                     "scanner      {}\n",
                     sentra_edge::scanner::describe(scanner.as_ref())
+                ));
+                out(&format!(
+                    "photos       {} kept ({} bytes, limit {}), {} waiting for the cloud ({} bytes)\n",
+                    photos.count,
+                    photos.bytes,
+                    config.blobs.max_bytes,
+                    photos.pending_count,
+                    photos.pending_bytes
                 ));
             }
             Ok(())

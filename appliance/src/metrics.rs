@@ -28,6 +28,12 @@ struct Metrics {
     scanner_connected: Gauge,
     scanner_scans: Family<Labels, Counter>,
     scanner_noise_bytes: Counter,
+    blobs_bytes: Gauge,
+    blobs_pending: Gauge,
+    blobs_pending_bytes: Gauge,
+    blobs_uploaded: Counter,
+    blobs_upload_bytes: Counter,
+    blobs_evicted: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -121,7 +127,49 @@ fn metrics() -> &'static Metrics {
             "Bytes from the scanner dropped as noise (wrong baud rate, cut-off or over-long lines)",
             scanner_noise_bytes.clone(),
         );
+        let blobs_bytes = Gauge::default();
+        registry.register(
+            "blobs_stored_bytes",
+            "Bytes of inspection photos kept on the box (uploaded or not)",
+            blobs_bytes.clone(),
+        );
+        let blobs_pending = Gauge::default();
+        registry.register(
+            "blobs_pending",
+            "Inspection photos the cloud does not have yet",
+            blobs_pending.clone(),
+        );
+        let blobs_pending_bytes = Gauge::default();
+        registry.register(
+            "blobs_pending_bytes",
+            "Bytes of inspection photos the cloud does not have yet",
+            blobs_pending_bytes.clone(),
+        );
+        let blobs_uploaded = Counter::default();
+        registry.register(
+            "blobs_uploaded",
+            "Inspection photos the cloud verified and kept",
+            blobs_uploaded.clone(),
+        );
+        let blobs_upload_bytes = Counter::default();
+        registry.register(
+            "blobs_upload_bytes",
+            "Bytes of photo parts sent to the cloud",
+            blobs_upload_bytes.clone(),
+        );
+        let blobs_evicted = Counter::default();
+        registry.register(
+            "blobs_evicted",
+            "Uploaded photos deleted from the box to stay within blobs.max_bytes",
+            blobs_evicted.clone(),
+        );
         Metrics {
+            blobs_bytes,
+            blobs_pending,
+            blobs_pending_bytes,
+            blobs_uploaded,
+            blobs_upload_bytes,
+            blobs_evicted,
             scanner_connected,
             scanner_scans,
             scanner_noise_bytes,
@@ -172,6 +220,28 @@ pub fn outbox(pending_events: u64, pending_bytes: u64, last_seq: u64) {
     m.outbox_pending_events.set(clamp(pending_events));
     m.outbox_pending_bytes.set(clamp(pending_bytes));
     m.outbox_last_seq.set(clamp(last_seq));
+}
+
+pub fn blobs(stats: &crate::store::blobs::BlobStats) {
+    let m = metrics();
+    m.blobs_bytes
+        .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+    m.blobs_pending
+        .set(i64::try_from(stats.pending_count).unwrap_or(i64::MAX));
+    m.blobs_pending_bytes
+        .set(i64::try_from(stats.pending_bytes).unwrap_or(i64::MAX));
+}
+
+pub fn blob_uploaded() {
+    metrics().blobs_uploaded.inc();
+}
+
+pub fn blob_part_sent(bytes: u64) {
+    metrics().blobs_upload_bytes.inc_by(bytes);
+}
+
+pub fn blobs_evicted(count: u64) {
+    metrics().blobs_evicted.inc_by(count);
 }
 
 pub fn sync_link(up: bool) {

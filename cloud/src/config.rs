@@ -186,6 +186,13 @@ const KEY_IDENTITY_APP_ID: &str = "identity.app_id";
 const KEY_IDENTITY_API_KEY: &str = "identity.api_key";
 const KEY_IDENTITY_NIK_SECRET: &str = "identity.nik_secret";
 
+/// Where inspection photos are kept: an `object_store` URL. The local filesystem by default (one
+/// replica, or a shared mount); `s3://bucket/prefix` with the `s3` cargo feature and the usual
+/// `AWS_*` variables (endpoint, region, keys) for S3 or an S3-compatible store.
+pub const DEFAULT_BLOBS_URL: &str = "file:///var/lib/sentra-cloud/blobs";
+pub const ENV_BLOBS_URL: &str = "SENTRA_CLOUD__BLOBS__URL";
+
+const KEY_BLOBS_URL: &str = "blobs.url";
 const KEY_SIGNING_KEY_FILE: &str = "releases.signing_key_file";
 const KEY_OFFLINE_AFTER_SECS: &str = "fleet.offline_after_secs";
 const KEY_HTTP_LISTEN: &str = "http.listen";
@@ -225,6 +232,7 @@ const KNOWN_KEYS: &[&str] = &[
     KEY_IDENTITY_APP_ID,
     KEY_IDENTITY_API_KEY,
     KEY_IDENTITY_NIK_SECRET,
+    KEY_BLOBS_URL,
 ];
 
 /// The whole configuration of `sentra-cloud`, validated.
@@ -238,6 +246,7 @@ pub struct Config {
     pub fleet: FleetConfig,
     pub notify: NotifyConfig,
     pub identity: IdentityConfig,
+    pub blobs: BlobsConfig,
 }
 
 /// Where customers' KTPs are checked, and whether a hold needs a verified customer.
@@ -346,6 +355,13 @@ fn parse_http_url(raw: &str) -> Result<Option<String>, String> {
         }
         _ => Err("expected an http(s):// URL".to_owned()),
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct BlobsConfig {
+    /// The object store's URL, checked to be one `object_store` knows (credentials, if any, come
+    /// from the environment, never from here, so `Debug` prints nothing secret).
+    pub url: url::Url,
 }
 
 #[derive(Debug, Clone)]
@@ -571,6 +587,7 @@ struct Raw {
     identity_app_id: Option<(String, Origin)>,
     identity_api_key: Option<(String, Origin)>,
     identity_nik_secret: Option<(String, Origin)>,
+    blobs_url: Option<(String, Origin)>,
 }
 
 /// [`load`] with the environment passed in, so tests do not touch the process environment.
@@ -787,6 +804,10 @@ pub fn load_with(
         gateway_timeout: std::time::Duration::from_millis(notify_gateway_timeout_ms),
         gateway_lookup_url,
     };
+    let (blobs_value, blobs_origin) = raw
+        .blobs_url
+        .unwrap_or_else(|| (DEFAULT_BLOBS_URL.to_owned(), Origin::Env(ENV_BLOBS_URL)));
+    let blobs_url = validate(&blobs_value, blobs_origin, parse_blobs_url, &mut errors);
     let signing_key_file = raw
         .signing_key_file
         .map(|(value, _)| value)
@@ -840,22 +861,27 @@ pub fn load_with(
         webhook_secret,
     };
 
-    match (listen, database_url, redis_url) {
-        (Some(listen), Some(database_url), Some(redis_url)) if errors.is_empty() => Ok(Config {
-            booking,
-            releases: ReleasesConfig { signing_key_file },
-            fleet: FleetConfig {
-                offline_after: std::time::Duration::from_secs(offline_after_secs),
-            },
-            notify,
-            identity,
-            http: HttpConfig { listen },
-            database: DatabaseConfig { url: database_url },
-            redis: RedisConfig {
-                url: redis_url,
-                lock_nodes,
-            },
-        }),
+    match (listen, database_url, redis_url, blobs_url) {
+        (Some(listen), Some(database_url), Some(redis_url), Some(blobs_url))
+            if errors.is_empty() =>
+        {
+            Ok(Config {
+                booking,
+                blobs: BlobsConfig { url: blobs_url },
+                notify,
+                identity,
+                releases: ReleasesConfig { signing_key_file },
+                fleet: FleetConfig {
+                    offline_after: std::time::Duration::from_secs(offline_after_secs),
+                },
+                http: HttpConfig { listen },
+                database: DatabaseConfig { url: database_url },
+                redis: RedisConfig {
+                    url: redis_url,
+                    lock_nodes,
+                },
+            })
+        }
         _ => Err(ConfigErrors(errors)),
     }
 }
@@ -997,6 +1023,9 @@ fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
                 KEY_NOTIFY_GATEWAY_LOOKUP_URL => {
                     raw.notify_gateway_lookup_url =
                         string_value(value, origin(KEY_NOTIFY_GATEWAY_LOOKUP_URL), errors);
+                }
+                KEY_BLOBS_URL => {
+                    raw.blobs_url = string_value(value, origin(KEY_BLOBS_URL), errors);
                 }
                 _ => errors.push(ConfigError::UnknownKey {
                     path: path.to_owned(),
@@ -1151,6 +1180,24 @@ fn read_env(env: &dyn Fn(&str) -> Option<OsString>, raw: &mut Raw, errors: &mut 
             *slot = Some(value);
         }
     }
+    if let Some(value) = var(ENV_BLOBS_URL) {
+        raw.blobs_url = Some(value);
+    }
+}
+
+/// An object store URL `object_store` recognises (`file:///abs/dir`, `s3://bucket/prefix`, ...).
+/// Credentials in the URL are refused: they belong in the environment, not in a config file.
+fn parse_blobs_url(value: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(value).map_err(|error| {
+        format!("expected an object store URL like file:///var/lib/sentra-cloud/blobs: {error}")
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("put object store credentials in the environment (AWS_ACCESS_KEY_ID, ...), not in the URL".into());
+    }
+    object_store::ObjectStoreScheme::parse(&url).map_err(|error| {
+        format!("not an object store URL object_store knows (file://, s3://, memory:///): {error}")
+    })?;
+    Ok(url)
 }
 
 /// A comma-separated list; blanks around items and empty items are dropped, so `""` is empty.

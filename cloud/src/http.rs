@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 
 use crate::devices::{self, auth};
-use crate::{booking, changes, fleet, health, ingest, master, releases, shared};
+use crate::{blobs, booking, changes, fleet, health, ingest, master, releases, shared};
 
 /// What handlers share. Cheap to clone: both fields are handles to pools.
 #[derive(Clone)]
@@ -40,6 +40,8 @@ pub struct AppState {
     pub tokens: Arc<devices::auth::TokenCache>,
     /// Customer notifications: what ingest needs to schedule service reminders.
     pub notify: Arc<crate::notify::Settings>,
+    /// The photo store; None when it could not be opened at start (its routes answer 503).
+    pub blobs: Option<crate::blobs::Blobs>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -78,6 +80,16 @@ pub fn router(state: AppState) -> Router {
             post(crate::identity::post_check).get(crate::identity::get_check),
         )
         .route("/v1/waitlist/{id}", get(booking::waitlist::get))
+        .route("/v1/blobs/{sha256}", get(blobs::get))
+        .route("/v1/blobs/{sha256}/uploads", post(blobs::start))
+        .route(
+            "/v1/blobs/{sha256}/uploads/{id}/parts/{n}",
+            put(blobs::put_part),
+        )
+        .route(
+            "/v1/blobs/{sha256}/uploads/{id}/complete",
+            post(blobs::complete),
+        )
         .route("/v1/devices/heartbeat", post(fleet::heartbeat))
         .route("/v1/devices/{id}/channel", put(fleet::put_channel))
         .route("/v1/fleet", get(fleet::get_fleet))
@@ -270,6 +282,9 @@ pub enum ApiError {
     NotContiguous(String),
     #[error("{0}")]
     Invalid(String),
+    /// Uploaded bytes do not hash to the digest they were sent as.
+    #[error("{0}")]
+    DigestMismatch(String),
     #[error("expected seq {expected_seq}, got {got}; resend from {expected_seq}")]
     SequenceGap { expected_seq: u64, got: u64 },
     /// The request conflicts with the record (a taken slot, a lapsed hold, a reused key);
@@ -321,6 +336,7 @@ impl ApiError {
             ApiError::ForeignEvent(_) => (StatusCode::UNPROCESSABLE_ENTITY, "foreign_event"),
             ApiError::NotContiguous(_) => (StatusCode::UNPROCESSABLE_ENTITY, "not_contiguous"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ApiError::DigestMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch"),
             ApiError::SequenceGap { .. } => (StatusCode::CONFLICT, "sequence_gap"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Refused { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),

@@ -20,6 +20,7 @@
 //! - [`notify`]: customer notifications: the schedule, the RabbitMQ publisher and worker, the
 //!   messaging gateway and its sandbox.
 
+mod blobs;
 mod booking;
 mod branches;
 mod changes;

@@ -40,6 +40,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0006_fleet.sql"),
     ),
     (
+        "0007_blobs.sql",
+        include_str!("../migrations/0007_blobs.sql"),
+    ),
+    (
         "0008_notifications.sql",
         include_str!("../migrations/0008_notifications.sql"),
     ),

@@ -153,6 +153,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         identity,
     );
     let stop = StopSignals::install()?;
+    // A photo store that cannot be opened must not take the rest of the service down with it:
+    // its routes answer 503 with the reason, and the log says what to fix.
+    let blobs = match crate::blobs::Blobs::open(&config.blobs.url) {
+        Ok(blobs) => Some(blobs),
+        Err(error) => {
+            tracing::error!(%error, "photo store unavailable; photo uploads answer 503");
+            None
+        }
+    };
 
     let listener = TcpListener::bind(config.http.listen)
         .await
@@ -211,6 +220,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             fleet: config.fleet.clone(),
             tokens: std::sync::Arc::default(),
             notify,
+            blobs,
         }),
     )
     .with_graceful_shutdown(token.clone().cancelled_owned())

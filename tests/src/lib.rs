@@ -202,6 +202,9 @@ impl Redis {
 pub struct Cloud {
     pub db: Db,
     pub url: String,
+    /// The cloud's photo store (`SENTRA_CLOUD__BLOBS__URL=file://...`); photos are at
+    /// `blobs/<sha256>` under it.
+    pub blobs_dir: tempfile::TempDir,
     env: Vec<(String, String)>,
     child: Option<Child>,
 }
@@ -214,9 +217,11 @@ impl Cloud {
     /// With extra environment (e.g. `REDIS_URL` of the test's own [`Redis`]).
     pub async fn start_with(env: &[(&str, &str)]) -> Cloud {
         let db = Db::create().await;
+        let blobs_dir = tempfile::tempdir().expect("a photo store directory");
         let mut cloud = Cloud {
             db,
             url: String::new(),
+            blobs_dir,
             env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -231,7 +236,12 @@ impl Cloud {
 
     fn command(&self) -> std::process::Command {
         let mut c = std::process::Command::new(bin("sentra-cloud"));
-        c.env("DATABASE_URL", &self.db.url).env("RUST_LOG", "warn");
+        c.env("DATABASE_URL", &self.db.url)
+            .env("RUST_LOG", "warn")
+            .env(
+                "SENTRA_CLOUD__BLOBS__URL",
+                format!("file://{}", self.blobs_dir.path().display()),
+            );
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
@@ -529,10 +539,20 @@ pub enum ProxyMode {
     DropReplies = 3,
 }
 
+/// Requests the proxy counts: those whose request line contains `pattern`, forwarded and
+/// answered; with `cut_at`, the link goes down right after that many.
+#[derive(Debug, Default)]
+struct Watch {
+    pattern: Option<String>,
+    forwarded: u64,
+    cut_at: Option<u64>,
+}
+
 /// A TCP proxy between the edge and the cloud that breaks things on purpose.
 pub struct Proxy {
     pub url: String,
     mode: Arc<AtomicU8>,
+    watch: Arc<std::sync::Mutex<Watch>>,
     pub faults: Arc<AtomicU64>,
     pub connections: Arc<AtomicU64>,
 }
@@ -545,22 +565,30 @@ impl Proxy {
         let mode = Arc::new(AtomicU8::new(ProxyMode::Pass as u8));
         let faults = Arc::new(AtomicU64::new(0));
         let connections = Arc::new(AtomicU64::new(0));
-        let (m, f, n) = (mode.clone(), faults.clone(), connections.clone());
+        let watch = Arc::new(std::sync::Mutex::new(Watch::default()));
+        let (m, f, n, w) = (
+            mode.clone(),
+            faults.clone(),
+            connections.clone(),
+            watch.clone(),
+        );
         tokio::spawn(async move {
             let mut conn_no = 0u64;
             while let Ok((client, _)) = listener.accept().await {
                 conn_no += 1;
                 n.fetch_add(1, Ordering::Relaxed);
-                let (mode, faults, upstream) = (m.clone(), f.clone(), upstream.clone());
+                let (mode, faults, upstream, watch) =
+                    (m.clone(), f.clone(), upstream.clone(), w.clone());
                 let seed = seed ^ conn_no.wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 tokio::spawn(async move {
-                    let _ = handle(client, upstream, mode, faults, seed).await;
+                    let _ = handle(client, upstream, mode, faults, watch, seed).await;
                 });
             }
         });
         Proxy {
             url: format!("http://{addr}"),
             mode,
+            watch,
             faults,
             connections,
         }
@@ -568,6 +596,20 @@ impl Proxy {
 
     pub fn set(&self, mode: ProxyMode) {
         self.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    /// Count the requests whose request line contains `pattern` (forwarded and answered in
+    /// `Pass` mode); with `cut_after`, go `Down` right after that many more of them, so a test
+    /// can break a transfer at an exact point.
+    pub fn watch(&self, pattern: &str, cut_after: Option<u64>) {
+        let mut w = self.watch.lock().expect("watch lock");
+        w.pattern = Some(pattern.to_owned());
+        w.cut_at = cut_after.map(|n| w.forwarded + n);
+    }
+
+    /// How many watched requests were forwarded and answered so far.
+    pub fn watched(&self) -> u64 {
+        self.watch.lock().expect("watch lock").forwarded
     }
 }
 
@@ -608,6 +650,7 @@ async fn handle(
     upstream: String,
     mode: Arc<AtomicU8>,
     faults: Arc<AtomicU64>,
+    watch: Arc<std::sync::Mutex<Watch>>,
     seed: u64,
 ) -> std::io::Result<()> {
     if mode.load(Ordering::Relaxed) == ProxyMode::Down as u8 {
@@ -617,13 +660,13 @@ async fn handle(
     let mut server = TcpStream::connect(&upstream).await?;
     while let Some(req) = read_message(&mut client).await? {
         // The mode holds for each request, so a cut link also cuts kept-alive connections.
-        let mode = mode.load(Ordering::Relaxed);
-        if mode == ProxyMode::Down as u8 {
+        let now = mode.load(Ordering::Relaxed);
+        if now == ProxyMode::Down as u8 {
             return Ok(());
         }
-        let fault = if mode == ProxyMode::Faulty as u8 {
+        let fault = if now == ProxyMode::Faulty as u8 {
             rng.random_range(0..9u8)
-        } else if mode == ProxyMode::DropReplies as u8 {
+        } else if now == ProxyMode::DropReplies as u8 {
             2
         } else {
             9
@@ -660,6 +703,15 @@ async fn handle(
                     return Ok(());
                 };
                 client.write_all(&resp).await?;
+                let line_end = req.iter().position(|b| *b == b'\n').unwrap_or(req.len());
+                let line = String::from_utf8_lossy(&req[..line_end]);
+                let mut w = watch.lock().expect("watch lock");
+                if w.pattern.as_deref().is_some_and(|p| line.contains(p)) {
+                    w.forwarded += 1;
+                    if w.cut_at == Some(w.forwarded) {
+                        mode.store(ProxyMode::Down as u8, Ordering::Relaxed);
+                    }
+                }
             }
         }
     }

@@ -4,6 +4,7 @@
 //! the runtime (the store runs SQLite on its own threads).
 
 mod billing;
+mod blobs;
 mod bookings;
 mod error;
 mod extract;
@@ -119,6 +120,10 @@ pub enum Action {
     BookingRead,
     /// Take a rental booking (the counter).
     BookingWrite,
+    /// Inspection photos: send (`PUT /v1/blobs/{sha256}`).
+    BlobWrite,
+    /// Inspection photos: read back, check what the box holds.
+    BlobRead,
 }
 
 /// The role matrix: each role may do only its job.
@@ -134,6 +139,8 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | CatalogueRead
                 | InspectionRead
                 | InspectionWrite
+                | BlobRead
+                | BlobWrite
                 | PrintRead
                 | SyncRead
                 | CustomerRead
@@ -308,6 +315,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/inspections/{id}/verify",
             guarded(InspectionRead, get(inspections::verify)),
+        )
+        .route(
+            "/v1/blobs/{sha256}",
+            guarded(BlobWrite, put(blobs::put_blob)).merge(guarded(
+                BlobRead,
+                get(blobs::get_blob).head(blobs::head_blob),
+            )),
         )
         .route("/v1/pick-slips", guarded(PickSlip, post(scanner::open)))
         .route(

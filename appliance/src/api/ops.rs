@@ -158,6 +158,8 @@ pub struct SyncStatus {
     pub sync: SyncState,
     /// The most recent events the cloud parked, newest first.
     pub rejections: Vec<Rejection>,
+    /// Inspection photos on the box: all, and those the cloud does not have yet.
+    pub photos: crate::store::blobs::BlobStats,
 }
 
 #[utoipa::path(get, path = "/v1/sync/status", tag = "sync", responses((status = 200, body = SyncStatus)), security(("bearer" = [])))]
@@ -173,11 +175,14 @@ pub async fn sync_status(State(s): State<AppState>) -> Result<Json<SyncStatus>, 
             ))
         })
         .await?;
+    let photos = s.store.blobs().stats().await?;
+    crate::metrics::blobs(&photos);
     Ok(Json(SyncStatus {
         outbox,
         link: s.sync.get(),
         sync,
         rejections,
+        photos,
     }))
 }
 

@@ -157,7 +157,20 @@ pub fn create(w: &mut WriteTx<'_>, inspector: &str, new: NewInspection) -> Resul
         prev_hash: ins.prev_hash.clone(),
         tamper_proof_hash: ins.tamper_proof_hash.clone(),
     };
-    w.emit(EntityKind::Inspection, &ins.id, op::RECORDED, &recorded)?;
+    let seq = w.emit(EntityKind::Inspection, &ins.id, op::RECORDED, &recorded)?;
+    // The photos (and the signature image) this event references: the uploader sends them
+    // once the cloud has acknowledged `seq`.
+    let mut refs = w
+        .conn()
+        .prepare_cached("INSERT OR IGNORE INTO blob_refs (digest, seq) VALUES (?1, ?2)")?;
+    for digest in ins
+        .photos
+        .iter()
+        .chain(std::iter::once(&ins.signature.digest))
+    {
+        refs.execute(rusqlite::params![digest, seq as i64])?;
+    }
+    drop(refs);
     Ok(ins)
 }
 
@@ -251,4 +264,16 @@ pub fn verify(conn: &Connection, id: &str) -> Result<Verification> {
         tamper_proof_hash: target.tamper_proof_hash,
         first_broken,
     })
+}
+
+/// Has the cloud acknowledged an event that references photo `digest`? Only then may the photo
+/// be uploaded (the cloud refuses photos no inspection of the branch references).
+pub fn photo_acknowledged(conn: &Connection, digest: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM blob_refs
+                            WHERE digest = ?1
+                              AND seq <= (SELECT last_ack_seq FROM sync_state WHERE id = 1))",
+        )?
+        .query_row([digest], |r| r.get(0))?)
 }

@@ -12,6 +12,7 @@
 //! rest of the box hears of change.
 
 pub mod billing;
+pub mod blobs;
 pub mod bookings;
 pub mod devices;
 pub mod idempotency;
@@ -225,6 +226,7 @@ struct Inner {
     reader_conns: Mutex<Vec<Connection>>,
     notices: broadcast::Sender<Notice>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    blobs: blobs::Blobs,
 }
 
 /// Writes waiting for the writer; a full queue makes callers wait (backpressure), not fail.
@@ -266,6 +268,7 @@ impl Store {
             r.pragma_update(None, "query_only", true)?;
             reader_conns.push(r);
         }
+        let blobs = blobs::Blobs::open(opts.path.parent().unwrap_or(Path::new(".")), &opts.key)?;
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let (notices, _) = broadcast::channel(NOTICE_DEPTH);
         let thread = writer::spawn(conn, rx, ctx.clone(), opts.max_batch, notices.clone())
@@ -283,6 +286,7 @@ impl Store {
                 reader_conns: Mutex::new(reader_conns),
                 notices,
                 writer_thread: Mutex::new(Some(thread)),
+                blobs,
             }),
         })
     }
@@ -293,6 +297,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The inspection photos beside the store (`blobs.db`, same key).
+    pub fn blobs(&self) -> &blobs::Blobs {
+        &self.inner.blobs
     }
 
     /// Run `f` in the writer's transaction. `Ok` means committed and on disk.

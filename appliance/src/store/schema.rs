@@ -14,7 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_printing.sql"),
     include_str!("migrations/0005_pick_slips.sql"),
     include_str!("migrations/0006_bookings.sql"),
-    // 0007 is another change's; the lead orders them when merging.
+    include_str!("migrations/0007_blob_refs.sql"),
     include_str!("migrations/0008_booking_states.sql"),
 ];
 

@@ -475,6 +475,76 @@ impl CloudClient {
     }
 }
 
+/// The cloud's answer to `POST /v1/blobs/{sha256}/uploads`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum UploadState {
+    /// The cloud has the photo.
+    Stored { size: u64 },
+    /// Send the parts it does not list, then complete.
+    Uploading {
+        upload_id: String,
+        parts: Vec<UploadedPart>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct UploadedPart {
+    pub n: u32,
+    pub size: u64,
+}
+
+impl CloudClient {
+    /// `POST /v1/blobs/{sha256}/uploads`: start or resume a photo's upload.
+    pub async fn blob_start(&self, digest: &str, size: u64) -> Result<UploadState, SyncError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "size": size }))
+            .expect("a JSON value always serialises");
+        let (status, bytes) = self
+            .send(Method::POST, &format!("/v1/blobs/{digest}/uploads"), body)
+            .await?;
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
+        parse(status, &bytes)
+    }
+
+    /// `PUT /v1/blobs/{sha256}/uploads/{id}/parts/{n}`: one part's bytes (signed like any body).
+    pub async fn blob_part(
+        &self,
+        digest: &str,
+        upload_id: &str,
+        n: u32,
+        data: Vec<u8>,
+    ) -> Result<(), SyncError> {
+        let (status, bytes) = self
+            .send(
+                Method::PUT,
+                &format!("/v1/blobs/{digest}/uploads/{upload_id}/parts/{n}"),
+                data,
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/blobs/{sha256}/uploads/{id}/complete`: the cloud verifies size and digest.
+    pub async fn blob_complete(&self, digest: &str, upload_id: &str) -> Result<(), SyncError> {
+        let (status, bytes) = self
+            .send(
+                Method::POST,
+                &format!("/v1/blobs/{digest}/uploads/{upload_id}/complete"),
+                Vec::new(),
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
+        Ok(())
+    }
+}
+
 /// Waits between attempts while the link is down: doubling from 250 ms to `max`, with jitter (a
 /// random point in the upper half) so a fleet coming back does not knock in step.
 #[derive(Debug)]

@@ -12,6 +12,7 @@
 //! counter, availability) and only through [`booking`], with the client this daemon built and
 //! shared in [`SyncHandle`] and a short bound (`sync.booking_timeout_ms`).
 
+pub mod blobs;
 pub mod booking;
 pub mod client;
 pub mod heartbeat;
@@ -65,6 +66,8 @@ pub struct LinkStatus {
 pub struct SyncHandle {
     status: Arc<Mutex<LinkStatus>>,
     client: Arc<Mutex<Option<(CloudClient, String)>>>,
+    /// Wakes the photo uploader: a new photo, or events acknowledged (photos may now go up).
+    uploader: Arc<tokio::sync::Notify>,
 }
 
 impl Default for SyncHandle {
@@ -78,6 +81,7 @@ impl Default for SyncHandle {
                 last_error: None,
             })),
             client: Arc::new(Mutex::new(None)),
+            uploader: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -88,6 +92,11 @@ impl SyncHandle {
             .lock()
             .expect("link status lock is never poisoned")
             .clone()
+    }
+
+    /// Tell the photo uploader to look again.
+    pub fn wake_uploader(&self) {
+        self.uploader.notify_one();
     }
 
     /// The daemon's client and the branch it serves, if enrolled.
@@ -177,6 +186,7 @@ pub async fn run(
             let wait = match round(&store, &client, &identity, &cfg, pull_due, &handle).await {
                 Ok(()) => {
                     backoff.reset();
+                    handle.wake_uploader();
                     if pull_due {
                         last_pull = Some(Instant::now());
                     }

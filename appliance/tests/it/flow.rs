@@ -442,6 +442,7 @@ async fn health_metrics_and_openapi() {
         "/v1/bookings/{id}/complete",
         "/v1/waitlist",
         "/v1/assets/{id}/availability",
+        "/v1/blobs/{sha256}",
         "/healthz",
         "/readyz",
         "/metrics",

@@ -11,6 +11,7 @@ mod doctor;
 mod flow;
 mod idempotency;
 mod mqtt;
+mod photos;
 mod printer;
 mod readme;
 mod roles;

@@ -73,6 +73,8 @@ async fn readme_walkthrough_works_against_the_demo() {
         r#""subtotal":425000,"tax":46750,"total":471750,"status":"PAID""#,
         r#""valid":true"#,
         r#""pending_events":12"#,
+        r#"{"size":4,"state":"stored"}"#,
+        r#""photos":1"#,
     ] {
         assert!(
             stdout.contains(expected),

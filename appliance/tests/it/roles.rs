@@ -37,6 +37,9 @@ const MATRIX: &[(&str, &str, &[&str])] = &[
     ("POST", "/v1/invoices/x/credit-notes", &[P]),
     ("POST", "/v1/invoices/x/print", &[P]),
     ("GET", "/v1/print-jobs/x", &[T, P, S]),
+    ("PUT", "/v1/blobs/x", &[T]),
+    ("GET", "/v1/blobs/x", &[T]),
+    // HEAD shares GET's role check (an answer without a body cannot show the error code).
     ("POST", "/v1/inspections", &[T]),
     ("GET", "/v1/inspections/x", &[T, P]),
     ("GET", "/v1/inspections/x/verify", &[T, P]),

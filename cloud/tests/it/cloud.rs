@@ -18,6 +18,8 @@ pub struct Cloud {
     http: reqwest::Client,
     /// An operator API token, made at start.
     pub operator: String,
+    /// The photo store (`blobs.url = file://...`): this cloud's own directory.
+    pub blobs_dir: tempfile::TempDir,
 }
 
 /// An answer: status, JSON body (Null when the body is not JSON), the server-time header.
@@ -53,10 +55,21 @@ impl Cloud {
         let db = TestDb::create().await;
         migrate(&db).await;
         let redis = redis_url();
-        let server = Server::start(&[], &[("DATABASE_URL", db.url()), ("REDIS_URL", &redis)]).await;
+        let blobs_dir = tempfile::tempdir().expect("a photo store directory");
+        let blobs_url = format!("file://{}", blobs_dir.path().display());
+        let server = Server::start(
+            &[],
+            &[
+                ("DATABASE_URL", db.url()),
+                ("REDIS_URL", &redis),
+                ("SENTRA_CLOUD__BLOBS__URL", &blobs_url),
+            ],
+        )
+        .await;
         let mut cloud = Cloud {
             db,
             server,
+            blobs_dir,
             http: crate::support::http_client(),
             operator: String::new(),
         };

@@ -9,6 +9,7 @@
 //! `cloud` is a running cloud with enrolled, signing devices; `fixtures` the edge-shaped events
 //! and signatures (shared with `benches/ingest.rs`).
 
+mod blobs;
 mod booking;
 mod booking_completion;
 mod booking_support;

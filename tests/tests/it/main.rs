@@ -4,6 +4,7 @@
 
 mod booking;
 mod heartbeat;
+mod photos;
 mod provisioning;
 mod shared;
 mod static_binary;

@@ -1,0 +1,151 @@
+//! The photo uploader: takes the photos in `blobs.db` to the cloud's object store, resumably,
+//! through the sync daemon's signed client.
+//!
+//! Order: a photo goes up only once the cloud has acknowledged an outbox event that references
+//! it (`blob_refs`, written with the inspection), so the cloud always knows the inspection before
+//! its photos and can refuse photos nobody references. A photo no inspection references yet
+//! waits on the box (no grace period: it is uploaded when an inspection names it).
+//!
+//! Resumption: the cloud keeps the parts it received (`POST .../uploads` lists them), so after a
+//! dropped link or a restart of either side only the missing parts are sent. The cloud checks
+//! size and SHA-256 of the whole at `complete`; only then is the photo marked uploaded here, and
+//! only then may eviction delete it.
+//!
+//! It runs beside the sync loop, not inside it, so a large photo over a slow link never holds
+//! back the outbox; it wakes when a photo arrives, when a sync round acknowledged events, and
+//! every [`IDLE`] in case it missed both.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::SyncHandle;
+use super::client::{Backoff, CloudClient, SyncError, UploadState};
+use crate::config::{BlobsConfig, SyncConfig};
+use crate::store::Store;
+use crate::store::blobs::BlobError;
+
+/// Look again this often with nothing to wake us.
+const IDLE: Duration = Duration::from_secs(30);
+
+impl From<BlobError> for SyncError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::Store(e) => SyncError::Store(e),
+            BlobError::Full(message) => SyncError::Store(crate::store::StoreError::Commit(message)),
+        }
+    }
+}
+
+/// Run until `cancel`.
+pub async fn run(
+    store: Store,
+    sync: SyncConfig,
+    cfg: BlobsConfig,
+    handle: SyncHandle,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Backoff::new(sync.retry_max_ms);
+    loop {
+        if let Ok(stats) = store.blobs().stats().await {
+            crate::metrics::blobs(&stats);
+        }
+        let wait = match handle.client() {
+            None => IDLE,
+            Some((client, _)) => match round(&store, &client, &cfg, &cancel).await {
+                Ok(()) => {
+                    backoff.reset();
+                    IDLE
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(error = %e, "photo upload interrupted; retrying");
+                    backoff.next_wait()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "photo upload failed");
+                    IDLE
+                }
+            },
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+            _ = handle.uploader.notified() => {}
+        }
+    }
+}
+
+/// Upload every photo that may go, oldest first. A refusal of one photo (the cloud does not
+/// know the inspection yet, or its bytes did not verify) skips it until the next round; a
+/// broken link ends the round.
+async fn round(
+    store: &Store,
+    client: &CloudClient,
+    cfg: &BlobsConfig,
+    cancel: &CancellationToken,
+) -> Result<(), SyncError> {
+    let pending = store.blobs().pending().await?;
+    for (digest, size) in pending {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let d = digest.clone();
+        let acknowledged = store
+            .read(move |c| crate::store::inspections::photo_acknowledged(c, &d))
+            .await?;
+        if !acknowledged {
+            continue;
+        }
+        match upload(store, client, &digest, size).await {
+            Ok(()) => {
+                store
+                    .blobs()
+                    .mark_uploaded(digest.clone(), cfg.max_bytes)
+                    .await?;
+                crate::metrics::blob_uploaded();
+                tracing::info!(%digest, size, "photo uploaded");
+            }
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "the cloud refused a photo; trying again later");
+            }
+        }
+    }
+    if let Ok(stats) = store.blobs().stats().await {
+        crate::metrics::blobs(&stats);
+    }
+    Ok(())
+}
+
+/// One photo: start or resume, send the parts the cloud lacks, complete.
+async fn upload(
+    store: &Store,
+    client: &CloudClient,
+    digest: &str,
+    size: u64,
+) -> Result<(), SyncError> {
+    let (upload_id, have) = match client.blob_start(digest, size).await? {
+        UploadState::Stored { .. } => return Ok(()),
+        UploadState::Uploading { upload_id, parts } => (upload_id, parts),
+    };
+    let sizes = store.blobs().parts(digest.to_owned()).await?;
+    for (n, len) in sizes.iter().enumerate() {
+        let n = u32::try_from(n).expect("a photo has far fewer than 2^32 parts");
+        if have.iter().any(|p| p.n == n && p.size == *len) {
+            continue;
+        }
+        let data = store
+            .blobs()
+            .part(digest.to_owned(), n)
+            .await?
+            .ok_or_else(|| {
+                SyncError::Store(crate::store::StoreError::Corrupt(format!(
+                    "photo {digest}: part {n} is missing"
+                )))
+            })?;
+        let sent = data.len() as u64;
+        client.blob_part(digest, &upload_id, n, data).await?;
+        crate::metrics::blob_part_sent(sent);
+    }
+    client.blob_complete(digest, &upload_id).await
+}
