@@ -236,7 +236,10 @@ impl Cloud {
 
     fn command(&self) -> std::process::Command {
         let mut c = std::process::Command::new(bin("sentra-cloud"));
+        // The whole-system tests book for made-up customers; the identity gate (on by default)
+        // is tested in sentra-cloud's `identity` tests. A test may pass `true` in its env.
         c.env("DATABASE_URL", &self.db.url)
+            .env("SENTRA_CLOUD__IDENTITY__REQUIRED", "false")
             .env("RUST_LOG", "warn")
             .env(
                 "SENTRA_CLOUD__BLOBS__URL",

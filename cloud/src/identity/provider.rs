@@ -111,6 +111,9 @@ struct Message {
 
 impl Verihubs {
     pub fn new(base_url: &str, app_id: &str, api_key: &str) -> Result<Verihubs, reqwest::Error> {
+        // One process-wide crypto provider (as the messaging gateway installs it); a second
+        // install is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(Verihubs {
             http: reqwest::Client::builder()
                 .timeout(PROVIDER_TIMEOUT)

@@ -19,6 +19,7 @@ mod device_auth;
 mod enroll;
 mod fixtures;
 mod fleet;
+mod identity;
 mod migrate;
 mod notify;
 mod pull;
