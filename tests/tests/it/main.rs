@@ -4,6 +4,7 @@
 
 mod booking;
 mod heartbeat;
+mod image;
 mod provisioning;
 mod shared;
 mod static_binary;
