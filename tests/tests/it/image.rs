@@ -87,7 +87,10 @@ fn every_unit_the_image_enables_of_ours_exists() {
         let found = ["systemd", "image/files"]
             .iter()
             .any(|dir| repo().join(dir).join(unit).is_file());
-        assert!(found, "the image enables {unit}, which is in neither systemd/ nor image/files/");
+        assert!(
+            found,
+            "the image enables {unit}, which is in neither systemd/ nor image/files/"
+        );
     }
 }
 

@@ -178,7 +178,10 @@ fn the_self_update_units_agree_with_the_updater_and_each_other() {
         "NoNewPrivileges=yes",
         "LoadCredentialEncrypted=store-key:/etc/sentra/store-key.cred",
     ] {
-        assert!(has(&update, line), "sentra-edge-update.service lacks {line:?}");
+        assert!(
+            has(&update, line),
+            "sentra-edge-update.service lacks {line:?}"
+        );
     }
     assert!(
         update.iter().all(|l| !l.starts_with("Restart=")),
