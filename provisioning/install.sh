@@ -3,9 +3,11 @@
 #
 #   bash provisioning/install.sh [--root DIR] [--bin FILE]
 #
-# Installs the static binary as /usr/bin/sentra-edge, the systemd unit, sysusers and tmpfiles
-# files, the udev rules and the admin wrapper, then creates the `sentra` user (in dialout and lp)
-# and its directories. With --root it works on DIR instead of / and starts nothing (what an image
+# Installs the static binary as the first release of the updater's layout
+# (/var/lib/sentra/app/releases/<version>/sentra-edge, `current` pointing at it, which the units
+# start; /usr/bin/sentra-edge links to `current/sentra-edge`), the systemd units (the daemon, the
+# self-update service, its timer and the restart path it triggers), sysusers and tmpfiles files, the udev rules and the admin
+# wrapper, after creating the `sentra` user (in dialout and lp) and its directories. With --root it works on DIR instead of / and starts nothing (what an image
 # builder wants); without it, it also reloads systemd and udev. It makes no store key and enables
 # nothing: first boot does that, per box (provisioning/README.md). Safe to run again (upgrade).
 set -euo pipefail
@@ -33,9 +35,11 @@ if readelf -d "$bin" 2>/dev/null | grep -q NEEDED; then
 fi
 
 r="${root%/}"
-install -D -m 0755 "$bin" "$r/usr/bin/sentra-edge"
 install -D -m 0755 "$here/provisioning/sentra-edge-admin" "$r/usr/sbin/sentra-edge-admin"
-install -D -m 0644 "$here/systemd/sentra-edge.service" "$r/usr/lib/systemd/system/sentra-edge.service"
+for unit in sentra-edge.service sentra-edge-update.service sentra-edge-update.timer \
+    sentra-edge-restart.path sentra-edge-restart.service; do
+    install -D -m 0644 "$here/systemd/$unit" "$r/usr/lib/systemd/system/$unit"
+done
 install -D -m 0644 "$here/systemd/sentra-edge.sysusers" "$r/usr/lib/sysusers.d/sentra-edge.conf"
 install -D -m 0644 "$here/systemd/sentra-edge.tmpfiles" "$r/usr/lib/tmpfiles.d/sentra-edge.conf"
 install -D -m 0644 "$here/udev/70-sentra.rules" "$r/usr/lib/udev/rules.d/70-sentra.rules"
@@ -44,6 +48,27 @@ install -D -m 0644 "$here/provisioning/README.md" "$r/usr/share/doc/sentra-edge/
 
 systemd-sysusers --root="$root" "$r/usr/lib/sysusers.d/sentra-edge.conf"
 systemd-tmpfiles --create --root="$root" "$r/usr/lib/tmpfiles.d/sentra-edge.conf"
+
+# The updater's layout (appliance/src/update/install.rs): the units start `current/sentra-edge`,
+# and the self-update swaps `current` to a newer release beside this one. The binary names its
+# own version; a release already there is replaced (a re-install of the same version).
+version="$("$bin" version | awk '{print $2}')"
+[ -n "$version" ] || die "$bin version printed nothing"
+app="$r/var/lib/sentra/app"
+install -d -m 0700 "$app/releases"
+rm -rf "$app/releases/.$version.tmp"
+install -D -m 0755 "$bin" "$app/releases/.$version.tmp/sentra-edge"
+rm -rf "$app/releases/$version"
+mv "$app/releases/.$version.tmp" "$app/releases/$version"
+ln -sfn "releases/$version" "$app/.current.tmp"
+mv -T "$app/.current.tmp" "$app/current"
+# The updater runs as the daemon's user: the layout is that user's (ids from DIR's passwd).
+owner="$(awk -F: '$1 == "sentra" { print $3 ":" $4 }' "$r/etc/passwd")"
+[ -n "$owner" ] || die "no user sentra in $r/etc/passwd after systemd-sysusers"
+chown -hR "$owner" "$app"
+# Relative, so the link also resolves inside an image tree (--root).
+install -d -m 0755 "$r/usr/bin"
+ln -sfn ../../var/lib/sentra/app/current/sentra-edge "$r/usr/bin/sentra-edge"
 
 if [ "$root" = / ]; then
     systemctl daemon-reload || true

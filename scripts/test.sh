@@ -77,6 +77,8 @@ ensure_build_tools() {
     { command -v readelf >/dev/null && command -v strip >/dev/null; } || pkgs+=(binutils)
     # The unit, sysusers and tmpfiles checks use systemd's own tools.
     command -v systemd-analyze >/dev/null || pkgs+=(systemd)
+    # The image's scripts are checked with shellcheck (tests/tests/it/image.rs).
+    command -v shellcheck >/dev/null || pkgs+=(shellcheck)
     command -v curl >/dev/null || pkgs+=(curl)
     command -v jq >/dev/null || pkgs+=(jq)
     # The fleet page test opens it in headless Chromium.

@@ -4,6 +4,7 @@
 
 mod booking;
 mod heartbeat;
+mod image;
 mod photos;
 mod provisioning;
 mod shared;

@@ -1,7 +1,9 @@
 //! The files in `systemd/` checked by systemd's own tools (Debian 12: systemd 252, no booted
-//! systemd needed): every unit's `systemd-analyze security --offline=yes` exposure at or below
-//! 2.0, `systemd-analyze verify` without a warning, and the sysusers and tmpfiles files applied
-//! to a scratch root by `systemd-sysusers --root` and `systemd-tmpfiles --root`.
+//! systemd needed): every service's `systemd-analyze security --offline=yes` exposure at or
+//! below 2.0, `systemd-analyze verify` of every unit (services, the update timer, the restart
+//! path) without a warning, the self-update units agreeing with the updater and with each other,
+//! and the sysusers and tmpfiles files applied to a scratch root by `systemd-sysusers --root` and
+//! `systemd-tmpfiles --root`.
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -17,18 +19,29 @@ pub fn repo() -> PathBuf {
         .to_owned()
 }
 
-fn units() -> Vec<PathBuf> {
-    let mut units: Vec<PathBuf> = std::fs::read_dir(repo().join("systemd"))
-        .expect("systemd/")
+/// The units in `dir` with one of `kinds` as extension, sorted.
+pub fn units_in(dir: &Path, kinds: &[&str]) -> Vec<PathBuf> {
+    let mut units: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("entry").path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == "service" || e == "socket" || e == "timer")
-        })
+        .filter(|p| p.extension().is_some_and(|e| kinds.iter().any(|k| e == *k)))
         .collect();
     units.sort();
-    assert!(!units.is_empty(), "no units in systemd/");
+    assert!(!units.is_empty(), "no units in {}", dir.display());
     units
+}
+
+fn units() -> Vec<PathBuf> {
+    units_in(
+        &repo().join("systemd"),
+        &["service", "socket", "timer", "path"],
+    )
+}
+
+/// `systemd-analyze security` rates the sandbox of services (a timer or path unit runs nothing
+/// itself: it would be rated as an empty service).
+fn services() -> Vec<PathBuf> {
+    units_in(&repo().join("systemd"), &["service"])
 }
 
 fn run(cmd: &mut Command) -> (i32, String) {
@@ -52,7 +65,7 @@ fn exposure(report: &str) -> Option<f64> {
 #[test]
 fn every_unit_scores_at_most_2_0_in_systemd_analyze_security() {
     let mut scores = Vec::new();
-    for unit in units() {
+    for unit in services() {
         // --threshold is in tenths: the command itself fails above 2.0, as a CI gate would.
         let threshold = format!("--threshold={}", (MAX_EXPOSURE * 10.0) as u32);
         let (code, report) = run(Command::new("systemd-analyze")
@@ -75,29 +88,139 @@ fn every_unit_scores_at_most_2_0_in_systemd_analyze_security() {
     eprintln!("unit exposure scores: {scores:?}");
 }
 
-#[test]
-fn every_unit_verifies_without_warnings() {
-    let edge = sentra_system_tests::bin("sentra-edge");
+/// The program our units start: the updater's `current` link (appliance/src/update/install.rs).
+const CURRENT_EXE: &str = "/var/lib/sentra/app/current/sentra-edge";
+
+/// `systemd-analyze verify` of `units` (copied to one directory, so a timer or path unit finds
+/// its service) without a line about any of them; `programs` maps an ExecStart program to one
+/// that exists here, since verify checks that it does.
+pub fn verify_units(units: &[PathBuf], programs: &[(&str, &Path)]) {
     let dir = tempfile::tempdir().expect("tempdir");
-    for unit in units() {
-        // verify checks that ExecStart's program exists: point it at the binary just built.
-        let text = std::fs::read_to_string(&unit).expect("read unit");
-        let text = text.replace("/usr/bin/sentra-edge", &edge.display().to_string());
+    let mut copies = Vec::new();
+    for unit in units {
+        let mut text = std::fs::read_to_string(unit).expect("read unit");
+        for (from, to) in programs {
+            text = text.replace(from, &to.display().to_string());
+        }
         let copy = dir.path().join(unit.file_name().expect("name"));
         std::fs::write(&copy, text).expect("write unit copy");
+        copies.push(copy);
+    }
+    for copy in &copies {
         let (code, report) = run(Command::new("systemd-analyze")
             .args(["verify", "--no-pager"])
-            .arg(&copy));
+            .arg(copy));
         let ours: Vec<&str> = report
             .lines()
-            .filter(|l| l.contains(&*copy.file_name().expect("name").to_string_lossy()))
+            .filter(|l| {
+                copies
+                    .iter()
+                    .any(|c| l.contains(&*c.file_name().expect("name").to_string_lossy()))
+            })
             .collect();
         assert!(
             code == 0 && ours.is_empty(),
             "systemd-analyze verify {} (exit {code}):\n{report}",
-            unit.display()
+            copy.display()
         );
     }
+}
+
+#[test]
+fn every_unit_verifies_without_warnings() {
+    let edge = sentra_system_tests::bin("sentra-edge");
+    verify_units(&units(), &[(CURRENT_EXE, &edge)]);
+}
+
+fn unit_lines(name: &str) -> Vec<String> {
+    std::fs::read_to_string(repo().join("systemd").join(name))
+        .unwrap_or_else(|e| panic!("systemd/{name}: {e}"))
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn the_self_update_units_agree_with_the_updater_and_each_other() {
+    let defaults = sentra_edge::config::Config::defaults();
+    let current = defaults.update.install_root.join("current/sentra-edge");
+    assert_eq!(current, Path::new(CURRENT_EXE), "update.install_root moved");
+    let daemon = unit_lines("sentra-edge.service");
+    let update = unit_lines("sentra-edge-update.service");
+    let restart_path = unit_lines("sentra-edge-restart.path");
+    let restart = unit_lines("sentra-edge-restart.service");
+    let timer = unit_lines("sentra-edge-update.timer");
+    let has = |lines: &[String], line: &str| lines.iter().any(|l| l == line);
+
+    // Both start the release `current` points to; the daemon cannot write its releases.
+    assert!(
+        daemon
+            .iter()
+            .any(|l| l.starts_with(&format!("ExecStart={CURRENT_EXE} run "))),
+        "sentra-edge.service does not start {CURRENT_EXE}: {daemon:?}"
+    );
+    let app = defaults.update.install_root.display().to_string();
+    assert!(
+        has(&daemon, &format!("ReadOnlyPaths={app}")),
+        "the daemon may write its releases"
+    );
+    assert!(update.iter().any(|l| l.starts_with(&format!(
+        "ExecStart={CURRENT_EXE} update apply --config /etc/sentra/edge.toml"
+    ))));
+
+    // The updater is the daemon's user with the daemon's credential, and no capability.
+    for line in [
+        "Type=oneshot",
+        "User=sentra",
+        "StateDirectory=sentra",
+        "CapabilityBoundingSet=",
+        "NoNewPrivileges=yes",
+        "LoadCredentialEncrypted=store-key:/etc/sentra/store-key.cred",
+    ] {
+        assert!(
+            has(&update, line),
+            "sentra-edge-update.service lacks {line:?}"
+        );
+    }
+    assert!(
+        update.iter().all(|l| !l.starts_with("Restart=")),
+        "a failed update must not be retried at once"
+    );
+
+    // Its restart command writes the file the path unit watches, and that unit restarts the
+    // daemon: the one privileged step, done by systemd.
+    let watched = restart_path
+        .iter()
+        .find_map(|l| l.strip_prefix("PathModified="))
+        .expect("sentra-edge-restart.path watches a file");
+    let env = update
+        .iter()
+        .find_map(|l| l.strip_prefix("Environment="))
+        .expect("the update unit sets the restart command");
+    let env = env.trim_matches('"');
+    let command = env
+        .strip_prefix("SENTRA_EDGE__UPDATE__RESTART_COMMAND=")
+        .unwrap_or_else(|| panic!("not the restart command's variable: {env}"))
+        .trim_matches('"');
+    assert!(
+        command.ends_with(&format!("> {watched}")),
+        "restart command {command:?} does not write {watched}"
+    );
+    assert!(
+        Path::new(watched).starts_with(&defaults.store.data_dir),
+        "{watched} is outside the state directory the updater may write"
+    );
+    assert!(has(&restart_path, "Unit=sentra-edge-restart.service"));
+    assert!(has(
+        &restart,
+        "ExecStart=/usr/bin/systemctl restart --no-block sentra-edge.service"
+    ));
+
+    // The timer starts the update service (its default name) every few minutes, spread out.
+    assert!(timer.iter().any(|l| l.starts_with("OnUnitActiveSec=")));
+    assert!(timer.iter().any(|l| l.starts_with("RandomizedDelaySec=")));
+    assert!(timer.iter().all(|l| !l.starts_with("Unit=")));
 }
 
 #[test]
@@ -163,6 +286,7 @@ pub fn assert_user_and_dirs(root: &Path) {
     }
     for (dir, mode, owner, group) in [
         ("var/lib/sentra", 0o700, uid, gid),
+        ("var/lib/sentra/app", 0o700, uid, gid),
         ("etc/sentra", 0o750, 0, gid),
     ] {
         let meta = std::fs::metadata(root.join(dir)).unwrap_or_else(|e| panic!("/{dir}: {e}"));
