@@ -622,3 +622,106 @@ async fn the_counter_confirms_cancels_completes_and_joins_the_waitlist_through_t
     );
     drop(redis);
 }
+
+/// The identity gate (issue 8) at the branch: a customer whose KTP was never checked is refused
+/// online, and a booking taken for them offline comes back `REJECTED` with that reason at sync,
+/// while a verified customer's offline booking is confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_customer_is_refused_online_and_rejected_at_sync() {
+    use base64::Engine as _;
+    let redis = Redis::start().await;
+    let cloud = Cloud::start_with(&[
+        ("REDIS_URL", &redis.url),
+        ("SENTRA_CLOUD__IDENTITY__REQUIRED", "true"),
+        ("SENTRA_CLOUD__IDENTITY__PROVIDER_URL", "sandbox"),
+    ])
+    .await;
+    let proxy = Proxy::start(cloud.url.trim_start_matches("http://").to_owned(), 17).await;
+    let site = EdgeSite::new(BRANCH, "");
+    let edge = site.start().await;
+    let pos = site.pair(&edge, "pos").await;
+    let tablet = site.pair(&edge, "tablet").await;
+    site.enroll(&proxy.url, &cloud.enrollment_token(BRANCH));
+    let op = cloud.operator_token();
+    let (s, b) = cloud_call(
+        &cloud,
+        &op,
+        "PUT",
+        &format!("/v1/branches/{BRANCH}/assets/CAR-001"),
+        json!({"id": "CAR-001", "sku": "AVZ", "plate": "B 1001 BKG", "name": "Toyota Avanza"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    eventually(WAIT, "the asset and the link", || async {
+        let (_, assets) = edge.call(Some(&tablet), "GET", "/v1/assets", None).await;
+        let st = edge.sync_status(&tablet).await;
+        (assets.as_array().is_some_and(|a| a.len() == 1) && st["link"]["state"] == "online")
+            .then_some(())
+    })
+    .await;
+
+    // C-VER's KTP is checked (through the cloud's sandbox provider); C-NEW's never is.
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let (s, v) = cloud_call(
+        &cloud,
+        &op,
+        "POST",
+        "/v1/customers/C-VER/identity",
+        json!({"ktp_image": b64("SANDBOX-KTP\nnik=3171010508900001\nname=Vera\n"),
+               "selfie": b64("SANDBOX-FACE\nsimilarity=0.95\nlive=true\n")}),
+    )
+    .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("VERIFIED")), "{v}");
+
+    // Online: the cloud's refusal reaches the counter, nothing is booked at the box.
+    let (s, b) = book(&edge, &pos, "CAR-001", "2027-05-01", "2027-05-02", "C-NEW").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (422, Some("identity_unverified")),
+        "{b}"
+    );
+
+    // Offline: both are TENTATIVE; the cloud decides at sync.
+    proxy.set(ProxyMode::Down);
+    let (s, unverified) = book(&edge, &pos, "CAR-001", "2027-05-10", "2027-05-11", "C-NEW").await;
+    assert_eq!(
+        (s, unverified["state"].as_str()),
+        (202, Some("TENTATIVE")),
+        "{unverified}"
+    );
+    let (s, verified) = book(&edge, &pos, "CAR-001", "2027-05-20", "2027-05-21", "C-VER").await;
+    assert_eq!(
+        (s, verified["state"].as_str()),
+        (202, Some("TENTATIVE")),
+        "{verified}"
+    );
+    proxy.set(ProxyMode::Pass);
+    edge.drained(&tablet, WAIT).await;
+    let decided = |id: String| {
+        let edge = &edge;
+        let tablet = &tablet;
+        async move {
+            eventually(WAIT, "an offline booking to be decided", || async {
+                let (_, b) = edge
+                    .call(Some(tablet), "GET", &format!("/v1/bookings/{id}"), None)
+                    .await;
+                (b["state"] != "TENTATIVE").then_some(b)
+            })
+            .await
+        }
+    };
+    let rejected = decided(unverified["id"].as_str().expect("id").to_owned()).await;
+    assert_eq!(
+        (rejected["state"].as_str(), rejected["reject_code"].as_str()),
+        (Some("REJECTED"), Some("identity_unverified")),
+        "{rejected}"
+    );
+    assert!(
+        rejected["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("KTP")),
+        "{rejected}"
+    );
+    let confirmed = decided(verified["id"].as_str().expect("id").to_owned()).await;
+    assert_eq!(confirmed["state"], "CONFIRMED", "{confirmed}");
+}
