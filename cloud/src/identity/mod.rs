@@ -374,14 +374,17 @@ pub async fn post_check(
     Ok((StatusCode::OK, Json(answer)))
 }
 
+/// `customer_identities` as answered: state, reason, last four, verified at, checked at.
+type StandingRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
 async fn standing(db: &PgPool, customer: &str) -> Result<Value, ApiError> {
-    let row: Option<(
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-    )> = sqlx::query_as(
+    let row: Option<StandingRow> = sqlx::query_as(
         "SELECT state, reason, nik_last4,
                     to_char(verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
                     to_char(checked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
