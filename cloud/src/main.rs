@@ -37,6 +37,7 @@ mod notify;
 mod releases;
 mod shared;
 mod startup;
+mod ttl;
 
 use std::future::Future;
 use std::io::{IsTerminal as _, Write as _};

@@ -75,6 +75,20 @@ fn taken(new: &NewBooking, busy: &Busy) -> ApiError {
     )
 }
 
+/// The SKU of this branch's asset `asset_id`, or the field error a counter can act on.
+async fn branch_asset_sku(s: &AppState, asset_id: &str) -> Result<String, ApiError> {
+    let id = asset_id.to_owned();
+    s.store
+        .read(move |c| bookings::asset_sku(c, &id))
+        .await?
+        .ok_or_else(|| {
+            ApiError::field(
+                "asset_id",
+                format!("no asset {asset_id:?} at this branch; see GET /v1/assets"),
+            )
+        })
+}
+
 #[utoipa::path(post, path = "/v1/bookings", tag = "bookings", request_body = CreateBooking,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: same answer, one booking")),
     responses(
@@ -97,18 +111,7 @@ pub async fn create(
         .map_or(Ok("basic"), parse_tier)
         .map_err(|e| ApiError::field("tier", e.0))?;
     let asset_id = String::from(b.asset_id);
-    let sku = {
-        let asset_id = asset_id.clone();
-        s.store
-            .read(move |c| bookings::asset_sku(c, &asset_id))
-            .await?
-    }
-    .ok_or_else(|| {
-        ApiError::field(
-            "asset_id",
-            format!("no asset {asset_id:?} at this branch; see GET /v1/assets"),
-        )
-    })?;
+    let sku = branch_asset_sku(&s, &asset_id).await?;
     let new = NewBooking {
         id: booking_id(&caller.0.id, key.0.as_deref()),
         asset_id,
@@ -482,18 +485,7 @@ pub async fn join_waitlist(
         .map_or(Ok("basic"), parse_tier)
         .map_err(|e| ApiError::field("tier", e.0))?;
     let asset_id = String::from(b.asset_id);
-    let sku = {
-        let asset_id = asset_id.clone();
-        s.store
-            .read(move |c| bookings::asset_sku(c, &asset_id))
-            .await?
-    }
-    .ok_or_else(|| {
-        ApiError::field(
-            "asset_id",
-            format!("no asset {asset_id:?} at this branch; see GET /v1/assets"),
-        )
-    })?;
+    let sku = branch_asset_sku(&s, &asset_id).await?;
     let customer: String = b.customer.into();
     let body = serde_json::json!({
         "sku": sku,

@@ -63,17 +63,10 @@ fn invalid(error: types::Invalid) -> ApiError {
     ApiError::Invalid(error.to_string())
 }
 
-fn caller_name(caller: &Caller) -> String {
-    match caller {
-        Caller::Device(device) => format!("device:{}", device.id),
-        Caller::Client(client) => format!("token:{}", client.name),
-    }
-}
-
 fn visible(caller: &Caller, row: &BookingRow) -> bool {
     match caller {
         Caller::Client(client) if client.role == Role::Operator => true,
-        Caller::Client(_) => row.created_by == caller_name(caller),
+        Caller::Client(_) => row.created_by == caller.name(),
         Caller::Device(device) => row.branch == device.branch_id,
     }
 }
@@ -275,7 +268,7 @@ pub async fn hold(
         }
     }
     let key = idempotency_key(&headers)?;
-    let created_by = caller_name(&caller);
+    let created_by = caller.name();
     let digest = record::request_digest(
         &branch,
         &body.asset_id,

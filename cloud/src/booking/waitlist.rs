@@ -44,13 +44,6 @@ pub struct JoinBody {
     tier: Option<String>,
 }
 
-fn caller_name(caller: &Caller) -> String {
-    match caller {
-        Caller::Device(device) => format!("device:{}", device.id),
-        Caller::Client(client) => format!("token:{}", client.name),
-    }
-}
-
 /// `POST /v1/waitlist` `{sku, date, customer, tier}` → 201 `{id, state: "WAITING", position}`.
 pub async fn join(
     State(state): State<AppState>,
@@ -83,7 +76,7 @@ pub async fn join(
     .bind(&body.customer)
     .bind(tier.as_str())
     .bind(i16::from(tier.rank()))
-    .bind(caller_name(&caller))
+    .bind(caller.name())
     .fetch_optional(&booking.db)
     .await
     .map_err(|error| ApiError::database(&error))?
@@ -153,7 +146,7 @@ pub async fn get(
     let created_by = get("created_by")?.unwrap_or_default();
     let visible = match &caller {
         Caller::Client(client) if client.role == Role::Operator => true,
-        _ => created_by == caller_name(&caller),
+        _ => created_by == caller.name(),
     };
     if !visible {
         return Err(not_found());

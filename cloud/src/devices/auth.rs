@@ -16,9 +16,7 @@
 //!   asking PostgreSQL again ([`TokenCache`]), so a revocation (`revoked_at` set) takes effect on
 //!   every replica within that time. Unknown or revoked tokens are never cached: each is looked up.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
@@ -36,6 +34,7 @@ use sqlx::PgPool;
 
 use super::tokens::{self, Role};
 use crate::http::{ApiError, AppState, now_ms};
+use crate::ttl::TtlMap;
 
 /// How long a nonce is remembered: twice the allowed skew. A request accepted at server time t
 /// carries a timestamp within t ± MAX_SKEW, so any replay later than t + 2·MAX_SKEW already
@@ -58,27 +57,12 @@ pub const API_TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 pub const API_TOKEN_CACHE_ENTRIES: usize = 4096;
 
 /// API tokens recently found valid, keyed by their SHA-256 (the token itself is not kept).
-#[derive(Debug, Default)]
-pub struct TokenCache(Mutex<HashMap<Vec<u8>, (Instant, ApiClient)>>);
+#[derive(Debug)]
+pub struct TokenCache(TtlMap<Vec<u8>, ApiClient>);
 
-impl TokenCache {
-    fn get(&self, hash: &[u8]) -> Option<ApiClient> {
-        let entries = self.0.lock().ok()?;
-        let (at, client) = entries.get(hash)?;
-        (at.elapsed() < API_TOKEN_CACHE_TTL).then(|| client.clone())
-    }
-
-    fn put(&self, hash: Vec<u8>, client: ApiClient) {
-        let Ok(mut entries) = self.0.lock() else {
-            return;
-        };
-        if entries.len() >= API_TOKEN_CACHE_ENTRIES {
-            entries.retain(|_, (at, _)| at.elapsed() < API_TOKEN_CACHE_TTL);
-            if entries.len() >= API_TOKEN_CACHE_ENTRIES {
-                entries.clear();
-            }
-        }
-        entries.insert(hash, (Instant::now(), client));
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache(TtlMap::new(API_TOKEN_CACHE_TTL, API_TOKEN_CACHE_ENTRIES))
     }
 }
 
@@ -103,6 +87,14 @@ pub struct ApiClient {
 }
 
 impl Caller {
+    /// Who made a record (`created_by`, `checked_by`): `device:<id>` or `token:<name>`.
+    pub fn name(&self) -> String {
+        match self {
+            Caller::Device(device) => format!("device:{}", device.id),
+            Caller::Client(client) => format!("token:{}", client.name),
+        }
+    }
+
     /// The device, for routes only a device may call.
     pub fn device(&self) -> Result<&DeviceIdentity, ApiError> {
         match self {
@@ -252,7 +244,7 @@ pub async fn authenticate(
 
 async fn api_client(db: &PgPool, cache: &TokenCache, token: &str) -> Result<ApiClient, AuthError> {
     let hash = tokens::hash(token);
-    if let Some(client) = cache.get(&hash) {
+    if let Some(client) = cache.0.get(&hash) {
         return Ok(client);
     }
     let row: Option<(String, String)> = sqlx::query_as(
@@ -264,7 +256,7 @@ async fn api_client(db: &PgPool, cache: &TokenCache, token: &str) -> Result<ApiC
     let (name, role) = row.ok_or(AuthError::UnknownToken)?;
     let role = role.parse().map_err(|_| AuthError::UnknownToken)?;
     let client = ApiClient { name, role };
-    cache.put(hash, client.clone());
+    cache.0.put(hash, client.clone());
     Ok(client)
 }
 

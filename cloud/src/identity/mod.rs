@@ -21,9 +21,7 @@
 
 pub mod provider;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -37,6 +35,7 @@ use self::provider::{CheckBody, IdentityProvider, ProviderError, Verihubs};
 use crate::config::Secret;
 use crate::devices::auth::Caller;
 use crate::http::{ApiError, AppState, JsonBody};
+use crate::ttl::TtlMap;
 
 /// Least face similarity (0–1) that counts as the same person.
 pub const MIN_FACE_SIMILARITY: f64 = 0.80;
@@ -106,7 +105,7 @@ pub struct Identity {
     pub provider: Option<Verihubs>,
     pub nik_secret: Option<Secret>,
     pub required: bool,
-    verified: Mutex<HashMap<String, Instant>>,
+    verified: TtlMap<String, ()>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -124,28 +123,12 @@ impl Identity {
             provider,
             nik_secret,
             required,
-            verified: Mutex::default(),
+            verified: TtlMap::new(VERIFIED_CACHE_TTL, VERIFIED_CACHE_ENTRIES),
         }
     }
 
     fn cached(&self, customer: &str) -> bool {
-        self.verified
-            .lock()
-            .ok()
-            .and_then(|map| map.get(customer).copied())
-            .is_some_and(|at| at.elapsed() < VERIFIED_CACHE_TTL)
-    }
-
-    fn remember(&self, customer: &str) {
-        if let Ok(mut map) = self.verified.lock() {
-            if map.len() >= VERIFIED_CACHE_ENTRIES {
-                map.retain(|_, at| at.elapsed() < VERIFIED_CACHE_TTL);
-                if map.len() >= VERIFIED_CACHE_ENTRIES {
-                    map.clear();
-                }
-            }
-            map.insert(customer.to_owned(), Instant::now());
-        }
+        self.verified.get(customer).is_some()
     }
 
     /// Whether `customer` may rent: verified, or the gate is off.
@@ -173,7 +156,7 @@ impl Identity {
         .fetch_one(&mut *conn)
         .await?;
         if verified {
-            self.remember(customer);
+            self.verified.put(customer.to_owned(), ());
         }
         Ok(verified)
     }
@@ -278,13 +261,6 @@ fn decode(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
     Ok(bytes)
 }
 
-fn caller_name(caller: &Caller) -> String {
-    match caller {
-        Caller::Device(device) => format!("device:{}", device.id),
-        Caller::Client(client) => format!("token:{}", client.name),
-    }
-}
-
 /// `POST /v1/customers/{id}/identity`.
 pub async fn post_check(
     State(state): State<AppState>,
@@ -319,7 +295,7 @@ pub async fn post_check(
         Outcome::Verified => ("VERIFIED", None),
         Outcome::Rejected(code) => ("REJECTED", Some(code)),
     };
-    let checked_by = caller_name(&caller);
+    let checked_by = caller.name();
     let nik_hmac = nik.as_ref().and_then(|nik| identity.nik_hmac(nik));
     let last4 = nik
         .as_ref()
