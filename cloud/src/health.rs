@@ -26,7 +26,8 @@ pub async fn healthz() -> Json<Value> {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (postgres, redis) = tokio::join!(check_postgres(&state.db), check_redis(state.redis));
+    let (postgres, redis) =
+        tokio::join!(check_postgres(&state.db), check_redis(state.redis.clone()));
     let failures: Vec<String> = [("postgresql", postgres), ("redis", redis)]
         .into_iter()
         .filter_map(|(name, result)| result.err().map(|error| format!("{name}: {error}")))

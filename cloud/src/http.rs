@@ -29,9 +29,27 @@ use sqlx::PgPool;
 use crate::devices::{self, auth};
 use crate::{blobs, booking, changes, fleet, health, ingest, master, releases, shared};
 
-/// What handlers share. Cheap to clone: both fields are handles to pools.
+/// What handlers share, behind one `Arc`: axum clones the state for every request (and again
+/// for the authentication middleware), and one reference count is all that clone should cost.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> AppState {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The handles [`AppState`] shares: pools, settings, caches.
+pub struct Services {
     pub db: PgPool,
     pub redis: ConnectionManager,
     pub booking: booking::Booking,

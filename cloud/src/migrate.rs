@@ -55,6 +55,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_identity.sql",
         include_str!("../migrations/0010_identity.sql"),
     ),
+    (
+        "0011_notify_plpgsql.sql",
+        include_str!("../migrations/0011_notify_plpgsql.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

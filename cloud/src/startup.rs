@@ -22,7 +22,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,6 +35,24 @@ use crate::http::{self, AppState};
 use crate::notify;
 
 /// Connections per replica to PostgreSQL. Small on purpose: replicas multiply it, and
+/// How many connections the kernel may queue before `accept`. At the default (128, the
+/// bound `TcpListener::bind` gives) a herd of a thousand portal clients overflowed it: the
+/// kernel dropped the handshakes it could not queue and the clients tried again a second
+/// later. The kernel caps it at `net.core.somaxconn` (4096 on Debian 12).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The service's listening socket, with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// PostgreSQL's default `max_connections` is 100.
 pub const DB_MAX_CONNECTIONS: u32 = 10;
 
@@ -163,12 +181,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     };
 
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.http.listen,
-            source,
-        })?;
+    let listener = listen(config.http.listen).map_err(|source| ServeError::Bind {
+        addr: config.http.listen,
+        source,
+    })?;
     let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: config.http.listen,
         source,
@@ -213,7 +229,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     let server = axum::serve(
         listener,
-        http::router(AppState {
+        http::router(AppState::new(http::Services {
             db: db.clone(),
             redis,
             booking,
@@ -221,7 +237,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             tokens: std::sync::Arc::default(),
             notify,
             blobs,
-        }),
+        })),
     )
     .with_graceful_shutdown(token.clone().cancelled_owned())
     .into_future();

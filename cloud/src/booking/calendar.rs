@@ -15,6 +15,7 @@
 //!   booking it knows ended (release).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::LazyLock;
 
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Script};
@@ -139,17 +140,16 @@ pub fn bitmaps(asset: &AssetKey, periods: &[(Date, Date)]) -> BTreeMap<String, V
 #[derive(Clone)]
 pub struct Calendar {
     redis: ConnectionManager,
-    reserve: Script,
-    release: Script,
 }
+
+/// The scripts, hashed once per process (a `Script` owns its source and SHA-1: keeping them out
+/// of [`Calendar`] keeps the per-request clone of the app state free of allocations).
+static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 
 impl Calendar {
     pub fn new(redis: ConnectionManager) -> Calendar {
-        Calendar {
-            redis,
-            reserve: Script::new(RESERVE),
-            release: Script::new(RELEASE),
-        }
+        Calendar { redis }
     }
 
     /// A handle on the calendar's Redis node (the waitlist mirror lives there too).
@@ -189,7 +189,7 @@ impl Calendar {
         start: Date,
         end: Date,
     ) -> Result<bool, RedisError> {
-        self.run(&self.reserve, asset, start, end).await
+        self.run(&RESERVE_SCRIPT, asset, start, end).await
     }
 
     /// Clears `[start, end)`.
@@ -199,7 +199,7 @@ impl Calendar {
         start: Date,
         end: Date,
     ) -> Result<(), RedisError> {
-        self.run(&self.release, asset, start, end).await.map(drop)
+        self.run(&RELEASE_SCRIPT, asset, start, end).await.map(drop)
     }
 
     /// For each asset, whether every day of `[start, end)` is clear, or `None` if the calendar

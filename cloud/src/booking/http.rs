@@ -20,7 +20,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::calendar::AssetKey;
@@ -125,7 +125,7 @@ pub async fn availability(
     State(state): State<AppState>,
     _caller: Caller,
     query: Result<Query<AvailabilityQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let Query(query) = query.map_err(|rejection| {
         ApiError::BadQuery(format!(
             "{}; expected ?sku=&from=YYYY-MM-DD&to=YYYY-MM-DD",
@@ -154,34 +154,67 @@ pub async fn availability(
         .await
         .ok()
         .flatten();
-    let (source, list) = match from_redis {
+    let from_postgresql;
+    let (source, list): (_, Vec<AssetFree<'_>>) = match from_redis {
         Some(free) => (
             "redis",
             assets
                 .iter()
                 .zip(free)
-                .map(|((branch, asset_id, plate), free)| {
-                    json!({"branch": branch, "asset_id": asset_id, "plate": plate, "free": free})
+                .map(|((branch, asset_id, plate), free)| AssetFree {
+                    branch,
+                    asset_id,
+                    plate,
+                    free,
                 })
-                .collect::<Vec<_>>(),
-        ),
-        None => (
-            "postgresql",
-            record::availability(&booking.db, &query.sku, start, end)
-                .await
-                .map_err(|error| ApiError::database(&error))?
-                .into_iter()
-                .map(|asset| json!(asset))
                 .collect(),
         ),
+        None => {
+            from_postgresql = record::availability(&booking.db, &query.sku, start, end)
+                .await
+                .map_err(|error| ApiError::database(&error))?;
+            (
+                "postgresql",
+                from_postgresql
+                    .iter()
+                    .map(|asset| AssetFree {
+                        branch: &asset.branch,
+                        asset_id: &asset.asset_id,
+                        plate: &asset.plate,
+                        free: asset.free,
+                    })
+                    .collect(),
+            )
+        }
     };
-    Ok(Json(json!({
-        "sku": query.sku,
-        "from": format_day(stay.first),
-        "to": format_day(stay.last),
-        "source": source,
-        "assets": list,
-    })))
+    // Serialized straight from borrowed fields: this is the hottest read of the service.
+    Ok(Json(Availability {
+        sku: &query.sku,
+        from: format_day(stay.first),
+        to: format_day(stay.last),
+        source,
+        assets: list,
+    })
+    .into_response())
+}
+
+/// The answer of `GET /v1/availability`.
+#[derive(Serialize)]
+struct Availability<'a> {
+    sku: &'a str,
+    from: String,
+    to: String,
+    /// `redis` (the calendar) or `postgresql` (Redis could not answer).
+    source: &'static str,
+    assets: Vec<AssetFree<'a>>,
+}
+
+#[derive(Serialize)]
+struct AssetFree<'a> {
+    branch: &'a str,
+    asset_id: &'a str,
+    plate: &'a str,
+    free: bool,
 }
 
 #[derive(Debug, Deserialize)]

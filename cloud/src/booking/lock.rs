@@ -15,6 +15,7 @@
 //! the lock is "unavailable" and the caller goes to PostgreSQL without it; only a majority that
 //! answered with every node refusing means "contended", a taken slot answered from Redis.
 
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use redis::Script;
@@ -65,10 +66,13 @@ pub enum Acquired {
 
 #[derive(Clone)]
 pub struct Locks {
-    nodes: Vec<ConnectionManager>,
-    acquire: Script,
-    release: Script,
+    nodes: Arc<[ConnectionManager]>,
 }
+
+/// Hashed once per process, outside [`Locks`], so cloning the app state per request allocates
+/// nothing for them.
+static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 
 /// The day keys of `[start, end)` for `asset`.
 pub fn keys(asset: &AssetKey, start: Date, end: Date) -> Vec<String> {
@@ -84,9 +88,7 @@ pub fn keys(asset: &AssetKey, start: Date, end: Date) -> Vec<String> {
 impl Locks {
     pub fn new(nodes: Vec<ConnectionManager>) -> Locks {
         Locks {
-            nodes,
-            acquire: Script::new(ACQUIRE),
-            release: Script::new(RELEASE),
+            nodes: nodes.into(),
         }
     }
 
@@ -106,7 +108,7 @@ impl Locks {
         let started = Instant::now();
         let attempts = self.nodes.iter().map(|node| {
             let mut node = node.clone();
-            let mut invocation = self.acquire.prepare_invoke();
+            let mut invocation = ACQUIRE_SCRIPT.prepare_invoke();
             for key in keys {
                 invocation.key(key);
             }
@@ -142,7 +144,7 @@ impl Locks {
     pub async fn release(&self, keys: &[String], token: &str) {
         let releases = self.nodes.iter().map(|node| {
             let mut node = node.clone();
-            let mut invocation = self.release.prepare_invoke();
+            let mut invocation = RELEASE_SCRIPT.prepare_invoke();
             for key in keys {
                 invocation.key(key);
             }

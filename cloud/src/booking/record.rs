@@ -162,6 +162,12 @@ fn db_code(error: &sqlx::Error) -> Option<String> {
 }
 
 /// Takes a hold, or says the days are taken.
+///
+/// The common case costs one statement in its own transaction: the `INSERT`, which the
+/// exclusion constraint refuses on any overlap with a held or confirmed row. Only when it is
+/// refused and a lapsed hold (due, not yet swept) overlaps the days does the hold go the long
+/// way: expire the lapsed holds and insert in one transaction, so a lapsed hold never keeps a
+/// slot from a paying customer and is never expired without the slot being taken.
 pub async fn hold(
     db: &PgPool,
     request: &HoldRequest,
@@ -174,11 +180,55 @@ pub async fn hold(
         return Ok((outcome, Vec::new()));
     }
     let (start, end) = request.stay.taken(buffer_days);
+    let error = match insert(db, request, start, end, hold_window).await {
+        Ok(row) => return Ok((HoldOutcome::Held(row), Vec::new())),
+        Err(error) => error,
+    };
+    match db_code(&error).as_deref() {
+        Some(EXCLUSION_VIOLATION) if !lapsed_overlap(db, request, start, end).await? => {
+            classify(db, request, error).await
+        }
+        Some(EXCLUSION_VIOLATION | DEADLOCK_DETECTED) => {
+            hold_replacing_lapsed(db, request, start, end, hold_window).await
+        }
+        _ => classify(db, request, error).await,
+    }
+}
+
+/// Whether a lapsed hold (due, not yet expired) overlaps `[start, end)` of the asset.
+async fn lapsed_overlap(
+    db: &PgPool,
+    request: &HoldRequest,
+    start: Date,
+    end: Date,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM bookings
+             WHERE branch_id = $1 AND asset_id = $2 AND state = 'HELD' AND hold_expires_at <= now()
+               AND period && $3::daterange)",
+    )
+    .bind(&request.branch)
+    .bind(&request.asset_id)
+    .bind(day_range(start, end))
+    .fetch_one(db)
+    .await
+}
+
+/// [`hold`]'s long way: in one transaction, expire the lapsed holds overlapping the days, then
+/// insert; tried again when PostgreSQL picks it as a deadlock victim.
+async fn hold_replacing_lapsed(
+    db: &PgPool,
+    request: &HoldRequest,
+    start: Date,
+    end: Date,
+    hold_window: std::time::Duration,
+) -> Result<(HoldOutcome, Vec<String>), RecordError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         let mut tx = db.begin().await?;
-        let result = insert(&mut tx, request, start, end, hold_window).await;
+        let result = expire_then_insert(&mut tx, request, start, end, hold_window).await;
         let error = match result {
             Ok((row, expired)) => match tx.commit().await {
                 Ok(()) => return Ok((HoldOutcome::Held(row), expired)),
@@ -247,7 +297,7 @@ pub async fn hold_in(
     }
     let (start, end) = request.stay.taken(buffer_days);
     let mut savepoint = conn.begin().await?;
-    match insert(&mut savepoint, request, start, end, hold_window).await {
+    match expire_then_insert(&mut savepoint, request, start, end, hold_window).await {
         Ok((row, expired)) => {
             savepoint.commit().await?;
             Ok((HoldOutcome::Held(row), expired))
@@ -400,14 +450,25 @@ async fn replay<'e>(
 
 /// Inside the hold's transaction: expire the overlapping due holds, then insert. Returns the
 /// new row and the ids of the holds it expired.
-async fn insert(
+/// The seed of the advisory-lock key of an asset's inserts: keeps its keys apart from any other
+/// user of `hashtextextended` keys in the same database.
+const ASSET_LOCK_SEED: i64 = 0x5e47_b00c;
+
+/// `[start, end)` as a PostgreSQL `daterange` literal.
+fn day_range(start: Date, end: Date) -> String {
+    format!("[{},{})", format_day(start), format_day(end))
+}
+
+/// Expires the lapsed holds overlapping `[start, end)` (their days are taken over here, so they
+/// are marked released: nothing is given back to the calendar or the waitlist), then inserts.
+async fn expire_then_insert(
     tx: &mut PgConnection,
     request: &HoldRequest,
     start: Date,
     end: Date,
     hold_window: std::time::Duration,
 ) -> Result<(BookingRow, Vec<String>), sqlx::Error> {
-    let range = format!("[{},{})", format_day(start), format_day(end));
+    let range = day_range(start, end);
     let expired: Vec<String> = sqlx::query_scalar(
         "UPDATE bookings SET state = 'EXPIRED', ended_at = now(), released_at = now()
          WHERE branch_id = $1 AND asset_id = $2 AND state = 'HELD' AND hold_expires_at <= now()
@@ -419,13 +480,35 @@ async fn insert(
     .bind(&range)
     .fetch_all(&mut *tx)
     .await?;
+    let row = insert(&mut *tx, request, start, end, hold_window).await?;
+    Ok((row, expired))
+}
+
+/// Inserts the hold row, if the asset exists with that SKU (else `RowNotFound`, answered like
+/// the foreign key would be).
+///
+/// Inserts of one asset queue on a transaction-level advisory lock taken by the same statement
+/// before its row exists. Without it, racing inserts each put their row in the exclusion
+/// index and then wait for each other's transaction while checking it: a deadlock per pair,
+/// each found only after `deadlock_timeout` (1 s), and a herd on PostgreSQL alone cascaded
+/// into tens of seconds. Queued, each insert sees the one before it committed or gone.
+async fn insert<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    request: &HoldRequest,
+    start: Date,
+    end: Date,
+    hold_window: std::time::Duration,
+) -> Result<BookingRow, sqlx::Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO bookings (id, branch_id, asset_id, sku, first_day, last_day, period, state,
+        "WITH queued AS MATERIALIZED (
+             SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, {ASSET_LOCK_SEED}))
+         )
+         INSERT INTO bookings (id, branch_id, asset_id, sku, first_day, last_day, period, state,
                                customer, tier, created_by, idempotency_key, request_digest,
                                hold_expires_at, lock_token)
          SELECT gen_random_uuid(), a.branch_id, a.id, a.sku, $3::date, $4::date, $5::daterange,
                 'HELD', $6, $7, $8, $9, $10, now() + make_interval(secs => $11), $12
-         FROM assets a WHERE a.branch_id = $1 AND a.id = $2 AND a.sku = $13
+         FROM queued, assets a WHERE a.branch_id = $1 AND a.id = $2 AND a.sku = $13
          RETURNING {}",
         select_columns()
     )))
@@ -433,7 +516,7 @@ async fn insert(
     .bind(&request.asset_id)
     .bind(format_day(request.stay.first))
     .bind(format_day(request.stay.last))
-    .bind(&range)
+    .bind(day_range(start, end))
     .bind(&request.customer)
     .bind(request.tier.as_str())
     .bind(&request.created_by)
@@ -442,11 +525,10 @@ async fn insert(
     .bind(hold_window.as_secs_f64())
     .bind(&request.lock_token)
     .bind(&request.sku)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(db)
     .await?;
     match row {
-        Some(row) => Ok((row_to_booking(&row)?, expired)),
-        // No such asset: answered like the foreign key would.
+        Some(row) => row_to_booking(&row),
         None => Err(sqlx::Error::RowNotFound),
     }
 }

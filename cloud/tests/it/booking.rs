@@ -446,6 +446,57 @@ async fn late_confirmation_is_refused_and_flagged_for_refund() {
 }
 
 #[tokio::test]
+async fn a_lapsed_hold_gives_its_days_to_the_next_hold_before_any_sweep() {
+    // Redis is gone (the calendar cannot refuse) and the sweeper never runs in the test's time:
+    // only the hold path's own expire-then-insert transaction can see the lapse.
+    let mut redis = RedisProcess::start().await;
+    let url = redis.url();
+    redis.kill().await;
+    let cloud = BookingCloud::start(
+        1,
+        1,
+        &[
+            ("REDIS_URL", &url),
+            ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "2"),
+            ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "60000"),
+        ],
+    )
+    .await;
+    let first = cloud
+        .hold(0, "a1", "2027-05-01", "2027-05-02", "C-1", None)
+        .await;
+    assert_eq!(first.status, 201, "{first:?}");
+    let first_id = first.body["id"].as_str().expect("id").to_owned();
+    let refused = cloud
+        .hold(0, "a1", "2027-05-02", "2027-05-03", "C-2", None)
+        .await;
+    assert_eq!(refused.status, 409, "live, so taken: {refused:?}");
+    assert_eq!(refused.code(), "taken");
+
+    cloud
+        .wait_until(
+            &format!("SELECT hold_expires_at <= now() FROM bookings WHERE id = '{first_id}'"),
+            EXPIRY_WAIT,
+        )
+        .await;
+    let second = cloud
+        .hold(0, "a1", "2027-05-02", "2027-05-03", "C-2", None)
+        .await;
+    assert_eq!(second.status, 201, "lapsed, so free: {second:?}");
+    assert_eq!(
+        cloud
+            .scalar(&format!(
+                "SELECT count(*) FROM bookings WHERE id = '{first_id}'
+                   AND state = 'EXPIRED' AND released_at IS NOT NULL"
+            ))
+            .await,
+        1,
+        "expired and released by the hold that took its days"
+    );
+    assert_eq!(live_bookings(&cloud, "a1", "2027-05-02").await, 1);
+}
+
+#[tokio::test]
 async fn rebuilt_calendar_equals_the_live_one() {
     let redis = RedisProcess::start().await;
     let cloud = BookingCloud::start(
