@@ -1,7 +1,8 @@
 //! [`TtlMap`]: a small in-process map whose entries are trusted for a fixed time and whose size
 //! is bounded, for what a replica may remember without asking PostgreSQL each time (API tokens
-//! found valid, customers found verified). Only positive answers belong in it: a stale entry
-//! must never be able to grant something the database would refuse for longer than the TTL.
+//! found valid, customers found verified, a SKU's assets). What it holds must never let a
+//! replica grant, for longer than the TTL, what the database would refuse: positive answers, or
+//! lists the database still checks (a hold on an asset gone from the list is refused by PostgreSQL).
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -12,8 +12,7 @@
 //! transaction), then PostgreSQL decides, and only then is the calendar marked (Lua, the whole
 //! range at once). If Redis is down or the calendar is not built, PostgreSQL alone decides.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -34,6 +33,7 @@ use super::{Booking, sweeper};
 use crate::devices::auth::Caller;
 use crate::devices::tokens::Role;
 use crate::http::{ApiError, AppState, JsonBody};
+use crate::ttl::TtlMap;
 
 /// The header a client names its retry with (CONTRACT.md).
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -46,6 +46,8 @@ pub const MAX_CHARGE: i64 = 1_000_000_000;
 /// How long a replica trusts its list of a SKU's assets (master data, changed rarely). Only the
 /// list of assets is cached; whether they are free always comes from Redis or PostgreSQL.
 pub const ASSET_LIST_TTL: Duration = Duration::from_secs(5);
+/// Most SKUs whose lists a replica keeps at once (bounds memory whatever SKUs callers ask for).
+pub const ASSET_LIST_ENTRIES: usize = 1024;
 
 /// The whole error chain on one line, for logs.
 pub fn chain(error: &dyn std::error::Error) -> String {
@@ -98,22 +100,22 @@ pub struct AvailabilityQuery {
 /// A SKU's assets: (branch, asset id, plate).
 type AssetList = Arc<Vec<(String, String, String)>>;
 
-/// In-process list of a SKU's assets, refreshed after [`ASSET_LIST_TTL`].
-#[derive(Default)]
-pub struct AssetLists(Mutex<HashMap<String, (Instant, AssetList)>>);
+/// In-process lists of SKUs' assets, each trusted for [`ASSET_LIST_TTL`].
+pub struct AssetLists(TtlMap<String, AssetList>);
+
+impl Default for AssetLists {
+    fn default() -> Self {
+        AssetLists(TtlMap::new(ASSET_LIST_TTL, ASSET_LIST_ENTRIES))
+    }
+}
 
 impl AssetLists {
     async fn get(&self, db: &sqlx::PgPool, sku: &str) -> Result<AssetList, sqlx::Error> {
-        if let Ok(lists) = self.0.lock()
-            && let Some((at, list)) = lists.get(sku)
-            && at.elapsed() < ASSET_LIST_TTL
-        {
-            return Ok(Arc::clone(list));
+        if let Some(list) = self.0.get(sku) {
+            return Ok(list);
         }
         let list = Arc::new(record::assets_of(db, sku).await?);
-        if let Ok(mut lists) = self.0.lock() {
-            lists.insert(sku.to_owned(), (Instant::now(), Arc::clone(&list)));
-        }
+        self.0.put(sku.to_owned(), Arc::clone(&list));
         Ok(list)
     }
 }

@@ -18,6 +18,7 @@
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use redis::Script;
 use redis::aio::ConnectionManager;
 use time::Date;
@@ -120,7 +121,7 @@ impl Locks {
                     .and_then(Result::ok)
             }
         });
-        let answers = join_all(attempts.collect()).await;
+        let answers = join_all(attempts).await;
         let answered = answers.iter().filter(|answer| answer.is_some()).count();
         let taken = answers.iter().filter(|answer| **answer == Some(1)).count();
         let drift = ttl / 100 + Duration::from_millis(2);
@@ -155,38 +156,8 @@ impl Locks {
                         .await;
             }
         });
-        join_all(releases.collect()).await;
+        join_all(releases).await;
     }
-}
-
-/// Runs futures concurrently on this task.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut set = Vec::with_capacity(futures.len());
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    set.extend(
-        outputs
-            .into_iter()
-            .map(|output| output.expect("every future finished")),
-    );
-    set
 }
 
 #[cfg(test)]

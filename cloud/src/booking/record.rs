@@ -18,7 +18,7 @@
 use sqlx::{PgConnection, PgPool, Row as _};
 use time::Date;
 
-use super::types::{State, Stay, Tier, format_day};
+use super::types::{State, Stay, Tier, day_range, format_day};
 
 /// PostgreSQL error codes that mean "someone else has the slot".
 const EXCLUSION_VIOLATION: &str = "23P01";
@@ -454,11 +454,6 @@ async fn replay<'e>(
 /// user of `hashtextextended` keys in the same database.
 const ASSET_LOCK_SEED: i64 = 0x5e47_b00c;
 
-/// `[start, end)` as a PostgreSQL `daterange` literal.
-fn day_range(start: Date, end: Date) -> String {
-    format!("[{},{})", format_day(start), format_day(end))
-}
-
 /// Expires the lapsed holds overlapping `[start, end)` (their days are taken over here, so they
 /// are marked released: nothing is given back to the calendar or the waitlist), then inserts.
 async fn expire_then_insert(
@@ -744,7 +739,7 @@ pub async fn availability(
     start: Date,
     end: Date,
 ) -> Result<Vec<AssetAvailability>, sqlx::Error> {
-    let range = format!("[{},{})", format_day(start), format_day(end));
+    let range = day_range(start, end);
     let rows = sqlx::query(
         "SELECT a.branch_id, a.id, a.plate,
                 NOT EXISTS (

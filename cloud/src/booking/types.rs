@@ -10,6 +10,11 @@ pub use sentra_protocol::day::{MAX_STAY_DAYS, format_day};
 /// Longest customer reference accepted.
 pub const MAX_CUSTOMER_LEN: usize = 200;
 
+/// The days `[start, end)` as a PostgreSQL `daterange` literal.
+pub fn day_range(start: Date, end: Date) -> String {
+    format!("[{},{})", format_day(start), format_day(end))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
 pub struct Invalid {

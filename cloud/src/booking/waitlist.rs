@@ -218,7 +218,7 @@ pub async fn promote(
         .bind(&ended.asset_id)
         .bind(&ended.sku)
         .bind(format_day(current))
-        .bind(format!("[{},{})", format_day(start), format_day(end)))
+        .bind(types::day_range(start, end))
         .bind(head.try_get::<String, _>("customer")?)
         .bind(head.try_get::<String, _>("tier")?)
         .bind(head.try_get::<String, _>("created_by")?)
