@@ -17,8 +17,16 @@ pub fn init(level: &str) {
     if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(journald) = tracing_journald::layer()
     {
+        // Without a prefix a span or event field `component` is `COMPONENT=` in the journal, as
+        // the docs promise (`journalctl -u sentra-edge COMPONENT=sync`); the crate's default
+        // prefix would make it `F_COMPONENT`. None of our field names is one of journald's own
+        // (MESSAGE, PRIORITY, CODE_FILE/LINE/FUNC, SYSLOG_*), so nothing is overwritten.
         let _ = registry
-            .with(journald.with_syslog_identifier("sentra-edge".into()))
+            .with(
+                journald
+                    .with_field_prefix(None)
+                    .with_syslog_identifier("sentra-edge".into()),
+            )
             .try_init();
         return;
     }

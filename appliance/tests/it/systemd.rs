@@ -100,3 +100,97 @@ async fn no_watchdog_task_without_watchdog_usec() {
     let msg = next(&sock, "any message", |_| true).await;
     assert!(msg.contains("STOPPING=1"), "expected STOPPING, got {msg:?}");
 }
+
+/// journald's native socket, where tracing-journald sends every line (a fixed path in the crate).
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn journal_lines_carry_component_as_documented() {
+    // `journalctl -u sentra-edge COMPONENT=sync` (README, systemd/README.md) only finds lines whose
+    // journal field is spelt COMPONENT. The daemon runs in a private mount namespace (as root:
+    // CI and scripts/test.sh are) where the test's own datagram socket is bound over journald's
+    // path, so the test reads exactly the fields journald would have stored.
+    assert!(
+        is_root(),
+        "this test mounts in a private namespace: run it as root (CI and scripts/test.sh do)"
+    );
+    let site = Site::new();
+    let path = site.dir.path().join("journal.sock");
+    let sock = UnixDatagram::bind(&path).expect("bind journal socket");
+    let script = format!(
+        "set -e; mkdir -p /run/systemd/journal; mount -t tmpfs tmpfs /run/systemd/journal; \
+         touch {JOURNAL_SOCKET}; mount --bind \"$1\" {JOURNAL_SOCKET}; shift; exec \"$@\""
+    );
+    let mut child = tokio::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ])
+        .arg(&path)
+        .arg(crate::harness::BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(&site.config)
+        // systemd sets JOURNAL_STREAM when the output goes to the journal.
+        .env("JOURNAL_STREAM", "8:1")
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn unshare (util-linux)");
+    let mut buf = vec![0u8; 64 * 1024];
+    let entry = tokio::time::timeout(WAIT, async {
+        loop {
+            let n = sock.recv(&mut buf).await.expect("recv journal entry");
+            let fields = journal_fields(&buf[..n]);
+            if fields.iter().any(|(name, _)| name == "COMPONENT") {
+                return fields;
+            }
+            assert!(
+                !fields.iter().any(|(name, _)| name == "F_COMPONENT"),
+                "fields carry no prefix: {fields:?}"
+            );
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no journal entry with COMPONENT within {WAIT:?}"));
+    assert!(
+        entry.contains(&("SYSLOG_IDENTIFIER".to_owned(), "sentra-edge".to_owned())),
+        "{entry:?}"
+    );
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+/// The fields of one entry in journald's native protocol: `NAME=value\n`, or `NAME\n`, a
+/// little-endian u64 length, the value's bytes and `\n` (what tracing-journald writes).
+fn journal_fields(mut data: &[u8]) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    while let Some(end) = data.iter().position(|&b| b == b'\n' || b == b'=') {
+        let name = String::from_utf8_lossy(&data[..end]).into_owned();
+        let rest = &data[end + 1..];
+        let (value, next) = if data[end] == b'=' {
+            let stop = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            (&rest[..stop], stop + 1)
+        } else {
+            let len = usize::try_from(u64::from_le_bytes(rest[..8].try_into().expect("length")))
+                .expect("length fits");
+            (&rest[8..8 + len], 8 + len + 1)
+        };
+        data = rest.get(next..).unwrap_or_default();
+        fields.push((name, String::from_utf8_lossy(value).into_owned()));
+    }
+    fields
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
