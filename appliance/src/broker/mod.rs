@@ -76,6 +76,11 @@ const LISTENER_ID: u16 = 1;
 const WORKER_THREADS: usize = 2;
 /// How long a stop waits for connection tasks before dropping them.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long a client id the authentication hook admitted counts towards its device's sessions
+/// before the session shows up in rmqtt's table (it does within the handshake, which rmqtt
+/// bounds by its handshake timeout, 30 s by default): concurrent CONNECTs cannot all slip under
+/// `mqtt.max_sessions_per_device`.
+const ADMIT_WINDOW: Duration = Duration::from_secs(30);
 /// The state file for `sentra-edge doctor`, in the data directory.
 pub const STATE_FILE: &str = "broker-state.json";
 
@@ -108,6 +113,8 @@ type SharedStore = Arc<Mutex<Option<Store>>>;
 /// The hooks' way to the broker's sessions (to count a device's), emptied at stop like the store
 /// slot: a context held by its own hooks would never be freed.
 type SharedContext = Arc<Mutex<Option<ServerContext>>>;
+/// Device id → client ids admitted by the authentication hook in the last [`ADMIT_WINDOW`].
+type Admitting = Arc<Mutex<HashMap<String, Vec<(String, std::time::Instant)>>>>;
 
 /// A cheap, cloneable handle: publish, count clients, disconnect a revoked device.
 #[derive(Clone)]
@@ -159,6 +166,7 @@ impl Broker {
         let hooks_scx = scx_slot.clone();
         let cfg = config.clone();
         let hooks_devices = devices.clone();
+        let admitting: Admitting = Arc::default();
         let (scx, listener, addr) = runtime.block_on(async move {
             let listener = rmqtt::net::Builder::new()
                 .name("lan")
@@ -225,6 +233,7 @@ impl Broker {
                             branch: branch.clone(),
                             devices: hooks_devices.clone(),
                             scx: hooks_scx.clone(),
+                            admitting: admitting.clone(),
                             max_sessions_per_device: cfg.max_sessions_per_device,
                         }),
                     )
@@ -420,6 +429,7 @@ struct Hooks {
     branch: String,
     devices: Devices,
     scx: SharedContext,
+    admitting: Admitting,
     max_sessions_per_device: usize,
 }
 
@@ -494,8 +504,7 @@ impl Hooks {
                 return AuthResult::NotAuthorized;
             }
         }
-        let others = self.sessions_of(&device.id, client_id).await;
-        if others >= self.max_sessions_per_device {
+        if let Err(others) = self.admit(&device.id, client_id).await {
             tracing::info!(device = %device.id, client_id, sessions = others, max = self.max_sessions_per_device, "mqtt connection refused: the device holds mqtt.max_sessions_per_device sessions under other client ids");
             crate::metrics::mqtt_refused("too_many_sessions");
             return AuthResult::NotAuthorized;
@@ -508,25 +517,43 @@ impl Hooks {
         AuthResult::Allow(false, None)
     }
 
-    /// Sessions (connected or kept offline) of `device_id` under client ids other than
-    /// `client_id` (a reconnect under the same id takes its old session over, it adds none).
-    async fn sessions_of(&self, device_id: &str, client_id: &str) -> usize {
+    /// Admit `client_id` unless `device_id` already holds `mqtt.max_sessions_per_device`
+    /// sessions (connected or kept offline) under other client ids, counting the ones admitted
+    /// moments ago whose session is not registered yet. A reconnect under the same id takes its
+    /// old session over and adds none. Err: how many the device holds.
+    async fn admit(&self, device_id: &str, client_id: &str) -> Result<(), usize> {
         let scx = self
             .scx
             .lock()
             .expect("context slot lock is never poisoned")
             .clone();
-        let Some(scx) = scx else {
-            return 0;
+        let mut others: std::collections::HashSet<String> = match scx {
+            Some(scx) => {
+                let shared = scx.extends.shared().await;
+                shared
+                    .iter()
+                    .filter_map(|e| e.session())
+                    .filter(|s| {
+                        s.id.username.as_deref() == Some(device_id) && &*s.id.client_id != client_id
+                    })
+                    .map(|s| s.id.client_id.to_string())
+                    .collect()
+            }
+            None => Default::default(),
         };
-        let shared = scx.extends.shared().await;
-        shared
-            .iter()
-            .filter_map(|e| e.session())
-            .filter(|s| {
-                s.id.username.as_deref() == Some(device_id) && &*s.id.client_id != client_id
-            })
-            .count()
+        let now = std::time::Instant::now();
+        let mut admitting = self
+            .admitting
+            .lock()
+            .expect("admission lock is never poisoned");
+        let recent = admitting.entry(device_id.to_owned()).or_default();
+        recent.retain(|(c, at)| now.duration_since(*at) < ADMIT_WINDOW && c != client_id);
+        others.extend(recent.iter().map(|(c, _)| c.clone()));
+        if others.len() >= self.max_sessions_per_device {
+            return Err(others.len());
+        }
+        recent.push((client_id.to_owned(), now));
+        Ok(())
     }
 
     fn allowed(&self, username: Option<&str>, topic: &str, access: acl::Access) -> bool {
