@@ -28,11 +28,13 @@
 //!
 //! Memory is bounded by configuration: `mqtt.max_clients` connections and sessions,
 //! `mqtt.max_inflight` unacknowledged and `mqtt.max_queued_messages` queued messages per session,
-//! packets of at most `mqtt.max_packet_bytes`, and [`MAX_RETAINED`] retained messages. When a
-//! session's queue is full (a slow or offline subscriber), rmqtt drops the oldest queued QoS 1/2
-//! message to make room (the newest state wins) or the new QoS 0 one, and each drop is counted in `sentra_edge_mqtt_messages_dropped_total{reason="queue_full"}`;
-//! while `mqtt.max_inflight` messages wait for the client's acknowledgement, the rest wait in the
-//! queue. Refused CONNECTs are counted in `sentra_edge_mqtt_connections_refused_total`.
+//! packets of at most `mqtt.max_packet_bytes`, and [`MAX_RETAINED`] retained messages. While
+//! `mqtt.max_inflight` messages wait for a client's acknowledgement, the rest wait in its queue.
+//! When the queue is full (a slow or offline subscriber), rmqtt drops the oldest queued QoS 1/2
+//! message to make room (the newest state wins), or the new QoS 0 one; each drop is counted in
+//! `sentra_edge_mqtt_messages_dropped_total{reason="queue_full"}`. A publisher's PUBACK means
+//! "routed to the subscribers' sessions", not "delivered". Refused CONNECTs are counted in
+//! `sentra_edge_mqtt_connections_refused_total{reason}`.
 
 pub mod acl;
 pub mod bridge;
