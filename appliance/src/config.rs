@@ -261,7 +261,25 @@ pub const KEYS: &[Key] = &[
         section: "mqtt",
         name: "session_expiry_secs",
         default: "7200",
-        doc: "How long the broker keeps an offline client's persistent session (clean_session=false) and its queued QoS 1/2 messages.",
+        doc: "How long the broker keeps an offline client's persistent session (clean_session=false) and its queued QoS 1/2 messages; an MQTT 5 client asking for longer gets this (the CONNACK says so), so a session cannot pin memory for years.",
+    },
+    Key {
+        section: "mqtt",
+        name: "max_sessions_per_device",
+        default: "4",
+        doc: "Sessions (connected or kept offline) one device credential may hold under different client ids; a tablet needs one or two, more is a loop or an abuse that would use up mqtt.max_clients for the whole branch. Past it the CONNECT is refused (not authorized).",
+    },
+    Key {
+        section: "mqtt",
+        name: "min_keep_alive_secs",
+        default: "10",
+        doc: "Smallest Keep Alive the broker works with: MQTT 5 clients asking for less (0 included) are told this value in the CONNACK (Server Keep Alive); MQTT 3.1.1 clients asking for less simply ping more often than needed.",
+    },
+    Key {
+        section: "mqtt",
+        name: "zero_keep_alive_idle_secs",
+        default: "600",
+        doc: "An MQTT 3.1/3.1.1 client with Keep Alive 0 (legal, and used by interoperability suites) is disconnected after this long without sending a packet, so a tablet that vanished without closing its socket does not hold its connection and session forever.",
     },
     Key {
         section: "mqtt",
@@ -373,6 +391,9 @@ pub struct MqttConfig {
     pub max_queued_messages: usize,
     pub session_expiry_secs: u64,
     pub max_packet_bytes: u32,
+    pub max_sessions_per_device: usize,
+    pub min_keep_alive_secs: u16,
+    pub zero_keep_alive_idle_secs: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -665,6 +686,14 @@ impl Config {
                 max_packet_bytes: p.get("mqtt", "max_packet_bytes", |s| {
                     parse_range(s, 1024, 16 << 20)
                 }),
+                max_sessions_per_device: p.get("mqtt", "max_sessions_per_device", |s| {
+                    parse_range(s, 1, 1000)
+                }),
+                min_keep_alive_secs: p
+                    .get("mqtt", "min_keep_alive_secs", |s| parse_range(s, 1, 3600)),
+                zero_keep_alive_idle_secs: p.get("mqtt", "zero_keep_alive_idle_secs", |s| {
+                    parse_range(s, 1, 65_535)
+                }),
             },
             update: UpdateConfig {
                 release_public_key: p.get("update", "release_public_key", |s| {
@@ -764,6 +793,13 @@ impl Config {
                 ("mqtt", "max_queued_messages") => self.mqtt.max_queued_messages.to_string(),
                 ("mqtt", "session_expiry_secs") => self.mqtt.session_expiry_secs.to_string(),
                 ("mqtt", "max_packet_bytes") => self.mqtt.max_packet_bytes.to_string(),
+                ("mqtt", "max_sessions_per_device") => {
+                    self.mqtt.max_sessions_per_device.to_string()
+                }
+                ("mqtt", "min_keep_alive_secs") => self.mqtt.min_keep_alive_secs.to_string(),
+                ("mqtt", "zero_keep_alive_idle_secs") => {
+                    self.mqtt.zero_keep_alive_idle_secs.to_string()
+                }
                 ("update", "release_public_key") => self.update.release_public_key.clone(),
                 ("update", "install_root") => self.update.install_root.display().to_string(),
                 ("update", "restart_command") => self.update.restart_command.clone(),

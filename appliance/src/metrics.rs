@@ -34,6 +34,8 @@ struct Metrics {
     blobs_uploaded: Counter,
     blobs_upload_bytes: Counter,
     blobs_evicted: Counter,
+    mqtt_dropped: Family<Labels, Counter>,
+    mqtt_refused: Family<Labels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -163,7 +165,21 @@ fn metrics() -> &'static Metrics {
             "Uploaded photos deleted from the box to stay within blobs.max_bytes",
             blobs_evicted.clone(),
         );
+        let mqtt_dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "mqtt_messages_dropped",
+            "MQTT messages the broker dropped, by reason (queue_full: a client's queue held mqtt.max_queued_messages; expired; refused: a publish the ACL refused; other)",
+            mqtt_dropped.clone(),
+        );
+        let mqtt_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "mqtt_connections_refused",
+            "MQTT CONNECTs refused by the box's own rules, by reason (will_not_authorized, too_many_sessions)",
+            mqtt_refused.clone(),
+        );
         Metrics {
+            mqtt_dropped,
+            mqtt_refused,
             blobs_bytes,
             blobs_pending,
             blobs_pending_bytes,
@@ -272,6 +288,22 @@ pub fn scanner_scan(result: &'static str) {
 
 pub fn scanner_noise(bytes: u64) {
     metrics().scanner_noise_bytes.inc_by(bytes);
+}
+
+/// The broker dropped a message (`reason` is one of a few fixed words).
+pub fn mqtt_dropped(reason: &'static str) {
+    metrics()
+        .mqtt_dropped
+        .get_or_create(&vec![("reason", reason.to_owned())])
+        .inc();
+}
+
+/// The broker refused a CONNECT by one of our rules (`reason` is one of a few fixed words).
+pub fn mqtt_refused(reason: &'static str) {
+    metrics()
+        .mqtt_refused
+        .get_or_create(&vec![("reason", reason.to_owned())])
+        .inc();
 }
 
 /// The text exposition format.

@@ -7,15 +7,34 @@
 //!   device's token, checked against the store's hashed tokens like the API's bearer tokens
 //!   (revoked devices are refused, and a revocation disconnects them at once); the client id must
 //!   be the device id or start with `<device id>-`, so no device can take over another's session;
-//! - **topic permissions** ([`acl`]) by role, for every SUBSCRIBE filter and every PUBLISH;
+//! - **topic permissions** ([`acl`]) by role, for every SUBSCRIBE filter and every PUBLISH, and
+//!   for the Last Will at CONNECT: a Will on a topic the device may not publish to is refused
+//!   (MQTT 5 reason 0x87, MQTT 3.1.1 return code 5), or the broker would publish it for the
+//!   device, retained even, once its socket drops;
+//! - **sessions per device** capped (`mqtt.max_sessions_per_device`, connected and offline
+//!   sessions alike), so one device credential cannot use up `mqtt.max_clients`;
+//! - **keep alive** ([`Fitters`]): no connection lives forever without a sign of life. MQTT 5
+//!   clients asking for less than `mqtt.min_keep_alive_secs` (0 included) are told that value in
+//!   the CONNACK's Server Keep Alive, which the client must use; MQTT 3.1/3.1.1 has no way to say
+//!   so, and the spec (and interoperability suites, FIELD-NOTES) use Keep Alive 0, so it is
+//!   accepted there but the connection is closed after `mqtt.zero_keep_alive_idle_secs` without
+//!   a packet from the client (the spec lets a server close an inactive client at any time);
+//! - **session expiry**: an MQTT 5 client's Session Expiry Interval is capped at
+//!   `mqtt.session_expiry_secs` (the CONNACK carries the capped value);
 //! - **retained messages** held in memory with a cap ([`MAX_RETAINED`]); the daemon's own
 //!   retained state (sync) is published again from the store at every start ([`bridge`]);
 //! - the **in-process publisher** ([`BrokerHandle::publish`]) the bridge uses: its messages are
 //!   forwarded inside the process under an identity no LAN client can claim, and never pass the ACL.
 //!
-//! Memory is bounded by configuration: `mqtt.max_clients` connections, `mqtt.max_inflight`
-//! unacknowledged and `mqtt.max_queued_messages` queued messages per session, packets of at most
-//! `mqtt.max_packet_bytes`, and [`MAX_RETAINED`] retained messages.
+//! Memory is bounded by configuration: `mqtt.max_clients` connections and sessions,
+//! `mqtt.max_inflight` unacknowledged and `mqtt.max_queued_messages` queued messages per session,
+//! packets of at most `mqtt.max_packet_bytes`, and [`MAX_RETAINED`] retained messages. While
+//! `mqtt.max_inflight` messages wait for a client's acknowledgement, the rest wait in its queue.
+//! When the queue is full (a slow or offline subscriber), rmqtt drops the oldest queued QoS 1/2
+//! message to make room (the newest state wins), or the new QoS 0 one; each drop is counted in
+//! `sentra_edge_mqtt_messages_dropped_total{reason="queue_full"}`. A publisher's PUBACK means
+//! "routed to the subscribers' sessions", not "delivered". Refused CONNECTs are counted in
+//! `sentra_edge_mqtt_connections_refused_total{reason}`.
 
 pub mod acl;
 pub mod bridge;
@@ -31,12 +50,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rmqtt::codec::v5::SubscribeAckReason;
 use rmqtt::context::ServerContext;
+use rmqtt::fitter::{DefaultFitter, Fitter, FitterManager};
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
 use rmqtt::server::MqttServer;
 use rmqtt::session::SessionState;
 use rmqtt::types::{
-    AuthResult, From, Id, PublishAclResult, QoS, Retain, SubscribeAclResult, TopicFilter, TopicName,
+    AuthResult, ConnectInfo, Disconnect, FitterType, From, Id, LastWill, ListenerConfig,
+    PublishAclResult, QoS, Reason, Retain, SubscribeAclResult, TopicFilter, TopicName,
 };
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +78,11 @@ const LISTENER_ID: u16 = 1;
 const WORKER_THREADS: usize = 2;
 /// How long a stop waits for connection tasks before dropping them.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long a client id the authentication hook admitted counts towards its device's sessions
+/// before the session shows up in rmqtt's table (it does within the handshake, which rmqtt
+/// bounds by its handshake timeout, 30 s by default): concurrent CONNECTs cannot all slip under
+/// `mqtt.max_sessions_per_device`.
+const ADMIT_WINDOW: Duration = Duration::from_secs(30);
 /// The state file for `sentra-edge doctor`, in the data directory.
 pub const STATE_FILE: &str = "broker-state.json";
 
@@ -82,9 +108,15 @@ pub struct Broker {
     /// the hooks) alive after its runtime stops, and a store handle left there would keep the
     /// store's connections open past the daemon's stop (no final WAL checkpoint).
     store: SharedStore,
+    scx_slot: SharedContext,
 }
 
 type SharedStore = Arc<Mutex<Option<Store>>>;
+/// The hooks' way to the broker's sessions (to count a device's), emptied at stop like the store
+/// slot: a context held by its own hooks would never be freed.
+type SharedContext = Arc<Mutex<Option<ServerContext>>>;
+/// Device id → client ids admitted by the authentication hook in the last [`ADMIT_WINDOW`].
+type Admitting = Arc<Mutex<HashMap<String, Vec<(String, std::time::Instant)>>>>;
 
 /// A cheap, cloneable handle: publish, count clients, disconnect a revoked device.
 #[derive(Clone)]
@@ -132,8 +164,11 @@ impl Broker {
         let devices: Devices = Arc::default();
         let shared_store: SharedStore = Arc::new(Mutex::new(Some(store)));
         let store = shared_store.clone();
+        let scx_slot: SharedContext = Arc::default();
+        let hooks_scx = scx_slot.clone();
         let cfg = config.clone();
         let hooks_devices = devices.clone();
+        let admitting: Admitting = Arc::default();
         let (scx, listener, addr) = runtime.block_on(async move {
             let listener = rmqtt::net::Builder::new()
                 .name("lan")
@@ -143,13 +178,16 @@ impl Broker {
                 .nodelay(nodelay)
                 .reuseaddr(Some(true))
                 .allow_anonymous(false)
-                .allow_zero_keepalive(true)
-                .min_keepalive(0)
+                // Keep Alive 0 and low values are handled by [`Fitters`] before rmqtt sees them.
+                .allow_zero_keepalive(false)
+                .min_keepalive(cfg.min_keep_alive_secs)
                 .max_connections(cfg.max_clients)
                 .max_inflight(NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN))
                 .max_mqueue_len(cfg.max_queued_messages)
                 .max_packet_size(cfg.max_packet_bytes)
                 .session_expiry_interval(Duration::from_secs(cfg.session_expiry_secs))
+                // rmqtt's cap for MQTT 5 clients (0 would mean none: [`Fitters`] caps too).
+                .max_session_expiry_interval(Duration::from_secs(cfg.session_expiry_secs))
                 // Queued QoS 1 messages live as long as the session that waits for them.
                 .message_expiry_interval(Duration::from_secs(cfg.session_expiry_secs.max(60)))
                 .max_clientid_len(128)
@@ -174,11 +212,20 @@ impl Broker {
                 .build()
                 .await;
             *scx.extends.retain_mut().await = Box::new(Retained::default());
+            *scx.extends.fitter_mgr_mut().await = Box::new(Fitters {
+                min_keep_alive: cfg.min_keep_alive_secs,
+                zero_keep_alive_idle: cfg.zero_keep_alive_idle_secs,
+                max_session_expiry: Duration::from_secs(cfg.session_expiry_secs),
+            });
+            *hooks_scx
+                .lock()
+                .expect("context slot lock is never poisoned") = Some(scx.clone());
             let register = scx.extends.hook_mgr().register();
             for typ in [
                 Type::ClientAuthenticate,
                 Type::ClientSubscribeCheckAcl,
                 Type::MessagePublishCheckAcl,
+                Type::MessageDropped,
             ] {
                 register
                     .add(
@@ -187,6 +234,9 @@ impl Broker {
                             store: store.clone(),
                             branch: branch.clone(),
                             devices: hooks_devices.clone(),
+                            scx: hooks_scx.clone(),
+                            admitting: admitting.clone(),
+                            max_sessions_per_device: cfg.max_sessions_per_device,
                         }),
                     )
                     .await;
@@ -224,6 +274,7 @@ impl Broker {
             runtime: Some(runtime),
             handle,
             store: shared_store,
+            scx_slot,
         })
     }
 
@@ -248,6 +299,10 @@ impl Broker {
         self.store
             .lock()
             .expect("store slot lock is never poisoned")
+            .take();
+        self.scx_slot
+            .lock()
+            .expect("context slot lock is never poisoned")
             .take();
     }
 }
@@ -375,6 +430,17 @@ struct Hooks {
     store: SharedStore,
     branch: String,
     devices: Devices,
+    scx: SharedContext,
+    admitting: Admitting,
+    max_sessions_per_device: usize,
+}
+
+/// The topic of a CONNECT's Last Will, if it has one.
+fn will_topic(ci: &ConnectInfo) -> Option<&str> {
+    Some(match ci.last_will()? {
+        LastWill::V3(w) => &w.topic,
+        LastWill::V5(w) => &w.topic,
+    })
 }
 
 /// Whether `client_id` belongs to `device_id`: the device id itself, or `<device id>-<suffix>`
@@ -392,6 +458,7 @@ impl Hooks {
         user: Option<&str>,
         pass: Option<&[u8]>,
         client_id: &str,
+        will_topic: Option<&str>,
     ) -> AuthResult {
         let (Some(user), Some(pass)) = (user, pass) else {
             return AuthResult::NotAuthorized;
@@ -426,12 +493,69 @@ impl Hooks {
             tracing::info!(device = %device.id, client_id, "mqtt connection refused: the client id must be the device id or start with <device id>-");
             return AuthResult::NotAuthorized;
         }
+        // The Will is published by the broker on the device's behalf: the same ACL as a PUBLISH.
+        if let Some(topic) = will_topic {
+            let client = acl::Client {
+                role: device.role,
+                device_id: &device.id,
+                branch: &self.branch,
+            };
+            if !acl::allows(client, topic, acl::Access::Publish) {
+                tracing::info!(device = %device.id, %topic, "mqtt connection refused: the Last Will's topic is one the device may not publish to");
+                crate::metrics::mqtt_refused("will_not_authorized");
+                return AuthResult::NotAuthorized;
+            }
+        }
+        if let Err(others) = self.admit(&device.id, client_id).await {
+            tracing::info!(device = %device.id, client_id, sessions = others, max = self.max_sessions_per_device, "mqtt connection refused: the device holds mqtt.max_sessions_per_device sessions under other client ids");
+            crate::metrics::mqtt_refused("too_many_sessions");
+            return AuthResult::NotAuthorized;
+        }
         self.devices
             .lock()
             .expect("device map lock is never poisoned")
             .insert(device.id.clone(), device.role);
         tracing::debug!(device = %device.id, role = device.role.as_str(), "mqtt client authenticated");
         AuthResult::Allow(false, None)
+    }
+
+    /// Admit `client_id` unless `device_id` already holds `mqtt.max_sessions_per_device`
+    /// sessions (connected or kept offline) under other client ids, counting the ones admitted
+    /// moments ago whose session is not registered yet. A reconnect under the same id takes its
+    /// old session over and adds none. Err: how many the device holds.
+    async fn admit(&self, device_id: &str, client_id: &str) -> Result<(), usize> {
+        let scx = self
+            .scx
+            .lock()
+            .expect("context slot lock is never poisoned")
+            .clone();
+        let mut others: std::collections::HashSet<String> = match scx {
+            Some(scx) => {
+                let shared = scx.extends.shared().await;
+                shared
+                    .iter()
+                    .filter_map(|e| e.session())
+                    .filter(|s| {
+                        s.id.username.as_deref() == Some(device_id) && &*s.id.client_id != client_id
+                    })
+                    .map(|s| s.id.client_id.to_string())
+                    .collect()
+            }
+            None => Default::default(),
+        };
+        let now = std::time::Instant::now();
+        let mut admitting = self
+            .admitting
+            .lock()
+            .expect("admission lock is never poisoned");
+        let recent = admitting.entry(device_id.to_owned()).or_default();
+        recent.retain(|(c, at)| now.duration_since(*at) < ADMIT_WINDOW && c != client_id);
+        others.extend(recent.iter().map(|(c, _)| c.clone()));
+        if others.len() >= self.max_sessions_per_device {
+            return Err(others.len());
+        }
+        recent.push((client_id.to_owned(), now));
+        Ok(())
     }
 
     fn allowed(&self, username: Option<&str>, topic: &str, access: acl::Access) -> bool {
@@ -468,6 +592,7 @@ impl Handler for Hooks {
                         ci.username().map(|u| u.as_ref()),
                         ci.password().map(|p| p.as_ref()),
                         ci.client_id(),
+                        will_topic(ci),
                     )
                     .await;
                 (false, Some(HookResult::AuthResult(result)))
@@ -494,8 +619,107 @@ impl Handler for Hooks {
                 };
                 (false, Some(HookResult::PublishAclResult(result)))
             }
+            Parameter::MessageDropped(to, _, p, reason) => {
+                let reason = match reason {
+                    Reason::MessageQueueFull => "queue_full",
+                    Reason::MessageExpiration => "expired",
+                    Reason::PublishResult(_) | Reason::DelayedPublishRefused => "refused",
+                    _ => "other",
+                };
+                tracing::debug!(client = ?to.as_ref().map(|t| &t.client_id), topic = %p.topic, reason, "mqtt message dropped");
+                crate::metrics::mqtt_dropped(reason);
+                (true, acc)
+            }
             _ => (true, acc),
         }
+    }
+}
+
+/// Per-connection parameters: rmqtt's own ([`DefaultFitter`], from the listener settings), with
+/// two changes it has no setting for.
+///
+/// - **Keep Alive**: below `mqtt.min_keep_alive_secs` it is raised to it. MQTT 5 lets the server
+///   say so (Server Keep Alive in the CONNACK, which the client must then use), so an MQTT 5
+///   client asking for 0 is raised rather than refused: refusing would only make it retry.
+///   MQTT 3.1/3.1.1 cannot be told. Keep Alive 0 is legal there and FIELD-NOTES requires the
+///   broker to accept it (interoperability suites use it for every connection), so it is
+///   accepted, and the broker closes the connection after `mqtt.zero_keep_alive_idle_secs`
+///   without a packet from the client: a tablet that vanished without a FIN no longer holds its
+///   connection and session forever. (rmqtt alone can only refuse 0 or never time out.) A small
+///   non-zero value is accepted and the broker times out from the minimum; the client merely
+///   pings more often than it needs to (rmqtt alone would refuse it).
+/// - **Session expiry** is capped at `mqtt.session_expiry_secs` even when that is 0 (rmqtt reads
+///   a 0 cap as "no cap").
+struct Fitters {
+    min_keep_alive: u16,
+    zero_keep_alive_idle: u16,
+    max_session_expiry: Duration,
+}
+
+impl FitterManager for Fitters {
+    fn create(&self, conn_info: Arc<ConnectInfo>, id: Id, cfg: ListenerConfig) -> FitterType {
+        let v5 = conn_info.proto_ver() == rmqtt::codec::types::MQTT_LEVEL_5;
+        Arc::new(BoxFitter {
+            inner: DefaultFitter::new(conn_info, id, cfg),
+            v5,
+            min_keep_alive: self.min_keep_alive,
+            zero_keep_alive_idle: self.zero_keep_alive_idle,
+            max_session_expiry: self.max_session_expiry,
+        })
+    }
+}
+
+struct BoxFitter {
+    inner: DefaultFitter,
+    v5: bool,
+    min_keep_alive: u16,
+    zero_keep_alive_idle: u16,
+    max_session_expiry: Duration,
+}
+
+#[async_trait]
+impl Fitter for BoxFitter {
+    /// `keep_alive` is the client's value (for MQTT 5, what the CONNACK will tell it); the answer
+    /// is how long the broker waits for a packet from the client before closing the connection.
+    fn keep_alive(&self, keep_alive: &mut u16) -> rmqtt::Result<u16> {
+        if *keep_alive == 0 && !self.v5 {
+            return Ok(self.zero_keep_alive_idle);
+        }
+        // For MQTT 5 this is the Server Keep Alive the CONNACK carries.
+        if *keep_alive < self.min_keep_alive {
+            *keep_alive = self.min_keep_alive;
+        }
+        self.inner.keep_alive(keep_alive)
+    }
+
+    fn max_mqueue_len(&self) -> usize {
+        self.inner.max_mqueue_len()
+    }
+
+    fn mqueue_rate_limit(&self) -> (std::num::NonZeroU32, Duration) {
+        self.inner.mqueue_rate_limit()
+    }
+
+    fn max_inflight(&self) -> NonZeroU16 {
+        self.inner.max_inflight()
+    }
+
+    fn session_expiry_interval(&self, d: Option<&Disconnect>) -> Duration {
+        self.inner
+            .session_expiry_interval(d)
+            .min(self.max_session_expiry)
+    }
+
+    fn message_expiry_interval(&self, publish: &rmqtt::types::CodecPublish) -> Duration {
+        self.inner.message_expiry_interval(publish)
+    }
+
+    fn max_client_topic_aliases(&self) -> u16 {
+        self.inner.max_client_topic_aliases()
+    }
+
+    fn max_server_topic_aliases(&self) -> u16 {
+        self.inner.max_server_topic_aliases()
     }
 }
 

@@ -1,7 +1,9 @@
 //! The embedded MQTT broker, driven with a real client library (rumqttc, MQTT 3.1.1 and 5)
 //! against the real daemon: authentication, revocation, topic permissions by role, the live
 //! events the API's changes cause, retained sync state across a restart, QoS 1 across a client
-//! reconnect, Keep Alive 0, and a taken port.
+//! reconnect, Keep Alive 0, and a taken port; and the abuse a paired device could try: a Last
+//! Will on a system topic, endless sessions, sessions that never expire, Keep Alive 0, a
+//! subscriber that never acknowledges.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -182,24 +184,429 @@ async fn mqtt_pairing_credentials_connect_and_wrong_ones_are_refused() {
 }
 
 #[tokio::test]
-async fn mqtt_keep_alive_zero_is_accepted_on_3_1_1_and_5() {
-    let (site, edge) = started().await;
+async fn mqtt_keep_alive_zero_is_bounded_on_3_1_1_and_raised_on_5() {
+    let (site, edge) = started_with(&[("SENTRA_EDGE__MQTT__ZERO_KEEP_ALIVE_IDLE_SECS", "1")]).await;
     let addr = edge.mqtt.expect("broker running");
     let dev = edge.pair(&site, "tablet").await;
+    // MQTT 3.1.1 allows Keep Alive 0 (FIELD-NOTES: the broker must accept it)...
     let mut o = options(addr, &dev.id, &dev.id, &dev.token);
     o.set_keep_alive(Duration::ZERO);
     let (mut c, _) = connect_v3(o).await.expect("keep alive 0 accepted (3.1.1)");
+    // ...but a client that then sends nothing is closed after mqtt.zero_keep_alive_idle_secs
+    // instead of being held forever.
+    c.closed().await;
+    // A small non-zero one is accepted (the client only pings more often than needed).
+    let mut o = options(addr, &dev.id, &dev.id, &dev.token);
+    o.set_keep_alive(Duration::from_secs(5));
+    let (mut c, _) = connect_v3(o).await.expect("keep alive 5 accepted (3.1.1)");
     assert!(matches!(
         c.subscribe("sentra/JKT01/#", QoS::AtLeastOnce).await,
         rumqttc::SubscribeReasonCode::Success(_)
     ));
 
-    // MQTT 5 with Keep Alive 0, written by hand (rumqttc's v5 client refuses to send it).
+    // MQTT 5 with Keep Alive 0, written by hand (rumqttc's v5 client refuses to send it):
+    // accepted, and the CONNACK's Server Keep Alive carries the minimum the client must use.
     let ack = connect_v5_raw(addr, &format!("{}-v5", dev.id), &dev.id, &dev.token, 0).await;
     assert_eq!(ack[0], 0x20, "CONNACK: {ack:?}");
     assert_eq!(ack[3], 0x00, "reason code success: {ack:?}");
+    assert_eq!(
+        connack_property(&ack, 0x13),
+        Some(vec![0, 10]),
+        "Server Keep Alive = mqtt.min_keep_alive_secs: {ack:?}"
+    );
+    // A low one from rumqttc's v5 client is raised the same way.
+    let mut o5 = v5_options(addr, &format!("{}-v5l", dev.id), &dev);
+    o5.set_keep_alive(Duration::from_secs(5));
+    let (_c5, ack5, _) = connect_v5(o5).await.expect("keep alive 5 accepted (5)");
+    assert_eq!(ack5.properties.and_then(|p| p.server_keep_alive), Some(10));
     let bad = connect_v5_raw(addr, &format!("{}-v5b", dev.id), &dev.id, "sek_wrong", 0).await;
     assert_eq!(bad[3], 0x86, "bad user name or password: {bad:?}");
+}
+
+/// The value of CONNACK property `id` in a raw MQTT 5 CONNACK, if present.
+fn connack_property(ack: &[u8], id: u8) -> Option<Vec<u8>> {
+    // Fixed header (type, one-byte remaining length in these small CONNACKs), flags, reason.
+    let mut i = 4;
+    let mut len = 0usize;
+    let mut shift = 0;
+    loop {
+        let b = *ack.get(i)?;
+        len |= usize::from(b & 0x7f) << shift;
+        shift += 7;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let end = i + len;
+    let two = |i: usize| {
+        Some(usize::from(u16::from_be_bytes([
+            *ack.get(i)?,
+            *ack.get(i + 1)?,
+        ])))
+    };
+    while i < end {
+        let pid = ack[i];
+        i += 1;
+        let size = match pid {
+            0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 1,
+            0x13 | 0x21 | 0x22 => 2,
+            0x11 | 0x27 => 4,
+            0x12 | 0x1A | 0x1C | 0x1F | 0x15 | 0x16 => 2 + two(i)?,
+            0x26 => {
+                let k = two(i)?;
+                2 + k + 2 + two(i + 2 + k)?
+            }
+            _ => return None,
+        };
+        if pid == id {
+            return ack.get(i..i + size).map(<[u8]>::to_vec);
+        }
+        i += size;
+    }
+    None
+}
+
+fn v5_options(addr: SocketAddr, client_id: &str, dev: &Device) -> rumqttc::v5::MqttOptions {
+    let mut o = rumqttc::v5::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    o.set_credentials(dev.id.clone(), dev.token.clone());
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+/// An MQTT 5 client (rumqttc) whose event loop runs in a task: Ok with its CONNACK, or the
+/// refusal's reason code.
+async fn connect_v5(
+    opts: rumqttc::v5::MqttOptions,
+) -> Result<
+    (
+        rumqttc::v5::AsyncClient,
+        rumqttc::v5::mqttbytes::v5::ConnAck,
+        mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Packet>,
+    ),
+    rumqttc::v5::mqttbytes::v5::ConnectReturnCode,
+> {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(opts, 100);
+    let first = tokio::time::timeout(WAIT, eventloop.poll())
+        .await
+        .expect("connack in time");
+    let ack = match first {
+        Ok(rumqttc::v5::Event::Incoming(P5::ConnAck(ack))) => ack,
+        Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => return Err(code),
+        other => panic!("unexpected first event {other:?}"),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(e) = eventloop.poll().await {
+            if let rumqttc::v5::Event::Incoming(p) = e
+                && tx.send(p).is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok((client, ack, rx))
+}
+
+/// A daemon whose environment sets `env` (e.g. `SENTRA_EDGE__MQTT__MAX_INFLIGHT`).
+async fn started_with(env: &[(&str, &str)]) -> (Site, Edge) {
+    let site = Site::new();
+    site.load_demo_data();
+    let edge = Edge::spawn(&site.config, env).await;
+    (site, edge)
+}
+
+/// The value of one sample of the daemon's `/metrics` (0 when absent).
+async fn metric(edge: &Edge, sample: &str) -> f64 {
+    let text = edge
+        .http
+        .get(format!("{}/metrics", edge.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Poll `/metrics` until `sample` reaches `at_least` (bounded by [`WAIT`]); its value.
+async fn metric_reaches(edge: &Edge, sample: &str, at_least: f64) -> f64 {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let v = metric(edge, sample).await;
+            if v >= at_least {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{sample} never reached {at_least}"))
+}
+
+#[tokio::test]
+async fn mqtt_last_will_on_a_topic_the_device_may_not_publish_is_refused() {
+    let (site, edge) = started().await;
+    let addr = edge.mqtt.expect("broker running");
+    let tablet = edge.pair(&site, "tablet").await;
+    let keeper = edge.pair(&site, "storekeeper").await;
+    let mut watcher = connect_device(&edge, &keeper).await;
+    watcher
+        .subscribe("sentra/JKT01/scans/#", QoS::AtLeastOnce)
+        .await;
+    watcher
+        .subscribe("sentra/JKT01/devices/#", QoS::AtLeastOnce)
+        .await;
+    let forged = r#"{"barcode":"OLI-10W40","qty":-50}"#;
+    let system_topic = "sentra/JKT01/scans/storeroom";
+
+    // MQTT 3.1.1: return code 5 (not authorized); the socket is closed by the broker.
+    let mut o = options(addr, &tablet.id, &tablet.id, &tablet.token);
+    o.set_last_will(rumqttc::LastWill::new(
+        system_topic,
+        forged,
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let err = connect_v3(o)
+        .await
+        .err()
+        .expect("forged will refused (3.1.1)");
+    assert!(err.contains("NotAuthorized"), "{err}");
+
+    // MQTT 5: reason code 0x87 (not authorized), from rumqttc's v5 client...
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Rc5;
+    let mut o5 = v5_options(addr, &tablet.id, &tablet);
+    o5.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+        system_topic,
+        forged,
+        Q5::AtLeastOnce,
+        true,
+        None,
+    ));
+    assert_eq!(
+        connect_v5(o5).await.expect_err("forged will refused (5)"),
+        Rc5::NotAuthorized
+    );
+    // ...and on the wire.
+    let ack = connect_v5_raw_will(
+        addr,
+        &tablet.id,
+        &tablet.id,
+        &tablet.token,
+        30,
+        Some((system_topic, forged)),
+    )
+    .await;
+    assert_eq!((ack[0], ack[3]), (0x20, 0x87), "CONNACK: {ack:?}");
+    assert!(
+        metric(
+            &edge,
+            "sentra_edge_mqtt_connections_refused_total{reason=\"will_not_authorized\"}"
+        )
+        .await
+            >= 3.0
+    );
+
+    // A Will on the device's own presence topic still works: published (retained) when its
+    // socket drops without a DISCONNECT.
+    let presence = format!("sentra/JKT01/devices/{}", tablet.id);
+    let mut o = options(addr, &tablet.id, &tablet.id, &tablet.token);
+    o.set_last_will(rumqttc::LastWill::new(
+        presence.as_str(),
+        r#"{"online":false}"#,
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (c, _) = connect_v3(o).await.expect("own presence will accepted");
+    c.task.abort();
+    drop(c);
+    // The first message the watcher gets on scans/# or devices/# is that Will: no forged scan
+    // was published when the refused connections' sockets closed.
+    let first = loop {
+        if let Packet::Publish(p) = watcher.next().await {
+            break p;
+        }
+    };
+    assert_eq!(first.topic, presence);
+    assert_eq!(&first.payload[..], br#"{"online":false}"#);
+
+    // Nothing retained on the system topic; the presence Will is. Subscribed one after the
+    // other, so a retained scan would arrive before the presence message.
+    let mut late = connect_device(&edge, &keeper).await;
+    late.subscribe(system_topic, QoS::AtLeastOnce).await;
+    late.subscribe(&presence, QoS::AtLeastOnce).await;
+    let first = loop {
+        if let Packet::Publish(p) = late.next().await {
+            break p;
+        }
+    };
+    assert_eq!(first.topic, presence, "nothing retained on {system_topic}");
+    assert!(first.retain);
+
+    // The same for MQTT 5: a Will on the own presence topic is accepted.
+    let mut o5 = v5_options(addr, &format!("{}-v5", tablet.id), &tablet);
+    o5.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+        presence.as_str(),
+        r#"{"online":false}"#,
+        Q5::AtLeastOnce,
+        true,
+        None,
+    ));
+    connect_v5(o5)
+        .await
+        .expect("own presence will accepted (5)");
+}
+
+#[tokio::test]
+async fn mqtt_5_session_expiry_is_capped_by_config() {
+    let (site, edge) = started().await;
+    let addr = edge.mqtt.expect("broker running");
+    let dev = edge.pair(&site, "tablet").await;
+    let mut o5 = v5_options(addr, &dev.id, &dev);
+    o5.set_clean_start(false);
+    o5.set_session_expiry_interval(Some(u32::MAX));
+    let (_c, ack, _) = connect_v5(o5).await.expect("connects");
+    // mqtt.session_expiry_secs (default 7200) is what the broker keeps, and says so.
+    assert_eq!(
+        ack.properties.and_then(|p| p.session_expiry_interval),
+        Some(7200)
+    );
+    // A shorter one is the client's own.
+    let mut o5 = v5_options(addr, &format!("{}-short", dev.id), &dev);
+    o5.set_clean_start(false);
+    o5.set_session_expiry_interval(Some(60));
+    let (_c, ack, _) = connect_v5(o5).await.expect("connects");
+    assert_eq!(
+        ack.properties.and_then(|p| p.session_expiry_interval),
+        Some(60)
+    );
+}
+
+#[tokio::test]
+async fn mqtt_sessions_per_device_are_capped() {
+    let (site, edge) = started_with(&[("SENTRA_EDGE__MQTT__MAX_SESSIONS_PER_DEVICE", "2")]).await;
+    let addr = edge.mqtt.expect("broker running");
+    let dev = edge.pair(&site, "tablet").await;
+    let other = edge.pair(&site, "pos").await;
+    let burst = edge.pair(&site, "admin").await;
+    // Concurrent CONNECTs under fresh client ids cannot all slip under the cap.
+    let attempts = (0..32).map(|i| {
+        connect_v3(options(
+            addr,
+            &format!("{}-burst{i}", burst.id),
+            &burst.id,
+            &burst.token,
+        ))
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let refusals: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(results.len() - refusals.len(), 2, "{refusals:?}");
+    let cid = |s: &str| format!("{}-{s}", dev.id);
+    let (_a, _) = connect_v3(options(addr, &dev.id, &dev.id, &dev.token))
+        .await
+        .expect("first session");
+    // An offline persistent session counts as well.
+    let mut o = options(addr, &cid("p"), &dev.id, &dev.token);
+    o.set_clean_session(false);
+    let (b, _) = connect_v3(o).await.expect("second session");
+    b.task.abort();
+    drop(b);
+    // A third client id of the same device: refused, on 3.1.1 and on 5.
+    let err = connect_v3(options(addr, &cid("c"), &dev.id, &dev.token))
+        .await
+        .err()
+        .expect("third session refused");
+    assert!(err.contains("NotAuthorized"), "{err}");
+    assert_eq!(
+        connect_v5(v5_options(addr, &cid("d"), &dev))
+            .await
+            .expect_err("third session refused (5)"),
+        rumqttc::v5::mqttbytes::v5::ConnectReturnCode::NotAuthorized
+    );
+    // Taking over one of its own sessions (a reconnect) is fine, and so is another device.
+    let mut o = options(addr, &cid("p"), &dev.id, &dev.token);
+    o.set_clean_session(false);
+    let (_b, present) = connect_v3(o)
+        .await
+        .expect("reconnect to an existing session");
+    assert!(present);
+    connect_v3(options(addr, &other.id, &other.id, &other.token))
+        .await
+        .expect("another device is not affected");
+    assert_eq!(
+        metric(
+            &edge,
+            "sentra_edge_mqtt_connections_refused_total{reason=\"too_many_sessions\"}"
+        )
+        .await,
+        32.0
+    );
+}
+
+#[tokio::test]
+async fn mqtt_inflight_and_queue_are_bounded_per_client_and_drops_are_counted() {
+    let (site, edge) = started_with(&[
+        ("SENTRA_EDGE__MQTT__MAX_INFLIGHT", "2"),
+        ("SENTRA_EDGE__MQTT__MAX_QUEUED_MESSAGES", "3"),
+    ])
+    .await;
+    let addr = edge.mqtt.expect("broker running");
+    let tablet = edge.pair(&site, "tablet").await;
+    let keeper = edge.pair(&site, "storekeeper").await;
+    let presence = format!("sentra/JKT01/devices/{}", tablet.id);
+    // A subscriber that does not acknowledge until told to.
+    let mut o = options(addr, &keeper.id, &keeper.id, &keeper.token);
+    o.set_manual_acks(true);
+    let (mut slow, _) = connect_v3(o).await.expect("subscriber");
+    slow.subscribe(&presence, QoS::AtLeastOnce).await;
+    let mut publisher = connect_device(&edge, &tablet).await;
+    for i in 1..=10 {
+        publisher
+            .client
+            .publish(presence.as_str(), QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .expect("publish");
+    }
+    let mut acked = 0;
+    while acked < 10 {
+        if let Packet::PubAck(_) = publisher.next().await {
+            acked += 1;
+        }
+    }
+    // 2 in flight, 3 queued: 5 were dropped, and counted.
+    let dropped = "sentra_edge_mqtt_messages_dropped_total{reason=\"queue_full\"}";
+    assert!(metric_reaches(&edge, dropped, 5.0).await >= 5.0);
+
+    // What the subscriber gets once it acknowledges: the 2 in flight, then the 3 queued (for
+    // QoS 1 rmqtt drops the oldest queued message to make room, so the newest are kept), then a
+    // message published after the queue drained. (A retransmission is skipped: same payload.)
+    let mut got: Vec<String> = Vec::new();
+    let mut marker_sent = false;
+    while got.last().map(String::as_str) != Some("marker") {
+        let Packet::Publish(p) = slow.next().await else {
+            continue;
+        };
+        slow.client.ack(&p).await.expect("ack");
+        let body = String::from_utf8_lossy(&p.payload).into_owned();
+        if !got.contains(&body) {
+            got.push(body);
+        }
+        if got.len() == 5 && !marker_sent {
+            marker_sent = true;
+            publisher
+                .client
+                .publish(presence.as_str(), QoS::AtLeastOnce, false, "marker")
+                .await
+                .expect("publish");
+        }
+    }
+    assert_eq!(got, ["1", "2", "8", "9", "10", "marker"]);
 }
 
 /// An MQTT 5 CONNECT (clean start, username, password, `keep_alive`) on a fresh socket; returns
@@ -211,6 +618,18 @@ async fn connect_v5_raw(
     pass: &str,
     keep_alive: u16,
 ) -> Vec<u8> {
+    connect_v5_raw_will(addr, client_id, user, pass, keep_alive, None).await
+}
+
+/// [`connect_v5_raw`] with a retained QoS 1 Last Will (`topic`, `payload`).
+async fn connect_v5_raw_will(
+    addr: SocketAddr,
+    client_id: &str,
+    user: &str,
+    pass: &str,
+    keep_alive: u16,
+    will: Option<(&str, &str)>,
+) -> Vec<u8> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let field = |v: &mut Vec<u8>, s: &str| {
         v.extend_from_slice(&u16::try_from(s.len()).expect("short").to_be_bytes());
@@ -219,10 +638,20 @@ async fn connect_v5_raw(
     let mut body = Vec::new();
     field(&mut body, "MQTT");
     body.push(5); // protocol level
-    body.push(0xC2); // user name, password, clean start
+    // User name, password, clean start; with a Will: will flag, will QoS 1, will retain.
+    body.push(if will.is_some() {
+        0xC2 | 0x04 | 0x08 | 0x20
+    } else {
+        0xC2
+    });
     body.extend_from_slice(&keep_alive.to_be_bytes());
     body.push(0); // no properties
     field(&mut body, client_id);
+    if let Some((topic, payload)) = will {
+        body.push(0); // no will properties
+        field(&mut body, topic);
+        field(&mut body, payload);
+    }
     field(&mut body, user);
     field(&mut body, pass);
     let mut packet = vec![0x10];
