@@ -882,8 +882,7 @@ pub fn load_with(
             .unwrap_or_default(),
         api_key: secret(raw.identity_api_key),
         nik_secret: secret(raw.identity_nik_secret),
-        checks_per_caller: u32::try_from(identity_checks_per_caller)
-            .unwrap_or(u32::MAX),
+        checks_per_caller: u32::try_from(identity_checks_per_caller).unwrap_or(u32::MAX),
         check_window: std::time::Duration::from_secs(identity_check_window_secs),
     };
     let booking = BookingConfig {

@@ -482,15 +482,13 @@ fn api_token_command(args: ApiTokenArgs) -> ExitCode {
             }
             Ok(())
         }),
-        Some(ApiTokenCommand::Revoke(revoke)) => {
-            with_config(&revoke.config, |config| async move {
-                devices::tokens::revoke_api_token(&config.database, &revoke.name)
-                    .await
-                    .context("api-token revoke")?;
-                tracing::info!(name = %revoke.name, "API token revoked");
-                Ok(())
-            })
-        }
+        Some(ApiTokenCommand::Revoke(revoke)) => with_config(&revoke.config, |config| async move {
+            devices::tokens::revoke_api_token(&config.database, &revoke.name)
+                .await
+                .context("api-token revoke")?;
+            tracing::info!(name = %revoke.name, "API token revoked");
+            Ok(())
+        }),
         None => {
             let Some(name) = args.name else {
                 eprintln!(

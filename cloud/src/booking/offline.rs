@@ -77,10 +77,7 @@ pub async fn decide(
             _ => continue,
         };
         let owner = crate::identity::owner::Owner::Branch(branch.to_owned()).key();
-        let decision = if identity
-            .cleared_in(tx, &owner, &request.customer)
-            .await?
-        {
+        let decision = if identity.cleared_in(tx, &owner, &request.customer).await? {
             decide_one(tx, settings, branch, device, request).await?
         } else {
             rejected(

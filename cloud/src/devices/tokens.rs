@@ -250,9 +250,7 @@ pub async fn issue_api_token(
     close(conn).await;
     match inserted {
         Ok(_) => Ok(token),
-        Err(sqlx::Error::Database(error))
-            if error.constraint() == Some("api_tokens_live_name") =>
-        {
+        Err(sqlx::Error::Database(error)) if error.constraint() == Some("api_tokens_live_name") => {
             Err(TokenError::DuplicateName(name.to_owned()))
         }
         Err(error) => Err(TokenError::Store(error)),
@@ -372,8 +370,12 @@ mod tests {
     fn expiries_parse_as_durations_or_times_in_the_future() {
         let at = |unix: i64| time::OffsetDateTime::from_unix_timestamp(unix).ok();
         // 2026-12-04T12:00:00Z
-        let now = time::OffsetDateTime::from_unix_timestamp(1_796_385_600).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        assert_eq!(parse_expiry("30d", now).ok(), at(1_796_385_600 + 30 * 86_400));
+        let now = time::OffsetDateTime::from_unix_timestamp(1_796_385_600)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(
+            parse_expiry("30d", now).ok(),
+            at(1_796_385_600 + 30 * 86_400)
+        );
         assert_eq!(parse_expiry("90m", now).ok(), at(1_796_385_600 + 90 * 60));
         assert_eq!(
             parse_expiry("2027-01-01T00:00:00Z", now).ok(),

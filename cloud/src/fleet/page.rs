@@ -219,10 +219,9 @@ fn ticket_page(ticket: &str) -> Response {
         esc(ticket)
     );
     let mut response = html(page("Sentra fleet: sign in", false, &body));
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

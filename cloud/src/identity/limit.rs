@@ -74,7 +74,8 @@ impl CallerLimiter {
             let wait = (1.0 - tokens) / self.per_sec();
             // At least one second, at most the window; a float that is not finite waits the window.
             let wait = if wait.is_finite() {
-                wait.ceil().clamp(1.0, self.window.as_secs_f64().ceil().max(1.0))
+                wait.ceil()
+                    .clamp(1.0, self.window.as_secs_f64().ceil().max(1.0))
             } else {
                 self.window.as_secs_f64().ceil().max(1.0)
             };

@@ -332,17 +332,18 @@ pub async fn post_check(
     if let Err(retry_after) = identity.limiter.take(&checked_by) {
         return Ok(limit::too_many(retry_after, identity.limiter.describe()));
     }
-    let (outcome, nik, reference) = check(provider, &ktp, &selfie, &record_name)
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "identity provider failed");
-            ApiError::Upstream {
-                status: StatusCode::BAD_GATEWAY,
-                code: "identity_provider_unavailable",
-                message: "the identity provider did not answer; nothing was stored, try again"
-                    .to_owned(),
-            }
-        })?;
+    let (outcome, nik, reference) =
+        check(provider, &ktp, &selfie, &record_name)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "identity provider failed");
+                ApiError::Upstream {
+                    status: StatusCode::BAD_GATEWAY,
+                    code: "identity_provider_unavailable",
+                    message: "the identity provider did not answer; nothing was stored, try again"
+                        .to_owned(),
+                }
+            })?;
     let (state_text, reason) = match outcome {
         Outcome::Verified => ("VERIFIED", None),
         Outcome::Rejected(code) => ("REJECTED", Some(code)),

@@ -86,7 +86,11 @@ fn db(error: sqlx::Error) -> ApiError {
 
 /// The name on `owner`'s record of `customer`: 404 when there is no such record (of this
 /// owner), 422 `customer_unnamed` when the record has no name to match a KTP against.
-pub async fn record_name(db_pool: &PgPool, owner: &Owner, customer: &str) -> Result<String, ApiError> {
+pub async fn record_name(
+    db_pool: &PgPool,
+    owner: &Owner,
+    customer: &str,
+) -> Result<String, ApiError> {
     let found: Option<Option<String>> = match owner {
         Owner::Branch(branch) => {
             let branch = BranchId::parse(branch).map_err(|_| not_found())?;
@@ -106,15 +110,15 @@ pub async fn record_name(db_pool: &PgPool, owner: &Owner, customer: &str) -> Res
             .await
             .map_err(db)?
         }
-        Owner::Portal(portal) => sqlx::query_scalar(
-            "SELECT name FROM portal_customers WHERE portal = $1 AND id = $2",
-        )
-        .bind(portal)
-        .bind(customer)
-        .fetch_optional(db_pool)
-        .await
-        .map_err(db)?
-        .map(Some),
+        Owner::Portal(portal) => {
+            sqlx::query_scalar("SELECT name FROM portal_customers WHERE portal = $1 AND id = $2")
+                .bind(portal)
+                .bind(customer)
+                .fetch_optional(db_pool)
+                .await
+                .map_err(db)?
+                .map(Some)
+        }
     };
     let name = found.ok_or_else(not_found)?;
     name.filter(|name| name.chars().any(char::is_alphanumeric))

@@ -337,10 +337,20 @@ async fn api_tokens_have_unique_names_and_are_listed_and_revoked_by_name() {
     let cloud = Cloud::start().await;
     let duplicate = token_cli(&cloud, &["--name", "ops", "--role", "operator"]).await;
     assert_eq!(duplicate.status.code(), Some(2), "{}", duplicate.stderr);
-    assert!(duplicate.stderr.contains("already named \"ops\""), "{}", duplicate.stderr);
-    assert!(duplicate.stdout.is_empty(), "no token printed: {}", duplicate.stdout);
+    assert!(
+        duplicate.stderr.contains("already named \"ops\""),
+        "{}",
+        duplicate.stderr
+    );
+    assert!(
+        duplicate.stdout.is_empty(),
+        "no token printed: {}",
+        duplicate.stdout
+    );
     assert_eq!(
-        cloud.scalar("SELECT count(*) FROM api_tokens WHERE name = 'ops'").await,
+        cloud
+            .scalar("SELECT count(*) FROM api_tokens WHERE name = 'ops'")
+            .await,
         1
     );
     for args in [
@@ -356,10 +366,25 @@ async fn api_tokens_have_unique_names_and_are_listed_and_revoked_by_name() {
     assert_eq!(cloud.scalar("SELECT count(*) FROM api_tokens").await, 1);
 
     let portal = cloud.api_token("portal", "portal").await;
-    let made = token_cli(&cloud, &["--name", "ops-30d", "--role", "operator", "--expires-in", "30d"]).await;
+    let made = token_cli(
+        &cloud,
+        &[
+            "--name",
+            "ops-30d",
+            "--role",
+            "operator",
+            "--expires-in",
+            "30d",
+        ],
+    )
+    .await;
     assert!(made.status.success(), "{}", made.stderr);
     let thirty_days = made.stdout.trim().to_owned();
-    assert_eq!(status_with(&cloud, &portal).await, 403, "authenticated, not an operator");
+    assert_eq!(
+        status_with(&cloud, &portal).await,
+        403,
+        "authenticated, not an operator"
+    );
     assert_eq!(status_with(&cloud, &thirty_days).await, 200);
 
     let listed = token_cli(&cloud, &["list"]).await;
@@ -372,16 +397,32 @@ async fn api_tokens_have_unique_names_and_are_listed_and_revoked_by_name() {
     let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
     assert_eq!(names, ["ops", "portal", "ops-30d"], "{}", listed.stdout);
     for secret in [&portal, &thirty_days, &cloud.operator] {
-        assert!(!listed.stdout.contains(secret.as_str()), "a token is listed");
+        assert!(
+            !listed.stdout.contains(secret.as_str()),
+            "a token is listed"
+        );
         let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes()));
         assert!(!listed.stdout.contains(&hash), "a token's hash is listed");
     }
-    let row = |name: &str| rows.iter().find(|r| r["name"] == name).expect("listed").clone();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .expect("listed")
+            .clone()
+    };
     assert_eq!(row("portal")["role"], "portal");
     assert_eq!(row("portal")["state"], "live");
     assert!(row("portal")["expires_at"].is_null());
-    assert!(row("portal")["last_used_at"].is_string(), "it was used: {}", listed.stdout);
-    assert!(row("ops-30d")["expires_at"].is_string(), "{}", listed.stdout);
+    assert!(
+        row("portal")["last_used_at"].is_string(),
+        "it was used: {}",
+        listed.stdout
+    );
+    assert!(
+        row("ops-30d")["expires_at"].is_string(),
+        "{}",
+        listed.stdout
+    );
     assert!(row("ops")["created_at"].is_string());
 
     // Revoked by name: refused (within the replica's token cache period), listed as revoked,
@@ -390,12 +431,19 @@ async fn api_tokens_have_unique_names_and_are_listed_and_revoked_by_name() {
     assert!(revoked.status.success(), "{}", revoked.stderr);
     let deadline = std::time::Instant::now() + WAIT;
     while status_with(&cloud, &portal).await != 401 {
-        assert!(std::time::Instant::now() < deadline, "the revoked token still works");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked token still works"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let again = token_cli(&cloud, &["revoke", "portal"]).await;
     assert_eq!(again.status.code(), Some(2), "{}", again.stderr);
-    assert!(again.stderr.contains("no live API token"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("no live API token"),
+        "{}",
+        again.stderr
+    );
     let reissued = cloud.api_token("portal", "portal").await;
     assert_eq!(status_with(&cloud, &reissued).await, 403);
     let states: Vec<String> = token_cli(&cloud, &["list"])
@@ -404,10 +452,17 @@ async fn api_tokens_have_unique_names_and_are_listed_and_revoked_by_name() {
         .lines()
         .map(|line| {
             let row: serde_json::Value = serde_json::from_str(line).expect("JSON");
-            format!("{} {}", row["name"].as_str().unwrap_or(""), row["state"].as_str().unwrap_or(""))
+            format!(
+                "{} {}",
+                row["name"].as_str().unwrap_or(""),
+                row["state"].as_str().unwrap_or("")
+            )
         })
         .collect();
-    assert_eq!(states, ["ops live", "portal revoked", "ops-30d live", "portal live"]);
+    assert_eq!(
+        states,
+        ["ops live", "portal revoked", "ops-30d live", "portal live"]
+    );
 }
 
 /// Issue 15: an expired token is refused like a revoked one, also by a replica that has it in
@@ -419,7 +474,11 @@ async fn an_expired_token_is_401_even_from_the_token_cache() {
     let at = expires
         .format(&time::format_description::well_known::Rfc3339)
         .expect("RFC 3339");
-    let made = token_cli(&cloud, &["--name", "brief", "--role", "operator", "--expires-in", &at]).await;
+    let made = token_cli(
+        &cloud,
+        &["--name", "brief", "--role", "operator", "--expires-in", &at],
+    )
+    .await;
     assert!(made.status.success(), "{}", made.stderr);
     let token = made.stdout.trim().to_owned();
     // Used now: the replica caches it (for API_TOKEN_CACHE_TTL, 5 s).
@@ -430,7 +489,11 @@ async fn an_expired_token_is_401_even_from_the_token_cache() {
         tokio::time::sleep(wait.try_into().expect("a positive wait")).await;
     }
     let answer = cloud.bearer(&token, Method::GET, "/v1/fleet", None).await;
-    assert_eq!((answer.status, answer.code()), (401, "unauthorized"), "{answer:?}");
+    assert_eq!(
+        (answer.status, answer.code()),
+        (401, "unauthorized"),
+        "{answer:?}"
+    );
     // The fleet page refuses it too.
     let page = crate::support::http_client()
         .get(format!("http://{}/fleet", cloud.server.addr))
@@ -440,5 +503,9 @@ async fn an_expired_token_is_401_even_from_the_token_cache() {
         .expect("GET /fleet");
     assert_eq!(page.status(), 401);
     let listed = token_cli(&cloud, &["list"]).await;
-    assert!(listed.stdout.contains("\"state\":\"expired\""), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("\"state\":\"expired\""),
+        "{}",
+        listed.stdout
+    );
 }

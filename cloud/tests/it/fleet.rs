@@ -517,7 +517,8 @@ async fn clicking_proxy(cloud: std::net::SocketAddr) -> std::net::SocketAddr {
                 .await
                 .expect("the request body");
             let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let mut outgoing = client.request(parts.method.clone(), format!("http://{cloud}{path}"));
+            let mut outgoing =
+                client.request(parts.method.clone(), format!("http://{cloud}{path}"));
             for (name, value) in &parts.headers {
                 if !matches!(name.as_str(), "host" | "connection" | "content-length") {
                     outgoing = outgoing.header(name, value);
@@ -537,7 +538,10 @@ async fn clicking_proxy(cloud: std::net::SocketAddr) -> std::net::SocketAddr {
             let mut response = axum::response::Response::new(axum::body::Body::from(bytes));
             *response.status_mut() = status;
             for (name, value) in &headers {
-                if !matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection") {
+                if !matches!(
+                    name.as_str(),
+                    "content-length" | "transfer-encoding" | "connection"
+                ) {
                     response.headers_mut().append(name, value.clone());
                 }
             }
@@ -564,10 +568,7 @@ async fn chromium(cloud: &Cloud, dir: &Path, args: &[&str]) -> String {
         .await;
     assert_eq!(link.status, 200, "{link:?}");
     let proxy = clicking_proxy(cloud.server.addr).await;
-    let url = format!(
-        "http://{proxy}{}",
-        link.body["url"].as_str().expect("url")
-    );
+    let url = format!("http://{proxy}{}", link.body["url"].as_str().expect("url"));
     let profile = tempfile::tempdir_in(dir).expect("chromium profile dir");
     let binary = ["chromium", "chromium-browser"]
         .into_iter()
@@ -857,10 +858,19 @@ async fn a_login_link_survives_previews_and_signs_in_once() {
             .expect("GET the link");
         assert_eq!(preview.status(), 200);
         assert_eq!(preview.headers()["referrer-policy"], "no-referrer");
-        assert!(preview.headers().get("set-cookie").is_none(), "a GET signed in");
+        assert!(
+            preview.headers().get("set-cookie").is_none(),
+            "a GET signed in"
+        );
         let html = preview.text().await.expect("html");
-        assert!(html.contains("method=\"post\" action=\"/fleet/login\""), "{html}");
-        assert!(html.contains(&format!("name=\"ticket\" value=\"{ticket}\"")), "{html}");
+        assert!(
+            html.contains("method=\"post\" action=\"/fleet/login\""),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("name=\"ticket\" value=\"{ticket}\"")),
+            "{html}"
+        );
     }
     assert_eq!(
         cloud
@@ -891,7 +901,13 @@ async fn a_login_link_survives_previews_and_signs_in_once() {
         .to_owned();
     let again = press().await.expect("POST the code again");
     assert_eq!(again.status(), 401);
-    assert!(again.text().await.expect("html").contains("used or expired"));
+    assert!(
+        again
+            .text()
+            .await
+            .expect("html")
+            .contains("used or expired")
+    );
     // Another site cannot press it for you.
     let link = cloud
         .bearer(&cloud.operator, Method::POST, "/v1/fleet/login-links", None)

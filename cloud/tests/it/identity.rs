@@ -339,10 +339,16 @@ async fn a_check_attaches_to_a_customer_record_of_the_caller() {
         let cloud = &cloud;
         let reads = reads.clone();
         async move {
-            assert_eq!(reads.load(Ordering::SeqCst), 0, "{when}: the provider was called");
+            assert_eq!(
+                reads.load(Ordering::SeqCst),
+                0,
+                "{when}: the provider was called"
+            );
             assert_eq!(
                 cloud.scalar("SELECT count(*) FROM identity_checks").await
-                    + cloud.scalar("SELECT count(*) FROM customer_identities").await,
+                    + cloud
+                        .scalar("SELECT count(*) FROM customer_identities")
+                        .await,
                 0,
                 "{when}: a check was stored"
             );
@@ -351,14 +357,21 @@ async fn a_check_attaches_to_a_customer_record_of_the_caller() {
 
     // No record at all: 404, the same answer as for another's customer.
     let unknown = check(&cloud, "C-NONE", good_check()).await;
-    assert_eq!((unknown.status, unknown.code()), (404, "not_found"), "{unknown:?}");
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (404, "not_found"),
+        "{unknown:?}"
+    );
     nothing_happened("unknown customer").await;
 
     // Portal B's customer: portal A cannot check it, and is told no more than for an unknown one.
     register(&cloud, &other_portal, "C-1", NAME).await;
     let foreign = check(&cloud, "C-1", good_check()).await;
     assert_eq!(foreign.status, 404, "{foreign:?}");
-    assert_eq!(foreign.body, unknown.body, "the same answer as for no customer");
+    assert_eq!(
+        foreign.body, unknown.body,
+        "the same answer as for no customer"
+    );
     nothing_happened("another portal's customer").await;
     // A portal cannot name a branch to reach the branch's records either.
     let with_branch = check(
@@ -381,13 +394,29 @@ async fn a_check_attaches_to_a_customer_record_of_the_caller() {
     let mine = cloud
         .call(0, &other_portal, Method::GET, path, None, None)
         .await;
-    assert_eq!((mine.status, &mine.body["state"]), (200, &json!("VERIFIED")), "{mine:?}");
-    let theirs = cloud.call(0, &cloud.portal, Method::GET, path, None, None).await;
+    assert_eq!(
+        (mine.status, &mine.body["state"]),
+        (200, &json!("VERIFIED")),
+        "{mine:?}"
+    );
+    let theirs = cloud
+        .call(0, &cloud.portal, Method::GET, path, None, None)
+        .await;
     assert_eq!(theirs.status, 404, "{theirs:?}");
     let operator = cloud
-        .call(0, &cloud.operator, Method::GET, &format!("{path}?branch={BRANCH}"), None, None)
+        .call(
+            0,
+            &cloud.operator,
+            Method::GET,
+            &format!("{path}?branch={BRANCH}"),
+            None,
+            None,
+        )
         .await;
-    assert_eq!(operator.status, 404, "the branch has no such check: {operator:?}");
+    assert_eq!(
+        operator.status, 404,
+        "the branch has no such check: {operator:?}"
+    );
 
     // Portal A's own "C-1" (another person) is not cleared by portal B's check.
     register(&cloud, &cloud.portal, "C-1", "Budi Santoso").await;
@@ -401,8 +430,10 @@ async fn a_check_attaches_to_a_customer_record_of_the_caller() {
             &other_portal,
             Method::POST,
             "/v1/bookings",
-            Some(json!({"branch": BRANCH, "asset_id": "a1", "sku": crate::booking_support::SKU,
-                        "from": "2027-04-01", "to": "2027-04-02", "customer": "C-1"})),
+            Some(
+                json!({"branch": BRANCH, "asset_id": "a1", "sku": crate::booking_support::SKU,
+                        "from": "2027-04-01", "to": "2027-04-02", "customer": "C-1"}),
+            ),
             None,
         )
         .await;
@@ -410,7 +441,10 @@ async fn a_check_attaches_to_a_customer_record_of_the_caller() {
     // And its check of the KTP (which names Siti Rahayu) fails on the name, stored as such.
     let mismatch = check(&cloud, "C-1", good_check()).await;
     assert_eq!(
-        (mismatch.body["state"].as_str(), mismatch.body["reason"].as_str()),
+        (
+            mismatch.body["state"].as_str(),
+            mismatch.body["reason"].as_str()
+        ),
         (Some("REJECTED"), Some("name_mismatch")),
         "{mismatch:?}"
     );
@@ -465,7 +499,10 @@ async fn a_branch_checks_its_own_shared_customer_records() {
         .await;
     assert_eq!(named.status, 404, "{named:?}");
     assert_eq!(reads.load(Ordering::SeqCst), 0, "the provider was called");
-    assert_eq!(cloud.scalar("SELECT count(*) FROM identity_checks").await, 0);
+    assert_eq!(
+        cloud.scalar("SELECT count(*) FROM identity_checks").await,
+        0
+    );
 
     let own = cloud.signed(&jakarta, Method::POST, path, Some(body)).await;
     assert_eq!(
@@ -485,7 +522,12 @@ async fn a_branch_checks_its_own_shared_customer_records() {
     assert_eq!(not_theirs.status, 404, "{not_theirs:?}");
     // An operator reads it by naming the branch, and must name one.
     let by_operator = cloud
-        .bearer(&cloud.operator, Method::GET, &format!("{path}?branch=JKT01"), None)
+        .bearer(
+            &cloud.operator,
+            Method::GET,
+            &format!("{path}?branch=JKT01"),
+            None,
+        )
         .await;
     assert_eq!(by_operator.body["state"], "VERIFIED", "{by_operator:?}");
     let unnamed = cloud
@@ -569,8 +611,15 @@ async fn identity_checks_are_throttled_per_caller() {
     let body: serde_json::Value = response.json().await.expect("the error envelope");
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
-    assert_eq!(reads.load(Ordering::SeqCst), 2, "the provider was called past the limit");
-    assert_eq!(cloud.scalar("SELECT count(*) FROM identity_checks").await, 2);
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        2,
+        "the provider was called past the limit"
+    );
+    assert_eq!(
+        cloud.scalar("SELECT count(*) FROM identity_checks").await,
+        2
+    );
 
     // Another caller has its own allowance.
     let other = check_as(&cloud, &other_portal, "C-2", good_check()).await;
