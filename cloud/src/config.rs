@@ -54,6 +54,8 @@
 //! app_id = ""                      # env SENTRA_CLOUD__IDENTITY__APP_ID
 //! api_key = ""                     # env SENTRA_CLOUD__IDENTITY__API_KEY (never logged)
 //! nik_secret = ""                  # env SENTRA_CLOUD__IDENTITY__NIK_SECRET (HMAC key for NIKs; never logged)
+//! checks_per_caller = 30           # env SENTRA_CLOUD__IDENTITY__CHECKS_PER_CALLER (provider calls per device or token per window)
+//! check_window_secs = 3600         # env SENTRA_CLOUD__IDENTITY__CHECK_WINDOW_SECS
 //! ```
 
 use std::ffi::OsString;
@@ -185,6 +187,16 @@ const KEY_IDENTITY_PROVIDER_URL: &str = "identity.provider_url";
 const KEY_IDENTITY_APP_ID: &str = "identity.app_id";
 const KEY_IDENTITY_API_KEY: &str = "identity.api_key";
 const KEY_IDENTITY_NIK_SECRET: &str = "identity.nik_secret";
+/// Identity checks each caller (a device, an API token) may send the provider per window, per
+/// replica: every check is a paid provider call and a stolen device or token must not run up
+/// the bill or probe KTPs. A busy counter checks a few customers an hour; 30 leaves room for
+/// retakes without letting a script run.
+pub const ENV_IDENTITY_CHECKS_PER_CALLER: &str = "SENTRA_CLOUD__IDENTITY__CHECKS_PER_CALLER";
+pub const ENV_IDENTITY_CHECK_WINDOW_SECS: &str = "SENTRA_CLOUD__IDENTITY__CHECK_WINDOW_SECS";
+pub const DEFAULT_IDENTITY_CHECKS_PER_CALLER: u64 = 30;
+pub const DEFAULT_IDENTITY_CHECK_WINDOW_SECS: u64 = 3600;
+const KEY_IDENTITY_CHECKS_PER_CALLER: &str = "identity.checks_per_caller";
+const KEY_IDENTITY_CHECK_WINDOW_SECS: &str = "identity.check_window_secs";
 
 /// Where inspection photos are kept: an `object_store` URL. The local filesystem by default (one
 /// replica, or a shared mount); `s3://bucket/prefix` with the `s3` cargo feature and the usual
@@ -232,6 +244,8 @@ const KNOWN_KEYS: &[&str] = &[
     KEY_IDENTITY_APP_ID,
     KEY_IDENTITY_API_KEY,
     KEY_IDENTITY_NIK_SECRET,
+    KEY_IDENTITY_CHECKS_PER_CALLER,
+    KEY_IDENTITY_CHECK_WINDOW_SECS,
     KEY_BLOBS_URL,
 ];
 
@@ -258,6 +272,9 @@ pub struct IdentityConfig {
     pub app_id: String,
     pub api_key: Option<Secret>,
     pub nik_secret: Option<Secret>,
+    /// Provider calls a caller may make per `check_window` (a token bucket, per replica).
+    pub checks_per_caller: u32,
+    pub check_window: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -587,6 +604,8 @@ struct Raw {
     identity_app_id: Option<(String, Origin)>,
     identity_api_key: Option<(String, Origin)>,
     identity_nik_secret: Option<(String, Origin)>,
+    identity_checks_per_caller: Option<(String, Origin)>,
+    identity_check_window_secs: Option<(String, Origin)>,
     blobs_url: Option<(String, Origin)>,
 }
 
@@ -733,6 +752,18 @@ pub fn load_with(
         DEFAULT_NOTIFY_GATEWAY_TIMEOUT_MS,
         100..=120_000,
     );
+    let identity_checks_per_caller = number(
+        raw.identity_checks_per_caller,
+        ENV_IDENTITY_CHECKS_PER_CALLER,
+        DEFAULT_IDENTITY_CHECKS_PER_CALLER,
+        1..=10_000,
+    );
+    let identity_check_window_secs = number(
+        raw.identity_check_window_secs,
+        ENV_IDENTITY_CHECK_WINDOW_SECS,
+        DEFAULT_IDENTITY_CHECK_WINDOW_SECS,
+        1..=86_400,
+    );
     let text = |raw: Option<(String, Origin)>, env, default: &str| {
         raw.unwrap_or_else(|| (default.to_owned(), Origin::Env(env)))
     };
@@ -851,6 +882,8 @@ pub fn load_with(
             .unwrap_or_default(),
         api_key: secret(raw.identity_api_key),
         nik_secret: secret(raw.identity_nik_secret),
+        checks_per_caller: u32::try_from(identity_checks_per_caller).unwrap_or(u32::MAX),
+        check_window: std::time::Duration::from_secs(identity_check_window_secs),
     };
     let booking = BookingConfig {
         hold_window: std::time::Duration::from_secs(hold_seconds),
@@ -1011,6 +1044,14 @@ fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
                 KEY_IDENTITY_NIK_SECRET => {
                     raw.identity_nik_secret =
                         string_value(value, origin(KEY_IDENTITY_NIK_SECRET), errors);
+                }
+                KEY_IDENTITY_CHECKS_PER_CALLER => {
+                    raw.identity_checks_per_caller =
+                        number_value(value, origin(KEY_IDENTITY_CHECKS_PER_CALLER), errors);
+                }
+                KEY_IDENTITY_CHECK_WINDOW_SECS => {
+                    raw.identity_check_window_secs =
+                        number_value(value, origin(KEY_IDENTITY_CHECK_WINDOW_SECS), errors);
                 }
                 KEY_NOTIFY_PHONE_NUMBER_ID => {
                     raw.notify_phone_number_id =
@@ -1175,6 +1216,14 @@ fn read_env(env: &dyn Fn(&str) -> Option<OsString>, raw: &mut Raw, errors: &mut 
         (ENV_IDENTITY_APP_ID, &mut raw.identity_app_id),
         (ENV_IDENTITY_API_KEY, &mut raw.identity_api_key),
         (ENV_IDENTITY_NIK_SECRET, &mut raw.identity_nik_secret),
+        (
+            ENV_IDENTITY_CHECKS_PER_CALLER,
+            &mut raw.identity_checks_per_caller,
+        ),
+        (
+            ENV_IDENTITY_CHECK_WINDOW_SECS,
+            &mut raw.identity_check_window_secs,
+        ),
     ] {
         if let Some(value) = var(name) {
             *slot = Some(value);

@@ -94,6 +94,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bookings/{id}/complete", post(booking::http::complete))
         .route("/v1/waitlist", post(booking::waitlist::join))
         .route(
+            "/v1/customers/{id}",
+            put(crate::identity::owner::put_customer).get(crate::identity::owner::get_customer),
+        )
+        .route(
             "/v1/customers/{id}/identity",
             post(crate::identity::post_check).get(crate::identity::get_check),
         )

@@ -96,7 +96,8 @@ enum Command {
     /// Make a one-time enrolment token for a branch (creating the branch if missing) and print it
     /// once; only its SHA-256 is stored.
     EnrollmentToken(EnrollmentTokenArgs),
-    /// Make a token for a non-device client and print it once; only its SHA-256 is stored.
+    /// Make a token for a non-device client and print it once (only its SHA-256 is stored), or
+    /// list or revoke the tokens by name.
     ApiToken(ApiTokenArgs),
     /// The Redis availability calendar.
     #[command(subcommand)]
@@ -274,14 +275,42 @@ struct EnrollmentTokenArgs {
     config: ConfigArgs,
 }
 
+/// `api-token --name N [--role R] [--expires-in E]` makes a token; `api-token list` and
+/// `api-token revoke NAME` manage them.
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct ApiTokenArgs {
-    /// Who the token is for, e.g. "portal" or "ops-alice"; shown in logs.
+    #[command(subcommand)]
+    command: Option<ApiTokenCommand>,
+    /// Who the token is for, e.g. "portal" or "ops-alice": unique among live tokens, shown in
+    /// logs, and how `list` and `revoke` name it.
     #[arg(long, value_name = "N")]
-    name: String,
+    name: Option<String>,
     /// portal: the customer web portal; operator: the cloud team (master data, revocation).
     #[arg(long, value_name = "ROLE", default_value = "portal")]
     role: devices::tokens::Role,
+    /// When the token stops working: a duration (90m, 12h, 30d, 8w) or an RFC 3339 time
+    /// [default: never; revoke it by name].
+    #[arg(long, value_name = "E")]
+    expires_in: Option<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Subcommand)]
+enum ApiTokenCommand {
+    /// Print every API token, one JSON object a line: name, role, state (live, expired,
+    /// revoked), created, expires, revoked, last used. Never the token or its hash.
+    List(ConfigArgs),
+    /// Revoke the live token named NAME: every replica refuses it within seconds.
+    Revoke(ApiTokenRevokeArgs),
+}
+
+#[derive(Args)]
+struct ApiTokenRevokeArgs {
+    /// The token's name, as `api-token list` shows it.
+    #[arg(value_name = "NAME")]
+    name: String,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -438,13 +467,54 @@ fn main() -> ExitCode {
             print_line(&serde_json::to_string(&summary)?)
         }),
         Command::Notify(command) => notify_command(command),
-        Command::ApiToken(args) => with_config(&args.config, |config| async move {
-            let token = devices::tokens::issue_api_token(&config.database, &args.name, args.role)
+        Command::ApiToken(args) => api_token_command(args),
+    }
+}
+
+fn api_token_command(args: ApiTokenArgs) -> ExitCode {
+    match args.command {
+        Some(ApiTokenCommand::List(config)) => with_config(&config, |config| async move {
+            let tokens = devices::tokens::list_api_tokens(&config.database)
+                .await
+                .context("api-token list")?;
+            for token in tokens {
+                print_line(&serde_json::to_string(&token)?)?;
+            }
+            Ok(())
+        }),
+        Some(ApiTokenCommand::Revoke(revoke)) => with_config(&revoke.config, |config| async move {
+            devices::tokens::revoke_api_token(&config.database, &revoke.name)
+                .await
+                .context("api-token revoke")?;
+            tracing::info!(name = %revoke.name, "API token revoked");
+            Ok(())
+        }),
+        None => {
+            let Some(name) = args.name else {
+                eprintln!(
+                    "error: api-token needs --name N to make a token, or a subcommand: list, revoke NAME"
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            with_config(&args.config, |config| async move {
+                let expires_at = args
+                    .expires_in
+                    .as_deref()
+                    .map(|raw| devices::tokens::parse_expiry(raw, time::OffsetDateTime::now_utc()))
+                    .transpose()
+                    .context("api-token")?;
+                let token = devices::tokens::issue_api_token(
+                    &config.database,
+                    &name,
+                    args.role,
+                    expires_at,
+                )
                 .await
                 .context("api-token")?;
-            tracing::info!(name = %args.name, role = %args.role, "API token issued; send it as Authorization: Bearer TOKEN");
-            print_line(&token)
-        }),
+                tracing::info!(%name, role = %args.role, "API token issued; send it as Authorization: Bearer TOKEN");
+                print_line(&token)
+            })
+        }
     }
 }
 
@@ -588,7 +658,16 @@ where
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            // What the operator asked cannot be done as asked (a duplicate token name, an
+            // unknown one): a usage error, like clap's.
+            if error
+                .downcast_ref::<devices::tokens::TokenError>()
+                .is_some_and(devices::tokens::TokenError::is_usage)
+            {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

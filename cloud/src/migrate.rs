@@ -59,6 +59,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_notify_plpgsql.sql",
         include_str!("../migrations/0011_notify_plpgsql.sql"),
     ),
+    (
+        "0013_owners_and_token_expiry.sql",
+        include_str!("../migrations/0013_owners_and_token_expiry.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

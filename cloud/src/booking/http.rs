@@ -389,7 +389,14 @@ pub async fn hold(
 
     // Identity (issue 8): asked only of the request the gate let through, so a herd turned away
     // by the calendar or the lock never reaches it; verified customers are cached per replica.
-    match booking.identity.cleared(&booking.db, &body.customer).await {
+    // The standing asked is the booking's owner's (the device's branch, the portal, the branch
+    // an operator books for): another owner's check of the same reference does not count.
+    let owner = crate::identity::owner::Owner::of_booking(&caller, &branch).key();
+    match booking
+        .identity
+        .cleared(&booking.db, &owner, &body.customer)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
             release_lock(lock_token).await;

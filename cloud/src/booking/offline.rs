@@ -76,7 +76,8 @@ pub async fn decide(
             }
             _ => continue,
         };
-        let decision = if identity.cleared_in(tx, &request.customer).await? {
+        let owner = crate::identity::owner::Owner::Branch(branch.to_owned()).key();
+        let decision = if identity.cleared_in(tx, &owner, &request.customer).await? {
             decide_one(tx, settings, branch, device, request).await?
         } else {
             rejected(

@@ -15,6 +15,9 @@
 //! - an API token found valid is trusted by this replica for [`API_TOKEN_CACHE_TTL`] without
 //!   asking PostgreSQL again ([`TokenCache`]), so a revocation (`revoked_at` set) takes effect on
 //!   every replica within that time. Unknown or revoked tokens are never cached: each is looked up.
+//!   A token's expiry is cached with it and checked on every request, so an expired token is
+//!   refused at once, cached or not. The lookup that fills the cache stamps `last_used_at`, so
+//!   it is exact to within the cache period.
 
 use std::time::Duration;
 
@@ -56,9 +59,10 @@ pub const API_TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Bounds memory whatever the callers send (only valid tokens are ever stored).
 pub const API_TOKEN_CACHE_ENTRIES: usize = 4096;
 
-/// API tokens recently found valid, keyed by their SHA-256 (the token itself is not kept).
+/// API tokens recently found valid, keyed by their SHA-256 (the token itself is not kept), with
+/// their expiry (Unix milliseconds) if they have one.
 #[derive(Debug)]
-pub struct TokenCache(TtlMap<Vec<u8>, ApiClient>);
+pub struct TokenCache(TtlMap<Vec<u8>, (ApiClient, Option<i64>)>);
 
 impl Default for TokenCache {
     fn default() -> Self {
@@ -152,7 +156,7 @@ pub enum AuthError {
     },
     #[error("device {device}: nonce {nonce} was already used; sign every request with a new nonce")]
     Replay { device: String, nonce: String },
-    #[error("the API token is unknown or revoked")]
+    #[error("the API token is unknown, revoked or expired")]
     UnknownToken,
     #[error("body is larger than {MAX_PUSH_BYTES} bytes")]
     TooLarge,
@@ -244,19 +248,27 @@ pub async fn authenticate(
 
 async fn api_client(db: &PgPool, cache: &TokenCache, token: &str) -> Result<ApiClient, AuthError> {
     let hash = tokens::hash(token);
-    if let Some(client) = cache.0.get(&hash) {
+    let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+    if let Some((client, expires_at)) = cache.0.get(&hash) {
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(AuthError::UnknownToken);
+        }
         return Ok(client);
     }
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT name, role FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+    // One statement finds a live token and stamps its use: a write per token per replica per
+    // cache period, not per request.
+    let row: Option<(String, String, Option<i64>)> = sqlx::query_as(
+        "UPDATE api_tokens SET last_used_at = now()
+          WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+          RETURNING name, role, (extract(epoch FROM expires_at) * 1000)::bigint",
     )
     .bind(&hash)
     .fetch_optional(db)
     .await?;
-    let (name, role) = row.ok_or(AuthError::UnknownToken)?;
+    let (name, role, expires_at) = row.ok_or(AuthError::UnknownToken)?;
     let role = role.parse().map_err(|_| AuthError::UnknownToken)?;
     let client = ApiClient { name, role };
-    cache.0.put(hash, client.clone());
+    cache.0.put(hash, (client.clone(), expires_at));
     Ok(client)
 }
 

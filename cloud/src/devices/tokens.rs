@@ -4,6 +4,10 @@
 //! Invariant: a token is printed once, by the command that made it, and never stored: the
 //! database holds its SHA-256 only, so a leaked database cannot enrol a box or call the API.
 //! Tokens are 256 random bits from the operating system's generator, hex-encoded.
+//!
+//! API tokens are managed by name (`api-token list`, `api-token revoke NAME`): a name is unique
+//! among live (unrevoked) tokens, and a token may carry an expiry, after which it is refused like
+//! a revoked one (`devices::auth` checks it on every request, cached or not).
 
 use std::fmt;
 use std::str::FromStr;
@@ -75,10 +79,91 @@ pub enum TokenError {
     ConnectTimeout { url: String, timeout: Duration },
     #[error("--ttl-hours {0}: expected 1 to {MAX_ENROLLMENT_TTL_HOURS}")]
     Ttl(u32),
-    #[error("--name must not be empty")]
-    EmptyName,
+    #[error("--name: expected 1 to {MAX_NAME_LEN} characters without control characters")]
+    BadName,
+    #[error(
+        "a live API token is already named {0:?}; pick another name, or revoke it first (sentra-cloud api-token revoke {0:?})"
+    )]
+    DuplicateName(String),
+    #[error("no live API token is named {0:?} (sentra-cloud api-token list shows them)")]
+    UnknownName(String),
+    #[error("--expires-in {0:?}: {1}")]
+    Expiry(String, String),
     #[error("storing the token failed (has `sentra-cloud migrate` run?)")]
     Store(#[source] sqlx::Error),
+}
+
+/// Longest API token name: it is shown in logs and `created_by` columns.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Longest expiry a token may be given at creation: ten years (no expiry is also allowed).
+pub const MAX_EXPIRY_DAYS: i64 = 3650;
+
+impl TokenError {
+    /// Whether the operator asked for something that cannot be done as asked (exit code 2), as
+    /// opposed to a failure of the database (exit code 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            TokenError::Ttl(_)
+                | TokenError::BadName
+                | TokenError::DuplicateName(_)
+                | TokenError::UnknownName(_)
+                | TokenError::Expiry(..)
+        )
+    }
+}
+
+/// `--expires-in`: a duration (`90m`, `12h`, `30d`, `8w`) from `now`, or an RFC 3339 time; the
+/// result is in the future and at most [`MAX_EXPIRY_DAYS`] away.
+pub fn parse_expiry(
+    raw: &str,
+    now: time::OffsetDateTime,
+) -> Result<time::OffsetDateTime, TokenError> {
+    let bad = |why: &str| TokenError::Expiry(raw.to_owned(), why.to_owned());
+    let raw_trimmed = raw.trim();
+    let at = if let Ok(at) =
+        time::OffsetDateTime::parse(raw_trimmed, &time::format_description::well_known::Rfc3339)
+    {
+        at
+    } else {
+        let split = raw_trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| bad("expected a number with a unit (m, h, d, w) or an RFC 3339 time"))?;
+        let (number, unit) = raw_trimmed.split_at(split);
+        let number: i64 = number
+            .parse()
+            .map_err(|_| bad("expected a number with a unit (m, h, d, w) or an RFC 3339 time"))?;
+        let minutes = match unit {
+            "m" => Some(number),
+            "h" => number.checked_mul(60),
+            "d" => number.checked_mul(24 * 60),
+            "w" => number.checked_mul(7 * 24 * 60),
+            _ => None,
+        }
+        .ok_or_else(|| bad("expected a number with a unit (m, h, d, w) or an RFC 3339 time"))?;
+        if minutes > MAX_EXPIRY_DAYS * 24 * 60 {
+            return Err(bad(&format!("at most {MAX_EXPIRY_DAYS} days")));
+        }
+        now.checked_add(time::Duration::minutes(minutes))
+            .ok_or_else(|| bad("out of range"))?
+    };
+    if at <= now {
+        return Err(bad("the expiry must be in the future"));
+    }
+    if at - now > time::Duration::days(MAX_EXPIRY_DAYS) {
+        return Err(bad(&format!("at most {MAX_EXPIRY_DAYS} days from now")));
+    }
+    Ok(at)
+}
+
+fn check_name(name: &str) -> Result<&str, TokenError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
+    {
+        return Err(TokenError::BadName);
+    }
+    Ok(name)
 }
 
 /// A fresh random token.
@@ -138,28 +223,113 @@ pub async fn issue_enrollment_token(
     })
 }
 
-/// `sentra-cloud api-token`: stores the new token's hash under `name` and `role`; returns the
-/// token.
+/// `sentra-cloud api-token`: stores the new token's hash under `name` (unique among live
+/// tokens) and `role`, expiring at `expires_at` if given; returns the token.
 pub async fn issue_api_token(
     database: &DatabaseConfig,
     name: &str,
     role: Role,
+    expires_at: Option<time::OffsetDateTime>,
 ) -> Result<String, TokenError> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(TokenError::EmptyName);
-    }
+    let name = check_name(name)?;
+    let expires_at = expires_at
+        .map(|at| at.format(&time::format_description::well_known::Rfc3339))
+        .transpose()
+        .map_err(|error| TokenError::Expiry(String::new(), error.to_string()))?;
     let mut conn = connect(database).await?;
     let token = generate();
-    sqlx::query("INSERT INTO api_tokens (name, role, token_hash) VALUES ($1, $2, $3)")
-        .bind(name)
-        .bind(role.as_str())
-        .bind(hash(&token))
-        .execute(&mut conn)
-        .await
-        .map_err(TokenError::Store)?;
+    let inserted = sqlx::query(
+        "INSERT INTO api_tokens (name, role, token_hash, expires_at) VALUES ($1, $2, $3, $4::timestamptz)",
+    )
+    .bind(name)
+    .bind(role.as_str())
+    .bind(hash(&token))
+    .bind(expires_at)
+    .execute(&mut conn)
+    .await;
     close(conn).await;
-    Ok(token)
+    match inserted {
+        Ok(_) => Ok(token),
+        Err(sqlx::Error::Database(error)) if error.constraint() == Some("api_tokens_live_name") => {
+            Err(TokenError::DuplicateName(name.to_owned()))
+        }
+        Err(error) => Err(TokenError::Store(error)),
+    }
+}
+
+/// One API token as `api-token list` shows it: never the token, never its hash.
+#[derive(Debug, serde::Serialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    /// When a replica last looked it up (at most once per token cache period per replica).
+    pub last_used_at: Option<String>,
+    /// `live`, `expired` or `revoked`.
+    pub state: String,
+}
+
+/// `sentra-cloud api-token list`: every API token, oldest first.
+pub async fn list_api_tokens(database: &DatabaseConfig) -> Result<Vec<TokenInfo>, TokenError> {
+    let mut conn = connect(database).await?;
+    type Row = (
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+    );
+    let rows = sqlx::query_as::<_, Row>(
+        "SELECT name, role,
+                to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                to_char(last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
+                     WHEN expires_at <= now() THEN 'expired' ELSE 'live' END
+           FROM api_tokens ORDER BY created_at, id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .map_err(TokenError::Store);
+    close(conn).await;
+    Ok(rows?
+        .into_iter()
+        .map(
+            |(name, role, created_at, expires_at, revoked_at, last_used_at, state)| TokenInfo {
+                name,
+                role,
+                created_at,
+                expires_at,
+                revoked_at,
+                last_used_at,
+                state,
+            },
+        )
+        .collect())
+}
+
+/// `sentra-cloud api-token revoke NAME`: revokes the live token named `name`. Every replica
+/// refuses it within the token cache period, and its fleet page sessions end at once.
+pub async fn revoke_api_token(database: &DatabaseConfig, name: &str) -> Result<(), TokenError> {
+    let name = check_name(name)?;
+    let mut conn = connect(database).await?;
+    let revoked = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+    )
+    .bind(name)
+    .execute(&mut conn)
+    .await
+    .map_err(TokenError::Store);
+    close(conn).await;
+    if revoked?.rows_affected() == 0 {
+        return Err(TokenError::UnknownName(name.to_owned()));
+    }
+    Ok(())
 }
 
 async fn connect(database: &DatabaseConfig) -> Result<PgConnection, TokenError> {
@@ -194,6 +364,44 @@ mod tests {
         assert_eq!(hash(&a).len(), 32);
         assert_eq!(hash(&a), hash(&a));
         assert_ne!(hash(&a), hash(&b));
+    }
+
+    #[test]
+    fn expiries_parse_as_durations_or_times_in_the_future() {
+        let at = |unix: i64| time::OffsetDateTime::from_unix_timestamp(unix).ok();
+        // 2026-12-04T12:00:00Z
+        let now = time::OffsetDateTime::from_unix_timestamp(1_796_385_600)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(
+            parse_expiry("30d", now).ok(),
+            at(1_796_385_600 + 30 * 86_400)
+        );
+        assert_eq!(parse_expiry("90m", now).ok(), at(1_796_385_600 + 90 * 60));
+        assert_eq!(
+            parse_expiry("2027-01-01T00:00:00Z", now).ok(),
+            at(1_798_761_600)
+        );
+        for bad in [
+            "",
+            "30",
+            "d",
+            "30x",
+            "-1d",
+            "0d",
+            "99999999999999999999d",
+            "3651d",
+            "2026-12-01T00:00:00Z",
+        ] {
+            assert!(parse_expiry(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_are_bounded() {
+        assert_eq!(check_name(" ops ").ok(), Some("ops"));
+        assert!(check_name("").is_err());
+        assert!(check_name("a\nb").is_err());
+        assert!(check_name(&"x".repeat(65)).is_err());
     }
 
     #[test]

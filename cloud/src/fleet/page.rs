@@ -6,7 +6,9 @@
 //! Who may look: an operator API token, as `Authorization: Bearer` (curl, scripts) or through a
 //! login: the form at `/fleet` trades the token for a session cookie (`POST /fleet/login`), and
 //! `POST /v1/fleet/login-links` (operator token) makes a one-time link that does the same from
-//! another device (a phone). The cookie holds a random session secret, never the token; the
+//! another device (a phone): the link opens a page whose button POSTs its code, so a chat app or
+//! mail scanner that fetches the link to preview it does not use it up. Every fleet page answers
+//! with `Referrer-Policy: no-referrer`. The cookie holds a random session secret, never the token; the
 //! database holds its SHA-256. Sessions end after [`SESSION_TTL`], on logout, and at once when
 //! their token is revoked.
 //!
@@ -65,7 +67,7 @@ async fn operator(db: &PgPool, headers: &HeaderMap) -> Result<Option<String>, Ap
         .and_then(|value| value.strip_prefix("Bearer "))
     {
         let name: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND role = 'operator'",
+            "SELECT name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) AND role = 'operator'",
         )
         .bind(tokens::hash(token.trim()))
         .fetch_optional(db)
@@ -79,7 +81,7 @@ async fn operator(db: &PgPool, headers: &HeaderMap) -> Result<Option<String>, Ap
     sqlx::query_scalar(
         "SELECT t.name FROM fleet_sessions s JOIN api_tokens t ON t.id = s.token_id
          WHERE s.secret_hash = $1 AND NOT s.ticket AND s.expires_at > now()
-           AND t.revoked_at IS NULL AND t.role = 'operator'",
+           AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()) AND t.role = 'operator'",
     )
     .bind(tokens::hash(&secret))
     .fetch_optional(db)
@@ -115,8 +117,22 @@ async fn new_session(db: &PgPool, token_id: i64, ticket: bool) -> Result<String,
     Ok(secret)
 }
 
+/// Every fleet page and its redirects tell the browser to send no `Referer` onwards: a page
+/// opened from a login link must not hand the link to whatever it links to or loads.
+fn no_referrer(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+fn html(body: String) -> Response {
+    no_referrer(Html(body).into_response())
+}
+
 fn logged_in(secret: &str) -> Response {
-    let mut response = Redirect::to("/fleet").into_response();
+    let mut response = no_referrer(Redirect::to("/fleet").into_response());
     let value = format!(
         "{COOKIE}={secret}; Path=/fleet; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         SESSION_TTL.as_secs()
@@ -136,7 +152,8 @@ fn page(title: &str, refresh: bool, body: &str) -> String {
     format!(
         "<!doctype html>
 <html lang=\"en\"><head><meta charset=\"utf-8\">
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{refresh}
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
+<meta name=\"referrer\" content=\"no-referrer\">{refresh}
 <title>{title}</title>
 <style>
 body{{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:0;padding:0 1rem 2rem;color:#1d2330;background:#f5f6f8}}
@@ -181,11 +198,31 @@ fn login_page(message: Option<&str>) -> Response {
 <label>Operator token<br><input name=\"token\" type=\"password\" autocomplete=\"current-password\" size=\"40\" required></label>
 <p><button type=\"submit\">Sign in</button></p></form>"
     );
-    (
-        StatusCode::UNAUTHORIZED,
-        Html(page("Sentra fleet: sign in", false, &body)),
+    no_referrer(
+        (
+            StatusCode::UNAUTHORIZED,
+            Html(page("Sentra fleet: sign in", false, &body)),
+        )
+            .into_response(),
     )
-        .into_response()
+}
+
+/// The page a login link opens: one button that POSTs the link's code. Opening the link (a GET,
+/// which chat apps and mail scanners do to preview it) signs nobody in and does not use it up.
+fn ticket_page(ticket: &str) -> Response {
+    let body = format!(
+        "<header><h1>Sentra fleet</h1></header>
+<p>This one-time link signs this browser in to the fleet page.</p>
+<form method=\"post\" action=\"/fleet/login\">
+<input type=\"hidden\" name=\"ticket\" value=\"{}\">
+<p><button type=\"submit\">Sign in</button></p></form>",
+        esc(ticket)
+    );
+    let mut response = html(page("Sentra fleet: sign in", false, &body));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 fn nav(name: &str) -> String {
@@ -371,7 +408,7 @@ pub async fn overview(
     let view = super::fleet_view(&state.db, state.fleet.offline_after)
         .await
         .map_err(|error| ApiError::database(&error))?;
-    Ok(Html(overview_html(&name, &view)).into_response())
+    Ok(html(overview_html(&name, &view)))
 }
 
 /// `GET /fleet/devices/{id}`.
@@ -499,7 +536,7 @@ pub async fn device(
         );
     }
     body.push_str("</table></div>");
-    Ok(Html(page("Sentra fleet: device", true, &body)).into_response())
+    Ok(html(page("Sentra fleet: device", true, &body)))
 }
 
 /// `GET /fleet/rollouts/{id}`.
@@ -546,7 +583,7 @@ pub async fn rollout(
         );
     }
     body.push_str("</table></div>");
-    Ok(Html(page("Sentra fleet: rollout", true, &body)).into_response())
+    Ok(html(page("Sentra fleet: rollout", true, &body)))
 }
 
 /// True when the browser says the form came from another site.
@@ -578,15 +615,20 @@ pub async fn rollout_action(
     let action = rollout::Action::parse(&action)
         .ok_or_else(|| ApiError::NotFound(format!("no rollout action {action:?}")))?;
     rollout::act(&state.db, &id, action, &name).await?;
-    Ok(Redirect::to(&format!("/fleet/rollouts/{id}")).into_response())
+    Ok(no_referrer(
+        Redirect::to(&format!("/fleet/rollouts/{id}")).into_response(),
+    ))
 }
 
+/// The sign-in form: an operator token (the form at `/fleet`) or a login link's code (the button
+/// of the page the link opens).
 #[derive(Deserialize)]
 pub struct LoginForm {
-    token: String,
+    token: Option<String>,
+    ticket: Option<String>,
 }
 
-/// `POST /fleet/login`: an operator token for a session cookie.
+/// `POST /fleet/login`: an operator token, or a login link's one-time code, for a session cookie.
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -595,10 +637,19 @@ pub async fn login(
     if cross_site(&headers) {
         return Err(ApiError::Forbidden("cross-site form refused".to_owned()));
     }
+    let token = match (form.token, form.ticket) {
+        (Some(token), None) => token,
+        (None, Some(ticket)) => return redeem_ticket(&state, &ticket).await,
+        _ => {
+            return Err(ApiError::MalformedBody(
+                "expected one of the form fields token or ticket".to_owned(),
+            ));
+        }
+    };
     let token: Option<(i64, String)> = sqlx::query_as(
-        "SELECT id, name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND role = 'operator'",
+        "SELECT id, name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) AND role = 'operator'",
     )
-    .bind(tokens::hash(form.token.trim()))
+    .bind(tokens::hash(token.trim()))
     .fetch_optional(&state.db)
     .await
     .map_err(|error| ApiError::database(&error))?;
@@ -620,15 +671,18 @@ pub struct TicketQuery {
     ticket: String,
 }
 
-/// `GET /fleet/login?ticket=T`: a one-time login link for a session cookie.
-pub async fn login_link(
-    State(state): State<AppState>,
-    Query(query): Query<TicketQuery>,
-) -> Result<Response, ApiError> {
+/// `GET /fleet/login?ticket=T`, the page a one-time login link opens: a button that POSTs the
+/// code. The GET changes nothing, so a link preview cannot use the link up.
+pub async fn login_link(Query(query): Query<TicketQuery>) -> Response {
+    ticket_page(&query.ticket)
+}
+
+/// The login link's code for a session cookie, once.
+async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Response, ApiError> {
     let token_id: Option<i64> = sqlx::query_scalar(
         "DELETE FROM fleet_sessions WHERE secret_hash = $1 AND ticket AND expires_at > now() RETURNING token_id",
     )
-    .bind(tokens::hash(&query.ticket))
+    .bind(tokens::hash(ticket))
     .fetch_optional(&state.db)
     .await
     .map_err(|error| ApiError::database(&error))?;
@@ -666,7 +720,8 @@ pub async fn logout(
 }
 
 /// `POST /v1/fleet/login-links` (operator token): `{"url": "/fleet/login?ticket=…", "expires_in_secs"}`,
-/// a link that signs its first opener in (for a phone) within [`TICKET_TTL`].
+/// a link whose page signs in the first browser to press its button (for a phone) within
+/// [`TICKET_TTL`].
 pub async fn make_login_link(
     State(state): State<AppState>,
     caller: Caller,

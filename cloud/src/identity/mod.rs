@@ -2,11 +2,23 @@
 //! card) read by the provider's OCR, their selfie matched against it with liveness, the outcome
 //! stored with the customer, and the gate every booking path asks ([`Identity::cleared`]).
 //!
-//! Routes: `POST /v1/customers/{id}/identity` (`{ktp_image, selfie, name?}`, base64) →
+//! Routes: `POST /v1/customers/{id}/identity` (`{ktp_image, selfie, branch?}`, base64) →
 //! `{customer, state: "VERIFIED"|"REJECTED", reason, nik_last4, ...}`, and
-//! `GET /v1/customers/{id}/identity`. `{id}` is the customer reference bookings carry.
+//! `GET /v1/customers/{id}/identity[?branch=B]`. `{id}` is the customer reference bookings carry,
+//! and it names a customer record of the caller's ([`owner`]): a device's branch's shared
+//! customer record (`/v1/branches/{branch}/customers/{id}`), a portal token's own customer
+//! (`PUT /v1/customers/{id}`), or, for an operator token, the record of the branch it names.
 //!
 //! Invariants:
+//! - a check attaches to a customer record its caller owns; an unknown customer, or another
+//!   branch's or portal's, is 404 (its existence is not revealed), and nothing is stored or sent
+//!   to the provider. The standing is kept per owner and customer, only the owner reads it, and
+//!   the booking gate asks for the booking's owner (the device's branch, the portal, or the
+//!   branch an operator names), so one owner's check never clears another owner's customer who
+//!   happens to share the reference;
+//! - the name the provider reads off the KTP must match the record's name ([`same_name`]);
+//! - provider calls are throttled per caller (device or token, [`limit::CallerLimiter`], per
+//!   replica): past the limit, 429 `rate_limited` with `Retry-After`, and no provider call;
 //! - the images are never stored and the NIK never in clear: `customer_identities` keeps an
 //!   HMAC of it (key `identity.nik_secret`; none without it) and its last four digits;
 //! - no image, NIK or name is ever logged: [`Nik`] and the request body redact themselves in
@@ -19,18 +31,24 @@
 //!   with that reason);
 //! - a provider that fails or is not configured is 502/503 and changes nothing.
 
+pub mod limit;
+pub mod owner;
 pub mod provider;
 
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use sqlx::{PgConnection, PgPool};
 
+use self::limit::CallerLimiter;
+use self::owner::Owner;
 use self::provider::{CheckBody, IdentityProvider, ProviderError, Verihubs};
 use crate::config::Secret;
 use crate::devices::auth::Caller;
@@ -81,7 +99,13 @@ impl Nik {
     }
 }
 
-/// Names compared as staff would: case, spaces and punctuation do not matter.
+/// Names compared as staff would: case, spaces and punctuation do not matter, every letter and
+/// digit does, in order. Deliberately no looser: KTPs print names in capitals, sometimes with
+/// different spacing or an apostrophe dropped ("NUR'AINI" / "NURAINI"), and those must match;
+/// but a fuzzy match (edit distance, initials, a missing word) would let the KTP of a
+/// similarly named person clear someone else's record. A customer whose record spells their
+/// name differently from the card has the record corrected (the edit is audited), then is
+/// checked again.
 fn same_name(a: &str, b: &str) -> bool {
     let norm = |s: &str| -> String {
         s.chars()
@@ -105,7 +129,14 @@ pub struct Identity {
     pub provider: Option<Verihubs>,
     pub nik_secret: Option<Secret>,
     pub required: bool,
+    /// Verified customers, keyed by [`cache_key`] (owner and customer).
     verified: TtlMap<String, ()>,
+    /// Provider calls per caller.
+    pub limiter: CallerLimiter,
+}
+
+fn cache_key(owner: &str, customer: &str) -> String {
+    format!("{owner}\u{0}{customer}")
 }
 
 impl std::fmt::Debug for Identity {
@@ -118,45 +149,59 @@ impl std::fmt::Debug for Identity {
 }
 
 impl Identity {
-    pub fn new(provider: Option<Verihubs>, nik_secret: Option<Secret>, required: bool) -> Self {
+    pub fn new(
+        provider: Option<Verihubs>,
+        nik_secret: Option<Secret>,
+        required: bool,
+        limiter: CallerLimiter,
+    ) -> Self {
         Identity {
             provider,
             nik_secret,
             required,
             verified: TtlMap::new(VERIFIED_CACHE_TTL, VERIFIED_CACHE_ENTRIES),
+            limiter,
         }
     }
 
-    fn cached(&self, customer: &str) -> bool {
-        self.verified.get(customer).is_some()
+    fn cached(&self, owner: &str, customer: &str) -> bool {
+        self.verified.get(&cache_key(owner, customer)).is_some()
     }
 
-    /// Whether `customer` may rent: verified, or the gate is off.
-    pub async fn cleared(&self, db: &PgPool, customer: &str) -> Result<bool, sqlx::Error> {
-        if !self.required || self.cached(customer) {
+    /// Whether `customer` of `owner` ([`Owner::key`]) may rent: verified, or the gate is off.
+    pub async fn cleared(
+        &self,
+        db: &PgPool,
+        owner: &str,
+        customer: &str,
+    ) -> Result<bool, sqlx::Error> {
+        if !self.required || self.cached(owner, customer) {
             return Ok(true);
         }
         let mut conn = db.acquire().await?;
-        self.cleared_in(&mut conn, customer).await
+        self.cleared_in(&mut conn, owner, customer).await
     }
 
     /// [`Identity::cleared`] on the caller's connection (inside the ingest transaction).
     pub async fn cleared_in(
         &self,
         conn: &mut PgConnection,
+        owner: &str,
         customer: &str,
     ) -> Result<bool, sqlx::Error> {
-        if !self.required || self.cached(customer) {
+        if !self.required || self.cached(owner, customer) {
             return Ok(true);
         }
         let verified: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM customer_identities WHERE customer = $1 AND state = 'VERIFIED')",
+            "SELECT EXISTS (SELECT 1 FROM customer_identities
+                             WHERE owner = $1 AND customer = $2 AND state = 'VERIFIED')",
         )
+        .bind(owner)
         .bind(customer)
         .fetch_one(&mut *conn)
         .await?;
         if verified {
-            self.verified.put(customer.to_owned(), ());
+            self.verified.put(cache_key(owner, customer), ());
         }
         Ok(verified)
     }
@@ -184,12 +229,13 @@ pub fn unverified_reason(customer: &str) -> String {
     )
 }
 
-/// Runs the provider's checks; `Err` only when the provider could not answer.
+/// Runs the provider's checks against the customer record's name; `Err` only when the provider
+/// could not answer.
 pub async fn check(
     provider: &impl IdentityProvider,
     ktp_image: &[u8],
     selfie: &[u8],
-    typed_name: Option<&str>,
+    record_name: &str,
 ) -> Result<(Outcome, Option<Nik>, String), ProviderError> {
     let card = match provider.extract_ktp(ktp_image).await {
         Ok(card) => card,
@@ -202,9 +248,7 @@ pub async fn check(
     if !card.nik.well_formed() {
         return Ok((Outcome::Rejected("nik_invalid"), None, reference));
     }
-    if let Some(name) = typed_name
-        && !same_name(name, &card.full_name)
-    {
+    if !same_name(record_name, &card.full_name) {
         return Ok((
             Outcome::Rejected("name_mismatch"),
             Some(card.nik),
@@ -238,7 +282,9 @@ fn reason_text(code: &str) -> &'static str {
             "the KTP could not be read from the photo; take it again, flat and in good light"
         }
         "nik_invalid" => "the NIK read from the KTP is not a valid NIK; check the card",
-        "name_mismatch" => "the name on the KTP does not match the name typed",
+        "name_mismatch" => {
+            "the name on the KTP does not match the customer's record; correct the record if it is misspelt, then check again"
+        }
         "face_unreadable" => "no face was found in the selfie; take it again",
         "liveness_failed" => {
             "the selfie did not pass the liveness check; take it of the customer in person"
@@ -267,11 +313,13 @@ pub async fn post_check(
     caller: Caller,
     Path(customer): Path<String>,
     JsonBody(body): JsonBody<CheckBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     crate::booking::types::check_customer(&customer)
         .map_err(|error| ApiError::Invalid(error.to_string()))?;
     let ktp = decode("ktp_image", &body.ktp_image)?;
     let selfie = decode("selfie", &body.selfie)?;
+    let owner = Owner::of(&caller, body.branch.as_deref())?;
+    let record_name = owner::record_name(&state.db, &owner, &customer).await?;
     let identity = &state.booking.identity;
     let Some(provider) = &identity.provider else {
         return Err(ApiError::Upstream {
@@ -280,22 +328,27 @@ pub async fn post_check(
             message: "no identity provider is configured (identity.provider_url)".to_owned(),
         });
     };
-    let (outcome, nik, reference) = check(provider, &ktp, &selfie, body.name.as_deref())
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "identity provider failed");
-            ApiError::Upstream {
-                status: StatusCode::BAD_GATEWAY,
-                code: "identity_provider_unavailable",
-                message: "the identity provider did not answer; nothing was stored, try again"
-                    .to_owned(),
-            }
-        })?;
+    let checked_by = caller.name();
+    if let Err(retry_after) = identity.limiter.take(&checked_by) {
+        return Ok(limit::too_many(retry_after, identity.limiter.describe()));
+    }
+    let (outcome, nik, reference) =
+        check(provider, &ktp, &selfie, &record_name)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "identity provider failed");
+                ApiError::Upstream {
+                    status: StatusCode::BAD_GATEWAY,
+                    code: "identity_provider_unavailable",
+                    message: "the identity provider did not answer; nothing was stored, try again"
+                        .to_owned(),
+                }
+            })?;
     let (state_text, reason) = match outcome {
         Outcome::Verified => ("VERIFIED", None),
         Outcome::Rejected(code) => ("REJECTED", Some(code)),
     };
-    let checked_by = caller.name();
+    let owner_key = owner.key();
     let nik_hmac = nik.as_ref().and_then(|nik| identity.nik_hmac(nik));
     let last4 = nik
         .as_ref()
@@ -304,9 +357,10 @@ pub async fn post_check(
     let reference = (!reference.is_empty()).then_some(reference);
     let mut tx = state.db.begin().await.map_err(|e| ApiError::database(&e))?;
     sqlx::query(
-        "INSERT INTO identity_checks (customer, outcome, reason, provider_ref, checked_by)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO identity_checks (owner, customer, outcome, reason, provider_ref, checked_by)
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
+    .bind(&owner_key)
     .bind(&customer)
     .bind(state_text)
     .bind(reason)
@@ -317,15 +371,16 @@ pub async fn post_check(
     .map_err(|e| ApiError::database(&e))?;
     sqlx::query(
         "INSERT INTO customer_identities
-             (customer, state, reason, nik_hmac, nik_last4, provider_ref, checked_by, verified_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $2 = 'VERIFIED' THEN now() END)
-         ON CONFLICT (customer) DO UPDATE SET
+             (owner, customer, state, reason, nik_hmac, nik_last4, provider_ref, checked_by, verified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $3 = 'VERIFIED' THEN now() END)
+         ON CONFLICT (owner, customer) DO UPDATE SET
              state = EXCLUDED.state, reason = EXCLUDED.reason, nik_hmac = EXCLUDED.nik_hmac,
              nik_last4 = EXCLUDED.nik_last4, provider_ref = EXCLUDED.provider_ref,
              checked_by = EXCLUDED.checked_by, verified_at = EXCLUDED.verified_at,
              checked_at = now()
          WHERE customer_identities.state <> 'VERIFIED'",
     )
+    .bind(&owner_key)
     .bind(&customer)
     .bind(state_text)
     .bind(reason)
@@ -338,7 +393,7 @@ pub async fn post_check(
     .map_err(|e| ApiError::database(&e))?;
     tx.commit().await.map_err(|e| ApiError::database(&e))?;
     tracing::info!(outcome = state_text, reason, "identity check recorded");
-    let mut answer = standing(&state.db, &customer).await?;
+    let mut answer = standing(&state.db, &owner_key, &customer).await?;
     if let Some(code) = reason
         && let Some(object) = answer.as_object_mut()
     {
@@ -347,7 +402,7 @@ pub async fn post_check(
             json!({"state": "REJECTED", "reason": code, "message": reason_text(code)}),
         );
     }
-    Ok((StatusCode::OK, Json(answer)))
+    Ok((StatusCode::OK, Json(answer)).into_response())
 }
 
 /// `customer_identities` as answered: state, reason, last four, verified at, checked at.
@@ -359,13 +414,14 @@ type StandingRow = (
     String,
 );
 
-async fn standing(db: &PgPool, customer: &str) -> Result<Value, ApiError> {
+async fn standing(db: &PgPool, owner: &str, customer: &str) -> Result<Value, ApiError> {
     let row: Option<StandingRow> = sqlx::query_as(
         "SELECT state, reason, nik_last4,
                     to_char(verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
                     to_char(checked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
-             FROM customer_identities WHERE customer = $1",
+             FROM customer_identities WHERE owner = $1 AND customer = $2",
     )
+    .bind(owner)
     .bind(customer)
     .fetch_optional(db)
     .await
@@ -384,13 +440,26 @@ async fn standing(db: &PgPool, customer: &str) -> Result<Value, ApiError> {
     }))
 }
 
-/// `GET /v1/customers/{id}/identity`.
+/// The query of `GET /v1/customers/{id}/identity`: the branch an operator token reads for.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandingQuery {
+    branch: Option<String>,
+}
+
+/// `GET /v1/customers/{id}/identity`: the standing of the caller's own customer; anyone else's
+/// is 404.
 pub async fn get_check(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(customer): Path<String>,
+    query: Result<Query<StandingQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(standing(&state.db, &customer).await?))
+    let Query(query) = query.map_err(|rejection| ApiError::BadQuery(rejection.body_text()))?;
+    crate::booking::types::check_customer(&customer)
+        .map_err(|error| ApiError::Invalid(error.to_string()))?;
+    let owner = Owner::of(&caller, query.branch.as_deref())?;
+    Ok(Json(standing(&state.db, &owner.key(), &customer).await?))
 }
 
 #[cfg(test)]

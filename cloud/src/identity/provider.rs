@@ -345,9 +345,11 @@ pub struct CheckBody {
     pub ktp_image: String,
     /// The customer's selfie, base64.
     pub selfie: String,
-    /// The name staff typed from the card; when given it must match what the provider read.
+    /// The branch whose customer record this is: required of an operator token, optional for a
+    /// device (its own branch), refused for a portal token (a portal checks its own customers).
+    /// The name on the KTP is matched against the record's, never against a typed name.
     #[serde(default)]
-    pub name: Option<String>,
+    pub branch: Option<String>,
 }
 
 impl std::fmt::Debug for CheckBody {

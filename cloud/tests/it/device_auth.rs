@@ -313,3 +313,199 @@ async fn serve_prunes_nonces_older_than_twice_the_skew_window() {
     let (status, _, _) = server.terminate().await;
     assert!(status.success());
 }
+
+/// `sentra-cloud api-token ...` against `cloud`'s database.
+async fn token_cli(cloud: &Cloud, args: &[&str]) -> crate::support::Output {
+    let mut all = vec!["api-token"];
+    all.extend_from_slice(args);
+    crate::support::run(&all, &[("DATABASE_URL", cloud.db.url())]).await
+}
+
+/// What `GET /v1/fleet` answers `token`: 401 when the token is not accepted at all.
+async fn status_with(cloud: &Cloud, token: &str) -> u16 {
+    cloud
+        .bearer(token, Method::GET, "/v1/fleet", None)
+        .await
+        .status
+}
+
+/// Issue 15: tokens an operator can manage. Names are unique among live tokens (a duplicate is
+/// exit 2), `list` shows every token without the token or its hash, `revoke NAME` revokes one,
+/// and a token may expire.
+#[tokio::test]
+async fn api_tokens_have_unique_names_and_are_listed_and_revoked_by_name() {
+    let cloud = Cloud::start().await;
+    let duplicate = token_cli(&cloud, &["--name", "ops", "--role", "operator"]).await;
+    assert_eq!(duplicate.status.code(), Some(2), "{}", duplicate.stderr);
+    assert!(
+        duplicate.stderr.contains("already named \"ops\""),
+        "{}",
+        duplicate.stderr
+    );
+    assert!(
+        duplicate.stdout.is_empty(),
+        "no token printed: {}",
+        duplicate.stdout
+    );
+    assert_eq!(
+        cloud
+            .scalar("SELECT count(*) FROM api_tokens WHERE name = 'ops'")
+            .await,
+        1
+    );
+    for args in [
+        &[][..],
+        &["--name", ""],
+        &["--name", "x", "--expires-in", "0d"],
+        &["--name", "x", "--expires-in", "soon"],
+        &["--name", "x", "--expires-in", "2020-01-01T00:00:00Z"],
+    ] {
+        let output = token_cli(&cloud, args).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", output.stderr);
+    }
+    assert_eq!(cloud.scalar("SELECT count(*) FROM api_tokens").await, 1);
+
+    let portal = cloud.api_token("portal", "portal").await;
+    let made = token_cli(
+        &cloud,
+        &[
+            "--name",
+            "ops-30d",
+            "--role",
+            "operator",
+            "--expires-in",
+            "30d",
+        ],
+    )
+    .await;
+    assert!(made.status.success(), "{}", made.stderr);
+    let thirty_days = made.stdout.trim().to_owned();
+    assert_eq!(
+        status_with(&cloud, &portal).await,
+        403,
+        "authenticated, not an operator"
+    );
+    assert_eq!(status_with(&cloud, &thirty_days).await, 200);
+
+    let listed = token_cli(&cloud, &["list"]).await;
+    assert!(listed.status.success(), "{}", listed.stderr);
+    let rows: Vec<serde_json::Value> = listed
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["ops", "portal", "ops-30d"], "{}", listed.stdout);
+    for secret in [&portal, &thirty_days, &cloud.operator] {
+        assert!(
+            !listed.stdout.contains(secret.as_str()),
+            "a token is listed"
+        );
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes()));
+        assert!(!listed.stdout.contains(&hash), "a token's hash is listed");
+    }
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .expect("listed")
+            .clone()
+    };
+    assert_eq!(row("portal")["role"], "portal");
+    assert_eq!(row("portal")["state"], "live");
+    assert!(row("portal")["expires_at"].is_null());
+    assert!(
+        row("portal")["last_used_at"].is_string(),
+        "it was used: {}",
+        listed.stdout
+    );
+    assert!(
+        row("ops-30d")["expires_at"].is_string(),
+        "{}",
+        listed.stdout
+    );
+    assert!(row("ops")["created_at"].is_string());
+
+    // Revoked by name: refused (within the replica's token cache period), listed as revoked,
+    // and the name is free again.
+    let revoked = token_cli(&cloud, &["revoke", "portal"]).await;
+    assert!(revoked.status.success(), "{}", revoked.stderr);
+    let deadline = std::time::Instant::now() + WAIT;
+    while status_with(&cloud, &portal).await != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revoked token still works"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let again = token_cli(&cloud, &["revoke", "portal"]).await;
+    assert_eq!(again.status.code(), Some(2), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("no live API token"),
+        "{}",
+        again.stderr
+    );
+    let reissued = cloud.api_token("portal", "portal").await;
+    assert_eq!(status_with(&cloud, &reissued).await, 403);
+    let states: Vec<String> = token_cli(&cloud, &["list"])
+        .await
+        .stdout
+        .lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            format!(
+                "{} {}",
+                row["name"].as_str().unwrap_or(""),
+                row["state"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        ["ops live", "portal revoked", "ops-30d live", "portal live"]
+    );
+}
+
+/// Issue 15: an expired token is refused like a revoked one, also by a replica that has it in
+/// its token cache (which would otherwise trust it for a few more seconds).
+#[tokio::test]
+async fn an_expired_token_is_401_even_from_the_token_cache() {
+    let cloud = Cloud::start().await;
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(4);
+    let at = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    let made = token_cli(
+        &cloud,
+        &["--name", "brief", "--role", "operator", "--expires-in", &at],
+    )
+    .await;
+    assert!(made.status.success(), "{}", made.stderr);
+    let token = made.stdout.trim().to_owned();
+    // Used now: the replica caches it (for API_TOKEN_CACHE_TTL, 5 s).
+    assert_eq!(status_with(&cloud, &token).await, 200);
+    let now = time::OffsetDateTime::now_utc();
+    if expires > now {
+        let wait = expires - now + time::Duration::milliseconds(300);
+        tokio::time::sleep(wait.try_into().expect("a positive wait")).await;
+    }
+    let answer = cloud.bearer(&token, Method::GET, "/v1/fleet", None).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (401, "unauthorized"),
+        "{answer:?}"
+    );
+    // The fleet page refuses it too.
+    let page = crate::support::http_client()
+        .get(format!("http://{}/fleet", cloud.server.addr))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .expect("GET /fleet");
+    assert_eq!(page.status(), 401);
+    let listed = token_cli(&cloud, &["list"]).await;
+    assert!(
+        listed.stdout.contains("\"state\":\"expired\""),
+        "{}",
+        listed.stdout
+    );
+}

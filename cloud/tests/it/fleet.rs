@@ -501,18 +501,74 @@ async fn check_page(cloud: &Cloud, dir: &Path) {
     }
 }
 
-/// Runs headless Chromium on a fresh one-time login link (which redirects to `/fleet` with a
-/// session cookie) with `args`; its stdout.
+/// The operator's thumb, for headless Chromium (which cannot click): a proxy in front of the
+/// cloud that forwards every request as it is and adds, to the page a login link opens, a
+/// script that presses the page's own Sign-in button. Same origin as the pages it passes on.
+async fn clicking_proxy(cloud: std::net::SocketAddr) -> std::net::SocketAddr {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a proxy client");
+    let forward = move |request: axum::extract::Request| {
+        let client = client.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .expect("the request body");
+            let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let mut outgoing =
+                client.request(parts.method.clone(), format!("http://{cloud}{path}"));
+            for (name, value) in &parts.headers {
+                if !matches!(name.as_str(), "host" | "connection" | "content-length") {
+                    outgoing = outgoing.header(name, value);
+                }
+            }
+            let answer = outgoing.body(body).send().await.expect("the cloud answers");
+            let status = answer.status();
+            let headers = answer.headers().clone();
+            let mut bytes = answer.bytes().await.expect("the answer's body").to_vec();
+            if parts.method == Method::GET && parts.uri.path() == "/fleet/login" {
+                let html = String::from_utf8_lossy(&bytes).replace(
+                    "</body>",
+                    "<script>document.querySelector('form button').click()</script></body>",
+                );
+                bytes = html.into_bytes();
+            }
+            let mut response = axum::response::Response::new(axum::body::Body::from(bytes));
+            *response.status_mut() = status;
+            for (name, value) in &headers {
+                if !matches!(
+                    name.as_str(),
+                    "content-length" | "transfer-encoding" | "connection"
+                ) {
+                    response.headers_mut().append(name, value.clone());
+                }
+            }
+            response
+        }
+    };
+    let app = axum::Router::new().fallback(forward);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// Runs headless Chromium on a fresh one-time login link with `args`; its stdout. The link
+/// opens a page with a Sign-in button (a GET signs nobody in); pressing it POSTs the code and
+/// lands on `/fleet` with a session cookie.
 async fn chromium(cloud: &Cloud, dir: &Path, args: &[&str]) -> String {
     let link = cloud
         .bearer(&cloud.operator, Method::POST, "/v1/fleet/login-links", None)
         .await;
     assert_eq!(link.status, 200, "{link:?}");
-    let url = format!(
-        "http://{}{}",
-        cloud.server.addr,
-        link.body["url"].as_str().expect("url")
-    );
+    let proxy = clicking_proxy(cloud.server.addr).await;
+    let url = format!("http://{proxy}{}", link.body["url"].as_str().expect("url"));
     let profile = tempfile::tempdir_in(dir).expect("chromium profile dir");
     let binary = ["chromium", "chromium-browser"]
         .into_iter()
@@ -533,6 +589,8 @@ async fn chromium(cloud: &Cloud, dir: &Path, args: &[&str]) -> String {
                 "--disable-dev-shm-usage",
                 "--hide-scrollbars",
                 "--no-first-run",
+                // Time for the button's POST and the redirect to /fleet before the dump.
+                "--virtual-time-budget=10000",
                 &format!("--user-data-dir={}", profile.path().display()),
             ])
             .args(args)
@@ -768,4 +826,110 @@ async fn a_release_manifest_verifies_and_its_download_resumes_with_range() {
         .bearer(&portal, Method::GET, "/v1/releases/1.1.0/manifest", None)
         .await;
     assert_eq!(forbidden.status, 403);
+}
+
+/// Issue 15: opening a login link (what a chat app's link preview does) shows a page whose
+/// button POSTs the code; the GET signs nobody in and does not use the link up. The POST does,
+/// once. The fleet pages send `Referrer-Policy: no-referrer`.
+#[tokio::test]
+async fn a_login_link_survives_previews_and_signs_in_once() {
+    let cloud = Cloud::start().await;
+    let link = cloud
+        .bearer(&cloud.operator, Method::POST, "/v1/fleet/login-links", None)
+        .await;
+    assert_eq!(link.status, 200, "{link:?}");
+    let path = link.body["url"].as_str().expect("url").to_owned();
+    let ticket = path
+        .split_once("ticket=")
+        .map(|(_, ticket)| ticket.to_owned())
+        .expect("a ticket");
+    let base = format!("http://{}", cloud.server.addr);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+
+    // Two previews: the page with the button, no cookie, and the link still good.
+    for _ in 0..2 {
+        let preview = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("GET the link");
+        assert_eq!(preview.status(), 200);
+        assert_eq!(preview.headers()["referrer-policy"], "no-referrer");
+        assert!(
+            preview.headers().get("set-cookie").is_none(),
+            "a GET signed in"
+        );
+        let html = preview.text().await.expect("html");
+        assert!(
+            html.contains("method=\"post\" action=\"/fleet/login\""),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("name=\"ticket\" value=\"{ticket}\"")),
+            "{html}"
+        );
+    }
+    assert_eq!(
+        cloud
+            .scalar("SELECT count(*) FROM fleet_sessions WHERE ticket")
+            .await,
+        1,
+        "the link is unused"
+    );
+
+    // The button: a same-origin POST of the code, a session cookie, the link used up.
+    let press = || {
+        client
+            .post(format!("{base}/fleet/login"))
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("ticket={ticket}"))
+            .send()
+    };
+    let pressed = press().await.expect("POST the code");
+    assert_eq!(pressed.status(), 303);
+    assert_eq!(pressed.headers()["referrer-policy"], "no-referrer");
+    let cookie = pressed.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("name=value")
+        .to_owned();
+    let again = press().await.expect("POST the code again");
+    assert_eq!(again.status(), 401);
+    assert!(
+        again
+            .text()
+            .await
+            .expect("html")
+            .contains("used or expired")
+    );
+    // Another site cannot press it for you.
+    let link = cloud
+        .bearer(&cloud.operator, Method::POST, "/v1/fleet/login-links", None)
+        .await;
+    let other = link.body["url"].as_str().expect("url");
+    let (_, other_ticket) = other.split_once("ticket=").expect("a ticket");
+    let forged = client
+        .post(format!("{base}/fleet/login"))
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("ticket={other_ticket}"))
+        .send()
+        .await
+        .expect("a cross-site POST");
+    assert_eq!(forged.status(), 403);
+
+    let page = client
+        .get(format!("{base}/fleet"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("GET /fleet");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
 }

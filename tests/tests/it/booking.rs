@@ -660,7 +660,18 @@ async fn an_unverified_customer_is_refused_online_and_rejected_at_sync() {
     })
     .await;
 
-    // C-VER's KTP is checked (through the cloud's sandbox provider); C-NEW's never is.
+    // C-VER's KTP is checked (through the cloud's sandbox provider); C-NEW's never is. A check
+    // attaches to the branch's customer record (issue 15), so C-VER has one, and the operator
+    // names the branch it checks for.
+    let (s, b) = cloud_call(
+        &cloud,
+        &op,
+        "PATCH",
+        &format!("/v1/branches/{BRANCH}/customers/C-VER"),
+        json!({"name": "Vera"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
     let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
     let (s, v) = cloud_call(
         &cloud,
@@ -668,7 +679,8 @@ async fn an_unverified_customer_is_refused_online_and_rejected_at_sync() {
         "POST",
         "/v1/customers/C-VER/identity",
         json!({"ktp_image": b64("SANDBOX-KTP\nnik=3171010508900001\nname=Vera\n"),
-               "selfie": b64("SANDBOX-FACE\nsimilarity=0.95\nlive=true\n")}),
+               "selfie": b64("SANDBOX-FACE\nsimilarity=0.95\nlive=true\n"),
+               "branch": BRANCH}),
     )
     .await;
     assert_eq!((s, v["state"].as_str()), (200, Some("VERIFIED")), "{v}");
