@@ -90,6 +90,24 @@ pub const KEYS: &[Key] = &[
         doc: "A request still unanswered after this is answered 503; a tablet on bad Wi-Fi then retries with its Idempotency-Key.",
     },
     Key {
+        section: "api",
+        name: "max_connections",
+        default: "256",
+        doc: "Connections served at once; past it new ones wait in the kernel's backlog. A branch has tens of devices; LimitNOFILE in the unit leaves room above this.",
+    },
+    Key {
+        section: "api",
+        name: "header_read_timeout_secs",
+        default: "30",
+        doc: "A connection must send its request head within this (and is closed after this long idle): a client stalling mid-header cannot hold a connection.",
+    },
+    Key {
+        section: "api",
+        name: "pair_per_minute",
+        default: "10",
+        doc: "Pairing attempts a minute from one address (POST /v1/pair); past it 429 with Retry-After. Guessing a code takes millions of tries; a technician pairs a handful.",
+    },
+    Key {
         section: "sync",
         name: "batch_bytes",
         default: "262144",
@@ -491,6 +509,9 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
+    pub max_connections: usize,
+    pub header_read_timeout_secs: u64,
+    pub pair_per_minute: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -616,6 +637,11 @@ impl Config {
                 request_timeout_ms: p.get("api", "request_timeout_ms", |s| {
                     parse_range(s, 100, 600_000)
                 }),
+                max_connections: p.get("api", "max_connections", |s| parse_range(s, 1, 100_000)),
+                header_read_timeout_secs: p.get("api", "header_read_timeout_secs", |s| {
+                    parse_range(s, 1, 3600)
+                }),
+                pair_per_minute: p.get("api", "pair_per_minute", |s| parse_range(s, 1, 10_000)),
             },
             sync: SyncConfig {
                 batch_bytes: p.get("sync", "batch_bytes", |s| {
@@ -756,6 +782,11 @@ impl Config {
                 ("api", "listen") => self.api.listen.to_string(),
                 ("api", "max_body_bytes") => self.api.max_body_bytes.to_string(),
                 ("api", "request_timeout_ms") => self.api.request_timeout_ms.to_string(),
+                ("api", "max_connections") => self.api.max_connections.to_string(),
+                ("api", "header_read_timeout_secs") => {
+                    self.api.header_read_timeout_secs.to_string()
+                }
+                ("api", "pair_per_minute") => self.api.pair_per_minute.to_string(),
                 ("sync", "batch_bytes") => self.sync.batch_bytes.to_string(),
                 ("sync", "batch_events") => self.sync.batch_events.to_string(),
                 ("sync", "pull_interval_secs") => self.sync.pull_interval_secs.to_string(),

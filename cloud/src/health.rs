@@ -4,7 +4,7 @@
 //! Redis: an orchestrator restarts unhealthy replicas, and a database outage must not restart
 //! them all. `GET /readyz` answers 200 only when this replica can do its work now: PostgreSQL
 //! answers `SELECT 1` and Redis answers `PING`, each within [`CHECK_TIMEOUT`]; otherwise 503
-//! `not_ready` naming every dependency that failed. A load balancer sends traffic only to ready
+//! `not_ready` naming every dependency that failed (the cause only in the log). A load balancer sends traffic only to ready
 //! replicas.
 
 use std::time::Duration;
@@ -28,16 +28,21 @@ pub async fn healthz() -> Json<Value> {
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let (postgres, redis) =
         tokio::join!(check_postgres(&state.db), check_redis(state.redis.clone()));
-    let failures: Vec<String> = [("postgresql", postgres), ("redis", redis)]
-        .into_iter()
-        .filter_map(|(name, result)| result.err().map(|error| format!("{name}: {error}")))
-        .collect();
-    if failures.is_empty() {
+    let mut failed = Vec::new();
+    for (name, result) in [("postgresql", postgres), ("redis", redis)] {
+        if let Err(error) = result {
+            // The cause (addresses, user names, driver messages) goes to the log only: /readyz
+            // is reachable by whoever reaches the replica.
+            tracing::warn!(dependency = name, %error, "not ready");
+            failed.push(format!(
+                "{name}: not answering (the replica's log says why)"
+            ));
+        }
+    }
+    if failed.is_empty() {
         Ok(Json(json!({ "status": "ok" })))
     } else {
-        let message = failures.join("; ");
-        tracing::warn!(%message, "not ready");
-        Err(ApiError::NotReady(message))
+        Err(ApiError::NotReady(failed.join("; ")))
     }
 }
 

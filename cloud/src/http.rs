@@ -62,7 +62,25 @@ pub struct Services {
     pub blobs: Option<crate::blobs::Blobs>,
 }
 
+/// Enrolments a minute from one peer address. A token is 256 random bits, so the throttle is not
+/// what stops guessing; it keeps one address from making the replica hash and look up tokens
+/// without end. Behind a load balancer every client shares the balancer's address, so this is
+/// also the replica's rate for the door: a burst of 300 lets a provisioning day (or the fleet
+/// test's 120 boxes at once) through.
+const ENROLL_PER_MINUTE: u32 = 300;
+
+/// Fleet sign-ins (login page, login links) a minute from one peer address.
+const FLEET_LOGIN_PER_MINUTE: u32 = 30;
+
 pub fn router(state: AppState) -> Router {
+    // A per-peer-address throttle in front of a route: past the allowance `429 rate_limited`
+    // with `Retry-After`, and the handler is not called.
+    let throttled = |per_minute| {
+        middleware::from_fn_with_state(
+            sentra_serve::Throttle::per_minute(per_minute),
+            sentra_serve::throttle,
+        )
+    };
     let authenticated = Router::new()
         .route("/v1/sync/push", post(ingest::push))
         .route("/v1/sync/pull", get(changes::pull))
@@ -121,7 +139,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/fleet/rollouts/{id}/{action}",
             post(fleet::post_rollout_action),
         )
-        .route("/v1/fleet/login-links", post(fleet::page::make_login_link))
+        .route(
+            "/v1/fleet/login-links",
+            post(fleet::page::make_login_link).route_layer(throttled(FLEET_LOGIN_PER_MINUTE)),
+        )
         .route(
             "/v1/releases/{version}/manifest",
             get(releases::get_manifest),
@@ -130,6 +151,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/releases/{version}/artifact",
             get(releases::get_artifact),
         )
+        // Prometheus scrapes with an operator token (`authorization` in the scrape config): the
+        // counters and the fleet's gauges say how the business runs and are nobody else's.
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -137,7 +161,6 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics))
         // The fleet page authenticates by operator token or its own session cookie.
         .route("/fleet", get(fleet::page::overview))
         .route("/fleet/devices/{id}", get(fleet::page::device))
@@ -148,10 +171,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/fleet/login",
-            get(fleet::page::login_link).post(fleet::page::login),
+            get(fleet::page::login_link)
+                .post(fleet::page::login)
+                .route_layer(throttled(FLEET_LOGIN_PER_MINUTE)),
         )
         .route("/fleet/logout", post(fleet::page::logout))
-        .route("/v1/enroll", post(devices::enroll))
+        .route(
+            "/v1/enroll",
+            post(devices::enroll).route_layer(throttled(ENROLL_PER_MINUTE)),
+        )
         // Verified by its HMAC, not by the device or token middleware.
         .route("/v1/payments/webhook", post(booking::payments::webhook))
         .merge(authenticated)
@@ -162,9 +190,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /metrics`: this replica's booking counters and the fleet's gauges (from PostgreSQL; if
+/// `GET /metrics` (operator token): this replica's booking counters and the fleet's gauges (from PostgreSQL; if
 /// it does not answer, `sentra_fleet_scrape_ok 0` says so and the rest is still served).
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: auth::Caller,
+) -> Result<Response, ApiError> {
+    caller.operator()?;
     let mut text = state.booking.metrics.render();
     text.push_str(&crate::notify::METRICS.render());
     match fleet::metrics::render(&state.db, state.fleet.offline_after).await {
@@ -177,14 +209,14 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
             text.push_str("# HELP sentra_fleet_scrape_ok 1 when the fleet gauges could be read from PostgreSQL.\n# TYPE sentra_fleet_scrape_ok gauge\nsentra_fleet_scrape_ok 0\n");
         }
     }
-    (
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
         text,
     )
-        .into_response()
+        .into_response())
 }
 
 /// The server's clock in Unix milliseconds.

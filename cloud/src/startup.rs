@@ -14,7 +14,6 @@
 //! The first line on stdout is `listening on ADDR` with the bound address, so whoever started
 //! the process (a test, a script) can use port 0 and learn the port. Logs go to stderr.
 
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +39,15 @@ use crate::notify;
 /// kernel dropped the handshakes it could not queue and the clients tried again a second
 /// later. The kernel caps it at `net.core.somaxconn` (4096 on Debian 12).
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// What one replica serves at once, and how long a client may take to send a request head (or
+/// stay idle between requests). The cap is above the herd the booking bench sends (1000 new
+/// connections at once) and at the backlog, so a burst waits in the kernel instead of being
+/// refused; 30 s is hyper's own default for the head, which `axum::serve` never turned on.
+const SERVER_LIMITS: sentra_serve::Limits = sentra_serve::Limits {
+    max_connections: 4096,
+    header_read_timeout: Duration::from_secs(30),
+};
 
 /// The service's listening socket, with [`LISTEN_BACKLOG`].
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -100,8 +108,6 @@ pub enum ServeError {
     },
     #[error("notifications")]
     Notify(#[source] crate::notify::NotifyError),
-    #[error("the HTTP server failed")]
-    Server(#[source] std::io::Error),
     #[error("the identity provider")]
     Identity(#[source] anyhow::Error),
 }
@@ -243,7 +249,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tracing::info!("notify.amqp_url is not set: notifications stay scheduled in PostgreSQL");
     }
 
-    let server = axum::serve(
+    let server = sentra_serve::serve(
         listener,
         http::router(AppState::new(http::Services {
             db: db.clone(),
@@ -254,27 +260,26 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             notify,
             blobs,
         })),
-    )
-    .with_graceful_shutdown(token.clone().cancelled_owned())
-    .into_future();
+        SERVER_LIMITS,
+        token.clone().cancelled_owned(),
+    );
     let grace_over = async {
         token.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
-    let result = tokio::select! {
-        result = server => result.map_err(ServeError::Server),
+    tokio::select! {
+        () = server => {}
         () = grace_over => {
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still running after the grace period; closing them");
-            Ok(())
         }
-    };
+    }
 
     token.cancel();
     tracker.close();
     tracker.wait().await;
     db.close().await;
     tracing::info!("stopped");
-    result
+    Ok(())
 }
 
 /// Deletes expired request nonces every [`auth::NONCE_PRUNE_INTERVAL`] until `token` is

@@ -184,8 +184,10 @@ pub fn allows(role: Role, action: Action) -> bool {
     }
 }
 
-/// Build the router. Every `/v1` route but `/v1/pair` passes the auth layer for its action.
+/// Build the router. Every `/v1` route but `/v1/pair` passes the auth layer for its action;
+/// `/v1/pair` is throttled per peer address instead (`api.pair_per_minute`).
 pub fn router(state: AppState) -> Router {
+    let pair_throttle = sentra_serve::Throttle::per_minute(state.config.api.pair_per_minute);
     let guarded = |action: Action, route: MethodRouter<AppState>| {
         route.route_layer(middleware::from_fn_with_state(
             (state.clone(), action),
@@ -194,7 +196,13 @@ pub fn router(state: AppState) -> Router {
     };
     use Action::*;
     let v1 = Router::new()
-        .route("/v1/pair", post(ops::pair))
+        .route(
+            "/v1/pair",
+            post(ops::pair).route_layer(middleware::from_fn_with_state(
+                pair_throttle,
+                sentra_serve::throttle,
+            )),
+        )
         .route(
             "/v1/work-orders",
             guarded(WorkOrderWrite, post(workshop::create_work_order))
@@ -509,13 +517,20 @@ pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-/// Bind and serve until `cancel`; requests in flight finish first.
+/// Serve until `cancel`, within `api.max_connections` and `api.header_read_timeout_secs`;
+/// requests in flight finish first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     cancel: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    let limits = sentra_serve::Limits {
+        max_connections: state.config.api.max_connections,
+        header_read_timeout: Duration::from_secs(state.config.api.header_read_timeout_secs),
+    };
+    sentra_serve::serve(listener, router(state), limits, async move {
+        cancel.cancelled().await
+    })
+    .await;
+    Ok(())
 }

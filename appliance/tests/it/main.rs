@@ -10,6 +10,7 @@ mod crash;
 mod doctor;
 mod flow;
 mod idempotency;
+mod limits;
 mod mqtt;
 mod photos;
 mod printer;

@@ -200,17 +200,18 @@ pub async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
-    // Anonymous requests are refused before their body is read, and API tokens are checked
-    // before it too: only a device's signature covers the body.
-    let client = if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+    // Who is calling is settled from the headers before the body is read: anonymous requests,
+    // unknown or revoked tokens and unknown or revoked devices are refused without reading a
+    // byte of it. Only a known device's signature needs the body (it covers its digest).
+    let claimed = if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let token = value
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or(AuthError::BadHeader("authorization"))?;
-        Some(api_client(&state.db, &state.tokens, token.trim()).await?)
+        Claimed::Client(api_client(&state.db, &state.tokens, token.trim()).await?)
     } else if parts.headers.contains_key(DEVICE_HEADER) {
-        None
+        Claimed::Device(Box::new(known_device(&state.db, &parts.headers).await?))
     } else {
         return Err(AuthError::NoCredentials.into());
     };
@@ -221,17 +222,17 @@ pub async fn authenticate(
         }
         Err(error) => return Err(AuthError::Body(error.to_string()).into()),
     };
-    let caller = match client {
-        Some(client) => Caller::Client(client),
-        None => {
+    let caller = match claimed {
+        Claimed::Client(client) => Caller::Client(client),
+        Claimed::Device(known) => {
             let path_and_query = parts
                 .uri
                 .path_and_query()
                 .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
             Caller::Device(
-                device(
+                verify_device(
                     &state.db,
-                    &parts.headers,
+                    *known,
                     parts.method.as_str(),
                     path_and_query,
                     &bytes,
@@ -272,13 +273,23 @@ async fn api_client(db: &PgPool, cache: &TokenCache, token: &str) -> Result<ApiC
     Ok(client)
 }
 
-async fn device(
-    db: &PgPool,
-    headers: &HeaderMap,
-    method: &str,
-    path_and_query: &str,
-    body: &[u8],
-) -> Result<DeviceIdentity, AuthError> {
+/// What the headers claim before the body is read: an API token already checked, or a device
+/// that exists, is not revoked and has a key (its signature is checked once the body is in).
+enum Claimed {
+    Client(ApiClient),
+    Device(Box<KnownDevice>),
+}
+
+struct KnownDevice {
+    id: String,
+    branch_id: String,
+    key: sentra_protocol::ed25519_dalek::VerifyingKey,
+    signed: SignedHeaders,
+}
+
+/// The device the signature headers name, from its row: unknown, revoked or keyless is 401
+/// before anything else is read.
+async fn known_device(db: &PgPool, headers: &HeaderMap) -> Result<KnownDevice, AuthError> {
     let text = |name: &'static str| {
         headers
             .get(name)
@@ -313,6 +324,29 @@ async fn device(
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
         .and_then(|bytes| sentra_protocol::ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok())
         .ok_or_else(|| AuthError::UnknownDevice(id.clone()))?;
+    Ok(KnownDevice {
+        id,
+        branch_id,
+        key,
+        signed,
+    })
+}
+
+/// A known device's signature over the request, then its nonce (stored only once the signature
+/// holds, so unauthenticated requests cannot fill the nonce table).
+async fn verify_device(
+    db: &PgPool,
+    known: KnownDevice,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<DeviceIdentity, AuthError> {
+    let KnownDevice {
+        id,
+        branch_id,
+        key,
+        signed,
+    } = known;
     protocol_auth::verify(&key, &signed, method, path_and_query, body, now_ms()).map_err(
         |source| AuthError::Signature {
             device: id.clone(),

@@ -96,12 +96,7 @@ async fn herd_over_three_replicas_gets_exactly_one_hold_per_round() {
     // Most of the herd was turned away by Redis, without reaching PostgreSQL.
     let mut by_redis = 0;
     for server in &cloud.servers {
-        let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text");
+        let metrics = crate::support::scrape(server.addr, &cloud.operator).await;
         by_redis += metrics
             .lines()
             .find_map(|line| line.strip_prefix("booking_conflicts_total{decided_by=\"redis\"} "))

@@ -132,12 +132,7 @@ async fn completion_captures_the_charges_releases_the_rest_and_frees_the_days_af
         1
     );
 
-    let text = reqwest::get(format!("http://{}/metrics", cloud.servers[0].addr))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = crate::support::scrape(cloud.servers[0].addr, &cloud.operator).await;
     for line in [
         "bookings_completed_total 1",
         "payment_captures_total 1",

@@ -509,3 +509,70 @@ async fn an_expired_token_is_401_even_from_the_token_cache() {
         listed.stdout
     );
 }
+
+/// Sends `head` (a request head announcing a body) and a few bytes of that body, never the rest,
+/// and returns the status line the server answered with before the body was complete.
+async fn answer_to_a_body_never_sent(addr: std::net::SocketAddr, head: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    stream
+        .write_all(b"{\"batch\": [")
+        .await
+        .expect("write a little");
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut answer))
+        .await
+        .expect("answered without waiting for the body")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn unknown_callers_are_refused_before_their_body_is_read() {
+    // 4 MB announced, a dozen bytes sent: an unknown device or token must not make the replica
+    // wait for (or buffer) a body it will refuse anyway.
+    let cloud = Cloud::start().await;
+    let unknown_device = format!(
+        "POST /v1/sync/push HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: 4000000\r\nx-sentra-device: 0190a1b2-0000-7000-8000-000000000000\r\n\
+         x-sentra-timestamp: {}\r\nx-sentra-nonce: {}\r\nx-sentra-signature: AAAA\r\n\r\n",
+        now_ms(),
+        random_hex(16)
+    );
+    assert_eq!(
+        answer_to_a_body_never_sent(cloud.server.addr, &unknown_device).await,
+        "HTTP/1.1 401"
+    );
+    let unknown_token = "POST /v1/bookings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: 4000000\r\nauthorization: Bearer not-a-token\r\n\r\n";
+    assert_eq!(
+        answer_to_a_body_never_sent(cloud.server.addr, unknown_token).await,
+        "HTTP/1.1 401"
+    );
+}
+
+#[tokio::test]
+async fn enrolment_is_throttled_per_address() {
+    // 300 a minute from one address (http::ENROLL_PER_MINUTE): a token guesser gets 429 with
+    // Retry-After and the handler is not reached.
+    let cloud = Cloud::start().await;
+    let body = serde_json::to_vec(
+        &serde_json::json!({"token": "0".repeat(64), "public_key": "0".repeat(64)}),
+    )
+    .expect("json");
+    let json = [("content-type", "application/json".to_owned())];
+    let mut statuses = Vec::new();
+    for _ in 0..300 {
+        let answer = cloud
+            .call(Method::POST, "/v1/enroll", Some(body.clone()), &json)
+            .await;
+        statuses.push(answer.status);
+    }
+    assert!(statuses.iter().all(|status| *status != 429), "{statuses:?}");
+    let refused = cloud
+        .call(Method::POST, "/v1/enroll", Some(body), &json)
+        .await;
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.body["error"]["code"], "rate_limited", "{refused:?}");
+}

@@ -396,13 +396,13 @@ async fn a_rollout_halts_itself_when_agents_roll_back_and_the_page_flags_it() {
 
 /// `/metrics` parses as Prometheus text and says what the fleet is.
 async fn check_metrics(cloud: &Cloud) {
-    let response = crate::support::http_client()
+    let anonymous = crate::support::http_client()
         .get(format!("http://{}/metrics", cloud.server.addr))
         .send()
         .await
         .expect("scrape /metrics");
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.expect("metrics text");
+    assert_eq!(anonymous.status(), 401, "/metrics is not public");
+    let text = crate::support::scrape(cloud.server.addr, &cloud.operator).await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
         .expect("valid Prometheus text");
     let value = |name: &str, labels: &[(&str, &str)]| -> f64 {

@@ -794,12 +794,8 @@ async fn serve_publishes_and_sends_through_its_sandbox_and_counts_it() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", server.addr))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let operator = crate::support::operator_token(db.url()).await;
+    let metrics = crate::support::scrape(server.addr, &operator).await;
     for line in [
         "notifications_published_total 1",
         "notifications_sent_total 1",

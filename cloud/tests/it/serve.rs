@@ -44,6 +44,10 @@ async fn readyz_is_503_naming_redis_when_redis_is_down() {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("redis: "), "{body}");
     assert!(!message.contains("postgresql"), "postgres is fine: {body}");
+    assert!(
+        !message.contains(&redis[8..]),
+        "the dependency's address and error stay in the log: {body}"
+    );
 
     let (status, _, _) = server.terminate().await;
     assert!(status.success());
@@ -60,6 +64,10 @@ async fn readyz_is_503_naming_postgresql_when_postgres_is_down() {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("postgresql: "), "{body}");
     assert!(!message.contains("redis"), "redis is fine: {body}");
+    assert!(
+        !message.contains("127.0.0.1") && !message.contains("refused"),
+        "the database's address and error stay in the log: {body}"
+    );
 
     let (status, _, _) = server.terminate().await;
     assert!(status.success());

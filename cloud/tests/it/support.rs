@@ -354,3 +354,28 @@ pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
+
+/// An operator API token made with the CLI against `db_url`, for the routes only an operator
+/// reads (`/metrics`, the fleet).
+pub async fn operator_token(db_url: &str) -> String {
+    let name = format!("ops-{}", rand::random::<u32>());
+    let output = run(
+        &["api-token", "--name", &name, "--role", "operator"],
+        &[("DATABASE_URL", db_url)],
+    )
+    .await;
+    assert!(output.status.success(), "api-token: {}", output.stderr);
+    output.stdout.trim().to_owned()
+}
+
+/// `GET /metrics` of the replica at `addr` with an operator token; the Prometheus text.
+pub async fn scrape(addr: SocketAddr, operator: &str) -> String {
+    let response = http_client()
+        .get(format!("http://{addr}/metrics"))
+        .bearer_auth(operator)
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(response.status(), 200, "an operator scrapes /metrics");
+    response.text().await.expect("metrics text")
+}

@@ -1,0 +1,195 @@
+//! The HTTP server loop that `sentra-edge` (the branch's local API) and `sentra-cloud` both serve
+//! with, and the per-address throttle both put in front of their unauthenticated doors.
+//!
+//! `axum::serve` sets no timer, so hyper never times out a client that sends half a header and
+//! waits (slowloris), and it accepts every connection the kernel hands it. [`serve`] is the same
+//! loop with the three bounds a server on a shared Wi-Fi or the internet needs:
+//! - at most [`Limits::max_connections`] connections at once: past it the loop stops accepting
+//!   and new connections wait in the kernel's backlog until one closes (nothing is refused while
+//!   the backlog has room, and a client that waits is served);
+//! - the request head must arrive within [`Limits::header_read_timeout`], counted from when the
+//!   connection starts waiting for it, so the same timeout also closes idle keep-alive
+//!   connections;
+//! - each request carries its peer address as axum's `ConnectInfo<SocketAddr>`.
+//!
+//! Shutdown: once `shutdown` resolves no connection is accepted, every connection is told to
+//! finish the request in flight and close, and `serve` returns when all have.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock as _};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
+
+/// The bounds [`serve`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; at least 1.
+    pub max_connections: usize,
+    /// How long a connection may take to send a request head (and how long it may stay idle
+    /// between requests).
+    pub header_read_timeout: Duration,
+}
+
+/// A failed `accept` (out of file descriptors, most often) is retried after this pause rather
+/// than in a tight loop; connections already open keep being served meanwhile.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// Serve `router` on `listener` within `limits` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed.
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed; trying again");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(request.map(Body::new))
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Most addresses a [`Throttle`] remembers before it forgets those that are back to a full
+/// allowance; bounds its memory whatever the callers' addresses.
+const THROTTLE_MAX_ADDRESSES: usize = 10_000;
+
+/// Requests per minute from one peer address, with the whole minute's allowance as the burst.
+/// Put in front of a route with `axum::middleware::from_fn_with_state(throttle, throttle)`.
+/// Over the allowance: `429 rate_limited` in the error envelope with `Retry-After`, and the
+/// route is not called.
+#[derive(Clone)]
+pub struct Throttle {
+    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl Throttle {
+    /// `per_minute` requests a minute per address (0 is taken as 1).
+    pub fn per_minute(per_minute: u32) -> Throttle {
+        let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        Throttle {
+            limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+        }
+    }
+
+    /// Whether `peer` may go on now; otherwise how long until it may.
+    pub fn check(&self, peer: IpAddr) -> Result<(), Duration> {
+        if self.limiter.len() > THROTTLE_MAX_ADDRESSES {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter
+            .check_key(&peer)
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
+    }
+}
+
+/// The middleware behind [`Throttle`]. A request without a peer address (not served by
+/// [`serve`], as in a router test) is not throttled.
+pub async fn throttle(State(throttle): State<Throttle>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    match peer.map(|peer| throttle.check(peer)) {
+        Some(Err(wait)) => too_many_requests(wait),
+        _ => next.run(request).await,
+    }
+}
+
+/// `429` in the error envelope both services answer with, and `Retry-After` in whole seconds.
+pub fn too_many_requests(wait: Duration) -> Response {
+    let seconds = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0))
+        .max(1);
+    let body = serde_json::json!({"error": {
+        "code": "rate_limited",
+        "message": format!("too many requests from this address; try again in {seconds} s"),
+    }});
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_counts_per_address() {
+        let throttle = Throttle::per_minute(2);
+        let a: IpAddr = [192, 0, 2, 1].into();
+        let b: IpAddr = [192, 0, 2, 2].into();
+        assert!(throttle.check(a).is_ok());
+        assert!(throttle.check(a).is_ok());
+        let wait = throttle.check(a).expect_err("third in a minute");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
+        assert!(
+            throttle.check(b).is_ok(),
+            "another address has its own allowance"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        let response = too_many_requests(Duration::from_millis(1500));
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+}

@@ -1,0 +1,104 @@
+//! The server loop's bounds, over real sockets: a client that stalls in its request head is
+//! disconnected, and past the connection cap a client waits until a slot frees, then is served.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use sentra_serve::{Limits, serve};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Generous bounds for a loaded 2-core machine; the tests wait on events, not on the clock.
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn start(limits: Limits) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let router = Router::new().route("/", get(|| async { "ok" }));
+    tokio::spawn(serve(listener, router, limits, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+        .await
+        .expect("the server closed the connection in time")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn get_root(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    read_to_close(stream).await
+}
+
+#[tokio::test]
+async fn a_client_stalling_in_its_request_head_is_disconnected() {
+    let (addr, _stop) = start(Limits {
+        max_connections: 8,
+        header_read_timeout: Duration::from_secs(1),
+    })
+    .await;
+    let mut slow = TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nx-slow: ")
+        .await
+        .expect("write half a head");
+    // Without a header-read timeout this waits forever (axum::serve sets no timer).
+    let answer = read_to_close(&mut slow).await;
+    assert!(!answer.contains("200 OK"), "{answer:?}");
+
+    // An idle keep-alive connection is closed the same way.
+    let mut idle = TcpStream::connect(addr).await.expect("connect");
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = read_to_close(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+
+    let mut fine = TcpStream::connect(addr).await.expect("connect");
+    assert!(get_root(&mut fine).await.starts_with("HTTP/1.1 200 OK"));
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_client_waits_for_a_free_slot() {
+    let (addr, _stop) = start(Limits {
+        max_connections: 1,
+        header_read_timeout: Duration::from_secs(600),
+    })
+    .await;
+    let mut holder = TcpStream::connect(addr).await.expect("connect");
+    // The holder's connection is being served (it got an answer and stays open).
+    holder
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut first = [0u8; 15];
+    tokio::time::timeout(WAIT, holder.read_exact(&mut first))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    assert_eq!(&first, b"HTTP/1.1 200 OK");
+
+    let waiter = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        get_root(&mut stream).await
+    });
+    // While the one slot is taken the second client is not served (it waits in the backlog).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiter.is_finished(), "served past the cap");
+    drop(holder);
+    let answer = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("served once the slot freed")
+        .expect("join");
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+}
