@@ -124,3 +124,73 @@ async fn the_openapi_document_holds_under_schemathesis() {
     let (s, _) = edge.get(&tablet, "/v1/parts").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+/// What the fuzzer found in the handlers, pinned: a query string that does not parse answers the
+/// JSON error envelope (axum's own rejection was plain text), a whole number written `1.0` is the
+/// integer 1 (JSON has one number type), padded text is bounded as sent, and an inspection's
+/// odometer is bounded like a vehicle's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_contract_run_found_stays_fixed() {
+    let site = Site::new();
+    site.load_demo_data();
+    let edge = site.start().await;
+    let admin = edge.pair(&site, "admin").await;
+
+    for path in ["/v1/work-orders?bogus=1", "/v1/work-orders?limit=many"] {
+        let (s, b) = edge.get(&admin, path).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {b}");
+        assert_eq!(b["error"]["code"], "invalid_query", "{path}: {b}");
+    }
+    let (s, b) = edge
+        .call(
+            Some(&admin.token),
+            Method::POST,
+            "/v1/invoices/x/print?bogus=1",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(b["error"]["code"], "invalid_query", "{b}");
+
+    let (s, b) = edge
+        .post(
+            &admin,
+            "/v1/stock/receipts",
+            serde_json::json!({"sku": "OIL-10W40-1L", "qty": 2.0}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    let padded = format!(" {} ", "x".repeat(119));
+    for (field, body) in [
+        (
+            "customer_name",
+            serde_json::json!({"customer_name": padded, "vehicle_plate": "B 1234 XYZ", "complaint": "Rem"}),
+        ),
+        (
+            "customer_phone",
+            serde_json::json!({"customer_name": "Budi", "customer_phone": format!("0812{}3456789", "-".repeat(30)), "vehicle_plate": "B 1234 XYZ", "complaint": "Rem"}),
+        ),
+        (
+            "vehicle_plate",
+            serde_json::json!({"customer_name": "Budi", "vehicle_plate": format!("B{}1234", " ".repeat(40)), "complaint": "Rem"}),
+        ),
+    ] {
+        let (s, b) = edge.post(&admin, "/v1/work-orders", body).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {b}");
+        assert_eq!(b["error"]["field"], field, "{b}");
+    }
+
+    let (s, b) = edge
+        .post(
+            &admin,
+            "/v1/inspections",
+            serde_json::json!({"asset_id": "CAR-001", "kind": "HANDOVER",
+                "checklist": [{"item": "Lampu", "ok": true}], "odometer_km": 4_000_000_000u32,
+                "signature": {"signer": "Budi", "digest": "ab".repeat(32)}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["error"]["field"], "odometer_km", "{b}");
+}
