@@ -43,6 +43,10 @@ fn schemathesis() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(
+    clippy::print_stdout,
+    reason = "schemathesis's summary belongs in CI's log"
+)]
 async fn the_openapi_document_holds_under_schemathesis() {
     let bin = schemathesis();
     let site = Site::new();
