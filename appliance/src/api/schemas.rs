@@ -9,11 +9,8 @@ use serde_json::{Value, json};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
 
+use crate::domain::WHITE_SPACE;
 use crate::domain::booking::TIERS;
-
-/// Text that is not blank and has no control characters (as `domain::types::bounded_text`).
-pub(crate) const VISIBLE_TEXT: &str =
-    r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 
 pub(crate) fn from_json(v: Value) -> RefOr<Schema> {
     schema(v)
@@ -60,7 +57,7 @@ pub(crate) const MAX_PAYMENT_REF: usize = 128;
 pub(crate) fn payment_ref() -> RefOr<Schema> {
     schema(json!({
         "type": "string",
-        "pattern": VISIBLE_TEXT,
+        "pattern": crate::domain::visible_text(),
         "minLength": 1,
         "maxLength": MAX_PAYMENT_REF,
         "description": "The payment gateway's reference of the authorised payment",
@@ -90,7 +87,7 @@ pub(crate) fn record_fields(kind: RecordKind) -> Value {
             FieldType::Text { max } => json!({
                 "type": "string", "maxLength": max, "minLength": 1,
                 // Not blank, no NUL (as `protocol::record::check_fields`).
-                "pattern": r"^[^\x00]*[^\s\x00][^\x00]*$",
+                "pattern": format!("^[^\\x00]*[^{WHITE_SPACE}\\x00][^\\x00]*$"),
             }),
             FieldType::Int { min, max } => {
                 json!({"type": "integer", "minimum": min, "maximum": max})
@@ -126,7 +123,7 @@ pub(crate) fn edit_document() -> RefOr<Schema> {
             "minProperties": min,
             "maxProperties": MAX_CHECKLIST_ITEMS,
             "propertyNames": {"type": "string", "minLength": 1, "maxLength": MAX_ITEM_CHARS,
-                "pattern": r"^[^\s\x00]([^\x00]*[^\s\x00])?$"},
+                "pattern": format!("^[^{WHITE_SPACE}\\x00]([^\\x00]*[^{WHITE_SPACE}\\x00])?$")},
             "additionalProperties": nullable(json!({"type": "boolean"})),
             "description": "Checklist items to set, or (null) remove",
         })

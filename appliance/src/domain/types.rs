@@ -307,6 +307,19 @@ impl PaymentMethod {
     }
 }
 
+/// The characters Rust's `str::trim` and `char::is_whitespace` take for white space (Unicode
+/// White_Space), as a regex class body: patterns spell it out because a schema's `\s` is
+/// ECMA-262's, which differs (it has U+FEFF, lacks U+0085).
+pub const WHITE_SPACE: &str =
+    r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// Visible text as `bounded_text` takes it: no control characters, at least one character that
+/// is not white space.
+pub fn visible_text() -> String {
+    let cc = r"\x00-\x1f\x7f-\x9f";
+    format!("^[^{cc}]*[^{WHITE_SPACE}{cc}][^{cc}]*$")
+}
+
 /// The OpenAPI schemas of the newtypes, built from the same constants as their checks, so the
 /// document cannot promise more or less than the parser accepts. Patterns describe the canonical
 /// form; the parsers also trim surrounding spaces (and upper-case SKUs and plates).
@@ -315,10 +328,6 @@ mod schemas {
     use utoipa::openapi::{KnownFormat, RefOr};
 
     use super::*;
-
-    /// Visible text: no control characters, at least one character that is not a space.
-    const VISIBLE_TEXT: &str =
-        r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 
     fn text(pattern: String, min: usize, max: usize, description: String) -> RefOr<Schema> {
         ObjectBuilder::new()
@@ -372,7 +381,7 @@ mod schemas {
     schema!(
         Name,
         text(
-            VISIBLE_TEXT.to_owned(),
+            visible_text(),
             1,
             NAME_MAX,
             format!("A display name: 1-{NAME_MAX} characters, not blank, no control characters")
@@ -381,7 +390,7 @@ mod schemas {
     schema!(
         Text,
         text(
-            VISIBLE_TEXT.to_owned(),
+            visible_text(),
             1,
             TEXT_MAX,
             format!("Free text: 1-{TEXT_MAX} characters, not blank, no control characters")
