@@ -10,7 +10,9 @@
 #   - systemd's tools (systemd-analyze, systemd-sysusers, systemd-tmpfiles; no booted systemd
 #     needed) for the unit tests, and the static musl build of sentra-edge (scripts/build-static.sh,
 #     which installs musl-tools and the rustup target), built before the tests so that its
-#     ~5 minutes on 2 cores do not compete with them.
+#     ~5 minutes on 2 cores do not compete with them;
+#   - schemathesis (pinned, from PyPI, in a venv under ~/.cache/sentra) for the contract tests that
+#     fuzz the box's and the cloud's OpenAPI documents; exported as SENTRA_SCHEMATHESIS.
 # On a fresh Debian 12 (as root) it installs and starts what is missing; where everything already
 # runs it changes nothing and goes straight to cargo. It never uses sudo: installing needs root.
 set -euo pipefail
@@ -25,6 +27,9 @@ readonly RABBITMQ_HOST=127.0.0.1
 readonly RABBITMQ_PORT=5672
 # RabbitMQ boots an Erlang VM first: slower to answer than the others.
 readonly RABBITMQ_START_TIMEOUT_SECONDS=90
+# The contract fuzzer, pinned: its checks and output change between releases.
+readonly SCHEMATHESIS_VERSION=4.32.5
+readonly SCHEMATHESIS_VENV="${HOME}/.cache/sentra/schemathesis-${SCHEMATHESIS_VERSION}"
 # How long a freshly started service may take to accept connections.
 readonly START_TIMEOUT_SECONDS=30
 
@@ -216,6 +221,27 @@ ensure_rabbitmq() {
     log "RabbitMQ: accepts connections on $RABBITMQ_HOST:$RABBITMQ_PORT"
 }
 
+schemathesis_ready() {
+    "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "version $SCHEMATHESIS_VERSION"
+}
+
+ensure_schemathesis() {
+    if ! schemathesis_ready; then
+        # Debian's python3 lacks venv and pip until their packages are installed.
+        if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+            apt_install python3 python3-venv python3-pip
+        fi
+        log "schemathesis: installing $SCHEMATHESIS_VERSION in $SCHEMATHESIS_VENV"
+        rm -rf "$SCHEMATHESIS_VENV"
+        python3 -m venv "$SCHEMATHESIS_VENV"
+        "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check \
+            "schemathesis==$SCHEMATHESIS_VERSION"
+        schemathesis_ready || die "schemathesis $SCHEMATHESIS_VERSION did not install in $SCHEMATHESIS_VENV"
+    fi
+    export SENTRA_SCHEMATHESIS="$SCHEMATHESIS_VENV/bin/schemathesis"
+    log "schemathesis: $SENTRA_SCHEMATHESIS ($SCHEMATHESIS_VERSION)"
+}
+
 main() {
     log "build tools"
     ensure_build_tools
@@ -225,6 +251,8 @@ main() {
     ensure_redis
     log "RabbitMQ"
     ensure_rabbitmq
+    log "schemathesis"
+    ensure_schemathesis
     # With a filter the static test (if selected) builds it itself.
     if [ $# -eq 0 ]; then
         log "static sentra-edge (musl)"

@@ -1,6 +1,7 @@
 //! Invoices, payments, credit notes and print requests.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -14,17 +15,16 @@ use crate::store::print_jobs::{self, PrintJob};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Labour {
-    #[schema(value_type = String, example = "Ganti kampas rem depan")]
+    #[schema(example = "Ganti kampas rem depan")]
     pub description: Text,
     /// Rupiah, before PPN.
-    #[schema(value_type = i64, example = 150000)]
+    #[schema(example = 150000)]
     pub amount: Rupiah,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueInvoice {
-    #[schema(value_type = String)]
     pub work_order_id: Id,
     /// Labour lines; the parts dispensed to the work order are added automatically.
     #[serde(default)]
@@ -36,7 +36,7 @@ const MAX_LABOUR_LINES: usize = 50;
 
 #[utoipa::path(post, path = "/v1/invoices", tag = "billing", request_body = IssueInvoice,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: same answer, one change")),
-    responses((status = 201, body = Invoice), (status = 409, body = super::error::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 201, body = Invoice), (status = 404, description = "no such work order", body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn issue(
     State(s): State<AppState>,
     caller: Caller,
@@ -79,18 +79,40 @@ pub async fn get_invoice(
     Ok(Json(s.store.read(move |c| billing::get(c, &id)).await?))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pay {
     /// CASH, EDC or QRIS.
-    #[schema(value_type = String, example = "QRIS")]
     pub method: PaymentMethod,
-    #[schema(value_type = i64, example = 266400)]
     pub amount: Rupiah,
     /// The EDC approval code or QRIS transaction id (required for both).
-    #[schema(value_type = Option<String>, example = "QR-20261122-000123")]
     pub reference: Option<Text>,
 }
+
+/// CASH needs no reference; EDC and QRIS need theirs (`PaymentMethod::needs_reference`).
+impl utoipa::PartialSchema for Pay {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let methods = |need: bool| {
+            [PaymentMethod::Cash, PaymentMethod::Edc, PaymentMethod::Qris]
+                .into_iter()
+                .filter(|m| m.needs_reference() == need)
+                .map(PaymentMethod::as_str)
+                .collect::<Vec<_>>()
+        };
+        let amount = serde_json::json!({"$ref": "#/components/schemas/Rupiah"});
+        let text = serde_json::json!({"$ref": "#/components/schemas/Text"});
+        super::schemas::from_json(serde_json::json!({"oneOf": [
+            {"type": "object", "additionalProperties": false, "required": ["method", "amount"],
+                "properties": {"method": {"type": "string", "enum": methods(false)}, "amount": amount,
+                    "reference": {"oneOf": [{"type": "null"}, text]}}},
+            {"type": "object", "additionalProperties": false, "required": ["method", "amount", "reference"],
+                "properties": {"method": {"type": "string", "enum": methods(true)}, "amount": amount,
+                    "reference": text},
+                "description": "The EDC approval code or QRIS transaction id"},
+        ]}))
+    }
+}
+impl utoipa::ToSchema for Pay {}
 
 #[utoipa::path(post, path = "/v1/invoices/{id}/payments", tag = "billing", request_body = Pay,
     responses((status = 201, body = Invoice), (status = 409, description = "more than the balance", body = super::error::ErrorBody)), security(("bearer" = [])))]
@@ -120,9 +142,9 @@ pub async fn pay(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credit {
-    #[schema(value_type = i64, example = 50000)]
+    #[schema(example = 50000)]
     pub amount: Rupiah,
-    #[schema(value_type = String, example = "Diskon pelanggan tetap")]
+    #[schema(example = "Diskon pelanggan tetap")]
     pub reason: Text,
 }
 
@@ -148,10 +170,12 @@ pub async fn credit(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PrintQuery {
     /// `invoice` (default), `receipt` (the payments and LUNAS when paid) or `delivery_note` (the
     /// surat jalan of the invoice's work order).
+    #[param(schema_with = super::schemas::print_document)]
     pub document: Option<String>,
 }
 
@@ -163,11 +187,12 @@ pub async fn print(
     key: IdempotencyKey,
     fp: Fingerprint,
     Path(id): Path<String>,
-    Query(q): Query<PrintQuery>,
+    q: Result<Query<PrintQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(super::query_rejected)?;
     let id = path_id(&id)?;
     let document = q.document.unwrap_or_else(|| "invoice".into());
-    if !["invoice", "receipt", "delivery_note"].contains(&document.as_str()) {
+    if !super::schemas::PRINT_DOCUMENTS.contains(&document.as_str()) {
         return Err(ApiError::field(
             "document",
             format!("{document:?} is not a document; expected invoice, receipt or delivery_note"),

@@ -43,9 +43,26 @@ fn meta_headers(meta: &BlobMeta) -> HeaderMap {
     h
 }
 
+/// The photo's bytes, as the document names them.
+pub struct PhotoBytes;
+impl utoipa::PartialSchema for PhotoBytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::new(
+                utoipa::openapi::schema::Type::String,
+            ))
+            .content_media_type("application/octet-stream")
+            .description(Some(
+                "The photo's bytes; their SHA-256 is the path's digest",
+            ))
+            .into()
+    }
+}
+impl utoipa::ToSchema for PhotoBytes {}
+
 #[utoipa::path(put, path = "/v1/blobs/{sha256}", tag = "photos",
     params(("sha256" = String, Path, description = "SHA-256 of the body, 64 hex characters")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = PhotoBytes, content_type = "application/octet-stream"),
     responses((status = 201, body = BlobMeta, description = "stored"), (status = 200, body = BlobMeta, description = "already here"),
         (status = 413, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody, description = "the body does not hash to the digest"),
         (status = 507, body = super::error::ErrorBody, description = "storage_full")),

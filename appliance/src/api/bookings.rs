@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::{ApiError, AppState, Body, Caller, IdempotencyKey, json_response, path_id};
-use crate::domain::booking::{Stay, format_day, parse_tier};
+use crate::domain::booking::{Stay, StayError, format_day, parse_tier};
 use crate::domain::{Id, Name};
 use crate::store::bookings::{self, Booking, Busy, NewBooking};
 use crate::sync::booking::{self as cloud, Forwarded, HoldAnswer};
@@ -34,18 +34,19 @@ use crate::sync::booking::{self as cloud, Forwarded, HoldAnswer};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBooking {
-    #[schema(value_type = String, example = "CAR-001")]
+    #[schema(example = "CAR-001")]
     pub asset_id: Id,
     /// First rental day, `YYYY-MM-DD`.
-    #[schema(example = "2027-03-01")]
+    #[schema(schema_with = super::schemas::day)]
     pub from: String,
-    /// Last rental day (included), `YYYY-MM-DD`.
-    #[schema(example = "2027-03-03")]
+    /// Last rental day (included), `YYYY-MM-DD`; the stay is at most `MAX_STAY_DAYS` days.
+    #[schema(schema_with = super::schemas::day)]
     pub to: String,
     /// The customer's name or reference.
-    #[schema(value_type = String, example = "Budi Santoso")]
+    #[schema(example = "Budi Santoso")]
     pub customer: Name,
     /// Membership tier: platinum, gold, silver or basic (default).
+    #[schema(schema_with = super::schemas::tier)]
     pub tier: Option<String>,
 }
 
@@ -129,7 +130,7 @@ pub async fn create(
         s.store
             .read(move |c| {
                 let (_, buffer) = bookings::calendar_state(c)?;
-                let (start, end) = stay.taken(buffer);
+                let (start, end) = stay.taken(buffer).map_err(stay_refused)?;
                 let now = crate::store::format_time(time::OffsetDateTime::now_utc());
                 let own = bookings::busy(c, &asset, (&start, &end), buffer, &now, true)?;
                 Ok((
@@ -163,7 +164,9 @@ pub async fn create(
         }
         HoldAnswer::Offline(why) => {
             tracing::info!(booking = %new.id, asset = %new.asset_id, reason = %why, "booking taken offline as TENTATIVE");
-            let (start, end) = stay.taken(buffer);
+            let (start, end) = stay
+                .taken(buffer)
+                .map_err(|e| ApiError::field(e.field, e.message))?;
             s.write(
                 &caller,
                 key,
@@ -186,13 +189,38 @@ pub async fn get_booking(
     Ok(Json(s.store.read(move |c| bookings::get(c, &id)).await?))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityQuery {
     /// First day, `YYYY-MM-DD`.
     pub from: String,
     /// Last day (included), `YYYY-MM-DD`.
     pub to: String,
+}
+
+impl utoipa::IntoParams for AvailabilityQuery {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        [
+            ("from", "First day"),
+            (
+                "to",
+                "Last day (included); the stay is at most MAX_STAY_DAYS (92) days",
+            ),
+        ]
+        .map(|(name, description)| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(utoipa::openapi::Required::True)
+                .description(Some(description))
+                .schema(Some(super::schemas::day()))
+                .build()
+        })
+        .to_vec()
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -244,7 +272,7 @@ pub async fn availability(
         s.store
             .read(move |c| {
                 let (as_of, buffer) = bookings::calendar_state(c)?;
-                let (start, end) = stay.taken(buffer);
+                let (start, end) = stay.taken(buffer).map_err(stay_refused)?;
                 let busy = bookings::busy(c, &asset, (&start, &end), buffer, &now, own_only)?;
                 Ok((busy, as_of))
             })
@@ -345,7 +373,7 @@ async fn act(
 #[serde(deny_unknown_fields)]
 pub struct ConfirmBooking {
     /// The payment gateway's reference of the authorised payment taken at the counter.
-    #[schema(example = "xnd-auth-8841")]
+    #[schema(schema_with = super::schemas::payment_ref)]
     pub payment_ref: String,
 }
 
@@ -363,12 +391,15 @@ pub async fn confirm(
     let id = path_id(&id)?;
     let payment_ref = body.value.payment_ref;
     if payment_ref.trim().is_empty()
-        || payment_ref.len() > 128
+        || payment_ref.chars().count() > super::schemas::MAX_PAYMENT_REF
         || payment_ref.chars().any(char::is_control)
     {
         return Err(ApiError::field(
             "payment_ref",
-            "expected 1-128 characters, no control characters",
+            format!(
+                "expected 1-{} characters, no control characters",
+                super::schemas::MAX_PAYMENT_REF
+            ),
         ));
     }
     act(
@@ -421,8 +452,10 @@ pub struct CompleteBooking {
     #[schema(example = "2027-03-03T17:45:00+07:00")]
     pub returned_at: String,
     /// Rupiah to capture for damage.
+    #[schema(schema_with = super::schemas::charge)]
     pub damage_charge: Option<i64>,
     /// Rupiah to capture for a late return.
+    #[schema(schema_with = super::schemas::charge)]
     pub late_charge: Option<i64>,
 }
 
@@ -455,14 +488,15 @@ pub async fn complete(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinWaitlist {
-    #[schema(value_type = String, example = "CAR-001")]
+    #[schema(example = "CAR-001")]
     pub asset_id: Id,
     /// The day wanted, `YYYY-MM-DD`.
-    #[schema(example = "2027-03-01")]
+    #[schema(schema_with = super::schemas::day)]
     pub date: String,
-    #[schema(value_type = String, example = "Budi Santoso")]
+    #[schema(example = "Budi Santoso")]
     pub customer: Name,
     /// Membership tier: platinum, gold, silver or basic (default).
+    #[schema(schema_with = super::schemas::tier)]
     pub tier: Option<String>,
 }
 
@@ -509,4 +543,10 @@ pub async fn join_waitlist(
         )),
         Forwarded::Offline(why) => Err(cloud_unreachable("join the waitlist", &why)),
     }
+}
+
+/// A stay whose taken days fall off the calendar, refused inside a store read (a 422 naming
+/// the field, like any other bad stay).
+fn stay_refused(e: StayError) -> crate::store::StoreError {
+    crate::store::DomainError::invalid(e.field, e.message).into()
 }

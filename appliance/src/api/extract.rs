@@ -89,9 +89,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 )
             }
         })?;
-        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        let mut json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
         })?;
+        whole_numbers(&mut json);
         if !json.is_object() {
             return Err(ApiError::field("body", "expected a JSON object"));
         }
@@ -107,12 +108,36 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// JSON has one number type: `5.0` is the integer 5 (RFC 8259; JSON Schema's `integer` says the
+/// same), but serde refuses a float where an integer is due. Integral floats that fit become
+/// integers before parsing, so a client whose JSON library writes `5.0` is not refused; any
+/// other float stays as it is (and fails where an integer is due).
+fn whole_numbers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && (-9.0e15..=9.0e15).contains(&f)
+            {
+                // Exact: |f| < 2^53, so the cast neither rounds nor saturates.
+                #[allow(clippy::cast_possible_truncation)]
+                let i = f as i64;
+                *v = Value::from(i);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
+}
+
 /// The `Idempotency-Key` header, when sent.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey(pub Option<String>);
 
 /// Longest key accepted; UUIDs and ULIDs fit with room to spare.
-const MAX_KEY_LEN: usize = 128;
+pub(crate) const MAX_KEY_LEN: usize = 128;
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;

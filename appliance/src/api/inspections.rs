@@ -23,44 +23,54 @@ pub enum Kind {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckItem {
-    #[schema(value_type = String, example = "Lampu depan")]
+    #[schema(example = "Lampu depan")]
     pub item: Name,
     pub ok: bool,
-    #[schema(value_type = Option<String>)]
     pub note: Option<Text>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureIn {
-    #[schema(value_type = String, example = "Budi Santoso")]
+    #[schema(example = "Budi Santoso")]
     pub signer: Name,
     /// SHA-256 of the signature image.
-    #[schema(value_type = String)]
     pub digest: Digest,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInspection {
-    #[schema(value_type = String, example = "CAR-001")]
+    #[schema(example = "CAR-001")]
     pub asset_id: Id,
     pub kind: Kind,
+    #[schema(schema_with = checklist_schema)]
     pub checklist: Vec<CheckItem>,
     /// SHA-256 digests of the photos taken.
-    #[schema(value_type = Vec<String>)]
     #[serde(default)]
+    #[schema(schema_with = photos_schema)]
     pub photos: Vec<Digest>,
     pub signature: SignatureIn,
+    #[schema(maximum = 10_000_000)]
     pub odometer_km: Option<u32>,
+    #[schema(maximum = 100)]
     pub fuel_percent: Option<u8>,
-    #[schema(value_type = Option<String>)]
     pub remarks: Option<Text>,
 }
 
 /// Bounds that keep one inspection a few kilobytes.
 const MAX_ITEMS: usize = 100;
 const MAX_PHOTOS: usize = 64;
+/// The highest odometer reading taken, as a vehicle record's `odometer_km`.
+const MAX_ODOMETER_KM: u32 = 10_000_000;
+
+fn checklist_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    super::schemas::array_of("CheckItem", 1, MAX_ITEMS)
+}
+
+fn photos_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    super::schemas::array_of("Digest", 0, MAX_PHOTOS)
+}
 
 #[utoipa::path(post, path = "/v1/inspections", tag = "inspections", request_body = CreateInspection,
     params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: same answer, one change")),
@@ -82,6 +92,12 @@ pub async fn create(
         return Err(ApiError::field(
             "photos",
             format!("at most {MAX_PHOTOS} photos"),
+        ));
+    }
+    if b.odometer_km.is_some_and(|km| km > MAX_ODOMETER_KM) {
+        return Err(ApiError::field(
+            "odometer_km",
+            format!("expected 0 to {MAX_ODOMETER_KM}"),
         ));
     }
     if b.fuel_percent.is_some_and(|f| f > 100) {

@@ -12,6 +12,7 @@ mod inspections;
 pub mod openapi;
 mod ops;
 mod scanner;
+mod schemas;
 mod shared;
 mod workshop;
 
@@ -496,6 +497,11 @@ impl AppState {
         }
         Ok(response)
     }
+}
+
+/// A query string that does not parse: 400 with the error envelope (axum's own is plain text).
+pub(crate) fn query_rejected(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid_query", e.body_text())
 }
 
 /// An id from the URL path, validated like any other input.

@@ -25,7 +25,8 @@ use super::{billing, blobs, bookings, inspections, ops, scanner, shared, worksho
         bookings::confirm, bookings::cancel, bookings::complete, bookings::join_waitlist,
         blobs::put_blob, blobs::get_blob, blobs::head_blob,
     ),
-    modifiers(&Bearer)
+    components(schemas(inspections::CheckItem, crate::domain::Digest, crate::domain::Id, crate::domain::Rupiah, crate::domain::Text)),
+    modifiers(&Bearer, &Contract)
 )]
 struct ApiDoc;
 
@@ -38,6 +39,140 @@ impl utoipa::Modify for Bearer {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Completes each operation with what every route shares, derived from the router's own layers
+/// so no annotation can forget it:
+/// - each `{name}` in a path is declared as a path parameter with its parser's schema;
+/// - the error answers the shared layers give, with the error envelope: 401 and 403 (the auth
+///   layer, on every operation with `security`), 400 (unreadable JSON, a bad `Idempotency-Key`
+///   or query), 413 and 415 (the JSON body extractor), 404 (an id that is not there), 422 (a
+///   field the parser refuses) and 503 (the store or the request timeout, on every `/v1` path).
+struct Contract;
+
+/// The schema of a path parameter, by name: the parser the handler runs on it.
+fn path_param_schema(name: &str) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use crate::domain::{Digest, Id, Sku};
+    use utoipa::PartialSchema;
+    match name {
+        "sku" => Sku::schema(),
+        "sha256" => Digest::schema(),
+        _ => Id::schema(),
+    }
+}
+
+/// What `IdempotencyKey` accepts: 1 to `MAX_KEY_LEN` visible ASCII characters.
+fn idempotency_key_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use super::extract::MAX_KEY_LEN;
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::String))
+        .pattern(Some(format!("^[!-~]{{1,{MAX_KEY_LEN}}}$")))
+        .min_length(Some(1))
+        .max_length(Some(MAX_KEY_LEN))
+        .into()
+}
+
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .into()
+}
+
+impl utoipa::Modify for Contract {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{Required, ResponseBuilder};
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let names: Vec<String> = path
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+                .map(str::to_owned)
+                .collect();
+            let v1 = path.starts_with("/v1/");
+            for (is_head, op) in [
+                (false, item.get.as_mut()),
+                (false, item.put.as_mut()),
+                (false, item.post.as_mut()),
+                (false, item.delete.as_mut()),
+                (false, item.patch.as_mut()),
+                (true, item.head.as_mut()),
+            ]
+            .into_iter()
+            .filter_map(|(h, op)| Some((h, op?)))
+            {
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                for name in &names {
+                    params.retain(|p| !(p.name == *name && p.parameter_in == ParameterIn::Path));
+                    params.push(
+                        ParameterBuilder::new()
+                            .name(name)
+                            .parameter_in(ParameterIn::Path)
+                            .required(Required::True)
+                            .schema(Some(path_param_schema(name)))
+                            .build(),
+                    );
+                }
+                for p in params.iter_mut() {
+                    if p.parameter_in == ParameterIn::Header
+                        && p.name.eq_ignore_ascii_case("Idempotency-Key")
+                    {
+                        p.schema = Some(idempotency_key_schema());
+                    }
+                }
+                let other_params = params.iter().any(|p| p.parameter_in != ParameterIn::Path);
+                let json_body = op
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.contains_key("application/json"));
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut wanted: Vec<(u16, &str)> = Vec::new();
+                if json_body || other_params {
+                    wanted.push((400, "unreadable JSON, a bad Idempotency-Key or query"));
+                }
+                if secured {
+                    wanted.push((401, "no bearer token, or one that is unknown or revoked"));
+                    wanted.push((403, "this device's role may not do this"));
+                }
+                if !names.is_empty() {
+                    wanted.push((404, "no such record"));
+                }
+                if json_body {
+                    wanted.push((413, "the body is larger than api.max_body_bytes"));
+                    wanted.push((415, "the body is not Content-Type: application/json"));
+                }
+                if json_body || !names.is_empty() || other_params {
+                    wanted.push((422, "a field, parameter or path segment the parser refuses"));
+                }
+                if v1 {
+                    wanted.push((
+                        503,
+                        "the store is unavailable or the request timed out; retry",
+                    ));
+                }
+                for (status, description) in wanted {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| {
+                            if is_head {
+                                // A HEAD answer has no body.
+                                ResponseBuilder::new().description(description).into()
+                            } else {
+                                error_response(description)
+                            }
+                        });
+                }
+            }
+        }
     }
 }
 

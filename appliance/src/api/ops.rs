@@ -72,12 +72,12 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
 #[serde(deny_unknown_fields)]
 pub struct PairRequest {
     /// The code shown by `sentra-edge pair` (`XXXX-XXXX`; case and dashes do not matter).
-    #[schema(example = "7KQ2-M9XD")]
+    #[schema(schema_with = super::schemas::pair_code)]
     pub code: String,
-    #[schema(value_type = String, example = "Tablet bengkel 1")]
+    #[schema(example = "Tablet bengkel 1")]
     pub device_name: Name,
     /// Must match the code's role when given.
-    #[schema(value_type = Option<String>, example = "tablet")]
+    #[schema(example = "tablet")]
     pub role: Option<Role>,
 }
 
@@ -105,8 +105,7 @@ pub struct MqttCredentials {
     pub topics: String,
 }
 
-/// Longest code accepted before normalising (`XXXX-XXXX` with some slack for spaces).
-const MAX_CODE_LEN: usize = 32;
+use super::schemas::MAX_CODE_LEN;
 
 #[utoipa::path(post, path = "/v1/pair", tag = "devices", request_body = PairRequest,
     responses((status = 201, body = PairResponse), (status = 409, description = "unknown, used or expired code", body = super::error::ErrorBody)))]
@@ -119,7 +118,7 @@ pub async fn pair(
         device_name,
         role,
     } = body.value;
-    if code.is_empty() || code.len() > MAX_CODE_LEN {
+    if code.is_empty() || code.chars().count() > MAX_CODE_LEN {
         return Err(ApiError::field(
             "code",
             "expected the code shown by `sentra-edge pair`, e.g. 7KQ2-M9XD",

@@ -14,7 +14,7 @@ use crate::store::pick_slips::{self, PickSlip, ScanNotice};
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenPickSlip {
-    #[schema(value_type = String, example = "0190f5a2-7b7e-7c3d-9a51-3c1c2f0e4b11")]
+    #[schema(example = "0190f5a2-7b7e-7c3d-9a51-3c1c2f0e4b11")]
     pub work_order_id: Id,
 }
 

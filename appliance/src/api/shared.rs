@@ -19,6 +19,24 @@ use crate::store::shared::{self, Record};
 /// `odometer_km`); `null` clears a field.
 type Fields = BTreeMap<String, serde_json::Value>;
 
+/// The document's name for a customer's fields (see `schemas::record_fields`).
+pub struct CustomerFields;
+impl utoipa::PartialSchema for CustomerFields {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::schemas::customer_fields()
+    }
+}
+impl utoipa::ToSchema for CustomerFields {}
+
+/// The document's name for a vehicle's fields (see `schemas::record_fields`).
+pub struct VehicleFields;
+impl utoipa::PartialSchema for VehicleFields {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::schemas::vehicle_fields()
+    }
+}
+impl utoipa::ToSchema for VehicleFields {}
+
 async fn create(
     s: AppState,
     caller: Caller,
@@ -64,7 +82,7 @@ async fn read(s: AppState, id: String, kind: RecordKind) -> Result<Json<Record>,
     ))
 }
 
-#[utoipa::path(post, path = "/v1/customers", tag = "customers", request_body(content = Object, description = "fields: name, phone, email, address"),
+#[utoipa::path(post, path = "/v1/customers", tag = "customers", request_body(content = CustomerFields, description = "fields: name, phone, email, address"),
     responses((status = 201, body = Record), (status = 422, body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn create_customer(
     State(s): State<AppState>,
@@ -83,7 +101,7 @@ pub async fn get_customer(
     read(s, id, RecordKind::Customer).await
 }
 
-#[utoipa::path(patch, path = "/v1/customers/{id}", tag = "customers", request_body(content = Object, description = "the fields to set; null clears one"),
+#[utoipa::path(patch, path = "/v1/customers/{id}", tag = "customers", request_body(content = CustomerFields, description = "the fields to set; null clears one"),
     responses((status = 200, body = Record), (status = 422, body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn patch_customer(
     State(s): State<AppState>,
@@ -95,7 +113,7 @@ pub async fn patch_customer(
     update(s, caller, key, id, body, RecordKind::Customer).await
 }
 
-#[utoipa::path(post, path = "/v1/vehicles", tag = "vehicles", request_body(content = Object, description = "fields: plate, customer_id, make, model, color, year, odometer_km"),
+#[utoipa::path(post, path = "/v1/vehicles", tag = "vehicles", request_body(content = VehicleFields, description = "fields: plate, customer_id, make, model, color, year, odometer_km"),
     responses((status = 201, body = Record), (status = 422, body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn create_vehicle(
     State(s): State<AppState>,
@@ -114,7 +132,7 @@ pub async fn get_vehicle(
     read(s, id, RecordKind::Vehicle).await
 }
 
-#[utoipa::path(patch, path = "/v1/vehicles/{id}", tag = "vehicles", request_body(content = Object, description = "the fields to set; null clears one"),
+#[utoipa::path(patch, path = "/v1/vehicles/{id}", tag = "vehicles", request_body(content = VehicleFields, description = "the fields to set; null clears one"),
     responses((status = 200, body = Record), (status = 422, body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn patch_vehicle(
     State(s): State<AppState>,
@@ -128,15 +146,20 @@ pub async fn patch_vehicle(
 
 /// What a document edit carries: the whole new notes text (merged into the shared text as the
 /// difference from what this box has), and checklist items to set or (with `null`) remove.
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EditDocument {
-    #[schema(example = "Ganti oli mesin. Pelanggan menunggu.")]
     pub notes: Option<String>,
     #[serde(default)]
-    #[schema(value_type = Object, example = json!({"rem depan": true}))]
     pub checklist: BTreeMap<String, Option<bool>>,
 }
+
+impl utoipa::PartialSchema for EditDocument {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::schemas::edit_document()
+    }
+}
+impl utoipa::ToSchema for EditDocument {}
 
 /// A document as this box renders it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]

@@ -1,6 +1,7 @@
 //! Work orders, parts dispensing, stock and the catalogue.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -15,15 +16,15 @@ use crate::store::workshop::{self, Dispensed, NewWorkOrder, StockLevel, WorkOrde
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkOrder {
-    #[schema(value_type = String, example = "Budi Santoso")]
+    #[schema(example = "Budi Santoso")]
     pub customer_name: Name,
-    #[schema(value_type = Option<String>, example = "0812 3456 7890")]
+    #[schema(example = "0812 3456 7890")]
     pub customer_phone: Option<Phone>,
-    #[schema(value_type = String, example = "B 1234 XYZ")]
+    #[schema(example = "B 1234 XYZ")]
     pub vehicle_plate: Plate,
-    #[schema(value_type = String, example = "Rem bunyi saat mengerem")]
+    #[schema(example = "Rem bunyi saat mengerem")]
     pub complaint: Text,
-    #[schema(value_type = Option<String>, example = "M1")]
+    #[schema(example = "M1")]
     pub mechanic_id: Option<Id>,
 }
 
@@ -55,11 +56,14 @@ pub async fn create_work_order(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only work orders in this status.
+    #[param(schema_with = super::schemas::work_order_status)]
     pub status: Option<String>,
     /// At most this many, newest first (default 100, at most 500).
+    #[param(schema_with = super::schemas::list_limit)]
     pub limit: Option<u32>,
 }
 
@@ -67,16 +71,20 @@ pub struct ListQuery {
     responses((status = 200, body = Vec<WorkOrder>)), security(("bearer" = [])))]
 pub async fn list_work_orders(
     State(s): State<AppState>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<WorkOrder>>, ApiError> {
+    let Query(q) = q.map_err(super::query_rejected)?;
     let status = q
         .status
         .as_deref()
         .map(|v| Status::parse(v).ok_or_else(|| ApiError::field("status", format!("{v:?} is not a status; expected OPEN, IN_PROGRESS, WAITING_PARTS, DONE, INVOICED or CANCELLED"))))
         .transpose()?;
     let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::field("limit", "expected 1 to 500"));
+    if !(1..=super::schemas::MAX_LIST).contains(&limit) {
+        return Err(ApiError::field(
+            "limit",
+            format!("expected 1 to {}", super::schemas::MAX_LIST),
+        ));
     }
     Ok(Json(
         s.store
@@ -98,7 +106,7 @@ pub async fn get_work_order(
 #[serde(deny_unknown_fields)]
 pub struct SetStatus {
     /// IN_PROGRESS, WAITING_PARTS, DONE or CANCELLED.
-    #[schema(value_type = String, example = "IN_PROGRESS")]
+    #[schema(example = "IN_PROGRESS")]
     pub status: Status,
 }
 
@@ -126,12 +134,12 @@ pub async fn set_status(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Assign {
-    #[schema(value_type = String, example = "M2")]
+    #[schema(example = "M2")]
     pub mechanic_id: Id,
 }
 
 #[utoipa::path(post, path = "/v1/work-orders/{id}/assign", tag = "work orders", request_body = Assign,
-    responses((status = 200, body = WorkOrder)), security(("bearer" = [])))]
+    responses((status = 200, body = WorkOrder), (status = 409, description = "the work order is closed", body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn assign(
     State(s): State<AppState>,
     caller: Caller,
@@ -154,9 +162,9 @@ pub async fn assign(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dispense {
-    #[schema(value_type = String, example = "BRK-PAD-FR")]
+    #[schema(example = "BRK-PAD-FR")]
     pub sku: Sku,
-    #[schema(value_type = i64, example = 1)]
+    #[schema(example = 1)]
     pub qty: Qty,
 }
 
@@ -184,17 +192,17 @@ pub async fn dispense(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Receipt {
-    #[schema(value_type = String, example = "OIL-10W40-1L")]
+    #[schema(example = "OIL-10W40-1L")]
     pub sku: Sku,
-    #[schema(value_type = i64, example = 24)]
+    #[schema(example = 24)]
     pub qty: Qty,
     /// Supplier's delivery note or PO number.
-    #[schema(value_type = Option<String>, example = "SJ-2026-0113")]
+    #[schema(example = "SJ-2026-0113")]
     pub reference: Option<Text>,
 }
 
 #[utoipa::path(post, path = "/v1/stock/receipts", tag = "stock", request_body = Receipt,
-    responses((status = 201, body = StockLevel)), security(("bearer" = [])))]
+    responses((status = 201, body = StockLevel), (status = 404, description = "no such part", body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn receive(
     State(s): State<AppState>,
     caller: Caller,

@@ -46,7 +46,27 @@ macro_rules! text_newtype {
     };
 }
 
+/// Longest SKU, in characters.
+pub const SKU_MAX: usize = 32;
+/// Longest SKU, plate or phone number as sent (surrounding spaces and separators included).
+pub const SKU_RAW_MAX: usize = 64;
+pub const PLATE_RAW_MAX: usize = 32;
+pub const PHONE_RAW_MAX: usize = 32;
+/// Longest display name, in characters (after trimming).
+pub const NAME_MAX: usize = 120;
+/// Longest free text, in characters (after trimming).
+pub const TEXT_MAX: usize = 2000;
+/// Longest id, in characters.
+pub const ID_MAX: usize = 64;
+/// A phone number's digits, fewest and most.
+pub const PHONE_DIGITS_MIN: usize = 8;
+pub const PHONE_DIGITS_MAX: usize = 16;
+
 fn bounded_text(s: String, what: &str, max: usize) -> Result<String, Invalid> {
+    // Counted before trimming: what the document's maxLength counts.
+    if s.chars().count() > max {
+        return Err(Invalid(format!("{what} must be at most {max} characters")));
+    }
     let t = s.trim();
     if t.is_empty() {
         return Err(Invalid(format!("{what} must not be empty")));
@@ -67,7 +87,7 @@ text_newtype!(
     Sku,
     |s| {
         let u = s.trim().to_ascii_uppercase();
-        if u.is_empty() || u.len() > 32 || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        if s.chars().count() > SKU_RAW_MAX || u.is_empty() || u.len() > SKU_MAX || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
             return Err(Invalid(format!("{s:?} is not a SKU; expected 1-32 characters of A-Z, 0-9, '-', '_', '.'")));
         }
         Ok(u)
@@ -79,6 +99,9 @@ text_newtype!(
     /// spaces: `B 1234 XYZ`. Region code 1–2 letters, 1–4 digits, 0–3 letters.
     Plate,
     |s| {
+        if s.chars().count() > PLATE_RAW_MAX {
+            return Err(Invalid(format!("{s:?} is not a vehicle plate; expected at most {PLATE_RAW_MAX} characters, e.g. \"B 1234 XYZ\"")));
+        }
         let norm = s.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_uppercase();
         let compact: String = norm.chars().filter(|c| !c.is_whitespace()).collect();
         let letters1 = compact.chars().take_while(|c| c.is_ascii_alphabetic()).count();
@@ -101,20 +124,20 @@ text_newtype!(
 text_newtype!(
     /// A person's or thing's display name, 1–120 characters.
     Name,
-    |s| bounded_text(s, "name", 120)
+    |s| bounded_text(s, "name", NAME_MAX)
 );
 
 text_newtype!(
     /// Free text written by staff (a complaint, a reason, a note), 1–2000 characters.
     Text,
-    |s| bounded_text(s, "text", 2000)
+    |s| bounded_text(s, "text", TEXT_MAX)
 );
 
 text_newtype!(
     /// An identifier we issued (a UUID) or master data's code: 1–64 of `A-Za-z0-9-_`.
     Id,
     |s| {
-        if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+        if s.is_empty() || s.len() > ID_MAX || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
             return Err(Invalid(format!("{s:?} is not an id; expected 1-64 characters of A-Z, a-z, 0-9, '-', '_'")));
         }
         Ok(s)
@@ -137,9 +160,12 @@ text_newtype!(
     /// An Indonesian phone number: digits with an optional leading `+`, 8–16 digits.
     Phone,
     |s| {
+        if s.chars().count() > PHONE_RAW_MAX {
+            return Err(Invalid(format!("{s:?} is not a phone number; expected at most {PHONE_RAW_MAX} characters")));
+        }
         let t: String = s.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
         let digits = t.strip_prefix('+').unwrap_or(&t);
-        if !(8..=16).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if !(PHONE_DIGITS_MIN..=PHONE_DIGITS_MAX).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Invalid(format!("{s:?} is not a phone number; expected 8-16 digits, e.g. \"0812 3456 7890\"")));
         }
         Ok(t)
@@ -213,7 +239,7 @@ impl From<Qty> for i64 {
 }
 
 /// What a paired device is for; each role may do only its job (see `api::Action`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// A mechanic's or inspector's tablet: work orders, inspections.
@@ -258,7 +284,7 @@ impl std::str::FromStr for Role {
 }
 
 /// How a payment was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentMethod {
     Cash,
@@ -279,6 +305,138 @@ impl PaymentMethod {
     pub fn needs_reference(self) -> bool {
         !matches!(self, PaymentMethod::Cash)
     }
+}
+
+/// The characters Rust's `str::trim` and `char::is_whitespace` take for white space (Unicode
+/// White_Space), as a regex class body: patterns spell it out because a schema's `\s` is
+/// ECMA-262's, which differs (it has U+FEFF, lacks U+0085).
+pub const WHITE_SPACE: &str =
+    r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// Visible text as `bounded_text` takes it: no control characters, at least one character that
+/// is not white space.
+pub fn visible_text() -> String {
+    let cc = r"\x00-\x1f\x7f-\x9f";
+    format!("^[^{cc}]*[^{WHITE_SPACE}{cc}][^{cc}]*$")
+}
+
+/// The OpenAPI schemas of the newtypes, built from the same constants as their checks, so the
+/// document cannot promise more or less than the parser accepts. Patterns describe the canonical
+/// form; the parsers also trim surrounding spaces (and upper-case SKUs and plates).
+mod schemas {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
+    use utoipa::openapi::{KnownFormat, RefOr};
+
+    use super::*;
+
+    fn text(pattern: String, min: usize, max: usize, description: String) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .pattern(Some(pattern))
+            .min_length(Some(min))
+            .max_length(Some(max))
+            .description(Some(description))
+            .into()
+    }
+
+    fn integer(min: i64, max: i64, description: String) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::Integer))
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(min))
+            .maximum(Some(max))
+            .description(Some(description))
+            .into()
+    }
+
+    macro_rules! schema {
+        ($t:ty, $body:expr) => {
+            impl utoipa::PartialSchema for $t {
+                fn schema() -> RefOr<Schema> {
+                    $body
+                }
+            }
+            impl utoipa::ToSchema for $t {}
+        };
+    }
+
+    schema!(
+        Sku,
+        text(
+            format!("^[ \t\n\r]*[A-Za-z0-9._-]{{1,{SKU_MAX}}}[ \t\n\r]*$"),
+            1,
+            SKU_RAW_MAX,
+            format!("A part's SKU: 1-{SKU_MAX} of A-Z, 0-9, '-', '_', '.' (stored upper-cased)")
+        )
+    );
+    schema!(
+        Plate,
+        text(
+            r"^[ \t\n\r]*[A-Za-z][ \t\n\r]*([A-Za-z][ \t\n\r]*)?[0-9][ \t\n\r]*([0-9][ \t\n\r]*){0,3}([A-Za-z][ \t\n\r]*){0,3}$".to_owned(),
+            2,
+            PLATE_RAW_MAX,
+            "A vehicle plate (TNKB): 1-2 letters, 1-4 digits, 0-3 letters, e.g. \"B 1234 XYZ\"".to_owned()
+        )
+    );
+    schema!(
+        Name,
+        text(
+            visible_text(),
+            1,
+            NAME_MAX,
+            format!("A display name: 1-{NAME_MAX} characters, not blank, no control characters")
+        )
+    );
+    schema!(
+        Text,
+        text(
+            visible_text(),
+            1,
+            TEXT_MAX,
+            format!("Free text: 1-{TEXT_MAX} characters, not blank, no control characters")
+        )
+    );
+    schema!(
+        Id,
+        text(
+            format!("^[A-Za-z0-9_-]{{1,{ID_MAX}}}$"),
+            1,
+            ID_MAX,
+            format!("An id: 1-{ID_MAX} of A-Z, a-z, 0-9, '-', '_'")
+        )
+    );
+    schema!(
+        Digest,
+        text(
+            "^[0-9A-Fa-f]{64}$".to_owned(),
+            64,
+            64,
+            "A SHA-256 digest: 64 hex characters (stored lower-case)".to_owned()
+        )
+    );
+    schema!(
+        Phone,
+        text(
+            format!(r"^[ -]*(\+[ -]*)?([0-9][ -]*){{{PHONE_DIGITS_MIN},{PHONE_DIGITS_MAX}}}$"),
+            PHONE_DIGITS_MIN,
+            PHONE_RAW_MAX,
+            format!(
+                "A phone number: {PHONE_DIGITS_MIN}-{PHONE_DIGITS_MAX} digits, optional leading '+', spaces and dashes ignored"
+            )
+        )
+    );
+    schema!(
+        Rupiah,
+        integer(
+            1,
+            Rupiah::MAX_LINE,
+            format!("Whole rupiah, 1 to {}", Rupiah::MAX_LINE)
+        )
+    );
+    schema!(
+        Qty,
+        integer(1, Qty::MAX, format!("A quantity, 1 to {}", Qty::MAX))
+    );
 }
 
 #[cfg(test)]

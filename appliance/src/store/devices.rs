@@ -27,7 +27,6 @@ pub struct PairingCode {
 pub struct Device {
     pub id: String,
     pub name: String,
-    #[schema(value_type = String)]
     pub role: Role,
     pub created_at: String,
     pub revoked_at: Option<String>,

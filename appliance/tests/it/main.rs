@@ -6,6 +6,7 @@ mod harness;
 mod bad_input;
 mod booking;
 mod cli;
+mod contract;
 mod crash;
 mod doctor;
 mod flow;

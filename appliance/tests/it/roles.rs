@@ -127,6 +127,56 @@ async fn every_v1_path_checks_token_and_role() {
         documented + 1,
         "every documented /v1 path is in the matrix: {covered:?}"
     );
+
+    // And the document says what this test saw: every guarded operation names the bearer scheme
+    // and its 401 and 403 (with the error envelope), every `{name}` of a path is a declared path
+    // parameter, and every JSON body has its 400, 413, 415 and 422.
+    let mut gaps = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let at = format!("{} {path}", method.to_uppercase());
+            let statuses = op["responses"].as_object().expect("responses");
+            let mut want: Vec<&str> = Vec::new();
+            if path.starts_with("/v1/") && path != "/v1/pair" {
+                if op["security"][0].get("bearer").is_none() {
+                    gaps.push(format!("{at}: no bearer security"));
+                }
+                want.extend(["401", "403", "503"]);
+            }
+            if op["requestBody"]["content"]
+                .get("application/json")
+                .is_some()
+            {
+                want.extend(["400", "413", "415", "422"]);
+            }
+            for status in want {
+                match statuses.get(status) {
+                    None => gaps.push(format!("{at}: {status} not declared")),
+                    Some(r) if method != "head" => {
+                        if r["content"]["application/json"]["schema"]["$ref"]
+                            != "#/components/schemas/ErrorBody"
+                        {
+                            gaps.push(format!("{at}: {status} without the error envelope"));
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            for name in path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            {
+                let declared = params
+                    .iter()
+                    .any(|p| p["name"] == name && p["in"] == "path" && p["required"] == true);
+                if !declared {
+                    gaps.push(format!("{at}: path parameter {name} not declared"));
+                }
+            }
+        }
+    }
+    assert!(gaps.is_empty(), "the document:\n{}", gaps.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
