@@ -108,15 +108,21 @@ pub async fn append(
         .collect())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PullQuery {
+    /// The last cursor the device has; changes after it are answered.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub cursor: u64,
+    /// Changes per page (default 500).
+    #[param(minimum = 1, maximum = 5000)]
     pub limit: Option<u32>,
 }
 
 /// `GET /v1/sync/pull?cursor=N&limit=M` (device): the device's branch's changes after `N`, in
 /// order, at most `M` (default [`DEFAULT_PULL_LIMIT`], at most [`MAX_PULL_LIMIT`]).
+#[utoipa::path(get, path = "/v1/sync/pull", tag = "sync", params(PullQuery), responses((status = 200, description = "PullPage", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn pull(
     State(state): State<AppState>,
     caller: Caller,
@@ -125,12 +131,11 @@ pub async fn pull(
     let device = caller.device()?;
     let Query(query) = query.map_err(|rejection| ApiError::BadQuery(rejection.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_PULL_LIMIT);
-    if limit == 0 {
+    if limit == 0 || limit > MAX_PULL_LIMIT {
         return Err(ApiError::BadQuery(format!(
             "limit must be 1 to {MAX_PULL_LIMIT}"
         )));
     }
-    let limit = limit.min(MAX_PULL_LIMIT);
     let after = i64::try_from(query.cursor)
         .map_err(|_| ApiError::BadQuery(format!("cursor {} is too large", query.cursor)))?;
 

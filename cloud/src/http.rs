@@ -126,6 +126,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/releases/{version}/artifact",
             get(releases::get_artifact),
         )
+        .route("/v1/openapi.json", get(crate::openapi::serve))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

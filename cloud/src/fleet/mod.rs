@@ -71,6 +71,7 @@ fn clamp(value: u64) -> i64 {
 }
 
 /// `POST /v1/devices/heartbeat` (device): records the heartbeat; answers what to install.
+#[utoipa::path(post, path = "/v1/devices/heartbeat", tag = "fleet", request_body = crate::openapi::schemas::Heartbeat, responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
@@ -383,6 +384,7 @@ pub async fn fleet_view(db: &PgPool, offline_after: Duration) -> Result<FleetVie
 }
 
 /// `GET /v1/fleet` (operator).
+#[utoipa::path(get, path = "/v1/fleet", tag = "fleet", responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_fleet(
     State(state): State<AppState>,
     caller: Caller,
@@ -512,6 +514,7 @@ pub async fn device_detail(
 }
 
 /// `GET /v1/fleet/devices/{id}` (operator).
+#[utoipa::path(get, path = "/v1/fleet/devices/{id}", tag = "fleet", params(("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_device(
     State(state): State<AppState>,
     caller: Caller,
@@ -572,6 +575,7 @@ pub async fn rollout_detail(db: &PgPool, id: &str) -> Result<RolloutDetail, ApiE
 }
 
 /// `GET /v1/fleet/rollouts/{id}` (operator).
+#[utoipa::path(get, path = "/v1/fleet/rollouts/{id}", tag = "fleet", params(("id" = String, Path, max_length = 64)), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_rollout(
     State(state): State<AppState>,
     caller: Caller,
@@ -582,6 +586,7 @@ pub async fn get_rollout(
 }
 
 /// `POST /v1/fleet/rollouts/{id}/{pause|resume|abort}` (operator): the rollout after it.
+#[utoipa::path(post, path = "/v1/fleet/rollouts/{id}/{action}", tag = "fleet", params(("id" = String, Path, max_length = 64), ("action" = String, Path, description = "pause, resume or abort")), responses((status = 200, description = "done", body = Object), (status = 409, description = "the rollout is not in a state for this action", body = crate::openapi::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn post_rollout_action(
     State(state): State<AppState>,
     caller: Caller,
@@ -604,6 +609,7 @@ pub struct ChannelBody {
 }
 
 /// `PUT /v1/devices/{id}/channel` `{"channel": "canary"}` (operator).
+#[utoipa::path(put, path = "/v1/devices/{id}/channel", tag = "fleet", params(("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), request_body = crate::openapi::schemas::ChannelBody, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn put_channel(
     State(state): State<AppState>,
     caller: Caller,

@@ -667,6 +667,7 @@ pub async fn logout(
 
 /// `POST /v1/fleet/login-links` (operator token): `{"url": "/fleet/login?ticket=…", "expires_in_secs"}`,
 /// a link that signs its first opener in (for a phone) within [`TICKET_TTL`].
+#[utoipa::path(post, path = "/v1/fleet/login-links", tag = "fleet", responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn make_login_link(
     State(state): State<AppState>,
     caller: Caller,
