@@ -7,21 +7,50 @@ use time::{Date, Month};
 /// The longest stay one booking (or one availability question) may cover, in days.
 pub const MAX_STAY_DAYS: i64 = 92;
 
+/// The first day a request, an event or a batch may name: nothing the business does is dated
+/// before it, and day arithmetic near the ends of `time`'s calendar cannot overflow.
+pub const FIRST_DAY: Date = match Date::from_calendar_date(2000, Month::January, 1) {
+    Ok(day) => day,
+    Err(_) => panic!("2000-01-01 is a date"),
+};
+
+/// The last day a request, an event or a batch may name (a stay ending here plus any turnover
+/// buffer is still far from the end of `time`'s calendar, year 9999).
+pub const LAST_DAY: Date = match Date::from_calendar_date(2099, Month::December, 31) {
+    Ok(day) => day,
+    Err(_) => panic!("2099-12-31 is a date"),
+};
+
 /// Why a text is not a day; says what was given and what is expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a date; expected YYYY-MM-DD")]
-pub struct BadDay(pub String);
+pub enum BadDay {
+    #[error("{0:?} is not a date; expected YYYY-MM-DD")]
+    Malformed(String),
+    #[error("{0} is out of range; expected a day from 2000-01-01 to 2099-12-31")]
+    OutOfRange(String),
+}
 
-/// A calendar day written `YYYY-MM-DD` (exactly ten characters, digits where digits belong, a
-/// date that exists).
+/// A day a client, an event or a batch names: `YYYY-MM-DD` (as [`parse_calendar_day`]) and
+/// within [`FIRST_DAY`]..=[`LAST_DAY`].
 pub fn parse_day(raw: &str) -> Result<Date, BadDay> {
-    let bad = || BadDay(raw.to_owned());
+    let day = parse_calendar_day(raw)?;
+    if !(FIRST_DAY..=LAST_DAY).contains(&day) {
+        return Err(BadDay::OutOfRange(raw.to_owned()));
+    }
+    Ok(day)
+}
+
+/// Any calendar day written `YYYY-MM-DD` (exactly ten characters, digits where digits belong,
+/// a date that exists), without the range check: for days the system computed itself and
+/// stored (the end of a taken range, turnover buffer included, may fall after [`LAST_DAY`]).
+pub fn parse_calendar_day(raw: &str) -> Result<Date, BadDay> {
+    let bad = || BadDay::Malformed(raw.to_owned());
     let bytes = raw.as_bytes();
-    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+    if bytes.len() != 10 || bytes.get(4) != Some(&b'-') || bytes.get(7) != Some(&b'-') {
         return Err(bad());
     }
     let number = |range: std::ops::Range<usize>| -> Result<u32, BadDay> {
-        let text = &raw[range];
+        let text = raw.get(range).ok_or_else(bad)?;
         if !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
@@ -52,8 +81,22 @@ mod tests {
 
     #[test]
     fn days_round_trip_and_bad_ones_say_what_was_given() {
-        for good in ["2027-03-01", "2028-02-29", "0001-01-01", "2026-12-31"] {
+        for good in [
+            "2027-03-01",
+            "2028-02-29",
+            "2000-01-01",
+            "2026-12-31",
+            "2099-12-31",
+        ] {
             assert_eq!(format_day(parse_day(good).expect(good)), good);
+        }
+        for far in ["1999-12-31", "2100-01-01", "9999-12-31", "0001-01-01"] {
+            let e = parse_day(far).expect_err(far);
+            assert_eq!(
+                e.to_string(),
+                format!("{far} is out of range; expected a day from 2000-01-01 to 2099-12-31")
+            );
+            assert_eq!(format_day(parse_calendar_day(far).expect(far)), far);
         }
         for bad in [
             "",

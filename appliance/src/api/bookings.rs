@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::{ApiError, AppState, Body, Caller, IdempotencyKey, json_response, path_id};
-use crate::domain::booking::{Stay, format_day, parse_tier};
+use crate::domain::booking::{Stay, StayError, format_day, parse_tier};
 use crate::domain::{Id, Name};
 use crate::store::bookings::{self, Booking, Busy, NewBooking};
 use crate::sync::booking::{self as cloud, Forwarded, HoldAnswer};
@@ -129,7 +129,7 @@ pub async fn create(
         s.store
             .read(move |c| {
                 let (_, buffer) = bookings::calendar_state(c)?;
-                let (start, end) = stay.taken(buffer);
+                let (start, end) = stay.taken(buffer).map_err(stay_refused)?;
                 let now = crate::store::format_time(time::OffsetDateTime::now_utc());
                 let own = bookings::busy(c, &asset, (&start, &end), buffer, &now, true)?;
                 Ok((
@@ -163,7 +163,9 @@ pub async fn create(
         }
         HoldAnswer::Offline(why) => {
             tracing::info!(booking = %new.id, asset = %new.asset_id, reason = %why, "booking taken offline as TENTATIVE");
-            let (start, end) = stay.taken(buffer);
+            let (start, end) = stay
+                .taken(buffer)
+                .map_err(|e| ApiError::field(e.field, e.message))?;
             s.write(
                 &caller,
                 key,
@@ -244,7 +246,7 @@ pub async fn availability(
         s.store
             .read(move |c| {
                 let (as_of, buffer) = bookings::calendar_state(c)?;
-                let (start, end) = stay.taken(buffer);
+                let (start, end) = stay.taken(buffer).map_err(stay_refused)?;
                 let busy = bookings::busy(c, &asset, (&start, &end), buffer, &now, own_only)?;
                 Ok((busy, as_of))
             })
@@ -509,4 +511,10 @@ pub async fn join_waitlist(
         )),
         Forwarded::Offline(why) => Err(cloud_unreachable("join the waitlist", &why)),
     }
+}
+
+/// A stay whose taken days fall off the calendar, refused inside a store read (a 422 naming
+/// the field, like any other bad stay).
+fn stay_refused(e: StayError) -> crate::store::StoreError {
+    crate::store::DomainError::invalid(e.field, e.message).into()
 }

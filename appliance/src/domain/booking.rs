@@ -55,14 +55,21 @@ impl Stay {
     }
 
     /// The taken days with `buffer` turnover days after, half-open `[start, end)` as `YYYY-MM-DD`
-    /// (text sorts like the dates, so the store compares them as text).
-    pub fn taken(&self, buffer: u32) -> (String, String) {
+    /// (text sorts like the dates, so the store compares them as text). Refused, not a panic,
+    /// when the end would fall off the calendar.
+    pub fn taken(&self, buffer: u32) -> Result<(String, String), StayError> {
         let end = self
             .last
             .next_day()
             .and_then(|d| d.checked_add(time::Duration::days(i64::from(buffer))))
-            .expect("validated dates are far from the end of time");
-        (format_day(self.first), format_day(end))
+            .ok_or_else(|| StayError {
+                field: "to",
+                message: format!(
+                    "{} plus {buffer} turnover days is past the end of the calendar",
+                    format_day(self.last)
+                ),
+            })?;
+        Ok((format_day(self.first), format_day(end)))
     }
 }
 
@@ -108,8 +115,19 @@ mod tests {
     #[test]
     fn taken_days_are_half_open_with_buffer() {
         let stay = Stay::parse("2026-12-30", "2027-01-02").expect("valid");
-        assert_eq!(stay.taken(0), ("2026-12-30".into(), "2027-01-03".into()));
-        assert_eq!(stay.taken(2).1, "2027-01-05");
+        assert_eq!(
+            stay.taken(0),
+            Ok(("2026-12-30".into(), "2027-01-03".into()))
+        );
+        assert_eq!(stay.taken(2).map(|t| t.1), Ok("2027-01-05".into()));
+        let last = Stay::parse("2099-12-31", "2099-12-31").expect("the last day");
+        assert_eq!(last.taken(1).map(|t| t.1), Ok("2100-01-02".into()));
+        assert_eq!(last.taken(u32::MAX).map_err(|e| e.field), Err("to"));
+        for far in ["9999-12-31", "2100-01-01", "1999-12-31"] {
+            let e = Stay::parse(far, far).expect_err(far);
+            assert_eq!(e.field, "from");
+            assert!(e.message.contains("2000-01-01 to 2099-12-31"), "{}", e.message);
+        }
     }
 
     #[test]

@@ -85,6 +85,7 @@ fn record_error(error: record::RecordError) -> ApiError {
             message: error.to_string(),
             details: None,
         },
+        record::RecordError::Invalid(error) => invalid(error),
         record::RecordError::Db(error) => ApiError::database(&error),
     }
 }
@@ -143,7 +144,9 @@ pub async fn availability(
     })?;
     let booking = &state.booking;
     let stay = Stay::parse(&query.from, &query.to).map_err(invalid)?;
-    let (start, end) = stay.taken(booking.settings.turnover_buffer_days);
+    let (start, end) = stay
+        .taken(booking.settings.turnover_buffer_days)
+        .map_err(invalid)?;
     let assets = booking
         .assets
         .get(&booking.db, &query.sku)
@@ -325,7 +328,9 @@ pub async fn hold(
         branch: branch.clone(),
         asset_id: body.asset_id.clone(),
     };
-    let (start, end) = stay.taken(booking.settings.turnover_buffer_days);
+    let (start, end) = stay
+        .taken(booking.settings.turnover_buffer_days)
+        .map_err(invalid)?;
 
     // The gate, Redis only: the calendar says whether the days are taken, then the lock on the
     // asset-days lets one request of a herd through to PostgreSQL. The calendar is written only
@@ -586,8 +591,8 @@ pub async fn confirm_payment(
 /// The taken days `[start, end)` of a row.
 fn row_days(row: &BookingRow) -> Result<(time::Date, time::Date), types::Invalid> {
     Ok((
-        types::parse_day("from", &row.from)?,
-        types::parse_day("free_from", &row.free_from)?,
+        types::parse_stored_day("from", &row.from)?,
+        types::parse_stored_day("free_from", &row.free_from)?,
     ))
 }
 

@@ -173,6 +173,9 @@ async fn decide_one(
                 error.to_string(),
             ));
         }
+        Err(error @ RecordError::Invalid(_)) => {
+            return Ok(rejected(request, "invalid", error.to_string()));
+        }
         Err(RecordError::Db(error)) => return Err(error),
     };
     let payment_ref = format!("branch-counter:{}", request.id);

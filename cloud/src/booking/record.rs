@@ -40,6 +40,8 @@ pub enum RecordError {
     #[error("Idempotency-Key {0:?} was used before with a different request")]
     KeyReused(String),
     #[error(transparent)]
+    Invalid(#[from] super::types::Invalid),
+    #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
@@ -179,7 +181,7 @@ pub async fn hold(
     {
         return Ok((outcome, Vec::new()));
     }
-    let (start, end) = request.stay.taken(buffer_days);
+    let (start, end) = request.stay.taken(buffer_days)?;
     let error = match insert(db, request, start, end, hold_window).await {
         Ok(row) => return Ok((HoldOutcome::Held(row), Vec::new())),
         Err(error) => error,
@@ -295,7 +297,7 @@ pub async fn hold_in(
     {
         return Ok((outcome, Vec::new()));
     }
-    let (start, end) = request.stay.taken(buffer_days);
+    let (start, end) = request.stay.taken(buffer_days)?;
     let mut savepoint = conn.begin().await?;
     match expire_then_insert(&mut savepoint, request, start, end, hold_window).await {
         Ok((row, expired)) => {
@@ -696,7 +698,7 @@ pub async fn claim_ended(tx: &mut PgConnection, limit: i64) -> Result<Vec<Ended>
         .map(|row| {
             let day = |column: &str| -> Result<Date, sqlx::Error> {
                 let text: String = row.try_get(column)?;
-                super::types::parse_day("period", &text)
+                super::types::parse_stored_day("period", &text)
                     .map_err(|error| sqlx::Error::Decode(Box::new(error)))
             };
             Ok(Ended {
@@ -799,7 +801,7 @@ pub async fn live_periods(
         .map(|row| {
             let day = |column: &str| -> Result<Date, sqlx::Error> {
                 let text: String = row.try_get(column)?;
-                super::types::parse_day("period", &text)
+                super::types::parse_stored_day("period", &text)
                     .map_err(|error| sqlx::Error::Decode(Box::new(error)))
             };
             Ok((

@@ -29,9 +29,16 @@ pub fn invalid(field: &'static str, problem: impl Into<String>) -> Invalid {
     }
 }
 
-/// A calendar day, written `YYYY-MM-DD` (the protocol's one parser), for request field `field`.
+/// A calendar day, written `YYYY-MM-DD` (the protocol's one parser) within the protocol's
+/// range (2000-01-01 to 2099-12-31), for request field `field`.
 pub fn parse_day(field: &'static str, raw: &str) -> Result<Date, Invalid> {
     sentra_protocol::day::parse_day(raw).map_err(|e| invalid(field, e.to_string()))
+}
+
+/// A day this service computed and stored (the end of a taken range may fall after the
+/// protocol's last day): the format is checked, not the range.
+pub fn parse_stored_day(field: &'static str, raw: &str) -> Result<Date, Invalid> {
+    sentra_protocol::day::parse_calendar_day(raw).map_err(|e| invalid(field, e.to_string()))
 }
 
 /// The rental days asked for: `first` to `last`, both included.
@@ -59,14 +66,23 @@ impl Stay {
     }
 
     /// The days the asset is taken: the stay plus `buffer` turnover days, as a half-open range
-    /// `[start, end)`, the form PostgreSQL's `daterange` and the calendar use.
-    pub fn taken(&self, buffer: u32) -> (Date, Date) {
+    /// `[start, end)`, the form PostgreSQL's `daterange` and the calendar use. Refused, not a
+    /// panic, when the end would fall off the calendar.
+    pub fn taken(&self, buffer: u32) -> Result<(Date, Date), Invalid> {
         let end = self
             .last
             .next_day()
             .and_then(|day| day.checked_add(time::Duration::days(i64::from(buffer))))
-            .expect("validated dates are far from the end of time");
-        (self.first, end)
+            .ok_or_else(|| {
+                invalid(
+                    "to",
+                    format!(
+                        "{} plus {buffer} turnover days is past the end of the calendar",
+                        format_day(self.last)
+                    ),
+                )
+            })?;
+        Ok((self.first, end))
     }
 }
 
@@ -183,10 +199,24 @@ mod tests {
     #[test]
     fn stays_are_ordered_bounded_and_buffered() {
         let stay = Stay::parse("2026-12-30", "2027-01-02").expect("valid");
-        let (start, end) = stay.taken(0);
+        let (start, end) = stay.taken(0).expect("on the calendar");
         assert_eq!(format_day(start), "2026-12-30");
         assert_eq!(format_day(end), "2027-01-03");
-        assert_eq!(format_day(stay.taken(2).1), "2027-01-05");
+        assert_eq!(
+            stay.taken(2).map(|(_, end)| format_day(end)),
+            Ok("2027-01-05".into())
+        );
+        let last = Stay::parse("2099-12-31", "2099-12-31").expect("the last day");
+        assert_eq!(
+            last.taken(1).map(|(_, end)| format_day(end)),
+            Ok("2100-01-02".into())
+        );
+        assert_eq!(last.taken(u32::MAX).map_err(|e| e.field), Err("to"));
+        for far in ["9999-12-31", "2100-01-01", "1999-12-31"] {
+            let e = Stay::parse(far, far).expect_err(far);
+            assert_eq!(e.field, "from");
+            assert!(e.problem.contains("2000-01-01 to 2099-12-31"), "{e}");
+        }
         assert!(Stay::parse("2026-12-30", "2026-12-29").is_err());
         assert!(Stay::parse("2026-01-01", "2026-04-02").is_ok());
         assert!(Stay::parse("2026-01-01", "2026-04-03").is_err());

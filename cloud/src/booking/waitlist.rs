@@ -205,7 +205,11 @@ pub async fn promote(
             first: current,
             last: current,
         };
-        let (start, end) = stay.taken(buffer_days);
+        // A day whose turnover buffer runs off the calendar cannot be offered (the same
+        // refusal a booking request for it gets).
+        let Ok((start, end)) = stay.taken(buffer_days) else {
+            continue;
+        };
         let mut savepoint = tx.begin().await?;
         let inserted = sqlx::query_scalar::<_, String>(
             "INSERT INTO bookings (id, branch_id, asset_id, sku, first_day, last_day, period, state,
