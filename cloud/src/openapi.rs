@@ -16,10 +16,12 @@
 use std::sync::OnceLock;
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{RefOr, ResponseBuilder, Response};
+use utoipa::openapi::{RefOr, Response, ResponseBuilder};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::{blobs, booking, changes, devices, fleet, health, identity, ingest, master, releases, shared};
+use crate::{
+    blobs, booking, changes, devices, fleet, health, identity, ingest, master, releases, shared,
+};
 
 /// The security requirement of routes only an enrolled device may call: all four headers.
 pub const DEVICE: &str = "device";
@@ -100,11 +102,17 @@ impl utoipa::Modify for Security {
         );
         components.add_security_scheme(
             "device_timestamp",
-            header(TIMESTAMP_HEADER, "Unix milliseconds, within 5 minutes of the server's clock."),
+            header(
+                TIMESTAMP_HEADER,
+                "Unix milliseconds, within 5 minutes of the server's clock.",
+            ),
         );
         components.add_security_scheme(
             "device_nonce",
-            header(NONCE_HEADER, "16-64 hex characters, never reused by the device."),
+            header(
+                NONCE_HEADER,
+                "16-64 hex characters, never reused by the device.",
+            ),
         );
         components.add_security_scheme(
             "device_signature",
@@ -123,7 +131,9 @@ fn error(description: &str) -> RefOr<Response> {
             .content(
                 "application/json",
                 utoipa::openapi::ContentBuilder::new()
-                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorEnvelope")))
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                        "ErrorEnvelope",
+                    )))
                     .build(),
             )
             .build(),
@@ -156,19 +166,37 @@ impl utoipa::Modify for Errors {
                         .or_insert_with(|| error(description));
                 };
                 if secured {
-                    add("401", "unauthorized, clock_skew or replay: no valid credentials (nothing changed)");
-                    add("403", "forbidden: these credentials may not call this route");
+                    add(
+                        "401",
+                        "unauthorized, clock_skew or replay: no valid credentials (nothing changed)",
+                    );
+                    add(
+                        "403",
+                        "forbidden: these credentials may not call this route",
+                    );
                     add("400", "malformed_body or bad_query");
-                    add("413", "payload_too_large: the body is larger than the API's limit");
+                    add(
+                        "413",
+                        "payload_too_large: the body is larger than the API's limit",
+                    );
                     add("404", "not_found");
                 } else if has_body {
                     add("400", "malformed_body: the body is not JSON");
-                    add("413", "payload_too_large: the body is larger than the API's limit");
+                    add(
+                        "413",
+                        "payload_too_large: the body is larger than the API's limit",
+                    );
                 }
                 if secured || has_body {
-                    add("422", "invalid: a value is out of range or of the wrong shape (the message names the field)");
+                    add(
+                        "422",
+                        "invalid: a value is out of range or of the wrong shape (the message names the field)",
+                    );
                 }
-                add("503", "unavailable: the database or Redis does not answer; retry later");
+                add(
+                    "503",
+                    "unavailable: the database or Redis does not answer; retry later",
+                );
             }
         }
     }
@@ -205,16 +233,17 @@ pub mod schemas {
     use utoipa::ToSchema;
 
     /// A day, `YYYY-MM-DD`, 2000-01-01..=2099-12-31.
-    pub const DAY_PATTERN: &str = r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$";
+    pub const DAY_PATTERN: &str = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$";
     /// A SHA-256 digest, lowercase hex.
     pub const SHA256_PATTERN: &str = "^[0-9a-f]{64}$";
     /// A UUID as PostgreSQL prints it.
     pub const UUID_PATTERN: &str =
         "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
     /// Text for people: at least one visible character, no control characters.
-    pub const TEXT_PATTERN: &str = r"^[^\p{Cc}]*[^\p{Cc}\s][^\p{Cc}]*$";
+    pub const TEXT_PATTERN: &str =
+        r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$";
     /// An identifier: no control characters.
-    pub const ID_PATTERN: &str = r"^[^\p{Cc}]+$";
+    pub const ID_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]+$";
 
     /// `POST /v1/enroll`.
     #[derive(ToSchema)]
@@ -225,9 +254,9 @@ pub mod schemas {
         /// The device's ed25519 public key, hex.
         #[schema(pattern = "^[0-9a-fA-F]{64}$")]
         pub public_key: String,
-        #[schema(max_length = 255, pattern = r"^[^\p{Cc}]*$")]
+        #[schema(max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
         pub hostname: String,
-        #[schema(max_length = 255, pattern = r"^[^\p{Cc}]*$")]
+        #[schema(max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
         pub version: String,
     }
 
@@ -246,16 +275,28 @@ pub mod schemas {
     #[derive(ToSchema)]
     pub struct PartRecord {
         /// Must equal `{sku}` in the path.
-        #[schema(min_length = 1, max_length = 64, pattern = r"^[^\p{Cc}]+$")]
+        #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
         pub sku: String,
-        #[schema(min_length = 1, max_length = 200, pattern = r"^[^\p{Cc}]*[^\p{Cc}\s][^\p{Cc}]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         pub name: String,
-        #[schema(min_length = 1, max_length = 200, pattern = r"^[^\p{Cc}]*[^\p{Cc}\s][^\p{Cc}]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         pub barcode: Option<String>,
         /// Rupiah.
         #[schema(minimum = 0)]
         pub price: i64,
-        #[schema(min_length = 1, max_length = 200, pattern = r"^[^\p{Cc}]*[^\p{Cc}\s][^\p{Cc}]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         pub unit: String,
     }
 
@@ -263,9 +304,13 @@ pub mod schemas {
     #[derive(ToSchema)]
     pub struct MechanicRecord {
         /// Must equal `{id}` in the path.
-        #[schema(min_length = 1, max_length = 64, pattern = r"^[^\p{Cc}]+$")]
+        #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
         pub id: String,
-        #[schema(min_length = 1, max_length = 200, pattern = r"^[^\p{Cc}]*[^\p{Cc}\s][^\p{Cc}]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         pub name: String,
         pub active: bool,
     }
@@ -274,29 +319,43 @@ pub mod schemas {
     #[derive(ToSchema)]
     pub struct AssetRecord {
         /// Must equal `{id}` in the path.
-        #[schema(min_length = 1, max_length = 64, pattern = r"^[^\p{Cc}]+$")]
+        #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
         pub id: String,
-        #[schema(min_length = 1, max_length = 200, pattern = r"^[^\p{Cc}]*[^\p{Cc}\s][^\p{Cc}]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         pub sku: String,
-        #[schema(min_length = 1, max_length = 200, pattern = r"^[^\p{Cc}]*[^\p{Cc}\s][^\p{Cc}]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         pub plate: String,
-        #[schema(min_length = 1, max_length = 200, pattern = r"^[^\p{Cc}]*[^\p{Cc}\s][^\p{Cc}]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         pub name: String,
     }
 
     /// `PUT /v1/branches/{branch}/documents/{record}/{id}`: notes, checklist items, or both.
-    #[derive(ToSchema)]
+    #[derive(ToSchema, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     #[schema(min_properties = 1)]
     pub struct DocEdit {
-        #[schema(max_length = 4000)]
-        pub notes: Option<String>,
-        /// Item name → checked (null removes the item).
-        #[schema(value_type = Option<Object>)]
-        pub checklist: Option<serde_json::Value>,
+        #[serde(default)]
+        #[schema(max_length = 20000)]
+        pub notes: String,
+        /// Item name (1-80 characters, no surrounding spaces) → checked; null removes the item.
+        #[serde(default)]
+        pub checklist: Checklist,
     }
-
     /// `POST /v1/bookings`.
-    #[derive(ToSchema)]
+    #[derive(ToSchema, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub struct HoldBody {
         /// The branch of the asset, for a portal token (a device books at its own branch).
         #[schema(min_length = 1, max_length = 64)]
@@ -305,31 +364,43 @@ pub mod schemas {
         pub asset_id: String,
         #[schema(min_length = 1, max_length = 64)]
         pub sku: String,
-        #[schema(pattern = r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
+        #[schema(format = Date, pattern = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$")]
         pub from: String,
-        #[schema(pattern = r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
+        #[schema(format = Date, pattern = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$")]
         pub to: String,
-        #[schema(min_length = 1, max_length = 200, pattern = r"^[^\p{Cc}]*[^\p{Cc}\s][^\p{Cc}]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         pub customer: String,
         pub tier: Option<Tier>,
     }
 
-    #[derive(ToSchema)]
-    #[schema(rename_all = "lowercase")]
+    #[derive(ToSchema, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
     pub enum Tier {
+        Platinum,
+        Gold,
+        Silver,
         Basic,
-        Premium,
     }
 
     /// `POST /v1/bookings/{id}/confirm`.
-    #[derive(ToSchema)]
+    #[derive(ToSchema, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub struct ConfirmBody {
-        #[schema(min_length = 1, max_length = 128, pattern = r"^[^\p{Cc}]*[^\p{Cc}\s][^\p{Cc}]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         pub payment_ref: String,
     }
 
     /// `POST /v1/bookings/{id}/complete`.
-    #[derive(ToSchema)]
+    #[derive(ToSchema, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub struct CompleteBody {
         /// RFC 3339.
         #[schema(format = DateTime)]
@@ -343,19 +414,25 @@ pub mod schemas {
     }
 
     /// `POST /v1/waitlist`.
-    #[derive(ToSchema)]
+    #[derive(ToSchema, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub struct JoinBody {
         #[schema(min_length = 1, max_length = 64)]
         pub sku: String,
-        #[schema(pattern = r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
+        #[schema(format = Date, pattern = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$")]
         pub date: String,
-        #[schema(min_length = 1, max_length = 200, pattern = r"^[^\p{Cc}]*[^\p{Cc}\s][^\p{Cc}]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 200,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         pub customer: String,
         pub tier: Option<Tier>,
     }
 
     /// `POST /v1/customers/{id}/identity`: the KTP photo and a selfie, base64 JPEG.
-    #[derive(ToSchema)]
+    #[derive(ToSchema, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub struct CheckBody {
         #[schema(format = Byte, min_length = 4, max_length = 1048576)]
         pub ktp_image: String,
@@ -367,7 +444,8 @@ pub mod schemas {
     }
 
     /// `POST /v1/blobs/{sha256}/uploads`.
-    #[derive(ToSchema)]
+    #[derive(ToSchema, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub struct StartUpload {
         /// Bytes of the whole photo.
         #[schema(minimum = 1, maximum = 268435456)]
@@ -375,40 +453,82 @@ pub mod schemas {
     }
 
     /// `PUT /v1/devices/{id}/channel`.
-    #[derive(ToSchema)]
+    #[derive(ToSchema, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     pub struct ChannelBody {
-        pub channel: Channel,
+        /// `stable`, `canary` or another channel name.
+        #[schema(min_length = 1, max_length = 32, pattern = "^[a-z0-9-]{1,32}$")]
+        pub channel: String,
     }
 
-    #[derive(ToSchema)]
-    #[schema(rename_all = "lowercase")]
-    pub enum Channel {
-        Stable,
-        Canary,
-    }
+    /// A release version, `MAJOR.MINOR.PATCH[-PRE]` (`sentra_protocol::fleet::ReleaseVersion`).
+    pub const VERSION_PATTERN: &str = r"^[0-9]{1,18}\.[0-9]{1,18}\.[0-9]{1,18}(-[0-9A-Za-z.-]+)?$";
 
     /// `POST /v1/devices/heartbeat` (see `sentra_protocol::fleet::Heartbeat`).
     #[derive(ToSchema)]
     pub struct Heartbeat {
-        #[schema(min_length = 1, max_length = 500)]
+        #[schema(
+            max_length = 64,
+            pattern = r"^[0-9]{1,18}\.[0-9]{1,18}\.[0-9]{1,18}(-[0-9A-Za-z.-]+)?$"
+        )]
         pub version: String,
         pub uptime_secs: u64,
-        #[schema(value_type = Object)]
-        pub update: serde_json::Value,
-        pub healthy: Option<bool>,
-        #[schema(value_type = Option<Object>)]
-        pub backlog: Option<serde_json::Value>,
-        pub parked: Option<u64>,
-        pub skew_ms: Option<i64>,
-        #[schema(value_type = Option<Object>)]
-        pub resources: Option<serde_json::Value>,
-        #[schema(max_length = 500)]
+        pub update: UpdateReport,
+        #[schema(required = false)]
+        pub healthy: bool,
+        #[schema(required = false)]
+        pub backlog: Backlog,
+        #[schema(required = false)]
+        pub parked: u64,
+        #[schema(required = false)]
+        pub skew_ms: i64,
+        #[schema(required = false)]
+        pub resources: Resources,
+        #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
         pub printer: Option<String>,
-        #[schema(max_length = 500)]
+        #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
         pub scanner: Option<String>,
-        #[schema(max_length = 500)]
+        #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
         pub broker: Option<String>,
         pub paired_clients: Option<u64>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct UpdateReport {
+        pub state: UpdateState,
+        #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+        pub target_version: Option<String>,
+        #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+        pub reason: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "kebab-case")]
+    pub enum UpdateState {
+        Idle,
+        Downloading,
+        Installing,
+        Restarting,
+        Success,
+        Failure,
+        RolledBack,
+    }
+
+    /// Disk (the data directory's file system) and memory, in bytes.
+    #[derive(ToSchema)]
+    pub struct Resources {
+        pub disk_total_bytes: Option<u64>,
+        pub disk_free_bytes: Option<u64>,
+        pub mem_total_bytes: Option<u64>,
+        pub mem_available_bytes: Option<u64>,
+        pub store_bytes: Option<u64>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Backlog {
+        pub count: u64,
+        pub bytes: u64,
+        pub oldest_age_secs: Option<u64>,
     }
 
     /// `POST /v1/payments/webhook` (verified by its HMAC header first).
@@ -421,4 +541,52 @@ pub mod schemas {
         pub booking_id: String,
         pub payment_ref: String,
     }
+
+    /// Checklist items of a document edit: 1-100 a request.
+    #[derive(Default, serde::Deserialize)]
+    pub struct Checklist;
+
+    impl utoipa::PartialSchema for Checklist {
+        fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+            use utoipa::openapi::schema::{
+                AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+            };
+            let value = OneOfBuilder::new()
+                .item(ObjectBuilder::new().schema_type(SchemaType::Type(Type::Boolean)))
+                .item(ObjectBuilder::new().schema_type(SchemaType::Type(Type::Null)));
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::Object))
+                .min_properties(Some(1))
+                .max_properties(Some(sentra_protocol::doc::MAX_CHECKLIST_ITEMS))
+                .property_names(Some(
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::Type(Type::String))
+                        .min_length(Some(1))
+                        .max_length(Some(sentra_protocol::doc::MAX_ITEM_CHARS))
+                        .pattern(Some(r"^[^\s\x00](.*[^\s\x00])?$")),
+                ))
+                .additional_properties(Some(AdditionalProperties::RefOr(
+                    utoipa::openapi::RefOr::T(value.into()),
+                )))
+                .into()
+        }
+    }
+
+    impl ToSchema for Checklist {}
+
+    /// `PATCH /v1/branches/{branch}/{customers|vehicles}/{id}`: field name → value, at least one.
+    pub struct Fields;
+
+    impl utoipa::PartialSchema for Fields {
+        fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+            use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::Object))
+                .min_properties(Some(1))
+                .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+                .into()
+        }
+    }
+
+    impl ToSchema for Fields {}
 }

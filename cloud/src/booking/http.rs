@@ -97,10 +97,10 @@ pub struct AvailabilityQuery {
     #[param(min_length = 1, max_length = 64)]
     sku: String,
     /// First day, `YYYY-MM-DD`.
-    #[param(pattern = r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
+    #[param(format = Date, pattern = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$")]
     from: String,
     /// Last day (included), `YYYY-MM-DD`.
-    #[param(pattern = r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
+    #[param(format = Date, pattern = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$")]
     to: String,
 }
 
@@ -485,7 +485,7 @@ async fn repair(booking: &Booking, asset: &AssetKey) {
 }
 
 /// `GET /v1/bookings/{id}`.
-#[utoipa::path(get, path = "/v1/bookings/{id}", tag = "bookings", params(("id" = String, Path, max_length = 64)), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/bookings/{id}", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -515,7 +515,7 @@ pub struct ConfirmBody {
 
 /// `POST /v1/bookings/{id}/confirm` `{payment_ref}`: confirms a live hold. A lapsed hold is
 /// refused (409 `hold_expired`) and its payment flagged for refund.
-#[utoipa::path(post, path = "/v1/bookings/{id}/confirm", tag = "bookings", params(("id" = String, Path, max_length = 64)), request_body = crate::openapi::schemas::ConfirmBody, responses((status = 200, description = "done", body = Object), (status = 409, description = "hold_expired or wrong_state", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/bookings/{id}/confirm", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::ConfirmBody, responses((status = 200, description = "done", body = Object), (status = 409, description = "hold_expired or wrong_state", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn confirm(
     State(state): State<AppState>,
     caller: Caller,
@@ -597,7 +597,7 @@ fn row_days(row: &BookingRow) -> Result<(time::Date, time::Date), types::Invalid
 }
 
 /// `POST /v1/bookings/{id}/cancel`: cancels a held or confirmed booking; again is harmless.
-#[utoipa::path(post, path = "/v1/bookings/{id}/cancel", tag = "bookings", params(("id" = String, Path, max_length = 64)), responses((status = 200, description = "done", body = Object), (status = 409, description = "wrong_state", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/bookings/{id}/cancel", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object), (status = 409, description = "wrong_state", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -672,7 +672,7 @@ fn parse_return(body: &CompleteBody) -> Result<record::Return, ApiError> {
 /// turnover buffer) are free again, and the gateway is settled: the charges captured, the rest
 /// of the pre-authorisation released after `booking.release_delay_seconds`. The same facts again
 /// get the same answer; other facts for a completed booking are 409 `wrong_state`.
-#[utoipa::path(post, path = "/v1/bookings/{id}/complete", tag = "bookings", params(("id" = String, Path, max_length = 64)), request_body = crate::openapi::schemas::CompleteBody, responses((status = 200, description = "done", body = Object), (status = 409, description = "wrong_state", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/bookings/{id}/complete", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::CompleteBody, responses((status = 200, description = "done", body = Object), (status = 409, description = "wrong_state", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn complete(
     State(state): State<AppState>,
     caller: Caller,

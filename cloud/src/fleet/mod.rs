@@ -54,6 +54,34 @@ fn check_heartbeat(beat: &Heartbeat) -> Result<(), ApiError> {
         ("scanner", beat.scanner.as_deref()),
         ("broker", beat.broker.as_deref()),
     ];
+    // Counters are stored as PostgreSQL bigint: a value beyond it is refused, not clamped.
+    let counters = [
+        ("uptime_secs", Some(beat.uptime_secs)),
+        ("parked", Some(beat.parked)),
+        ("paired_clients", beat.paired_clients),
+        ("backlog.count", Some(beat.backlog.count)),
+        ("backlog.bytes", Some(beat.backlog.bytes)),
+        ("backlog.oldest_age_secs", beat.backlog.oldest_age_secs),
+        (
+            "resources.disk_total_bytes",
+            beat.resources.disk_total_bytes,
+        ),
+        ("resources.disk_free_bytes", beat.resources.disk_free_bytes),
+        ("resources.mem_total_bytes", beat.resources.mem_total_bytes),
+        (
+            "resources.mem_available_bytes",
+            beat.resources.mem_available_bytes,
+        ),
+        ("resources.store_bytes", beat.resources.store_bytes),
+    ];
+    for (field, value) in counters {
+        if value.is_some_and(|value| i64::try_from(value).is_err()) {
+            return Err(ApiError::Invalid(format!(
+                "{field}: expected 0 to {}",
+                i64::MAX
+            )));
+        }
+    }
     for (field, value) in texts {
         if let Some(value) = value
             && (value.chars().count() > MAX_TEXT || value.chars().any(char::is_control))
@@ -75,9 +103,17 @@ fn clamp(value: u64) -> i64 {
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(beat): JsonBody<Heartbeat>,
+    JsonBody(raw): JsonBody<serde_json::Value>,
 ) -> Result<Json<HeartbeatAnswer>, ApiError> {
     let device = caller.device()?;
+    // serde reads a struct from a JSON array too (`"resources": []`); the contract says objects.
+    for field in ["update", "backlog", "resources"] {
+        if raw.get(field).is_some_and(|value| !value.is_object()) {
+            return Err(ApiError::Invalid(format!("{field}: expected an object")));
+        }
+    }
+    let beat: Heartbeat =
+        serde_json::from_value(raw).map_err(|error| ApiError::Invalid(format!("body: {error}")))?;
     check_heartbeat(&beat)?;
     let body = serde_json::to_string(&beat).expect("a heartbeat always serialises");
     let db_error = |error: sqlx::Error| ApiError::database(&error);
@@ -575,7 +611,7 @@ pub async fn rollout_detail(db: &PgPool, id: &str) -> Result<RolloutDetail, ApiE
 }
 
 /// `GET /v1/fleet/rollouts/{id}` (operator).
-#[utoipa::path(get, path = "/v1/fleet/rollouts/{id}", tag = "fleet", params(("id" = String, Path, max_length = 64)), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/fleet/rollouts/{id}", tag = "fleet", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_rollout(
     State(state): State<AppState>,
     caller: Caller,
@@ -586,7 +622,7 @@ pub async fn get_rollout(
 }
 
 /// `POST /v1/fleet/rollouts/{id}/{pause|resume|abort}` (operator): the rollout after it.
-#[utoipa::path(post, path = "/v1/fleet/rollouts/{id}/{action}", tag = "fleet", params(("id" = String, Path, max_length = 64), ("action" = String, Path, description = "pause, resume or abort")), responses((status = 200, description = "done", body = Object), (status = 409, description = "the rollout is not in a state for this action", body = crate::openapi::ErrorEnvelope)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/fleet/rollouts/{id}/{action}", tag = "fleet", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"), ("action" = String, Path, description = "pause, resume or abort")), responses((status = 200, description = "done", body = Object), (status = 409, description = "the rollout is not in a state for this action", body = crate::openapi::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn post_rollout_action(
     State(state): State<AppState>,
     caller: Caller,

@@ -262,7 +262,7 @@ fn decode(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 /// `POST /v1/customers/{id}/identity`.
-#[utoipa::path(post, path = "/v1/customers/{id}/identity", tag = "identity", params(("id" = String, Path, max_length = 64)), request_body = crate::openapi::schemas::CheckBody, responses((status = 200, description = "done", body = Object), (status = 201, description = "checked", body = Object), (status = 502, description = "provider_failed", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/customers/{id}/identity", tag = "identity", params(("id" = String, Path, description = "the customer (1-200 characters, not blank, no control characters)", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")), request_body = crate::openapi::schemas::CheckBody, responses((status = 200, description = "done", body = Object), (status = 201, description = "checked", body = Object), (status = 502, description = "provider_failed", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn post_check(
     State(state): State<AppState>,
     caller: Caller,
@@ -386,7 +386,7 @@ async fn standing(db: &PgPool, customer: &str) -> Result<Value, ApiError> {
 }
 
 /// `GET /v1/customers/{id}/identity`.
-#[utoipa::path(get, path = "/v1/customers/{id}/identity", tag = "identity", params(("id" = String, Path, max_length = 64)), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/customers/{id}/identity", tag = "identity", params(("id" = String, Path, description = "the customer (1-200 characters, not blank, no control characters)", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get_check(
     State(state): State<AppState>,
     _caller: Caller,

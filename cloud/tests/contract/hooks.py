@@ -139,15 +139,38 @@ def _schemes(case):
 @schemathesis.auth(refresh_interval=None)
 class CloudAuth:
     def get(self, case, context):
+        # Schemathesis generates the security headers of one requirement into the case, and
+        # leaves them out when it tests a request without them: sign only where it generated
+        # all four, send the token only where it generated one.
+        headers = {name.lower() for name in (case.headers or {})}
         schemes = _schemes(case)
-        if any("device" in requirement for requirement in schemes):
+        device = {"x-sentra-device", "x-sentra-timestamp", "x-sentra-nonce", "x-sentra-signature"}
+        if any("device" in requirement for requirement in schemes) and device <= headers:
             return DeviceSignature(
                 os.environ["SENTRA_CONTRACT_DEVICE_ID"],
                 bytes.fromhex(os.environ["SENTRA_CONTRACT_DEVICE_KEY"]),
             )
-        if any("bearer" in requirement for requirement in schemes):
+        if any("bearer" in requirement for requirement in schemes) and "authorization" in headers:
             return Bearer(os.environ["SENTRA_CONTRACT_OPERATOR_TOKEN"])
         return None
 
     def set(self, case, data, context):
         case._auth = data
+
+
+def _integral_floats_as_ints(value):
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
+    return value
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    """JSON Schema counts 5.0 as an integer; the cloud's serde types, like the box's, read only
+    5 as one. Send integral numbers the way every real client writes them."""
+    if isinstance(case.body, (dict, list)):
+        case.body = _integral_floats_as_ints(case.body)
