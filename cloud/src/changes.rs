@@ -115,8 +115,9 @@ pub struct PullQuery {
     #[serde(default)]
     #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub cursor: u64,
-    /// Changes per page (default 500).
-    #[param(minimum = 1, maximum = 5000)]
+    /// Changes per page: default 500; a page holds at most 5000, and a larger limit is capped
+    /// to that, not refused.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub limit: Option<u32>,
 }
 
@@ -131,11 +132,12 @@ pub async fn pull(
     let device = caller.device()?;
     let Query(query) = query.map_err(|rejection| ApiError::BadQuery(rejection.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_PULL_LIMIT);
-    if limit == 0 || limit > MAX_PULL_LIMIT {
+    if limit == 0 {
         return Err(ApiError::BadQuery(format!(
             "limit must be 1 to {MAX_PULL_LIMIT}"
         )));
     }
+    let limit = limit.min(MAX_PULL_LIMIT);
     let after = i64::try_from(query.cursor)
         .map_err(|_| ApiError::BadQuery(format!("cursor {} is too large", query.cursor)))?;
 
