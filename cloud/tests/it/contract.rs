@@ -183,6 +183,8 @@ async fn contract_fuzzer_finds_nothing() {
             "--report-dir",
             dir.path().to_str().expect("a UTF-8 path"),
         ])
+        // Its caches go to the temporary directory, not into the repository.
+        .current_dir(dir.path())
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .env("PYTHONPATH", hooks)
         .env("SENTRA_CONTRACT_DEVICE_ID", &device.id)
