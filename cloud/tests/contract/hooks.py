@@ -131,6 +131,25 @@ class Bearer(requests.auth.AuthBase):
         return request
 
 
+class Webhook(requests.auth.AuthBase):
+    """The payment gateway's signature: hex HMAC-SHA256 of `timestamp.body`."""
+
+    def __init__(self, secret):
+        self.secret = secret
+
+    def __call__(self, request):
+        import hmac
+
+        body = request.body or b""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        timestamp = str(int(time.time()))
+        mac = hmac.new(self.secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+        request.headers["x-sentra-webhook-timestamp"] = timestamp
+        request.headers["x-sentra-webhook-signature"] = mac.hexdigest()
+        return request
+
+
 def _schemes(case):
     security = case.operation.definition.raw.get("security") or []
     return [set(requirement) for requirement in security]
@@ -152,6 +171,9 @@ class CloudAuth:
             )
         if any("bearer" in requirement for requirement in schemes) and "authorization" in headers:
             return Bearer(os.environ["SENTRA_CONTRACT_OPERATOR_TOKEN"])
+        webhook = {"x-sentra-webhook-timestamp", "x-sentra-webhook-signature"}
+        if case.operation.path == "/v1/payments/webhook" and webhook <= headers:
+            return Webhook(os.environ["SENTRA_CONTRACT_WEBHOOK_SECRET"].encode("utf-8"))
         return None
 
     def set(self, case, data, context):

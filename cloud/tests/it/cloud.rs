@@ -52,23 +52,26 @@ impl Device {
 
 impl Cloud {
     pub async fn start() -> Cloud {
+        Cloud::start_with(&[]).await
+    }
+
+    /// [`Cloud::start`] with `extra` settings in the server's environment.
+    pub async fn start_with(extra: &[(&str, &str)]) -> Cloud {
         let db = TestDb::create().await;
         migrate(&db).await;
         let redis = redis_url();
         let blobs_dir = tempfile::tempdir().expect("a photo store directory");
         let blobs_url = format!("file://{}", blobs_dir.path().display());
-        let server = Server::start(
-            &[],
-            &[
-                ("DATABASE_URL", db.url()),
-                ("REDIS_URL", &redis),
-                ("SENTRA_CLOUD__BLOBS__URL", &blobs_url),
-                // Offline bookings in push tests are for made-up customers; the identity gate
-                // has its own tests (`identity.rs`).
-                ("SENTRA_CLOUD__IDENTITY__REQUIRED", "false"),
-            ],
-        )
-        .await;
+        let mut env = vec![
+            ("DATABASE_URL", db.url()),
+            ("REDIS_URL", redis.as_str()),
+            ("SENTRA_CLOUD__BLOBS__URL", blobs_url.as_str()),
+            // Offline bookings in push tests are for made-up customers; the identity gate
+            // has its own tests (`identity.rs`).
+            ("SENTRA_CLOUD__IDENTITY__REQUIRED", "false"),
+        ];
+        env.extend_from_slice(extra);
+        let server = Server::start(&[], &env).await;
         let mut cloud = Cloud {
             db,
             server,

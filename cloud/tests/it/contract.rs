@@ -144,10 +144,14 @@ fn schemathesis() -> String {
     "schemathesis".to_owned()
 }
 
+/// The payment gateway's webhook secret in the fuzzed cloud, so the hook can sign webhooks.
+const WEBHOOK_SECRET: &str = "contract-test-webhook-secret";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_fuzzer_finds_nothing() {
     let fuzzer = schemathesis();
-    let cloud = Cloud::start().await;
+    let cloud =
+        Cloud::start_with(&[("SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET", WEBHOOK_SECRET)]).await;
     let device = cloud.enroll("B1").await;
     // A second branch, so operator routes have another branch's data to refuse or find.
     let _other = cloud.enroll("B2").await;
@@ -193,6 +197,7 @@ async fn contract_fuzzer_finds_nothing() {
             hex::encode(device.key.to_bytes()),
         )
         .env("SENTRA_CONTRACT_OPERATOR_TOKEN", &cloud.operator)
+        .env("SENTRA_CONTRACT_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .kill_on_drop(true)
         .output()
         .await
