@@ -167,6 +167,7 @@ fn blobs(state: &AppState) -> Result<&Blobs, ApiError> {
 }
 
 /// `POST /v1/blobs/{sha256}/uploads`.
+#[utoipa::path(post, path = "/v1/blobs/{sha256}/uploads", tag = "blobs", params(("sha256" = String, Path, description = "the photo's SHA-256, lowercase hex", pattern = "^[0-9a-f]{64}$")), request_body = crate::openapi::schemas::StartUpload, responses((status = 200, description = "done", body = Object), (status = 201, description = "upload started", body = Object), (status = 409, description = "the photo is already stored, or another upload of it is open", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn start(
     State(state): State<AppState>,
     caller: Caller,
@@ -277,12 +278,16 @@ async fn own_upload(
 }
 
 /// `PUT /v1/blobs/{sha256}/uploads/{id}/parts/{n}`: stage one part (sending it again replaces it).
+#[utoipa::path(put, path = "/v1/blobs/{sha256}/uploads/{id}/parts/{n}", tag = "blobs", params(("sha256" = String, Path, description = "the photo's SHA-256, lowercase hex", pattern = "^[0-9a-f]{64}$"), ("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), ("n" = u32, Path, minimum = 0, maximum = 1000000)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn put_part(
     State(state): State<AppState>,
     caller: Caller,
-    UrlPath((raw, id, n)): UrlPath<(String, String, u32)>,
+    path: Result<UrlPath<(String, String, u32)>, axum::extract::rejection::PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // A part number that is not a number is no such path, in the error envelope.
+    let UrlPath((raw, id, n)) =
+        path.map_err(|rejection| ApiError::NotFound(rejection.body_text()))?;
     let device = caller.device()?;
     let digest = digest(&raw)?;
     let id = upload_id(&id)?;
@@ -325,6 +330,7 @@ pub async fn put_part(
 }
 
 /// `POST /v1/blobs/{sha256}/uploads/{id}/complete`: verify the whole and keep it.
+#[utoipa::path(post, path = "/v1/blobs/{sha256}/uploads/{id}/complete", tag = "blobs", params(("sha256" = String, Path, description = "the photo's SHA-256, lowercase hex", pattern = "^[0-9a-f]{64}$"), ("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), responses((status = 200, description = "done", body = Object), (status = 409, description = "parts missing", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn complete(
     State(state): State<AppState>,
     caller: Caller,
@@ -440,6 +446,7 @@ async fn drop_upload(state: &AppState, store: &Blobs, id: uuid::Uuid, parts: &[(
 }
 
 /// `GET /v1/blobs/{sha256}`: the photo, for an operator or a device of the branch that sent it.
+#[utoipa::path(get, path = "/v1/blobs/{sha256}", tag = "blobs", params(("sha256" = String, Path, description = "the photo's SHA-256, lowercase hex", pattern = "^[0-9a-f]{64}$")), responses((status = 200, description = "the photo", content_type = "application/octet-stream", body = Vec<u8>)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,

@@ -108,15 +108,22 @@ pub async fn append(
         .collect())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PullQuery {
+    /// The last cursor the device has; changes after it are answered.
     #[serde(default)]
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub cursor: u64,
+    /// Changes per page: default 500; a page holds at most 5000, and a larger limit is capped
+    /// to that, not refused.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 4_294_967_295_i64)]
     pub limit: Option<u32>,
 }
 
 /// `GET /v1/sync/pull?cursor=N&limit=M` (device): the device's branch's changes after `N`, in
 /// order, at most `M` (default [`DEFAULT_PULL_LIMIT`], at most [`MAX_PULL_LIMIT`]).
+#[utoipa::path(get, path = "/v1/sync/pull", tag = "sync", params(PullQuery), responses((status = 200, description = "PullPage", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn pull(
     State(state): State<AppState>,
     caller: Caller,

@@ -21,10 +21,12 @@ use crate::http::{ApiError, AppState};
 /// timeouts (a few seconds), so a hung dependency gives a clear 503 rather than a probe timeout.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "the process serves HTTP", body = Object)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "PostgreSQL and Redis answer", body = Object)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let (postgres, redis) =
         tokio::join!(check_postgres(&state.db), check_redis(state.redis.clone()));

@@ -151,6 +151,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/releases/{version}/artifact",
             get(releases::get_artifact),
         )
+        .route("/v1/openapi.json", get(crate::openapi::serve))
         // Prometheus scrapes with an operator token (`authorization` in the scrape config): the
         // counters and the fleet's gauges say how the business runs and are nobody else's.
         .route("/metrics", get(metrics))

@@ -34,6 +34,7 @@ mod ingest;
 mod master;
 mod migrate;
 mod notify;
+mod openapi;
 mod releases;
 mod shared;
 mod startup;

@@ -182,6 +182,7 @@ impl Record {
 }
 
 /// `PUT /v1/branches/{branch}/parts/{sku}`.
+#[utoipa::path(put, path = "/v1/branches/{branch}/parts/{sku}", tag = "master data", params(("branch" = String, Path, description = "branch id", max_length = 64), ("sku" = String, Path, max_length = 64)), request_body = crate::openapi::schemas::PartRecord, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn put_part(
     State(state): State<AppState>,
     caller: Caller,
@@ -195,6 +196,7 @@ pub async fn put_part(
 }
 
 /// `PUT /v1/branches/{branch}/mechanics/{id}`.
+#[utoipa::path(put, path = "/v1/branches/{branch}/mechanics/{id}", tag = "master data", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::MechanicRecord, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn put_mechanic(
     State(state): State<AppState>,
     caller: Caller,
@@ -208,6 +210,7 @@ pub async fn put_mechanic(
 }
 
 /// `PUT /v1/branches/{branch}/assets/{id}`.
+#[utoipa::path(put, path = "/v1/branches/{branch}/assets/{id}", tag = "master data", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::AssetRecord, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn put_asset(
     State(state): State<AppState>,
     caller: Caller,

@@ -365,6 +365,7 @@ async fn get_record(
     Ok(Json(view))
 }
 
+#[utoipa::path(patch, path = "/v1/branches/{branch}/customers/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::Fields, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn patch_customer(
     State(state): State<AppState>,
     caller: Caller,
@@ -374,6 +375,7 @@ pub async fn patch_customer(
     patch_record(state, caller, RecordKind::Customer, path, fields).await
 }
 
+#[utoipa::path(patch, path = "/v1/branches/{branch}/vehicles/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::Fields, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn patch_vehicle(
     State(state): State<AppState>,
     caller: Caller,
@@ -383,6 +385,7 @@ pub async fn patch_vehicle(
     patch_record(state, caller, RecordKind::Vehicle, path, fields).await
 }
 
+#[utoipa::path(get, path = "/v1/branches/{branch}/customers/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_customer(
     State(state): State<AppState>,
     caller: Caller,
@@ -391,6 +394,7 @@ pub async fn get_customer(
     get_record(state, caller, RecordKind::Customer, path).await
 }
 
+#[utoipa::path(get, path = "/v1/branches/{branch}/vehicles/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_vehicle(
     State(state): State<AppState>,
     caller: Caller,
@@ -408,6 +412,7 @@ fn doc_record(raw: &str) -> Result<DocRecord, ApiError> {
 }
 
 /// `GET /v1/branches/{branch}/documents/{record}/{id}` (operator).
+#[utoipa::path(get, path = "/v1/branches/{branch}/documents/{record}/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("record" = String, Path, description = "work_order or inspection"), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_document(
     State(state): State<AppState>,
     caller: Caller,
@@ -439,6 +444,7 @@ pub async fn get_document(
 
 /// `PUT /v1/branches/{branch}/documents/{record}/{id}` (operator): the cloud's edit, merged into
 /// the document and sent whole to the branch.
+#[utoipa::path(put, path = "/v1/branches/{branch}/documents/{record}/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("record" = String, Path, description = "work_order or inspection"), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::DocEdit, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn put_document(
     State(state): State<AppState>,
     caller: Caller,

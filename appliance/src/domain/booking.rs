@@ -126,7 +126,11 @@ mod tests {
         for far in ["9999-12-31", "2100-01-01", "1999-12-31"] {
             let e = Stay::parse(far, far).expect_err(far);
             assert_eq!(e.field, "from");
-            assert!(e.message.contains("2000-01-01 to 2099-12-31"), "{}", e.message);
+            assert!(
+                e.message.contains("2000-01-01 to 2099-12-31"),
+                "{}",
+                e.message
+            );
         }
     }
 

@@ -90,11 +90,17 @@ fn record_error(error: record::RecordError) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AvailabilityQuery {
+    #[param(min_length = 1, max_length = 64)]
     sku: String,
+    /// First day, `YYYY-MM-DD`.
+    #[param(format = Date, pattern = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$")]
     from: String,
+    /// Last day (included), `YYYY-MM-DD`.
+    #[param(format = Date, pattern = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$")]
     to: String,
 }
 
@@ -124,6 +130,7 @@ impl AssetLists {
 /// `GET /v1/availability?sku=&from=&to=`: every asset of the SKU and whether it is free for
 /// those days (turnover buffer included), from the calendar, or PostgreSQL when Redis cannot
 /// answer.
+#[utoipa::path(get, path = "/v1/availability", tag = "bookings", params(AvailabilityQuery), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn availability(
     State(state): State<AppState>,
     _caller: Caller,
@@ -269,6 +276,7 @@ fn taken(body: &HoldBody, stay: Stay) -> ApiError {
 }
 
 /// `POST /v1/bookings`: a hold (201 `{id, state: "HELD", expires_at, ...}`) or 409 `taken`.
+#[utoipa::path(post, path = "/v1/bookings", tag = "bookings", request_body = crate::openapi::schemas::HoldBody, params(("Idempotency-Key" = Option<String>, Header, max_length = 128, description = "same key and body: same answer, one booking")), responses((status = 201, description = "held", body = Object), (status = 200, description = "the same request again", body = Object), (status = 409, description = "taken (with the waitlist offer), or the key was used for another body", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn hold(
     State(state): State<AppState>,
     caller: Caller,
@@ -484,6 +492,7 @@ async fn repair(booking: &Booking, asset: &AssetKey) {
 }
 
 /// `GET /v1/bookings/{id}`.
+#[utoipa::path(get, path = "/v1/bookings/{id}", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -513,6 +522,7 @@ pub struct ConfirmBody {
 
 /// `POST /v1/bookings/{id}/confirm` `{payment_ref}`: confirms a live hold. A lapsed hold is
 /// refused (409 `hold_expired`) and its payment flagged for refund.
+#[utoipa::path(post, path = "/v1/bookings/{id}/confirm", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::ConfirmBody, responses((status = 200, description = "done", body = Object), (status = 409, description = "hold_expired or wrong_state", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn confirm(
     State(state): State<AppState>,
     caller: Caller,
@@ -594,6 +604,7 @@ fn row_days(row: &BookingRow) -> Result<(time::Date, time::Date), types::Invalid
 }
 
 /// `POST /v1/bookings/{id}/cancel`: cancels a held or confirmed booking; again is harmless.
+#[utoipa::path(post, path = "/v1/bookings/{id}/cancel", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object), (status = 409, description = "wrong_state", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -668,6 +679,7 @@ fn parse_return(body: &CompleteBody) -> Result<record::Return, ApiError> {
 /// turnover buffer) are free again, and the gateway is settled: the charges captured, the rest
 /// of the pre-authorisation released after `booking.release_delay_seconds`. The same facts again
 /// get the same answer; other facts for a completed booking are 409 `wrong_state`.
+#[utoipa::path(post, path = "/v1/bookings/{id}/complete", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::CompleteBody, responses((status = 200, description = "done", body = Object), (status = 409, description = "wrong_state", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn complete(
     State(state): State<AppState>,
     caller: Caller,

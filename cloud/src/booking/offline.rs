@@ -204,6 +204,7 @@ async fn decide_one(
 }
 
 /// `GET /v1/sync/calendar` (device): the live bookings of the device's branch's assets.
+#[utoipa::path(get, path = "/v1/sync/calendar", tag = "sync", responses((status = 200, description = "the branch's live bookings", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn calendar(
     State(state): State<AppState>,
     caller: Caller,

@@ -245,6 +245,7 @@ struct Webhook {
 
 /// `POST /v1/payments/webhook`: see the module doc. 200 `{event_id, outcome, duplicate}` for
 /// every verified event, so the gateway stops redelivering.
+#[utoipa::path(post, path = "/v1/payments/webhook", tag = "bookings", request_body = crate::openapi::schemas::Webhook, params(("x-sentra-webhook-timestamp" = String, Header, description = "Unix seconds"), ("x-sentra-webhook-signature" = String, Header, description = "hex HMAC-SHA256, with payments.webhook_secret, of the timestamp, a dot and the body")), responses((status = 200, description = "done", body = Object), (status = 401, description = "unverified, or webhooks not configured", body = crate::openapi::ErrorEnvelope), (status = 404, description = "no such booking", body = crate::openapi::ErrorEnvelope), (status = 409, description = "conflict", body = crate::openapi::ErrorEnvelope)))]
 pub async fn webhook(
     State(state): State<AppState>,
     headers: HeaderMap,

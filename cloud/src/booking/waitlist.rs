@@ -45,6 +45,7 @@ pub struct JoinBody {
 }
 
 /// `POST /v1/waitlist` `{sku, date, customer, tier}` → 201 `{id, state: "WAITING", position}`.
+#[utoipa::path(post, path = "/v1/waitlist", tag = "bookings", request_body = crate::openapi::schemas::JoinBody, responses((status = 201, description = "waiting", body = Object), (status = 409, description = "conflict", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn join(
     State(state): State<AppState>,
     caller: Caller,
@@ -120,6 +121,7 @@ pub async fn join(
 }
 
 /// `GET /v1/waitlist/{id}`: the entry, and its offer (a booking id) once promoted.
+#[utoipa::path(get, path = "/v1/waitlist/{id}", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,

@@ -50,6 +50,7 @@ impl From<DeviceError> for ApiError {
 }
 
 /// `POST /v1/enroll`: a one-time token and the device's public key for a device identity.
+#[utoipa::path(post, path = "/v1/enroll", tag = "devices", request_body = crate::openapi::schemas::EnrollRequest, responses((status = 200, description = "the device identity", body = Object), (status = 401, description = "enrollment_refused: the token is unknown, used or expired", body = crate::openapi::ErrorEnvelope)))]
 pub async fn enroll(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<EnrollRequest>,
@@ -125,6 +126,7 @@ pub struct Revoked {
 
 /// `POST /v1/devices/{id}/revoke` (operator token): the device's requests get 401 from now on.
 /// Revoking twice keeps the first time.
+#[utoipa::path(post, path = "/v1/devices/{id}/revoke", tag = "devices", params(("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

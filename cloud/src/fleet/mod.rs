@@ -54,6 +54,34 @@ fn check_heartbeat(beat: &Heartbeat) -> Result<(), ApiError> {
         ("scanner", beat.scanner.as_deref()),
         ("broker", beat.broker.as_deref()),
     ];
+    // Counters are stored as PostgreSQL bigint: a value beyond it is refused, not clamped.
+    let counters = [
+        ("uptime_secs", Some(beat.uptime_secs)),
+        ("parked", Some(beat.parked)),
+        ("paired_clients", beat.paired_clients),
+        ("backlog.count", Some(beat.backlog.count)),
+        ("backlog.bytes", Some(beat.backlog.bytes)),
+        ("backlog.oldest_age_secs", beat.backlog.oldest_age_secs),
+        (
+            "resources.disk_total_bytes",
+            beat.resources.disk_total_bytes,
+        ),
+        ("resources.disk_free_bytes", beat.resources.disk_free_bytes),
+        ("resources.mem_total_bytes", beat.resources.mem_total_bytes),
+        (
+            "resources.mem_available_bytes",
+            beat.resources.mem_available_bytes,
+        ),
+        ("resources.store_bytes", beat.resources.store_bytes),
+    ];
+    for (field, value) in counters {
+        if value.is_some_and(|value| i64::try_from(value).is_err()) {
+            return Err(ApiError::Invalid(format!(
+                "{field}: expected 0 to {}",
+                i64::MAX
+            )));
+        }
+    }
     for (field, value) in texts {
         if let Some(value) = value
             && (value.chars().count() > MAX_TEXT || value.chars().any(char::is_control))
@@ -71,12 +99,21 @@ fn clamp(value: u64) -> i64 {
 }
 
 /// `POST /v1/devices/heartbeat` (device): records the heartbeat; answers what to install.
+#[utoipa::path(post, path = "/v1/devices/heartbeat", tag = "fleet", request_body = crate::openapi::schemas::Heartbeat, responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(beat): JsonBody<Heartbeat>,
+    JsonBody(raw): JsonBody<serde_json::Value>,
 ) -> Result<Json<HeartbeatAnswer>, ApiError> {
     let device = caller.device()?;
+    // serde reads a struct from a JSON array too (`"resources": []`); the contract says objects.
+    for field in ["update", "backlog", "resources"] {
+        if raw.get(field).is_some_and(|value| !value.is_object()) {
+            return Err(ApiError::Invalid(format!("{field}: expected an object")));
+        }
+    }
+    let beat: Heartbeat =
+        serde_json::from_value(raw).map_err(|error| ApiError::Invalid(format!("body: {error}")))?;
     check_heartbeat(&beat)?;
     let body = serde_json::to_string(&beat).expect("a heartbeat always serialises");
     let db_error = |error: sqlx::Error| ApiError::database(&error);
@@ -383,6 +420,7 @@ pub async fn fleet_view(db: &PgPool, offline_after: Duration) -> Result<FleetVie
 }
 
 /// `GET /v1/fleet` (operator).
+#[utoipa::path(get, path = "/v1/fleet", tag = "fleet", responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_fleet(
     State(state): State<AppState>,
     caller: Caller,
@@ -512,6 +550,7 @@ pub async fn device_detail(
 }
 
 /// `GET /v1/fleet/devices/{id}` (operator).
+#[utoipa::path(get, path = "/v1/fleet/devices/{id}", tag = "fleet", params(("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_device(
     State(state): State<AppState>,
     caller: Caller,
@@ -572,6 +611,7 @@ pub async fn rollout_detail(db: &PgPool, id: &str) -> Result<RolloutDetail, ApiE
 }
 
 /// `GET /v1/fleet/rollouts/{id}` (operator).
+#[utoipa::path(get, path = "/v1/fleet/rollouts/{id}", tag = "fleet", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_rollout(
     State(state): State<AppState>,
     caller: Caller,
@@ -582,6 +622,7 @@ pub async fn get_rollout(
 }
 
 /// `POST /v1/fleet/rollouts/{id}/{pause|resume|abort}` (operator): the rollout after it.
+#[utoipa::path(post, path = "/v1/fleet/rollouts/{id}/{action}", tag = "fleet", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"), ("action" = String, Path, description = "pause, resume or abort")), responses((status = 200, description = "done", body = Object), (status = 409, description = "the rollout is not in a state for this action", body = crate::openapi::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn post_rollout_action(
     State(state): State<AppState>,
     caller: Caller,
@@ -604,6 +645,7 @@ pub struct ChannelBody {
 }
 
 /// `PUT /v1/devices/{id}/channel` `{"channel": "canary"}` (operator).
+#[utoipa::path(put, path = "/v1/devices/{id}/channel", tag = "fleet", params(("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), request_body = crate::openapi::schemas::ChannelBody, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn put_channel(
     State(state): State<AppState>,
     caller: Caller,

@@ -722,6 +722,7 @@ pub async fn logout(
 /// `POST /v1/fleet/login-links` (operator token): `{"url": "/fleet/login?ticket=…", "expires_in_secs"}`,
 /// a link whose page signs in the first browser to press its button (for a phone) within
 /// [`TICKET_TTL`].
+#[utoipa::path(post, path = "/v1/fleet/login-links", tag = "fleet", responses((status = 200, description = "done", body = Object), (status = 429, description = "too many sign-ins from this address")), security(("bearer" = [])))]
 pub async fn make_login_link(
     State(state): State<AppState>,
     caller: Caller,

@@ -308,6 +308,7 @@ fn decode(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 /// `POST /v1/customers/{id}/identity`.
+#[utoipa::path(post, path = "/v1/customers/{id}/identity", tag = "identity", params(("id" = String, Path, description = "the customer (1-200 characters, not blank, no control characters)", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")), request_body = crate::openapi::schemas::CheckBody, responses((status = 200, description = "done", body = Object), (status = 201, description = "checked", body = Object), (status = 429, description = "rate_limited: this caller's checks are used up for now (Retry-After)", body = crate::openapi::ErrorEnvelope), (status = 502, description = "provider_failed", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn post_check(
     State(state): State<AppState>,
     caller: Caller,
@@ -449,6 +450,7 @@ pub struct StandingQuery {
 
 /// `GET /v1/customers/{id}/identity`: the standing of the caller's own customer; anyone else's
 /// is 404.
+#[utoipa::path(get, path = "/v1/customers/{id}/identity", tag = "identity", params(("id" = String, Path, description = "the customer (1-200 characters, not blank, no control characters)", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"), ("branch" = Option<String>, Query, description = "the branch whose customer this is: required of an operator token, refused for a portal token", max_length = 64)), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get_check(
     State(state): State<AppState>,
     caller: Caller,

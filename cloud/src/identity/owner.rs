@@ -156,6 +156,7 @@ fn portal(caller: &Caller) -> Result<String, ApiError> {
 
 /// `PUT /v1/customers/{id}` (portal token): registers or renames the portal's customer `id`, the
 /// record its identity checks attach to.
+#[utoipa::path(put, path = "/v1/customers/{id}", tag = "identity", params(("id" = String, Path, description = "the customer (1-200 characters, not blank, no control characters)", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")), request_body = crate::openapi::schemas::PortalCustomerBody, responses((status = 200, description = "the portal's customer", body = Object)), security(("bearer" = [])))]
 pub async fn put_customer(
     State(state): State<AppState>,
     caller: Caller,
@@ -192,6 +193,7 @@ pub async fn put_customer(
 }
 
 /// `GET /v1/customers/{id}` (portal token): the portal's own customer; anyone else's is 404.
+#[utoipa::path(get, path = "/v1/customers/{id}", tag = "identity", params(("id" = String, Path, description = "the customer (1-200 characters, not blank, no control characters)", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")), responses((status = 200, description = "the portal's customer", body = Object)), security(("bearer" = [])))]
 pub async fn get_customer(
     State(state): State<AppState>,
     caller: Caller,

@@ -86,6 +86,7 @@ impl From<IngestError> for ApiError {
 }
 
 /// `POST /v1/sync/push` (device): a `PushBatch`, answered with a `PushAck`.
+#[utoipa::path(post, path = "/v1/sync/push", tag = "sync", request_body = crate::openapi::schemas::PushBatch, responses((status = 200, description = "PushAck", body = Object), (status = 409, description = "sequence_gap (with expected_seq)", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn push(
     State(state): State<AppState>,
     caller: Caller,

@@ -215,6 +215,7 @@ fn no_release(version: &str) -> ApiError {
 }
 
 /// `GET /v1/releases/{version}/manifest` (device or operator): the manifest as signed.
+#[utoipa::path(get, path = "/v1/releases/{version}/manifest", tag = "releases", params(("version" = String, Path, max_length = 64)), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get_manifest(
     State(state): State<AppState>,
     caller: Caller,
@@ -305,6 +306,7 @@ pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
 
 /// `GET /v1/releases/{version}/artifact` (device or operator): the artifact, whole or one byte
 /// range (resume), streamed from PostgreSQL in [`CHUNK_BYTES`] reads.
+#[utoipa::path(get, path = "/v1/releases/{version}/artifact", tag = "releases", params(("version" = String, Path, max_length = 64), ("Range" = Option<String>, Header, description = "bytes=N- to resume")), responses((status = 200, description = "the artifact", content_type = "application/octet-stream", body = Vec<u8>), (status = 206, description = "the rest from the range", content_type = "application/octet-stream", body = Vec<u8>), (status = 416, description = "range_not_satisfiable", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get_artifact(
     State(state): State<AppState>,
     caller: Caller,

@@ -15,6 +15,7 @@ mod booking_completion;
 mod booking_support;
 mod cli;
 mod cloud;
+mod contract;
 mod device_auth;
 mod enroll;
 mod fixtures;
