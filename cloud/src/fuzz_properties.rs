@@ -1,7 +1,7 @@
-//! What must hold for any bytes a branch can push, and any text a client can give as days: the
-//! properties the fuzz targets in `cloud/fuzz` check (they build this file and the modules it
-//! names from source), and the stable replay of their committed corpus (the tests below). Each
-//! function panics (an assertion) on a violation.
+//! What must hold for any bytes a branch can push (a batch, a document's changes), and any text
+//! a client can give as days: the properties the fuzz targets in `cloud/fuzz` check (they build
+//! this file and the modules it names from source), and the stable replay of their committed
+//! corpus (the tests below). Each function panics (an assertion) on a violation.
 
 use sentra_protocol::day;
 
@@ -93,6 +93,30 @@ pub fn check_stay(data: &[u8]) {
     }
 }
 
+/// Bytes a branch sends as a document's changes (base64-decoded), as `shared::apply` merges
+/// them: loading them as a document or applying them to one (empty, or already edited) never
+/// panics, and a document that took them still renders and saves, and what it saves loads.
+pub fn check_doc(data: &[u8]) {
+    use sentra_protocol::doc::{CLOUD_ACTOR, DocEdit, SharedDoc};
+
+    if let Ok(d) = SharedDoc::load(data, CLOUD_ACTOR) {
+        let _ = d.view();
+    }
+    let mut edited = SharedDoc::new(CLOUD_ACTOR);
+    let edit = DocEdit {
+        notes: Some("rem depan".to_owned()),
+        checklist: [("oli".to_owned(), Some(true))].into_iter().collect(),
+    };
+    edited.edit(&edit, 0).expect("a checked edit applies");
+    for mut d in [SharedDoc::new(CLOUD_ACTOR), edited] {
+        if d.apply(data).is_ok() && d.view().is_ok() {
+            let saved = d.save();
+            let loaded = SharedDoc::load(&saved, CLOUD_ACTOR).expect("a saved document loads");
+            assert_eq!(loaded.view().ok(), d.view().ok());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +141,11 @@ mod tests {
     #[test]
     fn day_stay_corpus_holds_the_properties() {
         replay("day_stay", check_stay);
+    }
+
+    #[test]
+    fn doc_apply_corpus_holds_the_properties() {
+        replay("doc_apply", check_doc);
     }
 
     #[test]
