@@ -406,9 +406,14 @@ fn non_negative(field: &str, value: i64) -> Result<(), String> {
 }
 
 fn time(field: &str, value: &str) -> Result<(), String> {
-    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-        .map(|_| ())
-        .map_err(|_| format!("{field} {value:?} is not an RFC 3339 time"))
+    let parsed = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("{field} {value:?} is not an RFC 3339 time"))?;
+    // RFC 3339 allows year 0000; PostgreSQL's timestamptz does not, and a row it cannot store
+    // would fail the whole push on every retry.
+    if parsed.year() < 1 {
+        return Err(format!("{field} {value:?} is before year 1"));
+    }
+    Ok(())
 }
 
 fn sha256_hex(field: &str, value: &str) -> Result<(), String> {

@@ -130,3 +130,28 @@ async fn an_offline_booking_with_a_far_future_day_is_parked_and_the_rest_applied
     assert_eq!(cloud.scalar("SELECT count(*) FROM bookings").await, 0);
     assert_eq!(cloud.audit(&device).await, 3);
 }
+
+#[tokio::test]
+async fn an_event_time_postgresql_cannot_read_is_parked_not_a_stuck_push() {
+    // `0000-01-01T00:00:00Z` is RFC 3339, but year 0 is no PostgreSQL timestamp: it used to fail
+    // the whole push with a 500, on every retry, and stop the branch's sync behind it.
+    let cloud = Cloud::start().await;
+    let mut device = cloud.enroll("JKT01").await;
+    let mut year_zero = device.outbox.receipt("OF-1", 2);
+    year_zero.payload["at"] = json!("0000-01-01T00:00:00Z");
+    let events = vec![year_zero, device.outbox.receipt("OF-1", 3)];
+    let answer = cloud.push(&device, &events).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["applied"], 1, "{answer:?}");
+    let parked = answer.body["parked"].as_array().expect("parked list");
+    assert_eq!(parked.len(), 1, "{answer:?}");
+    assert_eq!(parked[0]["seq"], 1);
+    assert!(
+        parked[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("0000-01-01T00:00:00Z")),
+        "{answer:?}"
+    );
+    assert_eq!(cloud.scalar("SELECT on_hand FROM stock_levels").await, 3);
+    assert_eq!(cloud.audit(&device).await, 2);
+}
