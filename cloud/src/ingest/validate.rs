@@ -32,6 +32,11 @@ pub const WORK_ORDER_STATUSES: [&str; 6] = [
 
 pub const PAYMENT_METHODS: [&str; 3] = ["CASH", "EDC", "QRIS"];
 
+/// The largest stock movement accepted, either way. A branch moves at most 10 000 of a part at
+/// once (its `Qty`); the bound keeps a branch's running sum (`stock_levels.on_hand`, bigint) from
+/// overflowing, which would fail the whole push on every retry.
+pub const MAX_STOCK_DELTA: i64 = 1_000_000;
+
 /// A push batch as received: the protocol's `PushBatch`, except that each event's `entity` and
 /// `hlc` are plain text, so one event the protocol types would refuse is parked alone instead of
 /// failing the whole batch at parse time.
@@ -255,6 +260,12 @@ fn stock(event_op: &str, m: &p::StockMoved) -> Result<(), String> {
         return Err(format!(
             "delta {} has the wrong sign for {} (DISPENSE < 0, RECEIPT > 0, ADJUSTMENT ≠ 0)",
             m.delta, m.reason
+        ));
+    }
+    if m.delta.unsigned_abs() > MAX_STOCK_DELTA.unsigned_abs() {
+        return Err(format!(
+            "delta {} moves more than {MAX_STOCK_DELTA} at once",
+            m.delta
         ));
     }
     if m.reason == "DISPENSE" && m.work_order_id.is_none() {

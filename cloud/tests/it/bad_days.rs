@@ -1,6 +1,8 @@
 //! Days outside the protocol's range (2000-01-01 to 2099-12-31): a far-future day used to reach
 //! `next_day().expect` in `Stay::taken` and stop the replica, online and at sync (every replica,
 //! on every retry of the push). Now each is a 422, or a parked event, and the replica serves on.
+//! Event data PostgreSQL cannot store (a year-0 time, a stock sum past bigint) is parked too,
+//! instead of failing the whole push on every retry.
 
 use reqwest::Method;
 use sentra_protocol::EntityKind;
@@ -154,4 +156,33 @@ async fn an_event_time_postgresql_cannot_read_is_parked_not_a_stuck_push() {
     );
     assert_eq!(cloud.scalar("SELECT on_hand FROM stock_levels").await, 3);
     assert_eq!(cloud.audit(&device).await, 2);
+}
+
+#[tokio::test]
+async fn stock_that_would_overflow_is_parked_not_a_stuck_push() {
+    // A receipt of i64::MAX parts made PostgreSQL's running sum overflow: the whole push
+    // failed with a 500 on every retry. One movement is bounded now; it is parked alone.
+    let cloud = Cloud::start().await;
+    let mut device = cloud.enroll("JKT01").await;
+    let events = vec![
+        device.outbox.receipt("OF-1", i64::MAX),
+        device.outbox.receipt("OF-1", 1),
+        device.outbox.receipt("BP-9", 2),
+    ];
+    let answer = cloud.push(&device, &events).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["applied"], 2, "{answer:?}");
+    let parked = answer.body["parked"].as_array().expect("parked list");
+    assert_eq!(parked.len(), 1, "{answer:?}");
+    assert_eq!(parked[0]["seq"], 1);
+    assert!(
+        parked[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("more than 1000000")),
+        "{answer:?}"
+    );
+    let level = |sku: &str| format!("SELECT on_hand FROM stock_levels WHERE sku = '{sku}'");
+    assert_eq!(cloud.scalar(&level("OF-1")).await, 1);
+    assert_eq!(cloud.scalar(&level("BP-9")).await, 2);
+    assert_eq!(cloud.audit(&device).await, 3);
 }
