@@ -104,11 +104,19 @@ async fn run(targets: Targets, every: Duration, cancel: CancellationToken) {
     }
 }
 
-/// One round: a write through the writer thread, `/readyz` through the API, the broker's port.
-pub async fn probe(targets: &Targets, limit: Duration) -> Result<(), ProbeError> {
-    tokio::time::timeout(limit, targets.store.write(|_| Ok(())))
+/// Proof that the store's writer thread answers: an (empty) write went through it and its
+/// transaction committed within `limit`. The watchdog's probe and `/readyz` both ask this, so a
+/// box whose writer died or is wedged is neither pinged nor ready.
+pub async fn writer_commits(store: &Store, limit: Duration) -> Result<(), ProbeError> {
+    tokio::time::timeout(limit, store.write(|_| Ok(())))
         .await
         .map_err(|_| ProbeError::WriterSlow(limit))??;
+    Ok(())
+}
+
+/// One round: a write through the writer thread, `/readyz` through the API, the broker's port.
+pub async fn probe(targets: &Targets, limit: Duration) -> Result<(), ProbeError> {
+    writer_commits(&targets.store, limit).await?;
     let api = loopback(targets.api);
     let api_err = |detail: String| ProbeError::Api { addr: api, detail };
     let status = tokio::time::timeout(limit, http_status(api, "/readyz"))

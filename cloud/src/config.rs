@@ -101,8 +101,8 @@ pub const DEFAULT_RELEASE_DELAY_SECONDS: u64 = 0;
 pub const MAX_RELEASE_DELAY_SECONDS: u64 = 86_400;
 /// The longest hold window accepted (a day): longer is a reservation, not a payment window.
 pub const MAX_HOLD_SECONDS: u64 = 86_400;
-/// The longest turnover buffer accepted.
-pub const MAX_TURNOVER_BUFFER_DAYS: u64 = 14;
+/// The longest turnover buffer accepted (the protocol's: branches refuse a calendar with more).
+pub const MAX_TURNOVER_BUFFER_DAYS: u64 = sentra_protocol::day::MAX_TURNOVER_BUFFER_DAYS as u64;
 
 /// Environment variable overriding `http.listen`.
 pub const ENV_HTTP_LISTEN: &str = "SENTRA_CLOUD__HTTP__LISTEN";

@@ -27,6 +27,8 @@ mod changes;
 mod config;
 mod devices;
 mod fleet;
+#[cfg(test)]
+mod fuzz_properties;
 mod health;
 mod http;
 mod identity;

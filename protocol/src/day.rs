@@ -7,6 +7,10 @@ use time::{Date, Month};
 /// The longest stay one booking (or one availability question) may cover, in days.
 pub const MAX_STAY_DAYS: i64 = 92;
 
+/// The longest turnover buffer (days an asset stays taken after a rental) the cloud applies and
+/// a branch accepts in a pulled calendar.
+pub const MAX_TURNOVER_BUFFER_DAYS: u32 = 14;
+
 /// The first day a request, an event or a batch may name: nothing the business does is dated
 /// before it, and day arithmetic near the ends of `time`'s calendar cannot overflow.
 pub const FIRST_DAY: Date = match Date::from_calendar_date(2000, Month::January, 1) {
@@ -63,6 +67,50 @@ pub fn parse_calendar_day(raw: &str) -> Result<Date, BadDay> {
         .ok_or_else(bad)?;
     let day = u8::try_from(number(8..10)?).map_err(|_| bad())?;
     Date::from_calendar_date(year, month, day).map_err(|_| bad())
+}
+
+/// Why two days are not a stay: the field at fault (`from` or `to`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct BadStay {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// The rental days `from` to `to`, both included: two days in range ([`parse_day`]), `to` not
+/// before `from`, at most [`MAX_STAY_DAYS`] days. The one rule the branch (offline) and the
+/// cloud decide a booking by.
+pub fn parse_stay(from: &str, to: &str) -> Result<(Date, Date), BadStay> {
+    let bad = |field, message: String| BadStay { field, message };
+    let first = parse_day(from).map_err(|e| bad("from", e.to_string()))?;
+    let last = parse_day(to).map_err(|e| bad("to", e.to_string()))?;
+    if last < first {
+        return Err(bad("to", format!("{to} is before from {from}")));
+    }
+    // Both days are in range: at most a century apart, no overflow.
+    let days = (last - first).whole_days() + 1;
+    if days > MAX_STAY_DAYS {
+        return Err(bad(
+            "to",
+            format!("{days} days from {from}; at most {MAX_STAY_DAYS}"),
+        ));
+    }
+    Ok((first, last))
+}
+
+/// The first day after a stay ending on `last` and its `buffer` turnover days: the end of the
+/// half-open range `[first, end)` the stay takes. Refused (field `to`), not a panic, when it
+/// would fall off the calendar.
+pub fn taken_end(last: Date, buffer: u32) -> Result<Date, BadStay> {
+    last.next_day()
+        .and_then(|day| day.checked_add(time::Duration::days(i64::from(buffer))))
+        .ok_or_else(|| BadStay {
+            field: "to",
+            message: format!(
+                "{} plus {buffer} turnover days is past the end of the calendar",
+                format_day(last)
+            ),
+        })
 }
 
 /// `YYYY-MM-DD`, as the API, the events and PostgreSQL write dates.

@@ -152,7 +152,7 @@ impl HlcClock {
 fn bump(h: Hlc) -> Hlc {
     match h.logical.checked_add(1) {
         Some(l) => Hlc::new(h.wall_ms, l),
-        None => Hlc::new(h.wall_ms + 1, 0),
+        None => Hlc::new(h.wall_ms.saturating_add(1), 0),
     }
 }
 

@@ -14,6 +14,10 @@ use crate::store::outbox::{self, OutboxStatus};
 use crate::store::sync::{self, Rejection, SyncState};
 use crate::sync::LinkStatus;
 
+/// How long `/readyz` waits for the store writer to commit an empty write: a commit takes
+/// milliseconds, and the updater's probe of `/readyz` gives up after 2 s.
+const READY_WRITER_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Rejections listed in the sync status; the rest are counted in `sync.parked_events`.
 const MAX_REJECTIONS_SHOWN: u32 = 20;
 
@@ -35,16 +39,22 @@ pub async fn healthz(State(s): State<AppState>) -> Json<Health> {
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Health), (status = 503, body = super::error::ErrorBody)))]
 pub async fn readyz(State(s): State<AppState>) -> Result<Json<Health>, ApiError> {
+    let not_ready = |detail: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("store: {detail}"),
+        )
+    };
+    // Every write goes through the writer thread: ready only while it commits (the watchdog's
+    // own proof), and while a reader answers.
+    crate::watchdog::writer_commits(&s.store, READY_WRITER_LIMIT)
+        .await
+        .map_err(|e| not_ready(e.to_string()))?;
     s.store
         .read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                format!("store: {e}"),
-            )
-        })?;
+        .map_err(|e| not_ready(e.to_string()))?;
     Ok(Json(Health {
         status: "ready",
         version: crate::update::RUNNING_VERSION.as_str(),

@@ -29,28 +29,9 @@ pub struct StayError {
 }
 
 impl Stay {
+    /// The protocol's one stay rule ([`sentra_protocol::day::parse_stay`]).
     pub fn parse(from: &str, to: &str) -> Result<Stay, StayError> {
-        let first = parse_day(from).map_err(|e| StayError {
-            field: "from",
-            message: e.0,
-        })?;
-        let last = parse_day(to).map_err(|e| StayError {
-            field: "to",
-            message: e.0,
-        })?;
-        if last < first {
-            return Err(StayError {
-                field: "to",
-                message: format!("{to} is before from {from}"),
-            });
-        }
-        let days = (last - first).whole_days() + 1;
-        if days > MAX_STAY_DAYS {
-            return Err(StayError {
-                field: "to",
-                message: format!("{days} days from {from}; at most {MAX_STAY_DAYS}"),
-            });
-        }
+        let (first, last) = sentra_protocol::day::parse_stay(from, to).map_err(stay_error)?;
         Ok(Stay { first, last })
     }
 
@@ -58,18 +39,15 @@ impl Stay {
     /// (text sorts like the dates, so the store compares them as text). Refused, not a panic,
     /// when the end would fall off the calendar.
     pub fn taken(&self, buffer: u32) -> Result<(String, String), StayError> {
-        let end = self
-            .last
-            .next_day()
-            .and_then(|d| d.checked_add(time::Duration::days(i64::from(buffer))))
-            .ok_or_else(|| StayError {
-                field: "to",
-                message: format!(
-                    "{} plus {buffer} turnover days is past the end of the calendar",
-                    format_day(self.last)
-                ),
-            })?;
+        let end = sentra_protocol::day::taken_end(self.last, buffer).map_err(stay_error)?;
         Ok((format_day(self.first), format_day(end)))
+    }
+}
+
+fn stay_error(e: sentra_protocol::day::BadStay) -> StayError {
+    StayError {
+        field: e.field,
+        message: e.message,
     }
 }
 

@@ -543,7 +543,7 @@ pub fn describe(bytes: &[u8]) -> String {
             [0x1b, b'd', n, ..] => (format!("[FEED {n}]"), 3),
             [0x1d, b'V', b'B', _, ..] => ("[CUT]".into(), 4),
             [0x1d, b'(', b'k', pl, ph, b'1', b'P', b'0', ..] => {
-                let n = usize::from(*pl) + usize::from(*ph) * 256 - 3;
+                let n = (usize::from(*pl) + usize::from(*ph) * 256).saturating_sub(3);
                 let data = rest.get(8..8 + n).unwrap_or(&[]);
                 (
                     format!("[QR {}]", String::from_utf8_lossy(data)),

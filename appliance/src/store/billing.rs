@@ -123,13 +123,23 @@ pub fn issue(
         .collect();
     for p in workshop::parts_of(w.conn(), work_order_id)? {
         let name = master::part(w.conn(), &p.sku)?.name;
+        // A price from master data times a dispensed quantity: checked like the totals.
+        let amount = p.qty.checked_mul(p.unit_price).ok_or_else(|| {
+            DomainError::invalid(
+                "parts",
+                format!(
+                    "{} × {} of {} does not fit an amount",
+                    p.qty, p.unit_price, p.sku
+                ),
+            )
+        })?;
         lines.push(Line {
             kind: "part".into(),
             description: name,
             sku: Some(p.sku),
             qty: p.qty,
             unit_price: p.unit_price,
-            amount: p.qty * p.unit_price,
+            amount,
         });
     }
     let totals = rules::totals(&lines).map_err(|e| DomainError::invalid("labour", e.0))?;

@@ -17,7 +17,7 @@ use sentra_protocol::payload::{self as p, op};
 use sentra_protocol::sync::{BookingDecision, CalendarSnapshot};
 use serde::Serialize;
 
-use super::{Notice, OptionalRow as _, Result, WriteTx};
+use super::{DomainError, Notice, OptionalRow as _, Result, WriteTx};
 use crate::domain::booking::overlaps;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -381,6 +381,18 @@ pub fn cancel_offline(w: &mut WriteTx<'_>, id: &str) -> Result<Booking> {
 
 /// Replace the pulled calendar with the cloud's snapshot.
 pub fn replace_calendar(w: &mut WriteTx<'_>, snapshot: &CalendarSnapshot) -> Result<()> {
+    let max = sentra_protocol::day::MAX_TURNOVER_BUFFER_DAYS;
+    if snapshot.turnover_buffer_days > max {
+        // Every availability answer adds it to a day: refuse it, keep the calendar we have.
+        return Err(DomainError::invalid(
+            "turnover_buffer_days",
+            format!(
+                "the cloud's calendar says {} turnover days; at most {max}",
+                snapshot.turnover_buffer_days
+            ),
+        )
+        .into());
+    }
     let conn = w.conn();
     conn.execute("DELETE FROM booking_calendar", [])?;
     let mut insert = conn.prepare_cached(

@@ -342,7 +342,8 @@ impl CloudClient {
             .and_then(|v| v.parse::<i64>().ok())
         {
             // The server read its clock somewhere in the round trip: assume the middle.
-            self.clock.set_offset_ms(server - (sent + received) / 2);
+            self.clock
+                .set_offset_ms(server.saturating_sub(sent.saturating_add(received) / 2));
         }
         Ok(resp)
     }

@@ -461,3 +461,77 @@ async fn bad_inputs_are_refused_and_change_nothing() {
     );
     assert_eq!(snapshot(&site), before, "bad input changed nothing");
 }
+
+/// A day far in the future used to reach `next_day().expect` in the store and stop the box
+/// (the store thread died: every later request got 503 while `/readyz` said ready). Now it is
+/// a 422 naming the range, and the box serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_future_days_are_refused_and_the_box_keeps_serving() {
+    let site = Site::new();
+    site.load_demo_data();
+    let edge = site.start().await;
+    let pos = edge.pair(&site, "pos").await;
+    let before = snapshot(&site);
+
+    for (path, field) in [
+        (
+            "/v1/assets/CAR-001/availability?from=9999-12-31&to=9999-12-31",
+            "from",
+        ),
+        (
+            "/v1/assets/CAR-001/availability?from=2099-12-30&to=2100-01-01",
+            "to",
+        ),
+        (
+            "/v1/assets/CAR-001/availability?from=1999-12-31&to=2000-01-01",
+            "from",
+        ),
+    ] {
+        let (s, b) = edge.get(&pos, path).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str(), b["error"]["field"].as_str()),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some("invalid_field"),
+                Some(field)
+            ),
+            "{path}: {b}"
+        );
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("2000-01-01 to 2099-12-31")),
+            "the message says the range: {b}"
+        );
+    }
+    let (s, b) = edge
+        .post(
+            &pos,
+            "/v1/bookings",
+            serde_json::json!({"asset_id": "CAR-001", "from": "9999-12-31", "to": "9999-12-31", "customer": "Budi"}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("from")),
+        "{b}"
+    );
+
+    // Still alive, and the store still answers: the last day of the range is a real question.
+    let (s, b) = edge
+        .get(
+            &pos,
+            "/v1/assets/CAR-001/availability?from=2099-12-31&to=2099-12-31",
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["free"], true, "{b}");
+    let ready = edge
+        .http
+        .get(format!("{}/readyz", edge.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(snapshot(&site), before, "refused input changed nothing");
+}

@@ -283,3 +283,64 @@ async fn counter_actions_without_the_cloud_answer_clearly_and_cancel_works_offli
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
 }
+
+/// The pulled calendar's turnover buffer is added to every day the box is asked about: a wild
+/// one (say `u32::MAX` days) used to reach `next_day().expect` on every availability question.
+/// The box refuses such a calendar and keeps the one it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_calendar_with_a_wild_turnover_buffer_is_refused() {
+    use sentra_protocol::sync::{CalendarEntry, CalendarSnapshot};
+
+    let site = Site::new();
+    site.load_demo_data();
+    let config = sentra_edge::config::Config::load_from(Some(&site.config), std::iter::empty())
+        .expect("config");
+    let store = sentra_edge::daemon::open_store(&config)
+        .await
+        .expect("open store");
+    let snapshot = |buffer: u32| CalendarSnapshot {
+        as_of: "2027-01-01T00:00:00Z".into(),
+        turnover_buffer_days: buffer,
+        bookings: vec![CalendarEntry {
+            id: "cloud-1".into(),
+            asset_id: "CAR-001".into(),
+            sku: "AVANZA-2024".into(),
+            from: "2027-05-01".into(),
+            to: "2027-05-02".into(),
+            free_from: "2027-05-04".into(),
+            state: "CONFIRMED".into(),
+            expires_at: None,
+        }],
+    };
+    let sane = snapshot(1);
+    store
+        .write(move |w| sentra_edge::store::bookings::replace_calendar(w, &sane))
+        .await
+        .expect("a sane calendar is kept");
+    for wild in [15, u32::MAX] {
+        let bad = snapshot(wild);
+        let e = store
+            .write(move |w| sentra_edge::store::bookings::replace_calendar(w, &bad))
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().contains("at most 14"), "{e}");
+    }
+    let (_, buffer) = store
+        .read(sentra_edge::store::bookings::calendar_state)
+        .await
+        .expect("state");
+    assert_eq!(buffer, 1, "the calendar it had is kept");
+    store.shutdown().await;
+
+    let edge = site.start().await;
+    let pos = edge.pair(&site, "pos").await;
+    let (s, a) = edge
+        .get(
+            &pos,
+            "/v1/assets/CAR-001/availability?from=2027-05-03&to=2027-05-03",
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_eq!(a["free"], false, "the buffer day is taken: {a}");
+    edge.stop().await;
+}

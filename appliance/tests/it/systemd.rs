@@ -193,4 +193,47 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_is_503_while_the_writer_cannot_commit() {
+    // Every write goes through the store's writer thread. With another connection holding
+    // SQLite's write lock the writer commits nothing (every write would answer 503), so the box
+    // is not ready, though its readers still answer. It is ready again once the lock is gone.
+    let site = Site::new();
+    let edge = site.start().await;
+    let (status, body) = edge.call(None, Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, 200, "{body}");
+
+    let conn = open_db(&site);
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    let (status, body) = edge.call(None, Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        status, 503,
+        "not ready while the writer cannot commit: {body}"
+    );
+    assert_eq!(body["error"]["code"], "not_ready", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("store writer")),
+        "{body}"
+    );
+    let (status, _) = edge.call(None, Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, 200, "alive, only not ready");
+    conn.execute_batch("ROLLBACK").expect("release the lock");
+    drop(conn);
+
+    // The writer finishes what queued behind the lock (within its busy timeout), then commits
+    // again: ready. Polled, a bounded number of times.
+    let mut last = edge.call(None, Method::GET, "/readyz", None, None).await;
+    for _ in 0..100 {
+        if last.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = edge.call(None, Method::GET, "/readyz", None, None).await;
+    }
+    assert_eq!(last.0, 200, "ready again: {}", last.1);
+    assert_eq!(edge.stop().await, 0);
 }

@@ -654,6 +654,14 @@ fn parse_return(body: &CompleteBody) -> Result<record::Return, ApiError> {
             body.returned_at
         ))
     })?;
+    if returned_at.date() < sentra_protocol::day::FIRST_DAY {
+        // Its day is written into a daterange: keep it in the protocol's range (year 0 is no
+        // PostgreSQL date at all).
+        return Err(ApiError::Invalid(format!(
+            "returned_at: {} is before 2000-01-01; send the time the asset came back",
+            body.returned_at
+        )));
+    }
     if returned_at > time::OffsetDateTime::now_utc() + time::Duration::days(1) {
         return Err(ApiError::Invalid(format!(
             "returned_at: {} is in the future; send the time the asset came back",

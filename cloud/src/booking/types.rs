@@ -5,7 +5,7 @@ use std::fmt;
 
 use time::Date;
 
-pub use sentra_protocol::day::{MAX_STAY_DAYS, format_day};
+pub use sentra_protocol::day::format_day;
 
 /// Longest customer reference accepted.
 pub const MAX_CUSTOMER_LEN: usize = 200;
@@ -49,19 +49,9 @@ pub struct Stay {
 }
 
 impl Stay {
+    /// The protocol's one stay rule ([`sentra_protocol::day::parse_stay`]).
     pub fn parse(from: &str, to: &str) -> Result<Stay, Invalid> {
-        let first = parse_day("from", from)?;
-        let last = parse_day("to", to)?;
-        if last < first {
-            return Err(invalid("to", format!("{to} is before from {from}")));
-        }
-        let days = (last - first).whole_days() + 1;
-        if days > MAX_STAY_DAYS {
-            return Err(invalid(
-                "to",
-                format!("{days} days from {from}; at most {MAX_STAY_DAYS}"),
-            ));
-        }
+        let (first, last) = sentra_protocol::day::parse_stay(from, to).map_err(stay_invalid)?;
         Ok(Stay { first, last })
     }
 
@@ -69,21 +59,13 @@ impl Stay {
     /// `[start, end)`, the form PostgreSQL's `daterange` and the calendar use. Refused, not a
     /// panic, when the end would fall off the calendar.
     pub fn taken(&self, buffer: u32) -> Result<(Date, Date), Invalid> {
-        let end = self
-            .last
-            .next_day()
-            .and_then(|day| day.checked_add(time::Duration::days(i64::from(buffer))))
-            .ok_or_else(|| {
-                invalid(
-                    "to",
-                    format!(
-                        "{} plus {buffer} turnover days is past the end of the calendar",
-                        format_day(self.last)
-                    ),
-                )
-            })?;
+        let end = sentra_protocol::day::taken_end(self.last, buffer).map_err(stay_invalid)?;
         Ok((self.first, end))
     }
+}
+
+fn stay_invalid(e: sentra_protocol::day::BadStay) -> Invalid {
+    invalid(e.field, e.message)
 }
 
 /// Membership tier: who is first in a waitlist.

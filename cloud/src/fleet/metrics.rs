@@ -50,8 +50,9 @@ pub async fn render(db: &PgPool, offline_after: Duration) -> Result<String, sqlx
             attention += 1;
         }
         if let Some(beat) = &device.heartbeat {
-            backlog += beat.backlog.count;
-            backlog_bytes += beat.backlog.bytes;
+            // Figures from the devices' heartbeats: summed without overflow.
+            backlog = backlog.saturating_add(beat.backlog.count);
+            backlog_bytes = backlog_bytes.saturating_add(beat.backlog.bytes);
             oldest = oldest.max(beat.backlog.oldest_age_secs.unwrap_or(0));
         }
     }

@@ -311,9 +311,10 @@ pub fn concerns(beat: &Heartbeat) -> Vec<String> {
         beat.resources.disk_free_bytes,
         beat.resources.disk_total_bytes,
     ) && total > 0
-        && free * 100 / total < DISK_ATTENTION_PCT
+        && free.saturating_mul(100) / total < DISK_ATTENTION_PCT
     {
-        out.push(format!("disk {} % free", free * 100 / total));
+        // Figures from a device's heartbeat: no arithmetic that a wild one can overflow.
+        out.push(format!("disk {} % free", free.saturating_mul(100) / total));
     }
     out
 }

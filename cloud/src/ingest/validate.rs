@@ -32,6 +32,11 @@ pub const WORK_ORDER_STATUSES: [&str; 6] = [
 
 pub const PAYMENT_METHODS: [&str; 3] = ["CASH", "EDC", "QRIS"];
 
+/// The largest stock movement accepted, either way. A branch moves at most 10 000 of a part at
+/// once (its `Qty`); the bound keeps a branch's running sum (`stock_levels.on_hand`, bigint) from
+/// overflowing, which would fail the whole push on every retry.
+pub const MAX_STOCK_DELTA: i64 = 1_000_000;
+
 /// A push batch as received: the protocol's `PushBatch`, except that each event's `entity` and
 /// `hlc` are plain text, so one event the protocol types would refuse is parked alone instead of
 /// failing the whole batch at parse time.
@@ -257,6 +262,12 @@ fn stock(event_op: &str, m: &p::StockMoved) -> Result<(), String> {
             m.delta, m.reason
         ));
     }
+    if m.delta.unsigned_abs() > MAX_STOCK_DELTA.unsigned_abs() {
+        return Err(format!(
+            "delta {} moves more than {MAX_STOCK_DELTA} at once",
+            m.delta
+        ));
+    }
     if m.reason == "DISPENSE" && m.work_order_id.is_none() {
         return Err("a DISPENSE names its work_order_id".to_owned());
     }
@@ -406,9 +417,14 @@ fn non_negative(field: &str, value: i64) -> Result<(), String> {
 }
 
 fn time(field: &str, value: &str) -> Result<(), String> {
-    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-        .map(|_| ())
-        .map_err(|_| format!("{field} {value:?} is not an RFC 3339 time"))
+    let parsed = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("{field} {value:?} is not an RFC 3339 time"))?;
+    // RFC 3339 allows year 0000; PostgreSQL's timestamptz does not, and a row it cannot store
+    // would fail the whole push on every retry.
+    if parsed.year() < 1 {
+        return Err(format!("{field} {value:?} is before year 1"));
+    }
+    Ok(())
 }
 
 fn sha256_hex(field: &str, value: &str) -> Result<(), String> {

@@ -69,6 +69,8 @@ async fn completion_captures_the_charges_releases_the_rest_and_frees_the_days_af
         json!({"returned_at": "2026-11-03T10:00:00+07:00", "damage_charge": -5}),
         json!({"returned_at": "2026-10-30T10:00:00+07:00"}),
         json!({"returned_at": "2099-01-01T00:00:00Z"}),
+        // Year 0 is no PostgreSQL date: refused before it reaches a daterange.
+        json!({"returned_at": "0000-01-01T00:00:00Z"}),
         json!({"returned_at": "2026-11-03T10:00:00+07:00", "tip": 1}),
     ] {
         let answer = complete(&cloud, &id, bad.clone()).await;

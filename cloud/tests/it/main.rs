@@ -9,6 +9,7 @@
 //! `cloud` is a running cloud with enrolled, signing devices; `fixtures` the edge-shaped events
 //! and signatures (shared with `benches/ingest.rs`).
 
+mod bad_days;
 mod blobs;
 mod booking;
 mod booking_completion;
