@@ -451,7 +451,11 @@ pub mod schemas {
     pub struct PortalCustomerBody {
         /// The name as on the customer's KTP: 1-120 characters with a letter or digit, no
         /// control characters.
-        #[schema(min_length = 1, max_length = 120, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")]
+        #[schema(
+            min_length = 1,
+            max_length = 120,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         pub name: String,
     }
 

@@ -193,6 +193,7 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_is_503_while_the_writer_cannot_commit() {
