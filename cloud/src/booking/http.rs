@@ -305,14 +305,8 @@ pub async fn hold(
         .map_or(Ok(Tier::Basic), Tier::parse)
         .map_err(invalid)?;
     types::check_customer(&body.customer).map_err(invalid)?;
-    for (field, value) in [("asset_id", &body.asset_id), ("sku", &body.sku)] {
-        if value.is_empty() || value.len() > crate::master::MAX_ID_LEN {
-            return Err(ApiError::Invalid(format!(
-                "{field}: expected 1-{} characters",
-                crate::master::MAX_ID_LEN
-            )));
-        }
-    }
+    types::check_id("asset_id", &body.asset_id).map_err(invalid)?;
+    types::check_id("sku", &body.sku).map_err(invalid)?;
     let key = idempotency_key(&headers)?;
     let created_by = caller.name();
     let digest = record::request_digest(

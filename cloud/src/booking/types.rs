@@ -118,6 +118,19 @@ impl fmt::Display for Tier {
 }
 
 /// A customer reference (the portal's customer id, or a name at the counter).
+/// An asset id or SKU named in a booking request: 1-`master::MAX_ID_LEN` bytes, no control
+/// characters (PostgreSQL's text cannot hold NUL, and an id is never multi-line).
+pub fn check_id(field: &'static str, raw: &str) -> Result<(), Invalid> {
+    let max = crate::master::MAX_ID_LEN;
+    if raw.is_empty() || raw.len() > max || raw.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!("expected 1-{max} characters without control characters"),
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_customer(raw: &str) -> Result<(), Invalid> {
     if raw.trim().is_empty()
         || raw.chars().count() > MAX_CUSTOMER_LEN

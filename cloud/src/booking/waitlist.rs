@@ -59,12 +59,7 @@ pub async fn join(
         .map_or(Ok(Tier::Basic), Tier::parse)
         .map_err(invalid)?;
     types::check_customer(&body.customer).map_err(invalid)?;
-    if body.sku.is_empty() || body.sku.len() > crate::master::MAX_ID_LEN {
-        return Err(ApiError::Invalid(format!(
-            "sku: expected 1-{} characters",
-            crate::master::MAX_ID_LEN
-        )));
-    }
+    types::check_id("sku", &body.sku).map_err(invalid)?;
     let booking = &state.booking;
     let row = sqlx::query(
         "INSERT INTO waitlist_entries (id, sku, day, customer, tier, tier_rank, created_by)

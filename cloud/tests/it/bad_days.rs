@@ -186,3 +186,37 @@ async fn stock_that_would_overflow_is_parked_not_a_stuck_push() {
     assert_eq!(cloud.scalar(&level("BP-9")).await, 2);
     assert_eq!(cloud.audit(&device).await, 3);
 }
+
+#[tokio::test]
+async fn ids_with_control_characters_are_422_not_a_database_error() {
+    // PostgreSQL's text cannot hold NUL: an asset id or SKU carrying one reached the INSERT and
+    // came back as 500 (found by the contract fuzzer on POST /v1/waitlist).
+    let cloud = Cloud::start().await;
+    let portal = cloud.api_token("portal", "portal").await;
+    let calls = [
+        (
+            "/v1/waitlist",
+            json!({"sku": "AVANZA\u{0}2024", "date": "2027-03-01", "customer": "Budi"}),
+        ),
+        (
+            "/v1/bookings",
+            json!({"branch": "JKT01", "asset_id": "car\u{0}1", "sku": "AVANZA-2024",
+                    "from": "2027-03-01", "to": "2027-03-02", "customer": "Budi"}),
+        ),
+        (
+            "/v1/bookings",
+            json!({"branch": "JKT01", "asset_id": "car-1", "sku": "AVANZA\n2024",
+                    "from": "2027-03-01", "to": "2027-03-02", "customer": "Budi"}),
+        ),
+    ];
+    for (path, body) in calls {
+        let answer = cloud
+            .bearer(&portal, Method::POST, path, Some(body.clone()))
+            .await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (422, "invalid"),
+            "{path} {body}: {answer:?}"
+        );
+    }
+}

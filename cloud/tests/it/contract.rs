@@ -17,6 +17,8 @@ use crate::cloud::Cloud;
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("PUT", "/v1/customers/{id}"),
+    ("GET", "/v1/customers/{id}"),
     ("POST", "/v1/enroll"),
     ("POST", "/v1/payments/webhook"),
     ("POST", "/v1/sync/push"),
