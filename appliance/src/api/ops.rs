@@ -118,7 +118,8 @@ pub struct MqttCredentials {
 use super::schemas::MAX_CODE_LEN;
 
 #[utoipa::path(post, path = "/v1/pair", tag = "devices", request_body = PairRequest,
-    responses((status = 201, body = PairResponse), (status = 409, description = "unknown, used or expired code", body = super::error::ErrorBody)))]
+    responses((status = 201, body = PairResponse), (status = 409, description = "unknown, used or expired code", body = super::error::ErrorBody),
+        (status = 429, description = "rate_limited: too many pairing attempts from this address (api.pair_per_minute); Retry-After says when to try again", body = super::error::ErrorBody)))]
 pub async fn pair(
     State(s): State<AppState>,
     body: Body<PairRequest>,

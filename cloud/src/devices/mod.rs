@@ -50,7 +50,7 @@ impl From<DeviceError> for ApiError {
 }
 
 /// `POST /v1/enroll`: a one-time token and the device's public key for a device identity.
-#[utoipa::path(post, path = "/v1/enroll", tag = "devices", request_body = crate::openapi::schemas::EnrollRequest, responses((status = 200, description = "the device identity", body = Object), (status = 401, description = "enrollment_refused: the token is unknown, used or expired", body = crate::openapi::ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/enroll", tag = "devices", request_body = crate::openapi::schemas::EnrollRequest, responses((status = 200, description = "the device identity", body = Object), (status = 401, description = "enrollment_refused: the token is unknown, used or expired", body = crate::openapi::ErrorEnvelope), (status = 429, description = "rate_limited: too many enrolments from this address; Retry-After says when to try again", body = crate::openapi::ErrorEnvelope)))]
 pub async fn enroll(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<EnrollRequest>,
