@@ -300,13 +300,16 @@ impl Cloud {
         ])
     }
 
+    /// A new operator token. Live token names are unique, so each call names its own.
     pub fn operator_token(&self) -> String {
-        self.token(&["api-token", "--name", "ops", "--role", "operator"])
+        let name = format!("ops-{}", next_token_number());
+        self.token(&["api-token", "--name", &name, "--role", "operator"])
     }
 
-    /// A token for the customer web portal.
+    /// A new token for the customer web portal (a portal of its own: names are unique).
     pub fn portal_token(&self) -> String {
-        self.token(&["api-token", "--name", "portal", "--role", "portal"])
+        let name = format!("portal-{}", next_token_number());
+        self.token(&["api-token", "--name", &name, "--role", "portal"])
     }
 
     pub async fn pg(&self) -> PgConnection {
@@ -730,4 +733,10 @@ impl SeedCompat for rand::rngs::StdRng {
     fn seed_from_u64_compat(seed: u64) -> Self {
         <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed)
     }
+}
+
+/// A number for an API token's name, new at every call in this process.
+fn next_token_number() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
