@@ -156,7 +156,7 @@ async fn start_identity(
         provider,
         config.nik_secret.clone(),
         config.required,
-        crate::identity::limit::CallerLimiter::new(config.checks_per_caller, config.check_window),
+        (config.checks_per_caller, config.check_window),
     ))
 }
 

@@ -103,36 +103,50 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// Most addresses a [`Throttle`] remembers before it forgets those that are back to a full
-/// allowance; bounds its memory whatever the callers' addresses.
-const THROTTLE_MAX_ADDRESSES: usize = 10_000;
+/// Most keys a [`Throttle`] remembers before it forgets those that are back to a full
+/// allowance; bounds its memory whatever the callers send.
+const THROTTLE_MAX_KEYS: usize = 10_000;
 
-/// Requests per minute from one peer address, with the whole minute's allowance as the burst.
-/// Put in front of a route with `axum::middleware::from_fn_with_state(throttle, throttle)`.
-/// Over the allowance: `429 rate_limited` in the error envelope with `Retry-After`, and the
-/// route is not called.
+/// An allowance of requests per window for each key: a peer address (the default, for the
+/// unauthenticated doors, through [`throttle`]) or a caller's name (a device or token, checked in
+/// a handler). The whole allowance is available at once and refills evenly over the window
+/// (GCRA). Over it: [`too_many_requests`].
 #[derive(Clone)]
-pub struct Throttle {
-    limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+pub struct Throttle<K = IpAddr>
+where
+    K: std::hash::Hash + Eq + Clone,
+{
+    limiter: Arc<DefaultKeyedRateLimiter<K>>,
 }
 
-impl Throttle {
+impl Throttle<IpAddr> {
     /// `per_minute` requests a minute per address (0 is taken as 1).
     pub fn per_minute(per_minute: u32) -> Throttle {
-        let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        Throttle::new(per_minute, Duration::from_secs(60))
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Throttle<K> {
+    /// `allowance` requests per `window` per key (0 is taken as 1).
+    pub fn new(allowance: u32, window: Duration) -> Throttle<K> {
+        let allowance = NonZeroU32::new(allowance).unwrap_or(NonZeroU32::MIN);
+        let period = (window / allowance.get()).max(Duration::from_nanos(1));
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(allowance);
         Throttle {
-            limiter: Arc::new(RateLimiter::keyed(Quota::per_minute(per_minute))),
+            limiter: Arc::new(RateLimiter::keyed(quota)),
         }
     }
 
-    /// Whether `peer` may go on now; otherwise how long until it may.
-    pub fn check(&self, peer: IpAddr) -> Result<(), Duration> {
-        if self.limiter.len() > THROTTLE_MAX_ADDRESSES {
+    /// Whether `key` may go on now; otherwise how long until it may.
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
+        if self.limiter.len() > THROTTLE_MAX_KEYS {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
         }
         self.limiter
-            .check_key(&peer)
+            .check_key(key)
             .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
     }
 }
@@ -144,21 +158,22 @@ pub async fn throttle(State(throttle): State<Throttle>, request: Request, next: 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| peer.ip());
-    match peer.map(|peer| throttle.check(peer)) {
-        Some(Err(wait)) => too_many_requests(wait),
+    match peer.map(|peer| throttle.check(&peer)) {
+        Some(Err(wait)) => too_many_requests(wait, "too many requests from this address"),
         _ => next.run(request).await,
     }
 }
 
-/// `429` in the error envelope both services answer with, and `Retry-After` in whole seconds.
-pub fn too_many_requests(wait: Duration) -> Response {
+/// `429 rate_limited` in the error envelope both services answer with, its message `what` and
+/// when to try again, and `Retry-After` in whole seconds (at least 1).
+pub fn too_many_requests(wait: Duration, what: &str) -> Response {
     let seconds = wait
         .as_secs()
         .saturating_add(u64::from(wait.subsec_nanos() > 0))
         .max(1);
     let body = serde_json::json!({"error": {
         "code": "rate_limited",
-        "message": format!("too many requests from this address; try again in {seconds} s"),
+        "message": format!("{what}; try again in {seconds} s"),
     }});
     let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
     response
@@ -176,19 +191,49 @@ mod tests {
         let throttle = Throttle::per_minute(2);
         let a: IpAddr = [192, 0, 2, 1].into();
         let b: IpAddr = [192, 0, 2, 2].into();
-        assert!(throttle.check(a).is_ok());
-        assert!(throttle.check(a).is_ok());
-        let wait = throttle.check(a).expect_err("third in a minute");
+        assert!(throttle.check(&a).is_ok());
+        assert!(throttle.check(&a).is_ok());
+        let wait = throttle.check(&a).expect_err("third in a minute");
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
         assert!(
-            throttle.check(b).is_ok(),
+            throttle.check(&b).is_ok(),
             "another address has its own allowance"
         );
     }
 
     #[test]
+    fn a_caller_gets_its_allowance_then_waits_for_a_refill() {
+        // 2 per minute: a refill every 30 s, so the third call waits (about) 30 s.
+        let throttle = Throttle::<String>::new(2, Duration::from_secs(60));
+        let a = "device:a".to_owned();
+        assert!(throttle.check(&a).is_ok());
+        assert!(throttle.check(&a).is_ok());
+        let wait = throttle.check(&a).expect_err("third in the window");
+        assert!(
+            wait > Duration::from_secs(29) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert!(throttle.check(&"token:b".to_owned()).is_ok());
+    }
+
+    #[test]
+    fn the_keys_stay_bounded() {
+        let throttle = Throttle::<String>::new(1, Duration::from_millis(1));
+        for n in 0..(THROTTLE_MAX_KEYS + 10) {
+            let _ = throttle.check(&format!("token:{n}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        let _ = throttle.check(&"one more".to_owned());
+        assert!(
+            throttle.limiter.len() <= THROTTLE_MAX_KEYS,
+            "{}",
+            throttle.limiter.len()
+        );
+    }
+
+    #[test]
     fn retry_after_is_whole_seconds_rounded_up() {
-        let response = too_many_requests(Duration::from_millis(1500));
+        let response = too_many_requests(Duration::from_millis(1500), "slow down");
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
     }

@@ -17,7 +17,7 @@
 //!   branch an operator names), so one owner's check never clears another owner's customer who
 //!   happens to share the reference;
 //! - the name the provider reads off the KTP must match the record's name ([`same_name`]);
-//! - provider calls are throttled per caller (device or token, [`limit::CallerLimiter`], per
+//! - provider calls are throttled per caller (device or token, `sentra_serve::Throttle`, per
 //!   replica): past the limit, 429 `rate_limited` with `Retry-After`, and no provider call;
 //! - the images are never stored and the NIK never in clear: `customer_identities` keeps an
 //!   HMAC of it (key `identity.nik_secret`; none without it) and its last four digits;
@@ -31,7 +31,6 @@
 //!   with that reason);
 //! - a provider that fails or is not configured is 502/503 and changes nothing.
 
-pub mod limit;
 pub mod owner;
 pub mod provider;
 
@@ -47,7 +46,6 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use sqlx::{PgConnection, PgPool};
 
-use self::limit::CallerLimiter;
 use self::owner::Owner;
 use self::provider::{CheckBody, IdentityProvider, ProviderError, Verihubs};
 use crate::config::Secret;
@@ -131,8 +129,11 @@ pub struct Identity {
     pub required: bool,
     /// Verified customers, keyed by [`cache_key`] (owner and customer).
     verified: TtlMap<String, ()>,
-    /// Provider calls per caller.
-    pub limiter: CallerLimiter,
+    /// Provider calls per caller (device or token, by [`Caller::name`]), in this replica's
+    /// memory: behind N replicas a caller gets at most N times the allowance.
+    limiter: sentra_serve::Throttle<String>,
+    /// The allowance, as the 429's message says it.
+    allowance: String,
 }
 
 fn cache_key(owner: &str, customer: &str) -> String {
@@ -153,14 +154,18 @@ impl Identity {
         provider: Option<Verihubs>,
         nik_secret: Option<Secret>,
         required: bool,
-        limiter: CallerLimiter,
+        (checks_per_caller, window): (u32, std::time::Duration),
     ) -> Self {
         Identity {
             provider,
             nik_secret,
             required,
             verified: TtlMap::new(VERIFIED_CACHE_TTL, VERIFIED_CACHE_ENTRIES),
-            limiter,
+            limiter: sentra_serve::Throttle::new(checks_per_caller, window),
+            allowance: format!(
+                "{checks_per_caller} per {} s per device or token",
+                window.as_secs()
+            ),
         }
     }
 
@@ -330,8 +335,12 @@ pub async fn post_check(
         });
     };
     let checked_by = caller.name();
-    if let Err(retry_after) = identity.limiter.take(&checked_by) {
-        return Ok(limit::too_many(retry_after, identity.limiter.describe()));
+    if let Err(wait) = identity.limiter.check(&checked_by) {
+        let what = format!(
+            "too many identity checks from this caller ({}); nothing was sent to the provider",
+            identity.allowance
+        );
+        return Ok(sentra_serve::too_many_requests(wait, &what));
     }
     let (outcome, nik, reference) =
         check(provider, &ktp, &selfie, &record_name)
