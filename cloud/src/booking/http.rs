@@ -97,10 +97,10 @@ pub struct AvailabilityQuery {
     #[param(min_length = 1, max_length = 64)]
     sku: String,
     /// First day, `YYYY-MM-DD`.
-    #[param(format = Date, pattern = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$")]
+    #[param(pattern = r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
     from: String,
     /// Last day (included), `YYYY-MM-DD`.
-    #[param(format = Date, pattern = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$")]
+    #[param(pattern = r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
     to: String,
 }
 
@@ -305,8 +305,8 @@ pub async fn hold(
         .map_or(Ok(Tier::Basic), Tier::parse)
         .map_err(invalid)?;
     types::check_customer(&body.customer).map_err(invalid)?;
-    types::check_id("asset_id", &body.asset_id).map_err(invalid)?;
-    types::check_id("sku", &body.sku).map_err(invalid)?;
+    types::check_id("asset_id", &body.asset_id, crate::master::MAX_ID_LEN).map_err(invalid)?;
+    types::check_id("sku", &body.sku, crate::master::MAX_ID_LEN).map_err(invalid)?;
     let key = idempotency_key(&headers)?;
     let created_by = caller.name();
     let digest = record::request_digest(

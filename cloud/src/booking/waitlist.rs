@@ -59,7 +59,7 @@ pub async fn join(
         .map_or(Ok(Tier::Basic), Tier::parse)
         .map_err(invalid)?;
     types::check_customer(&body.customer).map_err(invalid)?;
-    types::check_id("sku", &body.sku).map_err(invalid)?;
+    types::check_id("sku", &body.sku, crate::master::MAX_ID_LEN).map_err(invalid)?;
     let booking = &state.booking;
     let row = sqlx::query(
         "INSERT INTO waitlist_entries (id, sku, day, customer, tier, tier_rank, created_by)

@@ -1,0 +1,22 @@
+//! The cloud's pure modules, built from their source files at the paths they have in the service
+//! (`crate::ingest::validate`, `crate::booking::types`) so they compile here unchanged, and the
+//! properties every fuzz target checks (`fuzz_properties`, replayed on stable by its unit tests
+//! in the cloud crate).
+
+#[allow(dead_code)]
+#[path = "../../src/booking/types.rs"]
+mod booking_types;
+mod booking {
+    pub(crate) use super::booking_types as types;
+}
+
+#[allow(dead_code)]
+#[path = "../../src/ingest/validate.rs"]
+mod ingest_validate;
+mod ingest {
+    pub(crate) use super::ingest_validate as validate;
+}
+
+#[allow(dead_code)]
+#[path = "../../src/fuzz_properties.rs"]
+pub mod fuzz_properties;
