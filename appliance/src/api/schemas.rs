@@ -27,10 +27,12 @@ fn nullable(v: Value) -> Value {
     json!({"oneOf": [{"type": "null"}, v]})
 }
 
+/// No `format: date` beside the pattern: a generator draws such a string from the whole date
+/// range (years 0001..9999) and throws away all but the 2000s, which a contract fuzzer reports as
+/// a failed health check; the pattern alone says the same to a client generator.
 fn day_value() -> Value {
     json!({
         "type": "string",
-        "format": "date",
         "pattern": r"^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
         "description": format!("A day, YYYY-MM-DD, from {FIRST_DAY} to {LAST_DAY}"),
         "example": "2027-03-01",
