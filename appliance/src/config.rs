@@ -360,6 +360,18 @@ pub const KEYS: &[Key] = &[
         doc: "Size of a photo's upload parts (and of its chunks in blobs.db): an interrupted upload resumes at a part boundary. At most 1048576, the cloud's signed body limit.",
     },
     Key {
+        section: "blobs",
+        name: "max_concurrent_uploads",
+        default: "4",
+        doc: "Photos PUT /v1/blobs/{sha256} receives at once; another one is answered 503 uploads_busy with Retry-After before its body is read. Each is streamed to disk a part at a time, so this bounds memory to about this many parts and staged disk to this many photos.",
+    },
+    Key {
+        section: "blobs",
+        name: "unreferenced_photo_hours",
+        default: "72",
+        doc: "A photo no inspection references this long after it arrived is deleted (a tablet that sent the photo and never the inspection). Photos an inspection names are kept until the cloud has them.",
+    },
+    Key {
         section: "log",
         name: "level",
         default: "info",
@@ -388,6 +400,8 @@ pub struct BlobsConfig {
     pub min_free_bytes: u64,
     pub max_photo_bytes: usize,
     pub part_bytes: usize,
+    pub max_concurrent_uploads: usize,
+    pub unreferenced_photo_hours: u64,
 }
 
 impl BlobsConfig {
@@ -752,6 +766,11 @@ impl Config {
                 part_bytes: p.get("blobs", "part_bytes", |s| {
                     parse_range(s, 1024, sentra_protocol::sync::MAX_PUSH_BYTES)
                 }),
+                max_concurrent_uploads: p
+                    .get("blobs", "max_concurrent_uploads", |s| parse_range(s, 1, 64)),
+                unreferenced_photo_hours: p.get("blobs", "unreferenced_photo_hours", |s| {
+                    parse_range(s, 1, 24 * 365)
+                }),
             },
             log: LogConfig {
                 level: p.get("log", "level", |s| {
@@ -840,6 +859,12 @@ impl Config {
                 ("blobs", "min_free_bytes") => self.blobs.min_free_bytes.to_string(),
                 ("blobs", "max_photo_bytes") => self.blobs.max_photo_bytes.to_string(),
                 ("blobs", "part_bytes") => self.blobs.part_bytes.to_string(),
+                ("blobs", "max_concurrent_uploads") => {
+                    self.blobs.max_concurrent_uploads.to_string()
+                }
+                ("blobs", "unreferenced_photo_hours") => {
+                    self.blobs.unreferenced_photo_hours.to_string()
+                }
                 ("log", "level") => self.log.level.clone(),
                 _ => unreachable!("KEYS and to_toml list the same keys (tested)"),
             }

@@ -34,6 +34,8 @@ struct Metrics {
     blobs_uploaded: Counter,
     blobs_upload_bytes: Counter,
     blobs_evicted: Counter,
+    blobs_busy: Counter,
+    blobs_expired: Counter,
     mqtt_dropped: Family<Labels, Counter>,
     mqtt_refused: Family<Labels, Counter>,
 }
@@ -165,6 +167,18 @@ fn metrics() -> &'static Metrics {
             "Uploaded photos deleted from the box to stay within blobs.max_bytes",
             blobs_evicted.clone(),
         );
+        let blobs_busy = Counter::default();
+        registry.register(
+            "blobs_uploads_busy",
+            "Photo uploads answered 503 uploads_busy: blobs.max_concurrent_uploads were arriving already",
+            blobs_busy.clone(),
+        );
+        let blobs_expired = Counter::default();
+        registry.register(
+            "blobs_expired",
+            "Photos deleted because no inspection referenced them within blobs.unreferenced_photo_hours",
+            blobs_expired.clone(),
+        );
         let mqtt_dropped = Family::<Labels, Counter>::default();
         registry.register(
             "mqtt_messages_dropped",
@@ -186,6 +200,8 @@ fn metrics() -> &'static Metrics {
             blobs_uploaded,
             blobs_upload_bytes,
             blobs_evicted,
+            blobs_busy,
+            blobs_expired,
             scanner_connected,
             scanner_scans,
             scanner_noise_bytes,
@@ -258,6 +274,14 @@ pub fn blob_part_sent(bytes: u64) {
 
 pub fn blobs_evicted(count: u64) {
     metrics().blobs_evicted.inc_by(count);
+}
+
+pub fn blob_upload_busy() {
+    metrics().blobs_busy.inc();
+}
+
+pub fn blobs_expired(count: u64) {
+    metrics().blobs_expired.inc_by(count);
 }
 
 pub fn sync_link(up: bool) {

@@ -65,6 +65,7 @@ impl utoipa::ToSchema for PhotoBytes {}
     request_body(content = PhotoBytes, content_type = "application/octet-stream"),
     responses((status = 201, body = BlobMeta, description = "stored"), (status = 200, body = BlobMeta, description = "already here"),
         (status = 413, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody, description = "the body does not hash to the digest"),
+        (status = 503, body = super::error::ErrorBody, description = "uploads_busy: blobs.max_concurrent_uploads photos are arriving already; send again after Retry-After seconds"),
         (status = 507, body = super::error::ErrorBody, description = "storage_full")),
     security(("bearer" = [])))]
 pub async fn put_blob(
@@ -89,8 +90,28 @@ pub async fn put_blob(
     if announced.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    // Read and hash as it arrives; past the limit stop reading.
-    let mut data = Vec::with_capacity(announced.unwrap_or(0).min(limit));
+    // Before the body is read: a tablet retries, and the box never holds more photos in flight
+    // than it was told it could.
+    let Ok(_slot) = s.uploads.clone().try_acquire_owned() else {
+        crate::metrics::blob_upload_busy();
+        let mut busy = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "uploads_busy",
+            format!(
+                "the box is receiving {} photos already (blobs.max_concurrent_uploads); send this one again in a few seconds",
+                s.config.blobs.max_concurrent_uploads
+            ),
+        )
+        .into_response();
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        return Ok(busy);
+    };
+    // Hash and write it as it arrives, a part at a time; past the limit stop reading. Whatever
+    // goes wrong before `finish`, dropping `staging` deletes what was written.
+    let blobs = s.store.blobs().clone();
+    let limits = s.config.blobs.limits();
+    let mut staging = blobs.stage(limits.part_bytes);
     let mut hasher = Sha256::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -102,11 +123,11 @@ pub async fn put_blob(
                 ),
             )
         })?;
-        if data.len() + chunk.len() > limit {
+        if staging.size() + chunk.len() as u64 > limit as u64 {
             return Err(too_large());
         }
         hasher.update(&chunk);
-        data.extend_from_slice(&chunk);
+        staging.write(&chunk).await?;
     }
     let got = hex::encode(hasher.finalize());
     if got != digest {
@@ -118,10 +139,7 @@ pub async fn put_blob(
             ),
         ));
     }
-    let blobs = s.store.blobs().clone();
-    let put = blobs
-        .put(digest.clone(), data, s.config.blobs.limits())
-        .await?;
+    let put = staging.finish(digest.clone(), limits).await?;
     let meta = blobs
         .meta(digest.clone())
         .await?

@@ -48,6 +48,8 @@ pub struct AppState {
     pub scanner: crate::scanner::ScannerHandle,
     /// The broker's port for the pairing answer; None while no broker runs.
     pub mqtt_port: Option<u16>,
+    /// Photos being received now, at most `blobs.max_concurrent_uploads`.
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Devices recently authenticated, by token hash, so a request does not cost a SQLCipher read
@@ -442,6 +444,9 @@ async fn authorize(
 impl AppState {
     pub fn new(store: Store, config: Config, sync: crate::sync::SyncHandle) -> Self {
         Self {
+            uploads: Arc::new(tokio::sync::Semaphore::new(
+                config.blobs.max_concurrent_uploads,
+            )),
             store,
             config: Arc::new(config),
             started: Instant::now(),

@@ -12,6 +12,17 @@
 //! A photo is kept as numbered chunks of `part_bytes` (chunk `n` is upload part `n`), so the
 //! uploader reads one part at a time and memory stays one part whatever the photo's size.
 //!
+//! Arriving photos are streamed, not held: [`Blobs::stage`] hands out a [`Staging`] that writes
+//! each full part to `blob_staged` as the body arrives (memory: one part), and
+//! [`Staging::finish`] moves the parts to `blob_chunks` in one transaction once the caller saw
+//! the digest match. A staging dropped unfinished (bad digest, cut body) deletes its parts;
+//! parts left by a crash are deleted when the file is opened. How much is staged at once is
+//! bounded by the API's cap on concurrent uploads times the photo size limit.
+//!
+//! Photos no inspection references (a tablet that sent a photo and never the inspection) are
+//! deleted after `blobs.unreferenced_photo_hours` ([`Blobs::older_than`], [`Blobs::expire`]), so
+//! they cannot pile up: they are never uploaded, hence never evictable.
+//!
 //! Eviction: past `max_bytes` (or when the filesystem has less than `min_free_bytes` free) the
 //! photos the cloud has (`uploaded_at` set) are deleted oldest first; a photo not yet uploaded is
 //! never evicted. When un-uploaded photos alone fill the budget, a new photo is refused with
@@ -22,6 +33,7 @@
 //! acknowledged by the cloud.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension as _};
@@ -47,6 +59,12 @@ CREATE TABLE IF NOT EXISTS blob_chunks (
     n      INTEGER NOT NULL CHECK (n >= 0),
     data   BLOB NOT NULL,
     PRIMARY KEY (digest, n)
+) STRICT;
+CREATE TABLE IF NOT EXISTS blob_staged (
+    upload INTEGER NOT NULL,
+    n      INTEGER NOT NULL CHECK (n >= 0),
+    data   BLOB NOT NULL,
+    PRIMARY KEY (upload, n)
 ) STRICT;
 ";
 
@@ -114,6 +132,8 @@ struct BlobsInner {
     writer: Mutex<Connection>,
     /// Reads (GET, the uploader's parts) do not wait behind a photo being written.
     reader: Mutex<Connection>,
+    /// Numbers the stagings of this process (`blob_staged.upload`).
+    next_upload: AtomicU64,
 }
 
 impl Blobs {
@@ -130,6 +150,10 @@ impl Blobs {
             writer.execute_batch("VACUUM")?;
         }
         writer.execute_batch(SCHEMA)?;
+        // Parts of photos whose upload a crash or power cut interrupted: never acknowledged.
+        if writer.execute("DELETE FROM blob_staged", [])? > 0 {
+            writer.execute_batch("PRAGMA incremental_vacuum")?;
+        }
         let reader = super::open_connection(&path, key, false)?;
         reader.pragma_update(None, "query_only", true)?;
         Ok(Blobs {
@@ -137,6 +161,7 @@ impl Blobs {
                 path,
                 writer: Mutex::new(writer),
                 reader: Mutex::new(reader),
+                next_upload: AtomicU64::new(0),
             }),
         })
     }
@@ -177,48 +202,30 @@ impl Blobs {
         .map_err(|_| BlobError::Store(StoreError::Closed))?
     }
 
-    /// Keep `data` as `digest` (the caller checked the digest). Idempotent: a photo already
-    /// here is left as it is. Makes room by evicting uploaded photos; refuses with
-    /// [`BlobError::Full`] when only un-uploaded photos are left to evict. On disk on return.
+    /// Keep `data` as `digest` (the caller checked the digest): [`Blobs::stage`] and
+    /// [`Staging::finish`] in one call, for photos already in memory.
     pub async fn put(
         &self,
         digest: String,
         data: Vec<u8>,
         limits: Limits,
     ) -> Result<Put, BlobError> {
-        self.with_writer(move |conn, path| {
-            if exists(conn, &digest)? {
-                return Ok(Put::Existed);
-            }
-            let size = data.len() as u64;
-            make_room(conn, path, size, limits)?;
-            let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO blobs (digest, size, part_bytes, created_at) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![
-                    digest,
-                    size as i64,
-                    limits.part_bytes as i64,
-                    format_time(time::OffsetDateTime::now_utc())
-                ],
-            )?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO blob_chunks (digest, n, data) VALUES (?1, ?2, ?3)",
-                )?;
-                // An empty photo is one empty part, so every photo has part 0.
-                let mut chunks: Vec<&[u8]> = data.chunks(limits.part_bytes.max(1)).collect();
-                if chunks.is_empty() {
-                    chunks.push(&[]);
-                }
-                for (n, chunk) in chunks.into_iter().enumerate() {
-                    insert.execute(rusqlite::params![digest, n as i64, chunk])?;
-                }
-            }
-            tx.commit()?;
-            Ok(Put::Created)
-        })
-        .await
+        let mut staging = self.stage(limits.part_bytes);
+        staging.write(&data).await?;
+        staging.finish(digest, limits).await
+    }
+
+    /// Start receiving a photo in parts of `part_bytes`.
+    pub fn stage(&self, part_bytes: usize) -> Staging {
+        Staging {
+            blobs: self.clone(),
+            upload: self.inner.next_upload.fetch_add(1, Ordering::Relaxed) as i64,
+            part_bytes: part_bytes.max(1),
+            buf: Vec::new(),
+            parts: 0,
+            size: 0,
+            done: false,
+        }
     }
 
     pub async fn meta(&self, digest: String) -> Result<Option<BlobMeta>, BlobError> {
@@ -320,8 +327,181 @@ impl Blobs {
         .await
     }
 
+    /// Photos the cloud does not have that arrived at least `older_than` ago: the ones
+    /// [`Blobs::expire`] may delete if no inspection references them.
+    pub async fn older_than(&self, age: std::time::Duration) -> Result<Vec<String>, BlobError> {
+        let Some(cutoff) = time::Duration::try_from(age)
+            .ok()
+            .and_then(|age| time::OffsetDateTime::now_utc().checked_sub(age))
+        else {
+            return Ok(Vec::new());
+        };
+        let cutoff = format_time(cutoff);
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT digest FROM blobs WHERE uploaded_at IS NULL AND created_at <= ?1",
+            )?;
+            Ok(stmt
+                .query_map([&cutoff], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    /// Delete these photos unless the cloud has them meanwhile; returns how many went. The
+    /// caller checked that no inspection references them.
+    pub async fn expire(&self, digests: Vec<String>) -> Result<u64, BlobError> {
+        if digests.is_empty() {
+            return Ok(0);
+        }
+        self.with_writer(move |conn, _| {
+            let tx = conn.transaction()?;
+            let mut deleted = 0u64;
+            for digest in &digests {
+                deleted += tx.execute(
+                    "DELETE FROM blobs WHERE digest = ?1 AND uploaded_at IS NULL",
+                    [digest],
+                )? as u64;
+            }
+            tx.commit()?;
+            if deleted > 0 {
+                conn.execute_batch("PRAGMA incremental_vacuum")?;
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    /// Parts of photos being received (or left by a cut upload not cleaned up yet).
+    pub async fn staged(&self) -> Result<u64, BlobError> {
+        self.with_reader(|conn| {
+            Ok(conn.query_row("SELECT count(*) FROM blob_staged", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+        })
+        .await
+    }
+
     pub async fn stats(&self) -> Result<BlobStats, BlobError> {
         self.with_reader(totals).await
+    }
+}
+
+/// A photo being received: full parts go to `blob_staged` as they arrive. Dropped unfinished,
+/// its parts are deleted.
+#[derive(Debug)]
+pub struct Staging {
+    blobs: Blobs,
+    upload: i64,
+    part_bytes: usize,
+    buf: Vec<u8>,
+    parts: i64,
+    size: u64,
+    done: bool,
+}
+
+impl Staging {
+    /// The bytes received so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Take the next bytes of the photo; every full part is written to disk before this returns.
+    pub async fn write(&mut self, mut bytes: &[u8]) -> Result<(), BlobError> {
+        self.size += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let room = self.part_bytes - self.buf.len();
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.buf.extend_from_slice(now);
+            bytes = rest;
+            if self.buf.len() == self.part_bytes {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the buffered bytes as the next part.
+    async fn flush(&mut self) -> Result<(), BlobError> {
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.part_bytes));
+        let (upload, n) = (self.upload, self.parts);
+        self.blobs
+            .with_writer(move |conn, _| {
+                conn.prepare_cached(
+                    "INSERT INTO blob_staged (upload, n, data) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(rusqlite::params![upload, n, data])?;
+                Ok(())
+            })
+            .await?;
+        self.parts += 1;
+        Ok(())
+    }
+
+    /// Keep the received photo as `digest` (the caller checked the digest). Idempotent: a photo
+    /// already here is left as it is. Makes room by evicting uploaded photos; refuses with
+    /// [`BlobError::Full`] when only un-uploaded photos are left to evict. On disk on return.
+    pub async fn finish(mut self, digest: String, limits: Limits) -> Result<Put, BlobError> {
+        // An empty photo is one empty part, so every photo has part 0.
+        if !self.buf.is_empty() || self.parts == 0 {
+            self.flush().await?;
+        }
+        let (upload, size) = (self.upload, self.size);
+        let put = self
+            .blobs
+            .with_writer(move |conn, path| {
+                if exists(conn, &digest)? {
+                    conn.execute("DELETE FROM blob_staged WHERE upload = ?1", [upload])?;
+                    return Ok(Put::Existed);
+                }
+                make_room(conn, path, size, limits)?;
+                let tx = conn.transaction()?;
+                tx.execute(
+                    "INSERT INTO blobs (digest, size, part_bytes, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![
+                        digest,
+                        size as i64,
+                        limits.part_bytes as i64,
+                        format_time(time::OffsetDateTime::now_utc())
+                    ],
+                )?;
+                tx.execute(
+                    "INSERT INTO blob_chunks (digest, n, data)
+                     SELECT ?1, n, data FROM blob_staged WHERE upload = ?2 ORDER BY n",
+                    rusqlite::params![digest, upload],
+                )?;
+                tx.execute("DELETE FROM blob_staged WHERE upload = ?1", [upload])?;
+                tx.commit()?;
+                Ok(Put::Created)
+            })
+            .await;
+        // Finished or refused: either way its staged parts are gone or go with the Drop below.
+        self.done = put.is_ok();
+        put
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.done || self.parts == 0 {
+            return;
+        }
+        let (inner, upload) = (self.blobs.inner.clone(), self.upload);
+        let forget = move || {
+            let conn = inner
+                .writer
+                .lock()
+                .expect("the blob writer lock is never held across a panic");
+            if let Err(error) = conn.execute("DELETE FROM blob_staged WHERE upload = ?1", [upload])
+            {
+                // Deleted at the next start at the latest.
+                tracing::warn!(%error, "could not delete an unfinished photo's parts");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(forget)),
+            Err(_) => forget(),
+        }
     }
 }
 

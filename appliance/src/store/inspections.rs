@@ -266,6 +266,13 @@ pub fn verify(conn: &Connection, id: &str) -> Result<Verification> {
     })
 }
 
+/// Does any inspection (any outbox event) reference photo `digest`?
+pub fn photo_referenced(conn: &Connection, digest: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM blob_refs WHERE digest = ?1)")?
+        .query_row([digest], |r| r.get(0))?)
+}
+
 /// Has the cloud acknowledged an event that references photo `digest`? Only then may the photo
 /// be uploaded (the cloud refuses photos no inspection of the branch references).
 pub fn photo_acknowledged(conn: &Connection, digest: &str) -> Result<bool> {

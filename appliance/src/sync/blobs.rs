@@ -28,6 +28,9 @@ use crate::store::blobs::BlobError;
 /// Look again this often with nothing to wake us.
 const IDLE: Duration = Duration::from_secs(30);
 
+/// Look for photos no inspection references this often.
+const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+
 impl From<BlobError> for SyncError {
     fn from(e: BlobError) -> Self {
         match e {
@@ -46,7 +49,14 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(sync.retry_max_ms);
+    let mut expired_at: Option<std::time::Instant> = None;
     loop {
+        if expired_at.is_none_or(|at| at.elapsed() >= EXPIRE_EVERY) {
+            expired_at = Some(std::time::Instant::now());
+            if let Err(error) = expire(&store, &cfg).await {
+                tracing::warn!(%error, "could not delete photos no inspection references");
+            }
+        }
         if let Ok(stats) = store.blobs().stats().await {
             crate::metrics::blobs(&stats);
         }
@@ -73,6 +83,29 @@ pub async fn run(
             _ = handle.uploader.notified() => {}
         }
     }
+}
+
+/// Delete the photos no inspection referenced within `blobs.unreferenced_photo_hours`. An
+/// inspection naming one of them in the moment between the check and the delete would lose
+/// its photo: after hours of nobody naming it, a window of a millisecond.
+pub async fn expire(store: &Store, cfg: &BlobsConfig) -> Result<u64, SyncError> {
+    let age = Duration::from_secs(cfg.unreferenced_photo_hours.saturating_mul(3600));
+    let mut orphans = Vec::new();
+    for digest in store.blobs().older_than(age).await? {
+        let d = digest.clone();
+        if !store
+            .read(move |c| crate::store::inspections::photo_referenced(c, &d))
+            .await?
+        {
+            orphans.push(digest);
+        }
+    }
+    let deleted = store.blobs().expire(orphans).await?;
+    if deleted > 0 {
+        crate::metrics::blobs_expired(deleted);
+        tracing::info!(deleted, "deleted photos no inspection references");
+    }
+    Ok(deleted)
 }
 
 /// Upload every photo that may go, oldest first. A refusal of one photo (the cloud does not

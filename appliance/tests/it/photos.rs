@@ -234,3 +234,217 @@ async fn photos_the_cloud_lacks_are_never_evicted_and_a_full_box_says_so() {
     assert_eq!(st["photos"]["count"], 0, "{st}");
     edge.stop().await;
 }
+
+/// The process's peak resident memory (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_photo_is_streamed_to_disk_not_held_in_memory() {
+    let site = Site::with_config("[blobs]\nmax_photo_bytes = 20000000\n");
+    let edge = site.start().await;
+    let tablet = edge.pair(&site, "tablet").await;
+    // Warm up every path a photo takes (HTTP buffers, the SQLCipher page caches of 2 MB, the
+    // writer's blocking threads): a fixed cost, not one that grows with the photo.
+    let small = photo(b"warm-up", 4_000_000);
+    assert_eq!(
+        put(&edge, &tablet, &sha(&small), small).await.0,
+        StatusCode::CREATED
+    );
+    let before = peak_rss(edge.pid());
+    // Two 20 MB photos, one after the other: held in memory, the peak would grow by 20 MB at
+    // least (it did before photos were streamed); streamed, by a few parts' worth.
+    for marker in [b"first-large-photo-".as_slice(), b"second-large-photo"] {
+        let data = photo(marker, 20_000_000);
+        let digest = sha(&data);
+        let (s, b) = put(&edge, &tablet, &digest, data).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        assert_eq!(b["size"], 20_000_000, "{b}");
+    }
+    let after = peak_rss(edge.pid());
+    let grown = after.saturating_sub(before);
+    eprintln!("peak RSS {before} -> {after} bytes (+{grown}) for two 20 MB photos");
+    assert!(
+        grown < 10_000_000,
+        "peak RSS grew by {grown} bytes receiving 20 MB photos"
+    );
+    // And the photo is whole.
+    let data = photo(b"second-large-photo", 20_000_000);
+    let resp = edge
+        .http
+        .get(format!("{}/v1/blobs/{}", edge.base, sha(&data)))
+        .bearer_auth(&tablet.token)
+        .send()
+        .await
+        .expect("GET photo");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.bytes().await.expect("body").as_ref() == data.as_slice());
+    edge.stop().await;
+}
+
+/// Open a `PUT /v1/blobs/{digest}` announcing `len` bytes, send `sent` of them and keep the
+/// socket open: an upload in progress, as a slow tablet makes one.
+async fn upload_in_progress(
+    edge: &Edge,
+    dev: &Device,
+    digest: &str,
+    len: usize,
+    sent: usize,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let addr = edge.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "PUT /v1/blobs/{digest} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n",
+        dev.token
+    );
+    socket.write_all(head.as_bytes()).await.expect("head");
+    socket.write_all(&vec![7u8; sent]).await.expect("body");
+    socket.flush().await.expect("flush");
+    socket
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_cap_are_told_to_come_back_and_a_cut_upload_leaves_nothing() {
+    let site = Site::with_config("[blobs]\nmax_concurrent_uploads = 1\npart_bytes = 65536\n");
+    let edge = site.start().await;
+    let tablet = edge.pair(&site, "tablet").await;
+    let data = photo(b"after-the-busy-one", 300_000);
+
+    // One upload in progress, several parts already written: the next one is turned away
+    // before its body is read, with a Retry-After a tablet can follow.
+    let slow =
+        upload_in_progress(&edge, &tablet, &sha(b"never finished"), 1_000_000, 400_000).await;
+    // Until the slow upload reached its handler, others go through (each its own photo).
+    let mut busy = None;
+    let mut early = 0;
+    for i in 0..100u32 {
+        let other = photo(&i.to_be_bytes(), 1_000);
+        let resp = unpooled()
+            .put(format!("{}/v1/blobs/{}", edge.base, sha(&other)))
+            .bearer_auth(&tablet.token)
+            .body(other)
+            .send()
+            .await
+            .expect("PUT");
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+            busy = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        early += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let busy = busy.expect("a busy answer");
+    assert_eq!(
+        busy.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    let b: serde_json::Value = busy.json().await.expect("JSON");
+    assert_eq!(b["error"]["code"], "uploads_busy", "{b}");
+
+    // The slow tablet walks away mid-photo: its slot is free again, nothing of it is kept.
+    drop(slow);
+    let mut stored = false;
+    for _ in 0..200 {
+        let (s, b) = put(&edge, &tablet, &sha(&data), data.clone()).await;
+        if s == StatusCode::CREATED {
+            stored = true;
+            break;
+        }
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(stored, "the slot of the cut upload was never freed");
+    assert_eq!(
+        head(&edge, &tablet, &sha(b"never finished")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    edge.stop().await;
+
+    // Nothing of the cut photo stayed on disk, staged or stored.
+    let config = sentra_edge::config::Config::load_from(Some(&site.config), std::iter::empty())
+        .expect("config");
+    let store = sentra_edge::daemon::open_store(&config)
+        .await
+        .expect("open store");
+    assert_eq!(store.blobs().staged().await.expect("staged"), 0);
+    assert_eq!(
+        store.blobs().stats().await.expect("stats").count,
+        1 + early,
+        "the cut photo is not stored"
+    );
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photos_no_inspection_names_expire_and_named_ones_stay() {
+    let site = Site::new();
+    site.load_demo_data();
+    let edge = site.start().await;
+    let tablet = edge.pair(&site, "tablet").await;
+    let named = photo(b"named-by-an-inspection", 100_000);
+    let signature = photo(b"signature", 2_000);
+    let orphan = photo(b"nobody-names-me", 100_000);
+    for p in [&named, &signature, &orphan] {
+        assert_eq!(
+            put(&edge, &tablet, &sha(p), p.clone()).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let (s, b) = edge
+        .call(
+            Some(&tablet.token),
+            Method::POST,
+            "/v1/inspections",
+            Some(serde_json::json!({
+                "asset_id": "CAR-001",
+                "kind": "HANDOVER",
+                "checklist": [{"item": "tyres", "ok": true}],
+                "photos": [sha(&named)],
+                "signature": {"signer": "Budi", "digest": sha(&signature)},
+            })),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    edge.stop().await;
+
+    let config = sentra_edge::config::Config::load_from(Some(&site.config), std::iter::empty())
+        .expect("config");
+    let store = sentra_edge::daemon::open_store(&config)
+        .await
+        .expect("open store");
+    // Young photos are left alone whatever references them.
+    assert_eq!(
+        sentra_edge::sync::blobs::expire(&store, &config.blobs)
+            .await
+            .expect("expire"),
+        0
+    );
+    // Past the age (0 hours here), only the photo nobody names goes.
+    let mut now = config.blobs;
+    now.unreferenced_photo_hours = 0;
+    assert_eq!(
+        sentra_edge::sync::blobs::expire(&store, &now)
+            .await
+            .expect("expire"),
+        1
+    );
+    for (p, kept) in [(&named, true), (&signature, true), (&orphan, false)] {
+        assert_eq!(
+            store.blobs().meta(sha(p)).await.expect("meta").is_some(),
+            kept
+        );
+    }
+    store.shutdown().await;
+}
