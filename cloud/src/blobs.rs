@@ -7,16 +7,29 @@
 //!   photo already, else `{"state": "uploading", "upload_id", "parts": [{"n", "size"}]}` with the
 //!   parts it holds (a device that lost its upload id asks again and gets the same one);
 //! - `PUT /v1/blobs/{sha256}/uploads/{id}/parts/{n}`: the part's raw bytes (≤ 1 MiB, the signed
-//!   body limit), staged as its own object `uploads/<id>/<n>`;
+//!   body limit), staged as its own object `uploads/<id>/<n>`. The declared size bounds what is
+//!   staged: `n` is below `max(1, ceil(size / MIN_PART_BYTES))` (a box's parts are at least
+//!   [`MIN_PART_BYTES`], the last excepted), a part of a non-empty photo is not empty, and the
+//!   parts staged never add up to more than the size; anything else is `422 invalid` and stages
+//!   nothing;
 //! - `POST /v1/blobs/{sha256}/uploads/{id}/complete`: the parts, contiguous from 0, are read in
 //!   order, hashed and written through `put_multipart` to `staging/<id>`; only when their size
 //!   and SHA-256 are the digest's is it renamed to `blobs/<sha256>` and recorded, otherwise the
 //!   upload is dropped (`422 digest_mismatch`) and the device starts again;
 //! - `GET /v1/blobs/{sha256}` (operator token, or a device of the branch that sent it): the photo.
 //!
+//! Abandoned uploads are swept: every start, part and complete sets the upload's `touched_at`, and
+//! each replica's [`sweep`] deletes, every [`SWEEP_INTERVAL`], the uploads untouched for
+//! [`UPLOAD_ABANDONED_AFTER`] with their staged objects. A box retries within minutes while it is
+//! online; one that comes back later starts again and gets a new upload id.
+//!
 //! Invariants: `blobs/<sha256>` only ever holds bytes whose SHA-256 is that digest; a device may
 //! upload only photos an inspection of its own branch references (the event arrives first, so the
-//! cloud knows what the photo is for and nobody uses it as free storage); the staged parts are
+//! cloud knows what the photo is for and nobody uses it as free storage); an upload stages at most
+//! its declared size, so what one device can park in the store is bounded by
+//! [`MAX_BLOB_BYTES`] per photo it was allowed to send, for at most [`UPLOAD_ABANDONED_AFTER`]
+//! after it stopped; a part is staged while its upload's row is locked, and an upload is
+//! forgotten the same way, so a part never lands in an upload being deleted. The staged parts are
 //! objects and rows, not an `object_store` multipart handle, because such a handle cannot be
 //! resumed from another process or replica.
 
@@ -24,11 +37,15 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use object_store::{ObjectMeta, ObjectStore, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use sqlx::PgPool;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use crate::devices::auth::{Caller, DeviceIdentity};
 use crate::http::{ApiError, AppState, JsonBody};
@@ -42,6 +59,29 @@ pub struct Blobs {
 
 /// The largest photo the cloud takes: far above a tablet's photo, far below a mistake.
 pub const MAX_BLOB_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The smallest part a box sends: its `blobs.part_bytes` (edge.toml) is at least 1024, and every
+/// part of a photo but the last is exactly `part_bytes` long. So an upload of `size` bytes has at
+/// most [`parts_allowed`]`(size)` parts, numbered from 0, and a higher number is refused before
+/// anything is staged. Raising the box's lower bound is safe; lowering it below this needs this
+/// constant lowered first (in the cloud, which must be deployed before the boxes).
+pub const MIN_PART_BYTES: u64 = 1024;
+
+/// How many parts an upload of `size` bytes may have: `max(1, ceil(size / MIN_PART_BYTES))`, so
+/// an empty photo has its one (empty) part.
+pub fn parts_allowed(size: u64) -> u64 {
+    size.div_ceil(MIN_PART_BYTES).max(1)
+}
+
+/// An upload nobody touched (start, part, complete) for this long is abandoned and swept with
+/// its staged objects. A box retries a failed part within minutes while it is online, so two
+/// days only ever catches a box that went away (replaced, offline for days, its photo deleted);
+/// when it comes back it starts again, and `start` hands it a new upload id.
+pub const UPLOAD_ABANDONED_AFTER: Duration = Duration::from_secs(2 * 24 * 60 * 60);
+
+/// How often each replica sweeps abandoned uploads (and once at start). Sweeping is idempotent,
+/// so replicas need not agree on who does it.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
 #[derive(Debug, thiserror::Error)]
 #[error("blob store {url}: {source}")]
@@ -83,11 +123,13 @@ impl Blobs {
         self.prefix.child("blobs").child(digest)
     }
 
+    /// Where the parts of `upload` are staged: `uploads/<id>/<n>`.
+    fn parts(&self, upload: &str) -> ObjectPath {
+        self.prefix.child("uploads").child(upload)
+    }
+
     fn part(&self, upload: &str, n: u32) -> ObjectPath {
-        self.prefix
-            .child("uploads")
-            .child(upload)
-            .child(n.to_string())
+        self.parts(upload).child(n.to_string())
     }
 
     fn staging(&self, upload: &str) -> ObjectPath {
@@ -176,7 +218,7 @@ pub async fn start(
 ) -> Result<Response, ApiError> {
     let device = caller.device()?;
     let digest = digest(&raw)?;
-    blobs(&state)?;
+    let store = blobs(&state)?;
     if body.size > MAX_BLOB_BYTES {
         return Err(ApiError::Invalid(format!(
             "size {}: a photo may be at most {MAX_BLOB_BYTES} bytes",
@@ -206,7 +248,25 @@ pub async fn start(
             details: None,
         });
     }
-    // The device's open upload for this photo, or a new one; a changed size starts over.
+    // The device's open upload for this photo, or a new one; a changed size starts over, and the
+    // parts staged for the old size go with it (deleting only the rows would leave their
+    // objects where no sweep finds them).
+    let stale: Option<String> = sqlx::query_scalar(
+        "SELECT id::text FROM blob_uploads WHERE device_id = $1::uuid AND digest = $2 AND size <> $3",
+    )
+    .bind(&device.id)
+    .bind(&digest)
+    .bind(size)
+    .fetch_optional(&state.db)
+    .await
+    .map_err(db)?;
+    if let Some(stale) = stale {
+        forget_upload(&state.db, store, &stale, None)
+            .await
+            .map_err(|error| error.into_api())?;
+    }
+    // Deleted again in the transaction only for a start with another size racing this one (a
+    // device sends one at a time): the insert below must never resize an upload with parts.
     let mut tx = state.db.begin().await.map_err(db)?;
     sqlx::query(
         "DELETE FROM blob_uploads WHERE device_id = $1::uuid AND digest = $2 AND size <> $3",
@@ -220,7 +280,7 @@ pub async fn start(
     let id: String = sqlx::query_scalar(
         "INSERT INTO blob_uploads (id, branch_id, device_id, digest, size)
          VALUES (gen_random_uuid(), $1, $2::uuid, $3, $4)
-         ON CONFLICT (device_id, digest) DO UPDATE SET size = EXCLUDED.size
+         ON CONFLICT (device_id, digest) DO UPDATE SET size = EXCLUDED.size, touched_at = now()
          RETURNING id::text",
     )
     .bind(&device.branch_id)
@@ -254,20 +314,25 @@ pub async fn start(
         .into_response())
 }
 
-/// The upload `id` of `device` for `digest`, with its size.
-async fn own_upload(
-    state: &AppState,
+/// The upload `id` of `device` for `digest`, with its size; touched (the device is still at
+/// it, so the sweep leaves it alone). Being an UPDATE it also locks the row until `db`'s
+/// transaction ends: a part staged inside one holds off other parts of the upload and its
+/// deletion.
+async fn own_upload<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     device: &DeviceIdentity,
     id: uuid::Uuid,
     digest: &str,
 ) -> Result<i64, ApiError> {
     sqlx::query_scalar(
-        "SELECT size FROM blob_uploads WHERE id = $1::uuid AND device_id = $2::uuid AND digest = $3",
+        "UPDATE blob_uploads SET touched_at = now()
+         WHERE id = $1::uuid AND device_id = $2::uuid AND digest = $3
+         RETURNING size",
     )
     .bind(id.to_string())
     .bind(&device.id)
     .bind(digest)
-    .fetch_optional(&state.db)
+    .fetch_optional(executor)
     .await
     .map_err(db)?
     .ok_or_else(|| {
@@ -278,7 +343,10 @@ async fn own_upload(
 }
 
 /// `PUT /v1/blobs/{sha256}/uploads/{id}/parts/{n}`: stage one part (sending it again replaces it).
-#[utoipa::path(put, path = "/v1/blobs/{sha256}/uploads/{id}/parts/{n}", tag = "blobs", params(("sha256" = String, Path, description = "the photo's SHA-256, lowercase hex", pattern = "^[0-9a-f]{64}$"), ("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), ("n" = u32, Path, minimum = 0, maximum = 1000000)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
+/// `n`'s maximum in the annotation is the highest part number of any upload, that of the largest
+/// photo in the smallest parts (`parts_allowed(MAX_BLOB_BYTES) - 1`); utoipa takes only a
+/// literal there, and a unit test keeps the two equal.
+#[utoipa::path(put, path = "/v1/blobs/{sha256}/uploads/{id}/parts/{n}", tag = "blobs", params(("sha256" = String, Path, description = "the photo's SHA-256, lowercase hex", pattern = "^[0-9a-f]{64}$"), ("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), ("n" = u32, Path, description = "the part's number, from 0; below max(1, ceil(size / 1024)) for the upload's declared size", minimum = 0, maximum = 262143)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn put_part(
     State(state): State<AppState>,
     caller: Caller,
@@ -292,17 +360,57 @@ pub async fn put_part(
     let digest = digest(&raw)?;
     let id = upload_id(&id)?;
     let store = blobs(&state)?;
-    let size = own_upload(&state, device, id, &digest).await?;
-    if n > 1_000_000 || i64::try_from(body.len()).unwrap_or(i64::MAX) > size {
+    let upload = id.to_string();
+    // One transaction, the upload's row locked (and touched) from the first statement: the
+    // parts of one upload are staged one at a time, so the sum below cannot be raced past the
+    // size, and the upload cannot be dropped or swept while a part is staged. Every refusal
+    // returns before anything is written; dropping `tx` rolls the touch back.
+    let mut tx = state.db.begin().await.map_err(db)?;
+    let size = own_upload(&mut *tx, device, id, &digest).await?;
+    let declared = u64::try_from(size).unwrap_or(0);
+    let allowed = parts_allowed(declared);
+    if u64::from(n) >= allowed {
         return Err(ApiError::Invalid(format!(
-            "part {n} of {} bytes does not fit a photo of {size} bytes",
+            "part {n}: a photo of {size} bytes has at most {allowed} part(s), numbered from 0 \
+             (every part but the last is at least {MIN_PART_BYTES} bytes)"
+        )));
+    }
+    if body.is_empty() && declared > 0 {
+        return Err(ApiError::Invalid(format!(
+            "part {n} is empty; every part of a photo of {size} bytes holds at least one byte"
+        )));
+    }
+    let n_db = i32::try_from(n).expect("below parts_allowed(MAX_BLOB_BYTES)");
+    let others: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(sum(size), 0)::bigint FROM blob_upload_parts
+         WHERE upload_id = $1::uuid AND n <> $2",
+    )
+    .bind(&upload)
+    .bind(n_db)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db)?;
+    let staged = others.saturating_add(i64::try_from(body.len()).unwrap_or(i64::MAX));
+    if staged > size {
+        return Err(ApiError::Invalid(format!(
+            "part {n} of {} bytes would stage {staged} bytes of a photo of {size} bytes \
+             ({others} staged in its other parts); send each part of the photo once",
             body.len()
         )));
     }
-    let len = i32::try_from(body.len()).expect("bounded by the 1 MiB body limit");
+    let len = i32::try_from(body.len()).expect("at most the size, at most MAX_BLOB_BYTES");
+    // The object first, the row after it, and the row committed only once the object is stored:
+    // a failed put leaves nothing (the transaction rolls back), so no committed row ever claims
+    // a part the store does not hold. The one failure left is a commit failing after the put:
+    // then the row is what it was (none, or the part's previous size) next to the new object,
+    // which is harmless: an object without a row is deleted with the rest of `uploads/<id>/`
+    // when the upload goes, the device sends a part it got no answer for again, and `complete`
+    // hashes the bytes the store holds, so a stale row can never put a wrong photo in
+    // `blobs/`. The row stays locked across the put (one part, at most the signed body limit):
+    // only this upload's other parts and its deletion wait.
     store
         .store
-        .put(&store.part(&id.to_string(), n), PutPayload::from(body))
+        .put(&store.part(&upload, n), PutPayload::from(body))
         .await
         .map_err(|e| store_error(&e))?;
     sqlx::query(
@@ -310,18 +418,13 @@ pub async fn put_part(
          ON CONFLICT (upload_id, n) DO UPDATE SET size = EXCLUDED.size,
              received = blob_upload_parts.received + 1",
     )
-    .bind(id.to_string())
-    .bind(i32::try_from(n).expect("bounded above"))
+    .bind(&upload)
+    .bind(n_db)
     .bind(len)
-    .execute(&state.db)
+    .execute(&mut *tx)
     .await
-    .map_err(|e| match &e {
-        // The upload was completed or dropped meanwhile.
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
-            ApiError::NotFound(format!("upload {id} is no longer open"))
-        }
-        _ => db(e),
-    })?;
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
     Ok(axum::Json(Part {
         n,
         size: u32::try_from(len).unwrap_or(0),
@@ -340,7 +443,7 @@ pub async fn complete(
     let digest = digest(&raw)?;
     let id = upload_id(&id)?;
     let store = blobs(&state)?;
-    let size = own_upload(&state, device, id, &digest).await?;
+    let size = own_upload(&state.db, device, id, &digest).await?;
     let parts: Vec<(i32, i32)> = sqlx::query_as(
         "SELECT n, size FROM blob_upload_parts WHERE upload_id = $1::uuid ORDER BY n",
     )
@@ -381,6 +484,26 @@ pub async fn complete(
         };
         let bytes = match bytes {
             Ok(b) => b,
+            Err(object_store::Error::NotFound { .. }) => {
+                // A row without its object (a deletion that failed halfway, an operator's
+                // clean-up): forget the row, so the device is told to send the part again
+                // instead of failing here on every attempt.
+                let _ = writer.abort().await;
+                sqlx::query("DELETE FROM blob_upload_parts WHERE upload_id = $1::uuid AND n = $2")
+                    .bind(&upload)
+                    .bind(i32::try_from(n).expect("from an i32"))
+                    .execute(&state.db)
+                    .await
+                    .map_err(db)?;
+                tracing::warn!(%id, n, "a staged part was missing from the store; asked again");
+                return Err(ApiError::Conflict {
+                    code: "upload_incomplete",
+                    message: format!(
+                        "part {n} of upload {id} is missing from the store; send it again"
+                    ),
+                    details: None,
+                });
+            }
             Err(e) => {
                 let _ = writer.abort().await;
                 return Err(store_error(&e));
@@ -392,7 +515,7 @@ pub async fn complete(
     let got = hex::encode(hasher.finalize());
     if got != digest {
         let _ = writer.abort().await;
-        drop_upload(&state, store, id, &parts).await;
+        drop_upload(&state, store, id).await;
         tracing::warn!(device = %device.id, %digest, %got, "photo upload refused: digest mismatch");
         return Err(ApiError::DigestMismatch(format!(
             "the parts of upload {id} hash to {got}, not {digest}; the upload was dropped, start again"
@@ -415,7 +538,7 @@ pub async fn complete(
     .execute(&state.db)
     .await
     .map_err(db)?;
-    drop_upload(&state, store, id, &parts).await;
+    drop_upload(&state, store, id).await;
     tracing::info!(device = %device.id, %digest, size, "photo stored");
     Ok((
         StatusCode::CREATED,
@@ -427,20 +550,135 @@ pub async fn complete(
         .into_response())
 }
 
-/// Forget an upload: its row (and parts' rows) and its staged objects. Best effort on the
-/// objects: a leftover part is garbage, never a photo.
-async fn drop_upload(state: &AppState, store: &Blobs, id: uuid::Uuid, parts: &[(i32, i32)]) {
-    if let Err(error) = sqlx::query("DELETE FROM blob_uploads WHERE id = $1::uuid")
-        .bind(id.to_string())
-        .execute(&state.db)
-        .await
-    {
-        tracing::warn!(%error, %id, "could not drop a finished upload's rows");
+/// Forget a finished (stored or refused) upload. Best effort: a failure is logged, and the
+/// upload, no longer touched, is swept later.
+async fn drop_upload(state: &AppState, store: &Blobs, id: uuid::Uuid) {
+    if let Err(error) = forget_upload(&state.db, store, &id.to_string(), None).await {
+        tracing::warn!(%error, %id, "could not drop a finished upload; the sweep will");
     }
-    let upload = id.to_string();
-    for (n, _) in parts {
-        if let Ok(n) = u32::try_from(*n) {
-            let _ = store.store.delete(&store.part(&upload, n)).await;
+}
+
+/// Why an upload could not be forgotten.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("PostgreSQL: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("photo store: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+impl SweepError {
+    fn into_api(self) -> ApiError {
+        match self {
+            SweepError::Database(error) => db(error),
+            SweepError::Store(error) => store_error(&error),
+        }
+    }
+}
+
+/// Forget upload `id`, the one piece of code that deletes uploads (a finished one, one whose
+/// size changed, an abandoned one): its staged objects (`uploads/<id>/…`, every object there,
+/// and `staging/<id>`), then its rows, in one transaction that holds the upload's row lock
+/// throughout. With `untouched_for`, only if nobody touched it for that long: the lock waits for
+/// a part being staged, and PostgreSQL checks the age again on the row that part left. Whether it
+/// was forgotten.
+///
+/// Objects first, rows last, under the lock: no part can be staged meanwhile (a part locks the
+/// row first), and a failure rolls the rows back, so the upload is tried again (the sweep) or
+/// resumed (the device; `complete` asks again for a part whose object is gone). Rows first would
+/// leave, on a failure after them, objects no row names, which nothing would ever delete.
+async fn forget_upload(
+    db: &PgPool,
+    store: &Blobs,
+    id: &str,
+    untouched_for: Option<Duration>,
+) -> Result<bool, SweepError> {
+    let mut tx = db.begin().await?;
+    let held: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM blob_uploads
+         WHERE id = $1::uuid
+           AND ($2::float8 IS NULL OR touched_at < now() - make_interval(secs => $2))
+         FOR UPDATE",
+    )
+    .bind(id)
+    .bind(untouched_for.map(|age| age.as_secs_f64()))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if held.is_none() {
+        return Ok(false);
+    }
+    let staged: Vec<ObjectMeta> = store
+        .store
+        .list(Some(&store.parts(id)))
+        .try_collect()
+        .await?;
+    let staging = store.staging(id);
+    for location in staged
+        .iter()
+        .map(|object| &object.location)
+        .chain([&staging])
+    {
+        match store.store.delete(location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    sqlx::query("DELETE FROM blob_uploads WHERE id = $1::uuid")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Forget every upload untouched for `older_than`, with its staged objects; how many. An
+/// upload that cannot be forgotten (the store failing) is logged and left for the next sweep;
+/// only failing to read the candidates is an error.
+pub async fn sweep_once(
+    db: &PgPool,
+    blobs: &Blobs,
+    older_than: Duration,
+) -> Result<u64, SweepError> {
+    let abandoned: Vec<String> = sqlx::query_scalar(
+        "SELECT id::text FROM blob_uploads
+         WHERE touched_at < now() - make_interval(secs => $1)
+         ORDER BY touched_at",
+    )
+    .bind(older_than.as_secs_f64())
+    .fetch_all(db)
+    .await?;
+    let mut swept = 0;
+    for id in abandoned {
+        match forget_upload(db, blobs, &id, Some(older_than)).await {
+            Ok(true) => swept += 1,
+            Ok(false) => {} // touched meanwhile, or forgotten by another replica
+            Err(error) => {
+                tracing::warn!(%error, upload = %id, "sweeping an abandoned photo upload failed")
+            }
+        }
+    }
+    Ok(swept)
+}
+
+/// Sweeps abandoned uploads at start and every [`SWEEP_INTERVAL`] until `token` is cancelled
+/// (mid-sweep too: an upload being forgotten is rolled back and tried again next time). Failures
+/// are logged and retried at the next tick.
+pub async fn sweep(db: PgPool, blobs: Blobs, token: CancellationToken) {
+    let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let result = tokio::select! {
+            () = token.cancelled() => return,
+            result = sweep_once(&db, &blobs, UPLOAD_ABANDONED_AFTER) => result,
+        };
+        match result {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(swept, "abandoned photo uploads deleted"),
+            Err(error) => tracing::warn!(%error, "sweeping abandoned photo uploads failed"),
         }
     }
 }
@@ -485,4 +723,43 @@ pub async fn get(
         bytes,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_numbers_are_bounded_by_the_declared_size() {
+        for (size, parts) in [
+            (0, 1),
+            (1, 1),
+            (1024, 1),
+            (1025, 2),
+            (3000, 3),
+            (MAX_BLOB_BYTES, 262_144),
+        ] {
+            assert_eq!(parts_allowed(size), parts, "size {size}");
+        }
+    }
+
+    /// The OpenAPI document states the highest part number any upload may use.
+    #[test]
+    fn the_documented_part_number_maximum_is_the_largest_photos() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&crate::openapi::document()).expect("JSON");
+        let parameters =
+            doc["paths"]["/v1/blobs/{sha256}/uploads/{id}/parts/{n}"]["put"]["parameters"]
+                .as_array()
+                .expect("parameters");
+        let n = parameters
+            .iter()
+            .find(|p| p["name"] == "n")
+            .expect("parameter n");
+        assert_eq!(n["schema"]["minimum"], 0);
+        assert_eq!(
+            n["schema"]["maximum"].as_u64(),
+            Some(parts_allowed(MAX_BLOB_BYTES) - 1)
+        );
+    }
 }

@@ -63,6 +63,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0013_owners_and_token_expiry.sql",
         include_str!("../migrations/0013_owners_and_token_expiry.sql"),
     ),
+    (
+        "0014_blob_upload_touched.sql",
+        include_str!("../migrations/0014_blob_upload_touched.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

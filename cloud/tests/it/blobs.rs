@@ -1,6 +1,7 @@
 //! Photo uploads (`/v1/blobs/...`): only for photos an inspection of the branch references,
 //! resumable part by part, verified whole at `complete` (a tampered part is refused and nothing
-//! reaches `blobs/<sha256>`), idempotent once stored.
+//! reaches `blobs/<sha256>`), idempotent once stored; part numbers and staged bytes bounded by
+//! the declared size, abandoned uploads swept.
 
 use reqwest::Method;
 use sentra_protocol::EntityKind;
@@ -9,6 +10,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::cloud::{Cloud, Device};
 use crate::fixtures;
+use crate::support::{Server, WAIT, join_all, redis_url};
 
 /// Push an inspection of `device`'s branch that references `digest`.
 async fn inspection_referencing(cloud: &Cloud, device: &mut Device, digest: &str) {
@@ -47,6 +49,17 @@ async fn part(
     n: usize,
     data: &[u8],
 ) -> u16 {
+    put_part(cloud, device, digest, id, n, data).await.status
+}
+
+async fn put_part(
+    cloud: &Cloud,
+    device: &Device,
+    digest: &str,
+    id: &str,
+    n: usize,
+    data: &[u8],
+) -> crate::cloud::Answer {
     let answer = cloud
         .signed(
             device,
@@ -56,7 +69,7 @@ async fn part(
         )
         .await;
     assert!(answer.status == 200 || answer.status >= 400, "{answer:?}");
-    answer.status
+    answer
 }
 
 async fn complete(cloud: &Cloud, device: &Device, digest: &str, id: &str) -> crate::cloud::Answer {
@@ -182,4 +195,254 @@ async fn a_photo_is_uploaded_in_parts_resumed_and_verified_whole() {
         .signed(&other, Method::GET, &format!("/v1/blobs/{digest}"), None)
         .await;
     assert_eq!(answer.status, 404, "{answer:?}");
+}
+
+/// A photo of `len` bytes unlike any other test's (`seed`), and its SHA-256.
+fn made_photo(len: usize, seed: u8) -> (Vec<u8>, String) {
+    let photo: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    let digest = hex::encode(Sha256::digest(&photo));
+    (photo, digest)
+}
+
+/// An upload of `photo` started by `device` (the inspection referencing it pushed first): its id.
+async fn open_upload(cloud: &Cloud, device: &mut Device, photo: &[u8], digest: &str) -> String {
+    inspection_referencing(cloud, device, digest).await;
+    let answer = start(cloud, device, digest, photo.len()).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    answer.body["upload_id"]
+        .as_str()
+        .expect("upload id")
+        .to_owned()
+}
+
+/// The files staged in the store for upload `id` (`uploads/<id>/*`), sorted.
+fn staged_files(cloud: &Cloud, id: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(cloud.blobs_dir.path().join("uploads").join(id))
+        .map(|dir| {
+            dir.map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The part rows of upload `id`: (n, size, received), by n.
+async fn part_rows(cloud: &Cloud, id: &str) -> Vec<(i32, i32, i32)> {
+    let mut connection = cloud.db.connect().await;
+    sqlx::query_as(
+        "SELECT n, size, received FROM blob_upload_parts WHERE upload_id = $1::uuid ORDER BY n",
+    )
+    .bind(id)
+    .fetch_all(&mut connection)
+    .await
+    .expect("read the part rows")
+}
+
+/// Issue 15 item 5: a photo of 3000 bytes has at most ceil(3000 / 1024) = 3 parts (a box's parts
+/// are at least 1024 bytes); a part number past that, or an empty part, is refused and stages
+/// nothing: no row, no object.
+#[tokio::test]
+async fn part_numbers_past_the_declared_size_are_refused_and_stage_nothing() {
+    let cloud = Cloud::start().await;
+    let mut device = cloud.enroll("JKT01").await;
+    let (photo, digest) = made_photo(3000, 1);
+    let id = open_upload(&cloud, &mut device, &photo, &digest).await;
+
+    for n in [3, 4, 262_143, 1_000_000] {
+        let answer = put_part(&cloud, &device, &digest, &id, n, &photo[2048..]).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (422, "invalid"),
+            "part {n}: {answer:?}"
+        );
+    }
+    let answer = put_part(&cloud, &device, &digest, &id, 0, &[]).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (422, "invalid"),
+        "empty part: {answer:?}"
+    );
+    assert_eq!(part_rows(&cloud, &id).await, vec![]);
+    assert_eq!(staged_files(&cloud, &id), Vec::<String>::new());
+
+    // The highest number allowed is taken, and the photo completes.
+    for (n, data) in photo.chunks(1024).enumerate().rev() {
+        assert_eq!(part(&cloud, &device, &digest, &id, n, data).await, 200);
+    }
+    assert_eq!(staged_files(&cloud, &id), ["0", "1", "2"]);
+    let answer = complete(&cloud, &device, &digest, &id).await;
+    assert_eq!(answer.status, 201, "{answer:?}");
+}
+
+/// Issue 15 item 5: the parts staged never add up to more than the declared size. The part that
+/// would overflow is refused and stages nothing, the earlier ones stay, a part sent again
+/// replaces itself (its own earlier bytes do not count against it), and parts racing each other
+/// cannot overflow together.
+#[tokio::test]
+async fn staged_parts_never_add_up_to_more_than_the_declared_size() {
+    let cloud = Cloud::start().await;
+    let mut device = cloud.enroll("JKT01").await;
+    let (photo, digest) = made_photo(3000, 2);
+    let parts: Vec<&[u8]> = photo.chunks(1024).collect(); // 1024, 1024, 952
+    let id = open_upload(&cloud, &mut device, &photo, &digest).await;
+    let part_file = |n: usize| {
+        cloud
+            .blobs_dir
+            .path()
+            .join("uploads")
+            .join(&id)
+            .join(n.to_string())
+    };
+
+    assert_eq!(part(&cloud, &device, &digest, &id, 0, parts[0]).await, 200);
+    assert_eq!(part(&cloud, &device, &digest, &id, 1, parts[1]).await, 200);
+    // 1024 + 1024 + 1024 > 3000.
+    let too_long = &photo[1976..];
+    assert_eq!(too_long.len(), 1024);
+    let answer = put_part(&cloud, &device, &digest, &id, 2, too_long).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (422, "invalid"),
+        "{answer:?}"
+    );
+    assert_eq!(
+        part_rows(&cloud, &id).await,
+        vec![(0, 1024, 1), (1, 1024, 1)]
+    );
+    assert_eq!(staged_files(&cloud, &id), ["0", "1"]);
+
+    assert_eq!(part(&cloud, &device, &digest, &id, 2, parts[2]).await, 200);
+    // All 3000 bytes are staged; sending part 1 again replaces it and still fits.
+    assert_eq!(part(&cloud, &device, &digest, &id, 1, parts[1]).await, 200);
+    // A replacement that would make the whole longer is refused; the part it meant to replace
+    // stays as it was, row and object.
+    let answer = put_part(&cloud, &device, &digest, &id, 2, &photo[2000..]).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (422, "invalid"),
+        "{answer:?}"
+    );
+    assert_eq!(
+        part_rows(&cloud, &id).await,
+        vec![(0, 1024, 1), (1, 1024, 2), (2, 952, 1)]
+    );
+    assert_eq!(std::fs::read(part_file(2)).expect("part 2"), parts[2]);
+    let answer = complete(&cloud, &device, &digest, &id).await;
+    assert_eq!(answer.status, 201, "{answer:?}");
+    let stored = cloud.blobs_dir.path().join("blobs").join(&digest);
+    assert_eq!(std::fs::read(stored).expect("stored photo"), photo);
+
+    // Three parts of 1024 bytes at once for a photo of 3000: whatever the order, two fit and the
+    // third does not.
+    let (photo, digest) = made_photo(3000, 3);
+    let id = open_upload(&cloud, &mut device, &photo, &digest).await;
+    let chunk = &photo[..1024];
+    let answers = join_all(
+        (0..3)
+            .map(|n| put_part(&cloud, &device, &digest, &id, n, chunk))
+            .collect(),
+    )
+    .await;
+    let mut statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 422], "{answers:?}");
+    let staged: i64 = part_rows(&cloud, &id)
+        .await
+        .iter()
+        .map(|(_, size, _)| i64::from(*size))
+        .sum();
+    assert_eq!(staged, 2048);
+    assert_eq!(staged_files(&cloud, &id).len(), 2);
+}
+
+/// Issue 15 item 5: an upload untouched for two days is swept, every replica sweeping at start
+/// and every hour: its rows and its staged objects (the parts, and a `staging/<id>` a complete
+/// cut short left) are gone, and the device that comes back gets a new upload. An upload the
+/// device is still at stays, rows and objects.
+#[tokio::test]
+async fn abandoned_uploads_are_swept_with_their_staged_objects() {
+    let cloud = Cloud::start().await;
+    let mut device = cloud.enroll("JKT01").await;
+    let (old_photo, old_digest) = made_photo(3000, 4);
+    let (new_photo, new_digest) = made_photo(3000, 5);
+    let abandoned = open_upload(&cloud, &mut device, &old_photo, &old_digest).await;
+    let fresh = open_upload(&cloud, &mut device, &new_photo, &new_digest).await;
+    for (n, data) in old_photo.chunks(1024).enumerate().take(2) {
+        assert_eq!(
+            part(&cloud, &device, &old_digest, &abandoned, n, data).await,
+            200
+        );
+    }
+    assert_eq!(
+        part(&cloud, &device, &new_digest, &fresh, 0, &new_photo[..1024]).await,
+        200
+    );
+    let staging = cloud.blobs_dir.path().join("staging");
+    std::fs::create_dir_all(&staging).expect("staging dir");
+    std::fs::write(staging.join(&abandoned), b"half a photo").expect("a leftover staging object");
+    assert_eq!(staged_files(&cloud, &abandoned), ["0", "1"]);
+
+    let mut connection = cloud.db.connect().await;
+    sqlx::query(
+        "UPDATE blob_uploads SET touched_at = now() - interval '2 days 1 minute' WHERE id = $1::uuid",
+    )
+    .bind(&abandoned)
+    .execute(&mut connection)
+    .await
+    .expect("backdate the abandoned upload");
+
+    // Another replica: it sweeps as it starts.
+    let blobs_url = format!("file://{}", cloud.blobs_dir.path().display());
+    let redis = redis_url();
+    let replica = Server::start(
+        &[],
+        &[
+            ("DATABASE_URL", cloud.db.url()),
+            ("REDIS_URL", &redis),
+            ("SENTRA_CLOUD__BLOBS__URL", &blobs_url),
+        ],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !replica.stderr().contains("abandoned photo uploads deleted") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sweep within {WAIT:?}; stderr:\n{}",
+            replica.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(replica.stderr().contains("swept=1"), "{}", replica.stderr());
+
+    let uploads: Vec<String> = sqlx::query_scalar("SELECT id::text FROM blob_uploads")
+        .fetch_all(&mut connection)
+        .await
+        .expect("read the uploads");
+    assert_eq!(uploads, [fresh.as_str()]);
+    assert_eq!(part_rows(&cloud, &abandoned).await, vec![]);
+    assert_eq!(staged_files(&cloud, &abandoned), Vec::<String>::new());
+    assert!(
+        !staging.join(&abandoned).exists(),
+        "staging/<id> is swept too"
+    );
+    assert_eq!(part_rows(&cloud, &fresh).await, vec![(0, 1024, 1)]);
+    assert_eq!(staged_files(&cloud, &fresh), ["0"]);
+
+    // The device that comes back starts a new upload of the photo, from nothing.
+    let answer = start(&cloud, &device, &old_digest, old_photo.len()).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_ne!(answer.body["upload_id"], abandoned.as_str(), "{answer:?}");
+    assert_eq!(answer.body["parts"], json!([]), "{answer:?}");
+
+    let (status, _, _) = replica.terminate().await;
+    assert!(status.success());
 }
