@@ -48,7 +48,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::devices::auth::{Caller, DeviceIdentity};
-use crate::http::{ApiError, AppState, JsonBody};
+use crate::web::{ApiError, JsonBody};
+
+/// What the photo handlers need of the application state.
+#[derive(Clone)]
+pub struct BlobsState {
+    pub db: PgPool,
+    /// The photo store; None when it could not be opened at start (its routes answer 503).
+    pub blobs: Option<Blobs>,
+}
 
 /// The configured object store and the prefix every object lives under.
 #[derive(Clone, Debug)]
@@ -187,7 +195,7 @@ fn db(error: sqlx::Error) -> ApiError {
 }
 
 /// Is the photo referenced by an inspection of this branch (photos or signature)?
-async fn referenced(state: &AppState, branch: &str, digest: &str) -> Result<bool, ApiError> {
+async fn referenced(state: &BlobsState, branch: &str, digest: &str) -> Result<bool, ApiError> {
     sqlx::query_scalar::<_, bool>(
         "SELECT EXISTS (SELECT 1 FROM inspections WHERE branch_id = $1
                           AND (photos ? $2 OR signature->>'digest' = $2))",
@@ -199,7 +207,7 @@ async fn referenced(state: &AppState, branch: &str, digest: &str) -> Result<bool
     .map_err(db)
 }
 
-fn blobs(state: &AppState) -> Result<&Blobs, ApiError> {
+fn blobs(state: &BlobsState) -> Result<&Blobs, ApiError> {
     state.blobs.as_ref().ok_or_else(|| {
         ApiError::NotReady(
             "the photo store could not be opened at start (see the server's log and blobs.url)"
@@ -209,9 +217,9 @@ fn blobs(state: &AppState) -> Result<&Blobs, ApiError> {
 }
 
 /// `POST /v1/blobs/{sha256}/uploads`.
-#[utoipa::path(post, path = "/v1/blobs/{sha256}/uploads", tag = "blobs", params(("sha256" = String, Path, description = "the photo's SHA-256, lowercase hex", pattern = "^[0-9a-f]{64}$")), request_body = crate::openapi::schemas::StartUpload, responses((status = 200, description = "done", body = Object), (status = 201, description = "upload started", body = Object), (status = 409, description = "the photo is already stored, or another upload of it is open", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
+#[utoipa::path(post, path = "/v1/blobs/{sha256}/uploads", tag = "blobs", params(("sha256" = String, Path, description = "the photo's SHA-256, lowercase hex", pattern = "^[0-9a-f]{64}$")), request_body = crate::schemas::StartUpload, responses((status = 200, description = "done", body = Object), (status = 201, description = "upload started", body = Object), (status = 409, description = "the photo is already stored, or another upload of it is open", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn start(
-    State(state): State<AppState>,
+    State(state): State<BlobsState>,
     caller: Caller,
     UrlPath(raw): UrlPath<String>,
     JsonBody(body): JsonBody<StartUpload>,
@@ -348,7 +356,7 @@ async fn own_upload<'e>(
 /// literal there, and a unit test keeps the two equal.
 #[utoipa::path(put, path = "/v1/blobs/{sha256}/uploads/{id}/parts/{n}", tag = "blobs", params(("sha256" = String, Path, description = "the photo's SHA-256, lowercase hex", pattern = "^[0-9a-f]{64}$"), ("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), ("n" = u32, Path, description = "the part's number, from 0; below max(1, ceil(size / 1024)) for the upload's declared size", minimum = 0, maximum = 262143)), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn put_part(
-    State(state): State<AppState>,
+    State(state): State<BlobsState>,
     caller: Caller,
     path: Result<UrlPath<(String, String, u32)>, axum::extract::rejection::PathRejection>,
     body: Bytes,
@@ -433,9 +441,9 @@ pub async fn put_part(
 }
 
 /// `POST /v1/blobs/{sha256}/uploads/{id}/complete`: verify the whole and keep it.
-#[utoipa::path(post, path = "/v1/blobs/{sha256}/uploads/{id}/complete", tag = "blobs", params(("sha256" = String, Path, description = "the photo's SHA-256, lowercase hex", pattern = "^[0-9a-f]{64}$"), ("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), responses((status = 200, description = "done", body = Object), (status = 409, description = "parts missing", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
+#[utoipa::path(post, path = "/v1/blobs/{sha256}/uploads/{id}/complete", tag = "blobs", params(("sha256" = String, Path, description = "the photo's SHA-256, lowercase hex", pattern = "^[0-9a-f]{64}$"), ("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), responses((status = 200, description = "done", body = Object), (status = 409, description = "parts missing", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn complete(
-    State(state): State<AppState>,
+    State(state): State<BlobsState>,
     caller: Caller,
     UrlPath((raw, id)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -552,7 +560,7 @@ pub async fn complete(
 
 /// Forget a finished (stored or refused) upload. Best effort: a failure is logged, and the
 /// upload, no longer touched, is swept later.
-async fn drop_upload(state: &AppState, store: &Blobs, id: uuid::Uuid) {
+async fn drop_upload(state: &BlobsState, store: &Blobs, id: uuid::Uuid) {
     if let Err(error) = forget_upload(&state.db, store, &id.to_string(), None).await {
         tracing::warn!(%error, %id, "could not drop a finished upload; the sweep will");
     }
@@ -686,7 +694,7 @@ pub async fn sweep(db: PgPool, blobs: Blobs, token: CancellationToken) {
 /// `GET /v1/blobs/{sha256}`: the photo, for an operator or a device of the branch that sent it.
 #[utoipa::path(get, path = "/v1/blobs/{sha256}", tag = "blobs", params(("sha256" = String, Path, description = "the photo's SHA-256, lowercase hex", pattern = "^[0-9a-f]{64}$")), responses((status = 200, description = "the photo", content_type = "application/octet-stream", body = Vec<u8>)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<BlobsState>,
     caller: Caller,
     UrlPath(raw): UrlPath<String>,
 ) -> Result<Response, ApiError> {

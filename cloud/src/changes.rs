@@ -13,10 +13,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use sentra_protocol::sync::{Change, ChangeBody, PullPage};
 use serde::Deserialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 use crate::devices::auth::Caller;
-use crate::http::{ApiError, AppState, now_ms};
+use crate::web::{ApiError, now_ms};
 
 /// Changes per page when the device does not say.
 pub const DEFAULT_PULL_LIMIT: u32 = 500;
@@ -125,7 +125,7 @@ pub struct PullQuery {
 /// order, at most `M` (default [`DEFAULT_PULL_LIMIT`], at most [`MAX_PULL_LIMIT`]).
 #[utoipa::path(get, path = "/v1/sync/pull", tag = "sync", params(PullQuery), responses((status = 200, description = "PullPage", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn pull(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
     caller: Caller,
     query: Result<Query<PullQuery>, QueryRejection>,
 ) -> Result<Json<PullPage>, ApiError> {
@@ -150,7 +150,7 @@ pub async fn pull(
     .bind(&device.branch_id)
     .bind(after)
     .bind(i64::from(limit) + 1)
-    .fetch_all(&state.db)
+    .fetch_all(&db)
     .await
     .map_err(ChangeError::Db)?;
 

@@ -5,8 +5,8 @@
 
 use sentra_protocol::day;
 
-use crate::booking::types::Stay;
 use crate::ingest::validate::{self, Known, Lookup, Outcome};
+use sentra_protocol::booking::Stay;
 
 /// The device every fuzzed batch is pushed as (the corpus's events name it).
 pub const DEVICE: &str = "dev-1";

@@ -15,7 +15,7 @@ use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::http::{ApiError, AppState};
+use crate::web::ApiError;
 
 /// How long one dependency may take to answer a readiness check. Well under the usual probe
 /// timeouts (a few seconds), so a hung dependency gives a clear 503 rather than a probe timeout.
@@ -27,9 +27,11 @@ pub async fn healthz() -> Json<Value> {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "PostgreSQL and Redis answer", body = Object)))]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let (postgres, redis) =
-        tokio::join!(check_postgres(&state.db), check_redis(state.redis.clone()));
+pub async fn readyz(
+    State(db): State<PgPool>,
+    State(redis): State<ConnectionManager>,
+) -> Result<Json<Value>, ApiError> {
+    let (postgres, redis) = tokio::join!(check_postgres(&db), check_redis(redis));
     let mut failed = Vec::new();
     for (name, result) in [("postgresql", postgres), ("redis", redis)] {
         if let Err(error) = result {

@@ -2,35 +2,56 @@
 //!
 //! This file owns argument parsing, logging set-up and the mapping from outcome to exit code:
 //! 0 ok, 2 usage or configuration error, 1 anything else. It is the only place that uses
-//! `anyhow`; the modules return their own errors. Module map:
-//! - [`config`]: the typed configuration (defaults, TOML file, environment);
-//! - [`migrate`]: the embedded PostgreSQL migrations and the `migrate` command;
-//! - [`startup`]: `serve`: state, listener, server, graceful shutdown;
-//! - [`http`]: the router, shared state, the JSON error envelope, the server-time header;
-//! - [`health`]: `/healthz` and `/readyz`;
-//! - [`branches`]: branch ids and branch rows;
-//! - [`devices`]: enrolment, request authentication (device signatures, API tokens),
-//!   revocation, and the `enrollment-token` / `api-token` commands;
-//! - [`ingest`]: `POST /v1/sync/push`: validation, the event log, projections, parking;
-//! - [`changes`]: the per-branch change log and `GET /v1/sync/pull`;
-//! - [`master`]: master data (parts, mechanics, assets) authored in the cloud;
+//! `anyhow`; the modules return their own errors. The modules stand on floors; a file imports
+//! only from its own floor's room or below (`scripts/module-cycles.py` checks for circles):
+//!
+//! Top (wiring, nothing imports these):
+//! - [`startup`]: `serve`: state, listener, server, background tasks, graceful shutdown;
+//! - [`app`]: the router, the application state and the sub-states handlers take (`FromRef`),
+//!   `/metrics`;
+//! - [`openapi`]: the OpenAPI document assembled from the handlers' annotations;
+//! - [`health`]: `/healthz` and `/readyz`.
+//!
+//! Orchestration: [`ingest`]: `POST /v1/sync/push`: validation, the event log, projections,
+//! parking; it calls the domains that take part in a push.
+//!
+//! Domains (each imports only the ground floor and `sentra-protocol`; the exceptions, each a
+//! one-way arrow, are booking's identity gate, master data and shared records writing the change
+//! log, and rollouts reading releases):
 //! - [`booking`]: rental holds without double booking, the Redis calendar, the sweeper;
-//! - [`releases`]: the release signing key, publishing signed releases, serving them;
+//! - [`identity`]: KTP checks bound to customer records, the gate a hold passes;
+//! - [`shared`]: records both the cloud and the branch edit (customers, vehicles, documents);
+//! - [`master`]: master data (parts, mechanics, assets) authored in the cloud;
+//! - [`changes`]: the per-branch change log and `GET /v1/sync/pull`;
 //! - [`fleet`]: heartbeats, rollouts in waves, the fleet page, JSON and metrics;
+//! - [`releases`]: the release signing key, publishing signed releases, serving them;
+//! - [`blobs`]: inspection photos: uploads in parts, the object store;
 //! - [`notify`]: customer notifications: the schedule, the RabbitMQ publisher and worker, the
 //!   messaging gateway and its sandbox.
+//!
+//! Ground (imports nothing above it):
+//! - [`web`]: the JSON error envelope, JSON bodies, the clock, the server-time header;
+//! - [`schemas`]: the OpenAPI schema types handlers name;
+//! - [`event`]: a pushed event as ingest hands it to the domains;
+//! - [`devices`]: the caller's identity: enrolment, device signatures, API tokens, revocation,
+//!   the `enrollment-token` / `api-token` commands;
+//! - [`branches`]: branch ids and branch rows;
+//! - [`config`]: the typed configuration (defaults, TOML file, environment);
+//! - [`migrate`]: the database connection and the embedded migrations (`migrate`);
+//! - [`ttl`]: the small time-to-live map the caches use.
 
+mod app;
 mod blobs;
 mod booking;
 mod branches;
 mod changes;
 mod config;
 mod devices;
+mod event;
 mod fleet;
 #[cfg(test)]
 mod fuzz_properties;
 mod health;
-mod http;
 mod identity;
 mod ingest;
 mod master;
@@ -38,9 +59,11 @@ mod migrate;
 mod notify;
 mod openapi;
 mod releases;
+mod schemas;
 mod shared;
 mod startup;
 mod ttl;
+mod web;
 
 use std::future::Future;
 use std::io::{IsTerminal as _, Write as _};

@@ -10,15 +10,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use sentra_protocol::sync::{AssetRecord, ChangeBody, MechanicRecord, PartRecord};
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
+
+use sentra_protocol::booking::MAX_ID_LEN;
 
 use crate::branches::{self, BranchId};
 use crate::changes::{self, ChangeError};
 use crate::devices::auth::Caller;
-use crate::http::{ApiError, AppState, JsonBody};
+use crate::web::{ApiError, JsonBody};
 
-/// Longest identifier (sku, mechanic or asset id) accepted.
-pub const MAX_ID_LEN: usize = 64;
 /// Longest free-text field (name, unit, plate, barcode) accepted.
 pub const MAX_TEXT_LEN: usize = 200;
 
@@ -182,44 +182,44 @@ impl Record {
 }
 
 /// `PUT /v1/branches/{branch}/parts/{sku}`.
-#[utoipa::path(put, path = "/v1/branches/{branch}/parts/{sku}", tag = "master data", params(("branch" = String, Path, description = "branch id", max_length = 64), ("sku" = String, Path, max_length = 64)), request_body = crate::openapi::schemas::PartRecord, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/branches/{branch}/parts/{sku}", tag = "master data", params(("branch" = String, Path, description = "branch id", max_length = 64), ("sku" = String, Path, max_length = 64)), request_body = crate::schemas::PartRecord, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn put_part(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
     caller: Caller,
     Path((branch, sku)): Path<(String, String)>,
     JsonBody(part): JsonBody<PartRecord>,
 ) -> Result<Json<Stored<PartRecord>>, ApiError> {
     caller.operator()?;
     check_part(&sku, &part)?;
-    let cursor = write(&state, &branch, &Record::Part(part.clone())).await?;
+    let cursor = write(&db, &branch, &Record::Part(part.clone())).await?;
     Ok(Json(stored(cursor, part)))
 }
 
 /// `PUT /v1/branches/{branch}/mechanics/{id}`.
-#[utoipa::path(put, path = "/v1/branches/{branch}/mechanics/{id}", tag = "master data", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::MechanicRecord, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/branches/{branch}/mechanics/{id}", tag = "master data", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::schemas::MechanicRecord, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn put_mechanic(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
     caller: Caller,
     Path((branch, id)): Path<(String, String)>,
     JsonBody(mechanic): JsonBody<MechanicRecord>,
 ) -> Result<Json<Stored<MechanicRecord>>, ApiError> {
     caller.operator()?;
     check_mechanic(&id, &mechanic)?;
-    let cursor = write(&state, &branch, &Record::Mechanic(mechanic.clone())).await?;
+    let cursor = write(&db, &branch, &Record::Mechanic(mechanic.clone())).await?;
     Ok(Json(stored(cursor, mechanic)))
 }
 
 /// `PUT /v1/branches/{branch}/assets/{id}`.
-#[utoipa::path(put, path = "/v1/branches/{branch}/assets/{id}", tag = "master data", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::AssetRecord, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/branches/{branch}/assets/{id}", tag = "master data", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::schemas::AssetRecord, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn put_asset(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
     caller: Caller,
     Path((branch, id)): Path<(String, String)>,
     JsonBody(asset): JsonBody<AssetRecord>,
 ) -> Result<Json<Stored<AssetRecord>>, ApiError> {
     caller.operator()?;
     check_asset(&id, &asset)?;
-    let cursor = write(&state, &branch, &Record::Asset(asset.clone())).await?;
+    let cursor = write(&db, &branch, &Record::Asset(asset.clone())).await?;
     Ok(Json(stored(cursor, asset)))
 }
 
@@ -233,13 +233,9 @@ fn stored<T>(cursor: Option<u64>, record: T) -> Stored<T> {
 
 /// One transaction: the upsert, then, if it changed anything, the change-log entry. Returns the
 /// entry's cursor.
-async fn write(
-    state: &AppState,
-    branch: &str,
-    record: &Record,
-) -> Result<Option<u64>, MasterError> {
+async fn write(db: &PgPool, branch: &str, record: &Record) -> Result<Option<u64>, MasterError> {
     let branch = BranchId::parse(branch)?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     if !branches::exists(&mut tx, &branch).await? {
         return Err(MasterError::NoSuchBranch(branch.to_string()));
     }

@@ -19,13 +19,13 @@ use sentra_protocol::record::{self, Author, RecordKind};
 use sentra_protocol::sync::{ChangeBody, DocumentChange, FieldUpdate};
 use sentra_protocol::{Hlc, HlcClock};
 use serde::Serialize;
-use sqlx::{PgConnection, Row as _};
+use sqlx::{PgConnection, PgPool, Row as _};
 
 use crate::branches::{self, BranchId};
 use crate::changes;
 use crate::devices::auth::Caller;
-use crate::http::{ApiError, AppState, JsonBody, now_ms};
-use crate::ingest::validate::{Outcome, Prepared};
+use crate::event::{Outcome, Prepared};
+use crate::web::{ApiError, JsonBody, now_ms};
 
 /// The origin of the cloud's own field edits.
 pub const CLOUD_ORIGIN: &str = "cloud";
@@ -292,7 +292,7 @@ fn db(error: sqlx::Error) -> ApiError {
 /// `PATCH /v1/branches/{branch}/customers/{id}` and `.../vehicles/{id}` (operator): sets fields
 /// with a stamp later than any the record holds, and sends them to the branch.
 async fn patch_record(
-    state: AppState,
+    pool: PgPool,
     caller: Caller,
     kind: RecordKind,
     (branch, id): (String, String),
@@ -301,7 +301,7 @@ async fn patch_record(
     caller.operator()?;
     check_record_id(&id)?;
     record::check_fields(kind, &fields, Author::Cloud).map_err(ApiError::Invalid)?;
-    let mut tx = state.db.begin().await.map_err(db)?;
+    let mut tx = pool.begin().await.map_err(db)?;
     let branch = existing_branch(&mut tx, &branch).await?;
     // Lock the record's fields and stamp after the latest of them: the HLC rule, per record.
     let stamps: Vec<String> = sqlx::query_scalar(
@@ -345,13 +345,13 @@ async fn patch_record(
 }
 
 async fn get_record(
-    state: AppState,
+    pool: PgPool,
     caller: Caller,
     kind: RecordKind,
     (branch, id): (String, String),
 ) -> Result<Json<RecordView>, ApiError> {
     caller.operator()?;
-    let mut conn = state.db.acquire().await.map_err(db)?;
+    let mut conn = pool.acquire().await.map_err(db)?;
     let branch = existing_branch(&mut conn, &branch).await?;
     let view = record_view(&mut conn, branch.as_str(), kind, &id)
         .await
@@ -365,42 +365,42 @@ async fn get_record(
     Ok(Json(view))
 }
 
-#[utoipa::path(patch, path = "/v1/branches/{branch}/customers/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::Fields, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/v1/branches/{branch}/customers/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::schemas::Fields, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn patch_customer(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     caller: Caller,
     Path(path): Path<(String, String)>,
     JsonBody(fields): JsonBody<BTreeMap<String, serde_json::Value>>,
 ) -> Result<Json<RecordView>, ApiError> {
-    patch_record(state, caller, RecordKind::Customer, path, fields).await
+    patch_record(pool, caller, RecordKind::Customer, path, fields).await
 }
 
-#[utoipa::path(patch, path = "/v1/branches/{branch}/vehicles/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::Fields, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/v1/branches/{branch}/vehicles/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::schemas::Fields, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn patch_vehicle(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     caller: Caller,
     Path(path): Path<(String, String)>,
     JsonBody(fields): JsonBody<BTreeMap<String, serde_json::Value>>,
 ) -> Result<Json<RecordView>, ApiError> {
-    patch_record(state, caller, RecordKind::Vehicle, path, fields).await
+    patch_record(pool, caller, RecordKind::Vehicle, path, fields).await
 }
 
 #[utoipa::path(get, path = "/v1/branches/{branch}/customers/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_customer(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     caller: Caller,
     Path(path): Path<(String, String)>,
 ) -> Result<Json<RecordView>, ApiError> {
-    get_record(state, caller, RecordKind::Customer, path).await
+    get_record(pool, caller, RecordKind::Customer, path).await
 }
 
 #[utoipa::path(get, path = "/v1/branches/{branch}/vehicles/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_vehicle(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     caller: Caller,
     Path(path): Path<(String, String)>,
 ) -> Result<Json<RecordView>, ApiError> {
-    get_record(state, caller, RecordKind::Vehicle, path).await
+    get_record(pool, caller, RecordKind::Vehicle, path).await
 }
 
 fn doc_record(raw: &str) -> Result<DocRecord, ApiError> {
@@ -414,13 +414,13 @@ fn doc_record(raw: &str) -> Result<DocRecord, ApiError> {
 /// `GET /v1/branches/{branch}/documents/{record}/{id}` (operator).
 #[utoipa::path(get, path = "/v1/branches/{branch}/documents/{record}/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("record" = String, Path, description = "work_order or inspection"), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_document(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     caller: Caller,
     Path((branch, record, id)): Path<(String, String, String)>,
 ) -> Result<Json<DocView>, ApiError> {
     caller.operator()?;
     let record = doc_record(&record)?;
-    let mut conn = state.db.acquire().await.map_err(db)?;
+    let mut conn = pool.acquire().await.map_err(db)?;
     let branch = existing_branch(&mut conn, &branch).await?;
     let saved: Option<Vec<u8>> = sqlx::query_scalar(
         "SELECT doc FROM documents WHERE branch_id = $1 AND record = $2 AND record_id = $3",
@@ -444,9 +444,9 @@ pub async fn get_document(
 
 /// `PUT /v1/branches/{branch}/documents/{record}/{id}` (operator): the cloud's edit, merged into
 /// the document and sent whole to the branch.
-#[utoipa::path(put, path = "/v1/branches/{branch}/documents/{record}/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("record" = String, Path, description = "work_order or inspection"), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::DocEdit, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/branches/{branch}/documents/{record}/{id}", tag = "shared records", params(("branch" = String, Path, description = "branch id", max_length = 64), ("record" = String, Path, description = "work_order or inspection"), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::schemas::DocEdit, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn put_document(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     caller: Caller,
     Path((branch, record, id)): Path<(String, String, String)>,
     JsonBody(edit): JsonBody<DocEdit>,
@@ -455,7 +455,7 @@ pub async fn put_document(
     let record = doc_record(&record)?;
     check_record_id(&id)?;
     edit.check().map_err(ApiError::Invalid)?;
-    let mut tx = state.db.begin().await.map_err(db)?;
+    let mut tx = pool.begin().await.map_err(db)?;
     let branch = existing_branch(&mut tx, &branch).await?;
     let time_s = i64::try_from(now_ms() / 1000).unwrap_or(0);
     let edited = edit_document(&mut tx, branch.as_str(), record.as_str(), &id, |d| {

@@ -27,11 +27,11 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app::{self, AppState};
 use crate::booking;
 use crate::config::Config;
 use crate::devices::auth;
 use crate::health;
-use crate::http::{self, AppState};
 use crate::notify;
 
 /// Connections per replica to PostgreSQL. Small on purpose: replicas multiply it, and
@@ -259,10 +259,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
     let server = sentra_serve::serve(
         listener,
-        http::router(AppState::new(http::Services {
+        app::router(AppState::new(app::Services {
             db: db.clone(),
             redis,
-            booking,
+            booking: std::sync::Arc::new(booking),
             fleet: config.fleet.clone(),
             tokens: std::sync::Arc::default(),
             notify,

@@ -1,14 +1,11 @@
 //! The cloud's pure modules, built from their source files at the paths they have in the service
-//! (`crate::ingest::validate`, `crate::booking::types`) so they compile here unchanged, and the
+//! (`crate::ingest::validate`) so they compile here unchanged, and the
 //! properties every fuzz target checks (`fuzz_properties`, replayed on stable by its unit tests
 //! in the cloud crate).
 
 #[allow(dead_code)]
-#[path = "../../src/booking/types.rs"]
-mod booking_types;
-mod booking {
-    pub(crate) use super::booking_types as types;
-}
+#[path = "../../src/event.rs"]
+mod event;
 
 #[allow(dead_code)]
 #[path = "../../src/ingest/validate.rs"]

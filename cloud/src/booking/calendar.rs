@@ -353,7 +353,7 @@ impl Calendar {
         let mut redis = self.redis.clone();
         redis::cmd("SET")
             .arg(BUILT_KEY)
-            .arg(crate::http::now_ms())
+            .arg(crate::web::now_ms())
             .query_async::<()>(&mut redis)
             .await?;
         Ok(maps.len())

@@ -32,8 +32,8 @@ use super::types::{self, Stay, Tier, format_day};
 use super::{Booking, sweeper};
 use crate::devices::auth::Caller;
 use crate::devices::tokens::Role;
-use crate::http::{ApiError, AppState, JsonBody};
 use crate::ttl::TtlMap;
+use crate::web::{ApiError, JsonBody};
 
 /// The header a client names its retry with (CONTRACT.md).
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
@@ -48,18 +48,6 @@ pub const MAX_CHARGE: i64 = 1_000_000_000;
 pub const ASSET_LIST_TTL: Duration = Duration::from_secs(5);
 /// Most SKUs whose lists a replica keeps at once (bounds memory whatever SKUs callers ask for).
 pub const ASSET_LIST_ENTRIES: usize = 1024;
-
-/// The whole error chain on one line, for logs.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(error) = source {
-        out.push_str(": ");
-        out.push_str(&error.to_string());
-        source = error.source();
-    }
-    out
-}
 
 fn invalid(error: types::Invalid) -> ApiError {
     ApiError::Invalid(error.to_string())
@@ -132,7 +120,7 @@ impl AssetLists {
 /// answer.
 #[utoipa::path(get, path = "/v1/availability", tag = "bookings", params(AvailabilityQuery), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn availability(
-    State(state): State<AppState>,
+    State(booking): State<Arc<Booking>>,
     _caller: Caller,
     query: Result<Query<AvailabilityQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
@@ -142,7 +130,6 @@ pub async fn availability(
             rejection.body_text()
         ))
     })?;
-    let booking = &state.booking;
     let stay = Stay::parse(&query.from, &query.to).map_err(invalid)?;
     let (start, end) = stay
         .taken(booking.settings.turnover_buffer_days)
@@ -276,14 +263,14 @@ fn taken(body: &HoldBody, stay: Stay) -> ApiError {
 }
 
 /// `POST /v1/bookings`: a hold (201 `{id, state: "HELD", expires_at, ...}`) or 409 `taken`.
-#[utoipa::path(post, path = "/v1/bookings", tag = "bookings", request_body = crate::openapi::schemas::HoldBody, params(("Idempotency-Key" = Option<String>, Header, max_length = 128, description = "same key and body: same answer, one booking")), responses((status = 201, description = "held", body = Object), (status = 200, description = "the same request again", body = Object), (status = 409, description = "taken (with the waitlist offer), or the key was used for another body", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/bookings", tag = "bookings", request_body = crate::schemas::HoldBody, params(("Idempotency-Key" = Option<String>, Header, max_length = 128, description = "same key and body: same answer, one booking")), responses((status = 201, description = "held", body = Object), (status = 200, description = "the same request again", body = Object), (status = 409, description = "taken (with the waitlist offer), or the key was used for another body", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn hold(
-    State(state): State<AppState>,
+    State(booking): State<Arc<Booking>>,
     caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody<HoldBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let booking = &state.booking;
+    let booking: &Booking = &booking;
     let branch = match (&caller, &body.branch) {
         (Caller::Device(device), None) => device.branch_id.clone(),
         (Caller::Device(device), Some(branch)) if *branch == device.branch_id => branch.clone(),
@@ -305,8 +292,8 @@ pub async fn hold(
         .map_or(Ok(Tier::Basic), Tier::parse)
         .map_err(invalid)?;
     types::check_customer(&body.customer).map_err(invalid)?;
-    types::check_id("asset_id", &body.asset_id, crate::master::MAX_ID_LEN).map_err(invalid)?;
-    types::check_id("sku", &body.sku, crate::master::MAX_ID_LEN).map_err(invalid)?;
+    types::check_id("asset_id", &body.asset_id, types::MAX_ID_LEN).map_err(invalid)?;
+    types::check_id("sku", &body.sku, types::MAX_ID_LEN).map_err(invalid)?;
     let key = idempotency_key(&headers)?;
     let created_by = caller.name();
     let digest = record::request_digest(
@@ -481,18 +468,18 @@ pub async fn hold(
 
 async fn repair(booking: &Booking, asset: &AssetKey) {
     if let Err(error) = booking.calendar.repair(&booking.db, asset).await {
-        tracing::warn!(error = %chain(&error), asset = %asset.tag(), "calendar repair failed");
+        tracing::warn!(error = %crate::web::error_chain(&error), asset = %asset.tag(), "calendar repair failed");
     }
 }
 
 /// `GET /v1/bookings/{id}`.
 #[utoipa::path(get, path = "/v1/bookings/{id}", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get(
-    State(state): State<AppState>,
+    State(booking): State<Arc<Booking>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<BookingRow>, ApiError> {
-    match record::get(&state.booking.db, &id).await {
+    match record::get(&booking.db, &id).await {
         Ok(Some(row)) if visible(&caller, &row) => Ok(Json(row)),
         Ok(_) => Err(not_found(&id)),
         Err(error) => Err(ApiError::database(&error)),
@@ -516,9 +503,9 @@ pub struct ConfirmBody {
 
 /// `POST /v1/bookings/{id}/confirm` `{payment_ref}`: confirms a live hold. A lapsed hold is
 /// refused (409 `hold_expired`) and its payment flagged for refund.
-#[utoipa::path(post, path = "/v1/bookings/{id}/confirm", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::ConfirmBody, responses((status = 200, description = "done", body = Object), (status = 409, description = "hold_expired or wrong_state", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/bookings/{id}/confirm", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::schemas::ConfirmBody, responses((status = 200, description = "done", body = Object), (status = 409, description = "hold_expired or wrong_state", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn confirm(
-    State(state): State<AppState>,
+    State(booking): State<Arc<Booking>>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ConfirmBody>,
@@ -531,9 +518,8 @@ pub async fn confirm(
             "payment_ref: expected 1-{MAX_PAYMENT_REF_LEN} characters"
         )));
     }
-    let booking = &state.booking;
-    check_visible(booking, &caller, &id).await?;
-    confirm_payment(booking, &id, &body.payment_ref).await
+    check_visible(&booking, &caller, &id).await?;
+    confirm_payment(&booking, &id, &body.payment_ref).await
 }
 
 /// Confirms booking `id` with payment `payment_ref`: the API's and the webhook's shared path.
@@ -598,21 +584,20 @@ fn row_days(row: &BookingRow) -> Result<(time::Date, time::Date), types::Invalid
 }
 
 /// `POST /v1/bookings/{id}/cancel`: cancels a held or confirmed booking; again is harmless.
-#[utoipa::path(post, path = "/v1/bookings/{id}/cancel", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object), (status = 409, description = "wrong_state", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/bookings/{id}/cancel", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object), (status = 409, description = "wrong_state", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn cancel(
-    State(state): State<AppState>,
+    State(booking): State<Arc<Booking>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<BookingRow>, ApiError> {
-    let booking = &state.booking;
-    check_visible(booking, &caller, &id).await?;
+    check_visible(&booking, &caller, &id).await?;
     let outcome = record::cancel(&booking.db, &id)
         .await
         .map_err(|error| ApiError::database(&error))?;
     match outcome {
         None => Err(not_found(&id)),
         Some(CancelOutcome::Cancelled(row)) => {
-            if let Err(error) = sweeper::release_ended(booking).await {
+            if let Err(error) = sweeper::release_ended(&booking).await {
                 tracing::debug!(%error, "releasing the cancelled booking now failed; the sweeper will");
             }
             Ok(Json(row))
@@ -681,16 +666,15 @@ fn parse_return(body: &CompleteBody) -> Result<record::Return, ApiError> {
 /// turnover buffer) are free again, and the gateway is settled: the charges captured, the rest
 /// of the pre-authorisation released after `booking.release_delay_seconds`. The same facts again
 /// get the same answer; other facts for a completed booking are 409 `wrong_state`.
-#[utoipa::path(post, path = "/v1/bookings/{id}/complete", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::openapi::schemas::CompleteBody, responses((status = 200, description = "done", body = Object), (status = 409, description = "wrong_state", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/bookings/{id}/complete", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::schemas::CompleteBody, responses((status = 200, description = "done", body = Object), (status = 409, description = "wrong_state", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn complete(
-    State(state): State<AppState>,
+    State(booking): State<Arc<Booking>>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CompleteBody>,
 ) -> Result<Json<Value>, ApiError> {
     let facts = parse_return(&body)?;
-    let booking = &state.booking;
-    check_visible(booking, &caller, &id).await?;
+    check_visible(&booking, &caller, &id).await?;
     let outcome = record::complete(&booking.db, &id, &facts, booking.settings.release_delay)
         .await
         .map_err(|error| ApiError::database(&error))?;
@@ -705,9 +689,9 @@ pub async fn complete(
             };
             // The days after the return are free: recompute the asset's calendar from
             // PostgreSQL (the periodic rebuild catches it if Redis is down now).
-            repair(booking, &asset).await;
+            repair(&booking, &asset).await;
             // Settle now if it is due now; whatever fails here the sweeper does later.
-            if let Err(error) = sweeper::settle(booking).await {
+            if let Err(error) = sweeper::settle(&booking).await {
                 tracing::debug!(%error, "settling the completed booking now failed; the sweeper will");
             }
             row

@@ -8,7 +8,7 @@
 //! herd for one asset-day away before it reaches PostgreSQL. With Redis down or wiped, every
 //! answer comes from PostgreSQL, slower but the same.
 //!
-//! Files by concern: [`types`] (validated request values: days, stays, tiers, asset refs),
+//! Files by concern: [`types`] (`sentra_protocol::booking`: days, stays, tiers, asset refs),
 //! [`record`] (PostgreSQL), [`calendar`] (Redis bitmask and its Lua scripts), [`lock`] (Redlock
 //! on asset-days, the token stored on the hold for fencing), [`sweeper`] (due
 //! holds and the side effects of ended bookings), [`waitlist`] (per SKU and day, head promoted
@@ -33,8 +33,11 @@ pub mod offline;
 pub mod payments;
 pub mod record;
 pub mod sweeper;
-pub mod types;
 pub mod waitlist;
+
+/// The booking vocabulary (days, stays, tiers, states) is the protocol's: both sides parse the
+/// same way.
+pub use sentra_protocol::booking as types;
 
 use std::sync::Arc;
 use std::time::Duration;

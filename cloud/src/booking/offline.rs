@@ -23,19 +23,22 @@
 //! - each attempt runs in a savepoint: a taken slot rolls back only that attempt, and a
 //!   deadlock aborts the whole push, which ingest retries.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use sentra_protocol::payload::{BookingRequested, Payload};
 use sentra_protocol::sync::{BookingDecision, CalendarEntry, CalendarSnapshot, ChangeBody};
 use sqlx::PgConnection;
 
+use super::Booking;
 use super::calendar::AssetKey;
 use super::record::{self, HoldOutcome, HoldRequest, RecordError};
 use super::types::{Stay, Tier, format_day};
 use super::{Settings, types};
 use crate::devices::auth::Caller;
-use crate::http::{ApiError, AppState};
-use crate::ingest::validate::{Outcome, Prepared};
+use crate::event::{Outcome, Prepared};
+use crate::web::ApiError;
 
 /// What deciding a batch's offline bookings produced: the change-log entries, and the assets
 /// whose calendar must be recomputed after commit.
@@ -206,11 +209,10 @@ async fn decide_one(
 /// `GET /v1/sync/calendar` (device): the live bookings of the device's branch's assets.
 #[utoipa::path(get, path = "/v1/sync/calendar", tag = "sync", responses((status = 200, description = "the branch's live bookings", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn calendar(
-    State(state): State<AppState>,
+    State(booking): State<Arc<Booking>>,
     caller: Caller,
 ) -> Result<Json<CalendarSnapshot>, ApiError> {
     let device = caller.device()?;
-    let booking = &state.booking;
     let limit = i64::try_from(sentra_protocol::sync::MAX_CALENDAR_ENTRIES).unwrap_or(i64::MAX);
     let (as_of, rows) = record::branch_calendar(&booking.db, &device.branch_id, limit)
         .await

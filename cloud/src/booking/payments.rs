@@ -18,6 +18,8 @@
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,7 +29,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::http::{ApiError, AppState, parse_json};
+use super::Booking;
+use crate::web::{ApiError, parse_json};
 
 pub const TIMESTAMP_HEADER: &str = "x-sentra-webhook-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-sentra-webhook-signature";
@@ -69,10 +72,6 @@ pub enum AuthorisationState {
 /// the customer's checkout, between the customer and the gateway, which then sends the webhook.
 pub trait PaymentGateway: Send + Sync {
     /// Holds `amount` on the customer's limit for `reference` (our booking id).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "authorising is the checkout's, not the service's")
-    )]
     fn authorise(&self, reference: &str, amount: i64) -> Result<Authorisation, GatewayError>;
     /// Takes `amount` (≤ the authorised amount) of an authorisation: damage, late return. The
     /// same `key` again gets the first answer.
@@ -245,13 +244,12 @@ struct Webhook {
 
 /// `POST /v1/payments/webhook`: see the module doc. 200 `{event_id, outcome, duplicate}` for
 /// every verified event, so the gateway stops redelivering.
-#[utoipa::path(post, path = "/v1/payments/webhook", tag = "bookings", request_body = crate::openapi::schemas::Webhook, params(("x-sentra-webhook-timestamp" = String, Header, description = "Unix seconds"), ("x-sentra-webhook-signature" = String, Header, description = "hex HMAC-SHA256, with payments.webhook_secret, of the timestamp, a dot and the body")), responses((status = 200, description = "done", body = Object), (status = 401, description = "unverified, or webhooks not configured", body = crate::openapi::ErrorEnvelope), (status = 404, description = "no such booking", body = crate::openapi::ErrorEnvelope), (status = 409, description = "conflict", body = crate::openapi::ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/payments/webhook", tag = "bookings", request_body = crate::schemas::Webhook, params(("x-sentra-webhook-timestamp" = String, Header, description = "Unix seconds"), ("x-sentra-webhook-signature" = String, Header, description = "hex HMAC-SHA256, with payments.webhook_secret, of the timestamp, a dot and the body")), responses((status = 200, description = "done", body = Object), (status = 401, description = "unverified, or webhooks not configured", body = crate::schemas::ErrorEnvelope), (status = 404, description = "no such booking", body = crate::schemas::ErrorEnvelope), (status = 409, description = "conflict", body = crate::schemas::ErrorEnvelope)))]
 pub async fn webhook(
-    State(state): State<AppState>,
+    State(booking): State<Arc<Booking>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let booking = &state.booking;
     let Some(secret) = &booking.settings.webhook_secret else {
         return Err(ApiError::Unauthorized(
             "payment webhooks are not configured (payments.webhook_secret)".to_owned(),
@@ -280,7 +278,8 @@ pub async fn webhook(
     }
     let outcome = match event.kind.as_str() {
         "payment.authorized" => {
-            match super::http::confirm_payment(booking, &event.booking_id, &event.payment_ref).await
+            match super::http::confirm_payment(&booking, &event.booking_id, &event.payment_ref)
+                .await
             {
                 Ok(_) => "confirmed",
                 Err(ApiError::Conflict {

@@ -57,7 +57,7 @@ async fn tick(booking: &Booking, last_rebuild: &mut Option<Instant>) {
                 tracing::info!(keys, was_built = built, "calendar rebuilt from PostgreSQL");
             }
             Err(error) => {
-                tracing::warn!(error = %crate::booking::http::chain(&error), "calendar rebuild failed")
+                tracing::warn!(error = %crate::web::error_chain(&error), "calendar rebuild failed")
             }
         },
         Ok(_) => {}

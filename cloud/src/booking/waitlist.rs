@@ -12,6 +12,8 @@
 //! rows. An offer the exclusion constraint refuses (someone booked the day first) leaves the
 //! entry waiting.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -21,12 +23,13 @@ use serde_json::{Value, json};
 use sqlx::{Connection as _, PgConnection, Row as _};
 use time::Date;
 
+use super::Booking;
 use super::calendar::AssetKey;
 use super::record::Ended;
 use super::types::{self, Tier, format_day};
 use crate::devices::auth::Caller;
 use crate::devices::tokens::Role;
-use crate::http::{ApiError, AppState, JsonBody};
+use crate::web::{ApiError, JsonBody};
 
 /// Score weight of the tier: above any arrival time in milliseconds.
 const TIER_WEIGHT: f64 = 1e13;
@@ -45,9 +48,9 @@ pub struct JoinBody {
 }
 
 /// `POST /v1/waitlist` `{sku, date, customer, tier}` → 201 `{id, state: "WAITING", position}`.
-#[utoipa::path(post, path = "/v1/waitlist", tag = "bookings", request_body = crate::openapi::schemas::JoinBody, responses((status = 201, description = "waiting", body = Object), (status = 409, description = "conflict", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/waitlist", tag = "bookings", request_body = crate::schemas::JoinBody, responses((status = 201, description = "waiting", body = Object), (status = 409, description = "conflict", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn join(
-    State(state): State<AppState>,
+    State(booking): State<Arc<Booking>>,
     caller: Caller,
     JsonBody(body): JsonBody<JoinBody>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -59,8 +62,7 @@ pub async fn join(
         .map_or(Ok(Tier::Basic), Tier::parse)
         .map_err(invalid)?;
     types::check_customer(&body.customer).map_err(invalid)?;
-    types::check_id("sku", &body.sku, crate::master::MAX_ID_LEN).map_err(invalid)?;
-    let booking = &state.booking;
+    types::check_id("sku", &body.sku, types::MAX_ID_LEN).map_err(invalid)?;
     let row = sqlx::query(
         "INSERT INTO waitlist_entries (id, sku, day, customer, tier, tier_rank, created_by)
          SELECT gen_random_uuid(), $1, $2::date, $3, $4, $5, $6
@@ -118,7 +120,7 @@ pub async fn join(
 /// `GET /v1/waitlist/{id}`: the entry, and its offer (a booking id) once promoted.
 #[utoipa::path(get, path = "/v1/waitlist/{id}", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get(
-    State(state): State<AppState>,
+    State(booking): State<Arc<Booking>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -132,7 +134,7 @@ pub async fn get(
          FROM waitlist_entries WHERE id = $1::uuid",
     )
     .bind(&id)
-    .fetch_optional(&state.booking.db)
+    .fetch_optional(&booking.db)
     .await
     .map_err(|error| ApiError::database(&error))?
     .ok_or_else(not_found)?;

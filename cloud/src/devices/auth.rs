@@ -19,6 +19,7 @@
 //!   refused at once, cached or not. The lookup that fills the cache stamps `last_used_at`, so
 //!   it is exact to within the cache period.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -36,8 +37,16 @@ use sentra_protocol::sync::MAX_PUSH_BYTES;
 use sqlx::PgPool;
 
 use super::tokens::{self, Role};
-use crate::http::{ApiError, AppState, now_ms};
 use crate::ttl::TtlMap;
+use crate::web::{ApiError, now_ms};
+
+/// What [`authenticate`] needs of the application state.
+#[derive(Clone)]
+pub struct AuthState {
+    pub db: PgPool,
+    /// API tokens this replica recently found valid.
+    pub tokens: Arc<TokenCache>,
+}
 
 /// How long a nonce is remembered: twice the allowed skew. A request accepted at server time t
 /// carries a timestamp within t ± MAX_SKEW, so any replay later than t + 2·MAX_SKEW already
@@ -195,7 +204,7 @@ impl From<AuthError> for ApiError {
 /// The middleware: authenticates the request, then passes it on with its body intact and a
 /// [`Caller`] in its extensions.
 pub async fn authenticate(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {

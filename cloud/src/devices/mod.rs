@@ -16,8 +16,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use sentra_protocol::sync::{EnrollRequest, EnrollResponse};
 use serde::Serialize;
+use sqlx::PgPool;
 
-use crate::http::{ApiError, AppState, JsonBody, now_ms};
+use crate::web::{ApiError, JsonBody, now_ms};
 use auth::Caller;
 
 /// Longest hostname or version string a device may report; these are for people to read.
@@ -50,9 +51,9 @@ impl From<DeviceError> for ApiError {
 }
 
 /// `POST /v1/enroll`: a one-time token and the device's public key for a device identity.
-#[utoipa::path(post, path = "/v1/enroll", tag = "devices", request_body = crate::openapi::schemas::EnrollRequest, responses((status = 200, description = "the device identity", body = Object), (status = 401, description = "enrollment_refused: the token is unknown, used or expired", body = crate::openapi::ErrorEnvelope), (status = 429, description = "rate_limited: too many enrolments from this address; Retry-After says when to try again", body = crate::openapi::ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/enroll", tag = "devices", request_body = crate::schemas::EnrollRequest, responses((status = 200, description = "the device identity", body = Object), (status = 401, description = "enrollment_refused: the token is unknown, used or expired", body = crate::schemas::ErrorEnvelope), (status = 429, description = "rate_limited: too many enrolments from this address; Retry-After says when to try again", body = crate::schemas::ErrorEnvelope)))]
 pub async fn enroll(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
     JsonBody(request): JsonBody<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
     sentra_protocol::auth::parse_public_key(&request.public_key)
@@ -68,7 +69,7 @@ pub async fn enroll(
         }
     }
 
-    let mut tx = state.db.begin().await.map_err(DeviceError::Db)?;
+    let mut tx = db.begin().await.map_err(DeviceError::Db)?;
     let burnt: Option<(String, String)> = sqlx::query_as(
         "UPDATE enrollment_tokens t SET used_at = now()
          FROM branches b
@@ -128,7 +129,7 @@ pub struct Revoked {
 /// Revoking twice keeps the first time.
 #[utoipa::path(post, path = "/v1/devices/{id}/revoke", tag = "devices", params(("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Revoked>, ApiError> {
@@ -143,7 +144,7 @@ pub async fn revoke(
                    to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
     )
     .bind(uuid.hyphenated().to_string())
-    .fetch_optional(&state.db)
+    .fetch_optional(&db)
     .await
     .map_err(DeviceError::Db)?;
     let (device_id, branch_id, revoked_at) = row.ok_or(DeviceError::NoSuchDevice(id))?;

@@ -25,8 +25,16 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::FleetConfig;
 use crate::devices::auth::Caller;
-use crate::http::{ApiError, AppState, JsonBody, now_ms};
+use crate::web::{ApiError, JsonBody, now_ms};
+
+/// What the fleet's handlers (JSON and page) need of the application state.
+#[derive(Clone)]
+pub struct FleetState {
+    pub db: PgPool,
+    pub fleet: FleetConfig,
+}
 
 /// How long heartbeat history is kept: a day to draw, plus slack for time zones and late looks.
 pub const HISTORY_RETENTION: Duration = Duration::from_secs(26 * 3600);
@@ -99,9 +107,9 @@ fn clamp(value: u64) -> i64 {
 }
 
 /// `POST /v1/devices/heartbeat` (device): records the heartbeat; answers what to install.
-#[utoipa::path(post, path = "/v1/devices/heartbeat", tag = "fleet", request_body = crate::openapi::schemas::Heartbeat, responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
+#[utoipa::path(post, path = "/v1/devices/heartbeat", tag = "fleet", request_body = crate::schemas::Heartbeat, responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn heartbeat(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     caller: Caller,
     JsonBody(raw): JsonBody<serde_json::Value>,
 ) -> Result<Json<HeartbeatAnswer>, ApiError> {
@@ -423,7 +431,7 @@ pub async fn fleet_view(db: &PgPool, offline_after: Duration) -> Result<FleetVie
 /// `GET /v1/fleet` (operator).
 #[utoipa::path(get, path = "/v1/fleet", tag = "fleet", responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_fleet(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     caller: Caller,
 ) -> Result<Json<FleetView>, ApiError> {
     caller.operator()?;
@@ -553,7 +561,7 @@ pub async fn device_detail(
 /// `GET /v1/fleet/devices/{id}` (operator).
 #[utoipa::path(get, path = "/v1/fleet/devices/{id}", tag = "fleet", params(("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_device(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<DeviceDetail>, ApiError> {
@@ -614,7 +622,7 @@ pub async fn rollout_detail(db: &PgPool, id: &str) -> Result<RolloutDetail, ApiE
 /// `GET /v1/fleet/rollouts/{id}` (operator).
 #[utoipa::path(get, path = "/v1/fleet/rollouts/{id}", tag = "fleet", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn get_rollout(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RolloutDetail>, ApiError> {
@@ -623,9 +631,9 @@ pub async fn get_rollout(
 }
 
 /// `POST /v1/fleet/rollouts/{id}/{pause|resume|abort}` (operator): the rollout after it.
-#[utoipa::path(post, path = "/v1/fleet/rollouts/{id}/{action}", tag = "fleet", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"), ("action" = String, Path, description = "pause, resume or abort")), responses((status = 200, description = "done", body = Object), (status = 409, description = "the rollout is not in a state for this action", body = crate::openapi::ErrorEnvelope)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/fleet/rollouts/{id}/{action}", tag = "fleet", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"), ("action" = String, Path, description = "pause, resume or abort")), responses((status = 200, description = "done", body = Object), (status = 409, description = "the rollout is not in a state for this action", body = crate::schemas::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn post_rollout_action(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     caller: Caller,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Json<rollout::RolloutSummary>, ApiError> {
@@ -646,9 +654,9 @@ pub struct ChannelBody {
 }
 
 /// `PUT /v1/devices/{id}/channel` `{"channel": "canary"}` (operator).
-#[utoipa::path(put, path = "/v1/devices/{id}/channel", tag = "fleet", params(("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), request_body = crate::openapi::schemas::ChannelBody, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/devices/{id}/channel", tag = "fleet", params(("id" = String, Path, description = "a UUID", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")), request_body = crate::schemas::ChannelBody, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
 pub async fn put_channel(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ChannelBody>,

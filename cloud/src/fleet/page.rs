@@ -29,10 +29,10 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use super::rollout::{self, RolloutSummary};
-use super::{DeviceView, FleetView};
+use super::{DeviceView, FleetState, FleetView};
 use crate::devices::auth::Caller;
 use crate::devices::tokens;
-use crate::http::{ApiError, AppState};
+use crate::web::ApiError;
 
 /// How long a login lasts: a working day.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -393,13 +393,13 @@ pub fn overview_html(name: &str, view: &FleetView) -> String {
     page("Sentra fleet", true, &body)
 }
 
-async fn authorized(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+async fn authorized(state: &FleetState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     operator(&state.db, headers).await
 }
 
 /// `GET /fleet`.
 pub async fn overview(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Some(name) = authorized(&state, &headers).await? else {
@@ -413,7 +413,7 @@ pub async fn overview(
 
 /// `GET /fleet/devices/{id}`.
 pub async fn device(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -541,7 +541,7 @@ pub async fn device(
 
 /// `GET /fleet/rollouts/{id}`.
 pub async fn rollout(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -602,7 +602,7 @@ fn cross_site(headers: &HeaderMap) -> bool {
 
 /// `POST /fleet/rollouts/{id}/{action}` (the page's buttons).
 pub async fn rollout_action(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
@@ -630,7 +630,7 @@ pub struct LoginForm {
 
 /// `POST /fleet/login`: an operator token, or a login link's one-time code, for a session cookie.
 pub async fn login(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, ApiError> {
@@ -678,7 +678,7 @@ pub async fn login_link(Query(query): Query<TicketQuery>) -> Response {
 }
 
 /// The login link's code for a session cookie, once.
-async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Response, ApiError> {
+async fn redeem_ticket(state: &FleetState, ticket: &str) -> Result<Response, ApiError> {
     let token_id: Option<i64> = sqlx::query_scalar(
         "DELETE FROM fleet_sessions WHERE secret_hash = $1 AND ticket AND expires_at > now() RETURNING token_id",
     )
@@ -699,7 +699,7 @@ async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Response, ApiEr
 
 /// `POST /fleet/logout`.
 pub async fn logout(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(secret) = cookie(&headers) {
@@ -724,7 +724,7 @@ pub async fn logout(
 /// [`TICKET_TTL`].
 #[utoipa::path(post, path = "/v1/fleet/login-links", tag = "fleet", responses((status = 200, description = "done", body = Object), (status = 429, description = "too many sign-ins from this address")), security(("bearer" = [])))]
 pub async fn make_login_link(
-    State(state): State<AppState>,
+    State(state): State<FleetState>,
     caller: Caller,
     headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {

@@ -16,8 +16,8 @@ use sqlx::{PgConnection, PgPool};
 
 use sentra_protocol::fleet::{Heartbeat, TargetRelease, UpdateState};
 
-use crate::http::ApiError;
 use crate::releases;
+use crate::web::ApiError;
 
 /// Percentages a rollout goes through when none are given: a tenth, half, then the whole
 /// channel, cut at the requested percentage.

@@ -34,6 +34,7 @@
 pub mod owner;
 pub mod provider;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -50,8 +51,15 @@ use self::owner::Owner;
 use self::provider::{CheckBody, IdentityProvider, ProviderError, Verihubs};
 use crate::config::Secret;
 use crate::devices::auth::Caller;
-use crate::http::{ApiError, AppState, JsonBody};
 use crate::ttl::TtlMap;
+use crate::web::{ApiError, JsonBody};
+
+/// What the identity handlers need of the application state.
+#[derive(Clone)]
+pub struct IdentityState {
+    pub db: PgPool,
+    pub identity: Arc<Identity>,
+}
 
 /// Least face similarity (0–1) that counts as the same person.
 pub const MIN_FACE_SIMILARITY: f64 = 0.80;
@@ -313,20 +321,20 @@ fn decode(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 /// `POST /v1/customers/{id}/identity`.
-#[utoipa::path(post, path = "/v1/customers/{id}/identity", tag = "identity", params(("id" = String, Path, description = "the customer (1-200 characters, not blank, no control characters)", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")), request_body = crate::openapi::schemas::CheckBody, responses((status = 200, description = "done", body = Object), (status = 201, description = "checked", body = Object), (status = 429, description = "rate_limited: this caller's checks are used up for now (Retry-After)", body = crate::openapi::ErrorEnvelope), (status = 502, description = "provider_failed", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/customers/{id}/identity", tag = "identity", params(("id" = String, Path, description = "the customer (1-200 characters, not blank, no control characters)", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")), request_body = crate::schemas::CheckBody, responses((status = 200, description = "done", body = Object), (status = 201, description = "checked", body = Object), (status = 429, description = "rate_limited: this caller's checks are used up for now (Retry-After)", body = crate::schemas::ErrorEnvelope), (status = 502, description = "provider_failed", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn post_check(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     caller: Caller,
     Path(customer): Path<String>,
     JsonBody(body): JsonBody<CheckBody>,
 ) -> Result<Response, ApiError> {
-    crate::booking::types::check_customer(&customer)
+    sentra_protocol::booking::check_customer(&customer)
         .map_err(|error| ApiError::Invalid(error.to_string()))?;
     let ktp = decode("ktp_image", &body.ktp_image)?;
     let selfie = decode("selfie", &body.selfie)?;
     let owner = Owner::of(&caller, body.branch.as_deref())?;
     let record_name = owner::record_name(&state.db, &owner, &customer).await?;
-    let identity = &state.booking.identity;
+    let identity = &state.identity;
     let Some(provider) = &identity.provider else {
         return Err(ApiError::Upstream {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -461,13 +469,13 @@ pub struct StandingQuery {
 /// is 404.
 #[utoipa::path(get, path = "/v1/customers/{id}/identity", tag = "identity", params(("id" = String, Path, description = "the customer (1-200 characters, not blank, no control characters)", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"), ("branch" = Option<String>, Query, description = "the branch whose customer this is: required of an operator token, refused for a portal token", max_length = 64)), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get_check(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     caller: Caller,
     Path(customer): Path<String>,
     query: Result<Query<StandingQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::BadQuery(rejection.body_text()))?;
-    crate::booking::types::check_customer(&customer)
+    sentra_protocol::booking::check_customer(&customer)
         .map_err(|error| ApiError::Invalid(error.to_string()))?;
     let owner = Owner::of(&caller, query.branch.as_deref())?;
     Ok(Json(standing(&state.db, &owner.key(), &customer).await?))

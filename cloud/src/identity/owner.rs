@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use crate::branches::{self, BranchId};
 use crate::devices::auth::Caller;
 use crate::devices::tokens::Role;
-use crate::http::{ApiError, AppState, JsonBody};
+use crate::web::{ApiError, JsonBody};
 
 /// Longest customer name accepted, as the shared customer record's `name` field.
 pub const MAX_NAME_CHARS: usize = 120;
@@ -156,15 +156,15 @@ fn portal(caller: &Caller) -> Result<String, ApiError> {
 
 /// `PUT /v1/customers/{id}` (portal token): registers or renames the portal's customer `id`, the
 /// record its identity checks attach to.
-#[utoipa::path(put, path = "/v1/customers/{id}", tag = "identity", params(("id" = String, Path, description = "the customer (1-200 characters, not blank, no control characters)", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")), request_body = crate::openapi::schemas::PortalCustomerBody, responses((status = 200, description = "the portal's customer", body = Object)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/customers/{id}", tag = "identity", params(("id" = String, Path, description = "the customer (1-200 characters, not blank, no control characters)", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")), request_body = crate::schemas::PortalCustomerBody, responses((status = 200, description = "the portal's customer", body = Object)), security(("bearer" = [])))]
 pub async fn put_customer(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PortalCustomerBody>,
 ) -> Result<Json<PortalCustomer>, ApiError> {
     let portal = portal(&caller)?;
-    crate::booking::types::check_customer(&id)
+    sentra_protocol::booking::check_customer(&id)
         .map_err(|error| ApiError::Invalid(error.to_string()))?;
     let name = body.name.trim();
     if name.is_empty()
@@ -183,7 +183,7 @@ pub async fn put_customer(
     .bind(&portal)
     .bind(&id)
     .bind(name)
-    .execute(&state.db)
+    .execute(&pool)
     .await
     .map_err(db)?;
     Ok(Json(PortalCustomer {
@@ -195,7 +195,7 @@ pub async fn put_customer(
 /// `GET /v1/customers/{id}` (portal token): the portal's own customer; anyone else's is 404.
 #[utoipa::path(get, path = "/v1/customers/{id}", tag = "identity", params(("id" = String, Path, description = "the customer (1-200 characters, not blank, no control characters)", max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$")), responses((status = 200, description = "the portal's customer", body = Object)), security(("bearer" = [])))]
 pub async fn get_customer(
-    State(state): State<AppState>,
+    State(pool): State<PgPool>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<PortalCustomer>, ApiError> {
@@ -204,7 +204,7 @@ pub async fn get_customer(
         sqlx::query_scalar("SELECT name FROM portal_customers WHERE portal = $1 AND id = $2")
             .bind(&portal)
             .bind(&id)
-            .fetch_optional(&state.db)
+            .fetch_optional(&pool)
             .await
             .map_err(db)?;
     let name = name.ok_or_else(not_found)?;

@@ -282,7 +282,7 @@ pub mod sandbox {
     }
 
     fn reference() -> String {
-        format!("SBX-{}", crate::notify::random_hex())
+        format!("SBX-{}", crate::web::random_hex())
     }
 
     async fn extract(_headers: HeaderMap, Json(body): Json<Value>) -> Response {

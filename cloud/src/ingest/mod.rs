@@ -18,6 +18,8 @@
 mod apply;
 pub mod validate;
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -30,9 +32,9 @@ use crate::booking::offline::{self, Decided};
 
 use crate::changes::{self, ChangeError};
 use crate::devices::auth::{Caller, DeviceIdentity};
-use crate::http::{ApiError, AppState, now_ms};
 use crate::notify;
 use crate::shared;
+use crate::web::{ApiError, now_ms};
 use validate::{BatchError, Lookup, Outcome, Prepared};
 
 /// How often a push transaction is retried when PostgreSQL aborts it to break a deadlock or a
@@ -86,9 +88,10 @@ impl From<IngestError> for ApiError {
 }
 
 /// `POST /v1/sync/push` (device): a `PushBatch`, answered with a `PushAck`.
-#[utoipa::path(post, path = "/v1/sync/push", tag = "sync", request_body = crate::openapi::schemas::PushBatch, responses((status = 200, description = "PushAck", body = Object), (status = 409, description = "sequence_gap (with expected_seq)", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
+#[utoipa::path(post, path = "/v1/sync/push", tag = "sync", request_body = crate::schemas::PushBatch, responses((status = 200, description = "PushAck", body = Object), (status = 409, description = "sequence_gap (with expected_seq)", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn push(
-    State(state): State<AppState>,
+    State(booking): State<Arc<Booking>>,
+    State(notify): State<Arc<notify::Settings>>,
     caller: Caller,
     body: Bytes,
 ) -> Result<Json<PushAck>, ApiError> {
@@ -98,7 +101,7 @@ pub async fn push(
         .await
         .map_err(IngestError::from)?
         .map_err(IngestError::from)?;
-    let ack = ingest(&state.booking, &state.notify, &device, &events).await?;
+    let ack = ingest(&booking, &notify, &device, &events).await?;
     if !ack.parked.is_empty() {
         tracing::warn!(device = %device.id, branch = %device.branch_id, parked = ack.parked.len(), "events parked");
     }

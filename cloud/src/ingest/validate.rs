@@ -17,6 +17,8 @@ use sentra_protocol::record::{self, Author, RecordKind};
 use sentra_protocol::{EntityKind, Hlc, PROTOCOL_VERSION, SCHEMA_VERSION};
 use serde::Deserialize;
 
+pub use crate::event::{Checked, Outcome, Prepared, RawEvent};
+
 /// Longest id (entity id, sku, work order, invoice…) accepted; edge ids are UUIDs.
 pub const MAX_ID_LEN: usize = 128;
 
@@ -46,19 +48,6 @@ pub struct RawBatch {
     pub events: Vec<RawEvent>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct RawEvent {
-    pub device_id: String,
-    pub seq: u64,
-    pub hlc: String,
-    pub schema_version: u32,
-    pub entity: String,
-    pub entity_id: String,
-    pub op: String,
-    #[serde(default)]
-    pub payload: serde_json::Value,
-}
-
 /// Why a batch is refused whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
@@ -80,22 +69,6 @@ pub enum BatchError {
     SeqRange(u64),
     #[error("seqs must be contiguous and ascending: {after} is followed by {next}")]
     NotContiguous { after: u64, next: u64 },
-}
-
-/// One event of a batch, with what the pure rules said about it.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub raw: RawEvent,
-    /// The payload as JSON text, for storage.
-    pub payload_text: String,
-    /// The parsed payload, or why the event is parked.
-    pub checked: Result<Checked, String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Checked {
-    pub hlc: Hlc,
-    pub payload: Payload,
 }
 
 /// Parses and checks a batch from `device`. Events are checked whatever the device's cursor;
@@ -351,7 +324,7 @@ fn inspection(entity_id: &str, i: &p::InspectionRecorded) -> Result<(), String> 
 }
 
 fn booking(entity_id: &str, b: &p::BookingRequested) -> Result<(), String> {
-    use crate::booking::types;
+    use sentra_protocol::booking as types;
     same_id(&b.id, entity_id)?;
     id("asset_id", &b.asset_id)?;
     id("sku", &b.sku)?;
@@ -536,18 +509,6 @@ pub fn invoice_fingerprint(work_order_id: &str, total: i64) -> String {
 /// The fingerprint of a payment or credit note: `invoice_id || '|' || amount`.
 pub fn amount_fingerprint(invoice_id: &str, amount: i64) -> String {
     format!("{invoice_id}|{amount}")
-}
-
-/// What happens to one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Recorded in `events` and applied to the projections.
-    Apply,
-    /// Recorded in `events`; the record it creates is already there, identical (a re-send under
-    /// a new seq): not applied twice.
-    Duplicate,
-    /// Not applied; stored in `parked_events` and reported to the branch with this reason.
-    Park(String),
 }
 
 /// Decides each event's outcome, in seq order; `known` grows with what the batch creates.

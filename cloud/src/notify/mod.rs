@@ -261,13 +261,6 @@ pub fn template(kind: &str, params: &serde_json::Value) -> Option<(&'static str,
     Some((name, fields.iter().map(|field| text(field)).collect()))
 }
 
-/// 16 random bytes in hex: message ids of the sandbox, consumer tags.
-pub fn random_hex() -> String {
-    let mut bytes = [0u8; 16];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
-    hex::encode(bytes)
-}
-
 /// The language every template is registered in.
 pub const TEMPLATE_LANGUAGE: &str = "id";
 

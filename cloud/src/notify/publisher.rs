@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{METRICS, Metrics, NotifyError, Settings};
 use crate::config::NotifyConfig;
+use crate::web::error_chain;
 
 /// Rows per batch: one transaction holds their locks while the broker confirms them.
 pub const BATCH: i64 = 100;
@@ -138,16 +139,4 @@ pub async fn run(db: PgPool, config: NotifyConfig, settings: Settings, token: Ca
     if let Some((connection, _)) = link {
         let _ = connection.close(200, "shutting down".into()).await;
     }
-}
-
-/// `error` and its sources, for a log line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

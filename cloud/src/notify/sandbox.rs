@@ -187,7 +187,7 @@ async fn send(
             inner.fail_next -= 1;
             (Some(inner.fail_status), false, String::new())
         } else {
-            let id = format!("wamid.sandbox-{}", super::random_hex());
+            let id = format!("wamid.sandbox-{}", crate::web::random_hex());
             inner.received.push(Received {
                 id: id.clone(),
                 key: body.biz_opaque_callback_data.clone(),

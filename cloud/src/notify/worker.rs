@@ -29,9 +29,9 @@ use sqlx::{PgPool, Row as _};
 use tokio_util::sync::CancellationToken;
 
 use super::gateway::{GatewayError, Lookup, MessagingGateway, Outgoing};
-use super::publisher::error_chain;
 use super::{METRICS, Metrics, NotifyError, Settings};
 use crate::config::NotifyConfig;
+use crate::web::error_chain;
 
 /// Messages the broker hands a worker before it acked the earlier ones.
 const PREFETCH: u16 = 8;
@@ -74,7 +74,7 @@ async fn consume<G: MessagingGateway>(
     channel
         .basic_qos(PREFETCH, BasicQosOptions::default())
         .await?;
-    let tag = format!("sentra-cloud-worker-{}", super::random_hex());
+    let tag = format!("sentra-cloud-worker-{}", crate::web::random_hex());
     let mut consumer = channel
         .basic_consume(
             settings.queues.work.as_str().into(),

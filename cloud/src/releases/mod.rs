@@ -25,7 +25,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
 
 use crate::devices::auth::Caller;
-use crate::http::{ApiError, AppState};
+use crate::web::ApiError;
 
 /// The largest artifact `publish` accepts: a static `sentra-edge` is ~15 MB; a bytea holds up
 /// to 1 GB, but an update this size would be a mistake.
@@ -217,7 +217,7 @@ fn no_release(version: &str) -> ApiError {
 /// `GET /v1/releases/{version}/manifest` (device or operator): the manifest as signed.
 #[utoipa::path(get, path = "/v1/releases/{version}/manifest", tag = "releases", params(("version" = String, Path, max_length = 64)), responses((status = 200, description = "done", body = Object)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get_manifest(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
     caller: Caller,
     UrlPath(version): UrlPath<String>,
 ) -> Result<axum::Json<SignedManifest>, ApiError> {
@@ -225,7 +225,7 @@ pub async fn get_manifest(
     let row: Option<(String, String, String)> =
         sqlx::query_as("SELECT manifest, signature, key_id FROM releases WHERE version = $1")
             .bind(&version)
-            .fetch_optional(&state.db)
+            .fetch_optional(&db)
             .await
             .map_err(|error| ApiError::database(&error))?;
     let (manifest, signature, key_id) = row.ok_or_else(|| no_release(&version))?;
@@ -306,9 +306,9 @@ pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
 
 /// `GET /v1/releases/{version}/artifact` (device or operator): the artifact, whole or one byte
 /// range (resume), streamed from PostgreSQL in [`CHUNK_BYTES`] reads.
-#[utoipa::path(get, path = "/v1/releases/{version}/artifact", tag = "releases", params(("version" = String, Path, max_length = 64), ("Range" = Option<String>, Header, description = "bytes=N- to resume")), responses((status = 200, description = "the artifact", content_type = "application/octet-stream", body = Vec<u8>), (status = 206, description = "the rest from the range", content_type = "application/octet-stream", body = Vec<u8>), (status = 416, description = "range_not_satisfiable", body = crate::openapi::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/releases/{version}/artifact", tag = "releases", params(("version" = String, Path, max_length = 64), ("Range" = Option<String>, Header, description = "bytes=N- to resume")), responses((status = 200, description = "the artifact", content_type = "application/octet-stream", body = Vec<u8>), (status = 206, description = "the rest from the range", content_type = "application/octet-stream", body = Vec<u8>), (status = 416, description = "range_not_satisfiable", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn get_artifact(
-    State(state): State<AppState>,
+    State(db): State<PgPool>,
     caller: Caller,
     UrlPath(version): UrlPath<String>,
     headers: HeaderMap,
@@ -317,7 +317,7 @@ pub async fn get_artifact(
     let row: Option<(String, i64)> =
         sqlx::query_as("SELECT sha256, size FROM releases WHERE version = $1")
             .bind(&version)
-            .fetch_optional(&state.db)
+            .fetch_optional(&db)
             .await
             .map_err(|error| ApiError::database(&error))?;
     let (sha256, size) = row.ok_or_else(|| no_release(&version))?;
@@ -349,7 +349,7 @@ pub async fn get_artifact(
             return Ok(response);
         }
     };
-    let db = state.db.clone();
+    let db = db.clone();
     let stream = futures_util::stream::unfold(start, move |offset| {
         let db = db.clone();
         let version = version.clone();

@@ -1,11 +1,16 @@
-//! The values a booking request is made of, parsed and validated at the edge so the rest of
-//! the module never sees a bad date, an inverted range or an unknown tier. Pure: no I/O.
+//! The booking vocabulary both sides speak: the values a booking request is made of (days,
+//! stays, tiers, customer and asset references), parsed and validated where a request enters, so
+//! nothing behind never sees a bad date, an inverted range or an unknown tier; and the booking
+//! states. Pure: no I/O.
 
 use std::fmt;
 
 use time::Date;
 
-pub use sentra_protocol::day::format_day;
+pub use crate::day::format_day;
+
+/// Longest id of master data (an asset, a SKU, a mechanic).
+pub const MAX_ID_LEN: usize = 64;
 
 /// Longest customer reference accepted.
 pub const MAX_CUSTOMER_LEN: usize = 200;
@@ -32,13 +37,13 @@ pub fn invalid(field: &'static str, problem: impl Into<String>) -> Invalid {
 /// A calendar day, written `YYYY-MM-DD` (the protocol's one parser) within the protocol's
 /// range (2000-01-01 to 2099-12-31), for request field `field`.
 pub fn parse_day(field: &'static str, raw: &str) -> Result<Date, Invalid> {
-    sentra_protocol::day::parse_day(raw).map_err(|e| invalid(field, e.to_string()))
+    crate::day::parse_day(raw).map_err(|e| invalid(field, e.to_string()))
 }
 
 /// A day this service computed and stored (the end of a taken range may fall after the
 /// protocol's last day): the format is checked, not the range.
 pub fn parse_stored_day(field: &'static str, raw: &str) -> Result<Date, Invalid> {
-    sentra_protocol::day::parse_calendar_day(raw).map_err(|e| invalid(field, e.to_string()))
+    crate::day::parse_calendar_day(raw).map_err(|e| invalid(field, e.to_string()))
 }
 
 /// The rental days asked for: `first` to `last`, both included.
@@ -49,9 +54,9 @@ pub struct Stay {
 }
 
 impl Stay {
-    /// The protocol's one stay rule ([`sentra_protocol::day::parse_stay`]).
+    /// The protocol's one stay rule ([`crate::day::parse_stay`]).
     pub fn parse(from: &str, to: &str) -> Result<Stay, Invalid> {
-        let (first, last) = sentra_protocol::day::parse_stay(from, to).map_err(stay_invalid)?;
+        let (first, last) = crate::day::parse_stay(from, to).map_err(stay_invalid)?;
         Ok(Stay { first, last })
     }
 
@@ -59,12 +64,12 @@ impl Stay {
     /// `[start, end)`, the form PostgreSQL's `daterange` and the calendar use. Refused, not a
     /// panic, when the end would fall off the calendar.
     pub fn taken(&self, buffer: u32) -> Result<(Date, Date), Invalid> {
-        let end = sentra_protocol::day::taken_end(self.last, buffer).map_err(stay_invalid)?;
+        let end = crate::day::taken_end(self.last, buffer).map_err(stay_invalid)?;
         Ok((self.first, end))
     }
 }
 
-fn stay_invalid(e: sentra_protocol::day::BadStay) -> Invalid {
+fn stay_invalid(e: crate::day::BadStay) -> Invalid {
     invalid(e.field, e.message)
 }
 
@@ -118,8 +123,8 @@ impl fmt::Display for Tier {
 }
 
 /// A customer reference (the portal's customer id, or a name at the counter).
-/// An asset id or SKU named in a booking request: 1-`max` bytes (the master data's
-/// `master::MAX_ID_LEN`; passed in, because this module is also built alone by the fuzz targets),
+/// An asset id or SKU named in a booking request: 1-`max` bytes (for master data
+/// [`MAX_ID_LEN`]),
 /// no control characters (PostgreSQL's text cannot hold NUL, and an id is never multi-line).
 pub fn check_id(field: &'static str, raw: &str, max: usize) -> Result<(), Invalid> {
     if raw.is_empty() || raw.len() > max || raw.chars().any(char::is_control) {

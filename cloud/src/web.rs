@@ -1,223 +1,43 @@
-//! The HTTP surface: the router every endpoint is mounted on, the state handlers share, the JSON
-//! error envelope (`{"error": {"code", "message"}}`, CONTRACT.md) every failure is answered with,
-//! and the server-time header on every answer.
+//! HTTP plumbing every handler stands on (the ground floor): the JSON error envelope
+//! (`{"error": {"code", "message"}}`) every failure is answered with, JSON bodies with errors in
+//! that envelope, the server's clock and the server-time header on every answer, and the
+//! answers for unknown paths and methods. Nothing here knows a domain or the application state.
 //!
 //! Invariants:
 //! - an error reaches a client only as an [`ApiError`], whose status and code are chosen by one
 //!   exhaustive match, so a new kind of error forces a decision about both;
 //! - every response, errors and 404s included, carries [`SERVER_TIME_HEADER`] with the server's
-//!   Unix milliseconds, so a device can measure its clock skew from any answer;
-//! - every `/v1` route but `/v1/enroll` sits behind [`auth::authenticate`]; which caller a route
-//!   accepts (device, operator token) is decided in its handler through [`auth::Caller`].
+//!   Unix milliseconds, so a device can measure its clock skew from any answer.
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Router;
+use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, middleware};
-use redis::aio::ConnectionManager;
 use sentra_protocol::sync::{MAX_PUSH_BYTES, SERVER_TIME_HEADER};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::PgPool;
 
-use crate::devices::{self, auth};
-use crate::{blobs, booking, changes, fleet, health, ingest, master, releases, shared};
-
-/// What handlers share, behind one `Arc`: axum clones the state for every request (and again
-/// for the authentication middleware), and one reference count is all that clone should cost.
-#[derive(Clone)]
-pub struct AppState(Arc<Services>);
-
-impl AppState {
-    pub fn new(services: Services) -> AppState {
-        AppState(Arc::new(services))
+/// The whole error chain on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
+    text
 }
 
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
-
-/// The handles [`AppState`] shares: pools, settings, caches.
-pub struct Services {
-    pub db: PgPool,
-    pub redis: ConnectionManager,
-    pub booking: booking::Booking,
-    pub fleet: crate::config::FleetConfig,
-    /// API tokens this replica recently found valid.
-    pub tokens: Arc<devices::auth::TokenCache>,
-    /// Customer notifications: what ingest needs to schedule service reminders.
-    pub notify: Arc<crate::notify::Settings>,
-    /// The photo store; None when it could not be opened at start (its routes answer 503).
-    pub blobs: Option<crate::blobs::Blobs>,
-}
-
-/// Enrolments a minute from one peer address. A token is 256 random bits, so the throttle is not
-/// what stops guessing; it keeps one address from making the replica hash and look up tokens
-/// without end. Behind a load balancer every client shares the balancer's address, so this is
-/// also the replica's rate for the door: a burst of 300 lets a provisioning day (or the fleet
-/// test's 120 boxes at once) through.
-const ENROLL_PER_MINUTE: u32 = 300;
-
-/// Fleet sign-ins (login page, login links) a minute from one peer address.
-const FLEET_LOGIN_PER_MINUTE: u32 = 30;
-
-pub fn router(state: AppState) -> Router {
-    // A per-peer-address throttle in front of a route: past the allowance `429 rate_limited`
-    // with `Retry-After`, and the handler is not called.
-    let throttled = |per_minute| {
-        middleware::from_fn_with_state(
-            sentra_serve::Throttle::per_minute(per_minute),
-            sentra_serve::throttle,
-        )
-    };
-    let authenticated = Router::new()
-        .route("/v1/sync/push", post(ingest::push))
-        .route("/v1/sync/pull", get(changes::pull))
-        .route("/v1/sync/calendar", get(booking::offline::calendar))
-        .route("/v1/devices/{id}/revoke", post(devices::revoke))
-        .route("/v1/branches/{branch}/parts/{sku}", put(master::put_part))
-        .route(
-            "/v1/branches/{branch}/mechanics/{id}",
-            put(master::put_mechanic),
-        )
-        .route("/v1/branches/{branch}/assets/{id}", put(master::put_asset))
-        .route(
-            "/v1/branches/{branch}/customers/{id}",
-            get(shared::get_customer).patch(shared::patch_customer),
-        )
-        .route(
-            "/v1/branches/{branch}/vehicles/{id}",
-            get(shared::get_vehicle).patch(shared::patch_vehicle),
-        )
-        .route(
-            "/v1/branches/{branch}/documents/{record}/{id}",
-            get(shared::get_document).put(shared::put_document),
-        )
-        .route("/v1/availability", get(booking::http::availability))
-        .route("/v1/bookings", post(booking::http::hold))
-        .route("/v1/bookings/{id}", get(booking::http::get))
-        .route("/v1/bookings/{id}/confirm", post(booking::http::confirm))
-        .route("/v1/bookings/{id}/cancel", post(booking::http::cancel))
-        .route("/v1/bookings/{id}/complete", post(booking::http::complete))
-        .route("/v1/waitlist", post(booking::waitlist::join))
-        .route(
-            "/v1/customers/{id}",
-            put(crate::identity::owner::put_customer).get(crate::identity::owner::get_customer),
-        )
-        .route(
-            "/v1/customers/{id}/identity",
-            post(crate::identity::post_check).get(crate::identity::get_check),
-        )
-        .route("/v1/waitlist/{id}", get(booking::waitlist::get))
-        .route("/v1/blobs/{sha256}", get(blobs::get))
-        .route("/v1/blobs/{sha256}/uploads", post(blobs::start))
-        .route(
-            "/v1/blobs/{sha256}/uploads/{id}/parts/{n}",
-            put(blobs::put_part),
-        )
-        .route(
-            "/v1/blobs/{sha256}/uploads/{id}/complete",
-            post(blobs::complete),
-        )
-        .route("/v1/devices/heartbeat", post(fleet::heartbeat))
-        .route("/v1/devices/{id}/channel", put(fleet::put_channel))
-        .route("/v1/fleet", get(fleet::get_fleet))
-        .route("/v1/fleet/devices/{id}", get(fleet::get_device))
-        .route("/v1/fleet/rollouts/{id}", get(fleet::get_rollout))
-        .route(
-            "/v1/fleet/rollouts/{id}/{action}",
-            post(fleet::post_rollout_action),
-        )
-        .route(
-            "/v1/fleet/login-links",
-            post(fleet::page::make_login_link).route_layer(throttled(FLEET_LOGIN_PER_MINUTE)),
-        )
-        .route(
-            "/v1/releases/{version}/manifest",
-            get(releases::get_manifest),
-        )
-        .route(
-            "/v1/releases/{version}/artifact",
-            get(releases::get_artifact),
-        )
-        .route("/v1/openapi.json", get(crate::openapi::serve))
-        // Prometheus scrapes with an operator token (`authorization` in the scrape config): the
-        // counters and the fleet's gauges say how the business runs and are nobody else's.
-        .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ));
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        // The fleet page authenticates by operator token or its own session cookie.
-        .route("/fleet", get(fleet::page::overview))
-        .route("/fleet/devices/{id}", get(fleet::page::device))
-        .route("/fleet/rollouts/{id}", get(fleet::page::rollout))
-        .route(
-            "/fleet/rollouts/{id}/{action}",
-            post(fleet::page::rollout_action),
-        )
-        .route(
-            "/fleet/login",
-            get(fleet::page::login_link)
-                .post(fleet::page::login)
-                .route_layer(throttled(FLEET_LOGIN_PER_MINUTE)),
-        )
-        .route("/fleet/logout", post(fleet::page::logout))
-        .route(
-            "/v1/enroll",
-            post(devices::enroll).route_layer(throttled(ENROLL_PER_MINUTE)),
-        )
-        // Verified by its HMAC, not by the device or token middleware.
-        .route("/v1/payments/webhook", post(booking::payments::webhook))
-        .merge(authenticated)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::map_response(stamp_server_time))
-        .layer(DefaultBodyLimit::max(MAX_PUSH_BYTES))
-        .with_state(state)
-}
-
-/// `GET /metrics` (operator token): this replica's booking counters and the fleet's gauges (from PostgreSQL; if
-/// it does not answer, `sentra_fleet_scrape_ok 0` says so and the rest is still served).
-async fn metrics(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    caller: auth::Caller,
-) -> Result<Response, ApiError> {
-    caller.operator()?;
-    let mut text = state.booking.metrics.render();
-    text.push_str(&crate::notify::METRICS.render());
-    match fleet::metrics::render(&state.db, state.fleet.offline_after).await {
-        Ok(fleet) => {
-            text.push_str(&fleet);
-            text.push_str("# HELP sentra_fleet_scrape_ok 1 when the fleet gauges could be read from PostgreSQL.\n# TYPE sentra_fleet_scrape_ok gauge\nsentra_fleet_scrape_ok 1\n");
-        }
-        Err(error) => {
-            tracing::warn!(%error, "fleet metrics: PostgreSQL did not answer");
-            text.push_str("# HELP sentra_fleet_scrape_ok 1 when the fleet gauges could be read from PostgreSQL.\n# TYPE sentra_fleet_scrape_ok gauge\nsentra_fleet_scrape_ok 0\n");
-        }
-    }
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        text,
-    )
-        .into_response())
+/// 128 random bits as hex: a reference or tag nobody can guess (message ids, consumer tags,
+/// sandbox references).
+pub fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
 }
 
 /// The server's clock in Unix milliseconds.
@@ -229,18 +49,18 @@ pub fn now_ms() -> u64 {
         })
 }
 
-async fn stamp_server_time(mut response: Response) -> Response {
+pub async fn stamp_server_time(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(SERVER_TIME_HEADER, HeaderValue::from(now_ms()));
     response
 }
 
-async fn not_found(request: Request) -> ApiError {
+pub async fn not_found(request: Request) -> ApiError {
     ApiError::NotFound(format!("no such path: {}", request.uri().path()))
 }
 
-async fn method_not_allowed(request: Request) -> ApiError {
+pub async fn method_not_allowed(request: Request) -> ApiError {
     ApiError::MethodNotAllowed(format!(
         "{} is not allowed on {}",
         request.method(),

@@ -1,0 +1,279 @@
+//! The top floor of the HTTP service: the router every endpoint is mounted on, the application
+//! state, and how each handler gets only the part of it it needs (axum's [`FromRef`]: a handler
+//! asks for `State<PgPool>`, `State<Arc<Booking>>`, `State<FleetState>`… and never sees
+//! [`AppState`]), plus `GET /metrics`, which reads several domains.
+//!
+//! Invariants:
+//! - every `/v1` route but `/v1/enroll` and the payment webhook sits behind
+//!   [`auth::authenticate`]; which caller a route accepts (device, operator token) is decided in
+//!   its handler through [`auth::Caller`];
+//! - nothing below this file imports it: domains know their own state types and the ground floor.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use redis::aio::ConnectionManager;
+use sentra_protocol::sync::MAX_PUSH_BYTES;
+use sqlx::PgPool;
+
+use crate::devices::{self, auth};
+use crate::web::{self, ApiError};
+use crate::{blobs, booking, changes, fleet, health, ingest, master, releases, shared};
+
+/// What handlers share, behind one `Arc`: axum clones the state for every request (and again
+/// for the authentication middleware), and one reference count is all that clone should cost.
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> AppState {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The handles [`AppState`] shares: pools, settings, caches.
+pub struct Services {
+    pub db: PgPool,
+    pub redis: ConnectionManager,
+    pub booking: Arc<booking::Booking>,
+    pub fleet: crate::config::FleetConfig,
+    /// API tokens this replica recently found valid.
+    pub tokens: Arc<devices::auth::TokenCache>,
+    /// Customer notifications: what ingest needs to schedule service reminders.
+    pub notify: Arc<crate::notify::Settings>,
+    /// The photo store; None when it could not be opened at start (its routes answer 503).
+    pub blobs: Option<crate::blobs::Blobs>,
+}
+
+// The parts handlers take (`State<T>` for each `T` below): each domain names what it needs and
+// never sees the whole state, so no domain imports this file.
+
+impl FromRef<AppState> for PgPool {
+    fn from_ref(state: &AppState) -> PgPool {
+        state.db.clone()
+    }
+}
+
+impl FromRef<AppState> for ConnectionManager {
+    fn from_ref(state: &AppState) -> ConnectionManager {
+        state.redis.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<booking::Booking> {
+    fn from_ref(state: &AppState) -> Arc<booking::Booking> {
+        state.booking.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<crate::notify::Settings> {
+    fn from_ref(state: &AppState) -> Arc<crate::notify::Settings> {
+        state.notify.clone()
+    }
+}
+
+impl FromRef<AppState> for auth::AuthState {
+    fn from_ref(state: &AppState) -> auth::AuthState {
+        auth::AuthState {
+            db: state.db.clone(),
+            tokens: state.tokens.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for fleet::FleetState {
+    fn from_ref(state: &AppState) -> fleet::FleetState {
+        fleet::FleetState {
+            db: state.db.clone(),
+            fleet: state.fleet.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for blobs::BlobsState {
+    fn from_ref(state: &AppState) -> blobs::BlobsState {
+        blobs::BlobsState {
+            db: state.db.clone(),
+            blobs: state.blobs.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for crate::identity::IdentityState {
+    fn from_ref(state: &AppState) -> crate::identity::IdentityState {
+        crate::identity::IdentityState {
+            db: state.db.clone(),
+            identity: state.booking.identity.clone(),
+        }
+    }
+}
+
+/// Enrolments a minute from one peer address. A token is 256 random bits, so the throttle is not
+/// what stops guessing; it keeps one address from making the replica hash and look up tokens
+/// without end. Behind a load balancer every client shares the balancer's address, so this is
+/// also the replica's rate for the door: a burst of 300 lets a provisioning day (or the fleet
+/// test's 120 boxes at once) through.
+const ENROLL_PER_MINUTE: u32 = 300;
+
+/// Fleet sign-ins (login page, login links) a minute from one peer address.
+const FLEET_LOGIN_PER_MINUTE: u32 = 30;
+
+pub fn router(state: AppState) -> Router {
+    // A per-peer-address throttle in front of a route: past the allowance `429 rate_limited`
+    // with `Retry-After`, and the handler is not called.
+    let throttled = |per_minute| {
+        middleware::from_fn_with_state(
+            sentra_serve::Throttle::per_minute(per_minute),
+            sentra_serve::throttle,
+        )
+    };
+    let authenticated = Router::new()
+        .route("/v1/sync/push", post(ingest::push))
+        .route("/v1/sync/pull", get(changes::pull))
+        .route("/v1/sync/calendar", get(booking::offline::calendar))
+        .route("/v1/devices/{id}/revoke", post(devices::revoke))
+        .route("/v1/branches/{branch}/parts/{sku}", put(master::put_part))
+        .route(
+            "/v1/branches/{branch}/mechanics/{id}",
+            put(master::put_mechanic),
+        )
+        .route("/v1/branches/{branch}/assets/{id}", put(master::put_asset))
+        .route(
+            "/v1/branches/{branch}/customers/{id}",
+            get(shared::get_customer).patch(shared::patch_customer),
+        )
+        .route(
+            "/v1/branches/{branch}/vehicles/{id}",
+            get(shared::get_vehicle).patch(shared::patch_vehicle),
+        )
+        .route(
+            "/v1/branches/{branch}/documents/{record}/{id}",
+            get(shared::get_document).put(shared::put_document),
+        )
+        .route("/v1/availability", get(booking::http::availability))
+        .route("/v1/bookings", post(booking::http::hold))
+        .route("/v1/bookings/{id}", get(booking::http::get))
+        .route("/v1/bookings/{id}/confirm", post(booking::http::confirm))
+        .route("/v1/bookings/{id}/cancel", post(booking::http::cancel))
+        .route("/v1/bookings/{id}/complete", post(booking::http::complete))
+        .route("/v1/waitlist", post(booking::waitlist::join))
+        .route(
+            "/v1/customers/{id}",
+            put(crate::identity::owner::put_customer).get(crate::identity::owner::get_customer),
+        )
+        .route(
+            "/v1/customers/{id}/identity",
+            post(crate::identity::post_check).get(crate::identity::get_check),
+        )
+        .route("/v1/waitlist/{id}", get(booking::waitlist::get))
+        .route("/v1/blobs/{sha256}", get(blobs::get))
+        .route("/v1/blobs/{sha256}/uploads", post(blobs::start))
+        .route(
+            "/v1/blobs/{sha256}/uploads/{id}/parts/{n}",
+            put(blobs::put_part),
+        )
+        .route(
+            "/v1/blobs/{sha256}/uploads/{id}/complete",
+            post(blobs::complete),
+        )
+        .route("/v1/devices/heartbeat", post(fleet::heartbeat))
+        .route("/v1/devices/{id}/channel", put(fleet::put_channel))
+        .route("/v1/fleet", get(fleet::get_fleet))
+        .route("/v1/fleet/devices/{id}", get(fleet::get_device))
+        .route("/v1/fleet/rollouts/{id}", get(fleet::get_rollout))
+        .route(
+            "/v1/fleet/rollouts/{id}/{action}",
+            post(fleet::post_rollout_action),
+        )
+        .route(
+            "/v1/fleet/login-links",
+            post(fleet::page::make_login_link).route_layer(throttled(FLEET_LOGIN_PER_MINUTE)),
+        )
+        .route(
+            "/v1/releases/{version}/manifest",
+            get(releases::get_manifest),
+        )
+        .route(
+            "/v1/releases/{version}/artifact",
+            get(releases::get_artifact),
+        )
+        .route("/v1/openapi.json", get(crate::openapi::serve))
+        // Prometheus scrapes with an operator token (`authorization` in the scrape config): the
+        // counters and the fleet's gauges say how the business runs and are nobody else's.
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(
+            auth::AuthState::from_ref(&state),
+            auth::authenticate,
+        ));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        // The fleet page authenticates by operator token or its own session cookie.
+        .route("/fleet", get(fleet::page::overview))
+        .route("/fleet/devices/{id}", get(fleet::page::device))
+        .route("/fleet/rollouts/{id}", get(fleet::page::rollout))
+        .route(
+            "/fleet/rollouts/{id}/{action}",
+            post(fleet::page::rollout_action),
+        )
+        .route(
+            "/fleet/login",
+            get(fleet::page::login_link)
+                .post(fleet::page::login)
+                .route_layer(throttled(FLEET_LOGIN_PER_MINUTE)),
+        )
+        .route("/fleet/logout", post(fleet::page::logout))
+        .route(
+            "/v1/enroll",
+            post(devices::enroll).route_layer(throttled(ENROLL_PER_MINUTE)),
+        )
+        // Verified by its HMAC, not by the device or token middleware.
+        .route("/v1/payments/webhook", post(booking::payments::webhook))
+        .merge(authenticated)
+        .fallback(web::not_found)
+        .method_not_allowed_fallback(web::method_not_allowed)
+        .layer(middleware::map_response(web::stamp_server_time))
+        .layer(DefaultBodyLimit::max(MAX_PUSH_BYTES))
+        .with_state(state)
+}
+
+/// `GET /metrics` (operator token): this replica's booking counters and the fleet's gauges (from PostgreSQL; if
+/// it does not answer, `sentra_fleet_scrape_ok 0` says so and the rest is still served).
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    caller: auth::Caller,
+) -> Result<Response, ApiError> {
+    caller.operator()?;
+    let mut text = state.booking.metrics.render();
+    text.push_str(&crate::notify::METRICS.render());
+    match fleet::metrics::render(&state.db, state.fleet.offline_after).await {
+        Ok(fleet) => {
+            text.push_str(&fleet);
+            text.push_str("# HELP sentra_fleet_scrape_ok 1 when the fleet gauges could be read from PostgreSQL.\n# TYPE sentra_fleet_scrape_ok gauge\nsentra_fleet_scrape_ok 1\n");
+        }
+        Err(error) => {
+            tracing::warn!(%error, "fleet metrics: PostgreSQL did not answer");
+            text.push_str("# HELP sentra_fleet_scrape_ok 1 when the fleet gauges could be read from PostgreSQL.\n# TYPE sentra_fleet_scrape_ok gauge\nsentra_fleet_scrape_ok 0\n");
+        }
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response())
+}
