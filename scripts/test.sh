@@ -13,6 +13,8 @@
 #     ~5 minutes on 2 cores do not compete with them;
 #   - schemathesis (pinned, from PyPI, in a venv under ~/.cache/sentra) for the contract tests that
 #     fuzz the box's and the cloud's OpenAPI documents; exported as SENTRA_SCHEMATHESIS.
+# Without arguments it first checks the habits (cargo fmt --check, scripts/module-cycles.py,
+# cargo clippy --workspace --all-targets -D warnings) and that the fuzz crates build.
 # On a fresh Debian 12 (as root) it installs and starts what is missing; where everything already
 # runs it changes nothing and goes straight to cargo. It never uses sudo: installing needs root.
 set -euo pipefail
@@ -255,6 +257,14 @@ main() {
     ensure_schemathesis
     # With a filter the static test (if selected) builds it itself.
     if [ $# -eq 0 ]; then
+        # Habits, cheapest first: formatting, no import circle through more than a file pair
+        # (the floors ARCHITECTURE.md draws), no clippy warning anywhere.
+        log "cargo fmt --check"
+        cargo fmt --all --check
+        log "module circles"
+        python3 scripts/module-cycles.py appliance/src cloud/src
+        log "cargo clippy -D warnings"
+        cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
         log "static sentra-edge (musl)"
         bash scripts/build-static.sh >/dev/null
         # The fuzz crates are outside the workspace (cargo-fuzz wants nightly) and build the
