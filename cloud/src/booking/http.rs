@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use time::Date;
 
 use super::calendar::AssetKey;
 use super::lock::{self, Acquired};
@@ -313,95 +314,12 @@ pub async fn hold(
         .taken(booking.settings.turnover_buffer_days)
         .map_err(invalid)?;
 
-    // The gate, Redis only: the calendar says whether the days are taken, then the lock on the
-    // asset-days lets one request of a herd through to PostgreSQL. The calendar is written only
-    // after PostgreSQL committed, so a request that dies on the way leaves nothing behind but
-    // a lock that lapses with its TTL.
-    let gate_started = Instant::now();
-    let retry = match &key {
-        Some(key) => !booking
-            .calendar
-            .first_use_of_key(&created_by, key)
-            .await
-            .unwrap_or(false),
-        None => false,
-    };
-    let free = booking
-        .calendar
-        .free(std::slice::from_ref(&asset), start, end)
-        .await
-        .ok()
-        .flatten();
-    let calendar_built = free.is_some();
-    let lock_keys = lock::keys(&asset, start, end);
-    let mut lock_token = None;
-    // Taken by this caller's own retry (it won first): PostgreSQL has the answer.
-    let own = |booking: &'_ Booking| {
-        let key = key.clone();
-        let created_by = created_by.clone();
-        let calendar = booking.calendar.clone();
-        async move {
-            match key {
-                Some(key) => calendar.key_made_booking(&created_by, &key).await,
-                None => false,
-            }
-        }
-    };
-    let retry = retry || (free.as_deref() == Some(&[false]) && own(booking).await);
-    if !retry {
-        if free.as_deref() == Some(&[false]) {
-            booking.metrics.observe_lock_wait(gate_started.elapsed());
-            Metrics::inc(&booking.metrics.conflicts_redis);
-            return Err(taken(&body, stay));
-        }
-        match booking
-            .locks
-            .acquire(&lock_keys, booking.settings.hold_window)
-            .await
-        {
-            Acquired::Held { token, .. } => lock_token = Some(token),
-            Acquired::Contended if own(booking).await => {}
-            Acquired::Contended => {
-                booking.metrics.observe_lock_wait(gate_started.elapsed());
-                Metrics::inc(&booking.metrics.conflicts_redis);
-                return Err(taken(&body, stay));
-            }
-            Acquired::Unavailable => {
-                tracing::debug!("lock nodes unavailable; PostgreSQL decides alone");
-            }
-        }
-    }
-    booking.metrics.observe_lock_wait(gate_started.elapsed());
-    let release_lock = |token: Option<String>| {
-        let keys = lock_keys.clone();
-        async move {
-            if let Some(token) = token {
-                booking.locks.release(&keys, &token).await;
-            }
-        }
+    let Some(gate) = pass_gate(booking, &asset, start, end, key.as_deref(), &created_by).await
+    else {
+        return Err(taken(&body, stay));
     };
 
-    // Identity (issue 8): asked only of the request the gate let through, so a herd turned away
-    // by the calendar or the lock never reaches it; verified customers are cached per replica.
-    // The standing asked is the booking's owner's (the device's branch, the portal, the branch
-    // an operator books for): another owner's check of the same reference does not count.
     let owner = crate::identity::owner::Owner::of_booking(&caller, &branch).key();
-    match booking
-        .identity
-        .cleared(&booking.db, &owner, &body.customer)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            release_lock(lock_token).await;
-            return Err(crate::identity::unverified(&body.customer));
-        }
-        Err(error) => {
-            release_lock(lock_token).await;
-            return Err(ApiError::database(&error));
-        }
-    }
-
     let request = HoldRequest {
         branch,
         asset_id: body.asset_id.clone(),
@@ -412,22 +330,18 @@ pub async fn hold(
         created_by: created_by.clone(),
         idempotency_key: key.clone(),
         digest,
-        lock_token: lock_token.clone(),
+        lock_token: gate.lock_token.clone(),
     };
-    let result = record::hold(
-        &booking.db,
-        &request,
-        booking.settings.turnover_buffer_days,
-        booking.settings.hold_window,
-    )
-    .await;
-    let (outcome, expired) = match result {
-        Ok(result) => result,
-        Err(error) => {
-            release_lock(lock_token).await;
-            return Err(record_error(error));
-        }
-    };
+    let placed = place(booking, &owner, &request).await;
+    // The one place the lock is let go: a hold just placed keeps it (its token on the row fences
+    // later writers until the lock lapses with the hold window); every other ending, refusals and
+    // errors included, releases it now.
+    if !matches!(placed, Ok((HoldOutcome::Held(_), _)))
+        && let Some(token) = &gate.lock_token
+    {
+        booking.locks.release(&gate.lock_keys, token).await;
+    }
+    let (outcome, expired) = placed?;
     if !expired.is_empty() {
         Metrics::add(&booking.metrics.expired, expired.len() as u64);
     }
@@ -440,7 +354,7 @@ pub async fn hold(
                     .remember_booking(&created_by, key, &row.id)
                     .await;
             }
-            if calendar_built {
+            if gate.calendar_built {
                 let marked = booking.calendar.reserve(&asset, start, end).await;
                 if matches!(marked, Ok(false)) || !expired.is_empty() {
                     // Days already marked, or expired holds left behind: recompute this asset.
@@ -449,21 +363,121 @@ pub async fn hold(
             }
             Ok((StatusCode::CREATED, Json(json!(row))))
         }
-        HoldOutcome::Replayed(row) => {
-            release_lock(lock_token).await;
-            Ok((StatusCode::CREATED, Json(json!(row))))
-        }
+        HoldOutcome::Replayed(row) => Ok((StatusCode::CREATED, Json(json!(row)))),
         HoldOutcome::Taken => {
-            let gated = lock_token.is_some();
-            release_lock(lock_token).await;
             Metrics::inc(&booking.metrics.conflicts_postgresql);
-            if calendar_built && gated {
+            if gate.calendar_built && gate.lock_token.is_some() {
                 // The calendar said free and PostgreSQL said taken: it drifted.
                 repair(booking, &asset).await;
             }
             Err(taken(&body, stay))
         }
     }
+}
+
+/// What a request that passed the gate carries on to PostgreSQL.
+struct Gate {
+    lock_keys: Vec<String>,
+    /// The lock on the asset-days, if the lock nodes answered; None: PostgreSQL decides alone
+    /// (nodes unavailable, or this caller's own retry).
+    lock_token: Option<String>,
+    /// The calendar answered, so it is to be kept in step with what PostgreSQL decides.
+    calendar_built: bool,
+}
+
+/// The gate, Redis only: the calendar says whether the days are taken, then the lock on the
+/// asset-days lets one request of a herd through to PostgreSQL. None: taken, counted. The
+/// calendar is written only after PostgreSQL committed, so a request that dies on the way
+/// leaves nothing behind but a lock that lapses with its TTL.
+async fn pass_gate(
+    booking: &Booking,
+    asset: &AssetKey,
+    start: Date,
+    end: Date,
+    key: Option<&str>,
+    created_by: &str,
+) -> Option<Gate> {
+    let gate_started = Instant::now();
+    // Taken by this caller's own retry (it won first): PostgreSQL has the answer.
+    let own = || async {
+        match key {
+            Some(key) => booking.calendar.key_made_booking(created_by, key).await,
+            None => false,
+        }
+    };
+    let retry = match key {
+        Some(key) => !booking
+            .calendar
+            .first_use_of_key(created_by, key)
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
+    let free = booking
+        .calendar
+        .free(std::slice::from_ref(asset), start, end)
+        .await
+        .ok()
+        .flatten();
+    let mut gate = Gate {
+        lock_keys: lock::keys(asset, start, end),
+        lock_token: None,
+        calendar_built: free.is_some(),
+    };
+    let refused = || {
+        booking.metrics.observe_lock_wait(gate_started.elapsed());
+        Metrics::inc(&booking.metrics.conflicts_redis);
+        None
+    };
+    let retry = retry || (free.as_deref() == Some(&[false]) && own().await);
+    if !retry {
+        if free.as_deref() == Some(&[false]) {
+            return refused();
+        }
+        match booking
+            .locks
+            .acquire(&gate.lock_keys, booking.settings.hold_window)
+            .await
+        {
+            Acquired::Held { token, .. } => gate.lock_token = Some(token),
+            Acquired::Contended if own().await => {}
+            Acquired::Contended => return refused(),
+            Acquired::Unavailable => {
+                tracing::debug!("lock nodes unavailable; PostgreSQL decides alone");
+            }
+        }
+    }
+    booking.metrics.observe_lock_wait(gate_started.elapsed());
+    Some(gate)
+}
+
+/// Past the gate: the identity check, then PostgreSQL's decision.
+async fn place(
+    booking: &Booking,
+    owner: &str,
+    request: &HoldRequest,
+) -> Result<(HoldOutcome, Vec<String>), ApiError> {
+    // Identity (issue 8): asked only of the request the gate let through, so a herd turned away
+    // by the calendar or the lock never reaches it; verified customers are cached per replica.
+    // The standing asked is the booking's owner's (the device's branch, the portal, the branch
+    // an operator books for): another owner's check of the same reference does not count.
+    match booking
+        .identity
+        .cleared(&booking.db, owner, &request.customer)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(crate::identity::unverified(&request.customer)),
+        Err(error) => return Err(ApiError::database(&error)),
+    }
+    record::hold(
+        &booking.db,
+        request,
+        booking.settings.turnover_buffer_days,
+        booking.settings.hold_window,
+    )
+    .await
+    .map_err(record_error)
 }
 
 async fn repair(booking: &Booking, asset: &AssetKey) {
