@@ -1,10 +1,12 @@
 //! The booking vocabulary both sides speak: the values a booking request is made of (days,
 //! stays, tiers, customer and asset references), parsed and validated where a request enters, so
-//! nothing behind never sees a bad date, an inverted range or an unknown tier; and the booking
-//! states. Pure: no I/O.
+//! nothing behind it sees a bad date, an inverted range or an unknown tier; the booking states;
+//! and the booking contract of `POST /v1/bookings` ([`HoldBody`] in, [`BookingView`] out), which
+//! the box sends and reads with the same types the cloud parses and answers with. Pure: no I/O.
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use time::Date;
 
 pub use crate::day::format_day;
@@ -67,6 +69,13 @@ impl Stay {
         let end = crate::day::taken_end(self.last, buffer).map_err(stay_invalid)?;
         Ok((self.first, end))
     }
+
+    /// [`Stay::taken`] as `YYYY-MM-DD` text, which sorts like the dates (the box's store compares
+    /// taken ranges as text).
+    pub fn taken_days(&self, buffer: u32) -> Result<(String, String), Invalid> {
+        let (start, end) = self.taken(buffer)?;
+        Ok((format_day(start), format_day(end)))
+    }
 }
 
 fn stay_invalid(e: crate::day::BadStay) -> Invalid {
@@ -83,6 +92,9 @@ pub enum Tier {
 }
 
 impl Tier {
+    /// Every tier's name, best first.
+    pub const NAMES: [&'static str; 4] = ["platinum", "gold", "silver", "basic"];
+
     pub fn parse(raw: &str) -> Result<Tier, Invalid> {
         match raw {
             "platinum" => Ok(Tier::Platinum),
@@ -149,8 +161,9 @@ pub fn check_customer(raw: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Booking states (CONTRACT.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Booking states, as the API spells them (`HELD`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum State {
     Held,
     Confirmed,
@@ -170,6 +183,75 @@ impl State {
             _ => None,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Held => "HELD",
+            State::Confirmed => "CONFIRMED",
+            State::Completed => "COMPLETED",
+            State::Expired => "EXPIRED",
+            State::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Whether the booking holds its days: a live hold or a confirmed booking.
+    pub fn holds_days(self) -> bool {
+        matches!(self, State::Held | State::Confirmed)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /v1/bookings`: the hold a box (for its own branch), a portal or an operator asks for.
+/// Checked on arrival with [`Stay::parse`], [`Tier::parse`], [`check_customer`] and [`check_id`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldBody {
+    /// Required for API tokens; a device books its own branch (and may repeat it here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    pub asset_id: String,
+    pub sku: String,
+    /// First day, `YYYY-MM-DD`.
+    pub from: String,
+    /// Last day, inclusive.
+    pub to: String,
+    pub customer: String,
+    /// `platinum`, `gold`, `silver` or `basic` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+}
+
+/// A booking as the cloud answers it: to a hold (`201`), and to `GET /v1/bookings/{id}`,
+/// confirm, cancel and complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingView {
+    pub id: String,
+    pub state: State,
+    pub branch: String,
+    pub asset_id: String,
+    pub sku: String,
+    pub from: String,
+    pub to: String,
+    /// First day the asset is free again (after the turnover buffer).
+    pub free_from: String,
+    pub customer: String,
+    pub tier: String,
+    /// When a hold lapses unless confirmed (RFC 3339, UTC).
+    pub expires_at: String,
+    pub payment_ref: Option<String>,
+    pub refund_due: bool,
+    /// Set once `COMPLETED`: when the asset came back, and the charges (rupiah).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returned_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damage_charge: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_charge: Option<i64>,
 }
 
 #[cfg(test)]

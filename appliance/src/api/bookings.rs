@@ -105,7 +105,7 @@ pub async fn create(
     body: Body<CreateBooking>,
 ) -> Result<Response, ApiError> {
     let b = body.value;
-    let stay = Stay::parse(&b.from, &b.to).map_err(|e| ApiError::field(e.field, e.message))?;
+    let stay = Stay::parse(&b.from, &b.to).map_err(|e| ApiError::field(e.field, e.problem))?;
     let tier = b
         .tier
         .as_deref()
@@ -130,7 +130,7 @@ pub async fn create(
         s.store
             .read(move |c| {
                 let (_, buffer) = bookings::calendar_state(c)?;
-                let (start, end) = stay.taken(buffer).map_err(stay_refused)?;
+                let (start, end) = stay.taken_days(buffer).map_err(stay_refused)?;
                 let now = crate::store::format_time(time::OffsetDateTime::now_utc());
                 let own = bookings::busy(c, &asset, (&start, &end), buffer, &now, true)?;
                 Ok((
@@ -165,8 +165,8 @@ pub async fn create(
         HoldAnswer::Offline(why) => {
             tracing::info!(booking = %new.id, asset = %new.asset_id, reason = %why, "booking taken offline as TENTATIVE");
             let (start, end) = stay
-                .taken(buffer)
-                .map_err(|e| ApiError::field(e.field, e.message))?;
+                .taken_days(buffer)
+                .map_err(|e| ApiError::field(e.field, e.problem))?;
             s.write(
                 &caller,
                 key,
@@ -254,7 +254,7 @@ pub async fn availability(
             format!("{}; expected ?from=YYYY-MM-DD&to=YYYY-MM-DD", e.body_text()),
         )
     })?;
-    let stay = Stay::parse(&q.from, &q.to).map_err(|e| ApiError::field(e.field, e.message))?;
+    let stay = Stay::parse(&q.from, &q.to).map_err(|e| ApiError::field(e.field, e.problem))?;
     let (from, to) = (format_day(stay.first), format_day(stay.last));
     let sku = {
         let id = id.clone();
@@ -272,7 +272,7 @@ pub async fn availability(
         s.store
             .read(move |c| {
                 let (as_of, buffer) = bookings::calendar_state(c)?;
-                let (start, end) = stay.taken(buffer).map_err(stay_refused)?;
+                let (start, end) = stay.taken_days(buffer).map_err(stay_refused)?;
                 let busy = bookings::busy(c, &asset, (&start, &end), buffer, &now, own_only)?;
                 Ok((busy, as_of))
             })
@@ -512,7 +512,7 @@ pub async fn join_waitlist(
 ) -> Result<Response, ApiError> {
     let b = body.value;
     let day = crate::domain::booking::Stay::parse(&b.date, &b.date)
-        .map_err(|e| ApiError::field("date", e.message))?;
+        .map_err(|e| ApiError::field("date", e.problem))?;
     let tier = b
         .tier
         .as_deref()
@@ -548,5 +548,5 @@ pub async fn join_waitlist(
 /// A stay whose taken days fall off the calendar, refused inside a store read (a 422 naming
 /// the field, like any other bad stay).
 fn stay_refused(e: StayError) -> crate::store::StoreError {
-    crate::store::DomainError::invalid(e.field, e.message).into()
+    crate::store::DomainError::invalid(e.field, e.problem).into()
 }

@@ -1,7 +1,8 @@
 //! Rental booking values at the branch, parsed at the API edge: rental days (`YYYY-MM-DD`, the
 //! last day included, at most [`MAX_STAY_DAYS`]), membership tiers, booking states, and whether
-//! two sets of taken days overlap. The same rules as the cloud's (`sentra-cloud`
-//! `booking::types`), so what the branch accepts offline the cloud can decide. Pure.
+//! two sets of taken days overlap. The stay and tier rules are the protocol's
+//! (`sentra_protocol::booking`), the cloud's too, so what the branch accepts offline the cloud
+//! can decide. Pure.
 
 use time::Date;
 
@@ -14,51 +15,16 @@ pub fn parse_day(raw: &str) -> Result<Date, Invalid> {
     sentra_protocol::day::parse_day(raw).map_err(|e| Invalid(e.to_string()))
 }
 
-/// The rental days asked for, `first` to `last` included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stay {
-    pub first: Date,
-    pub last: Date,
-}
-
-/// Which field of a stay is wrong, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StayError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl Stay {
-    /// The protocol's one stay rule ([`sentra_protocol::day::parse_stay`]).
-    pub fn parse(from: &str, to: &str) -> Result<Stay, StayError> {
-        let (first, last) = sentra_protocol::day::parse_stay(from, to).map_err(stay_error)?;
-        Ok(Stay { first, last })
-    }
-
-    /// The taken days with `buffer` turnover days after, half-open `[start, end)` as `YYYY-MM-DD`
-    /// (text sorts like the dates, so the store compares them as text). Refused, not a panic,
-    /// when the end would fall off the calendar.
-    pub fn taken(&self, buffer: u32) -> Result<(String, String), StayError> {
-        let end = sentra_protocol::day::taken_end(self.last, buffer).map_err(stay_error)?;
-        Ok((format_day(self.first), format_day(end)))
-    }
-}
-
-fn stay_error(e: sentra_protocol::day::BadStay) -> StayError {
-    StayError {
-        field: e.field,
-        message: e.message,
-    }
-}
+/// The rental days asked for (the protocol's one stay rule), and why a stay is refused.
+pub use sentra_protocol::booking::{Invalid as StayError, Stay, Tier};
 
 /// Membership tiers, as the cloud's waitlist ranks them.
-pub const TIERS: [&str; 4] = ["platinum", "gold", "silver", "basic"];
+pub const TIERS: [&str; 4] = Tier::NAMES;
 
 pub fn parse_tier(raw: &str) -> Result<&'static str, Invalid> {
-    TIERS
-        .into_iter()
-        .find(|t| *t == raw)
-        .ok_or_else(|| Invalid(format!("{raw:?} is not a tier; expected one of {TIERS:?}")))
+    Tier::parse(raw)
+        .map(Tier::as_str)
+        .map_err(|e| Invalid(e.problem))
 }
 
 /// Whether `[a_start, a_end)` and `[b_start, b_end)` share a day (`YYYY-MM-DD` text).
@@ -94,20 +60,20 @@ mod tests {
     fn taken_days_are_half_open_with_buffer() {
         let stay = Stay::parse("2026-12-30", "2027-01-02").expect("valid");
         assert_eq!(
-            stay.taken(0),
+            stay.taken_days(0),
             Ok(("2026-12-30".into(), "2027-01-03".into()))
         );
-        assert_eq!(stay.taken(2).map(|t| t.1), Ok("2027-01-05".into()));
+        assert_eq!(stay.taken_days(2).map(|t| t.1), Ok("2027-01-05".into()));
         let last = Stay::parse("2099-12-31", "2099-12-31").expect("the last day");
-        assert_eq!(last.taken(1).map(|t| t.1), Ok("2100-01-02".into()));
-        assert_eq!(last.taken(u32::MAX).map_err(|e| e.field), Err("to"));
+        assert_eq!(last.taken_days(1).map(|t| t.1), Ok("2100-01-02".into()));
+        assert_eq!(last.taken_days(u32::MAX).map_err(|e| e.field), Err("to"));
         for far in ["9999-12-31", "2100-01-01", "1999-12-31"] {
             let e = Stay::parse(far, far).expect_err(far);
             assert_eq!(e.field, "from");
             assert!(
-                e.message.contains("2000-01-01 to 2099-12-31"),
+                e.problem.contains("2000-01-01 to 2099-12-31"),
                 "{}",
-                e.message
+                e.problem
             );
         }
     }

@@ -155,8 +155,8 @@ pub fn busy(
         let (id, state, from, to, cloud_id) = r?;
         own_cloud_ids.extend(cloud_id);
         let taken = crate::domain::booking::Stay::parse(&from, &to)
-            .and_then(|stay| stay.taken(buffer))
-            .map_err(|e| super::StoreError::Corrupt(format!("booking {id}: {}", e.message)))?;
+            .and_then(|stay| stay.taken_days(buffer))
+            .map_err(|e| super::StoreError::Corrupt(format!("booking {id}: {}", e.problem)))?;
         if overlaps((start, end), (&taken.0, &taken.1)) {
             found.push(Busy {
                 source: "branch".into(),

@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use sentra_protocol::booking::{BookingView, HoldBody};
+use serde_json::Value;
 
 use super::{CloudClient, LinkState, SyncHandle};
 use crate::store::bookings::{CloudHold, NewBooking};
@@ -46,14 +47,15 @@ pub async fn hold(handle: &SyncHandle, bound: Duration, new: &NewBooking) -> Hol
         Ok(c) => c,
         Err(why) => return HoldAnswer::Offline(why),
     };
-    let body = json!({
-        "asset_id": new.asset_id,
-        "sku": new.sku,
-        "from": new.from,
-        "to": new.to,
-        "customer": new.customer,
-        "tier": new.tier,
-    });
+    let body = HoldBody {
+        branch: None,
+        asset_id: new.asset_id.clone(),
+        sku: new.sku.clone(),
+        from: new.from.clone(),
+        to: new.to.clone(),
+        customer: new.customer.clone(),
+        tier: Some(new.tier.clone()),
+    };
     let key = sentra_protocol::payload::booking_idempotency_key(&new.id);
     let answer = match tokio::time::timeout(bound, client.hold(&body, &key)).await {
         Err(_) => {
@@ -67,15 +69,12 @@ pub async fn hold(handle: &SyncHandle, bound: Duration, new: &NewBooking) -> Hol
     };
     match answer.status {
         200 | 201 => {
-            let text = |field: &str| answer.body[field].as_str().map(str::to_owned);
-            match (text("id"), text("state")) {
-                (Some(cloud_id), Some(state)) if state == "HELD" || state == "CONFIRMED" => {
-                    HoldAnswer::Held(CloudHold {
-                        cloud_id,
-                        state,
-                        expires_at: text("expires_at"),
-                    })
-                }
+            match serde_json::from_value::<BookingView>(answer.body.clone()) {
+                Ok(view) if view.state.holds_days() => HoldAnswer::Held(CloudHold {
+                    cloud_id: view.id,
+                    state: view.state.as_str().to_owned(),
+                    expires_at: Some(view.expires_at),
+                }),
                 // Unreadable: the offline path's event carries the same key, so the cloud
                 // finds this hold again at sync rather than making a second.
                 _ => HoldAnswer::Offline(format!(

@@ -411,10 +411,10 @@ impl CloudClient {
     /// Transport failures are errors; every HTTP answer is an [`Answer`].
     pub async fn hold(
         &self,
-        body: &serde_json::Value,
+        body: &sentra_protocol::booking::HoldBody,
         idempotency_key: &str,
     ) -> Result<Answer, SyncError> {
-        let body = serde_json::to_vec(body).expect("a JSON value always serialises");
+        let body = serde_json::to_vec(body).expect("a hold body (strings only) always serialises");
         let (status, bytes) = self
             .send_with(Method::POST, "/v1/bookings", body, Some(idempotency_key))
             .await?;

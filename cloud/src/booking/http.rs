@@ -29,7 +29,7 @@ use super::metrics::Metrics;
 use super::record::{
     self, BookingRow, CancelOutcome, CompleteOutcome, ConfirmOutcome, HoldOutcome, HoldRequest,
 };
-use super::types::{self, Stay, Tier, format_day};
+use super::types::{self, HoldBody, Stay, Tier, format_day};
 use super::{Booking, sweeper};
 use crate::devices::auth::Caller;
 use crate::devices::tokens::Role;
@@ -217,19 +217,6 @@ struct AssetFree<'a> {
     free: bool,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HoldBody {
-    /// Required for API tokens; a device books its own branch (and may repeat it here).
-    branch: Option<String>,
-    asset_id: String,
-    sku: String,
-    from: String,
-    to: String,
-    customer: String,
-    tier: Option<String>,
-}
-
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
         return Ok(None);
@@ -361,9 +348,9 @@ pub async fn hold(
                     repair(booking, &asset).await;
                 }
             }
-            Ok((StatusCode::CREATED, Json(json!(row))))
+            Ok((StatusCode::CREATED, Json(row)))
         }
-        HoldOutcome::Replayed(row) => Ok((StatusCode::CREATED, Json(json!(row)))),
+        HoldOutcome::Replayed(row) => Ok((StatusCode::CREATED, Json(row))),
         HoldOutcome::Taken => {
             Metrics::inc(&booking.metrics.conflicts_postgresql);
             if gate.calendar_built && gate.lock_token.is_some() {

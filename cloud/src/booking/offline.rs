@@ -186,10 +186,10 @@ async fn decide_one(
     let row = record::confirm_in(tx, &row.id, &payment_ref)
         .await?
         .unwrap_or(row);
-    Ok(match types::State::parse(&row.state) {
-        Some(types::State::Confirmed | types::State::Completed) => BookingDecision {
+    Ok(match row.state {
+        types::State::Confirmed | types::State::Completed => BookingDecision {
             booking_id: request.id.clone(),
-            state: row.state.clone(),
+            state: row.state.as_str().to_owned(),
             cloud_id: Some(row.id.clone()),
             expires_at: None,
             code: None,
@@ -222,15 +222,18 @@ pub async fn calendar(
         turnover_buffer_days: booking.settings.turnover_buffer_days,
         bookings: rows
             .into_iter()
-            .map(|row| CalendarEntry {
-                expires_at: (row.state == "HELD").then(|| row.expires_at.clone()),
-                id: row.id,
-                asset_id: row.asset_id,
-                sku: row.sku,
-                from: row.from,
-                to: row.to,
-                free_from: row.free_from,
-                state: row.state,
+            .map(|row| {
+                let row = row.view;
+                CalendarEntry {
+                    expires_at: (row.state == types::State::Held).then(|| row.expires_at.clone()),
+                    id: row.id,
+                    asset_id: row.asset_id,
+                    sku: row.sku,
+                    from: row.from,
+                    to: row.to,
+                    free_from: row.free_from,
+                    state: row.state.as_str().to_owned(),
+                }
             })
             .collect(),
     }))

@@ -18,7 +18,7 @@
 use sqlx::{PgConnection, PgPool, Row as _};
 use time::Date;
 
-use super::types::{State, Stay, Tier, day_range, format_day};
+use super::types::{BookingView, State, Stay, Tier, day_range, format_day};
 
 /// PostgreSQL error codes that mean "someone else has the slot".
 const EXCLUSION_VIOLATION: &str = "23P01";
@@ -45,39 +45,26 @@ pub enum RecordError {
     Db(#[from] sqlx::Error),
 }
 
-/// A booking row as the API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A booking row: what the API shows of it (the protocol's [`BookingView`], which it derefs to
+/// and serialises as) and what only the service reads.
+#[derive(Debug, Clone)]
 pub struct BookingRow {
-    pub id: String,
-    pub state: String,
-    pub branch: String,
-    pub asset_id: String,
-    pub sku: String,
-    pub from: String,
-    pub to: String,
-    /// First day the asset is free again (after the turnover buffer).
-    pub free_from: String,
-    pub customer: String,
-    pub tier: String,
-    pub expires_at: String,
-    pub payment_ref: Option<String>,
-    pub refund_due: bool,
-    /// Set once `COMPLETED`: when the asset came back, and the charges (rupiah).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub returned_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub damage_charge: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub late_charge: Option<i64>,
-    #[serde(skip)]
+    pub view: BookingView,
     pub created_by: String,
-    #[serde(skip)]
     pub lock_token: Option<String>,
 }
 
-impl BookingRow {
-    pub fn state(&self) -> Option<State> {
-        State::parse(&self.state)
+impl std::ops::Deref for BookingRow {
+    type Target = BookingView;
+
+    fn deref(&self) -> &BookingView {
+        &self.view
+    }
+}
+
+impl serde::Serialize for BookingRow {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.view.serialize(serializer)
     }
 }
 
@@ -92,25 +79,31 @@ fn select_columns() -> String {
 }
 
 fn row_to_booking(row: &sqlx::postgres::PgRow) -> Result<BookingRow, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    let state = State::parse(&state).ok_or_else(|| {
+        sqlx::Error::Decode(format!("bookings.state {state:?} is not a booking state").into())
+    })?;
     Ok(BookingRow {
-        id: row.try_get("id")?,
-        state: row.try_get("state")?,
-        branch: row.try_get("branch_id")?,
-        asset_id: row.try_get("asset_id")?,
-        sku: row.try_get("sku")?,
-        from: row.try_get("first_day")?,
-        to: row.try_get("last_day")?,
-        free_from: row.try_get("free_from")?,
-        customer: row.try_get("customer")?,
-        tier: row.try_get("tier")?,
-        expires_at: row.try_get("expires_at")?,
-        payment_ref: row.try_get("payment_ref")?,
-        refund_due: row.try_get("refund_due")?,
+        view: BookingView {
+            id: row.try_get("id")?,
+            state,
+            branch: row.try_get("branch_id")?,
+            asset_id: row.try_get("asset_id")?,
+            sku: row.try_get("sku")?,
+            from: row.try_get("first_day")?,
+            to: row.try_get("last_day")?,
+            free_from: row.try_get("free_from")?,
+            customer: row.try_get("customer")?,
+            tier: row.try_get("tier")?,
+            expires_at: row.try_get("expires_at")?,
+            payment_ref: row.try_get("payment_ref")?,
+            refund_due: row.try_get("refund_due")?,
+            returned_at: row.try_get("returned_at")?,
+            damage_charge: row.try_get("damage_charge")?,
+            late_charge: row.try_get("late_charge")?,
+        },
         created_by: row.try_get("created_by")?,
         lock_token: row.try_get("lock_token")?,
-        returned_at: row.try_get("returned_at")?,
-        damage_charge: row.try_get("damage_charge")?,
-        late_charge: row.try_get("late_charge")?,
     })
 }
 
@@ -599,7 +592,7 @@ pub async fn confirm(
     let Some(row) = get(db, id).await? else {
         return Ok(None);
     };
-    if row.state() == Some(State::Confirmed) && row.payment_ref.as_deref() == Some(payment_ref) {
+    if row.state == State::Confirmed && row.payment_ref.as_deref() == Some(payment_ref) {
         return Ok(Some(ConfirmOutcome::AlreadyConfirmed(row)));
     }
     Ok(Some(ConfirmOutcome::WrongState(row)))
@@ -632,7 +625,7 @@ pub async fn cancel(db: &PgPool, id: &str) -> Result<Option<CancelOutcome>, sqlx
     let Some(row) = get(db, id).await? else {
         return Ok(None);
     };
-    Ok(Some(if row.state() == Some(State::Cancelled) {
+    Ok(Some(if row.state == State::Cancelled {
         CancelOutcome::AlreadyCancelled(row)
     } else {
         CancelOutcome::WrongState(row)
@@ -902,7 +895,7 @@ pub async fn complete(
     let Some(row) = get(db, id).await? else {
         return Ok(None);
     };
-    let same_facts = row.state() == Some(State::Completed)
+    let same_facts = row.state == State::Completed
         && row.damage_charge == Some(facts.damage_charge)
         && row.late_charge == Some(facts.late_charge)
         && row.returned_at.as_deref().and_then(|at| {
@@ -910,7 +903,7 @@ pub async fn complete(
         }) == Some(facts.returned_at);
     Ok(Some(if same_facts {
         CompleteOutcome::AlreadyCompleted(row)
-    } else if row.state() == Some(State::Confirmed) {
+    } else if row.state == State::Confirmed {
         CompleteOutcome::ReturnedBeforeStart(row)
     } else {
         CompleteOutcome::WrongState(row)
