@@ -14,7 +14,7 @@ use crate::store::{self, Store, StoreKey, StoreOptions, devices, master, worksho
 use crate::supervisor::Supervisor;
 use crate::sync::SyncHandle;
 
-/// Errors with their exit codes (CONTRACT.md): 2 usage or config, 3 store key or store, 1 other.
+/// Errors with their exit codes (the contract: ARCHITECTURE.md, "What is fixed"): 2 usage or config, 3 store key or store, 1 other.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]

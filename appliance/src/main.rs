@@ -1,5 +1,5 @@
 //! The `sentra-edge` command line: parse, load the configuration, dispatch, and turn errors into
-//! the exit codes of CONTRACT.md (0 ok, 2 usage or config, 3 store key or store, 1 other).
+//! the contract's exit codes (ARCHITECTURE.md, "What is fixed") (0 ok, 2 usage or config, 3 store key or store, 1 other).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use sentra_edge::store::{StoreKey, devices, outbox, print_jobs, sync as store_sy
 use sentra_edge::supervisor::Supervisor;
 use sentra_edge::telemetry;
 
-/// The static build links musl, whose allocator degrades badly under threads (FIELD-NOTES.md);
+/// The static build links musl, whose allocator degrades badly under threads (docs/decisions.md);
 /// glibc builds keep glibc's allocator.
 #[cfg(all(target_env = "musl", feature = "mimalloc"))]
 #[global_allocator]

@@ -94,7 +94,7 @@ Environment (overrides the config file):
   SENTRA_CLOUD__NOTIFY__GATEWAY_URL   messaging gateway: sandbox or the API base [default: none]
   SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN the gateway's bearer token [default: none]
   SENTRA_CLOUD__NOTIFY__REMINDER_DAYS service reminder after an invoice [default: 90]
-    (every notify key: README, section Customer notifications)
+    (every notify key: docs/cloud.md, section Customer notifications)
   SENTRA_CLOUD__HTTP__LISTEN   HTTP listen address [default: 0.0.0.0:8090]
   RUST_LOG                     log filter [default: info]
 

@@ -16,7 +16,7 @@
 //! - **keep alive** ([`Fitters`]): no connection lives forever without a sign of life. MQTT 5
 //!   clients asking for less than `mqtt.min_keep_alive_secs` (0 included) are told that value in
 //!   the CONNACK's Server Keep Alive, which the client must use; MQTT 3.1/3.1.1 has no way to say
-//!   so, and the spec (and interoperability suites, FIELD-NOTES) use Keep Alive 0, so it is
+//!   so, and the spec (and interoperability suites) use Keep Alive 0, so it is
 //!   accepted there but the connection is closed after `mqtt.zero_keep_alive_idle_secs` without
 //!   a packet from the client (the spec lets a server close an inactive client at any time);
 //! - **session expiry**: an MQTT 5 client's Session Expiry Interval is capped at
@@ -641,7 +641,7 @@ impl Handler for Hooks {
 /// - **Keep Alive**: below `mqtt.min_keep_alive_secs` it is raised to it. MQTT 5 lets the server
 ///   say so (Server Keep Alive in the CONNACK, which the client must then use), so an MQTT 5
 ///   client asking for 0 is raised rather than refused: refusing would only make it retry.
-///   MQTT 3.1/3.1.1 cannot be told. Keep Alive 0 is legal there and FIELD-NOTES requires the
+///   MQTT 3.1/3.1.1 cannot be told. Keep Alive 0 is legal there and the field requires the
 ///   broker to accept it (interoperability suites use it for every connection), so it is
 ///   accepted, and the broker closes the connection after `mqtt.zero_keep_alive_idle_secs`
 ///   without a packet from the client: a tablet that vanished without a FIN no longer holds its

@@ -188,7 +188,7 @@ async fn mqtt_keep_alive_zero_is_bounded_on_3_1_1_and_raised_on_5() {
     let (site, edge) = started_with(&[("SENTRA_EDGE__MQTT__ZERO_KEEP_ALIVE_IDLE_SECS", "1")]).await;
     let addr = edge.mqtt.expect("broker running");
     let dev = edge.pair(&site, "tablet").await;
-    // MQTT 3.1.1 allows Keep Alive 0 (FIELD-NOTES: the broker must accept it)...
+    // MQTT 3.1.1 allows Keep Alive 0 (the broker must accept it: docs/decisions.md)...
     let mut o = options(addr, &dev.id, &dev.id, &dev.token);
     o.set_keep_alive(Duration::ZERO);
     let (mut c, _) = connect_v3(o).await.expect("keep alive 0 accepted (3.1.1)");

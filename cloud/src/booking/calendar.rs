@@ -7,7 +7,7 @@
 //! is only ever given by PostgreSQL. Invariants:
 //! - a range is reserved by one Lua script that checks every day of every month it spans and
 //!   sets them only if all were clear (all or nothing, month ends included); `BITCOUNT .. BIT`
-//!   and `BITFIELD` inside the script, never `BITOP` (FIELD-NOTES.md);
+//!   and `BITFIELD` inside the script, never `BITOP`;
 //! - [`BUILT_KEY`] exists only while the calendar holds everything PostgreSQL has: `rebuild`
 //!   sets it last; a wiped or restarted Redis lacks it, and then every answer comes from
 //!   PostgreSQL until a rebuild;

@@ -1,4 +1,4 @@
-//! The booking API (CONTRACT.md): `GET /v1/availability`, `POST /v1/bookings`,
+//! The booking API (docs/cloud.md): `GET /v1/availability`, `POST /v1/bookings`,
 //! `GET /v1/bookings/{id}`, `POST /v1/bookings/{id}/confirm`, `POST /v1/bookings/{id}/cancel`,
 //! `POST /v1/bookings/{id}/complete`, and booking's part of `GET /metrics`. Callers are enrolled devices (signed requests) or API
 //! tokens (the customer portal, operators), authenticated by `devices::auth`.
@@ -36,7 +36,7 @@ use crate::devices::tokens::Role;
 use crate::ttl::TtlMap;
 use crate::web::{ApiError, JsonBody};
 
-/// The header a client names its retry with (CONTRACT.md).
+/// The header a client names its retry with (the contract).
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// Longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;

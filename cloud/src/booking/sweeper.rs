@@ -5,7 +5,7 @@
 //! pre-authorisation when due), and now and then rebuilds the calendar.
 //!
 //! It keeps no state of its own: what is due is in PostgreSQL, so holds expire on time after any
-//! restart of any replica. Keyspace notifications are never the trigger (FIELD-NOTES.md).
+//! restart of any replica. Keyspace notifications are never the trigger (Redis may drop them).
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Who is calling: the middleware in front of every authenticated `/v1` route, and [`Caller`],
 //! what handlers learn from it.
 //!
-//! Two kinds of caller (CONTRACT.md): an enrolled device, by a request signed with its ed25519
+//! Two kinds of caller (the contract: ARCHITECTURE.md, "What is fixed"): an enrolled device, by a request signed with its ed25519
 //! key (`sentra_protocol::auth`: method, path and query, timestamp, nonce, SHA-256 of the exact
 //! body bytes), or a non-device client by `Authorization: Bearer <api token>`.
 //!

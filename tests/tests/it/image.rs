@@ -1,5 +1,5 @@
 //! The cheap part of the disk image's checks (building and booting it takes minutes: `bash
-//! image/build.sh && bash image/test.sh`, README "The disk image"): its scripts parse and pass
+//! image/build.sh && bash image/test.sh`, docs/technician.md, "The disk image"): its scripts parse and pass
 //! shellcheck, its own units verify beside ours, the units it enables exist, and its package and
 //! kernel-module lists are well-formed.
 

@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The highest exposure we accept (systemd-analyze prints 0.0–10.0; FIELD-NOTES: 1.5 is reachable).
+/// The highest exposure we accept (systemd-analyze prints 0.0–10.0; 1.5 is reachable for this unit).
 const MAX_EXPOSURE: f64 = 2.0;
 
 pub fn repo() -> PathBuf {
