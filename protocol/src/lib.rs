@@ -14,6 +14,7 @@ pub mod hlc;
 pub mod payload;
 pub mod record;
 pub mod sync;
+pub mod workshop;
 
 pub use event::{EntityKind, Event, SCHEMA_VERSION};
 pub use hlc::{Hlc, HlcClock, HlcError};

@@ -283,29 +283,8 @@ impl std::str::FromStr for Role {
     }
 }
 
-/// How a payment was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentMethod {
-    Cash,
-    /// Card terminal; the reference is the terminal's approval code.
-    Edc,
-    /// QRIS; the reference is the QRIS transaction id.
-    Qris,
-}
-
-impl PaymentMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentMethod::Cash => "CASH",
-            PaymentMethod::Edc => "EDC",
-            PaymentMethod::Qris => "QRIS",
-        }
-    }
-    pub fn needs_reference(self) -> bool {
-        !matches!(self, PaymentMethod::Cash)
-    }
-}
+/// How a payment was made (the protocol's, so the cloud checks the same methods).
+pub use sentra_protocol::workshop::PaymentMethod;
 
 /// The characters Rust's `str::trim` and `char::is_whitespace` take for white space (Unicode
 /// White_Space), as a regex class body: patterns spell it out because a schema's `\s` is

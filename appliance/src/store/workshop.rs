@@ -11,6 +11,7 @@ use crate::domain::work_order::Status;
 use crate::domain::{Id, Name, Phone, Plate, Qty, Sku, Text};
 use sentra_protocol::EntityKind;
 use sentra_protocol::payload::{self as p, op};
+use sentra_protocol::workshop::StockReason;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WorkOrder {
@@ -206,7 +207,7 @@ pub fn dispense(
     let moved = p::StockMoved {
         sku: part.sku.clone(),
         delta: -qty.get(),
-        reason: "DISPENSE".into(),
+        reason: StockReason::Dispense.as_str().into(),
         work_order_id: Some(wo_id.to_owned()),
         line_id: Some(line.id.clone()),
         unit_price: Some(line.unit_price),
@@ -246,7 +247,7 @@ pub fn receive(
     let moved = p::StockMoved {
         sku: part.sku.clone(),
         delta: qty.get(),
-        reason: "RECEIPT".into(),
+        reason: StockReason::Receipt.as_str().into(),
         work_order_id: None,
         line_id: None,
         unit_price: None,

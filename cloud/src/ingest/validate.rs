@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use sentra_protocol::doc::{self, DocRecord};
 use sentra_protocol::payload::{self as p, Payload, op};
 use sentra_protocol::record::{self, Author, RecordKind};
+use sentra_protocol::workshop::{PaymentMethod, StockReason, WorkOrderStatus};
 use sentra_protocol::{EntityKind, Hlc, PROTOCOL_VERSION, SCHEMA_VERSION};
 use serde::Deserialize;
 
@@ -21,18 +22,6 @@ pub use crate::event::{Checked, Outcome, Prepared, RawEvent};
 
 /// Longest id (entity id, sku, work order, invoice…) accepted; edge ids are UUIDs.
 pub const MAX_ID_LEN: usize = 128;
-
-/// Work-order statuses the edge writes.
-pub const WORK_ORDER_STATUSES: [&str; 6] = [
-    "OPEN",
-    "IN_PROGRESS",
-    "WAITING_PARTS",
-    "DONE",
-    "INVOICED",
-    "CANCELLED",
-];
-
-pub const PAYMENT_METHODS: [&str; 3] = ["CASH", "EDC", "QRIS"];
 
 /// The largest stock movement accepted, either way. A branch moves at most 10 000 of a part at
 /// once (its `Qty`); the bound keeps a branch's running sum (`stock_levels.on_hand`, bigint) from
@@ -173,10 +162,11 @@ fn rules(
         Payload::PaymentReceived(pay) => {
             same_id(&pay.id, entity_id)?;
             id("invoice_id", &pay.invoice_id)?;
-            if !PAYMENT_METHODS.contains(&pay.method.as_str()) {
+            if PaymentMethod::parse(&pay.method).is_none() {
                 return Err(format!(
-                    "method {:?}: expected one of {PAYMENT_METHODS:?}",
-                    pay.method
+                    "method {:?}: expected one of {:?}",
+                    pay.method,
+                    PaymentMethod::NAMES
                 ));
             }
             positive("amount", pay.amount)?;
@@ -218,10 +208,10 @@ fn rules(
 
 fn stock(event_op: &str, m: &p::StockMoved) -> Result<(), String> {
     id("sku", &m.sku)?;
-    let sign_ok = match (event_op, m.reason.as_str()) {
-        (op::DISPENSED, "DISPENSE") => m.delta < 0,
-        (op::RECEIVED, "RECEIPT") => m.delta > 0,
-        (op::RECEIVED, "ADJUSTMENT") => m.delta != 0,
+    let sign_ok = match (event_op, StockReason::parse(&m.reason)) {
+        (op::DISPENSED, Some(StockReason::Dispense)) => m.delta < 0,
+        (op::RECEIVED, Some(StockReason::Receipt)) => m.delta > 0,
+        (op::RECEIVED, Some(StockReason::Adjustment)) => m.delta != 0,
         _ => {
             return Err(format!(
                 "reason {:?} does not go with op {event_op:?} (dispensed: DISPENSE; received: RECEIPT or ADJUSTMENT)",
@@ -241,7 +231,7 @@ fn stock(event_op: &str, m: &p::StockMoved) -> Result<(), String> {
             m.delta
         ));
     }
-    if m.reason == "DISPENSE" && m.work_order_id.is_none() {
+    if StockReason::parse(&m.reason) == Some(StockReason::Dispense) && m.work_order_id.is_none() {
         return Err("a DISPENSE names its work_order_id".to_owned());
     }
     if let Some(work_order) = &m.work_order_id {
@@ -364,11 +354,12 @@ fn text(field: &str, value: &str) -> Result<(), String> {
 }
 
 fn status(field: &str, value: &str) -> Result<(), String> {
-    if WORK_ORDER_STATUSES.contains(&value) {
+    if WorkOrderStatus::parse(value).is_some() {
         Ok(())
     } else {
         Err(format!(
-            "{field} {value:?}: expected one of {WORK_ORDER_STATUSES:?}"
+            "{field} {value:?}: expected one of {:?}",
+            WorkOrderStatus::NAMES
         ))
     }
 }
