@@ -48,6 +48,8 @@ pub struct Services {
     pub db: PgPool,
     pub redis: ConnectionManager,
     pub booking: Arc<booking::Booking>,
+    /// KTP checks; booking holds the same service as its `Standing` gate.
+    pub identity: Arc<crate::identity::Identity>,
     pub fleet: crate::config::FleetConfig,
     /// API tokens this replica recently found valid.
     pub tokens: Arc<devices::auth::TokenCache>,
@@ -115,7 +117,7 @@ impl FromRef<AppState> for crate::identity::IdentityState {
     fn from_ref(state: &AppState) -> crate::identity::IdentityState {
         crate::identity::IdentityState {
             db: state.db.clone(),
-            identity: state.booking.identity.clone(),
+            identity: state.identity.clone(),
         }
     }
 }

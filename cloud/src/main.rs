@@ -15,14 +15,11 @@
 //! Orchestration: [`ingest`]: `POST /v1/sync/push`: validation, the event log, projections,
 //! parking; it calls the domains that take part in a push.
 //!
-//! Domains (each imports only the ground floor and `sentra-protocol`; the exceptions, each a
-//! one-way arrow, are booking's identity gate, master data and shared records writing the change
-//! log, and rollouts reading releases):
+//! Domains (each imports only the ground floor and `sentra-protocol`, never another domain):
 //! - [`booking`]: rental holds without double booking, the Redis calendar, the sweeper;
 //! - [`identity`]: KTP checks bound to customer records, the gate a hold passes;
 //! - [`shared`]: records both the cloud and the branch edit (customers, vehicles, documents);
 //! - [`master`]: master data (parts, mechanics, assets) authored in the cloud;
-//! - [`changes`]: the per-branch change log and `GET /v1/sync/pull`;
 //! - [`fleet`]: heartbeats, rollouts in waves, the fleet page, JSON and metrics;
 //! - [`releases`]: the release signing key, publishing signed releases, serving them;
 //! - [`blobs`]: inspection photos: uploads in parts, the object store;
@@ -33,7 +30,10 @@
 //! - [`web`]: the JSON error envelope, JSON bodies, the clock, the server-time header;
 //! - [`schemas`]: the OpenAPI schema types handlers name;
 //! - [`event`]: a pushed event as ingest hands it to the domains;
-//! - [`devices`]: the caller's identity: enrolment, device signatures, API tokens, revocation,
+//! - [`standing`]: who owns a customer record, and the identity gate a booking passes (a trait
+//!   the identity domain implements);
+//! - [`changes`]: the per-branch change log every writer appends to in its transaction (master
+//!   data, shared records, ingest) and `GET /v1/sync/pull`;//! - [`devices`]: the caller's identity: enrolment, device signatures, API tokens, revocation,
 //!   the `enrollment-token` / `api-token` commands;
 //! - [`branches`]: branch ids and branch rows;
 //! - [`config`]: the typed configuration (defaults, TOML file, environment);
@@ -61,6 +61,7 @@ mod openapi;
 mod releases;
 mod schemas;
 mod shared;
+mod standing;
 mod startup;
 mod ttl;
 mod web;

@@ -191,7 +191,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         redis.clone(),
         lock_nodes,
         &config.booking,
-        identity,
+        identity.clone(),
     );
     let stop = StopSignals::install()?;
     // A photo store that cannot be opened must not take the rest of the service down with it:
@@ -263,6 +263,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             db: db.clone(),
             redis,
             booking: std::sync::Arc::new(booking),
+            identity,
             fleet: config.fleet.clone(),
             tokens: std::sync::Arc::default(),
             notify,

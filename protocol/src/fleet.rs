@@ -349,6 +349,31 @@ impl fmt::Display for ReleaseVersion {
     }
 }
 
+/// A release channel's name: 1–32 of `a-z`, `0-9`, `-` (`stable`, `canary`).
+pub fn check_channel(channel: &str) -> Result<(), String> {
+    if (1..=32).contains(&channel.len())
+        && channel
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "channel {channel:?}: expected 1-32 of a-z, 0-9 and -, such as stable or canary"
+        ))
+    }
+}
+
+/// Where the cloud serves a release's signed manifest.
+pub fn manifest_path(version: &str) -> String {
+    format!("/v1/releases/{version}/manifest")
+}
+
+/// Where the cloud serves a release's artifact (Range requests resume a download).
+pub fn artifact_path(version: &str) -> String {
+    format!("/v1/releases/{version}/artifact")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

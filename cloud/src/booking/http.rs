@@ -306,7 +306,7 @@ pub async fn hold(
         return Err(taken(&body, stay));
     };
 
-    let owner = crate::identity::owner::Owner::of_booking(&caller, &branch).key();
+    let owner = crate::standing::Owner::of_booking(&caller, &branch).key();
     let request = HoldRequest {
         branch,
         asset_id: body.asset_id.clone(),
@@ -454,7 +454,7 @@ async fn place(
         .await
     {
         Ok(true) => {}
-        Ok(false) => return Err(crate::identity::unverified(&request.customer)),
+        Ok(false) => return Err(crate::standing::unverified(&request.customer)),
         Err(error) => return Err(ApiError::database(&error)),
     }
     record::hold(

@@ -59,7 +59,7 @@ pub struct Booking {
     /// The payment gateway; the sandbox until a real one is configured.
     pub gateway: Arc<dyn payments::PaymentGateway>,
     /// Identity checks: the gate a hold passes (issue 8).
-    pub identity: Arc<crate::identity::Identity>,
+    pub identity: Arc<dyn crate::standing::Standing>,
 }
 
 /// The booking part of the configuration, as the engine uses it.
@@ -79,7 +79,7 @@ impl Booking {
         redis: ConnectionManager,
         lock_nodes: Vec<ConnectionManager>,
         config: &BookingConfig,
-        identity: Arc<crate::identity::Identity>,
+        identity: Arc<dyn crate::standing::Standing>,
     ) -> Booking {
         let lock_nodes = if lock_nodes.is_empty() {
             vec![redis.clone()]

@@ -55,7 +55,7 @@ pub struct Decided {
 pub async fn decide(
     tx: &mut PgConnection,
     settings: &Settings,
-    identity: &crate::identity::Identity,
+    identity: &dyn crate::standing::Standing,
     branch: &str,
     device: &str,
     events: &[Prepared],
@@ -79,14 +79,14 @@ pub async fn decide(
             }
             _ => continue,
         };
-        let owner = crate::identity::owner::Owner::Branch(branch.to_owned()).key();
+        let owner = crate::standing::Owner::Branch(branch.to_owned()).key();
         let decision = if identity.cleared_in(tx, &owner, &request.customer).await? {
             decide_one(tx, settings, branch, device, request).await?
         } else {
             rejected(
                 request,
                 "identity_unverified",
-                crate::identity::unverified_reason(&request.customer),
+                crate::standing::unverified_reason(&request.customer),
             )
         };
         if decision.state == "CONFIRMED" {

@@ -662,7 +662,7 @@ pub async fn put_channel(
     JsonBody(body): JsonBody<ChannelBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let operator = caller.operator()?;
-    crate::releases::check_channel(&body.channel).map_err(ApiError::Invalid)?;
+    sentra_protocol::fleet::check_channel(&body.channel).map_err(ApiError::Invalid)?;
     let uuid = uuid::Uuid::parse_str(&id)
         .map_err(|_| ApiError::NotFound(format!("no device {id}")))?
         .hyphenated()

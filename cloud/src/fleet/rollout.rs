@@ -16,7 +16,6 @@ use sqlx::{PgConnection, PgPool};
 
 use sentra_protocol::fleet::{Heartbeat, TargetRelease, UpdateState};
 
-use crate::releases;
 use crate::web::ApiError;
 
 /// Percentages a rollout goes through when none are given: a tenth, half, then the whole
@@ -194,7 +193,7 @@ pub fn waves_for(percent: i32, waves: Option<&[i32]>) -> Result<Vec<i32>, String
 /// `rollout --channel C --percent P`: starts a rollout, or widens the channel's current one of
 /// the same version to `P` percent (a completed rollout goes on running). Returns its id.
 pub async fn start(db: &PgPool, plan: &Plan) -> Result<String, RolloutError> {
-    releases::check_channel(&plan.channel).map_err(RolloutError::Invalid)?;
+    sentra_protocol::fleet::check_channel(&plan.channel).map_err(RolloutError::Invalid)?;
     for (name, value) in [
         ("--success-threshold", plan.success_threshold_pct),
         ("--failure-threshold", plan.failure_threshold_pct),
@@ -565,7 +564,7 @@ pub async fn on_heartbeat(
         .await?;
     }
     Ok(offer.then(|| TargetRelease {
-        manifest_url: releases::manifest_path(&version),
+        manifest_url: sentra_protocol::fleet::manifest_path(&version),
         version,
         rollout_id: id,
     }))

@@ -42,15 +42,16 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse as _, Response};
+use futures_util::future::BoxFuture;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use sqlx::{PgConnection, PgPool};
 
-use self::owner::Owner;
 use self::provider::{CheckBody, IdentityProvider, ProviderError, Verihubs};
 use crate::config::Secret;
 use crate::devices::auth::Caller;
+use crate::standing::{Owner, Standing};
 use crate::ttl::TtlMap;
 use crate::web::{ApiError, JsonBody};
 
@@ -227,19 +228,24 @@ impl Identity {
     }
 }
 
-/// The refusal a booking path gives an unverified customer.
-pub fn unverified(customer: &str) -> ApiError {
-    ApiError::Refused {
-        code: "identity_unverified",
-        message: unverified_reason(customer),
+impl Standing for Identity {
+    fn cleared<'a>(
+        &'a self,
+        db: &'a PgPool,
+        owner: &'a str,
+        customer: &'a str,
+    ) -> BoxFuture<'a, Result<bool, sqlx::Error>> {
+        Box::pin(Identity::cleared(self, db, owner, customer))
     }
-}
 
-/// The reason, as staff read it (also the reason of an offline booking rejected at ingest).
-pub fn unverified_reason(customer: &str) -> String {
-    format!(
-        "customer {customer:?} has no verified identity; check their KTP first (POST /v1/customers/{{id}}/identity with the KTP photo and a selfie)"
-    )
+    fn cleared_in<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        owner: &'a str,
+        customer: &'a str,
+    ) -> BoxFuture<'a, Result<bool, sqlx::Error>> {
+        Box::pin(Identity::cleared_in(self, conn, owner, customer))
+    }
 }
 
 /// Runs the provider's checks against the customer record's name; `Err` only when the provider

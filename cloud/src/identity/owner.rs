@@ -14,67 +14,11 @@ use sqlx::PgPool;
 use crate::branches::{self, BranchId};
 use crate::devices::auth::Caller;
 use crate::devices::tokens::Role;
+use crate::standing::Owner;
 use crate::web::{ApiError, JsonBody};
 
 /// Longest customer name accepted, as the shared customer record's `name` field.
 pub const MAX_NAME_CHARS: usize = 120;
-
-/// The owner of a customer record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Owner {
-    Branch(String),
-    Portal(String),
-}
-
-impl Owner {
-    /// As stored in `customer_identities.owner`: `branch:<id>` or `portal:<token name>`.
-    pub fn key(&self) -> String {
-        match self {
-            Owner::Branch(branch) => format!("branch:{branch}"),
-            Owner::Portal(portal) => format!("portal:{portal}"),
-        }
-    }
-
-    /// The owner a caller acts for: a device its own branch, a portal token itself, an operator
-    /// token the branch it names.
-    pub fn of(caller: &Caller, branch: Option<&str>) -> Result<Owner, ApiError> {
-        match caller {
-            Caller::Device(device) => match branch {
-                None => Ok(Owner::Branch(device.branch_id.clone())),
-                Some(branch) if branch == device.branch_id => {
-                    Ok(Owner::Branch(device.branch_id.clone()))
-                }
-                // Another branch's customers do not exist for this device.
-                Some(_) => Err(not_found()),
-            },
-            Caller::Client(client) if client.role == Role::Portal => match branch {
-                None => Ok(Owner::Portal(client.name.clone())),
-                Some(_) => Err(ApiError::Invalid(
-                    "branch: a portal token checks its own customers (PUT /v1/customers/{id}); leave branch out".to_owned(),
-                )),
-            },
-            Caller::Client(_) => {
-                let branch = branch.ok_or_else(|| {
-                    ApiError::Invalid("branch: required for an operator token".to_owned())
-                })?;
-                let branch = BranchId::parse(branch).map_err(|_| not_found())?;
-                Ok(Owner::Branch(branch.as_str().to_owned()))
-            }
-        }
-    }
-
-    /// The owner of a booking's customer, for the identity gate: the device's branch, the
-    /// portal, or the branch an operator books for.
-    pub fn of_booking(caller: &Caller, branch: &str) -> Owner {
-        match caller {
-            Caller::Device(device) => Owner::Branch(device.branch_id.clone()),
-            Caller::Client(client) if client.role == Role::Portal => {
-                Owner::Portal(client.name.clone())
-            }
-            Caller::Client(_) => Owner::Branch(branch.to_owned()),
-        }
-    }
-}
 
 fn not_found() -> ApiError {
     ApiError::NotFound("no such customer".to_owned())

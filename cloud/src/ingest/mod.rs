@@ -208,7 +208,7 @@ async fn ingest_once(
     let decided = offline::decide(
         &mut tx,
         &booking.settings,
-        &booking.identity,
+        &*booking.identity,
         &device.branch_id,
         &device.id,
         fresh,

@@ -24,6 +24,8 @@ use sentra_protocol::fleet::{self as wire, Manifest, ReleaseVersion, SignedManif
 use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
 
+use sentra_protocol::fleet::{artifact_path, check_channel};
+
 use crate::devices::auth::Caller;
 use crate::web::ApiError;
 
@@ -54,21 +56,6 @@ pub enum ReleaseError {
     Exists(String),
     #[error("storing the release failed (has `sentra-cloud migrate` run?)")]
     Db(#[from] sqlx::Error),
-}
-
-/// A channel name: 1–32 of `a-z`, `0-9`, `-`.
-pub fn check_channel(channel: &str) -> Result<(), String> {
-    if (1..=32).contains(&channel.len())
-        && channel
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "channel {channel:?}: expected 1-32 of a-z, 0-9 and -, such as stable or canary"
-        ))
-    }
 }
 
 /// `release keygen FILE`: a new key (64 hex characters, mode 0600, never overwriting); returns
@@ -200,14 +187,6 @@ pub async fn publish(
         manifest,
         key_id: signed.key_id,
     })
-}
-
-pub fn manifest_path(version: &str) -> String {
-    format!("/v1/releases/{version}/manifest")
-}
-
-pub fn artifact_path(version: &str) -> String {
-    format!("/v1/releases/{version}/artifact")
 }
 
 fn no_release(version: &str) -> ApiError {
