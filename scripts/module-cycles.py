@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Import circles between the files of a crate's src/, and the floors they stand on.
 
-    python3 scripts/module-cycles.py [--max N] [--show] SRC_DIR...
+    python3 scripts/module-cycles.py [--max N] [--show] [--domains SRC_DIR:ROOM,ROOM...] SRC_DIR...
 
 An arrow A -> B is drawn when file A names a path into file B's module (`use crate::x::y`,
 `crate::x::f(...)`, `super::x`, `self::x`). Code under `#[cfg(test)]` and comments are left out:
 the rule is about the code that ships. A circle is a strongly connected set of files; the check
 fails (exit 1) when one holds more than N files (2 by default: a file pair that uses each other
 is tolerated, a circle through a third file is not). `--show` prints every file's arrows.
+`--domains` names the rooms (a top-level module: a file or a folder of SRC_DIR) that stand side
+by side on one floor: an arrow from one of them into another fails the check too.
 
 Written here rather than taken from a crate: cargo-modules builds rust-analyzer (minutes of
 compiling on CI for one check), and the project's module paths are plain enough to read as text.
@@ -169,13 +171,16 @@ def circles(edges):
 
 
 def main(argv):
-    limit, show, dirs = 2, False, []
+    limit, show, dirs, domains = 2, False, [], {}
     it = iter(argv)
     for a in it:
         if a == "--max":
             limit = int(next(it))
         elif a == "--show":
             show = True
+        elif a == "--domains":
+            src, rooms = next(it).split(":", 1)
+            domains[src.rstrip("/")] = set(rooms.split(","))
         else:
             dirs.append(a)
     if not dirs:
@@ -187,6 +192,16 @@ def main(argv):
         if show:
             for f in sorted(edges):
                 print(f"{src}/{f} -> {', '.join(sorted(edges[f])) or '-'}")
+        rooms = domains.get(src.rstrip("/"), set())
+
+        def room(f):
+            return f.split("/")[0].removesuffix(".rs")
+
+        for f in sorted(edges):
+            for g in sorted(edges[f]):
+                if room(f) in rooms and room(g) in rooms and room(f) != room(g):
+                    failed = True
+                    print(f"{src}: domain {room(f)} imports domain {room(g)}: {f} -> {g}")
         found = circles(edges)
         for comp in found:
             too_big = len(comp) > limit
