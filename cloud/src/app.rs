@@ -190,14 +190,14 @@ pub fn router(state: AppState) -> Router {
             "/v1/blobs/{sha256}/uploads/{id}/complete",
             post(blobs::complete),
         )
-        .route("/v1/devices/heartbeat", post(fleet::heartbeat))
-        .route("/v1/devices/{id}/channel", put(fleet::put_channel))
-        .route("/v1/fleet", get(fleet::get_fleet))
-        .route("/v1/fleet/devices/{id}", get(fleet::get_device))
-        .route("/v1/fleet/rollouts/{id}", get(fleet::get_rollout))
+        .route("/v1/devices/heartbeat", post(fleet::http::heartbeat))
+        .route("/v1/devices/{id}/channel", put(fleet::http::put_channel))
+        .route("/v1/fleet", get(fleet::http::get_fleet))
+        .route("/v1/fleet/devices/{id}", get(fleet::http::get_device))
+        .route("/v1/fleet/rollouts/{id}", get(fleet::http::get_rollout))
         .route(
             "/v1/fleet/rollouts/{id}/{action}",
-            post(fleet::post_rollout_action),
+            post(fleet::http::post_rollout_action),
         )
         .route(
             "/v1/fleet/login-links",
