@@ -1,254 +1,144 @@
-//! Typed configuration for `sentra-cloud`: the named defaults below, then an optional TOML file
+//! Typed configuration for `sentra-cloud`: each key's default, then an optional TOML file
 //! (`--config FILE`), then environment variables, later layers winning.
 //!
-//! This module owns every configuration key, its default and its validation; nothing else in the
-//! crate reads the environment or the config file. Invariants:
+//! Every key is listed once in [`KEYS`] with its default and the reason for it, as on the box
+//! (`appliance/src/config.rs`); the example file `cloud/cloud.example.toml` is generated from that
+//! table (`sentra-cloud config defaults`) and a test keeps the two equal. This module owns every
+//! key and its validation; nothing else in the crate reads the environment or the config file.
+//! Invariants:
 //! - a [`Config`] is fully validated, so the rest of the crate never sees a bad address or URL;
 //! - every problem is reported at once ([`ConfigErrors`]), not only the first one;
-//! - the password in a database or Redis URL never appears in `Debug` output or in an error.
-//!
-//! The file, with every key at its default (`database.url` has none):
-//!
-//! ```toml
-//! [http]
-//! listen = "0.0.0.0:8090"        # env SENTRA_CLOUD__HTTP__LISTEN
-//!
-//! [database]
-//! url = "postgres://user:password@host:5432/sentra"   # env DATABASE_URL (required)
-//!
-//! [redis]
-//! url = "redis://127.0.0.1:6379"   # env REDIS_URL
-//! lock_nodes = []                  # env REDIS_LOCK_NODES, comma-separated
-//!
-//! [booking]
-//! hold_seconds = 600               # env SENTRA_CLOUD__BOOKING__HOLD_SECONDS
-//! turnover_buffer_days = 0         # env SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS
-//! sweep_interval_ms = 1000         # env SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS
-//! release_delay_seconds = 0        # env SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECONDS
-//!
-//! [payments]
-//! webhook_secret = ""              # env SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET (never logged)
-//!
-//! [releases]
-//! signing_key_file = ""            # env SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE (release keygen)
-//!
-//! [fleet]
-//! offline_after_secs = 180         # env SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS
-//!
-//! [notify]
-//! amqp_url = ""                    # env SENTRA_CLOUD__NOTIFY__AMQP_URL (empty: no publisher)
-//! queue = "sentra.notifications"   # env SENTRA_CLOUD__NOTIFY__QUEUE
-//! reminder_days = 90               # env SENTRA_CLOUD__NOTIFY__REMINDER_DAYS
-//! max_attempts = 5                 # env SENTRA_CLOUD__NOTIFY__MAX_ATTEMPTS
-//! retry_base_ms = 2000             # env SENTRA_CLOUD__NOTIFY__RETRY_BASE_MS
-//! publish_interval_ms = 1000       # env SENTRA_CLOUD__NOTIFY__PUBLISH_INTERVAL_MS
-//! gateway_url = ""                 # env SENTRA_CLOUD__NOTIFY__GATEWAY_URL ("sandbox", or the API base)
-//! gateway_token = ""               # env SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN (never logged)
-//! phone_number_id = "sandbox"      # env SENTRA_CLOUD__NOTIFY__PHONE_NUMBER_ID
-//! gateway_timeout_ms = 10000       # env SENTRA_CLOUD__NOTIFY__GATEWAY_TIMEOUT_MS
-//! gateway_lookup_url = ""          # env SENTRA_CLOUD__NOTIFY__GATEWAY_LOOKUP_URL
-//!
-//! [identity]
-//! required = true                  # env SENTRA_CLOUD__IDENTITY__REQUIRED (refuse holds of unverified customers)
-//! provider_url = ""                # env SENTRA_CLOUD__IDENTITY__PROVIDER_URL ("sandbox", or the API base)
-//! app_id = ""                      # env SENTRA_CLOUD__IDENTITY__APP_ID
-//! api_key = ""                     # env SENTRA_CLOUD__IDENTITY__API_KEY (never logged)
-//! nik_secret = ""                  # env SENTRA_CLOUD__IDENTITY__NIK_SECRET (HMAC key for NIKs; never logged)
-//! checks_per_caller = 30           # env SENTRA_CLOUD__IDENTITY__CHECKS_PER_CALLER (provider calls per device or token per window)
-//! check_window_secs = 3600         # env SENTRA_CLOUD__IDENTITY__CHECK_WINDOW_SECS
-//! ```
+//! - a secret, or the password in a URL, never appears in `Debug` output, in an error or in what
+//!   `config check` prints.
 
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use redis::{ConnectionInfo, IntoConnectionInfo};
 use sqlx::postgres::PgConnectOptions;
 
-/// Where the HTTP server listens: every interface, because replicas are reached by a load
-/// balancer over the network; port 8090 is the contract's (CONTRACT.md).
-pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8090";
+/// A key's variable unless [`Key::env`] names another: `SENTRA_CLOUD__<SECTION>__<KEY>`.
+pub const ENV_PREFIX: &str = "SENTRA_CLOUD__";
 
-/// PostgreSQL has no default URL: it is the record, and writing to a database that happened to
-/// be reachable is worse than refusing to start.
-pub const DEFAULT_DATABASE_URL: Option<&str> = None;
+/// How a key is written in the file, and how it is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A TOML string.
+    Text,
+    /// A TOML string that is never shown (tokens, keys): empty means none.
+    Hidden,
+    /// A TOML integer.
+    Number,
+    /// A TOML boolean (or the string "true" / "false", as in the environment).
+    Flag,
+    /// A TOML array of strings; in the environment, comma-separated.
+    List,
+}
 
-/// Redis on the same machine: what a laptop and a one-box installation have. Redis is a fast
-/// path rebuilt from PostgreSQL, so a wrong default costs speed, never correctness.
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// One documented key.
+pub struct Key {
+    /// `section.name`, as in the file.
+    pub key: &'static str,
+    pub kind: Kind,
+    /// The value when neither the file nor the environment gives one; "" is none.
+    pub default: &'static str,
+    /// Why the default is what it is, in one line (the example file shows it).
+    pub doc: &'static str,
+    /// The variable when it is not `SENTRA_CLOUD__<SECTION>__<KEY>`: the name every tool knows.
+    pub env: Option<&'static str>,
+    /// The key's earlier name in its section: still read, with a warning, so existing
+    /// deployments keep working (in the file and as `SENTRA_CLOUD__<SECTION>__<OLD>`).
+    pub old_name: Option<&'static str>,
+}
 
-/// No Redlock nodes: asset locks are then a plain `SET NX PX` on [`DEFAULT_REDIS_URL`]'s node,
-/// which is right for a single Redis. Production lists independent nodes (an odd number).
-pub const DEFAULT_REDIS_LOCK_NODES: &[&str] = &[];
+const fn key(key: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> Key {
+    Key {
+        key,
+        kind,
+        default,
+        doc,
+        env: None,
+        old_name: None,
+    }
+}
 
-/// How long a hold lives without payment: the payment window of card and e-wallet checkouts
-/// (DESIGN.md), after which the slot is free again.
-pub const DEFAULT_HOLD_SECONDS: u64 = 600;
-/// Days an asset stays blocked after a rental for cleaning and inspection. None by default: a
-/// branch that needs turnover days sets them, and changing it only affects new bookings.
-pub const DEFAULT_TURNOVER_BUFFER_DAYS: u64 = 0;
-/// How often each replica sweeps due holds. A hold expires at most this late; sweeping is
-/// `FOR UPDATE SKIP LOCKED`, so replicas sweeping together never wait on one another.
-pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 1000;
-/// How long after `COMPLETED` the rest of a pre-authorisation is released. At once by default:
-/// the charges (damage, late return) are known when the counter completes the rental, so
-/// holding the customer's limit longer only costs them; a business that inspects later sets a
-/// delay. Never more than [`MAX_RELEASE_DELAY_SECONDS`]: the gateways' terms (and issue 4) say the
-/// rest is released at most 24 h after completion.
-pub const DEFAULT_RELEASE_DELAY_SECONDS: u64 = 0;
-pub const MAX_RELEASE_DELAY_SECONDS: u64 = 86_400;
-/// The longest hold window accepted (a day): longer is a reservation, not a payment window.
-pub const MAX_HOLD_SECONDS: u64 = 86_400;
-/// The longest turnover buffer accepted (the protocol's: branches refuse a calendar with more).
-pub const MAX_TURNOVER_BUFFER_DAYS: u64 = sentra_protocol::day::MAX_TURNOVER_BUFFER_DAYS as u64;
+use Kind::{Flag, Hidden, List, Number, Text};
 
-/// Environment variable overriding `http.listen`.
-pub const ENV_HTTP_LISTEN: &str = "SENTRA_CLOUD__HTTP__LISTEN";
-/// Environment variable overriding `database.url` (the name every PostgreSQL tool knows).
-pub const ENV_DATABASE_URL: &str = "DATABASE_URL";
-/// Environment variable overriding `redis.url`.
-pub const ENV_REDIS_URL: &str = "REDIS_URL";
-/// Environment variable overriding `redis.lock_nodes`: Redis URLs separated by commas; empty
-/// means none.
-pub const ENV_REDIS_LOCK_NODES: &str = "REDIS_LOCK_NODES";
-
-/// Environment variables of the booking keys.
-pub const ENV_HOLD_SECONDS: &str = "SENTRA_CLOUD__BOOKING__HOLD_SECONDS";
-pub const ENV_TURNOVER_BUFFER_DAYS: &str = "SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS";
-pub const ENV_SWEEP_INTERVAL_MS: &str = "SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS";
-pub const ENV_RELEASE_DELAY_SECONDS: &str = "SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECONDS";
-/// The shared secret the payment gateway signs webhooks with. Unset: every webhook is refused.
-pub const ENV_WEBHOOK_SECRET: &str = "SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET";
-
-/// The ed25519 release signing key (`sentra-cloud release keygen FILE`): only `release publish`
-/// reads it. Unset: publishing refuses, so nothing unsigned is ever served.
-pub const ENV_SIGNING_KEY_FILE: &str = "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE";
-/// A device is shown offline when its last heartbeat is older than this: three missed beats at
-/// the appliance's default 60 s interval, so one lost request does not flag a branch.
-pub const DEFAULT_OFFLINE_AFTER_SECS: u64 = 180;
-pub const ENV_OFFLINE_AFTER_SECS: &str = "SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS";
-
-/// Customer notifications (`notify`). No broker by default: a replica without one keeps the
-/// schedule in PostgreSQL, where it waits until a replica (or `notify publish-due`) with a
-/// broker publishes it.
-pub const DEFAULT_NOTIFY_AMQP_URL: &str = "";
-/// The work queue's name; the retry queues and the dead-letter queue are named after it.
-pub const DEFAULT_NOTIFY_QUEUE: &str = "sentra.notifications";
-/// A service reminder is due this long after the invoice (issue 8: H+90).
-pub const DEFAULT_REMINDER_DAYS: u64 = 90;
-/// Gateway attempts per notification before it is dead-lettered.
-pub const DEFAULT_NOTIFY_MAX_ATTEMPTS: u64 = 5;
-/// The first retry waits this long, each later one twice the one before (2 s, 4 s, 8 s, 16 s):
-/// long enough for a gateway's brief outage or rate limit to pass.
-pub const DEFAULT_NOTIFY_RETRY_BASE_MS: u64 = 2000;
-/// How often each replica looks for due notifications; they go out at most this late.
-pub const DEFAULT_NOTIFY_PUBLISH_INTERVAL_MS: u64 = 1000;
-/// No gateway by default: `serve` then runs no worker (`notify worker` can run elsewhere).
-pub const DEFAULT_NOTIFY_GATEWAY_URL: &str = "";
-/// The WhatsApp Business phone number id messages are sent from; the sandbox takes any.
-pub const DEFAULT_NOTIFY_PHONE_NUMBER_ID: &str = "sandbox";
-/// How long one gateway call may take; a send found unfinished is trusted to its first worker
-/// for twice this long before another one takes it over.
-pub const DEFAULT_NOTIFY_GATEWAY_TIMEOUT_MS: u64 = 10_000;
-pub const ENV_NOTIFY_AMQP_URL: &str = "SENTRA_CLOUD__NOTIFY__AMQP_URL";
-pub const ENV_NOTIFY_QUEUE: &str = "SENTRA_CLOUD__NOTIFY__QUEUE";
-pub const ENV_REMINDER_DAYS: &str = "SENTRA_CLOUD__NOTIFY__REMINDER_DAYS";
-pub const ENV_NOTIFY_MAX_ATTEMPTS: &str = "SENTRA_CLOUD__NOTIFY__MAX_ATTEMPTS";
-pub const ENV_NOTIFY_RETRY_BASE_MS: &str = "SENTRA_CLOUD__NOTIFY__RETRY_BASE_MS";
-pub const ENV_NOTIFY_PUBLISH_INTERVAL_MS: &str = "SENTRA_CLOUD__NOTIFY__PUBLISH_INTERVAL_MS";
-pub const ENV_NOTIFY_GATEWAY_URL: &str = "SENTRA_CLOUD__NOTIFY__GATEWAY_URL";
-pub const ENV_NOTIFY_GATEWAY_TOKEN: &str = "SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN";
-pub const ENV_NOTIFY_PHONE_NUMBER_ID: &str = "SENTRA_CLOUD__NOTIFY__PHONE_NUMBER_ID";
-pub const ENV_NOTIFY_GATEWAY_TIMEOUT_MS: &str = "SENTRA_CLOUD__NOTIFY__GATEWAY_TIMEOUT_MS";
-pub const ENV_NOTIFY_GATEWAY_LOOKUP_URL: &str = "SENTRA_CLOUD__NOTIFY__GATEWAY_LOOKUP_URL";
-const KEY_NOTIFY_AMQP_URL: &str = "notify.amqp_url";
-const KEY_NOTIFY_QUEUE: &str = "notify.queue";
-const KEY_REMINDER_DAYS: &str = "notify.reminder_days";
-const KEY_NOTIFY_MAX_ATTEMPTS: &str = "notify.max_attempts";
-const KEY_NOTIFY_RETRY_BASE_MS: &str = "notify.retry_base_ms";
-const KEY_NOTIFY_PUBLISH_INTERVAL_MS: &str = "notify.publish_interval_ms";
-const KEY_NOTIFY_GATEWAY_URL: &str = "notify.gateway_url";
-const KEY_NOTIFY_GATEWAY_TOKEN: &str = "notify.gateway_token";
-const KEY_NOTIFY_PHONE_NUMBER_ID: &str = "notify.phone_number_id";
-const KEY_NOTIFY_GATEWAY_TIMEOUT_MS: &str = "notify.gateway_timeout_ms";
-const KEY_NOTIFY_GATEWAY_LOOKUP_URL: &str = "notify.gateway_lookup_url";
-
-/// Identity checks (`identity`): the gate is on by default (issue 8: no first rental without a
-/// verified KTP); without a provider, checks answer 503 and nobody new can be verified.
-pub const ENV_IDENTITY_REQUIRED: &str = "SENTRA_CLOUD__IDENTITY__REQUIRED";
-pub const ENV_IDENTITY_PROVIDER_URL: &str = "SENTRA_CLOUD__IDENTITY__PROVIDER_URL";
-pub const ENV_IDENTITY_APP_ID: &str = "SENTRA_CLOUD__IDENTITY__APP_ID";
-pub const ENV_IDENTITY_API_KEY: &str = "SENTRA_CLOUD__IDENTITY__API_KEY";
-pub const ENV_IDENTITY_NIK_SECRET: &str = "SENTRA_CLOUD__IDENTITY__NIK_SECRET";
-const KEY_IDENTITY_REQUIRED: &str = "identity.required";
-const KEY_IDENTITY_PROVIDER_URL: &str = "identity.provider_url";
-const KEY_IDENTITY_APP_ID: &str = "identity.app_id";
-const KEY_IDENTITY_API_KEY: &str = "identity.api_key";
-const KEY_IDENTITY_NIK_SECRET: &str = "identity.nik_secret";
-/// Identity checks each caller (a device, an API token) may send the provider per window, per
-/// replica: every check is a paid provider call and a stolen device or token must not run up
-/// the bill or probe KTPs. A busy counter checks a few customers an hour; 30 leaves room for
-/// retakes without letting a script run.
-pub const ENV_IDENTITY_CHECKS_PER_CALLER: &str = "SENTRA_CLOUD__IDENTITY__CHECKS_PER_CALLER";
-pub const ENV_IDENTITY_CHECK_WINDOW_SECS: &str = "SENTRA_CLOUD__IDENTITY__CHECK_WINDOW_SECS";
-pub const DEFAULT_IDENTITY_CHECKS_PER_CALLER: u64 = 30;
-pub const DEFAULT_IDENTITY_CHECK_WINDOW_SECS: u64 = 3600;
-const KEY_IDENTITY_CHECKS_PER_CALLER: &str = "identity.checks_per_caller";
-const KEY_IDENTITY_CHECK_WINDOW_SECS: &str = "identity.check_window_secs";
-
-/// Where inspection photos are kept: an `object_store` URL. The local filesystem by default (one
-/// replica, or a shared mount); `s3://bucket/prefix` with the `s3` cargo feature and the usual
-/// `AWS_*` variables (endpoint, region, keys) for S3 or an S3-compatible store.
-pub const DEFAULT_BLOBS_URL: &str = "file:///var/lib/sentra-cloud/blobs";
-pub const ENV_BLOBS_URL: &str = "SENTRA_CLOUD__BLOBS__URL";
-
-const KEY_BLOBS_URL: &str = "blobs.url";
-const KEY_SIGNING_KEY_FILE: &str = "releases.signing_key_file";
-const KEY_OFFLINE_AFTER_SECS: &str = "fleet.offline_after_secs";
-const KEY_HTTP_LISTEN: &str = "http.listen";
-const KEY_HOLD_SECONDS: &str = "booking.hold_seconds";
-const KEY_TURNOVER_BUFFER_DAYS: &str = "booking.turnover_buffer_days";
-const KEY_SWEEP_INTERVAL_MS: &str = "booking.sweep_interval_ms";
-const KEY_RELEASE_DELAY_SECONDS: &str = "booking.release_delay_seconds";
-const KEY_WEBHOOK_SECRET: &str = "payments.webhook_secret";
-const KEY_DATABASE_URL: &str = "database.url";
-const KEY_REDIS_URL: &str = "redis.url";
-const KEY_REDIS_LOCK_NODES: &str = "redis.lock_nodes";
-const KNOWN_KEYS: &[&str] = &[
-    KEY_HTTP_LISTEN,
-    KEY_DATABASE_URL,
-    KEY_REDIS_URL,
-    KEY_REDIS_LOCK_NODES,
-    KEY_HOLD_SECONDS,
-    KEY_TURNOVER_BUFFER_DAYS,
-    KEY_SWEEP_INTERVAL_MS,
-    KEY_RELEASE_DELAY_SECONDS,
-    KEY_WEBHOOK_SECRET,
-    KEY_SIGNING_KEY_FILE,
-    KEY_OFFLINE_AFTER_SECS,
-    KEY_NOTIFY_AMQP_URL,
-    KEY_NOTIFY_QUEUE,
-    KEY_REMINDER_DAYS,
-    KEY_NOTIFY_MAX_ATTEMPTS,
-    KEY_NOTIFY_RETRY_BASE_MS,
-    KEY_NOTIFY_PUBLISH_INTERVAL_MS,
-    KEY_NOTIFY_GATEWAY_URL,
-    KEY_NOTIFY_GATEWAY_TOKEN,
-    KEY_NOTIFY_PHONE_NUMBER_ID,
-    KEY_NOTIFY_GATEWAY_TIMEOUT_MS,
-    KEY_NOTIFY_GATEWAY_LOOKUP_URL,
-    KEY_IDENTITY_REQUIRED,
-    KEY_IDENTITY_PROVIDER_URL,
-    KEY_IDENTITY_APP_ID,
-    KEY_IDENTITY_API_KEY,
-    KEY_IDENTITY_NIK_SECRET,
-    KEY_IDENTITY_CHECKS_PER_CALLER,
-    KEY_IDENTITY_CHECK_WINDOW_SECS,
-    KEY_BLOBS_URL,
+/// Every key there is, with its default and why; the order of the example file and of errors.
+#[rustfmt::skip]
+pub const KEYS: &[Key] = &[
+    key("http.listen", Text, "0.0.0.0:8090", "Where the HTTP server listens: every interface, because replicas are reached by a load balancer; 8090 is the contract's port (CONTRACT.md)."),
+    Key { env: Some("DATABASE_URL"), ..key("database.url", Text, "", "PostgreSQL, the record (required), e.g. postgres://user:password@host:5432/sentra. No default: writing to a database that happened to be reachable is worse than refusing to start.") },
+    Key { env: Some("REDIS_URL"), ..key("redis.url", Text, "redis://127.0.0.1:6379", "Redis for the calendar, waitlists and (without lock_nodes) locks. Local by default: Redis is a fast path rebuilt from PostgreSQL, so a wrong default costs speed, never correctness.") },
+    Key { env: Some("REDIS_LOCK_NODES"), ..key("redis.lock_nodes", List, "", "Independent Redis nodes for Redlock (an odd number; comma-separated in the environment). None: locks are a plain SET NX PX on redis.url, right for a single Redis.") },
+    Key { old_name: Some("hold_seconds"), ..key("booking.hold_secs", Number, "600", "How long a hold lives without payment (at most a day): the payment window of card and e-wallet checkouts, after which the slot is free again.") },
+    key("booking.turnover_buffer_days", Number, "0", "Days an asset stays blocked after a rental for cleaning and inspection (at most the protocol's 14). Changing it only affects new bookings."),
+    key("booking.sweep_interval_ms", Number, "1000", "How often each replica expires due holds: a hold expires at most this late. Sweeping skips locked rows, so replicas never wait on one another."),
+    Key { old_name: Some("release_delay_seconds"), ..key("booking.release_delay_secs", Number, "0", "How long after COMPLETED the rest of a pre-authorisation is released; at most 86400, the gateways' 24 h limit (issue 4). At once by default: the charges are known when the counter completes the rental.") },
+    key("payments.webhook_secret", Hidden, "", "The shared secret the payment gateway signs webhooks with. None: every webhook is refused."),
+    key("releases.signing_key_file", Text, "", "The ed25519 release signing key (sentra-cloud release keygen FILE), read only by release publish. None: publishing refuses, so nothing unsigned is ever served."),
+    key("fleet.offline_after_secs", Number, "180", "A device is shown offline when its last heartbeat is older than this: three missed beats at the box's 60 s interval, so one lost request does not flag a branch."),
+    key("notify.amqp_url", Text, "", "RabbitMQ for customer notifications (amqp://). None: this replica publishes nothing and runs no worker; the schedule waits in PostgreSQL for a replica (or notify publish-due) with a broker."),
+    key("notify.queue", Text, "sentra.notifications", "The work queue's name (letters, digits, '.', '_', '-'); its retry queues and dead-letter queue are named after it."),
+    key("notify.reminder_days", Number, "90", "A service reminder is due this many days after the invoice (issue 8: H+90)."),
+    key("notify.max_attempts", Number, "5", "Gateway attempts per notification before it is dead-lettered."),
+    key("notify.retry_base_ms", Number, "2000", "The first retry waits this long, each later one twice the one before (2 s, 4 s, 8 s, 16 s): long enough for a gateway's brief outage or rate limit to pass."),
+    key("notify.publish_interval_ms", Number, "1000", "How often each replica looks for due notifications; they go out at most this late."),
+    key("notify.gateway_url", Text, "", "The messaging gateway: \"sandbox\" (started inside serve) or the WhatsApp Cloud API base URL. None: serve runs no worker (notify worker can run elsewhere)."),
+    key("notify.gateway_token", Hidden, "", "The messaging gateway's access token (bearer); required with a gateway URL."),
+    key("notify.phone_number_id", Text, "sandbox", "The WhatsApp Business phone number id messages are sent from (letters and digits); the sandbox takes any."),
+    key("notify.gateway_timeout_ms", Number, "10000", "How long one gateway call may take; a send found unfinished is trusted to its first worker for twice this long before another one takes it over."),
+    key("notify.gateway_lookup_url", Text, "", "Where a worker asks whether a message key was accepted (the sandbox answers). None: it cannot know, and an interrupted send is sent again."),
+    key("identity.required", Flag, "true", "Refuse holds of customers without a verified KTP (issue 8: no first rental without one)."),
+    key("identity.provider_url", Text, "", "The KTP check provider: \"sandbox\" or its API base URL. None: checks answer 503 and nobody new can be verified."),
+    key("identity.app_id", Text, "", "The provider's app id."),
+    key("identity.api_key", Hidden, "", "The provider's API key."),
+    key("identity.nik_secret", Hidden, "", "The HMAC key NIKs are kept under."),
+    key("identity.checks_per_caller", Number, "30", "Provider calls one caller (a device, an API token) may make per window, per replica: each is paid, and a stolen device or token must not run up the bill or probe KTPs. 30 leaves room for retakes without letting a script run."),
+    key("identity.check_window_secs", Number, "3600", "The window of identity.checks_per_caller."),
+    key("blobs.url", Text, "file:///var/lib/sentra-cloud/blobs", "Where inspection photos are kept, as an object_store URL: file:// (one replica, or a shared mount), or s3://bucket/prefix with the s3 cargo feature and the AWS_* variables. Never credentials in the URL."),
 ];
 
+impl Key {
+    /// The environment variable that overrides this key.
+    pub fn env_name(&self) -> String {
+        self.env.map_or_else(|| env_name(self.key), str::to_owned)
+    }
+
+    fn section(&self) -> &'static str {
+        self.key
+            .split_once('.')
+            .map_or(self.key, |(section, _)| section)
+    }
+
+    fn name(&self) -> &'static str {
+        self.key.split_once('.').map_or(self.key, |(_, name)| name)
+    }
+
+    /// The key's old name as `section.old`, if it had one.
+    fn old_key(&self) -> Option<String> {
+        self.old_name.map(|old| format!("{}.{old}", self.section()))
+    }
+}
+
+/// `SENTRA_CLOUD__<SECTION>__<NAME>` for `section.name`.
+fn env_name(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}",
+        key.replace('.', "__").to_ascii_uppercase()
+    )
+}
+
+fn known_keys() -> String {
+    KEYS.iter()
+        .map(|key| key.key)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 /// The whole configuration of `sentra-cloud`, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -274,7 +164,7 @@ pub struct IdentityConfig {
     pub nik_secret: Option<Secret>,
     /// Provider calls a caller may make per `check_window` (a token bucket, per replica).
     pub checks_per_caller: u32,
-    pub check_window: std::time::Duration,
+    pub check_window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,14 +179,14 @@ pub struct NotifyConfig {
     /// The RabbitMQ broker; None: this replica publishes nothing and runs no worker.
     pub amqp_url: Option<AmqpUrl>,
     pub queue: String,
-    pub reminder_after: std::time::Duration,
+    pub reminder_after: Duration,
     pub max_attempts: u32,
-    pub retry_base: std::time::Duration,
-    pub publish_interval: std::time::Duration,
+    pub retry_base: Duration,
+    pub publish_interval: Duration,
     pub gateway: Option<GatewayTarget>,
     pub gateway_token: Option<Secret>,
     pub phone_number_id: String,
-    pub gateway_timeout: std::time::Duration,
+    pub gateway_timeout: Duration,
     /// Where a worker asks whether a message key was accepted (the sandbox answers); None: it
     /// cannot know, and an interrupted send is sent again.
     pub gateway_lookup_url: Option<String>,
@@ -353,24 +243,20 @@ fn parse_queue(raw: &str) -> Result<String, String> {
     }
 }
 
-fn parse_gateway(raw: &str) -> Result<Option<GatewayTarget>, String> {
+fn parse_gateway(raw: &str) -> Result<GatewayTarget, String> {
     match raw {
-        "" => Ok(None),
-        "sandbox" => Ok(Some(GatewayTarget::Sandbox)),
-        url if url.starts_with("https://") || url.starts_with("http://") => Ok(Some(
-            GatewayTarget::Url(url.trim_end_matches('/').to_owned()),
-        )),
-        _ => Err("expected \"sandbox\" or an http(s):// URL".to_owned()),
+        "sandbox" => Ok(GatewayTarget::Sandbox),
+        url => parse_http_url(url)
+            .map(GatewayTarget::Url)
+            .map_err(|_| "expected \"sandbox\" or an http(s):// URL".to_owned()),
     }
 }
 
-fn parse_http_url(raw: &str) -> Result<Option<String>, String> {
-    match raw {
-        "" => Ok(None),
-        url if url.starts_with("https://") || url.starts_with("http://") => {
-            Ok(Some(url.trim_end_matches('/').to_owned()))
-        }
-        _ => Err("expected an http(s):// URL".to_owned()),
+fn parse_http_url(raw: &str) -> Result<String, String> {
+    if raw.starts_with("https://") || raw.starts_with("http://") {
+        Ok(raw.trim_end_matches('/').to_owned())
+    } else {
+        Err("expected an http(s):// URL".to_owned())
     }
 }
 
@@ -389,16 +275,16 @@ pub struct ReleasesConfig {
 
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
-    pub offline_after: std::time::Duration,
+    pub offline_after: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct BookingConfig {
-    pub hold_window: std::time::Duration,
+    pub hold_window: Duration,
     pub turnover_buffer_days: u32,
-    pub sweep_interval: std::time::Duration,
+    pub sweep_interval: Duration,
     /// How long after `COMPLETED` the rest of a pre-authorisation is released.
-    pub release_delay: std::time::Duration,
+    pub release_delay: Duration,
     pub webhook_secret: Option<Secret>,
 }
 
@@ -504,13 +390,15 @@ impl fmt::Debug for RedisUrl {
 /// Where a value came from, so an error names the thing the operator has to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    Env(&'static str),
-    File { path: PathBuf, key: &'static str },
+    Default,
+    Env(String),
+    File { path: PathBuf, key: String },
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Origin::Default => f.write_str("the default"),
             Origin::Env(var) => f.write_str(var),
             Origin::File { path, key } => write!(f, "{key} in {}", path.display()),
         }
@@ -527,7 +415,7 @@ pub enum ConfigError {
     },
     #[error("config file {} is not valid TOML: {message}", path.display())]
     ParseFile { path: PathBuf, message: String },
-    #[error("config file {}: unknown key `{key}`; known keys: {}", path.display(), KNOWN_KEYS.join(", "))]
+    #[error("config file {}: unknown key `{key}`; known keys: {}", path.display(), known_keys())]
     UnknownKey { path: PathBuf, key: String },
     #[error("{origin}: expected {expected}, found {found}")]
     WrongType {
@@ -536,11 +424,11 @@ pub enum ConfigError {
         found: &'static str,
     },
     #[error("{var}: the value is not valid UTF-8")]
-    NotUnicode { var: &'static str },
+    NotUnicode { var: String },
     #[error("{what} is not set: set {env} or `{key}` in the config file")]
     Missing {
         what: &'static str,
-        env: &'static str,
+        env: String,
         key: &'static str,
     },
     #[error("{origin}: invalid value `{value}`: {reason}")]
@@ -569,357 +457,365 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Loads the configuration from `file` (if given) and the process environment.
-pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
-    load_with(file, &|name| std::env::var_os(name))
+/// A valid configuration, with what the operator should hear about it.
+pub struct Loaded {
+    pub config: Config,
+    /// Deprecated names in use, variables that configure nothing: to log once logging is up.
+    pub warnings: Vec<String>,
+    /// Every key with the value in force and where it came from, secrets hidden (`config check`).
+    pub effective: String,
 }
 
-/// Values as found, before validation, each with where it came from.
-#[derive(Default)]
-struct Raw {
-    http_listen: Option<(String, Origin)>,
-    database_url: Option<(String, Origin)>,
-    redis_url: Option<(String, Origin)>,
-    redis_lock_nodes: Option<(Vec<String>, Origin)>,
-    hold_seconds: Option<(String, Origin)>,
-    turnover_buffer_days: Option<(String, Origin)>,
-    sweep_interval_ms: Option<(String, Origin)>,
-    release_delay_seconds: Option<(String, Origin)>,
-    webhook_secret: Option<(String, Origin)>,
-    signing_key_file: Option<(String, Origin)>,
-    offline_after_secs: Option<(String, Origin)>,
-    notify_amqp_url: Option<(String, Origin)>,
-    notify_queue: Option<(String, Origin)>,
-    reminder_days: Option<(String, Origin)>,
-    notify_max_attempts: Option<(String, Origin)>,
-    notify_retry_base_ms: Option<(String, Origin)>,
-    notify_publish_interval_ms: Option<(String, Origin)>,
-    notify_gateway_url: Option<(String, Origin)>,
-    notify_gateway_token: Option<(String, Origin)>,
-    notify_phone_number_id: Option<(String, Origin)>,
-    notify_gateway_timeout_ms: Option<(String, Origin)>,
-    notify_gateway_lookup_url: Option<(String, Origin)>,
-    identity_required: Option<(String, Origin)>,
-    identity_provider_url: Option<(String, Origin)>,
-    identity_app_id: Option<(String, Origin)>,
-    identity_api_key: Option<(String, Origin)>,
-    identity_nik_secret: Option<(String, Origin)>,
-    identity_checks_per_caller: Option<(String, Origin)>,
-    identity_check_window_secs: Option<(String, Origin)>,
-    blobs_url: Option<(String, Origin)>,
+/// Loads the configuration from `file` (if given) and the process environment.
+pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigErrors> {
+    let mut loaded = load_with(file, &|name| std::env::var_os(name))?;
+    let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    loaded.warnings.extend(unknown_variables(names));
+    Ok(loaded)
+}
+
+/// `SENTRA_CLOUD__*` variables that are no key's (a misspelt name would otherwise be ignored
+/// without a word).
+fn unknown_variables(names: impl Iterator<Item = String>) -> Vec<String> {
+    names
+        .filter(|name| name.starts_with(ENV_PREFIX))
+        .filter(|name| {
+            !KEYS.iter().any(|key| {
+                key.env_name() == *name || key.old_key().is_some_and(|old| env_name(&old) == *name)
+            })
+        })
+        .map(|name| format!("{name} is not a configuration variable and is ignored; `sentra-cloud config defaults` lists them"))
+        .collect()
+}
+
+/// A value as found, before validation.
+#[derive(Clone)]
+enum Value {
+    Text(String),
+    List(Vec<String>),
+}
+
+/// One key's value in force and where it came from; `found[i]` is `KEYS[i]`'s.
+#[derive(Clone)]
+struct Found {
+    value: Value,
+    origin: Origin,
+}
+
+fn defaults() -> Vec<Found> {
+    KEYS.iter()
+        .map(|key| Found {
+            value: match key.kind {
+                Kind::List => Value::List(split_list(key.default)),
+                _ => Value::Text(key.default.to_owned()),
+            },
+            origin: Origin::Default,
+        })
+        .collect()
 }
 
 /// [`load`] with the environment passed in, so tests do not touch the process environment.
 pub fn load_with(
     file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<OsString>,
-) -> Result<Config, ConfigErrors> {
+) -> Result<Loaded, ConfigErrors> {
     let mut errors = Vec::new();
-    let mut raw = Raw::default();
-
+    let mut warnings = Vec::new();
+    let mut found = defaults();
     if let Some(path) = file {
-        read_file(path, &mut raw, &mut errors);
+        read_file(path, &mut found, &mut errors, &mut warnings);
     }
-    read_env(env, &mut raw, &mut errors);
+    read_env(env, &mut found, &mut errors, &mut warnings);
 
-    let listen = match raw.http_listen {
-        Some((value, origin)) => parse_listen(&value, origin, &mut errors),
-        None => parse_listen(
-            DEFAULT_HTTP_LISTEN,
-            Origin::Env(ENV_HTTP_LISTEN),
-            &mut errors,
-        ),
+    let mut p = Parser {
+        found: &found,
+        read: vec![false; KEYS.len()],
+        errors: &mut errors,
     };
-    let database_url = match raw
-        .database_url
-        .or_else(|| DEFAULT_DATABASE_URL.map(|url| (url.to_owned(), Origin::Env(ENV_DATABASE_URL))))
-    {
-        Some((value, origin)) => validate(&value, origin, DatabaseUrl::parse, &mut errors),
-        None => {
-            errors.push(ConfigError::Missing {
-                what: "the PostgreSQL URL",
-                env: ENV_DATABASE_URL,
-                key: KEY_DATABASE_URL,
-            });
-            None
-        }
+    let http = HttpConfig {
+        listen: p.get("http.listen", |value| {
+            value
+                .parse::<SocketAddr>()
+                .map_err(|_| "expected IP:PORT, such as 0.0.0.0:8090 or [::]:8090".to_owned())
+        }),
     };
-    let redis_url = match raw.redis_url {
-        Some((value, origin)) => validate(&value, origin, RedisUrl::parse, &mut errors),
-        None => validate(
-            DEFAULT_REDIS_URL,
-            Origin::Env(ENV_REDIS_URL),
-            RedisUrl::parse,
-            &mut errors,
-        ),
+    let database_url = p.required("database.url", "the PostgreSQL URL", DatabaseUrl::parse);
+    let redis = RedisConfig {
+        url: p.get("redis.url", RedisUrl::parse),
+        lock_nodes: p.list("redis.lock_nodes", RedisUrl::parse),
     };
-    let (lock_node_values, lock_nodes_origin) = raw.redis_lock_nodes.unwrap_or_else(|| {
-        (
-            DEFAULT_REDIS_LOCK_NODES
-                .iter()
-                .map(|&node| node.to_owned())
-                .collect(),
-            Origin::Env(ENV_REDIS_LOCK_NODES),
-        )
-    });
-    let lock_nodes: Vec<RedisUrl> = lock_node_values
-        .iter()
-        .filter_map(|node| {
-            validate(
-                node,
-                lock_nodes_origin.clone(),
-                RedisUrl::parse,
-                &mut errors,
-            )
-        })
-        .collect();
-
-    let mut number =
-        |raw: Option<(String, Origin)>, env, default: u64, range: std::ops::RangeInclusive<u64>| {
-            let (value, origin) = raw.unwrap_or_else(|| (default.to_string(), Origin::Env(env)));
-            validate(
-                &value,
-                origin,
-                |value| match value.parse::<u64>() {
-                    Ok(number) if range.contains(&number) => Ok(number),
-                    _ => Err(format!(
-                        "expected a whole number from {} to {}",
-                        range.start(),
-                        range.end()
-                    )),
-                },
-                &mut errors,
-            )
-            .unwrap_or(default)
-        };
-    let hold_seconds = number(
-        raw.hold_seconds,
-        ENV_HOLD_SECONDS,
-        DEFAULT_HOLD_SECONDS,
-        1..=MAX_HOLD_SECONDS,
-    );
-    let turnover_buffer_days = number(
-        raw.turnover_buffer_days,
-        ENV_TURNOVER_BUFFER_DAYS,
-        DEFAULT_TURNOVER_BUFFER_DAYS,
-        0..=MAX_TURNOVER_BUFFER_DAYS,
-    );
-    let sweep_interval_ms = number(
-        raw.sweep_interval_ms,
-        ENV_SWEEP_INTERVAL_MS,
-        DEFAULT_SWEEP_INTERVAL_MS,
-        10..=60_000,
-    );
-    let release_delay_seconds = number(
-        raw.release_delay_seconds,
-        ENV_RELEASE_DELAY_SECONDS,
-        DEFAULT_RELEASE_DELAY_SECONDS,
-        0..=MAX_RELEASE_DELAY_SECONDS,
-    );
-    let offline_after_secs = number(
-        raw.offline_after_secs,
-        ENV_OFFLINE_AFTER_SECS,
-        DEFAULT_OFFLINE_AFTER_SECS,
-        10..=86_400,
-    );
-    let reminder_days = number(
-        raw.reminder_days,
-        ENV_REMINDER_DAYS,
-        DEFAULT_REMINDER_DAYS,
-        1..=3650,
-    );
-    let notify_max_attempts = number(
-        raw.notify_max_attempts,
-        ENV_NOTIFY_MAX_ATTEMPTS,
-        DEFAULT_NOTIFY_MAX_ATTEMPTS,
-        1..=20,
-    );
-    let notify_retry_base_ms = number(
-        raw.notify_retry_base_ms,
-        ENV_NOTIFY_RETRY_BASE_MS,
-        DEFAULT_NOTIFY_RETRY_BASE_MS,
-        10..=3_600_000,
-    );
-    let notify_publish_interval_ms = number(
-        raw.notify_publish_interval_ms,
-        ENV_NOTIFY_PUBLISH_INTERVAL_MS,
-        DEFAULT_NOTIFY_PUBLISH_INTERVAL_MS,
-        10..=600_000,
-    );
-    let notify_gateway_timeout_ms = number(
-        raw.notify_gateway_timeout_ms,
-        ENV_NOTIFY_GATEWAY_TIMEOUT_MS,
-        DEFAULT_NOTIFY_GATEWAY_TIMEOUT_MS,
-        100..=120_000,
-    );
-    let identity_checks_per_caller = number(
-        raw.identity_checks_per_caller,
-        ENV_IDENTITY_CHECKS_PER_CALLER,
-        DEFAULT_IDENTITY_CHECKS_PER_CALLER,
-        1..=10_000,
-    );
-    let identity_check_window_secs = number(
-        raw.identity_check_window_secs,
-        ENV_IDENTITY_CHECK_WINDOW_SECS,
-        DEFAULT_IDENTITY_CHECK_WINDOW_SECS,
-        1..=86_400,
-    );
-    let text = |raw: Option<(String, Origin)>, env, default: &str| {
-        raw.unwrap_or_else(|| (default.to_owned(), Origin::Env(env)))
+    let booking = BookingConfig {
+        hold_window: p.get("booking.hold_secs", |v| number(v, 1, 86_400).map(secs)),
+        turnover_buffer_days: p.get("booking.turnover_buffer_days", |v| {
+            number(v, 0, sentra_protocol::day::MAX_TURNOVER_BUFFER_DAYS)
+        }),
+        sweep_interval: p.get("booking.sweep_interval_ms", |v| {
+            number(v, 10, 60_000).map(ms)
+        }),
+        release_delay: p.get("booking.release_delay_secs", |v| {
+            number(v, 0, 86_400).map(secs)
+        }),
+        webhook_secret: p.secret("payments.webhook_secret"),
     };
-    let (value, origin) = text(
-        raw.notify_amqp_url,
-        ENV_NOTIFY_AMQP_URL,
-        DEFAULT_NOTIFY_AMQP_URL,
-    );
-    let amqp_url = if value.is_empty() {
-        None
-    } else {
-        validate(&value, origin, AmqpUrl::parse, &mut errors)
+    let releases = ReleasesConfig {
+        signing_key_file: p.optional("releases.signing_key_file", |v| Ok(PathBuf::from(v))),
     };
-    let (value, origin) = text(raw.notify_queue, ENV_NOTIFY_QUEUE, DEFAULT_NOTIFY_QUEUE);
-    let notify_queue = validate(&value, origin, parse_queue, &mut errors)
-        .unwrap_or_else(|| DEFAULT_NOTIFY_QUEUE.to_owned());
-    let (value, origin) = text(
-        raw.notify_gateway_url,
-        ENV_NOTIFY_GATEWAY_URL,
-        DEFAULT_NOTIFY_GATEWAY_URL,
-    );
-    let gateway = validate(&value, origin, parse_gateway, &mut errors).flatten();
-    let (value, origin) = text(
-        raw.notify_gateway_lookup_url,
-        ENV_NOTIFY_GATEWAY_LOOKUP_URL,
-        "",
-    );
-    let gateway_lookup_url = validate(&value, origin, parse_http_url, &mut errors).flatten();
-    let (value, origin) = text(
-        raw.notify_phone_number_id,
-        ENV_NOTIFY_PHONE_NUMBER_ID,
-        DEFAULT_NOTIFY_PHONE_NUMBER_ID,
-    );
-    let phone_number_id = validate(
-        &value,
-        origin,
-        |value| {
+    let fleet = FleetConfig {
+        offline_after: p.get("fleet.offline_after_secs", |v| {
+            number(v, 10, 86_400).map(secs)
+        }),
+    };
+    let notify = NotifyConfig {
+        amqp_url: p.optional("notify.amqp_url", AmqpUrl::parse),
+        queue: p.get("notify.queue", parse_queue),
+        reminder_after: p.get("notify.reminder_days", |v| {
+            number(v, 1, 3650).map(|days| secs(days * 86_400))
+        }),
+        max_attempts: p.get("notify.max_attempts", |v| number(v, 1, 20)),
+        retry_base: p.get("notify.retry_base_ms", |v| number(v, 10, 3_600_000).map(ms)),
+        publish_interval: p.get("notify.publish_interval_ms", |v| {
+            number(v, 10, 600_000).map(ms)
+        }),
+        gateway: p.optional("notify.gateway_url", parse_gateway),
+        gateway_token: p.secret("notify.gateway_token"),
+        phone_number_id: p.get("notify.phone_number_id", |value| {
             if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
                 Ok(value.to_owned())
             } else {
                 Err("expected the phone number id: letters and digits".to_owned())
             }
-        },
-        &mut errors,
-    )
-    .unwrap_or_default();
-    let gateway_token = raw
-        .notify_gateway_token
-        .map(|(value, _)| value)
-        .filter(|value| !value.is_empty())
-        .map(Secret);
-    if matches!(gateway, Some(GatewayTarget::Url(_))) && gateway_token.is_none() {
-        errors.push(ConfigError::Missing {
-            what: "the messaging gateway's access token",
-            env: ENV_NOTIFY_GATEWAY_TOKEN,
-            key: KEY_NOTIFY_GATEWAY_TOKEN,
-        });
-    }
-    let notify = NotifyConfig {
-        amqp_url,
-        queue: notify_queue,
-        reminder_after: std::time::Duration::from_secs(reminder_days * 86_400),
-        max_attempts: u32::try_from(notify_max_attempts).expect("validated to at most 20"),
-        retry_base: std::time::Duration::from_millis(notify_retry_base_ms),
-        publish_interval: std::time::Duration::from_millis(notify_publish_interval_ms),
-        gateway,
-        gateway_token,
-        phone_number_id,
-        gateway_timeout: std::time::Duration::from_millis(notify_gateway_timeout_ms),
-        gateway_lookup_url,
+        }),
+        gateway_timeout: p.get("notify.gateway_timeout_ms", |v| {
+            number(v, 100, 120_000).map(ms)
+        }),
+        gateway_lookup_url: p.optional("notify.gateway_lookup_url", parse_http_url),
     };
-    let (blobs_value, blobs_origin) = raw
-        .blobs_url
-        .unwrap_or_else(|| (DEFAULT_BLOBS_URL.to_owned(), Origin::Env(ENV_BLOBS_URL)));
-    let blobs_url = validate(&blobs_value, blobs_origin, parse_blobs_url, &mut errors);
-    let signing_key_file = raw
-        .signing_key_file
-        .map(|(value, _)| value)
-        .filter(|value| !value.is_empty())
-        .map(PathBuf::from);
-    let webhook_secret = raw
-        .webhook_secret
-        .map(|(value, _)| value)
-        .filter(|value| !value.is_empty())
-        .map(Secret);
-    let (value, origin) = text(raw.identity_required, ENV_IDENTITY_REQUIRED, "true");
-    let identity_required = validate(
-        &value,
-        origin,
-        |value| match value {
+    if matches!(notify.gateway, Some(GatewayTarget::Url(_))) && notify.gateway_token.is_none() {
+        p.missing(
+            "notify.gateway_token",
+            "the messaging gateway's access token",
+        );
+    }
+    let identity = IdentityConfig {
+        required: p.get("identity.required", |value| match value {
             "true" => Ok(true),
             "false" => Ok(false),
             _ => Err("expected true or false".to_owned()),
-        },
-        &mut errors,
-    )
-    .unwrap_or(true);
-    let (value, origin) = text(raw.identity_provider_url, ENV_IDENTITY_PROVIDER_URL, "");
-    let identity_provider = match value.as_str() {
-        "sandbox" => Some(IdentityProviderUrl::Sandbox),
-        _ => validate(&value, origin, parse_http_url, &mut errors)
-            .flatten()
-            .map(IdentityProviderUrl::Url),
+        }),
+        provider: p.optional("identity.provider_url", |value| match value {
+            "sandbox" => Ok(IdentityProviderUrl::Sandbox),
+            url => parse_http_url(url).map(IdentityProviderUrl::Url),
+        }),
+        app_id: p.get("identity.app_id", |value| Ok(value.to_owned())),
+        api_key: p.secret("identity.api_key"),
+        nik_secret: p.secret("identity.nik_secret"),
+        checks_per_caller: p.get("identity.checks_per_caller", |v| number(v, 1, 10_000)),
+        check_window: p.get("identity.check_window_secs", |v| {
+            number(v, 1, 86_400).map(secs)
+        }),
     };
-    let secret = |raw: Option<(String, Origin)>| {
-        raw.map(|(value, _)| value)
-            .filter(|value| !value.is_empty())
-            .map(Secret)
+    let blobs = BlobsConfig {
+        url: p.get("blobs.url", parse_blobs_url),
     };
-    let identity = IdentityConfig {
-        required: identity_required,
-        provider: identity_provider,
-        app_id: raw
-            .identity_app_id
-            .map(|(value, _)| value)
-            .unwrap_or_default(),
-        api_key: secret(raw.identity_api_key),
-        nik_secret: secret(raw.identity_nik_secret),
-        checks_per_caller: u32::try_from(identity_checks_per_caller).unwrap_or(u32::MAX),
-        check_window: std::time::Duration::from_secs(identity_check_window_secs),
-    };
-    let booking = BookingConfig {
-        hold_window: std::time::Duration::from_secs(hold_seconds),
-        turnover_buffer_days: u32::try_from(turnover_buffer_days)
-            .expect("validated to at most MAX_TURNOVER_BUFFER_DAYS"),
-        sweep_interval: std::time::Duration::from_millis(sweep_interval_ms),
-        release_delay: std::time::Duration::from_secs(release_delay_seconds),
-        webhook_secret,
-    };
+    debug_assert!(p.read.iter().all(|read| *read), "every key in KEYS is read");
 
-    match (listen, database_url, redis_url, blobs_url) {
-        (Some(listen), Some(database_url), Some(redis_url), Some(blobs_url))
-            if errors.is_empty() =>
-        {
-            Ok(Config {
+    match database_url {
+        Some(url) if errors.is_empty() => Ok(Loaded {
+            config: Config {
+                http,
+                database: DatabaseConfig { url },
+                redis,
                 booking,
-                blobs: BlobsConfig { url: blobs_url },
+                releases,
+                fleet,
                 notify,
                 identity,
-                releases: ReleasesConfig { signing_key_file },
-                fleet: FleetConfig {
-                    offline_after: std::time::Duration::from_secs(offline_after_secs),
-                },
-                http: HttpConfig { listen },
-                database: DatabaseConfig { url: database_url },
-                redis: RedisConfig {
-                    url: redis_url,
-                    lock_nodes,
-                },
-            })
-        }
+                blobs,
+            },
+            warnings,
+            effective: render(&found),
+        }),
         _ => Err(ConfigErrors(errors)),
     }
 }
 
-fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
+/// The example file: every key at its default, with its reason and variable.
+pub fn example() -> String {
+    render(&defaults())
+}
+
+/// `found` as a commented TOML file. Secrets show as `"***"` when set, passwords in URLs are
+/// replaced, and a value that is not the default says where it came from.
+fn render(found: &[Found]) -> String {
+    let mut out = String::from(
+        "# sentra-cloud configuration (every command takes --config FILE).\n\
+         # Every key, its default and why. The variable under each key overrides it.\n",
+    );
+    let mut section = "";
+    for (key, found) in KEYS.iter().zip(found) {
+        if key.section() != section {
+            section = key.section();
+            out.push_str(&format!("\n[{section}]\n"));
+        }
+        let mut env = format!("env {}", key.env_name());
+        if let Some(old) = key.old_key() {
+            env.push_str(&format!("; was {old}, {} (still read)", env_name(&old)));
+        }
+        let text = |text: &str| toml_string(&redact(text));
+        let value = match (&found.value, key.kind) {
+            (Value::List(items), _) => {
+                let items: Vec<String> = items.iter().map(|item| text(item)).collect();
+                format!("[{}]", items.join(", "))
+            }
+            (Value::Text(value), Kind::Hidden) if value.is_empty() => toml_string(""),
+            (Value::Text(_), Kind::Hidden) => toml_string(REDACTED),
+            (Value::Text(value), Kind::Number | Kind::Flag) => value.clone(),
+            (Value::Text(value), Kind::Text | Kind::List) => text(value),
+        };
+        let from = match &found.origin {
+            Origin::Default => String::new(),
+            origin => format!("  # from {origin}"),
+        };
+        out.push_str(&format!(
+            "# {}\n# {env}\n{} = {value}{from}\n",
+            key.doc,
+            key.name()
+        ));
+    }
+    out
+}
+
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// Reads the typed values out of what was found, recording each problem and going on with the
+/// key's default.
+struct Parser<'a> {
+    found: &'a [Found],
+    read: Vec<bool>,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl Parser<'_> {
+    fn index(&mut self, key: &str) -> usize {
+        let index = KEYS
+            .iter()
+            .position(|known| known.key == key)
+            .unwrap_or_else(|| panic!("{key} is not in KEYS"));
+        self.read[index] = true;
+        index
+    }
+
+    fn text(&mut self, key: &str) -> (&'static Key, String, Origin) {
+        let index = self.index(key);
+        let Found { value, origin } = &self.found[index];
+        match value {
+            Value::Text(text) => (&KEYS[index], text.clone(), origin.clone()),
+            Value::List(_) => unreachable!("{key} is a list"),
+        }
+    }
+
+    fn invalid(&mut self, origin: Origin, value: &str, reason: String) {
+        self.errors.push(ConfigError::Invalid {
+            origin,
+            value: redact(value),
+            reason,
+        });
+    }
+
+    /// The key's value; when it is bad, the error is recorded and the (valid) default returned.
+    fn get<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> T {
+        let (known, value, origin) = self.text(key);
+        parse(&value).unwrap_or_else(|reason| {
+            self.invalid(origin, &value, reason);
+            parse(known.default).expect("every default is valid (tested)")
+        })
+    }
+
+    /// None when the value is empty.
+    fn optional<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        self.get(key, |value| match value {
+            "" => Ok(None),
+            value => parse(value).map(Some),
+        })
+    }
+
+    fn secret(&mut self, key: &str) -> Option<Secret> {
+        let (_, value, _) = self.text(key);
+        (!value.is_empty()).then_some(Secret(value))
+    }
+
+    /// A key without a default: None (and an error) when it is not set.
+    fn required<T>(
+        &mut self,
+        key: &'static str,
+        what: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let (_, value, origin) = self.text(key);
+        if value.is_empty() {
+            self.missing(key, what);
+            return None;
+        }
+        parse(&value)
+            .map_err(|reason| self.invalid(origin, &value, reason))
+            .ok()
+    }
+
+    fn missing(&mut self, key: &'static str, what: &'static str) {
+        let index = self.index(key);
+        self.errors.push(ConfigError::Missing {
+            what,
+            env: KEYS[index].env_name(),
+            key,
+        });
+    }
+
+    /// Every item that parses; each one that does not is an error.
+    fn list<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Vec<T> {
+        let index = self.index(key);
+        let found = self.found;
+        let Found { value, origin } = &found[index];
+        let Value::List(items) = value else {
+            unreachable!("{key} is not a list")
+        };
+        items
+            .iter()
+            .filter_map(|item| {
+                parse(item)
+                    .map_err(|reason| self.invalid(origin.clone(), item, reason))
+                    .ok()
+            })
+            .collect()
+    }
+}
+
+fn number<T: FromStr + PartialOrd + fmt::Display>(
+    value: &str,
+    min: T,
+    max: T,
+) -> Result<T, String> {
+    match value.parse::<T>() {
+        Ok(number) if number >= min && number <= max => Ok(number),
+        _ => Err(format!("expected a whole number from {min} to {max}")),
+    }
+}
+
+fn secs(secs: u64) -> Duration {
+    Duration::from_secs(secs)
+}
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn read_file(
+    path: &Path,
+    found: &mut [Found],
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) => {
@@ -940,10 +836,6 @@ fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
             return;
         }
     };
-    let origin = |key| Origin::File {
-        path: path.to_owned(),
-        key,
-    };
     for (section_name, section) in &table {
         let Some(section) = section.as_table() else {
             errors.push(ConfigError::UnknownKey {
@@ -953,128 +845,91 @@ fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
             continue;
         };
         for (name, value) in section {
-            let key = format!("{section_name}.{name}");
-            match key.as_str() {
-                KEY_HTTP_LISTEN => {
-                    raw.http_listen = string_value(value, origin(KEY_HTTP_LISTEN), errors);
-                }
-                KEY_DATABASE_URL => {
-                    raw.database_url = string_value(value, origin(KEY_DATABASE_URL), errors);
-                }
-                KEY_REDIS_URL => {
-                    raw.redis_url = string_value(value, origin(KEY_REDIS_URL), errors);
-                }
-                KEY_REDIS_LOCK_NODES => {
-                    raw.redis_lock_nodes =
-                        string_array_value(value, origin(KEY_REDIS_LOCK_NODES), errors);
-                }
-                KEY_HOLD_SECONDS => {
-                    raw.hold_seconds = number_value(value, origin(KEY_HOLD_SECONDS), errors);
-                }
-                KEY_TURNOVER_BUFFER_DAYS => {
-                    raw.turnover_buffer_days =
-                        number_value(value, origin(KEY_TURNOVER_BUFFER_DAYS), errors);
-                }
-                KEY_SWEEP_INTERVAL_MS => {
-                    raw.sweep_interval_ms =
-                        number_value(value, origin(KEY_SWEEP_INTERVAL_MS), errors);
-                }
-                KEY_RELEASE_DELAY_SECONDS => {
-                    raw.release_delay_seconds =
-                        number_value(value, origin(KEY_RELEASE_DELAY_SECONDS), errors);
-                }
-                KEY_WEBHOOK_SECRET => {
-                    raw.webhook_secret = string_value(value, origin(KEY_WEBHOOK_SECRET), errors);
-                }
-                KEY_SIGNING_KEY_FILE => {
-                    raw.signing_key_file =
-                        string_value(value, origin(KEY_SIGNING_KEY_FILE), errors);
-                }
-                KEY_OFFLINE_AFTER_SECS => {
-                    raw.offline_after_secs =
-                        number_value(value, origin(KEY_OFFLINE_AFTER_SECS), errors);
-                }
-                KEY_NOTIFY_AMQP_URL => {
-                    raw.notify_amqp_url = string_value(value, origin(KEY_NOTIFY_AMQP_URL), errors);
-                }
-                KEY_NOTIFY_QUEUE => {
-                    raw.notify_queue = string_value(value, origin(KEY_NOTIFY_QUEUE), errors);
-                }
-                KEY_REMINDER_DAYS => {
-                    raw.reminder_days = number_value(value, origin(KEY_REMINDER_DAYS), errors);
-                }
-                KEY_NOTIFY_MAX_ATTEMPTS => {
-                    raw.notify_max_attempts =
-                        number_value(value, origin(KEY_NOTIFY_MAX_ATTEMPTS), errors);
-                }
-                KEY_NOTIFY_RETRY_BASE_MS => {
-                    raw.notify_retry_base_ms =
-                        number_value(value, origin(KEY_NOTIFY_RETRY_BASE_MS), errors);
-                }
-                KEY_NOTIFY_PUBLISH_INTERVAL_MS => {
-                    raw.notify_publish_interval_ms =
-                        number_value(value, origin(KEY_NOTIFY_PUBLISH_INTERVAL_MS), errors);
-                }
-                KEY_NOTIFY_GATEWAY_URL => {
-                    raw.notify_gateway_url =
-                        string_value(value, origin(KEY_NOTIFY_GATEWAY_URL), errors);
-                }
-                KEY_NOTIFY_GATEWAY_TOKEN => {
-                    raw.notify_gateway_token =
-                        string_value(value, origin(KEY_NOTIFY_GATEWAY_TOKEN), errors);
-                }
-                KEY_IDENTITY_REQUIRED => {
-                    // A TOML boolean, kept as text so the file and the environment validate alike.
-                    raw.identity_required = match value.as_bool() {
-                        Some(flag) => Some((flag.to_string(), origin(KEY_IDENTITY_REQUIRED))),
-                        None => string_value(value, origin(KEY_IDENTITY_REQUIRED), errors),
-                    };
-                }
-                KEY_IDENTITY_PROVIDER_URL => {
-                    raw.identity_provider_url =
-                        string_value(value, origin(KEY_IDENTITY_PROVIDER_URL), errors);
-                }
-                KEY_IDENTITY_APP_ID => {
-                    raw.identity_app_id = string_value(value, origin(KEY_IDENTITY_APP_ID), errors);
-                }
-                KEY_IDENTITY_API_KEY => {
-                    raw.identity_api_key =
-                        string_value(value, origin(KEY_IDENTITY_API_KEY), errors);
-                }
-                KEY_IDENTITY_NIK_SECRET => {
-                    raw.identity_nik_secret =
-                        string_value(value, origin(KEY_IDENTITY_NIK_SECRET), errors);
-                }
-                KEY_IDENTITY_CHECKS_PER_CALLER => {
-                    raw.identity_checks_per_caller =
-                        number_value(value, origin(KEY_IDENTITY_CHECKS_PER_CALLER), errors);
-                }
-                KEY_IDENTITY_CHECK_WINDOW_SECS => {
-                    raw.identity_check_window_secs =
-                        number_value(value, origin(KEY_IDENTITY_CHECK_WINDOW_SECS), errors);
-                }
-                KEY_NOTIFY_PHONE_NUMBER_ID => {
-                    raw.notify_phone_number_id =
-                        string_value(value, origin(KEY_NOTIFY_PHONE_NUMBER_ID), errors);
-                }
-                KEY_NOTIFY_GATEWAY_TIMEOUT_MS => {
-                    raw.notify_gateway_timeout_ms =
-                        number_value(value, origin(KEY_NOTIFY_GATEWAY_TIMEOUT_MS), errors);
-                }
-                KEY_NOTIFY_GATEWAY_LOOKUP_URL => {
-                    raw.notify_gateway_lookup_url =
-                        string_value(value, origin(KEY_NOTIFY_GATEWAY_LOOKUP_URL), errors);
-                }
-                KEY_BLOBS_URL => {
-                    raw.blobs_url = string_value(value, origin(KEY_BLOBS_URL), errors);
-                }
-                _ => errors.push(ConfigError::UnknownKey {
+            let written = format!("{section_name}.{name}");
+            let index = KEYS.iter().position(|key| key.key == written);
+            let old = KEYS
+                .iter()
+                .position(|key| key.old_key().as_deref() == Some(written.as_str()));
+            let Some(index) = index.or(old) else {
+                errors.push(ConfigError::UnknownKey {
                     path: path.to_owned(),
-                    key,
-                }),
+                    key: written,
+                });
+                continue;
+            };
+            let key = &KEYS[index];
+            if old.is_some() {
+                if section.contains_key(key.name()) {
+                    warnings.push(format!(
+                        "`{written}` in {} is ignored: `{}` is set too; remove `{written}`",
+                        path.display(),
+                        key.key
+                    ));
+                    continue;
+                }
+                warnings.push(format!(
+                    "`{written}` in {} is deprecated: rename it `{}`",
+                    path.display(),
+                    key.key
+                ));
+            }
+            let origin = Origin::File {
+                path: path.to_owned(),
+                key: written,
+            };
+            if let Some(value) = file_value(key.kind, value, &origin, errors) {
+                found[index] = Found { value, origin };
             }
         }
     }
+}
+
+/// A file value of the key's kind, numbers and flags kept as text so the file and the
+/// environment validate alike.
+fn file_value(
+    kind: Kind,
+    value: &toml::Value,
+    origin: &Origin,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Value> {
+    let (parsed, expected) = match kind {
+        Kind::Text | Kind::Hidden => (value.as_str().map(str::to_owned), "a string"),
+        Kind::Number => (value.as_integer().map(|n| n.to_string()), "an integer"),
+        Kind::Flag => (
+            value
+                .as_bool()
+                .map(|flag| flag.to_string())
+                .or_else(|| value.as_str().map(str::to_owned)),
+            "true or false",
+        ),
+        Kind::List => {
+            let items = value.as_array().and_then(|items| {
+                items
+                    .iter()
+                    .map(|item| item.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+            });
+            return match items {
+                Some(items) => Some(Value::List(items)),
+                None => {
+                    errors.push(ConfigError::WrongType {
+                        origin: origin.clone(),
+                        expected: "an array of strings",
+                        found: value.type_str(),
+                    });
+                    None
+                }
+            };
+        }
+    };
+    if parsed.is_none() {
+        errors.push(ConfigError::WrongType {
+            origin: origin.clone(),
+            expected,
+            found: value.type_str(),
+        });
+    }
+    parsed.map(Value::Text)
 }
 
 /// " (line N)" for a TOML error span, so the operator finds the bad line.
@@ -1085,71 +940,14 @@ fn line_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     }
 }
 
-fn string_value(
-    value: &toml::Value,
-    origin: Origin,
+fn read_env(
+    env: &dyn Fn(&str) -> Option<OsString>,
+    found: &mut [Found],
     errors: &mut Vec<ConfigError>,
-) -> Option<(String, Origin)> {
-    match value.as_str() {
-        Some(text) => Some((text.to_owned(), origin)),
-        None => {
-            errors.push(ConfigError::WrongType {
-                origin,
-                expected: "a string",
-                found: value.type_str(),
-            });
-            None
-        }
-    }
-}
-
-/// An integer from the file, kept as text so the file and the environment validate alike.
-fn number_value(
-    value: &toml::Value,
-    origin: Origin,
-    errors: &mut Vec<ConfigError>,
-) -> Option<(String, Origin)> {
-    match value.as_integer() {
-        Some(number) => Some((number.to_string(), origin)),
-        None => {
-            errors.push(ConfigError::WrongType {
-                origin,
-                expected: "an integer",
-                found: value.type_str(),
-            });
-            None
-        }
-    }
-}
-
-fn string_array_value(
-    value: &toml::Value,
-    origin: Origin,
-    errors: &mut Vec<ConfigError>,
-) -> Option<(Vec<String>, Origin)> {
-    let strings = value.as_array().and_then(|items| {
-        items
-            .iter()
-            .map(|item| item.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-    });
-    match strings {
-        Some(strings) => Some((strings, origin)),
-        None => {
-            errors.push(ConfigError::WrongType {
-                origin,
-                expected: "an array of strings",
-                found: value.type_str(),
-            });
-            None
-        }
-    }
-}
-
-fn read_env(env: &dyn Fn(&str) -> Option<OsString>, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
-    let mut var = |name: &'static str| -> Option<(String, Origin)> {
-        let value = env(name)?;
-        match value.into_string() {
+    warnings: &mut Vec<String>,
+) {
+    let mut var = |name: String| -> Option<(String, Origin)> {
+        match env(&name)?.into_string() {
             Ok(value) => Some((value, Origin::Env(name))),
             Err(_) => {
                 errors.push(ConfigError::NotUnicode { var: name });
@@ -1157,83 +955,33 @@ fn read_env(env: &dyn Fn(&str) -> Option<OsString>, raw: &mut Raw, errors: &mut 
             }
         }
     };
-    if let Some(value) = var(ENV_HTTP_LISTEN) {
-        raw.http_listen = Some(value);
-    }
-    if let Some(value) = var(ENV_DATABASE_URL) {
-        raw.database_url = Some(value);
-    }
-    if let Some(value) = var(ENV_REDIS_URL) {
-        raw.redis_url = Some(value);
-    }
-    if let Some((value, origin)) = var(ENV_REDIS_LOCK_NODES) {
-        raw.redis_lock_nodes = Some((split_list(&value), origin));
-    }
-    if let Some(value) = var(ENV_HOLD_SECONDS) {
-        raw.hold_seconds = Some(value);
-    }
-    if let Some(value) = var(ENV_TURNOVER_BUFFER_DAYS) {
-        raw.turnover_buffer_days = Some(value);
-    }
-    if let Some(value) = var(ENV_SWEEP_INTERVAL_MS) {
-        raw.sweep_interval_ms = Some(value);
-    }
-    if let Some(value) = var(ENV_RELEASE_DELAY_SECONDS) {
-        raw.release_delay_seconds = Some(value);
-    }
-    if let Some(value) = var(ENV_WEBHOOK_SECRET) {
-        raw.webhook_secret = Some(value);
-    }
-    if let Some(value) = var(ENV_SIGNING_KEY_FILE) {
-        raw.signing_key_file = Some(value);
-    }
-    if let Some(value) = var(ENV_OFFLINE_AFTER_SECS) {
-        raw.offline_after_secs = Some(value);
-    }
-    for (name, slot) in [
-        (ENV_NOTIFY_AMQP_URL, &mut raw.notify_amqp_url),
-        (ENV_NOTIFY_QUEUE, &mut raw.notify_queue),
-        (ENV_REMINDER_DAYS, &mut raw.reminder_days),
-        (ENV_NOTIFY_MAX_ATTEMPTS, &mut raw.notify_max_attempts),
-        (ENV_NOTIFY_RETRY_BASE_MS, &mut raw.notify_retry_base_ms),
-        (
-            ENV_NOTIFY_PUBLISH_INTERVAL_MS,
-            &mut raw.notify_publish_interval_ms,
-        ),
-        (ENV_NOTIFY_GATEWAY_URL, &mut raw.notify_gateway_url),
-        (ENV_NOTIFY_GATEWAY_TOKEN, &mut raw.notify_gateway_token),
-        (ENV_NOTIFY_PHONE_NUMBER_ID, &mut raw.notify_phone_number_id),
-        (
-            ENV_NOTIFY_GATEWAY_TIMEOUT_MS,
-            &mut raw.notify_gateway_timeout_ms,
-        ),
-        (
-            ENV_NOTIFY_GATEWAY_LOOKUP_URL,
-            &mut raw.notify_gateway_lookup_url,
-        ),
-        (ENV_IDENTITY_REQUIRED, &mut raw.identity_required),
-        (ENV_IDENTITY_PROVIDER_URL, &mut raw.identity_provider_url),
-        (ENV_IDENTITY_APP_ID, &mut raw.identity_app_id),
-        (ENV_IDENTITY_API_KEY, &mut raw.identity_api_key),
-        (ENV_IDENTITY_NIK_SECRET, &mut raw.identity_nik_secret),
-        (
-            ENV_IDENTITY_CHECKS_PER_CALLER,
-            &mut raw.identity_checks_per_caller,
-        ),
-        (
-            ENV_IDENTITY_CHECK_WINDOW_SECS,
-            &mut raw.identity_check_window_secs,
-        ),
-    ] {
-        if let Some(value) = var(name) {
-            *slot = Some(value);
-        }
-    }
-    if let Some(value) = var(ENV_BLOBS_URL) {
-        raw.blobs_url = Some(value);
+    for (key, found) in KEYS.iter().zip(found) {
+        let current = var(key.env_name());
+        let old = key.old_key().map(|old| env_name(&old));
+        let old = old.and_then(|name| var(name.clone()).map(|value| (name, value)));
+        let value = match (current, old) {
+            (Some(current), Some((old, _))) => {
+                warnings.push(format!(
+                    "{old} is ignored: {} is set too; unset {old}",
+                    key.env_name()
+                ));
+                current
+            }
+            (None, Some((old, value))) => {
+                warnings.push(format!("{old} is deprecated: rename it {}", key.env_name()));
+                value
+            }
+            (Some(current), None) => current,
+            (None, None) => continue,
+        };
+        let (value, origin) = value;
+        let value = match key.kind {
+            Kind::List => Value::List(split_list(&value)),
+            _ => Value::Text(value),
+        };
+        *found = Found { value, origin };
     }
 }
-
 /// An object store URL `object_store` recognises (`file:///abs/dir`, `s3://bucket/prefix`, ...).
 /// Credentials in the URL are refused: they belong in the environment, not in a config file.
 fn parse_blobs_url(value: &str) -> Result<url::Url, String> {
@@ -1257,38 +1005,6 @@ fn split_list(value: &str) -> Vec<String> {
         .filter(|item| !item.is_empty())
         .map(str::to_owned)
         .collect()
-}
-
-fn parse_listen(value: &str, origin: Origin, errors: &mut Vec<ConfigError>) -> Option<SocketAddr> {
-    validate(
-        value,
-        origin,
-        |value| {
-            value
-                .parse::<SocketAddr>()
-                .map_err(|_| "expected IP:PORT, such as 0.0.0.0:8090 or [::]:8090".to_owned())
-        },
-        errors,
-    )
-}
-
-fn validate<T>(
-    value: &str,
-    origin: Origin,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-    errors: &mut Vec<ConfigError>,
-) -> Option<T> {
-    match parse(value) {
-        Ok(parsed) => Some(parsed),
-        Err(reason) => {
-            errors.push(ConfigError::Invalid {
-                origin,
-                value: redact(value),
-                reason,
-            });
-            None
-        }
-    }
 }
 
 /// `url` with the password (in the user-info or a `password=` query parameter) replaced by
@@ -1357,6 +1073,7 @@ mod tests {
             .map(|(name, value)| ((*name).to_owned(), OsString::from(value)))
             .collect();
         load_with(file, &|name| vars.get(name).cloned())
+            .map(|loaded| loaded.config)
             .map_err(|errors| errors.0.iter().map(ToString::to_string).collect())
     }
 
@@ -1370,8 +1087,8 @@ mod tests {
     #[test]
     fn defaults_apply_when_only_the_database_is_given() {
         let config = load_env(None, &[("DATABASE_URL", DB)]).expect("valid");
-        assert_eq!(config.http.listen.to_string(), DEFAULT_HTTP_LISTEN);
-        assert_eq!(format!("{:?}", config.redis.url), DEFAULT_REDIS_URL);
+        assert_eq!(config.http.listen.to_string(), "0.0.0.0:8090");
+        assert_eq!(format!("{:?}", config.redis.url), "redis://127.0.0.1:6379");
         assert!(config.redis.lock_nodes.is_empty());
     }
 
@@ -1556,7 +1273,7 @@ mod tests {
     #[test]
     fn booking_keys_have_defaults_and_bounds() {
         let config = load_env(None, &[("DATABASE_URL", DB)]).expect("valid");
-        assert_eq!(config.booking.hold_window.as_secs(), DEFAULT_HOLD_SECONDS);
+        assert_eq!(config.booking.hold_window.as_secs(), 600);
         assert_eq!(config.booking.turnover_buffer_days, 0);
         assert!(config.booking.webhook_secret.is_none());
         assert!(config.booking.release_delay.is_zero());
@@ -1670,5 +1387,201 @@ mod tests {
         for secret in ["s3cret", "hunter2", "hunter3", "hunter4"] {
             assert!(!debug.contains(secret), "{debug}");
         }
+    }
+
+    fn load_loaded(file: Option<&Path>, vars: &[(&str, &str)]) -> Loaded {
+        let vars: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), OsString::from(value)))
+            .collect();
+        load_with(file, &|name| vars.get(name).cloned())
+            .unwrap_or_else(|errors| panic!("valid: {errors}"))
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented() {
+        let mut seen = std::collections::HashSet::new();
+        for key in KEYS {
+            assert!(seen.insert(key.key), "{} twice", key.key);
+            assert!(
+                !key.doc.is_empty() && !key.doc.contains('\n'),
+                "{}",
+                key.key
+            );
+            assert!(key.key.split('.').count() == 2, "{}", key.key);
+        }
+        // The committed example file is exactly what `config defaults` prints...
+        let example = include_str!("../cloud.example.toml");
+        assert_eq!(
+            example,
+            super::example(),
+            "regenerate with: sentra-cloud config defaults > cloud/cloud.example.toml"
+        );
+        // ...and it loads back to the defaults (the database URL has none).
+        let file = config_file(example);
+        let from_file = load_loaded(Some(file.path()), &[("DATABASE_URL", DB)]);
+        let defaults = load_loaded(None, &[("DATABASE_URL", DB)]);
+        assert_eq!(
+            format!("{:?}", from_file.config),
+            format!("{:?}", defaults.config)
+        );
+        assert!(from_file.warnings.is_empty(), "{:?}", from_file.warnings);
+    }
+
+    /// Deployments set these; renaming one would silently drop its setting.
+    #[test]
+    fn variable_names_stay_as_deployed() {
+        let names: Vec<String> = KEYS.iter().map(Key::env_name).collect();
+        let expected = [
+            "SENTRA_CLOUD__HTTP__LISTEN",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "REDIS_LOCK_NODES",
+            "SENTRA_CLOUD__BOOKING__HOLD_SECS",
+            "SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS",
+            "SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS",
+            "SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECS",
+            "SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET",
+            "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
+            "SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS",
+            "SENTRA_CLOUD__NOTIFY__AMQP_URL",
+            "SENTRA_CLOUD__NOTIFY__QUEUE",
+            "SENTRA_CLOUD__NOTIFY__REMINDER_DAYS",
+            "SENTRA_CLOUD__NOTIFY__MAX_ATTEMPTS",
+            "SENTRA_CLOUD__NOTIFY__RETRY_BASE_MS",
+            "SENTRA_CLOUD__NOTIFY__PUBLISH_INTERVAL_MS",
+            "SENTRA_CLOUD__NOTIFY__GATEWAY_URL",
+            "SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN",
+            "SENTRA_CLOUD__NOTIFY__PHONE_NUMBER_ID",
+            "SENTRA_CLOUD__NOTIFY__GATEWAY_TIMEOUT_MS",
+            "SENTRA_CLOUD__NOTIFY__GATEWAY_LOOKUP_URL",
+            "SENTRA_CLOUD__IDENTITY__REQUIRED",
+            "SENTRA_CLOUD__IDENTITY__PROVIDER_URL",
+            "SENTRA_CLOUD__IDENTITY__APP_ID",
+            "SENTRA_CLOUD__IDENTITY__API_KEY",
+            "SENTRA_CLOUD__IDENTITY__NIK_SECRET",
+            "SENTRA_CLOUD__IDENTITY__CHECKS_PER_CALLER",
+            "SENTRA_CLOUD__IDENTITY__CHECK_WINDOW_SECS",
+            "SENTRA_CLOUD__BLOBS__URL",
+        ];
+        assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn durations_end_in_secs_or_ms() {
+        for key in KEYS.iter().filter(|key| key.kind == Kind::Number) {
+            assert!(!key.key.ends_with("_seconds"), "{}: use _secs", key.key);
+        }
+    }
+
+    #[test]
+    fn renamed_keys_still_work_with_a_warning() {
+        let file = config_file("[booking]\nhold_seconds = 5\nrelease_delay_seconds = 60\n");
+        let loaded = load_loaded(Some(file.path()), &[("DATABASE_URL", DB)]);
+        assert_eq!(loaded.config.booking.hold_window.as_secs(), 5);
+        assert_eq!(loaded.config.booking.release_delay.as_secs(), 60);
+        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+        assert!(
+            loaded
+                .warnings
+                .iter()
+                .any(|w| w.contains("`booking.hold_seconds`")
+                    && w.contains("deprecated")
+                    && w.contains("`booking.hold_secs`"))
+        );
+
+        let loaded = load_loaded(
+            None,
+            &[
+                ("DATABASE_URL", DB),
+                ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "7"),
+                ("SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECS", "8"),
+            ],
+        );
+        assert_eq!(loaded.config.booking.hold_window.as_secs(), 7);
+        assert_eq!(loaded.config.booking.release_delay.as_secs(), 8);
+        assert_eq!(
+            loaded.warnings,
+            [
+                "SENTRA_CLOUD__BOOKING__HOLD_SECONDS is deprecated: rename it SENTRA_CLOUD__BOOKING__HOLD_SECS"
+            ]
+        );
+
+        // Both names: the new one wins, and the old one is called out.
+        let file = config_file("[booking]\nhold_seconds = 5\nhold_secs = 9\n");
+        let loaded = load_loaded(
+            Some(file.path()),
+            &[
+                ("DATABASE_URL", DB),
+                ("SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECONDS", "1"),
+                ("SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECS", "2"),
+            ],
+        );
+        assert_eq!(loaded.config.booking.hold_window.as_secs(), 9);
+        assert_eq!(loaded.config.booking.release_delay.as_secs(), 2);
+        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+        assert!(loaded.warnings.iter().all(|w| w.contains("is ignored")));
+
+        // A bad value under the old name names the old name.
+        let errors = load_env(
+            None,
+            &[
+                ("DATABASE_URL", DB),
+                ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "0"),
+            ],
+        )
+        .expect_err("invalid");
+        assert!(errors[0].starts_with("SENTRA_CLOUD__BOOKING__HOLD_SECONDS: invalid value `0`"));
+    }
+
+    #[test]
+    fn check_shows_values_and_origins_but_no_secret() {
+        let file =
+            config_file("[notify]\ngateway_url = \"sandbox\"\ngateway_token = \"tok-hunter5\"\n");
+        let loaded = load_loaded(
+            Some(file.path()),
+            &[
+                ("DATABASE_URL", DB),
+                ("REDIS_LOCK_NODES", "redis://:hunter3@a:1,redis://b:2"),
+                ("SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET", "whsec-hunter4"),
+                ("SENTRA_CLOUD__IDENTITY__NIK_SECRET", "nik-hunter6"),
+                ("SENTRA_CLOUD__BOOKING__HOLD_SECS", "30"),
+            ],
+        );
+        let shown = &loaded.effective;
+        for secret in ["s3cret", "hunter"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        for line in [
+            "url = \"postgres://sentra:***@db.internal:5432/sentra\"  # from DATABASE_URL",
+            "lock_nodes = [\"redis://:***@a:1\", \"redis://b:2\"]  # from REDIS_LOCK_NODES",
+            "webhook_secret = \"***\"  # from SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET",
+            "hold_secs = 30  # from SENTRA_CLOUD__BOOKING__HOLD_SECS",
+            "api_key = \"\"\n",
+            "listen = \"0.0.0.0:8090\"\n",
+        ] {
+            assert!(shown.contains(line), "{line:?} not in:\n{shown}");
+        }
+        let token = format!(
+            "gateway_token = \"***\"  # from notify.gateway_token in {}",
+            file.path().display()
+        );
+        assert!(shown.contains(&token), "{shown}");
+        // Secrets have no default to show either.
+        assert!(!super::example().contains("***"));
+    }
+
+    #[test]
+    fn misspelt_variables_are_warned_about() {
+        let names = [
+            "SENTRA_CLOUD__BOOKING__HOLD_SECS",
+            "SENTRA_CLOUD__BOOKING__HOLD_SECONDS",
+            "SENTRA_CLOUD__BOOKING__HOLD_SEC",
+            "SENTRA_EDGE__API__LISTEN",
+            "DATABASE_URL",
+        ];
+        let warnings = unknown_variables(names.into_iter().map(str::to_owned));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("SENTRA_CLOUD__BOOKING__HOLD_SEC is not"));
     }
 }

@@ -85,7 +85,7 @@ Environment (overrides the config file):
   DATABASE_URL                 PostgreSQL URL (required), e.g. postgres://user:pw@host:5432/sentra
   REDIS_URL                    Redis URL [default: redis://127.0.0.1:6379]
   REDIS_LOCK_NODES             Redlock nodes, comma-separated Redis URLs [default: none]
-  SENTRA_CLOUD__BOOKING__HOLD_SECONDS           payment window of a hold [default: 600]
+  SENTRA_CLOUD__BOOKING__HOLD_SECS              payment window of a hold [default: 600]
   SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS   days blocked after a rental [default: 0]
   SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS      how often due holds are expired [default: 1000]
   SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET        HMAC key of gateway webhooks [default: none]
@@ -98,6 +98,7 @@ Environment (overrides the config file):
     (every notify key: docs/cloud.md, section Customer notifications)
   SENTRA_CLOUD__HTTP__LISTEN   HTTP listen address [default: 0.0.0.0:8090]
   RUST_LOG                     log filter [default: info]
+Every key, its variable, default and reason: `sentra-cloud config defaults`.
 
 Exit codes: 0 ok, 2 usage or configuration error, 1 anything else.";
 
@@ -139,8 +140,20 @@ enum Command {
     /// replay a dead notification.
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// The configuration: print every key with its default, or check one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print every key with its default, its reason and its variable: the example config file.
+    Defaults,
+    /// Load and validate the configuration (exit 2 with every problem listed), then print every
+    /// key's value in force and where it came from, secrets hidden.
+    Check(ConfigArgs),
 }
 
 #[derive(Subcommand)]
@@ -494,6 +507,24 @@ fn main() -> ExitCode {
             print_line(&serde_json::to_string(&summary)?)
         }),
         Command::Notify(command) => notify_command(command),
+        Command::Config(ConfigCommand::Defaults) => {
+            match print_line(config::example().trim_end()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
+        Command::Config(ConfigCommand::Check(args)) => match load_config(&args) {
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                match print_line(loaded.effective.trim_end()) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(_) => ExitCode::FAILURE,
+                }
+            }
+            Err(code) => code,
+        },
         Command::ApiToken(args) => api_token_command(args),
     }
 }
@@ -666,16 +697,15 @@ where
     F: FnOnce(config::Config) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let config = match config::load(args.config.as_deref()) {
-        Ok(config) => config,
-        Err(errors) => {
-            for error in &errors.0 {
-                eprintln!("error: {error}");
-            }
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let loaded = match load_config(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     init_logging();
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let config = loaded.config;
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -697,6 +727,16 @@ where
             }
         }
     }
+}
+
+/// Loads the configuration, or prints every problem with it and returns exit code 2.
+fn load_config(args: &ConfigArgs) -> Result<config::Loaded, ExitCode> {
+    config::load(args.config.as_deref()).map_err(|errors| {
+        for error in &errors.0 {
+            eprintln!("error: {error}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 /// Logs to stderr (stdout carries the `listening on` line), filtered by RUST_LOG; colours only

@@ -290,7 +290,7 @@ async fn hold_expires_on_time_after_every_process_restarts() {
         1,
         &[
             ("REDIS_URL", &redis.url()),
-            ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "3"),
+            ("SENTRA_CLOUD__BOOKING__HOLD_SECS", "3"),
             ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "100"),
         ],
     )
@@ -347,7 +347,7 @@ async fn late_confirmation_is_refused_and_flagged_for_refund() {
         1,
         &[
             ("REDIS_URL", &redis.url()),
-            ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "2"),
+            ("SENTRA_CLOUD__BOOKING__HOLD_SECS", "2"),
             ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "60000"),
         ],
     )
@@ -450,7 +450,7 @@ async fn a_lapsed_hold_gives_its_days_to_the_next_hold_before_any_sweep() {
         1,
         &[
             ("REDIS_URL", &url),
-            ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "2"),
+            ("SENTRA_CLOUD__BOOKING__HOLD_SECS", "2"),
             ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "60000"),
         ],
     )
@@ -563,7 +563,7 @@ async fn redlock_over_three_nodes_survives_a_dead_node_and_a_paused_holder() {
         &[
             ("REDIS_URL", &calendar.url()),
             ("REDIS_LOCK_NODES", &lock_nodes),
-            ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "3"),
+            ("SENTRA_CLOUD__BOOKING__HOLD_SECS", "3"),
             ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "100"),
         ],
     )
@@ -695,7 +695,7 @@ async fn waitlist_head_is_promoted_exactly_once_per_lapse() {
         1,
         &[
             ("REDIS_URL", &redis.url()),
-            ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "2"),
+            ("SENTRA_CLOUD__BOOKING__HOLD_SECS", "2"),
             ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "50"),
         ],
     )
@@ -856,7 +856,7 @@ async fn forged_webhooks_are_refused_and_real_ones_count_once() {
         2,
         &[
             ("REDIS_URL", &redis.url()),
-            ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "2"),
+            ("SENTRA_CLOUD__BOOKING__HOLD_SECS", "2"),
             ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "60000"),
             ("SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET", SECRET),
         ],

@@ -157,7 +157,7 @@ async fn a_due_release_survives_restarts_and_a_failing_gateway() {
         &[
             ("REDIS_URL", &redis.url()),
             ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "100"),
-            ("SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECONDS", "3"),
+            ("SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECS", "3"),
         ],
     )
     .await;

@@ -109,3 +109,77 @@ async fn serve_reads_the_config_file() {
     let (status, _, _) = server.terminate().await;
     assert!(status.success());
 }
+
+#[tokio::test]
+async fn config_defaults_prints_the_example_file() {
+    let output = run(&["config", "defaults"], &[]).await;
+    assert!(output.status.success(), "stderr: {}", output.stderr);
+    assert_eq!(output.stdout, include_str!("../../cloud.example.toml"));
+}
+
+#[tokio::test]
+async fn config_check_exits_2_with_every_error() {
+    let output = run(
+        &["config", "check"],
+        &[
+            ("SENTRA_CLOUD__HTTP__LISTEN", "notanaddress"),
+            ("SENTRA_CLOUD__NOTIFY__MAX_ATTEMPTS", "0"),
+            ("REDIS_URL", "redis://:hunter3@redis:notaport"),
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2), "stderr: {}", output.stderr);
+    let lines: Vec<&str> = output.stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "one line per error: {lines:#?}");
+    for fragment in [
+        "SENTRA_CLOUD__HTTP__LISTEN",
+        "DATABASE_URL",
+        "REDIS_URL: invalid value `redis://:***@redis:notaport`",
+        "SENTRA_CLOUD__NOTIFY__MAX_ATTEMPTS",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.starts_with("error: ") && line.contains(fragment)),
+            "{fragment:?} not in {lines:#?}"
+        );
+    }
+    assert!(!output.stderr.contains("hunter"), "{}", output.stderr);
+    assert!(output.stdout.is_empty(), "stdout: {}", output.stdout);
+}
+
+#[tokio::test]
+async fn config_check_shows_values_in_force_without_secrets() {
+    let output = run(
+        &["config", "check"],
+        &[
+            ("DATABASE_URL", "postgres://sentra:hunter2@db:5432/sentra"),
+            ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "30"),
+            ("SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET", "whsec-hunter4"),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "stderr: {}", output.stderr);
+    for line in [
+        "url = \"postgres://sentra:***@db:5432/sentra\"  # from DATABASE_URL",
+        "hold_secs = 30  # from SENTRA_CLOUD__BOOKING__HOLD_SECONDS",
+        "webhook_secret = \"***\"  # from SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET",
+    ] {
+        assert!(
+            output.stdout.contains(line),
+            "{line:?} not in:\n{}",
+            output.stdout
+        );
+    }
+    // The old name still works, and the operator is told to rename it.
+    assert!(
+        output.stderr.contains(
+            "warning: SENTRA_CLOUD__BOOKING__HOLD_SECONDS is deprecated: rename it SENTRA_CLOUD__BOOKING__HOLD_SECS"
+        ),
+        "{}",
+        output.stderr
+    );
+    for text in [&output.stdout, &output.stderr] {
+        assert!(!text.contains("hunter"), "{text}");
+    }
+}

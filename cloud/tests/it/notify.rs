@@ -667,7 +667,7 @@ async fn booking_holds_confirmations_and_expiries_notify_the_customer() {
         2,
         &[
             ("REDIS_URL", &redis.url()),
-            ("SENTRA_CLOUD__BOOKING__HOLD_SECONDS", "3"),
+            ("SENTRA_CLOUD__BOOKING__HOLD_SECS", "3"),
             ("SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS", "50"),
         ],
     )
