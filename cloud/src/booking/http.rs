@@ -665,7 +665,7 @@ fn parse_return(body: &CompleteBody) -> Result<record::Return, ApiError> {
 /// `POST /v1/bookings/{id}/complete` `{returned_at, damage_charge?, late_charge?}`: the asset
 /// came back. A confirmed booking becomes `COMPLETED`, the days after the return (and its
 /// turnover buffer) are free again, and the gateway is settled: the charges captured, the rest
-/// of the pre-authorisation released after `booking.release_delay_seconds`. The same facts again
+/// of the pre-authorisation released after `booking.release_delay_secs`. The same facts again
 /// get the same answer; other facts for a completed booking are 409 `wrong_state`.
 #[utoipa::path(post, path = "/v1/bookings/{id}/complete", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::schemas::CompleteBody, responses((status = 200, description = "done", body = Object), (status = 409, description = "wrong_state", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn complete(
