@@ -25,6 +25,7 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Deserialize;
 use sqlx::PgPool;
 
@@ -90,14 +91,25 @@ async fn operator(db: &PgPool, headers: &HeaderMap) -> Result<Option<String>, Ap
 }
 
 fn cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_owned())
+    CookieJar::from_headers(headers)
+        .get(COOKIE)
+        .map(|cookie| cookie.value().to_owned())
+}
+
+/// The session cookie: only for `/fleet`, never readable by scripts, only over HTTPS, never sent
+/// from another site; `max_age` zero deletes it.
+fn session_cookie(secret: String, max_age: Duration) -> HeaderValue {
+    let cookie = Cookie::build((COOKIE, secret))
+        .path("/fleet")
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .max_age(time::Duration::seconds(
+            i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+        ))
+        .build();
+    // The secret is hex and the attributes fixed: always a valid header value.
+    HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// A new session (or ticket) for token `token_id`; its secret.
@@ -133,13 +145,10 @@ fn html(body: String) -> Response {
 
 fn logged_in(secret: &str) -> Response {
     let mut response = no_referrer(Redirect::to("/fleet").into_response());
-    let value = format!(
-        "{COOKIE}={secret}; Path=/fleet; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
-        SESSION_TTL.as_secs()
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(secret.to_owned(), SESSION_TTL),
     );
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
     response
 }
 
@@ -712,9 +721,7 @@ pub async fn logout(
     let mut response = Redirect::to("/fleet").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static(
-            "sentra_fleet=; Path=/fleet; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
-        ),
+        session_cookie(String::new(), Duration::ZERO),
     );
     Ok(response)
 }
@@ -752,6 +759,34 @@ pub async fn make_login_link(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_cookie_is_strict_and_read_back() {
+        let set = session_cookie("ab12".to_owned(), SESSION_TTL);
+        let set = set.to_str().expect("ASCII");
+        assert!(set.starts_with("sentra_fleet=ab12;"), "{set}");
+        for attribute in [
+            "HttpOnly",
+            "Secure",
+            "SameSite=Strict",
+            "Path=/fleet",
+            &format!("Max-Age={}", SESSION_TTL.as_secs()),
+        ] {
+            assert!(
+                set.split("; ").any(|a| a == attribute),
+                "{attribute} in {set}"
+            );
+        }
+        let gone = session_cookie(String::new(), Duration::ZERO);
+        assert!(gone.to_str().expect("ASCII").contains("Max-Age=0"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("other=1; sentra_fleet=ab12; x=y"),
+        );
+        assert_eq!(cookie(&headers).as_deref(), Some("ab12"));
+        assert_eq!(cookie(&HeaderMap::new()), None);
+    }
 
     #[test]
     fn escaping_covers_markup_and_quotes() {
