@@ -30,7 +30,7 @@ use super::record::{
     self, BookingRow, CancelOutcome, CompleteOutcome, ConfirmOutcome, HoldOutcome, HoldRequest,
 };
 use super::types::{self, HoldBody, Stay, Tier, format_day};
-use super::{Booking, sweeper};
+use super::{Booking, settlements, sweeper};
 use crate::devices::auth::Caller;
 use crate::devices::tokens::Role;
 use crate::ttl::TtlMap;
@@ -715,7 +715,7 @@ pub async fn complete(
             });
         }
     };
-    let settlement = record::settlement(&booking.db, &row.id)
+    let settlement = settlements::settlement(&booking.db, &row.id)
         .await
         .map_err(|error| ApiError::database(&error))?;
     let mut answer = json!(row);

@@ -13,7 +13,7 @@
 //! on asset-days, the token stored on the hold for fencing), [`sweeper`] (due
 //! holds and the side effects of ended bookings), [`waitlist`] (per SKU and day, head promoted
 //! exactly once), [`offline`] (bookings a branch took offline, decided at ingest; the branch's
-//! calendar snapshot), [`payments`] (gateway trait, sandbox, HMAC-verified webhook), [`metrics`] (Prometheus counters),
+//! calendar snapshot), [`payments`] (gateway trait, sandbox, HMAC-verified webhook), [`settlements`] (captures and releases owed to the gateway, worked by the sweeper), [`metrics`] (Prometheus counters),
 //! [`http`] (the `/v1/bookings`, `/v1/availability` handlers, completion included).
 //!
 //! Invariants:
@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod offline;
 pub mod payments;
 pub mod record;
+pub mod settlements;
 pub mod sweeper;
 pub mod waitlist;
 

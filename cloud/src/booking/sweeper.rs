@@ -15,7 +15,7 @@ use super::Booking;
 use super::calendar::AssetKey;
 use super::metrics::Metrics;
 use super::record;
-use super::{lock, waitlist};
+use super::{lock, settlements, waitlist};
 
 /// Rows handled per statement; a backlog drains over several ticks without long transactions.
 const BATCH: i64 = 500;
@@ -88,7 +88,7 @@ pub async fn sweep(booking: &Booking) -> Result<(), sqlx::Error> {
 /// stays until the release is done, so no obligation is lost to a crash or a failing gateway.
 pub async fn settle(booking: &Booking) -> Result<i64, sqlx::Error> {
     let mut tx = booking.db.begin().await?;
-    let due = record::claim_settlements(&mut tx, BATCH).await?;
+    let due = settlements::claim_settlements(&mut tx, BATCH).await?;
     if due.is_empty() {
         return Ok(0);
     }
@@ -100,7 +100,8 @@ pub async fn settle(booking: &Booking) -> Result<i64, sqlx::Error> {
                 .capture(&step.payment_ref, step.capture_amount, &step.capture_key)
             {
                 Ok(_) => {
-                    record::settled(&mut tx, &step.booking_id, record::Step::Captured).await?;
+                    settlements::settled(&mut tx, &step.booking_id, settlements::Step::Captured)
+                        .await?;
                     Metrics::inc(&booking.metrics.captures);
                     tracing::info!(booking = %step.booking_id, amount = step.capture_amount, "charges captured");
                     captured = true;
@@ -108,7 +109,8 @@ pub async fn settle(booking: &Booking) -> Result<i64, sqlx::Error> {
                 Err(error) => {
                     Metrics::inc(&booking.metrics.settlement_failures);
                     tracing::warn!(booking = %step.booking_id, %error, "capture failed; retrying later");
-                    record::settle_failed(&mut tx, &step.booking_id, &error.to_string()).await?;
+                    settlements::settle_failed(&mut tx, &step.booking_id, &error.to_string())
+                        .await?;
                     continue;
                 }
             }
@@ -119,14 +121,16 @@ pub async fn settle(booking: &Booking) -> Result<i64, sqlx::Error> {
                 .release(&step.payment_ref, &step.release_key)
             {
                 Ok(_) => {
-                    record::settled(&mut tx, &step.booking_id, record::Step::Released).await?;
+                    settlements::settled(&mut tx, &step.booking_id, settlements::Step::Released)
+                        .await?;
                     Metrics::inc(&booking.metrics.releases);
                     tracing::info!(booking = %step.booking_id, "pre-authorisation released");
                 }
                 Err(error) => {
                     Metrics::inc(&booking.metrics.settlement_failures);
                     tracing::warn!(booking = %step.booking_id, %error, "release failed; retrying later");
-                    record::settle_failed(&mut tx, &step.booking_id, &error.to_string()).await?;
+                    settlements::settle_failed(&mut tx, &step.booking_id, &error.to_string())
+                        .await?;
                 }
             }
         }
