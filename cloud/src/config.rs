@@ -71,7 +71,7 @@ use Kind::{Flag, Hidden, List, Number, Text};
 /// Every key there is, with its default and why; the order of the example file and of errors.
 #[rustfmt::skip]
 pub const KEYS: &[Key] = &[
-    key("http.listen", Text, "0.0.0.0:8090", "Where the HTTP server listens: every interface, because replicas are reached by a load balancer; 8090 is the contract's port (CONTRACT.md)."),
+    key("http.listen", Text, "0.0.0.0:8090", "Where the HTTP server listens: every interface, because replicas are reached by a load balancer; 8090 is the contract's port."),
     Key { env: Some("DATABASE_URL"), ..key("database.url", Text, "", "PostgreSQL, the record (required), e.g. postgres://user:password@host:5432/sentra. No default: writing to a database that happened to be reachable is worse than refusing to start.") },
     Key { env: Some("REDIS_URL"), ..key("redis.url", Text, "redis://127.0.0.1:6379", "Redis for the calendar, waitlists and (without lock_nodes) locks. Local by default: Redis is a fast path rebuilt from PostgreSQL, so a wrong default costs speed, never correctness.") },
     Key { env: Some("REDIS_LOCK_NODES"), ..key("redis.lock_nodes", List, "", "Independent Redis nodes for Redlock (an odd number; comma-separated in the environment). None: locks are a plain SET NX PX on redis.url, right for a single Redis.") },
