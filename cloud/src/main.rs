@@ -37,6 +37,8 @@
 //!   the `enrollment-token` / `api-token` commands;
 //! - [`branches`]: branch ids and branch rows;
 //! - [`config`]: the typed configuration (defaults, TOML file, environment);
+//! - [`metrics`]: the Prometheus registry (`sentra_cloud_*`), the request-metrics middleware,
+//!   ingest and build metrics;
 //! - [`migrate`]: the database connection and the embedded migrations (`migrate`);
 //! - [`ttl`]: the small time-to-live map the caches use.
 
@@ -55,6 +57,7 @@ mod health;
 mod identity;
 mod ingest;
 mod master;
+mod metrics;
 mod migrate;
 mod notify;
 mod openapi;

@@ -1,133 +1,122 @@
 //! Booking's Prometheus metrics, per replica (Prometheus sums replicas): counters of holds,
 //! confirmations, expiries and conflicts, and a histogram of how long a hold waited at the gate
-//! in front of PostgreSQL (the calendar reservation). Rendered in the text exposition format by
-//! `GET /metrics`.
+//! in front of PostgreSQL (the calendar reservation). prometheus-client types (an atomic add per
+//! count); `GET /metrics` registers them into the cloud's registry ([`Metrics::register`]).
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds of the gate wait histogram, in seconds.
 const BUCKETS: [f64; 10] = [
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecidedBy {
+    decided_by: &'static str,
+}
+
 pub struct Metrics {
-    pub held: AtomicU64,
-    pub confirmed: AtomicU64,
-    pub expired: AtomicU64,
-    pub completed: AtomicU64,
+    pub held: Counter,
+    pub confirmed: Counter,
+    pub expired: Counter,
+    pub completed: Counter,
     /// Gateway settlement steps done after completion, and failed attempts (retried).
-    pub captures: AtomicU64,
-    pub releases: AtomicU64,
-    pub settlement_failures: AtomicU64,
-    /// Refused as taken, labelled by who said so.
-    pub conflicts_redis: AtomicU64,
-    pub conflicts_postgresql: AtomicU64,
-    wait_buckets: [AtomicU64; BUCKETS.len()],
-    wait_count: AtomicU64,
-    wait_sum_micros: AtomicU64,
+    pub captures: Counter,
+    pub releases: Counter,
+    pub settlement_failures: Counter,
+    /// Refused as taken, labelled by who said so: the two series of `conflicts`, resolved once.
+    pub conflicts_redis: Counter,
+    pub conflicts_postgresql: Counter,
+    conflicts: Family<DecidedBy, Counter>,
+    lock_wait: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let conflicts = Family::<DecidedBy, Counter>::default();
+        let decided_by = |decided_by| conflicts.get_or_create_owned(&DecidedBy { decided_by });
+        Metrics {
+            held: Counter::default(),
+            confirmed: Counter::default(),
+            expired: Counter::default(),
+            completed: Counter::default(),
+            captures: Counter::default(),
+            releases: Counter::default(),
+            settlement_failures: Counter::default(),
+            conflicts_redis: decided_by("redis"),
+            conflicts_postgresql: decided_by("postgresql"),
+            conflicts,
+            lock_wait: Histogram::new(BUCKETS),
+        }
+    }
 }
 
 impl Metrics {
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub fn inc(counter: &Counter) {
+        counter.inc();
     }
 
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub fn add(counter: &Counter, n: u64) {
+        counter.inc_by(n);
     }
 
     pub fn observe_lock_wait(&self, wait: Duration) {
-        let seconds = wait.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.wait_buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.wait_count.fetch_add(1, Ordering::Relaxed);
-        self.wait_sum_micros.fetch_add(
-            u64::try_from(wait.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.lock_wait.observe(wait.as_secs_f64());
     }
 
-    /// The text exposition of every booking metric.
-    pub fn render(&self) -> String {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        counter("bookings_held_total", "Holds taken.", get(&self.held));
-        counter(
-            "bookings_confirmed_total",
-            "Holds confirmed by a payment in time.",
-            get(&self.confirmed),
-        );
-        counter(
-            "holds_expired_total",
-            "Holds expired by this replica's sweeper or booking path.",
-            get(&self.expired),
-        );
-        counter(
-            "bookings_completed_total",
-            "Rentals completed (the asset came back).",
-            get(&self.completed),
-        );
-        counter(
-            "payment_captures_total",
-            "Charges captured from pre-authorisations after completion.",
-            get(&self.captures),
-        );
-        counter(
-            "payment_releases_total",
-            "Pre-authorisations released after completion.",
-            get(&self.releases),
-        );
-        counter(
-            "payment_settlement_failures_total",
-            "Capture or release attempts the gateway failed (retried with backoff).",
-            get(&self.settlement_failures),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP booking_conflicts_total Bookings refused because the days were taken.\n\
-             # TYPE booking_conflicts_total counter\n\
-             booking_conflicts_total{{decided_by=\"redis\"}} {}\n\
-             booking_conflicts_total{{decided_by=\"postgresql\"}} {}",
-            get(&self.conflicts_redis),
-            get(&self.conflicts_postgresql)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP booking_lock_wait_seconds Time a hold spent at the Redis gate before PostgreSQL.\n\
-             # TYPE booking_lock_wait_seconds histogram"
-        );
-        for (bound, bucket) in BUCKETS.iter().zip(&self.wait_buckets) {
-            let _ = writeln!(
-                out,
-                "booking_lock_wait_seconds_bucket{{le=\"{bound}\"}} {}",
-                get(bucket)
-            );
+    /// Adds every booking metric to `registry` (clones share the counts).
+    pub fn register(&self, registry: &mut Registry) {
+        for (name, help, counter) in [
+            ("bookings_held", "Holds taken", &self.held),
+            (
+                "bookings_confirmed",
+                "Holds confirmed by a payment in time",
+                &self.confirmed,
+            ),
+            (
+                "holds_expired",
+                "Holds expired by this replica's sweeper or booking path",
+                &self.expired,
+            ),
+            (
+                "bookings_completed",
+                "Rentals completed (the asset came back)",
+                &self.completed,
+            ),
+            (
+                "payment_captures",
+                "Charges captured from pre-authorisations after completion",
+                &self.captures,
+            ),
+            (
+                "payment_releases",
+                "Pre-authorisations released after completion",
+                &self.releases,
+            ),
+            (
+                "payment_settlement_failures",
+                "Capture or release attempts the gateway failed (retried with backoff)",
+                &self.settlement_failures,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
         }
-        let count = get(&self.wait_count);
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "a sum of microseconds, shown in seconds"
-        )]
-        let sum = get(&self.wait_sum_micros) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "booking_lock_wait_seconds_bucket{{le=\"+Inf\"}} {count}\n\
-             booking_lock_wait_seconds_sum {sum}\n\
-             booking_lock_wait_seconds_count {count}"
+        registry.register(
+            "booking_conflicts",
+            "Bookings refused because the days were taken, by who decided (redis, postgresql)",
+            self.conflicts.clone(),
         );
-        out
+        registry.register(
+            "booking_lock_wait_seconds",
+            "Time a hold spent at the Redis gate before PostgreSQL",
+            self.lock_wait.clone(),
+        );
     }
 }
 
@@ -140,18 +129,21 @@ mod tests {
         let metrics = Metrics::default();
         Metrics::inc(&metrics.held);
         metrics.observe_lock_wait(Duration::from_millis(3));
-        let text = metrics.render();
+        let mut registry = Registry::with_prefix("sentra_cloud");
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
         for line in [
-            "bookings_held_total 1",
-            "bookings_confirmed_total 0",
-            "holds_expired_total 0",
-            "bookings_completed_total 0",
-            "payment_captures_total 0",
-            "payment_releases_total 0",
-            "booking_conflicts_total{decided_by=\"redis\"} 0",
-            "booking_lock_wait_seconds_bucket{le=\"0.0025\"} 0",
-            "booking_lock_wait_seconds_bucket{le=\"0.005\"} 1",
-            "booking_lock_wait_seconds_count 1",
+            "sentra_cloud_bookings_held_total 1",
+            "sentra_cloud_bookings_confirmed_total 0",
+            "sentra_cloud_holds_expired_total 0",
+            "sentra_cloud_bookings_completed_total 0",
+            "sentra_cloud_payment_captures_total 0",
+            "sentra_cloud_payment_releases_total 0",
+            "sentra_cloud_booking_conflicts_total{decided_by=\"redis\"} 0",
+            "sentra_cloud_booking_lock_wait_seconds_bucket{le=\"0.0025\"} 0",
+            "sentra_cloud_booking_lock_wait_seconds_bucket{le=\"0.005\"} 1",
+            "sentra_cloud_booking_lock_wait_seconds_count 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -5,49 +5,85 @@
 //! These are fleet-wide facts, so every replica reports the same values: aggregate them with
 //! `max()` (not `sum()`) across replicas, or scrape one.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::Duration;
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 
-/// Escapes a label value for the text exposition format.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+type Labels = Vec<(&'static str, String)>;
+
+/// The fleet's gauges as one scrape read them.
+#[derive(Default)]
+pub struct Gauges {
+    devices: Family<Labels, Gauge>,
+    by_update_state: Family<Labels, Gauge>,
+    attention: Gauge,
+    backlog_events: Gauge,
+    backlog_bytes: Gauge,
+    backlog_oldest: Gauge,
+    rollouts: Family<Labels, Gauge>,
+    rollout_devices: Family<Labels, Gauge>,
 }
 
-fn gauge(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+#[cfg(test)]
+impl Gauges {
+    /// A series in every family, for tests: a family without series is not encoded.
+    pub fn one_of_each() -> Gauges {
+        let gauges = Gauges::default();
+        let series = |family: &Family<Labels, Gauge>, labels: &[(&'static str, &str)]| {
+            family
+                .get_or_create(&labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect())
+                .set(1);
+        };
+        series(
+            &gauges.devices,
+            &[("version", "1.0.0"), ("state", "online")],
+        );
+        series(&gauges.by_update_state, &[("state", "idle")]);
+        series(&gauges.rollouts, &[("state", "running")]);
+        series(
+            &gauges.rollout_devices,
+            &[
+                ("channel", "stable"),
+                ("version", "1.0.1"),
+                ("state", "failed"),
+            ],
+        );
+        gauges
+    }
 }
 
-/// The fleet's gauges in the text exposition format.
-pub async fn render(db: &PgPool, offline_after: Duration) -> Result<String, sqlx::Error> {
+fn clamp(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Reads the fleet's gauges from PostgreSQL.
+pub async fn read(db: &PgPool, offline_after: Duration) -> Result<Gauges, sqlx::Error> {
     let devices = super::devices(db, offline_after).await?;
-    let mut out = String::new();
-
-    let mut by_version: BTreeMap<(String, &str), u64> = BTreeMap::new();
-    let mut by_update: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut attention, mut backlog, mut backlog_bytes, mut oldest) = (0_u64, 0_u64, 0_u64, 0_u64);
+    let gauges = Gauges::default();
+    let (mut backlog, mut backlog_bytes, mut oldest) = (0_u64, 0_u64, 0_u64);
     for device in &devices {
         let version = device
             .version
             .clone()
             .unwrap_or_else(|| "unknown".to_owned());
         let state = if device.online { "online" } else { "offline" };
-        *by_version.entry((version, state)).or_default() += 1;
-        *by_update
-            .entry(
-                device
-                    .update_state
-                    .clone()
-                    .unwrap_or_else(|| "unknown".to_owned()),
-            )
-            .or_default() += 1;
+        gauges
+            .devices
+            .get_or_create(&vec![("version", version), ("state", state.to_owned())])
+            .inc();
+        let update_state = device
+            .update_state
+            .clone()
+            .unwrap_or_else(|| "unknown".to_owned());
+        gauges
+            .by_update_state
+            .get_or_create(&vec![("state", update_state)])
+            .inc();
         if !device.attention.is_empty() {
-            attention += 1;
+            gauges.attention.inc();
         }
         if let Some(beat) = &device.heartbeat {
             // Figures from the devices' heartbeats: summed without overflow.
@@ -56,70 +92,23 @@ pub async fn render(db: &PgPool, offline_after: Duration) -> Result<String, sqlx
             oldest = oldest.max(beat.backlog.oldest_age_secs.unwrap_or(0));
         }
     }
-    gauge(
-        &mut out,
-        "sentra_fleet_devices",
-        "Enrolled devices by version and online state.",
-    );
-    for ((version, state), count) in &by_version {
-        let _ = writeln!(
-            out,
-            "sentra_fleet_devices{{version=\"{}\",state=\"{state}\"}} {count}",
-            label(version)
-        );
-    }
-    gauge(
-        &mut out,
-        "sentra_fleet_devices_by_update_state",
-        "Devices by the update state of their latest heartbeat.",
-    );
-    for (state, count) in &by_update {
-        let _ = writeln!(
-            out,
-            "sentra_fleet_devices_by_update_state{{state=\"{}\"}} {count}",
-            label(state)
-        );
-    }
-    gauge(
-        &mut out,
-        "sentra_fleet_devices_needing_attention",
-        "Devices the fleet page lists as needing attention.",
-    );
-    let _ = writeln!(out, "sentra_fleet_devices_needing_attention {attention}");
-    gauge(
-        &mut out,
-        "sentra_fleet_sync_backlog_events",
-        "Outbox events not yet in the cloud, summed over the fleet.",
-    );
-    let _ = writeln!(out, "sentra_fleet_sync_backlog_events {backlog}");
-    gauge(
-        &mut out,
-        "sentra_fleet_sync_backlog_bytes",
-        "Outbox bytes not yet in the cloud, summed over the fleet.",
-    );
-    let _ = writeln!(out, "sentra_fleet_sync_backlog_bytes {backlog_bytes}");
-    gauge(
-        &mut out,
-        "sentra_fleet_sync_backlog_oldest_seconds",
-        "Age of the oldest event not yet in the cloud, over the fleet.",
-    );
-    let _ = writeln!(out, "sentra_fleet_sync_backlog_oldest_seconds {oldest}");
+    gauges.backlog_events.set(clamp(backlog));
+    gauges.backlog_bytes.set(clamp(backlog_bytes));
+    gauges.backlog_oldest.set(clamp(oldest));
 
     let rollouts: Vec<(String, i64)> =
         sqlx::query_as("SELECT state, count(*) FROM rollouts GROUP BY state ORDER BY state")
             .fetch_all(db)
             .await?;
-    gauge(
-        &mut out,
-        "sentra_fleet_rollouts",
-        "Rollouts by state (halted: stopped by failures).",
-    );
     for state in ["running", "paused", "halted", "aborted", "completed"] {
         let count = rollouts
             .iter()
             .find(|(s, _)| s == state)
             .map_or(0, |(_, count)| *count);
-        let _ = writeln!(out, "sentra_fleet_rollouts{{state=\"{state}\"}} {count}");
+        gauges
+            .rollouts
+            .get_or_create(&vec![("state", state.to_owned())])
+            .set(count);
     }
     let progress: Vec<(String, String, String, i64)> = sqlx::query_as(
         "SELECT r.channel, r.version, d.state, count(*) FROM rollouts r
@@ -129,19 +118,75 @@ pub async fn render(db: &PgPool, offline_after: Duration) -> Result<String, sqlx
     )
     .fetch_all(db)
     .await?;
-    gauge(
-        &mut out,
-        "sentra_fleet_rollout_devices",
-        "Devices of live and recent rollouts by progress; state=\"failed\" counts rollout failures.",
-    );
-    for (channel, version, state, count) in &progress {
-        let _ = writeln!(
-            out,
-            "sentra_fleet_rollout_devices{{channel=\"{}\",version=\"{}\",state=\"{}\"}} {count}",
-            label(channel),
-            label(version),
-            label(state)
-        );
+    for (channel, version, state, count) in progress {
+        gauges
+            .rollout_devices
+            .get_or_create(&vec![
+                ("channel", channel),
+                ("version", version),
+                ("state", state),
+            ])
+            .set(count);
     }
-    Ok(out)
+    Ok(gauges)
+}
+
+/// Adds the fleet's gauges (`fleet_*`) to `registry`, and `fleet_scrape_ok`: 1 when they could be
+/// read, else 0 and the other fleet gauges left out (the rest of the scrape is still served).
+pub fn register(registry: &mut Registry, read: Result<Gauges, sqlx::Error>) {
+    let registry = registry.sub_registry_with_prefix("fleet");
+    let scrape_ok = Gauge::<i64>::default();
+    registry.register(
+        "scrape_ok",
+        "1 when the fleet gauges could be read from PostgreSQL",
+        scrape_ok.clone(),
+    );
+    let gauges = match read {
+        Ok(gauges) => gauges,
+        Err(error) => {
+            tracing::warn!(%error, "fleet metrics: PostgreSQL did not answer");
+            return;
+        }
+    };
+    scrape_ok.set(1);
+    registry.register(
+        "devices",
+        "Enrolled devices by version and online state",
+        gauges.devices,
+    );
+    registry.register(
+        "devices_by_update_state",
+        "Devices by the update state of their latest heartbeat",
+        gauges.by_update_state,
+    );
+    registry.register(
+        "devices_needing_attention",
+        "Devices the fleet page lists as needing attention",
+        gauges.attention,
+    );
+    registry.register(
+        "sync_backlog_events",
+        "Outbox events not yet in the cloud, summed over the fleet",
+        gauges.backlog_events,
+    );
+    registry.register(
+        "sync_backlog_bytes",
+        "Outbox bytes not yet in the cloud, summed over the fleet",
+        gauges.backlog_bytes,
+    );
+    registry.register(
+        "sync_backlog_oldest_seconds",
+        "Age of the oldest event not yet in the cloud, over the fleet",
+        gauges.backlog_oldest,
+    );
+    registry.register(
+        "rollouts",
+        "Rollouts by state (halted: stopped by failures)",
+        gauges.rollouts,
+    );
+    registry.register(
+        "rollout_devices",
+        "Devices of live and recent rollouts by progress; state=\"failed\" counts rollout failures",
+        gauges.rollout_devices,
+    );
 }

@@ -96,6 +96,7 @@ pub async fn push(
     body: Bytes,
 ) -> Result<Json<PushAck>, ApiError> {
     let device = caller.device()?.clone();
+    crate::metrics::ingest_batch();
     let device_id = device.id.clone();
     let events = tokio::task::spawn_blocking(move || validate::prepare(&device_id, &body))
         .await
@@ -124,6 +125,11 @@ pub async fn ingest(
                 attempt += 1;
             }
             Ok((ack, decided)) => {
+                crate::metrics::ingest_events(
+                    u64::from(ack.applied),
+                    u64::from(ack.duplicates),
+                    ack.parked.len() as u64,
+                );
                 if decided.confirmed > 0 {
                     Metrics::add(&booking.metrics.held, decided.confirmed);
                     Metrics::add(&booking.metrics.confirmed, decided.confirmed);

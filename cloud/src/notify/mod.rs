@@ -12,7 +12,7 @@
 //! - [`worker`]: the work queue → [`gateway`], claiming each row with a conditional update
 //!   before sending, retries through delay queues, the dead-letter queue after the limit;
 //! - [`sandbox`]: the gateway stand-in for tests and `demo`;
-//! - [`Metrics`]: the counters `/metrics` shows.
+//! - [`Metrics`]: the counters `/metrics` shows (prometheus-client, registered at each scrape).
 //!
 //! RabbitMQ topology, all durable, on the default exchange (queue name = routing key), named
 //! after `notify.queue` (`Q`): `Q` (work; rejected messages dead-letter to `Q.dead`), `Q.dead`
@@ -27,12 +27,14 @@ pub mod publisher;
 pub mod sandbox;
 pub mod worker;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use sqlx::PgConnection;
 
 use crate::config::NotifyConfig;
@@ -267,58 +269,46 @@ pub const TEMPLATE_LANGUAGE: &str = "id";
 /// Counters per process (Prometheus sums replicas).
 #[derive(Default)]
 pub struct Metrics {
-    pub published: AtomicU64,
-    pub sent: AtomicU64,
-    pub failed: AtomicU64,
-    pub dead: AtomicU64,
+    pub published: Counter,
+    pub sent: Counter,
+    pub failed: Counter,
+    pub dead: Counter,
 }
 
 /// The process's counters: the publisher and the worker may run in `serve` or alone.
-pub static METRICS: Metrics = Metrics {
-    published: AtomicU64::new(0),
-    sent: AtomicU64::new(0),
-    failed: AtomicU64::new(0),
-    dead: AtomicU64::new(0),
-};
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 impl Metrics {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub fn add(counter: &Counter, n: u64) {
+        counter.inc_by(n);
     }
 
-    /// The text exposition of the counters.
-    pub fn render(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::new();
+    /// Adds the counters to `registry` (clones share the counts).
+    pub fn register(&self, registry: &mut Registry) {
         for (name, help, counter) in [
             (
-                "notifications_published_total",
-                "Notifications the broker confirmed (republished ones included).",
+                "notifications_published",
+                "Notifications the broker confirmed (republished ones included)",
                 &self.published,
             ),
             (
-                "notifications_sent_total",
-                "Notifications the messaging gateway accepted.",
+                "notifications_sent",
+                "Notifications the messaging gateway accepted",
                 &self.sent,
             ),
             (
-                "notifications_failed_total",
-                "Gateway attempts that failed (each retry counts).",
+                "notifications_failed",
+                "Gateway attempts that failed (each retry counts)",
                 &self.failed,
             ),
             (
-                "notifications_dead_total",
-                "Notifications dead-lettered (retries exhausted or refused for good).",
+                "notifications_dead",
+                "Notifications dead-lettered (retries exhausted or refused for good)",
                 &self.dead,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                counter.load(Ordering::Relaxed)
-            );
+            registry.register(name, help, counter.clone());
         }
-        out
     }
 }
 

@@ -99,7 +99,9 @@ async fn herd_over_three_replicas_gets_exactly_one_hold_per_round() {
         let metrics = crate::support::scrape(server.addr, &cloud.operator).await;
         by_redis += metrics
             .lines()
-            .find_map(|line| line.strip_prefix("booking_conflicts_total{decided_by=\"redis\"} "))
+            .find_map(|line| {
+                line.strip_prefix("sentra_cloud_booking_conflicts_total{decided_by=\"redis\"} ")
+            })
             .and_then(|value| value.parse::<usize>().ok())
             .expect("the redis conflicts counter");
     }

@@ -136,9 +136,9 @@ async fn completion_captures_the_charges_releases_the_rest_and_frees_the_days_af
 
     let text = crate::support::scrape(cloud.servers[0].addr, &cloud.operator).await;
     for line in [
-        "bookings_completed_total 1",
-        "payment_captures_total 1",
-        "payment_releases_total 1",
+        "sentra_cloud_bookings_completed_total 1",
+        "sentra_cloud_payment_captures_total 1",
+        "sentra_cloud_payment_releases_total 1",
     ] {
         assert!(text.contains(line), "{line} missing from {text}");
     }

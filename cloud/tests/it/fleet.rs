@@ -418,23 +418,29 @@ async fn check_metrics(cloud: &Cloud) {
             })
             .sum()
     };
-    assert_eq!(value("sentra_fleet_devices", &[("state", "offline")]), 5.0);
-    assert_eq!(value("sentra_fleet_devices", &[]), FLEET as f64);
-    assert_eq!(value("sentra_fleet_rollouts", &[("state", "halted")]), 1.0);
+    assert_eq!(
+        value("sentra_cloud_fleet_devices", &[("state", "offline")]),
+        5.0
+    );
+    assert_eq!(value("sentra_cloud_fleet_devices", &[]), FLEET as f64);
+    assert_eq!(
+        value("sentra_cloud_fleet_rollouts", &[("state", "halted")]),
+        1.0
+    );
     assert!(
         value(
-            "sentra_fleet_rollout_devices",
+            "sentra_cloud_fleet_rollout_devices",
             &[("state", "failed"), ("version", NEW)]
         ) >= 1.0
     );
     assert_eq!(
-        value("sentra_fleet_sync_backlog_events", &[]),
+        value("sentra_cloud_fleet_sync_backlog_events", &[]),
         3.0 * FLEET as f64
     );
-    assert_eq!(value("sentra_fleet_scrape_ok", &[]), 1.0);
+    assert_eq!(value("sentra_cloud_fleet_scrape_ok", &[]), 1.0);
     assert!(
         value(
-            "sentra_fleet_devices_by_update_state",
+            "sentra_cloud_fleet_devices_by_update_state",
             &[("state", "rolled-back")]
         ) >= 1.0
     );

@@ -22,6 +22,7 @@ mod enroll;
 mod fixtures;
 mod fleet;
 mod identity;
+mod metrics;
 mod migrate;
 mod notify;
 mod pull;

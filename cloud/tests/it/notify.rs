@@ -797,10 +797,10 @@ async fn serve_publishes_and_sends_through_its_sandbox_and_counts_it() {
     let operator = crate::support::operator_token(db.url()).await;
     let metrics = crate::support::scrape(server.addr, &operator).await;
     for line in [
-        "notifications_published_total 1",
-        "notifications_sent_total 1",
-        "notifications_failed_total 0",
-        "notifications_dead_total 0",
+        "sentra_cloud_notifications_published_total 1",
+        "sentra_cloud_notifications_sent_total 1",
+        "sentra_cloud_notifications_failed_total 0",
+        "sentra_cloud_notifications_dead_total 0",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
