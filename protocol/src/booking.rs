@@ -254,6 +254,93 @@ pub struct BookingView {
     pub late_charge: Option<i64>,
 }
 
+/// `POST /v1/bookings/{id}/confirm`: the payment the gateway authorised for a live hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmBody {
+    /// The gateway's reference of the authorised payment.
+    pub payment_ref: String,
+}
+
+/// `POST /v1/bookings/{id}/complete`: the asset came back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    /// When the asset came back, RFC 3339; its offset decides the return day.
+    pub returned_at: String,
+    /// Rupiah to capture from the pre-authorisation for damage; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damage_charge: Option<i64>,
+    /// Rupiah to capture for a late return; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_charge: Option<i64>,
+}
+
+/// `POST /v1/waitlist`: wait for a SKU on a day that is taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitlistBody {
+    pub sku: String,
+    /// The day wanted, `YYYY-MM-DD`.
+    pub date: String,
+    pub customer: String,
+    /// `platinum`, `gold`, `silver` or `basic` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+}
+
+/// Where a waitlist entry stands: waiting, or offered a hold of its own (`offer_booking`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WaitlistState {
+    Waiting,
+    Offered,
+}
+
+impl WaitlistState {
+    pub fn parse(raw: &str) -> Option<WaitlistState> {
+        match raw {
+            "WAITING" => Some(WaitlistState::Waiting),
+            "OFFERED" => Some(WaitlistState::Offered),
+            _ => None,
+        }
+    }
+}
+
+/// `201` to `POST /v1/waitlist`: the new entry and its place in the queue (1 is next).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitlistJoined {
+    pub id: String,
+    pub state: WaitlistState,
+    pub sku: String,
+    pub date: String,
+    pub tier: String,
+    pub position: Option<u64>,
+}
+
+/// `GET /v1/waitlist/{id}`: the entry, and the booking offered to it once promoted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitlistView {
+    pub id: String,
+    pub sku: String,
+    pub date: String,
+    pub tier: String,
+    pub state: WaitlistState,
+    pub offer_booking: Option<String>,
+}
+
+/// The offer a `409 taken` answer to a hold carries in `details.waitlist`: how to wait for the
+/// SKU on the days asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitlistOffer {
+    pub offer: bool,
+    /// The request that joins the waitlist (`POST /v1/waitlist`).
+    pub join: String,
+    pub sku: String,
+    pub from: String,
+    pub to: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

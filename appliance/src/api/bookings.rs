@@ -30,6 +30,7 @@ use crate::domain::booking::{Stay, StayError, format_day, parse_tier};
 use crate::domain::{Id, Name};
 use crate::store::bookings::{self, Booking, Busy, NewBooking};
 use crate::sync::booking::{self as cloud, Forwarded, HoldAnswer};
+use sentra_protocol::booking::{BookingView, CompleteBody, ConfirmBody, WaitlistBody};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -333,29 +334,38 @@ fn cloud_unreachable(action: &str, why: &str) -> ApiError {
 
 /// Passes a counter action on booking `id` to the cloud and, when it succeeded, makes the
 /// branch's copy follow the cloud's state. The cloud's refusals are passed on as they are.
-async fn act(
+async fn act<B: Serialize + Sync>(
     s: &AppState,
     id: &str,
     action: &'static str,
-    body: Option<serde_json::Value>,
+    body: Option<&B>,
 ) -> Result<Response, ApiError> {
     let (_, cloud_id) = cloud_booking(s, id).await?;
     let bound = Duration::from_millis(s.config.sync.booking_timeout_ms);
     let path = format!("/v1/bookings/{cloud_id}/{action}");
-    match cloud::forward(&s.sync, bound, reqwest::Method::POST, &path, body.as_ref()).await {
+    match cloud::forward(&s.sync, bound, reqwest::Method::POST, &path, body).await {
         Forwarded::Answered { status, body } if (200..300).contains(&status) => {
-            let Some(state) = body["state"].as_str().map(str::to_owned) else {
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "cloud_answer_unreadable",
-                    format!("the cloud's answer to {action} has no state: {body}"),
-                ));
+            let view = match serde_json::from_value::<BookingView>(body.clone()) {
+                Ok(view) => view,
+                Err(e) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "cloud_answer_unreadable",
+                        format!("the cloud's answer to {action} is not a booking ({e}): {body}"),
+                    ));
+                }
             };
-            let expires_at = body["expires_at"].as_str().map(str::to_owned);
             let id = id.to_owned();
             let local = s
                 .store
-                .write(move |w| bookings::record_cloud_state(w, &id, &state, expires_at.as_deref()))
+                .write(move |w| {
+                    bookings::record_cloud_state(
+                        w,
+                        &id,
+                        view.state.as_str(),
+                        Some(view.expires_at.as_str()),
+                    )
+                })
                 .await?;
             let mut answer = serde_json::to_value(&local).expect("a booking always serialises");
             answer["cloud"] = body;
@@ -402,13 +412,7 @@ pub async fn confirm(
             ),
         ));
     }
-    act(
-        &s,
-        &id,
-        "confirm",
-        Some(serde_json::json!({"payment_ref": payment_ref})),
-    )
-    .await
+    act(&s, &id, "confirm", Some(&ConfirmBody { payment_ref })).await
 }
 
 #[utoipa::path(post, path = "/v1/bookings/{id}/cancel", tag = "bookings",
@@ -427,7 +431,7 @@ pub async fn cancel(
     };
     // Online and known to the cloud: the cloud cancels, within the request.
     if b.cloud_id.is_some() {
-        match act(&s, &id, "cancel", None).await {
+        match act(&s, &id, "cancel", None::<&()>).await {
             Err(e) if e.code == "cloud_unreachable" => {}
             other => return other,
         }
@@ -476,11 +480,11 @@ pub async fn complete(
         &s,
         &id,
         "complete",
-        Some(serde_json::json!({
-            "returned_at": b.returned_at,
-            "damage_charge": b.damage_charge,
-            "late_charge": b.late_charge,
-        })),
+        Some(&CompleteBody {
+            returned_at: b.returned_at,
+            damage_charge: b.damage_charge,
+            late_charge: b.late_charge,
+        }),
     )
     .await
 }
@@ -521,12 +525,12 @@ pub async fn join_waitlist(
     let asset_id = String::from(b.asset_id);
     let sku = branch_asset_sku(&s, &asset_id).await?;
     let customer: String = b.customer.into();
-    let body = serde_json::json!({
-        "sku": sku,
-        "date": format_day(day.first),
-        "customer": customer,
-        "tier": tier,
-    });
+    let body = WaitlistBody {
+        sku,
+        date: format_day(day.first),
+        customer,
+        tier: Some(tier.to_owned()),
+    };
     let bound = Duration::from_millis(s.config.sync.booking_timeout_ms);
     match cloud::forward(
         &s.sync,

@@ -103,12 +103,12 @@ pub enum Forwarded {
 
 /// `method path` with `body` to the cloud as this box, bounded by `bound`; a transport failure,
 /// a timeout or an answer that is the cloud's own trouble (5xx, 408, 429, 401) is `Offline`.
-pub async fn forward(
+pub async fn forward<B: serde::Serialize + Sync + ?Sized>(
     handle: &SyncHandle,
     bound: Duration,
     method: reqwest::Method,
     path: &str,
-    body: Option<&Value>,
+    body: Option<&B>,
 ) -> Forwarded {
     let (client, _) = match usable(handle) {
         Ok(c) => c,

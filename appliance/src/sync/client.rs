@@ -427,14 +427,14 @@ impl CloudClient {
     /// A booking request forwarded for the counter (`confirm`, `cancel`, `complete`, the
     /// waitlist): any method and path, as this device. Transport failures are errors; every
     /// HTTP answer is an [`Answer`].
-    pub async fn forward(
+    pub async fn forward<B: serde::Serialize + Sync + ?Sized>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<&B>,
     ) -> Result<Answer, SyncError> {
         let body = body.map_or_else(Vec::new, |body| {
-            serde_json::to_vec(body).expect("a JSON value always serialises")
+            serde_json::to_vec(body).expect("a protocol request body always serialises")
         });
         let (status, bytes) = self.send_with(method, path, body, None).await?;
         Ok(Answer {

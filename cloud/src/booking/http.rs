@@ -20,7 +20,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use time::Date;
 
 use super::calendar::AssetKey;
@@ -29,11 +29,13 @@ use super::metrics::Metrics;
 use super::record::{
     self, BookingRow, CancelOutcome, CompleteOutcome, ConfirmOutcome, HoldOutcome, HoldRequest,
 };
-use super::types::{self, HoldBody, Stay, Tier, format_day};
+use super::types::{
+    self, CompleteBody, ConfirmBody, HoldBody, Stay, Tier, WaitlistOffer, format_day,
+};
 use super::{Booking, settlements, sweeper};
 use crate::devices::auth::Caller;
 use crate::devices::tokens::Role;
-use crate::ttl::TtlMap;
+use crate::ttl::{self, TtlMap};
 use crate::web::{ApiError, JsonBody};
 
 /// The header a client names its retry with (the contract).
@@ -48,7 +50,7 @@ pub const MAX_CHARGE: i64 = 1_000_000_000;
 /// list of assets is cached; whether they are free always comes from Redis or PostgreSQL.
 pub const ASSET_LIST_TTL: Duration = Duration::from_secs(5);
 /// Most SKUs whose lists a replica keeps at once (bounds memory whatever SKUs callers ask for).
-pub const ASSET_LIST_ENTRIES: usize = 1024;
+pub const ASSET_LIST_ENTRIES: u64 = 1024;
 
 fn invalid(error: types::Invalid) -> ApiError {
     ApiError::Invalid(error.to_string())
@@ -101,7 +103,7 @@ pub struct AssetLists(TtlMap<String, AssetList>);
 
 impl Default for AssetLists {
     fn default() -> Self {
-        AssetLists(TtlMap::new(ASSET_LIST_TTL, ASSET_LIST_ENTRIES))
+        AssetLists(ttl::ttl_map(ASSET_LIST_TTL, ASSET_LIST_ENTRIES))
     }
 }
 
@@ -111,7 +113,7 @@ impl AssetLists {
             return Ok(list);
         }
         let list = Arc::new(record::assets_of(db, sku).await?);
-        self.0.put(sku.to_owned(), Arc::clone(&list));
+        self.0.insert(sku.to_owned(), Arc::clone(&list));
         Ok(list)
     }
 }
@@ -231,6 +233,21 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// The details of a `409 taken`: the waitlist's offer.
+#[derive(Serialize)]
+struct Taken {
+    waitlist: WaitlistOffer,
+}
+
+/// The details of a `409` about a booking in the wrong state: the booking as it is.
+fn as_it_is(row: &BookingRow) -> Option<Value> {
+    #[derive(Serialize)]
+    struct Details<'a> {
+        booking: &'a BookingRow,
+    }
+    serde_json::to_value(Details { booking: row }).ok()
+}
+
 fn taken(body: &HoldBody, stay: Stay) -> ApiError {
     ApiError::Conflict {
         code: "taken",
@@ -240,13 +257,16 @@ fn taken(body: &HoldBody, stay: Stay) -> ApiError {
             format_day(stay.first),
             format_day(stay.last)
         ),
-        details: Some(json!({"waitlist": {
-            "offer": true,
-            "join": "POST /v1/waitlist",
-            "sku": body.sku,
-            "from": format_day(stay.first),
-            "to": format_day(stay.last),
-        }})),
+        details: serde_json::to_value(Taken {
+            waitlist: WaitlistOffer {
+                offer: true,
+                join: "POST /v1/waitlist".to_owned(),
+                sku: body.sku.clone(),
+                from: format_day(stay.first),
+                to: format_day(stay.last),
+            },
+        })
+        .ok(),
     }
 }
 
@@ -495,13 +515,6 @@ async fn check_visible(booking: &Booking, caller: &Caller, id: &str) -> Result<(
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfirmBody {
-    /// The gateway's reference of the authorised payment.
-    payment_ref: String,
-}
-
 /// `POST /v1/bookings/{id}/confirm` `{payment_ref}`: confirms a live hold. A lapsed hold is
 /// refused (409 `hold_expired`) and its payment flagged for refund.
 #[utoipa::path(post, path = "/v1/bookings/{id}/confirm", tag = "bookings", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::schemas::ConfirmBody, responses((status = 200, description = "done", body = Object), (status = 409, description = "hold_expired or wrong_state", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
@@ -562,7 +575,7 @@ pub async fn confirm_payment(
                     "the hold on booking {} lapsed at {}; the payment {payment_ref} is flagged for refund",
                     row.id, row.expires_at
                 ),
-                details: Some(json!({"booking": row})),
+                details: as_it_is(&row),
             })
         }
         Some(ConfirmOutcome::WrongState(row)) => Err(ApiError::Conflict {
@@ -571,7 +584,7 @@ pub async fn confirm_payment(
                 "booking {} is {}; only a live hold can be confirmed",
                 row.id, row.state
             ),
-            details: Some(json!({"booking": row})),
+            details: as_it_is(&row),
         }),
     }
 }
@@ -610,20 +623,17 @@ pub async fn cancel(
                 "booking {} is {}; it cannot be cancelled",
                 row.id, row.state
             ),
-            details: Some(json!({"booking": row})),
+            details: as_it_is(&row),
         }),
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompleteBody {
-    /// When the asset came back, RFC 3339; its offset decides the return day.
-    returned_at: String,
-    /// Rupiah to capture from the pre-authorisation for damage; none by default.
-    damage_charge: Option<i64>,
-    /// Rupiah to capture for a late return; none by default.
-    late_charge: Option<i64>,
+/// `200` to complete: the booking, and where its settlement with the gateway stands.
+#[derive(Serialize)]
+pub struct Completed {
+    #[serde(flatten)]
+    booking: BookingRow,
+    settlement: Option<settlements::Settlement>,
 }
 
 fn parse_return(body: &CompleteBody) -> Result<record::Return, ApiError> {
@@ -673,7 +683,7 @@ pub async fn complete(
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CompleteBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Completed>, ApiError> {
     let facts = parse_return(&body)?;
     check_visible(&booking, &caller, &id).await?;
     let outcome = record::complete(&booking.db, &id, &facts, booking.settings.release_delay)
@@ -711,14 +721,15 @@ pub async fn complete(
                     "booking {} is {}; only a confirmed booking can be completed, once, with the same return facts",
                     row.id, row.state
                 ),
-                details: Some(json!({"booking": row})),
+                details: as_it_is(&row),
             });
         }
     };
     let settlement = settlements::settlement(&booking.db, &row.id)
         .await
         .map_err(|error| ApiError::database(&error))?;
-    let mut answer = json!(row);
-    answer["settlement"] = json!(settlement);
-    Ok(Json(answer))
+    Ok(Json(Completed {
+        booking: row,
+        settlement,
+    }))
 }

@@ -26,7 +26,6 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::Booking;
@@ -242,6 +241,14 @@ struct Webhook {
     payment_ref: String,
 }
 
+/// The answer to a verified webhook: what it did, the first time or (`duplicate`) before.
+#[derive(Debug, serde::Serialize)]
+pub struct WebhookAnswer {
+    event_id: String,
+    outcome: String,
+    duplicate: bool,
+}
+
 /// `POST /v1/payments/webhook`: see the module doc. 200 `{event_id, outcome, duplicate}` for
 /// every verified event, so the gateway stops redelivering.
 #[utoipa::path(post, path = "/v1/payments/webhook", tag = "bookings", request_body = crate::schemas::Webhook, params(("x-sentra-webhook-timestamp" = String, Header, description = "Unix seconds"), ("x-sentra-webhook-signature" = String, Header, description = "hex HMAC-SHA256, with payments.webhook_secret, of the timestamp, a dot and the body")), responses((status = 200, description = "done", body = Object), (status = 401, description = "unverified, or webhooks not configured", body = crate::schemas::ErrorEnvelope), (status = 404, description = "no such booking", body = crate::schemas::ErrorEnvelope), (status = 409, description = "conflict", body = crate::schemas::ErrorEnvelope)))]
@@ -249,7 +256,7 @@ pub async fn webhook(
     State(booking): State<Arc<Booking>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookAnswer>, ApiError> {
     let Some(secret) = &booking.settings.webhook_secret else {
         return Err(ApiError::Unauthorized(
             "payment webhooks are not configured (payments.webhook_secret)".to_owned(),
@@ -272,9 +279,11 @@ pub async fn webhook(
             .await
             .map_err(|error| ApiError::database(&error))?;
     if let Some(outcome) = stored {
-        return Ok(Json(
-            json!({"event_id": event.event_id, "outcome": outcome, "duplicate": true}),
-        ));
+        return Ok(Json(WebhookAnswer {
+            event_id: event.event_id,
+            outcome,
+            duplicate: true,
+        }));
     }
     let outcome = match event.kind.as_str() {
         "payment.authorized" => {
@@ -312,9 +321,11 @@ pub async fn webhook(
     .execute(&booking.db)
     .await
     .map_err(|error| ApiError::database(&error))?;
-    Ok(Json(
-        json!({"event_id": event.event_id, "outcome": outcome, "duplicate": false}),
-    ))
+    Ok(Json(WebhookAnswer {
+        event_id: event.event_id,
+        outcome: outcome.to_owned(),
+        duplicate: false,
+    }))
 }
 
 #[cfg(test)]

@@ -18,15 +18,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use sqlx::{Connection as _, PgConnection, Row as _};
 use time::Date;
 
 use super::Booking;
 use super::calendar::AssetKey;
 use super::record::Ended;
-use super::types::{self, Tier, format_day};
+use super::types::{
+    self, Tier, WaitlistBody, WaitlistJoined, WaitlistState, WaitlistView, format_day,
+};
 use crate::devices::auth::Caller;
 use crate::devices::tokens::Role;
 use crate::web::{ApiError, JsonBody};
@@ -38,21 +38,12 @@ pub fn key(sku: &str, day: Date) -> String {
     format!("waitlist:{sku}:{}", format_day(day))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinBody {
-    sku: String,
-    date: String,
-    customer: String,
-    tier: Option<String>,
-}
-
 /// `POST /v1/waitlist` `{sku, date, customer, tier}` → 201 `{id, state: "WAITING", position}`.
 #[utoipa::path(post, path = "/v1/waitlist", tag = "bookings", request_body = crate::schemas::JoinBody, responses((status = 201, description = "waiting", body = Object), (status = 409, description = "conflict", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = []), ("bearer" = [])))]
 pub async fn join(
     State(booking): State<Arc<Booking>>,
     caller: Caller,
-    JsonBody(body): JsonBody<JoinBody>,
+    JsonBody(body): JsonBody<WaitlistBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let invalid = |error: types::Invalid| ApiError::Invalid(error.to_string());
     let day = types::parse_day("date", &body.date).map_err(invalid)?;
@@ -63,11 +54,11 @@ pub async fn join(
         .map_err(invalid)?;
     types::check_customer(&body.customer).map_err(invalid)?;
     types::check_id("sku", &body.sku, types::MAX_ID_LEN).map_err(invalid)?;
-    let row = sqlx::query(
+    let (id, arrival_ms): (String, i64) = sqlx::query_as(
         "INSERT INTO waitlist_entries (id, sku, day, customer, tier, tier_rank, created_by)
          SELECT gen_random_uuid(), $1, $2::date, $3, $4, $5, $6
          WHERE EXISTS (SELECT 1 FROM assets WHERE sku = $1)
-         RETURNING id::text AS id, (extract(epoch FROM created_at) * 1000)::bigint AS arrival_ms",
+         RETURNING id::text, (extract(epoch FROM created_at) * 1000)::bigint",
     )
     .bind(&body.sku)
     .bind(format_day(day))
@@ -79,19 +70,13 @@ pub async fn join(
     .await
     .map_err(|error| ApiError::database(&error))?
     .ok_or_else(|| ApiError::NotFound(format!("no asset has SKU {:?}", body.sku)))?;
-    let id: String = row
-        .try_get("id")
-        .map_err(|error| ApiError::database(&error))?;
-    let arrival_ms: i64 = row
-        .try_get("arrival_ms")
-        .map_err(|error| ApiError::database(&error))?;
     #[expect(
         clippy::cast_precision_loss,
         reason = "milliseconds since 1970 fit in 2^53"
     )]
     let score = f64::from(tier.rank()) * TIER_WEIGHT + arrival_ms as f64;
     let mut redis = booking.calendar.connection();
-    let position: Option<i64> = redis::pipe()
+    let rank: Option<u64> = redis::pipe()
         .cmd("ZADD")
         .arg(key(&body.sku, day))
         .arg(score)
@@ -100,20 +85,20 @@ pub async fn join(
         .cmd("ZRANK")
         .arg(key(&body.sku, day))
         .arg(&id)
-        .query_async::<(Option<i64>,)>(&mut redis)
+        .query_async::<(Option<u64>,)>(&mut redis)
         .await
         .ok()
         .and_then(|(rank,)| rank);
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": id,
-            "state": "WAITING",
-            "sku": body.sku,
-            "date": format_day(day),
-            "tier": tier.as_str(),
-            "position": position.map(|rank| rank + 1),
-        })),
+        Json(WaitlistJoined {
+            id,
+            state: WaitlistState::Waiting,
+            sku: body.sku,
+            date: format_day(day),
+            tier: tier.as_str().to_owned(),
+            position: rank.map(|rank| rank + 1),
+        }),
     ))
 }
 
@@ -123,14 +108,13 @@ pub async fn get(
     State(booking): State<Arc<Booking>>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WaitlistView>, ApiError> {
     let not_found = || ApiError::NotFound(format!("waitlist entry {id:?} does not exist"));
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(not_found());
     }
-    let row = sqlx::query(
-        "SELECT id::text AS id, sku, day::text AS day, tier, state, created_by,
-                offer_booking::text AS offer_booking
+    let (entry_id, sku, date, tier, state, created_by, offer_booking): EntryRow = sqlx::query_as(
+        "SELECT id::text, sku, day::text, tier, state, created_by, offer_booking::text
          FROM waitlist_entries WHERE id = $1::uuid",
     )
     .bind(&id)
@@ -138,11 +122,6 @@ pub async fn get(
     .await
     .map_err(|error| ApiError::database(&error))?
     .ok_or_else(not_found)?;
-    let get = |column: &str| -> Result<Option<String>, ApiError> {
-        row.try_get(column)
-            .map_err(|error| ApiError::database(&error))
-    };
-    let created_by = get("created_by")?.unwrap_or_default();
     let visible = match &caller {
         Caller::Client(client) if client.role == Role::Operator => true,
         _ => created_by == caller.name(),
@@ -150,15 +129,31 @@ pub async fn get(
     if !visible {
         return Err(not_found());
     }
-    Ok(Json(json!({
-        "id": get("id")?,
-        "sku": get("sku")?,
-        "date": get("day")?,
-        "tier": get("tier")?,
-        "state": get("state")?,
-        "offer_booking": get("offer_booking")?,
-    })))
+    let state = WaitlistState::parse(&state).ok_or_else(|| {
+        ApiError::database(&sqlx::Error::Decode(
+            format!("waitlist_entries.state {state:?} is not a waitlist state").into(),
+        ))
+    })?;
+    Ok(Json(WaitlistView {
+        id: entry_id,
+        sku,
+        date,
+        tier,
+        state,
+        offer_booking,
+    }))
 }
+
+/// `id, sku, day, tier, state, created_by, offer_booking` of a `waitlist_entries` row.
+type EntryRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+);
 
 /// An offer made: the entry, its new hold, and the days to mark in the calendar.
 #[derive(Debug)]
