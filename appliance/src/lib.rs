@@ -2,6 +2,7 @@
 //! what it owns.
 
 pub mod api;
+pub mod backoff;
 pub mod broker;
 pub mod config;
 pub mod daemon;

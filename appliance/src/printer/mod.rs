@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::{BranchConfig, PrinterConfig};
 use crate::store::print_jobs::{self, PrintJob, PrinterState};
 use crate::store::{self, DomainError, Notice, Store, StoreError};
@@ -30,7 +31,7 @@ use transport::{Connection, PrinterError, Target};
 /// How often an idle worker looks for jobs queued by another process (`sentra-edge pair --print`),
 /// whose notices it cannot hear.
 const IDLE_POLL: Duration = Duration::from_secs(2);
-/// First wait after a failed attempt; doubles up to `printer.retry_max_ms`.
+/// First wait after a failed attempt; doubles up to `printer.retry_max_ms` ([`Backoff`]).
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 
 /// The layout every document is printed with, from the configuration.
@@ -78,7 +79,7 @@ pub async fn run(
     )
     .await;
     let mut notices = w.store.subscribe();
-    let mut delay = FIRST_RETRY;
+    let mut backoff = Backoff::new(FIRST_RETRY, w.retry_max);
     loop {
         if cancel.is_cancelled() {
             return Ok(());
@@ -106,7 +107,7 @@ pub async fn run(
             continue;
         };
         match w.print(&job).await {
-            Ok(()) => delay = FIRST_RETRY,
+            Ok(()) => backoff.reset(),
             Err(Retry::Printer(e)) => {
                 w.conn = None;
                 let reason = e.to_string();
@@ -123,10 +124,9 @@ pub async fn run(
                     tracing::warn!(job = %job.id, error = %e, "print job waits");
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
                     _ = cancel.cancelled() => return Ok(()),
                 }
-                delay = (delay * 2).min(w.retry_max);
             }
             Err(Retry::Store(StoreError::Closed)) => return Ok(()),
             Err(Retry::Store(e)) => {
@@ -134,10 +134,9 @@ pub async fn run(
                 // rather than take the whole daemon down.
                 tracing::error!(job = %job.id, error = %e, "print worker: store error; retrying");
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
                     _ = cancel.cancelled() => return Ok(()),
                 }
-                delay = (delay * 2).min(w.retry_max);
             }
         }
     }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::decode::{Framer, Piece};
 use super::{PortState, ScannerHandle};
+use crate::backoff::Backoff;
 use crate::config::ScannerConfig;
 
 /// First wait after a failed open or a lost device.
@@ -40,8 +41,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let device = cfg.device.display().to_string();
-    let max_backoff = Duration::from_millis(cfg.retry_max_ms);
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::new(MIN_BACKOFF, Duration::from_millis(cfg.retry_max_ms));
     let mut was_connected = false;
     loop {
         if cancel.is_cancelled() {
@@ -58,7 +58,7 @@ pub async fn run(
                 was_connected = true;
                 handle.set_state(PortState::Connected, None);
                 tracing::info!(scanner = %cfg.name, %device, "scanner connected");
-                backoff = MIN_BACKOFF;
+                backoff.reset();
                 match read_port(port, &handle, &frames, &cancel).await {
                     End::Cancelled => return Ok(()),
                     End::Lost(why) => {
@@ -75,7 +75,6 @@ pub async fn run(
                 if handle.set_state(state, Some(detail.clone())) {
                     tracing::warn!(scanner = %cfg.name, %device, "{detail}");
                 }
-                backoff = (backoff * 2).min(max_backoff);
             }
         }
         if frames.is_closed() {
@@ -83,7 +82,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
         }
     }
 }

@@ -20,7 +20,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::SyncHandle;
-use super::client::{Backoff, CloudClient, SyncError, UploadState};
+use super::client::{self, CloudClient, SyncError, UploadState};
+use crate::backoff::Backoff;
 use crate::config::{BlobsConfig, SyncConfig};
 use crate::store::Store;
 use crate::store::blobs::BlobError;
@@ -48,7 +49,10 @@ pub async fn run(
     handle: SyncHandle,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut backoff = Backoff::new(sync.retry_max_ms);
+    let mut backoff = Backoff::new(
+        client::FIRST_RETRY,
+        Duration::from_millis(sync.retry_max_ms),
+    );
     let mut expired_at: Option<std::time::Instant> = None;
     loop {
         if expired_at.is_none_or(|at| at.elapsed() >= EXPIRE_EVERY) {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use rand::{Rng as _, RngExt as _};
+use rand::Rng as _;
 use reqwest::{Method, StatusCode};
 use sentra_protocol::Event;
 use sentra_protocol::auth::{
@@ -546,34 +546,8 @@ impl CloudClient {
     }
 }
 
-/// Waits between attempts while the link is down: doubling from 250 ms to `max`, with jitter (a
-/// random point in the upper half) so a fleet coming back does not knock in step.
-#[derive(Debug)]
-pub struct Backoff {
-    next_ms: u64,
-    max_ms: u64,
-}
-
-impl Backoff {
-    const FIRST_MS: u64 = 250;
-
-    pub fn new(max_ms: u64) -> Self {
-        Self {
-            next_ms: Self::FIRST_MS.min(max_ms),
-            max_ms,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.next_ms = Self::FIRST_MS.min(self.max_ms);
-    }
-
-    pub fn next_wait(&mut self) -> Duration {
-        let ceiling = self.next_ms;
-        self.next_ms = (self.next_ms * 2).min(self.max_ms);
-        Duration::from_millis(rand::rng().random_range(ceiling / 2..=ceiling.max(1)))
-    }
-}
+/// First wait after a failed exchange with the cloud; doubles up to `sync.retry_max_ms`.
+pub const FIRST_RETRY: Duration = Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {
@@ -601,18 +575,5 @@ mod tests {
             check_url("https://c.example/", false).ok().as_deref(),
             Some("https://c.example")
         );
-    }
-
-    #[test]
-    fn backoff_is_bounded_and_jittered() {
-        let mut b = Backoff::new(4_000);
-        let waits: Vec<u64> = (0..10).map(|_| b.next_wait().as_millis() as u64).collect();
-        assert!(waits.iter().all(|w| *w <= 4_000), "{waits:?}");
-        assert!(
-            waits[6..].iter().all(|w| *w >= 2_000),
-            "settles in the upper half of the cap: {waits:?}"
-        );
-        b.reset();
-        assert!(b.next_wait().as_millis() <= 250);
     }
 }

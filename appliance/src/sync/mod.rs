@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::{CloudClient, PushOutcome, SyncError};
 
+use crate::backoff::Backoff;
 use crate::config::SyncConfig;
 use crate::store::{self, Store, sync as state};
 
@@ -178,7 +179,8 @@ pub async fn run(
         if handle.get().state == LinkState::Unenrolled {
             handle.set(LinkState::Connecting, None);
         }
-        let mut backoff = client::Backoff::new(cfg.retry_max_ms);
+        let mut backoff =
+            Backoff::new(client::FIRST_RETRY, Duration::from_millis(cfg.retry_max_ms));
         let mut last_pull: Option<Instant> = None;
         let pull_every = Duration::from_secs(cfg.pull_interval_secs);
         loop {
@@ -360,7 +362,10 @@ pub async fn enroll(
     let hostname = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "sentra-edge".into());
-    let mut backoff = client::Backoff::new(cfg.retry_max_ms.max(2_000));
+    let mut backoff = Backoff::new(
+        client::FIRST_RETRY,
+        Duration::from_millis(cfg.retry_max_ms.max(2_000)),
+    );
     let mut attempt = 1;
     let answer = loop {
         match client::enroll(cfg, &url, token, &key, &hostname).await {
