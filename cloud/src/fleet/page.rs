@@ -44,25 +44,6 @@ pub const TICKET_TTL: Duration = Duration::from_secs(300);
 pub const REFRESH_SECS: u32 = 30;
 const COOKIE: &str = "sentra_fleet";
 
-/// Escapes text for HTML element content and quoted attribute values. No page uses it since
-/// maud, which escapes `&<>"` and leaves `'` (safe: it always double-quotes attribute values);
-/// it stays for its unit test, whose `&#39;` maud does not produce.
-#[cfg(test)]
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The operator's name, from a Bearer operator token or a live session cookie; None if neither.
 async fn operator(db: &PgPool, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let db_error = |error: sqlx::Error| ApiError::database(&error);
@@ -711,14 +692,6 @@ mod tests {
         );
         assert_eq!(cookie(&headers).as_deref(), Some("ab12"));
         assert_eq!(cookie(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn escaping_covers_markup_and_quotes() {
-        assert_eq!(
-            esc("<script>\"x\" & 'y'</script>"),
-            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
-        );
     }
 
     #[test]
