@@ -718,7 +718,7 @@ pub async fn mark_released(tx: &mut PgConnection, ids: &[String]) -> Result<(), 
 }
 
 /// An asset of a SKU and whether it is free for the days `[start, end)` by PostgreSQL.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct AssetAvailability {
     pub branch: String,
     pub asset_id: String,
@@ -735,8 +735,8 @@ pub async fn availability(
     end: Date,
 ) -> Result<Vec<AssetAvailability>, sqlx::Error> {
     let range = day_range(start, end);
-    let rows = sqlx::query(
-        "SELECT a.branch_id, a.id, a.plate,
+    sqlx::query_as(
+        "SELECT a.branch_id AS branch, a.id AS asset_id, a.plate,
                 NOT EXISTS (
                     SELECT 1 FROM bookings b
                     WHERE b.branch_id = a.branch_id AND b.asset_id = a.id
@@ -749,17 +749,7 @@ pub async fn availability(
     .bind(sku)
     .bind(&range)
     .fetch_all(db)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(AssetAvailability {
-                branch: row.try_get("branch_id")?,
-                asset_id: row.try_get("id")?,
-                plate: row.try_get("plate")?,
-                free: row.try_get("free")?,
-            })
-        })
-        .collect()
+    .await
 }
 
 /// The assets of `sku` (branch, id, plate).

@@ -3,12 +3,12 @@
 //! claims, works through the [`super::payments::PaymentGateway`] and marks done or failed, until
 //! the gateway has done both. Beside `payments.rs`, which holds the gateway and its webhook.
 
-use sqlx::{PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, PgPool};
 
 use super::record::TS;
 
 /// Where a completed booking's settlement with the gateway stands.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct Settlement {
     pub payment_ref: String,
     pub capture_amount: i64,
@@ -21,7 +21,7 @@ pub struct Settlement {
 
 /// The settlement of booking `id`, if it has one.
 pub async fn settlement(db: &PgPool, id: &str) -> Result<Option<Settlement>, sqlx::Error> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT payment_ref, capture_amount,
                 to_char(captured_at AT TIME ZONE 'UTC', {TS}) AS captured_at,
                 to_char(release_due_at AT TIME ZONE 'UTC', {TS}) AS release_due_at,
@@ -31,23 +31,11 @@ pub async fn settlement(db: &PgPool, id: &str) -> Result<Option<Settlement>, sql
     )))
     .bind(id)
     .fetch_optional(db)
-    .await?;
-    row.map(|row| {
-        Ok(Settlement {
-            payment_ref: row.try_get("payment_ref")?,
-            capture_amount: row.try_get("capture_amount")?,
-            captured_at: row.try_get("captured_at")?,
-            release_due_at: row.try_get("release_due_at")?,
-            released_at: row.try_get("released_at")?,
-            attempts: row.try_get("attempts")?,
-            last_error: row.try_get("last_error")?,
-        })
-    })
-    .transpose()
+    .await
 }
 
 /// A settlement step due now, claimed by [`claim_settlements`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DueSettlement {
     pub booking_id: String,
     pub payment_ref: String,
@@ -65,7 +53,7 @@ pub async fn claim_settlements(
     tx: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<DueSettlement>, sqlx::Error> {
-    let rows = sqlx::query(
+    sqlx::query_as(
         "SELECT booking_id::text AS booking_id, payment_ref, capture_amount, capture_key,
                 captured_at IS NOT NULL AS captured, release_key,
                 release_due_at <= now() AS release_due
@@ -78,20 +66,7 @@ pub async fn claim_settlements(
     )
     .bind(limit)
     .fetch_all(&mut *tx)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(DueSettlement {
-                booking_id: row.try_get("booking_id")?,
-                payment_ref: row.try_get("payment_ref")?,
-                capture_amount: row.try_get("capture_amount")?,
-                capture_key: row.try_get("capture_key")?,
-                captured: row.try_get("captured")?,
-                release_key: row.try_get("release_key")?,
-                release_due: row.try_get("release_due")?,
-            })
-        })
-        .collect()
+    .await
 }
 
 /// What one settlement step came to.

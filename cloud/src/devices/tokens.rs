@@ -258,7 +258,7 @@ pub async fn issue_api_token(
 }
 
 /// One API token as `api-token list` shows it: never the token, never its hash.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
 pub struct TokenInfo {
     pub name: String,
     pub role: String,
@@ -274,43 +274,23 @@ pub struct TokenInfo {
 /// `sentra-cloud api-token list`: every API token, oldest first.
 pub async fn list_api_tokens(database: &DatabaseConfig) -> Result<Vec<TokenInfo>, TokenError> {
     let mut conn = connect(database).await?;
-    type Row = (
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-    );
-    let rows = sqlx::query_as::<_, Row>(
+    // Ordered by `api_tokens.created_at`, the timestamp: a bare `created_at` would be the text
+    // column of that name.
+    let rows = sqlx::query_as(
         "SELECT name, role,
-                to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                to_char(last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at,
+                to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS expires_at,
+                to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS revoked_at,
+                to_char(last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS last_used_at,
                 CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
-                     WHEN expires_at <= now() THEN 'expired' ELSE 'live' END
-           FROM api_tokens ORDER BY created_at, id",
+                     WHEN expires_at <= now() THEN 'expired' ELSE 'live' END AS state
+           FROM api_tokens ORDER BY api_tokens.created_at, id",
     )
     .fetch_all(&mut conn)
     .await
     .map_err(TokenError::Store);
     close(conn).await;
-    Ok(rows?
-        .into_iter()
-        .map(
-            |(name, role, created_at, expires_at, revoked_at, last_used_at, state)| TokenInfo {
-                name,
-                role,
-                created_at,
-                expires_at,
-                revoked_at,
-                last_used_at,
-                state,
-            },
-        )
-        .collect())
+    rows
 }
 
 /// `sentra-cloud api-token revoke NAME`: revokes the live token named `name`. Every replica

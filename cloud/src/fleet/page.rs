@@ -13,12 +13,12 @@
 //! their token is revoked.
 //!
 //! Invariants:
-//! - every value shown is HTML-escaped ([`esc`]); nothing from a device reaches the page raw;
+//! - every value shown is HTML-escaped: maud's `html!` escapes whatever it splices, and
+//!   `PreEscaped` wraps only the constant style sheet; nothing from a device reaches the page raw;
 //! - state-changing forms are POSTs that also need the cookie, which is `SameSite=Strict`, and a
 //!   same-origin `Origin` or `Sec-Fetch-Site` when the browser sends one: another site cannot
 //!   press the buttons for you.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use axum::Form;
@@ -26,11 +26,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 use sqlx::PgPool;
 
 use super::rollout::{self, RolloutSummary};
-use super::{DeviceView, FleetState, FleetView};
+use super::{DeviceDetail, DeviceView, FleetState, FleetView, RolloutDetail};
 use crate::devices::auth::Caller;
 use crate::devices::tokens;
 use crate::web::ApiError;
@@ -42,22 +43,6 @@ pub const TICKET_TTL: Duration = Duration::from_secs(300);
 /// The page refreshes itself this often.
 pub const REFRESH_SECS: u32 = 30;
 const COOKIE: &str = "sentra_fleet";
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// The operator's name, from a Bearer operator token or a live session cookie; None if neither.
 async fn operator(db: &PgPool, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -139,8 +124,8 @@ fn no_referrer(mut response: Response) -> Response {
     response
 }
 
-fn html(body: String) -> Response {
-    no_referrer(Html(body).into_response())
+fn html(body: Markup) -> Response {
+    no_referrer(Html(body.into_string()).into_response())
 }
 
 fn logged_in(secret: &str) -> Response {
@@ -152,254 +137,324 @@ fn logged_in(secret: &str) -> Response {
     response
 }
 
-fn page(title: &str, refresh: bool, body: &str) -> String {
-    let refresh = if refresh {
-        format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\">")
-    } else {
-        String::new()
-    };
-    format!(
-        "<!doctype html>
-<html lang=\"en\"><head><meta charset=\"utf-8\">
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">
-<meta name=\"referrer\" content=\"no-referrer\">{refresh}
-<title>{title}</title>
-<style>
-body{{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:0;padding:0 1rem 2rem;color:#1d2330;background:#f5f6f8}}
-header{{display:flex;flex-wrap:wrap;align-items:baseline;gap:.5rem 1rem;padding:.75rem 0}}
-h1{{font-size:1.3rem;margin:0}} h2{{font-size:1.1rem;margin:1.5rem 0 .5rem}}
-a{{color:#1450a3}} small,.muted{{color:#5b6475}}
-.cards{{display:grid;grid-template-columns:repeat(auto-fit,minmax(8.5rem,1fr));gap:.6rem}}
-.card{{background:#fff;border-radius:.5rem;padding:.7rem .9rem;box-shadow:0 1px 2px #0002}}
-.card b{{display:block;font-size:1.8rem}}
-.card.bad b{{color:#b3261e}} .card.good b{{color:#1e7b34}}
-.rollout{{background:#fff;border-radius:.5rem;padding:.7rem .9rem;margin:.5rem 0;box-shadow:0 1px 2px #0002;border-left:.4rem solid #8a94a6}}
-.rollout.state-running{{border-color:#1450a3}} .rollout.state-completed{{border-color:#1e7b34}}
-.rollout.state-halted,.rollout.state-aborted{{border-color:#b3261e;background:#fdecea}}
-.rollout.state-paused{{border-color:#c77700}}
-.badge{{display:inline-block;font-weight:700;font-size:.8rem;padding:.1rem .45rem;border-radius:.3rem;background:#e3e7ee}}
-.badge.halted,.badge.aborted,.badge.offline,.badge.failed{{background:#b3261e;color:#fff}}
-.badge.running,.badge.online{{background:#1450a3;color:#fff}} .badge.completed,.badge.succeeded{{background:#1e7b34;color:#fff}}
-.badge.paused{{background:#c77700;color:#fff}}
-.bar{{height:.6rem;background:#e3e7ee;border-radius:.3rem;overflow:hidden;display:flex;margin:.4rem 0}}
-.bar .ok{{background:#1e7b34}} .bar .fail{{background:#b3261e}} .bar .busy{{background:#1450a3}}
-.scroll{{overflow-x:auto}} table{{border-collapse:collapse;width:100%;background:#fff;font-size:.92rem}}
-th,td{{text-align:left;padding:.4rem .5rem;border-bottom:1px solid #e3e7ee;vertical-align:top}}
-tr.attention td:first-child{{border-left:.3rem solid #b3261e}}
-ul.attention{{margin:0;padding-left:1rem;color:#b3261e}}
-form.inline{{display:inline}} button{{font-size:.95rem;padding:.35rem .8rem;margin:.2rem .3rem .2rem 0;border-radius:.3rem;border:1px solid #8a94a6;background:#fff}}
-button.danger{{border-color:#b3261e;color:#b3261e}}
-</style></head><body>
-{body}
-</body></html>"
-    )
+/// The pages' style sheet: a constant, the only text a page takes unescaped.
+const STYLE: &str = "
+body{font-family:system-ui,-apple-system,'DejaVu Sans',sans-serif;margin:0;padding:0 1rem 2rem;color:#1d2330;background:#f5f6f8}
+header{display:flex;flex-wrap:wrap;align-items:baseline;gap:.5rem 1rem;padding:.75rem 0}
+h1{font-size:1.3rem;margin:0} h2{font-size:1.1rem;margin:1.5rem 0 .5rem}
+a{color:#1450a3} small,.muted{color:#5b6475}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(8.5rem,1fr));gap:.6rem}
+.card{background:#fff;border-radius:.5rem;padding:.7rem .9rem;box-shadow:0 1px 2px #0002}
+.card b{display:block;font-size:1.8rem}
+.card.bad b{color:#b3261e} .card.good b{color:#1e7b34}
+.rollout{background:#fff;border-radius:.5rem;padding:.7rem .9rem;margin:.5rem 0;box-shadow:0 1px 2px #0002;border-left:.4rem solid #8a94a6}
+.rollout.state-running{border-color:#1450a3} .rollout.state-completed{border-color:#1e7b34}
+.rollout.state-halted,.rollout.state-aborted{border-color:#b3261e;background:#fdecea}
+.rollout.state-paused{border-color:#c77700}
+.badge{display:inline-block;font-weight:700;font-size:.8rem;padding:.1rem .45rem;border-radius:.3rem;background:#e3e7ee}
+.badge.halted,.badge.aborted,.badge.offline,.badge.failed{background:#b3261e;color:#fff}
+.badge.running,.badge.online{background:#1450a3;color:#fff} .badge.completed,.badge.succeeded{background:#1e7b34;color:#fff}
+.badge.paused{background:#c77700;color:#fff}
+.bar{height:.6rem;background:#e3e7ee;border-radius:.3rem;overflow:hidden;display:flex;margin:.4rem 0}
+.bar .ok{background:#1e7b34} .bar .fail{background:#b3261e} .bar .busy{background:#1450a3}
+.scroll{overflow-x:auto} table{border-collapse:collapse;width:100%;background:#fff;font-size:.92rem}
+th,td{text-align:left;padding:.4rem .5rem;border-bottom:1px solid #e3e7ee;vertical-align:top}
+tr.attention td:first-child{border-left:.3rem solid #b3261e}
+ul.attention{margin:0;padding-left:1rem;color:#b3261e}
+form.inline{display:inline} button{font-size:.95rem;padding:.35rem .8rem;margin:.2rem .3rem .2rem 0;border-radius:.3rem;border:1px solid #8a94a6;background:#fff}
+button.danger{border-color:#b3261e;color:#b3261e}
+";
+
+fn page(title: &str, refresh: bool, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="referrer" content="no-referrer";
+                @if refresh { meta http-equiv="refresh" content=(REFRESH_SECS); }
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { (body) }
+        }
+    }
 }
 
 fn login_page(message: Option<&str>) -> Response {
-    let message = message.map_or(String::new(), |m| {
-        format!("<p class=\"badge failed\">{}</p>", esc(m))
-    });
-    let body = format!(
-        "<header><h1>Sentra fleet</h1></header>
-<p>Sign in with an operator API token (<code>sentra-cloud api-token --name NAME --role operator</code>).</p>
-{message}
-<form method=\"post\" action=\"/fleet/login\">
-<label>Operator token<br><input name=\"token\" type=\"password\" autocomplete=\"current-password\" size=\"40\" required></label>
-<p><button type=\"submit\">Sign in</button></p></form>"
-    );
-    no_referrer(
-        (
-            StatusCode::UNAUTHORIZED,
-            Html(page("Sentra fleet: sign in", false, &body)),
-        )
-            .into_response(),
-    )
+    let body = html! {
+        header { h1 { "Sentra fleet" } }
+        p {
+            "Sign in with an operator API token ("
+            code { "sentra-cloud api-token --name NAME --role operator" } ")."
+        }
+        @if let Some(message) = message { p.badge.failed { (message) } }
+        form method="post" action="/fleet/login" {
+            label {
+                "Operator token" br;
+                input name="token" type="password" autocomplete="current-password" size="40"
+                    required;
+            }
+            p { button type="submit" { "Sign in" } }
+        }
+    };
+    let page = html(page("Sentra fleet: sign in", false, body));
+    (StatusCode::UNAUTHORIZED, page).into_response()
 }
 
 /// The page a login link opens: one button that POSTs the link's code. Opening the link (a GET,
 /// which chat apps and mail scanners do to preview it) signs nobody in and does not use it up.
 fn ticket_page(ticket: &str) -> Response {
-    let body = format!(
-        "<header><h1>Sentra fleet</h1></header>
-<p>This one-time link signs this browser in to the fleet page.</p>
-<form method=\"post\" action=\"/fleet/login\">
-<input type=\"hidden\" name=\"ticket\" value=\"{}\">
-<p><button type=\"submit\">Sign in</button></p></form>",
-        esc(ticket)
-    );
-    let mut response = html(page("Sentra fleet: sign in", false, &body));
+    let body = html! {
+        header { h1 { "Sentra fleet" } }
+        p { "This one-time link signs this browser in to the fleet page." }
+        form method="post" action="/fleet/login" {
+            input type="hidden" name="ticket" value=(ticket);
+            p { button type="submit" { "Sign in" } }
+        }
+    };
+    let mut response = html(page("Sentra fleet: sign in", false, body));
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-fn nav(name: &str) -> String {
-    format!(
-        "<header><h1><a href=\"/fleet\">Sentra fleet</a></h1>
-<small>signed in as {} · refreshes every {REFRESH_SECS} s</small>
-<form class=\"inline\" method=\"post\" action=\"/fleet/logout\"><button type=\"submit\">Sign out</button></form></header>",
-        esc(name)
-    )
+fn nav(name: &str) -> Markup {
+    html! {
+        header {
+            h1 { a href="/fleet" { "Sentra fleet" } }
+            small { "signed in as " (name) " · refreshes every " (REFRESH_SECS) " s" }
+            form.inline method="post" action="/fleet/logout" { button type="submit" { "Sign out" } }
+        }
+    }
 }
 
-fn rollout_card(r: &RolloutSummary, with_buttons: bool) -> String {
-    let total = r.devices.max(1);
-    let pct = |n: i64| n * 100 / total;
+/// A rollout's buttons: action, label, class, and the states it is offered in.
+const BUTTONS: [(&str, &str, &str, &[&str]); 3] = [
+    ("pause", "Pause", "", &["running"]),
+    ("resume", "Resume", "", &["paused"]),
+    ("abort", "Abort", "danger", &["running", "paused", "halted"]),
+];
+
+fn rollout_card(r: &RolloutSummary) -> Markup {
+    let pct = |n: i64| n * 100 / r.devices.max(1);
     let wave = if r.current_wave == 0 {
         "canaries".to_owned()
     } else {
-        format!(
-            "wave {} of {} ({} %)",
-            r.current_wave,
-            r.waves.len(),
-            r.waves
-                .get(usize::try_from(r.current_wave - 1).unwrap_or(0))
-                .copied()
-                .unwrap_or(0)
-        )
+        let share = usize::try_from(r.current_wave - 1).unwrap_or(0);
+        let share = r.waves.get(share).copied().unwrap_or(0);
+        format!("wave {} of {} ({share} %)", r.current_wave, r.waves.len())
     };
-    let reason = r.reason.as_deref().map_or(String::new(), |reason| {
-        format!("<p class=\"reason\"><b>{}</b></p>", esc(reason))
-    });
-    let mut buttons = String::new();
-    if with_buttons {
-        for (action, label, class, states) in [
-            ("pause", "Pause", "", &["running"][..]),
-            ("resume", "Resume", "", &["paused"][..]),
-            (
-                "abort",
-                "Abort",
-                "danger",
-                &["running", "paused", "halted"][..],
-            ),
-        ] {
-            if states.contains(&r.state.as_str()) {
-                let _ = write!(
-                    buttons,
-                    "<form class=\"inline\" method=\"post\" action=\"/fleet/rollouts/{}/{action}\"><button class=\"{class}\" type=\"submit\">{label}</button></form>",
-                    esc(&r.id)
-                );
+    html! {
+        div class={ "rollout state-" (r.state) } data-rollout=(r.id) {
+            a href={ "/fleet/rollouts/" (r.id) } {
+                b { (r.version) } " to channel " b { (r.channel) }
+            }
+            " " span class={ "badge " (r.state) } { (r.state.to_uppercase()) } " " small { (wave) }
+            @if let Some(reason) = &r.reason { p.reason { b { (reason) } } }
+            div.bar title="succeeded / failed / in progress" {
+                span.ok style={ "width:" (pct(r.succeeded)) "%" } {}
+                span.fail style={ "width:" (pct(r.failed)) "%" } {}
+                span.busy style={ "width:" (pct(r.updating + r.offered)) "%" } {}
+            }
+            small {
+                (r.succeeded) " succeeded · " (r.failed) " failed · " (r.updating) " updating · "
+                (r.offered) " told · " (r.admitted) " of " (r.devices) " devices admitted · "
+                "go on at " (r.success_threshold_pct) " %, halt at " (r.failure_threshold_pct)
+                " % failed"
+            }
+            div {
+                @for (action, label, class, states) in BUTTONS {
+                    @if states.contains(&r.state.as_str()) {
+                        form.inline method="post"
+                            action={ "/fleet/rollouts/" (r.id) "/" (action) } {
+                            button class=(class) type="submit" { (label) }
+                        }
+                    }
+                }
             }
         }
     }
-    format!(
-        "<div class=\"rollout state-{state}\" data-rollout=\"{id}\">
-<a href=\"/fleet/rollouts/{id}\"><b>{version}</b> to channel <b>{channel}</b></a>
-<span class=\"badge {state}\">{state_upper}</span> <small>{wave}</small>
-{reason}
-<div class=\"bar\" title=\"succeeded / failed / in progress\"><span class=\"ok\" style=\"width:{ok}%\"></span><span class=\"fail\" style=\"width:{fail}%\"></span><span class=\"busy\" style=\"width:{busy}%\"></span></div>
-<small>{succeeded} succeeded · {failed} failed · {updating} updating · {offered} told · {admitted} of {devices} devices admitted · go on at {success} %, halt at {failure} % failed</small>
-<div>{buttons}</div></div>",
-        state = esc(&r.state),
-        state_upper = esc(&r.state.to_uppercase()),
-        id = esc(&r.id),
-        version = esc(&r.version),
-        channel = esc(&r.channel),
-        ok = pct(r.succeeded),
-        fail = pct(r.failed),
-        busy = pct(r.updating + r.offered),
-        succeeded = r.succeeded,
-        failed = r.failed,
-        updating = r.updating,
-        offered = r.offered,
-        admitted = r.admitted,
-        devices = r.devices,
-        success = r.success_threshold_pct,
-        failure = r.failure_threshold_pct,
-    )
 }
 
-fn device_row(d: &DeviceView) -> String {
-    let state = if d.online {
-        "<span class=\"badge online\">online</span>".to_owned()
-    } else {
-        match d.offline_secs {
-            Some(secs) => format!(
-                "<span class=\"badge offline\">offline</span> <small>for {}</small>",
-                esc(&super::human(secs))
-            ),
-            None => "<span class=\"badge offline\">never seen</span>".to_owned(),
+fn device_row(d: &DeviceView) -> Markup {
+    html! {
+        tr class=(if d.attention.is_empty() { "" } else { "attention" }) data-device=(d.id) {
+            td {
+                a href={ "/fleet/devices/" (d.id) } { (d.branch_id) } br;
+                small { (d.branch_name) " · " (d.hostname.as_deref().unwrap_or("")) }
+            }
+            td { (d.version.as_deref().unwrap_or("?")) br; small { (d.channel) } }
+            td {
+                @if d.online {
+                    span.badge.online { "online" }
+                } @else if let Some(secs) = d.offline_secs {
+                    span.badge.offline { "offline" } " " small { "for " (super::human(secs)) }
+                } @else {
+                    span.badge.offline { "never seen" }
+                }
+            }
+            td { (d.update_state.as_deref().unwrap_or("")) }
+            td {
+                @if let Some(beat) = &d.heartbeat {
+                    (beat.backlog.count) " " small { "(" (beat.backlog.bytes / 1024) " KiB)" }
+                }
+            }
+            td {
+                @if !d.attention.is_empty() {
+                    ul.attention { @for a in &d.attention { li { (a) } } }
+                }
+            }
         }
-    };
-    let backlog = d.heartbeat.as_ref().map_or(String::new(), |b| {
-        format!(
-            "{} <small>({} KiB)</small>",
-            b.backlog.count,
-            b.backlog.bytes / 1024
-        )
-    });
-    let attention = if d.attention.is_empty() {
-        String::new()
-    } else {
-        let items: String = d
-            .attention
-            .iter()
-            .map(|a| format!("<li>{}</li>", esc(a)))
-            .collect();
-        format!("<ul class=\"attention\">{items}</ul>")
-    };
-    format!(
-        "<tr class=\"{class}\" data-device=\"{id}\"><td><a href=\"/fleet/devices/{id}\">{branch}</a><br><small>{branch_name} · {host}</small></td><td>{version}<br><small>{channel}</small></td><td>{state}</td><td>{update}</td><td>{backlog}</td><td>{attention}</td></tr>",
-        class = if d.attention.is_empty() {
-            ""
-        } else {
-            "attention"
-        },
-        id = esc(&d.id),
-        branch = esc(&d.branch_id),
-        branch_name = esc(&d.branch_name),
-        host = esc(d.hostname.as_deref().unwrap_or("")),
-        version = esc(d.version.as_deref().unwrap_or("?")),
-        channel = esc(&d.channel),
-        update = esc(d.update_state.as_deref().unwrap_or("")),
-    )
+    }
 }
 
-fn devices_table(devices: &[DeviceView]) -> String {
-    let rows: String = devices.iter().map(device_row).collect();
-    format!(
-        "<div class=\"scroll\"><table><thead><tr><th>Branch</th><th>Version</th><th>State</th><th>Update</th><th>Backlog</th><th>Needs attention</th></tr></thead><tbody>{rows}</tbody></table></div>"
-    )
+/// A table's header row.
+fn head_row(labels: &[&str]) -> Markup {
+    html! { tr { @for label in labels { th { (label) } } } }
+}
+
+fn devices_table(devices: &[DeviceView]) -> Markup {
+    html! {
+        div.scroll { table {
+            thead {
+                (head_row(&["Branch", "Version", "State", "Update", "Backlog", "Needs attention"]))
+            }
+            tbody { @for d in devices { (device_row(d)) } }
+        } }
+    }
 }
 
 /// The overview's HTML.
-pub fn overview_html(name: &str, view: &FleetView) -> String {
+pub fn overview_html(name: &str, view: &FleetView) -> Markup {
     let s = &view.summary;
-    let mut body = nav(name);
-    let _ = write!(
-        body,
-        "<section class=\"cards\">
-<div class=\"card\"><b id=\"count-devices\">{}</b>devices</div>
-<div class=\"card good\"><b id=\"count-online\">{}</b>online</div>
-<div class=\"card{}\"><b id=\"count-offline\">{}</b>offline</div>
-<div class=\"card{}\"><b id=\"count-attention\">{}</b>need attention</div>
-</section>",
-        s.devices,
-        s.online,
-        if s.offline > 0 { " bad" } else { "" },
-        s.offline,
-        if s.needing_attention > 0 { " bad" } else { "" },
-        s.needing_attention
-    );
-    body.push_str("<h2>Rollouts</h2>");
-    if view.rollouts.is_empty() {
-        body.push_str("<p class=\"muted\">No rollouts yet.</p>");
-    }
-    for r in &view.rollouts {
-        body.push_str(&rollout_card(r, true));
-    }
-    body.push_str("<h2>Versions</h2><p>");
-    for (version, count) in &s.by_version {
-        let _ = write!(
-            body,
-            "<span class=\"badge\">{} × {count}</span> ",
-            esc(version)
-        );
-    }
-    body.push_str("</p><h2>Devices</h2><p class=\"muted\">Those needing attention first, longest offline first.</p>");
-    body.push_str(&devices_table(&view.devices));
-    page("Sentra fleet", true, &body)
+    let body = html! {
+        (nav(name))
+        section.cards {
+            div.card { b id="count-devices" { (s.devices) } "devices" }
+            div.card.good { b id="count-online" { (s.online) } "online" }
+            div.card.bad[s.offline > 0] { b id="count-offline" { (s.offline) } "offline" }
+            div.card.bad[s.needing_attention > 0] {
+                b id="count-attention" { (s.needing_attention) } "need attention"
+            }
+        }
+        h2 { "Rollouts" }
+        @if view.rollouts.is_empty() { p.muted { "No rollouts yet." } }
+        @for r in &view.rollouts { (rollout_card(r)) }
+        h2 { "Versions" }
+        p { @for (version, count) in &s.by_version { span.badge { (version) " × " (count) } " " } }
+        h2 { "Devices" }
+        p.muted { "Those needing attention first, longest offline first." }
+        (devices_table(&view.devices))
+    };
+    page("Sentra fleet", true, body)
+}
+
+/// A device's page: its row, what its last heartbeat says, its rollouts and its day.
+fn device_html(name: &str, detail: &DeviceDetail) -> Markup {
+    let d = &detail.device;
+    let human = |secs: u64| super::human(i64::try_from(secs).unwrap_or(i64::MAX));
+    let mib = |v: Option<u64>| v.map_or("?".to_owned(), |v| format!("{} MiB", v / (1024 * 1024)));
+    // Newest first, at most one row per ten minutes: a readable day on a phone.
+    let mut last_bucket = None;
+    let history = detail.history.iter().rev().filter(|point| {
+        let bucket = point.at.get(..15);
+        bucket != std::mem::replace(&mut last_bucket, bucket)
+    });
+    let body = html! {
+        (nav(name))
+        h2 { (d.branch_id) " " small { (d.branch_name) } }
+        (devices_table(std::slice::from_ref(d)))
+        @if let Some(beat) = &d.heartbeat {
+            @let (update, backlog, res) = (&beat.update, &beat.backlog, &beat.resources);
+            h2 { "Now" }
+            div.scroll { table {
+                tr { th { "Device" } td { (d.id) } }
+                tr { th { "Last heartbeat" } td { (d.last_seen.as_deref().unwrap_or("")) } }
+                tr { th { "Uptime" } td { (human(beat.uptime_secs)) } }
+                tr { th { "Update" } td {
+                    (update.state.as_str()) " " (update.target_version.as_deref().unwrap_or(""))
+                    " " (update.reason.as_deref().unwrap_or(""))
+                } }
+                tr { th { "Healthy" } td { (beat.healthy) } }
+                tr { th { "Sync backlog" } td {
+                    (backlog.count) " events, " (backlog.bytes) " bytes, oldest "
+                    (backlog.oldest_age_secs.map_or("-".to_owned(), human))
+                } }
+                tr { th { "Parked events" } td { (beat.parked) } }
+                tr { th { "Clock skew" } td { (beat.skew_ms) " ms" } }
+                tr { th { "Disk free / total" } td {
+                    (mib(res.disk_free_bytes)) " / " (mib(res.disk_total_bytes))
+                } }
+                tr { th { "Memory available / total" } td {
+                    (mib(res.mem_available_bytes)) " / " (mib(res.mem_total_bytes))
+                } }
+                tr { th { "Store" } td { (mib(res.store_bytes)) } }
+                tr { th { "Printer" } td { (beat.printer.as_deref().unwrap_or("-")) } }
+                tr { th { "Scanner" } td { (beat.scanner.as_deref().unwrap_or("-")) } }
+                tr { th { "Broker" } td { (beat.broker.as_deref().unwrap_or("-")) } }
+                tr { th { "Paired clients" } td {
+                    (beat.paired_clients.map_or("?".to_owned(), |n| n.to_string()))
+                } }
+            } }
+        }
+        h2 { "Rollouts" }
+        div.scroll { table {
+            (head_row(&["Release", "Wave", "State", "Reason"]))
+            @for r in &detail.rollouts {
+                tr {
+                    td { a href={ "/fleet/rollouts/" (r.rollout_id) } { (r.version) } }
+                    td { @match r.wave { Some(wave) => (wave), None => "-" } }
+                    td { span class={ "badge " (r.state) } { (r.state) } }
+                    td { (r.reason.as_deref().unwrap_or("")) }
+                }
+            }
+        } }
+        h2 { "Last 24 hours" }
+        div.scroll { table {
+            (head_row(&["At", "Version", "Update", "Healthy", "Backlog", "Skew"]))
+            @for p in history {
+                tr {
+                    td { (p.at) } td { (p.version) } td { (p.update_state) } td { (p.healthy) }
+                    td { (p.backlog) } td { (p.skew_ms) " ms" }
+                }
+            }
+        } }
+    };
+    page("Sentra fleet: device", true, body)
+}
+
+/// A rollout's page: its card with the buttons, and each device's part in it.
+fn rollout_html(name: &str, detail: &RolloutDetail) -> Markup {
+    let r = &detail.rollout;
+    let waves: Vec<String> = r.waves.iter().map(|p| format!("{p} %")).collect();
+    let body = html! {
+        (nav(name))
+        h2 { "Rollout" }
+        (rollout_card(r))
+        p { small {
+            "waves: canaries, then " (waves.join(", ")) " · started " (r.created_at)
+            " by " (r.created_by)
+        } }
+        h2 { "Devices" }
+        div.scroll { table {
+            (head_row(&["Branch", "Wave", "State", "Reason", "Since"]))
+            @for d in &detail.devices {
+                tr {
+                    td { a href={ "/fleet/devices/" (d.device_id) } { (d.branch_id) } }
+                    td {
+                        @match d.wave { None => "not in it", Some(0) => "canary", Some(w) => (w) }
+                    }
+                    td { span class={ "badge " (d.state) } { (d.state) } }
+                    td { (d.reason.as_deref().unwrap_or("")) }
+                    td { (d.updated_at) }
+                }
+            }
+        } }
+    };
+    page("Sentra fleet: rollout", true, body)
 }
 
 async fn authorized(state: &FleetState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -430,122 +485,7 @@ pub async fn device(
         return Ok(login_page(None));
     };
     let detail = super::device_detail(&state.db, &id, state.fleet.offline_after).await?;
-    let d = &detail.device;
-    let mut body = nav(&name);
-    let _ = write!(
-        body,
-        "<h2>{} <small>{}</small></h2>{}",
-        esc(&d.branch_id),
-        esc(&d.branch_name),
-        devices_table(std::slice::from_ref(d))
-    );
-    if let Some(beat) = &d.heartbeat {
-        let opt = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
-        let mib =
-            |v: Option<u64>| v.map_or("?".to_owned(), |v| format!("{} MiB", v / (1024 * 1024)));
-        let facts = [
-            ("Device", d.id.clone()),
-            ("Last heartbeat", d.last_seen.clone().unwrap_or_default()),
-            (
-                "Uptime",
-                super::human(i64::try_from(beat.uptime_secs).unwrap_or(i64::MAX)),
-            ),
-            (
-                "Update",
-                format!(
-                    "{} {} {}",
-                    beat.update.state.as_str(),
-                    beat.update.target_version.as_deref().unwrap_or(""),
-                    beat.update.reason.as_deref().unwrap_or("")
-                ),
-            ),
-            ("Healthy", beat.healthy.to_string()),
-            (
-                "Sync backlog",
-                format!(
-                    "{} events, {} bytes, oldest {}",
-                    beat.backlog.count,
-                    beat.backlog.bytes,
-                    beat.backlog
-                        .oldest_age_secs
-                        .map_or("-".to_owned(), |s| super::human(
-                            i64::try_from(s).unwrap_or(i64::MAX)
-                        ))
-                ),
-            ),
-            ("Parked events", beat.parked.to_string()),
-            ("Clock skew", format!("{} ms", beat.skew_ms)),
-            (
-                "Disk free / total",
-                format!(
-                    "{} / {}",
-                    mib(beat.resources.disk_free_bytes),
-                    mib(beat.resources.disk_total_bytes)
-                ),
-            ),
-            (
-                "Memory available / total",
-                format!(
-                    "{} / {}",
-                    mib(beat.resources.mem_available_bytes),
-                    mib(beat.resources.mem_total_bytes)
-                ),
-            ),
-            ("Store", mib(beat.resources.store_bytes)),
-            (
-                "Printer",
-                beat.printer.clone().unwrap_or_else(|| "-".to_owned()),
-            ),
-            (
-                "Scanner",
-                beat.scanner.clone().unwrap_or_else(|| "-".to_owned()),
-            ),
-            (
-                "Broker",
-                beat.broker.clone().unwrap_or_else(|| "-".to_owned()),
-            ),
-            ("Paired clients", opt(beat.paired_clients)),
-        ];
-        body.push_str("<h2>Now</h2><div class=\"scroll\"><table>");
-        for (label, value) in facts {
-            let _ = write!(body, "<tr><th>{label}</th><td>{}</td></tr>", esc(&value));
-        }
-        body.push_str("</table></div>");
-    }
-    body.push_str("<h2>Rollouts</h2><div class=\"scroll\"><table><tr><th>Release</th><th>Wave</th><th>State</th><th>Reason</th></tr>");
-    for r in &detail.rollouts {
-        let _ = write!(
-            body,
-            "<tr><td><a href=\"/fleet/rollouts/{id}\">{}</a></td><td>{}</td><td><span class=\"badge {state}\">{state}</span></td><td>{}</td></tr>",
-            esc(&r.version),
-            r.wave.map_or("-".to_owned(), |w| w.to_string()),
-            esc(r.reason.as_deref().unwrap_or("")),
-            id = esc(&r.rollout_id),
-            state = esc(&r.state),
-        );
-    }
-    body.push_str("</table></div><h2>Last 24 hours</h2><div class=\"scroll\"><table><tr><th>At</th><th>Version</th><th>Update</th><th>Healthy</th><th>Backlog</th><th>Skew</th></tr>");
-    // Newest first, at most one row per ten minutes: a readable day on a phone.
-    let mut last_bucket = None;
-    for point in detail.history.iter().rev() {
-        let bucket = point.at.get(..15).map(str::to_owned);
-        if bucket == last_bucket {
-            continue;
-        }
-        last_bucket = bucket;
-        let _ = write!(
-            body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td></tr>",
-            esc(&point.at),
-            esc(&point.version),
-            esc(&point.update_state),
-            point.healthy,
-            point.backlog,
-            point.skew_ms
-        );
-    }
-    body.push_str("</table></div>");
-    Ok(html(page("Sentra fleet: device", true, &body)))
+    Ok(html(device_html(&name, &detail)))
 }
 
 /// `GET /fleet/rollouts/{id}`.
@@ -558,41 +498,7 @@ pub async fn rollout(
         return Ok(login_page(None));
     };
     let detail = super::rollout_detail(&state.db, &id).await?;
-    let mut body = nav(&name);
-    body.push_str("<h2>Rollout</h2>");
-    body.push_str(&rollout_card(&detail.rollout, true));
-    let _ = write!(
-        body,
-        "<p><small>waves: canaries, then {} · started {} by {}</small></p>",
-        esc(&detail
-            .rollout
-            .waves
-            .iter()
-            .map(|p| format!("{p} %"))
-            .collect::<Vec<_>>()
-            .join(", ")),
-        esc(&detail.rollout.created_at),
-        esc(&detail.rollout.created_by)
-    );
-    body.push_str("<h2>Devices</h2><div class=\"scroll\"><table><tr><th>Branch</th><th>Wave</th><th>State</th><th>Reason</th><th>Since</th></tr>");
-    for d in &detail.devices {
-        let _ = write!(
-            body,
-            "<tr><td><a href=\"/fleet/devices/{id}\">{}</a></td><td>{}</td><td><span class=\"badge {state}\">{state}</span></td><td>{}</td><td>{}</td></tr>",
-            esc(&d.branch_id),
-            d.wave.map_or("not in it".to_owned(), |w| if w == 0 {
-                "canary".to_owned()
-            } else {
-                w.to_string()
-            }),
-            esc(d.reason.as_deref().unwrap_or("")),
-            esc(&d.updated_at),
-            id = esc(&d.device_id),
-            state = esc(&d.state),
-        );
-    }
-    body.push_str("</table></div>");
-    Ok(html(page("Sentra fleet: rollout", true, &body)))
+    Ok(html(rollout_html(&name, &detail)))
 }
 
 /// True when the browser says the form came from another site.
@@ -789,10 +695,27 @@ mod tests {
     }
 
     #[test]
-    fn escaping_covers_markup_and_quotes() {
-        assert_eq!(
-            esc("<script>\"x\" & 'y'</script>"),
-            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
+    fn what_a_device_sends_is_escaped_on_the_page() {
+        let evil = "<script>\"x\" & 'y'</script>";
+        let device = DeviceView {
+            id: evil.to_owned(),
+            branch_id: evil.to_owned(),
+            branch_name: evil.to_owned(),
+            hostname: Some(evil.to_owned()),
+            channel: evil.to_owned(),
+            version: Some(evil.to_owned()),
+            online: false,
+            last_seen: None,
+            offline_secs: None,
+            update_state: Some(evil.to_owned()),
+            heartbeat: None,
+            attention: vec![evil.to_owned()],
+        };
+        let row = device_row(&device).into_string();
+        assert!(!row.contains("<script>") && !row.contains("\"x\""), "{row}");
+        assert!(
+            row.contains("&lt;script&gt;&quot;x&quot; &amp; 'y'&lt;/script&gt;"),
+            "{row}"
         );
     }
 

@@ -12,6 +12,7 @@ use crate::web::ApiError;
 use super::rollout;
 use super::*;
 
+#[derive(sqlx::FromRow)]
 struct DeviceRow {
     id: String,
     branch_id: String,
@@ -23,24 +24,6 @@ struct DeviceRow {
     age_secs: Option<i64>,
     update_state: Option<String>,
     body: Option<String>,
-}
-
-impl DeviceRow {
-    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        use sqlx::Row as _;
-        Ok(Self {
-            id: row.try_get("id")?,
-            branch_id: row.try_get("branch_id")?,
-            branch_name: row.try_get("branch_name")?,
-            hostname: row.try_get("hostname")?,
-            channel: row.try_get("channel")?,
-            version: row.try_get("version")?,
-            last_seen: row.try_get("last_seen")?,
-            age_secs: row.try_get("age_secs")?,
-            update_state: row.try_get("update_state")?,
-            body: row.try_get("body")?,
-        })
-    }
 }
 
 const DEVICE_SQL: &str = "
@@ -89,12 +72,7 @@ impl DeviceRow {
 
 /// Every device (not revoked) with its latest heartbeat, attention first.
 pub async fn devices(db: &PgPool, offline_after: Duration) -> Result<Vec<DeviceView>, sqlx::Error> {
-    let rows: Vec<DeviceRow> = sqlx::query(DEVICE_SQL)
-        .fetch_all(db)
-        .await?
-        .iter()
-        .map(DeviceRow::from_row)
-        .collect::<Result<_, _>>()?;
+    let rows: Vec<DeviceRow> = sqlx::query_as(DEVICE_SQL).fetch_all(db).await?;
     let mut devices: Vec<DeviceView> = rows
         .into_iter()
         .map(|row| row.view(offline_after))
@@ -157,36 +135,6 @@ pub async fn fleet_view(db: &PgPool, offline_after: Duration) -> Result<FleetVie
     })
 }
 
-impl HistoryPoint {
-    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        use sqlx::Row as _;
-        Ok(Self {
-            at: row.try_get("at")?,
-            version: row.try_get("version")?,
-            update_state: row.try_get("update_state")?,
-            healthy: row.try_get("healthy")?,
-            backlog: row.try_get("backlog")?,
-            backlog_bytes: row.try_get("backlog_bytes")?,
-            skew_ms: row.try_get("skew_ms")?,
-            disk_free_bytes: row.try_get("disk_free_bytes")?,
-            mem_available_bytes: row.try_get("mem_available_bytes")?,
-        })
-    }
-}
-
-impl DeviceRollout {
-    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        use sqlx::Row as _;
-        Ok(Self {
-            rollout_id: row.try_get("rollout_id")?,
-            version: row.try_get("version")?,
-            wave: row.try_get("wave")?,
-            state: row.try_get("state")?,
-            reason: row.try_get("reason")?,
-        })
-    }
-}
-
 pub async fn device_detail(
     db: &PgPool,
     id: &str,
@@ -198,19 +146,15 @@ pub async fn device_detail(
         .map_err(|_| not_found())?
         .hyphenated()
         .to_string();
-    let row: DeviceRow = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row: DeviceRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{DEVICE_SQL} AND d.id = $1::uuid"
     )))
     .bind(&uuid)
     .fetch_optional(db)
     .await
     .map_err(db_error)?
-    .as_ref()
-    .map(DeviceRow::from_row)
-    .transpose()
-    .map_err(db_error)?
     .ok_or_else(not_found)?;
-    let history = sqlx::query(
+    let history = sqlx::query_as(
         "SELECT to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS at,
                 version, update_state, healthy, backlog, backlog_bytes, skew_ms, disk_free_bytes, mem_available_bytes
          FROM heartbeat_history WHERE device_id = $1::uuid AND received_at > now() - interval '24 hours'
@@ -219,12 +163,8 @@ pub async fn device_detail(
     .bind(&uuid)
     .fetch_all(db)
     .await
-    .map_err(db_error)?
-    .iter()
-    .map(HistoryPoint::from_row)
-    .collect::<Result<_, _>>()
     .map_err(db_error)?;
-    let rollouts = sqlx::query(
+    let rollouts = sqlx::query_as(
         "SELECT r.id::text AS rollout_id, r.version, d.wave, d.state, d.reason
          FROM rollout_devices d JOIN rollouts r ON r.id = d.rollout_id
          WHERE d.device_id = $1::uuid ORDER BY r.created_at DESC LIMIT 10",
@@ -232,10 +172,6 @@ pub async fn device_detail(
     .bind(&uuid)
     .fetch_all(db)
     .await
-    .map_err(db_error)?
-    .iter()
-    .map(DeviceRollout::from_row)
-    .collect::<Result<_, _>>()
     .map_err(db_error)?;
     Ok(DeviceDetail {
         device: row.view(offline_after),
@@ -244,23 +180,9 @@ pub async fn device_detail(
     })
 }
 
-impl RolloutDevice {
-    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        use sqlx::Row as _;
-        Ok(Self {
-            device_id: row.try_get("device_id")?,
-            branch_id: row.try_get("branch_id")?,
-            wave: row.try_get("wave")?,
-            state: row.try_get("state")?,
-            reason: row.try_get("reason")?,
-            updated_at: row.try_get("updated_at")?,
-        })
-    }
-}
-
 pub async fn rollout_detail(db: &PgPool, id: &str) -> Result<RolloutDetail, ApiError> {
     let rollout = rollout::summary(db, id).await?;
-    let devices = sqlx::query(
+    let devices = sqlx::query_as(
         "SELECT d.device_id::text AS device_id, v.branch_id, d.wave, d.state, d.reason,
                 to_char(d.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS updated_at
          FROM rollout_devices d JOIN devices v ON v.id = d.device_id
@@ -270,7 +192,6 @@ pub async fn rollout_detail(db: &PgPool, id: &str) -> Result<RolloutDetail, ApiE
     .bind(&rollout.id)
     .fetch_all(db)
     .await
-    .and_then(|rows| rows.iter().map(RolloutDevice::from_row).collect())
     .map_err(|error| ApiError::database(&error))?;
     Ok(RolloutDetail { rollout, devices })
 }

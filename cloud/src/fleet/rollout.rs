@@ -70,7 +70,7 @@ pub struct Plan {
 }
 
 /// A rollout's row and counts, as the fleet page and JSON show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RolloutSummary {
     pub id: String,
     pub channel: String,
@@ -95,33 +95,6 @@ pub struct RolloutSummary {
     pub failed: i64,
 }
 
-impl RolloutSummary {
-    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        use sqlx::Row as _;
-        Ok(Self {
-            id: row.try_get("id")?,
-            channel: row.try_get("channel")?,
-            version: row.try_get("version")?,
-            state: row.try_get("state")?,
-            reason: row.try_get("reason")?,
-            waves: row.try_get("waves")?,
-            current_wave: row.try_get("current_wave")?,
-            success_threshold_pct: row.try_get("success_threshold_pct")?,
-            failure_threshold_pct: row.try_get("failure_threshold_pct")?,
-            created_by: row.try_get("created_by")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            devices: row.try_get("devices")?,
-            admitted: row.try_get("admitted")?,
-            pending: row.try_get("pending")?,
-            offered: row.try_get("offered")?,
-            updating: row.try_get("updating")?,
-            succeeded: row.try_get("succeeded")?,
-            failed: row.try_get("failed")?,
-        })
-    }
-}
-
 pub const SUMMARY_SQL: &str = "
     SELECT r.id::text, r.channel, r.version, r.state, r.reason, r.waves, r.current_wave,
            r.success_threshold_pct, r.failure_threshold_pct, r.created_by,
@@ -138,30 +111,24 @@ pub const SUMMARY_SQL: &str = "
 
 pub async fn summary(db: &PgPool, id: &str) -> Result<RolloutSummary, RolloutError> {
     let uuid = parse_id(id)?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SUMMARY_SQL} WHERE r.id = $1::uuid GROUP BY r.id"
     )))
     .bind(uuid)
     .fetch_optional(db)
     .await?
-    .as_ref()
-    .map(RolloutSummary::from_row)
-    .transpose()?
     .ok_or_else(|| RolloutError::NotFound(format!("no rollout {id}")))
 }
 
 /// Live rollouts first, then the most recent ones.
 pub async fn recent(db: &PgPool, limit: i64) -> Result<Vec<RolloutSummary>, sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SUMMARY_SQL} GROUP BY r.id
          ORDER BY (r.state IN ('running', 'paused', 'halted')) DESC, r.created_at DESC LIMIT $1"
     )))
     .bind(limit)
     .fetch_all(db)
-    .await?
-    .iter()
-    .map(RolloutSummary::from_row)
-    .collect()
+    .await
 }
 
 fn parse_id(id: &str) -> Result<String, RolloutError> {

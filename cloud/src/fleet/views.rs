@@ -123,7 +123,7 @@ pub struct DeviceDetail {
     pub rollouts: Vec<DeviceRollout>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct HistoryPoint {
     pub at: String,
     pub version: String,
@@ -136,7 +136,7 @@ pub struct HistoryPoint {
     pub mem_available_bytes: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct DeviceRollout {
     pub rollout_id: String,
     pub version: String,
@@ -152,7 +152,7 @@ pub struct RolloutDetail {
     pub devices: Vec<RolloutDevice>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct RolloutDevice {
     pub device_id: String,
     pub branch_id: String,

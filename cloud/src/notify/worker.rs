@@ -156,20 +156,12 @@ async fn handle<G: MessagingGateway>(
 }
 
 /// A claimed row.
+#[derive(sqlx::FromRow)]
 struct Claimed {
     kind: String,
     phone: Option<String>,
     params: String,
     attempts: i32,
-}
-
-fn claimed(row: &sqlx::postgres::PgRow) -> Result<Claimed, sqlx::Error> {
-    Ok(Claimed {
-        kind: row.try_get("kind")?,
-        phone: row.try_get("phone")?,
-        params: row.try_get("params")?,
-        attempts: row.try_get("attempts")?,
-    })
 }
 
 /// One notification: claim, send, record. Errors are PostgreSQL's (the message is then left
@@ -180,7 +172,7 @@ async fn step<G: MessagingGateway>(
     gateway: &G,
     id: &str,
 ) -> Result<Step, NotifyError> {
-    let row = sqlx::query(
+    let row: Option<Claimed> = sqlx::query_as(
         "UPDATE notifications SET state = 'SENDING', attempts = attempts + 1, sending_at = now()
          WHERE id = $1::uuid AND state IN ('SCHEDULED', 'PUBLISHED')
          RETURNING kind, phone, params::text AS params, attempts",
@@ -190,7 +182,7 @@ async fn step<G: MessagingGateway>(
     .await?;
     let lease = settings.send_lease.as_secs_f64();
     let claim = match row {
-        Some(row) => claimed(&row)?,
+        Some(claim) => claim,
         None => {
             let current = sqlx::query(
                 "SELECT state, sending_at < now() - make_interval(secs => $2) AS stale
@@ -226,7 +218,7 @@ async fn step<G: MessagingGateway>(
                     return Ok(Step::Retry { failed: 1 });
                 }
             }
-            let taken = sqlx::query(
+            let taken: Option<Claimed> = sqlx::query_as(
                 "UPDATE notifications SET sending_at = now(), attempts = attempts + 1
                  WHERE id = $1::uuid AND state = 'SENDING'
                    AND sending_at < now() - make_interval(secs => $2)
@@ -237,7 +229,7 @@ async fn step<G: MessagingGateway>(
             .fetch_optional(db)
             .await?;
             match taken {
-                Some(row) => claimed(&row)?,
+                Some(claim) => claim,
                 // Another worker took it over first.
                 None => return Ok(Step::Done),
             }
