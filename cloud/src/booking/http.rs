@@ -35,7 +35,7 @@ use super::types::{
 use super::{Booking, settlements, sweeper};
 use crate::devices::auth::Caller;
 use crate::devices::tokens::Role;
-use crate::ttl::{self, TtlMap};
+use crate::ttl::TtlMap;
 use crate::web::{ApiError, JsonBody};
 
 /// The header a client names its retry with (the contract).
@@ -50,7 +50,7 @@ pub const MAX_CHARGE: i64 = 1_000_000_000;
 /// list of assets is cached; whether they are free always comes from Redis or PostgreSQL.
 pub const ASSET_LIST_TTL: Duration = Duration::from_secs(5);
 /// Most SKUs whose lists a replica keeps at once (bounds memory whatever SKUs callers ask for).
-pub const ASSET_LIST_ENTRIES: u64 = 1024;
+pub const ASSET_LIST_ENTRIES: usize = 1024;
 
 fn invalid(error: types::Invalid) -> ApiError {
     ApiError::Invalid(error.to_string())
@@ -103,7 +103,7 @@ pub struct AssetLists(TtlMap<String, AssetList>);
 
 impl Default for AssetLists {
     fn default() -> Self {
-        AssetLists(ttl::ttl_map(ASSET_LIST_TTL, ASSET_LIST_ENTRIES))
+        AssetLists(TtlMap::new(ASSET_LIST_TTL, ASSET_LIST_ENTRIES))
     }
 }
 
@@ -113,7 +113,7 @@ impl AssetLists {
             return Ok(list);
         }
         let list = Arc::new(record::assets_of(db, sku).await?);
-        self.0.insert(sku.to_owned(), Arc::clone(&list));
+        self.0.put(sku.to_owned(), Arc::clone(&list));
         Ok(list)
     }
 }

@@ -37,7 +37,7 @@ use sentra_protocol::sync::MAX_PUSH_BYTES;
 use sqlx::PgPool;
 
 use super::tokens::{self, Role};
-use crate::ttl::{self, TtlMap};
+use crate::ttl::TtlMap;
 use crate::web::{ApiError, now_ms};
 
 /// What [`authenticate`] needs of the application state.
@@ -66,7 +66,7 @@ pub const API_TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// Most tokens a replica remembers; past it, expired entries are dropped, then all of them.
 /// Bounds memory whatever the callers send (only valid tokens are ever stored).
-pub const API_TOKEN_CACHE_ENTRIES: u64 = 4096;
+pub const API_TOKEN_CACHE_ENTRIES: usize = 4096;
 
 /// API tokens recently found valid, keyed by their SHA-256 (the token itself is not kept), with
 /// their expiry (Unix milliseconds) if they have one.
@@ -75,7 +75,7 @@ pub struct TokenCache(TtlMap<Vec<u8>, (ApiClient, Option<i64>)>);
 
 impl Default for TokenCache {
     fn default() -> Self {
-        TokenCache(ttl::ttl_map(API_TOKEN_CACHE_TTL, API_TOKEN_CACHE_ENTRIES))
+        TokenCache(TtlMap::new(API_TOKEN_CACHE_TTL, API_TOKEN_CACHE_ENTRIES))
     }
 }
 
@@ -278,7 +278,7 @@ async fn api_client(db: &PgPool, cache: &TokenCache, token: &str) -> Result<ApiC
     let (name, role, expires_at) = row.ok_or(AuthError::UnknownToken)?;
     let role = role.parse().map_err(|_| AuthError::UnknownToken)?;
     let client = ApiClient { name, role };
-    cache.0.insert(hash, (client.clone(), expires_at));
+    cache.0.put(hash, (client.clone(), expires_at));
     Ok(client)
 }
 

@@ -52,7 +52,7 @@ use self::provider::{CheckBody, IdentityProvider, ProviderError, Verihubs};
 use crate::config::Secret;
 use crate::devices::auth::Caller;
 use crate::standing::{Owner, Standing};
-use crate::ttl::{self, TtlMap};
+use crate::ttl::TtlMap;
 use crate::web::{ApiError, JsonBody};
 
 /// What the identity handlers need of the application state.
@@ -72,7 +72,7 @@ pub const MAX_IMAGE_BYTES: usize = 768 * 1024;
 /// never goes back by itself, so this only bounds how long an operator's manual revocation
 /// (deleting the row) takes to reach every replica.
 pub const VERIFIED_CACHE_TTL: Duration = Duration::from_secs(60);
-const VERIFIED_CACHE_ENTRIES: u64 = 100_000;
+const VERIFIED_CACHE_ENTRIES: usize = 100_000;
 
 /// A NIK (Nomor Induk Kependudukan), 16 digits. `Debug` shows only the last four digits and
 /// there is no `Display`: it cannot reach a log by accident.
@@ -169,7 +169,7 @@ impl Identity {
             provider,
             nik_secret,
             required,
-            verified: ttl::ttl_map(VERIFIED_CACHE_TTL, VERIFIED_CACHE_ENTRIES),
+            verified: TtlMap::new(VERIFIED_CACHE_TTL, VERIFIED_CACHE_ENTRIES),
             limiter: sentra_serve::Throttle::new(checks_per_caller, window),
             allowance: format!(
                 "{checks_per_caller} per {} s per device or token",
@@ -215,7 +215,7 @@ impl Identity {
         .fetch_one(&mut *conn)
         .await?;
         if verified {
-            self.verified.insert(cache_key(owner, customer), ());
+            self.verified.put(cache_key(owner, customer), ());
         }
         Ok(verified)
     }
