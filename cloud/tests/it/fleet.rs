@@ -403,21 +403,9 @@ async fn check_metrics(cloud: &Cloud) {
         .expect("scrape /metrics");
     assert_eq!(anonymous.status(), 401, "/metrics is not public");
     let text = crate::support::scrape(cloud.server.addr, &cloud.operator).await;
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("valid Prometheus text");
-    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
-        scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            })
-            .sum()
-    };
+    let scrape = crate::support::parse_metrics(&text);
+    let value =
+        |name: &str, labels: &[(&str, &str)]| crate::support::sample_sum(&scrape, name, labels);
     assert_eq!(
         value("sentra_cloud_fleet_devices", &[("state", "offline")]),
         5.0

@@ -32,21 +32,9 @@ async fn metrics_count_requests_by_route_template_and_ingest_by_outcome() {
     assert_eq!(nowhere.status, 404, "{nowhere:?}");
 
     let text = crate::support::scrape(cloud.server.addr, &cloud.operator).await;
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("valid Prometheus text");
-    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
-        scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            })
-            .sum()
-    };
+    let scrape = crate::support::parse_metrics(&text);
+    let value =
+        |name: &str, labels: &[(&str, &str)]| crate::support::sample_sum(&scrape, name, labels);
     let requests = "sentra_cloud_http_requests_total";
     let push = [("route", "/v1/sync/push"), ("method", "POST")];
     assert_eq!(

@@ -379,3 +379,25 @@ pub async fn scrape(addr: SocketAddr, operator: &str) -> String {
     assert_eq!(response.status(), 200, "an operator scrapes /metrics");
     response.text().await.expect("metrics text")
 }
+
+/// A `/metrics` text, parsed (it must be valid Prometheus text).
+pub fn parse_metrics(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("valid Prometheus text")
+}
+
+/// The sum of the samples of `name` whose labels include every one of `labels`; NaN for a
+/// histogram or summary sample.
+pub fn sample_sum(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .sum()
+}
