@@ -264,6 +264,10 @@ async fn a_rollout_goes_wave_by_wave_to_the_whole_fleet() {
     let rollout = rollout_json(&cloud, &id).await;
     assert_eq!(rollout["rollout"]["state"], "completed", "{rollout}");
     assert_eq!(waves_seen, [0, 1, 2, 3], "each wave in turn");
+    // Completed at the success threshold (90 %): the last wave's stragglers, told in the round
+    // that completed it, report their success in the next one, and nobody is told twice.
+    assert_eq!(round(&cloud, &mut agents).await, 0);
+    let rollout = rollout_json(&cloud, &id).await;
     assert!(agents.iter().all(|a| a.version == NEW && a.told == 1));
     assert_eq!(rollout["rollout"]["succeeded"], FLEET);
     assert_eq!(rollout["rollout"]["failed"], 0);
