@@ -347,11 +347,30 @@ pub struct Backlog {
 /// `POST /v1/payments/webhook` (verified by its HMAC header first).
 #[derive(ToSchema)]
 pub struct Webhook {
-    #[schema(min_length = 1, max_length = 128)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub event_id: String,
-    #[schema(rename = "type")]
+    #[schema(
+        rename = "type",
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub kind: String,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub booking_id: String,
+    /// Required for `payment.authorized`; empty or a reference otherwise.
+    #[schema(
+        max_length = 128,
+        pattern = r"^$|^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub payment_ref: String,
 }
 

@@ -524,16 +524,23 @@ pub async fn confirm(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ConfirmBody>,
 ) -> Result<Json<BookingRow>, ApiError> {
-    if body.payment_ref.trim().is_empty()
-        || body.payment_ref.len() > MAX_PAYMENT_REF_LEN
-        || body.payment_ref.chars().any(char::is_control)
-    {
-        return Err(ApiError::Invalid(format!(
-            "payment_ref: expected 1-{MAX_PAYMENT_REF_LEN} characters"
-        )));
-    }
+    check_payment_ref(&body.payment_ref)?;
     check_visible(&booking, &caller, &id).await?;
     confirm_payment(&booking, &id, &body.payment_ref).await
+}
+
+/// A gateway's payment reference, from a confirm or a webhook: 1-[`MAX_PAYMENT_REF_LEN`] characters,
+/// not blank, no control characters (PostgreSQL text cannot hold NUL).
+pub fn check_payment_ref(raw: &str) -> Result<(), ApiError> {
+    if raw.trim().is_empty()
+        || raw.chars().count() > MAX_PAYMENT_REF_LEN
+        || raw.chars().any(char::is_control)
+    {
+        return Err(ApiError::Invalid(format!(
+            "payment_ref: expected 1-{MAX_PAYMENT_REF_LEN} characters without control characters"
+        )));
+    }
+    Ok(())
 }
 
 /// Confirms booking `id` with payment `payment_ref`: the API's and the webhook's shared path.

@@ -241,6 +241,34 @@ struct Webhook {
     payment_ref: String,
 }
 
+/// The longest `event_id` and `type` a webhook may carry.
+pub const MAX_WEBHOOK_ID_LEN: usize = 128;
+
+impl Webhook {
+    /// Every field bounded and free of control characters before anything reaches PostgreSQL
+    /// (whose text cannot hold NUL): a verified but malformed event is 422 and changes nothing.
+    fn check(&self) -> Result<(), ApiError> {
+        for (field, value) in [
+            ("event_id", &self.event_id),
+            ("type", &self.kind),
+            ("booking_id", &self.booking_id),
+        ] {
+            if value.is_empty()
+                || value.chars().count() > MAX_WEBHOOK_ID_LEN
+                || value.chars().any(char::is_control)
+            {
+                return Err(ApiError::Invalid(format!(
+                    "{field}: expected 1-{MAX_WEBHOOK_ID_LEN} characters without control characters"
+                )));
+            }
+        }
+        if self.kind == "payment.authorized" || !self.payment_ref.is_empty() {
+            super::http::check_payment_ref(&self.payment_ref)?;
+        }
+        Ok(())
+    }
+}
+
 /// The answer to a verified webhook: what it did, the first time or (`duplicate`) before.
 #[derive(Debug, serde::Serialize)]
 pub struct WebhookAnswer {
@@ -267,11 +295,7 @@ pub async fn webhook(
         return Err(error);
     }
     let event: Webhook = parse_json(&body)?;
-    if event.event_id.is_empty() || event.event_id.len() > 128 {
-        return Err(ApiError::Invalid(
-            "event_id: expected 1-128 characters".to_owned(),
-        ));
-    }
+    event.check()?;
     let stored: Option<String> =
         sqlx::query_scalar("SELECT outcome FROM payment_webhooks WHERE event_id = $1")
             .bind(&event.event_id)

@@ -929,6 +929,49 @@ async fn forged_webhooks_are_refused_and_real_ones_count_once() {
         "forgeries change nothing"
     );
 
+    // Signed by the gateway but malformed (the contract fuzzer's NUL in `event_id` was a 500):
+    // 422, and still nothing stored or confirmed.
+    let malformed = [
+        (
+            "NUL in event_id",
+            json!({"event_id": "e\u{0}1", "type": "payment.authorized", "booking_id": id, "payment_ref": "pay-1"}),
+        ),
+        (
+            "NUL in type",
+            json!({"event_id": "e1", "type": "payment.\u{0}", "booking_id": id, "payment_ref": "pay-1"}),
+        ),
+        (
+            "NUL in booking_id",
+            json!({"event_id": "e1", "type": "payment.authorized", "booking_id": "\u{0}", "payment_ref": "pay-1"}),
+        ),
+        (
+            "NUL in payment_ref",
+            json!({"event_id": "e1", "type": "payment.other", "booking_id": id, "payment_ref": "p\u{0}"}),
+        ),
+        (
+            "no payment_ref",
+            json!({"event_id": "e1", "type": "payment.authorized", "booking_id": id, "payment_ref": " "}),
+        ),
+        (
+            "a long event_id",
+            json!({"event_id": "e".repeat(129), "type": "payment.authorized", "booking_id": id, "payment_ref": "pay-1"}),
+        ),
+    ];
+    for (what, event) in malformed {
+        let body = event.to_string();
+        let (status, answer) =
+            send(body.clone(), webhook_headers(SECRET.as_bytes(), now, &body)).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some("invalid")),
+            "{what}: {answer}"
+        );
+    }
+    assert_eq!(
+        cloud.scalar("SELECT count(*) FROM payment_webhooks").await,
+        0
+    );
+
     let (status, answer) = send(body.clone(), webhook_headers(SECRET.as_bytes(), now, &body)).await;
     assert_eq!(
         (status, answer["outcome"].as_str()),
