@@ -16,8 +16,10 @@ pub const BEARER: &str = "bearer";
 #[derive(ToSchema)]
 pub struct ErrorEnvelope {
     error: ErrorBody,
-    /// `409 sequence_gap` only: the seq the cloud expects next.
+    /// `409 sequence_gap` and `sequence_fork` only: the seq the cloud expects next.
     expected_seq: Option<u64>,
+    /// `409 sequence_fork` only: the first seq the cloud holds with other content.
+    fork_seq: Option<u64>,
 }
 
 #[derive(ToSchema)]

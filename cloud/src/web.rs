@@ -162,6 +162,11 @@ pub enum ApiError {
     DigestMismatch(String),
     #[error("expected seq {expected_seq}, got {got}; resend from {expected_seq}")]
     SequenceGap { expected_seq: u64, got: u64 },
+    /// A re-sent event differs from the one held under its seq: the device forked (restored).
+    #[error(
+        "the cloud holds other events from seq {fork_seq} on; renumber yours from {expected_seq}"
+    )]
+    SequenceFork { expected_seq: u64, fork_seq: u64 },
     /// The request conflicts with the record (a taken slot, a lapsed hold, a reused key);
     /// `details` are extra top-level fields of the answer (the waitlist offer, the booking).
     #[error("{message}")]
@@ -213,6 +218,7 @@ impl ApiError {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::DigestMismatch(_) => (StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch"),
             ApiError::SequenceGap { .. } => (StatusCode::CONFLICT, "sequence_gap"),
+            ApiError::SequenceFork { .. } => (StatusCode::CONFLICT, "sequence_fork"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Refused { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::Upstream { status, code, .. } => (*status, code),
@@ -234,9 +240,13 @@ impl ApiError {
 #[derive(Serialize)]
 struct ErrorEnvelope<'a> {
     error: ErrorBody<'a>,
-    /// `409 sequence_gap` only: the seq the cloud expects next (the protocol's `SequenceGap`).
+    /// `409 sequence_gap` and `sequence_fork` only: the seq the cloud expects next (the
+    /// protocol's `SequenceGap`).
     #[serde(skip_serializing_if = "Option::is_none")]
     expected_seq: Option<u64>,
+    /// `409 sequence_fork` only: the first seq the cloud holds with other content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fork_seq: Option<u64>,
     /// `409` conflicts only: extra fields (see [`ApiError::Conflict`]).
     #[serde(flatten)]
     details: serde_json::Map<String, serde_json::Value>,
@@ -251,9 +261,13 @@ struct ErrorBody<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let expected_seq = match &self {
-            ApiError::SequenceGap { expected_seq, .. } => Some(*expected_seq),
-            _ => None,
+        let (expected_seq, fork_seq) = match &self {
+            ApiError::SequenceGap { expected_seq, .. } => (Some(*expected_seq), None),
+            ApiError::SequenceFork {
+                expected_seq,
+                fork_seq,
+            } => (Some(*expected_seq), Some(*fork_seq)),
+            _ => (None, None),
         };
         let details = match &self {
             ApiError::Conflict {
@@ -268,6 +282,7 @@ impl IntoResponse for ApiError {
                 message: self.to_string(),
             },
             expected_seq,
+            fork_seq,
             details,
         };
         (status, Json(body)).into_response()

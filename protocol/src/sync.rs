@@ -67,10 +67,15 @@ pub struct Parked {
     pub reason: String,
 }
 
-/// The body of `409 sequence_gap`.
+/// The body of `409 sequence_gap` and `409 sequence_fork`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SequenceGap {
     pub expected_seq: u64,
+    /// `sequence_fork` only: the first re-sent seq the cloud holds with other content. The device
+    /// was restored from a backup (or cloned): it renumbers its events from this seq on to start
+    /// at `expected_seq`, and sends them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_seq: Option<u64>,
 }
 
 /// One page of the branch's change log.

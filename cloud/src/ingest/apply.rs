@@ -120,6 +120,58 @@ pub async fn write(
     parked.write(tx, branch, device).await
 }
 
+/// Of `seen` (re-sent events at or below the device's cursor), the first whose sequence number
+/// the cloud holds with other content (another stamp, record, operation or payload), or holds
+/// nothing under: a fork. A box restored from a backup numbers its new events from the backup's
+/// sequence, so "at or below the cursor" alone would take them for duplicates and lose them.
+/// Compared as stored: a logged event by its checked stamp, a parked one as it arrived.
+pub async fn first_fork(
+    tx: &mut PgConnection,
+    branch: &str,
+    device: &str,
+    seen: &[Prepared],
+) -> Result<Option<u64>, sqlx::Error> {
+    if seen.is_empty() {
+        return Ok(None);
+    }
+    let mut pushed = ParkedRows::default();
+    let mut checked_hlc = Vec::with_capacity(seen.len());
+    for event in seen {
+        pushed.push(event, "");
+        checked_hlc.push(match &event.checked {
+            Ok(checked) => checked.hlc.to_string(),
+            Err(_) => pg_text(&event.raw.hlc).into_owned(),
+        });
+    }
+    let fork: Option<i64> = sqlx::query_scalar(
+        "WITH pushed AS (
+             SELECT * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+                 AS p(seq, hlc, checked_hlc, entity, entity_id, op, payload)
+         ), held AS (
+             SELECT seq, hlc, entity, entity_id, op, payload FROM events
+              WHERE branch_id = $1 AND device_id = $2::uuid AND seq = ANY ($3)
+             UNION ALL
+             SELECT seq, hlc, entity, entity_id, op, payload FROM parked_events
+              WHERE branch_id = $1 AND device_id = $2::uuid AND seq = ANY ($3)
+         )
+         SELECT min(p.seq) FROM pushed p LEFT JOIN held h ON h.seq = p.seq
+          WHERE h.seq IS NULL OR h.hlc NOT IN (p.hlc, p.checked_hlc) OR h.entity <> p.entity
+             OR h.entity_id <> p.entity_id OR h.op <> p.op OR h.payload <> p.payload::jsonb",
+    )
+    .bind(branch)
+    .bind(device)
+    .bind(&pushed.seq)
+    .bind(&pushed.hlc)
+    .bind(&checked_hlc)
+    .bind(&pushed.entity)
+    .bind(&pushed.entity_id)
+    .bind(&pushed.op)
+    .bind(&pushed.payload)
+    .fetch_one(tx)
+    .await?;
+    Ok(fork.and_then(|seq| u64::try_from(seq).ok()))
+}
+
 /// Text PostgreSQL can store: NUL is the one character its text type cannot hold. Only parked
 /// events can carry one (the checks refuse it), and they are kept as close to the original as
 /// that allows.

@@ -3,7 +3,10 @@
 //! A batch is applied in ONE PostgreSQL transaction that first locks the device's cursor row, so
 //! pushes of one device are serialised and a retry of a committed batch finds its events at or
 //! below the cursor (duplicates, nothing written). A batch that starts after `cursor + 1` is
-//! answered `409 sequence_gap` with the expected seq. Each event is then applied, recognised as
+//! answered `409 sequence_gap` with the expected seq. A re-sent event is a duplicate only if the
+//! cloud holds the same content under its seq; otherwise the device forked (a box restored from
+//! a backup numbers its new events from the backup's seq) and gets `409 sequence_fork` with the
+//! first differing seq and the expected one, to renumber its events after the cursor. Each event is then applied, recognised as
 //! a re-sent record, or parked with its reason ([`validate`]); parked events are also appended to
 //! the branch's change log as rejections, so the branch hears of them at its next pull. The cursor
 //! moves to the batch's last seq either way: a parked event never blocks the ones behind it.
@@ -48,6 +51,8 @@ pub enum IngestError {
     Batch(#[from] BatchError),
     #[error("expected seq {expected}, got {got}")]
     Gap { expected: u64, got: u64 },
+    #[error("seq {fork_seq} is held with other content; expected seq {expected}")]
+    Fork { expected: u64, fork_seq: u64 },
     #[error("device {0} has no ingest cursor")]
     NoCursor(String),
     #[error("checking the batch failed: {0}")]
@@ -77,6 +82,10 @@ impl From<IngestError> for ApiError {
                 expected_seq: expected,
                 got,
             },
+            IngestError::Fork { expected, fork_seq } => ApiError::SequenceFork {
+                expected_seq: expected,
+                fork_seq,
+            },
             IngestError::NoCursor(_) | IngestError::Join(_) => {
                 tracing::error!(%error, "push");
                 ApiError::Internal
@@ -88,7 +97,7 @@ impl From<IngestError> for ApiError {
 }
 
 /// `POST /v1/sync/push` (device): a `PushBatch`, answered with a `PushAck`.
-#[utoipa::path(post, path = "/v1/sync/push", tag = "sync", request_body = crate::schemas::PushBatch, responses((status = 200, description = "PushAck", body = Object), (status = 409, description = "sequence_gap (with expected_seq)", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
+#[utoipa::path(post, path = "/v1/sync/push", tag = "sync", request_body = crate::schemas::PushBatch, responses((status = 200, description = "PushAck", body = Object), (status = 409, description = "sequence_gap (with expected_seq), or sequence_fork (with expected_seq and fork_seq: renumber from fork_seq on to start at expected_seq)", body = crate::schemas::ErrorEnvelope)), security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
 pub async fn push(
     State(booking): State<Arc<Booking>>,
     State(notify): State<Arc<notify::Settings>>,
@@ -178,13 +187,19 @@ async fn ingest_once(
         .and_then(|cursor| u64::try_from(cursor).ok())
         .ok_or_else(|| IngestError::NoCursor(device.id.clone()))?;
 
-    let fresh: &[Prepared] = {
-        let seen = events
+    let (seen, fresh) = events.split_at(
+        events
             .iter()
             .take_while(|event| event.raw.seq <= cursor)
-            .count();
-        &events[seen..]
-    };
+            .count(),
+    );
+    if let Some(fork_seq) = apply::first_fork(&mut tx, &device.branch_id, &device.id, seen).await? {
+        tracing::warn!(device = %device.id, branch = %device.branch_id, fork_seq, cursor, "pushed events differ from the ones held under their seq (a restored box?); asking it to renumber");
+        return Err(IngestError::Fork {
+            expected: cursor + 1,
+            fork_seq,
+        });
+    }
     let duplicates = count(events.len() - fresh.len());
     let Some(first) = fresh.first() else {
         return Ok((ack(cursor, 0, duplicates, Vec::new()), Decided::default()));

@@ -558,5 +558,51 @@ async fn an_event_postgresql_cannot_store_as_is_is_parked_not_a_500() {
             .map(Vec::len),
         Some(2)
     );
+    // Sent again as they were: duplicates, though PostgreSQL holds them with U+FFFD for NUL.
+    let again = cloud.push(&device, &events).await;
+    assert_eq!(
+        (again.status, again.body["duplicates"].as_u64()),
+        (200, Some(3)),
+        "{again:?}"
+    );
     cloud.audit(&device).await;
+}
+
+#[tokio::test]
+async fn a_re_sent_seq_with_other_content_is_a_fork_not_a_duplicate() {
+    let cloud = Cloud::start().await;
+    let mut device = cloud.enroll("JKT01").await;
+    let events = device.outbox.workshop_cycle("OF-1");
+    assert_eq!(cloud.push(&device, &events).await.status, 200);
+    let counts = "SELECT (SELECT count(*) FROM events) * 1000 + (SELECT count(*) FROM payments) * 10 + (SELECT on_hand FROM stock_levels)";
+    let before = cloud.scalar(counts).await;
+
+    // A store restored from after event 5: its own next event is numbered 6 as well.
+    let mut forked = device.outbox.receipt("OF-1", 1);
+    forked.seq = 6;
+    let mut batch = events[3..5].to_vec();
+    batch.push(forked);
+    let answer = cloud.push(&device, &batch).await;
+    assert_eq!(answer.status, 409, "{answer:?}");
+    assert_eq!(answer.body["error"]["code"], "sequence_fork");
+    assert_eq!(
+        (
+            answer.body["fork_seq"].as_u64(),
+            answer.body["expected_seq"].as_u64()
+        ),
+        (Some(6), Some(9)),
+        "{answer:?}"
+    );
+    assert_eq!(cloud.scalar(counts).await, before, "a fork changes nothing");
+
+    // The same event renumbered after the cloud's cursor, as the box does: applied.
+    let mut renumbered = batch[2].clone();
+    renumbered.seq = 9;
+    let answer = cloud.push(&device, &[renumbered]).await;
+    assert_eq!(
+        (answer.status, answer.body["applied"].as_u64()),
+        (200, Some(1)),
+        "{answer:?}"
+    );
+    assert_eq!(cloud.audit(&device).await, 9);
 }
