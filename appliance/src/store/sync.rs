@@ -195,6 +195,53 @@ pub fn rewind(w: &mut WriteTx<'_>, expected_seq: u64) -> Result<u64> {
     )? as u64)
 }
 
+/// The cloud holds other events than ours from `fork_seq` on: this store was restored from a
+/// backup, and the box it was taken from went on numbering after it. Ours from `fork_seq` on are
+/// renumbered, in order and otherwise untouched, to start at `expected` (after everything the
+/// cloud holds), and the acknowledgement moves to `expected - 1`: the events before `fork_seq`
+/// were found identical, and no event of ours is left in between. Nothing is dropped; the photos
+/// waiting on an event follow its new number. The caller checked `fork_seq < expected`.
+/// Returns the acknowledgement it leaves.
+pub fn renumber_after_fork(w: &mut WriteTx<'_>, fork_seq: u64, expected: u64) -> Result<u64> {
+    let fork = i64::try_from(fork_seq).unwrap_or(i64::MAX);
+    let to = i64::try_from(expected.saturating_sub(1)).unwrap_or(i64::MAX);
+    let shift = to + 1 - fork;
+    let conn = w.conn();
+    let last: i64 = conn.query_row(
+        "SELECT last_ack_seq FROM sync_state WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?;
+    if shift <= 0 || fork <= last {
+        return Err(StoreError::Corrupt(format!(
+            "a fork at seq {fork_seq} with {expected} expected next does not fit an acknowledgement at {last}"
+        )));
+    }
+    let same: i64 = conn.query_row(
+        "SELECT coalesce(sum(length(payload)), 0) FROM sync_event_logs WHERE seq > ?1 AND seq < ?2",
+        (last, fork),
+        |r| r.get(0),
+    )?;
+    // Through negative numbers: SQLite checks the key row by row, and a shifted row may land on
+    // one not yet moved.
+    for table in ["sync_event_logs", "blob_refs"] {
+        conn.execute(
+            &format!("UPDATE {table} SET seq = -(seq + ?1) WHERE seq >= ?2"),
+            (shift, fork),
+        )?;
+        conn.execute(&format!("UPDATE {table} SET seq = -seq WHERE seq < 0"), [])?;
+    }
+    conn.execute(
+        "UPDATE outbox_state SET next_seq = next_seq + ?1 WHERE id = 1",
+        [shift],
+    )?;
+    conn.execute(
+        "UPDATE sync_state SET last_ack_seq = ?1, acked_bytes = acked_bytes + ?2, last_ack_at = ?3 WHERE id = 1",
+        (to, same, w.now_str()),
+    )?;
+    Ok(to as u64)
+}
+
 /// Apply one pulled page in one transaction: master data (the cloud wins), rejections, shared
 /// record fields (later stamp wins), documents (merged) and booking decisions; then move
 /// the pull cursor. Returns how many changes were applied.

@@ -79,6 +79,12 @@ pub enum PushOutcome {
     Ack(PushAck),
     /// The cloud expects this sequence number next.
     Gap(u64),
+    /// The cloud holds other events from `fork_seq` on (this store was restored from a backup):
+    /// ours from there are to be renumbered to start at `expected`.
+    Fork {
+        fork_seq: u64,
+        expected: u64,
+    },
 }
 
 /// Check a cloud URL: https, or http on this machine (or when allowed for a lab).
@@ -360,6 +366,13 @@ impl CloudClient {
             StatusCode::CONFLICT => {
                 let gap: Result<SequenceGap, _> = parse(status, &bytes);
                 match gap {
+                    Ok(SequenceGap {
+                        expected_seq,
+                        fork_seq: Some(fork_seq),
+                    }) => Ok(PushOutcome::Fork {
+                        fork_seq,
+                        expected: expected_seq,
+                    }),
                     Ok(g) => Ok(PushOutcome::Gap(g.expected_seq)),
                     Err(_) => Err(refused(status, &bytes)),
                 }

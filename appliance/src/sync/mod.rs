@@ -277,8 +277,12 @@ async fn round(
                     tracing::warn!(count = ack.parked.len(), first = ack.parked[0].seq, reason = %ack.parked[0].reason, "cloud parked events");
                 }
                 let skew = store.ctx().clock.offset_ms();
+                // Never past this batch: the cloud vouched for these events only, and a
+                // restored store's later ones may carry numbers the cloud holds other events
+                // under (the next batch finds that out).
+                let cursor = ack.cursor.min(last);
                 let acked = store
-                    .write(move |w| state::acknowledge(w, ack.cursor, &ack.parked, skew))
+                    .write(move |w| state::acknowledge(w, cursor, &ack.parked, skew))
                     .await?;
                 from = acked;
                 if acked < last {
@@ -288,6 +292,26 @@ async fn round(
                         detail: format!("sent {first}..={last}, cloud acknowledged up to {acked}"),
                     });
                 }
+            }
+            PushOutcome::Fork { fork_seq, expected } => {
+                if !(first..=last).contains(&fork_seq) || expected <= fork_seq {
+                    return Err(SyncError::Protocol {
+                        status: 409,
+                        detail: format!(
+                            "sent {first}..={last}, cloud says fork at {fork_seq} expecting {expected}"
+                        ),
+                    });
+                }
+                // Restored from a backup: the cloud holds what the old box did after it under
+                // the same numbers. Ours move after the cloud's; none is taken for a duplicate.
+                tracing::warn!(
+                    fork_seq,
+                    expected,
+                    "the cloud holds other events under our sequence numbers (was this store restored?); renumbering ours after them"
+                );
+                from = store
+                    .write(move |w| state::renumber_after_fork(w, fork_seq, expected))
+                    .await?;
             }
             PushOutcome::Gap(expected) if expected > first => {
                 // The cloud has more than we knew (our last acknowledgement was lost): catch up.
