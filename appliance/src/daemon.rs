@@ -96,6 +96,15 @@ pub fn read_state_file(dir: &std::path::Path) -> Option<DaemonState> {
     serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
 }
 
+/// The daemon running on this data directory, if one is (its state file names a live process).
+pub fn running(dir: &std::path::Path) -> Option<DaemonState> {
+    read_state_file(dir).filter(|d| pid_alive(d.pid))
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 fn write_state_file(dir: &std::path::Path, state: &DaemonState) {
     let (path, tmp) = (dir.join(STATE_FILE), dir.join(format!("{STATE_FILE}.tmp")));
     let json = serde_json::to_vec_pretty(state).expect("the state always serialises");

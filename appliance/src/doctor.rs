@@ -88,10 +88,6 @@ fn local(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// `GET /healthz` with a plain HTTP/1.0 request: the status line, or why not.
 async fn healthz(addr: SocketAddr) -> Result<String, String> {
     let probe = async {
@@ -186,7 +182,7 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
     report.push(photos(config, store).await);
 
     // The daemon.
-    let daemon = crate::daemon::read_state_file(data_dir).filter(|d| pid_alive(d.pid));
+    let daemon = crate::daemon::running(data_dir);
     let running = match &daemon {
         None => {
             report.push(Check::fix(format!(
@@ -222,7 +218,7 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
             config.mqtt.listen
         )));
     } else {
-        match crate::broker::read_state_file(data_dir).filter(|b| pid_alive(b.pid)) {
+        match crate::broker::read_state_file(data_dir).filter(|b| crate::daemon::pid_alive(b.pid)) {
             None => report.push(Check::fix(format!(
                 "broker {}: no state from the daemon yet; if this persists, see journalctl -u sentra-edge",
                 config.mqtt.listen

@@ -92,6 +92,14 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Put a backup made by `backup` in place of the store (the daemon stopped). Refuses a backup
+    /// the store key does not open or one of another branch; the replaced store is kept beside
+    /// it. Events made from now on reach the cloud even where the backup is older than it.
+    Restore {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Load the demo catalogue (parts, mechanics, rental assets) and opening stock into the store,
     /// for a trial box before it is enrolled. The cloud's master data replaces it at sync.
     LoadDemoData {
@@ -478,6 +486,36 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 report.path.display(),
                 report.bytes,
                 report.events
+            ));
+            Ok(())
+        }
+        Command::Restore { file, config } => {
+            let config = load_config(config.as_deref())?;
+            telemetry::init("warn");
+            if let Some(d) = daemon::running(&config.store.data_dir) {
+                return Err(StartError::Other(anyhow::anyhow!(
+                    "the daemon is running (pid {}): stop it first (systemctl stop sentra-edge), then restore",
+                    d.pid
+                )));
+            }
+            let (key, _) = StoreKey::load(&config.store.key_file)?;
+            let dest = config.db_path();
+            let report = tokio::task::spawn_blocking(move || {
+                sentra_edge::store::restore(&file, &dest, &key, Some(&config.branch.id))
+            })
+            .await
+            .map_err(|e| StartError::Other(e.into()))??;
+            out(&format!(
+                "restored {} (branch {}, {} outbox events, {} acknowledged by the cloud then)\n{}\
+                 start the daemon: systemctl start sentra-edge; events the box makes now that the cloud already holds numbers for are renumbered at the next sync, none is lost\n",
+                report.path.display(),
+                report.branch_id.as_deref().unwrap_or("not enrolled"),
+                report.last_seq,
+                report.last_ack_seq,
+                report
+                    .replaced
+                    .map(|p| format!("the store it replaced is kept as {}\n", p.display()))
+                    .unwrap_or_default(),
             ));
             Ok(())
         }

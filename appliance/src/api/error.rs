@@ -80,7 +80,8 @@ impl From<StoreError> for ApiError {
             | StoreError::TooNew { .. }
             | StoreError::Migration { .. }
             | StoreError::Sqlite(_)
-            | StoreError::Corrupt(_) => {
+            | StoreError::Corrupt(_)
+            | StoreError::ForeignBackup { .. } => {
                 // Details go to the log, not to the LAN.
                 tracing::error!(error = %e, "store error");
                 Self::new(

@@ -31,7 +31,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
 use sentra_protocol::EntityKind;
 use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::{Semaphore, broadcast, mpsc};
@@ -101,6 +101,12 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("{path} is a backup of branch {whose}, not of {ours}; nothing was changed", path = .path.display())]
+    ForeignBackup {
+        path: PathBuf,
+        whose: String,
+        ours: String,
+    },
     #[error(transparent)]
     Domain(#[from] DomainError),
     #[error("the store is shutting down")]
@@ -394,6 +400,120 @@ impl Store {
         .await
         .map_err(|_| StoreError::Closed)?
     }
+}
+
+/// What `sentra-edge restore` put in place.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    pub path: PathBuf,
+    /// Where the store it replaced was moved (None: there was none).
+    pub replaced: Option<PathBuf>,
+    pub branch_id: Option<String>,
+    pub device_id: Option<String>,
+    /// The backup's newest outbox event, and how far the cloud had acknowledged then.
+    pub last_seq: i64,
+    pub last_ack_seq: i64,
+}
+
+/// The enrolled branch and device of a store, if it is enrolled.
+fn enrolled(conn: &Connection) -> Result<Option<(String, String)>> {
+    Ok(conn
+        .query_row(
+            "SELECT branch_id, device_id FROM cloud_identity WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Puts the backup `backup` (made by [`Store::backup`]) in place of the store at `dest`. Blocking;
+/// the daemon must be stopped. Refused, with nothing changed, when the key does not open the
+/// backup, its schema is newer than this build, or it belongs to another branch than `branch`
+/// (the configured one) or than the store it replaces. The replaced store is kept beside it as
+/// `<name>.replaced-<unix time>`, never deleted. Events made from now on reuse numbers the cloud
+/// may already hold from after the backup: the next sync finds that out and renumbers them
+/// (`sequence_fork`), so nothing is lost.
+pub fn restore(
+    backup: &Path,
+    dest: &Path,
+    key: &StoreKey,
+    branch: Option<&str>,
+) -> Result<RestoreReport> {
+    let io = |path: &Path, e: std::io::Error| StoreError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let conn = open_connection(backup, key, false)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > schema::known() {
+        return Err(StoreError::TooNew {
+            path: backup.to_owned(),
+            found: version,
+            known: schema::known(),
+        });
+    }
+    let theirs = enrolled(&conn)?;
+    let (last_seq, last_ack_seq): (i64, i64) = conn.query_row(
+        "SELECT (SELECT next_seq - 1 FROM outbox_state WHERE id = 1), (SELECT last_ack_seq FROM sync_state WHERE id = 1)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    drop(conn);
+    let foreign = |whose: &str, ours: &str| StoreError::ForeignBackup {
+        path: backup.to_owned(),
+        whose: whose.to_owned(),
+        ours: ours.to_owned(),
+    };
+    if let Some((whose, _)) = &theirs {
+        if let Some(ours) = branch.filter(|b| !b.is_empty() && b != whose) {
+            return Err(foreign(whose, ours));
+        }
+        // The store being replaced may be what broke: then only the configuration speaks.
+        if dest.exists()
+            && let Ok(current) = open_connection(dest, key, false)
+            && let Ok(Some((ours, _))) = enrolled(&current)
+            && &ours != whose
+        {
+            return Err(foreign(whose, &ours));
+        }
+    }
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "edge.db".into());
+    let incoming = dir.join(format!("{name}.restoring"));
+    std::fs::copy(backup, &incoming).map_err(|e| io(&incoming, e))?;
+    std::fs::File::open(&incoming)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(&incoming, e))?;
+    let replaced = if dest.exists() {
+        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let aside = dir.join(format!("{name}.replaced-{stamp}"));
+        // The old store's WAL holds its last commits: it goes aside with it.
+        for suffix in ["", "-wal", "-shm"] {
+            let from = dir.join(format!("{name}{suffix}"));
+            if from.exists() {
+                let to = dir.join(format!("{name}.replaced-{stamp}{suffix}"));
+                std::fs::rename(&from, &to).map_err(|e| io(&from, e))?;
+            }
+        }
+        Some(aside)
+    } else {
+        None
+    };
+    std::fs::rename(&incoming, dest).map_err(|e| io(dest, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(RestoreReport {
+        path: dest.to_owned(),
+        replaced,
+        branch_id: theirs.as_ref().map(|(b, _)| b.clone()),
+        device_id: theirs.map(|(_, d)| d),
+        last_seq,
+        last_ack_seq,
+    })
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

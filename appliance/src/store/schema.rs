@@ -18,9 +18,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_booking_states.sql"),
 ];
 
+/// The newest schema version this build knows.
+pub(super) fn known() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let known = MIGRATIONS.len() as i64;
+    let known = known();
     if current > known {
         return Err(StoreError::TooNew {
             path: path.to_owned(),

@@ -192,3 +192,75 @@ async fn online_backup_restores_into_a_running_daemon() {
     assert_eq!(restored.stop().await, 0);
     assert_eq!(edge.stop().await, 0);
 }
+
+/// `sentra-edge restore` refuses what is not this box's backup, with the store left as it was:
+/// a backup another key made, one of another branch, and a store the daemon is using. A backup
+/// of this box goes in place, and the replaced store is kept beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_another_boxs_or_branchs_backup_and_keeps_what_it_replaces() {
+    let site = Site::new();
+    site.load_demo_data();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backup = dir.path().join("jkt01.backup");
+    let (code, _, err) = site.cli(&["backup", backup.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{err}");
+    let before = file_digest(&site.db_path());
+
+    // Another box's key does not open it.
+    let other = Site::new();
+    other.load_demo_data();
+    let other_before = file_digest(&other.db_path());
+    let (code, _, err) = other.cli(&["restore", backup.to_str().expect("utf8")]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("key is wrong"), "{err}");
+    assert_eq!(file_digest(&other.db_path()), other_before);
+
+    // A backup of a box enrolled for another branch.
+    let foreign = dir.path().join("bdg01.backup");
+    std::fs::copy(&backup, &foreign).expect("copy");
+    let conn = rusqlite::Connection::open(&foreign).expect("open");
+    let key = std::fs::read_to_string(&site.key_file).expect("key");
+    conn.pragma_update(None, "key", format!("x'{}'", key.trim()))
+        .expect("key");
+    conn.execute(
+        "INSERT INTO cloud_identity (id, cloud_url, device_id, branch_id, branch_name, signing_key, enrolled_at)
+         VALUES (1, 'https://cloud.example', 'd-1', 'BDG01', 'Bandung', '00', '2026-01-01T00:00:00Z')",
+        [],
+    )
+    .expect("enrol the copy elsewhere");
+    drop(conn);
+    let (code, _, err) = site.cli(&["restore", foreign.to_str().expect("utf8")]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("backup of branch BDG01, not of JKT01"),
+        "{err}"
+    );
+    assert_eq!(file_digest(&site.db_path()), before);
+
+    // Under a running daemon: refused.
+    let edge = site.start().await;
+    let (code, _, err) = site.cli(&["restore", backup.to_str().expect("utf8")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("daemon is running"), "{err}");
+    assert_eq!(edge.stop().await, 0);
+
+    // Its own backup, daemon stopped: in place, the old store kept.
+    let replaced_digest = file_digest(&site.db_path());
+    let (code, out, err) = site.cli(&["restore", backup.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(file_digest(&site.db_path()), file_digest(&backup));
+    let kept = std::fs::read_dir(site.db_path().parent().expect("dir"))
+        .expect("list")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("sentra.db.replaced-") && !n.contains("-wal") && !n.contains("-shm")
+            })
+        })
+        .expect("the replaced store is kept");
+    assert_eq!(file_digest(&kept), replaced_digest);
+    assert!(out.contains(&kept.display().to_string()), "{out}");
+    let (code, _, err) = site.cli(&["status"]);
+    assert_eq!(code, 0, "the restored store opens: {err}");
+}
