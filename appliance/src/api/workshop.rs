@@ -202,7 +202,7 @@ pub struct Receipt {
 }
 
 #[utoipa::path(post, path = "/v1/stock/receipts", tag = "stock", request_body = Receipt,
-    responses((status = 201, body = StockLevel), (status = 404, description = "no such part", body = super::error::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 201, body = StockLevel), (status = 422, description = "invalid_field sku: no such part in the catalogue", body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn receive(
     State(s): State<AppState>,
     caller: Caller,

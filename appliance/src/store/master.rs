@@ -5,7 +5,7 @@
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use super::{OptionalRow as _, Result, WriteTx};
+use super::{DomainError, OptionalRow as _, Result, StoreError, WriteTx};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Part {
@@ -81,6 +81,17 @@ pub fn part(conn: &Connection, sku: &str) -> Result<Part> {
     conn.prepare_cached("SELECT sku, name, barcode, price, unit FROM parts WHERE sku = ?1")?
         .query_row([sku], part_row)
         .or_not_found("part", sku)
+}
+
+/// A part a request body names (dispensing, receiving): an unknown SKU is bad input in the
+/// field `sku` (422), not a missing resource, which is what 404 says of the URL.
+pub fn part_named(conn: &Connection, sku: &str) -> Result<Part> {
+    part(conn, sku).map_err(|e| match e {
+        StoreError::Domain(DomainError::NotFound { .. }) => {
+            DomainError::invalid("sku", format!("no part {sku:?} in the catalogue")).into()
+        }
+        other => other,
+    })
 }
 
 pub fn parts(conn: &Connection) -> Result<Vec<Part>> {

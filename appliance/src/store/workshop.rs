@@ -172,7 +172,7 @@ pub fn dispense(
         )
         .into());
     }
-    let part = master::part(w.conn(), sku.as_str())?;
+    let part = master::part_named(w.conn(), sku.as_str())?;
     let on_hand = on_hand(w.conn(), sku.as_str())?;
     if on_hand < qty.get() {
         return Err(DomainError::conflict(
@@ -236,7 +236,7 @@ pub fn receive(
     qty: Qty,
     reference: Option<&Text>,
 ) -> Result<StockLevel> {
-    let part = master::part(w.conn(), sku.as_str())?;
+    let part = master::part_named(w.conn(), sku.as_str())?;
     let movement_id = new_id();
     let now = w.now_str();
     w.conn().execute(
