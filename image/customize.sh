@@ -51,7 +51,7 @@ log "enable units"
 chroot "$root" systemctl enable --quiet \
     systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
     sentra-edge-firstboot.service sentra-edge.service sentra-edge-ready.service \
-    sentra-edge-update.timer sentra-edge-restart.path
+    sentra-edge-update.timer sentra-edge-restart.path sentra-edge-backup.timer
 
 log "kernel modules: keep image/modules.keep and their dependencies"
 kver="$(basename "$(find "$root/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -1)")"

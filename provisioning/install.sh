@@ -37,7 +37,8 @@ fi
 r="${root%/}"
 install -D -m 0755 "$here/provisioning/sentra-edge-admin" "$r/usr/sbin/sentra-edge-admin"
 for unit in sentra-edge.service sentra-edge-update.service sentra-edge-update.timer \
-    sentra-edge-restart.path sentra-edge-restart.service; do
+    sentra-edge-restart.path sentra-edge-restart.service \
+    sentra-edge-backup.service sentra-edge-backup.timer; do
     install -D -m 0644 "$here/systemd/$unit" "$r/usr/lib/systemd/system/$unit"
 done
 install -D -m 0644 "$here/systemd/sentra-edge.sysusers" "$r/usr/lib/sysusers.d/sentra-edge.conf"

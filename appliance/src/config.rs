@@ -309,7 +309,7 @@ pub const KEYS: &[Key] = &[
         section: "update",
         name: "release_public_key",
         default: "",
-        doc: "The release signing public key (hex, from `sentra-cloud release keygen`). Empty means every update is refused: the updater fails closed.",
+        doc: "The release signing public key (hex, from `sentra-cloud release keygen`). Empty: the key the cloud gave at enrolment, which a box set up by the guide has; set it only to override that one (a key rotation). With neither, every update is refused: the updater fails closed.",
     },
     Key {
         section: "update",

@@ -186,15 +186,14 @@ pub async fn run(
     supervisor.spawn("photo-upload", async move {
         crate::sync::blobs::run(up_store, up_sync_cfg, up_cfg, up_handle, up_cancel).await
     });
-    let (beat_store, beat_cfg, beat_scanner, beat_dir, cancel) = (
+    let (beat_store, beat_cfg, beat_scanner, cancel) = (
         store.clone(),
-        config.sync.clone(),
+        config.clone(),
         scanner.clone(),
-        config.store.data_dir.clone(),
         supervisor.token(),
     );
     supervisor.spawn("heartbeat", async move {
-        crate::sync::heartbeat::run(beat_store, beat_cfg, beat_scanner, beat_dir, cancel).await
+        crate::sync::heartbeat::run(beat_store, beat_cfg, beat_scanner, cancel).await
     });
     let (print_store, branch, printer, cancel) = (
         store.clone(),

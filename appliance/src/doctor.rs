@@ -321,7 +321,7 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
     }
 
     // The cloud.
-    match identity {
+    match &identity {
         None => report.push(Check::fix(format!(
             "cloud: not enrolled; {} change(s) wait in the outbox. Enrol: sentra-edge enroll --cloud URL --token TOKEN",
             outbox.pending_events
@@ -341,6 +341,53 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
             ))),
         },
     }
+
+    // Updates: fail closed without a release key, so a box without one silently never updates.
+    let pinned = identity
+        .as_ref()
+        .and_then(|id| id.release_public_key.as_deref());
+    report.push(match crate::update::release_key(config, pinned) {
+        Ok(Some(key)) => Check::ok(format!(
+            "updates: releases verified with key {} ({})",
+            sentra_protocol::fleet::key_id(&key),
+            if config.update.release_public_key.trim().is_empty() {
+                "pinned at enrolment"
+            } else {
+                "update.release_public_key"
+            }
+        )),
+        Ok(None) if identity.is_none() => Check::ok(
+            "updates: off until enrolment (the cloud gives the release key then)".to_owned(),
+        ),
+        Ok(None) => Check::fix(
+            "updates: off, no release key: every release is refused. The cloud gave none at enrolment; ask the cloud team for it (releases.public_key) and set update.release_public_key".to_owned(),
+        ),
+        Err(e) => Check::fix(format!("updates: off: {e}")),
+    });
+
+    // Backups: the timer's, or any `sentra-edge backup`.
+    let dir = &config.store.data_dir;
+    report.push(match crate::backup::last(dir) {
+        None => Check::fix(
+            "backup: none made on this box; systemctl enable --now sentra-edge-backup.timer (daily), or sentra-edge-admin backup FILE".to_owned(),
+        ),
+        Some(last) => {
+            let age = crate::backup::age_secs(&last, time::OffsetDateTime::now_utc());
+            let line = format!(
+                "backup: last good one {} at {} ({} bytes)",
+                last.path.display(),
+                last.at,
+                last.bytes
+            );
+            match age {
+                Some(age) if age < crate::backup::STALE_AFTER_SECS => Check::ok(line),
+                _ => Check::fix(format!(
+                    "{line}, over {} h ago; systemctl status sentra-edge-backup.timer, journalctl -u sentra-edge-backup",
+                    crate::backup::STALE_AFTER_SECS / 3600
+                )),
+            }
+        }
+    });
 }
 
 /// Photos: how many wait for the cloud, and whether a new one would still fit.

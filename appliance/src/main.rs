@@ -86,9 +86,17 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Write an encrypted online backup of the store (same key) to FILE.
+    /// Write an encrypted online backup of the store (same key) to FILE, or a dated one into
+    /// --into DIR keeping the newest --keep (what sentra-edge-backup.timer runs daily).
     Backup {
-        file: PathBuf,
+        #[arg(required_unless_present = "into", conflicts_with = "into")]
+        file: Option<PathBuf>,
+        /// A directory: the backup is named by its UTC time, and older ones beyond --keep go.
+        #[arg(long, value_name = "DIR")]
+        into: Option<PathBuf>,
+        /// How many dated backups --into keeps (at least 1).
+        #[arg(long, value_name = "N", default_value_t = 7, requires = "into")]
+        keep: usize,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -298,8 +306,19 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 };
                 StartError::Other(anyhow::anyhow!(why))
             })?;
+            let updates = match sentra_edge::update::release_key(
+                &config,
+                id.release_public_key.as_deref(),
+            ) {
+                Ok(Some(key)) => format!(
+                    "updates: on, releases verified with key {} on channel {}",
+                    sentra_protocol::fleet::key_id(&key),
+                    id.channel.as_deref().unwrap_or("stable")
+                ),
+                _ => "updates: OFF, the cloud gave no release key; ask the cloud team to set releases.public_key, or set update.release_public_key".to_owned(),
+            };
             out(&format!(
-                "enrolled: device {} of branch {} ({}) at {}\nthe running daemon starts syncing within seconds; `sentra-edge status` shows the link\n",
+                "enrolled: device {} of branch {} ({}) at {}\n{updates}\nthe running daemon starts syncing within seconds; `sentra-edge status` shows the link\n",
                 id.device_id, id.branch_id, id.branch_name, id.cloud_url
             ));
             Ok(())
@@ -474,19 +493,59 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 ))),
             }
         }
-        Command::Backup { file, config } => {
+        Command::Backup {
+            file,
+            into,
+            keep,
+            config,
+        } => {
             let config = load_config(config.as_deref())?;
             telemetry::init("warn");
+            let other = |e: std::io::Error, what: &Path| {
+                StartError::Other(anyhow::anyhow!("{}: {e}", what.display()))
+            };
+            let now = time::OffsetDateTime::now_utc();
+            let dest = match (file, &into) {
+                (Some(file), _) => file,
+                (None, Some(dir)) => {
+                    std::fs::create_dir_all(dir).map_err(|e| other(e, dir))?;
+                    dir.join(sentra_edge::backup::dated_name(now))
+                }
+                (None, None) => {
+                    return Err(StartError::Other(anyhow::anyhow!(
+                        "name a FILE or --into DIR"
+                    )));
+                }
+            };
             let store = daemon::open_store(&config).await?;
-            let report = store.backup(file).await;
+            let report = store.backup(dest).await;
             store.shutdown().await;
             let report = report?;
+            let last = sentra_edge::backup::LastBackup {
+                at: now
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                path: report.path.clone(),
+                bytes: report.bytes,
+                events: report.events,
+            };
+            if let Err(e) = sentra_edge::backup::record(&config.store.data_dir, &last) {
+                eprintln!(
+                    "sentra-edge: the backup is written, but {} is not: {e}; doctor will not see it",
+                    sentra_edge::backup::STATE_FILE
+                );
+            }
             out(&format!(
                 "backup written: {} ({} bytes, {} outbox events), encrypted with the store key\n",
                 report.path.display(),
                 report.bytes,
                 report.events
             ));
+            if let Some(dir) = &into {
+                for old in sentra_edge::backup::prune(dir, keep).map_err(|e| other(e, dir))? {
+                    out(&format!("removed the older backup {}\n", old.display()));
+                }
+            }
             Ok(())
         }
         Command::Restore { file, config } => {
@@ -569,7 +628,8 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             let client =
                 sentra_edge::sync::client::CloudClient::new(&config.sync, &identity, clock)
                     .map_err(|e| StartError::Other(e.into()))?;
-            let updater = sentra_edge::update::Updater::new(config, client);
+            let pinned = identity.release_public_key.clone();
+            let updater = sentra_edge::update::Updater::new(config, client, pinned);
             if apply {
                 let done = updater
                     .apply(version.as_deref())

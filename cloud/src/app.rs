@@ -57,6 +57,8 @@ pub struct Services {
     pub notify: Arc<crate::notify::Settings>,
     /// The photo store; None when it could not be opened at start (its routes answer 503).
     pub blobs: Option<crate::blobs::Blobs>,
+    /// Handed to every box at enrolment (`releases.public_key`).
+    pub release_public_key: Option<Arc<str>>,
 }
 
 // The parts handlers take (`State<T>` for each `T` below): each domain names what it needs and
@@ -91,6 +93,15 @@ impl FromRef<AppState> for auth::AuthState {
         auth::AuthState {
             db: state.db.clone(),
             tokens: state.tokens.clone(),
+        }
+    }
+}
+
+impl FromRef<AppState> for devices::EnrollState {
+    fn from_ref(state: &AppState) -> devices::EnrollState {
+        devices::EnrollState {
+            db: state.db.clone(),
+            release_public_key: state.release_public_key.clone(),
         }
     }
 }

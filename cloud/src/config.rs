@@ -80,6 +80,7 @@ pub const KEYS: &[Key] = &[
     key("booking.sweep_interval_ms", Number, "1000", "How often each replica expires due holds: a hold expires at most this late. Sweeping skips locked rows, so replicas never wait on one another."),
     Key { old_name: Some("release_delay_seconds"), ..key("booking.release_delay_secs", Number, "0", "How long after COMPLETED the rest of a pre-authorisation is released; at most 86400, the gateways' 24 h limit (issue 4). At once by default: the charges are known when the counter completes the rental.") },
     key("payments.webhook_secret", Hidden, "", "The shared secret the payment gateway signs webhooks with. None: every webhook is refused."),
+    key("releases.public_key", Text, "", "The release public key, 64 hex characters (what release keygen prints). Every box gets it at enrolment and pins it, so its updates are on from its first start. None: boxes enrol without one, refuse every release, and the fleet page flags them."),
     key("releases.signing_key_file", Text, "", "The ed25519 release signing key (sentra-cloud release keygen FILE), read only by release publish. None: publishing refuses, so nothing unsigned is ever served."),
     key("fleet.offline_after_secs", Number, "180", "A device is shown offline when its last heartbeat is older than this: three missed beats at the box's 60 s interval, so one lost request does not flag a branch."),
     key("notify.amqp_url", Text, "", "RabbitMQ for customer notifications (amqp://). None: this replica publishes nothing and runs no worker; the schedule waits in PostgreSQL for a replica (or notify publish-due) with a broker."),
@@ -271,6 +272,8 @@ pub struct BlobsConfig {
 pub struct ReleasesConfig {
     /// The release signing key's file; None: `release publish` refuses.
     pub signing_key_file: Option<PathBuf>,
+    /// The release public key (lowercase hex) handed to boxes at enrolment.
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -559,6 +562,11 @@ pub fn load_with(
     };
     let releases = ReleasesConfig {
         signing_key_file: p.optional("releases.signing_key_file", |v| Ok(PathBuf::from(v))),
+        public_key: p.optional("releases.public_key", |v| {
+            sentra_protocol::auth::parse_public_key(&v.to_ascii_lowercase())
+                .map(|key| hex::encode(key.as_bytes()))
+                .map_err(|_| "expected the 64 hex characters release keygen prints".to_owned())
+        }),
     };
     let fleet = FleetConfig {
         offline_after: p.get("fleet.offline_after_secs", |v| {
@@ -1442,6 +1450,7 @@ mod tests {
             "SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS",
             "SENTRA_CLOUD__BOOKING__RELEASE_DELAY_SECS",
             "SENTRA_CLOUD__PAYMENTS__WEBHOOK_SECRET",
+            "SENTRA_CLOUD__RELEASES__PUBLIC_KEY",
             "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
             "SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS",
             "SENTRA_CLOUD__NOTIFY__AMQP_URL",

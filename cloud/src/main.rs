@@ -452,6 +452,16 @@ fn main() -> ExitCode {
                     .as_deref()
                     .ok_or(releases::ReleaseError::NoKey)?;
                 let key = releases::load_key(key_file)?;
+                let public = hex::encode(key.verifying_key().as_bytes());
+                if let Some(given) = config.releases.public_key.as_deref()
+                    && given != public
+                {
+                    // Boxes pin the configured key at enrolment: they would refuse this release.
+                    anyhow::bail!(
+                        "{} signs with public key {public}, but releases.public_key (what boxes are given) is {given}; publish with the matching key",
+                        key_file.display()
+                    );
+                }
                 let db = connect(&config).await?;
                 let published = releases::publish(
                     &db,

@@ -306,6 +306,17 @@ pub struct Heartbeat {
     #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub broker: Option<String>,
     pub paired_clients: Option<u64>,
+    /// The key id releases are verified with, or `none` (updates off).
+    #[schema(max_length = 16, pattern = r"^([0-9a-f]{16}|none)$")]
+    pub release_key: Option<String>,
+    pub backup: Option<BackupStatus>,
+}
+
+/// The box's last good backup.
+#[derive(ToSchema)]
+pub struct BackupStatus {
+    /// Seconds since it was made; null: never.
+    pub age_secs: Option<u64>,
 }
 
 #[derive(ToSchema)]

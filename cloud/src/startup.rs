@@ -268,6 +268,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             tokens: std::sync::Arc::default(),
             notify,
             blobs,
+            release_public_key: config.releases.public_key.as_deref().map(Into::into),
         })),
         SERVER_LIMITS,
         token.clone().cancelled_owned(),

@@ -140,7 +140,24 @@ pub struct Heartbeat {
     /// Paired LAN clients (tablets, POS), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paired_clients: Option<u64>,
+    /// The [`key_id`] of the key the box verifies releases with, or [`NO_RELEASE_KEY`] when it
+    /// has none (it refuses every release). Absent from boxes older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_key: Option<String>,
+    /// The box's last good backup. Absent from boxes older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
 }
+
+/// [`Heartbeat::backup`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupStatus {
+    /// Seconds since the last good backup; None: the box was never backed up.
+    pub age_secs: Option<u64>,
+}
+
+/// [`Heartbeat::release_key`] of a box without a release key: its updates are off.
+pub const NO_RELEASE_KEY: &str = "none";
 
 fn yes() -> bool {
     true

@@ -34,6 +34,13 @@ pub struct EnrollResponse {
     pub branch_id: String,
     pub branch_name: String,
     pub server_time_ms: u64,
+    /// The ed25519 key releases are signed with (64 hex characters), which the box pins so its
+    /// updates are on from its first start. None: the cloud has none configured (or is older).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_public_key: Option<String>,
+    /// The release channel the box follows (`stable` unless the cloud team moved it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -415,6 +415,22 @@ pub struct RestoreReport {
     pub last_ack_seq: i64,
 }
 
+/// A value of the store's `meta` table.
+pub(crate) fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+/// Sets a value of the store's `meta` table.
+pub(crate) fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )?;
+    Ok(())
+}
+
 /// The enrolled branch and device of a store, if it is enrolled.
 fn enrolled(conn: &Connection) -> Result<Option<(String, String)>> {
     Ok(conn

@@ -222,10 +222,7 @@ pub struct PrinterState {
 const PRINTER_STATE_KEY: &str = "printer_state";
 
 pub fn set_printer_state(w: &mut WriteTx<'_>, state: &PrinterState) -> Result<()> {
-    w.conn().execute(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (PRINTER_STATE_KEY, super::to_json(state)),
-    )?;
+    super::set_meta(w.conn(), PRINTER_STATE_KEY, &super::to_json(state))?;
     w.notices.push(Notice::Printer {
         state: state.state.clone(),
         detail: state.detail.clone(),
@@ -234,13 +231,7 @@ pub fn set_printer_state(w: &mut WriteTx<'_>, state: &PrinterState) -> Result<()
 }
 
 pub fn printer_state(conn: &Connection) -> Result<Option<PrinterState>> {
-    let text: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            [PRINTER_STATE_KEY],
-            |r| r.get(0),
-        )
-        .optional()?;
-    text.map(|t| super::from_json("meta.printer_state", &t))
+    super::meta(conn, PRINTER_STATE_KEY)?
+        .map(|t| super::from_json("meta.printer_state", &t))
         .transpose()
 }

@@ -21,7 +21,15 @@ pub struct Identity {
     pub branch_name: String,
     pub signing_key: SigningKey,
     pub enrolled_at: String,
+    /// The release public key (hex) the cloud gave at enrolment: pinned, never replaced by a
+    /// later answer. None: the cloud had none (updates need `update.release_public_key`).
+    pub release_public_key: Option<String>,
+    /// The release channel the cloud named at enrolment.
+    pub channel: Option<String>,
 }
+
+const RELEASE_KEY_META: &str = "release_public_key";
+const CHANNEL_META: &str = "channel";
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -29,6 +37,8 @@ impl fmt::Debug for Identity {
             .field("cloud_url", &self.cloud_url)
             .field("device_id", &self.device_id)
             .field("branch_id", &self.branch_id)
+            .field("release_public_key", &self.release_public_key)
+            .field("channel", &self.channel)
             .field("signing_key", &"<redacted>")
             .finish()
     }
@@ -53,6 +63,8 @@ pub fn identity(conn: &Connection) -> Result<Option<Identity>> {
                 branch_name,
                 signing_key: SigningKey::from_bytes(&bytes),
                 enrolled_at,
+                release_public_key: super::meta(conn, RELEASE_KEY_META)?,
+                channel: super::meta(conn, CHANNEL_META)?,
             })
         },
     )
@@ -81,6 +93,14 @@ pub fn save_identity(w: &mut WriteTx<'_>, id: &Identity) -> Result<()> {
         "INSERT INTO cloud_identity (id, cloud_url, device_id, branch_id, branch_name, signing_key, enrolled_at) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
         (&id.cloud_url, &id.device_id, &id.branch_id, &id.branch_name, hex::encode(id.signing_key.to_bytes()), &id.enrolled_at),
     )?;
+    for (key, value) in [
+        (RELEASE_KEY_META, &id.release_public_key),
+        (CHANNEL_META, &id.channel),
+    ] {
+        if let Some(value) = value {
+            super::set_meta(w.conn(), key, value)?;
+        }
+    }
     Ok(())
 }
 

@@ -7,16 +7,17 @@
 //! Invariants: it only reads (store reads, statvfs, /proc), never writes the store; a failed
 //! heartbeat is logged and retried at the next tick, it never touches the sync daemon's backoff.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sentra_protocol::fleet::{
-    Backlog, Heartbeat, HeartbeatAnswer, Resources, TargetRelease, UpdateReport, UpdateState,
+    Backlog, BackupStatus, Heartbeat, HeartbeatAnswer, Resources, TargetRelease, UpdateReport,
+    UpdateState,
 };
 use tokio_util::sync::CancellationToken;
 
 use super::client::CloudClient;
-use crate::config::SyncConfig;
+use crate::config::Config;
 use crate::scanner::ScannerHandle;
 use crate::store::{self, Store, sync as state};
 
@@ -29,14 +30,15 @@ pub const TARGET_FILE: &str = "update-target.json";
 /// Run until `cancel`.
 pub async fn run(
     store: Store,
-    cfg: SyncConfig,
+    config: Config,
     scanner: ScannerHandle,
-    data_dir: PathBuf,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let (cfg, data_dir) = (&config.sync, &config.store.data_dir);
     let started = Instant::now();
     let every = Duration::from_secs(cfg.heartbeat_interval_secs);
     let mut client: Option<CloudClient> = None;
+    let mut release_key = String::new();
     let mut last_sent: Option<(Instant, String)> = None;
     loop {
         tokio::select! {
@@ -47,7 +49,9 @@ pub async fn run(
             let Some(identity) = store.read(state::identity).await? else {
                 continue;
             };
-            match CloudClient::new(&cfg, &identity, store.ctx().clock.clone()) {
+            release_key =
+                crate::update::release_key_id(&config, identity.release_public_key.as_deref());
+            match CloudClient::new(cfg, &identity, store.ctx().clock.clone()) {
                 Ok(c) => client = Some(c),
                 Err(error) => {
                     tracing::warn!(%error, "heartbeat cannot start");
@@ -56,8 +60,11 @@ pub async fn run(
             }
         }
         let Some(cloud) = &client else { continue };
-        let beat = match collect(&store, &scanner, &data_dir, started).await {
-            Ok(beat) => beat,
+        let beat = match collect(&store, &scanner, data_dir, started).await {
+            Ok(beat) => Heartbeat {
+                release_key: Some(release_key.clone()),
+                ..beat
+            },
             Err(error) => {
                 tracing::warn!(%error, "heartbeat: reading the box's state failed");
                 continue;
@@ -73,7 +80,7 @@ pub async fn run(
         match cloud.heartbeat(&beat).await {
             Ok(answer) => {
                 last_sent = Some((Instant::now(), shape));
-                record_target(&data_dir, &answer).await;
+                record_target(data_dir, &answer).await;
             }
             Err(error) => {
                 // Try again at the interval, not every few seconds, while the link is down.
@@ -151,6 +158,11 @@ async fn collect(
         scanner: scanner_state,
         broker,
         paired_clients: Some(paired_clients),
+        release_key: None,
+        backup: Some(BackupStatus {
+            age_secs: crate::backup::last(data_dir)
+                .and_then(|last| crate::backup::age_secs(&last, now)),
+        }),
     })
 }
 

@@ -411,6 +411,20 @@ pub async fn enroll(
             server - (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
         );
     }
+    // Pinned only if it is a key: a garbled one would refuse every release as surely as none,
+    // and `doctor` says so either way.
+    let release_public_key =
+        answer.release_public_key.and_then(
+            |hex_key| match sentra_protocol::auth::parse_public_key(&hex_key) {
+                Ok(key) => Some(hex::encode(key.as_bytes())),
+                Err(_) => {
+                    tracing::warn!(
+                        "the cloud's release key is not an ed25519 public key; not pinned"
+                    );
+                    None
+                }
+            },
+        );
     let identity = state::Identity {
         cloud_url: url,
         device_id: answer.device_id,
@@ -418,6 +432,8 @@ pub async fn enroll(
         branch_name: answer.branch_name,
         signing_key: key,
         enrolled_at: store::format_time(time::OffsetDateTime::now_utc()),
+        release_public_key,
+        channel: answer.channel,
     };
     let saved = identity.clone();
     store

@@ -6,7 +6,8 @@
 //!
 //! Invariants:
 //! - nothing is acted on before [`sentra_protocol::fleet::verify_manifest`] accepted the
-//!   manifest with the configured key; an empty key refuses every release (fail closed);
+//!   manifest with the release key ([`release_key`]: `update.release_public_key` when set, else
+//!   the key pinned at enrolment); no key refuses every release (fail closed);
 //! - a version not newer than the running one (or than the newest release that ever passed its
 //!   health check here) is refused: no downgrade, no replayed manifest;
 //! - `current` only ever changes by renaming a complete temporary link over it, and only points
@@ -103,9 +104,19 @@ pub struct Check {
     pub manifest: Manifest,
 }
 
-/// The configured release key; `None` when empty (every manifest is then refused).
-fn release_key(cfg: &Config) -> Result<Option<VerifyingKey>, UpdateError> {
-    let text = cfg.update.release_public_key.trim();
+/// The key releases are verified with: `update.release_public_key` when set (a technician's
+/// override, e.g. while the cloud team rotates keys), else the one the cloud gave at enrolment
+/// (`pinned`). `None` when neither is there: every manifest is then refused.
+pub fn release_key(
+    cfg: &Config,
+    pinned: Option<&str>,
+) -> Result<Option<VerifyingKey>, UpdateError> {
+    let configured = cfg.update.release_public_key.trim();
+    let text = if configured.is_empty() {
+        pinned.map(str::trim).unwrap_or_default()
+    } else {
+        configured
+    };
     if text.is_empty() {
         return Ok(None);
     }
@@ -132,22 +143,34 @@ pub fn read_state(data_dir: &Path) -> Option<UpdateReport> {
     serde_json::from_str(&text).ok()
 }
 
+/// What the heartbeat reports as its release key: the key id, or
+/// [`sentra_protocol::fleet::NO_RELEASE_KEY`] when updates are off (no key, or a malformed one).
+pub fn release_key_id(cfg: &Config, pinned: Option<&str>) -> String {
+    match release_key(cfg, pinned) {
+        Ok(Some(key)) => sentra_protocol::fleet::key_id(&key),
+        _ => sentra_protocol::fleet::NO_RELEASE_KEY.to_owned(),
+    }
+}
+
 /// The updater: a client for the cloud, the layout and where to report.
 pub struct Updater {
     cfg: Config,
     client: CloudClient,
     layout: Layout,
     started: Instant,
+    /// The release key pinned at enrolment.
+    pinned_key: Option<String>,
 }
 
 impl Updater {
-    pub fn new(cfg: Config, client: CloudClient) -> Updater {
+    pub fn new(cfg: Config, client: CloudClient, pinned_key: Option<String>) -> Updater {
         let layout = Layout::new(&cfg.update.install_root);
         Updater {
             cfg,
             client,
             layout,
             started: Instant::now(),
+            pinned_key,
         }
     }
 
@@ -170,7 +193,7 @@ impl Updater {
 
     /// Fetch and verify the manifest of `version`, refusing downgrades and replays.
     pub async fn check(&self, version: Option<&str>) -> Result<Check, UpdateError> {
-        let key = release_key(&self.cfg)?;
+        let key = release_key(&self.cfg, self.pinned_key.as_deref())?;
         // Fail closed before any network traffic.
         let key = key.ok_or(sentra_protocol::fleet::ManifestError::NoKey)?;
         let target = self.target(version)?;
@@ -552,6 +575,8 @@ impl Updater {
             scanner: None,
             broker: None,
             paired_clients: None,
+            release_key: Some(release_key_id(&self.cfg, self.pinned_key.as_deref())),
+            backup: None,
         };
         if let Err(error) = self.client.heartbeat(&beat).await {
             tracing::warn!(%error, "reporting the update state to the cloud failed");
@@ -572,4 +597,41 @@ fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PINNED: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    const CONFIGURED: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+    fn with_key(configured: &str) -> Config {
+        let mut cfg = Config::defaults();
+        cfg.update.release_public_key = configured.to_owned();
+        cfg
+    }
+
+    fn id(key: Option<VerifyingKey>) -> Option<String> {
+        key.map(|k| hex::encode(k.as_bytes()))
+    }
+
+    #[test]
+    fn the_configured_key_wins_the_pinned_one_serves_and_none_refuses_all() {
+        assert_eq!(release_key(&with_key(""), None).ok().flatten(), None);
+        assert_eq!(
+            id(release_key(&with_key(""), Some(PINNED)).expect("a key")),
+            Some(PINNED.to_owned())
+        );
+        assert_eq!(
+            id(release_key(&with_key(CONFIGURED), Some(PINNED)).expect("a key")),
+            Some(CONFIGURED.to_owned())
+        );
+        assert!(release_key(&with_key("not hex"), Some(PINNED)).is_err());
+        assert_eq!(
+            release_key_id(&with_key(""), None),
+            sentra_protocol::fleet::NO_RELEASE_KEY
+        );
+        assert_eq!(release_key_id(&with_key(""), Some(PINNED)).len(), 16);
+    }
 }

@@ -82,6 +82,14 @@ async fn doctor_explains_a_refusing_printer_and_a_missing_scanner() {
         "{sc}"
     );
     assert!(line("FIX  cloud").contains("not enrolled"), "{out}");
+    assert!(
+        line("ok   updates").contains("off until enrolment"),
+        "{out}"
+    );
+    assert!(
+        line("FIX  backup").contains("sentra-edge-backup.timer"),
+        "{out}"
+    );
 
     // The daemon stopped: doctor says so and what to do.
     assert_eq!(edge.stop().await, 0);
@@ -93,6 +101,20 @@ async fn doctor_explains_a_refusing_printer_and_a_missing_scanner() {
         out.contains("FIX  broker 127.0.0.1:0: not listening"),
         "{out}"
     );
+
+    // What the daily timer runs: dated backups, the newest two kept, and doctor content.
+    let backups = tempfile::tempdir().expect("tempdir");
+    let dir = backups.path().to_str().expect("utf-8");
+    for _ in 0..3 {
+        let (code, out, err) = site2.cli(&["backup", "--into", dir, "--keep", "2"]);
+        assert_eq!(code, 0, "{out}{err}");
+        // Named by the second: the next one gets a name of its own.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let kept = std::fs::read_dir(backups.path()).expect("list").count();
+    assert_eq!(kept, 2, "the oldest of three went");
+    let (_, out, _) = site2.cli(&["doctor"]);
+    assert!(out.contains("ok   backup: last good one"), "{out}");
 }
 
 #[test]

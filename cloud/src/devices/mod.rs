@@ -7,7 +7,9 @@
 //!   wins (the conditional `UPDATE` re-checks `used_at` after the winner commits);
 //! - the device's ingest cursor is created with it, so push always finds a row to lock;
 //! - the private key never reaches the cloud; an invalid public key is refused before the token
-//!   is touched.
+//!   is touched;
+//! - the answer carries the release public key (`releases.public_key`) and the device's channel,
+//!   which the box pins: its updates are on from its first start.
 
 pub mod auth;
 pub mod tokens;
@@ -20,6 +22,13 @@ use sqlx::PgPool;
 
 use crate::web::{ApiError, JsonBody, now_ms};
 use auth::Caller;
+
+/// What enrolment needs: the database and the release public key it hands out.
+#[derive(Clone)]
+pub struct EnrollState {
+    pub db: PgPool,
+    pub release_public_key: Option<std::sync::Arc<str>>,
+}
 
 /// Longest hostname or version string a device may report; these are for people to read.
 pub const MAX_LABEL_LEN: usize = 255;
@@ -53,9 +62,10 @@ impl From<DeviceError> for ApiError {
 /// `POST /v1/enroll`: a one-time token and the device's public key for a device identity.
 #[utoipa::path(post, path = "/v1/enroll", tag = "devices", request_body = crate::schemas::EnrollRequest, responses((status = 200, description = "the device identity", body = Object), (status = 401, description = "enrollment_refused: the token is unknown, used or expired", body = crate::schemas::ErrorEnvelope), (status = 429, description = "rate_limited: too many enrolments from this address; Retry-After says when to try again", body = crate::schemas::ErrorEnvelope)))]
 pub async fn enroll(
-    State(db): State<PgPool>,
+    State(state): State<EnrollState>,
     JsonBody(request): JsonBody<EnrollRequest>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
+    let db = &state.db;
     sentra_protocol::auth::parse_public_key(&request.public_key)
         .map_err(DeviceError::BadPublicKey)?;
     let public_key = hex::decode(&request.public_key)
@@ -84,10 +94,10 @@ pub async fn enroll(
         tracing::warn!(hostname = %request.hostname, "enrolment refused");
         return Err(DeviceError::Refused.into());
     };
-    let device_id: String = sqlx::query_scalar(
+    let (device_id, channel): (String, String) = sqlx::query_as(
         "INSERT INTO devices (id, branch_id, public_key, hostname, version)
          VALUES (gen_random_uuid(), $1, $2, $3, $4)
-         RETURNING id::text",
+         RETURNING id::text, channel",
     )
     .bind(&branch_id)
     .bind(public_key)
@@ -110,11 +120,16 @@ pub async fn enroll(
         .map_err(DeviceError::Db)?;
     tx.commit().await.map_err(DeviceError::Db)?;
     tracing::info!(%device_id, %branch_id, hostname = %request.hostname, version = %request.version, "device enrolled");
+    if state.release_public_key.is_none() {
+        tracing::warn!(%device_id, "enrolled without a release key (releases.public_key is not set): this box refuses every update until it has one");
+    }
     Ok(Json(EnrollResponse {
         device_id,
         branch_id,
         branch_name,
         server_time_ms: now_ms(),
+        release_public_key: state.release_public_key.as_deref().map(str::to_owned),
+        channel: Some(channel),
     }))
 }
 

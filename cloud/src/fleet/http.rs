@@ -44,7 +44,22 @@ fn check_heartbeat(beat: &Heartbeat) -> Result<(), ApiError> {
             beat.resources.mem_available_bytes,
         ),
         ("resources.store_bytes", beat.resources.store_bytes),
+        (
+            "backup.age_secs",
+            beat.backup.as_ref().and_then(|b| b.age_secs),
+        ),
     ];
+    if let Some(key) = beat.release_key.as_deref()
+        && key != sentra_protocol::fleet::NO_RELEASE_KEY
+        && !(key.len() == 16
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    {
+        return Err(ApiError::Invalid(
+            "release_key: expected a key id (16 lowercase hex characters) or \"none\"".to_owned(),
+        ));
+    }
     for (field, value) in counters {
         if value.is_some_and(|value| i64::try_from(value).is_err()) {
             return Err(ApiError::Invalid(format!(

@@ -54,6 +54,9 @@ pub const BACKLOG_ATTENTION_SECS: u64 = 3600;
 
 /// Clock skew that needs attention (signed requests allow five minutes).
 pub const SKEW_ATTENTION_MS: i64 = 60_000;
+/// A box whose last good backup is older than this needs a look: a daily timer, its random delay
+/// and one missed night (the box's own `backup::STALE_AFTER_SECS`).
+pub const BACKUP_ATTENTION_SECS: u64 = 36 * 3600;
 
 /// Free disk share under which a box needs attention.
 pub const DISK_ATTENTION_PCT: u64 = 10;

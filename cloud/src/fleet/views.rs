@@ -47,6 +47,16 @@ pub fn concerns(beat: &Heartbeat) -> Vec<String> {
     if !beat.healthy {
         out.push("not healthy".to_owned());
     }
+    if beat.release_key.as_deref() == Some(sentra_protocol::fleet::NO_RELEASE_KEY) {
+        out.push("updates off: no release key".to_owned());
+    }
+    match beat.backup.as_ref().map(|b| b.age_secs) {
+        Some(None) => out.push("never backed up".to_owned()),
+        Some(Some(age)) if age >= BACKUP_ATTENTION_SECS => {
+            out.push(format!("last backup {} ago", human(clamp(age))));
+        }
+        _ => {}
+    }
     if let Some(age) = beat.backlog.oldest_age_secs
         && age >= BACKLOG_ATTENTION_SECS
     {
@@ -185,7 +195,8 @@ mod tests {
             "update": {"state": "rolled-back", "reason": "not ready in 60 s"},
             "backlog": {"count": 10, "bytes": 100, "oldest_age_secs": 7200},
             "parked": 2, "skew_ms": -90000, "printer": "paper_out",
-            "resources": {"disk_total_bytes": 100, "disk_free_bytes": 5},
+            "resources": {"disk_total_bytes": 100, "disk_free_bytes": 5}, "release_key": "none",
+            "backup": {"age_secs": 259_200},
         }))
         .expect("a heartbeat");
         assert_eq!(
@@ -193,6 +204,8 @@ mod tests {
             [
                 "update rolled back: not ready in 60 s",
                 "not healthy",
+                "updates off: no release key",
+                "last backup 3 d 0 h ago",
                 "sync backlog: 10 events, oldest 2 h 0 min",
                 "2 parked events",
                 "clock off by -90 s",

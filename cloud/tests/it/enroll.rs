@@ -191,3 +191,84 @@ async fn token_commands_validate_their_arguments() {
         1
     );
 }
+
+/// A box set up by the guide has no release key of its own: the enrolment answer hands it the
+/// cloud's (`releases.public_key`) and its channel. A malformed key stops the cloud at start, and
+/// `release publish` refuses a signing key whose public half boxes are not given.
+#[tokio::test]
+async fn the_enrolment_answer_carries_the_release_key_and_the_channel() {
+    let signing = sentra_protocol::ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let public = public_key_hex(&signing);
+    let cloud = Cloud::start_with(&[(
+        "SENTRA_CLOUD__RELEASES__PUBLIC_KEY",
+        &public.to_ascii_uppercase(),
+    )])
+    .await;
+    let token = cloud.enrollment_token("JKT01").await;
+    let answer = cloud.enroll_with(&token, &new_key()).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["release_public_key"], public.as_str());
+    assert_eq!(answer.body["channel"], "stable");
+
+    let without = Cloud::start().await;
+    let token = without.enrollment_token("JKT01").await;
+    let answer = without.enroll_with(&token, &new_key()).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(
+        answer.body.get("release_public_key").is_none(),
+        "{answer:?}"
+    );
+
+    let bad = run(
+        &["config", "check"],
+        &[
+            ("DATABASE_URL", cloud.db.url()),
+            ("SENTRA_CLOUD__RELEASES__PUBLIC_KEY", "00ff"),
+        ],
+    )
+    .await;
+    assert!(!bad.status.success());
+    assert!(
+        bad.stderr.contains("SENTRA_CLOUD__RELEASES__PUBLIC_KEY"),
+        "{}",
+        bad.stderr
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("release.key");
+    let made = run(
+        &["release", "keygen", key_file.to_str().expect("utf-8")],
+        &[],
+    )
+    .await;
+    assert!(made.status.success(), "{}", made.stderr);
+    let artifact = dir.path().join("sentra-edge");
+    std::fs::write(&artifact, b"a release").expect("artifact");
+    let refused = run(
+        &[
+            "release",
+            "publish",
+            artifact.to_str().expect("utf-8"),
+            "--version",
+            "2.0.0",
+            "--channel",
+            "stable",
+        ],
+        &[
+            ("DATABASE_URL", cloud.db.url()),
+            (
+                "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
+                key_file.to_str().expect("utf-8"),
+            ),
+            ("SENTRA_CLOUD__RELEASES__PUBLIC_KEY", &public),
+        ],
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(
+        refused.stderr.contains("releases.public_key"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(cloud.scalar("SELECT count(*) FROM releases").await, 0);
+}

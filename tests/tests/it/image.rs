@@ -80,6 +80,7 @@ fn every_unit_the_image_enables_of_ours_exists() {
         "sentra-edge-ready.service",
         "sentra-edge-update.timer",
         "sentra-edge-restart.path",
+        "sentra-edge-backup.timer",
     ] {
         assert!(ours.contains(&unit), "the image does not enable {unit}");
     }

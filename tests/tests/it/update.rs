@@ -3,6 +3,8 @@
 //! with its reason and keeps serving 1.0.0; takes a good release (resuming a half-staged
 //! download with Range); and rolls back a release that crashes at start and one that never
 //! becomes ready, with the old version serving again and each state in the cloud's records.
+//! The box is configured with no release key: it pins the one the cloud hands out at enrolment
+//! (`releases.public_key`), as every box set up by the guide does.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +22,8 @@ struct Rig {
     site: EdgeSite,
     dir: tempfile::TempDir,
     signing_key: PathBuf,
+    /// Its public half, which the cloud hands to boxes at enrolment.
+    public: String,
     root: PathBuf,
     port: u16,
     device: String,
@@ -27,17 +31,22 @@ struct Rig {
 
 impl Rig {
     async fn new() -> Rig {
-        let cloud = Cloud::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
         let signing_key = dir.path().join("release.key");
-        let public = cloud_cli(&cloud, &["release", "keygen", path(&signing_key)]);
+        let keygen = std::process::Command::new(bin("sentra-cloud"))
+            .args(["release", "keygen", path(&signing_key)])
+            .output()
+            .expect("release keygen");
+        assert!(keygen.status.success(), "keygen");
+        let public = String::from_utf8_lossy(&keygen.stdout).trim().to_owned();
+        let cloud = Cloud::start_with(&[("SENTRA_CLOUD__RELEASES__PUBLIC_KEY", &public)]).await;
         let root = dir.path().join("app");
         let port = free_port();
         let script = dir.path().join("restart.sh");
         let site = EdgeSite::new(
             "UPD01",
             &format!(
-                "[update]\nrelease_public_key = \"{public}\"\ninstall_root = {:?}\nrestart_command = \"sh {}\"\nhealth_window_secs = 10\n",
+                "[update]\ninstall_root = {:?}\nrestart_command = \"sh {}\"\nhealth_window_secs = 10\n",
                 root.display().to_string(),
                 script.display()
             ),
@@ -55,7 +64,27 @@ impl Rig {
             ),
         )
         .expect("write restart script");
-        site.enroll(&cloud.url, &cloud.enrollment_token("UPD01"));
+        let (code, out, err) = site.cli(&[
+            "enroll",
+            "--cloud",
+            &cloud.url,
+            "--token",
+            &cloud.enrollment_token("UPD01"),
+        ]);
+        assert_eq!(code, 0, "enroll: {out}{err}");
+        assert!(
+            out.contains(&format!(
+                "updates: on, releases verified with key {} on channel stable",
+                key_id(&public)
+            )),
+            "the cloud's release key is pinned at enrolment: {out}"
+        );
+        let (_, out, err) = site.cli(&["doctor"]);
+        assert!(
+            out.contains("updates: releases verified with key")
+                && out.contains("pinned at enrolment"),
+            "doctor: {out}{err}"
+        );
         let (code, out, err) = site.cli(&["status", "--json"]);
         assert_eq!(code, 0, "status: {out}{err}");
         let status: serde_json::Value = serde_json::from_str(&out).expect("status json");
@@ -74,6 +103,7 @@ impl Rig {
             site,
             dir,
             signing_key,
+            public,
             root,
             port,
             device,
@@ -105,6 +135,7 @@ impl Rig {
                 "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
                 path(&self.signing_key),
             )
+            .env("SENTRA_CLOUD__RELEASES__PUBLIC_KEY", &self.public)
             .output()
             .expect("publish");
         assert!(
@@ -228,14 +259,14 @@ impl Drop for Rig {
     }
 }
 
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+fn key_id(public: &str) -> String {
+    sentra_protocol::fleet::key_id(
+        &sentra_protocol::auth::parse_public_key(public).expect("a public key"),
+    )
 }
 
-fn cloud_cli(cloud: &Cloud, args: &[&str]) -> String {
-    let (code, out, err) = cloud.cli(args);
-    assert_eq!(code, 0, "{args:?}: {out}{err}");
-    out.trim().to_owned()
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
 }
 
 fn free_port() -> u16 {
@@ -272,15 +303,9 @@ async fn tampered_releases_are_refused_a_good_one_installs_and_bad_ones_roll_bac
     assert!(status.success(), "strip sentra-edge");
     let binary = std::fs::read(&stripped).expect("read binary");
 
-    // Fail closed: no key configured.
+    // A configured key overrides the pinned one: one that did not sign it is refused. (No key
+    // at all refuses everything: `update::tests`.)
     rig.publish(&binary, GOOD);
-    rig.refused(
-        GOOD,
-        &[("SENTRA_EDGE__UPDATE__RELEASE_PUBLIC_KEY", "")],
-        "no release public key is configured",
-    )
-    .await;
-    // A key that did not sign it.
     let other = hex_public(&SigningKey::from_bytes(&[9; 32]));
     rig.refused(
         GOOD,
