@@ -559,13 +559,15 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             }
             let (key, _) = StoreKey::load(&config.store.key_file)?;
             let dest = config.db_path();
+            let branch = config.branch.id.clone();
             let report = tokio::task::spawn_blocking(move || {
-                sentra_edge::store::restore(&file, &dest, &key, Some(&config.branch.id))
+                sentra_edge::store::restore(&file, &dest, &key, Some(&branch))
             })
             .await
             .map_err(|e| StartError::Other(e.into()))??;
             out(&format!(
                 "restored {} (branch {}, {} outbox events, {} acknowledged by the cloud then)\n{}\
+                 invoice and credit-note numbers from now on are in series {} (e.g. {}), so none repeats one the replaced store issued\n\
                  start the daemon: systemctl start sentra-edge; events the box makes now that the cloud already holds numbers for are renumbered at the next sync, none is lost\n",
                 report.path.display(),
                 report.branch_id.as_deref().unwrap_or("not enrolled"),
@@ -575,6 +577,13 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                     .replaced
                     .map(|p| format!("the store it replaced is kept as {}\n", p.display()))
                     .unwrap_or_default(),
+                report.number_series,
+                sentra_edge::domain::billing::invoice_number(
+                    &config.branch.id,
+                    "YYYYMM",
+                    &report.number_series,
+                    1
+                ),
             ));
             Ok(())
         }

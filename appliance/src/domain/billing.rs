@@ -62,12 +62,35 @@ pub fn period(now_local_year: i32, now_local_month: u8, last: Option<&str>) -> S
     }
 }
 
-pub fn invoice_number(branch: &str, period: &str, seq: i64) -> String {
-    format!("{branch}-{period}-{seq:05}")
+/// `JKT01-202611-00007`; a store restored from a backup numbers in a series of its own
+/// (`JKT01-202611-7KQ2-00007`), so it never repeats a number the store it replaced issued after
+/// the backup.
+pub fn invoice_number(branch: &str, period: &str, series: &str, seq: i64) -> String {
+    format!("{branch}-{period}-{}{seq:05}", tag(series))
 }
 
-pub fn credit_note_number(branch: &str, period: &str, seq: i64) -> String {
-    format!("{branch}-CN-{period}-{seq:05}")
+pub fn credit_note_number(branch: &str, period: &str, series: &str, seq: i64) -> String {
+    format!("{branch}-CN-{period}-{}{seq:05}", tag(series))
+}
+
+fn tag(series: &str) -> String {
+    if series.is_empty() {
+        String::new()
+    } else {
+        format!("{series}-")
+    }
+}
+
+/// The letters of a number series: Crockford's base 32 (no I, L, O, U), so a series read aloud
+/// or copied by hand from a receipt is not mistaken.
+const SERIES_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A new series from 4 random bytes: 4 characters, about a million series.
+pub fn number_series(random: [u8; 4]) -> String {
+    random
+        .iter()
+        .map(|b| char::from(SERIES_ALPHABET[usize::from(b % 32)]))
+        .collect()
 }
 
 #[cfg(test)]
@@ -129,10 +152,22 @@ mod tests {
             "202611",
             "clock stepped back a year"
         );
-        assert_eq!(invoice_number("JKT01", "202611", 7), "JKT01-202611-00007");
         assert_eq!(
-            credit_note_number("JKT01", "202611", 7),
+            invoice_number("JKT01", "202611", "", 7),
+            "JKT01-202611-00007"
+        );
+        assert_eq!(
+            credit_note_number("JKT01", "202611", "", 7),
             "JKT01-CN-202611-00007"
         );
+        assert_eq!(
+            invoice_number("JKT01", "202611", "7KQ2", 7),
+            "JKT01-202611-7KQ2-00007"
+        );
+        assert_eq!(
+            credit_note_number("JKT01", "202611", "7KQ2", 7),
+            "JKT01-CN-202611-7KQ2-00007"
+        );
+        assert_eq!(number_series([0, 31, 32, 255]), "0Z0Z");
     }
 }

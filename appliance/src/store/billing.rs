@@ -60,8 +60,12 @@ pub struct LabourLine {
     pub amount: Rupiah,
 }
 
-/// The next number in `series` for the branch's current local month.
-fn next_number(w: &WriteTx<'_>, series: &str) -> Result<(String, i64)> {
+/// The store's number series (`meta`): empty until a restore gives it one of its own.
+pub const NUMBER_SERIES_META: &str = "number_series";
+
+/// The next number in `series` for the branch's current local month, with the store's number
+/// series.
+fn next_number(w: &WriteTx<'_>, series: &str) -> Result<(String, String, i64)> {
     let local = w.now().to_offset(w.ctx().utc_offset);
     let last: Option<String> = w.conn().query_row(
         "SELECT max(period) FROM number_counters WHERE series = ?1",
@@ -75,7 +79,8 @@ fn next_number(w: &WriteTx<'_>, series: &str) -> Result<(String, i64)> {
         (series, &period),
         |r| r.get(0),
     )?;
-    Ok((period, seq))
+    let tag = super::meta(w.conn(), NUMBER_SERIES_META)?.unwrap_or_default();
+    Ok((period, tag, seq))
 }
 
 pub fn issue(
@@ -143,8 +148,8 @@ pub fn issue(
         });
     }
     let totals = rules::totals(&lines).map_err(|e| DomainError::invalid("labour", e.0))?;
-    let (period, seq) = next_number(w, "INV")?;
-    let number = rules::invoice_number(&w.ctx().branch_id, &period, seq);
+    let (period, tag, seq) = next_number(w, "INV")?;
+    let number = rules::invoice_number(&w.ctx().branch_id, &period, &tag, seq);
     let id = new_id();
     let now = w.now_str();
     w.conn().execute(
@@ -243,10 +248,10 @@ pub fn credit(
         )
         .into());
     }
-    let (period, seq) = next_number(w, "CN")?;
+    let (period, tag, seq) = next_number(w, "CN")?;
     let note = CreditNote {
         id: new_id(),
-        number: rules::credit_note_number(&w.ctx().branch_id, &period, seq),
+        number: rules::credit_note_number(&w.ctx().branch_id, &period, &tag, seq),
         amount: amount.get(),
         reason: reason.to_string(),
         issued_at: w.now_str(),

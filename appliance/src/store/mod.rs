@@ -413,6 +413,8 @@ pub struct RestoreReport {
     /// The backup's newest outbox event, and how far the cloud had acknowledged then.
     pub last_seq: i64,
     pub last_ack_seq: i64,
+    /// The invoice and credit-note number series the restored store numbers in from now on.
+    pub number_series: String,
 }
 
 /// A value of the store's `meta` table.
@@ -500,6 +502,16 @@ pub fn restore(
         .unwrap_or_else(|| "edge.db".into());
     let incoming = dir.join(format!("{name}.restoring"));
     std::fs::copy(backup, &incoming).map_err(|e| io(&incoming, e))?;
+    // A series of its own: the store it replaces may have issued numbers after the backup.
+    let mut random = [0u8; 4];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut random);
+    let number_series = crate::domain::billing::number_series(random);
+    {
+        let conn = open_connection(&incoming, key, false)?;
+        set_meta(&conn, billing::NUMBER_SERIES_META, &number_series)?;
+        // Into the file itself before it is renamed: a WAL would not follow the rename.
+        conn.pragma_update(None, "journal_mode", "DELETE")?;
+    }
     std::fs::File::open(&incoming)
         .and_then(|f| f.sync_all())
         .map_err(|e| io(&incoming, e))?;
@@ -529,6 +541,7 @@ pub fn restore(
         device_id: theirs.map(|(_, d)| d),
         last_seq,
         last_ack_seq,
+        number_series,
     })
 }
 

@@ -237,18 +237,28 @@ async fn restore_refuses_another_boxs_or_branchs_backup_and_keeps_what_it_replac
     );
     assert_eq!(file_digest(&site.db_path()), before);
 
-    // Under a running daemon: refused.
+    // Under a running daemon: refused. Meanwhile the old store issues an invoice the backup
+    // does not know of.
     let edge = site.start().await;
     let (code, _, err) = site.cli(&["restore", backup.to_str().expect("utf8")]);
     assert_ne!(code, 0);
     assert!(err.contains("daemon is running"), "{err}");
+    let before_restore = invoice(&edge, &site).await;
+    assert!(
+        before_restore.ends_with("-00001"),
+        "the first of the month: {before_restore}"
+    );
     assert_eq!(edge.stop().await, 0);
 
     // Its own backup, daemon stopped: in place, the old store kept.
     let replaced_digest = file_digest(&site.db_path());
     let (code, out, err) = site.cli(&["restore", backup.to_str().expect("utf8")]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(file_digest(&site.db_path()), file_digest(&backup));
+    assert_ne!(
+        file_digest(&site.db_path()),
+        replaced_digest,
+        "the backup is in place"
+    );
     let kept = std::fs::read_dir(site.db_path().parent().expect("dir"))
         .expect("list")
         .filter_map(Result::ok)
@@ -263,4 +273,54 @@ async fn restore_refuses_another_boxs_or_branchs_backup_and_keeps_what_it_replac
     assert!(out.contains(&kept.display().to_string()), "{out}");
     let (code, _, err) = site.cli(&["status"]);
     assert_eq!(code, 0, "the restored store opens: {err}");
+
+    // The restored store counts from the backup's numbers again, in a series of its own.
+    let series = out
+        .split("are in series ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("restore names the series")
+        .to_owned();
+    let edge = site.start().await;
+    let after_restore = invoice(&edge, &site).await;
+    assert_eq!(edge.stop().await, 0);
+    assert_ne!(after_restore, before_restore, "no number twice");
+    assert!(
+        after_restore.ends_with(&format!("-{series}-00001")),
+        "{after_restore} in series {series}"
+    );
+}
+
+/// Opens a work order, finishes it and invoices it; the invoice's number.
+async fn invoice(edge: &Edge, site: &Site) -> String {
+    let tablet = edge.pair(site, "tablet").await;
+    let pos = edge.pair(site, "pos").await;
+    let (s, wo) = edge
+        .post(
+            &tablet,
+            "/v1/work-orders",
+            json!({"customer_name": "Budi", "vehicle_plate": "B 1 ZZ", "complaint": "Servis"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{wo}");
+    let id = wo["id"].as_str().expect("id").to_owned();
+    for status in ["IN_PROGRESS", "DONE"] {
+        let (s, b) = edge
+            .post(
+                &tablet,
+                &format!("/v1/work-orders/{id}/status"),
+                json!({"status": status}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let (s, inv) = edge
+        .post(
+            &pos,
+            "/v1/invoices",
+            json!({"work_order_id": id, "labour": [{"description": "Servis", "amount": 150000}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{inv}");
+    inv["number"].as_str().expect("number").to_owned()
 }
