@@ -463,13 +463,7 @@ pub fn restore(
     };
     let conn = open_connection(backup, key, false)?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version > schema::known() {
-        return Err(StoreError::TooNew {
-            path: backup.to_owned(),
-            found: version,
-            known: schema::known(),
-        });
-    }
+    schema::check_readable(&conn, version, backup)?;
     let theirs = enrolled(&conn)?;
     let (last_seq, last_ack_seq): (i64, i64) = conn.query_row(
         "SELECT (SELECT next_seq - 1 FROM outbox_state WHERE id = 1), (SELECT last_ack_seq FROM sync_state WHERE id = 1)",

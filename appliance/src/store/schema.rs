@@ -1,5 +1,14 @@
 //! Embedded migrations, applied in order at every start inside one transaction each, tracked by
-//! `PRAGMA user_version`. A store from a newer build is refused rather than guessed at.
+//! `PRAGMA user_version`.
+//!
+//! Each migration says the oldest schema version whose build can still use a store it migrated
+//! (`readable_by`): its own version for a change older builds would misread (a rebuilt table),
+//! an earlier one for an additive change (a new table, a new column with a default) that older
+//! builds simply do not see. The store keeps the highest of them as `meta.min_reader_version`.
+//! A build opens a store from a newer one when that minimum is not above what it knows, without
+//! migrating anything, so an update that migrated and then failed its health window rolls back
+//! to a release that serves again, and what the newer release wrote stays in the file (its
+//! outbox events included). A newer store below that line is refused rather than guessed at.
 
 use std::path::Path;
 
@@ -7,37 +16,98 @@ use rusqlite::Connection;
 
 use super::{Result, StoreError};
 
-const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_init.sql"),
-    include_str!("migrations/0002_sync.sql"),
-    include_str!("migrations/0003_shared_records.sql"),
-    include_str!("migrations/0004_printing.sql"),
-    include_str!("migrations/0005_pick_slips.sql"),
-    include_str!("migrations/0006_bookings.sql"),
-    include_str!("migrations/0007_blob_refs.sql"),
-    include_str!("migrations/0008_booking_states.sql"),
+struct Migration {
+    sql: &'static str,
+    /// The oldest schema version that can use a store migrated by this one.
+    readable_by: i64,
+}
+
+/// Every migration so far changed what older builds would read: each is readable only by its
+/// own version. An additive migration added later can say less.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        sql: include_str!("migrations/0001_init.sql"),
+        readable_by: 1,
+    },
+    Migration {
+        sql: include_str!("migrations/0002_sync.sql"),
+        readable_by: 2,
+    },
+    Migration {
+        sql: include_str!("migrations/0003_shared_records.sql"),
+        readable_by: 3,
+    },
+    Migration {
+        sql: include_str!("migrations/0004_printing.sql"),
+        readable_by: 4,
+    },
+    Migration {
+        sql: include_str!("migrations/0005_pick_slips.sql"),
+        readable_by: 5,
+    },
+    Migration {
+        sql: include_str!("migrations/0006_bookings.sql"),
+        readable_by: 6,
+    },
+    Migration {
+        sql: include_str!("migrations/0007_blob_refs.sql"),
+        readable_by: 7,
+    },
+    Migration {
+        sql: include_str!("migrations/0008_booking_states.sql"),
+        readable_by: 8,
+    },
 ];
+
+/// Where [`MIGRATIONS`]' `readable_by` accumulates.
+const MIN_READER: &str = "min_reader_version";
 
 /// The newest schema version this build knows.
 pub(super) fn known() -> i64 {
     MIGRATIONS.len() as i64
 }
 
-pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
-    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+/// Whether this build can use a store at schema `version`: refused (`TooNew`) when it is newer
+/// and its migrations say older builds would misread it.
+pub(super) fn check_readable(conn: &Connection, version: i64, path: &Path) -> Result<()> {
     let known = known();
-    if current > known {
+    if version <= known {
+        return Ok(());
+    }
+    let min_reader = super::meta(conn, MIN_READER)?
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(version);
+    if min_reader > known {
         return Err(StoreError::TooNew {
             path: path.to_owned(),
-            found: current,
+            found: version,
             known,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    tracing::warn!(
+        version,
+        known,
+        min_reader,
+        "the store is from a newer release whose migrations this one can read; using it as it is"
+    );
+    Ok(())
+}
+
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    check_readable(conn, current, path)?;
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
         let version = i as i64 + 1;
         let err = |source| StoreError::Migration { version, source };
         let tx = conn.transaction().map_err(err)?;
-        tx.execute_batch(sql).map_err(err)?;
+        tx.execute_batch(migration.sql).map_err(err)?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE
+             SET value = CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
+            (MIN_READER, migration.readable_by.to_string()),
+        )
+        .map_err(err)?;
         tx.pragma_update(None, "user_version", version)
             .map_err(err)?;
         tx.commit().map_err(err)?;

@@ -324,3 +324,82 @@ async fn invoice(edge: &Edge, site: &Site) -> String {
     assert_eq!(s, StatusCode::CREATED, "{inv}");
     inv["number"].as_str().expect("number").to_owned()
 }
+
+/// Rolling back across a store migration: a store a newer release migrated opens in this one
+/// when the newer release's migrations say this one can read it (additive ones), with what the
+/// newer release wrote still there; otherwise it is refused with exit 3 and left untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_a_newer_release_opens_when_its_migrations_say_so() {
+    let site = Site::new();
+    site.load_demo_data();
+    let (code, out, err) = site.cli(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let before: serde_json::Value = serde_json::from_str(&out).expect("status json");
+    let key = std::fs::read_to_string(&site.key_file).expect("key");
+    let newer = |min_reader: &str| {
+        let conn = rusqlite::Connection::open(site.db_path()).expect("open");
+        conn.pragma_update(None, "key", format!("x'{}'", key.trim()))
+            .expect("key");
+        let known: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        // What a newer release's additive migration leaves: a table this one does not know,
+        // the schema version one up, and the oldest version that can read it.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS future_feature (id TEXT PRIMARY KEY) STRICT;
+             INSERT OR IGNORE INTO future_feature VALUES ('written by the newer release');",
+        )
+        .expect("newer table");
+        conn.pragma_update(None, "user_version", known.max(8) + 1)
+            .expect("version");
+        let readable_by = if min_reader == "this" {
+            known.max(8)
+        } else {
+            known.max(8) + 1
+        };
+        conn.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'min_reader_version'",
+            [readable_by.to_string()],
+        )
+        .expect("min reader");
+    };
+
+    newer("this");
+    let (code, out, err) = site.cli(&["status", "--json"]);
+    assert_eq!(code, 0, "a readable newer store opens: {err}");
+    let after: serde_json::Value = serde_json::from_str(&out).expect("status json");
+    assert_eq!(
+        after["outbox"], before["outbox"],
+        "the same store, unmigrated"
+    );
+    let edge = site.start().await;
+    let tablet = edge.pair(&site, "tablet").await;
+    let (s, _) = edge
+        .post(
+            &tablet,
+            "/v1/work-orders",
+            json!({"customer_name": "Sesudah rollback", "vehicle_plate": "B 9 RB", "complaint": "x"}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "the rolled-back release serves and writes"
+    );
+    assert_eq!(edge.stop().await, 0);
+    let conn = rusqlite::Connection::open(site.db_path()).expect("open");
+    conn.pragma_update(None, "key", format!("x'{}'", key.trim()))
+        .expect("key");
+    let kept: i64 = conn
+        .query_row("SELECT count(*) FROM future_feature", [], |r| r.get(0))
+        .expect("the newer release's table");
+    assert_eq!(kept, 1, "what the newer release wrote is still there");
+    drop(conn);
+
+    newer("newer only");
+    let digest = file_digest(&site.db_path());
+    let (code, _, err) = site.cli(&["status"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("newer than this build knows"), "{err}");
+    assert_eq!(file_digest(&site.db_path()), digest, "left untouched");
+}
