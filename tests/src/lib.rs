@@ -543,6 +543,8 @@ pub enum ProxyMode {
     /// Forward each request to the cloud, then drop the connection instead of passing the
     /// answer back: the cloud did the work, the edge never hears of it (a lost acknowledgement).
     DropReplies = 3,
+    /// [`ProxyMode::DropReplies`] for the next request only, then [`ProxyMode::Pass`].
+    DropNextReply = 4,
 }
 
 /// Requests the proxy counts: those whose request line contains `pattern`, forwarded and
@@ -673,6 +675,9 @@ async fn handle(
         let fault = if now == ProxyMode::Faulty as u8 {
             rng.random_range(0..9u8)
         } else if now == ProxyMode::DropReplies as u8 {
+            2
+        } else if now == ProxyMode::DropNextReply as u8 {
+            mode.store(ProxyMode::Pass as u8, Ordering::Relaxed);
             2
         } else {
             9

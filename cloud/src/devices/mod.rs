@@ -9,7 +9,10 @@
 //! - the private key never reaches the cloud; an invalid public key is refused before the token
 //!   is touched;
 //! - the answer carries the release public key (`releases.public_key`) and the device's channel,
-//!   which the box pins: its updates are on from its first start.
+//!   which the box pins: its updates are on from its first start;
+//! - enrolment is idempotent for the key that won: the same token with the same public key
+//!   within [`ENROLL_RETRY_WINDOW_HOURS`] of its use gets the same identity again (the box
+//!   retrying after the answer was lost on the way), any other key is refused.
 
 pub mod auth;
 pub mod tokens;
@@ -22,6 +25,10 @@ use sqlx::PgPool;
 
 use crate::web::{ApiError, JsonBody, now_ms};
 use auth::Caller;
+
+/// How long after a token's use its winner may ask again and get the same identity: a box whose
+/// answer was lost retries within minutes; a day covers a technician who comes back to it.
+pub const ENROLL_RETRY_WINDOW_HOURS: i32 = 24;
 
 /// What enrolment needs: the database and the release public key it hands out.
 #[derive(Clone)]
@@ -91,8 +98,34 @@ pub async fn enroll(
     .await
     .map_err(DeviceError::Db)?;
     let Some((branch_id, branch_name)) = burnt else {
-        tracing::warn!(hostname = %request.hostname, "enrolment refused");
-        return Err(DeviceError::Refused.into());
+        // The same box again, its first answer lost on the way: the same identity.
+        let again: Option<(String, String, String, String)> = sqlx::query_as(
+            "SELECT d.id::text, t.branch_id, b.name, d.channel
+             FROM enrollment_tokens t
+             JOIN devices d ON d.id = t.device_id
+             JOIN branches b ON b.id = t.branch_id
+             WHERE t.token_hash = $1 AND d.public_key = $2 AND d.revoked_at IS NULL
+               AND t.used_at > now() - make_interval(hours => $3)",
+        )
+        .bind(tokens::hash(&request.token))
+        .bind(&public_key)
+        .bind(ENROLL_RETRY_WINDOW_HOURS)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(DeviceError::Db)?;
+        let Some((device_id, branch_id, branch_name, channel)) = again else {
+            tracing::warn!(hostname = %request.hostname, "enrolment refused");
+            return Err(DeviceError::Refused.into());
+        };
+        tracing::info!(%device_id, %branch_id, "enrolment repeated by the same key; same identity");
+        return Ok(Json(EnrollResponse {
+            device_id,
+            branch_id,
+            branch_name,
+            server_time_ms: now_ms(),
+            release_public_key: state.release_public_key.as_deref().map(str::to_owned),
+            channel: Some(channel),
+        }));
     };
     let (device_id, channel): (String, String) = sqlx::query_as(
         "INSERT INTO devices (id, branch_id, public_key, hostname, version)

@@ -168,6 +168,36 @@ async fn racing_enrolments_with_one_token_have_exactly_one_winner() {
     assert_eq!(cloud.scalar("SELECT count(*) FROM devices").await, 1);
 }
 
+/// The box's retry after its answer was lost: the same token and key get the same identity;
+/// another key with that token is still refused, and nothing is enrolled twice.
+#[tokio::test]
+async fn a_lost_answer_is_answered_again_for_the_same_key_only() {
+    let cloud = Cloud::start().await;
+    let token = cloud.enrollment_token("MDN01").await;
+    let key = new_key();
+    let first = cloud.enroll_with(&token, &key).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let again = cloud.enroll_with(&token, &key).await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.body["device_id"], first.body["device_id"]);
+    assert_eq!(again.body["branch_id"], "MDN01");
+    let other = cloud.enroll_with(&token, &new_key()).await;
+    assert_eq!(
+        (other.status, other.code()),
+        (401, "enrollment_refused"),
+        "{other:?}"
+    );
+    assert_eq!(cloud.scalar("SELECT count(*) FROM devices").await, 1);
+
+    // Not once the box was revoked, nor after the retry window.
+    sqlx::query("UPDATE enrollment_tokens SET used_at = now() - interval '25 hours'")
+        .execute(&mut cloud.db.connect().await)
+        .await
+        .expect("age the token");
+    let late = cloud.enroll_with(&token, &key).await;
+    assert_eq!(late.status, 401, "{late:?}");
+}
+
 #[tokio::test]
 async fn token_commands_validate_their_arguments() {
     let cloud = Cloud::start().await;

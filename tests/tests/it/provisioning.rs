@@ -1,6 +1,7 @@
 //! `provisioning/README.md` followed end to end on real parts: a `sentra-cloud` on its own
 //! PostgreSQL database makes an enrolment token; the box's `enroll` first meets an unreachable
-//! cloud (it retries, explains, and the token stays valid), then enrols; the daemon runs; a
+//! cloud (it retries, explains, and the token stays valid), then enrols over a link that loses
+//! the cloud's first answer (the retry gets the same identity); the daemon runs; a
 //! tablet, a POS and a storekeeper terminal each pair with a code from `sentra-edge pair` and use
 //! the API; the tablet's work order reaches PostgreSQL. What it cannot follow here: flashing, the
 //! systemd credential and `sentra-edge-admin` (they need a booted systemd); the box uses the key
@@ -8,7 +9,7 @@
 
 use std::time::Duration;
 
-use sentra_system_tests::{Cloud, EdgeSite};
+use sentra_system_tests::{Cloud, EdgeSite, Proxy, ProxyMode};
 use serde_json::json;
 use sqlx::Row as _;
 
@@ -49,13 +50,24 @@ async fn technician_guide_enrol_pair_and_serve() {
     let (_, status, _) = site.cli(&["status"]);
     assert!(status.contains("not enrolled"), "{status}");
 
-    // The same token, the right URL.
-    let (code, out, err) = site.cli(&["enroll", "--cloud", &cloud.url, "--token", &token]);
+    // The same token, the right URL, over a link that loses the first answer after the cloud
+    // enrolled the box: the retry gets the same identity, and the cloud has one device.
+    let link = Proxy::start(cloud.url.trim_start_matches("http://").to_owned(), 7).await;
+    link.set(ProxyMode::DropNextReply);
+    let (code, out, err) = site.cli(&["enroll", "--cloud", &link.url, "--token", &token]);
     assert_eq!(code, 0, "enroll: {out}{err}");
+    assert!(err.contains("attempt 1/"), "the lost answer was retried: {err}");
     assert!(
         out.contains("enrolled: device") && out.contains("SMG01"),
         "{out}"
     );
+    let devices: Vec<String> = sqlx::query_scalar("SELECT id::text FROM devices")
+        .fetch_all(&mut cloud.pg().await)
+        .await
+        .expect("devices");
+    assert_eq!(devices.len(), 1, "enrolled once: {devices:?}");
+    let device = &devices[0];
+    assert!(out.contains(&device), "the cloud's one device is this box: {out}");
     // A token is one use.
     let (code, _, err) = site.cli(&["enroll", "--cloud", &cloud.url, "--token", &token]);
     assert_ne!(code, 0);
