@@ -118,14 +118,7 @@ pub async fn enroll(
             return Err(DeviceError::Refused.into());
         };
         tracing::info!(%device_id, %branch_id, "enrolment repeated by the same key; same identity");
-        return Ok(Json(EnrollResponse {
-            device_id,
-            branch_id,
-            branch_name,
-            server_time_ms: now_ms(),
-            release_public_key: state.release_public_key.as_deref().map(str::to_owned),
-            channel: Some(channel),
-        }));
+        return Ok(answer(&state, device_id, branch_id, branch_name, channel));
     };
     let (device_id, channel): (String, String) = sqlx::query_as(
         "INSERT INTO devices (id, branch_id, public_key, hostname, version)
@@ -156,14 +149,25 @@ pub async fn enroll(
     if state.release_public_key.is_none() {
         tracing::warn!(%device_id, "enrolled without a release key (releases.public_key is not set): this box refuses every update until it has one");
     }
-    Ok(Json(EnrollResponse {
+    Ok(answer(&state, device_id, branch_id, branch_name, channel))
+}
+
+/// The enrolment answer: the identity, the cloud's time, the release key and the channel.
+fn answer(
+    state: &EnrollState,
+    device_id: String,
+    branch_id: String,
+    branch_name: String,
+    channel: String,
+) -> Json<EnrollResponse> {
+    Json(EnrollResponse {
         device_id,
         branch_id,
         branch_name,
         server_time_ms: now_ms(),
         release_public_key: state.release_public_key.as_deref().map(str::to_owned),
         channel: Some(channel),
-    }))
+    })
 }
 
 #[derive(Debug, Serialize)]

@@ -274,24 +274,12 @@ async fn the_enrolment_answer_carries_the_release_key_and_the_channel() {
     assert!(made.status.success(), "{}", made.stderr);
     let artifact = dir.path().join("sentra-edge");
     std::fs::write(&artifact, b"a release").expect("artifact");
-    let refused = run(
-        &[
-            "release",
-            "publish",
-            artifact.to_str().expect("utf-8"),
-            "--version",
-            "2.0.0",
-            "--channel",
-            "stable",
-        ],
-        &[
-            ("DATABASE_URL", cloud.db.url()),
-            (
-                "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
-                key_file.to_str().expect("utf-8"),
-            ),
-            ("SENTRA_CLOUD__RELEASES__PUBLIC_KEY", &public),
-        ],
+    let refused = crate::support::release_publish(
+        cloud.db.url(),
+        &key_file,
+        &artifact,
+        "2.0.0",
+        &[("SENTRA_CLOUD__RELEASES__PUBLIC_KEY", &public)],
     )
     .await;
     assert!(!refused.status.success());

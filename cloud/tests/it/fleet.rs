@@ -157,25 +157,7 @@ async fn keygen(dir: &Path) -> (PathBuf, String) {
 }
 
 async fn publish(cloud: &Cloud, key: &Path, artifact: &Path, version: &str) -> Value {
-    let output = run(
-        &[
-            "release",
-            "publish",
-            artifact.to_str().expect("utf-8 path"),
-            "--version",
-            version,
-            "--channel",
-            "stable",
-        ],
-        &[
-            ("DATABASE_URL", cloud.db.url()),
-            (
-                "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
-                key.to_str().expect("utf-8 path"),
-            ),
-        ],
-    )
-    .await;
+    let output = crate::support::release_publish(cloud.db.url(), key, artifact, version, &[]).await;
     assert!(output.status.success(), "publish: {}", output.stderr);
     serde_json::from_str(output.stdout.trim()).expect("publish prints the manifest")
 }

@@ -175,6 +175,38 @@ pub async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
 }
 
+/// `sentra-cloud release publish ARTIFACT --version V --channel stable` into the database at
+/// `db_url`, signed with `key_file`, with `extra` environment: its output, success or not.
+pub async fn release_publish(
+    db_url: &str,
+    key_file: &std::path::Path,
+    artifact: &std::path::Path,
+    version: &str,
+    extra: &[(&str, &str)],
+) -> Output {
+    let mut env = vec![
+        ("DATABASE_URL", db_url),
+        (
+            "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
+            key_file.to_str().expect("utf-8 path"),
+        ),
+    ];
+    env.extend_from_slice(extra);
+    run(
+        &[
+            "release",
+            "publish",
+            artifact.to_str().expect("utf-8 path"),
+            "--version",
+            version,
+            "--channel",
+            "stable",
+        ],
+        &env,
+    )
+    .await
+}
+
 /// `migrate` against `db`, which must succeed.
 pub async fn migrate(db: &TestDb) {
     let output = run(&["migrate"], &[("DATABASE_URL", db.url())]).await;
