@@ -16,47 +16,18 @@ use rusqlite::Connection;
 
 use super::{Result, StoreError};
 
-struct Migration {
-    sql: &'static str,
-    /// The oldest schema version that can use a store migrated by this one.
-    readable_by: i64,
-}
-
-/// Every migration so far changed what older builds would read: each is readable only by its
-/// own version. An additive migration added later can say less.
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        sql: include_str!("migrations/0001_init.sql"),
-        readable_by: 1,
-    },
-    Migration {
-        sql: include_str!("migrations/0002_sync.sql"),
-        readable_by: 2,
-    },
-    Migration {
-        sql: include_str!("migrations/0003_shared_records.sql"),
-        readable_by: 3,
-    },
-    Migration {
-        sql: include_str!("migrations/0004_printing.sql"),
-        readable_by: 4,
-    },
-    Migration {
-        sql: include_str!("migrations/0005_pick_slips.sql"),
-        readable_by: 5,
-    },
-    Migration {
-        sql: include_str!("migrations/0006_bookings.sql"),
-        readable_by: 6,
-    },
-    Migration {
-        sql: include_str!("migrations/0007_blob_refs.sql"),
-        readable_by: 7,
-    },
-    Migration {
-        sql: include_str!("migrations/0008_booking_states.sql"),
-        readable_by: 8,
-    },
+/// Each migration with its `readable_by`: the oldest schema version that can use a store it
+/// migrated. Every one so far changed what older builds would read, so each names its own
+/// version; an additive migration added later can name an earlier one.
+const MIGRATIONS: &[(&str, i64)] = &[
+    (include_str!("migrations/0001_init.sql"), 1),
+    (include_str!("migrations/0002_sync.sql"), 2),
+    (include_str!("migrations/0003_shared_records.sql"), 3),
+    (include_str!("migrations/0004_printing.sql"), 4),
+    (include_str!("migrations/0005_pick_slips.sql"), 5),
+    (include_str!("migrations/0006_bookings.sql"), 6),
+    (include_str!("migrations/0007_blob_refs.sql"), 7),
+    (include_str!("migrations/0008_booking_states.sql"), 8),
 ];
 
 /// Where [`MIGRATIONS`]' `readable_by` accumulates.
@@ -96,16 +67,16 @@ pub(super) fn check_readable(conn: &Connection, version: i64, path: &Path) -> Re
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     check_readable(conn, current, path)?;
-    for (i, migration) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+    for (i, (sql, readable_by)) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
         let version = i as i64 + 1;
         let err = |source| StoreError::Migration { version, source };
         let tx = conn.transaction().map_err(err)?;
-        tx.execute_batch(migration.sql).map_err(err)?;
+        tx.execute_batch(sql).map_err(err)?;
         tx.execute(
             "INSERT INTO meta (key, value) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE
              SET value = CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
-            (MIN_READER, migration.readable_by.to_string()),
+            (MIN_READER, readable_by.to_string()),
         )
         .map_err(err)?;
         tx.pragma_update(None, "user_version", version)
