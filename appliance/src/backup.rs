@@ -44,10 +44,11 @@ pub fn dated_name(at: OffsetDateTime) -> String {
     )
 }
 
-fn is_ours(name: &str) -> bool {
+/// The time stamp of one of our file names with `suffix`, if `name` is one.
+fn stamp<'a>(name: &'a str, suffix: &str) -> Option<&'a str> {
     name.strip_prefix(PREFIX)
-        .and_then(|rest| rest.strip_suffix(SUFFIX))
-        .is_some_and(|stamp| {
+        .and_then(|rest| rest.strip_suffix(suffix))
+        .filter(|stamp| {
             stamp.len() == 16
                 && stamp.char_indices().all(|(i, c)| match i {
                     8 => c == 'T',
@@ -57,19 +58,36 @@ fn is_ours(name: &str) -> bool {
         })
 }
 
+/// What a backup killed half-way leaves (`Store::backup` writes `<name>.partial` first).
+const PARTIAL: &str = ".partial";
+
 /// Removes the oldest of our backups in `dir` beyond the newest `keep` (at least one is always
-/// kept); other files are never touched. Returns what it removed.
+/// kept), and what backups killed before the newest one left half-written; other files are never
+/// touched. Returns what it removed.
 pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
-    let mut ours: Vec<String> = std::fs::read_dir(dir)?
+    let names: Vec<String> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|name| is_ours(name))
         .collect();
-    ours.sort();
+    let mut ours: Vec<&str> = names
+        .iter()
+        .filter(|n| stamp(n, SUFFIX).is_some())
+        .map(String::as_str)
+        .collect();
+    ours.sort_unstable();
+    let newest = ours
+        .last()
+        .and_then(|n| stamp(n, SUFFIX))
+        .unwrap_or_default();
     let excess = ours.len().saturating_sub(keep.max(1));
-    let mut removed = Vec::with_capacity(excess);
-    for name in &ours[..excess] {
+    // A partial newer than the newest backup may be one being written right now: left alone.
+    let stale = names
+        .iter()
+        .filter(|n| stamp(n, PARTIAL).is_some_and(|s| s < newest))
+        .map(String::as_str);
+    let mut removed = Vec::new();
+    for name in ours[..excess].iter().copied().chain(stale) {
         let path = dir.join(name);
         std::fs::remove_file(&path)?;
         removed.push(path);
@@ -118,14 +136,23 @@ mod tests {
         for other in ["sentra.db", "notes.txt", "sentra-latest.backup"] {
             std::fs::write(dir.path().join(other), b"keep").expect("write");
         }
+        // Left by a backup killed half-way, and one perhaps being written now.
+        let killed = "sentra-20261203T023000Z.partial";
+        let running = "sentra-20261209T023000Z.partial";
+        for partial in [killed, running] {
+            std::fs::write(dir.path().join(partial), b"half").expect("write");
+        }
         let removed = prune(dir.path(), 2).expect("prune");
         assert_eq!(
             removed,
             names[..3]
                 .iter()
+                .map(String::as_str)
+                .chain([killed])
                 .map(|n| dir.path().join(n))
                 .collect::<Vec<_>>()
         );
+        assert!(dir.path().join(running).exists());
         for kept in names[3..].iter().map(String::as_str).chain([
             "sentra.db",
             "notes.txt",

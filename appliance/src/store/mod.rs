@@ -509,11 +509,14 @@ pub fn restore(
     std::fs::File::open(&incoming)
         .and_then(|f| f.sync_all())
         .map_err(|e| io(&incoming, e))?;
+    // A kill at any step leaves a store at `dest` (the old one, or the backup), never none: the
+    // old file is linked aside first and replaced by one rename. Its WAL (its last commits) goes
+    // aside before that, since SQLite would replay it into the backup.
     let replaced = if dest.exists() {
         let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let aside = dir.join(format!("{name}.replaced-{stamp}"));
-        // The old store's WAL holds its last commits: it goes aside with it.
-        for suffix in ["", "-wal", "-shm"] {
+        std::fs::hard_link(dest, &aside).map_err(|e| io(&aside, e))?;
+        for suffix in ["-wal", "-shm"] {
             let from = dir.join(format!("{name}{suffix}"));
             if from.exists() {
                 let to = dir.join(format!("{name}.replaced-{stamp}{suffix}"));

@@ -223,16 +223,28 @@ pub fn rewind(w: &mut WriteTx<'_>, expected_seq: u64) -> Result<u64> {
 /// waiting on an event follow its new number. The caller checked `fork_seq < expected`.
 /// Returns the acknowledgement it leaves.
 pub fn renumber_after_fork(w: &mut WriteTx<'_>, fork_seq: u64, expected: u64) -> Result<u64> {
-    let fork = i64::try_from(fork_seq).unwrap_or(i64::MAX);
-    let to = i64::try_from(expected.saturating_sub(1)).unwrap_or(i64::MAX);
-    let shift = to + 1 - fork;
     let conn = w.conn();
-    let last: i64 = conn.query_row(
-        "SELECT last_ack_seq FROM sync_state WHERE id = 1",
+    let (last, next): (i64, i64) = conn.query_row(
+        "SELECT (SELECT last_ack_seq FROM sync_state WHERE id = 1), (SELECT next_seq FROM outbox_state WHERE id = 1)",
         [],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    if shift <= 0 || fork <= last {
+    // The numbers come from the cloud: each step checked, so a wild answer is an error, not an
+    // overflow (or seqs past what SQLite's integers hold).
+    let fork = i64::try_from(fork_seq).ok();
+    let to = i64::try_from(expected.saturating_sub(1)).ok();
+    let shift = fork
+        .zip(to)
+        .and_then(|(fork, to)| to.checked_add(1)?.checked_sub(fork));
+    let fits = |fork: i64, shift: i64| {
+        shift > 0 && fork > last && fork < next && next.checked_add(shift).is_some()
+    };
+    let (Some(fork), Some(to), Some(shift)) = (fork, to, shift) else {
+        return Err(StoreError::Corrupt(format!(
+            "a fork at seq {fork_seq} with {expected} expected next is out of range"
+        )));
+    };
+    if !fits(fork, shift) {
         return Err(StoreError::Corrupt(format!(
             "a fork at seq {fork_seq} with {expected} expected next does not fit an acknowledgement at {last}"
         )));

@@ -314,16 +314,16 @@ async fn round(
                     .await?;
             }
             PushOutcome::Gap(expected) if expected > first => {
-                // The cloud has more than we knew (our last acknowledgement was lost): catch up.
-                tracing::info!(
-                    expected,
-                    first,
-                    "cloud already holds events; moving the acknowledgement"
-                );
-                let skew = store.ctx().clock.offset_ms();
-                from = store
-                    .write(move |w| state::acknowledge(w, expected - 1, &[], skew))
-                    .await?;
+                // A cloud that holds events we re-sent answers with an acknowledgement (same
+                // content) or a fork (other content), never a gap ahead of them. Moving our
+                // acknowledgement there unchecked is how a restored box lost its new events:
+                // stop and say so instead (the next round tries again).
+                return Err(SyncError::Protocol {
+                    status: 409,
+                    detail: format!(
+                        "sent {first}..={last}, the cloud expects {expected} without checking what it holds; not moving the acknowledgement"
+                    ),
+                });
             }
             PushOutcome::Gap(expected) => {
                 tracing::warn!(
