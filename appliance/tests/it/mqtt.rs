@@ -888,6 +888,9 @@ async fn mqtt_a_device_paired_before_mqtt_passwords_gets_one_by_rotating() {
         .expect("make it an old pairing");
     refused(addr, &dev.id, &dev.id, &dev.token).await;
     refused(addr, &dev.id, &dev.id, &dev.mqtt).await;
+    // Counted, so the branch sees which devices still need to rotate.
+    let sample = r#"sentra_edge_mqtt_connections_refused_total{reason="no_mqtt_credential"}"#;
+    assert!(metric(&edge, sample).await >= 1.0);
     assert_eq!(status_with(&edge, &dev.token).await, StatusCode::OK);
     let (token, password) = rotate(&edge, &dev.token, None).await;
     assert_eq!(status_with(&edge, &token).await, StatusCode::OK);
