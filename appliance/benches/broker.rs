@@ -49,7 +49,7 @@ fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
 struct Target {
     name: &'static str,
     addr: SocketAddr,
-    /// (device id, token) for ours; None for anonymous Mosquitto.
+    /// (device id, MQTT password) for ours; None for anonymous Mosquitto.
     creds: Option<(String, String)>,
     topic: String,
 }
@@ -64,8 +64,8 @@ impl Target {
         o.set_keep_alive(Duration::from_secs(60));
         o.set_inflight(inflight);
         o.set_max_packet_size(1 << 20, 1 << 20);
-        if let Some((dev, token)) = &self.creds {
-            o.set_credentials(dev.clone(), token.clone());
+        if let Some((dev, password)) = &self.creds {
+            o.set_credentials(dev.clone(), password.clone());
         }
         o
     }
@@ -235,14 +235,14 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config::defaults();
     config.store.data_dir = dir.path().to_owned();
     config.mqtt.listen = "127.0.0.1:0".parse()?;
-    let (store, dev, token) = runtime.block_on(async {
+    let (store, dev, password) = runtime.block_on(async {
         let store = daemon::open_store_with(&config, StoreKey::generate()).await?;
-        let (dev, token) = store
+        let (dev, creds) = store
             .write(|w| {
                 devices::create_direct(w, &Name::parse("bench").expect("valid"), Role::Tablet)
             })
             .await?;
-        anyhow::Ok((store, dev, token))
+        anyhow::Ok((store, dev, creds.mqtt_password))
     })?;
     let broker = Broker::start(&config.mqtt, store.clone(), config.branch.id.clone())?;
     // The same broker with Nagle's algorithm left on (rmqtt's default), to show what it costs.
@@ -250,7 +250,7 @@ fn main() -> anyhow::Result<()> {
     let ours = Target {
         name: "sentra-edge (rmqtt)",
         addr: broker.local_addr(),
-        creds: Some((dev.id.clone(), token.clone())),
+        creds: Some((dev.id.clone(), password.clone())),
         topic: format!("sentra/{}/devices/{}", config.branch.id, dev.id),
     };
     let ours_nagle = Target {

@@ -297,7 +297,7 @@ fn main() -> anyhow::Result<()> {
             "mqtt-bridge",
             async move { bridge.run(notices, cancel).await },
         );
-        let (dev, token) = store
+        let (dev, creds) = store
             .write(|w| {
                 sentra_edge::store::devices::create_direct(
                     w,
@@ -308,7 +308,7 @@ fn main() -> anyhow::Result<()> {
             .await?;
         let addr = broker.local_addr();
         let mut o = rumqttc::MqttOptions::new(dev.id.clone(), addr.ip().to_string(), addr.port());
-        o.set_credentials(dev.id.clone(), token);
+        o.set_credentials(dev.id.clone(), creds.mqtt_password);
         let (client, mut ev) = rumqttc::AsyncClient::new(o, 100);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let poller = tokio::spawn(async move {

@@ -325,10 +325,12 @@ pub async fn load_demo_data(store: &Store) -> Result<(usize, usize, usize), Star
 }
 
 /// Pair a device directly (no code), for benchmarks and tools that drive a local daemon.
+/// Returns its bearer token.
 pub async fn pair_direct(store: &Store, name: &str, role: Role) -> anyhow::Result<String> {
     let name = Name::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(store
         .write(move |w| devices::create_direct(w, &name, role))
         .await?
-        .1)
+        .1
+        .token)
 }

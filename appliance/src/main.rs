@@ -246,7 +246,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 text.push_str(&format!("  printer (ESC/POS bytes): {printer_file}\n"));
                 if let Some(mqtt) = started.mqtt {
                     text.push_str(&format!(
-                        "  mqtt broker: {mqtt} (username: the device id, password: its token; topics sentra/{branch_id}/#)\n"
+                        "  mqtt broker: {mqtt} (username: the device id, password: the pair answer's mqtt.password; topics sentra/{branch_id}/#)\n"
                     ));
                 }
                 text.push_str("Paste into a shell to follow the README's examples:\n");

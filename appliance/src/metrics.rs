@@ -188,7 +188,7 @@ fn metrics() -> &'static Metrics {
         let mqtt_refused = Family::<Labels, Counter>::default();
         registry.register(
             "mqtt_connections_refused",
-            "MQTT CONNECTs refused by the box's own rules, by reason (will_not_authorized, too_many_sessions)",
+            "MQTT CONNECTs refused by the box's own rules, by reason (will_not_authorized, too_many_sessions, no_mqtt_credential)",
             mqtt_refused.clone(),
         );
         Metrics {

@@ -127,6 +127,8 @@ pub enum Action {
     BlobWrite,
     /// Inspection photos: read back, check what the box holds.
     BlobRead,
+    /// Rotate the calling device's own credentials (every role).
+    RotateOwnCredentials,
 }
 
 /// The role matrix: each role may do only its job.
@@ -134,6 +136,8 @@ pub fn allows(role: Role, action: Action) -> bool {
     use Action::*;
     match role {
         Role::Admin => true,
+        // Every device may replace its own token and MQTT password, and nothing of another's.
+        _ if action == RotateOwnCredentials => true,
         Role::Tablet => matches!(
             action,
             WorkOrderRead
@@ -347,6 +351,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sync/status", guarded(SyncRead, get(ops::sync_status)))
         .route("/v1/devices", guarded(DeviceAdmin, get(ops::list_devices)))
         .route(
+            "/v1/devices/self/rotate",
+            guarded(RotateOwnCredentials, post(ops::rotate_credentials)),
+        )
+        .route(
             "/v1/devices/{id}/revoke",
             guarded(DeviceAdmin, post(ops::revoke_device)),
         )
@@ -415,20 +423,39 @@ async fn authorize(
         .ok_or_else(|| ApiError::unauthorized("this path needs Authorization: Bearer <token>; pair the device first (POST /v1/pair)"))?
         .to_owned();
     let key = devices::sha256_hex(&token);
+    let unknown = || {
+        ApiError::unauthorized(
+            "this token is unknown or was revoked (an MQTT password is not a token); pair the device again",
+        )
+    };
     let device = match state.tokens.get(&key) {
         Ok(d) => d,
         Err(generation) => {
-            let d = state
+            let lookup = token.clone();
+            match state
                 .store
-                .read(move |c| devices::authenticate(c, &token))
+                .read(move |c| devices::authenticate(c, &lookup))
                 .await?
-                .ok_or_else(|| {
-                    ApiError::unauthorized(
-                        "this token is unknown or was revoked; pair the device again",
-                    )
-                })?;
-            state.tokens.put(generation, key, d.clone());
-            d
+            {
+                None => return Err(unknown()),
+                Some(devices::Bearer::Current(d)) => {
+                    state.tokens.put(generation, key, d.clone());
+                    d
+                }
+                // The first use of a rotated token: from now on only the new pair works. The
+                // cache may still hold the old token, so it is emptied after the commit (and not
+                // refilled by this request, whose generation is older).
+                Some(devices::Bearer::Pending) => {
+                    let d = state
+                        .store
+                        .write(move |w| devices::complete_rotation(w, &token))
+                        .await;
+                    state.tokens.clear();
+                    let d = d?.ok_or_else(unknown)?;
+                    tracing::info!(device = %d.id, "rotated credentials in use; the old token and MQTT password stop");
+                    d
+                }
+            }
         }
     };
     if !allows(device.role, action) {

@@ -12,7 +12,7 @@ use super::{billing, blobs, bookings, inspections, ops, scanner, shared, worksho
 #[openapi(
     info(title = "Sentra Edge local API", description = "The branch appliance's API for paired tablets, POS and storekeeper terminals. Errors are {\"error\": {\"code\", \"message\", \"field\"?}}; money is integer rupiah; times are RFC 3339 UTC."),
     paths(
-        ops::healthz, ops::readyz, ops::metrics, ops::pair, ops::sync_status, ops::list_devices, ops::revoke_device,
+        ops::healthz, ops::readyz, ops::metrics, ops::pair, ops::sync_status, ops::list_devices, ops::revoke_device, ops::rotate_credentials,
         workshop::create_work_order, workshop::list_work_orders, workshop::get_work_order, workshop::set_status, workshop::assign,
         workshop::dispense, workshop::receive, workshop::stock, workshop::parts, workshop::mechanics, workshop::assets,
         billing::issue, billing::get_invoice, billing::pay, billing::credit, billing::print, billing::print_job,

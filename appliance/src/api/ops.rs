@@ -105,7 +105,8 @@ pub struct PairResponse {
 pub struct MqttCredentials {
     /// The device id.
     pub username: String,
-    /// The same token as for the API (it is the one secret the device holds).
+    /// The device's MQTT password (`sem_…`), a secret of its own: the API token is refused as
+    /// an MQTT password, and this password as a bearer token. Shown once.
     pub password: String,
     pub port: u16,
     /// The client id to use: the device id, or the device id followed by `-` and a suffix for
@@ -135,27 +136,94 @@ pub async fn pair(
             "expected the code shown by `sentra-edge pair`, e.g. 7KQ2-M9XD",
         ));
     }
-    let (device, token) = s
+    let (device, creds) = s
         .store
         .write(move |w| devices::redeem(w, &code, &device_name, role))
         .await?;
     tracing::info!(device = %device.id, role = device.role.as_str(), name = %device.name, "device paired");
-    let mqtt = s.mqtt_port.map(|port| MqttCredentials {
-        username: device.id.clone(),
-        password: token.clone(),
-        port,
-        client_id: device.id.clone(),
-        topics: format!("sentra/{}/#", s.config.branch.id),
-    });
-    Ok((
+    let mqtt = mqtt_credentials(&s, &device, &creds);
+    Ok(secret_answer(
         StatusCode::CREATED,
         Json(PairResponse {
-            token,
+            token: creds.token,
             device,
             mqtt,
         }),
+    ))
+}
+
+/// The broker part of an answer that hands out credentials; None while no broker runs.
+fn mqtt_credentials(
+    s: &AppState,
+    device: &Device,
+    creds: &devices::Credentials,
+) -> Option<MqttCredentials> {
+    s.mqtt_port.map(|port| MqttCredentials {
+        username: device.id.clone(),
+        password: creds.mqtt_password.clone(),
+        port,
+        client_id: device.id.clone(),
+        topics: format!("sentra/{}/#", s.config.branch.id),
+    })
+}
+
+/// An answer carrying secrets: no cache, proxy or browser keeps it.
+fn secret_answer(status: StatusCode, body: impl IntoResponse) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        body,
     )
-        .into_response())
+        .into_response()
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RotateResponse {
+    /// The new bearer token. Pending until its first use: the old token and MQTT password keep
+    /// working until then, and stop at that request.
+    pub token: String,
+    pub device: Device,
+    /// The new MQTT credentials (the password is new; refused by the broker until the new token
+    /// has been used once); null when the broker is disabled (`mqtt.enabled`).
+    pub mqtt: Option<MqttCredentials>,
+}
+
+/// Rotate the calling device's credentials without pairing again.
+///
+/// Answers a new bearer token and a new MQTT password, both shown once. They are pending: the
+/// device's current token and MQTT password keep working until the new token is used for the
+/// first time; that request switches the device over, the old token and MQTT password stop, and
+/// MQTT connections on the old password are closed. An answer lost on the way therefore locks
+/// nothing out: keep using the old pair and rotate again, which replaces the pending pair (the
+/// unused one never works). The new MQTT password is refused until the new token has been used.
+///
+/// Not idempotent by key: an `Idempotency-Key` header is ignored here, because a stored answer
+/// would keep the secrets on disk and replay them. A retry is a new rotation, which is safe.
+#[utoipa::path(post, path = "/v1/devices/self/rotate", tag = "devices",
+    responses((status = 200, description = "The new, pending credentials (Cache-Control: no-store)", body = RotateResponse)),
+    security(("bearer" = [])))]
+pub async fn rotate_credentials(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let device = caller.0;
+    let id = device.id.clone();
+    // Not `AppState::write`: its stored answer (for an Idempotency-Key) would hold the secrets.
+    let creds = s
+        .store
+        .write(move |w| devices::rotate(w, &id))
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("this device was revoked; pair it again"))?;
+    tracing::info!(device = %device.id, "device credentials rotated; pending until the new token is used");
+    let mqtt = mqtt_credentials(&s, &device, &creds);
+    Ok(secret_answer(
+        StatusCode::OK,
+        Json(RotateResponse {
+            token: creds.token,
+            device,
+            mqtt,
+        }),
+    ))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

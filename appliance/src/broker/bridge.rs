@@ -291,6 +291,10 @@ impl Bridge {
                     .await;
             }
             Notice::DeviceRevoked { id } => self.broker.revoke(id).await,
+            Notice::DeviceCredentialsChanged {
+                id,
+                mqtt_credential,
+            } => self.broker.credentials_changed(id, mqtt_credential).await,
         }
     }
 

@@ -4,9 +4,12 @@
 //! that a stop drops every connection task it spawned, and so that a flood of MQTT traffic cannot
 //! starve the local API. What this module adds to it:
 //! - **authentication** ([`Hooks`]): username = the device id from pairing, password = that
-//!   device's token, checked against the store's hashed tokens like the API's bearer tokens
-//!   (revoked devices are refused, and a revocation disconnects them at once); the client id must
-//!   be the device id or start with `<device id>-`, so no device can take over another's session;
+//!   device's MQTT password (`sem_…`, a secret of its own: the API token is refused), checked
+//!   against its stored hash (revoked devices are refused, and a revocation disconnects them at
+//!   once); each connection's credential is remembered, so when a rotation takes effect the
+//!   sessions on the old password are closed ([`BrokerHandle::credentials_changed`]); the client
+//!   id must be the device id or start with `<device id>-`, so no device can take over another's
+//!   session;
 //! - **topic permissions** ([`acl`]) by role, for every SUBSCRIBE filter and every PUBLISH, and
 //!   for the Last Will at CONNECT: a Will on a topic the device may not publish to is refused
 //!   (MQTT 5 reason 0x87, MQTT 3.1.1 return code 5), or the broker would publish it for the
@@ -117,6 +120,10 @@ type SharedStore = Arc<Mutex<Option<Store>>>;
 type SharedContext = Arc<Mutex<Option<ServerContext>>>;
 /// Device id → client ids admitted by the authentication hook in the last [`ADMIT_WINDOW`].
 type Admitting = Arc<Mutex<HashMap<String, Vec<(String, std::time::Instant)>>>>;
+/// Connection → the hash of the MQTT password it authenticated with, so a rotation closes
+/// exactly the sessions on the old password. An entry goes when its session terminates; one
+/// whose handshake failed after authentication goes at the next prune ([`Hooks::remember`]).
+type SessionCredentials = Arc<Mutex<HashMap<Id, String>>>;
 
 /// A cheap, cloneable handle: publish, count clients, disconnect a revoked device.
 #[derive(Clone)]
@@ -130,6 +137,7 @@ struct HandleInner {
     addr: SocketAddr,
     system: Id,
     devices: Devices,
+    credentials: SessionCredentials,
 }
 
 impl std::fmt::Debug for BrokerHandle {
@@ -169,6 +177,8 @@ impl Broker {
         let cfg = config.clone();
         let hooks_devices = devices.clone();
         let admitting: Admitting = Arc::default();
+        let credentials: SessionCredentials = Arc::default();
+        let hooks_credentials = credentials.clone();
         let (scx, listener, addr) = runtime.block_on(async move {
             let listener = rmqtt::net::Builder::new()
                 .name("lan")
@@ -226,6 +236,7 @@ impl Broker {
                 Type::ClientSubscribeCheckAcl,
                 Type::MessagePublishCheckAcl,
                 Type::MessageDropped,
+                Type::SessionTerminated,
             ] {
                 register
                     .add(
@@ -236,7 +247,9 @@ impl Broker {
                             devices: hooks_devices.clone(),
                             scx: hooks_scx.clone(),
                             admitting: admitting.clone(),
+                            credentials: hooks_credentials.clone(),
                             max_sessions_per_device: cfg.max_sessions_per_device,
+                            max_clients: cfg.max_clients,
                         }),
                     )
                     .await;
@@ -267,6 +280,7 @@ impl Broker {
                 addr,
                 system,
                 devices,
+                credentials,
             }),
         };
         tracing::info!(%addr, "mqtt broker listening");
@@ -366,7 +380,21 @@ impl BrokerHandle {
             .lock()
             .expect("device map lock is never poisoned")
             .remove(&device_id);
+        self.kick(device_id, None).await;
+    }
+
+    /// A device's rotated credentials took effect: close its sessions that authenticated with
+    /// any other MQTT password than the one hashed as `credential` (the device reconnects with
+    /// the new one).
+    pub async fn credentials_changed(&self, device_id: String, credential: String) {
+        self.kick(device_id, Some(credential)).await;
+    }
+
+    /// Disconnect `device_id`'s sessions (connected or kept offline), all of them or those not
+    /// on the credential `keep`.
+    async fn kick(&self, device_id: String, keep: Option<String>) {
         let scx = self.inner.scx.clone();
+        let credentials = self.inner.credentials.clone();
         let done = self
             .inner
             .rt
@@ -377,24 +405,32 @@ impl BrokerHandle {
                     .filter_map(|e| e.session())
                     .filter(|s| s.id.username.as_deref() == Some(device_id.as_str()))
                     .map(|s| s.id.clone())
+                    .filter(|id| {
+                        let on = credentials
+                            .lock()
+                            .expect("credential map lock is never poisoned")
+                            .get(id)
+                            .cloned();
+                        keep.is_none() || on != keep
+                    })
                     .collect();
                 for id in ids {
                     let entry = shared.entry(id.clone());
                     match entry.try_lock().await {
                         Ok(mut e) => {
                             if let Err(err) = e.kick(true, true, true).await {
-                                tracing::warn!(client = %id.client_id, error = %err, "revoked device not disconnected");
+                                tracing::warn!(client = %id.client_id, error = %err, "device session not disconnected");
                             }
                         }
                         Err(err) => {
-                            tracing::warn!(client = %id.client_id, error = %err, "revoked device not disconnected")
+                            tracing::warn!(client = %id.client_id, error = %err, "device session not disconnected")
                         }
                     }
                 }
             })
             .await;
         if let Err(e) = done {
-            tracing::warn!(error = %e, "disconnecting a revoked device failed");
+            tracing::warn!(error = %e, "disconnecting a device's sessions failed");
         }
     }
 }
@@ -432,7 +468,9 @@ struct Hooks {
     devices: Devices,
     scx: SharedContext,
     admitting: Admitting,
+    credentials: SessionCredentials,
     max_sessions_per_device: usize,
+    max_clients: usize,
 }
 
 /// The topic of a CONNECT's Last Will, if it has one.
@@ -455,6 +493,7 @@ pub fn client_id_matches(client_id: &str, device_id: &str) -> bool {
 impl Hooks {
     async fn authenticate(
         &self,
+        conn: &Id,
         user: Option<&str>,
         pass: Option<&[u8]>,
         client_id: &str,
@@ -463,10 +502,10 @@ impl Hooks {
         let (Some(user), Some(pass)) = (user, pass) else {
             return AuthResult::NotAuthorized;
         };
-        let Ok(token) = std::str::from_utf8(pass).map(str::to_owned) else {
+        let Ok(password) = std::str::from_utf8(pass).map(str::to_owned) else {
             return AuthResult::BadUsernameOrPassword;
         };
-        if token.is_empty() || token.len() > 256 {
+        if password.is_empty() || password.len() > 256 || user.len() > 128 {
             return AuthResult::BadUsernameOrPassword;
         }
         let store = self
@@ -477,17 +516,29 @@ impl Hooks {
         let Some(store) = store else {
             return AuthResult::NotAuthorized;
         };
-        let device = match store.read(move |c| devices::authenticate(c, &token)).await {
-            Ok(d) => d,
+        let username = user.to_owned();
+        let login = match store
+            .read(move |c| devices::mqtt_login(c, &username, &password))
+            .await
+        {
+            Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "mqtt authentication could not read the store");
                 return AuthResult::NotAuthorized;
             }
         };
-        // The same answer for an unknown token and a token of another device.
-        let Some(device) = device.filter(|d| d.id == user) else {
-            tracing::info!(username = %user, "mqtt connection refused: bad username or password");
-            return AuthResult::BadUsernameOrPassword;
+        // The same answer for an unknown device, a wrong password and an API token.
+        let (device, credential) = match login {
+            devices::MqttLogin::Allowed { device, credential } => (device, credential),
+            devices::MqttLogin::NoCredential => {
+                tracing::info!(device = %user, "mqtt connection refused: the device was paired before MQTT passwords existed; it gets one by rotating its credentials once (POST /v1/devices/self/rotate)");
+                crate::metrics::mqtt_refused("no_mqtt_credential");
+                return AuthResult::BadUsernameOrPassword;
+            }
+            devices::MqttLogin::Refused => {
+                tracing::info!(username = %user, "mqtt connection refused: bad username or password");
+                return AuthResult::BadUsernameOrPassword;
+            }
         };
         if !client_id_matches(client_id, &device.id) {
             tracing::info!(device = %device.id, client_id, "mqtt connection refused: the client id must be the device id or start with <device id>-");
@@ -515,8 +566,47 @@ impl Hooks {
             .lock()
             .expect("device map lock is never poisoned")
             .insert(device.id.clone(), device.role);
+        self.remember(conn.clone(), credential).await;
         tracing::debug!(device = %device.id, role = device.role.as_str(), "mqtt client authenticated");
         AuthResult::Allow(false, None)
+    }
+
+    /// Remember which credential the connection `conn` authenticated with. Past twice
+    /// `mqtt.max_clients` entries, those without a session (a handshake that failed after
+    /// authentication) are dropped first, so the map stays bounded.
+    async fn remember(&self, conn: Id, credential: String) {
+        let full = {
+            let mut map = self
+                .credentials
+                .lock()
+                .expect("credential map lock is never poisoned");
+            map.insert(conn, credential);
+            map.len() > self.max_clients.saturating_mul(2).max(64)
+        };
+        if !full {
+            return;
+        }
+        let scx = self
+            .scx
+            .lock()
+            .expect("context slot lock is never poisoned")
+            .clone();
+        let Some(scx) = scx else { return };
+        let live: std::collections::HashSet<Id> = scx
+            .extends
+            .shared()
+            .await
+            .iter()
+            .filter_map(|e| e.session())
+            .map(|s| s.id.clone())
+            .collect();
+        let now = rmqtt::utils::timestamp_millis();
+        let window = i64::try_from(ADMIT_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        // A connection authenticated moments ago may not have its session yet: kept.
+        self.credentials
+            .lock()
+            .expect("credential map lock is never poisoned")
+            .retain(|id, _| live.contains(id) || now.saturating_sub(id.create_time) < window);
     }
 
     /// Admit `client_id` unless `device_id` already holds `mqtt.max_sessions_per_device`
@@ -589,6 +679,7 @@ impl Handler for Hooks {
             Parameter::ClientAuthenticate(ci) => {
                 let result = self
                     .authenticate(
+                        ci.id(),
                         ci.username().map(|u| u.as_ref()),
                         ci.password().map(|p| p.as_ref()),
                         ci.client_id(),
@@ -618,6 +709,13 @@ impl Handler for Hooks {
                     PublishAclResult::rejected(false, Some("not authorized: sentra/<branch>/... topics are published by the appliance only".into()))
                 };
                 (false, Some(HookResult::PublishAclResult(result)))
+            }
+            Parameter::SessionTerminated(s, _) => {
+                self.credentials
+                    .lock()
+                    .expect("credential map lock is never poisoned")
+                    .remove(&s.id);
+                (true, acc)
             }
             Parameter::MessageDropped(to, _, p, reason) => {
                 let reason = match reason {

@@ -72,6 +72,9 @@ pub enum Notice {
     Booking(bookings::BookingNotice),
     /// A paired device was revoked: the broker forgets it and disconnects it at once.
     DeviceRevoked { id: String },
+    /// A device's rotated credentials took effect (its new token was used): the broker closes
+    /// its MQTT sessions on any other password than the one hashed as `mqtt_credential`.
+    DeviceCredentialsChanged { id: String, mqtt_credential: String },
 }
 
 /// Errors of the store and the domain rules it enforces.

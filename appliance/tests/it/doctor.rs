@@ -40,7 +40,7 @@ async fn doctor_explains_a_refusing_printer_and_a_missing_scanner() {
     // One MQTT client connected.
     let dev = edge.pair(&site, "tablet").await;
     let mut o = rumqttc::MqttOptions::new(dev.id.clone(), "127.0.0.1", mqtt.port());
-    o.set_credentials(dev.id.clone(), dev.token.clone());
+    o.set_credentials(dev.id.clone(), dev.mqtt.clone());
     let (_client, mut ev) = rumqttc::AsyncClient::new(o, 10);
     tokio::spawn(async move { while ev.poll().await.is_ok() {} });
 

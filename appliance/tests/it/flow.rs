@@ -431,6 +431,7 @@ async fn health_metrics_and_openapi() {
         "/v1/sync/status",
         "/v1/devices",
         "/v1/devices/{id}/revoke",
+        "/v1/devices/self/rotate",
         "/v1/pick-slips",
         "/v1/pick-slips/{id}",
         "/v1/pick-slips/{id}/close",

@@ -186,6 +186,8 @@ impl Edge {
         Device {
             token: body["token"].as_str().expect("token").to_owned(),
             id: body["device"]["id"].as_str().expect("id").to_owned(),
+            // Empty when the broker is disabled (`mqtt` is null then).
+            mqtt: body["mqtt"]["password"].as_str().unwrap_or("").to_owned(),
         }
     }
 
@@ -239,6 +241,9 @@ pub struct Device {
     pub token: String,
     #[allow(dead_code)]
     pub id: String,
+    /// The MQTT password from the pair answer (the username is `id`).
+    #[allow(dead_code)]
+    pub mqtt: String,
 }
 
 pub fn signal(pid: u32, sig: &str) {

@@ -113,7 +113,7 @@ impl V3 {
 
 async fn connect_device(edge: &Edge, dev: &Device) -> V3 {
     let addr = edge.mqtt.expect("broker running");
-    connect_v3(options(addr, &dev.id, &dev.id, &dev.token))
+    connect_v3(options(addr, &dev.id, &dev.id, &dev.mqtt))
         .await
         .expect("paired device connects")
         .0
@@ -144,23 +144,43 @@ async fn mqtt_pairing_credentials_connect_and_wrong_ones_are_refused() {
     assert_eq!(s, StatusCode::CREATED, "{body}");
     let id = body["device"]["id"].as_str().expect("id");
     let token = body["token"].as_str().expect("token");
+    let password = body["mqtt"]["password"].as_str().expect("mqtt password");
     assert_eq!(body["mqtt"]["username"], id);
-    assert_eq!(body["mqtt"]["password"], token);
+    // A secret of its own, not the API token.
+    assert!(
+        password.starts_with("sem_") && password.len() == 68,
+        "{password}"
+    );
+    assert_ne!(password, token);
     assert_eq!(body["mqtt"]["port"], addr.port());
     assert_eq!(body["mqtt"]["client_id"], id);
     assert_eq!(body["mqtt"]["topics"], "sentra/JKT01/#");
 
     // Right credentials: accepted, MQTT 3.1.1.
-    connect_v3(options(addr, id, id, token))
+    connect_v3(options(addr, id, id, password))
         .await
         .expect("accepted");
-    // A wrong password, an unknown user, another device's token, no credentials: refused.
+    // The MQTT password is not a bearer token.
+    let (s, b) = edge
+        .call(
+            Some(password),
+            reqwest::Method::GET,
+            "/v1/parts",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    // A wrong password, the device's own API token, an unknown user, another device's password,
+    // no credentials: refused.
     let other = edge.pair(&site, "pos").await;
     for (cid, user, pass) in [
-        (id, id, "sek_wrong"),
-        (id, "nobody", token),
+        (id, id, "sem_wrong"),
+        (id, id, token),
+        (id, "nobody", password),
+        (id, id, other.mqtt.as_str()),
         (id, id, other.token.as_str()),
-        (other.id.as_str(), id, token),
+        (other.id.as_str(), id, password),
     ] {
         let err = connect_v3(options(addr, cid, user, pass))
             .await
@@ -172,13 +192,13 @@ async fn mqtt_pairing_credentials_connect_and_wrong_ones_are_refused() {
     anon.set_keep_alive(Duration::from_secs(30));
     assert!(connect_v3(anon).await.is_err(), "anonymous must be refused");
     // A client id that is not the device's is refused even with the right password.
-    let err = connect_v3(options(addr, "sentra-edge", id, token))
+    let err = connect_v3(options(addr, "sentra-edge", id, password))
         .await
         .err()
         .expect("foreign client id refused");
     assert!(err.contains("Connection refused"), "{err}");
     // `<device id>-<suffix>` is the device's own second connection.
-    connect_v3(options(addr, &format!("{id}-kds"), id, token))
+    connect_v3(options(addr, &format!("{id}-kds"), id, password))
         .await
         .expect("suffixed client id accepted");
 }
@@ -189,14 +209,14 @@ async fn mqtt_keep_alive_zero_is_bounded_on_3_1_1_and_raised_on_5() {
     let addr = edge.mqtt.expect("broker running");
     let dev = edge.pair(&site, "tablet").await;
     // MQTT 3.1.1 allows Keep Alive 0 (the broker must accept it: docs/decisions.md)...
-    let mut o = options(addr, &dev.id, &dev.id, &dev.token);
+    let mut o = options(addr, &dev.id, &dev.id, &dev.mqtt);
     o.set_keep_alive(Duration::ZERO);
     let (mut c, _) = connect_v3(o).await.expect("keep alive 0 accepted (3.1.1)");
     // ...but a client that then sends nothing is closed after mqtt.zero_keep_alive_idle_secs
     // instead of being held forever.
     c.closed().await;
     // A small non-zero one is accepted (the client only pings more often than needed).
-    let mut o = options(addr, &dev.id, &dev.id, &dev.token);
+    let mut o = options(addr, &dev.id, &dev.id, &dev.mqtt);
     o.set_keep_alive(Duration::from_secs(5));
     let (mut c, _) = connect_v3(o).await.expect("keep alive 5 accepted (3.1.1)");
     assert!(matches!(
@@ -206,7 +226,7 @@ async fn mqtt_keep_alive_zero_is_bounded_on_3_1_1_and_raised_on_5() {
 
     // MQTT 5 with Keep Alive 0, written by hand (rumqttc's v5 client refuses to send it):
     // accepted, and the CONNACK's Server Keep Alive carries the minimum the client must use.
-    let ack = connect_v5_raw(addr, &format!("{}-v5", dev.id), &dev.id, &dev.token, 0).await;
+    let ack = connect_v5_raw(addr, &format!("{}-v5", dev.id), &dev.id, &dev.mqtt, 0).await;
     assert_eq!(ack[0], 0x20, "CONNACK: {ack:?}");
     assert_eq!(ack[3], 0x00, "reason code success: {ack:?}");
     assert_eq!(
@@ -269,7 +289,7 @@ fn connack_property(ack: &[u8], id: u8) -> Option<Vec<u8>> {
 
 fn v5_options(addr: SocketAddr, client_id: &str, dev: &Device) -> rumqttc::v5::MqttOptions {
     let mut o = rumqttc::v5::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
-    o.set_credentials(dev.id.clone(), dev.token.clone());
+    o.set_credentials(dev.id.clone(), dev.mqtt.clone());
     o.set_keep_alive(Duration::from_secs(30));
     o
 }
@@ -365,7 +385,7 @@ async fn mqtt_last_will_on_a_topic_the_device_may_not_publish_is_refused() {
     let system_topic = "sentra/JKT01/scans/storeroom";
 
     // MQTT 3.1.1: return code 5 (not authorized); the socket is closed by the broker.
-    let mut o = options(addr, &tablet.id, &tablet.id, &tablet.token);
+    let mut o = options(addr, &tablet.id, &tablet.id, &tablet.mqtt);
     o.set_last_will(rumqttc::LastWill::new(
         system_topic,
         forged,
@@ -398,7 +418,7 @@ async fn mqtt_last_will_on_a_topic_the_device_may_not_publish_is_refused() {
         addr,
         &tablet.id,
         &tablet.id,
-        &tablet.token,
+        &tablet.mqtt,
         30,
         Some((system_topic, forged)),
     )
@@ -416,7 +436,7 @@ async fn mqtt_last_will_on_a_topic_the_device_may_not_publish_is_refused() {
     // A Will on the device's own presence topic still works: published (retained) when its
     // socket drops without a DISCONNECT.
     let presence = format!("sentra/JKT01/devices/{}", tablet.id);
-    let mut o = options(addr, &tablet.id, &tablet.id, &tablet.token);
+    let mut o = options(addr, &tablet.id, &tablet.id, &tablet.mqtt);
     o.set_last_will(rumqttc::LastWill::new(
         presence.as_str(),
         r#"{"online":false}"#,
@@ -501,24 +521,24 @@ async fn mqtt_sessions_per_device_are_capped() {
             addr,
             &format!("{}-burst{i}", burst.id),
             &burst.id,
-            &burst.token,
+            &burst.mqtt,
         ))
     });
     let results = futures_util::future::join_all(attempts).await;
     let refusals: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert_eq!(results.len() - refusals.len(), 2, "{refusals:?}");
     let cid = |s: &str| format!("{}-{s}", dev.id);
-    let (_a, _) = connect_v3(options(addr, &dev.id, &dev.id, &dev.token))
+    let (_a, _) = connect_v3(options(addr, &dev.id, &dev.id, &dev.mqtt))
         .await
         .expect("first session");
     // An offline persistent session counts as well.
-    let mut o = options(addr, &cid("p"), &dev.id, &dev.token);
+    let mut o = options(addr, &cid("p"), &dev.id, &dev.mqtt);
     o.set_clean_session(false);
     let (b, _) = connect_v3(o).await.expect("second session");
     b.task.abort();
     drop(b);
     // A third client id of the same device: refused, on 3.1.1 and on 5.
-    let err = connect_v3(options(addr, &cid("c"), &dev.id, &dev.token))
+    let err = connect_v3(options(addr, &cid("c"), &dev.id, &dev.mqtt))
         .await
         .err()
         .expect("third session refused");
@@ -530,13 +550,13 @@ async fn mqtt_sessions_per_device_are_capped() {
         rumqttc::v5::mqttbytes::v5::ConnectReturnCode::NotAuthorized
     );
     // Taking over one of its own sessions (a reconnect) is fine, and so is another device.
-    let mut o = options(addr, &cid("p"), &dev.id, &dev.token);
+    let mut o = options(addr, &cid("p"), &dev.id, &dev.mqtt);
     o.set_clean_session(false);
     let (_b, present) = connect_v3(o)
         .await
         .expect("reconnect to an existing session");
     assert!(present);
-    connect_v3(options(addr, &other.id, &other.id, &other.token))
+    connect_v3(options(addr, &other.id, &other.id, &other.mqtt))
         .await
         .expect("another device is not affected");
     assert_eq!(
@@ -561,7 +581,7 @@ async fn mqtt_inflight_and_queue_are_bounded_per_client_and_drops_are_counted() 
     let keeper = edge.pair(&site, "storekeeper").await;
     let presence = format!("sentra/JKT01/devices/{}", tablet.id);
     // A subscriber that does not acknowledge until told to.
-    let mut o = options(addr, &keeper.id, &keeper.id, &keeper.token);
+    let mut o = options(addr, &keeper.id, &keeper.id, &keeper.mqtt);
     o.set_manual_acks(true);
     let (mut slow, _) = connect_v3(o).await.expect("subscriber");
     slow.subscribe(&presence, QoS::AtLeastOnce).await;
@@ -698,11 +718,227 @@ async fn mqtt_revoked_device_is_disconnected_and_refused() {
     // The live connection ends...
     c.closed().await;
     // ...and the credentials no longer work.
-    let err = connect_v3(options(addr, &tablet.id, &tablet.id, &tablet.token))
+    let err = connect_v3(options(addr, &tablet.id, &tablet.id, &tablet.mqtt))
         .await
         .err()
         .expect("revoked device refused");
     assert!(err.contains("Connection refused"), "{err}");
+}
+
+/// `POST /v1/devices/self/rotate` as `token`: the new (token, MQTT password), asserted fresh.
+async fn rotate(edge: &Edge, token: &str, idem: Option<&str>) -> (String, String) {
+    let resp = edge
+        .http
+        .post(format!("{}/v1/devices/self/rotate", edge.base))
+        .bearer_auth(token)
+        .header("Idempotency-Key", idem.unwrap_or("rotate-once"))
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers().get("cache-control").map(|v| v.as_bytes()),
+        Some(&b"no-store"[..])
+    );
+    assert!(resp.headers().get("idempotent-replayed").is_none());
+    let body: Value = resp.json().await.expect("json");
+    let new_token = body["token"].as_str().expect("token").to_owned();
+    let password = body["mqtt"]["password"]
+        .as_str()
+        .expect("password")
+        .to_owned();
+    assert!(
+        new_token.starts_with("sek_") && password.starts_with("sem_"),
+        "{body}"
+    );
+    assert_ne!(new_token, token);
+    assert_eq!(body["mqtt"]["username"], body["device"]["id"]);
+    (new_token, password)
+}
+
+async fn status_with(edge: &Edge, token: &str) -> StatusCode {
+    edge.call(Some(token), reqwest::Method::GET, "/v1/parts", None, None)
+        .await
+        .0
+}
+
+async fn refused(addr: SocketAddr, client_id: &str, user: &str, pass: &str) {
+    let err = connect_v3(options(addr, client_id, user, pass))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{client_id} with {pass:.8}... must be refused"));
+    assert!(err.contains("Connection refused"), "{err}");
+}
+
+/// Rotation without pairing again: the new pair is pending (the old one works) until the new
+/// token is used once; a second rotation before that replaces the pending pair; the switch
+/// stops the old token and MQTT password and drops the live connection on the old password,
+/// while a connection on the new one stays. A lost answer locks nothing out.
+#[tokio::test]
+async fn mqtt_rotation_switches_at_the_first_use_of_the_new_token() {
+    let (site, edge) = started().await;
+    let addr = edge.mqtt.expect("broker running");
+    let dev = edge.pair(&site, "tablet").await;
+    let mut old_conn = connect_device(&edge, &dev).await;
+
+    // Rotate twice with the same Idempotency-Key: never replayed (the answer holds secrets);
+    // the second replaces the first, whose answer we pretend was lost.
+    let (lost_token, lost_password) = rotate(&edge, &dev.token, Some("k1")).await;
+    let (token, password) = rotate(&edge, &dev.token, Some("k1")).await;
+    assert_ne!(token, lost_token);
+    assert_ne!(password, lost_password);
+    // Nothing of it in the idempotency table.
+    let stored: i64 = crate::harness::open_db(&site)
+        .query_row(
+            "SELECT count(*) FROM idempotency_keys WHERE device_id = ?1",
+            [&dev.id],
+            |r| r.get(0),
+        )
+        .expect("idempotency rows");
+    assert_eq!(stored, 0, "a rotation's answer is never stored");
+    // Only hashes in the device table.
+    let clear: i64 = crate::harness::open_db(&site)
+        .query_row(
+            "SELECT count(*) FROM devices, (SELECT ?1 AS s UNION SELECT ?2 UNION SELECT ?3)
+             WHERE instr(id || name || token_hash || coalesce(mqtt_hash, '')
+                         || coalesce(next_token_hash, '') || coalesce(next_mqtt_hash, ''), s) > 0",
+            [&token, &password, &dev.mqtt],
+            |r| r.get(0),
+        )
+        .expect("device rows");
+    assert_eq!(clear, 0, "no secret in clear");
+
+    // Pending: the old pair still works, the replaced pending token never does, and the new
+    // MQTT password waits for the new token's first use.
+    assert_eq!(status_with(&edge, &dev.token).await, StatusCode::OK);
+    assert_eq!(
+        status_with(&edge, &lost_token).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut still_old = connect_v3(options(addr, &format!("{}-b", dev.id), &dev.id, &dev.mqtt))
+        .await
+        .expect("the old MQTT password works until the switch")
+        .0;
+    refused(addr, &dev.id, &dev.id, &password).await;
+    refused(addr, &dev.id, &dev.id, &lost_password).await;
+    // The old connection is alive: it still gets its SUBACK.
+    assert!(matches!(
+        old_conn.subscribe("sentra/JKT01/#", QoS::AtLeastOnce).await,
+        rumqttc::SubscribeReasonCode::Success(_)
+    ));
+
+    // The first use of the new token switches: the old token stops, and both connections on the
+    // old MQTT password are dropped.
+    assert_eq!(status_with(&edge, &token).await, StatusCode::OK);
+    assert_eq!(
+        status_with(&edge, &dev.token).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status_with(&edge, &lost_token).await,
+        StatusCode::UNAUTHORIZED
+    );
+    old_conn.closed().await;
+    still_old.closed().await;
+    refused(addr, &dev.id, &dev.id, &dev.mqtt).await;
+    refused(addr, &dev.id, &dev.id, &lost_password).await;
+    refused(addr, &dev.id, &dev.id, &token).await;
+    let (mut new_conn, _) = connect_v3(options(addr, &dev.id, &dev.id, &password))
+        .await
+        .expect("the new MQTT password connects");
+    assert!(matches!(
+        new_conn.subscribe("sentra/JKT01/#", QoS::AtLeastOnce).await,
+        rumqttc::SubscribeReasonCode::Success(_)
+    ));
+
+    // Rotating again from the new token: the connection on the current password stays until
+    // that rotation is used, then goes.
+    let (third_token, third_password) = rotate(&edge, &token, None).await;
+    assert_eq!(status_with(&edge, &token).await, StatusCode::OK);
+    let (mut third_conn, _) =
+        connect_v3(options(addr, &format!("{}-c", dev.id), &dev.id, &password))
+            .await
+            .expect("current password still connects");
+    assert_eq!(status_with(&edge, &third_token).await, StatusCode::OK);
+    new_conn.closed().await;
+    third_conn.closed().await;
+    let (mut last, _) = connect_v3(options(addr, &dev.id, &dev.id, &third_password))
+        .await
+        .expect("the newest password connects");
+    assert!(matches!(
+        last.subscribe("sentra/JKT01/#", QoS::AtLeastOnce).await,
+        rumqttc::SubscribeReasonCode::Success(_)
+    ));
+}
+
+/// A device paired before MQTT passwords existed (no MQTT credential in the store): its API
+/// token keeps working for the API and is refused by the broker; rotating once gives it an
+/// MQTT password.
+#[tokio::test]
+async fn mqtt_a_device_paired_before_mqtt_passwords_gets_one_by_rotating() {
+    let (site, edge) = started().await;
+    let addr = edge.mqtt.expect("broker running");
+    let dev = edge.pair(&site, "pos").await;
+    // What migration 9 leaves for a device paired by an older release.
+    crate::harness::open_db(&site)
+        .execute(
+            "UPDATE devices SET mqtt_hash = NULL WHERE id = ?1",
+            [&dev.id],
+        )
+        .expect("make it an old pairing");
+    refused(addr, &dev.id, &dev.id, &dev.token).await;
+    refused(addr, &dev.id, &dev.id, &dev.mqtt).await;
+    // Counted, so the branch sees which devices still need to rotate.
+    let sample = r#"sentra_edge_mqtt_connections_refused_total{reason="no_mqtt_credential"}"#;
+    assert!(metric(&edge, sample).await >= 1.0);
+    assert_eq!(status_with(&edge, &dev.token).await, StatusCode::OK);
+    let (token, password) = rotate(&edge, &dev.token, None).await;
+    assert_eq!(status_with(&edge, &token).await, StatusCode::OK);
+    connect_v3(options(addr, &dev.id, &dev.id, &password))
+        .await
+        .expect("the rotated MQTT password connects");
+}
+
+/// Revocation refuses every credential of the device, rotated and pending included, and drops
+/// the connection on a rotated MQTT password.
+#[tokio::test]
+async fn mqtt_revocation_refuses_rotated_and_pending_credentials() {
+    let (site, edge) = started().await;
+    let addr = edge.mqtt.expect("broker running");
+    let admin = edge.pair(&site, "admin").await;
+    let dev = edge.pair(&site, "storekeeper").await;
+    let (token, password) = rotate(&edge, &dev.token, None).await;
+    assert_eq!(status_with(&edge, &token).await, StatusCode::OK);
+    let (mut conn, _) = connect_v3(options(addr, &dev.id, &dev.id, &password))
+        .await
+        .expect("rotated password connects");
+    let (pending_token, pending_password) = rotate(&edge, &token, None).await;
+    let (s, b) = edge
+        .post(
+            &admin,
+            &format!("/v1/devices/{}/revoke", dev.id),
+            json!(null),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    conn.closed().await;
+    for t in [&dev.token, &token, &pending_token] {
+        assert_eq!(status_with(&edge, t).await, StatusCode::UNAUTHORIZED);
+    }
+    for p in [&dev.mqtt, &password, &pending_password] {
+        refused(addr, &dev.id, &dev.id, p).await;
+    }
+    // A revoked device cannot rotate its way back.
+    let (s, _) = edge
+        .call(
+            Some(&token),
+            reqwest::Method::POST,
+            "/v1/devices/self/rotate",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -742,7 +978,7 @@ async fn mqtt_topic_permissions_by_role() {
         .await;
     let mut o5 =
         rumqttc::v5::MqttOptions::new(tablet.id.clone(), addr.ip().to_string(), addr.port());
-    o5.set_credentials(tablet.id.clone(), tablet.token.clone());
+    o5.set_credentials(tablet.id.clone(), tablet.mqtt.clone());
     let (c5, mut ev5) = rumqttc::v5::AsyncClient::new(o5, 10);
     let (tx, mut acks) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -920,7 +1156,7 @@ async fn mqtt_qos1_messages_wait_for_a_persistent_session() {
     let keeper = edge.pair(&site, "storekeeper").await;
     let addr = edge.mqtt.expect("broker running");
     let persistent = || {
-        let mut o = options(addr, &keeper.id, &keeper.id, &keeper.token);
+        let mut o = options(addr, &keeper.id, &keeper.id, &keeper.mqtt);
         o.set_clean_session(false);
         o
     };

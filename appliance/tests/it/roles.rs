@@ -60,6 +60,7 @@ const MATRIX: &[(&str, &str, &[&str])] = &[
     ("PUT", "/v1/inspections/x/remarks", &[T]),
     ("GET", "/v1/devices", &[]),
     ("POST", "/v1/devices/x/revoke", &[]),
+    ("POST", "/v1/devices/self/rotate", &[T, P, S]),
     ("GET", "/v1/openapi.json", &[T, P, S]),
 ];
 
