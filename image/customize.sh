@@ -30,6 +30,9 @@ install -D -m 0644 "$files/sentra-edge-ready.service" "$root/usr/lib/systemd/sys
 install -D -m 0644 "$files/80-wired.network" "$root/etc/systemd/network/80-wired.network"
 install -D -m 0644 "$files/wait-online.conf" "$root/etc/systemd/system/systemd-networkd-wait-online.service.d/sentra.conf"
 install -D -m 0644 "$files/50-root.conf" "$root/etc/repart.d/50-root.conf"
+# The firewall: input dropped but for the LAN's services (API, MQTT, mDNS) and what the network
+# needs; replaces the nftables package's empty example, loaded by nftables.service.
+install -D -m 0644 "$files/nftables.conf" "$root/etc/nftables.conf"
 
 # The root partition by its GPT id (the disk's name differs between a SATA, NVMe or eMMC box);
 # the ESP is mounted on demand only. growfs follows systemd-repart's growth of the partition.
@@ -49,7 +52,7 @@ chroot "$root" chage -d 0 root
 
 log "enable units"
 chroot "$root" systemctl enable --quiet \
-    systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
+    systemd-networkd.service systemd-resolved.service systemd-timesyncd.service nftables.service \
     sentra-edge-firstboot.service sentra-edge.service sentra-edge-ready.service \
     sentra-edge-update.timer sentra-edge-restart.path sentra-edge-backup.timer
 

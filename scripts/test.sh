@@ -87,6 +87,10 @@ ensure_build_tools() {
     # The image's scripts are checked with shellcheck (tests/tests/it/image.rs).
     command -v shellcheck >/dev/null || pkgs+=(shellcheck)
     command -v curl >/dev/null || pkgs+=(curl)
+    # The mDNS browse test makes network namespaces and a veth pair (iproute2's ip); the image's
+    # firewall is checked with nft -c (nftables).
+    command -v ip >/dev/null || pkgs+=(iproute2)
+    command -v nft >/dev/null || pkgs+=(nftables)
     command -v jq >/dev/null || pkgs+=(jq)
     # The fleet page test opens it in headless Chromium.
     command -v chromium >/dev/null || pkgs+=(chromium)

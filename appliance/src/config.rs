@@ -306,6 +306,12 @@ pub const KEYS: &[Key] = &[
         doc: "Largest MQTT packet accepted; our events are a few hundred bytes.",
     },
     Key {
+        section: "lan",
+        name: "mdns",
+        default: "true",
+        doc: "Announce the box on the branch LAN over mDNS/DNS-SD (_sentra._tcp, as sentra-<branch>-<id>.local) so a tablet that lost the box's address finds it again by browsing. Off only where multicast is unwanted (tests that start many daemons).",
+    },
+    Key {
         section: "update",
         name: "release_public_key",
         default: "",
@@ -389,6 +395,7 @@ pub struct Config {
     pub printer: PrinterConfig,
     pub scanner: ScannerConfig,
     pub mqtt: MqttConfig,
+    pub lan: LanConfig,
     pub update: UpdateConfig,
     pub blobs: BlobsConfig,
     pub log: LogConfig,
@@ -426,6 +433,13 @@ pub struct MqttConfig {
     pub max_sessions_per_device: usize,
     pub min_keep_alive_secs: u16,
     pub zero_keep_alive_idle_secs: u16,
+}
+
+/// The box on the branch LAN as a whole (what is not one listener's setting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanConfig {
+    /// Announce `_sentra._tcp` over mDNS (`mdns.rs`).
+    pub mdns: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -735,6 +749,9 @@ impl Config {
                     parse_range(s, 1, 65_535)
                 }),
             },
+            lan: LanConfig {
+                mdns: p.get("lan", "mdns", parse_bool),
+            },
             update: UpdateConfig {
                 release_public_key: p.get("update", "release_public_key", |s| {
                     let s = s.trim();
@@ -850,6 +867,7 @@ impl Config {
                 ("mqtt", "zero_keep_alive_idle_secs") => {
                     self.mqtt.zero_keep_alive_idle_secs.to_string()
                 }
+                ("lan", "mdns") => self.lan.mdns.to_string(),
                 ("update", "release_public_key") => self.update.release_public_key.clone(),
                 ("update", "install_root") => self.update.install_root.display().to_string(),
                 ("update", "restart_command") => self.update.restart_command.clone(),

@@ -211,6 +211,23 @@ pub async fn run(
         config.store.data_dir.clone(),
         scanner,
     );
+    if config.lan.mdns {
+        let ctx = store.ctx().clone();
+        let branch = store.read(move |c| store::sync::branch_id(c, &ctx)).await?;
+        let announcement = crate::mdns::Announcement {
+            branch,
+            install_id: store.ctx().device_id.clone(),
+            // The box's TLS certificate fingerprint (`sha256:<hex>`) goes here once the box has
+            // one; empty means "none yet" to a browsing tablet.
+            fingerprint: String::new(),
+            api_port: addr.port(),
+            mqtt_port: mqtt_addr.map(|a| a.port()),
+        };
+        let cancel = supervisor.token();
+        supervisor.spawn("mdns", async move {
+            crate::mdns::run(announcement, cancel).await
+        });
+    }
     tracing::info!(%addr, branch = %config.branch.id, device = %store.ctx().device_id, version = env!("CARGO_PKG_VERSION"), "sentra-edge serving");
     let daemon_state = DaemonState {
         pid: std::process::id(),

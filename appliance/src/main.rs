@@ -389,9 +389,15 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 .unwrap_or(0);
             let live = devs.iter().filter(|d| d.revoked_at.is_none()).count();
             let scanner = sentra_edge::scanner::read_state_file(&config.store.data_dir);
+            // The name the daemon announces over mDNS (None: lan.mdns = false).
+            let mdns = config
+                .lan
+                .mdns
+                .then(|| sentra_edge::mdns::name(&branch, &st.device_id));
             if json {
                 let cloud = identity.as_ref().map(|i| serde_json::json!({"url": i.cloud_url, "device_id": i.device_id, "branch_name": i.branch_name, "enrolled_at": i.enrolled_at}));
-                let v = serde_json::json!({"branch": branch, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "sync": sync, "cloud": cloud, "paired_devices": live, "printer": {"state": printer, "queued_jobs": print_queue}, "scanner": scanner, "photos": photos});
+                let mdns = mdns.as_ref().map(|n| serde_json::json!({"name": n, "host": format!("{n}.local"), "service": sentra_edge::mdns::SERVICE_TYPE}));
+                let v = serde_json::json!({"branch": branch, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "sync": sync, "cloud": cloud, "mdns": mdns, "paired_devices": live, "printer": {"state": printer, "queued_jobs": print_queue}, "scanner": scanner, "photos": photos});
                 out(&format!(
                     "{}\n",
                     serde_json::to_string_pretty(&v).expect("serialises")
@@ -435,6 +441,14 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                     st.pending_bytes,
                     st.oldest_pending_at.as_deref().unwrap_or("-"),
                     devs.len() - live
+                ));
+                out(&format!(
+                    "mdns         {}\n",
+                    match &mdns {
+                        Some(n) =>
+                            format!("{n}.local, service {}", sentra_edge::mdns::SERVICE_TYPE),
+                        None => "not announced (lan.mdns = false)".to_owned(),
+                    }
                 ));
                 out(&format!(
                     "scanner      {}\n",

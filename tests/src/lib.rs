@@ -448,6 +448,8 @@ impl EdgeSite {
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "warn")
+            // Many test daemons run at once; none announces itself on the LAN.
+            .env("SENTRA_EDGE__LAN__MDNS", "false")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -113,13 +113,18 @@ pub struct Edge {
 impl Edge {
     pub async fn spawn(config: &Path, env: &[(&str, &str)]) -> Edge {
         let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::piped())
+        cmd.arg("run").arg("--config").arg(config);
+        Edge::spawn_command(cmd, env).await
+    }
+
+    /// Start `cmd` (a `sentra-edge run`, possibly behind a wrapper such as `ip netns exec`).
+    /// Test daemons do not announce themselves over mDNS unless `env` asks for it.
+    pub async fn spawn_command(mut cmd: Command, env: &[(&str, &str)]) -> Edge {
+        cmd.stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         cmd.env("RUST_LOG", "warn");
+        cmd.env("SENTRA_EDGE__LAN__MDNS", "false");
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -12,6 +12,7 @@ mod doctor;
 mod flow;
 mod idempotency;
 mod limits;
+mod mdns;
 mod mqtt;
 mod photos;
 mod printer;

@@ -3,6 +3,7 @@
 //! provisioning).
 
 mod booking;
+mod firewall;
 mod heartbeat;
 mod image;
 mod photos;
