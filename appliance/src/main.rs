@@ -434,7 +434,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 ));
             } else {
                 let cloud = match &identity {
-                    None => "not enrolled: changes wait in the outbox (sentra-edge enroll --cloud URL --token TOKEN)".to_owned(),
+                    None => "not enrolled: changes wait in the outbox (sentra-edge-admin enroll, and scan the enrolment sheet at the prompt)".to_owned(),
                     Some(i) => format!(
                         "{} as device {}; last ack {} (seq {}), last pull {}, clock skew {} ms, {} parked{}",
                         i.cloud_url,
@@ -667,7 +667,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             store.shutdown().await;
             let identity = identity.ok_or_else(|| {
                 StartError::Other(anyhow::anyhow!(
-                    "this box is not enrolled; run `sentra-edge enroll --cloud URL --token TOKEN`"
+                    "this box is not enrolled; run `sentra-edge-admin enroll` and scan the enrolment sheet at the prompt"
                 ))
             })?;
             let client =

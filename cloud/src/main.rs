@@ -551,6 +551,14 @@ async fn enrollment_token_command(
     args: EnrollmentTokenArgs,
 ) -> anyhow::Result<()> {
     use devices::tokens::{self, TokenError};
+    // A QR that cannot be drawn (an absurdly long http.public_url) is known before a token is
+    // issued: every token has the same length, so a stand-in measures it.
+    let stand_in = sentra_protocol::enrol_token::EnrolToken::from_random(Default::default());
+    tokens::qr_terminal(&sentra_protocol::enrol_token::qr_content(
+        &stand_in,
+        config.http.public_url.as_deref(),
+    ))
+    .context("enrollment-token")?;
     let svg_file = args
         .svg
         .as_ref()
