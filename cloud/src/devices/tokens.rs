@@ -302,14 +302,15 @@ pub fn qr_svg(
     ];
     let mut text = String::new();
     for (index, line) in lines.iter().enumerate() {
-        let y = side + 24 * u32::try_from(index).unwrap_or(0);
+        // Below the quiet zone, which a scanner needs clear.
+        let y = side + 24 + 24 * u32::try_from(index).unwrap_or(0);
         text.push_str(&format!(
             "<text x=\"{}\" y=\"{y}\" text-anchor=\"middle\" font-family=\"monospace\" font-size=\"16\">{}</text>",
             side / 2,
             xml_escape(line)
         ));
     }
-    let height = side + 24 * 3;
+    let height = side + 24 * 4;
     Ok(format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"{side}\" height=\"{height}\" viewBox=\"0 0 {side} {height}\"><rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>{inner}{text}</svg>\n"
     ))
