@@ -32,6 +32,10 @@ pub enum StartError {
     },
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
+    /// The command was asked something it cannot do as asked (exit 2): the message says what to
+    /// do instead.
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -39,7 +43,7 @@ pub enum StartError {
 impl StartError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartError::Config(_) => 2,
+            StartError::Config(_) | StartError::Usage(_) => 2,
             StartError::Key(_) => 3,
             StartError::Store(e) if e.is_unreadable() => 3,
             StartError::Store(_)

@@ -323,7 +323,7 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
     // The cloud.
     match &identity {
         None => report.push(Check::fix(format!(
-            "cloud: not enrolled; {} change(s) wait in the outbox. Enrol: sentra-edge enroll --cloud URL --token TOKEN",
+            "cloud: not enrolled; {} change(s) wait in the outbox. Enrol: sentra-edge-admin enroll, and scan the enrolment sheet at the prompt",
             outbox.pending_events
         ))),
         Some(id) => match sync.last_error {

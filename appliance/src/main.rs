@@ -50,12 +50,14 @@ enum Command {
     /// Enrol this box with the cloud: a key pair is made here (the private key never leaves the
     /// box) and the one-time token from `sentra-cloud enrollment-token` binds it to its branch.
     Enroll {
-        /// The cloud's URL, e.g. https://cloud.sentra.id
+        /// The cloud's URL, e.g. https://cloud.sentra.id [default: the one in the scanned QR
+        /// code].
         #[arg(long)]
-        cloud: String,
-        /// The one-time enrolment token (typed or scanned).
+        cloud: Option<String>,
+        /// The one-time enrolment token, e.g. 7KQ2-M9XW-3HDP-R5TA-3 [default: asked for at the
+        /// prompt, where it is typed or its QR code scanned].
         #[arg(long)]
-        token: String,
+        token: Option<String>,
         #[arg(long)]
         config: Option<PathBuf>,
         /// How many times to try an unreachable cloud before giving up.
@@ -280,11 +282,45 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             let config = load_config(config.as_deref())?;
             telemetry::init("warn");
             let store = daemon::open_store(&config).await?;
+            // An enrolled box is told so before anyone is asked for a token.
+            if let Ok(Some(i)) = store.read(store_sync::identity).await {
+                store.shutdown().await;
+                return Err(StartError::Other(anyhow::anyhow!(
+                    "enrolment failed: this box is already enrolled as device {} of branch {}",
+                    i.device_id,
+                    i.branch_id
+                )));
+            }
+            // The token is checked here, before the network is used: a typo is exit 2 with
+            // what to do. Reading the prompt blocks, so not on the runtime's threads.
+            let entered = tokio::task::spawn_blocking(move || {
+                let stdin = std::io::stdin();
+                let interactive = std::io::IsTerminal::is_terminal(&stdin);
+                sentra_edge::enrol_prompt::resolve(
+                    cloud.as_deref(),
+                    token.as_deref(),
+                    sentra_edge::enrol_prompt::Prompt {
+                        input: &mut stdin.lock(),
+                        output: &mut std::io::stderr(),
+                        interactive,
+                    },
+                )
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("reading the token failed: {e}")));
+            let entered = match entered {
+                Ok(entered) => entered,
+                Err(why) => {
+                    store.shutdown().await;
+                    return Err(StartError::Usage(why));
+                }
+            };
+            let cloud = entered.cloud;
             let result = sentra_edge::sync::enroll(
                 &store,
                 &config.sync,
                 &cloud,
-                token.trim(),
+                entered.token.canonical(),
                 attempts.max(1),
                 |m| eprintln!("sentra-edge: {m}"),
             )
@@ -404,7 +440,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 ));
             } else {
                 let cloud = match &identity {
-                    None => "not enrolled: changes wait in the outbox (sentra-edge enroll --cloud URL --token TOKEN)".to_owned(),
+                    None => "not enrolled: changes wait in the outbox (sentra-edge-admin enroll, and scan the enrolment sheet at the prompt)".to_owned(),
                     Some(i) => format!(
                         "{} as device {}; last ack {} (seq {}), last pull {}, clock skew {} ms, {} parked{}",
                         i.cloud_url,
@@ -645,7 +681,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             store.shutdown().await;
             let identity = identity.ok_or_else(|| {
                 StartError::Other(anyhow::anyhow!(
-                    "this box is not enrolled; run `sentra-edge enroll --cloud URL --token TOKEN`"
+                    "this box is not enrolled; run `sentra-edge-admin enroll` and scan the enrolment sheet at the prompt"
                 ))
             })?;
             let client =

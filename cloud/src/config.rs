@@ -72,6 +72,7 @@ use Kind::{Flag, Hidden, List, Number, Text};
 #[rustfmt::skip]
 pub const KEYS: &[Key] = &[
     key("http.listen", Text, "0.0.0.0:8090", "Where the HTTP server listens: every interface, because replicas are reached by a load balancer; 8090 is the contract's port."),
+    key("http.public_url", Text, "", "The URL boxes reach this cloud at (https://cloud.sentra.id), what a technician gives sentra-edge enroll --cloud. Set: the enrolment QR carries it with the token, so scanning is all the technician does. None: the QR holds only the token."),
     Key { env: Some("DATABASE_URL"), ..key("database.url", Text, "", "PostgreSQL, the record (required), e.g. postgres://user:password@host:5432/sentra. No default: writing to a database that happened to be reachable is worse than refusing to start.") },
     Key { env: Some("REDIS_URL"), ..key("redis.url", Text, "redis://127.0.0.1:6379", "Redis for the calendar, waitlists and (without lock_nodes) locks. Local by default: Redis is a fast path rebuilt from PostgreSQL, so a wrong default costs speed, never correctness.") },
     Key { env: Some("REDIS_LOCK_NODES"), ..key("redis.lock_nodes", List, "", "Independent Redis nodes for Redlock (an odd number; comma-separated in the environment). None: locks are a plain SET NX PX on redis.url, right for a single Redis.") },
@@ -253,6 +254,23 @@ fn parse_gateway(raw: &str) -> Result<GatewayTarget, String> {
     }
 }
 
+/// `http.public_url`: an http(s) URL of a host, nothing a box could not use as `--cloud`.
+fn parse_public_url(raw: &str) -> Result<String, String> {
+    let expected =
+        "expected the http(s):// URL boxes reach this cloud at, such as https://cloud.sentra.id";
+    let url = url::Url::parse(raw).map_err(|_| expected.to_owned())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none_or(str::is_empty)
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(expected.to_owned());
+    }
+    Ok(raw.trim_end_matches('/').to_owned())
+}
+
 fn parse_http_url(raw: &str) -> Result<String, String> {
     if raw.starts_with("https://") || raw.starts_with("http://") {
         Ok(raw.trim_end_matches('/').to_owned())
@@ -310,6 +328,8 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// The URL boxes reach this cloud at, without a trailing `/`, for the enrolment QR.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -541,6 +561,7 @@ pub fn load_with(
                 .parse::<SocketAddr>()
                 .map_err(|_| "expected IP:PORT, such as 0.0.0.0:8090 or [::]:8090".to_owned())
         }),
+        public_url: p.optional("http.public_url", parse_public_url),
     };
     let database_url = p.required("database.url", "the PostgreSQL URL", DatabaseUrl::parse);
     let redis = RedisConfig {
@@ -1442,6 +1463,7 @@ mod tests {
         let names: Vec<String> = KEYS.iter().map(Key::env_name).collect();
         let expected = [
             "SENTRA_CLOUD__HTTP__LISTEN",
+            "SENTRA_CLOUD__HTTP__PUBLIC_URL",
             "DATABASE_URL",
             "REDIS_URL",
             "REDIS_LOCK_NODES",
@@ -1474,6 +1496,33 @@ mod tests {
             "SENTRA_CLOUD__BLOBS__URL",
         ];
         assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn the_public_url_is_one_a_box_can_use() {
+        let var = "SENTRA_CLOUD__HTTP__PUBLIC_URL";
+        let config = load_env(
+            None,
+            &[("DATABASE_URL", DB), (var, "https://cloud.sentra.id/")],
+        )
+        .expect("loads");
+        assert_eq!(
+            config.http.public_url.as_deref(),
+            Some("https://cloud.sentra.id")
+        );
+        let none = load_env(None, &[("DATABASE_URL", DB)]).expect("loads");
+        assert_eq!(none.http.public_url, None);
+        for bad in [
+            "cloud.sentra.id",
+            "ftp://cloud.sentra.id",
+            "https://ops:pw@cloud.sentra.id",
+            "https://cloud.sentra.id/?a=1",
+        ] {
+            assert!(
+                load_env(None, &[("DATABASE_URL", DB), (var, bad)]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

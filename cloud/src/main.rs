@@ -125,7 +125,8 @@ enum Command {
     /// Apply the PostgreSQL migrations the database lacks, then exit.
     Migrate(ConfigArgs),
     /// Make a one-time enrolment token for a branch (creating the branch if missing) and print it
-    /// once; only its SHA-256 is stored.
+    /// once, with its QR code (on the terminal, and as an SVG sheet with --svg); only its SHA-256
+    /// is stored.
     EnrollmentToken(EnrollmentTokenArgs),
     /// Make a token for a non-device client and print it once (only its SHA-256 is stored), or
     /// list or revoke the tokens by name.
@@ -314,6 +315,10 @@ struct EnrollmentTokenArgs {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(devices::tokens::MAX_ENROLLMENT_TTL_HOURS)),
     )]
     ttl_hours: u32,
+    /// Also write the token's QR code, with the token, branch and expiry in text, as an SVG to
+    /// FILE: the sheet the technician takes to the branch.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -397,19 +402,14 @@ fn main() -> ExitCode {
             tracing::info!(version, "database schema is up to date");
             Ok(())
         }),
-        Command::EnrollmentToken(args) => with_config(&args.config, |config| async move {
-            let issued = devices::tokens::issue_enrollment_token(
-                &config.database,
-                &args.branch,
-                args.branch_name.as_deref(),
-                args.ttl_hours,
-            )
-            .await
-            .context("enrollment-token")?;
-            tracing::info!(branch = %args.branch, branch_name = %issued.branch_name, expires_at = %issued.expires_at,
-                "enrolment token issued; give it to the technician: sentra-edge enroll --cloud URL --token TOKEN");
-            print_line(&issued.token)
-        }),
+        Command::EnrollmentToken(args) => {
+            let config_args = ConfigArgs {
+                config: args.config.config.clone(),
+            };
+            with_config(&config_args, |config| {
+                enrollment_token_command(config, args)
+            })
+        }
         Command::Calendar(CalendarCommand::Rebuild(args)) => {
             with_config(&args, |config| async move {
                 let db = sqlx::postgres::PgPoolOptions::new()
@@ -540,6 +540,80 @@ fn main() -> ExitCode {
         },
         Command::ApiToken(args) => api_token_command(args),
     }
+}
+
+/// `enrollment-token`: issues the token; stdout gets only the token (one line, what scripts
+/// capture, as before), stderr what a person needs: the QR to scan off the screen and the step
+/// at the box. With `--svg FILE` the sheet is written too (the file is opened first, so a path
+/// that cannot be written issues no token).
+async fn enrollment_token_command(
+    config: config::Config,
+    args: EnrollmentTokenArgs,
+) -> anyhow::Result<()> {
+    use devices::tokens::{self, TokenError};
+    // A QR that cannot be drawn (an absurdly long http.public_url) is known before a token is
+    // issued: every token has the same length, so a stand-in measures it.
+    let stand_in = sentra_protocol::enrol_token::EnrolToken::from_random(Default::default());
+    tokens::qr_terminal(&sentra_protocol::enrol_token::qr_content(
+        &stand_in,
+        config.http.public_url.as_deref(),
+    ))
+    .context("enrollment-token")?;
+    let svg_file = args
+        .svg
+        .as_ref()
+        .map(|path| {
+            std::fs::File::create(path).map_err(|source| TokenError::SvgFile {
+                path: path.display().to_string(),
+                source,
+            })
+        })
+        .transpose()
+        .context("enrollment-token")?;
+    let issued = tokens::issue_enrollment_token(
+        &config.database,
+        &args.branch,
+        args.branch_name.as_deref(),
+        args.ttl_hours,
+    )
+    .await
+    .context("enrollment-token")?;
+    let public_url = config.http.public_url.as_deref();
+    let content = sentra_protocol::enrol_token::qr_content(&issued.token, public_url);
+    tracing::info!(branch = %args.branch, branch_name = %issued.branch_name, expires_at = %issued.expires_at,
+        "enrolment token issued; give it to the technician");
+    let at_the_box = match public_url {
+        Some(url) => format!(
+            "the QR holds the token and this cloud's URL ({url}): on the box run `sentra-edge-admin enroll` and scan it at the prompt (or type the token, with --cloud {url})"
+        ),
+        None => "the QR holds the token (set http.public_url to add this cloud's URL): on the box run `sentra-edge-admin enroll --cloud URL` and scan or type it at the prompt".to_owned(),
+    };
+    let human = format!(
+        "enrolment token for branch {} ({}), one use, valid until {}:\n{}\n{at_the_box}",
+        args.branch,
+        issued.branch_name,
+        issued.expires_at,
+        tokens::qr_terminal(&content).context("enrollment-token")?
+    );
+    {
+        let mut stderr = std::io::stderr().lock();
+        // The person may have closed the terminal; the token on stdout is what must get out.
+        let _ = writeln!(stderr, "{human}").and_then(|()| stderr.flush());
+    }
+    print_line(&issued.token.grouped())?;
+    if let (Some(mut file), Some(path)) = (svg_file, args.svg.as_ref()) {
+        let svg = tokens::qr_svg(&content, &issued, &args.branch).context("enrollment-token")?;
+        file.write_all(svg.as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| {
+                format!(
+                    "--svg {}: writing the sheet failed; the token above is issued and valid",
+                    path.display()
+                )
+            })?;
+        tracing::info!(file = %path.display(), "enrolment sheet written (SVG)");
+    }
+    Ok(())
 }
 
 fn api_token_command(args: ApiTokenArgs) -> ExitCode {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod booking;
 pub mod day;
 pub mod doc;
+pub mod enrol_token;
 pub mod event;
 pub mod fleet;
 pub mod hlc;

@@ -411,6 +411,32 @@ impl EdgeSite {
         )
     }
 
+    /// [`EdgeSite::cli`] with `stdin` as the command's standard input (a pipe), as a technician
+    /// types or a keyboard-mode scanner types at a prompt.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(bin("sentra-edge"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sentra-edge");
+        let mut input = child.stdin.take().expect("stdin");
+        // A command that exits before reading closes the pipe: not this helper's failure.
+        let _ = input.write_all(stdin.as_bytes());
+        drop(input);
+        let out = child.wait_with_output().expect("wait for sentra-edge");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn enroll(&self, cloud_url: &str, token: &str) {
         let (code, out, err) = self.cli(&["enroll", "--cloud", cloud_url, "--token", token]);
         assert_eq!(code, 0, "enroll: {out}{err}");

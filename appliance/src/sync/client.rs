@@ -37,7 +37,9 @@ pub enum SyncError {
     BadUrl { url: String, reason: String },
     #[error("sync.ca_file {path}: {reason}")]
     Ca { path: String, reason: String },
-    #[error("this box is not enrolled; run `sentra-edge enroll --cloud URL --token TOKEN`")]
+    #[error(
+        "this box is not enrolled; run `sentra-edge-admin enroll` and scan the enrolment sheet at the prompt"
+    )]
     NotEnrolled,
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

@@ -9,6 +9,7 @@ mod cli;
 mod contract;
 mod crash;
 mod doctor;
+mod enrol;
 mod flow;
 mod idempotency;
 mod limits;

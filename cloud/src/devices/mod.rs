@@ -86,6 +86,12 @@ pub async fn enroll(
         }
     }
 
+    // The token as the box's technician typed it, read the shared way (case, hyphens, the old
+    // hex form); something that is no token cannot match one.
+    let Some(token_hash) = tokens::enrollment_hash(&request.token) else {
+        tracing::warn!(hostname = %request.hostname, "enrolment refused: not a token");
+        return Err(DeviceError::Refused.into());
+    };
     let mut tx = db.begin().await.map_err(DeviceError::Db)?;
     let burnt: Option<(String, String)> = sqlx::query_as(
         "UPDATE enrollment_tokens t SET used_at = now()
@@ -93,7 +99,7 @@ pub async fn enroll(
          WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now() AND b.id = t.branch_id
          RETURNING t.branch_id, b.name",
     )
-    .bind(tokens::hash(&request.token))
+    .bind(&token_hash)
     .fetch_optional(&mut *tx)
     .await
     .map_err(DeviceError::Db)?;
@@ -107,7 +113,7 @@ pub async fn enroll(
              WHERE t.token_hash = $1 AND d.public_key = $2 AND d.revoked_at IS NULL
                AND t.used_at > now() - make_interval(hours => $3)",
         )
-        .bind(tokens::hash(&request.token))
+        .bind(&token_hash)
         .bind(&public_key)
         .bind(ENROLL_RETRY_WINDOW_HOURS)
         .fetch_optional(&mut *tx)
@@ -133,7 +139,7 @@ pub async fn enroll(
     .await
     .map_err(DeviceError::Db)?;
     sqlx::query("UPDATE enrollment_tokens SET device_id = $2::uuid WHERE token_hash = $1")
-        .bind(tokens::hash(&request.token))
+        .bind(&token_hash)
         .bind(&device_id)
         .execute(&mut *tx)
         .await

@@ -3,7 +3,11 @@
 //!
 //! Invariant: a token is printed once, by the command that made it, and never stored: the
 //! database holds its SHA-256 only, so a leaked database cannot enrol a box or call the API.
-//! Tokens are 256 random bits from the operating system's generator, hex-encoded.
+//! API tokens are 256 random bits from the operating system's generator, hex-encoded. Enrolment
+//! tokens are typed by technicians: 80 random bits in the short form of
+//! `sentra_protocol::enrol_token` (`7KQ2-M9XW-3HDP-R5TA-3`, a check character catching typos at
+//! the box), stored as the SHA-256 of its canonical form; tokens issued as 64 hex characters
+//! before it stay valid until they expire, hashed as they always were.
 //!
 //! API tokens are managed by name (`api-token list`, `api-token revoke NAME`): a name is unique
 //! among live (unrevoked) tokens, and a token may carry an expiry, after which it is refused like
@@ -14,6 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use rand::Rng as _;
+use sentra_protocol::enrol_token::{self, EnrolToken};
 use sha2::{Digest as _, Sha256};
 use sqlx::{Connection as _, PgConnection};
 
@@ -91,6 +96,16 @@ pub enum TokenError {
     Expiry(String, String),
     #[error("storing the token failed (has `sentra-cloud migrate` run?)")]
     Store(#[source] sqlx::Error),
+    #[error(
+        "--svg {path}: cannot write there ({source}); no token was issued: name a file in a directory you can write"
+    )]
+    SvgFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the enrolment QR code cannot hold {0} characters; is http.public_url that long?")]
+    QrTooLong(usize),
 }
 
 /// Longest API token name: it is shown in logs and `created_by` columns.
@@ -110,6 +125,8 @@ impl TokenError {
                 | TokenError::DuplicateName(_)
                 | TokenError::UnknownName(_)
                 | TokenError::Expiry(..)
+                | TokenError::SvgFile { .. }
+                | TokenError::QrTooLong(_)
         )
     }
 }
@@ -178,10 +195,26 @@ pub fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// A fresh enrolment token: 80 bits from the operating system's generator.
+pub fn generate_enrollment() -> EnrolToken {
+    let mut random = [0_u8; enrol_token::RANDOM_BYTES];
+    rand::rng().fill_bytes(&mut random);
+    EnrolToken::from_random(random)
+}
+
+/// What the database stores in place of an enrolment token, from what a box sent: the hash of
+/// its canonical form (so `7kq2 m9xw…` and `7KQ2-M9XW-…` are the same token), or `None` when it
+/// is no token at all.
+pub fn enrollment_hash(sent: &str) -> Option<Vec<u8>> {
+    EnrolToken::parse(sent)
+        .ok()
+        .map(|token| hash(token.canonical()))
+}
+
 /// An enrolment token just issued.
 #[derive(Debug)]
 pub struct IssuedEnrollment {
-    pub token: String,
+    pub token: EnrolToken,
     pub branch_name: String,
     pub expires_at: String,
 }
@@ -198,7 +231,7 @@ pub async fn issue_enrollment_token(
         return Err(TokenError::Ttl(ttl_hours));
     }
     let mut conn = connect(database).await?;
-    let token = generate();
+    let token = generate_enrollment();
     let mut tx = conn.begin().await.map_err(TokenError::Store)?;
     let branch_name = branches::ensure(&mut tx, branch, branch_name)
         .await
@@ -208,7 +241,7 @@ pub async fn issue_enrollment_token(
          VALUES ($1, $2, now() + make_interval(hours => $3))
          RETURNING to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
     )
-    .bind(hash(&token))
+    .bind(hash(token.canonical()))
     .bind(branch.as_str())
     .bind(i32::try_from(ttl_hours).map_err(|_| TokenError::Ttl(ttl_hours))?)
     .fetch_one(&mut *tx)
@@ -221,6 +254,88 @@ pub async fn issue_enrollment_token(
         branch_name,
         expires_at,
     })
+}
+
+/// The enrolment QR of `content` ([`enrol_token::qr_content`]) for a terminal: two modules a
+/// character cell (Unicode half blocks), light on dark as most terminals are, with its quiet
+/// zone, so a phone or a hand scanner reads it off the screen; a URI with a cloud URL of 40
+/// characters is 45 cells wide, well inside 80 columns.
+pub fn qr_terminal(content: &str) -> Result<String, TokenError> {
+    use qrcode::render::unicode::Dense1x2;
+    Ok(qr_code(content)?
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build())
+}
+
+/// The enrolment sheet's SVG: the QR of `content`, and under it the token, the branch and the
+/// expiry in text, for the technician who types instead of scanning.
+pub fn qr_svg(
+    content: &str,
+    issued: &IssuedEnrollment,
+    branch: &BranchId,
+) -> Result<String, TokenError> {
+    use qrcode::render::svg;
+    let code = qr_code(content)?;
+    // Whole pixels a module, about 440 across with the 4-module quiet zone each side: as wide as
+    // the text lines under it.
+    let modules = u32::try_from(code.width()).unwrap_or(177) + 8;
+    let module = (440 / modules).max(4);
+    let side = module * modules;
+    let code = code
+        .render::<svg::Color<'_>>()
+        .module_dimensions(module, module)
+        .quiet_zone(true)
+        .build();
+    // The renderer writes a whole document; nested `<svg>` elements are valid SVG, so its root
+    // element goes in as is, below nothing and above the text.
+    let inner = code
+        .find("<svg")
+        .and_then(|start| code.get(start..))
+        .unwrap_or(&code);
+    let lines = [
+        format!("Sentra enrolment token: {}", issued.token.grouped()),
+        format!("Branch {} ({})", branch.as_str(), issued.branch_name),
+        format!("One use, valid until {}", issued.expires_at),
+    ];
+    let mut text = String::new();
+    for (index, line) in lines.iter().enumerate() {
+        // Below the quiet zone, which a scanner needs clear.
+        let y = side + 24 + 24 * u32::try_from(index).unwrap_or(0);
+        text.push_str(&format!(
+            "<text x=\"{}\" y=\"{y}\" text-anchor=\"middle\" font-family=\"monospace\" font-size=\"16\">{}</text>",
+            side / 2,
+            xml_escape(line)
+        ));
+    }
+    let height = side + 24 * 4;
+    Ok(format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"{side}\" height=\"{height}\" viewBox=\"0 0 {side} {height}\"><rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>{inner}{text}</svg>\n"
+    ))
+}
+
+fn qr_code(content: &str) -> Result<qrcode::QrCode, TokenError> {
+    // Level M (15 % of the code may be unreadable): a printed sheet gets folded and smudged.
+    qrcode::QrCode::with_error_correction_level(content.as_bytes(), qrcode::EcLevel::M)
+        .map_err(|_| TokenError::QrTooLong(content.chars().count()))
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `sentra-cloud api-token`: stores the new token's hash under `name` (unique among live
@@ -344,6 +459,23 @@ mod tests {
         assert_eq!(hash(&a).len(), 32);
         assert_eq!(hash(&a), hash(&a));
         assert_ne!(hash(&a), hash(&b));
+    }
+
+    #[test]
+    fn enrolment_tokens_are_short_and_hash_as_their_canonical_form() {
+        let token = generate_enrollment();
+        assert!(!token.is_legacy());
+        assert_ne!(token, generate_enrollment());
+        let grouped = token.grouped();
+        assert_eq!(enrollment_hash(&grouped), Some(hash(token.canonical())));
+        assert_eq!(
+            enrollment_hash(&grouped.to_lowercase().replace('-', " ")),
+            Some(hash(token.canonical()))
+        );
+        // The old form hashes as it was issued (lower-case hex).
+        let old = generate();
+        assert_eq!(enrollment_hash(&old.to_uppercase()), Some(hash(&old)));
+        assert_eq!(enrollment_hash("not a token"), None);
     }
 
     #[test]

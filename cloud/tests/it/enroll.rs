@@ -1,6 +1,7 @@
 //! `sentra-cloud enrollment-token` / `api-token` and `POST /v1/enroll`.
 
 use sentra_protocol::auth::public_key_hex;
+use sentra_protocol::enrol_token::EnrolToken;
 use sha2::{Digest as _, Sha256};
 
 use crate::cloud::Cloud;
@@ -25,15 +26,19 @@ async fn enrolment_burns_the_token_and_binds_the_branch() {
     .await;
     assert!(output.status.success(), "{}", output.stderr);
     let token = output.stdout.trim().to_owned();
-    assert_eq!(token.len(), 64, "{token}");
+    // The short form a technician types, grouped; its check character is right.
+    let parsed = EnrolToken::parse(&token).expect("the printed token parses");
+    assert!(!parsed.is_legacy());
+    assert_eq!(parsed.grouped(), token);
+    assert_eq!(token.len(), 21, "{token}");
     assert!(output.stderr.contains("JKT01"), "{}", output.stderr);
     assert!(
-        !output.stderr.contains(&token),
-        "the token is printed once, on stdout"
+        !output.stderr.contains(&token) && !output.stderr.contains(parsed.canonical()),
+        "the token is printed once, on stdout (and in the QR)"
     );
 
-    // Only the token's hash is stored.
-    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    // Only the hash of the token's canonical form is stored.
+    let hash = hex::encode(Sha256::digest(parsed.canonical().as_bytes()));
     let stored = cloud
         .scalar(&format!(
             "SELECT count(*) FROM enrollment_tokens WHERE token_hash = '\\x{hash}'::bytea AND used_at IS NULL
@@ -42,8 +47,10 @@ async fn enrolment_burns_the_token_and_binds_the_branch() {
         .await;
     assert_eq!(stored, 1);
 
+    // Sent as an older box sends what was typed (any case, spaces for hyphens): the same token.
     let key = new_key();
-    let answer = cloud.enroll_with(&token, &key).await;
+    let typed = token.to_lowercase().replace('-', " ");
+    let answer = cloud.enroll_with(&typed, &key).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.body["branch_id"], "JKT01");
     assert_eq!(answer.body["branch_name"], "Jakarta Selatan");
@@ -93,6 +100,113 @@ async fn unknown_and_expired_tokens_are_refused() {
         "{expired:?}"
     );
     assert_eq!(cloud.scalar("SELECT count(*) FROM devices").await, 0);
+}
+
+/// The command's output: the token on stdout, a QR that fits an 80-column terminal on stderr,
+/// and with `--svg` the sheet; with `http.public_url` the QR is the enrolment URI.
+#[tokio::test]
+async fn the_token_comes_with_a_qr_code_and_an_svg_sheet() {
+    let cloud = Cloud::start().await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let sheet = dir.path().join("JKT01.svg");
+    let output = run(
+        &[
+            "enrollment-token",
+            "--branch",
+            "JKT01",
+            "--branch-name",
+            "Bengkel <Jakarta> & Co",
+            "--svg",
+            sheet.to_str().expect("utf-8"),
+        ],
+        &[
+            ("DATABASE_URL", cloud.db.url()),
+            (
+                "SENTRA_CLOUD__HTTP__PUBLIC_URL",
+                "https://cloud.sentra.example",
+            ),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", output.stderr);
+    assert_eq!(output.stdout.lines().count(), 1, "{}", output.stdout);
+    let token = EnrolToken::parse(output.stdout.trim()).expect("a token");
+    let qr: Vec<&str> = output
+        .stderr
+        .lines()
+        .filter(|line| line.contains('█') || line.contains('▀') || line.contains('▄'))
+        .collect();
+    assert!(qr.len() >= 10, "a QR on the terminal: {}", output.stderr);
+    assert!(
+        qr.iter().all(|line| line.chars().count() <= 80),
+        "it fits 80 columns: {}",
+        output.stderr
+    );
+    assert!(
+        output.stderr.contains("https://cloud.sentra.example")
+            && output.stderr.contains("sentra-edge-admin enroll"),
+        "{}",
+        output.stderr
+    );
+
+    let svg = std::fs::read_to_string(&sheet).expect("the sheet was written");
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    assert!(
+        svg.contains(&token.grouped()),
+        "the sheet names the token in text too"
+    );
+    assert!(
+        svg.contains("Bengkel &lt;Jakarta&gt; &amp; Co"),
+        "escaped: {svg}"
+    );
+    assert!(svg.matches("<path").count() >= 1, "the QR's modules: {svg}");
+
+    // A sheet that cannot be written: usage error, and no token issued.
+    let before = cloud.scalar("SELECT count(*) FROM enrollment_tokens").await;
+    let output = run(
+        &[
+            "enrollment-token",
+            "--branch",
+            "JKT01",
+            "--svg",
+            "/nonexistent-dir/x.svg",
+        ],
+        &[("DATABASE_URL", cloud.db.url())],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(2), "{}", output.stderr);
+    assert!(output.stdout.is_empty());
+    assert!(
+        output.stderr.contains("no token was issued"),
+        "{}",
+        output.stderr
+    );
+    assert_eq!(
+        cloud.scalar("SELECT count(*) FROM enrollment_tokens").await,
+        before
+    );
+}
+
+/// Tokens issued before the short form (64 hex characters) enrol until they expire.
+#[tokio::test]
+async fn tokens_issued_in_the_old_form_still_enrol() {
+    let cloud = Cloud::start().await;
+    cloud.enrollment_token("JKT01").await;
+    let old = "5f".repeat(32);
+    let hash = hex::encode(Sha256::digest(old.as_bytes()));
+    cloud
+        .scalar(&format!(
+            "WITH x AS (INSERT INTO enrollment_tokens (token_hash, branch_id, expires_at)
+               VALUES ('\\x{hash}'::bytea, 'JKT01', now() + interval '1 hour') RETURNING 1)
+             SELECT count(*) FROM x"
+        ))
+        .await;
+    let answer = cloud.enroll_with(&old.to_uppercase(), &new_key()).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["branch_id"], "JKT01");
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! `provisioning/README.md` followed end to end on real parts: a `sentra-cloud` on its own
 //! PostgreSQL database makes an enrolment token; the box's `enroll` first meets an unreachable
-//! cloud (it retries, explains, and the token stays valid), then enrols over a link that loses
-//! the cloud's first answer (the retry gets the same identity); the daemon runs; a
+//! cloud (it retries, explains, and the token stays valid), refuses the token mistyped at its
+//! prompt, then enrols with the sheet's QR scanned at the prompt over a link that loses the
+//! cloud's first answer (the retry gets the same identity); the daemon runs; a
 //! tablet, a POS and a storekeeper terminal each pair with a code from `sentra-edge pair` and use
 //! the API; the tablet's work order reaches PostgreSQL. What it cannot follow here: flashing, the
 //! systemd credential and `sentra-edge-admin` (they need a booted systemd); the box uses the key
@@ -9,6 +10,7 @@
 
 use std::time::Duration;
 
+use sentra_protocol::enrol_token::{EnrolToken, qr_content};
 use sentra_system_tests::{Cloud, EdgeSite, Proxy, ProxyMode};
 use serde_json::json;
 use sqlx::Row as _;
@@ -50,11 +52,29 @@ async fn technician_guide_enrol_pair_and_serve() {
     let (_, status, _) = site.cli(&["status"]);
     assert!(status.contains("not enrolled"), "{status}");
 
-    // The same token, the right URL, over a link that loses the first answer after the cloud
+    // The token as the cloud printed it: the short form, its check character right.
+    let parsed = EnrolToken::parse(&token).expect("the cloud's token parses at the box");
+    assert!(!parsed.is_legacy(), "{token}");
+
+    // Mistyped at the prompt: refused at the box, with what to do, and nothing spent.
+    let mut typo: Vec<char> = parsed.canonical().chars().collect();
+    typo[3] = if typo[3] == '7' { '8' } else { '7' };
+    let typo: String = typo.into_iter().collect();
+    let (code, _, err) =
+        site.cli_with_stdin(&["enroll", "--cloud", &cloud.url], &format!("{typo}\n"));
+    assert_eq!(code, 2, "a typo is a usage error: {err}");
+    assert!(
+        err.contains("the token has a typo: check it against the sheet"),
+        "{err}"
+    );
+
+    // Scanned at the prompt (what a keyboard-mode scanner types for the sheet's QR: the cloud's
+    // URL and the token, so no --cloud), over a link that loses the first answer after the cloud
     // enrolled the box: the retry gets the same identity, and the cloud has one device.
     let link = Proxy::start(cloud.url.trim_start_matches("http://").to_owned(), 7).await;
     link.set(ProxyMode::DropNextReply);
-    let (code, out, err) = site.cli(&["enroll", "--cloud", &link.url, "--token", &token]);
+    let scanned = qr_content(&parsed, Some(&link.url));
+    let (code, out, err) = site.cli_with_stdin(&["enroll"], &format!("{scanned}\r\n"));
     assert_eq!(code, 0, "enroll: {out}{err}");
     assert!(
         err.contains("attempt 1/"),
