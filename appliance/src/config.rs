@@ -75,7 +75,13 @@ pub const KEYS: &[Key] = &[
         section: "api",
         name: "listen",
         default: "0.0.0.0:8080",
-        doc: "Address of the local API for tablets and POS on the branch LAN. Port 0 picks a free port.",
+        doc: "Address of the local API over plain HTTP, served only when lan.plain = true (legacy POS that cannot speak TLS). Port 0 picks a free port.",
+    },
+    Key {
+        section: "api",
+        name: "tls_listen",
+        default: "0.0.0.0:8443",
+        doc: "Address of the local API over HTTPS (the box's own certificate, pinned by tablets at pairing) for tablets and POS on the branch LAN. Port 0 picks a free port.",
     },
     Key {
         section: "api",
@@ -160,6 +166,18 @@ pub const KEYS: &[Key] = &[
         name: "allow_plain_http",
         default: "false",
         doc: "Allow an http:// cloud URL that is not on this machine (labs only); https is required otherwise.",
+    },
+    Key {
+        section: "lan",
+        name: "plain",
+        default: "false",
+        doc: "Also serve the API on api.listen (HTTP) and the broker on mqtt.listen (MQTT without TLS), for legacy POS that cannot speak TLS. Anyone on the branch Wi-Fi can read tokens there: keep it false on a real box (`sentra-edge demo` sets it).",
+    },
+    Key {
+        section: "lan",
+        name: "advertise_host",
+        default: "",
+        doc: "The name or address tablets reach the box by, in the pairing QR (sentra://pair?url=https://<host>:<port>...). Empty: the box's primary IPv4 address, else its hostname.",
     },
     Key {
         section: "pairing",
@@ -255,7 +273,13 @@ pub const KEYS: &[Key] = &[
         section: "mqtt",
         name: "listen",
         default: "0.0.0.0:1883",
-        doc: "Address of the MQTT broker on the branch LAN (MQTT 3.1, 3.1.1 and 5 on one port). Port 0 picks a free port (tests, demo).",
+        doc: "Address of the MQTT broker without TLS, served only when lan.plain = true (legacy POS). MQTT 3.1, 3.1.1 and 5 on one port. Port 0 picks a free port (tests, demo).",
+    },
+    Key {
+        section: "mqtt",
+        name: "tls_listen",
+        default: "0.0.0.0:8883",
+        doc: "Address of the MQTT broker over TLS (the same certificate as the API) on the branch LAN. Port 0 picks a free port (tests, demo).",
     },
     Key {
         section: "mqtt",
@@ -384,6 +408,7 @@ pub struct Config {
     pub branch: BranchConfig,
     pub store: StoreConfig,
     pub api: ApiConfig,
+    pub lan: LanConfig,
     pub pairing: PairingConfig,
     pub sync: SyncConfig,
     pub printer: PrinterConfig,
@@ -417,7 +442,11 @@ impl BlobsConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttConfig {
     pub enabled: bool,
+    /// The plain listener, served only when `lan.plain` (the broker is told by `plain`).
     pub listen: SocketAddr,
+    pub tls_listen: SocketAddr,
+    /// Copied from `lan.plain`: whether `listen` is served.
+    pub plain: bool,
     pub max_clients: usize,
     pub max_inflight: u16,
     pub max_queued_messages: usize,
@@ -520,12 +549,21 @@ pub struct StoreConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiConfig {
+    /// The plain HTTP listener, served only when `lan.plain`.
     pub listen: SocketAddr,
+    pub tls_listen: SocketAddr,
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
     pub max_connections: usize,
     pub header_read_timeout_secs: u64,
     pub pair_per_minute: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanConfig {
+    pub plain: bool,
+    /// None: the primary IPv4 address, else the hostname (`lan::advertise_host`).
+    pub advertise_host: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -647,6 +685,10 @@ impl Config {
                     SocketAddr::from_str(s)
                         .map_err(|_| "expected an address and port, e.g. 0.0.0.0:8080".into())
                 }),
+                tls_listen: p.get("api", "tls_listen", |s| {
+                    SocketAddr::from_str(s)
+                        .map_err(|_| "expected an address and port, e.g. 0.0.0.0:8443".into())
+                }),
                 max_body_bytes: p.get("api", "max_body_bytes", |s| parse_range(s, 1024, 16 << 20)),
                 request_timeout_ms: p.get("api", "request_timeout_ms", |s| {
                     parse_range(s, 100, 600_000)
@@ -678,6 +720,10 @@ impl Config {
                     Ok((!s.trim().is_empty()).then(|| PathBuf::from(s)))
                 }),
                 allow_plain_http: p.get("sync", "allow_plain_http", parse_bool),
+            },
+            lan: LanConfig {
+                plain: p.get("lan", "plain", parse_bool),
+                advertise_host: p.get("lan", "advertise_host", parse_host),
             },
             pairing: PairingConfig {
                 code_ttl_secs: p.get("pairing", "code_ttl_secs", |s| parse_range(s, 30, 86_400)),
@@ -715,6 +761,11 @@ impl Config {
                     SocketAddr::from_str(s)
                         .map_err(|_| "expected an address and port, e.g. 0.0.0.0:1883".into())
                 }),
+                tls_listen: p.get("mqtt", "tls_listen", |s| {
+                    SocketAddr::from_str(s)
+                        .map_err(|_| "expected an address and port, e.g. 0.0.0.0:8883".into())
+                }),
+                plain: p.get("lan", "plain", parse_bool),
                 max_clients: p.get("mqtt", "max_clients", |s| parse_range(s, 1, 100_000)),
                 max_inflight: p.get("mqtt", "max_inflight", |s| parse_range(s, 1, 65_535)),
                 max_queued_messages: p.get("mqtt", "max_queued_messages", |s| {
@@ -799,6 +850,9 @@ impl Config {
                 ("store", "readers") => self.store.readers.to_string(),
                 ("store", "max_batch") => self.store.max_batch.to_string(),
                 ("api", "listen") => self.api.listen.to_string(),
+                ("api", "tls_listen") => self.api.tls_listen.to_string(),
+                ("lan", "plain") => self.lan.plain.to_string(),
+                ("lan", "advertise_host") => self.lan.advertise_host.clone().unwrap_or_default(),
                 ("api", "max_body_bytes") => self.api.max_body_bytes.to_string(),
                 ("api", "request_timeout_ms") => self.api.request_timeout_ms.to_string(),
                 ("api", "max_connections") => self.api.max_connections.to_string(),
@@ -838,6 +892,7 @@ impl Config {
                 ("scanner", "retry_max_ms") => self.scanner.retry_max_ms.to_string(),
                 ("mqtt", "enabled") => self.mqtt.enabled.to_string(),
                 ("mqtt", "listen") => self.mqtt.listen.to_string(),
+                ("mqtt", "tls_listen") => self.mqtt.tls_listen.to_string(),
                 ("mqtt", "max_clients") => self.mqtt.max_clients.to_string(),
                 ("mqtt", "max_inflight") => self.mqtt.max_inflight.to_string(),
                 ("mqtt", "max_queued_messages") => self.mqtt.max_queued_messages.to_string(),
@@ -985,6 +1040,28 @@ fn non_empty(s: &str) -> Result<&str, String> {
         Err("must not be empty".into())
     } else {
         Ok(s)
+    }
+}
+
+/// Empty, or a host name or address a tablet can put in a URL (no scheme, port or path).
+fn parse_host(s: &str) -> Result<Option<String>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let ok = s.len() <= 253
+        && (s.parse::<std::net::IpAddr>().is_ok()
+            || s.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    if ok {
+        Ok(Some(s.to_owned()))
+    } else {
+        Err("expected a host name (e.g. sentra-jkt01.local) or an IP address, without scheme or port".into())
     }
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod domain;
+pub mod lan;
 pub mod metrics;
 pub mod printer;
 pub mod scanner;

@@ -107,7 +107,13 @@ pub struct MqttCredentials {
     pub username: String,
     /// The same token as for the API (it is the one secret the device holds).
     pub password: String,
+    /// MQTT over TLS: the box's certificate, the fingerprint pinned at pairing.
     pub port: u16,
+    /// Always true: `port` speaks TLS.
+    pub tls: bool,
+    /// Plain MQTT, only when the box serves it for legacy clients (`lan.plain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plain_port: Option<u16>,
     /// The client id to use: the device id, or the device id followed by `-` and a suffix for
     /// a second connection. Any other client id is refused.
     pub client_id: String,
@@ -144,6 +150,8 @@ pub async fn pair(
         username: device.id.clone(),
         password: token.clone(),
         port,
+        tls: true,
+        plain_port: s.mqtt_plain_port,
         client_id: device.id.clone(),
         topics: format!("sentra/{}/#", s.config.branch.id),
     });

@@ -21,3 +21,4 @@ mod scanner;
 mod shared;
 mod store_security;
 mod systemd;
+mod tls;

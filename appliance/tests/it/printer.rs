@@ -343,6 +343,7 @@ fn fixtures() -> Vec<(&'static str, Document, PaperWidth, bool)> {
         code: "7K3M-Q9TX".into(),
         role: "tablet".into(),
         expires_at: "2026-11-22T03:45:00.000Z".into(),
+        uri: None,
     };
     vec![
         (
