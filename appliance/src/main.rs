@@ -700,8 +700,10 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             telemetry::init("info");
             let store = daemon::open_store(&config).await?;
             let clock = store.ctx().clock.clone();
-            let identity = store.read(store_sync::identity).await?;
+            let identity = store.read(store_sync::identity).await;
+            let lan_id = daemon::lan_identity(&store).await;
             store.shutdown().await;
+            let (identity, lan_pin) = (identity?, lan_id?.fingerprint());
             let identity = identity.ok_or_else(|| {
                 StartError::Other(anyhow::anyhow!(
                     "this box is not enrolled; run `sentra-edge enroll --cloud URL --token TOKEN`"
@@ -711,7 +713,8 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 sentra_edge::sync::client::CloudClient::new(&config.sync, &identity, clock)
                     .map_err(|e| StartError::Other(e.into()))?;
             let pinned = identity.release_public_key.clone();
-            let updater = sentra_edge::update::Updater::new(config, client, pinned);
+            let updater =
+                sentra_edge::update::Updater::new(config, client, pinned).with_lan_pin(lan_pin);
             if apply {
                 let done = updater
                     .apply(version.as_deref())

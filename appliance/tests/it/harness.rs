@@ -114,7 +114,11 @@ impl Site {
 /// A running daemon.
 pub struct Edge {
     pub child: Child,
+    /// Plain HTTP when the site serves it (`lan.plain`), else the HTTPS URL.
     pub base: String,
+    /// The HTTPS URL.
+    #[allow(dead_code)]
+    pub tls_base: String,
     pub http: reqwest::Client,
     /// Where its MQTT broker listens without TLS (None when `mqtt.enabled = false` or
     /// `lan.plain = false`).
@@ -145,8 +149,9 @@ impl Edge {
         let stdout = child.stdout.take().expect("piped");
         let mut lines = BufReader::new(stdout).lines();
         let (mut mqtt, mut mqtt_tls, mut fingerprint) = (None, None, String::new());
-        // The first API line is plain HTTP when `lan.plain` serves it, else HTTPS.
-        let base = tokio::time::timeout(START_TIMEOUT, async {
+        // The API lines: plain HTTP first when `lan.plain` serves it, HTTPS always last.
+        let mut plain_base = None;
+        let tls_base = tokio::time::timeout(START_TIMEOUT, async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
                 if let Some(addr) = line.strip_prefix("sentra-edge: mqtt listening on ") {
                     mqtt = Some(addr.parse().expect("mqtt address"));
@@ -162,7 +167,10 @@ impl Edge {
                         .to_owned();
                 }
                 if let Some(url) = line.strip_prefix("sentra-edge: api listening on ") {
-                    return url.to_owned();
+                    if url.starts_with("https://") {
+                        return url.to_owned();
+                    }
+                    plain_base = Some(url.to_owned());
                 }
             }
             panic!("sentra-edge exited before listening");
@@ -171,14 +179,14 @@ impl Edge {
         .expect("sentra-edge started in time");
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let http = if base.starts_with("https://") {
-            pinned_client(&fingerprint)
-        } else {
-            http_client()
+        let (base, http) = match plain_base {
+            Some(plain) => (plain, http_client()),
+            None => (tls_base.clone(), pinned_client(&fingerprint)),
         };
         Edge {
             child,
             base,
+            tls_base,
             http,
             mqtt,
             mqtt_tls,
