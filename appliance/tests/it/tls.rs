@@ -134,14 +134,19 @@ async fn a_client_pinning_another_key_is_refused_before_it_sends_anything() {
         .await
         .expect("pair");
     assert_eq!(pair.status(), StatusCode::CREATED);
-    // A restart presents the same certificate (pins survive).
+    // A restart, and a restore of a backup, present the same certificate (pins survive).
+    let pinned = edge.fingerprint.clone();
+    let backup = site.dir.path().join("box.backup");
+    let (c, _, err) = site.cli(&["backup", backup.to_str().expect("utf-8")]);
+    assert_eq!(c, 0, "backup: {err}");
     edge.stop().await;
+    let (c, _, err) = site.cli(&["restore", backup.to_str().expect("utf-8")]);
+    assert_eq!(c, 0, "restore: {err}");
     let again = site.start().await;
-    assert_eq!(again.fingerprint, {
-        let v: serde_json::Value =
-            serde_json::from_str(&site.cli(&["status", "--json"]).1).expect("json");
-        v["lan"]["fingerprint"].as_str().expect("fp").to_owned()
-    });
+    assert_eq!(again.fingerprint, pinned);
+    let v: serde_json::Value =
+        serde_json::from_str(&site.cli(&["status", "--json"]).1).expect("json");
+    assert_eq!(v["lan"]["fingerprint"], pinned);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,6 +237,58 @@ async fn without_lan_plain_the_plain_ports_are_closed() {
     let ok = edge
         .http
         .get(format!("{}/healthz", edge.base))
+        .send()
+        .await
+        .expect("https");
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_or_garbled_handshake_is_closed_and_the_box_serves_on() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let site = Site::tls_only("header_read_timeout_secs = 1\nmax_connections = 2\n");
+    let edge = site.start().await;
+    let addr = edge.tls_base.trim_start_matches("https://").to_owned();
+    // Silent clients hold both connection slots until the header-read timeout closes them; the
+    // handshake counts against the same slot and timeout as a request head.
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    for mut s in silent {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .expect("closed by the server, not left open")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "a silent client gets nothing but the close");
+    }
+    // Garbage instead of a ClientHello: closed (at most a TLS alert), no HTTP answer.
+    let mut junk = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    junk.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        junk.read_to_end(&mut answer),
+    )
+    .await
+    .expect("closed");
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("HTTP/1.1"),
+        "plain HTTP got an HTTP answer"
+    );
+    // The box serves the next pinned client.
+    let ok = edge
+        .http
+        .get(format!("{}/healthz", edge.tls_base))
         .send()
         .await
         .expect("https");
