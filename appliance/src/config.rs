@@ -668,7 +668,7 @@ impl Config {
             raw: &raw,
             errors: &mut errors,
         };
-        let config = Config {
+        let mut config = Config {
             branch: BranchConfig {
                 id: p.get("branch", "id", parse_branch_id),
                 name: p.get("branch", "name", |s| non_empty(s).map(str::to_owned)),
@@ -765,7 +765,8 @@ impl Config {
                     SocketAddr::from_str(s)
                         .map_err(|_| "expected an address and port, e.g. 0.0.0.0:8883".into())
                 }),
-                plain: p.get("lan", "plain", parse_bool),
+                // Set from `lan.plain` below (one key, parsed once).
+                plain: false,
                 max_clients: p.get("mqtt", "max_clients", |s| parse_range(s, 1, 100_000)),
                 max_inflight: p.get("mqtt", "max_inflight", |s| parse_range(s, 1, 65_535)),
                 max_queued_messages: p.get("mqtt", "max_queued_messages", |s| {
@@ -831,6 +832,7 @@ impl Config {
                 }),
             },
         };
+        config.mqtt.plain = config.lan.plain;
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -1135,9 +1137,29 @@ mod tests {
     }
 
     #[test]
+    fn lan_settings_parse_and_bad_hosts_are_refused() {
+        let env = |k: &str, v: &str| vec![(format!("{ENV_PREFIX}LAN__{k}"), v.to_owned())];
+        let c = Config::load_from(None, env("PLAIN", "true")).expect("valid");
+        assert!(c.lan.plain && c.mqtt.plain, "mqtt follows lan.plain");
+        for host in ["sentra-jkt01.local", "192.168.1.20", "fe80::1"] {
+            let c = Config::load_from(None, env("ADVERTISE_HOST", host)).expect(host);
+            assert_eq!(c.lan.advertise_host.as_deref(), Some(host));
+        }
+        for bad in ["https://box", "box:8443", "a b", "box/x", "-.."] {
+            let e = Config::load_from(None, env("ADVERTISE_HOST", bad)).expect_err(bad);
+            assert!(e.0[0].contains("lan.advertise_host"), "{e}");
+        }
+    }
+
+    #[test]
     fn defaults_are_valid_and_documented() {
         let c = Config::defaults();
         assert_eq!(c.api.listen.port(), 8080);
+        // A real box speaks TLS only: HTTPS on 8443, MQTT over TLS on 8883, no plain listeners.
+        assert_eq!(c.api.tls_listen.port(), 8443);
+        assert_eq!(c.mqtt.tls_listen.port(), 8883);
+        assert!(!c.lan.plain && !c.mqtt.plain);
+        assert_eq!(c.lan.advertise_host, None);
         assert_eq!(
             c.branch.utc_offset,
             UtcOffset::from_hms(7, 0, 0).expect("valid")
