@@ -56,14 +56,14 @@ truncate -s +1G "$work/disk.raw"
 # Kept for a look afterwards (and shown in part when the boot fails).
 console="$out/boot-console.log"
 : > "$console"
-# A free port on the host for the guest's API (8080).
+# A free port on the host for the guest's API (HTTPS, 8443).
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 
 args=(
     -machine q35 -accel tcg -m 1024 -smp 2
     -display none -monitor none -serial "file:$console" -no-reboot
     -drive "file=$work/disk.raw,format=raw,if=virtio"
-    -nic "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$port-:8080"
+    -nic "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:$port-:8443"
     -device virtio-rng-pci
 )
 if [ "$direct" = true ]; then
@@ -101,8 +101,10 @@ done
 ready=$(date +%s.%N)
 printf '%s\n' "$line" | tr -d '\r' >&2
 
-# The same API a tablet on the branch LAN would reach, through qemu's port forward.
-answer="$(curl -sS --max-time 10 -w ' HTTP %{http_code}' "http://127.0.0.1:$port/readyz")" ||
+# The same API a tablet on the branch LAN would reach, through qemu's port forward. HTTPS with
+# the box's own certificate: -k, as this only proves the image serves TLS (a tablet pins the
+# fingerprint from its pairing QR; appliance/tests/it/tls.rs tests that).
+answer="$(curl -sSk --max-time 10 -w ' HTTP %{http_code}' "https://127.0.0.1:$port/readyz")" ||
     die "GET /readyz through the forwarded port failed"
 case "$answer" in
 *"HTTP 200") ;;

@@ -255,7 +255,7 @@ fn start_daemon() -> anyhow::Result<Daemon> {
         let state = AppState::new(store.clone(), config, Default::default());
         let c = cancel.clone();
         tokio::spawn(async move {
-            if let Err(e) = api::serve(listener, state, c).await {
+            if let Err(e) = api::serve(listener, state, None, c).await {
                 eprintln!("api: {e}");
             }
         });

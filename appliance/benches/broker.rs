@@ -244,9 +244,15 @@ fn main() -> anyhow::Result<()> {
             .await?;
         anyhow::Ok((store, dev, creds.mqtt_password))
     })?;
-    let broker = Broker::start(&config.mqtt, store.clone(), config.branch.id.clone())?;
+    let broker = Broker::start(&config.mqtt, store.clone(), config.branch.id.clone(), None)?;
     // The same broker with Nagle's algorithm left on (rmqtt's default), to show what it costs.
-    let nagle = Broker::start_with(&config.mqtt, store.clone(), config.branch.id.clone(), false)?;
+    let nagle = Broker::start_with(
+        &config.mqtt,
+        store.clone(),
+        config.branch.id.clone(),
+        false,
+        None,
+    )?;
     let ours = Target {
         name: "sentra-edge (rmqtt)",
         addr: broker.local_addr(),

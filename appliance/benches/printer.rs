@@ -126,6 +126,7 @@ fn render_phase(renders: usize) {
                 code: "7K3M-Q9TX".into(),
                 role: "tablet".into(),
                 expires_at: "2026-11-22T03:45:00.000Z".into(),
+                uri: None,
             }),
             PaperWidth::Mm58,
         ),
@@ -217,7 +218,7 @@ async fn worker_phase(jobs: usize) -> anyhow::Result<()> {
         .write(move |w| {
             for _ in 0..jobs {
                 let code = devices::new_pairing_code(w, Role::Tablet, 86_400)?;
-                print_jobs::enqueue_pairing(w, &code)?;
+                print_jobs::enqueue_pairing(w, &code, None)?;
             }
             Ok(())
         })
@@ -260,6 +261,7 @@ async fn worker_phase(jobs: usize) -> anyhow::Result<()> {
             code: "7K3M-Q9TX".into(),
             role: "tablet".into(),
             expires_at: "2026-11-22T03:45:00.000Z".into(),
+            uri: None,
         }),
         &layout(PaperWidth::Mm58),
         false,

@@ -282,7 +282,7 @@ fn main() -> anyhow::Result<()> {
         );
         // Blocking (it builds the broker's own runtime): off the async threads.
         let broker = tokio::task::spawn_blocking(move || {
-            sentra_edge::broker::Broker::start(&mqtt_cfg, bstore, branch)
+            sentra_edge::broker::Broker::start(&mqtt_cfg, bstore, branch, None)
         })
         .await??;
         let bridge = sentra_edge::broker::bridge::Bridge {

@@ -75,7 +75,13 @@ pub const KEYS: &[Key] = &[
         section: "api",
         name: "listen",
         default: "0.0.0.0:8080",
-        doc: "Address of the local API for tablets and POS on the branch LAN. Port 0 picks a free port.",
+        doc: "Address of the local API over plain HTTP, served only when lan.plain = true (legacy POS that cannot speak TLS). Port 0 picks a free port.",
+    },
+    Key {
+        section: "api",
+        name: "tls_listen",
+        default: "0.0.0.0:8443",
+        doc: "Address of the local API over HTTPS (the box's own certificate, pinned by tablets at pairing) for tablets and POS on the branch LAN. Port 0 picks a free port.",
     },
     Key {
         section: "api",
@@ -160,6 +166,24 @@ pub const KEYS: &[Key] = &[
         name: "allow_plain_http",
         default: "false",
         doc: "Allow an http:// cloud URL that is not on this machine (labs only); https is required otherwise.",
+    },
+    Key {
+        section: "lan",
+        name: "plain",
+        default: "false",
+        doc: "Also serve the API on api.listen (HTTP) and the broker on mqtt.listen (MQTT without TLS), for legacy POS that cannot speak TLS. Anyone on the branch Wi-Fi can read tokens there: keep it false on a real box (`sentra-edge demo` sets it). When false, api.listen's port still answers /healthz and /readyz on 127.0.0.1 only, for an updater from before TLS.",
+    },
+    Key {
+        section: "lan",
+        name: "advertise_host",
+        default: "",
+        doc: "The name or address tablets reach the box by, in the pairing QR (sentra://pair?url=https://<host>:<port>...). Empty: the box's primary IPv4 address, else its hostname.",
+    },
+    Key {
+        section: "lan",
+        name: "mdns",
+        default: "true",
+        doc: "Announce the box on the branch LAN over mDNS/DNS-SD (_sentra._tcp, as sentra-<branch>-<id>.local) so a tablet that lost the box's address finds it again by browsing. Off only where multicast is unwanted (tests that start many daemons).",
     },
     Key {
         section: "pairing",
@@ -255,7 +279,13 @@ pub const KEYS: &[Key] = &[
         section: "mqtt",
         name: "listen",
         default: "0.0.0.0:1883",
-        doc: "Address of the MQTT broker on the branch LAN (MQTT 3.1, 3.1.1 and 5 on one port). Port 0 picks a free port (tests, demo).",
+        doc: "Address of the MQTT broker without TLS, served only when lan.plain = true (legacy POS). MQTT 3.1, 3.1.1 and 5 on one port. Port 0 picks a free port (tests, demo).",
+    },
+    Key {
+        section: "mqtt",
+        name: "tls_listen",
+        default: "0.0.0.0:8883",
+        doc: "Address of the MQTT broker over TLS (the same certificate as the API) on the branch LAN. Port 0 picks a free port (tests, demo).",
     },
     Key {
         section: "mqtt",
@@ -304,12 +334,6 @@ pub const KEYS: &[Key] = &[
         name: "max_packet_bytes",
         default: "65536",
         doc: "Largest MQTT packet accepted; our events are a few hundred bytes.",
-    },
-    Key {
-        section: "lan",
-        name: "mdns",
-        default: "true",
-        doc: "Announce the box on the branch LAN over mDNS/DNS-SD (_sentra._tcp, as sentra-<branch>-<id>.local) so a tablet that lost the box's address finds it again by browsing. Off only where multicast is unwanted (tests that start many daemons).",
     },
     Key {
         section: "update",
@@ -390,12 +414,12 @@ pub struct Config {
     pub branch: BranchConfig,
     pub store: StoreConfig,
     pub api: ApiConfig,
+    pub lan: LanConfig,
     pub pairing: PairingConfig,
     pub sync: SyncConfig,
     pub printer: PrinterConfig,
     pub scanner: ScannerConfig,
     pub mqtt: MqttConfig,
-    pub lan: LanConfig,
     pub update: UpdateConfig,
     pub blobs: BlobsConfig,
     pub log: LogConfig,
@@ -424,7 +448,11 @@ impl BlobsConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttConfig {
     pub enabled: bool,
+    /// The plain listener, served only when `lan.plain` (the broker is told by `plain`).
     pub listen: SocketAddr,
+    pub tls_listen: SocketAddr,
+    /// Copied from `lan.plain`: whether `listen` is served.
+    pub plain: bool,
     pub max_clients: usize,
     pub max_inflight: u16,
     pub max_queued_messages: usize,
@@ -433,13 +461,6 @@ pub struct MqttConfig {
     pub max_sessions_per_device: usize,
     pub min_keep_alive_secs: u16,
     pub zero_keep_alive_idle_secs: u16,
-}
-
-/// The box on the branch LAN as a whole (what is not one listener's setting).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LanConfig {
-    /// Announce `_sentra._tcp` over mDNS (`mdns.rs`).
-    pub mdns: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -534,12 +555,25 @@ pub struct StoreConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiConfig {
+    /// The plain HTTP listener, served only when `lan.plain`.
     pub listen: SocketAddr,
+    pub tls_listen: SocketAddr,
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
     pub max_connections: usize,
     pub header_read_timeout_secs: u64,
     pub pair_per_minute: u32,
+}
+
+/// The box on the branch LAN as a whole (what is not one listener's setting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanConfig {
+    /// Plain HTTP and MQTT beside TLS, for legacy POS (`api.listen`, `mqtt.listen`).
+    pub plain: bool,
+    /// None: the primary IPv4 address, else the hostname (`lan::advertise_host`).
+    pub advertise_host: Option<String>,
+    /// Announce `_sentra._tcp` over mDNS (`mdns.rs`).
+    pub mdns: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -644,7 +678,7 @@ impl Config {
             raw: &raw,
             errors: &mut errors,
         };
-        let config = Config {
+        let mut config = Config {
             branch: BranchConfig {
                 id: p.get("branch", "id", parse_branch_id),
                 name: p.get("branch", "name", |s| non_empty(s).map(str::to_owned)),
@@ -660,6 +694,10 @@ impl Config {
                 listen: p.get("api", "listen", |s| {
                     SocketAddr::from_str(s)
                         .map_err(|_| "expected an address and port, e.g. 0.0.0.0:8080".into())
+                }),
+                tls_listen: p.get("api", "tls_listen", |s| {
+                    SocketAddr::from_str(s)
+                        .map_err(|_| "expected an address and port, e.g. 0.0.0.0:8443".into())
                 }),
                 max_body_bytes: p.get("api", "max_body_bytes", |s| parse_range(s, 1024, 16 << 20)),
                 request_timeout_ms: p.get("api", "request_timeout_ms", |s| {
@@ -692,6 +730,11 @@ impl Config {
                     Ok((!s.trim().is_empty()).then(|| PathBuf::from(s)))
                 }),
                 allow_plain_http: p.get("sync", "allow_plain_http", parse_bool),
+            },
+            lan: LanConfig {
+                plain: p.get("lan", "plain", parse_bool),
+                advertise_host: p.get("lan", "advertise_host", parse_host),
+                mdns: p.get("lan", "mdns", parse_bool),
             },
             pairing: PairingConfig {
                 code_ttl_secs: p.get("pairing", "code_ttl_secs", |s| parse_range(s, 30, 86_400)),
@@ -729,6 +772,12 @@ impl Config {
                     SocketAddr::from_str(s)
                         .map_err(|_| "expected an address and port, e.g. 0.0.0.0:1883".into())
                 }),
+                tls_listen: p.get("mqtt", "tls_listen", |s| {
+                    SocketAddr::from_str(s)
+                        .map_err(|_| "expected an address and port, e.g. 0.0.0.0:8883".into())
+                }),
+                // Set from `lan.plain` below (one key, parsed once).
+                plain: false,
                 max_clients: p.get("mqtt", "max_clients", |s| parse_range(s, 1, 100_000)),
                 max_inflight: p.get("mqtt", "max_inflight", |s| parse_range(s, 1, 65_535)),
                 max_queued_messages: p.get("mqtt", "max_queued_messages", |s| {
@@ -748,9 +797,6 @@ impl Config {
                 zero_keep_alive_idle_secs: p.get("mqtt", "zero_keep_alive_idle_secs", |s| {
                     parse_range(s, 1, 65_535)
                 }),
-            },
-            lan: LanConfig {
-                mdns: p.get("lan", "mdns", parse_bool),
             },
             update: UpdateConfig {
                 release_public_key: p.get("update", "release_public_key", |s| {
@@ -797,6 +843,7 @@ impl Config {
                 }),
             },
         };
+        config.mqtt.plain = config.lan.plain;
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -816,6 +863,9 @@ impl Config {
                 ("store", "readers") => self.store.readers.to_string(),
                 ("store", "max_batch") => self.store.max_batch.to_string(),
                 ("api", "listen") => self.api.listen.to_string(),
+                ("api", "tls_listen") => self.api.tls_listen.to_string(),
+                ("lan", "plain") => self.lan.plain.to_string(),
+                ("lan", "advertise_host") => self.lan.advertise_host.clone().unwrap_or_default(),
                 ("api", "max_body_bytes") => self.api.max_body_bytes.to_string(),
                 ("api", "request_timeout_ms") => self.api.request_timeout_ms.to_string(),
                 ("api", "max_connections") => self.api.max_connections.to_string(),
@@ -855,6 +905,7 @@ impl Config {
                 ("scanner", "retry_max_ms") => self.scanner.retry_max_ms.to_string(),
                 ("mqtt", "enabled") => self.mqtt.enabled.to_string(),
                 ("mqtt", "listen") => self.mqtt.listen.to_string(),
+                ("mqtt", "tls_listen") => self.mqtt.tls_listen.to_string(),
                 ("mqtt", "max_clients") => self.mqtt.max_clients.to_string(),
                 ("mqtt", "max_inflight") => self.mqtt.max_inflight.to_string(),
                 ("mqtt", "max_queued_messages") => self.mqtt.max_queued_messages.to_string(),
@@ -1006,6 +1057,28 @@ fn non_empty(s: &str) -> Result<&str, String> {
     }
 }
 
+/// Empty, or a host name or address a tablet can put in a URL (no scheme, port or path).
+fn parse_host(s: &str) -> Result<Option<String>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let ok = s.len() <= 253
+        && (s.parse::<std::net::IpAddr>().is_ok()
+            || s.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    if ok {
+        Ok(Some(s.to_owned()))
+    } else {
+        Err("expected a host name (e.g. sentra-jkt01.local) or an IP address, without scheme or port".into())
+    }
+}
+
 fn parse_path(s: &str) -> Result<PathBuf, String> {
     non_empty(s).map(PathBuf::from)
 }
@@ -1076,9 +1149,29 @@ mod tests {
     }
 
     #[test]
+    fn lan_settings_parse_and_bad_hosts_are_refused() {
+        let env = |k: &str, v: &str| vec![(format!("{ENV_PREFIX}LAN__{k}"), v.to_owned())];
+        let c = Config::load_from(None, env("PLAIN", "true")).expect("valid");
+        assert!(c.lan.plain && c.mqtt.plain, "mqtt follows lan.plain");
+        for host in ["sentra-jkt01.local", "192.168.1.20", "fe80::1"] {
+            let c = Config::load_from(None, env("ADVERTISE_HOST", host)).expect(host);
+            assert_eq!(c.lan.advertise_host.as_deref(), Some(host));
+        }
+        for bad in ["https://box", "box:8443", "a b", "box/x", "-.."] {
+            let e = Config::load_from(None, env("ADVERTISE_HOST", bad)).expect_err(bad);
+            assert!(e.0[0].contains("lan.advertise_host"), "{e}");
+        }
+    }
+
+    #[test]
     fn defaults_are_valid_and_documented() {
         let c = Config::defaults();
         assert_eq!(c.api.listen.port(), 8080);
+        // A real box speaks TLS only: HTTPS on 8443, MQTT over TLS on 8883, no plain listeners.
+        assert_eq!(c.api.tls_listen.port(), 8443);
+        assert_eq!(c.mqtt.tls_listen.port(), 8883);
+        assert!(!c.lan.plain && !c.mqtt.plain);
+        assert_eq!(c.lan.advertise_host, None);
         assert_eq!(
             c.branch.utc_offset,
             UtcOffset::from_hms(7, 0, 0).expect("valid")

@@ -1,4 +1,5 @@
-//! Starting and stopping the appliance: open the store, bind the API, tell systemd we are ready
+//! Starting and stopping the appliance: open the store, load (or at first start make) the box's
+//! LAN certificate (`lan`), bind the API, tell systemd we are ready
 //! (and start the watchdog probe, `watchdog.rs`), run until SIGTERM, then shut down in order (stop taking requests, finish those in flight,
 //! finish queued writes, close the store). `demo` is the same daemon on a throwaway directory.
 
@@ -30,6 +31,15 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "api.tls_listen {addr}: {source}; is another sentra-edge (or something else) using this port?"
+    )]
+    BindTls {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lan(#[from] crate::lan::LanError),
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
     /// The command was asked something it cannot do as asked (exit 2): the message says what to
@@ -48,6 +58,8 @@ impl StartError {
             StartError::Store(e) if e.is_unreadable() => 3,
             StartError::Store(_)
             | StartError::Bind { .. }
+            | StartError::BindTls { .. }
+            | StartError::Lan(_)
             | StartError::Broker(_)
             | StartError::Other(_) => 1,
         }
@@ -76,11 +88,35 @@ pub async fn open_store_with(config: &Config, key: StoreKey) -> Result<Store, St
     Ok(store)
 }
 
+/// The box's LAN identity from the store, made and kept there at the first call (daemon start,
+/// or a command that needs it before the daemon ever ran). Never changes afterwards.
+pub async fn lan_identity(store: &Store) -> Result<crate::lan::Identity, StartError> {
+    if let Some((cert, key)) = store.read(store::lan::identity).await? {
+        return Ok(crate::lan::Identity::from_pem(&cert, &key)?);
+    }
+    let fresh = tokio::task::spawn_blocking(crate::lan::Identity::generate)
+        .await
+        .context("certificate task")??;
+    let (cert, key) = store
+        .write(move |w| store::lan::keep_identity(w, fresh.cert_pem(), fresh.key_pem()))
+        .await?;
+    let identity = crate::lan::Identity::from_pem(&cert, &key)?;
+    tracing::info!(fingerprint = %identity.fingerprint(), "made the box's LAN certificate");
+    Ok(identity)
+}
+
 /// What a started daemon tells its caller.
 pub struct Started {
+    /// The API over HTTPS.
     pub addr: SocketAddr,
-    /// Where the MQTT broker listens (None: `mqtt.enabled = false`).
+    /// The API over plain HTTP (`lan.plain`).
+    pub plain: Option<SocketAddr>,
+    /// Where the MQTT broker listens over TLS (None: `mqtt.enabled = false`).
     pub mqtt: Option<SocketAddr>,
+    /// Plain MQTT (`lan.plain` and the broker enabled).
+    pub mqtt_plain: Option<SocketAddr>,
+    /// The certificate both present.
+    pub fingerprint: crate::lan::Fingerprint,
 }
 
 /// What `sentra-edge doctor` reads to find the running daemon: `daemon-state.json` in the data
@@ -90,8 +126,15 @@ pub struct DaemonState {
     pub pid: u32,
     pub version: String,
     pub started_at: String,
+    /// The API over HTTPS.
     pub api: SocketAddr,
+    /// The API over plain HTTP, when `lan.plain`.
+    #[serde(default)]
+    pub api_plain: Option<SocketAddr>,
     pub mqtt: Option<SocketAddr>,
+    /// The certificate the daemon presents (`sha256:<hex>`).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 pub const STATE_FILE: &str = "daemon-state.json";
@@ -125,34 +168,77 @@ pub async fn run(
     supervisor: Supervisor,
     on_ready: impl FnOnce(&Started, &Store),
 ) -> Result<(), StartError> {
-    let listener = tokio::net::TcpListener::bind(config.api.listen)
+    let identity = lan_identity(&store).await?;
+    let fingerprint = identity.fingerprint();
+    let tls_listener = tokio::net::TcpListener::bind(config.api.tls_listen)
         .await
-        .map_err(|source| StartError::Bind {
+        .map_err(|source| StartError::BindTls {
+            addr: config.api.tls_listen,
+            source,
+        })?;
+    let addr = tls_listener
+        .local_addr()
+        .map_err(|source| StartError::BindTls {
+            addr: config.api.tls_listen,
+            source,
+        })?;
+    // Plain HTTP only for legacy POS (`lan.plain`): tokens cross the Wi-Fi readable there.
+    let plain_listener = if config.lan.plain {
+        let listener = tokio::net::TcpListener::bind(config.api.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.api.listen,
+                source,
+            })?;
+        let plain = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.api.listen,
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.api.listen,
-        source,
-    })?;
+        Some((listener, plain))
+    } else {
+        None
+    };
+    let plain_addr = plain_listener.as_ref().map(|(_, a)| *a);
+    // Without `lan.plain`, the plain port still answers `/healthz` and `/readyz` on loopback
+    // only: the updater of a release from before TLS asks `http://127.0.0.1:<api.listen
+    // port>/readyz` whether the new release came up, and would roll it back otherwise. Nothing
+    // else is served there and nothing of it reaches the Wi-Fi.
+    let probe_listener = if config.lan.plain {
+        None
+    } else {
+        let probe = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, config.api.listen.port()));
+        match tokio::net::TcpListener::bind(probe).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%probe, %error, "the loopback health door is not served; an update from a release before TLS would roll back");
+                None
+            }
+        }
+    };
+    let api_tls = identity.server_config(&[b"http/1.1"])?;
+    let mqtt_tls = identity.server_config(&[])?;
     // The broker binds before anything is served, so a taken port stops the start with its
     // own error, and the bridge hears every change from the first request on.
     let broker = if config.mqtt.enabled {
         let (cfg, st, branch) = (config.mqtt.clone(), store.clone(), config.branch.id.clone());
         Some(
-            tokio::task::spawn_blocking(move || crate::broker::Broker::start(&cfg, st, branch))
-                .await
-                .context("broker start task")??,
+            tokio::task::spawn_blocking(move || {
+                crate::broker::Broker::start(&cfg, st, branch, Some(mqtt_tls))
+            })
+            .await
+            .context("broker start task")??,
         )
     } else {
         None
     };
-    let mqtt_addr = broker.as_ref().map(crate::broker::Broker::local_addr);
+    let mqtt_addr = broker.as_ref().and_then(crate::broker::Broker::tls_addr);
+    let mqtt_plain = broker.as_ref().and_then(crate::broker::Broker::plain_addr);
     let sync = SyncHandle::default();
     let mut state = AppState::new(store.clone(), config.clone(), sync.clone());
     let scanner = crate::scanner::ScannerHandle::new(&config.scanner);
     state.scanner = scanner.clone();
     state.mqtt_port = mqtt_addr.map(|a| a.port());
+    state.mqtt_plain_port = mqtt_plain.map(|a| a.port());
     if let Some(b) = &broker {
         let bridge = crate::broker::bridge::Bridge {
             store: store.clone(),
@@ -170,9 +256,25 @@ pub async fn run(
     supervisor
         .cancel_on_signals()
         .context("installing signal handlers")?;
+    if let Some((listener, _)) = plain_listener {
+        let (state, cancel) = (state.clone(), supervisor.token());
+        supervisor.spawn("api-plain", async move {
+            api::serve(listener, state, None, cancel)
+                .await
+                .context("local API (plain)")
+        });
+    }
+    if let Some(listener) = probe_listener {
+        let (state, cancel) = (state.clone(), supervisor.token());
+        supervisor.spawn("api-probes", async move {
+            api::serve_probes(listener, state, cancel)
+                .await
+                .context("local health door")
+        });
+    }
     let cancel = supervisor.token();
     supervisor.spawn("api", async move {
-        api::serve(listener, state, cancel)
+        api::serve(tls_listener, state, Some(api_tls), cancel)
             .await
             .context("local API")
     });
@@ -221,9 +323,9 @@ pub async fn run(
         let announcement = crate::mdns::Announcement {
             branch,
             install_id: store.ctx().device_id.clone(),
-            // The box's TLS certificate fingerprint (`sha256:<hex>`) goes here once the box has
-            // one; empty means "none yet" to a browsing tablet.
-            fingerprint: String::new(),
+            // The box's TLS certificate fingerprint (`sha256:<hex>`): a tablet that browses
+            // checks it against the one it pinned at pairing.
+            fingerprint: fingerprint.to_string(),
             api_port: addr.port(),
             mqtt_port: mqtt_addr.map(|a| a.port()),
         };
@@ -232,13 +334,15 @@ pub async fn run(
             crate::mdns::run(announcement, cancel).await
         });
     }
-    tracing::info!(%addr, branch = %config.branch.id, device = %store.ctx().device_id, version = env!("CARGO_PKG_VERSION"), "sentra-edge serving");
+    tracing::info!(%addr, plain = ?plain_addr, %fingerprint, branch = %config.branch.id, device = %store.ctx().device_id, version = env!("CARGO_PKG_VERSION"), "sentra-edge serving");
     let daemon_state = DaemonState {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: store::format_time(time::OffsetDateTime::now_utc()),
         api: addr,
+        api_plain: plain_addr,
         mqtt: mqtt_addr,
+        fingerprint: Some(fingerprint.uri()),
     };
     let data_dir = config.store.data_dir.clone();
     {
@@ -248,7 +352,10 @@ pub async fn run(
     on_ready(
         &Started {
             addr,
+            plain: plain_addr,
             mqtt: mqtt_addr,
+            mqtt_plain,
+            fingerprint,
         },
         &store,
     );
@@ -256,13 +363,17 @@ pub async fn run(
     // runs, and the MQTT broker listens. Anything else that serves the LAN must start above this
     // line and be given to the watchdog's `Targets`, so READY and the pings cover it too.
     let serving = match mqtt_addr {
-        Some(m) => format!("serving: api {addr}, mqtt {m}, branch {}", config.branch.id),
-        None => format!("serving: api {addr}, branch {}", config.branch.id),
+        Some(m) => format!(
+            "serving: api https {addr}, mqtt tls {m}, branch {}",
+            config.branch.id
+        ),
+        None => format!("serving: api https {addr}, branch {}", config.branch.id),
     };
     crate::watchdog::ready(&serving);
     let targets = crate::watchdog::Targets {
         store: store.clone(),
         api: addr,
+        fingerprint,
         broker: mqtt_addr,
     };
     if let Some(every) = crate::watchdog::spawn(&supervisor, targets) {
@@ -300,9 +411,16 @@ impl Demo {
         let mut config = Config::defaults();
         config.store.data_dir = dir.path().to_owned();
         config.store.key_file = PathBuf::from("(generated for the demo)");
+        // The demo also serves plain HTTP and MQTT (lan.plain), on `listen` and a free port;
+        // HTTPS and MQTT over TLS take free ports beside them.
+        config.lan.plain = true;
+        config.mqtt.plain = true;
         config.api.listen = listen;
-        // The demo's broker takes a free port next to its API.
+        config.api.tls_listen = SocketAddr::new(listen.ip(), 0);
         config.mqtt.listen = SocketAddr::new(listen.ip(), 0);
+        config.mqtt.tls_listen = SocketAddr::new(listen.ip(), 0);
+        // The pairing URI names where the demo listens.
+        config.lan.advertise_host = Some(listen.ip().to_string());
         // The demo's printer is a file: documents land there as ESC/POS bytes.
         config.printer.kind = crate::config::PrinterKind::File;
         config.printer.address = dir.path().join("printer.escpos").display().to_string();

@@ -88,6 +88,17 @@ fn local(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// `GET /healthz` over TLS to a server that must present `pin`.
+async fn healthz_tls(addr: SocketAddr, pin: crate::lan::Fingerprint) -> Result<String, String> {
+    let probe = crate::watchdog::https_status(addr, pin, "/healthz");
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(Ok(200)) => Ok("200".into()),
+        Ok(Ok(status)) => Err(format!("answered {status}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+    }
+}
+
 /// `GET /healthz` with a plain HTTP/1.0 request: the status line, or why not.
 async fn healthz(addr: SocketAddr) -> Result<String, String> {
     let probe = async {
@@ -160,10 +171,11 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
                 store_sync::identity(c)?,
                 print_jobs::printer_state(c)?,
                 print_jobs::queue_length(c)?,
+                crate::store::lan::identity(c)?,
             ))
         })
         .await;
-    let (outbox, sync, identity, printer, queued) = match read {
+    let (outbox, sync, identity, printer, queued, lan) = match read {
         Ok(v) => v,
         Err(e) => {
             report.push(Check::fix(format!(
@@ -180,6 +192,31 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
         outbox.pending_events
     )));
     report.push(photos(config, store).await);
+    let pin = match lan.map(|(cert, key)| crate::lan::Identity::from_pem(&cert, &key)) {
+        None => {
+            report.push(Check::ok(
+                "certificate: not made yet; the daemon makes it at its first start",
+            ));
+            None
+        }
+        Some(Ok(id)) => {
+            let fp = id.fingerprint();
+            report.push(Check::ok(format!(
+                "certificate {fp}: tablets pin this (curl: --pinnedpubkey {}){}",
+                fp.curl_pin(),
+                if config.lan.plain {
+                    "; lan.plain = true: plain HTTP and MQTT are also served, tokens readable on the Wi-Fi"
+                } else {
+                    ""
+                }
+            )));
+            Some(fp)
+        }
+        Some(Err(e)) => {
+            report.push(Check::fix(format!("certificate: {e}")));
+            None
+        }
+    };
 
     // The daemon.
     let daemon = crate::daemon::running(data_dir);
@@ -191,7 +228,12 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
             )));
             false
         }
-        Some(d) => match healthz(local(d.api)).await {
+        Some(d) => match match (pin, d.fingerprint.is_some()) {
+            // A daemon that states a certificate serves HTTPS on `api`; an older one, HTTP.
+            (Some(pin), true) => healthz_tls(local(d.api), pin).await,
+            (None, true) => Err("the store holds no certificate to check it against".into()),
+            (_, false) => healthz(local(d.api)).await,
+        } {
             Ok(_) => {
                 report.push(Check::ok(format!(
                     "api {}: answering (sentra-edge {}, pid {}, up since {})",

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod domain;
 pub mod enrol_prompt;
+pub mod lan;
 pub mod mdns;
 pub mod metrics;
 pub mod printer;

@@ -203,6 +203,30 @@ fn out(text: &str) {
     let _ = stdout.flush();
 }
 
+/// What a started daemon prints, last the line the tests and scripts wait for: the API's
+/// HTTP address when `lan.plain` serves one, then (always last) its HTTPS address.
+fn listening_lines(started: &daemon::Started) -> String {
+    let mut text = format!(
+        "sentra-edge: certificate {} (curl: --pinnedpubkey {})\n",
+        started.fingerprint,
+        started.fingerprint.curl_pin()
+    );
+    if let Some(mqtt) = started.mqtt {
+        text.push_str(&format!("sentra-edge: mqtt tls listening on {mqtt}\n"));
+    }
+    if let Some(mqtt) = started.mqtt_plain {
+        text.push_str(&format!("sentra-edge: mqtt listening on {mqtt}\n"));
+    }
+    if let Some(plain) = started.plain {
+        text.push_str(&format!("sentra-edge: api listening on http://{plain}\n"));
+    }
+    text.push_str(&format!(
+        "sentra-edge: api listening on https://{}\n",
+        started.addr
+    ));
+    text
+}
+
 async fn dispatch(command: Command) -> Result<(), StartError> {
     match command {
         Command::Run { config } => {
@@ -210,13 +234,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             telemetry::init(&config.log.level);
             let store = daemon::open_store(&config).await?;
             daemon::run(config, store, Supervisor::new(), |started, _| {
-                if let Some(mqtt) = started.mqtt {
-                    out(&format!("sentra-edge: mqtt listening on {mqtt}\n"));
-                }
-                out(&format!(
-                    "sentra-edge: api listening on http://{}\n",
-                    started.addr
-                ));
+                out(&listening_lines(started));
             })
             .await
         }
@@ -231,28 +249,52 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             let printer_file = config.printer.address.clone();
             let branch_id = config.branch.id.clone();
             daemon::run(config, store, Supervisor::new(), move |started, _| {
-                let url = format!("http://{}", started.addr);
+                let url = format!("https://{}", started.addr);
+                let fp = started.fingerprint;
                 let mut text = format!(
                     "sentra-edge demo: branch {branch}\n\
                      \x20 data (deleted on exit): {dir}\n\
-                     \x20 local API:  {url}\n\
+                     \x20 local API:  {url} (certificate {fp}; curl: -k --pinnedpubkey {})\n\
                      \x20 health:     {url}/healthz\n\
                      \x20 metrics:    {url}/metrics\n\
-                     \x20 OpenAPI:    {url}/v1/openapi.json (needs a token)\n\
-                     \x20 pairing codes (one use each, valid until {}):\n",
-                    codes.first().map_or("", |c| c.expires_at.as_str())
+                     \x20 OpenAPI:    {url}/v1/openapi.json (needs a token)\n",
+                    fp.curl_pin()
                 );
+                if let Some(plain) = started.plain {
+                    text.push_str(&format!(
+                        "  plain HTTP (lan.plain, legacy POS only): http://{plain}\n"
+                    ));
+                }
+                text.push_str(&format!(
+                    "  pairing codes (one use each, valid until {}):\n",
+                    codes.first().map_or("", |c| c.expires_at.as_str())
+                ));
                 for c in &codes {
-                    text.push_str(&format!("    {:<12} {}\n", c.role.as_str(), c.code));
+                    text.push_str(&format!(
+                        "    {:<12} {}  {}\n",
+                        c.role.as_str(),
+                        c.code,
+                        sentra_edge::lan::pairing_uri(
+                            &started.addr.ip().to_string(),
+                            started.addr.port(),
+                            &c.code,
+                            fp
+                        )
+                    ));
                 }
                 text.push_str(&format!("  printer (ESC/POS bytes): {printer_file}\n"));
                 if let Some(mqtt) = started.mqtt {
                     text.push_str(&format!(
-                        "  mqtt broker: {mqtt} (username: the device id, password: the pair answer's mqtt.password; topics sentra/{branch_id}/#)\n"
+                        "  mqtt broker: {mqtt} over TLS{} (username: the device id, password: the pair answer's mqtt.password; topics sentra/{branch_id}/#)\n",
+                        started
+                            .mqtt_plain
+                            .map(|p| format!(", plain on {p}"))
+                            .unwrap_or_default()
                     ));
                 }
                 text.push_str("Paste into a shell to follow the README's examples:\n");
                 text.push_str(&format!("export API={url}\n"));
+                text.push_str(&format!("export PIN={}\n", fp.curl_pin()));
                 for c in &codes {
                     text.push_str(&format!(
                         "export {}_CODE={}\n",
@@ -262,11 +304,8 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 }
                 if let Some(mqtt) = started.mqtt {
                     text.push_str(&format!("export MQTT_PORT={}\n", mqtt.port()));
-                    text.push_str(&format!("sentra-edge: mqtt listening on {mqtt}\n"));
                 }
-                text.push_str("sentra-edge: api listening on ");
-                text.push_str(&url);
-                text.push('\n');
+                text.push_str(&listening_lines(started));
                 out(&text);
             })
             .await?;
@@ -368,11 +407,29 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             telemetry::init("warn");
             let store = daemon::open_store(&config).await?;
             let ttl = config.pairing.code_ttl_secs;
+            let identity = match daemon::lan_identity(&store).await {
+                Ok(i) => i,
+                Err(e) => {
+                    store.shutdown().await;
+                    return Err(e);
+                }
+            };
+            let fp = identity.fingerprint();
+            // The running daemon's port (the configured one may be 0: a free port).
+            let port = daemon::running(&config.store.data_dir)
+                .map_or(config.api.tls_listen.port(), |d| d.api.port());
+            let host = sentra_edge::lan::advertise_host(config.lan.advertise_host.as_deref());
+            let url = sentra_edge::lan::https_url(&host, port);
+            let uri_for = {
+                let host = host.clone();
+                move |code: &str| sentra_edge::lan::pairing_uri(&host, port, code, fp)
+            };
             let written = store
                 .write(move |w| {
                     let code = devices::new_pairing_code(w, role, ttl)?;
                     let job = if print {
-                        Some(print_jobs::enqueue_pairing(w, &code)?)
+                        let uri = uri_for(&code.code);
+                        Some(print_jobs::enqueue_pairing(w, &code, Some(uri))?)
                     } else {
                         None
                     };
@@ -388,10 +445,15 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 ));
             }
             out(&format!(
-                "pairing code for a {} device: {}\nvalid until {} (one use). On the device: POST /v1/pair {{\"code\": \"{}\", \"device_name\": \"...\"}}\n",
+                "pairing code for a {} device: {}\nvalid until {} (one use)\n\
+                 pairing URI (what the QR holds): {}\n\
+                 box certificate: {fp} (a tablet pins it; curl: -k --pinnedpubkey {})\n\
+                 On the device: POST {url}/v1/pair {{\"code\": \"{}\", \"device_name\": \"...\"}}\n",
                 role.as_str(),
                 code.code,
                 code.expires_at,
+                sentra_edge::lan::pairing_uri(&host, port, &code.code, fp),
+                fp.curl_pin(),
                 code.code
             ));
             Ok(())
@@ -419,7 +481,9 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 .stats()
                 .await
                 .map_err(|e| StartError::Other(e.into()))?;
+            let lan_id = daemon::lan_identity(&store).await;
             store.shutdown().await;
+            let fp = lan_id?.fingerprint();
             let size = std::fs::metadata(config.db_path())
                 .map(|m| m.len())
                 .unwrap_or(0);
@@ -433,7 +497,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             if json {
                 let cloud = identity.as_ref().map(|i| serde_json::json!({"url": i.cloud_url, "device_id": i.device_id, "branch_name": i.branch_name, "enrolled_at": i.enrolled_at}));
                 let mdns = mdns.as_ref().map(|n| serde_json::json!({"name": n, "host": format!("{n}.local"), "service": sentra_edge::mdns::SERVICE_TYPE}));
-                let v = serde_json::json!({"branch": branch, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "sync": sync, "cloud": cloud, "mdns": mdns, "paired_devices": live, "printer": {"state": printer, "queued_jobs": print_queue}, "scanner": scanner, "photos": photos});
+                let v = serde_json::json!({"branch": branch, "store": {"path": config.db_path(), "bytes": size}, "outbox": st, "sync": sync, "cloud": cloud, "mdns": mdns, "paired_devices": live, "printer": {"state": printer, "queued_jobs": print_queue}, "scanner": scanner, "photos": photos, "lan": {"fingerprint": fp.uri(), "curl_pin": fp.curl_pin(), "plain": config.lan.plain}});
                 out(&format!(
                     "{}\n",
                     serde_json::to_string_pretty(&v).expect("serialises")
@@ -489,6 +553,15 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 out(&format!(
                     "scanner      {}\n",
                     sentra_edge::scanner::describe(scanner.as_ref())
+                ));
+                out(&format!(
+                    "certificate  {fp} (curl: --pinnedpubkey {}){}\n",
+                    fp.curl_pin(),
+                    if config.lan.plain {
+                        "; plain HTTP and MQTT also served (lan.plain)"
+                    } else {
+                        ""
+                    }
                 ));
                 out(&format!(
                     "photos       {} kept ({} bytes, limit {}), {} waiting for the cloud ({} bytes)\n",
@@ -677,8 +750,10 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             telemetry::init("info");
             let store = daemon::open_store(&config).await?;
             let clock = store.ctx().clock.clone();
-            let identity = store.read(store_sync::identity).await?;
+            let identity = store.read(store_sync::identity).await;
+            let lan_id = daemon::lan_identity(&store).await;
             store.shutdown().await;
+            let (identity, lan_pin) = (identity?, lan_id?.fingerprint());
             let identity = identity.ok_or_else(|| {
                 StartError::Other(anyhow::anyhow!(
                     "this box is not enrolled; run `sentra-edge-admin enroll` and scan the enrolment sheet at the prompt"
@@ -688,7 +763,8 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 sentra_edge::sync::client::CloudClient::new(&config.sync, &identity, clock)
                     .map_err(|e| StartError::Other(e.into()))?;
             let pinned = identity.release_public_key.clone();
-            let updater = sentra_edge::update::Updater::new(config, client, pinned);
+            let updater =
+                sentra_edge::update::Updater::new(config, client, pinned).with_lan_pin(lan_pin);
             if apply {
                 let done = updater
                     .apply(version.as_deref())

@@ -23,8 +23,10 @@ use crate::supervisor::Supervisor;
 #[derive(Debug, Clone)]
 pub struct Targets {
     pub store: Store,
-    /// The local API's bound address (`/readyz` is asked over TCP).
+    /// The local API's HTTPS address (`/readyz` is asked over TLS, pinning `fingerprint`).
     pub api: SocketAddr,
+    /// The box's certificate: the probe checks the API presents it.
+    pub fingerprint: crate::lan::Fingerprint,
     /// The MQTT broker's listener, once the daemon runs one: the probe then also needs a TCP
     /// connection to it to succeed. The broker's start must come before READY (`daemon::run`).
     pub broker: Option<SocketAddr>,
@@ -119,7 +121,7 @@ pub async fn probe(targets: &Targets, limit: Duration) -> Result<(), ProbeError>
     writer_commits(&targets.store, limit).await?;
     let api = loopback(targets.api);
     let api_err = |detail: String| ProbeError::Api { addr: api, detail };
-    let status = tokio::time::timeout(limit, http_status(api, "/readyz"))
+    let status = tokio::time::timeout(limit, https_status(api, targets.fingerprint, "/readyz"))
         .await
         .map_err(|_| api_err(format!("no answer to /readyz within {limit:?}")))?
         .map_err(|e| api_err(e.to_string()))?;
@@ -149,9 +151,18 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The status code of `GET path` (HTTP/1.1, connection closed after it).
-async fn http_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
-    let mut conn = TcpStream::connect(addr).await?;
+/// The status code of `GET path` over TLS to a server presenting `pin` (HTTP/1.1, connection
+/// closed after it). `doctor` asks the same way.
+pub async fn https_status(
+    addr: SocketAddr,
+    pin: crate::lan::Fingerprint,
+    path: &str,
+) -> std::io::Result<u16> {
+    let tcp = TcpStream::connect(addr).await?;
+    let connector =
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(crate::lan::client_config(pin)));
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut conn = connector.connect(name, tcp).await?;
     conn.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
     )

@@ -342,7 +342,7 @@ impl EdgeSite {
         std::fs::write(
             &config,
             format!(
-                "[branch]\nid = \"{branch}\"\n[store]\ndata_dir = {:?}\nkey_file = {:?}\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[sync]\npull_interval_secs = 1\n{extra}",
+                "[branch]\nid = \"{branch}\"\n[store]\ndata_dir = {:?}\nkey_file = {:?}\n[lan]\nplain = true\n[mqtt]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[sync]\npull_interval_secs = 1\n{extra}",
                 dir.path().join("data").display().to_string(),
                 key_file.display().to_string()
             ),

@@ -46,8 +46,10 @@ pub struct AppState {
     pub tokens: TokenCache,
     /// The barcode scanner's live state (`GET /v1/scanner`); disabled unless the daemon wires it.
     pub scanner: crate::scanner::ScannerHandle,
-    /// The broker's port for the pairing answer; None while no broker runs.
+    /// The broker's TLS port for the pairing answer; None while no broker runs.
     pub mqtt_port: Option<u16>,
+    /// The broker's plain port (`lan.plain`), for legacy clients.
+    pub mqtt_plain_port: Option<u16>,
     /// Photos being received now, at most `blobs.max_concurrent_uploads`.
     pub uploads: Arc<tokio::sync::Semaphore>,
 }
@@ -481,6 +483,7 @@ impl AppState {
             tokens: TokenCache::default(),
             scanner: crate::scanner::ScannerHandle::default(),
             mqtt_port: None,
+            mqtt_plain_port: None,
         }
     }
 
@@ -557,18 +560,50 @@ pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
 
 /// Serve until `cancel`, within `api.max_connections` and `api.header_read_timeout_secs`;
 /// requests in flight finish first.
+/// `/healthz` and `/readyz` alone, for the loopback door the daemon keeps on `api.listen`'s
+/// port when the LAN is TLS only (see `daemon::run`).
+pub async fn serve_probes(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    cancel: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let limits = sentra_serve::Limits {
+        max_connections: 8,
+        header_read_timeout: Duration::from_secs(state.config.api.header_read_timeout_secs),
+    };
+    let probes = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .fallback(|| async {
+            ApiError::not_found("only /healthz and /readyz here; the API is served over HTTPS")
+        })
+        .with_state(state);
+    sentra_serve::serve(
+        listener,
+        probes,
+        limits,
+        async move { cancel.cancelled().await },
+    )
+    .await;
+    Ok(())
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    tls: Option<Arc<rustls::ServerConfig>>,
     cancel: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     let limits = sentra_serve::Limits {
         max_connections: state.config.api.max_connections,
         header_read_timeout: Duration::from_secs(state.config.api.header_read_timeout_secs),
     };
-    sentra_serve::serve(listener, router(state), limits, async move {
-        cancel.cancelled().await
-    })
-    .await;
+    let shutdown = async move { cancel.cancelled().await };
+    match tls {
+        Some(tls) => {
+            sentra_serve::serve_tls(listener, router(state), limits, tls, shutdown).await;
+        }
+        None => sentra_serve::serve(listener, router(state), limits, shutdown).await,
+    }
     Ok(())
 }

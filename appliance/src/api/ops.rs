@@ -108,7 +108,13 @@ pub struct MqttCredentials {
     /// The device's MQTT password (`sem_…`), a secret of its own: the API token is refused as
     /// an MQTT password, and this password as a bearer token. Shown once.
     pub password: String,
+    /// MQTT over TLS: the box's certificate, the fingerprint pinned at pairing.
     pub port: u16,
+    /// Always true: `port` speaks TLS.
+    pub tls: bool,
+    /// Plain MQTT, only when the box serves it for legacy clients (`lan.plain`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plain_port: Option<u16>,
     /// The client id to use: the device id, or the device id followed by `-` and a suffix for
     /// a second connection. Any other client id is refused.
     pub client_id: String,
@@ -162,6 +168,8 @@ fn mqtt_credentials(
         username: device.id.clone(),
         password: creds.mqtt_password.clone(),
         port,
+        tls: true,
+        plain_port: s.mqtt_plain_port,
         client_id: device.id.clone(),
         topics: format!("sentra/{}/#", s.config.branch.id),
     })

@@ -29,6 +29,15 @@
 //! - the **in-process publisher** ([`BrokerHandle::publish`]) the bridge uses: its messages are
 //!   forwarded inside the process under an identity no LAN client can claim, and never pass the ACL.
 //!
+//! **Listeners.** rmqtt's own TLS pulls in aws-lc-rs (which breaks the static musl build) and
+//! cannot be handed a stream, so TLS is terminated here ([`terminate_tls`], tokio-rustls with
+//! ring and the box's certificate, `lan`): on `mqtt.tls_listen`, each connection's handshake must
+//! finish within [`TLS_HANDSHAKE`] and takes one of `mqtt.max_clients` slots; it is then spliced
+//! to an rmqtt listener on `127.0.0.1:<free port>` that reads a PROXY protocol v1 line first, so
+//! rmqtt still sees (and logs) the tablet's address. That loopback listener authenticates like
+//! any other; only this process knows its port. The plain listener on `mqtt.listen` is served
+//! only with `lan.plain = true` (legacy POS), straight into rmqtt.
+//!
 //! Memory is bounded by configuration: `mqtt.max_clients` connections and sessions,
 //! `mqtt.max_inflight` unacknowledged and `mqtt.max_queued_messages` queued messages per session,
 //! packets of at most `mqtt.max_packet_bytes`, and [`MAX_RETAINED`] retained messages. While
@@ -75,8 +84,13 @@ pub const MAX_RETAINED: usize = 4096;
 /// and it never connects over the network: a LAN client using it would still have to
 /// authenticate as a device, and the client-id rule refuses it.
 pub const SYSTEM_CLIENT_ID: &str = "sentra-edge";
-/// The listener's id inside rmqtt (one listener).
+/// The loopback listener's id inside rmqtt (the TLS terminator's way in; always there, so the
+/// daemon's own publisher names it).
 const LISTENER_ID: u16 = 1;
+/// The plain LAN listener's id (`lan.plain`).
+const PLAIN_LISTENER_ID: u16 = 2;
+/// A TLS client must finish its handshake within this, or its connection is closed.
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 /// Threads of the broker's runtime: the box has 2 cores, shared with the API and the store.
 const WORKER_THREADS: usize = 2;
 /// How long a stop waits for connection tasks before dropping them.
@@ -97,6 +111,13 @@ pub enum BrokerError {
     Bind { addr: SocketAddr, message: String },
     #[error("mqtt broker: cannot start its threads: {0}")]
     Runtime(std::io::Error),
+    #[error(
+        "mqtt.tls_listen {addr}: {source}; is another MQTT broker or another sentra-edge using this port? set mqtt.tls_listen to a free address"
+    )]
+    BindTls {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Device id → role of the devices that authenticated, for the ACL. A revocation removes the
@@ -134,7 +155,10 @@ pub struct BrokerHandle {
 struct HandleInner {
     scx: ServerContext,
     rt: tokio::runtime::Handle,
+    /// The TLS listener's address, or the plain one's when the broker runs without TLS.
     addr: SocketAddr,
+    tls: Option<SocketAddr>,
+    plain: Option<SocketAddr>,
     system: Id,
     devices: Devices,
     credentials: SessionCredentials,
@@ -149,10 +173,17 @@ impl std::fmt::Debug for BrokerHandle {
 }
 
 impl Broker {
-    /// Bind `config.listen` and start serving. Authentication and permissions come from `store`
-    /// (paired devices) and `branch` (the topics' `<branch>`).
-    pub fn start(config: &MqttConfig, store: Store, branch: String) -> Result<Broker, BrokerError> {
-        Self::start_with(config, store, branch, true)
+    /// Start serving: MQTT over TLS on `config.tls_listen` with `tls` (the box's certificate),
+    /// and plain MQTT on `config.listen` when `config.plain` (or when no `tls` is given, as in
+    /// the benchmarks). Authentication and permissions come from `store` (paired devices) and
+    /// `branch` (the topics' `<branch>`).
+    pub fn start(
+        config: &MqttConfig,
+        store: Store,
+        branch: String,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<Broker, BrokerError> {
+        Self::start_with(config, store, branch, true, tls)
     }
 
     /// [`Broker::start`] with Nagle's algorithm on or off (`nodelay`): the daemon always turns
@@ -162,7 +193,9 @@ impl Broker {
         store: Store,
         branch: String,
         nodelay: bool,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<Broker, BrokerError> {
+        let serve_plain = config.plain || tls.is_none();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(WORKER_THREADS)
             .thread_name("sentra-mqtt")
@@ -179,41 +212,71 @@ impl Broker {
         let admitting: Admitting = Arc::default();
         let credentials: SessionCredentials = Arc::default();
         let hooks_credentials = credentials.clone();
-        let (scx, listener, addr) = runtime.block_on(async move {
-            let listener = rmqtt::net::Builder::new()
-                .name("lan")
-                .laddr(cfg.listen)
-                // Events are small and latency matters: no Nagle delay (with it, every QoS 1
-                // round trip waited for the peer's delayed ACK).
-                .nodelay(nodelay)
-                .reuseaddr(Some(true))
-                .allow_anonymous(false)
-                // Keep Alive 0 and low values are handled by [`Fitters`] before rmqtt sees them.
-                .allow_zero_keepalive(false)
-                .min_keepalive(cfg.min_keep_alive_secs)
-                .max_connections(cfg.max_clients)
-                .max_inflight(NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN))
-                .max_mqueue_len(cfg.max_queued_messages)
-                .max_packet_size(cfg.max_packet_bytes)
-                .session_expiry_interval(Duration::from_secs(cfg.session_expiry_secs))
-                // rmqtt's cap for MQTT 5 clients (0 would mean none: [`Fitters`] caps too).
-                .max_session_expiry_interval(Duration::from_secs(cfg.session_expiry_secs))
-                // Queued QoS 1 messages live as long as the session that waits for them.
-                .message_expiry_interval(Duration::from_secs(cfg.session_expiry_secs.max(60)))
-                .max_clientid_len(128)
-                .bind()
-                .map_err(|e| BrokerError::Bind {
-                    addr: cfg.listen,
-                    message: e.to_string(),
-                })?;
-            let addr = listener.local_addr().map_err(|e| BrokerError::Bind {
-                addr: cfg.listen,
-                message: e.to_string(),
-            })?;
-            let listener = listener.tcp().map_err(|e| BrokerError::Bind {
-                addr: cfg.listen,
-                message: e.to_string(),
-            })?;
+        let (scx, listeners, plain, tls_addr) = runtime.block_on(async move {
+            let rmqtt_listener = |name: &str, laddr: SocketAddr, proxied: bool| {
+                rmqtt::net::Builder::new()
+                    .name(name)
+                    .laddr(laddr)
+                    // Behind the TLS terminator: the first line is PROXY v1 with the tablet's address.
+                    .proxy_protocol(proxied)
+                    // Events are small and latency matters: no Nagle delay (with it, every QoS 1
+                    // round trip waited for the peer's delayed ACK).
+                    .nodelay(nodelay)
+                    .reuseaddr(Some(true))
+                    .allow_anonymous(false)
+                    // Keep Alive 0 and low values are handled by [`Fitters`] before rmqtt sees them.
+                    .allow_zero_keepalive(false)
+                    .min_keepalive(cfg.min_keep_alive_secs)
+                    .max_connections(cfg.max_clients)
+                    .max_inflight(NonZeroU16::new(cfg.max_inflight).unwrap_or(NonZeroU16::MIN))
+                    .max_mqueue_len(cfg.max_queued_messages)
+                    .max_packet_size(cfg.max_packet_bytes)
+                    .session_expiry_interval(Duration::from_secs(cfg.session_expiry_secs))
+                    // rmqtt's cap for MQTT 5 clients (0 would mean none: [`Fitters`] caps too).
+                    .max_session_expiry_interval(Duration::from_secs(cfg.session_expiry_secs))
+                    // Queued QoS 1 messages live as long as the session that waits for them.
+                    .message_expiry_interval(Duration::from_secs(cfg.session_expiry_secs.max(60)))
+                    .max_clientid_len(128)
+                    .bind()
+                    .and_then(|l| Ok((l.local_addr()?, l.tcp()?)))
+                    .map_err(|e| BrokerError::Bind {
+                        addr: laddr,
+                        message: e.to_string(),
+                    })
+            };
+            let mut listeners = Vec::new();
+            let (inner_addr, inner) = rmqtt_listener(
+                "tls-inner",
+                SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+                true,
+            )?;
+            listeners.push((LISTENER_ID, inner));
+            let mut plain = None;
+            if serve_plain {
+                let (addr, listener) = rmqtt_listener("lan", cfg.listen, false)?;
+                listeners.push((PLAIN_LISTENER_ID, listener));
+                plain = Some(addr);
+            }
+            let mut tls_addr = None;
+            if let Some(tls) = tls {
+                let outer = tokio::net::TcpListener::bind(cfg.tls_listen)
+                    .await
+                    .map_err(|source| BrokerError::BindTls {
+                        addr: cfg.tls_listen,
+                        source,
+                    })?;
+                tls_addr = Some(outer.local_addr().map_err(|source| BrokerError::BindTls {
+                    addr: cfg.tls_listen,
+                    source,
+                })?);
+                tokio::spawn(terminate_tls(
+                    outer,
+                    tokio_rustls::TlsAcceptor::from(tls),
+                    inner_addr,
+                    cfg.max_clients,
+                    nodelay,
+                ));
+            }
             let scx = ServerContext::new()
                 // rmqtt's busy check refuses handshakes while the CPU is loaded; on a 2-core box
                 // that would lock tablets out exactly when the branch is busiest.
@@ -255,11 +318,17 @@ impl Broker {
                     .await;
             }
             register.start().await;
-            Ok::<_, BrokerError>((scx, listener, addr))
+            Ok::<_, BrokerError>((scx, listeners, plain, tls_addr))
         })?;
-        let server = MqttServer::new(scx.clone())
-            .listener_by_id(listener, LISTENER_ID)
-            .build();
+        let mut server = MqttServer::new(scx.clone());
+        for (id, listener) in listeners {
+            server = server.listener_by_id(listener, id);
+        }
+        let server = server.build();
+        let addr = match (tls_addr, plain) {
+            (Some(a), _) | (None, Some(a)) => a,
+            (None, None) => unreachable!("without TLS the plain listener is served"),
+        };
         runtime.spawn(async move {
             if let Err(e) = server.run().await {
                 tracing::error!(error = %e, "mqtt broker stopped");
@@ -278,12 +347,14 @@ impl Broker {
                 scx,
                 rt: runtime.handle().clone(),
                 addr,
+                tls: tls_addr,
+                plain,
                 system,
                 devices,
                 credentials,
             }),
         };
-        tracing::info!(%addr, "mqtt broker listening");
+        tracing::info!(tls = ?tls_addr, plain = ?plain, "mqtt broker listening");
         Ok(Broker {
             runtime: Some(runtime),
             handle,
@@ -296,8 +367,19 @@ impl Broker {
         self.handle.clone()
     }
 
+    /// The TLS listener's address (the plain one's for a broker started without TLS).
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.inner.addr
+    }
+
+    /// Where MQTT over TLS is served, if it is.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.handle.inner.tls
+    }
+
+    /// Where plain MQTT is served (`lan.plain`), if it is.
+    pub fn plain_addr(&self) -> Option<SocketAddr> {
+        self.handle.inner.plain
     }
 
     /// Stop listening and drop every connection (clients see the socket close and reconnect to
@@ -432,6 +514,92 @@ impl BrokerHandle {
         if let Err(e) = done {
             tracing::warn!(error = %e, "disconnecting a device's sessions failed");
         }
+    }
+}
+
+/// The TLS side of the broker: accept on `listener` while fewer than `max_clients` connections
+/// are open (past it new ones wait in the kernel's backlog, as the API does), finish each
+/// handshake within [`TLS_HANDSHAKE`], then splice it to rmqtt's loopback listener at `inner`
+/// after a PROXY v1 line naming the client. A failed handshake just closes. Runs on the broker's
+/// runtime, so a stop drops every spliced connection with it.
+async fn terminate_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    inner: SocketAddr,
+    max_clients: usize,
+    nodelay: bool,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_clients.max(1)));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "mqtt tls: accepting a connection failed; trying again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(nodelay);
+            let local = stream.local_addr().ok();
+            let mut outer = match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, %peer, "mqtt tls handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "mqtt tls handshake timed out");
+                    return;
+                }
+            };
+            let mut conn = match tokio::net::TcpStream::connect(inner).await {
+                Ok(c) => c,
+                Err(error) => {
+                    tracing::warn!(%error, "mqtt tls: the broker's loopback listener refused");
+                    return;
+                }
+            };
+            let _ = conn.set_nodelay(true);
+            if conn
+                .write_all(proxy_v1(peer, local).as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if let Err(error) = tokio::io::copy_bidirectional(&mut outer, &mut conn).await {
+                tracing::debug!(%error, %peer, "mqtt tls connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The PROXY protocol v1 line for a connection from `peer` to `local`.
+fn proxy_v1(peer: SocketAddr, local: Option<SocketAddr>) -> String {
+    match (peer, local) {
+        (SocketAddr::V4(p), Some(SocketAddr::V4(l))) => format!(
+            "PROXY TCP4 {} {} {} {}\r\n",
+            p.ip(),
+            l.ip(),
+            p.port(),
+            l.port()
+        ),
+        (SocketAddr::V6(p), Some(SocketAddr::V6(l))) => format!(
+            "PROXY TCP6 {} {} {} {}\r\n",
+            p.ip(),
+            l.ip(),
+            p.port(),
+            l.port()
+        ),
+        _ => "PROXY UNKNOWN\r\n".to_owned(),
     }
 }
 
@@ -866,7 +1034,18 @@ impl RetainStorage for Retained {
 
 #[cfg(test)]
 mod tests {
-    use super::client_id_matches;
+    use super::{client_id_matches, proxy_v1};
+
+    #[test]
+    fn the_proxy_line_names_the_client() {
+        let peer = "192.168.1.23:50123".parse().expect("addr");
+        let local = "192.168.1.2:8883".parse().expect("addr");
+        assert_eq!(
+            proxy_v1(peer, Some(local)),
+            "PROXY TCP4 192.168.1.23 192.168.1.2 50123 8883\r\n"
+        );
+        assert_eq!(proxy_v1(peer, None), "PROXY UNKNOWN\r\n");
+    }
 
     #[test]
     fn client_ids_belong_to_their_device() {

@@ -127,13 +127,19 @@ pub struct PairingQr {
     pub code: String,
     pub role: String,
     pub expires_at: String,
+    /// `sentra://pair?url=https://<host>:<port>&code=<code>&fp=sha256:<hex>`.
+    pub uri: Option<String>,
 }
 
 impl PairingQr {
-    /// What the QR code holds: the branch and the one-time code, which a tablet's app sends as
-    /// `POST /v1/pair`.
+    /// What the QR code holds: the pairing URI (the box's URL, the one-time code a tablet's app
+    /// sends as `POST /v1/pair`, and the certificate fingerprint it pins). A job queued by an
+    /// older release has none: then the branch and the code, as it printed then.
     pub fn payload(&self) -> String {
-        format!("SENTRA-PAIR:{}:{}", self.branch_id, self.code)
+        match &self.uri {
+            Some(uri) => uri.clone(),
+            None => format!("SENTRA-PAIR:{}:{}", self.branch_id, self.code),
+        }
     }
 }
 
@@ -624,12 +630,36 @@ mod tests {
     }
 
     #[test]
+    fn the_pairing_qr_holds_the_pairing_uri() {
+        let uri = format!(
+            "sentra://pair?url=https://192.168.1.20:8443&code=ABCD-EFGH&fp=sha256:{}",
+            "ab".repeat(32)
+        );
+        let doc = Document::PairingQr(PairingQr {
+            branch_id: "JKT01".into(),
+            code: "ABCD-EFGH".into(),
+            role: "tablet".into(),
+            expires_at: "2026-11-22T03:15:00Z".into(),
+            uri: Some(uri.clone()),
+        });
+        let layout = Layout {
+            width: PaperWidth::Mm58,
+            branch_name: "Bengkel".into(),
+            header: vec![],
+            utc_offset: UtcOffset::from_hms(7, 0, 0).expect("valid"),
+        };
+        let text = describe(&render(&doc, &layout, false));
+        assert!(text.contains(&format!("[QR {uri}]")), "{text}");
+    }
+
+    #[test]
     fn every_line_fits_the_paper() {
         let doc = Document::PairingQr(PairingQr {
             branch_id: "JKT01".into(),
             code: "ABCD-EFGH".into(),
             role: "tablet".into(),
             expires_at: "2026-11-22T03:15:00Z".into(),
+            uri: None,
         });
         for width in [PaperWidth::Mm58, PaperWidth::Mm80] {
             let layout = Layout {

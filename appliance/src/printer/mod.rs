@@ -342,6 +342,7 @@ fn load(
                 code: secret.code,
                 role: secret.role,
                 expires_at: secret.expires_at,
+                uri: secret.uri,
             })))
         }
         other => Ok(Err(format!("unknown document {other:?}"))),

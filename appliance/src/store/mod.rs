@@ -18,6 +18,7 @@ pub mod devices;
 pub mod idempotency;
 pub mod inspections;
 pub mod key;
+pub mod lan;
 pub mod master;
 pub mod outbox;
 pub mod pick_slips;

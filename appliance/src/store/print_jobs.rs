@@ -61,15 +61,24 @@ pub struct PairingSecret {
     pub code: String,
     pub role: String,
     pub expires_at: String,
+    /// `sentra://pair?url=…&code=…&fp=…` (`lan::pairing_uri`); absent in jobs queued before it.
+    #[serde(default)]
+    pub uri: Option<String>,
 }
 
-/// Queue a pairing code's QR. Pairing codes are the box's security state: no outbox event, and
-/// the code never leaves the encrypted store except on paper.
-pub fn enqueue_pairing(w: &mut WriteTx<'_>, code: &PairingCode) -> Result<PrintJob> {
+/// Queue a pairing code's QR, holding `uri` (the box's URL, the code and the certificate's
+/// fingerprint). Pairing codes are the box's security state: no outbox event, and the code never
+/// leaves the encrypted store except on paper.
+pub fn enqueue_pairing(
+    w: &mut WriteTx<'_>,
+    code: &PairingCode,
+    uri: Option<String>,
+) -> Result<PrintJob> {
     let secret = PairingSecret {
         code: code.code.clone(),
         role: code.role.as_str().to_owned(),
         expires_at: code.expires_at.clone(),
+        uri,
     };
     let id = insert(
         w,

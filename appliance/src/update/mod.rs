@@ -160,6 +160,8 @@ pub struct Updater {
     started: Instant,
     /// The release key pinned at enrolment.
     pinned_key: Option<String>,
+    /// The box's LAN certificate: the new release is asked `/readyz` over HTTPS presenting it.
+    lan_pin: Option<crate::lan::Fingerprint>,
 }
 
 impl Updater {
@@ -171,7 +173,15 @@ impl Updater {
             layout,
             started: Instant::now(),
             pinned_key,
+            lan_pin: None,
         }
+    }
+
+    /// Ask the new release's `/readyz` over HTTPS (`api.tls_listen`), trusting only the box's
+    /// certificate `pin`. Without it, plain HTTP on `api.listen` (only served with `lan.plain`).
+    pub fn with_lan_pin(mut self, pin: crate::lan::Fingerprint) -> Updater {
+        self.lan_pin = Some(pin);
+        self
     }
 
     /// The version to install: `--version` or the cloud's offer.
@@ -492,16 +502,23 @@ impl Updater {
 
     /// Poll the local `/readyz` until it answers 200 with `version`, or the window ends.
     async fn wait_ready(&self, version: &str) -> Result<(), String> {
-        let mut addr = self.cfg.api.listen;
+        let mut addr = match self.lan_pin {
+            Some(_) => self.cfg.api.tls_listen,
+            None => self.cfg.api.listen,
+        };
         if addr.ip().is_unspecified() {
             addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let url = format!("http://{addr}/readyz");
         let window = Duration::from_secs(self.cfg.update.health_window_secs);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let builder = reqwest::Client::builder().timeout(Duration::from_secs(2));
+        let (url, builder) = match self.lan_pin {
+            Some(pin) => (
+                format!("https://{addr}/readyz"),
+                builder.use_preconfigured_tls(crate::lan::client_config(pin)),
+            ),
+            None => (format!("http://{addr}/readyz"), builder),
+        };
+        let http = builder.build().map_err(|e| e.to_string())?;
         let deadline = Instant::now() + window;
         let mut last = String::from("no answer");
         while Instant::now() < deadline {

@@ -65,7 +65,10 @@ async fn doctor_explains_a_refusing_printer_and_a_missing_scanner() {
     assert!(line("ok   api").contains("answering"), "{out}");
     assert_eq!(
         line("ok   broker"),
-        format!("ok   broker {mqtt}: listening, 1 client")
+        format!(
+            "ok   broker {}: listening, 1 client",
+            edge.mqtt_tls.expect("mqtt tls")
+        )
     );
     let printer = line("FIX  printer");
     assert!(

@@ -27,8 +27,19 @@ impl Site {
         Site::with_config("")
     }
 
-    /// A site whose config file has `extra` appended (TOML).
+    /// A site whose config file has `extra` appended (TOML, inside `[api]` unless it opens a
+    /// section). These sites also serve plain HTTP and MQTT (`lan.plain = true`), which most
+    /// tests talk to; [`Site::tls_only`] is a real box's setting.
     pub fn with_config(extra: &str) -> Site {
+        Site::build(extra, true)
+    }
+
+    /// A site like a real box: HTTPS and MQTT over TLS only (`lan.plain = false`).
+    pub fn tls_only(extra: &str) -> Site {
+        Site::build(extra, false)
+    }
+
+    fn build(extra: &str, plain: bool) -> Site {
         let dir = tempfile::tempdir().expect("tempdir");
         let key_file = dir.path().join("store.key");
         let out = std::process::Command::new(BIN)
@@ -46,7 +57,7 @@ impl Site {
         std::fs::write(
             &config,
             format!(
-                "[branch]\nid = \"JKT01\"\nname = \"Bengkel Uji\"\n[store]\ndata_dir = {:?}\nkey_file = {:?}\n[mqtt]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n{extra}",
+                "[branch]\nid = \"JKT01\"\nname = \"Bengkel Uji\"\n[store]\ndata_dir = {:?}\nkey_file = {:?}\n[lan]\nplain = {plain}\nadvertise_host = \"127.0.0.1\"\n[mqtt]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n{extra}",
                 data.display().to_string(),
                 key_file.display().to_string()
             ),
@@ -103,11 +114,22 @@ impl Site {
 /// A running daemon.
 pub struct Edge {
     pub child: Child,
+    /// Plain HTTP when the site serves it (`lan.plain`), else the HTTPS URL.
     pub base: String,
+    /// The HTTPS URL.
+    #[allow(dead_code)]
+    pub tls_base: String,
     pub http: reqwest::Client,
-    /// Where its MQTT broker listens (None when `mqtt.enabled = false`).
+    /// Where its MQTT broker listens without TLS (None when `mqtt.enabled = false` or
+    /// `lan.plain = false`).
     #[allow(dead_code)]
     pub mqtt: Option<std::net::SocketAddr>,
+    /// Where its MQTT broker listens over TLS.
+    #[allow(dead_code)]
+    pub mqtt_tls: Option<std::net::SocketAddr>,
+    /// The certificate it presents, `sha256:<hex>`.
+    #[allow(dead_code)]
+    pub fingerprint: String,
 }
 
 impl Edge {
@@ -131,14 +153,29 @@ impl Edge {
         let mut child = cmd.spawn().expect("spawn sentra-edge");
         let stdout = child.stdout.take().expect("piped");
         let mut lines = BufReader::new(stdout).lines();
-        let mut mqtt = None;
-        let base = tokio::time::timeout(START_TIMEOUT, async {
+        let (mut mqtt, mut mqtt_tls, mut fingerprint) = (None, None, String::new());
+        // The API lines: plain HTTP first when `lan.plain` serves it, HTTPS always last.
+        let mut plain_base = None;
+        let tls_base = tokio::time::timeout(START_TIMEOUT, async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
                 if let Some(addr) = line.strip_prefix("sentra-edge: mqtt listening on ") {
                     mqtt = Some(addr.parse().expect("mqtt address"));
                 }
+                if let Some(addr) = line.strip_prefix("sentra-edge: mqtt tls listening on ") {
+                    mqtt_tls = Some(addr.parse().expect("mqtt tls address"));
+                }
+                if let Some(rest) = line.strip_prefix("sentra-edge: certificate ") {
+                    fingerprint = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                }
                 if let Some(url) = line.strip_prefix("sentra-edge: api listening on ") {
-                    return url.to_owned();
+                    if url.starts_with("https://") {
+                        return url.to_owned();
+                    }
+                    plain_base = Some(url.to_owned());
                 }
             }
             panic!("sentra-edge exited before listening");
@@ -147,11 +184,18 @@ impl Edge {
         .expect("sentra-edge started in time");
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (base, http) = match plain_base {
+            Some(plain) => (plain, http_client()),
+            None => (tls_base.clone(), pinned_client(&fingerprint)),
+        };
         Edge {
             child,
             base,
-            http: http_client(),
+            tls_base,
+            http,
             mqtt,
+            mqtt_tls,
+            fingerprint,
         }
     }
 
@@ -237,6 +281,17 @@ pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// reqwest trusting only the server key `fingerprint` (`sha256:<hex>`), as a paired tablet does.
+pub fn pinned_client(fingerprint: &str) -> reqwest::Client {
+    let pin =
+        sentra_edge::lan::Fingerprint::parse(fingerprint).expect("a sha256:<hex> fingerprint");
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .use_preconfigured_tls(sentra_edge::lan::client_config(pin))
         .build()
         .expect("client")
 }

@@ -23,3 +23,4 @@ mod scanner;
 mod shared;
 mod store_security;
 mod systemd;
+mod tls;

@@ -163,7 +163,8 @@ fn status_fingerprint(status: &serde_json::Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tablet_finds_the_box_by_browsing_and_again_after_its_address_changed() {
     let lan = Lan::new();
-    let site = Site::new();
+    // A real box: TLS only, as the announcement names the TLS ports.
+    let site = Site::tls_only("");
     let (code, out, err) = site.cli(&["status", "--json"]);
     assert_eq!(code, 0, "status: {err}");
     let status: serde_json::Value = serde_json::from_str(&out).expect("status json");
@@ -181,18 +182,22 @@ async fn a_tablet_finds_the_box_by_browsing_and_again_after_its_address_changed(
         cmd,
         &[
             ("SENTRA_EDGE__LAN__MDNS", "true"),
-            ("SENTRA_EDGE__API__LISTEN", "0.0.0.0:0"),
-            ("SENTRA_EDGE__MQTT__LISTEN", "0.0.0.0:0"),
+            ("SENTRA_EDGE__API__TLS_LISTEN", "0.0.0.0:0"),
+            ("SENTRA_EDGE__MQTT__TLS_LISTEN", "0.0.0.0:0"),
         ],
     )
     .await;
     let api_port: u16 = edge
-        .base
+        .tls_base
         .rsplit(':')
         .next()
         .and_then(|p| p.parse().ok())
         .expect("the API's port");
-    let mqtt_port = edge.mqtt.expect("the broker runs").port();
+    let mqtt_port = edge.mqtt_tls.expect("the broker runs").port();
+    assert!(
+        fp.starts_with("sha256:"),
+        "status shows the fingerprint: {fp:?}"
+    );
 
     let instance = format!("{name}.{SERVICE}");
     let found = {

@@ -19,13 +19,13 @@ use crate::harness::{Device, Edge, Site};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// An MQTT 3.1.1 client whose event loop runs in a task; incoming packets arrive on `rx`.
-struct V3 {
+pub(crate) struct V3 {
     client: AsyncClient,
     rx: mpsc::UnboundedReceiver<Result<Packet, String>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-fn options(addr: SocketAddr, client_id: &str, user: &str, pass: &str) -> MqttOptions {
+pub(crate) fn options(addr: SocketAddr, client_id: &str, user: &str, pass: &str) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
     o.set_credentials(user, pass);
     o.set_keep_alive(Duration::from_secs(30));
@@ -33,7 +33,7 @@ fn options(addr: SocketAddr, client_id: &str, user: &str, pass: &str) -> MqttOpt
 }
 
 /// Connect; Ok after CONNACK, Err with the refusal otherwise.
-async fn connect_v3(opts: MqttOptions) -> Result<(V3, bool), String> {
+pub(crate) async fn connect_v3(opts: MqttOptions) -> Result<(V3, bool), String> {
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
@@ -66,7 +66,11 @@ async fn connect_v3(opts: MqttOptions) -> Result<(V3, bool), String> {
 }
 
 impl V3 {
-    async fn subscribe(&mut self, filter: &str, qos: QoS) -> rumqttc::SubscribeReasonCode {
+    pub(crate) async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: QoS,
+    ) -> rumqttc::SubscribeReasonCode {
         self.client.subscribe(filter, qos).await.expect("subscribe");
         loop {
             match self.next().await {
@@ -85,7 +89,7 @@ impl V3 {
     }
 
     /// The next PUBLISH on `topic` (others are skipped), as JSON.
-    async fn publish_on(&mut self, topic: &str) -> (rumqttc::Publish, Value) {
+    pub(crate) async fn publish_on(&mut self, topic: &str) -> (rumqttc::Publish, Value) {
         loop {
             if let Packet::Publish(p) = self.next().await
                 && p.topic == topic
@@ -152,7 +156,9 @@ async fn mqtt_pairing_credentials_connect_and_wrong_ones_are_refused() {
         "{password}"
     );
     assert_ne!(password, token);
-    assert_eq!(body["mqtt"]["port"], addr.port());
+    assert_eq!(body["mqtt"]["port"], edge.mqtt_tls.expect("tls").port());
+    assert_eq!(body["mqtt"]["tls"], true);
+    assert_eq!(body["mqtt"]["plain_port"], addr.port());
     assert_eq!(body["mqtt"]["client_id"], id);
     assert_eq!(body["mqtt"]["topics"], "sentra/JKT01/#");
 

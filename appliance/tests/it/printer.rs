@@ -343,6 +343,7 @@ fn fixtures() -> Vec<(&'static str, Document, PaperWidth, bool)> {
         code: "7K3M-Q9TX".into(),
         role: "tablet".into(),
         expires_at: "2026-11-22T03:45:00.000Z".into(),
+        uri: None,
     };
     vec![
         (
@@ -662,8 +663,13 @@ async fn pair_print_queues_a_qr_code() {
     })
     .await;
     let doc = &printer.documents()[0];
+    // The QR holds the pairing URI: the running daemon's HTTPS address, the code and the
+    // certificate's fingerprint.
     assert!(
-        doc.contains(&format!("[QR SENTRA-PAIR:JKT01:{pairing}]")),
+        doc.contains(&format!(
+            "[QR sentra://pair?url={}&code={pairing}&fp={}]",
+            edge.tls_base, edge.fingerprint
+        )),
         "{doc}"
     );
     let db = crate::harness::open_db(&site);

@@ -48,8 +48,29 @@ async fn readme_walkthrough_works_against_the_demo() {
     .await
     .expect("demo started");
     assert!(
-        exports.contains("export API=") && exports.contains("export TABLET_CODE="),
+        exports.contains("export API=https://")
+            && exports.contains("export PIN=sha256//")
+            && exports.contains("export TABLET_CODE="),
         "{exports}"
+    );
+    // The walkthrough goes over HTTPS with the pinned key, never plain HTTP.
+    assert!(
+        !block.contains("http://") && block.contains("--pinnedpubkey \"$PIN\""),
+        "{block}"
+    );
+    // A wrong pin is refused before anything is sent: the walkthrough's pin is what keeps it safe.
+    let wrong = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{exports}curl -sfk --pinnedpubkey sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= \"$API/healthz\""
+        ))
+        .output()
+        .await
+        .expect("bash");
+    assert_eq!(
+        wrong.status.code(),
+        Some(90),
+        "curl's exit code for a public key that does not match its pin"
     );
 
     let out = Command::new("bash")

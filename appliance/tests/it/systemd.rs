@@ -42,9 +42,9 @@ async fn ready_once_serving_and_watchdog_pings_only_while_the_writer_commits() {
     .await;
 
     let ready = next(&sock, "READY=1", |m| m.lines().any(|l| l == "READY=1")).await;
-    let port = edge.base.rsplit(':').next().expect("port");
+    let port = edge.tls_base.rsplit(':').next().expect("port");
     assert!(
-        ready.contains("STATUS=serving: api ") && ready.contains(&format!(":{port},")),
+        ready.contains("STATUS=serving: api https ") && ready.contains(&format!(":{port},")),
         "READY names the API it serves: {ready:?}"
     );
     let (status, _) = edge.call(None, Method::GET, "/readyz", None, None).await;

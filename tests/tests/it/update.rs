@@ -26,6 +26,8 @@ struct Rig {
     public: String,
     root: PathBuf,
     port: u16,
+    /// The daemon's HTTPS port: `update apply` asks the new release's `/readyz` there.
+    tls_port: u16,
     device: String,
 }
 
@@ -42,6 +44,7 @@ impl Rig {
         let cloud = Cloud::start_with(&[("SENTRA_CLOUD__RELEASES__PUBLIC_KEY", &public)]).await;
         let root = dir.path().join("app");
         let port = free_port();
+        let tls_port = free_port();
         let script = dir.path().join("restart.sh");
         let site = EdgeSite::new(
             "UPD01",
@@ -56,7 +59,7 @@ impl Rig {
         std::fs::write(
             &script,
             format!(
-                "pidfile={pid}\nif [ -f \"$pidfile\" ]; then\n  old=$(cat \"$pidfile\")\n  kill \"$old\" 2>/dev/null || true\n  while kill -0 \"$old\" 2>/dev/null; do sleep 0.05; done\nfi\nSENTRA_EDGE__API__LISTEN=127.0.0.1:{port} RUST_LOG=warn {root}/current/sentra-edge run --config {config} >>{log} 2>&1 </dev/null &\necho $! > \"$pidfile\"\n",
+                "pidfile={pid}\nif [ -f \"$pidfile\" ]; then\n  old=$(cat \"$pidfile\")\n  kill \"$old\" 2>/dev/null || true\n  while kill -0 \"$old\" 2>/dev/null; do sleep 0.05; done\nfi\nSENTRA_EDGE__API__LISTEN=127.0.0.1:{port} SENTRA_EDGE__API__TLS_LISTEN=127.0.0.1:{tls_port} RUST_LOG=warn {root}/current/sentra-edge run --config {config} >>{log} 2>&1 </dev/null &\necho $! > \"$pidfile\"\n",
                 pid = dir.path().join("pid").display(),
                 root = root.display(),
                 config = site.config.display(),
@@ -106,6 +109,7 @@ impl Rig {
             public,
             root,
             port,
+            tls_port,
             device,
         };
         let out = std::process::Command::new("sh")
@@ -153,6 +157,10 @@ impl Rig {
             .env(
                 "SENTRA_EDGE__API__LISTEN",
                 format!("127.0.0.1:{}", self.port),
+            )
+            .env(
+                "SENTRA_EDGE__API__TLS_LISTEN",
+                format!("127.0.0.1:{}", self.tls_port),
             )
             .env("RUST_LOG", "warn");
         for (k, v) in env {
