@@ -2,6 +2,8 @@
 //! port, real `sentra-edge` daemons on temporary stores, and a TCP proxy between them that can
 //! drop, cut and delay connections. Everything talks over real sockets on 127.0.0.1.
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;

@@ -15,6 +15,8 @@ mod idempotency;
 mod limits;
 mod mdns;
 mod mqtt;
+#[path = "../../../tests/src/netns.rs"]
+mod netns;
 mod photos;
 mod printer;
 mod readme;

@@ -8,13 +8,13 @@
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::process::Command as StdCommand;
 use std::time::{Duration, Instant};
 
 use mdns_sd::{ResolvedService, ServiceDaemon, ServiceEvent};
 use tokio::process::Command;
 
 use crate::harness::{BIN, Edge, Site};
+use crate::netns::{VethLan, ip};
 
 /// How long a browse may take to find what it looks for. The box checks its interfaces every
 /// 5 s (mdns-sd's default), and CI is a busy 2-core machine.
@@ -24,89 +24,6 @@ const SERVICE: &str = "_sentra._tcp.local.";
 const BOX_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 10);
 const NEW_BOX_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 11);
 const TABLET_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 20);
-
-fn ip(args: &[&str]) {
-    let out = StdCommand::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("ip {args:?}: {e}; install iproute2 (scripts/test.sh does)"));
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Two namespaces (the box's, the tablet's) joined by a veth pair; deleted on drop, also when
-/// the test fails half-way.
-struct Lan {
-    box_ns: String,
-    tablet_ns: String,
-    box_if: String,
-}
-
-impl Lan {
-    fn new() -> Lan {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "the mDNS browse test makes network namespaces and needs root (run the tests as root, as CI does)"
-        );
-        let id = std::process::id();
-        let lan = Lan {
-            box_ns: format!("sentra-box-{id}"),
-            tablet_ns: format!("sentra-tab-{id}"),
-            // Interface names are at most 15 bytes.
-            box_if: format!("sbox{}", id % 1_000_000),
-        };
-        let tablet_if = format!("stab{}", id % 1_000_000);
-        // The guard exists before the first namespace, so whatever is made is removed.
-        ip(&["netns", "add", &lan.box_ns]);
-        ip(&["netns", "add", &lan.tablet_ns]);
-        ip(&[
-            "link",
-            "add",
-            &lan.box_if,
-            "netns",
-            &lan.box_ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &tablet_if,
-            "netns",
-            &lan.tablet_ns,
-        ]);
-        for (ns, ifname, addr) in [
-            (&lan.box_ns, &lan.box_if, BOX_ADDR),
-            (&lan.tablet_ns, &tablet_if, TABLET_ADDR),
-        ] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                ifname,
-            ]);
-            ip(&["-n", ns, "link", "set", ifname, "multicast", "on", "up"]);
-            // No default route in a bare namespace: send multicast out of the LAN side.
-            ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", ifname]);
-        }
-        lan
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        for ns in [&self.box_ns, &self.tablet_ns] {
-            // Deleting a namespace also deletes its end of the veth pair (and with it the pair).
-            let _ = StdCommand::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 /// Browse for `_sentra._tcp` from inside `ns` with a fresh mDNS daemon until `wanted` accepts a
 /// resolved service, or `BROWSE_LIMIT` passes (then `None`). Runs on its own thread: the thread
@@ -162,7 +79,7 @@ fn status_fingerprint(status: &serde_json::Value) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tablet_finds_the_box_by_browsing_and_again_after_its_address_changed() {
-    let lan = Lan::new();
+    let lan = VethLan::new("md", BOX_ADDR, TABLET_ADDR, "the mDNS browse test");
     // A real box: TLS only, as the announcement names the TLS ports.
     let site = Site::tls_only("");
     let (code, out, err) = site.cli(&["status", "--json"]);

@@ -11,6 +11,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
+use sentra_system_tests::netns::{VethLan, ip};
+
 use crate::systemd::repo;
 
 const BOX_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 78, 10);
@@ -42,86 +44,18 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
-fn ip(args: &[&str]) {
-    run(Command::new("ip").args(args));
-}
-
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// The box's and the tablet's namespaces, removed on drop (also when an assertion failed).
-struct Lan {
-    box_ns: String,
-    tablet_ns: String,
-    box_if: String,
-}
-
-impl Lan {
-    fn new() -> Lan {
-        assert!(
-            is_root(),
-            "the firewall test loads nftables into network namespaces it makes and needs root (run the tests as root, as CI does)"
-        );
-        let id = std::process::id() % 1_000_000;
-        let lan = Lan {
-            box_ns: format!("sentra-fwbox-{id}"),
-            tablet_ns: format!("sentra-fwtab-{id}"),
-            box_if: format!("fwbox{id}"),
-        };
-        let tablet_if = format!("fwtab{id}");
-        ip(&["netns", "add", &lan.box_ns]);
-        ip(&["netns", "add", &lan.tablet_ns]);
-        ip(&[
-            "link",
-            "add",
-            &lan.box_if,
-            "netns",
-            &lan.box_ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &tablet_if,
-            "netns",
-            &lan.tablet_ns,
-        ]);
-        for (ns, ifname, addr) in [
-            (&lan.box_ns, &lan.box_if, BOX_ADDR),
-            (&lan.tablet_ns, &tablet_if, TABLET_ADDR),
-        ] {
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                ifname,
-            ]);
-            ip(&["-n", ns, "link", "set", ifname, "up"]);
-        }
-        lan
-    }
-
-    /// Load `rules` (a ruleset file's text) into the box's namespace.
-    fn load(&self, rules: &str) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("nftables.conf");
-        std::fs::write(&path, rules).expect("write ruleset");
-        run(Command::new("ip")
-            .args(["netns", "exec", &self.box_ns, "nft", "-f"])
-            .arg(&path));
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        for ns in [&self.box_ns, &self.tablet_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
+/// Load `rules` (a ruleset file's text) into the box's namespace.
+fn load(lan: &VethLan, rules: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nftables.conf");
+    std::fs::write(&path, rules).expect("write ruleset");
+    run(Command::new("ip")
+        .args(["netns", "exec", &lan.box_ns, "nft", "-f"])
+        .arg(&path));
 }
 
 /// Run `f` on a thread that has entered namespace `ns` (sockets it makes live there).
@@ -218,7 +152,7 @@ fn the_image_installs_and_enables_the_firewall() {
 
 #[test]
 fn the_firewall_opens_only_the_lan_services() {
-    let lan = Lan::new();
+    let lan = VethLan::new("fw", BOX_ADDR, TABLET_ADDR, "the firewall test");
     let rules = std::fs::read_to_string(ruleset()).expect("ruleset");
     // Something listens on every port the test tries, so only the firewall can stop a connection.
     let listeners: Vec<TcpListener> = in_ns(&lan.box_ns, || {
@@ -234,7 +168,7 @@ fn the_firewall_opens_only_the_lan_services() {
             UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 5354)).expect("udp 5354"),
         )
     });
-    lan.load(&rules);
+    load(&lan, &rules);
 
     for port in OPEN_TCP {
         assert!(
@@ -271,7 +205,7 @@ fn the_firewall_opens_only_the_lan_services() {
         plain, rules,
         "the ruleset has the commented plain-ports line"
     );
-    lan.load(&plain);
+    load(&lan, &plain);
     for port in [8080, 1883] {
         assert!(
             connects(&lan.tablet_ns, (BOX_ADDR, port).into(), OPEN_LIMIT),
@@ -285,7 +219,7 @@ fn the_firewall_opens_only_the_lan_services() {
         "\n        iifname \"enp9s9\" jump lan\n",
     );
     assert_ne!(one_if, rules, "the ruleset has the `jump lan` line");
-    lan.load(&one_if);
+    load(&lan, &one_if);
     assert!(
         !connects(&lan.tablet_ns, (BOX_ADDR, 8443).into(), CLOSED_WAIT),
         "with the LAN restricted to another interface the tablet still reached the API"
