@@ -24,6 +24,23 @@ pub fn ip(args: &[&str]) {
     );
 }
 
+/// Run `f` on a thread that has entered namespace `ns` (sockets it makes, and threads it
+/// starts, live there).
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
 /// The two namespaces and the box's end of the veth pair.
 pub struct VethLan {
     pub box_ns: String,

@@ -14,7 +14,7 @@ use mdns_sd::{ResolvedService, ServiceDaemon, ServiceEvent};
 use tokio::process::Command;
 
 use crate::harness::{BIN, Edge, Site};
-use crate::netns::{VethLan, ip};
+use crate::netns::{VethLan, in_ns, ip};
 
 /// How long a browse may take to find what it looks for. The box checks its interfaces every
 /// 5 s (mdns-sd's default), and CI is a busy 2-core machine.
@@ -26,20 +26,13 @@ const NEW_BOX_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 11);
 const TABLET_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 20);
 
 /// Browse for `_sentra._tcp` from inside `ns` with a fresh mDNS daemon until `wanted` accepts a
-/// resolved service, or `BROWSE_LIMIT` passes (then `None`). Runs on its own thread: the thread
-/// enters the namespace, and the mdns-sd thread it creates inherits it.
+/// resolved service, or `BROWSE_LIMIT` passes (then `None`). The mdns-sd thread is started inside
+/// the namespace and so lives there.
 fn browse(
     ns: &str,
     wanted: impl Fn(&ResolvedService) -> bool + Send + 'static,
 ) -> Option<ResolvedService> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&file),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .expect("setns into the tablet's namespace");
+    in_ns(ns, move || {
         let mdns = ServiceDaemon::new().expect("mdns browser");
         let events = mdns.browse(SERVICE).expect("browse");
         let deadline = Instant::now() + BROWSE_LIMIT;
@@ -59,8 +52,6 @@ fn browse(
         }
         found
     })
-    .join()
-    .expect("browser thread")
 }
 
 /// The fingerprint `sentra-edge status --json` reports for this box (any `sha256:` value in it),

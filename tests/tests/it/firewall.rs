@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use sentra_system_tests::netns::{VethLan, ip};
+use sentra_system_tests::netns::{VethLan, in_ns, ip};
 
 use crate::systemd::repo;
 
@@ -56,22 +56,6 @@ fn load(lan: &VethLan, rules: &str) {
     run(Command::new("ip")
         .args(["netns", "exec", &lan.box_ns, "nft", "-f"])
         .arg(&path));
-}
-
-/// Run `f` on a thread that has entered namespace `ns` (sockets it makes live there).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&file),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .expect("setns");
-        f()
-    })
-    .join()
-    .expect("namespace thread")
 }
 
 /// Whether a TCP connection to `to` completes from inside `ns` (a listener is there: a closed
