@@ -134,18 +134,11 @@ async fn serve_with(
                 // the header-read timeout for it, then the connection is served and closed.
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let stream =
-                        match tokio::time::timeout(limits.header_read_timeout, handshake).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(error)) => {
-                                tracing::debug!(%error, %peer, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
+                    let Some(stream) =
+                        finish_handshake(handshake, limits.header_read_timeout, peer).await
+                    else {
+                        return;
+                    };
                     let connection =
                         watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
                     if let Err(error) = connection.await {
@@ -158,6 +151,30 @@ async fn serve_with(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Wait for a TLS server handshake for at most `limit`; `None` (logged at debug with `peer`)
+/// when it fails or takes longer, and the caller just closes. One rule for every TLS door the
+/// box and the cloud serve (the API here, the broker's TLS terminator).
+pub async fn finish_handshake<IO>(
+    handshake: tokio_rustls::Accept<IO>,
+    limit: Duration,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(limit, handshake).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, %peer, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 /// Most keys a [`Throttle`] remembers before it forgets those that are back to a full

@@ -325,10 +325,8 @@ impl Broker {
             server = server.listener_by_id(listener, id);
         }
         let server = server.build();
-        let addr = match (tls_addr, plain) {
-            (Some(a), _) | (None, Some(a)) => a,
-            (None, None) => unreachable!("without TLS the plain listener is served"),
-        };
+        // Without TLS the plain listener is served (`serve_plain`), so one of the two is there.
+        let addr = tls_addr.or(plain).unwrap_or(config.listen);
         runtime.spawn(async move {
             if let Err(e) = server.run().await {
                 tracing::error!(error = %e, "mqtt broker stopped");
@@ -548,17 +546,10 @@ async fn terminate_tls(
             let _permit = permit;
             let _ = stream.set_nodelay(nodelay);
             let local = stream.local_addr().ok();
-            let mut outer = match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, %peer, "mqtt tls handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "mqtt tls handshake timed out");
-                    return;
-                }
+            let Some(mut outer) =
+                sentra_serve::finish_handshake(acceptor.accept(stream), TLS_HANDSHAKE, peer).await
+            else {
+                return;
             };
             let mut conn = match tokio::net::TcpStream::connect(inner).await {
                 Ok(c) => c,
