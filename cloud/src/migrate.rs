@@ -116,6 +116,69 @@ pub async fn run(database: &DatabaseConfig) -> Result<i64, MigrateError> {
         .unwrap_or(0))
 }
 
+/// Whether the database's schema is at this binary's version: every migration it embeds is
+/// applied, successfully, with the same checksum. Migrations the database has beyond those are
+/// fine: during a rollout the replicas of the release before still serve against the schema the
+/// new release migrated, which the expand/contract rule (docs/deploy.md) keeps readable for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaState {
+    /// Every embedded migration is applied.
+    Current,
+    /// `sentra-cloud migrate` has never run on this database.
+    NotMigrated,
+    /// These embedded versions are missing or failed: `migrate` has not run for this release.
+    Behind { missing: Vec<i64> },
+    /// These versions were applied from different SQL than this binary embeds.
+    Changed { versions: Vec<i64> },
+}
+
+/// Reads `_sqlx_migrations` and compares it with the embedded migrations (one small query).
+pub async fn schema_state(db: &sqlx::PgPool) -> Result<SchemaState, sqlx::Error> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
+            .fetch_one(db)
+            .await?;
+    if !exists {
+        return Ok(SchemaState::NotMigrated);
+    }
+    let applied: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
+            .fetch_all(db)
+            .await?;
+    let Ok(migrator) = migrator() else {
+        // The embedded names are checked by a unit test; a bad one means nothing can be current.
+        return Ok(SchemaState::NotMigrated);
+    };
+    Ok(compare(&migrator, &applied))
+}
+
+fn compare(migrator: &Migrator, applied: &[(i64, Vec<u8>)]) -> SchemaState {
+    if applied.is_empty() {
+        return SchemaState::NotMigrated;
+    }
+    let mut missing = Vec::new();
+    let mut changed = Vec::new();
+    for migration in migrator.iter() {
+        match applied
+            .iter()
+            .find(|(version, _)| *version == migration.version)
+        {
+            None => missing.push(migration.version),
+            Some((_, checksum)) if checksum[..] != migration.checksum[..] => {
+                changed.push(migration.version)
+            }
+            Some(_) => {}
+        }
+    }
+    if !changed.is_empty() {
+        SchemaState::Changed { versions: changed }
+    } else if !missing.is_empty() {
+        SchemaState::Behind { missing }
+    } else {
+        SchemaState::Current
+    }
+}
+
 /// The embedded migrations as sqlx's migrator, built the way `sqlx::migrate!` builds it.
 fn migrator() -> Result<Migrator, MigrateError> {
     let migrations = MIGRATIONS
@@ -163,6 +226,43 @@ mod tests {
             let expected = expected.map(|(version, description)| (version, description.to_owned()));
             assert_eq!(parse_file_name(name), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn the_schema_is_current_only_with_every_embedded_migration_applied_unchanged() {
+        let migrator = migrator().expect("listed names parse");
+        let all: Vec<(i64, Vec<u8>)> = migrator
+            .iter()
+            .map(|m| (m.version, m.checksum.to_vec()))
+            .collect();
+        assert_eq!(compare(&migrator, &all), SchemaState::Current);
+        assert_eq!(compare(&migrator, &[]), SchemaState::NotMigrated);
+
+        let mut newer = all.clone();
+        newer.push((9999, vec![1, 2, 3]));
+        assert_eq!(
+            compare(&migrator, &newer),
+            SchemaState::Current,
+            "a schema the next release expanded still serves this one"
+        );
+
+        let last = all.last().expect("migrations exist").0;
+        let behind: Vec<_> = all[..all.len() - 1].to_vec();
+        assert_eq!(
+            compare(&migrator, &behind),
+            SchemaState::Behind {
+                missing: vec![last]
+            }
+        );
+
+        let mut edited = all.clone();
+        edited[0].1 = vec![0; 48];
+        assert_eq!(
+            compare(&migrator, &edited),
+            SchemaState::Changed {
+                versions: vec![all[0].0]
+            }
+        );
     }
 
     #[test]

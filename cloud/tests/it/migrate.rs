@@ -4,6 +4,30 @@ use sqlx::Row as _;
 
 use crate::support::{TestDb, closed_port, migrate, run};
 
+/// Every pod of a deploy may run `migrate` at once (an init container in each, say): sqlx's
+/// advisory lock makes them take turns, so all succeed and each migration is applied once.
+#[tokio::test]
+async fn four_migrate_runs_at_once_all_succeed_and_apply_each_migration_once() {
+    let db = TestDb::create().await;
+    let env = [("DATABASE_URL", db.url())];
+    let runs = (0..4).map(|_| run(&["migrate"], &env));
+    for output in futures_util::future::join_all(runs).await {
+        assert!(output.status.success(), "migrate failed: {}", output.stderr);
+    }
+    let mut connection = db.connect().await;
+    let (rows, versions): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT version) FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("read _sqlx_migrations");
+    assert_eq!(rows, versions, "no migration recorded twice");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .expect("migrations dir")
+        .count();
+    assert_eq!(usize::try_from(rows).ok(), Some(files));
+}
+
 #[tokio::test]
 async fn migrate_creates_the_tables_and_can_run_twice() {
     let db = TestDb::create().await;

@@ -74,6 +74,57 @@ async fn readyz_is_503_naming_postgresql_when_postgres_is_down() {
 }
 
 #[tokio::test]
+async fn readyz_waits_for_migrate_on_a_database_never_migrated() {
+    let db = TestDb::create().await;
+    let redis = redis_url();
+    let server = Server::start(&[], &[("DATABASE_URL", db.url()), ("REDIS_URL", &redis)]).await;
+
+    // A replica of a new release started before its deploy's migration step: alive, not ready,
+    // and saying what the deployer must do.
+    assert_eq!(server.get("/healthz").await.0, 200);
+    let body = server.wait_for("/readyz", 503).await;
+    assert_eq!(body["error"]["code"], "not_ready", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("postgresql: ") && message.contains("sentra-cloud migrate"),
+        "{body}"
+    );
+    assert!(!message.contains("redis"), "redis is fine: {body}");
+
+    migrate(&db).await;
+    let body = server.wait_for("/readyz", 200).await;
+    assert_eq!(body, json!({ "status": "ok" }));
+    let (status, _, _) = server.terminate().await;
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn readyz_is_503_when_the_database_lacks_this_releases_last_migration() {
+    let db = TestDb::create().await;
+    migrate(&db).await;
+    // The schema an older release left: its newest migration not applied yet.
+    let mut connection = db.connect().await;
+    let newest: i64 = sqlx::query_scalar(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)
+         RETURNING version",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("forget the newest migration");
+    let redis = redis_url();
+    let server = Server::start(&[], &[("DATABASE_URL", db.url()), ("REDIS_URL", &redis)]).await;
+
+    let body = server.wait_for("/readyz", 503).await;
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("[{newest}]")) && message.contains("sentra-cloud migrate"),
+        "{body}"
+    );
+    let (status, _, _) = server.terminate().await;
+    assert!(status.success());
+}
+
+#[tokio::test]
 async fn sigterm_stops_serve_promptly_with_exit_0() {
     let db = TestDb::create().await;
     migrate(&db).await;
