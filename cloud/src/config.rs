@@ -436,9 +436,9 @@ impl DatabaseUrl {
         // file stops the start. sqlx only uses it to verify: with any other mode it would be
         // ignored without a word, so that is refused.
         let parsed = url::Url::parse(raw).map_err(|error| error.to_string())?;
-        let root_cert = parsed.query_pairs().find(|(name, _)| {
-            matches!(&**name, "sslrootcert" | "ssl-root-cert" | "ssl-ca")
-        });
+        let root_cert = parsed
+            .query_pairs()
+            .find(|(name, _)| matches!(&**name, "sslrootcert" | "ssl-root-cert" | "ssl-ca"));
         if let Some((_, path)) = root_cert {
             if !matches!(
                 options.get_ssl_mode(),
@@ -449,7 +449,8 @@ impl DatabaseUrl {
                         .to_owned(),
                 );
             }
-            let ca = CaFile::read(&path).map_err(|reason| format!("sslrootcert {path}: {reason}"))?;
+            let ca =
+                CaFile::read(&path).map_err(|reason| format!("sslrootcert {path}: {reason}"))?;
             options = options.ssl_root_cert_from_pem(ca.pem);
         }
         Ok(Self {
@@ -922,7 +923,11 @@ impl Parser<'_> {
     /// error, because the operator meant something that is not happening.
     fn pointless(&mut self, key: &str, why: &str) {
         let (_, value, origin) = self.text(key);
-        self.invalid(origin, &value, format!("set, but {why}: it would be ignored"));
+        self.invalid(
+            origin,
+            &value,
+            format!("set, but {why}: it would be ignored"),
+        );
     }
 
     fn missing(&mut self, key: &'static str, what: &'static str) {
@@ -1525,7 +1530,10 @@ mod tests {
                 ("REDIS_URL", "rediss://:hunter2@redis.internal:6380/0"),
                 ("REDIS_LOCK_NODES", "rediss://:hunter3@a:1,redis://b:2"),
                 ("SENTRA_CLOUD__REDIS__CA_FILE", &ca),
-                ("SENTRA_CLOUD__NOTIFY__AMQP_URL", "amqps://sentra:hunter4@mq:5671/%2f"),
+                (
+                    "SENTRA_CLOUD__NOTIFY__AMQP_URL",
+                    "amqps://sentra:hunter4@mq:5671/%2f",
+                ),
                 ("SENTRA_CLOUD__NOTIFY__AMQP_CA_FILE", &ca),
             ],
         )
@@ -1561,7 +1569,10 @@ mod tests {
         let not_pem = not_pem.path().to_str().expect("utf-8 path").to_owned();
         let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
             (
-                vec![("DATABASE_URL", format!("{DB}?sslmode=require&sslrootcert={ca}"))],
+                vec![(
+                    "DATABASE_URL",
+                    format!("{DB}?sslmode=require&sslrootcert={ca}"),
+                )],
                 "sslrootcert is only used to verify the server",
             ),
             (
@@ -1593,7 +1604,10 @@ mod tests {
             (
                 vec![
                     ("REDIS_URL", "rediss://h".to_owned()),
-                    ("SENTRA_CLOUD__REDIS__CA_FILE", "/nonexistent/ca.pem".to_owned()),
+                    (
+                        "SENTRA_CLOUD__REDIS__CA_FILE",
+                        "/nonexistent/ca.pem".to_owned(),
+                    ),
                 ],
                 "cannot read it",
             ),
@@ -1610,8 +1624,10 @@ mod tests {
             ),
         ];
         for (vars, fragment) in cases {
-            let mut env: Vec<(&str, &str)> =
-                vars.iter().map(|(name, value)| (*name, value.as_str())).collect();
+            let mut env: Vec<(&str, &str)> = vars
+                .iter()
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
             if !env.iter().any(|(name, _)| *name == "DATABASE_URL") {
                 env.push(("DATABASE_URL", DB));
             }

@@ -305,7 +305,10 @@ fn log_backing_tls(config: &Config) {
         (None, _) => "none".to_owned(),
         (Some(url), _) if !url.is_tls() => "plain".to_owned(),
         (Some(_), None) => "tls (system trust store)".to_owned(),
-        (Some(_), Some(ca)) => format!("tls (CA {} and the system trust store)", ca.path().display()),
+        (Some(_), Some(ca)) => format!(
+            "tls (CA {} and the system trust store)",
+            ca.path().display()
+        ),
     };
     let lock_nodes: Vec<String> = config.redis.lock_nodes.iter().map(redis).collect();
     tracing::info!(
