@@ -303,7 +303,7 @@ impl RedisTls {
 struct RabbitTls {
     port: u16,
     child: std::process::Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl RabbitTls {
@@ -357,7 +357,7 @@ impl RabbitTls {
         RabbitTls {
             port,
             child,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -390,7 +390,7 @@ impl RabbitTls {
             assert!(
                 exited.is_none(),
                 "rabbitmq-server exited ({exited:?}); its log is under {}",
-                self._dir.path().join("log").display()
+                self.dir.path().join("log").display()
             );
             assert!(
                 Instant::now() < deadline,
