@@ -354,11 +354,7 @@ impl RabbitTls {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn rabbitmq-server (bash scripts/test.sh installs it)");
-        RabbitTls {
-            port,
-            child,
-            dir,
-        }
+        RabbitTls { port, child, dir }
     }
 
     fn url(&self) -> String {
@@ -567,13 +563,11 @@ async fn a_hold_and_its_notification_go_over_tls_to_all_three() {
         ("SENTRA_CLOUD__IDENTITY__REQUIRED", "false"),
         ("RUST_LOG", "info"),
     ];
-    let one_shot = |args: &'static [&'static str]| {
-        let env = env;
-        async move {
-            let output = run(args, &env).await;
-            assert!(output.status.success(), "{args:?}: {}", output.stderr);
-            output.stdout.trim().to_owned()
-        }
+    // `env` is a Copy array: each call's future gets its own.
+    let one_shot = move |args: &'static [&'static str]| async move {
+        let output = run(args, &env).await;
+        assert!(output.status.success(), "{args:?}: {}", output.stderr);
+        output.stdout.trim().to_owned()
     };
     one_shot(&["migrate"]).await;
     one_shot(&["enrollment-token", "--branch", "JKT01"]).await;
