@@ -7,6 +7,9 @@
 #   - Redis on 127.0.0.1:6379, and the redis-server binary (booking tests start their own);
 #   - RabbitMQ on 127.0.0.1:5672 (guest/guest, which RabbitMQ allows from localhost only) for the
 #     notification tests;
+#   - the PostgreSQL and RabbitMQ servers' binaries even where both already run elsewhere: the TLS
+#     tests (cloud/tests/it/tls.rs) start a cluster, a redis-server and a node of their own with
+#     TLS only (certificates made by the test; no openssl CLI needed);
 #   - systemd's tools (systemd-analyze, systemd-sysusers, systemd-tmpfiles; no booted systemd
 #     needed) for the unit tests, and the static musl build of sentra-edge (scripts/build-static.sh,
 #     which installs musl-tools and the rustup target), built before the tests so that its
@@ -154,6 +157,12 @@ ensure_postgresql() {
             die "role postgres still cannot connect to $PG_HOST:$PG_PORT without a password"
     fi
     log "PostgreSQL: role postgres connects over TCP without a password"
+
+    # The TLS tests run a cluster of their own (initdb, pg_ctl), also where PostgreSQL itself is a
+    # service container without the server installed here.
+    if [ -z "$(pg_server_version)" ]; then
+        apt_install postgresql
+    fi
 }
 
 # Prepends trust rules for local TCP connections to pg_hba.conf and reloads. Only for a test
@@ -206,12 +215,14 @@ rabbitmq_ready() {
 }
 
 ensure_rabbitmq() {
+    # The TLS tests start a node of their own from Debian's scripts, also where the broker on
+    # $RABBITMQ_PORT is a service container.
+    if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+        apt_install rabbitmq-server
+    fi
     if rabbitmq_ready; then
         log "RabbitMQ: running on $RABBITMQ_HOST:$RABBITMQ_PORT"
         return
-    fi
-    if ! command -v rabbitmq-server >/dev/null; then
-        apt_install rabbitmq-server
     fi
     # Installing the package may have started it already.
     if ! rabbitmq_ready; then

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use redis::{ConnectionInfo, IntoConnectionInfo};
-use sqlx::postgres::PgConnectOptions;
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// A key's variable unless [`Key::env`] names another: `SENTRA_CLOUD__<SECTION>__<KEY>`.
 pub const ENV_PREFIX: &str = "SENTRA_CLOUD__";
@@ -73,9 +73,10 @@ use Kind::{Flag, Hidden, List, Number, Text};
 pub const KEYS: &[Key] = &[
     key("http.listen", Text, "0.0.0.0:8090", "Where the HTTP server listens: every interface, because replicas are reached by a load balancer; 8090 is the contract's port."),
     key("http.public_url", Text, "", "The URL boxes reach this cloud at (https://cloud.sentra.id), what a technician gives sentra-edge enroll --cloud. Set: the enrolment QR carries it with the token, so scanning is all the technician does. None: the QR holds only the token."),
-    Key { env: Some("DATABASE_URL"), ..key("database.url", Text, "", "PostgreSQL, the record (required), e.g. postgres://user:password@host:5432/sentra. No default: writing to a database that happened to be reachable is worse than refusing to start.") },
+    Key { env: Some("DATABASE_URL"), ..key("database.url", Text, "", "PostgreSQL, the record (required), e.g. postgres://user:password@host:5432/sentra. No default: writing to a database that happened to be reachable is worse than refusing to start. TLS: add ?sslmode=verify-full (the system's trust store) and &sslrootcert=/path/ca.pem for a private CA.") },
     Key { env: Some("REDIS_URL"), ..key("redis.url", Text, "redis://127.0.0.1:6379", "Redis for the calendar, waitlists and (without lock_nodes) locks. Local by default: Redis is a fast path rebuilt from PostgreSQL, so a wrong default costs speed, never correctness.") },
     Key { env: Some("REDIS_LOCK_NODES"), ..key("redis.lock_nodes", List, "", "Independent Redis nodes for Redlock (an odd number; comma-separated in the environment). None: locks are a plain SET NX PX on redis.url, right for a single Redis.") },
+    key("redis.ca_file", Text, "", "A PEM file with the CA that signed the Redis servers' certificates, for rediss:// URLs (redis.url and lock_nodes) on a private CA; it replaces the system's trust store for Redis. None: rediss:// trusts the system's store. Set without a rediss:// URL: refused."),
     Key { old_name: Some("hold_seconds"), ..key("booking.hold_secs", Number, "600", "How long a hold lives without payment (at most a day): the payment window of card and e-wallet checkouts, after which the slot is free again.") },
     key("booking.turnover_buffer_days", Number, "0", "Days an asset stays blocked after a rental for cleaning and inspection (at most the protocol's 14). Changing it only affects new bookings."),
     key("booking.sweep_interval_ms", Number, "1000", "How often each replica expires due holds: a hold expires at most this late. Sweeping skips locked rows, so replicas never wait on one another."),
@@ -84,7 +85,8 @@ pub const KEYS: &[Key] = &[
     key("releases.public_key", Text, "", "The release public key, 64 hex characters (what release keygen prints). Every box gets it at enrolment and pins it, so its updates are on from its first start. None: boxes enrol without one, refuse every release, and the fleet page flags them."),
     key("releases.signing_key_file", Text, "", "The ed25519 release signing key (sentra-cloud release keygen FILE), read only by release publish. None: publishing refuses, so nothing unsigned is ever served."),
     key("fleet.offline_after_secs", Number, "180", "A device is shown offline when its last heartbeat is older than this: three missed beats at the box's 60 s interval, so one lost request does not flag a branch."),
-    key("notify.amqp_url", Text, "", "RabbitMQ for customer notifications (amqp://). None: this replica publishes nothing and runs no worker; the schedule waits in PostgreSQL for a replica (or notify publish-due) with a broker."),
+    key("notify.amqp_url", Text, "", "RabbitMQ for customer notifications (amqp://, or amqps:// for TLS). None: this replica publishes nothing and runs no worker; the schedule waits in PostgreSQL for a replica (or notify publish-due) with a broker."),
+    key("notify.amqp_ca_file", Text, "", "A PEM file with the CA that signed RabbitMQ's certificate, for an amqps:// URL on a private CA; trusted besides the system's store. None: amqps:// trusts the system's store. Set without an amqps:// URL: refused."),
     key("notify.queue", Text, "sentra.notifications", "The work queue's name (letters, digits, '.', '_', '-'); its retry queues and dead-letter queue are named after it."),
     key("notify.reminder_days", Number, "90", "A service reminder is due this many days after the invoice (issue 8: H+90)."),
     key("notify.max_attempts", Number, "5", "Gateway attempts per notification before it is dead-lettered."),
@@ -180,6 +182,8 @@ pub enum IdentityProviderUrl {
 pub struct NotifyConfig {
     /// The RabbitMQ broker; None: this replica publishes nothing and runs no worker.
     pub amqp_url: Option<AmqpUrl>,
+    /// The CA for an `amqps://` broker on a private CA, besides the system's trust store.
+    pub amqp_ca_file: Option<CaFile>,
     pub queue: String,
     pub reminder_after: Duration,
     pub max_attempts: u32,
@@ -209,12 +213,10 @@ pub struct AmqpUrl(String);
 
 impl AmqpUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.starts_with("amqps://") {
-            return Err("TLS (amqps://) is not built into this version; use amqp://".to_owned());
-        }
-        if !raw.starts_with("amqp://") {
+        if !(raw.starts_with("amqp://") || raw.starts_with("amqps://")) {
             return Err(
-                "expected an amqp:// URL, such as amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+                "expected an amqp:// or amqps:// URL, such as amqp://guest:guest@127.0.0.1:5672/%2f"
+                    .to_owned(),
             );
         }
         Ok(Self(raw.to_owned()))
@@ -222,6 +224,52 @@ impl AmqpUrl {
 
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// `amqps://`: the connection is TLS, the broker's certificate and name checked.
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("amqps://")
+    }
+}
+
+/// A PEM file of CA certificates, read and checked when the configuration loads (so a missing
+/// or wrong file stops the start instead of the first connection); `Debug` shows the path.
+#[derive(Clone)]
+pub struct CaFile {
+    path: PathBuf,
+    pem: Vec<u8>,
+}
+
+impl CaFile {
+    pub fn read(raw: &str) -> Result<Self, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let path = PathBuf::from(raw);
+        let pem = std::fs::read(&path).map_err(|error| format!("cannot read it: {error}"))?;
+        let mut certificates = 0_usize;
+        for certificate in CertificateDer::pem_slice_iter(&pem) {
+            certificate.map_err(|error| format!("not a PEM certificate file: {error}"))?;
+            certificates += 1;
+        }
+        if certificates == 0 {
+            return Err("no certificate in it (expected -----BEGIN CERTIFICATE-----)".to_owned());
+        }
+        Ok(Self { path, pem })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's PEM text as read at start.
+    pub fn pem(&self) -> &[u8] {
+        &self.pem
+    }
+}
+
+impl fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())
     }
 }
 
@@ -343,6 +391,32 @@ pub struct RedisConfig {
     pub url: RedisUrl,
     /// Independent nodes for Redlock; empty means "lock on `url`".
     pub lock_nodes: Vec<RedisUrl>,
+    /// The CA for `rediss://` nodes on a private CA (instead of the system's trust store).
+    pub ca_file: Option<CaFile>,
+}
+
+impl RedisConfig {
+    /// What a `rediss://` client needs on top of its URL: the private CA, when there is one.
+    /// None: the URL alone (`redis::Client::open`), so `rediss://` checks the server against the
+    /// system's trust store. The one place Redis TLS is decided, for single nodes
+    /// (`redis::Client::build_with_tls`) and for a cluster client's builder (`.certs(..)`) alike.
+    pub fn tls_certificates(&self) -> Option<redis::TlsCertificates> {
+        self.ca_file.as_ref().map(|ca| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.pem().to_vec()),
+        })
+    }
+
+    /// A client for `url` (this configuration's `url` or one of its `lock_nodes`), over TLS with
+    /// [`Self::tls_certificates`] when the URL is `rediss://`.
+    pub fn client(&self, url: &RedisUrl) -> redis::RedisResult<redis::Client> {
+        match self.tls_certificates() {
+            Some(certificates) if url.is_tls() => {
+                redis::Client::build_with_tls(url.connection_info(), certificates)
+            }
+            _ => redis::Client::open(url.connection_info()),
+        }
+    }
 }
 
 /// A PostgreSQL URL that parsed; `Debug` shows it with the password replaced.
@@ -357,7 +431,28 @@ impl DatabaseUrl {
         if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
             return Err("expected a postgres:// or postgresql:// URL".to_owned());
         }
-        let options = PgConnectOptions::from_str(raw).map_err(|error| error.to_string())?;
+        let mut options = PgConnectOptions::from_str(raw).map_err(|error| error.to_string())?;
+        // The CA file is read now, as `redis.ca_file` and `notify.amqp_ca_file` are: a missing
+        // file stops the start. sqlx only uses it to verify: with any other mode it would be
+        // ignored without a word, so that is refused.
+        let parsed = url::Url::parse(raw).map_err(|error| error.to_string())?;
+        let root_cert = parsed
+            .query_pairs()
+            .find(|(name, _)| matches!(&**name, "sslrootcert" | "ssl-root-cert" | "ssl-ca"));
+        if let Some((_, path)) = root_cert {
+            if !matches!(
+                options.get_ssl_mode(),
+                PgSslMode::VerifyCa | PgSslMode::VerifyFull
+            ) {
+                return Err(
+                    "sslrootcert is only used to verify the server: add sslmode=verify-full"
+                        .to_owned(),
+                );
+            }
+            let ca =
+                CaFile::read(&path).map_err(|reason| format!("sslrootcert {path}: {reason}"))?;
+            options = options.ssl_root_cert_from_pem(ca.pem);
+        }
         Ok(Self {
             raw: raw.to_owned(),
             options,
@@ -366,6 +461,18 @@ impl DatabaseUrl {
 
     pub fn connect_options(&self) -> PgConnectOptions {
         self.options.clone()
+    }
+
+    /// How the connection is protected, for the start-up log: sqlx's `sslmode`.
+    pub fn tls_mode(&self) -> &'static str {
+        match self.options.get_ssl_mode() {
+            PgSslMode::Disable => "disable",
+            PgSslMode::Allow => "allow",
+            PgSslMode::Prefer => "prefer",
+            PgSslMode::Require => "require",
+            PgSslMode::VerifyCa => "verify-ca",
+            PgSslMode::VerifyFull => "verify-full",
+        }
     }
 }
 
@@ -384,15 +491,18 @@ pub struct RedisUrl {
 
 impl RedisUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.starts_with("rediss://") {
-            return Err("TLS (rediss://) is not built into this version; use redis://".to_owned());
-        }
-        if !raw.starts_with("redis://") {
-            return Err("expected a redis:// URL".to_owned());
+        if !(raw.starts_with("redis://") || raw.starts_with("rediss://")) {
+            return Err("expected a redis:// or rediss:// URL".to_owned());
         }
         let info = raw
             .into_connection_info()
             .map_err(|error| error.to_string())?;
+        if let ConnectionAddr::TcpTls { insecure: true, .. } = info.addr() {
+            return Err(
+                "#insecure turns off the certificate check: give the server's CA in redis.ca_file instead"
+                    .to_owned(),
+            );
+        }
         Ok(Self {
             raw: raw.to_owned(),
             info,
@@ -401,6 +511,11 @@ impl RedisUrl {
 
     pub fn connection_info(&self) -> ConnectionInfo {
         self.info.clone()
+    }
+
+    /// `rediss://`: the connection is TLS, the server's certificate and name checked.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
     }
 }
 
@@ -567,7 +682,15 @@ pub fn load_with(
     let redis = RedisConfig {
         url: p.get("redis.url", RedisUrl::parse),
         lock_nodes: p.list("redis.lock_nodes", RedisUrl::parse),
+        ca_file: p.optional("redis.ca_file", CaFile::read),
     };
+    if redis.ca_file.is_some()
+        && !std::iter::once(&redis.url)
+            .chain(&redis.lock_nodes)
+            .any(RedisUrl::is_tls)
+    {
+        p.pointless("redis.ca_file", "no Redis URL is rediss://");
+    }
     let booking = BookingConfig {
         hold_window: p.get("booking.hold_secs", |v| number(v, 1, 86_400).map(secs)),
         turnover_buffer_days: p.get("booking.turnover_buffer_days", |v| {
@@ -596,6 +719,7 @@ pub fn load_with(
     };
     let notify = NotifyConfig {
         amqp_url: p.optional("notify.amqp_url", AmqpUrl::parse),
+        amqp_ca_file: p.optional("notify.amqp_ca_file", CaFile::read),
         queue: p.get("notify.queue", parse_queue),
         reminder_after: p.get("notify.reminder_days", |v| {
             number(v, 1, 3650).map(|days| secs(days * 86_400))
@@ -619,6 +743,9 @@ pub fn load_with(
         }),
         gateway_lookup_url: p.optional("notify.gateway_lookup_url", parse_http_url),
     };
+    if notify.amqp_ca_file.is_some() && !notify.amqp_url.as_ref().is_some_and(AmqpUrl::is_tls) {
+        p.pointless("notify.amqp_ca_file", "notify.amqp_url is not amqps://");
+    }
     if matches!(notify.gateway, Some(GatewayTarget::Url(_))) && notify.gateway_token.is_none() {
         p.missing(
             "notify.gateway_token",
@@ -790,6 +917,17 @@ impl Parser<'_> {
         parse(&value)
             .map_err(|reason| self.invalid(origin, &value, reason))
             .ok()
+    }
+
+    /// A key that is set but would change nothing (a CA file for a connection without TLS): an
+    /// error, because the operator meant something that is not happening.
+    fn pointless(&mut self, key: &str, why: &str) {
+        let (_, value, origin) = self.text(key);
+        self.invalid(
+            origin,
+            &value,
+            format!("set, but {why}: it would be ignored"),
+        );
     }
 
     fn missing(&mut self, key: &'static str, what: &'static str) {
@@ -1159,7 +1297,7 @@ mod tests {
             None,
             &[
                 ("DATABASE_URL", DB),
-                ("SENTRA_CLOUD__NOTIFY__AMQP_URL", "amqps://u:pw@mq/%2f"),
+                ("SENTRA_CLOUD__NOTIFY__AMQP_URL", "ampq://u:pw@mq/%2f"),
                 ("SENTRA_CLOUD__NOTIFY__QUEUE", "bad queue"),
                 (
                     "SENTRA_CLOUD__NOTIFY__GATEWAY_URL",
@@ -1173,7 +1311,7 @@ mod tests {
         assert!(
             errors
                 .iter()
-                .any(|e| e.contains("amqps://u:***@mq") && e.contains("amqp://")),
+                .any(|e| e.contains("ampq://u:***@mq") && e.contains("amqps://")),
             "{errors:#?}"
         );
         assert!(!errors.iter().any(|e| e.contains("pw")), "{errors:#?}");
@@ -1275,13 +1413,13 @@ mod tests {
             (
                 &[
                     ("DATABASE_URL", "mysql://u:pw@h/db"),
-                    ("REDIS_URL", "rediss://h:6380"),
+                    ("REDIS_URL", "rediss://h:6380/#insecure"),
                     ("REDIS_LOCK_NODES", "redis://ok:1,http://bad:2"),
                 ],
                 &[
                     "DATABASE_URL: invalid value `mysql://u:***@h/db`: expected a postgres://",
-                    "REDIS_URL: invalid value `rediss://h:6380`: TLS",
-                    "REDIS_LOCK_NODES: invalid value `http://bad:2`: expected a redis:// URL",
+                    "REDIS_URL: invalid value `rediss://h:6380/#insecure`: #insecure turns off",
+                    "REDIS_LOCK_NODES: invalid value `http://bad:2`: expected a redis:// or rediss:// URL",
                 ],
             ),
             (
@@ -1371,6 +1509,135 @@ mod tests {
         assert!(malformed[0].contains("(line 2)"), "{malformed:?}");
     }
 
+    /// A CA file with one self-signed certificate (rcgen), and its path as text.
+    fn ca_file() -> (tempfile::NamedTempFile, String) {
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        let pem = params.self_signed(&key).expect("self-signed").pem();
+        let file = config_file(&pem);
+        let path = file.path().to_str().expect("utf-8 path").to_owned();
+        (file, path)
+    }
+
+    #[test]
+    fn tls_urls_and_ca_files_load_and_show_no_secret() {
+        let (_ca, ca) = ca_file();
+        let db = format!("{DB}?sslmode=verify-full&sslrootcert={ca}");
+        let config = load_env(
+            None,
+            &[
+                ("DATABASE_URL", &db),
+                ("REDIS_URL", "rediss://:hunter2@redis.internal:6380/0"),
+                ("REDIS_LOCK_NODES", "rediss://:hunter3@a:1,redis://b:2"),
+                ("SENTRA_CLOUD__REDIS__CA_FILE", &ca),
+                (
+                    "SENTRA_CLOUD__NOTIFY__AMQP_URL",
+                    "amqps://sentra:hunter4@mq:5671/%2f",
+                ),
+                ("SENTRA_CLOUD__NOTIFY__AMQP_CA_FILE", &ca),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(config.database.url.tls_mode(), "verify-full");
+        assert!(config.redis.url.is_tls());
+        assert!(config.redis.lock_nodes[0].is_tls() && !config.redis.lock_nodes[1].is_tls());
+        assert!(config.redis.tls_certificates().is_some());
+        assert!(config.notify.amqp_url.as_ref().is_some_and(AmqpUrl::is_tls));
+        let debug = format!("{config:?}");
+        for secret in ["s3cret", "hunter", "BEGIN CERTIFICATE"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains(&ca), "{debug}");
+        // Without a CA file, rediss:// and amqps:// use the system's trust store.
+        let system = load_env(
+            None,
+            &[
+                ("DATABASE_URL", "postgres://h/db?sslmode=verify-full"),
+                ("REDIS_URL", "rediss://redis.internal:6380"),
+                ("SENTRA_CLOUD__NOTIFY__AMQP_URL", "amqps://mq/%2f"),
+            ],
+        )
+        .expect("valid");
+        assert!(system.redis.tls_certificates().is_none());
+        assert!(system.notify.amqp_ca_file.is_none());
+    }
+
+    #[test]
+    fn tls_settings_that_would_be_ignored_or_cannot_work_are_refused() {
+        let (_ca, ca) = ca_file();
+        let not_pem = config_file("not a certificate\n");
+        let not_pem = not_pem.path().to_str().expect("utf-8 path").to_owned();
+        let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+            (
+                vec![(
+                    "DATABASE_URL",
+                    format!("{DB}?sslmode=require&sslrootcert={ca}"),
+                )],
+                "sslrootcert is only used to verify the server",
+            ),
+            (
+                vec![("DATABASE_URL", format!("{DB}?sslrootcert={ca}"))],
+                "sslrootcert is only used to verify the server",
+            ),
+            (
+                vec![(
+                    "DATABASE_URL",
+                    format!("{DB}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+                )],
+                "sslrootcert /nonexistent/ca.pem: cannot read it",
+            ),
+            (
+                vec![("DATABASE_URL", format!("{DB}?sslmode=sometimes"))],
+                "sometimes",
+            ),
+            (
+                vec![("SENTRA_CLOUD__REDIS__CA_FILE", ca.clone())],
+                "SENTRA_CLOUD__REDIS__CA_FILE: invalid value",
+            ),
+            (
+                vec![
+                    ("REDIS_URL", "rediss://h".to_owned()),
+                    ("SENTRA_CLOUD__REDIS__CA_FILE", not_pem.clone()),
+                ],
+                "no certificate in it",
+            ),
+            (
+                vec![
+                    ("REDIS_URL", "rediss://h".to_owned()),
+                    (
+                        "SENTRA_CLOUD__REDIS__CA_FILE",
+                        "/nonexistent/ca.pem".to_owned(),
+                    ),
+                ],
+                "cannot read it",
+            ),
+            (
+                vec![
+                    ("SENTRA_CLOUD__NOTIFY__AMQP_URL", "amqp://mq/%2f".to_owned()),
+                    ("SENTRA_CLOUD__NOTIFY__AMQP_CA_FILE", ca.clone()),
+                ],
+                "notify.amqp_url is not amqps://",
+            ),
+            (
+                vec![("SENTRA_CLOUD__NOTIFY__AMQP_CA_FILE", ca.clone())],
+                "notify.amqp_url is not amqps://",
+            ),
+        ];
+        for (vars, fragment) in cases {
+            let mut env: Vec<(&str, &str)> = vars
+                .iter()
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
+            if !env.iter().any(|(name, _)| *name == "DATABASE_URL") {
+                env.push(("DATABASE_URL", DB));
+            }
+            let errors = load_env(None, &env).expect_err("refused");
+            assert_eq!(errors.len(), 1, "{env:?}: {errors:#?}");
+            assert!(errors[0].contains(fragment), "{env:?}: {errors:#?}");
+            assert!(!errors[0].contains("s3cret"), "{errors:#?}");
+        }
+    }
+
     #[test]
     fn redact_hides_passwords_only() {
         let cases = [
@@ -1378,6 +1645,8 @@ mod tests {
             ("postgres://u@h/db", "postgres://u@h/db"),
             ("postgres://h/db", "postgres://h/db"),
             ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+            ("rediss://:pw@h:6380/0", "rediss://:***@h:6380/0"),
+            ("amqps://u:pw@mq:5671/%2f", "amqps://u:***@mq:5671/%2f"),
             ("redis://u:p@ss:w@rd@h", "redis://u:***@h"),
             (
                 "postgres://h/db?user=u&password=pw&x=1",
@@ -1467,6 +1736,7 @@ mod tests {
             "DATABASE_URL",
             "REDIS_URL",
             "REDIS_LOCK_NODES",
+            "SENTRA_CLOUD__REDIS__CA_FILE",
             "SENTRA_CLOUD__BOOKING__HOLD_SECS",
             "SENTRA_CLOUD__BOOKING__TURNOVER_BUFFER_DAYS",
             "SENTRA_CLOUD__BOOKING__SWEEP_INTERVAL_MS",
@@ -1476,6 +1746,7 @@ mod tests {
             "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
             "SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS",
             "SENTRA_CLOUD__NOTIFY__AMQP_URL",
+            "SENTRA_CLOUD__NOTIFY__AMQP_CA_FILE",
             "SENTRA_CLOUD__NOTIFY__QUEUE",
             "SENTRA_CLOUD__NOTIFY__REMINDER_DAYS",
             "SENTRA_CLOUD__NOTIFY__MAX_ATTEMPTS",

@@ -164,6 +164,7 @@ async fn start_identity(
 /// Runs the service until SIGTERM or SIGINT; `Ok` after a clean shutdown.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracing::info!(?config, "starting");
+    log_backing_tls(&config);
     let db = PgPoolOptions::new()
         .max_connections(DB_MAX_CONNECTIONS)
         .acquire_timeout(DB_ACQUIRE_TIMEOUT)
@@ -182,7 +183,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .redis
         .lock_nodes
         .iter()
-        .map(connect_redis_url)
+        .map(|url| connect_redis_url(url, &config.redis))
         .collect::<Result<Vec<_>, _>>()?;
     let token = CancellationToken::new();
     let identity = Arc::new(start_identity(&config.identity, token.clone()).await?);
@@ -292,6 +293,33 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// One line on how each backing service is reached, so "is this encrypted and checked?" is
+/// answered by the log rather than by reading URLs.
+fn log_backing_tls(config: &Config) {
+    let redis = |url: &crate::config::RedisUrl| match (url.is_tls(), &config.redis.ca_file) {
+        (false, _) => "plain".to_owned(),
+        (true, None) => "tls (system trust store)".to_owned(),
+        (true, Some(ca)) => format!("tls (CA {})", ca.path().display()),
+    };
+    let amqp = match (&config.notify.amqp_url, &config.notify.amqp_ca_file) {
+        (None, _) => "none".to_owned(),
+        (Some(url), _) if !url.is_tls() => "plain".to_owned(),
+        (Some(_), None) => "tls (system trust store)".to_owned(),
+        (Some(_), Some(ca)) => format!(
+            "tls (CA {} and the system trust store)",
+            ca.path().display()
+        ),
+    };
+    let lock_nodes: Vec<String> = config.redis.lock_nodes.iter().map(redis).collect();
+    tracing::info!(
+        postgres_sslmode = config.database.url.tls_mode(),
+        redis = %redis(&config.redis.url),
+        redis_lock_nodes = ?lock_nodes,
+        rabbitmq = %amqp,
+        "backing services"
+    );
+}
+
 /// Deletes expired request nonces every [`auth::NONCE_PRUNE_INTERVAL`] until `token` is
 /// cancelled. A failure (database down) is logged and retried at the next tick.
 async fn prune_nonces(db: PgPool, token: CancellationToken) {
@@ -311,16 +339,20 @@ async fn prune_nonces(db: PgPool, token: CancellationToken) {
 }
 
 pub fn connect_redis(config: &Config) -> Result<ConnectionManager, ServeError> {
-    connect_redis_url(&config.redis.url)
+    connect_redis_url(&config.redis.url, &config.redis)
 }
 
-/// A lazily connecting manager for one Redis node.
-pub fn connect_redis_url(url: &crate::config::RedisUrl) -> Result<ConnectionManager, ServeError> {
+/// A lazily connecting manager for one Redis node (`url` is `redis`'s own or a lock node), over
+/// TLS for `rediss://` ([`crate::config::RedisConfig::client`]).
+pub fn connect_redis_url(
+    url: &crate::config::RedisUrl,
+    redis: &crate::config::RedisConfig,
+) -> Result<ConnectionManager, ServeError> {
     let error = |source| ServeError::Redis {
         url: format!("{url:?}"),
         source,
     };
-    let client = redis::Client::open(url.connection_info()).map_err(error)?;
+    let client = redis.client(url).map_err(error)?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(REDIS_TIMEOUT))
         .set_response_timeout(Some(REDIS_TIMEOUT))

@@ -165,11 +165,21 @@ pub async fn connect(
     name: &str,
 ) -> Result<(Connection, Channel), NotifyError> {
     let url = config.amqp_url.as_ref().ok_or(NotifyError::NoBroker)?;
-    let connection = Connection::connect(
-        url.expose(),
-        ConnectionProperties::default().with_connection_name(name.into()),
-    )
-    .await?;
+    // amqps:// checks the broker's certificate against the system's trust store, plus the
+    // private CA when notify.amqp_ca_file names one (config refuses the file without amqps://).
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: config
+            .amqp_ca_file
+            .as_ref()
+            .map(|ca| String::from_utf8_lossy(ca.pem()).into_owned()),
+    };
+    let connection = lapin::DefaultConnectionBuilder::new()?
+        .with_uri_str(url.expose().to_owned())
+        .with_properties(ConnectionProperties::default().with_connection_name(name.into()))
+        .with_tls_config(tls)
+        .connect()
+        .await?;
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

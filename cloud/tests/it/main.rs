@@ -30,3 +30,4 @@ mod push;
 mod serve;
 mod shared;
 mod support;
+mod tls;

@@ -26,13 +26,18 @@ const CONFIG_VARS: &[&str] = &[
     "DATABASE_URL",
     "REDIS_URL",
     "REDIS_LOCK_NODES",
+    "SENTRA_CLOUD__REDIS__CA_FILE",
     "SENTRA_CLOUD__HTTP__LISTEN",
     "SENTRA_CLOUD__NOTIFY__AMQP_URL",
+    "SENTRA_CLOUD__NOTIFY__AMQP_CA_FILE",
     "SENTRA_CLOUD__NOTIFY__QUEUE",
     "SENTRA_CLOUD__NOTIFY__GATEWAY_URL",
     "SENTRA_CLOUD__NOTIFY__GATEWAY_TOKEN",
     "SENTRA_CLOUD__NOTIFY__GATEWAY_LOOKUP_URL",
     "RUST_LOG",
+    // sqlx reads these under a database URL's own parameters.
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
 ];
 
 pub fn admin_url() -> String {
