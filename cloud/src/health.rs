@@ -4,17 +4,18 @@
 //! Redis: an orchestrator restarts unhealthy replicas, and a database outage must not restart
 //! them all. `GET /readyz` answers 200 only when this replica can do its work now: PostgreSQL
 //! answers `SELECT 1` and Redis answers `PING`, each within [`CHECK_TIMEOUT`]; otherwise 503
-//! `not_ready` naming every dependency that failed (the cause only in the log). A load balancer sends traffic only to ready
-//! replicas.
+//! `not_ready` naming every dependency that failed (the cause only in the log). On a Redis
+//! Cluster the Redis check is `CLUSTER INFO` saying `cluster_state:ok` (every slot served by a
+//! reachable master). A load balancer sends traffic only to ready replicas.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+use crate::redis_conn::RedisConn;
 use crate::web::ApiError;
 
 /// How long one dependency may take to answer a readiness check. Well under the usual probe
@@ -29,7 +30,7 @@ pub async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "PostgreSQL and Redis answer", body = Object)))]
 pub async fn readyz(
     State(db): State<PgPool>,
-    State(redis): State<ConnectionManager>,
+    State(redis): State<RedisConn>,
 ) -> Result<Json<Value>, ApiError> {
     let (postgres, redis) = tokio::join!(check_postgres(&db), check_redis(redis));
     let mut failed = Vec::new();
@@ -60,13 +61,9 @@ async fn check_postgres(db: &PgPool) -> Result<(), String> {
     }
 }
 
-async fn check_redis(mut redis: ConnectionManager) -> Result<(), String> {
-    let command = redis::cmd("PING");
-    let ping = command.query_async::<String>(&mut redis);
-    match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
-        Ok(Ok(reply)) if reply == "PONG" => Ok(()),
-        Ok(Ok(reply)) => Err(format!("PING returned {reply:?}")),
-        Ok(Err(error)) => Err(error.to_string()),
+async fn check_redis(redis: RedisConn) -> Result<(), String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, redis.check()).await {
+        Ok(result) => result,
         Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
     }
 }
