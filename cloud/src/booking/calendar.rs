@@ -224,8 +224,7 @@ impl Calendar {
         end: Date,
     ) -> Result<Option<Vec<bool>>, RedisError> {
         // (key, (reply index, BITCOUNT range or EXISTS)).
-        let mut items: Vec<(String, (usize, Option<(u32, u32)>))> =
-            vec![(BUILT_KEY.to_owned(), (0, None))];
+        let mut items: Vec<(String, Count)> = vec![(BUILT_KEY.to_owned(), (0, None))];
         let mut per_asset = Vec::with_capacity(assets.len());
         for asset in assets {
             let parts = segments(asset, start, end);
@@ -385,11 +384,15 @@ impl Calendar {
     }
 }
 
+/// What [`Calendar::free`] asks of one key: the reply's index, and the `BITCOUNT` range (none:
+/// `EXISTS`).
+type Count = (usize, Option<(u32, u32)>);
+
 /// One slot's part of [`Calendar::free`]: `EXISTS` (no range) or `BITCOUNT` per key, answered
 /// with each reply's index.
 async fn count_bits(
     mut redis: RedisConn,
-    group: Vec<(String, (usize, Option<(u32, u32)>))>,
+    group: Vec<(String, Count)>,
 ) -> Result<Vec<(usize, i64)>, RedisError> {
     let mut pipe = redis::pipe();
     for (key, (_, range)) in &group {
