@@ -16,11 +16,11 @@ use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use redis::aio::ConnectionManager;
 use sentra_protocol::sync::MAX_PUSH_BYTES;
 use sqlx::PgPool;
 
 use crate::devices::{self, auth};
+use crate::redis_conn::RedisConn;
 use crate::web::{self, ApiError};
 use crate::{blobs, booking, changes, fleet, health, ingest, master, releases, shared};
 
@@ -46,7 +46,7 @@ impl std::ops::Deref for AppState {
 /// The handles [`AppState`] shares: pools, settings, caches.
 pub struct Services {
     pub db: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     pub booking: Arc<booking::Booking>,
     /// KTP checks; booking holds the same service as its `Standing` gate.
     pub identity: Arc<crate::identity::Identity>,
@@ -70,8 +70,8 @@ impl FromRef<AppState> for PgPool {
     }
 }
 
-impl FromRef<AppState> for ConnectionManager {
-    fn from_ref(state: &AppState) -> ConnectionManager {
+impl FromRef<AppState> for RedisConn {
+    fn from_ref(state: &AppState) -> RedisConn {
         state.redis.clone()
     }
 }

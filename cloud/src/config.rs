@@ -75,8 +75,9 @@ pub const KEYS: &[Key] = &[
     key("http.public_url", Text, "", "The URL boxes reach this cloud at (https://cloud.sentra.id), what a technician gives sentra-edge enroll --cloud. Set: the enrolment QR carries it with the token, so scanning is all the technician does. None: the QR holds only the token."),
     Key { env: Some("DATABASE_URL"), ..key("database.url", Text, "", "PostgreSQL, the record (required), e.g. postgres://user:password@host:5432/sentra. No default: writing to a database that happened to be reachable is worse than refusing to start. TLS: add ?sslmode=verify-full (the system's trust store) and &sslrootcert=/path/ca.pem for a private CA.") },
     Key { env: Some("REDIS_URL"), ..key("redis.url", Text, "redis://127.0.0.1:6379", "Redis for the calendar, waitlists and (without lock_nodes) locks. Local by default: Redis is a fast path rebuilt from PostgreSQL, so a wrong default costs speed, never correctness.") },
+    Key { env: Some("REDIS_CLUSTER_NODES"), ..key("redis.cluster_nodes", List, "", "Seed nodes of a Redis Cluster (comma-separated in the environment; any few masters or replicas, the rest is discovered). Set: the calendar, waitlists, idempotency keys and (without lock_nodes) locks live in the cluster and redis.url is not used. None: one Redis at redis.url.") },
     Key { env: Some("REDIS_LOCK_NODES"), ..key("redis.lock_nodes", List, "", "Independent Redis nodes for Redlock (an odd number; comma-separated in the environment). None: locks are a plain SET NX PX on redis.url, right for a single Redis.") },
-    key("redis.ca_file", Text, "", "A PEM file with the CA that signed the Redis servers' certificates, for rediss:// URLs (redis.url and lock_nodes) on a private CA; it replaces the system's trust store for Redis. None: rediss:// trusts the system's store. Set without a rediss:// URL: refused."),
+    key("redis.ca_file", Text, "", "A PEM file with the CA that signed the Redis servers' certificates, for rediss:// URLs (redis.url, cluster_nodes and lock_nodes) on a private CA; it replaces the system's trust store for Redis. None: rediss:// trusts the system's store. Set without a rediss:// URL: refused."),
     Key { old_name: Some("hold_seconds"), ..key("booking.hold_secs", Number, "600", "How long a hold lives without payment (at most a day): the payment window of card and e-wallet checkouts, after which the slot is free again.") },
     key("booking.turnover_buffer_days", Number, "0", "Days an asset stays blocked after a rental for cleaning and inspection (at most the protocol's 14). Changing it only affects new bookings."),
     key("booking.sweep_interval_ms", Number, "1000", "How often each replica expires due holds: a hold expires at most this late. Sweeping skips locked rows, so replicas never wait on one another."),
@@ -389,7 +390,9 @@ pub struct DatabaseConfig {
 pub struct RedisConfig {
     /// The node for the calendar, waitlists and (without `lock_nodes`) locks.
     pub url: RedisUrl,
-    /// Independent nodes for Redlock; empty means "lock on `url`".
+    /// Seed nodes of a Redis Cluster; set, they replace `url`.
+    pub cluster_nodes: Vec<RedisUrl>,
+    /// Independent nodes for Redlock; empty means "lock on `url`" (or on the cluster).
     pub lock_nodes: Vec<RedisUrl>,
     /// The CA for `rediss://` nodes on a private CA (instead of the system's trust store).
     pub ca_file: Option<CaFile>,
@@ -681,12 +684,14 @@ pub fn load_with(
     let database_url = p.required("database.url", "the PostgreSQL URL", DatabaseUrl::parse);
     let redis = RedisConfig {
         url: p.get("redis.url", RedisUrl::parse),
+        cluster_nodes: p.list("redis.cluster_nodes", RedisUrl::parse),
         lock_nodes: p.list("redis.lock_nodes", RedisUrl::parse),
         ca_file: p.optional("redis.ca_file", CaFile::read),
     };
     if redis.ca_file.is_some()
         && !std::iter::once(&redis.url)
             .chain(&redis.lock_nodes)
+            .chain(&redis.cluster_nodes)
             .any(RedisUrl::is_tls)
     {
         p.pointless("redis.ca_file", "no Redis URL is rediss://");
@@ -1394,6 +1399,50 @@ mod tests {
             .map(|node| format!("{node:?}"))
             .collect();
         assert_eq!(nodes, ["redis://a:1", "redis://b:2", "redis://c:3"]);
+    }
+
+    #[test]
+    fn cluster_nodes_are_a_list_shown_without_passwords() {
+        let config = load_env(
+            None,
+            &[
+                ("DATABASE_URL", DB),
+                (
+                    "REDIS_CLUSTER_NODES",
+                    "redis://:hunter2@c1:7000,redis://:hunter2@c2:7001",
+                ),
+            ],
+        )
+        .expect("valid");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let nodes: Vec<String> = config
+            .redis
+            .cluster_nodes
+            .iter()
+            .map(|node| format!("{node:?}"))
+            .collect();
+        assert_eq!(nodes, ["redis://:***@c1:7000", "redis://:***@c2:7001"]);
+        assert!(
+            load_env(None, &[("DATABASE_URL", DB)])
+                .expect("valid")
+                .redis
+                .cluster_nodes
+                .is_empty()
+        );
+        let errors = load_env(
+            None,
+            &[
+                ("DATABASE_URL", DB),
+                ("REDIS_CLUSTER_NODES", "http://c1:7000"),
+            ],
+        )
+        .expect_err("not a redis URL");
+        let errors = errors.join("\n");
+        assert!(
+            errors.contains("REDIS_CLUSTER_NODES") && errors.contains("expected a redis:// URL"),
+            "{errors}"
+        );
     }
 
     type Env<'a> = &'a [(&'a str, &'a str)];

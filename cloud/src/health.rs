@@ -7,17 +7,19 @@
 //! unchanged: a replica started before its release's `migrate` step ran waits, unready, instead
 //! of failing requests on missing columns), and Redis answers `PING`, each within
 //! [`CHECK_TIMEOUT`]; otherwise 503 `not_ready` naming every dependency that failed (the cause
-//! only in the log). A load balancer sends traffic only to ready replicas.
+//! only in the log). On a Redis Cluster the Redis check is `CLUSTER INFO` saying
+//! `cluster_state:ok` (every slot served by a reachable master). A load balancer sends traffic
+//! only to ready replicas.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::migrate::{SchemaState, schema_state};
+use crate::redis_conn::RedisConn;
 use crate::web::ApiError;
 
 /// How long one dependency may take to answer a readiness check. Well under the usual probe
@@ -32,7 +34,7 @@ pub async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "PostgreSQL answers at this release's schema, Redis answers", body = Object)))]
 pub async fn readyz(
     State(db): State<PgPool>,
-    State(redis): State<ConnectionManager>,
+    State(redis): State<RedisConn>,
 ) -> Result<Json<Value>, ApiError> {
     let (postgres, redis) = tokio::join!(check_postgres(&db), check_redis(redis));
     let mut failed = Vec::new();
@@ -95,14 +97,11 @@ async fn check_postgres(db: &PgPool) -> Result<(), Failure> {
     }
 }
 
-async fn check_redis(mut redis: ConnectionManager) -> Result<(), Failure> {
-    let command = redis::cmd("PING");
-    let ping = command.query_async::<String>(&mut redis);
-    let cause = match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
-        Ok(Ok(reply)) if reply == "PONG" => return Ok(()),
-        Ok(Ok(reply)) => format!("PING returned {reply:?}"),
-        Ok(Err(error)) => error.to_string(),
-        Err(_) => format!("no answer within {CHECK_TIMEOUT:?}"),
-    };
-    Err(Failure::Unreachable(cause))
+async fn check_redis(redis: RedisConn) -> Result<(), Failure> {
+    match tokio::time::timeout(CHECK_TIMEOUT, redis.check()).await {
+        Ok(result) => result.map_err(Failure::Unreachable),
+        Err(_) => Err(Failure::Unreachable(format!(
+            "no answer within {CHECK_TIMEOUT:?}"
+        ))),
+    }
 }

@@ -61,6 +61,7 @@ mod metrics;
 mod migrate;
 mod notify;
 mod openapi;
+mod redis_conn;
 mod releases;
 mod schemas;
 mod shared;

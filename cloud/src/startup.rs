@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::net::{TcpListener, TcpSocket};
@@ -33,6 +35,7 @@ use crate::config::Config;
 use crate::devices::auth;
 use crate::health;
 use crate::notify;
+use crate::redis_conn::RedisConn;
 
 /// Connections per replica to PostgreSQL. Small on purpose: replicas multiply it, and
 /// How many connections the kernel may queue before `accept`. At the default (128, the
@@ -82,6 +85,10 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Reconnection attempts per Redis command before it fails (the manager retries again on the
 /// next command). Few, because a caller waiting on a dead Redis should fall back to PostgreSQL.
 pub const REDIS_RETRIES: usize = 1;
+
+/// Retries of one command on a Redis Cluster (a `MOVED` after a failover is one), all within
+/// [`REDIS_TIMEOUT`].
+pub const REDIS_CLUSTER_RETRIES: u32 = 3;
 
 /// How long in-flight requests may take to finish after a stop signal. Below the 30 s that
 /// systemd and Kubernetes wait before SIGKILL, so we close connections ourselves first.
@@ -183,7 +190,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .redis
         .lock_nodes
         .iter()
-        .map(|url| connect_redis_url(url, &config.redis))
+        .map(|url| connect_redis_url(url, &config.redis).map(RedisConn::Single))
         .collect::<Result<Vec<_>, _>>()?;
     let token = CancellationToken::new();
     let identity = Arc::new(start_identity(&config.identity, token.clone()).await?);
@@ -338,8 +345,49 @@ async fn prune_nonces(db: PgPool, token: CancellationToken) {
     }
 }
 
-pub fn connect_redis(config: &Config) -> Result<ConnectionManager, ServeError> {
-    connect_redis_url(&config.redis.url, &config.redis)
+/// The calendar's Redis: the cluster of `redis.cluster_nodes` if set, else the node of
+/// `redis.url`.
+pub fn connect_redis(config: &Config) -> Result<RedisConn, ServeError> {
+    if config.redis.cluster_nodes.is_empty() {
+        connect_redis_url(&config.redis.url, &config.redis).map(RedisConn::Single)
+    } else {
+        let seeds = config
+            .redis
+            .cluster_nodes
+            .iter()
+            .map(crate::config::RedisUrl::connection_info)
+            .collect();
+        connect_redis_cluster(&config.redis.cluster_nodes, &config.redis)
+            .map(|cluster| RedisConn::Cluster(cluster, seeds))
+    }
+}
+
+/// A lazily connecting client of the Redis Cluster seeded by `nodes`: it learns the slots from
+/// whichever seed answers, follows `MOVED`/`ASK` and refreshes the slot map after a failover.
+/// Each command, retries included, is bounded by [`REDIS_TIMEOUT`] overall, so a caller waiting
+/// on a failover falls back to PostgreSQL as it does when a single Redis is down.
+pub fn connect_redis_cluster(
+    nodes: &[crate::config::RedisUrl],
+    redis: &crate::config::RedisConfig,
+) -> Result<ClusterConnection, ServeError> {
+    let error = |source| ServeError::Redis {
+        url: format!("{nodes:?}"),
+        source,
+    };
+    let mut builder =
+        ClusterClientBuilder::new(nodes.iter().map(crate::config::RedisUrl::connection_info))
+            .connection_timeout(REDIS_TIMEOUT)
+            .response_timeout(REDIS_TIMEOUT)
+            .overall_response_timeout(Some(REDIS_TIMEOUT))
+            .retries(REDIS_CLUSTER_RETRIES);
+    // `rediss://` seeds: the same private CA as a single node's (`redis.ca_file`).
+    if let Some(certificates) = redis.tls_certificates()
+        && nodes.iter().any(crate::config::RedisUrl::is_tls)
+    {
+        builder = builder.certs(certificates);
+    }
+    let client = builder.build().map_err(error)?;
+    Ok(client.get_pending_async_connection_with_config(ClusterConfig::new()))
 }
 
 /// A lazily connecting manager for one Redis node (`url` is `redis`'s own or a lock node), over

@@ -17,12 +17,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use futures_util::future::join_all;
 use redis::{RedisError, Script};
 use sqlx::PgPool;
 use time::Date;
 
 use super::record;
+use crate::redis_conn::RedisConn;
+
+/// Pipelines in flight at once when a batch spans many cluster slots (a rebuild).
+const PIPELINES_IN_FLIGHT: usize = 16;
 
 /// Present while the calendar is complete (see the module doc).
 pub const BUILT_KEY: &str = "avail-built";
@@ -135,11 +139,14 @@ pub fn bitmaps(asset: &AssetKey, periods: &[(Date, Date)]) -> BTreeMap<String, V
     maps
 }
 
-/// The calendar on one Redis node. Every call may fail (Redis down): callers fall back to
-/// PostgreSQL.
+/// The calendar on one Redis node or a Redis Cluster. Every call may fail (Redis down, a
+/// failover under way): callers fall back to PostgreSQL.
+///
+/// On a cluster every script and pipeline stays in one slot: an asset's month keys share its
+/// hash tag, and a batch over many assets is split by slot ([`RedisConn::by_slot`]).
 #[derive(Clone)]
 pub struct Calendar {
-    redis: ConnectionManager,
+    redis: RedisConn,
 }
 
 /// The scripts, hashed once per process (a `Script` owns its source and SHA-1: keeping them out
@@ -148,12 +155,12 @@ static RESERVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE))
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
 
 impl Calendar {
-    pub fn new(redis: ConnectionManager) -> Calendar {
+    pub fn new(redis: RedisConn) -> Calendar {
         Calendar { redis }
     }
 
-    /// A handle on the calendar's Redis node (the waitlist mirror lives there too).
-    pub fn connection(&self) -> ConnectionManager {
+    /// A handle on the calendar's Redis (the waitlist mirror lives there too).
+    pub fn connection(&self) -> RedisConn {
         self.redis.clone()
     }
 
@@ -166,19 +173,21 @@ impl Calendar {
             .await
     }
 
+    /// Runs `script` (with its `source`) over the month keys of `[start, end)`.
     async fn run(
         &self,
-        script: &Script,
+        (script, source): (&Script, &str),
         asset: &AssetKey,
         start: Date,
         end: Date,
     ) -> Result<bool, RedisError> {
-        let mut invocation = script.prepare_invoke();
+        let (mut keys, mut args) = (Vec::new(), Vec::new());
         for (key, first, last) in segments(asset, start, end) {
-            invocation.key(key).arg(first).arg(last);
+            keys.push(key);
+            args.push(first.to_string());
+            args.push(last.to_string());
         }
-        let mut redis = self.redis.clone();
-        let reply: i64 = invocation.invoke_async(&mut redis).await?;
+        let reply: i64 = self.redis.eval(script, source, &keys, &args).await?;
         Ok(reply == 1)
     }
 
@@ -189,7 +198,8 @@ impl Calendar {
         start: Date,
         end: Date,
     ) -> Result<bool, RedisError> {
-        self.run(&RESERVE_SCRIPT, asset, start, end).await
+        self.run((&RESERVE_SCRIPT, RESERVE), asset, start, end)
+            .await
     }
 
     /// Clears `[start, end)`.
@@ -199,33 +209,46 @@ impl Calendar {
         start: Date,
         end: Date,
     ) -> Result<(), RedisError> {
-        self.run(&RELEASE_SCRIPT, asset, start, end).await.map(drop)
+        self.run((&RELEASE_SCRIPT, RELEASE), asset, start, end)
+            .await
+            .map(drop)
     }
 
     /// For each asset, whether every day of `[start, end)` is clear, or `None` if the calendar
-    /// is not built (then it cannot say): one pipelined round trip.
+    /// is not built (then it cannot say): one pipelined round trip on a node, one per slot (in
+    /// parallel) on a cluster.
     pub async fn free(
         &self,
         assets: &[AssetKey],
         start: Date,
         end: Date,
     ) -> Result<Option<Vec<bool>>, RedisError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("EXISTS").arg(BUILT_KEY);
+        // (key, (reply index, BITCOUNT range or EXISTS)).
+        let mut items: Vec<(String, Count)> = vec![(BUILT_KEY.to_owned(), (0, None))];
         let mut per_asset = Vec::with_capacity(assets.len());
         for asset in assets {
             let parts = segments(asset, start, end);
             per_asset.push(parts.len());
             for (key, first, last) in parts {
-                pipe.cmd("BITCOUNT")
-                    .arg(key)
-                    .arg(first)
-                    .arg(last)
-                    .arg("BIT");
+                let index = items.len();
+                items.push((key, (index, Some((first, last)))));
             }
         }
-        let mut redis = self.redis.clone();
-        let replies: Vec<i64> = pipe.query_async(&mut redis).await?;
+        let mut replies = vec![0_i64; items.len()];
+        let mut groups = self.redis.by_slot(items);
+        while !groups.is_empty() {
+            let batch: Vec<_> = groups
+                .drain(..groups.len().min(PIPELINES_IN_FLIGHT))
+                .map(|group| count_bits(self.redis.clone(), group))
+                .collect();
+            for answer in join_all(batch).await {
+                for (index, value) in answer? {
+                    if let Some(reply) = replies.get_mut(index) {
+                        *reply = value;
+                    }
+                }
+            }
+        }
         let mut replies = replies.into_iter();
         if replies.next() != Some(1) {
             return Ok(None);
@@ -283,50 +306,33 @@ impl Calendar {
         value.is_some_and(|value| value != "1")
     }
 
-    async fn scan(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
-        let mut redis = self.redis.clone();
-        let mut cursor: u64 = 0;
-        let mut keys = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut redis)
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
-        }
-    }
-
-    /// Writes `maps` for the assets in `assets`, deleting their other month keys.
+    /// Writes `maps` for the assets in `assets`, deleting their other month keys: one pipeline
+    /// on a node, one per slot on a cluster.
     async fn write(
         &self,
         existing: &[String],
         maps: &BTreeMap<String, Vec<u8>>,
     ) -> Result<(), RedisError> {
-        let mut redis = self.redis.clone();
-        let mut pipe = redis::pipe();
-        let mut commands = 0;
+        let mut items: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         for key in existing {
             if !maps.contains_key(key) {
-                pipe.cmd("DEL").arg(key).ignore();
-                commands += 1;
+                items.push((key.clone(), None));
             }
         }
         for (key, value) in maps {
-            pipe.cmd("SET").arg(key).arg(value.as_slice()).ignore();
-            commands += 1;
+            items.push((key.clone(), Some(value.clone())));
         }
-        if commands == 0 {
-            return Ok(());
+        let mut groups = self.redis.by_slot(items);
+        while !groups.is_empty() {
+            let batch: Vec<_> = groups
+                .drain(..groups.len().min(PIPELINES_IN_FLIGHT))
+                .map(|group| write_keys(self.redis.clone(), group))
+                .collect();
+            for written in join_all(batch).await {
+                written?;
+            }
         }
-        pipe.query_async::<()>(&mut redis).await
+        Ok(())
     }
 
     /// Rebuilds the whole calendar from PostgreSQL's live bookings, then marks it built.
@@ -348,7 +354,7 @@ impl Calendar {
         for (asset, periods) in &by_asset {
             maps.extend(bitmaps(asset, periods));
         }
-        let existing = self.scan("avail:*").await?;
+        let existing = self.redis.scan("avail:*").await?;
         self.write(&existing, &maps).await?;
         let mut redis = self.redis.clone();
         redis::cmd("SET")
@@ -370,11 +376,60 @@ impl Calendar {
                 .collect();
         let maps = bitmaps(asset, &periods);
         let existing = self
+            .redis
             .scan(&format!("avail:{{{}}}:*", glob_escape(&asset.tag())))
             .await?;
         self.write(&existing, &maps).await?;
         Ok(())
     }
+}
+
+/// What [`Calendar::free`] asks of one key: the reply's index, and the `BITCOUNT` range (none:
+/// `EXISTS`).
+type Count = (usize, Option<(u32, u32)>);
+
+/// One slot's part of [`Calendar::free`]: `EXISTS` (no range) or `BITCOUNT` per key, answered
+/// with each reply's index.
+async fn count_bits(
+    mut redis: RedisConn,
+    group: Vec<(String, Count)>,
+) -> Result<Vec<(usize, i64)>, RedisError> {
+    let mut pipe = redis::pipe();
+    for (key, (_, range)) in &group {
+        match range {
+            None => {
+                pipe.cmd("EXISTS").arg(key);
+            }
+            Some((first, last)) => {
+                pipe.cmd("BITCOUNT")
+                    .arg(key)
+                    .arg(first)
+                    .arg(last)
+                    .arg("BIT");
+            }
+        }
+    }
+    let values: Vec<i64> = pipe.query_async(&mut redis).await?;
+    Ok(group
+        .into_iter()
+        .map(|(_, (index, _))| index)
+        .zip(values)
+        .collect())
+}
+
+/// One slot's part of [`Calendar::write`]: `SET` each key with a value, `DEL` the others.
+async fn write_keys(
+    mut redis: RedisConn,
+    group: Vec<(String, Option<Vec<u8>>)>,
+) -> Result<(), RedisError> {
+    let mut pipe = redis::pipe();
+    for (key, value) in &group {
+        match value {
+            None => pipe.cmd("DEL").arg(key).ignore(),
+            Some(value) => pipe.cmd("SET").arg(key).arg(value.as_slice()).ignore(),
+        };
+    }
+    pipe.query_async::<()>(&mut redis).await
 }
 
 fn idempotency_key(created_by: &str, key: &str) -> String {

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use time::Date;
 
 use super::calendar::AssetKey;
 use super::types::format_day;
+use crate::redis_conn::RedisConn;
 
 /// How long one node may take to answer a lock command: far below any TTL, so a dead node
 /// costs little (Redlock: "the timeout is small compared to the auto-release time").
@@ -67,7 +67,7 @@ pub enum Acquired {
 
 #[derive(Clone)]
 pub struct Locks {
-    nodes: Arc<[ConnectionManager]>,
+    nodes: Arc<[RedisConn]>,
 }
 
 /// Hashed once per process, outside [`Locks`], so cloning the app state per request allocates
@@ -87,7 +87,7 @@ pub fn keys(asset: &AssetKey, start: Date, end: Date) -> Vec<String> {
 }
 
 impl Locks {
-    pub fn new(nodes: Vec<ConnectionManager>) -> Locks {
+    pub fn new(nodes: Vec<RedisConn>) -> Locks {
         Locks {
             nodes: nodes.into(),
         }
@@ -107,15 +107,12 @@ impl Locks {
         };
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let started = Instant::now();
+        let args = [token.clone(), ttl_ms.to_string()];
         let attempts = self.nodes.iter().map(|node| {
-            let mut node = node.clone();
-            let mut invocation = ACQUIRE_SCRIPT.prepare_invoke();
-            for key in keys {
-                invocation.key(key);
-            }
-            invocation.arg(&token).arg(ttl_ms);
+            let args = &args;
             async move {
-                tokio::time::timeout(NODE_TIMEOUT, invocation.invoke_async::<i64>(&mut node))
+                let acquire = node.eval::<i64>(&ACQUIRE_SCRIPT, ACQUIRE, keys, args);
+                tokio::time::timeout(NODE_TIMEOUT, acquire)
                     .await
                     .ok()
                     .and_then(Result::ok)
@@ -143,17 +140,12 @@ impl Locks {
     /// Deletes the keys still holding `token` on every node that answers; best effort (a key
     /// left behind expires with its TTL).
     pub async fn release(&self, keys: &[String], token: &str) {
+        let args = [token.to_owned()];
         let releases = self.nodes.iter().map(|node| {
-            let mut node = node.clone();
-            let mut invocation = RELEASE_SCRIPT.prepare_invoke();
-            for key in keys {
-                invocation.key(key);
-            }
-            invocation.arg(token);
+            let args = &args;
             async move {
-                let _ =
-                    tokio::time::timeout(NODE_TIMEOUT, invocation.invoke_async::<i64>(&mut node))
-                        .await;
+                let release = node.eval::<i64>(&RELEASE_SCRIPT, RELEASE, keys, args);
+                let _ = tokio::time::timeout(NODE_TIMEOUT, release).await;
             }
         });
         join_all(releases).await;

@@ -43,10 +43,10 @@ pub use sentra_protocol::booking as types;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::config::BookingConfig;
+use crate::redis_conn::RedisConn;
 
 /// What the booking handlers and the sweeper share. One per replica; cheap to clone.
 #[derive(Clone)]
@@ -74,11 +74,11 @@ pub struct Settings {
 }
 
 impl Booking {
-    /// `lock_nodes` empty: locks are taken on `redis` alone.
+    /// `lock_nodes` empty: locks are taken on `redis` alone (a node or the cluster).
     pub fn new(
         db: PgPool,
-        redis: ConnectionManager,
-        lock_nodes: Vec<ConnectionManager>,
+        redis: RedisConn,
+        lock_nodes: Vec<RedisConn>,
         config: &BookingConfig,
         identity: Arc<dyn crate::standing::Standing>,
     ) -> Booking {

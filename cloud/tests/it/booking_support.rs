@@ -16,12 +16,18 @@ use crate::support::{Server, TestDb, WAIT, closed_port, http_client, migrate, ru
 pub struct RedisProcess {
     pub port: u16,
     child: Option<Child>,
+    /// More `redis-server` arguments (a cluster node's).
+    extra: Vec<String>,
 }
 
 impl RedisProcess {
     pub async fn start() -> RedisProcess {
         let port = closed_port();
-        let mut redis = RedisProcess { port, child: None };
+        let mut redis = RedisProcess {
+            port,
+            child: None,
+            extra: Vec::new(),
+        };
         redis.spawn().await;
         redis
     }
@@ -38,6 +44,7 @@ impl RedisProcess {
                 "--appendonly",
                 "no",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -354,5 +361,278 @@ impl BookingCloud {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// What the booking tests look at in Redis, on one node or a cluster alike.
+pub trait BookingRedis {
+    /// The environment that points a replica at this Redis.
+    fn env(&self) -> (&'static str, String);
+    async fn exists(&self, key: &str) -> bool;
+    /// Every calendar key as the days it marks taken (see [`RedisProcess::calendar`]).
+    async fn calendar(&self) -> BTreeMap<String, BTreeSet<usize>>;
+}
+
+impl BookingRedis for RedisProcess {
+    fn env(&self) -> (&'static str, String) {
+        ("REDIS_URL", self.url())
+    }
+
+    async fn exists(&self, key: &str) -> bool {
+        RedisProcess::exists(self, key).await
+    }
+
+    async fn calendar(&self) -> BTreeMap<String, BTreeSet<usize>> {
+        RedisProcess::calendar(self).await
+    }
+}
+
+/// Ports for cluster nodes: a node also listens on its port + 10000 (the cluster bus), so nodes
+/// come from a range whose bus ports are free too. Each cluster takes the next six free ones.
+const CLUSTER_PORTS: std::ops::Range<u16> = 30100..30200;
+static NEXT_CLUSTER_PORT: std::sync::atomic::AtomicU16 =
+    std::sync::atomic::AtomicU16::new(CLUSTER_PORTS.start);
+
+fn cluster_port() -> u16 {
+    loop {
+        let port = NEXT_CLUSTER_PORT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(CLUSTER_PORTS.contains(&port), "cluster ports used up");
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
+/// How long a cluster node may be unreachable before the others fail it over: small, so a
+/// failover test takes seconds.
+pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 1000;
+
+/// A Redis Cluster of the test's own: six `redis-server --cluster-enabled yes` nodes (three
+/// masters, one replica each) without persistence, in a temporary directory; killed when dropped.
+pub struct RedisCluster {
+    nodes: Vec<RedisProcess>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            let port = cluster_port();
+            let config = dir.path().join(format!("nodes-{port}.conf"));
+            let mut node = RedisProcess {
+                port,
+                child: None,
+                extra: vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    config.display().to_string(),
+                    "--cluster-node-timeout".into(),
+                    CLUSTER_NODE_TIMEOUT_MS.to_string(),
+                    // A replica takes over however long it was cut off: the test kills masters.
+                    "--cluster-replica-validity-factor".into(),
+                    "0".into(),
+                    "--dir".into(),
+                    dir.path().display().to_string(),
+                ],
+            };
+            node.spawn().await;
+            nodes.push(node);
+        }
+        let mut create = std::process::Command::new("redis-cli");
+        create.args(["--cluster", "create"]);
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let output = create
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create (bash scripts/test.sh installs it)");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = RedisCluster { nodes, _dir: dir };
+        cluster.wait_ok().await;
+        cluster
+    }
+
+    /// The seed list for `REDIS_CLUSTER_NODES`: every node.
+    pub fn seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisProcess::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    async fn info(node: &RedisProcess, section: &str) -> Option<String> {
+        let mut connection = node.connection().await?;
+        let mut command = redis::cmd(section);
+        if section == "CLUSTER" {
+            command.arg("INFO");
+        } else {
+            command.arg("replication");
+        }
+        command.query_async::<String>(&mut connection).await.ok()
+    }
+
+    /// Until every live node says `cluster_state:ok` and every live replica is in sync with its
+    /// master (so a master killed next has a replica to fail over to).
+    pub async fn wait_ok(&self) {
+        let deadline = Instant::now() + WAIT * 3;
+        loop {
+            let mut ok = true;
+            for node in self.nodes.iter().filter(|node| node.child.is_some()) {
+                let cluster = Self::info(node, "CLUSTER").await.unwrap_or_default();
+                let replication = Self::info(node, "INFO").await.unwrap_or_default();
+                ok &= cluster.contains("cluster_state:ok");
+                if replication.contains("role:slave") {
+                    ok &= replication.contains("master_link_status:up");
+                }
+            }
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not settle within {:?}",
+                WAIT * 3
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = &RedisProcess> {
+        self.nodes.iter().filter(|node| node.child.is_some())
+    }
+
+    /// The port of the master serving `key`'s slot, as the live nodes see it.
+    pub async fn master_of(&self, key: &str) -> u16 {
+        let node = self.live().next().expect("a live node");
+        let mut connection = node.connection().await.expect("a live node answers");
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .expect("CLUSTER KEYSLOT");
+        let ranges: Vec<(i64, i64, (String, i64))> = {
+            let raw: Vec<redis::Value> = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async(&mut connection)
+                .await
+                .expect("CLUSTER SLOTS");
+            raw.into_iter()
+                .map(|range| {
+                    let redis::Value::Array(fields) = range else {
+                        panic!("a CLUSTER SLOTS range is an array");
+                    };
+                    let number = |value: &redis::Value| match value {
+                        redis::Value::Int(number) => *number,
+                        other => panic!("not an integer: {other:?}"),
+                    };
+                    let redis::Value::Array(master) = &fields[2] else {
+                        panic!("a CLUSTER SLOTS master is an array");
+                    };
+                    let host = match &master[0] {
+                        redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into(),
+                        other => format!("{other:?}"),
+                    };
+                    (
+                        number(&fields[0]),
+                        number(&fields[1]),
+                        (host, number(&master[1])),
+                    )
+                })
+                .collect()
+        };
+        let (_, _, (_, port)) = ranges
+            .into_iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"));
+        u16::try_from(port).expect("a port")
+    }
+
+    /// The keys matching `pattern` on every master.
+    pub async fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        for node in self.live() {
+            let replication = Self::info(node, "INFO").await.unwrap_or_default();
+            if replication.contains("role:master") {
+                let mut connection = node.connection().await.expect("a live node answers");
+                let found: Vec<String> = redis::cmd("KEYS")
+                    .arg(pattern)
+                    .query_async(&mut connection)
+                    .await
+                    .expect("KEYS");
+                keys.extend(found);
+            }
+        }
+        keys
+    }
+
+    /// SIGKILL to the node on `port`: its data is gone, and its replica takes over after
+    /// [`CLUSTER_NODE_TIMEOUT_MS`].
+    pub async fn kill(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|node| node.port == port)
+            .expect("a node on that port");
+        node.kill().await;
+    }
+
+    /// Until the live nodes agree that `port` no longer serves `key` and the cluster is ok again.
+    pub async fn wait_failed_over(&self, key: &str, port: u16) {
+        let deadline = Instant::now() + WAIT * 3;
+        while self.master_of(key).await == port {
+            assert!(
+                Instant::now() < deadline,
+                "no failover within {:?}",
+                WAIT * 3
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.wait_ok().await;
+    }
+}
+
+impl BookingRedis for RedisCluster {
+    fn env(&self) -> (&'static str, String) {
+        ("REDIS_CLUSTER_NODES", self.seeds())
+    }
+
+    async fn exists(&self, key: &str) -> bool {
+        let client = redis::cluster::ClusterClient::new(
+            self.live().map(RedisProcess::url).collect::<Vec<_>>(),
+        )
+        .expect("a cluster client");
+        let mut connection = client
+            .get_async_connection()
+            .await
+            .expect("the cluster answers");
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query_async::<bool>(&mut connection)
+            .await
+            .expect("EXISTS")
+    }
+
+    /// Every master's calendar keys together.
+    async fn calendar(&self) -> BTreeMap<String, BTreeSet<usize>> {
+        let mut out = BTreeMap::new();
+        for node in self.live() {
+            let replication = Self::info(node, "INFO").await.unwrap_or_default();
+            if replication.contains("role:master") {
+                out.extend(node.calendar().await);
+            }
+        }
+        out
     }
 }
