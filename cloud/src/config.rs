@@ -1784,6 +1784,7 @@ mod tests {
             "SENTRA_CLOUD__HTTP__PUBLIC_URL",
             "DATABASE_URL",
             "REDIS_URL",
+            "REDIS_CLUSTER_NODES",
             "REDIS_LOCK_NODES",
             "SENTRA_CLOUD__REDIS__CA_FILE",
             "SENTRA_CLOUD__BOOKING__HOLD_SECS",
