@@ -204,6 +204,14 @@ async fn every_metric_the_rules_and_dashboard_name_is_in_a_real_scrape() {
         .expect("scrape the cloud");
     assert_eq!(response.status(), 200);
     let cloud_text = response.text().await.expect("cloud metrics");
+    // The box's request families have series once it has answered a request.
+    let health = edge
+        .http
+        .get(format!("{}/healthz", edge.url))
+        .send()
+        .await
+        .expect("the box's /healthz");
+    assert_eq!(health.status(), 200);
     let response = edge
         .http
         .get(format!("{}/metrics", edge.url))
