@@ -15,7 +15,9 @@
 #     which installs musl-tools and the rustup target), built before the tests so that its
 #     ~5 minutes on 2 cores do not compete with them;
 #   - schemathesis (pinned, from PyPI, in a venv under ~/.cache/sentra) for the contract tests that
-#     fuzz the box's and the cloud's OpenAPI documents; exported as SENTRA_SCHEMATHESIS.
+#     fuzz the box's and the cloud's OpenAPI documents; exported as SENTRA_SCHEMATHESIS;
+#   - promtool (from Debian's prometheus package, unpacked under ~/.cache/sentra, no server) for
+#     the alert rules' checks and unit tests; exported as SENTRA_PROMTOOL.
 # Without arguments it first checks the habits (cargo fmt --check, scripts/module-cycles.py,
 # cargo clippy --workspace --all-targets -D warnings) and that the fuzz crates build.
 # On a fresh Debian 12 (as root) it installs and starts what is missing; where everything already
@@ -35,6 +37,9 @@ readonly RABBITMQ_START_TIMEOUT_SECONDS=90
 # The contract fuzzer, pinned: its checks and output change between releases.
 readonly SCHEMATHESIS_VERSION=4.32.5
 readonly SCHEMATHESIS_VENV="${HOME}/.cache/sentra/schemathesis-${SCHEMATHESIS_VERSION}"
+# promtool checks and unit-tests the alert rules (deploy/observability): taken out of Debian's
+# prometheus package into this directory, so no Prometheus server is installed or started.
+readonly PROMTOOL_DIR="${HOME}/.cache/sentra/promtool"
 # How long a freshly started service may take to accept connections.
 readonly START_TIMEOUT_SECONDS=30
 
@@ -259,6 +264,40 @@ ensure_schemathesis() {
     log "schemathesis: $SENTRA_SCHEMATHESIS ($SCHEMATHESIS_VERSION)"
 }
 
+promtool_ready() {
+    "$PROMTOOL_DIR/promtool" --version >/dev/null 2>&1
+}
+
+ensure_promtool() {
+    if command -v promtool >/dev/null; then
+        SENTRA_PROMTOOL="$(command -v promtool)"
+        export SENTRA_PROMTOOL
+    else
+        if ! promtool_ready; then
+            [ "$(id -u)" = 0 ] || die "missing: promtool; install Debian's prometheus package or run this script as root"
+            # Only the package's file, not its installation: the package would also install and
+            # start a Prometheus server (and pull in its web assets), which the tests do not want.
+            if [ "$apt_updated" = false ]; then
+                log "apt-get update"
+                apt-get update -qq
+                apt_updated=true
+            fi
+            local scratch
+            scratch="$(mktemp -d)"
+            log "promtool: unpacking Debian's prometheus package into $PROMTOOL_DIR"
+            (cd "$scratch" && apt-get download -qq prometheus 2>/dev/null) ||
+                die "apt-get download prometheus failed"
+            dpkg-deb -x "$scratch"/prometheus_*.deb "$scratch/root"
+            mkdir -p "$PROMTOOL_DIR"
+            cp "$scratch/root/usr/bin/promtool" "$PROMTOOL_DIR/promtool"
+            rm -rf "$scratch"
+            promtool_ready || die "promtool from Debian's prometheus package does not run"
+        fi
+        export SENTRA_PROMTOOL="$PROMTOOL_DIR/promtool"
+    fi
+    log "promtool: $SENTRA_PROMTOOL"
+}
+
 main() {
     log "build tools"
     ensure_build_tools
@@ -270,6 +309,8 @@ main() {
     ensure_rabbitmq
     log "schemathesis"
     ensure_schemathesis
+    log "promtool"
+    ensure_promtool
     # With a filter the static test (if selected) builds it itself.
     if [ $# -eq 0 ]; then
         # Habits, cheapest first: formatting, no import circle through more than a file pair

@@ -316,6 +316,7 @@ mod tests {
             "http_request_duration_seconds",
             "ingest_batches",
             "ingest_events",
+            "ingest_lag_seconds",
             "bookings_held",
             "bookings_confirmed",
             "holds_expired",
@@ -349,7 +350,7 @@ mod tests {
             .lines()
             .filter(|line| line.starts_with("# HELP "))
             .count();
-        assert_eq!(families, 27, "a family without a test line:\n{text}");
+        assert_eq!(families, 28, "a family without a test line:\n{text}");
         for line in text.lines().filter(|line| !line.starts_with('#')) {
             assert!(line.starts_with("sentra_cloud_"), "{line}");
         }

@@ -1,7 +1,7 @@
 //! Branches: the identifier every device, event and change belongs to.
 //!
 //! Owns [`BranchId`] (parsed once at the edge of the program: CLI arguments and URL paths) and
-//! the creation of branch rows. A branch id also appears in the branch's invoice numbers, so it
+//! the creation and listing of branch rows. A branch id also appears in the branch's invoice numbers, so it
 //! is short and plain: 1–32 ASCII letters, digits, `-` or `_`, starting with a letter or digit.
 
 use std::fmt;
@@ -71,6 +71,30 @@ pub async fn exists(conn: &mut PgConnection, id: &BranchId) -> Result<bool, sqlx
         .bind(id.as_str())
         .fetch_one(conn)
         .await
+}
+
+/// One branch as `sentra-cloud branches list` shows it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct BranchRow {
+    pub id: String,
+    pub name: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// Devices enrolled and not revoked.
+    pub devices: i64,
+}
+
+/// Every branch, by id, with its live device count.
+pub async fn list(db: &sqlx::PgPool) -> Result<Vec<BranchRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT b.id, b.name,
+                to_char(b.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at,
+                count(d.id) AS devices
+         FROM branches b LEFT JOIN devices d ON d.branch_id = b.id AND d.revoked_at IS NULL
+         GROUP BY b.id ORDER BY b.id",
+    )
+    .fetch_all(db)
+    .await
 }
 
 #[cfg(test)]

@@ -105,6 +105,7 @@ pub const KEYS: &[Key] = &[
     key("identity.nik_secret", Hidden, "", "The HMAC key NIKs are kept under."),
     key("identity.checks_per_caller", Number, "30", "Provider calls one caller (a device, an API token) may make per window, per replica: each is paid, and a stolen device or token must not run up the bill or probe KTPs. 30 leaves room for retakes without letting a script run."),
     key("identity.check_window_secs", Number, "3600", "The window of identity.checks_per_caller."),
+    key("log.format", Text, "text", "How serve and the other commands write their log on stderr: \"text\" (one readable line per event, for a terminal or the journal) or \"json\" (one JSON object per line, for a log collector such as Loki or Elasticsearch). RUST_LOG filters either."),
     key("blobs.url", Text, "file:///var/lib/sentra-cloud/blobs", "Where inspection photos are kept, as an object_store URL: file:// (one replica, or a shared mount), or s3://bucket/prefix with the s3 cargo feature and the AWS_* variables. Never credentials in the URL."),
 ];
 
@@ -156,6 +157,33 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub identity: IdentityConfig,
     pub blobs: BlobsConfig,
+    pub log: LogConfig,
+}
+
+/// How the log is written.
+#[derive(Debug, Clone, Copy)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `log.format`: readable lines, or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected text or json".to_owned()),
+        }
+    }
 }
 
 /// Where customers' KTPs are checked, and whether a hold needs a verified customer.
@@ -775,6 +803,9 @@ pub fn load_with(
             number(v, 1, 86_400).map(secs)
         }),
     };
+    let log = LogConfig {
+        format: p.get("log.format", LogFormat::from_str),
+    };
     let blobs = BlobsConfig {
         url: p.get("blobs.url", parse_blobs_url),
     };
@@ -792,6 +823,7 @@ pub fn load_with(
                 notify,
                 identity,
                 blobs,
+                log,
             },
             warnings,
             effective: render(&found),
@@ -1814,6 +1846,7 @@ mod tests {
             "SENTRA_CLOUD__IDENTITY__NIK_SECRET",
             "SENTRA_CLOUD__IDENTITY__CHECKS_PER_CALLER",
             "SENTRA_CLOUD__IDENTITY__CHECK_WINDOW_SECS",
+            "SENTRA_CLOUD__LOG__FORMAT",
             "SENTRA_CLOUD__BLOBS__URL",
         ];
         assert_eq!(names, expected);

@@ -102,6 +102,7 @@ Environment (overrides the config file):
     (every notify key: docs/cloud.md, section Customer notifications)
   SENTRA_CLOUD__HTTP__LISTEN   HTTP listen address [default: 0.0.0.0:8090]
   RUST_LOG                     log filter [default: info]
+  SENTRA_CLOUD__LOG__FORMAT    text or json (one JSON object per line) [default: text]
 Every key, its variable, default and reason: `sentra-cloud config defaults`.
 
 Exit codes: 0 ok, 2 usage or configuration error, 1 anything else.";
@@ -148,6 +149,12 @@ enum Command {
     /// The configuration: print every key with its default, or check one.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The enrolled devices.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// The branches.
+    #[command(subcommand)]
+    Branches(BranchesCommand),
     /// Print the version.
     Version,
 }
@@ -159,6 +166,29 @@ enum ConfigCommand {
     /// Load and validate the configuration (exit 2 with every problem listed), then print every
     /// key's value in force and where it came from, secrets hidden.
     Check(ConfigArgs),
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// Print every device not revoked, those needing attention first: device, branch, version,
+    /// online or offline (by fleet.offline_after_secs), last heartbeat, update state, attention.
+    List(ListArgs),
+}
+
+#[derive(Subcommand)]
+enum BranchesCommand {
+    /// Print every branch by id: name, devices enrolled and not revoked, how many are online,
+    /// when it was created.
+    List(ListArgs),
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// One JSON object a line instead of a table (for scripts and jq).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Subcommand)]
@@ -427,7 +457,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Release(ReleaseCommand::Keygen { file }) => {
-            init_logging();
+            init_logging(config::LogFormat::Text);
             match releases::keygen(&file) {
                 Ok(public) => {
                     eprintln!(
@@ -540,7 +570,170 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::ApiToken(args) => api_token_command(args),
+        Command::Devices(DevicesCommand::List(args)) => {
+            with_config(&args.config, |config| async move {
+                let db = connect(&config).await?;
+                let devices = fleet::devices(&db, config.fleet.offline_after)
+                    .await
+                    .context("devices list")?;
+                print_devices(&devices, args.json)
+            })
+        }
+        Command::Branches(BranchesCommand::List(args)) => {
+            with_config(&args.config, |config| async move {
+                let db = connect(&config).await?;
+                let branches = branches::list(&db).await.context("branches list")?;
+                let devices = fleet::devices(&db, config.fleet.offline_after)
+                    .await
+                    .context("branches list")?;
+                print_branches(&branches, &devices, args.json)
+            })
+        }
     }
+}
+
+/// A device's state in one word: online, offline, or never seen (no heartbeat yet).
+fn device_state(device: &fleet::DeviceView) -> &'static str {
+    match (device.online, &device.last_seen) {
+        (true, _) => "online",
+        (false, Some(_)) => "offline",
+        (false, None) => "never-seen",
+    }
+}
+
+/// `devices list`: a table, or one JSON object a line.
+fn print_devices(devices: &[fleet::DeviceView], json: bool) -> anyhow::Result<()> {
+    if json {
+        for device in devices {
+            print_line(&serde_json::to_string(&serde_json::json!({
+                "id": device.id,
+                "branch_id": device.branch_id,
+                "branch_name": device.branch_name,
+                "hostname": device.hostname,
+                "channel": device.channel,
+                "version": device.version,
+                "state": device_state(device),
+                "last_seen": device.last_seen,
+                "offline_secs": device.offline_secs,
+                "update_state": device.update_state,
+                "attention": device.attention,
+            }))?)?;
+        }
+        return Ok(());
+    }
+    let dash = || "-".to_owned();
+    let rows = devices
+        .iter()
+        .map(|device| {
+            vec![
+                device.id.clone(),
+                device.branch_id.clone(),
+                device.version.clone().unwrap_or_else(dash),
+                device_state(device).to_owned(),
+                device.last_seen.clone().unwrap_or_else(dash),
+                device.update_state.clone().unwrap_or_else(dash),
+                if device.attention.is_empty() {
+                    dash()
+                } else {
+                    device.attention.join("; ")
+                },
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "DEVICE",
+            "BRANCH",
+            "VERSION",
+            "STATE",
+            "LAST SEEN",
+            "UPDATE",
+            "ATTENTION",
+        ],
+        rows,
+    )
+}
+
+/// `branches list`: a table, or one JSON object a line.
+fn print_branches(
+    branches: &[branches::BranchRow],
+    devices: &[fleet::DeviceView],
+    json: bool,
+) -> anyhow::Result<()> {
+    let online = |branch: &str| {
+        devices
+            .iter()
+            .filter(|device| device.online && device.branch_id == branch)
+            .count()
+    };
+    if json {
+        for branch in branches {
+            print_line(&serde_json::to_string(&serde_json::json!({
+                "id": branch.id,
+                "name": branch.name,
+                "devices": branch.devices,
+                "online": online(&branch.id),
+                "created_at": branch.created_at,
+            }))?)?;
+        }
+        return Ok(());
+    }
+    let rows = branches
+        .iter()
+        .map(|branch| {
+            vec![
+                branch.id.clone(),
+                branch.name.clone(),
+                branch.devices.to_string(),
+                online(&branch.id).to_string(),
+                branch.created_at.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["BRANCH", "NAME", "DEVICES", "ONLINE", "CREATED"], rows)
+}
+
+/// A plain table on stdout: a header, then one line a row, columns padded to their widest cell
+/// and two spaces apart. Control characters in a cell (a branch name is operator text) are shown
+/// as spaces so one row stays one line.
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<()> {
+    let clean = |cell: &str| -> String {
+        cell.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| row.iter().map(|cell| clean(cell)).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|title| title.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(index, (cell, width))| {
+                if index == last {
+                    (*cell).to_owned()
+                } else {
+                    format!("{cell:<width$}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut out = line(header.to_vec());
+    for row in &rows {
+        out.push('\n');
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    print_line(&out)
 }
 
 /// `enrollment-token`: issues the token; stdout gets only the token (one line, what scripts
@@ -726,7 +919,7 @@ fn notify_command(command: NotifyCommand) -> ExitCode {
         }),
         NotifyCommand::Sandbox(args) => {
             // Needs no configuration (no database): only an address and maybe a token.
-            init_logging();
+            init_logging(config::LogFormat::Text);
             let result = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -789,7 +982,7 @@ where
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    init_logging();
+    init_logging(loaded.config.log.format);
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -827,9 +1020,11 @@ fn load_config(args: &ConfigArgs) -> Result<config::Loaded, ExitCode> {
     })
 }
 
-/// Logs to stderr (stdout carries the `listening on` line), filtered by RUST_LOG; colours only
-/// on a terminal, so the journal and CI logs stay plain text.
-fn init_logging() {
+/// Logs to stderr (stdout carries the `listening on` line), filtered by RUST_LOG; as readable
+/// lines (colours only on a terminal, so the journal and CI logs stay plain text) or, with
+/// `log.format = "json"`, one JSON object per line for a log collector. Commands that run
+/// without a configuration log text.
+fn init_logging(format: config::LogFormat) {
     let (filter, bad_filter) = match std::env::var("RUST_LOG") {
         Ok(value) => match EnvFilter::try_new(&value) {
             Ok(filter) => (filter, None),
@@ -837,11 +1032,20 @@ fn init_logging() {
         },
         Err(_) => (EnvFilter::new(DEFAULT_LOG_FILTER), None),
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The event's fields at the top level (`"message"`, `"error"`, ...), its span's fields
+        // under `"span"`: what collectors index without a parsing rule.
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     if let Some((value, error)) = bad_filter {
         tracing::warn!(%value, %error, "RUST_LOG is not a valid filter; using {DEFAULT_LOG_FILTER:?}");
     }

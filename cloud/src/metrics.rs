@@ -103,6 +103,7 @@ struct Process {
     events_duplicate: Counter,
     events_parked: Counter,
     build_info: Family<BuildLabels, Gauge>,
+    ingest_lag: Histogram,
 }
 
 fn latency_histogram() -> Histogram {
@@ -110,6 +111,22 @@ fn latency_histogram() -> Histogram {
     // of ms; past seconds something waits (a lock, a pool, the gateway).
     Histogram::new([
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+fn lag_histogram() -> Histogram {
+    // 1 s … 1 day: a box online pushes within seconds of a change; minutes mean a slow link or a
+    // busy cloud; hours, a branch that was offline (or a cloud that fell behind).
+    Histogram::new([
+        1.0,
+        5.0,
+        15.0,
+        60.0,
+        300.0,
+        900.0,
+        3600.0,
+        4.0 * 3600.0,
+        86_400.0,
     ])
 }
 
@@ -133,6 +150,7 @@ static PROCESS: LazyLock<Process> = LazyLock::new(|| {
         events_duplicate,
         events_parked,
         build_info,
+        ingest_lag: lag_histogram(),
     }
 });
 
@@ -165,6 +183,11 @@ pub fn registry() -> Registry {
         "Pushed events by outcome once their batch committed (applied; duplicate: already in the record; parked: refused with a reason)",
         process.ingest_events.clone(),
     );
+    registry.register(
+        "ingest_lag_seconds",
+        "Per committed push batch, the age of its oldest new event (the box's HLC wall time to the commit): how far the cloud's record trails the branches",
+        process.ingest_lag.clone(),
+    );
     registry
 }
 
@@ -187,6 +210,11 @@ pub fn ingest_events(applied: u64, duplicates: u64, parked: u64) {
     process.events_applied.inc_by(applied);
     process.events_duplicate.inc_by(duplicates);
     process.events_parked.inc_by(parked);
+}
+
+/// A push batch committed new events, the oldest stamped `lag_ms` before the commit.
+pub fn ingest_lag(lag_ms: u64) {
+    PROCESS.ingest_lag.observe(lag_ms as f64 / 1000.0);
 }
 
 /// A standard method's name; anything else is "other", so a client cannot make label values.
@@ -267,6 +295,8 @@ mod tests {
             "sentra_cloud_http_request_duration_seconds_bucket{le=\"0.001\",route=\"unmatched\",method=\"GET\"} ",
             "# TYPE sentra_cloud_ingest_batches counter",
             "sentra_cloud_ingest_events_total{outcome=\"parked\"} ",
+            "# TYPE sentra_cloud_ingest_lag_seconds histogram",
+            "sentra_cloud_ingest_lag_seconds_bucket{le=\"86400.0\"} ",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -266,6 +266,16 @@ async fn ingest_once(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    // How far the record trails the branch: the batch's oldest new event, from the box's stamp
+    // to this commit (a box clock running ahead counts as no lag).
+    if let Some(oldest) = fresh
+        .iter()
+        .filter_map(|event| event.checked.as_ref().ok())
+        .map(|checked| checked.hlc.wall_ms)
+        .min()
+    {
+        crate::metrics::ingest_lag(now_ms().saturating_sub(oldest));
+    }
     Ok((
         ack(last, applied, duplicates + record_duplicates, parked),
         decided,

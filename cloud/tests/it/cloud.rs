@@ -59,6 +59,12 @@ impl Cloud {
     pub async fn start_with(extra_env: &[(&str, &str)]) -> Cloud {
         let db = TestDb::create().await;
         migrate(&db).await;
+        Cloud::start_on(db, extra_env).await
+    }
+
+    /// [`Cloud::start_with`] on a database the test made and migrated (its `extra_env` may
+    /// give serve another URL for it, e.g. with a password).
+    pub async fn start_on(db: TestDb, extra_env: &[(&str, &str)]) -> Cloud {
         let redis = redis_url();
         let blobs_dir = tempfile::tempdir().expect("a photo store directory");
         let blobs_url = format!("file://{}", blobs_dir.path().display());

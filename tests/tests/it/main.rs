@@ -6,6 +6,7 @@ mod booking;
 mod firewall;
 mod heartbeat;
 mod image;
+mod observability;
 mod photos;
 mod provisioning;
 mod shared;
