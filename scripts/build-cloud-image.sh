@@ -11,7 +11,7 @@
 # the same as one archive, target/oci/sentra-cloud-<version>.tar (`skopeo copy
 # oci-archive:...` or `podman load -i ...`). Prints `<layout>:<tag>` last. Reproducible where it
 # is cheap: every file's time and the image's creation time are the last commit's
-# (SOURCE_DATE_EPOCH overrides), so the same binary gives the same layer digest.
+# (SOURCE_DATE_EPOCH overrides), so building the same commit again gives the same layer digest.
 # Installs Debian's umoci and ca-certificates when missing (as root, like scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
