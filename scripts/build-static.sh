@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Builds `sentra-edge` as one fully static x86-64 executable (musl libc, mimalloc, SQLCipher and
-# its OpenSSL compiled in): `bash scripts/build-static.sh`.
+# Builds one of our binaries as a fully static x86-64 executable (musl libc, mimalloc):
+#   bash scripts/build-static.sh                 # sentra-edge, for the boxes (SQLCipher and its OpenSSL compiled in)
+#   bash scripts/build-static.sh sentra-cloud    # sentra-cloud with S3 photo stores, for its container image
 #
-# Output: target/x86_64-unknown-linux-musl/dist/sentra-edge (profile `dist`; stripped; no
-# NEEDED library), its path printed last. Installs Debian's musl-tools and the rustup target when
-# they are missing (installing needs root, like scripts/test.sh). An up-to-date build is a no-op.
-# CARGO_TARGET_DIR is honoured. Takes ~5 minutes from clean on 2 cores (LTO, one codegen unit).
+# Output: target/x86_64-unknown-linux-musl/<profile>/<binary> (stripped; no NEEDED library), its
+# path printed last. sentra-edge uses profile `dist` (size first: it is shipped to every box over
+# branch links); sentra-cloud uses profile `cloud` (thin LTO: the build is CI's cost, and the
+# service wants speed, not bytes; docs/decisions.md). Installs Debian's musl-tools and the rustup
+# target when they are missing (installing needs root, like scripts/test.sh). An up-to-date build
+# is a no-op. CARGO_TARGET_DIR is honoured. From clean on 2 cores: ~5 minutes for sentra-edge,
+# ~8 for sentra-cloud (15 CPU-minutes).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -16,6 +20,20 @@ die() {
     printf 'error: %s\n' "$*" >&2
     exit 1
 }
+
+package="${1:-sentra-edge}"
+case "$package" in
+sentra-edge)
+    profile=dist
+    features=()
+    ;;
+sentra-cloud)
+    profile=cloud
+    # S3 and S3-compatible photo stores: a replica set shares no disk.
+    features=(--features s3)
+    ;;
+*) die "usage: build-static.sh [sentra-edge|sentra-cloud]" ;;
+esac
 
 if ! command -v musl-gcc >/dev/null; then
     [ "$(id -u)" = 0 ] || die "musl-gcc missing; install it (apt-get install musl-tools) or run this script as root"
@@ -33,12 +51,24 @@ if ! rustup target list --installed | grep -qx "$TARGET"; then
     rustup target add "$TARGET"
 fi
 
+if [ "$package" = sentra-cloud ]; then
+    # The cloud's TLS is rustls on ring everywhere (its own clients and object_store's reqwest):
+    # a C crypto library would need its own cross build for musl, and a second TLS stack in the
+    # image is a second thing to patch.
+    tree="$(cargo tree --locked -p sentra-cloud "${features[@]}" --target "$TARGET" -e normal --prefix none)"
+    for crate in aws-lc-sys aws-lc-rs openssl-sys native-tls; do
+        if grep -q "^$crate " <<<"$tree"; then
+            die "sentra-cloud ${features[*]} depends on $crate: keep its TLS on rustls with ring"
+        fi
+    done
+fi
+
 # The C parts (SQLCipher, OpenSSL, mimalloc) are compiled by musl's gcc wrapper.
 export CC_x86_64_unknown_linux_musl=musl-gcc
-log "cargo build --profile dist --target $TARGET -p sentra-edge"
-cargo build --locked --profile dist --target "$TARGET" -p sentra-edge --bin sentra-edge
+log "cargo build --profile $profile --target $TARGET -p $package ${features[*]}"
+cargo build --locked --profile "$profile" --target "$TARGET" -p "$package" --bin "$package" "${features[@]}"
 
-bin="${CARGO_TARGET_DIR:-target}/$TARGET/dist/sentra-edge"
+bin="${CARGO_TARGET_DIR:-target}/$TARGET/$profile/$package"
 [ -x "$bin" ] || die "$bin was not built"
 if readelf -d "$bin" | grep -q NEEDED; then
     die "$bin needs shared libraries: $(readelf -d "$bin" | grep NEEDED)"

@@ -1,12 +1,14 @@
 //! Whole-system tests: `sentra-edge` and `sentra-cloud` over real sockets with PostgreSQL (and
-//! Redis for booking), and the files that put the edge on a box (static binary, systemd, udev,
-//! provisioning).
+//! Redis for booking), the files that put the edge on a box (static binary, systemd, udev,
+//! provisioning), and the cloud's container image and Kubernetes manifests.
 
 mod booking;
+mod cloud_image;
 mod firewall;
 mod heartbeat;
 mod image;
 mod observability;
+mod kubernetes;
 mod photos;
 mod provisioning;
 mod shared;

@@ -160,7 +160,7 @@ fn the_static_binary_needs_no_library_and_installs_into_a_root() {
     );
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
