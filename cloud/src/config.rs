@@ -1472,7 +1472,8 @@ mod tests {
         .expect_err("not a redis URL");
         let errors = errors.join("\n");
         assert!(
-            errors.contains("REDIS_CLUSTER_NODES") && errors.contains("expected a redis:// URL"),
+            errors.contains("REDIS_CLUSTER_NODES")
+                && errors.contains("expected a redis:// or rediss:// URL"),
             "{errors}"
         );
     }
