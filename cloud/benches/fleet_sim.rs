@@ -23,9 +23,10 @@
 
 #[path = "../tests/it/fixtures.rs"]
 mod fixtures;
+#[path = "support/replica.rs"]
+mod replica;
 
 use std::collections::{HashMap, VecDeque};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,12 +36,13 @@ use sentra_protocol::auth::public_key_hex;
 use sentra_protocol::ed25519_dalek::SigningKey;
 use sha2::{Digest as _, Sha256};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use fixtures::Outbox;
 
+/// Each enrolment warns that no release key is set: thousands of lines that say nothing.
+const SERVE_LOG: &str = "error";
 const BIN: &str = env!("CARGO_BIN_EXE_sentra-cloud");
 const REPLICAS: usize = 3;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(60);
@@ -98,10 +100,6 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-fn redis_url() -> String {
-    std::env::var("SENTRA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
 fn database_url(name: &str) -> String {
     let admin = admin_url();
     let (base, query) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
@@ -122,33 +120,6 @@ async fn admin_sql(sql: String) {
         .execute(&mut admin)
         .await
         .expect("create or drop the simulation's database");
-}
-
-async fn serve(database_url: &str) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .env("DATABASE_URL", database_url)
-        .env("REDIS_URL", redis_url())
-        .env("SENTRA_CLOUD__HTTP__LISTEN", "127.0.0.1:0")
-        // Each enrolment warns that no release key is set: thousands of lines that say nothing.
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn serve");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .await
-        .expect("read the address");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("serve printed {line:?}"))
-        .to_owned();
-    (child, format!("http://{addr}"))
 }
 
 /// utime + stime of a process, in ticks; 0 if it is gone.
@@ -455,7 +426,7 @@ async fn main() {
     let mut replicas = Vec::new();
     let mut bases = Vec::new();
     for _ in 0..REPLICAS {
-        let (child, base) = serve(&url).await;
+        let (child, base) = replica::serve(&url, SERVE_LOG).await;
         replicas.push(child);
         bases.push(base);
     }

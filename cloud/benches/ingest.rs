@@ -21,6 +21,8 @@
 
 #[path = "../tests/it/fixtures.rs"]
 mod fixtures;
+#[path = "support/replica.rs"]
+mod replica;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -29,8 +31,7 @@ use sentra_protocol::Event;
 use sentra_protocol::auth::public_key_hex;
 use sentra_protocol::payload::{self as p, Payload};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use fixtures::Outbox;
 
@@ -42,10 +43,6 @@ const PARALLEL_DEVICES: usize = 4;
 fn admin_url() -> String {
     std::env::var("SENTRA_TEST_PG_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn redis_url() -> String {
-    std::env::var("SENTRA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -126,32 +123,6 @@ async fn cli(args: &[&str], database_url: &str) -> std::process::Output {
         .expect("run sentra-cloud")
 }
 
-async fn serve(database_url: &str) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .env("DATABASE_URL", database_url)
-        .env("REDIS_URL", redis_url())
-        .env("SENTRA_CLOUD__HTTP__LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn serve");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .await
-        .expect("read the address");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("serve printed {line:?}"))
-        .to_owned();
-    (child, format!("http://{addr}"))
-}
-
 /// A device's whole backlog, cut into batches of [`EVENTS_PER_BATCH`].
 fn backlog(outbox: &mut Outbox, events: usize, sku: &str) -> Vec<Vec<Event>> {
     let cycles = events.div_ceil(CYCLE_EVENTS);
@@ -226,7 +197,7 @@ impl Run {
 /// sequentially and the devices concurrently.
 async fn ingest_run(devices: usize, events_each: usize) -> Run {
     let db = BenchDb::create("ingest").await;
-    let (server, base) = serve(&db.url).await;
+    let (server, base) = replica::serve(&db.url, "warn").await;
     let http = {
         let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::Client::new()
