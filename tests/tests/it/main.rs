@@ -7,6 +7,7 @@ mod cloud_image;
 mod firewall;
 mod heartbeat;
 mod image;
+mod journal;
 mod kubernetes;
 mod observability;
 mod photos;
