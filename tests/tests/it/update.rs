@@ -1,8 +1,10 @@
 //! The self-updater against a real `sentra-cloud`: a box on 1.0.0 (installed under
 //! `install_root` and restarted by a script, as systemd would) refuses every tampered release
 //! with its reason and keeps serving 1.0.0; takes a good release (resuming a half-staged
-//! download with Range); and rolls back a release that crashes at start and one that never
-//! becomes ready, with the old version serving again and each state in the cloud's records.
+//! download with Range); and rolls back a release that crashes at start, one that never becomes
+//! ready, and one that migrates the store and takes writes before failing its health window, with
+//! the old version serving again (on the migrated store, every acknowledged write kept and
+//! synced) and each state in the cloud's records.
 //! The box is configured with no release key: it pins the one the cloud hands out at enrolment
 //! (`releases.public_key`), as every box set up by the guide does.
 
@@ -254,6 +256,72 @@ impl Rig {
         .unwrap_or_default()
     }
 
+    /// A tablet's bearer token, paired through the running daemon's API.
+    async fn pair_tablet(&self) -> String {
+        let (code, out, err) = self.site.cli(&["pair", "--role", "tablet"]);
+        assert_eq!(code, 0, "pair: {err}");
+        let code = out
+            .split_whitespace()
+            .find(|w| w.len() == 9 && w.as_bytes()[4] == b'-')
+            .expect("a pairing code")
+            .to_owned();
+        let (status, body) = self
+            .call(
+                None,
+                "POST",
+                "/v1/pair",
+                Some(serde_json::json!({"code": code, "device_name": "tablet"})),
+            )
+            .await;
+        assert_eq!(status, 201, "pair: {body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// One request to the daemon's plain API port: (status, JSON body or null).
+    async fn call(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = http().request(
+            method.parse().expect("method"),
+            format!("http://127.0.0.1:{}{path}", self.port),
+        );
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request to the daemon");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// A work order written through the API and acknowledged (201); its id.
+    async fn work_order(&self, token: &str, customer: &str) -> String {
+        let (status, body) = self
+            .call(
+                Some(token),
+                "POST",
+                "/v1/work-orders",
+                Some(serde_json::json!({"customer_name": customer, "vehicle_plate": "B 4 UPD", "complaint": "Servis"})),
+            )
+            .await;
+        assert_eq!(status, 201, "work order {customer}: {body}");
+        body["id"].as_str().expect("work order id").to_owned()
+    }
+
+    /// The daemon's pid as the restart script wrote it.
+    fn pid(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pid"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
     fn stop(&self) {
         if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid")) {
             let _ = std::process::Command::new("kill").arg(pid.trim()).status();
@@ -425,6 +493,8 @@ async fn tampered_releases_are_refused_a_good_one_installs_and_bad_ones_roll_bac
         rig.serving(GOOD).await;
         assert!(rig.latest_reason().await.contains("not ready within 10 s"));
     }
+    migrating_release_rolls_back_with_every_write_kept(&rig).await;
+
     let states = rig.states().await;
     for want in [
         "downloading",
@@ -455,4 +525,123 @@ fn hex_decode(text: &str) -> [u8; 32] {
         *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex seed");
     }
     out
+}
+
+/// A release that migrates the store, takes writes and then fails its health window. The newer
+/// release is stood in for by what it would do: release 1.4.0 is a script that runs the installed
+/// 1.1.0 binary (so it answers `/readyz` with 1.1.0 and never becomes ready as 1.4.0), and while
+/// it runs the test applies the newer release's migration to the store (an additive table, the
+/// schema version one up, `min_reader_version` left at what 1.1.0 knows: what a newer build's
+/// `store::schema` writes for an additive migration). A write is acknowledged before that
+/// migration and one after it; the rollback must bring 1.1.0 back on the migrated store, serving,
+/// with both writes there and synced to the cloud.
+#[allow(
+    clippy::print_stdout,
+    reason = "the issue asks for the time from restart to rollback to be printed; nothing asserts on it"
+)]
+async fn migrating_release_rolls_back_with_every_write_kept(rig: &Rig) {
+    const MIGRATING: &str = "1.4.0";
+    let tablet = rig.pair_tablet().await;
+    let before = rig.work_order(&tablet, "Sebelum update").await;
+    let good = rig.root.join("releases").join(GOOD).join("sentra-edge");
+    rig.publish(
+        format!("#!/bin/sh\nexec {} \"$@\"\n", good.display()).as_bytes(),
+        MIGRATING,
+    );
+    let old_pid = rig.pid();
+    let apply = {
+        let (config, port, tls_port) = (rig.site.config.clone(), rig.port, rig.tls_port);
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(bin("sentra-edge"))
+                .args(["update", "apply", "--version", MIGRATING, "--config"])
+                .arg(&config)
+                .env("SENTRA_EDGE__API__LISTEN", format!("127.0.0.1:{port}"))
+                .env(
+                    "SENTRA_EDGE__API__TLS_LISTEN",
+                    format!("127.0.0.1:{tls_port}"),
+                )
+                .env("RUST_LOG", "warn")
+                .output()
+                .expect("run update apply")
+        })
+    };
+    // The new release's process: another pid, serving.
+    eventually(
+        Duration::from_secs(30),
+        "the migrating release serves",
+        || async {
+            let pid = rig.pid();
+            if pid.is_empty() || pid == old_pid {
+                return None;
+            }
+            let (status, _) = rig.call(None, "GET", "/readyz", None).await;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    let during = rig.work_order(&tablet, "Selama update").await;
+    {
+        let conn = rig.site.open_db();
+        let known: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("schema version");
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE future_feature (id TEXT PRIMARY KEY) STRICT;
+             INSERT INTO future_feature VALUES ('written by 1.4.0');
+             COMMIT;",
+        )
+        .expect("the newer release's migration");
+        conn.pragma_update(None, "user_version", known + 1)
+            .expect("schema version one up");
+    }
+    let after = rig.work_order(&tablet, "Sesudah migrasi").await;
+
+    let out = apply.await.expect("update apply thread");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{MIGRATING} must roll back: {text}");
+    assert!(text.contains("rolled back"), "{MIGRATING}: {text}");
+    let took = text
+        .split("restored ")
+        .nth(1)
+        .and_then(|rest| rest.split(" s after").next())
+        .unwrap_or("?");
+    println!("migrated the store, then not ready ({MIGRATING}): restart to rollback {took} s");
+    rig.serving(GOOD).await;
+
+    // 1.1.0 serves on the migrated store: every acknowledged write is there, and it writes.
+    for id in [&before, &during, &after] {
+        let (status, body) = rig
+            .call(Some(&tablet), "GET", &format!("/v1/work-orders/{id}"), None)
+            .await;
+        assert_eq!(status, 200, "work order {id} after the rollback: {body}");
+    }
+    let last = rig.work_order(&tablet, "Sesudah rollback").await;
+    let conn = rig.site.open_db();
+    let kept: i64 = conn
+        .query_row("SELECT count(*) FROM future_feature", [], |r| r.get(0))
+        .expect("the newer release's table is kept");
+    assert_eq!(kept, 1);
+    drop(conn);
+    // And all four reach the cloud once.
+    let ids = vec![before, during, after, last];
+    eventually(
+        Duration::from_secs(60),
+        "the four work orders in PostgreSQL",
+        || async {
+            let mut pg = rig.cloud.pg().await;
+            let n: i64 = sqlx::query("SELECT count(*) FROM work_orders WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_one(&mut pg)
+                .await
+                .expect("count work orders")
+                .get(0);
+            (n == 4).then_some(())
+        },
+    )
+    .await;
 }
