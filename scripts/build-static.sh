@@ -12,6 +12,16 @@
 # ~8 for sentra-cloud (15 CPU-minutes).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# Run from a test (tests/tests/it/static_binary.rs, cloud_image.rs), this inherits what cargo
+# sets for the test (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). ring's build script reruns when
+# any of those it reads changes, so the build would redo ring and everything above it (the LTO
+# link: many minutes) instead of finding the binary that scripts/test.sh has just built.
+for var in $(compgen -e); do
+    case "$var" in
+    CARGO_MANIFEST_* | CARGO_PKG_* | CARGO_CRATE_NAME | CARGO_BIN_NAME | CARGO_PRIMARY_PACKAGE | \
+        CARGO_TARGET_TMPDIR | CARGO_CFG_*) unset "$var" ;;
+    esac
+done
 
 readonly TARGET=x86_64-unknown-linux-musl
 

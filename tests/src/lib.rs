@@ -21,8 +21,10 @@ use tokio::process::{Child, Command};
 pub const START: Duration = Duration::from_secs(60);
 
 /// The workspace's binaries, next to this test executable (`target/<profile>/`), built once per
-/// process with the same profile so they are never stale (a no-op when `cargo test --workspace`
-/// has just built them).
+/// process so they are never stale. Under the test profile they are built by the same command
+/// `scripts/test.sh` builds with (`cargo test --workspace --no-run`), so after that build this is
+/// a no-op: a narrower `cargo build -p …` could resolve the crates' features differently and
+/// overwrite the binaries the other tests run with a second build.
 pub fn bin(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("test executable path");
@@ -34,9 +36,20 @@ pub fn bin(name: &str) -> PathBuf {
     BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--bins", "-p", "sentra-edge", "-p", "sentra-cloud"]);
+        without_test_package_env(&mut cmd);
         if dir.ends_with("release") {
-            cmd.args(["--profile", "bench"]);
+            cmd.args([
+                "build",
+                "--bins",
+                "-p",
+                "sentra-edge",
+                "-p",
+                "sentra-cloud",
+                "--profile",
+                "bench",
+            ]);
+        } else {
+            cmd.args(["test", "--workspace", "--no-run", "--quiet"]);
         }
         let status = cmd.status().expect("run cargo build");
         assert!(
@@ -45,6 +58,29 @@ pub fn bin(name: &str) -> PathBuf {
         );
     });
     dir.join(name)
+}
+
+/// Removes what cargo sets for a running test (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, ...) from
+/// a `cargo` command's environment: ring's build script reruns when one it reads changes, so a
+/// cargo started from a test would rebuild ring and everything above it, and the next plain
+/// build would rebuild them back.
+pub fn without_test_package_env(cmd: &mut std::process::Command) {
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let set_for_the_test = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CFG_"]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .contains(&key);
+        if set_for_the_test {
+            cmd.env_remove(key);
+        }
+    }
 }
 
 pub fn http() -> reqwest::Client {
