@@ -303,7 +303,13 @@ pub const KEYS: &[Key] = &[
         section: "mqtt",
         name: "max_queued_messages",
         default: "1000",
-        doc: "Messages kept per client while it is slow or offline (persistent sessions); past it new ones are dropped, so memory stays bounded (about 1000 x 1 KB per client).",
+        doc: "Messages kept per client while it is slow or offline (persistent sessions), so memory stays bounded (about 1000 x 1 KB per client). For a connected client a QoS 1/2 publisher waits for room instead (nothing acknowledged is dropped); for an offline session the oldest queued QoS 1/2 message (or the new QoS 0 one) is dropped and counted.",
+    },
+    Key {
+        section: "mqtt",
+        name: "stalled_subscriber_secs",
+        default: "30",
+        doc: "A connected client that accepts no message for this long while a QoS 1/2 publisher waits for room in its queue (a frozen app on an open connection) is disconnected, so one stuck tablet cannot hold up the branch's live events; its persistent session continues offline.",
     },
     Key {
         section: "mqtt",
@@ -461,6 +467,7 @@ pub struct MqttConfig {
     pub max_sessions_per_device: usize,
     pub min_keep_alive_secs: u16,
     pub zero_keep_alive_idle_secs: u16,
+    pub stalled_subscriber_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -797,6 +804,9 @@ impl Config {
                 zero_keep_alive_idle_secs: p.get("mqtt", "zero_keep_alive_idle_secs", |s| {
                     parse_range(s, 1, 65_535)
                 }),
+                stalled_subscriber_secs: p.get("mqtt", "stalled_subscriber_secs", |s| {
+                    parse_range(s, 1, 3600)
+                }),
             },
             update: UpdateConfig {
                 release_public_key: p.get("update", "release_public_key", |s| {
@@ -917,6 +927,9 @@ impl Config {
                 ("mqtt", "min_keep_alive_secs") => self.mqtt.min_keep_alive_secs.to_string(),
                 ("mqtt", "zero_keep_alive_idle_secs") => {
                     self.mqtt.zero_keep_alive_idle_secs.to_string()
+                }
+                ("mqtt", "stalled_subscriber_secs") => {
+                    self.mqtt.stalled_subscriber_secs.to_string()
                 }
                 ("lan", "mdns") => self.lan.mdns.to_string(),
                 ("update", "release_public_key") => self.update.release_public_key.clone(),

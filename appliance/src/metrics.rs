@@ -38,6 +38,8 @@ struct Metrics {
     blobs_expired: Counter,
     mqtt_dropped: Family<Labels, Counter>,
     mqtt_refused: Family<Labels, Counter>,
+    mqtt_publish_waits: Counter,
+    mqtt_stalled: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -191,9 +193,23 @@ fn metrics() -> &'static Metrics {
             "MQTT CONNECTs refused by the box's own rules, by reason (will_not_authorized, too_many_sessions, no_mqtt_credential)",
             mqtt_refused.clone(),
         );
+        let mqtt_publish_waits = Counter::default();
+        registry.register(
+            "mqtt_publish_waits",
+            "QoS 1/2 publishes the broker held back until an online subscriber's queue had room (the publisher was slowed down instead of a message dropped)",
+            mqtt_publish_waits.clone(),
+        );
+        let mqtt_stalled = Counter::default();
+        registry.register(
+            "mqtt_stalled_subscribers",
+            "MQTT subscribers disconnected because they accepted no message for mqtt.stalled_subscriber_secs while a publisher waited for room in their queue",
+            mqtt_stalled.clone(),
+        );
         Metrics {
             mqtt_dropped,
             mqtt_refused,
+            mqtt_publish_waits,
+            mqtt_stalled,
             blobs_bytes,
             blobs_pending,
             blobs_pending_bytes,
@@ -328,6 +344,16 @@ pub fn mqtt_refused(reason: &'static str) {
         .mqtt_refused
         .get_or_create(&vec![("reason", reason.to_owned())])
         .inc();
+}
+
+/// A QoS 1/2 publish waited for room in a subscriber's queue.
+pub fn mqtt_publish_waited() {
+    metrics().mqtt_publish_waits.inc();
+}
+
+/// A subscriber that took no message while a publisher waited for it was disconnected.
+pub fn mqtt_stalled() {
+    metrics().mqtt_stalled.inc();
 }
 
 /// The text exposition format.

@@ -42,14 +42,19 @@
 //! `mqtt.max_inflight` unacknowledged and `mqtt.max_queued_messages` queued messages per session,
 //! packets of at most `mqtt.max_packet_bytes`, and [`MAX_RETAINED`] retained messages. While
 //! `mqtt.max_inflight` messages wait for a client's acknowledgement, the rest wait in its queue.
-//! When the queue is full (a slow or offline subscriber), rmqtt drops the oldest queued QoS 1/2
-//! message to make room (the newest state wins), or the new QoS 0 one; each drop is counted in
-//! `sentra_edge_mqtt_messages_dropped_total{reason="queue_full"}`. A publisher's PUBACK means
-//! "routed to the subscribers' sessions", not "delivered". Refused CONNECTs are counted in
-//! `sentra_edge_mqtt_connections_refused_total{reason}`.
+//! **Nothing acknowledged is dropped for a connected subscriber** ([`flow`], which also says where
+//! rmqtt alone drops): a QoS 1/2 publisher waits (its socket is not read, its PUBACK comes later)
+//! until its online subscribers' queues have room. For an offline persistent session the queue
+//! is the bound: past it rmqtt drops the oldest queued QoS 1/2 message (the newest state wins),
+//! or the new QoS 0 one, counted in `sentra_edge_mqtt_messages_dropped_total{reason="queue_full"}`;
+//! QoS 0 is never waited for. A connected subscriber that accepts nothing for
+//! `mqtt.stalled_subscriber_secs` while a publisher waits for it is disconnected (its session
+//! goes offline). A publisher's PUBACK means "routed to the subscribers' sessions", not
+//! "delivered". Refused CONNECTs are counted in `sentra_edge_mqtt_connections_refused_total{reason}`.
 
 pub mod acl;
 pub mod bridge;
+mod flow;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -162,6 +167,7 @@ struct HandleInner {
     system: Id,
     devices: Devices,
     credentials: SessionCredentials,
+    flow: Arc<flow::Flow>,
 }
 
 impl std::fmt::Debug for BrokerHandle {
@@ -212,6 +218,12 @@ impl Broker {
         let admitting: Admitting = Arc::default();
         let credentials: SessionCredentials = Arc::default();
         let hooks_credentials = credentials.clone();
+        let flow = Arc::new(flow::Flow::new(
+            config.max_queued_messages,
+            usize::from(config.max_inflight),
+            Duration::from_secs(config.stalled_subscriber_secs),
+        ));
+        let hooks_flow = flow.clone();
         let (scx, listeners, plain, tls_addr) = runtime.block_on(async move {
             let rmqtt_listener = |name: &str, laddr: SocketAddr, proxied: bool| {
                 rmqtt::net::Builder::new()
@@ -300,6 +312,9 @@ impl Broker {
                 Type::MessagePublishCheckAcl,
                 Type::MessageDropped,
                 Type::SessionTerminated,
+                Type::ClientConnected,
+                Type::ClientDisconnected,
+                Type::MessageDelivered,
             ] {
                 register
                     .add(
@@ -313,6 +328,7 @@ impl Broker {
                             credentials: hooks_credentials.clone(),
                             max_sessions_per_device: cfg.max_sessions_per_device,
                             max_clients: cfg.max_clients,
+                            flow: hooks_flow.clone(),
                         }),
                     )
                     .await;
@@ -350,6 +366,7 @@ impl Broker {
                 system,
                 devices,
                 credentials,
+                flow,
             }),
         };
         tracing::info!(tls = ?tls_addr, plain = ?plain, "mqtt broker listening");
@@ -421,7 +438,8 @@ impl BrokerHandle {
     }
 
     /// Publish as the daemon itself (never through the ACL). Returns once the broker routed it
-    /// to the subscribers' queues.
+    /// to the subscribers' queues; a QoS 1/2 message first waits, like any publisher's, for room
+    /// in its online subscribers' queues ([`flow`]).
     pub async fn publish(
         &self,
         topic: String,
@@ -446,6 +464,7 @@ impl BrokerHandle {
             .rt
             .spawn(async move {
                 let from = From::from_system(inner.system.clone());
+                inner.flow.admit(&inner.scx, &from, &p).await;
                 SessionState::forwards(&inner.scx, from, p, false, None).await
             })
             .await
@@ -630,6 +649,7 @@ struct Hooks {
     credentials: SessionCredentials,
     max_sessions_per_device: usize,
     max_clients: usize,
+    flow: Arc<flow::Flow>,
 }
 
 /// The topic of a CONNECT's Last Will, if it has one.
@@ -861,6 +881,9 @@ impl Handler for Hooks {
             Parameter::MessagePublishCheckAcl(s, p) => {
                 let ok = self.allowed(s.id.username.as_deref(), &p.topic, acl::Access::Publish);
                 let result = if ok {
+                    // The last step before rmqtt forwards it: wait for room ([`flow`]).
+                    let from = From::from_custom(s.id.clone());
+                    self.flow.admit(&s.scx, &from, p).await;
                     PublishAclResult::allow()
                 } else {
                     tracing::info!(device = ?s.id.username, topic = %p.topic, "mqtt publish refused");
@@ -876,7 +899,22 @@ impl Handler for Hooks {
                     .remove(&s.id);
                 (true, acc)
             }
+            Parameter::ClientConnected(s) => {
+                self.flow.connected(s);
+                (true, acc)
+            }
+            Parameter::ClientDisconnected(s, _) => {
+                self.flow.disconnected(&s.id);
+                (true, acc)
+            }
+            Parameter::MessageDelivered(s, _, p) => {
+                self.flow.left(&s.id, p, true);
+                (true, acc)
+            }
             Parameter::MessageDropped(to, _, p, reason) => {
+                if let Some(to) = to {
+                    self.flow.left(to, p, false);
+                }
                 let reason = match reason {
                     Reason::MessageQueueFull => "queue_full",
                     Reason::MessageExpiration => "expired",

@@ -1,9 +1,10 @@
 //! The embedded MQTT broker, driven with a real client library (rumqttc, MQTT 3.1.1 and 5)
 //! against the real daemon: authentication, revocation, topic permissions by role, the live
 //! events the API's changes cause, retained sync state across a restart, QoS 1 across a client
-//! reconnect, Keep Alive 0, and a taken port; and the abuse a paired device could try: a Last
-//! Will on a system topic, endless sessions, sessions that never expire, Keep Alive 0, a
-//! subscriber that never acknowledges.
+//! reconnect, Keep Alive 0, and a taken port; QoS 1 floods (a publisher slowed down, never a
+//! message dropped, for an online subscriber; the counted overflow of an offline one); and the
+//! abuse a paired device could try: a Last Will on a system topic, endless sessions, sessions
+//! that never expire, Keep Alive 0, a subscriber that never acknowledges.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -575,22 +576,88 @@ async fn mqtt_sessions_per_device_are_capped() {
     );
 }
 
+const QUEUE_FULL: &str = "sentra_edge_mqtt_messages_dropped_total{reason=\"queue_full\"}";
+
+/// Small windows, so a flood fills them at once: 2 in flight, 5 queued per session.
+const SMALL_WINDOWS: [(&str, &str); 2] = [
+    ("SENTRA_EDGE__MQTT__MAX_INFLIGHT", "2"),
+    ("SENTRA_EDGE__MQTT__MAX_QUEUED_MESSAGES", "5"),
+];
+
 #[tokio::test]
-async fn mqtt_inflight_and_queue_are_bounded_per_client_and_drops_are_counted() {
+async fn mqtt_qos1_flood_to_an_online_subscriber_is_slowed_down_not_dropped() {
     let (site, edge) = started_with(&[
-        ("SENTRA_EDGE__MQTT__MAX_INFLIGHT", "2"),
-        ("SENTRA_EDGE__MQTT__MAX_QUEUED_MESSAGES", "3"),
+        SMALL_WINDOWS[0],
+        SMALL_WINDOWS[1],
+        // Far longer than the test: the subscriber holding its acknowledgements is not "stalled".
+        ("SENTRA_EDGE__MQTT__STALLED_SUBSCRIBER_SECS", "3600"),
     ])
     .await;
     let addr = edge.mqtt.expect("broker running");
     let tablet = edge.pair(&site, "tablet").await;
     let keeper = edge.pair(&site, "storekeeper").await;
     let presence = format!("sentra/JKT01/devices/{}", tablet.id);
-    // A subscriber that does not acknowledge until told to.
     let mut o = options(addr, &keeper.id, &keeper.id, &keeper.mqtt);
     o.set_manual_acks(true);
-    let (mut slow, _) = connect_v3(o).await.expect("subscriber");
-    slow.subscribe(&presence, QoS::AtLeastOnce).await;
+    let (mut sub, _) = connect_v3(o).await.expect("subscriber");
+    sub.subscribe(&presence, QoS::AtLeastOnce).await;
+    let mut publisher = connect_device(&edge, &tablet).await;
+
+    // Far more than the subscriber's window and queue hold.
+    const N: usize = 2000;
+    let client = publisher.client.clone();
+    let topic = presence.clone();
+    let flood = tokio::spawn(async move {
+        for i in 0..N {
+            client
+                .publish(topic.as_str(), QoS::AtLeastOnce, false, i.to_string())
+                .await
+                .expect("publish");
+        }
+    });
+    // While the subscriber holds its acknowledgements, the publisher is held back.
+    metric_reaches(&edge, "sentra_edge_mqtt_publish_waits_total", 1.0).await;
+
+    // Now it acknowledges everything: every message arrives (a retransmission counts once).
+    let mut got = std::collections::HashSet::new();
+    while got.len() < N {
+        let Packet::Publish(p) = sub.next().await else {
+            continue;
+        };
+        sub.client.ack(&p).await.expect("ack");
+        got.insert(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    let want: std::collections::HashSet<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(got, want);
+    flood.await.expect("all published");
+    let mut acked = 0;
+    while acked < N {
+        if let Packet::PubAck(_) = publisher.next().await {
+            acked += 1;
+        }
+    }
+    assert_eq!(metric(&edge, QUEUE_FULL).await, 0.0, "nothing was dropped");
+}
+
+#[tokio::test]
+async fn mqtt_offline_persistent_session_keeps_its_queue_and_counts_the_overflow() {
+    let (site, edge) = started_with(&SMALL_WINDOWS).await;
+    let addr = edge.mqtt.expect("broker running");
+    let tablet = edge.pair(&site, "tablet").await;
+    let keeper = edge.pair(&site, "storekeeper").await;
+    let presence = format!("sentra/JKT01/devices/{}", tablet.id);
+    let persistent = || {
+        let mut o = options(addr, &keeper.id, &keeper.id, &keeper.mqtt);
+        o.set_clean_session(false);
+        o
+    };
+    let (mut c, _) = connect_v3(persistent()).await.expect("connect");
+    c.subscribe(&presence, QoS::AtLeastOnce).await;
+    // The link drops (the client's socket closes without a DISCONNECT).
+    c.task.abort();
+    drop(c);
+
+    // Nobody waits for an offline session: all ten are acknowledged...
     let mut publisher = connect_device(&edge, &tablet).await;
     for i in 1..=10 {
         publisher
@@ -605,34 +672,63 @@ async fn mqtt_inflight_and_queue_are_bounded_per_client_and_drops_are_counted() 
             acked += 1;
         }
     }
-    // 2 in flight, 3 queued: 5 were dropped, and counted.
-    let dropped = "sentra_edge_mqtt_messages_dropped_total{reason=\"queue_full\"}";
-    assert!(metric_reaches(&edge, dropped, 5.0).await >= 5.0);
-
-    // What the subscriber gets once it acknowledges: the 2 in flight, then the 3 queued (for
-    // QoS 1 rmqtt drops the oldest queued message to make room, so the newest are kept), then a
-    // message published after the queue drained. (A retransmission is skipped: same payload.)
-    let mut got: Vec<String> = Vec::new();
-    let mut marker_sent = false;
-    while got.last().map(String::as_str) != Some("marker") {
-        let Packet::Publish(p) = slow.next().await else {
-            continue;
-        };
-        slow.client.ack(&p).await.expect("ack");
-        let body = String::from_utf8_lossy(&p.payload).into_owned();
-        if !got.contains(&body) {
-            got.push(body);
-        }
-        if got.len() == 5 && !marker_sent {
-            marker_sent = true;
-            publisher
-                .client
-                .publish(presence.as_str(), QoS::AtLeastOnce, false, "marker")
-                .await
-                .expect("publish");
+    // ...the session keeps mqtt.max_queued_messages of them (the newest), and the older ones
+    // are dropped and counted. (Had the broker not noticed the dropped link yet, up to
+    // mqtt.max_inflight of the first ones went to the dead socket: those are sent again after
+    // the reconnect, but the one being written when the write failed is lost uncounted by rmqtt;
+    // see docs/known-gaps.md.) The count is final once the session is taken over: rmqtt moves
+    // the offline session's messages to the new connection before its CONNACK.
+    let (mut c, session_present) = connect_v3(persistent()).await.expect("reconnect");
+    assert!(session_present, "the broker kept the session");
+    let dropped = metric(&edge, QUEUE_FULL).await;
+    assert!((3.0..=5.0).contains(&dropped), "dropped {dropped}");
+    let newest: std::collections::BTreeSet<u32> = (6..=10).collect();
+    let mut got = std::collections::BTreeSet::new();
+    while !got.is_superset(&newest) {
+        if let Packet::Publish(p) = c.next().await {
+            got.insert(
+                String::from_utf8_lossy(&p.payload)
+                    .parse::<u32>()
+                    .expect("n"),
+            );
         }
     }
-    assert_eq!(got, ["1", "2", "8", "9", "10", "marker"]);
+}
+
+#[tokio::test]
+async fn mqtt_a_subscriber_that_accepts_nothing_is_disconnected_not_waited_for_forever() {
+    let (site, edge) = started_with(&[
+        SMALL_WINDOWS[0],
+        SMALL_WINDOWS[1],
+        ("SENTRA_EDGE__MQTT__STALLED_SUBSCRIBER_SECS", "1"),
+    ])
+    .await;
+    let addr = edge.mqtt.expect("broker running");
+    let tablet = edge.pair(&site, "tablet").await;
+    let keeper = edge.pair(&site, "storekeeper").await;
+    let presence = format!("sentra/JKT01/devices/{}", tablet.id);
+    // A frozen app: connected, subscribed, never acknowledging.
+    let mut o = options(addr, &keeper.id, &keeper.id, &keeper.mqtt);
+    o.set_manual_acks(true);
+    let (mut frozen, _) = connect_v3(o).await.expect("subscriber");
+    frozen.subscribe(&presence, QoS::AtLeastOnce).await;
+    let mut publisher = connect_device(&edge, &tablet).await;
+    for i in 1..=20 {
+        publisher
+            .client
+            .publish(presence.as_str(), QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .expect("publish");
+    }
+    // The publisher is held back only until the frozen subscriber is disconnected.
+    let mut acked = 0;
+    while acked < 20 {
+        if let Packet::PubAck(_) = publisher.next().await {
+            acked += 1;
+        }
+    }
+    frozen.closed().await;
+    assert!(metric_reaches(&edge, "sentra_edge_mqtt_stalled_subscribers_total", 1.0).await >= 1.0);
 }
 
 /// An MQTT 5 CONNECT (clean start, username, password, `keep_alive`) on a fresh socket; returns
