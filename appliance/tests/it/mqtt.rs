@@ -1231,22 +1231,29 @@ async fn mqtt_events_follow_the_api_at_min_qos() {
 
 #[tokio::test]
 async fn mqtt_sync_state_is_retained_for_late_subscribers_and_after_a_restart() {
+    // The sync state as a subscriber sees it once the daemon has published it: a first client
+    // waits for the state (it may subscribe before the bridge's first publish and get a live
+    // copy), then a second one, subscribing after that, is the late subscriber.
+    async fn late_subscriber_view(edge: &Edge, keeper: &Device) -> (rumqttc::Publish, Value) {
+        let mut first = connect_device(edge, keeper).await;
+        first.subscribe("sentra/JKT01/sync", QoS::AtLeastOnce).await;
+        let _ = first.publish_on("sentra/JKT01/sync").await;
+        drop(first);
+        let mut late = connect_device(edge, keeper).await;
+        late.subscribe("sentra/JKT01/sync", QoS::AtLeastOnce).await;
+        late.publish_on("sentra/JKT01/sync").await
+    }
     let (site, edge) = started().await;
     let keeper = edge.pair(&site, "storekeeper").await;
-    let mut c = connect_device(&edge, &keeper).await;
-    c.subscribe("sentra/JKT01/sync", QoS::AtLeastOnce).await;
-    let (p, v) = c.publish_on("sentra/JKT01/sync").await;
+    let (p, v) = late_subscriber_view(&edge, &keeper).await;
     assert!(p.retain, "a late subscriber gets the retained sync state");
     assert_eq!(v["link"], "unenrolled");
     assert!(v["pending_events"].as_u64().expect("pending") > 0, "{v}");
     let pending = v["pending_events"].clone();
-    drop(c);
     assert_eq!(edge.stop().await, 0);
 
     let edge = site.start().await;
-    let mut c = connect_device(&edge, &keeper).await;
-    c.subscribe("sentra/JKT01/sync", QoS::AtLeastOnce).await;
-    let (p, v) = c.publish_on("sentra/JKT01/sync").await;
+    let (p, v) = late_subscriber_view(&edge, &keeper).await;
     assert!(p.retain, "retained again after the restart");
     assert_eq!(v["pending_events"], pending);
 }
