@@ -154,6 +154,23 @@ fn same_url(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
+/// `--replaces`: the device id (a UUID, as `sentra-cloud devices list` and the fleet page show
+/// it) of the dead box this one succeeds, in the cloud's spelling. `Err` is the message for the
+/// technician (exit 2), before the network is used.
+pub fn parse_replaces(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    uuid::Uuid::parse_str(trimmed)
+        .ok()
+        .filter(|_| trimmed.len() == 36)
+        .map(|id| id.hyphenated().to_string())
+        .ok_or_else(|| {
+            format!(
+                "--replaces {:?}: expected the dead box's device id, 36 characters like 0190f5c2-1a2b-7c3d-8e4f-5a6b7c8d9e0f (`sentra-cloud devices list` or the fleet page shows it)",
+                trimmed.chars().take(60).collect::<String>()
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +254,27 @@ mod tests {
         assert!(result.expect_err("no cloud").contains("--cloud URL"));
         let (result, _) = run(None, Some(&uri), "", false);
         assert!(result.is_ok(), "--token takes the URI too");
+    }
+
+    #[test]
+    fn replaces_is_a_device_id() {
+        let id = "0190F5C2-1A2B-7C3D-8E4F-5A6B7C8D9E0F";
+        assert_eq!(
+            parse_replaces(&format!("  {id}\n")).as_deref(),
+            Ok("0190f5c2-1a2b-7c3d-8e4f-5a6b7c8d9e0f")
+        );
+        for bad in [
+            "",
+            "JKT01",
+            "0190f5c21a2b7c3d8e4f5a6b7c8d9e0f",
+            "{0190f5c2-1a2b-7c3d-8e4f-5a6b7c8d9e0f}",
+            "0190f5c2-1a2b-7c3d-8e4f-5a6b7c8d9e0",
+        ] {
+            let e = parse_replaces(bad).expect_err(bad);
+            assert!(
+                e.contains("--replaces") && e.contains("devices list"),
+                "{e}"
+            );
+        }
     }
 }

@@ -63,6 +63,11 @@ enum Command {
         /// How many times to try an unreachable cloud before giving up.
         #[arg(long, default_value_t = 5)]
         attempts: u32,
+        /// The device id of the branch's dead box this one replaces: the cloud retires it, and
+        /// this fresh box takes over the branch's open work orders, stock levels and a number
+        /// series of its own.
+        #[arg(long, value_name = "DEVICE_ID")]
+        replaces: Option<String>,
     },
     /// Make a one-time pairing code for a tablet, POS or storekeeper terminal.
     Pair {
@@ -317,7 +322,13 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             token,
             config,
             attempts,
+            replaces,
         } => {
+            let replaces = replaces
+                .as_deref()
+                .map(sentra_edge::enrol_prompt::parse_replaces)
+                .transpose()
+                .map_err(StartError::Usage)?;
             let config = load_config(config.as_deref())?;
             telemetry::init("warn");
             let store = daemon::open_store(&config).await?;
@@ -360,12 +371,13 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 &config.sync,
                 &cloud,
                 entered.token.canonical(),
+                replaces.as_deref(),
                 attempts.max(1),
                 |m| eprintln!("sentra-edge: {m}"),
             )
             .await;
             store.shutdown().await;
-            let id = result.map_err(|e| {
+            let enrolled = result.map_err(|e| {
                 let why = if e.is_transient() {
                     // Unreachable or failing: the cloud did not take the one-time token, so it still works.
                     let tries = attempts.max(1);
@@ -381,6 +393,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 };
                 StartError::Other(anyhow::anyhow!(why))
             })?;
+            let id = &enrolled.identity;
             let updates = match sentra_edge::update::release_key(
                 &config,
                 id.release_public_key.as_deref(),
@@ -392,10 +405,36 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 ),
                 _ => "updates: OFF, the cloud gave no release key; ask the cloud team to set releases.public_key, or set update.release_public_key".to_owned(),
             };
-            out(&format!(
-                "enrolled: device {} of branch {} ({}) at {}\n{updates}\nthe running daemon starts syncing within seconds; `sentra-edge status` shows the link\n",
+            let mut text = format!(
+                "enrolled: device {} of branch {} ({}) at {}\n{updates}\n",
                 id.device_id, id.branch_id, id.branch_name, id.cloud_url
-            ));
+            );
+            if let Some(series) = &enrolled.number_series {
+                text.push_str(&format!(
+                    "numbers: invoices and credit notes in series {series} (held for this box by the cloud)\n"
+                ));
+            }
+            if let Some(loaded) = &enrolled.loaded {
+                text.push_str(&format!(
+                    "replaces: device {} (retired: its pushes are refused from now on)\n\
+                     carried over: {} open work orders with {} part lines, stock levels of {} parts{}\n\
+                     not carried over: what the old box never synced, pick slips, paired tablets (pair them again), photos still on the old box\n",
+                    loaded.predecessor,
+                    loaded.work_orders,
+                    loaded.part_lines,
+                    loaded.stock_items,
+                    if loaded.placeholders > 0 {
+                        format!(
+                            " ({} parts or mechanics not in the cloud's catalogue kept as placeholders)",
+                            loaded.placeholders
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            text.push_str("the running daemon starts syncing within seconds; `sentra-edge status` shows the link\n");
+            out(&text);
             Ok(())
         }
         Command::Pair {

@@ -22,7 +22,7 @@ use sqlx::PgPool;
 use crate::devices::{self, auth};
 use crate::redis_conn::RedisConn;
 use crate::web::{self, ApiError};
-use crate::{blobs, booking, changes, fleet, health, ingest, master, releases, shared};
+use crate::{blobs, booking, changes, fleet, health, ingest, master, releases, shared, successor};
 
 /// What handlers share, behind one `Arc`: axum clones the state for every request (and again
 /// for the authentication middleware), and one reference count is all that clone should cost.
@@ -156,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sync/push", post(ingest::push))
         .route("/v1/sync/pull", get(changes::pull))
         .route("/v1/sync/calendar", get(booking::offline::calendar))
+        .route("/v1/sync/successor", get(successor::snapshot))
         .route("/v1/devices/{id}/revoke", post(devices::revoke))
         .route("/v1/branches/{branch}/parts/{sku}", put(master::put_part))
         .route(

@@ -67,6 +67,7 @@ mod schemas;
 mod shared;
 mod standing;
 mod startup;
+mod successor;
 mod ttl;
 mod web;
 
@@ -171,7 +172,8 @@ enum ConfigCommand {
 #[derive(Subcommand)]
 enum DevicesCommand {
     /// Print every device not revoked, those needing attention first: device, branch, version,
-    /// online or offline (by fleet.offline_after_secs), last heartbeat, update state, attention.
+    /// online or offline (by fleet.offline_after_secs), last heartbeat, update state, attention,
+    /// and the dead box it replaces (retired, so not listed itself).
     List(ListArgs),
 }
 
@@ -610,6 +612,7 @@ fn print_devices(devices: &[fleet::DeviceView], json: bool) -> anyhow::Result<()
                 "branch_id": device.branch_id,
                 "branch_name": device.branch_name,
                 "hostname": device.hostname,
+                "replaces": device.replaces,
                 "channel": device.channel,
                 "version": device.version,
                 "state": device_state(device),
@@ -637,6 +640,7 @@ fn print_devices(devices: &[fleet::DeviceView], json: bool) -> anyhow::Result<()
                 } else {
                     device.attention.join("; ")
                 },
+                device.replaces.clone().unwrap_or_else(dash),
             ]
         })
         .collect();
@@ -649,6 +653,7 @@ fn print_devices(devices: &[fleet::DeviceView], json: bool) -> anyhow::Result<()
             "LAST SEEN",
             "UPDATE",
             "ATTENTION",
+            "REPLACES",
         ],
         rows,
     )

@@ -67,6 +67,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0014_blob_upload_touched.sql",
         include_str!("../migrations/0014_blob_upload_touched.sql"),
     ),
+    (
+        "0015_successors.sql",
+        include_str!("../migrations/0015_successors.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

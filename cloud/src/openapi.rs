@@ -21,6 +21,7 @@ use utoipa::openapi::{RefOr, Response, ResponseBuilder};
 use crate::schemas::{BEARER, DEVICE, ErrorBody, ErrorEnvelope};
 use crate::{
     blobs, booking, changes, devices, fleet, health, identity, ingest, master, releases, shared,
+    successor,
 };
 
 #[derive(OpenApi)]
@@ -32,7 +33,7 @@ use crate::{
     paths(
         health::healthz, health::readyz,
         devices::enroll, devices::revoke,
-        ingest::push, changes::pull, booking::offline::calendar,
+        ingest::push, changes::pull, booking::offline::calendar, successor::snapshot,
         master::put_part, master::put_mechanic, master::put_asset,
         shared::get_customer, shared::patch_customer, shared::get_vehicle, shared::patch_vehicle,
         shared::get_document, shared::put_document,

@@ -58,6 +58,12 @@ pub struct EnrollRequest {
     pub hostname: String,
     #[schema(max_length = 255, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub version: String,
+    /// The device this box succeeds: a box of the same branch that died. It is revoked, and
+    /// this box may fetch the branch's open state (`GET /v1/sync/successor`).
+    #[schema(
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
+    pub replaces: Option<String>,
 }
 
 /// `POST /v1/sync/push`: a device's outbox events (see `sentra_protocol::sync::PushBatch`).

@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod hlc;
 pub mod payload;
 pub mod record;
+pub mod successor;
 pub mod sync;
 pub mod workshop;
 

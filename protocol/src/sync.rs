@@ -26,6 +26,10 @@ pub struct EnrollRequest {
     pub public_key: String,
     pub hostname: String,
     pub version: String,
+    /// The device (a UUID) this box succeeds: a box of the same branch that died. The cloud
+    /// retires it and lets this one fetch the branch's open state ([`crate::successor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +45,14 @@ pub struct EnrollResponse {
     /// The release channel the box follows (`stable` unless the cloud team moved it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// The device this one succeeds, when the request named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// The invoice and credit-note number series this device numbers in (4 Crockford base-32
+    /// characters, unique in the branch, held by the cloud). None: the branch's first box, which
+    /// numbers without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_series: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -81,16 +81,11 @@ fn tag(series: &str) -> String {
     }
 }
 
-/// The letters of a number series: Crockford's base 32 (no I, L, O, U), so a series read aloud
-/// or copied by hand from a receipt is not mistaken.
-const SERIES_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-/// A new series from 4 random bytes: 4 characters, about a million series.
+/// A new series from 4 random bytes: 4 Crockford base-32 characters (no I, L, O, U, so a series
+/// read aloud or copied by hand from a receipt is not mistaken), about a million series. The
+/// cloud makes a successor box's series the same way.
 pub fn number_series(random: [u8; 4]) -> String {
-    random
-        .iter()
-        .map(|b| char::from(SERIES_ALPHABET[usize::from(b % 32)]))
-        .collect()
+    sentra_protocol::successor::number_series(random)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod pick_slips;
 pub mod print_jobs;
 mod schema;
 pub mod shared;
+pub mod successor;
 pub mod sync;
 pub mod workshop;
 mod writer;

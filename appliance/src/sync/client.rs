@@ -163,13 +163,15 @@ fn parse<T: serde::de::DeserializeOwned>(status: StatusCode, body: &[u8]) -> Res
     })
 }
 
-/// Trade a one-time token for this box's identity. Not signed: the box has no identity yet.
+/// Trade a one-time token for this box's identity (the successor of `replaces`, if named). Not
+/// signed: the box has no identity yet.
 pub async fn enroll(
     cfg: &SyncConfig,
     cloud_url: &str,
     token: &str,
     key: &SigningKey,
     hostname: &str,
+    replaces: Option<&str>,
 ) -> Result<EnrollResponse, SyncError> {
     let base = check_url(cloud_url, cfg.allow_plain_http)?;
     let http = http_client(cfg)?;
@@ -178,6 +180,7 @@ pub async fn enroll(
         public_key: auth::public_key_hex(key),
         hostname: hostname.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        replaces: replaces.map(str::to_owned),
     };
     let url = format!("{base}/v1/enroll");
     let resp = http
@@ -479,6 +482,29 @@ impl CloudClient {
         parse(status, &bytes)
     }
 
+    /// `GET /v1/sync/successor`: one page of one section of the branch's open state, for a box
+    /// enrolled to replace another.
+    pub async fn successor_page(
+        &self,
+        section: sentra_protocol::successor::Section,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<sentra_protocol::successor::SuccessorPage, SyncError> {
+        let mut path = format!(
+            "/v1/sync/successor?section={}&limit={limit}",
+            section.as_str()
+        );
+        if let Some(after) = after {
+            path.push_str("&after=");
+            path.push_str(&percent_encode(after));
+        }
+        let (status, bytes) = self.send(Method::GET, &path, Vec::new()).await?;
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
+        parse(status, &bytes)
+    }
+
     /// `GET /v1/sync/calendar`: the live bookings of the branch's assets.
     pub async fn calendar(&self) -> Result<CalendarSnapshot, SyncError> {
         let (status, bytes) = self
@@ -564,6 +590,20 @@ impl CloudClient {
 /// First wait after a failed exchange with the cloud; doubles up to `sync.retry_max_ms`.
 pub const FIRST_RETRY: Duration = Duration::from_millis(250);
 
+/// A query value as a URL carries it: unreserved characters as they are, every other byte
+/// `%XX`, so the signed path and the one the cloud reads are the same bytes.
+fn percent_encode(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,5 +630,12 @@ mod tests {
             check_url("https://c.example/", false).ok().as_deref(),
             Some("https://c.example")
         );
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(percent_encode("OF-1_a.b~"), "OF-1_a.b~");
+        assert_eq!(percent_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(percent_encode(""), "");
     }
 }

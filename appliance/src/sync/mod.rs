@@ -359,16 +359,32 @@ async fn round(
     Ok(())
 }
 
+/// What `enroll` did: the identity, and for a successor what it took over.
+#[derive(Debug)]
+pub struct Enrolled {
+    pub identity: state::Identity,
+    /// The number series the cloud handed this box (None: the branch's first box).
+    pub number_series: Option<String>,
+    /// With `--replaces`: the open state loaded from the cloud.
+    pub loaded: Option<store::successor::Loaded>,
+}
+
 /// `sentra-edge enroll`: make a key pair here, trade the token for an identity, keep both in the
 /// encrypted store. Retries an unreachable cloud a few times, saying why.
+///
+/// With `replaces` (a dead box of the same branch) the store must be fresh (checked before the
+/// token is used, and again in the transaction); the cloud retires that box, and this one fetches
+/// the branch's open state and loads it in the same transaction that saves its identity, so the
+/// daemon never syncs a successor without it.
 pub async fn enroll(
     store: &Store,
     cfg: &SyncConfig,
     cloud_url: &str,
     token: &str,
+    replaces: Option<&str>,
     attempts: u32,
     say: impl Fn(&str),
-) -> Result<state::Identity, SyncError> {
+) -> Result<Enrolled, SyncError> {
     if let Some(i) = store.read(state::identity).await? {
         return Err(SyncError::Refused {
             status: 409,
@@ -377,6 +393,15 @@ pub async fn enroll(
                 "this box is already enrolled as device {} of branch {}",
                 i.device_id, i.branch_id
             ),
+        });
+    }
+    if replaces.is_some()
+        && let Err(why) = store.read(store::successor::check_fresh).await?
+    {
+        return Err(SyncError::Refused {
+            status: 409,
+            code: "not_fresh".into(),
+            message: why,
         });
     }
     let url = client::check_url(cloud_url, cfg.allow_plain_http)?;
@@ -392,7 +417,7 @@ pub async fn enroll(
     );
     let mut attempt = 1;
     let answer = loop {
-        match client::enroll(cfg, &url, token, &key, &hostname).await {
+        match client::enroll(cfg, &url, token, &key, &hostname, replaces).await {
             Ok(a) => break a,
             Err(e) if e.is_transient() && attempt < attempts => {
                 let wait = backoff.next_wait();
@@ -425,6 +450,20 @@ pub async fn enroll(
                 }
             },
         );
+    // A series the cloud vouches for, or none (a branch's first box): anything else would put
+    // numbers on receipts that no rule checked.
+    let number_series = match answer.number_series {
+        Some(series) if sentra_protocol::successor::is_number_series(&series) => Some(series),
+        Some(series) => {
+            return Err(SyncError::Protocol {
+                status: 200,
+                detail: format!(
+                    "the enrolment answer's number series {series:?} is not 4 Crockford base-32 characters"
+                ),
+            });
+        }
+        None => None,
+    };
     let identity = state::Identity {
         cloud_url: url,
         device_id: answer.device_id,
@@ -435,9 +474,139 @@ pub async fn enroll(
         release_public_key,
         channel: answer.channel,
     };
+    let snapshot = match replaces {
+        None => None,
+        Some(old) => {
+            if answer.replaces.as_deref() != Some(old) {
+                return Err(SyncError::Protocol {
+                    status: 200,
+                    detail: format!(
+                        "asked to replace {old}, the cloud's answer names {:?}",
+                        answer.replaces
+                    ),
+                });
+            }
+            let Some(series) = &number_series else {
+                return Err(SyncError::Protocol {
+                    status: 200,
+                    detail: "the cloud gave a successor no number series".into(),
+                });
+            };
+            let client = CloudClient::new(cfg, &identity, store.ctx().clock.clone())?;
+            Some(
+                fetch_snapshot(&client, old, series, attempts, &say)
+                    .await
+                    .map_err(|e| successor_unfinished(&identity.device_id, e))?,
+            )
+        }
+    };
     let saved = identity.clone();
-    store
-        .write(move |w| state::save_identity(w, &saved))
+    let series = number_series.clone();
+    let loaded = store
+        .write(move |w| {
+            state::save_identity(w, &saved)?;
+            if let Some(series) = &series {
+                store::successor::pin_number_series(w, series)?;
+            }
+            snapshot
+                .map(|snapshot| store::successor::load(w, &snapshot))
+                .transpose()
+        })
         .await?;
-    Ok(identity)
+    Ok(Enrolled {
+        identity,
+        number_series,
+        loaded,
+    })
+}
+
+/// A successor enrolled in the cloud whose snapshot did not arrive: its token is used and the
+/// dead box retired, so the way on is a new token and this (never used) identity to replace.
+fn successor_unfinished(device: &str, e: SyncError) -> SyncError {
+    // Not transient: the token is used, so trying the same command again cannot help.
+    SyncError::Refused {
+        status: 409,
+        code: "snapshot_failed".into(),
+        message: format!(
+            "the cloud enrolled this box as device {device}, but the branch's open state could not be fetched ({e}); nothing was saved here. Ask for a new enrolment token and run enroll again with --replaces {device}"
+        ),
+    }
+}
+
+/// Every page of every section, each checked before it is kept; a page that fails for the
+/// link is asked again (up to `attempts` times), with the same key.
+async fn fetch_snapshot(
+    client: &CloudClient,
+    predecessor: &str,
+    number_series: &str,
+    attempts: u32,
+    say: &impl Fn(&str),
+) -> Result<store::successor::Snapshot, SyncError> {
+    use sentra_protocol::successor::{DEFAULT_PAGE, MAX_SNAPSHOT_ROWS, Section};
+    let mut snapshot = store::successor::Snapshot {
+        predecessor: predecessor.to_owned(),
+        number_series: number_series.to_owned(),
+        ..Default::default()
+    };
+    for section in Section::ALL {
+        let mut after: Option<String> = None;
+        loop {
+            let mut attempt = 1;
+            let page = loop {
+                match client
+                    .successor_page(section, after.as_deref(), DEFAULT_PAGE)
+                    .await
+                {
+                    Ok(page) => break page,
+                    Err(e) if e.is_transient() && attempt < attempts => {
+                        say(&format!(
+                            "snapshot {} (attempt {attempt}/{attempts}): {e}; retrying",
+                            section.as_str()
+                        ));
+                        tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            page.check(section, predecessor, number_series)
+                .map_err(|e| SyncError::Protocol {
+                    status: 200,
+                    detail: e.to_string(),
+                })?;
+            let rows =
+                page.parts.len() + page.mechanics.len() + page.work_orders.len() + page.stock.len();
+            // A page that promises more brings rows and moves the key (and the row bound below
+            // ends any longer circle): a cloud going round in circles is an error, not a hang.
+            if let Some(next) = &page.next
+                && (rows == 0 || after.as_ref() == Some(next))
+            {
+                return Err(SyncError::Protocol {
+                    status: 200,
+                    detail: format!(
+                        "successor snapshot, section {}: page key {next:?} does not move on",
+                        section.as_str()
+                    ),
+                });
+            }
+            let next = page.next.clone();
+            snapshot.parts.extend(page.parts);
+            snapshot.mechanics.extend(page.mechanics);
+            snapshot.work_orders.extend(page.work_orders);
+            snapshot.stock.extend(page.stock);
+            if snapshot.rows() > MAX_SNAPSHOT_ROWS {
+                return Err(SyncError::Protocol {
+                    status: 200,
+                    detail: format!(
+                        "the successor snapshot holds more than {MAX_SNAPSHOT_ROWS} rows; this box cannot take it in one transaction"
+                    ),
+                });
+            }
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(snapshot)
 }

@@ -12,7 +12,13 @@
 //!   which the box pins: its updates are on from its first start;
 //! - enrolment is idempotent for the key that won: the same token with the same public key
 //!   within [`ENROLL_RETRY_WINDOW_HOURS`] of its use gets the same identity again (the box
-//!   retrying after the answer was lost on the way), any other key is refused.
+//!   retrying after the answer was lost on the way), any other key is refused;
+//! - an enrolment that names the device it `replaces` (a dead box of the same branch) retires
+//!   that device in the same transaction: revoked (its signed calls get 401 from the commit on),
+//!   `replaced_by` the new one, each device replaced at most once. A device of another branch, an
+//!   unknown one or one already replaced refuses the enrolment whole, the token unused;
+//! - every box but a branch's first gets a number series of its own (`devices.number_series`,
+//!   unique in the branch), so no two boxes of a branch issue the same invoice number.
 
 pub mod auth;
 pub mod tokens;
@@ -50,6 +56,24 @@ pub enum DeviceError {
     Refused,
     #[error("device {0:?} does not exist")]
     NoSuchDevice(String),
+    #[error("replaces: {0:?} is not a device id (a UUID)")]
+    BadReplaces(String),
+    #[error(
+        "replaces: device {0} is not enrolled in this cloud; check the id (`sentra-cloud devices list` or the fleet page)"
+    )]
+    UnknownPredecessor(String),
+    #[error(
+        "replaces: device {device} belongs to another branch than the token's {branch}; a box can only succeed a box of its own branch"
+    )]
+    ForeignPredecessor { device: String, branch: String },
+    #[error(
+        "replaces: device {device} was already replaced by device {by} at {at}; if that box never came up, enrol with --replaces {by}"
+    )]
+    AlreadyReplaced {
+        device: String,
+        by: String,
+        at: String,
+    },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -61,13 +85,28 @@ impl From<DeviceError> for ApiError {
             DeviceError::BadLabel { .. } => ApiError::Invalid(error.to_string()),
             DeviceError::Refused => ApiError::EnrollmentRefused,
             DeviceError::NoSuchDevice(_) => ApiError::NotFound(error.to_string()),
+            DeviceError::BadReplaces(_) => ApiError::Invalid(error.to_string()),
+            DeviceError::UnknownPredecessor(_) => ApiError::Refused {
+                code: "unknown_device",
+                message: error.to_string(),
+            },
+            DeviceError::ForeignPredecessor { .. } => ApiError::Refused {
+                code: "foreign_device",
+                message: error.to_string(),
+            },
+            DeviceError::AlreadyReplaced { .. } => ApiError::Conflict {
+                code: "already_replaced",
+                message: error.to_string(),
+                details: None,
+            },
             DeviceError::Db(error) => ApiError::database(&error),
         }
     }
 }
 
-/// `POST /v1/enroll`: a one-time token and the device's public key for a device identity.
-#[utoipa::path(post, path = "/v1/enroll", tag = "devices", request_body = crate::schemas::EnrollRequest, responses((status = 200, description = "the device identity", body = Object), (status = 401, description = "enrollment_refused: the token is unknown, used or expired", body = crate::schemas::ErrorEnvelope), (status = 429, description = "rate_limited: too many enrolments from this address; Retry-After says when to try again", body = crate::schemas::ErrorEnvelope)))]
+/// `POST /v1/enroll`: a one-time token and the device's public key for a device identity; with
+/// `replaces`, the identity of a successor to a dead box of the same branch.
+#[utoipa::path(post, path = "/v1/enroll", tag = "devices", request_body = crate::schemas::EnrollRequest, responses((status = 200, description = "the device identity", body = Object), (status = 401, description = "enrollment_refused: the token is unknown, used or expired", body = crate::schemas::ErrorEnvelope), (status = 409, description = "already_replaced: the device named in replaces already has a successor (the token is not used)", body = crate::schemas::ErrorEnvelope), (status = 422, description = "unknown_device or foreign_device: replaces names no device, or one of another branch (the token is not used)", body = crate::schemas::ErrorEnvelope), (status = 429, description = "rate_limited: too many enrolments from this address; Retry-After says when to try again", body = crate::schemas::ErrorEnvelope)))]
 pub async fn enroll(
     State(state): State<EnrollState>,
     JsonBody(request): JsonBody<EnrollRequest>,
@@ -85,6 +124,15 @@ pub async fn enroll(
             return Err(DeviceError::BadLabel { field }.into());
         }
     }
+    let replaces = match &request.replaces {
+        None => None,
+        Some(raw) => Some(
+            uuid::Uuid::parse_str(raw)
+                .map_err(|_| DeviceError::BadReplaces(raw.chars().take(64).collect()))?
+                .hyphenated()
+                .to_string(),
+        ),
+    };
 
     // The token as the box's technician typed it, read the shared way (case, hyphens, the old
     // hex form); something that is no token cannot match one.
@@ -105,8 +153,8 @@ pub async fn enroll(
     .map_err(DeviceError::Db)?;
     let Some((branch_id, branch_name)) = burnt else {
         // The same box again, its first answer lost on the way: the same identity.
-        let again: Option<(String, String, String, String)> = sqlx::query_as(
-            "SELECT d.id::text, t.branch_id, b.name, d.channel
+        let again: Option<Again> = sqlx::query_as(
+            "SELECT d.id::text, t.branch_id, b.name, d.channel, d.replaces::text, d.number_series
              FROM enrollment_tokens t
              JOIN devices d ON d.id = t.device_id
              JOIN branches b ON b.id = t.branch_id
@@ -119,12 +167,12 @@ pub async fn enroll(
         .fetch_optional(&mut *tx)
         .await
         .map_err(DeviceError::Db)?;
-        let Some((device_id, branch_id, branch_name, channel)) = again else {
+        let Some(again) = again else {
             tracing::warn!(hostname = %request.hostname, "enrolment refused");
             return Err(DeviceError::Refused.into());
         };
-        tracing::info!(%device_id, %branch_id, "enrolment repeated by the same key; same identity");
-        return Ok(answer(&state, device_id, branch_id, branch_name, channel));
+        tracing::info!(device_id = %again.0, branch_id = %again.1, "enrolment repeated by the same key; same identity");
+        return Ok(answer(&state, again));
     };
     let (device_id, channel): (String, String) = sqlx::query_as(
         "INSERT INTO devices (id, branch_id, public_key, hostname, version)
@@ -150,21 +198,154 @@ pub async fn enroll(
         .execute(&mut *tx)
         .await
         .map_err(DeviceError::Db)?;
+    if let Some(old) = &replaces {
+        retire(&mut tx, old, &device_id, &branch_id).await?;
+    }
+    let number_series = assign_number_series(&mut tx, &device_id, &branch_id).await?;
     tx.commit().await.map_err(DeviceError::Db)?;
-    tracing::info!(%device_id, %branch_id, hostname = %request.hostname, version = %request.version, "device enrolled");
+    tracing::info!(%device_id, %branch_id, hostname = %request.hostname, version = %request.version, replaces = replaces.as_deref().unwrap_or(""), number_series = number_series.as_deref().unwrap_or(""), "device enrolled");
     if state.release_public_key.is_none() {
         tracing::warn!(%device_id, "enrolled without a release key (releases.public_key is not set): this box refuses every update until it has one");
     }
-    Ok(answer(&state, device_id, branch_id, branch_name, channel))
+    Ok(answer(
+        &state,
+        (
+            device_id,
+            branch_id,
+            branch_name,
+            channel,
+            replaces,
+            number_series,
+        ),
+    ))
 }
 
-/// The enrolment answer: the identity, the cloud's time, the release key and the channel.
+/// A device's enrolment as answered: id, branch, branch name, channel, the device it replaces,
+/// its number series.
+type Again = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+/// Retires `old` in favour of `new` (the enrolment's transaction): `old` must be a device of
+/// `branch` without a successor. Revoked from the commit on (a device revoked before, as a dead
+/// box may have been, stays revoked from then), and the two name each other.
+async fn retire(
+    tx: &mut sqlx::PgConnection,
+    old: &str,
+    new: &str,
+    branch: &str,
+) -> Result<(), DeviceError> {
+    let row: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT branch_id, replaced_by::text,
+                to_char(replaced_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+         FROM devices WHERE id = $1::uuid FOR UPDATE",
+    )
+    .bind(old)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((old_branch, replaced_by, replaced_at)) = row else {
+        return Err(DeviceError::UnknownPredecessor(old.to_owned()));
+    };
+    if old_branch != branch {
+        tracing::warn!(device = %old, token_branch = %branch, "enrolment refused: replaces a device of another branch");
+        return Err(DeviceError::ForeignPredecessor {
+            device: old.to_owned(),
+            branch: branch.to_owned(),
+        });
+    }
+    if let Some(by) = replaced_by {
+        return Err(DeviceError::AlreadyReplaced {
+            device: old.to_owned(),
+            by,
+            at: replaced_at.unwrap_or_default(),
+        });
+    }
+    // Waits for a push of the old device that holds its cursor: that push is in before the
+    // revocation (and so in the successor's snapshot); one that comes after finds the device
+    // revoked when it moves the cursor, and changes nothing (`ingest`).
+    sqlx::query("SELECT 1 FROM device_cursors WHERE device_id = $1::uuid FOR UPDATE")
+        .bind(old)
+        .fetch_optional(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE devices SET revoked_at = coalesce(revoked_at, now()), replaced_by = $2::uuid,
+                replaced_at = now()
+         WHERE id = $1::uuid",
+    )
+    .bind(old)
+    .bind(new)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE devices SET replaces = $2::uuid WHERE id = $1::uuid")
+        .bind(new)
+        .bind(old)
+        .execute(&mut *tx)
+        .await?;
+    tracing::warn!(device = %old, successor = %new, %branch, "device replaced and revoked");
+    Ok(())
+}
+
+/// How many random series enrolment tries before giving up (a branch would need hundreds of
+/// thousands of boxes for one try in two to collide).
+const SERIES_TRIES: usize = 16;
+
+/// Gives `device` a number series of its own unless it is its branch's first device. A series is
+/// unique among the branch's devices (a unique index) and never appears in a number the branch
+/// already holds (a restored store makes up its own series; one of those is not handed out).
+async fn assign_number_series(
+    tx: &mut sqlx::PgConnection,
+    device: &str,
+    branch: &str,
+) -> Result<Option<String>, DeviceError> {
+    let first: bool = sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM devices WHERE branch_id = $1 AND id <> $2::uuid)",
+    )
+    .bind(branch)
+    .bind(device)
+    .fetch_one(&mut *tx)
+    .await?;
+    if first {
+        return Ok(None);
+    }
+    for _ in 0..SERIES_TRIES {
+        let mut random = [0u8; sentra_protocol::successor::SERIES_LEN];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut random);
+        let series = sentra_protocol::successor::number_series(random);
+        let taken: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM devices WHERE branch_id = $1 AND number_series = $2)
+                 OR EXISTS (SELECT 1 FROM document_numbers
+                             WHERE branch_id = $1 AND strpos(number, '-' || $2 || '-') > 0)",
+        )
+        .bind(branch)
+        .bind(&series)
+        .fetch_one(&mut *tx)
+        .await?;
+        if taken {
+            continue;
+        }
+        sqlx::query("UPDATE devices SET number_series = $2 WHERE id = $1::uuid")
+            .bind(device)
+            .bind(&series)
+            .execute(&mut *tx)
+            .await?;
+        return Ok(Some(series));
+    }
+    tracing::error!(%branch, "no free number series after {SERIES_TRIES} tries");
+    Err(DeviceError::Db(sqlx::Error::Protocol(
+        "no free number series".into(),
+    )))
+}
+
+/// The enrolment answer: the identity, the cloud's time, the release key and the channel, the
+/// device it replaces and its number series.
 fn answer(
     state: &EnrollState,
-    device_id: String,
-    branch_id: String,
-    branch_name: String,
-    channel: String,
+    (device_id, branch_id, branch_name, channel, replaces, number_series): Again,
 ) -> Json<EnrollResponse> {
     Json(EnrollResponse {
         device_id,
@@ -173,6 +354,8 @@ fn answer(
         server_time_ms: now_ms(),
         release_public_key: state.release_public_key.as_deref().map(str::to_owned),
         channel: Some(channel),
+        replaces,
+        number_series,
     })
 }
 

@@ -285,6 +285,9 @@ fn device_row(d: &DeviceView) -> Markup {
             td {
                 a href={ "/fleet/devices/" (d.id) } { (d.branch_id) } br;
                 small { (d.branch_name) " · " (d.hostname.as_deref().unwrap_or("")) }
+                @if let Some(old) = &d.replaces {
+                    br; small.replaces { "replaces " (old) " (retired)" }
+                }
             }
             td { (d.version.as_deref().unwrap_or("?")) br; small { (d.channel) } }
             td {
@@ -702,6 +705,7 @@ mod tests {
             branch_id: evil.to_owned(),
             branch_name: evil.to_owned(),
             hostname: Some(evil.to_owned()),
+            replaces: Some(evil.to_owned()),
             channel: evil.to_owned(),
             version: Some(evil.to_owned()),
             online: false,

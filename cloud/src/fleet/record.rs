@@ -18,6 +18,7 @@ struct DeviceRow {
     branch_id: String,
     branch_name: String,
     hostname: Option<String>,
+    replaces: Option<String>,
     channel: String,
     version: Option<String>,
     last_seen: Option<String>,
@@ -27,7 +28,8 @@ struct DeviceRow {
 }
 
 const DEVICE_SQL: &str = "
-    SELECT d.id::text AS id, d.branch_id, b.name AS branch_name, d.hostname, d.channel,
+    SELECT d.id::text AS id, d.branch_id, b.name AS branch_name, d.hostname,
+           d.replaces::text AS replaces, d.channel,
            coalesce(h.version, d.version) AS version,
            to_char(h.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS last_seen,
            floor(extract(epoch FROM now() - h.received_at))::bigint AS age_secs,
@@ -59,6 +61,7 @@ impl DeviceRow {
             branch_id: self.branch_id,
             branch_name: self.branch_name,
             hostname: self.hostname,
+            replaces: self.replaces,
             channel: self.channel,
             version: self.version,
             online,

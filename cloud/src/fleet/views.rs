@@ -16,6 +16,8 @@ pub struct DeviceView {
     pub branch_id: String,
     pub branch_name: String,
     pub hostname: Option<String>,
+    /// The dead box this one succeeds (enrolled with `replaces`); that one is revoked.
+    pub replaces: Option<String>,
     pub channel: String,
     pub version: Option<String>,
     pub online: bool,

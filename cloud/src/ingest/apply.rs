@@ -7,7 +7,9 @@
 //! - every projection insert is `ON CONFLICT DO NOTHING`, and stock levels are raised only by the
 //!   movements that insert actually wrote (the `RETURNING` of the same statement), so a record
 //!   arriving twice, even from two transactions at once, never counts twice;
-//! - money rows are only ever inserted (the tables refuse updates and deletes);
+//! - money rows are only ever inserted (the tables refuse updates and deletes), and each invoice
+//!   or credit-note number is claimed once per branch in `document_numbers` (the check is
+//!   `validate`'s; the primary key settles a race);
 //! - the per-field work-order updates are last-writer-wins by HLC (`status_hlc`, `mechanic_hlc`),
 //!   so the order batches from several devices arrive in does not matter; a work order created
 //!   in the same batch is inserted with its latest values instead of being updated;
@@ -56,7 +58,10 @@ pub async fn known(
              (SELECT id, invoice_id, amount FROM payments WHERE branch_id = $1 AND id = l.id LIMIT 1) k
          UNION ALL
          SELECT 'credit_note', k.id, k.invoice_id || '|' || k.amount FROM unnest($7::text[]) AS l(id) CROSS JOIN LATERAL
-             (SELECT id, invoice_id, amount FROM credit_notes WHERE branch_id = $1 AND id = l.id LIMIT 1) k",
+             (SELECT id, invoice_id, amount FROM credit_notes WHERE branch_id = $1 AND id = l.id LIMIT 1) k
+         UNION ALL
+         SELECT 'number', k.number, k.document_id FROM unnest($8::text[]) AS l(number) CROSS JOIN LATERAL
+             (SELECT number, document_id FROM document_numbers WHERE branch_id = $1 AND number = l.number LIMIT 1) k",
     )
     .bind(branch)
     .bind(&lookup.work_orders)
@@ -65,6 +70,7 @@ pub async fn known(
     .bind(&lookup.invoices)
     .bind(&lookup.payments)
     .bind(&lookup.credit_notes)
+    .bind(&lookup.numbers)
     .fetch_all(&mut *tx)
     .await?;
     for (table, id, fingerprint) in rows {
@@ -86,6 +92,9 @@ pub async fn known(
             }
             "credit_note" => {
                 known.credit_notes.insert(id, fingerprint);
+            }
+            "number" => {
+                known.numbers.insert(id, fingerprint);
             }
             other => unreachable!("the query above names no table {other:?}"),
         }
@@ -316,6 +325,15 @@ struct Projections {
     payments: PaymentRows,
     credit_notes: CreditNoteRows,
     inspections: InspectionRows,
+    numbers: NumberRows,
+}
+
+/// The numbers applied invoices and credit notes claim (`document_numbers`).
+#[derive(Default)]
+struct NumberRows {
+    number: Vec<String>,
+    kind: Vec<&'static str>,
+    document_id: Vec<String>,
 }
 
 #[derive(Default)]
@@ -464,6 +482,9 @@ impl Projections {
                 rows.total.push(i.total);
                 rows.issued_at.push(i.issued_at.clone());
                 rows.seq.push(seq(event));
+                self.numbers.number.push(i.number.clone());
+                self.numbers.kind.push("invoice");
+                self.numbers.document_id.push(i.id.clone());
                 // Issuing the invoice is what makes the work order INVOICED at the edge.
                 self.status
                     .push(&i.work_order_id, "INVOICED", hlc, &i.issued_at);
@@ -487,6 +508,9 @@ impl Projections {
                 rows.reason.push(c.reason.clone());
                 rows.issued_at.push(c.issued_at.clone());
                 rows.seq.push(seq(event));
+                self.numbers.number.push(c.number.clone());
+                self.numbers.kind.push("credit_note");
+                self.numbers.document_id.push(c.id.clone());
             }
             Payload::InspectionRecorded(i) => {
                 let rows = &mut self.inspections;
@@ -674,6 +698,22 @@ impl Projections {
             .bind(&c.reason)
             .bind(&c.issued_at)
             .bind(&c.seq)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // No ON CONFLICT: a number another push of the branch claimed since `known` read it
+        // fails this transaction, and its retry parks the document (`ingest::is_transient`).
+        let d = &self.numbers;
+        if !d.number.is_empty() {
+            sqlx::query(
+                "INSERT INTO document_numbers (branch_id, number, kind, document_id)
+                 SELECT $1, d.number, d.kind, d.document_id
+                 FROM unnest($2::text[], $3::text[], $4::text[]) AS d(number, kind, document_id)",
+            )
+            .bind(branch)
+            .bind(&d.number)
+            .bind(&d.kind)
+            .bind(&d.document_id)
             .execute(&mut *tx)
             .await?;
         }

@@ -55,6 +55,8 @@ pub enum IngestError {
     Fork { expected: u64, fork_seq: u64 },
     #[error("device {0} has no ingest cursor")]
     NoCursor(String),
+    #[error("device {0} is revoked")]
+    Revoked(String),
     #[error("checking the batch failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
@@ -86,6 +88,7 @@ impl From<IngestError> for ApiError {
                 expected_seq: expected,
                 fork_seq,
             },
+            IngestError::Revoked(_) => ApiError::Unauthorized(error.to_string()),
             IngestError::NoCursor(_) | IngestError::Join(_) => {
                 tracing::error!(%error, "push");
                 ApiError::Internal
@@ -157,16 +160,22 @@ pub async fn ingest(
 }
 
 impl IngestError {
-    /// Deadlock detected, or a serialisation failure: the transaction was rolled back whole.
+    /// Deadlock detected, a serialisation failure, or a number another push of the branch
+    /// claimed while this one ran (`document_numbers`; the retry parks this batch's document):
+    /// the transaction was rolled back whole.
     fn is_transient(&self) -> bool {
         let error = match self {
             IngestError::Db(error) | IngestError::Change(ChangeError::Db(error)) => error,
             _ => return false,
         };
-        error
-            .as_database_error()
-            .and_then(|error| error.code())
-            .is_some_and(|code| code == "40P01" || code == "40001")
+        let Some(error) = error.as_database_error() else {
+            return false;
+        };
+        match error.code().as_deref() {
+            Some("40P01" | "40001") => true,
+            Some("23505") => error.constraint() == Some("document_numbers_pkey"),
+            _ => false,
+        }
     }
 }
 
@@ -258,13 +267,20 @@ async fn ingest_once(
     changes.extend(decided.changes.iter().cloned());
     changes::append(&mut tx, &device.branch_id, &changes).await?;
 
-    sqlx::query(
-        "UPDATE device_cursors SET last_seq = $2, updated_at = now() WHERE device_id = $1::uuid",
+    // A fresh snapshot (this statement's): a device revoked while this batch waited for its
+    // cursor (replaced by a successor, which locks the cursor to revoke it) moves nothing.
+    let moved = sqlx::query(
+        "UPDATE device_cursors SET last_seq = $2, updated_at = now()
+         WHERE device_id = $1::uuid
+           AND NOT EXISTS (SELECT 1 FROM devices WHERE id = $1::uuid AND revoked_at IS NOT NULL)",
     )
     .bind(&device.id)
     .bind(i64::try_from(last).unwrap_or(i64::MAX))
     .execute(&mut *tx)
     .await?;
+    if moved.rows_affected() == 0 {
+        return Err(IngestError::Revoked(device.id.clone()));
+    }
     tx.commit().await?;
     // How far the record trails the branch: the batch's oldest new event, from the box's stamp
     // to this commit (a box clock running ahead counts as no lag).

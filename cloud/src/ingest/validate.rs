@@ -410,6 +410,8 @@ pub struct Lookup {
     pub invoices: Vec<String>,
     pub payments: Vec<String>,
     pub credit_notes: Vec<String>,
+    /// Invoice and credit-note numbers the batch issues.
+    pub numbers: Vec<String>,
 }
 
 impl Lookup {
@@ -422,6 +424,7 @@ impl Lookup {
             invoices: HashSet<&'a str>,
             payments: HashSet<&'a str>,
             credit_notes: HashSet<&'a str>,
+            numbers: HashSet<&'a str>,
         }
         let mut sets = Sets::default();
         for event in events {
@@ -444,6 +447,7 @@ impl Lookup {
                 Payload::InvoiceIssued(i) => {
                     sets.invoices.insert(entity_id);
                     sets.work_orders.insert(&i.work_order_id);
+                    sets.numbers.insert(&i.number);
                 }
                 Payload::PaymentReceived(pay) => {
                     sets.payments.insert(entity_id);
@@ -452,6 +456,7 @@ impl Lookup {
                 Payload::CreditNoteIssued(c) => {
                     sets.credit_notes.insert(entity_id);
                     sets.invoices.insert(&c.invoice_id);
+                    sets.numbers.insert(&c.number);
                 }
                 Payload::InspectionRecorded(_) => {
                     sets.inspections.insert(entity_id);
@@ -475,6 +480,7 @@ impl Lookup {
             invoices: sorted(sets.invoices),
             payments: sorted(sets.payments),
             credit_notes: sorted(sets.credit_notes),
+            numbers: sorted(sets.numbers),
         }
     }
 }
@@ -490,6 +496,8 @@ pub struct Known {
     pub invoices: HashMap<String, String>,
     pub payments: HashMap<String, String>,
     pub credit_notes: HashMap<String, String>,
+    /// Invoice and credit-note numbers the branch holds: number → the document holding it.
+    pub numbers: HashMap<String, String>,
 }
 
 /// The fingerprint of an invoice: what PostgreSQL computes as `work_order_id || '|' || total`.
@@ -560,6 +568,9 @@ fn resolve_one(branch: &str, entity_id: &str, payload: &Payload, known: &mut Kno
             if !known.work_orders.contains(&i.work_order_id) {
                 return unknown("work order", &i.work_order_id);
             }
+            if let Some(park) = number_taken(branch, "invoice", &i.number, entity_id, known) {
+                return park;
+            }
             known.invoices.insert(entity_id.to_owned(), fingerprint);
             Outcome::Apply
         }
@@ -590,6 +601,9 @@ fn resolve_one(branch: &str, entity_id: &str, payload: &Payload, known: &mut Kno
             if !known.invoices.contains_key(&c.invoice_id) {
                 return unknown("invoice", &c.invoice_id);
             }
+            if let Some(park) = number_taken(branch, "credit note", &c.number, entity_id, known) {
+                return park;
+            }
             known.credit_notes.insert(entity_id.to_owned(), fingerprint);
             Outcome::Apply
         }
@@ -607,6 +621,28 @@ fn resolve_one(branch: &str, entity_id: &str, payload: &Payload, known: &mut Kno
         | Payload::DocumentChanged(_)
         | Payload::BookingRequested(_)
         | Payload::BookingCancelled(_) => Outcome::Apply,
+    }
+}
+
+/// A new document's number is its branch's once: held under another document (an earlier push,
+/// or earlier in this batch), the new one is parked with the reason; otherwise it is claimed.
+fn number_taken(
+    branch: &str,
+    what: &str,
+    number: &str,
+    entity_id: &str,
+    known: &mut Known,
+) -> Option<Outcome> {
+    match known.numbers.get(number) {
+        Some(holder) if holder != entity_id => Some(Outcome::Park(format!(
+            "{what} number {number} is already held by {holder} in branch {branch}; a number is issued once (a box numbering outside its own series: cloned, or enrolled without --replaces?)"
+        ))),
+        _ => {
+            known
+                .numbers
+                .insert(number.to_owned(), entity_id.to_owned());
+            None
+        }
     }
 }
 
@@ -1187,6 +1223,91 @@ mod tests {
                 Outcome::Apply,
             ],
         );
+    }
+
+    /// An invoice or credit-note number is held once per branch: a new document with a number
+    /// the branch holds (from an earlier push, or earlier in the batch) under another id is
+    /// parked; the same document re-sent is a duplicate, not a clash.
+    #[test]
+    fn a_number_is_held_once() {
+        let numbered = |id: &str, number: &str| {
+            let mut v = invoice(id, "w1", 2, 90_000, 9_900, 99_900);
+            v["number"] = json!(number);
+            v
+        };
+        let credit = |id: &str, number: &str| json!({"id": id, "number": number, "invoice_id": "i1", "amount": 5, "reason": "r", "issued_at": AT});
+        let mut known = Known::default();
+        known.work_orders.insert("w1".into());
+        known
+            .numbers
+            .insert("JKT01-202611-00001".into(), "i-old".into());
+        let got = outcomes(
+            vec![
+                event(
+                    1,
+                    "invoice",
+                    "i1",
+                    "issued",
+                    numbered("i1", "JKT01-202611-00001"),
+                ),
+                event(
+                    2,
+                    "invoice",
+                    "i1",
+                    "issued",
+                    numbered("i1", "JKT01-202611-7KQ2-00001"),
+                ),
+                event(
+                    3,
+                    "invoice",
+                    "i2",
+                    "issued",
+                    numbered("i2", "JKT01-202611-7KQ2-00001"),
+                ),
+                event(
+                    4,
+                    "invoice",
+                    "i1",
+                    "issued",
+                    numbered("i1", "JKT01-202611-7KQ2-00001"),
+                ),
+                event(
+                    5,
+                    "credit_note",
+                    "c1",
+                    "issued",
+                    credit("c1", "JKT01-CN-202611-00001"),
+                ),
+                event(
+                    6,
+                    "credit_note",
+                    "c2",
+                    "issued",
+                    credit("c2", "JKT01-CN-202611-00001"),
+                ),
+            ],
+            &mut known,
+        );
+        assert_outcomes(
+            &got,
+            &[
+                park("invoice number JKT01-202611-00001 is already held by i-old in branch JKT01"),
+                Outcome::Apply,
+                park("invoice number JKT01-202611-7KQ2-00001 is already held by i1"),
+                Outcome::Duplicate,
+                Outcome::Apply,
+                park("credit note number JKT01-CN-202611-00001 is already held by c1"),
+            ],
+        );
+        let prepared = prepare(
+            DEVICE,
+            &batch(vec![
+                event(1, "invoice", "i1", "issued", numbered("i1", "N-2")),
+                event(2, "credit_note", "c1", "issued", credit("c1", "N-1")),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(Lookup::of(&prepared).numbers, ["N-1", "N-2"]);
     }
 
     #[test]

@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/sync/push"),
     ("GET", "/v1/sync/pull"),
     ("GET", "/v1/sync/calendar"),
+    ("GET", "/v1/sync/successor"),
     ("POST", "/v1/devices/{id}/revoke"),
     ("PUT", "/v1/branches/{branch}/parts/{sku}"),
     ("PUT", "/v1/branches/{branch}/mechanics/{id}"),

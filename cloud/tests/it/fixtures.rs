@@ -232,7 +232,9 @@ impl Outbox {
         let tax = (subtotal * 11 + 50) / 100;
         let payload = p::InvoiceIssued {
             id: id.to_owned(),
-            number: format!("JKT01-202611-{:05}", self.next_id),
+            // The device's prefix as its series: two devices of a branch never share a number
+            // (ingest parks a number the branch already holds).
+            number: format!("JKT01-202611-{}-{:05}", self.prefix, self.next_id),
             work_order_id: work_order.to_owned(),
             lines,
             subtotal,

@@ -29,5 +29,6 @@ mod pull;
 mod push;
 mod serve;
 mod shared;
+mod successor;
 mod support;
 mod tls;

@@ -1,0 +1,297 @@
+//! `GET /v1/sync/successor` (device): the branch's open state for a box enrolled to replace a
+//! dead one (`POST /v1/enroll` with `replaces`, see [`crate::devices`]), one section a page:
+//! the parts catalogue and mechanics, the work orders not yet invoiced or cancelled with the part
+//! lines dispensed to them, and each part's stock level. The box loads it into its fresh store
+//! in one transaction, without outbox events (the cloud already holds every row of it).
+//!
+//! Invariants:
+//! - only a device enrolled as a successor may ask, and only about its own branch (the device
+//!   row's, never anything sent);
+//! - every page is bounded: at most [`MAX_PAGE`] rows, and at most [`MAX_PAGE_LINES`] part lines
+//!   (past that `422 snapshot_too_large`, to be asked again with a smaller `limit`);
+//! - pages are keyed (`after`), so a box that asks again from where it stopped misses nothing:
+//!   the dead box is revoked, and nothing else in the branch writes these rows until the
+//!   successor itself pushes, which it does only after loading the snapshot.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use sentra_protocol::successor::{
+    DEFAULT_PAGE, MAX_ID_LEN, MAX_PAGE, MAX_PAGE_LINES, OpenWorkOrder, OpenWorkOrderPart, Section,
+    StockOnHand, SuccessorPage,
+};
+use sentra_protocol::sync::{MechanicRecord, PartRecord};
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use crate::devices::auth::Caller;
+use crate::web::{ApiError, now_ms};
+
+#[derive(Debug, Deserialize)]
+pub struct SuccessorQuery {
+    pub section: String,
+    #[serde(default)]
+    pub after: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/sync/successor?section=S&after=K&limit=N` (device, enrolled with `replaces`).
+#[utoipa::path(get, path = "/v1/sync/successor", tag = "sync", params(
+    ("section" = String, Query, description = "parts, mechanics, work_orders or stock: load them in that order", pattern = "^(parts|mechanics|work_orders|stock)$"),
+    ("after" = Option<String>, Query, description = "the previous page's `next`; absent: from the start", max_length = 128),
+    ("limit" = Option<i64>, Query, description = "rows a page: default 500; a larger limit is capped to 1000", minimum = 1, maximum = 4_294_967_295_i64)),
+    responses((status = 200, description = "SuccessorPage: the section's rows after `after`, and `next` while more follow", body = Object),
+        (status = 409, description = "not_a_successor: this device was not enrolled with replaces", body = crate::schemas::ErrorEnvelope),
+        (status = 422, description = "snapshot_too_large: the page's work orders carry more part lines than a page holds; ask with a smaller limit", body = crate::schemas::ErrorEnvelope)),
+    security(("device" = [], "device_timestamp" = [], "device_nonce" = [], "device_signature" = [])))]
+pub async fn snapshot(
+    State(db): State<PgPool>,
+    caller: Caller,
+    query: Result<Query<SuccessorQuery>, QueryRejection>,
+) -> Result<Json<SuccessorPage>, ApiError> {
+    let device = caller.device()?;
+    let Query(query) = query.map_err(|rejection| ApiError::BadQuery(rejection.body_text()))?;
+    let section = Section::parse(&query.section).ok_or_else(|| {
+        ApiError::BadQuery(format!(
+            "section {:?}: expected parts, mechanics, work_orders or stock",
+            query.section.chars().take(40).collect::<String>()
+        ))
+    })?;
+    let after = query.after.unwrap_or_default();
+    if after.chars().count() > MAX_ID_LEN {
+        return Err(ApiError::BadQuery(format!(
+            "after: at most {MAX_ID_LEN} characters"
+        )));
+    }
+    let limit = match query.limit.unwrap_or(DEFAULT_PAGE) {
+        0 => {
+            return Err(ApiError::BadQuery(format!("limit must be 1 to {MAX_PAGE}")));
+        }
+        n => n.min(MAX_PAGE),
+    };
+    let succession: Option<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT replaces::text, number_series FROM devices WHERE id = $1::uuid")
+            .bind(&device.id)
+            .fetch_optional(&db)
+            .await
+            .map_err(|e| ApiError::database(&e))?;
+    let (Some(predecessor), Some(number_series)) = succession.unwrap_or((None, None)) else {
+        return Err(ApiError::Conflict {
+            code: "not_a_successor",
+            message: format!(
+                "device {} was not enrolled to replace another; only a successor box fetches the branch's open state",
+                device.id
+            ),
+            details: None,
+        });
+    };
+    let branch = device.branch_id.as_str();
+    let fetch = i64::from(limit) + 1;
+    let mut page = SuccessorPage {
+        predecessor,
+        number_series,
+        section,
+        parts: Vec::new(),
+        mechanics: Vec::new(),
+        work_orders: Vec::new(),
+        stock: Vec::new(),
+        next: None,
+        server_time_ms: 0,
+    };
+    let db_error = |e: sqlx::Error| ApiError::database(&e);
+    let more = match section {
+        Section::Parts => {
+            let rows: Vec<(String, String, Option<String>, i64, String)> = sqlx::query_as(
+                "SELECT sku, name, barcode, price, unit FROM parts
+                 WHERE branch_id = $1 AND sku > $2 ORDER BY sku LIMIT $3",
+            )
+            .bind(branch)
+            .bind(&after)
+            .bind(fetch)
+            .fetch_all(&db)
+            .await
+            .map_err(db_error)?;
+            let more = rows.len() > limit as usize;
+            page.parts = rows
+                .into_iter()
+                .take(limit as usize)
+                .map(|(sku, name, barcode, price, unit)| PartRecord {
+                    sku,
+                    name,
+                    barcode,
+                    price,
+                    unit,
+                })
+                .collect();
+            page.next = page.parts.last().filter(|_| more).map(|p| p.sku.clone());
+            more
+        }
+        Section::Mechanics => {
+            let rows: Vec<(String, String, bool)> = sqlx::query_as(
+                "SELECT id, name, active FROM mechanics
+                 WHERE branch_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind(branch)
+            .bind(&after)
+            .bind(fetch)
+            .fetch_all(&db)
+            .await
+            .map_err(db_error)?;
+            let more = rows.len() > limit as usize;
+            page.mechanics = rows
+                .into_iter()
+                .take(limit as usize)
+                .map(|(id, name, active)| MechanicRecord { id, name, active })
+                .collect();
+            page.next = page.mechanics.last().filter(|_| more).map(|m| m.id.clone());
+            more
+        }
+        Section::Stock => {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT sku, on_hand FROM stock_levels
+                 WHERE branch_id = $1 AND sku > $2 ORDER BY sku LIMIT $3",
+            )
+            .bind(branch)
+            .bind(&after)
+            .bind(fetch)
+            .fetch_all(&db)
+            .await
+            .map_err(db_error)?;
+            let more = rows.len() > limit as usize;
+            page.stock = rows
+                .into_iter()
+                .take(limit as usize)
+                .map(|(sku, on_hand)| StockOnHand { sku, on_hand })
+                .collect();
+            page.next = page.stock.last().filter(|_| more).map(|s| s.sku.clone());
+            more
+        }
+        Section::WorkOrders => {
+            let (work_orders, more) = open_work_orders(&db, branch, &after, limit).await?;
+            page.next = work_orders.last().filter(|_| more).map(|w| w.id.clone());
+            page.work_orders = work_orders;
+            more
+        }
+    };
+    tracing::info!(device = %device.id, %branch, section = section.as_str(), more, "successor snapshot page");
+    page.server_time_ms = now_ms();
+    Ok(Json(page))
+}
+
+type WorkOrderRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+);
+
+/// Work orders after `after` not invoiced or cancelled (by status, and by having no invoice),
+/// with their dispensed part lines.
+async fn open_work_orders(
+    db: &PgPool,
+    branch: &str,
+    after: &str,
+    limit: u32,
+) -> Result<(Vec<OpenWorkOrder>, bool), ApiError> {
+    let db_error = |e: sqlx::Error| ApiError::database(&e);
+    // Times in RFC 3339, UTC with milliseconds, as the box stores them.
+    let rows: Vec<WorkOrderRow> = sqlx::query_as(
+        "SELECT w.id, w.customer_name, w.customer_phone, w.vehicle_plate, w.complaint, w.mechanic_id,
+                w.status, to_char(w.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                to_char(w.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), greatest(w.status_hlc, w.mechanic_hlc)
+         FROM work_orders w
+         WHERE w.branch_id = $1 AND w.id > $2 AND w.status NOT IN ('INVOICED', 'CANCELLED')
+           AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.branch_id = w.branch_id AND i.work_order_id = w.id)
+         ORDER BY w.id LIMIT $3",
+    )
+    .bind(branch)
+    .bind(after)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(db)
+    .await
+    .map_err(db_error)?;
+    let more = rows.len() > limit as usize;
+    let mut work_orders: Vec<OpenWorkOrder> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(
+            |(
+                id,
+                customer_name,
+                customer_phone,
+                vehicle_plate,
+                complaint,
+                mechanic_id,
+                status,
+                created_at,
+                updated_at,
+                hlc,
+            )| {
+                OpenWorkOrder {
+                    id,
+                    customer_name,
+                    customer_phone,
+                    vehicle_plate,
+                    complaint,
+                    mechanic_id,
+                    status,
+                    created_at,
+                    updated_at,
+                    // Stored only after ingest parsed it; an unreadable one moves no clock.
+                    hlc: hlc.parse().unwrap_or_default(),
+                    parts: Vec::new(),
+                }
+            },
+        )
+        .collect();
+    if work_orders.is_empty() {
+        return Ok((work_orders, more));
+    }
+    let ids: Vec<&str> = work_orders.iter().map(|w| w.id.as_str()).collect();
+    let lines: Vec<(String, String, String, String, i64, i64, String)> = sqlx::query_as(
+        "SELECT work_order_id, line_id, id, sku, -delta, coalesce(unit_price, 0),
+                to_char(moved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
+         FROM stock_movements
+         WHERE branch_id = $1 AND work_order_id = ANY($2) AND reason = 'DISPENSE' AND line_id IS NOT NULL
+         ORDER BY work_order_id, moved_at, id LIMIT $3",
+    )
+    .bind(branch)
+    .bind(&ids)
+    .bind(i64::try_from(MAX_PAGE_LINES).unwrap_or(i64::MAX) + 1)
+    .fetch_all(db)
+    .await
+    .map_err(db_error)?;
+    if lines.len() > MAX_PAGE_LINES {
+        return Err(ApiError::Refused {
+            code: "snapshot_too_large",
+            message: format!(
+                "the {} work orders after {after:?} carry more than {MAX_PAGE_LINES} part lines; ask with a smaller limit",
+                work_orders.len()
+            ),
+        });
+    }
+    let index: std::collections::HashMap<String, usize> = work_orders
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.id.clone(), i))
+        .collect();
+    for (work_order_id, line_id, movement_id, sku, qty, unit_price, at) in lines {
+        if let Some(&i) = index.get(&work_order_id) {
+            work_orders[i].parts.push(OpenWorkOrderPart {
+                id: line_id,
+                movement_id,
+                sku,
+                qty,
+                unit_price,
+                at,
+            });
+        }
+    }
+    Ok((work_orders, more))
+}
