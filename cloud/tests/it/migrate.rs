@@ -71,6 +71,10 @@ async fn migrate_creates_the_tables_and_can_run_twice() {
             "devices.hostname text YES",
             "devices.version text YES",
             "devices.channel text NO",
+            "devices.replaces uuid YES",
+            "devices.replaced_by uuid YES",
+            "devices.replaced_at timestamp with time zone YES",
+            "devices.number_series text YES",
         ]
     );
 
