@@ -99,7 +99,7 @@ pub async fn snapshot(
         server_time_ms: 0,
     };
     let db_error = |e: sqlx::Error| ApiError::database(&e);
-    let more = match section {
+    match section {
         Section::Parts => {
             let rows: Vec<(String, String, Option<String>, i64, String)> = sqlx::query_as(
                 "SELECT sku, name, barcode, price, unit FROM parts
@@ -111,10 +111,8 @@ pub async fn snapshot(
             .fetch_all(&db)
             .await
             .map_err(db_error)?;
-            let more = rows.len() > limit as usize;
-            page.parts = rows
+            let parts = rows
                 .into_iter()
-                .take(limit as usize)
                 .map(|(sku, name, barcode, price, unit)| PartRecord {
                     sku,
                     name,
@@ -123,8 +121,7 @@ pub async fn snapshot(
                     unit,
                 })
                 .collect();
-            page.next = page.parts.last().filter(|_| more).map(|p| p.sku.clone());
-            more
+            (page.parts, page.next) = keyed(parts, limit, |p| &p.sku);
         }
         Section::Mechanics => {
             let rows: Vec<(String, String, bool)> = sqlx::query_as(
@@ -137,14 +134,11 @@ pub async fn snapshot(
             .fetch_all(&db)
             .await
             .map_err(db_error)?;
-            let more = rows.len() > limit as usize;
-            page.mechanics = rows
+            let mechanics = rows
                 .into_iter()
-                .take(limit as usize)
                 .map(|(id, name, active)| MechanicRecord { id, name, active })
                 .collect();
-            page.next = page.mechanics.last().filter(|_| more).map(|m| m.id.clone());
-            more
+            (page.mechanics, page.next) = keyed(mechanics, limit, |m| &m.id);
         }
         Section::Stock => {
             let rows: Vec<(String, i64)> = sqlx::query_as(
@@ -157,22 +151,17 @@ pub async fn snapshot(
             .fetch_all(&db)
             .await
             .map_err(db_error)?;
-            let more = rows.len() > limit as usize;
-            page.stock = rows
+            let stock = rows
                 .into_iter()
-                .take(limit as usize)
                 .map(|(sku, on_hand)| StockOnHand { sku, on_hand })
                 .collect();
-            page.next = page.stock.last().filter(|_| more).map(|s| s.sku.clone());
-            more
+            (page.stock, page.next) = keyed(stock, limit, |s| &s.sku);
         }
         Section::WorkOrders => {
-            let (work_orders, more) = open_work_orders(&db, branch, &after, limit).await?;
-            page.next = work_orders.last().filter(|_| more).map(|w| w.id.clone());
-            page.work_orders = work_orders;
-            more
+            (page.work_orders, page.next) = open_work_orders(&db, branch, &after, limit).await?;
         }
-    };
+    }
+    let more = page.next.is_some();
     tracing::info!(device = %device.id, %branch, section = section.as_str(), more, "successor snapshot page");
     page.server_time_ms = now_ms();
     Ok(Json(page))
@@ -198,7 +187,7 @@ async fn open_work_orders(
     branch: &str,
     after: &str,
     limit: u32,
-) -> Result<(Vec<OpenWorkOrder>, bool), ApiError> {
+) -> Result<(Vec<OpenWorkOrder>, Option<String>), ApiError> {
     let db_error = |e: sqlx::Error| ApiError::database(&e);
     // Times in RFC 3339, UTC with milliseconds, as the box stores them.
     let rows: Vec<WorkOrderRow> = sqlx::query_as(
@@ -216,10 +205,8 @@ async fn open_work_orders(
     .fetch_all(db)
     .await
     .map_err(db_error)?;
-    let more = rows.len() > limit as usize;
-    let mut work_orders: Vec<OpenWorkOrder> = rows
+    let all = rows
         .into_iter()
-        .take(limit as usize)
         .map(
             |(
                 id,
@@ -250,8 +237,9 @@ async fn open_work_orders(
             },
         )
         .collect();
+    let (mut work_orders, next) = keyed(all, limit, |w: &OpenWorkOrder| &w.id);
     if work_orders.is_empty() {
-        return Ok((work_orders, more));
+        return Ok((work_orders, next));
     }
     let ids: Vec<&str> = work_orders.iter().map(|w| w.id.as_str()).collect();
     let lines: Vec<(String, String, String, String, i64, i64, String)> = sqlx::query_as(
@@ -293,5 +281,14 @@ async fn open_work_orders(
             });
         }
     }
-    Ok((work_orders, more))
+    Ok((work_orders, next))
+}
+
+/// A keyed page from `rows` fetched with `LIMIT limit + 1`: the first `limit`, and the key of the
+/// last of them when a row beyond it shows that more follow (the next page's `after`).
+fn keyed<T>(mut rows: Vec<T>, limit: u32, key: impl Fn(&T) -> &String) -> (Vec<T>, Option<String>) {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next = rows.last().filter(|_| more).map(|row| key(row).clone());
+    (rows, next)
 }
