@@ -1,6 +1,7 @@
 //! What `sentra-edge enroll` enrols with: the token (from `--token`, or asked for at the prompt,
 //! where a technician types it or a keyboard-mode scanner types the sheet's QR) and the cloud's
-//! URL (`--cloud`, or the one the QR carries).
+//! URL (`--cloud`, or the one the QR carries). A technician at a terminal who typed the token is
+//! also asked whether the box replaces a dead one (`--replaces`), so a replacement needs no flag.
 //!
 //! Every token is read by `sentra_protocol::enrol_token`, the cloud's own reading, so a typo
 //! is refused here, with what to do, before the network is used. On a terminal the prompt asks
@@ -23,6 +24,9 @@ const MAX_LINE_BYTES: usize = 4 * MAX_INPUT_CHARS;
 pub struct Entered {
     pub token: EnrolToken,
     pub cloud: String,
+    /// The dead box this one succeeds (`--replaces`, or answered at the prompt), in the cloud's
+    /// spelling of a device id.
+    pub replaces: Option<String>,
 }
 
 /// Where the token comes from when `--token` is left out.
@@ -35,15 +39,41 @@ pub struct Prompt<'a, R, W> {
 }
 
 /// Resolves the token and the cloud: `--token` if given, else the prompt; `--cloud` if given,
-/// else the URL the scanned QR carried. `Err` is the message for the technician (exit 2).
+/// else the URL the scanned QR carried. The dead box replaced: `--replaces` (already read by
+/// [`parse_replaces`]) if given; else, when the token was typed at a terminal, the next question.
+/// `Err` is the message for the technician (exit 2).
 pub fn resolve<R: BufRead, W: Write>(
     cloud_flag: Option<&str>,
     token_flag: Option<&str>,
+    replaces_flag: Option<String>,
     prompt: Prompt<'_, R, W>,
 ) -> Result<Entered, String> {
-    let scanned = match token_flag {
-        Some(raw) => enrol_token::parse_scanned(raw).map_err(|e| format!("--token: {e}"))?,
-        None => ask(cloud_flag, prompt)?,
+    let (scanned, replaces) = match token_flag {
+        Some(raw) => (
+            enrol_token::parse_scanned(raw).map_err(|e| format!("--token: {e}"))?,
+            replaces_flag,
+        ),
+        None => {
+            let Prompt {
+                input,
+                output,
+                interactive,
+            } = prompt;
+            let scanned = ask(
+                cloud_flag,
+                Prompt {
+                    input: &mut *input,
+                    output: &mut *output,
+                    interactive,
+                },
+            )?;
+            let replaces = match replaces_flag {
+                Some(id) => Some(id),
+                None if interactive => ask_replaces(input, output)?,
+                None => None,
+            };
+            (scanned, replaces)
+        }
     };
     let cloud = match (cloud_flag, scanned.cloud) {
         (Some(flag), Some(scanned)) if !same_url(flag, &scanned) => {
@@ -63,7 +93,51 @@ pub fn resolve<R: BufRead, W: Write>(
     Ok(Entered {
         token: scanned.token,
         cloud,
+        replaces,
     })
+}
+
+/// Asks a technician at a terminal whether this box replaces a dead one: an empty line is a new
+/// box, a device id a replacement; [`TRIES`] tries at something else. The end of input is no
+/// answer (`Err`): nothing has been sent, and guessing "a new box" would start the branch's work
+/// over on a box meant to carry it on.
+fn ask_replaces<R: BufRead, W: Write>(
+    input: &mut R,
+    output: &mut W,
+) -> Result<Option<String>, String> {
+    let mut last = String::new();
+    for attempt in 1..=TRIES {
+        let question = if attempt == 1 {
+            "Does this box replace a dead box of the branch? Type the dead box's device id (the fleet page shows it), or press Enter for a new box: ".to_owned()
+        } else {
+            format!("Try {attempt} of {TRIES}. Dead box's device id, or Enter for a new box: ")
+        };
+        let _ = write!(output, "{question}").and_then(|()| output.flush());
+        let line = match read_line(input)? {
+            Some(line) => line,
+            None => {
+                return Err(
+                    "enrolment stopped before saying whether this box replaces another; nothing was sent: run `sentra-edge enroll` again"
+                        .to_owned(),
+                );
+            }
+        };
+        if line.trim().is_empty() {
+            return Ok(None);
+        }
+        match device_id(&line) {
+            Ok(id) => return Ok(Some(id)),
+            Err(error) => {
+                last = error;
+                if attempt < TRIES {
+                    let _ = writeln!(output, "{last}");
+                }
+            }
+        }
+    }
+    Err(format!(
+        "{last} ({TRIES} tries; run `sentra-edge enroll` again to start over)"
+    ))
 }
 
 fn ask<R: BufRead, W: Write>(
@@ -158,6 +232,11 @@ fn same_url(a: &str, b: &str) -> bool {
 /// it) of the dead box this one succeeds, in the cloud's spelling. `Err` is the message for the
 /// technician (exit 2), before the network is used.
 pub fn parse_replaces(raw: &str) -> Result<String, String> {
+    device_id(raw).map_err(|e| format!("--replaces {e}"))
+}
+
+/// A device id as typed, in the cloud's spelling; `Err` says what was typed and what is expected.
+fn device_id(raw: &str) -> Result<String, String> {
     let trimmed = raw.trim();
     uuid::Uuid::parse_str(trimmed)
         .ok()
@@ -165,7 +244,7 @@ pub fn parse_replaces(raw: &str) -> Result<String, String> {
         .map(|id| id.hyphenated().to_string())
         .ok_or_else(|| {
             format!(
-                "--replaces {:?}: expected the dead box's device id, 36 characters like 0190f5c2-1a2b-7c3d-8e4f-5a6b7c8d9e0f (`sentra-cloud devices list` or the fleet page shows it)",
+                "{:?}: expected the dead box's device id, 36 characters like 0190f5c2-1a2b-7c3d-8e4f-5a6b7c8d9e0f (`sentra-cloud devices list` or the fleet page shows it)",
                 trimmed.chars().take(60).collect::<String>()
             )
         })
@@ -190,6 +269,7 @@ mod tests {
         let result = resolve(
             cloud,
             flag,
+            None,
             Prompt {
                 input: &mut input,
                 output: &mut output,
@@ -207,11 +287,12 @@ mod tests {
         let (result, shown) = run(
             Some("https://cloud.example"),
             None,
-            &format!("{typo}\nnot-a-token\n{good}\n"),
+            &format!("{typo}\nnot-a-token\n{good}\n\n"),
             true,
         );
         let entered = result.expect("the third try is right");
         assert_eq!(entered.token, token());
+        assert_eq!(entered.replaces, None, "Enter: a new box");
         assert_eq!(entered.cloud, "https://cloud.example");
         assert!(
             shown.contains("Enrolling with https://cloud.example"),
@@ -254,6 +335,54 @@ mod tests {
         assert!(result.expect_err("no cloud").contains("--cloud URL"));
         let (result, _) = run(None, Some(&uri), "", false);
         assert!(result.is_ok(), "--token takes the URI too");
+    }
+
+    #[test]
+    fn a_terminal_is_asked_whether_the_box_replaces_a_dead_one() {
+        let good = token().grouped();
+        let id = "0190f5c2-1a2b-7c3d-8e4f-5a6b7c8d9e0f";
+        let (result, shown) = run(
+            Some("https://c"),
+            None,
+            &format!("{good}\nJKT01\n {}\n", id.to_uppercase()),
+            true,
+        );
+        assert_eq!(result.expect("second try").replaces.as_deref(), Some(id));
+        assert!(shown.contains("replace a dead box"), "{shown}");
+        assert!(
+            shown.contains("\"JKT01\": expected the dead box's device id"),
+            "{shown}"
+        );
+        assert!(shown.contains("Try 2 of 3"), "{shown}");
+
+        let (result, _) = run(Some("https://c"), None, &format!("{good}\n"), true);
+        assert!(
+            result
+                .expect_err("no answer at the end of input")
+                .contains("nothing was sent")
+        );
+        let (result, _) = run(Some("https://c"), None, &format!("{good}\na\nb\nc\n"), true);
+        assert!(result.expect_err("three wrong ids").contains("3 tries"));
+
+        // A pipe and `--token` are never asked; `--replaces` is not asked again.
+        let (result, shown) = run(Some("https://c"), None, &format!("{good}\n"), false);
+        assert_eq!(result.expect("pipe").replaces, None);
+        assert!(shown.is_empty(), "{shown}");
+        let mut input = std::io::Cursor::new(format!("{good}\n").into_bytes());
+        let mut output = Vec::new();
+        let entered = resolve(
+            Some("https://c"),
+            None,
+            Some(id.to_owned()),
+            Prompt {
+                input: &mut input,
+                output: &mut output,
+                interactive: true,
+            },
+        )
+        .expect("flag given");
+        assert_eq!(entered.replaces.as_deref(), Some(id));
+        assert!(!String::from_utf8_lossy(&output).contains("replace a dead box"));
     }
 
     #[test]

@@ -349,6 +349,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 sentra_edge::enrol_prompt::resolve(
                     cloud.as_deref(),
                     token.as_deref(),
+                    replaces,
                     sentra_edge::enrol_prompt::Prompt {
                         input: &mut stdin.lock(),
                         output: &mut std::io::stderr(),
@@ -371,7 +372,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 &config.sync,
                 &cloud,
                 entered.token.canonical(),
-                replaces.as_deref(),
+                entered.replaces.as_deref(),
                 attempts.max(1),
                 |m| eprintln!("sentra-edge: {m}"),
             )
@@ -683,6 +684,22 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
             let report = store.backup(dest).await;
             store.shutdown().await;
             let report = report?;
+            // Read back whole for its digest: what the daemon uploads, and the cloud verifies.
+            let path = report.path.clone();
+            let sha256 = match tokio::task::spawn_blocking(move || {
+                sentra_edge::backup::sha256_of(&path)
+            })
+            .await
+            {
+                Ok(Ok(sha256)) => Some(sha256),
+                Ok(Err(e)) => {
+                    eprintln!(
+                        "sentra-edge: the backup is written, but reading it back failed: {e}; it will not be uploaded"
+                    );
+                    None
+                }
+                Err(_) => None,
+            };
             let last = sentra_edge::backup::LastBackup {
                 at: now
                     .format(&time::format_description::well_known::Rfc3339)
@@ -690,6 +707,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 path: report.path.clone(),
                 bytes: report.bytes,
                 events: report.events,
+                sha256,
             };
             if let Err(e) = sentra_edge::backup::record(&config.store.data_dir, &last) {
                 eprintln!(

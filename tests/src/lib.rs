@@ -452,27 +452,28 @@ impl EdgeSite {
     /// [`EdgeSite::cli`] with `stdin` as the command's standard input (a pipe), as a technician
     /// types or a keyboard-mode scanner types at a prompt.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new(bin("sentra-edge"))
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run sentra-edge");
-        let mut input = child.stdin.take().expect("stdin");
-        // A command that exits before reading closes the pipe: not this helper's failure.
-        let _ = input.write_all(stdin.as_bytes());
-        drop(input);
-        let out = child.wait_with_output().expect("wait for sentra-edge");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut cmd = std::process::Command::new(bin("sentra-edge"));
+        cmd.args(args).arg("--config").arg(&self.config);
+        typed_into(cmd, stdin)
+    }
+
+    /// [`EdgeSite::cli`] at a real terminal: the command runs on a pseudo-terminal made by
+    /// util-linux `script`, which types `typed` into it, as a technician at the box's console
+    /// does. Its stdout and stderr both arrive in the returned stdout (one terminal), with what
+    /// was typed echoed and lines ending in `\r\n`.
+    pub fn cli_at_terminal(&self, args: &[&str], typed: &str) -> (i32, String, String) {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+        let mut line = quote(&bin("sentra-edge").to_string_lossy());
+        for arg in args {
+            line.push(' ');
+            line.push_str(&quote(arg));
+        }
+        line.push_str(" --config ");
+        line.push_str(&quote(&self.config.to_string_lossy()));
+        let mut cmd = std::process::Command::new("script");
+        // -e: script exits with the command's code; /dev/null: no typescript file.
+        cmd.args(["--quiet", "--return", "--command", &line, "/dev/null"]);
+        typed_into(cmd, typed)
     }
 
     pub fn enroll(&self, cloud_url: &str, token: &str) {
@@ -810,4 +811,26 @@ impl SeedCompat for rand::rngs::StdRng {
 fn next_token_number() -> u32 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs `cmd` with `typed` written to its standard input: (exit code, stdout, stderr).
+fn typed_into(mut cmd: std::process::Command, typed: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = cmd
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the command");
+    let mut input = child.stdin.take().expect("stdin");
+    // A command that exits before reading closes the pipe: not this helper's failure.
+    let _ = input.write_all(typed.as_bytes());
+    drop(input);
+    let out = child.wait_with_output().expect("wait for the command");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

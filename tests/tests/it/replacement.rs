@@ -151,16 +151,17 @@ async fn a_replacement_box_carries_on_the_dead_box_open_work() {
         "a device id that is none is a usage error: {out}{err}"
     );
     assert!(err.contains("--replaces"), "{err}");
-    let (code, out, err) = b_site.cli(&[
-        "enroll",
-        "--cloud",
-        &cloud.url,
-        "--token",
-        &token,
-        "--replaces",
-        &a_id,
-    ]);
-    assert_eq!(code, 0, "enroll --replaces: {out}{err}");
+    // At the box's console: the token typed at the prompt, then a wrong id, then A's.
+    let (code, out, err) = b_site.cli_at_terminal(
+        &["enroll", "--cloud", &cloud.url],
+        &format!("{token}\nJKT01\n{a_id}\n"),
+    );
+    assert_eq!(code, 0, "enroll at the console, replacing A: {out}{err}");
+    assert!(out.contains("replace a dead box of the branch?"), "{out}");
+    assert!(
+        out.contains("\"JKT01\": expected the dead box's device id"),
+        "{out}"
+    );
     assert!(out.contains(&format!("replaces: device {a_id}")), "{out}");
     assert!(
         out.contains("carried over: 1 open work orders with 1 part lines"),
