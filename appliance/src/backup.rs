@@ -3,10 +3,13 @@
 //! ([`Store::backup`](crate::store::Store::backup): online, same key, atomic), removes the
 //! oldest of its own files beyond N, and records the last good backup in
 //! `<data_dir>/backup-state.json`, which `doctor` and the heartbeat report (the fleet page flags a
-//! box without a recent one).
+//! box without a recent one). The state carries the file's SHA-256, so the daemon of an enrolled
+//! box uploads the newest backup to the cloud's object store (`sync::backups`) and records that
+//! in `<data_dir>/backup-upload.json`.
 //!
 //! Invariants: only files named like [`dated_name`] in DIR are ever removed, and only after the
-//! new backup was written; the state file is replaced atomically and only after a good backup.
+//! new backup was written; the state files are replaced atomically, the backup's only after a
+//! good backup, the upload's only after the cloud verified the whole file.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +18,8 @@ use time::OffsetDateTime;
 
 /// The last good backup, in the data directory.
 pub const STATE_FILE: &str = "backup-state.json";
+/// The last backup the cloud holds whole, in the data directory.
+pub const UPLOAD_FILE: &str = "backup-upload.json";
 /// A backup older than this (a daily timer, its random delay and a missed night) needs a look.
 pub const STALE_AFTER_SECS: u64 = 36 * 3600;
 const PREFIX: &str = "sentra-";
@@ -28,6 +33,21 @@ pub struct LastBackup {
     pub path: PathBuf,
     pub bytes: u64,
     pub events: i64,
+    /// SHA-256 of the file, lowercase hex (absent in a state written before uploads: such a
+    /// backup is not uploaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// What `backup-upload.json` holds: the newest backup the cloud verified whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uploaded {
+    pub sha256: String,
+    /// When the backup was taken (its [`LastBackup::at`]).
+    pub taken_at: String,
+    /// When the cloud confirmed it, RFC 3339, UTC.
+    pub at: String,
+    pub bytes: u64,
 }
 
 /// `sentra-20261205T023000Z.backup`: UTC, so names sort by time.
@@ -97,18 +117,47 @@ pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
 
 /// Records a good backup (atomically: a reader sees the old state or the new one).
 pub fn record(data_dir: &Path, last: &LastBackup) -> std::io::Result<()> {
-    let (path, tmp) = (
-        data_dir.join(STATE_FILE),
-        data_dir.join(format!("{STATE_FILE}.tmp")),
-    );
-    let json = serde_json::to_vec_pretty(last).expect("the backup state always serialises");
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, &path)
+    write_state(data_dir, STATE_FILE, last)
 }
 
 /// The last good backup recorded here, if any.
 pub fn last(data_dir: &Path) -> Option<LastBackup> {
-    serde_json::from_slice(&std::fs::read(data_dir.join(STATE_FILE)).ok()?).ok()
+    read_state(data_dir, STATE_FILE)
+}
+
+/// Records the backup the cloud now holds whole.
+pub fn record_upload(data_dir: &Path, uploaded: &Uploaded) -> std::io::Result<()> {
+    write_state(data_dir, UPLOAD_FILE, uploaded)
+}
+
+/// The newest backup the cloud holds whole, as recorded here.
+pub fn uploaded(data_dir: &Path) -> Option<Uploaded> {
+    read_state(data_dir, UPLOAD_FILE)
+}
+
+fn write_state(data_dir: &Path, name: &str, value: &impl Serialize) -> std::io::Result<()> {
+    let (path, tmp) = (data_dir.join(name), data_dir.join(format!("{name}.tmp")));
+    let json = serde_json::to_vec_pretty(value).expect("the backup state always serialises");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, &path)
+}
+
+fn read_state<T: serde::de::DeserializeOwned>(data_dir: &Path, name: &str) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(data_dir.join(name)).ok()?).ok()
+}
+
+/// SHA-256 of the file at `path`, lowercase hex, read in 1 MiB pieces.
+pub fn sha256_of(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let (mut hash, mut buf) = (sha2::Sha256::new(), vec![0u8; 1 << 20]);
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hex::encode(hash.finalize())),
+            n => hash.update(&buf[..n]),
+        }
+    }
 }
 
 /// How old `last` is at `now`, in seconds (0 for a time ahead of `now`).
@@ -175,10 +224,32 @@ mod tests {
             path: dir.path().join("b"),
             bytes: 10,
             events: 3,
+            sha256: None,
         };
         record(dir.path(), &state).expect("record");
         let got = last(dir.path()).expect("recorded");
         assert_eq!(got, state);
+        // A state from before digests reads as one without.
+        std::fs::write(
+            dir.path().join(STATE_FILE),
+            r#"{"at":"2026-12-01T02:30:00Z","path":"/b","bytes":10,"events":3}"#,
+        )
+        .expect("write");
+        assert_eq!(last(dir.path()).and_then(|l| l.sha256), None);
+        std::fs::write(dir.path().join("b"), b"abc").expect("write");
+        assert_eq!(
+            sha256_of(&dir.path().join("b")).expect("hash"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let up = Uploaded {
+            sha256: "ba".repeat(32),
+            taken_at: state.at.clone(),
+            at: "2026-12-01T02:31:00Z".into(),
+            bytes: 10,
+        };
+        assert_eq!(uploaded(dir.path()), None);
+        record_upload(dir.path(), &up).expect("record upload");
+        assert_eq!(uploaded(dir.path()), Some(up));
         let now = time::macros::datetime!(2026-12-02 08:30:00 UTC);
         assert_eq!(age_secs(&got, now), Some(30 * 3600));
     }

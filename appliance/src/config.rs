@@ -408,6 +408,12 @@ pub const KEYS: &[Key] = &[
         doc: "A photo no inspection references this long after it arrived is deleted (a tablet that sent the photo and never the inspection). Photos an inspection names are kept until the cloud has them.",
     },
     Key {
+        section: "blobs",
+        name: "upload_backups",
+        default: "true",
+        doc: "An enrolled box uploads its newest backup (what the daily sentra-edge-backup.timer writes, encrypted with the store key, which stays on the box) to the cloud's object store, after its photos, within a minute of the backup; the cloud keeps each box's newest 7. Off: backups stay on the box's disk only.",
+    },
+    Key {
         section: "log",
         name: "level",
         default: "info",
@@ -439,6 +445,7 @@ pub struct BlobsConfig {
     pub part_bytes: usize,
     pub max_concurrent_uploads: usize,
     pub unreferenced_photo_hours: u64,
+    pub upload_backups: bool,
 }
 
 impl BlobsConfig {
@@ -844,6 +851,7 @@ impl Config {
                 unreferenced_photo_hours: p.get("blobs", "unreferenced_photo_hours", |s| {
                     parse_range(s, 1, 24 * 365)
                 }),
+                upload_backups: p.get("blobs", "upload_backups", parse_bool),
             },
             log: LogConfig {
                 level: p.get("log", "level", |s| {
@@ -947,6 +955,7 @@ impl Config {
                 ("blobs", "unreferenced_photo_hours") => {
                     self.blobs.unreferenced_photo_hours.to_string()
                 }
+                ("blobs", "upload_backups") => self.blobs.upload_backups.to_string(),
                 ("log", "level") => self.log.level.clone(),
                 _ => unreachable!("KEYS and to_toml list the same keys (tested)"),
             }

@@ -279,6 +279,10 @@ pub async fn run(
             .context("local API")
     });
     let (sync_store, sync_cfg, cancel) = (store.clone(), config.sync.clone(), supervisor.token());
+    let up_backups = config
+        .blobs
+        .upload_backups
+        .then(|| config.store.data_dir.clone());
     let (up_store, up_sync_cfg, up_cfg, up_handle, up_cancel) = (
         store.clone(),
         config.sync.clone(),
@@ -290,7 +294,15 @@ pub async fn run(
         crate::sync::run(sync_store, sync_cfg, sync, cancel).await
     });
     supervisor.spawn("photo-upload", async move {
-        crate::sync::blobs::run(up_store, up_sync_cfg, up_cfg, up_handle, up_cancel).await
+        crate::sync::blobs::run(
+            up_store,
+            up_sync_cfg,
+            up_cfg,
+            up_backups,
+            up_handle,
+            up_cancel,
+        )
+        .await
     });
     let (beat_store, beat_cfg, beat_scanner, cancel) = (
         store.clone(),

@@ -430,6 +430,25 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
             }
         }
     });
+    // Its copy in the cloud. Not a FIX: an offline branch's backups wait for the link, and the
+    // box's own copies are what a restore on site uses.
+    if let Some(last) = crate::backup::last(dir) {
+        let uploaded = crate::backup::uploaded(dir);
+        report.push(Check::ok(match (&uploaded, config.blobs.upload_backups) {
+            (_, false) => "backup in the cloud: off (blobs.upload_backups = false)".to_owned(),
+            (Some(up), true) if Some(&up.sha256) == last.sha256.as_ref() => format!(
+                "backup in the cloud: the newest (taken {}), confirmed {}",
+                up.taken_at, up.at
+            ),
+            (up, true) => format!(
+                "backup in the cloud: {}; the newest goes up while the box is enrolled and the cloud reachable (journalctl -u sentra-edge, \"backup not uploaded\" says why not)",
+                up.as_ref().map_or_else(
+                    || "none yet".to_owned(),
+                    |up| format!("the one taken {}", up.taken_at)
+                )
+            ),
+        }));
+    }
 }
 
 /// Photos: how many wait for the cloud, and whether a new one would still fit.

@@ -192,6 +192,7 @@ pub fn router(state: AppState) -> Router {
             post(crate::identity::post_check).get(crate::identity::get_check),
         )
         .route("/v1/waitlist/{id}", get(booking::waitlist::get))
+        .route("/v1/backups", post(blobs::backups::record))
         .route("/v1/blobs/{sha256}", get(blobs::get))
         .route("/v1/blobs/{sha256}/uploads", post(blobs::start))
         .route(

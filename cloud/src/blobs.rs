@@ -50,6 +50,8 @@ use tokio_util::sync::CancellationToken;
 use crate::devices::auth::{Caller, DeviceIdentity};
 use crate::web::{ApiError, JsonBody};
 
+pub mod backups;
+
 /// What the photo handlers need of the application state.
 #[derive(Clone)]
 pub struct BlobsState {
@@ -246,11 +248,15 @@ pub async fn start(
         })
         .into_response());
     }
-    if !referenced(&state, &device.branch_id, &digest).await? {
+    if !referenced(&state, &device.branch_id, &digest).await?
+        && !backups::recorded(&state.db, device, &digest, size)
+            .await
+            .map_err(db)?
+    {
         return Err(ApiError::Conflict {
             code: "not_referenced",
             message: format!(
-                "no inspection of branch {} references photo {digest}; send the inspection first",
+                "no inspection of branch {} references photo {digest}, and this device recorded no backup of it at {size} bytes; send the inspection (or POST /v1/backups) first",
                 device.branch_id
             ),
             details: None,
@@ -715,8 +721,9 @@ pub async fn get(
             caller.operator()?;
         }
     }
-    let bytes = match store.store.get(&store.object(&digest)).await {
-        Ok(got) => got.bytes().await.map_err(|e| store_error(&e))?,
+    // Streamed, not read whole: a box's backup is up to 256 MiB.
+    let got = match store.store.get(&store.object(&digest)).await {
+        Ok(got) => got,
         Err(object_store::Error::NotFound { .. }) => {
             tracing::error!(%digest, "photo recorded in PostgreSQL but missing from the store");
             return Err(missing());
@@ -726,9 +733,10 @@ pub async fn get(
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, got.meta.size.to_string()),
             (header::ETAG, format!("\"{digest}\"")),
         ],
-        bytes,
+        axum::body::Body::from_stream(got.into_stream()),
     )
         .into_response())
 }

@@ -156,6 +156,10 @@ enum Command {
     /// The branches.
     #[command(subcommand)]
     Branches(BranchesCommand),
+    /// The boxes' backups the object store holds (each box's newest 7, encrypted with that box's
+    /// store key): list them, or fetch one to restore a box with `sentra-edge restore FILE`.
+    #[command(subcommand)]
+    Backups(BackupsCommand),
     /// Print the version.
     Version,
 }
@@ -182,6 +186,36 @@ enum BranchesCommand {
     /// Print every branch by id: name, devices enrolled and not revoked, how many are online,
     /// when it was created.
     List(ListArgs),
+}
+
+#[derive(Subcommand)]
+enum BackupsCommand {
+    /// Print every backup, newest first: device, branch, when taken, size, outbox events,
+    /// whether it is whole in the object store yet, and its SHA-256 (what `get` takes).
+    List(BackupListArgs),
+    /// Write the backup with this SHA-256 to --out (checked against the digest; nothing is left
+    /// at --out when it does not match).
+    Get(BackupGetArgs),
+}
+
+#[derive(Args)]
+struct BackupListArgs {
+    /// Only this branch's backups.
+    #[arg(long)]
+    branch: Option<String>,
+    #[command(flatten)]
+    list: ListArgs,
+}
+
+#[derive(Args)]
+struct BackupGetArgs {
+    /// The backup's SHA-256, as `backups list` prints it.
+    sha256: String,
+    /// Where to write it (must not exist yet).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Args)]
@@ -581,6 +615,55 @@ fn main() -> ExitCode {
                 print_devices(&devices, args.json)
             })
         }
+        Command::Backups(BackupsCommand::List(args)) => {
+            with_config(&args.list.config, |config| async move {
+                let db = connect(&config).await?;
+                let rows = blobs::backups::list(&db, args.branch.as_deref())
+                    .await
+                    .context("backups list")?;
+                print_backups(&rows, args.list.json)
+            })
+        }
+        Command::Backups(BackupsCommand::Get(args)) => {
+            with_config(&args.config, |config| async move {
+                let digest = args.sha256.trim().to_ascii_lowercase();
+                anyhow::ensure!(
+                    digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{:?} is not a SHA-256: `sentra-cloud backups list` prints them",
+                    args.sha256.chars().take(80).collect::<String>()
+                );
+                let store = blobs::Blobs::open(&config.blobs.url)?;
+                let tmp = args.out.with_extension("partial");
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)
+                    .with_context(|| format!("cannot create {}", tmp.display()))?;
+                let fetched = store.fetch_into(&digest, &mut file).await;
+                let written =
+                    match fetched.and_then(|n| file.sync_all().map(|()| n).map_err(Into::into)) {
+                        Ok(written) => written,
+                        Err(error) => {
+                            let _ = std::fs::remove_file(&tmp);
+                            return Err(error.context(format!("backup {digest}")));
+                        }
+                    };
+                anyhow::ensure!(
+                    !args.out.exists(),
+                    "{} exists: not overwritten (the backup is in {})",
+                    args.out.display(),
+                    tmp.display()
+                );
+                std::fs::rename(&tmp, &args.out).with_context(|| {
+                    format!("cannot rename {} to {}", tmp.display(), args.out.display())
+                })?;
+                print_line(&format!(
+                    "wrote {} ({written} bytes, SHA-256 checked); restore it on the box with `sentra-edge restore {}` (the daemon stopped)",
+                    args.out.display(),
+                    args.out.display()
+                ))
+            })
+        }
         Command::Branches(BranchesCommand::List(args)) => {
             with_config(&args.config, |config| async move {
                 let db = connect(&config).await?;
@@ -696,6 +779,36 @@ fn print_branches(
         })
         .collect();
     print_table(&["BRANCH", "NAME", "DEVICES", "ONLINE", "CREATED"], rows)
+}
+
+/// `backups list`: a table, or one JSON object a line.
+fn print_backups(rows: &[blobs::backups::BackupRow], json: bool) -> anyhow::Result<()> {
+    if json {
+        for row in rows {
+            print_line(&serde_json::to_string(row)?)?;
+        }
+        return Ok(());
+    }
+    let table = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row.device_id.clone(),
+                row.branch_id.clone(),
+                row.taken_at.clone(),
+                row.size.to_string(),
+                row.events.to_string(),
+                if row.stored { "stored" } else { "uploading" }.to_owned(),
+                row.sha256.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "DEVICE", "BRANCH", "TAKEN", "BYTES", "EVENTS", "STATE", "SHA256",
+        ],
+        table,
+    )
 }
 
 /// A plain table on stdout: a header, then one line a row, columns padded to their widest cell

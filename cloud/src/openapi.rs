@@ -42,7 +42,7 @@ use crate::{
         booking::waitlist::join, booking::waitlist::get,
         identity::post_check, identity::get_check,
         identity::owner::put_customer, identity::owner::get_customer,
-        blobs::get, blobs::start, blobs::put_part, blobs::complete,
+        blobs::get, blobs::start, blobs::put_part, blobs::complete, blobs::backups::record,
         fleet::http::heartbeat, fleet::http::put_channel, fleet::http::get_fleet, fleet::http::get_device,
         fleet::http::get_rollout, fleet::http::post_rollout_action, fleet::page::make_login_link,
         releases::get_manifest, releases::get_artifact,

@@ -273,6 +273,24 @@ pub struct StartUpload {
     pub size: u64,
 }
 
+/// `POST /v1/backups`: `sentra_protocol::backup::BackupRecord`.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRecord {
+    /// SHA-256 of the backup file.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub sha256: String,
+    /// Bytes of the file.
+    #[schema(minimum = 1, maximum = 268435456)]
+    pub size: u64,
+    /// When it was taken (RFC 3339), from 2020 to a day ahead of the cloud's clock.
+    #[schema(format = DateTime)]
+    pub taken_at: String,
+    /// Outbox events in it.
+    #[schema(minimum = 0)]
+    pub events: i64,
+}
+
 /// `PUT /v1/devices/{id}/channel`.
 #[derive(ToSchema, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,6 +5,7 @@
 //! so every rule is table-tested. Only these types cross the link.
 
 pub mod auth;
+pub mod backup;
 pub mod booking;
 pub mod day;
 pub mod doc;

@@ -42,13 +42,17 @@ impl From<BlobError> for SyncError {
 }
 
 /// Run until `cancel`.
+/// `backups`: the data directory whose newest backup goes up after the photos of each round
+/// (`sync::backups`), when `blobs.upload_backups` is on.
 pub async fn run(
     store: Store,
     sync: SyncConfig,
     cfg: BlobsConfig,
+    backups: Option<std::path::PathBuf>,
     handle: SyncHandle,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut skipped_backup: Option<String> = None;
     let mut backoff = Backoff::new(
         client::FIRST_RETRY,
         Duration::from_millis(sync.retry_max_ms),
@@ -66,7 +70,16 @@ pub async fn run(
         }
         let wait = match handle.client() {
             None => IDLE,
-            Some((client, _)) => match round(&store, &client, &cfg, &cancel).await {
+            Some((client, _)) => match upload_round(
+                &store,
+                &client,
+                &cfg,
+                backups.as_deref(),
+                &mut skipped_backup,
+                &cancel,
+            )
+            .await
+            {
                 Ok(()) => {
                     backoff.reset();
                     IDLE
@@ -86,6 +99,24 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
             _ = handle.uploader.notified() => {}
         }
+    }
+}
+
+/// The photos, then (with `backups`, their data directory) the newest backup.
+async fn upload_round(
+    store: &Store,
+    client: &CloudClient,
+    cfg: &BlobsConfig,
+    backups: Option<&std::path::Path>,
+    skipped_backup: &mut Option<String>,
+    cancel: &CancellationToken,
+) -> Result<(), SyncError> {
+    round(store, client, cfg, cancel).await?;
+    match backups {
+        Some(dir) if !cancel.is_cancelled() => {
+            super::backups::round(client, dir, cfg.part_bytes, skipped_backup).await
+        }
+        _ => Ok(()),
     }
 }
 

@@ -571,6 +571,20 @@ impl CloudClient {
         Ok(())
     }
 
+    /// `POST /v1/backups`: tell the cloud of a backup before uploading its bytes (recording one
+    /// again is answered the same).
+    pub async fn record_backup(
+        &self,
+        record: &sentra_protocol::backup::BackupRecord,
+    ) -> Result<(), SyncError> {
+        let body = serde_json::to_vec(record).expect("a backup record always serialises");
+        let (status, bytes) = self.send(Method::POST, "/v1/backups", body).await?;
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
+        Ok(())
+    }
+
     /// `POST /v1/blobs/{sha256}/uploads/{id}/complete`: the cloud verifies size and digest.
     pub async fn blob_complete(&self, digest: &str, upload_id: &str) -> Result<(), SyncError> {
         let (status, bytes) = self

@@ -12,6 +12,7 @@
 //! counter, availability) and only through [`booking`], with the client this daemon built and
 //! shared in [`SyncHandle`] and a short bound (`sync.booking_timeout_ms`).
 
+pub mod backups;
 pub mod blobs;
 pub mod booking;
 pub mod client;

@@ -446,3 +446,189 @@ async fn abandoned_uploads_are_swept_with_their_staged_objects() {
     let (status, _, _) = replica.terminate().await;
     assert!(status.success());
 }
+
+/// `POST /v1/backups` for `bytes`, taken on day `day` of November 2026.
+async fn record_backup(
+    cloud: &Cloud,
+    device: &Device,
+    bytes: &[u8],
+    day: u32,
+) -> crate::cloud::Answer {
+    cloud
+        .signed(
+            device,
+            Method::POST,
+            "/v1/backups",
+            Some(
+                json!({"sha256": hex::encode(Sha256::digest(bytes)), "size": bytes.len(),
+                       "taken_at": format!("2026-11-{day:02}T02:30:00Z"), "events": day})
+                .to_string()
+                .into_bytes(),
+            ),
+        )
+        .await
+}
+
+/// Record and upload one backup in parts of 4 KiB, as a box does.
+async fn upload_backup(cloud: &Cloud, device: &Device, bytes: &[u8], day: u32) {
+    let digest = hex::encode(Sha256::digest(bytes));
+    let answer = record_backup(cloud, device, bytes, day).await;
+    assert_eq!(answer.status, 201, "{answer:?}");
+    let answer = start(cloud, device, &digest, bytes.len()).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let id = answer.body["upload_id"]
+        .as_str()
+        .expect("upload id")
+        .to_owned();
+    for (n, data) in bytes.chunks(4096).enumerate() {
+        assert_eq!(part(cloud, device, &digest, &id, n, data).await, 200);
+    }
+    let answer = complete(cloud, device, &digest, &id).await;
+    assert_eq!(answer.status, 201, "{answer:?}");
+}
+
+#[tokio::test]
+async fn backups_are_recorded_before_upload_kept_seven_a_device_and_fetched_whole() {
+    let cloud = Cloud::start().await;
+    let device = cloud.enroll("JKT01").await;
+    let other = cloud.enroll("JKT01").await;
+    let (first, digest) = made_photo(10_000, 41);
+
+    // Unrecorded bytes are no backup; recorded at another size, or by another device, neither.
+    let answer = start(&cloud, &device, &digest, first.len()).await;
+    assert_eq!(answer.code(), "not_referenced", "{answer:?}");
+    assert_eq!(record_backup(&cloud, &device, &first, 1).await.status, 201);
+    let answer = start(&cloud, &device, &digest, first.len() + 1).await;
+    assert_eq!(answer.code(), "not_referenced", "{answer:?}");
+    let answer = start(&cloud, &other, &digest, first.len()).await;
+    assert_eq!(answer.code(), "not_referenced", "{answer:?}");
+
+    // Bad records change nothing.
+    for (body, why) in [
+        (
+            json!({"sha256": "AB".repeat(32), "size": 1, "taken_at": "2026-12-01T00:00:00Z", "events": 0}),
+            "upper-case digest",
+        ),
+        (
+            json!({"sha256": digest, "size": 0, "taken_at": "2026-12-01T00:00:00Z", "events": 0}),
+            "empty",
+        ),
+        (
+            json!({"sha256": digest, "size": 268_435_457u64, "taken_at": "2026-12-01T00:00:00Z", "events": 0}),
+            "too large",
+        ),
+        (
+            json!({"sha256": digest, "size": 1, "taken_at": "9999-12-31T23:59:59Z", "events": 0}),
+            "far future",
+        ),
+        (
+            json!({"sha256": digest, "size": 1, "taken_at": "2026-12-01", "events": 0}),
+            "a date only",
+        ),
+        (
+            json!({"sha256": digest, "size": 1, "taken_at": "2026-12-01T00:00:00Z", "events": -1}),
+            "negative events",
+        ),
+        (
+            json!({"sha256": digest, "size": 1, "taken_at": "2026-12-01T00:00:00Z", "events": 0, "key": "x"}),
+            "unknown field",
+        ),
+    ] {
+        let answer = cloud
+            .signed(
+                &device,
+                Method::POST,
+                "/v1/backups",
+                Some(body.to_string().into_bytes()),
+            )
+            .await;
+        assert!(
+            answer.status == 422 || answer.status == 400,
+            "{why}: {answer:?}"
+        );
+    }
+    assert_eq!(cloud.scalar("SELECT count(*) FROM device_backups").await, 1);
+    // An operator's token is no device.
+    let answer = crate::support::http_client()
+        .post(format!("http://{}/v1/backups", cloud.server.addr))
+        .bearer_auth(&cloud.operator)
+        .json(
+            &json!({"sha256": digest, "size": 1, "taken_at": "2026-12-01T00:00:00Z", "events": 0}),
+        )
+        .send()
+        .await
+        .expect("POST /v1/backups");
+    assert_eq!(answer.status(), 403);
+
+    // Eight daily backups: the oldest goes, with its object.
+    let mut backups = Vec::new();
+    for day in 1..=8u32 {
+        let (bytes, digest) = made_photo(10_000 + day as usize, 40 + day as u8);
+        upload_backup(&cloud, &device, &bytes, day).await;
+        backups.push((bytes, digest));
+    }
+    // Recording again (a box that lost the answer) is answered the same and keeps seven.
+    assert_eq!(
+        record_backup(&cloud, &device, &backups[7].0, 8)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(cloud.scalar("SELECT count(*) FROM device_backups").await, 7);
+    let objects = cloud.blobs_dir.path().join("blobs");
+    assert!(
+        !objects.join(&backups[0].1).exists(),
+        "the eighth backup's upload deleted the first"
+    );
+    assert!(objects.join(&backups[1].1).exists());
+
+    // The cloud team lists them and fetches one, checked, for `sentra-edge restore`.
+    let env = [
+        ("DATABASE_URL", cloud.db.url()),
+        (
+            "SENTRA_CLOUD__BLOBS__URL",
+            &format!("file://{}", cloud.blobs_dir.path().display()),
+        ),
+    ];
+    let listed =
+        crate::support::run(&["backups", "list", "--branch", "JKT01", "--json"], &env).await;
+    assert!(listed.status.success(), "{}", listed.stderr);
+    let rows: Vec<serde_json::Value> = listed
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(rows.len(), 7, "{}", listed.stdout);
+    assert_eq!(rows[0]["sha256"], backups[7].1.as_str(), "newest first");
+    assert_eq!(rows[0]["taken_at"], "2026-11-08T02:30:00Z");
+    assert_eq!(rows[0]["stored"], true);
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let out = out_dir.path().join("jkt01.backup");
+    let out_arg = out.to_str().expect("utf-8");
+    let got = crate::support::run(&["backups", "get", &backups[4].1, "--out", out_arg], &env).await;
+    assert!(got.status.success(), "{}", got.stderr);
+    assert_eq!(std::fs::read(&out).expect("fetched"), backups[4].0);
+    let again =
+        crate::support::run(&["backups", "get", &backups[4].1, "--out", out_arg], &env).await;
+    assert!(
+        !again.status.success(),
+        "an existing file is not overwritten"
+    );
+    // A damaged object is refused, and nothing is left at --out.
+    std::fs::write(objects.join(&backups[5].1), b"rot").expect("damage");
+    let damaged = out_dir.path().join("damaged.backup");
+    let got = crate::support::run(
+        &[
+            "backups",
+            "get",
+            &backups[5].1,
+            "--out",
+            damaged.to_str().expect("utf-8"),
+        ],
+        &env,
+    )
+    .await;
+    assert!(!got.status.success(), "{}", got.stdout);
+    assert!(got.stderr.contains("damaged"), "{}", got.stderr);
+    assert!(!damaged.exists() && !damaged.with_extension("partial").exists());
+}

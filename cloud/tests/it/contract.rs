@@ -46,6 +46,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/customers/{id}/identity"),
     ("GET", "/v1/customers/{id}/identity"),
     ("GET", "/v1/blobs/{sha256}"),
+    ("POST", "/v1/backups"),
     ("POST", "/v1/blobs/{sha256}/uploads"),
     ("PUT", "/v1/blobs/{sha256}/uploads/{id}/parts/{n}"),
     ("POST", "/v1/blobs/{sha256}/uploads/{id}/complete"),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use sentra_system_tests::{Cloud, EdgeSite, Proxy, ProxyMode, eventually};
 use serde_json::json;
+use sha2::Digest as _;
 use sqlx::Row as _;
 
 /// Every event the cloud holds for `device`, counted per sequence number: exactly once each.
@@ -365,9 +366,32 @@ async fn a_box_restored_from_an_older_backup_loses_nothing_made_after_the_restor
         orders.push(create_work_order(&edge, &tablet, name).await);
     }
     edge.drained(&tablet, Duration::from_secs(30)).await;
-    let backup = site.dir.path().join("nightly.backup");
-    let (code, out, err) = site.cli(&["backup", backup.to_str().expect("utf-8 path")]);
+    let nightly = site.dir.path().join("nightly.backup");
+    let (code, out, err) = site.cli(&["backup", nightly.to_str().expect("utf-8 path")]);
     assert_eq!(code, 0, "backup: {out}{err}");
+    // The daemon takes it to the cloud's object store, where the cloud team can fetch it.
+    let digest = hex::encode(sha2::Sha256::digest(
+        std::fs::read(&nightly).expect("the backup"),
+    ));
+    eventually(
+        Duration::from_secs(90),
+        "the backup is in the cloud",
+        || async {
+            let mut pg = cloud.pg().await;
+            sqlx::query("SELECT 1 FROM blobs JOIN device_backups USING (digest) WHERE digest = $1")
+                .bind(&digest)
+                .fetch_optional(&mut pg)
+                .await
+                .expect("blobs")
+                .map(|_| ())
+        },
+    )
+    .await;
+    let (code, out, err) = site.cli(&["doctor"]);
+    assert!(
+        out.contains("backup in the cloud: the newest"),
+        "doctor ({code}): {out}{err}"
+    );
 
     // The old box goes on after the backup, and the cloud holds it all.
     for name in ["Sesudah 1", "Sesudah 2", "Sesudah 3"] {
@@ -376,7 +400,18 @@ async fn a_box_restored_from_an_older_backup_loses_nothing_made_after_the_restor
     let before = edge.drained(&tablet, Duration::from_secs(30)).await;
     let cloud_last = before["last_seq"].as_i64().expect("seq");
 
-    // A running daemon is never restored under; a stopped one is.
+    // The box's disk is lost with its backups: the cloud's copy is fetched, checked, for the
+    // restore. A running daemon is never restored under; a stopped one is.
+    let backup = site.dir.path().join("from-the-cloud.backup");
+    let (code, out, err) = cloud.cli(&[
+        "backups",
+        "get",
+        &digest,
+        "--out",
+        backup.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(code, 0, "backups get: {out}{err}");
+    std::fs::remove_file(&nightly).expect("the box's own copy is gone");
     let (code, out, err) = site.cli(&["restore", backup.to_str().expect("utf-8 path")]);
     assert_ne!(code, 0, "restore under a running daemon: {out}");
     assert!(err.contains("daemon is running"), "{err}");
