@@ -71,6 +71,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0015_successors.sql",
         include_str!("../migrations/0015_successors.sql"),
     ),
+    (
+        "0016_fleet_week_and_resume.sql",
+        include_str!("../migrations/0016_fleet_week_and_resume.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database
