@@ -310,13 +310,13 @@ pub fn waves_chart(waves: &[WaveCount], percentages: &[i32], current: i32) -> Ma
             } }
             tbody {
                 @for w in waves.iter().take(MAX_WAVES) {
-                    tr.current[w.wave == current] {
+                    tr class=[(w.wave == current).then_some("current")] {
                         th scope="row" {
                             (wave_label(w.wave, percentages))
                             @if w.wave == current { " " small { "(now)" } }
                         }
                         td { (w.devices) } td { (w.succeeded) }
-                        td.bad[w.failed > 0] { (w.failed) }
+                        td class=[(w.failed > 0).then_some("bad")] { (w.failed) }
                         td { (w.busy) } td { (w.pending) }
                         td.barcell {
                             svg aria-hidden="true" focusable="false" viewBox="0 0 100 10"

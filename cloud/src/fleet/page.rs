@@ -440,6 +440,9 @@ pub fn overview_html(name: &str, view: &FleetView, week: &(i64, Vec<HourCount>))
     page("Sentra fleet", false, body)
 }
 
+/// One figure of a history row, if the row has it.
+type Figure = fn(&HistoryPoint) -> Option<i64>;
+
 /// A device's day as sparklines: backlog, its oldest change's age, clock skew, memory and disk,
 /// over the 24 hours up to its last heartbeat.
 fn day_charts(history: &[HistoryPoint]) -> Markup {
@@ -451,13 +454,13 @@ fn day_charts(history: &[HistoryPoint]) -> Markup {
     };
     let end = history.iter().filter_map(at).max().unwrap_or(0);
     let window = (end.saturating_sub(86_400), end);
-    let series = |value: fn(&HistoryPoint) -> Option<i64>| -> Vec<(i64, i64)> {
+    let series = |value: Figure| -> Vec<(i64, i64)> {
         history
             .iter()
             .filter_map(|p| Some((at(p)?, value(p)?)))
             .collect()
     };
-    let charts: [(&str, &str, Unit, fn(&HistoryPoint) -> Option<i64>); 5] = [
+    let charts: [(&str, &str, Unit, Figure); 5] = [
         ("chart-backlog", "Sync backlog (events)", Unit::Count, |p| {
             Some(p.backlog)
         }),
@@ -1062,6 +1065,65 @@ mod tests {
             row.contains("&lt;script&gt;&quot;x&quot; &amp; 'y'&lt;/script&gt;"),
             "{row}"
         );
+    }
+
+    /// WCAG's contrast ratio of two `#rrggbb` colours.
+    fn contrast(a: &str, b: &str) -> f64 {
+        let luminance = |hex: &str| {
+            let channel = |i: usize| {
+                let c = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")) / 255.0;
+                if c <= 0.039_28 {
+                    c / 12.92
+                } else {
+                    ((c + 0.055) / 1.055).powf(2.4)
+                }
+            };
+            0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5)
+        };
+        let (x, y) = (luminance(a), luminance(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    }
+
+    /// Every text colour of the style sheet reads at 4.5:1 or more: on each background the pages
+    /// use, and, where a rule sets both, on its own background (the badges).
+    #[test]
+    fn text_contrast_is_at_least_four_and_a_half_to_one() {
+        let colour = |block: &str, property: &str| {
+            block
+                .split(';')
+                .find_map(|d| d.trim().strip_prefix(property))
+                .filter(|value| value.len() == 7 && value.starts_with('#'))
+                .map(str::to_owned)
+        };
+        let mut checked = 0;
+        for rule in STYLE.split('}') {
+            let Some((selector, block)) = rule.split_once('{') else {
+                continue;
+            };
+            let Some(text) = colour(block, "color:") else {
+                continue;
+            };
+            let backgrounds = match colour(block, "background:") {
+                Some(own) => vec![own],
+                None => vec![
+                    "#ffffff".to_owned(),
+                    "#f5f6f8".to_owned(),
+                    "#fdecea".to_owned(),
+                ],
+            };
+            for background in backgrounds {
+                let ratio = contrast(&text, &background);
+                assert!(
+                    ratio >= 4.5,
+                    "{} : {text} on {background} is {ratio:.2}:1",
+                    selector.trim()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 15, "{checked} pairs");
+        // What issue 20 found: white on the old orange.
+        assert!(contrast("#ffffff", "#c77700") < 4.5);
     }
 
     #[test]
