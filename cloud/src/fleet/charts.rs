@@ -180,15 +180,15 @@ pub fn sparkline(
         }
         drawing = true;
     }
-    let zero = (lo < 0).then(|| coord(y(0)));
+    // Zero: a dashed line when the figures go below it, else the chart's floor.
+    let zero = coord(y(0));
+    let dash = if lo < 0 { "3 3" } else { "none" };
     html! {
         figure.spark {
             svg role="img" aria-labelledby=(id) viewBox={ "0 0 " (SPARK_WIDTH) " " (SPARK_HEIGHT) }
                 preserveAspectRatio="none" width="100%" height=(SPARK_HEIGHT) {
-                @if let Some(zero) = zero {
-                    line x1="0" x2=(SPARK_WIDTH) y1=(zero) y2=(zero) stroke="#8a94a6"
-                        stroke-dasharray="3 3" vector-effect="non-scaling-stroke" {}
-                }
+                line x1="0" x2=(SPARK_WIDTH) y1=(zero) y2=(zero) stroke="#8a94a6"
+                    stroke-dasharray=(dash) vector-effect="non-scaling-stroke" {}
                 @if !path.is_empty() {
                     path d=(path) fill="none" stroke=(PALETTE[0]) stroke-width="1.5"
                         stroke-linecap="round" stroke-linejoin="round"

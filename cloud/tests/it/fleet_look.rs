@@ -259,7 +259,7 @@ async fn make_week(cloud: &Cloud, devices: i64) {
 
 #[tokio::test]
 async fn the_pages_draw_their_charts_with_their_figures_as_text() {
-    let (cloud, mut agents, _dir) = fleet::fleet(|i| i >= 3 && i % 4 == 0).await;
+    let (cloud, mut agents, dir) = fleet::fleet(|i| i >= 3 && i % 4 == 0).await;
     let id = halted_rollout(&cloud, &mut agents).await;
     make_week(&cloud, FLEET as i64).await;
 
@@ -295,8 +295,20 @@ async fn the_pages_draw_their_charts_with_their_figures_as_text() {
     )));
 
     // A device's day: five sparklines, each with now, lowest and highest as text, and the table
-    // folded away.
+    // folded away. The day before the test's heartbeats is made up (the test owns the clock).
     let device = &agents[0].device.id;
+    let mut db = cloud.db.connect().await;
+    sqlx::query(
+        "INSERT INTO heartbeat_history (device_id, received_at, version, update_state, healthy, backlog,
+                                        backlog_bytes, skew_ms, disk_free_bytes, mem_available_bytes, backlog_oldest_secs)
+         SELECT $1::uuid, now() - make_interval(mins => i * 10), '1.0.0', 'idle', true, (i % 17) * 3,
+                1000, 40 + i, 40000000000, 5000000000, i * 5
+         FROM generate_series(1, 143) AS i",
+    )
+    .bind(device)
+    .execute(&mut db)
+    .await
+    .expect("a made-up day");
     let (_, html) = page(
         &cloud,
         Method::GET,
@@ -307,15 +319,15 @@ async fn the_pages_draw_their_charts_with_their_figures_as_text() {
     for (id, text) in [
         (
             "chart-backlog",
-            "Sync backlog (events): now 3, lowest 3, highest 3",
+            "Sync backlog (events): now 3, lowest 0, highest 48",
         ),
         (
             "chart-oldest",
-            "Oldest change waiting: now 12 s, lowest 12 s, highest 12 s",
+            "Oldest change waiting: now 12 s, lowest 5 s, highest 11 min",
         ),
         (
             "chart-skew",
-            "Clock skew: now 40 ms, lowest 40 ms, highest 40 ms",
+            "Clock skew: now 40 ms, lowest 40 ms, highest 183 ms",
         ),
         ("chart-memory", "Memory available: now 4.7 GiB"),
         ("chart-disk", "Disk free: now 37.3 GiB"),
@@ -346,6 +358,33 @@ async fn the_pages_draw_their_charts_with_their_figures_as_text() {
         "{waves}"
     );
     assert!(waves.contains("<td class=\"bad\">"), "{waves}");
+
+    // Screenshots of the three pages at phone and laptop width, kept for people to look at.
+    let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-look");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let proxy = axe_proxy(cloud.server.addr, Some(cloud.operator.clone())).await;
+    for (name, path) in [
+        ("overview", "/fleet".to_owned()),
+        ("device", format!("/fleet/devices/{device}")),
+        ("rollout", format!("/fleet/rollouts/{id}")),
+    ] {
+        for (width, size) in [("phone", "412,2400"), ("laptop", "1280,1600")] {
+            let file = shots.join(format!("{name}-{width}.png"));
+            let _ = std::fs::remove_file(&file);
+            fleet::headless(
+                dir.path(),
+                &[
+                    &format!("--screenshot={}", file.display()),
+                    &format!("--window-size={size}"),
+                ],
+                &format!("http://{proxy}{path}"),
+            )
+            .await;
+            let png = std::fs::read(&file).expect("chromium wrote the screenshot");
+            assert!(png.starts_with(b"\x89PNG"), "{} is a PNG", file.display());
+        }
+    }
+    eprintln!("fleet page screenshots: {}", shots.display());
 }
 
 /// The week's counts: a replica samples at start (and every few minutes), a worse sample
