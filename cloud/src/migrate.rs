@@ -72,6 +72,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0015_successors.sql"),
     ),
     (
+        "0016_fleet_week_and_resume.sql",
+        include_str!("../migrations/0016_fleet_week_and_resume.sql"),
+    ),
+    (
         "0018_device_backups.sql",
         include_str!("../migrations/0018_device_backups.sql"),
     ),

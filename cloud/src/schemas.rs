@@ -300,6 +300,15 @@ pub struct ChannelBody {
     pub channel: String,
 }
 
+/// `POST /v1/fleet/rollouts/{id}/{action}` (optional).
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutActionBody {
+    /// Why, for the rollout's history; required to resume a halted rollout (what was fixed).
+    #[schema(max_length = 500, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    pub reason: Option<String>,
+}
+
 /// A release version, `MAJOR.MINOR.PATCH[-PRE]` (`sentra_protocol::fleet::ReleaseVersion`).
 pub const VERSION_PATTERN: &str = r"^[0-9]{1,18}\.[0-9]{1,18}\.[0-9]{1,18}(-[0-9A-Za-z.-]+)?$";
 

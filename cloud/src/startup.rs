@@ -5,9 +5,9 @@
 //! task, every task is spawned on one [`TaskTracker`], and `serve` returns only after the server
 //! has drained (or [`SHUTDOWN_GRACE`] ran out) and every tracked task has finished. The booking
 //! sweeper (due holds, calendar rebuild) joins the same tracker as the request-nonce pruner, the
-//! fleet history pruner and the sweeper of abandoned photo uploads (with a photo store), and so
-//! do the notification publisher (with `notify.amqp_url`) and worker and sandbox gateway (with
-//! `notify.gateway_url` too).
+//! fleet history pruner, the fleet count sampler and the sweeper of abandoned photo uploads (with
+//! a photo store), and so do the notification publisher (with `notify.amqp_url`) and worker and
+//! sandbox gateway (with `notify.gateway_url` too).
 //!
 //! Connections are lazy: a replica starts and answers `/healthz` while PostgreSQL or Redis is
 //! down, and `/readyz` says so, instead of crash-looping until its dependencies are back.
@@ -228,6 +228,11 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     tracker.spawn(prune_nonces(db.clone(), token.clone()));
     tracker.spawn(booking::sweeper::run(booking.clone(), token.clone()));
     tracker.spawn(crate::fleet::prune(db.clone(), token.clone()));
+    tracker.spawn(crate::fleet::counts::run(
+        db.clone(),
+        config.fleet.offline_after,
+        token.clone(),
+    ));
     if let Some(blobs) = &blobs {
         tracker.spawn(crate::blobs::sweep(
             db.clone(),

@@ -316,7 +316,8 @@ pub fn qr_svg(
     ))
 }
 
-fn qr_code(content: &str) -> Result<qrcode::QrCode, TokenError> {
+/// The QR of `content` (level M), shared by the enrolment sheet and the fleet page's phone link.
+pub(crate) fn qr_code(content: &str) -> Result<qrcode::QrCode, TokenError> {
     // Level M (15 % of the code may be unreadable): a printed sheet gets folded and smudged.
     qrcode::QrCode::with_error_correction_level(content.as_bytes(), qrcode::EcLevel::M)
         .map_err(|_| TokenError::QrTooLong(content.chars().count()))

@@ -144,12 +144,14 @@ pub async fn get_rollout(
     rollout_detail(&state.db, &id).await.map(Json)
 }
 
-/// `POST /v1/fleet/rollouts/{id}/{pause|resume|abort}` (operator): the rollout after it.
-#[utoipa::path(post, path = "/v1/fleet/rollouts/{id}/{action}", tag = "fleet", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"), ("action" = String, Path, description = "pause, resume or abort")), responses((status = 200, description = "done", body = Object), (status = 409, description = "the rollout is not in a state for this action", body = crate::schemas::ErrorEnvelope)), security(("bearer" = [])))]
+/// `POST /v1/fleet/rollouts/{id}/{pause|resume|abort}` (operator), optionally with
+/// `{"reason": "…"}` (required to resume a halted rollout): the rollout after it.
+#[utoipa::path(post, path = "/v1/fleet/rollouts/{id}/{action}", tag = "fleet", params(("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"), ("action" = String, Path, description = "pause, resume or abort")), request_body(content = Option<crate::schemas::RolloutActionBody>, description = "why (required to resume a halted rollout)"), responses((status = 200, description = "done", body = Object), (status = 409, description = "the rollout is not in a state for this action", body = crate::schemas::ErrorEnvelope)), security(("bearer" = [])))]
 pub async fn post_rollout_action(
     State(state): State<FleetState>,
     caller: Caller,
     Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
 ) -> Result<Json<rollout::RolloutSummary>, ApiError> {
     let operator = caller.operator()?;
     let action = rollout::Action::parse(&action).ok_or_else(|| {
@@ -157,8 +159,28 @@ pub async fn post_rollout_action(
             "no rollout action {action:?}; expected pause, resume or abort"
         ))
     })?;
-    rollout::act(&state.db, &id, action, &operator.name).await?;
+    // No body (as before reasons existed) is no reason.
+    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody::default()
+    } else {
+        crate::web::parse_json(&body)?
+    };
+    rollout::act(
+        &state.db,
+        &id,
+        action,
+        &operator.name,
+        body.reason.as_deref(),
+    )
+    .await?;
     Ok(Json(rollout::summary(&state.db, &id).await?))
+}
+
+/// The optional body of a rollout action.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,6 +11,8 @@
 //!   never stored, so no sweeper has to flip it;
 //! - every number on the page, in `/v1/fleet` and in `/metrics` comes from the same queries here.
 
+pub mod charts;
+pub mod counts;
 pub mod http;
 pub mod metrics;
 pub mod page;

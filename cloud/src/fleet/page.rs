@@ -1,7 +1,11 @@
 //! The fleet page for the cloud team: `GET /fleet` (the fleet at a glance), `GET
 //! /fleet/devices/{id}`, `GET /fleet/rollouts/{id}` (with pause, resume and abort buttons), plain
-//! server-rendered HTML that refreshes itself (meta refresh), no JavaScript, readable from a
-//! phone's width up.
+//! server-rendered HTML, no JavaScript, readable from a phone's width up. Charts are inline SVG drawn here on the server ([`super::charts`]), each
+//! with its figures as text.
+//!
+//! Pause, abort and the resume of a halted rollout ask first: the button's POST answers a page
+//! that says what will happen (and, for a halted rollout, asks what was fixed); only its own POST,
+//! with `confirm=yes`, acts. That works with scripts off, and a stray click does nothing.
 //!
 //! Who may look: an operator API token, as `Authorization: Bearer` (curl, scripts) or through a
 //! login: the form at `/fleet` trades the token for a session cookie (`POST /fleet/login`), and
@@ -13,8 +17,9 @@
 //! their token is revoked.
 //!
 //! Invariants:
-//! - every value shown is HTML-escaped: maud's `html!` escapes whatever it splices, and
-//!   `PreEscaped` wraps only the constant style sheet; nothing from a device reaches the page raw;
+//! - every value shown is HTML-escaped: maud's `html!` escapes whatever it splices (the charts'
+//!   and the QR's SVG included), and `PreEscaped` wraps only the constant style sheet; nothing
+//!   from a device reaches the page raw;
 //! - state-changing forms are POSTs that also need the cookie, which is `SameSite=Strict`, and a
 //!   same-origin `Origin` or `Sec-Fetch-Site` when the browser sends one: another site cannot
 //!   press the buttons for you.
@@ -30,8 +35,9 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 use sqlx::PgPool;
 
+use super::charts::{self, HourCount, Unit};
 use super::rollout::{self, RolloutSummary};
-use super::{DeviceDetail, DeviceView, FleetState, FleetView, RolloutDetail};
+use super::{DeviceDetail, DeviceView, FleetState, FleetView, HistoryPoint, RolloutDetail};
 use crate::devices::auth::Caller;
 use crate::devices::tokens;
 use crate::web::ApiError;
@@ -40,32 +46,40 @@ use crate::web::ApiError;
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// How long a login link may wait to be opened.
 pub const TICKET_TTL: Duration = Duration::from_secs(300);
-/// The page refreshes itself this often.
+/// How often a page that asks refreshes itself. None does: a meta refresh is an automatic change
+/// a reader cannot stop (WCAG 2.2.1, axe's `meta-refresh`), so the pages are reloaded by hand.
 pub const REFRESH_SECS: u32 = 30;
 const COOKIE: &str = "sentra_fleet";
 
 /// The operator's name, from a Bearer operator token or a live session cookie; None if neither.
 async fn operator(db: &PgPool, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    Ok(operator_token(db, headers).await?.map(|(_, name)| name))
+}
+
+/// The operator's token id and name, from a Bearer operator token or a live session cookie.
+async fn operator_token(
+    db: &PgPool,
+    headers: &HeaderMap,
+) -> Result<Option<(i64, String)>, ApiError> {
     let db_error = |error: sqlx::Error| ApiError::database(&error);
     if let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
     {
-        let name: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) AND role = 'operator'",
+        return sqlx::query_as(
+            "SELECT id, name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) AND role = 'operator'",
         )
         .bind(tokens::hash(token.trim()))
         .fetch_optional(db)
         .await
-        .map_err(db_error)?;
-        return Ok(name);
+        .map_err(db_error);
     }
     let Some(secret) = cookie(headers) else {
         return Ok(None);
     };
-    sqlx::query_scalar(
-        "SELECT t.name FROM fleet_sessions s JOIN api_tokens t ON t.id = s.token_id
+    sqlx::query_as(
+        "SELECT t.id, t.name FROM fleet_sessions s JOIN api_tokens t ON t.id = s.token_id
          WHERE s.secret_hash = $1 AND NOT s.ticket AND s.expires_at > now()
            AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()) AND t.role = 'operator'",
     )
@@ -154,7 +168,7 @@ a{color:#1450a3} small,.muted{color:#5b6475}
 .badge{display:inline-block;font-weight:700;font-size:.8rem;padding:.1rem .45rem;border-radius:.3rem;background:#e3e7ee}
 .badge.halted,.badge.aborted,.badge.offline,.badge.failed{background:#b3261e;color:#fff}
 .badge.running,.badge.online{background:#1450a3;color:#fff} .badge.completed,.badge.succeeded{background:#1e7b34;color:#fff}
-.badge.paused{background:#c77700;color:#fff}
+.badge.paused{background:#9a5400;color:#fff}
 .bar{height:.6rem;background:#e3e7ee;border-radius:.3rem;overflow:hidden;display:flex;margin:.4rem 0}
 .bar .ok{background:#1e7b34} .bar .fail{background:#b3261e} .bar .busy{background:#1450a3}
 .scroll{overflow-x:auto} table{border-collapse:collapse;width:100%;background:#fff;font-size:.92rem}
@@ -163,6 +177,19 @@ tr.attention td:first-child{border-left:.3rem solid #b3261e}
 ul.attention{margin:0;padding-left:1rem;color:#b3261e}
 form.inline{display:inline} button{font-size:.95rem;padding:.35rem .8rem;margin:.2rem .3rem .2rem 0;border-radius:.3rem;border:1px solid #8a94a6;background:#fff}
 button.danger{border-color:#b3261e;color:#b3261e}
+.sr{position:absolute;width:1px;height:1px;margin:-1px;padding:0;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap;border:0}
+figure{margin:.4rem 0} figcaption{font-size:.85rem;color:#5b6475}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(16rem,1fr));gap:.6rem}
+.panel{background:#fff;border-radius:.5rem;padding:.5rem .8rem;box-shadow:0 1px 2px #0002;margin:0}
+ul.legend{list-style:none;margin:.3rem 0 0;padding:0;display:flex;flex-wrap:wrap;gap:.2rem 1rem;color:#1d2330}
+.swatch{display:inline-block;width:.8rem;height:.8rem;border-radius:.15rem;margin-right:.3rem;vertical-align:-.1rem}
+caption{text-align:left;font-weight:700;padding:.4rem .5rem} td.barcell{min-width:8rem;vertical-align:middle}
+td.bad{color:#b3261e;font-weight:700} tr.current th{font-weight:700}
+details{margin:.5rem 0} summary{cursor:pointer;color:#1450a3}
+ol.history{background:#fff;border-radius:.5rem;padding:.6rem 1rem .6rem 2rem;box-shadow:0 1px 2px #0002}
+.panel{max-width:40rem} .panel input[type=text]{font:inherit;width:100%;box-sizing:border-box;padding:.3rem}
+p.error{color:#b3261e;font-weight:700}
+.qr svg{width:min(18rem,80vw);height:auto}
 ";
 
 fn page(title: &str, refresh: bool, body: Markup) -> Markup {
@@ -225,21 +252,64 @@ fn nav(name: &str) -> Markup {
     html! {
         header {
             h1 { a href="/fleet" { "Sentra fleet" } }
-            small { "signed in as " (name) " · refreshes every " (REFRESH_SECS) " s" }
+            small { "signed in as " (name) }
+            form.inline method="post" action="/fleet/phone-link" {
+                button type="submit" { "Sign in on a phone" }
+            }
             form.inline method="post" action="/fleet/logout" { button type="submit" { "Sign out" } }
         }
     }
 }
 
-/// A rollout's buttons: action, label, class, and the states it is offered in.
-const BUTTONS: [(&str, &str, &str, &[&str]); 3] = [
-    ("pause", "Pause", "", &["running"]),
-    ("resume", "Resume", "", &["paused"]),
-    ("abort", "Abort", "danger", &["running", "paused", "halted"]),
+/// A rollout's buttons and their class; each is shown in the states its action is allowed in.
+const BUTTONS: [(rollout::Action, &str); 3] = [
+    (rollout::Action::Pause, ""),
+    (rollout::Action::Resume, ""),
+    (rollout::Action::Abort, "danger"),
 ];
 
+/// Whether `action` asks first in `state`: pause, abort, and the resume of a halted rollout
+/// (which needs a reason); resuming a paused one does not.
+fn asks_first(action: rollout::Action, state: &str) -> bool {
+    action != rollout::Action::Resume || state == "halted"
+}
+
+/// A button's label: "…" when pressing it asks first.
+fn button_label(action: rollout::Action, state: &str) -> String {
+    let verb = match action {
+        rollout::Action::Pause => "Pause",
+        rollout::Action::Resume => "Resume",
+        rollout::Action::Abort => "Abort",
+    };
+    if asks_first(action, state) {
+        format!("{verb}…")
+    } else {
+        verb.to_owned()
+    }
+}
+
+/// A rollout's progress: a bar with its figures as ARIA values and visible text.
+fn progress(r: &RolloutSummary) -> Markup {
+    let pct = |n: i64| n.max(0).saturating_mul(100) / r.devices.max(1);
+    let text = format!(
+        "{} of {} devices succeeded, {} failed, {} in progress",
+        r.succeeded,
+        r.devices,
+        r.failed,
+        r.updating.saturating_add(r.offered)
+    );
+    html! {
+        div.bar role="progressbar" aria-label={ "Rollout of " (r.version) " to " (r.channel) }
+            aria-valuemin="0" aria-valuemax=(r.devices.max(1)) aria-valuenow=(r.succeeded)
+            aria-valuetext=(text) {
+            span.ok style={ "width:" (pct(r.succeeded)) "%" } {}
+            span.fail style={ "width:" (pct(r.failed)) "%" } {}
+            span.busy style={ "width:" (pct(r.updating.saturating_add(r.offered))) "%" } {}
+        }
+    }
+}
+
 fn rollout_card(r: &RolloutSummary) -> Markup {
-    let pct = |n: i64| n * 100 / r.devices.max(1);
     let wave = if r.current_wave == 0 {
         "canaries".to_owned()
     } else {
@@ -254,11 +324,7 @@ fn rollout_card(r: &RolloutSummary) -> Markup {
             }
             " " span class={ "badge " (r.state) } { (r.state.to_uppercase()) } " " small { (wave) }
             @if let Some(reason) = &r.reason { p.reason { b { (reason) } } }
-            div.bar title="succeeded / failed / in progress" {
-                span.ok style={ "width:" (pct(r.succeeded)) "%" } {}
-                span.fail style={ "width:" (pct(r.failed)) "%" } {}
-                span.busy style={ "width:" (pct(r.updating + r.offered)) "%" } {}
-            }
+            (progress(r))
             small {
                 (r.succeeded) " succeeded · " (r.failed) " failed · " (r.updating) " updating · "
                 (r.offered) " told · " (r.admitted) " of " (r.devices) " devices admitted · "
@@ -266,11 +332,13 @@ fn rollout_card(r: &RolloutSummary) -> Markup {
                 " % failed"
             }
             div {
-                @for (action, label, class, states) in BUTTONS {
-                    @if states.contains(&r.state.as_str()) {
+                @for (action, class) in BUTTONS {
+                    @if action.allowed_in(&r.state) {
                         form.inline method="post"
-                            action={ "/fleet/rollouts/" (r.id) "/" (action) } {
-                            button class=(class) type="submit" { (label) }
+                            action={ "/fleet/rollouts/" (r.id) "/" (action.as_str()) } {
+                            button class=(class) type="submit" {
+                                (button_label(action, &r.state))
+                            }
                         }
                     }
                 }
@@ -330,8 +398,26 @@ fn devices_table(devices: &[DeviceView]) -> Markup {
     }
 }
 
+/// The overview's charts: the fleet's versions as a bar, and its week online and offline
+/// (`week`: the current hour's start and the hourly counts, [`super::counts::week`]).
+fn overview_charts(view: &FleetView, week: &(i64, Vec<HourCount>)) -> Markup {
+    let versions: Vec<(String, usize)> = view
+        .summary
+        .by_version
+        .iter()
+        .map(|(version, n)| (version.clone(), *n))
+        .collect();
+    html! {
+        h2 { "Versions and the week" }
+        section.charts {
+            div.panel { (charts::share_bar("chart-versions", "Devices by version", &versions)) }
+            div.panel { (charts::week_chart("chart-week", week.0, &week.1)) }
+        }
+    }
+}
+
 /// The overview's HTML.
-pub fn overview_html(name: &str, view: &FleetView) -> Markup {
+pub fn overview_html(name: &str, view: &FleetView, week: &(i64, Vec<HourCount>)) -> Markup {
     let s = &view.summary;
     let body = html! {
         (nav(name))
@@ -346,13 +432,58 @@ pub fn overview_html(name: &str, view: &FleetView) -> Markup {
         h2 { "Rollouts" }
         @if view.rollouts.is_empty() { p.muted { "No rollouts yet." } }
         @for r in &view.rollouts { (rollout_card(r)) }
-        h2 { "Versions" }
-        p { @for (version, count) in &s.by_version { span.badge { (version) " × " (count) } " " } }
+        (overview_charts(view, week))
         h2 { "Devices" }
         p.muted { "Those needing attention first, longest offline first." }
         (devices_table(&view.devices))
     };
-    page("Sentra fleet", true, body)
+    page("Sentra fleet", false, body)
+}
+
+/// One figure of a history row, if the row has it.
+type Figure = fn(&HistoryPoint) -> Option<i64>;
+
+/// A device's day as sparklines: backlog, its oldest change's age, clock skew, memory and disk,
+/// over the 24 hours up to its last heartbeat.
+fn day_charts(history: &[HistoryPoint]) -> Markup {
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let at = |p: &HistoryPoint| {
+        time::OffsetDateTime::parse(&p.at, rfc3339)
+            .ok()
+            .map(time::OffsetDateTime::unix_timestamp)
+    };
+    let end = history.iter().filter_map(at).max().unwrap_or(0);
+    let window = (end.saturating_sub(86_400), end);
+    let series = |value: Figure| -> Vec<(i64, i64)> {
+        history
+            .iter()
+            .filter_map(|p| Some((at(p)?, value(p)?)))
+            .collect()
+    };
+    let charts: [(&str, &str, Unit, Figure); 5] = [
+        ("chart-backlog", "Sync backlog (events)", Unit::Count, |p| {
+            Some(p.backlog)
+        }),
+        ("chart-oldest", "Oldest change waiting", Unit::Secs, |p| {
+            p.backlog_oldest_secs
+        }),
+        ("chart-skew", "Clock skew", Unit::Millis, |p| {
+            Some(p.skew_ms)
+        }),
+        ("chart-memory", "Memory available", Unit::Bytes, |p| {
+            p.mem_available_bytes
+        }),
+        ("chart-disk", "Disk free", Unit::Bytes, |p| {
+            p.disk_free_bytes
+        }),
+    ];
+    html! {
+        section.charts {
+            @for (id, title, unit, value) in charts {
+                div.panel { (charts::sparkline(id, title, unit, window, &series(value))) }
+            }
+        }
+    }
 }
 
 /// A device's page: its row, what its last heartbeat says, its rollouts and its day.
@@ -373,7 +504,7 @@ fn device_html(name: &str, detail: &DeviceDetail) -> Markup {
         @if let Some(beat) = &d.heartbeat {
             @let (update, backlog, res) = (&beat.update, &beat.backlog, &beat.resources);
             h2 { "Now" }
-            div.scroll { table {
+            div.scroll tabindex="0" role="region" aria-label="Now" { table {
                 tr { th { "Device" } td { (d.id) } }
                 tr { th { "Last heartbeat" } td { (d.last_seen.as_deref().unwrap_or("")) } }
                 tr { th { "Uptime" } td { (human(beat.uptime_secs)) } }
@@ -416,31 +547,62 @@ fn device_html(name: &str, detail: &DeviceDetail) -> Markup {
             }
         } }
         h2 { "Last 24 hours" }
-        div.scroll { table {
-            (head_row(&["At", "Version", "Update", "Healthy", "Backlog", "Skew"]))
-            @for p in history {
-                tr {
-                    td { (p.at) } td { (p.version) } td { (p.update_state) } td { (p.healthy) }
-                    td { (p.backlog) } td { (p.skew_ms) " ms" }
+        (day_charts(&detail.history))
+        details {
+            summary { "The day as a table (a row per ten minutes, newest first)" }
+            div.scroll tabindex="0" role="region" aria-label="The day as a table" { table {
+                (head_row(&[
+                    "At", "Version", "Update", "Healthy", "Backlog", "Oldest change", "Skew",
+                    "Disk free", "Memory available",
+                ]))
+                @for p in history {
+                    tr {
+                        td { (p.at) } td { (p.version) } td { (p.update_state) }
+                        td { (p.healthy) } td { (p.backlog) }
+                        td { (p.backlog_oldest_secs.map_or("-".to_owned(), super::human)) }
+                        td { (p.skew_ms) " ms" }
+                        td { (p.disk_free_bytes.map_or("?".to_owned(), |v| Unit::Bytes.format(v))) }
+                        td { (p.mem_available_bytes.map_or("?".to_owned(), |v| Unit::Bytes.format(v))) }
+                    }
                 }
-            }
-        } }
+            } }
+        }
     };
-    page("Sentra fleet: device", true, body)
+    page("Sentra fleet: device", false, body)
 }
 
-/// A rollout's page: its card with the buttons, and each device's part in it.
-fn rollout_html(name: &str, detail: &RolloutDetail) -> Markup {
+/// A rollout's page: its card with the buttons, its waves, its history and each device's part
+/// in it.
+fn rollout_html(
+    name: &str,
+    detail: &RolloutDetail,
+    waves: &[rollout::WaveCount],
+    history: &[rollout::RolloutEvent],
+) -> Markup {
     let r = &detail.rollout;
-    let waves: Vec<String> = r.waves.iter().map(|p| format!("{p} %")).collect();
+    let percentages: Vec<String> = r.waves.iter().map(|p| format!("{p} %")).collect();
     let body = html! {
         (nav(name))
         h2 { "Rollout" }
         (rollout_card(r))
         p { small {
-            "waves: canaries, then " (waves.join(", ")) " · started " (r.created_at)
+            "waves: canaries, then " (percentages.join(", ")) " · started " (r.created_at)
             " by " (r.created_by)
         } }
+        (charts::waves_chart(waves, &r.waves, r.current_wave))
+        h2 { "History" }
+        @if history.is_empty() {
+            p.muted { "Nothing recorded yet." }
+        } @else {
+            ol.history reversed {
+                @for e in history {
+                    li {
+                        time datetime=(e.at) { (e.at) } " " b { (e.action) } " by " (e.by)
+                        @if let Some(reason) = &e.reason { ": " (reason) }
+                    }
+                }
+            }
+        }
         h2 { "Devices" }
         div.scroll { table {
             (head_row(&["Branch", "Wave", "State", "Reason", "Since"]))
@@ -457,7 +619,7 @@ fn rollout_html(name: &str, detail: &RolloutDetail) -> Markup {
             }
         } }
     };
-    page("Sentra fleet: rollout", true, body)
+    page("Sentra fleet: rollout", false, body)
 }
 
 async fn authorized(state: &FleetState, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -475,7 +637,10 @@ pub async fn overview(
     let view = super::fleet_view(&state.db, state.fleet.offline_after)
         .await
         .map_err(|error| ApiError::database(&error))?;
-    Ok(html(overview_html(&name, &view)))
+    let week = super::counts::week(&state.db)
+        .await
+        .map_err(|error| ApiError::database(&error))?;
+    Ok(html(overview_html(&name, &view, &week)))
 }
 
 /// `GET /fleet/devices/{id}`.
@@ -501,7 +666,9 @@ pub async fn rollout(
         return Ok(login_page(None));
     };
     let detail = super::rollout_detail(&state.db, &id).await?;
-    Ok(html(rollout_html(&name, &detail)))
+    let waves = rollout::wave_counts(&state.db, &id).await?;
+    let history = rollout::history(&state.db, &id).await?;
+    Ok(html(rollout_html(&name, &detail, &waves, &history)))
 }
 
 /// True when the browser says the form came from another site.
@@ -518,11 +685,21 @@ fn cross_site(headers: &HeaderMap) -> bool {
     }
 }
 
-/// `POST /fleet/rollouts/{id}/{action}` (the page's buttons).
+/// What a rollout button's form sends: nothing from the card's buttons; `confirm=yes` and a
+/// `reason` from the page that asks first.
+#[derive(Debug, Default, Deserialize)]
+pub struct ActionForm {
+    confirm: Option<String>,
+    reason: Option<String>,
+}
+
+/// `POST /fleet/rollouts/{id}/{action}` (the page's buttons): pause, abort and the resume of a
+/// halted rollout answer a page that asks first; its POST, with `confirm=yes`, acts.
 pub async fn rollout_action(
     State(state): State<FleetState>,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
+    Form(form): Form<ActionForm>,
 ) -> Result<Response, ApiError> {
     if cross_site(&headers) {
         return Err(ApiError::Forbidden("cross-site form refused".to_owned()));
@@ -532,10 +709,95 @@ pub async fn rollout_action(
     };
     let action = rollout::Action::parse(&action)
         .ok_or_else(|| ApiError::NotFound(format!("no rollout action {action:?}")))?;
-    rollout::act(&state.db, &id, action, &name).await?;
-    Ok(no_referrer(
-        Redirect::to(&format!("/fleet/rollouts/{id}")).into_response(),
-    ))
+    let confirmed = form.confirm.as_deref() == Some("yes");
+    if !confirmed {
+        let summary = rollout::summary(&state.db, &id).await?;
+        if asks_first(action, &summary.state) {
+            return Ok(html(confirm_html(&name, &summary, action, None)));
+        }
+    }
+    match rollout::act(&state.db, &id, action, &name, form.reason.as_deref()).await {
+        Ok(_) => Ok(no_referrer(
+            Redirect::to(&format!("/fleet/rollouts/{id}")).into_response(),
+        )),
+        // A missing or too long reason: the same question again, saying what is wrong.
+        Err(rollout::RolloutError::Invalid(message)) => {
+            let summary = rollout::summary(&state.db, &id).await?;
+            let page = html(confirm_html(&name, &summary, action, Some(&message)));
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The page that asks before `action` acts on rollout `r`: what it will do, a reason field
+/// (required to resume a halted rollout), the confirming button and a way back.
+fn confirm_html(
+    name: &str,
+    r: &RolloutSummary,
+    action: rollout::Action,
+    error: Option<&str>,
+) -> Markup {
+    let halted = r.state == "halted";
+    let (question, consequence, button) = match action {
+        rollout::Action::Pause => (
+            "Pause this rollout?",
+            "Devices not yet told about the release are not told until it is resumed; those \
+             already updating carry on.",
+            "Yes, pause it",
+        ),
+        rollout::Action::Abort => (
+            "Abort this rollout?",
+            "Nobody is offered this release any more, and an aborted rollout cannot be resumed: \
+             to go on, start a new rollout. Devices already on the new version stay on it.",
+            "Yes, abort it",
+        ),
+        rollout::Action::Resume if halted => (
+            "Resume this halted rollout?",
+            "Do this once the cause of the failures is fixed. Its failed devices are offered the \
+             release again and the failure threshold counts afresh. Say what was fixed: it goes \
+             in the rollout's history with your name.",
+            "Resume it",
+        ),
+        rollout::Action::Resume => (
+            "Resume this rollout?",
+            "Devices not yet told are told again as their waves open.",
+            "Resume it",
+        ),
+    };
+    let required = action == rollout::Action::Resume && halted;
+    let body = html! {
+        (nav(name))
+        h2 { (question) }
+        div.panel {
+            p {
+                a href={ "/fleet/rollouts/" (r.id) } { b { (r.version) } " to channel " b { (r.channel) } }
+                " " span class={ "badge " (r.state) } { (r.state.to_uppercase()) }
+            }
+            @if let Some(reason) = &r.reason { p { "Now: " (reason) } }
+            (progress(r))
+            p { (consequence) }
+            form method="post" action={ "/fleet/rollouts/" (r.id) "/" (action.as_str()) } {
+                input type="hidden" name="confirm" value="yes";
+                p {
+                    label for="reason" {
+                        @if required { "What was fixed (required)" } @else { "Why (optional, for the history)" }
+                    }
+                    br;
+                    input id="reason" type="text" name="reason" maxlength=(super::MAX_TEXT)
+                        autocomplete="off" required[required]
+                        aria-describedby=[error.map(|_| "reason-error")];
+                }
+                @if let Some(error) = error { p.error id="reason-error" role="alert" { (error) } }
+                p {
+                    button.danger[action == rollout::Action::Abort] type="submit" { (button) }
+                    " "
+                    a href={ "/fleet/rollouts/" (r.id) } { "No, go back" }
+                }
+            }
+        }
+    };
+    page("Sentra fleet: confirm", false, body)
 }
 
 /// The sign-in form: an operator token (the form at `/fleet`) or a login link's code (the button
@@ -635,6 +897,88 @@ pub async fn logout(
     Ok(response)
 }
 
+/// The origin the browser used (`Origin` of the form's POST, which [`cross_site`] checked against
+/// `Host`), else `https://` and `Host`: what a phone on the same network opens.
+fn page_origin(headers: &HeaderMap) -> String {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    match (text(header::ORIGIN), text(header::HOST)) {
+        (Some(origin), _) if origin.starts_with("https://") || origin.starts_with("http://") => {
+            origin.to_owned()
+        }
+        (_, Some(host)) => format!("https://{host}"),
+        _ => String::new(),
+    }
+}
+
+/// A QR of `content` as inline SVG (a path of its dark modules inside the quiet zone), named for
+/// screen readers; None when it does not fit in a QR.
+fn qr_svg(content: &str) -> Option<Markup> {
+    let code = tokens::qr_code(content).ok()?;
+    let width = code.width();
+    let mut path = String::new();
+    for (index, colour) in code.to_colors().iter().enumerate() {
+        if *colour == qrcode::Color::Dark {
+            let (x, y) = (index % width + 4, index / width + 4);
+            path.push_str(&format!("M{x} {y}h1v1h-1z"));
+        }
+    }
+    let side = width + 8;
+    Some(html! {
+        svg role="img" aria-label="QR code of the sign-in link written below it"
+            viewBox={ "0 0 " (side) " " (side) } shape-rendering="crispEdges" {
+            rect width=(side) height=(side) fill="#fff" {}
+            path d=(path) fill="#000" {}
+        }
+    })
+}
+
+/// `POST /fleet/phone-link` (the page's "Sign in on a phone" button): a one-time login link, as
+/// `POST /v1/fleet/login-links` makes, shown as a QR for the phone's camera and as text.
+pub async fn phone_link(
+    State(state): State<FleetState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if cross_site(&headers) {
+        return Err(ApiError::Forbidden("cross-site form refused".to_owned()));
+    }
+    let Some((token_id, name)) = operator_token(&state.db, &headers).await? else {
+        return Ok(login_page(None));
+    };
+    let ticket = new_session(&state.db, token_id, true)
+        .await
+        .map_err(|error| ApiError::database(&error))?;
+    tracing::info!(%name, "fleet page: phone login link made");
+    let url = format!("{}/fleet/login?ticket={ticket}", page_origin(&headers));
+    let body = html! {
+        (nav(&name))
+        h2 { "Sign in on a phone" }
+        div.panel {
+            p {
+                "Point the phone's camera at the code, open the link and press Sign in. The link "
+                "works once, within " (TICKET_TTL.as_secs() / 60) " minutes, and signs the phone "
+                "in as " b { (name) } "."
+            }
+            figure.qr {
+                @match qr_svg(&url) {
+                    Some(svg) => (svg),
+                    None => p.error { "This link is too long for a QR code; type it instead." },
+                }
+                figcaption { "The link: " code { (url) } }
+            }
+            p { a href="/fleet" { "Back to the fleet" } }
+        }
+    };
+    let mut response = html(page("Sentra fleet: sign in on a phone", false, body));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
 /// `POST /v1/fleet/login-links` (operator token): `{"url": "/fleet/login?ticket=…", "expires_in_secs"}`,
 /// a link whose page signs in the first browser to press its button (for a phone) within
 /// [`TICKET_TTL`].
@@ -721,6 +1065,65 @@ mod tests {
             row.contains("&lt;script&gt;&quot;x&quot; &amp; 'y'&lt;/script&gt;"),
             "{row}"
         );
+    }
+
+    /// WCAG's contrast ratio of two `#rrggbb` colours.
+    fn contrast(a: &str, b: &str) -> f64 {
+        let luminance = |hex: &str| {
+            let channel = |i: usize| {
+                let c = f64::from(u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")) / 255.0;
+                if c <= 0.039_28 {
+                    c / 12.92
+                } else {
+                    ((c + 0.055) / 1.055).powf(2.4)
+                }
+            };
+            0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5)
+        };
+        let (x, y) = (luminance(a), luminance(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    }
+
+    /// Every text colour of the style sheet reads at 4.5:1 or more: on each background the pages
+    /// use, and, where a rule sets both, on its own background (the badges).
+    #[test]
+    fn text_contrast_is_at_least_four_and_a_half_to_one() {
+        let colour = |block: &str, property: &str| {
+            block
+                .split(';')
+                .find_map(|d| d.trim().strip_prefix(property))
+                .filter(|value| value.len() == 7 && value.starts_with('#'))
+                .map(str::to_owned)
+        };
+        let mut checked = 0;
+        for rule in STYLE.split('}') {
+            let Some((selector, block)) = rule.split_once('{') else {
+                continue;
+            };
+            let Some(text) = colour(block, "color:") else {
+                continue;
+            };
+            let backgrounds = match colour(block, "background:") {
+                Some(own) => vec![own],
+                None => vec![
+                    "#ffffff".to_owned(),
+                    "#f5f6f8".to_owned(),
+                    "#fdecea".to_owned(),
+                ],
+            };
+            for background in backgrounds {
+                let ratio = contrast(&text, &background);
+                assert!(
+                    ratio >= 4.5,
+                    "{} : {text} on {background} is {ratio:.2}:1",
+                    selector.trim()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 15, "{checked} pairs");
+        // What issue 20 found: white on the old orange.
+        assert!(contrast("#ffffff", "#c77700") < 4.5);
     }
 
     #[test]

@@ -159,7 +159,8 @@ pub async fn device_detail(
     .ok_or_else(not_found)?;
     let history = sqlx::query_as(
         "SELECT to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS at,
-                version, update_state, healthy, backlog, backlog_bytes, skew_ms, disk_free_bytes, mem_available_bytes
+                version, update_state, healthy, backlog, backlog_bytes, skew_ms, disk_free_bytes, mem_available_bytes,
+                backlog_oldest_secs
          FROM heartbeat_history WHERE device_id = $1::uuid AND received_at > now() - interval '24 hours'
          ORDER BY received_at",
     )
@@ -233,8 +234,8 @@ pub async fn store_heartbeat(
     .await
     ?;
     sqlx::query(
-        "INSERT INTO heartbeat_history (device_id, version, update_state, healthy, backlog, backlog_bytes, skew_ms, disk_free_bytes, mem_available_bytes)
-         VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO heartbeat_history (device_id, version, update_state, healthy, backlog, backlog_bytes, skew_ms, disk_free_bytes, mem_available_bytes, backlog_oldest_secs)
+         VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(device_id)
     .bind(&beat.version)
@@ -245,6 +246,7 @@ pub async fn store_heartbeat(
     .bind(beat.skew_ms)
     .bind(beat.resources.disk_free_bytes.map(clamp))
     .bind(beat.resources.mem_available_bytes.map(clamp))
+    .bind(beat.backlog.oldest_age_secs.map(clamp))
     .execute(&mut *tx)
     .await
     ?;

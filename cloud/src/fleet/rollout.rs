@@ -9,7 +9,11 @@
 //!   has reported: a silent device holds a rollout back, it never pushes it on;
 //! - a halted or aborted rollout offers nothing to anyone; a paused one offers only to devices it
 //!   had already told;
-//! - a device that failed is not offered the same rollout again.
+//! - a device that failed is not offered the same rollout again, unless an operator resumes the
+//!   halted rollout (with a reason: what was fixed), which gives its failed devices another try
+//!   and counts the halt threshold afresh;
+//! - what happens to a rollout (started, widened, a wave opened, halted, completed, an operator's
+//!   pause, resume or abort) is appended to `rollout_events` in the transaction that does it.
 
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -204,6 +208,17 @@ pub async fn start(db: &PgPool, plan: &Plan) -> Result<String, RolloutError> {
         .execute(&mut *tx)
         .await?;
         assign_waves(&mut tx, &id).await?;
+        record(
+            &mut tx,
+            &id,
+            "widened",
+            &plan.by,
+            Some(&format!(
+                "to {} % of channel {}",
+                plan.percent, plan.channel
+            )),
+        )
+        .await?;
         tx.commit().await?;
         let _ = state;
         return Ok(id);
@@ -296,8 +311,114 @@ pub async fn start(db: &PgPool, plan: &Plan) -> Result<String, RolloutError> {
     .execute(&mut *tx)
     .await?;
     assign_waves(&mut tx, &id).await?;
+    let percentages: Vec<String> = waves.iter().map(|p| format!("{p} %")).collect();
+    record(
+        &mut tx,
+        &id,
+        "started",
+        &plan.by,
+        Some(&format!(
+            "{} canaries, then {} of channel {}",
+            canaries.len(),
+            percentages.join(", "),
+            plan.channel
+        )),
+    )
+    .await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// Who marks what a rollout did by itself in its history.
+pub const BY_ROLLOUT: &str = "rollout";
+
+/// Appends `action` (by `by`, for `reason`) to rollout `id`'s history.
+async fn record(
+    conn: &mut PgConnection,
+    id: &str,
+    action: &str,
+    by: &str,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO rollout_events (rollout_id, action, by, reason) VALUES ($1::uuid, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(action)
+    .bind(by)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One line of a rollout's history.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RolloutEvent {
+    pub at: String,
+    pub action: String,
+    pub by: String,
+    pub reason: Option<String>,
+}
+
+/// How many lines of its history a rollout's page shows (newest first).
+pub const HISTORY_SHOWN: i64 = 100;
+
+/// Rollout `id`'s history, newest first, at most [`HISTORY_SHOWN`] lines.
+pub async fn history(db: &PgPool, id: &str) -> Result<Vec<RolloutEvent>, RolloutError> {
+    let uuid = parse_id(id)?;
+    Ok(sqlx::query_as(
+        "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS at, action, by, reason
+         FROM rollout_events WHERE rollout_id = $1::uuid ORDER BY id DESC LIMIT $2",
+    )
+    .bind(uuid)
+    .bind(HISTORY_SHOWN)
+    .fetch_all(db)
+    .await?)
+}
+
+/// One wave of a rollout and where its devices are (wave 0: the canaries).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct WaveCount {
+    pub wave: i32,
+    pub devices: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    /// Told or updating.
+    pub busy: i64,
+    pub pending: i64,
+}
+
+/// Rollout `id`'s waves with their devices' states, wave by wave (at most one row per wave).
+pub async fn wave_counts(db: &PgPool, id: &str) -> Result<Vec<WaveCount>, RolloutError> {
+    let uuid = parse_id(id)?;
+    Ok(sqlx::query_as(
+        "SELECT wave, count(*) AS devices,
+                count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+                count(*) FILTER (WHERE state = 'failed') AS failed,
+                count(*) FILTER (WHERE state IN ('offered', 'updating')) AS busy,
+                count(*) FILTER (WHERE state = 'pending') AS pending
+         FROM rollout_devices WHERE rollout_id = $1::uuid AND wave IS NOT NULL
+         GROUP BY wave ORDER BY wave",
+    )
+    .bind(uuid)
+    .fetch_all(db)
+    .await?)
+}
+
+/// An operator's reason, checked: trimmed, one line of at most [`super::MAX_TEXT`] characters;
+/// None when absent or blank.
+pub fn check_reason(reason: Option<&str>) -> Result<Option<String>, RolloutError> {
+    let Some(reason) = reason.map(str::trim).filter(|reason| !reason.is_empty()) else {
+        return Ok(None);
+    };
+    if reason.chars().count() > super::MAX_TEXT || reason.chars().any(char::is_control) {
+        return Err(RolloutError::Invalid(format!(
+            "reason: expected one line of at most {} characters",
+            super::MAX_TEXT
+        )));
+    }
+    Ok(Some(reason.to_owned()))
 }
 
 /// Sets each device's wave from its bucket and the rollout's canaries and percentages.
@@ -333,52 +454,120 @@ impl Action {
         }
     }
 
-    fn transition(self) -> (&'static [&'static str], &'static str) {
+    /// As in a URL: `pause`, `resume`, `abort`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Abort => "abort",
+        }
+    }
+
+    /// The states it may be taken in, and the state it leads to.
+    pub fn transition(self) -> (&'static [&'static str], &'static str) {
         match self {
             Action::Pause => (&["running"], "paused"),
-            Action::Resume => (&["paused"], "running"),
+            Action::Resume => (&["paused", "halted"], "running"),
             Action::Abort => (&["running", "paused", "halted"], "aborted"),
+        }
+    }
+
+    /// Whether it may be taken in `state`; a halted rollout's resume needs a reason too.
+    pub fn allowed_in(self, state: &str) -> bool {
+        self.transition().0.contains(&state)
+    }
+
+    /// What the rollout's history says it was.
+    fn past(self) -> &'static str {
+        match self {
+            Action::Pause => "paused",
+            Action::Resume => "resumed",
+            Action::Abort => "aborted",
         }
     }
 }
 
-/// Pauses, resumes or aborts rollout `id`; its new state.
-pub async fn act(db: &PgPool, id: &str, action: Action, by: &str) -> Result<String, RolloutError> {
+/// Pauses, resumes or aborts rollout `id` for operator `by`, with `reason` (required to resume a
+/// halted rollout: what was fixed); its new state. Resuming a halted rollout gives its failed
+/// devices another try (they are offered the release again) and is refused when a newer or live
+/// rollout took over its channel.
+pub async fn act(
+    db: &PgPool,
+    id: &str,
+    action: Action,
+    by: &str,
+    reason: Option<&str>,
+) -> Result<String, RolloutError> {
     let uuid = parse_id(id)?;
+    let reason = check_reason(reason)?;
+    let mut tx = db.begin().await?;
+    let channel: Option<String> =
+        sqlx::query_scalar("SELECT channel FROM rollouts WHERE id = $1::uuid")
+            .bind(&uuid)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(channel) = channel else {
+        return Err(RolloutError::NotFound(format!("no rollout {id}")));
+    };
+    // The lock `start` takes: no rollout starts on the channel while this one is resumed.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('rollout:' || $1))")
+        .bind(&channel)
+        .execute(&mut *tx)
+        .await?;
+    let (state, superseded): (String, bool) = sqlx::query_as(
+        "SELECT r.state, EXISTS (SELECT 1 FROM rollouts o WHERE o.channel = r.channel AND o.id <> r.id
+                    AND (o.created_at > r.created_at OR o.state IN ('running', 'paused')))
+         FROM rollouts r WHERE r.id = $1::uuid FOR UPDATE",
+    )
+    .bind(&uuid)
+    .fetch_one(&mut *tx)
+    .await?;
     let (from, to) = action.transition();
-    let from: Vec<String> = from.iter().map(|s| (*s).to_owned()).collect();
-    let changed: Option<String> = sqlx::query_scalar(
+    if !from.contains(&state.as_str()) {
+        return Err(RolloutError::Conflict(format!(
+            "rollout {uuid} is {state}; it can be {}d only when {}",
+            action.as_str(),
+            from.join(" or ")
+        )));
+    }
+    if action == Action::Resume && state == "halted" {
+        if reason.is_none() {
+            return Err(RolloutError::Invalid(
+                "reason: resuming a halted rollout needs a reason (what was fixed)".to_owned(),
+            ));
+        }
+        if superseded {
+            return Err(RolloutError::Conflict(format!(
+                "rollout {uuid} is halted and channel {channel} has a newer or live rollout since; start a new one instead"
+            )));
+        }
+        let retried = sqlx::query(
+            "UPDATE rollout_devices SET state = 'pending', reason = NULL, updated_at = now()
+             WHERE rollout_id = $1::uuid AND state = 'failed'",
+        )
+        .bind(&uuid)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tracing::info!(rollout = %uuid, retried, "halted rollout resumed: its failed devices get another try");
+    }
+    // The card's reason says who stopped it (and why); running again clears it (the history keeps it).
+    sqlx::query(
         "UPDATE rollouts SET state = $2, updated_at = now(),
-                reason = CASE WHEN $2 = 'aborted' THEN 'aborted by ' || $4 ELSE reason END
-         WHERE id = $1::uuid AND state = ANY ($3) RETURNING state",
+                reason = CASE WHEN $2 = 'running' THEN NULL
+                              ELSE $2 || ' by ' || $3 || coalesce(': ' || $4, '') END
+         WHERE id = $1::uuid",
     )
     .bind(&uuid)
     .bind(to)
-    .bind(&from)
     .bind(by)
-    .fetch_optional(db)
+    .bind(&reason)
+    .execute(&mut *tx)
     .await?;
-    if let Some(state) = changed {
-        tracing::info!(rollout = %uuid, %state, %by, "rollout changed by an operator");
-        return Ok(state);
-    }
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM rollouts WHERE id = $1::uuid")
-            .bind(&uuid)
-            .fetch_optional(db)
-            .await?;
-    match state {
-        None => Err(RolloutError::NotFound(format!("no rollout {id}"))),
-        Some(state) => Err(RolloutError::Conflict(format!(
-            "rollout {uuid} is {state}; it can be {}d only when {}",
-            match action {
-                Action::Pause => "pause",
-                Action::Resume => "resume",
-                Action::Abort => "abort",
-            },
-            from.join(" or ")
-        ))),
-    }
+    record(&mut tx, &uuid, action.past(), by, reason.as_deref()).await?;
+    tx.commit().await?;
+    tracing::info!(rollout = %uuid, state = %to, %by, "rollout changed by an operator");
+    Ok(to.to_owned())
 }
 
 /// The live (or halted) rollout of `channel`, for the commands that name a channel.
@@ -481,6 +670,7 @@ pub async fn on_heartbeat(
                 .bind(&reason)
                 .execute(&mut *conn)
                 .await?;
+                record(conn, &id, "halted", BY_ROLLOUT, Some(&reason)).await?;
                 state = "halted".to_owned();
                 break;
             }
@@ -496,6 +686,7 @@ pub async fn on_heartbeat(
                 .bind(&id)
                 .execute(&mut *conn)
                 .await?;
+                record(conn, &id, "completed", BY_ROLLOUT, None).await?;
                 state = "completed".to_owned();
                 break;
             }
@@ -507,6 +698,22 @@ pub async fn on_heartbeat(
             .bind(&id)
             .bind(current_wave)
             .execute(&mut *conn)
+            .await?;
+            let share = usize::try_from(current_wave - 1)
+                .ok()
+                .and_then(|i| waves.get(i))
+                .copied()
+                .unwrap_or(0);
+            record(
+                conn,
+                &id,
+                "wave",
+                BY_ROLLOUT,
+                Some(&format!(
+                    "wave {current_wave} of {} ({share} %) opened",
+                    waves.len()
+                )),
+            )
             .await?;
         }
     }

@@ -146,6 +146,8 @@ pub struct HistoryPoint {
     pub skew_ms: i64,
     pub disk_free_bytes: Option<i64>,
     pub mem_available_bytes: Option<i64>,
+    /// The oldest change not yet in the cloud, seconds (none before migration 0016).
+    pub backlog_oldest_secs: Option<i64>,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]

@@ -16,19 +16,19 @@ use crate::fixtures;
 use crate::support::{join_all, run};
 
 /// How many agents the simulated fleet has.
-const FLEET: usize = 120;
+pub(crate) const FLEET: usize = 120;
 const OLD: &str = "1.0.0";
-const NEW: &str = "2.0.0";
+pub(crate) const NEW: &str = "2.0.0";
 
 /// One simulated appliance: its identity, the version it runs and what its next heartbeat says.
-struct Agent {
-    device: Device,
-    version: String,
+pub(crate) struct Agent {
+    pub(crate) device: Device,
+    pub(crate) version: String,
     update: Value,
     /// Whether installing makes it roll back instead of succeed.
-    bad: bool,
+    pub(crate) bad: bool,
     /// How many times the cloud told it to install.
-    told: u32,
+    pub(crate) told: u32,
 }
 
 impl Agent {
@@ -47,7 +47,11 @@ impl Agent {
 
 /// Enrols `n` agents, one branch each, over the real enrolment endpoint (tokens written into the
 /// database as `enrollment-token` would, to spare 120 process starts).
-async fn enroll_fleet(cloud: &Cloud, n: usize, bad: impl Fn(usize) -> bool) -> Vec<Agent> {
+pub(crate) async fn enroll_fleet(
+    cloud: &Cloud,
+    n: usize,
+    bad: impl Fn(usize) -> bool,
+) -> Vec<Agent> {
     let mut db = cloud.db.connect().await;
     let mut tokens = Vec::new();
     for i in 0..n {
@@ -105,7 +109,7 @@ async fn enroll_fleet(cloud: &Cloud, n: usize, bad: impl Fn(usize) -> bool) -> V
 /// Every agent sends one heartbeat (all at once) and acts on the answer: told to install, a
 /// good agent is on the new version at its next heartbeat, a bad one reports a rollback.
 /// Returns how many were told to install this round.
-async fn round(cloud: &Cloud, agents: &mut [Agent]) -> usize {
+pub(crate) async fn round(cloud: &Cloud, agents: &mut [Agent]) -> usize {
     let answers = join_all(
         agents
             .iter()
@@ -163,7 +167,7 @@ async fn publish(cloud: &Cloud, key: &Path, artifact: &Path, version: &str) -> V
 }
 
 /// `sentra-cloud rollout ...` against this cloud; its JSON.
-async fn rollout_cli(cloud: &Cloud, args: &[&str]) -> Value {
+pub(crate) async fn rollout_cli(cloud: &Cloud, args: &[&str]) -> Value {
     let mut all = vec!["rollout"];
     all.extend_from_slice(args);
     let output = run(&all, &[("DATABASE_URL", cloud.db.url())]).await;
@@ -176,7 +180,7 @@ async fn rollout_cli(cloud: &Cloud, args: &[&str]) -> Value {
 }
 
 /// A cloud with the fleet enrolled and release NEW published.
-async fn fleet(bad: impl Fn(usize) -> bool) -> (Cloud, Vec<Agent>, tempfile::TempDir) {
+pub(crate) async fn fleet(bad: impl Fn(usize) -> bool) -> (Cloud, Vec<Agent>, tempfile::TempDir) {
     let cloud = Cloud::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, _) = keygen(dir.path()).await;
@@ -189,7 +193,7 @@ async fn fleet(bad: impl Fn(usize) -> bool) -> (Cloud, Vec<Agent>, tempfile::Tem
     (cloud, agents, dir)
 }
 
-async fn rollout_json(cloud: &Cloud, id: &str) -> Value {
+pub(crate) async fn rollout_json(cloud: &Cloud, id: &str) -> Value {
     let answer = cloud
         .bearer(
             &cloud.operator,
@@ -329,7 +333,7 @@ async fn a_rollout_halts_itself_when_agents_roll_back_and_the_page_flags_it() {
     }));
     // Halted means nobody else is told.
     assert_eq!(round(&cloud, &mut agents).await, 0);
-    // Resuming a halted rollout is refused; aborting it is not.
+    // Resuming a halted rollout without a reason (what was fixed) is refused.
     let resume = cloud
         .bearer(
             &cloud.operator,
@@ -338,7 +342,7 @@ async fn a_rollout_halts_itself_when_agents_roll_back_and_the_page_flags_it() {
             None,
         )
         .await;
-    assert_eq!(resume.status, 409, "{resume:?}");
+    assert_eq!(resume.status, 422, "{resume:?}");
 
     // Five boxes went quiet two hours ago (the test moves their last heartbeat back).
     let quiet: Vec<String> = agents[FLEET - 5..]
@@ -549,6 +553,11 @@ async fn chromium(cloud: &Cloud, dir: &Path, args: &[&str]) -> String {
     assert_eq!(link.status, 200, "{link:?}");
     let proxy = clicking_proxy(cloud.server.addr).await;
     let url = format!("http://{proxy}{}", link.body["url"].as_str().expect("url"));
+    headless(dir, args, &url).await
+}
+
+/// Runs headless Chromium (a fresh profile in `dir`) on `url` with `args`; its stdout.
+pub(crate) async fn headless(dir: &Path, args: &[&str], url: &str) -> String {
     let profile = tempfile::tempdir_in(dir).expect("chromium profile dir");
     let binary = ["chromium", "chromium-browser"]
         .into_iter()
@@ -574,7 +583,7 @@ async fn chromium(cloud: &Cloud, dir: &Path, args: &[&str]) -> String {
                 &format!("--user-data-dir={}", profile.path().display()),
             ])
             .args(args)
-            .arg(&url)
+            .arg(url)
             .kill_on_drop(true)
             .output(),
     )

@@ -21,6 +21,7 @@ mod device_auth;
 mod enroll;
 mod fixtures;
 mod fleet;
+mod fleet_look;
 mod identity;
 mod metrics;
 mod migrate;
