@@ -71,6 +71,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0015_successors.sql",
         include_str!("../migrations/0015_successors.sql"),
     ),
+    (
+        "0017_fleet_attention.sql",
+        include_str!("../migrations/0017_fleet_attention.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

@@ -113,8 +113,23 @@ pub struct FleetView {
     pub offline_after_secs: u64,
     pub summary: Summary,
     pub rollouts: Vec<rollout::RolloutSummary>,
-    /// Devices needing attention first (longest offline first), then by branch.
+    /// Which page of the devices the filter matches `devices` is.
+    pub page: PageInfo,
+    /// One page of the devices the filter matches: those needing attention first (longest
+    /// offline first), then by branch.
     pub devices: Vec<DeviceView>,
+}
+
+/// Where a page of devices sits in what the filter matches.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageInfo {
+    /// 1-based.
+    pub page: u32,
+    pub size: u32,
+    /// Devices the filter matches, over all pages.
+    pub matching: usize,
+    /// Pages of `size` they fill (at least 1).
+    pub pages: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -125,6 +140,7 @@ pub struct Summary {
     pub needing_attention: usize,
     pub by_version: BTreeMap<String, usize>,
     pub by_update_state: BTreeMap<String, usize>,
+    pub by_channel: BTreeMap<String, usize>,
 }
 
 /// One device with its day of history.
