@@ -99,6 +99,7 @@ async fn timed_gets(http: &reqwest::Client, url: &str, token: &str, n: usize) ->
 async fn main() {
     let boxes = env_usize("SENTRA_BENCH_BOXES", 10_000);
     let requests = env_usize("SENTRA_BENCH_PAGE_REQUESTS", 200).max(1);
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let name = format!("sentra_fleet_page_{}", std::process::id());
     admin_sql(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
     admin_sql(format!("CREATE DATABASE {name}")).await;
@@ -188,6 +189,22 @@ async fn main() {
         "floor: its 3 queries in PostgreSQL, in a row"
     );
 
+    for (what, query) in [("counts", &counts), ("groups", &groups)] {
+        let explain = format!("EXPLAIN (ANALYZE, COSTS OFF) {query}");
+        let mut plan =
+            sqlx::query_scalar::<_, String>(AssertSqlSafe(explain)).bind(OFFLINE_AFTER_SECS);
+        if what == "counts" {
+            plan = plan
+                .bind(&none)
+                .bind(&none)
+                .bind(&none)
+                .bind(&none)
+                .bind(&none);
+        }
+        let plan = plan.fetch_all(&mut db).await.expect("the plan");
+        let time = plan.last().cloned().unwrap_or_default();
+        println!("the {what} query at {boxes} boxes: {time}");
+    }
     let explain = format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {page}");
     let plan: Vec<String> = sqlx::query_scalar(AssertSqlSafe(explain))
         .bind(OFFLINE_AFTER_SECS)

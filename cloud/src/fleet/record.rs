@@ -172,7 +172,7 @@ pub async fn device_detail(
         .hyphenated()
         .to_string();
     let row: DeviceRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{JUDGED} {ROW_COLUMNS} WHERE id = $2::uuid"
+        "{JUDGED} {ROW_COLUMNS} FROM judged WHERE id = $2::uuid"
     )))
     .bind(secs(offline_after))
     .bind(&uuid)

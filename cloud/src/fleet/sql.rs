@@ -23,13 +23,12 @@ pub const JUDGED: &str = "
         FROM latest
     )";
 
-/// The columns of a `DeviceRow` (record.rs) from `judged`.
+/// The columns of a `DeviceRow` (record.rs), from `judged` or a part of it.
 pub const ROW_COLUMNS: &str = "
     SELECT id::text AS id, branch_id, branch_name, hostname, replaces::text AS replaces, channel,
            version,
            to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS last_seen,
-           age_secs, update_state, body::text AS body
-    FROM judged";
+           age_secs, update_state, body::text AS body";
 
 /// Whether a `judged` row matches a [`Filter`] (`$2` pattern, `$3` branch, `$4` version, `$5`
 /// state, `$6` channel; each NULL for "any").
@@ -46,9 +45,14 @@ pub const ATTENTION_ORDER: &str = "
     ORDER BY attention DESC, CASE WHEN online THEN -1 ELSE coalesce(age_secs, -1) END DESC,
              branch_id, id";
 
-/// A page of the matching devices (`$7` rows, NULL for all, after `$8`).
+/// A page of the matching devices (`$7` rows, NULL for all, after `$8`). The page is chosen
+/// first and only its rows are turned into text (the heartbeat's body above all): at 10 000
+/// devices, converting every body before the sort was most of the query's time.
 pub fn page() -> String {
-    format!("{JUDGED} {ROW_COLUMNS} WHERE {MATCHES} {ATTENTION_ORDER} LIMIT $7 OFFSET $8")
+    format!(
+        "{JUDGED}, chosen AS (SELECT * FROM judged WHERE {MATCHES} {ATTENTION_ORDER} LIMIT $7 OFFSET $8)
+         {ROW_COLUMNS} FROM chosen {ATTENTION_ORDER}"
+    )
 }
 
 /// The fleet's counts: devices, online, needing attention, and matching the filter.
