@@ -71,7 +71,8 @@ pub fn concerns(beat: &Heartbeat) -> Vec<String> {
     if beat.parked > 0 {
         out.push(format!("{} parked events", beat.parked));
     }
-    if beat.skew_ms.abs() >= SKEW_ATTENTION_MS {
+    // saturating: a box may send i64::MIN, whose absolute value does not fit.
+    if beat.skew_ms.saturating_abs() >= SKEW_ATTENTION_MS {
         out.push(format!("clock off by {} s", beat.skew_ms / 1000));
     }
     if let Some(printer) = &beat.printer
@@ -204,6 +205,19 @@ mod tests {
         ] {
             assert_eq!(human(secs), text);
         }
+    }
+
+    #[test]
+    fn the_widest_skew_is_a_concern_not_a_panic() {
+        let beat: Heartbeat = serde_json::from_value(serde_json::json!({
+            "version": "1.0.0", "uptime_secs": 1, "update": {"state": "idle"},
+            "skew_ms": i64::MIN,
+        }))
+        .expect("a heartbeat");
+        assert_eq!(
+            concerns(&beat),
+            [format!("clock off by {} s", i64::MIN / 1000)]
+        );
     }
 
     #[test]
