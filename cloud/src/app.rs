@@ -51,6 +51,8 @@ pub struct Services {
     /// KTP checks; booking holds the same service as its `Standing` gate.
     pub identity: Arc<crate::identity::Identity>,
     pub fleet: crate::config::FleetConfig,
+    /// The fleet gauges `/metrics` serves, read in the background (`fleet::metrics::refresh`).
+    pub fleet_gauges: Arc<fleet::metrics::Cache>,
     /// API tokens this replica recently found valid.
     pub tokens: Arc<devices::auth::TokenCache>,
     /// Customer notifications: what ingest needs to schedule service reminders.
@@ -237,6 +239,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         // The fleet page authenticates by operator token or its own session cookie.
         .route("/fleet", get(fleet::page::overview))
+        .route("/fleet/live", get(fleet::page::live))
         .route("/fleet/devices/{id}", get(fleet::page::device))
         .route("/fleet/rollouts/{id}", get(fleet::page::rollout))
         .route(
@@ -273,15 +276,14 @@ pub fn router(state: AppState) -> Router {
 
 /// `GET /metrics` (operator token): the cloud's one registry (`sentra_cloud_*`): this process's
 /// requests, ingest and build, this replica's booking and notification counters, and the fleet's
-/// gauges (from PostgreSQL; if it does not answer, `sentra_cloud_fleet_scrape_ok 0` says so and
-/// the rest is still served).
+/// gauges (read from PostgreSQL in the background; without a recent reading,
+/// `sentra_cloud_fleet_scrape_ok 0` says so and the rest is still served).
 async fn metrics(
     axum::extract::State(state): axum::extract::State<AppState>,
     caller: auth::Caller,
 ) -> Result<Response, ApiError> {
     caller.operator()?;
-    let fleet = fleet::metrics::read(&state.db, state.fleet.offline_after).await;
-    let registry = registry(&state.booking.metrics, fleet);
+    let registry = registry(&state.booking.metrics, state.fleet_gauges.current());
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -295,7 +297,7 @@ async fn metrics(
 /// Every metric the cloud shows, in one registry.
 fn registry(
     booking: &booking::metrics::Metrics,
-    fleet: Result<fleet::metrics::Gauges, sqlx::Error>,
+    fleet: Option<(fleet::metrics::Gauges, std::time::Duration)>,
 ) -> prometheus_client::registry::Registry {
     let mut registry = crate::metrics::registry();
     booking.register(&mut registry);
@@ -314,7 +316,10 @@ mod tests {
         let booking = crate::booking::metrics::Metrics::default();
         let text = crate::metrics::encode(&super::registry(
             &booking,
-            Ok(crate::fleet::metrics::Gauges::one_of_each()),
+            Some((
+                crate::fleet::metrics::Gauges::one_of_each(),
+                std::time::Duration::from_secs(3),
+            )),
         ));
         for family in [
             "build_info",
@@ -337,6 +342,7 @@ mod tests {
             "notifications_failed",
             "notifications_dead",
             "fleet_scrape_ok",
+            "fleet_gauges_age_seconds",
             "fleet_devices",
             "fleet_devices_by_update_state",
             "fleet_devices_needing_attention",
@@ -356,7 +362,7 @@ mod tests {
             .lines()
             .filter(|line| line.starts_with("# HELP "))
             .count();
-        assert_eq!(families, 28, "a family without a test line:\n{text}");
+        assert_eq!(families, 29, "a family without a test line:\n{text}");
         for line in text.lines().filter(|line| !line.starts_with('#')) {
             assert!(line.starts_with("sentra_cloud_"), "{line}");
         }
@@ -366,10 +372,9 @@ mod tests {
     }
 
     #[test]
-    fn metrics_without_postgresql_say_the_fleet_scrape_failed() {
+    fn metrics_without_a_recent_fleet_reading_say_the_fleet_scrape_failed() {
         let booking = crate::booking::metrics::Metrics::default();
-        let text =
-            crate::metrics::encode(&super::registry(&booking, Err(sqlx::Error::PoolTimedOut)));
+        let text = crate::metrics::encode(&super::registry(&booking, None));
         assert!(text.contains("sentra_cloud_fleet_scrape_ok 0\n"), "{text}");
         assert!(
             text.contains("# HELP sentra_cloud_bookings_held "),

@@ -86,6 +86,7 @@ pub const KEYS: &[Key] = &[
     key("releases.public_key", Text, "", "The release public key, 64 hex characters (what release keygen prints). Every box gets it at enrolment and pins it, so its updates are on from its first start. None: boxes enrol without one, refuse every release, and the fleet page flags them."),
     key("releases.signing_key_file", Text, "", "The ed25519 release signing key (sentra-cloud release keygen FILE), read only by release publish. None: publishing refuses, so nothing unsigned is ever served."),
     key("fleet.offline_after_secs", Number, "180", "A device is shown offline when its last heartbeat is older than this: three missed beats at the box's 60 s interval, so one lost request does not flag a branch."),
+    key("fleet.gauges_refresh_secs", Number, "15", "How often each replica reads the fleet gauges from PostgreSQL for /metrics (1 to 3600); a scrape serves the latest reading, and none older than three of these."),
     key("notify.amqp_url", Text, "", "RabbitMQ for customer notifications (amqp://, or amqps:// for TLS). None: this replica publishes nothing and runs no worker; the schedule waits in PostgreSQL for a replica (or notify publish-due) with a broker."),
     key("notify.amqp_ca_file", Text, "", "A PEM file with the CA that signed RabbitMQ's certificate, for an amqps:// URL on a private CA; trusted besides the system's store. None: amqps:// trusts the system's store. Set without an amqps:// URL: refused."),
     key("notify.queue", Text, "sentra.notifications", "The work queue's name (letters, digits, '.', '_', '-'); its retry queues and dead-letter queue are named after it."),
@@ -374,6 +375,8 @@ pub struct ReleasesConfig {
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
     pub offline_after: Duration,
+    /// How often the fleet gauges are read for `/metrics`.
+    pub gauges_refresh: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -748,6 +751,9 @@ pub fn load_with(
     let fleet = FleetConfig {
         offline_after: p.get("fleet.offline_after_secs", |v| {
             number(v, 10, 86_400).map(secs)
+        }),
+        gauges_refresh: p.get("fleet.gauges_refresh_secs", |v| {
+            number(v, 1, 3600).map(secs)
         }),
     };
     let notify = NotifyConfig {
@@ -1828,6 +1834,7 @@ mod tests {
             "SENTRA_CLOUD__RELEASES__PUBLIC_KEY",
             "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
             "SENTRA_CLOUD__FLEET__OFFLINE_AFTER_SECS",
+            "SENTRA_CLOUD__FLEET__GAUGES_REFRESH_SECS",
             "SENTRA_CLOUD__NOTIFY__AMQP_URL",
             "SENTRA_CLOUD__NOTIFY__AMQP_CA_FILE",
             "SENTRA_CLOUD__NOTIFY__QUEUE",

@@ -8,8 +8,8 @@
 //! theirs (`booking::metrics`, `notify::Metrics`, `fleet::metrics`) and register them into the
 //! registry [`registry`] starts at each scrape: the metrics themselves live for the process (they
 //! are atomics and mutex-guarded histograms behind `Arc`s; a scrape registers clones sharing
-//! them), while the fleet's gauges are read from PostgreSQL at the scrape and so never show a
-//! label value that no longer exists.
+//! them), while the fleet's gauges are a reading of PostgreSQL taken in the background (at most
+//! `fleet.gauges_refresh_secs` old) and so never show a label value that no longer exists.
 //!
 //! Ground floor: imports nothing from the crate.
 

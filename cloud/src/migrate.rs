@@ -76,6 +76,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0016_fleet_week_and_resume.sql"),
     ),
     (
+        "0017_fleet_attention.sql",
+        include_str!("../migrations/0017_fleet_attention.sql"),
+    ),
+    (
         "0018_device_backups.sql",
         include_str!("../migrations/0018_device_backups.sql"),
     ),

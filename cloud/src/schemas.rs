@@ -343,6 +343,17 @@ pub struct Heartbeat {
     #[schema(max_length = 16, pattern = r"^([0-9a-f]{16}|none)$")]
     pub release_key: Option<String>,
     pub backup: Option<BackupStatus>,
+    pub download: Option<DownloadProgress>,
+}
+
+/// How far the release download is (while `update.state` is `downloading`); `received_bytes`
+/// is at most `total_bytes`.
+#[derive(ToSchema)]
+pub struct DownloadProgress {
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    pub received_bytes: u64,
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
+    pub total_bytes: u64,
 }
 
 /// The box's last good backup.

@@ -5,9 +5,9 @@
 //! task, every task is spawned on one [`TaskTracker`], and `serve` returns only after the server
 //! has drained (or [`SHUTDOWN_GRACE`] ran out) and every tracked task has finished. The booking
 //! sweeper (due holds, calendar rebuild) joins the same tracker as the request-nonce pruner, the
-//! fleet history pruner, the fleet count sampler and the sweeper of abandoned photo uploads (with
-//! a photo store), and so do the notification publisher (with `notify.amqp_url`) and worker and
-//! sandbox gateway (with `notify.gateway_url` too).
+//! fleet history pruner (and thinner), the fleet count sampler, the fleet gauges' reader and the
+//! sweeper of abandoned photo uploads (with a photo store), and so do the notification publisher
+//! (with `notify.amqp_url`) and worker and sandbox gateway (with `notify.gateway_url` too).
 //!
 //! Connections are lazy: a replica starts and answers `/healthz` while PostgreSQL or Redis is
 //! down, and `/readyz` says so, instead of crash-looping until its dependencies are back.
@@ -233,6 +233,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         config.fleet.offline_after,
         token.clone(),
     ));
+    let fleet_gauges = std::sync::Arc::new(crate::fleet::metrics::Cache::new(
+        config.fleet.gauges_refresh,
+    ));
+    tracker.spawn(crate::fleet::metrics::refresh(
+        db.clone(),
+        config.fleet.offline_after,
+        fleet_gauges.clone(),
+        token.clone(),
+    ));
     if let Some(blobs) = &blobs {
         tracker.spawn(crate::blobs::sweep(
             db.clone(),
@@ -278,6 +287,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             booking: std::sync::Arc::new(booking),
             identity,
             fleet: config.fleet.clone(),
+            fleet_gauges: fleet_gauges.clone(),
             tokens: std::sync::Arc::default(),
             notify,
             blobs,

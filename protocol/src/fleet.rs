@@ -147,6 +147,18 @@ pub struct Heartbeat {
     /// The box's last good backup. Absent from boxes older than this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,
+    /// How far the download of `update.target_version` is, while `update.state` is
+    /// `downloading`. Absent from boxes older than this field (a cloud older than it ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<DownloadProgress>,
+}
+
+/// [`Heartbeat::download`]: bytes of the release artifact staged so far, of its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadProgress {
+    pub received_bytes: u64,
+    /// The manifest's `size`.
+    pub total_bytes: u64,
 }
 
 /// [`Heartbeat::backup`].

@@ -163,6 +163,7 @@ async fn collect(
             age_secs: crate::backup::last(data_dir)
                 .and_then(|last| crate::backup::age_secs(&last, now)),
         }),
+        download: crate::update::read_download(data_dir),
     })
 }
 

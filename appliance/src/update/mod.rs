@@ -15,7 +15,8 @@
 //! - the previous release directory is kept until a later update succeeds, so a rollback
 //!   always has something to go back to;
 //! - every state change is written to `<data_dir>/update-state.json` (which the daemon's
-//!   heartbeat repeats) and sent to the cloud at once in a heartbeat of its own.
+//!   heartbeat repeats) and sent to the cloud at once in a heartbeat of its own; so is the
+//!   download's progress (bytes staged of the manifest's size), every [`PROGRESS_EVERY`].
 
 mod install;
 
@@ -26,7 +27,8 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use sentra_protocol::ed25519_dalek::VerifyingKey;
 use sentra_protocol::fleet::{
-    Heartbeat, Manifest, ReleaseVersion, SignedManifest, TargetRelease, UpdateReport, UpdateState,
+    DownloadProgress, Heartbeat, Manifest, ReleaseVersion, SignedManifest, TargetRelease,
+    UpdateReport, UpdateState,
 };
 use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;
@@ -39,6 +41,10 @@ pub use install::{Layout, release_dir_version};
 
 /// Where the updater records its latest state, in the data directory.
 pub const STATE_FILE: &str = "update-state.json";
+
+/// How often a download's progress is recorded and sent to the cloud (a heartbeat of its own):
+/// a 40 MB release over a slow branch line moves a few percent in that time.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// The version this process is: the `releases/<version>` directory it was started from when it
 /// runs from an install layout (the directory is named by a verified manifest), else the version
@@ -141,6 +147,26 @@ pub fn offered(data_dir: &Path) -> Option<TargetRelease> {
 pub fn read_state(data_dir: &Path) -> Option<UpdateReport> {
     let text = std::fs::read_to_string(data_dir.join(STATE_FILE)).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+/// How far the running download is, for the heartbeat: `None` unless the updater's latest
+/// state is `downloading` and says so.
+pub fn read_download(data_dir: &Path) -> Option<DownloadProgress> {
+    let text = std::fs::read_to_string(data_dir.join(STATE_FILE)).ok()?;
+    let file: StateFile = serde_json::from_str(&text).ok()?;
+    (file.report.state == UpdateState::Downloading)
+        .then_some(file.download)
+        .flatten()
+}
+
+/// [`STATE_FILE`]: the report, and the download's progress while downloading. Readers of the
+/// report alone ([`read_state`], older releases) ignore `download`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StateFile {
+    #[serde(flatten)]
+    report: UpdateReport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    download: Option<DownloadProgress>,
 }
 
 /// What the heartbeat reports as its release key: the key id, or
@@ -348,6 +374,8 @@ impl Updater {
         let part = staging.join(format!("{}.part", manifest.version));
         let attempts = self.cfg.update.download_attempts;
         let mut have = tokio::fs::metadata(&part).await.map_or(0, |m| m.len());
+        self.report_download(&manifest.version, have, manifest.size)
+            .await;
         for attempt in 1..=attempts {
             if have > manifest.size {
                 let _ = tokio::fs::remove_file(&part).await;
@@ -444,6 +472,7 @@ impl Updater {
             }
         };
         let mut written = if status == StatusCode::OK { 0 } else { have };
+        let mut reported = Instant::now();
         let mut resp = resp;
         loop {
             let chunk = match resp.chunk().await {
@@ -468,6 +497,11 @@ impl Updater {
                 });
             }
             file.write_all(&chunk).await.map_err(io(part))?;
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                self.report_download(&manifest.version, written, manifest.size)
+                    .await;
+            }
         }
         file.flush().await.map_err(io(part))?;
         file.sync_all().await.map_err(io(part))?;
@@ -575,13 +609,40 @@ impl Updater {
             reason: reason.map(str::to_owned),
         };
         tracing::info!(state = state.as_str(), target = ?target, reason = ?reason, "update state");
-        if let Err(error) = write_state(&self.cfg.store.data_dir, &report) {
+        self.send(report, version, None).await;
+    }
+
+    /// `downloading` `target` with `received` of `total` bytes staged, recorded and sent.
+    async fn report_download(&self, target: &str, received: u64, total: u64) {
+        let report = UpdateReport {
+            state: UpdateState::Downloading,
+            target_version: Some(target.to_owned()),
+            reason: None,
+        };
+        tracing::debug!(target, received, total, "update download");
+        let download = DownloadProgress {
+            received_bytes: received.min(total),
+            total_bytes: total,
+        };
+        self.send(report, None, Some(download)).await;
+    }
+
+    /// Records `report` (and the download's progress) where the daemon's heartbeat reads it, and
+    /// sends it in a heartbeat of its own.
+    async fn send(
+        &self,
+        report: UpdateReport,
+        version: Option<&str>,
+        download: Option<DownloadProgress>,
+    ) {
+        let file = StateFile { report, download };
+        if let Err(error) = write_state(&self.cfg.store.data_dir, &file) {
             tracing::warn!(%error, "recording the update state failed");
         }
         let beat = Heartbeat {
             version: version.map_or_else(|| self.running(), str::to_owned),
             uptime_secs: self.started.elapsed().as_secs(),
-            update: report,
+            update: file.report,
             // The box itself serves (the old release after a rollback); the state says the rest.
             healthy: true,
             backlog: Default::default(),
@@ -594,6 +655,7 @@ impl Updater {
             paired_clients: None,
             release_key: Some(release_key_id(&self.cfg, self.pinned_key.as_deref())),
             backup: None,
+            download,
         };
         if let Err(error) = self.client.heartbeat(&beat).await {
             tracing::warn!(%error, "reporting the update state to the cloud failed");
@@ -601,7 +663,7 @@ impl Updater {
     }
 }
 
-fn write_state(data_dir: &Path, report: &UpdateReport) -> std::io::Result<()> {
+fn write_state(data_dir: &Path, report: &StateFile) -> std::io::Result<()> {
     let mut file = tempfile::NamedTempFile::new_in(data_dir)?;
     serde_json::to_writer(&mut file, report)?;
     file.as_file().sync_all()?;
@@ -631,6 +693,51 @@ mod tests {
 
     fn id(key: Option<VerifyingKey>) -> Option<String> {
         key.map(|k| hex::encode(k.as_bytes()))
+    }
+
+    #[test]
+    fn the_state_file_carries_the_download_only_while_downloading() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let report = |state| UpdateReport {
+            state,
+            target_version: Some("2.0.0".to_owned()),
+            reason: None,
+        };
+        let progress = DownloadProgress {
+            received_bytes: 12_300_000,
+            total_bytes: 40_000_000,
+        };
+        write_state(
+            dir.path(),
+            &StateFile {
+                report: report(UpdateState::Downloading),
+                download: Some(progress),
+            },
+        )
+        .expect("write");
+        assert_eq!(read_download(dir.path()), Some(progress));
+        assert_eq!(
+            read_state(dir.path()),
+            Some(report(UpdateState::Downloading)),
+            "the report reads as before"
+        );
+        write_state(
+            dir.path(),
+            &StateFile {
+                report: report(UpdateState::Installing),
+                download: Some(progress),
+            },
+        )
+        .expect("write");
+        assert_eq!(read_download(dir.path()), None);
+        // A file from a release before the field.
+        std::fs::write(
+            dir.path().join(STATE_FILE),
+            r#"{"state":"downloading","target_version":"2.0.0"}"#,
+        )
+        .expect("write");
+        assert_eq!(read_download(dir.path()), None);
+        assert!(read_state(dir.path()).is_some());
     }
 
     #[test]

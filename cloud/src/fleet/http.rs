@@ -48,7 +48,19 @@ fn check_heartbeat(beat: &Heartbeat) -> Result<(), ApiError> {
             "backup.age_secs",
             beat.backup.as_ref().and_then(|b| b.age_secs),
         ),
+        (
+            "download.received_bytes",
+            beat.download.map(|d| d.received_bytes),
+        ),
+        ("download.total_bytes", beat.download.map(|d| d.total_bytes)),
     ];
+    if let Some(download) = beat.download
+        && download.received_bytes > download.total_bytes
+    {
+        return Err(ApiError::Invalid(
+            "download: received_bytes is more than total_bytes".to_owned(),
+        ));
+    }
     if let Some(key) = beat.release_key.as_deref()
         && key != sentra_protocol::fleet::NO_RELEASE_KEY
         && !(key.len() == 16
@@ -107,14 +119,27 @@ pub async fn heartbeat(
     }))
 }
 
-/// `GET /v1/fleet` (operator).
-#[utoipa::path(get, path = "/v1/fleet", tag = "fleet", responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
+/// `GET /v1/fleet?q=&branch=&version=&state=&channel=&page=&size=` (operator): the fleet's
+/// counts, recent rollouts and one page of the devices the filter matches ([`filter`]).
+#[utoipa::path(get, path = "/v1/fleet", tag = "fleet", params(
+    ("q" = Option<String>, Query, description = "part of a branch id, branch name or hostname (case-insensitive)", max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"),
+    ("branch" = Option<String>, Query, description = "a branch id", pattern = "^([0-9A-Za-z][0-9A-Za-z_-]{0,31})?$"),
+    ("version" = Option<String>, Query, description = "a release version, or unknown", pattern = r"^(unknown|[0-9]{1,18}\.[0-9]{1,18}\.[0-9]{1,18}(-[0-9A-Za-z.-]+)?)?$"),
+    ("state" = Option<String>, Query, description = "online, offline (includes never-seen), never-seen or attention", pattern = "^(online|offline|never-seen|attention)?$"),
+    ("channel" = Option<String>, Query, description = "a channel", pattern = "^[a-z0-9-]{0,32}$"),
+    ("page" = Option<i64>, Query, description = "1-based page of the matching devices", minimum = 1, maximum = 10000),
+    ("size" = Option<i64>, Query, description = "devices a page (default 50)", minimum = 1, maximum = 200)),
+    responses((status = 200, description = "done", body = Object),
+        (status = 400, description = "bad_query: an unknown parameter or a value out of bounds", body = crate::schemas::ErrorEnvelope)),
+    security(("bearer" = [])))]
 pub async fn get_fleet(
     State(state): State<FleetState>,
     caller: Caller,
+    query: filter::RawQuery,
 ) -> Result<Json<FleetView>, ApiError> {
     caller.operator()?;
-    fleet_view(&state.db, state.fleet.offline_after)
+    let filter = filter::Filter::from_query(query)?;
+    fleet_view(&state.db, state.fleet.offline_after, &filter)
         .await
         .map(Json)
         .map_err(|error| ApiError::database(&error))

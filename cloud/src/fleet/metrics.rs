@@ -1,21 +1,30 @@
-//! The fleet's Prometheus gauges, read from PostgreSQL at scrape time: devices by version and
-//! online state, by update state, needing attention; the fleet's sync backlog; rollouts by state
-//! and their devices by progress (failures included).
+//! The fleet's Prometheus gauges: devices by version and online state, by update state, needing
+//! attention; the fleet's sync backlog; rollouts by state and their devices by progress (failures
+//! included).
+//!
+//! A scrape does not touch PostgreSQL: each replica reads the gauges in the background every
+//! `fleet.gauges_refresh_secs` ([`refresh`]) into its [`Cache`], and `/metrics` serves the latest
+//! reading with its age (`fleet_gauges_age_seconds`). A reading older than three refreshes is not
+//! served (`fleet_scrape_ok 0`), so a replica that lost PostgreSQL does not report a stale fleet
+//! as current.
 //!
 //! These are fleet-wide facts, so every replica reports the same values: aggregate them with
 //! `max()` (not `sum()`) across replicas, or scrape one.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use std::time::Instant;
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 type Labels = Vec<(&'static str, String)>;
 
-/// The fleet's gauges as one scrape read them.
-#[derive(Default)]
+/// The fleet's gauges as one reading found them.
+#[derive(Default, Clone)]
 pub struct Gauges {
     devices: Family<Labels, Gauge>,
     by_update_state: Family<Labels, Gauge>,
@@ -55,46 +64,55 @@ impl Gauges {
     }
 }
 
-fn clamp(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Reads the fleet's gauges from PostgreSQL.
+/// Reads the fleet's gauges from PostgreSQL (four aggregate queries).
 pub async fn read(db: &PgPool, offline_after: Duration) -> Result<Gauges, sqlx::Error> {
-    let devices = super::devices(db, offline_after).await?;
+    use super::record::secs;
+    use super::sql::JUDGED;
     let gauges = Gauges::default();
-    let (mut backlog, mut backlog_bytes, mut oldest) = (0_u64, 0_u64, 0_u64);
-    for device in &devices {
-        let version = device
-            .version
-            .clone()
-            .unwrap_or_else(|| "unknown".to_owned());
-        let state = if device.online { "online" } else { "offline" };
+    let sql = format!(
+        "{JUDGED} SELECT coalesce(version, 'unknown'), online, count(*) FROM judged GROUP BY 1, 2"
+    );
+    let by_version: Vec<(String, bool, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(secs(offline_after))
+        .fetch_all(db)
+        .await?;
+    for (version, online, count) in by_version {
+        let state = if online { "online" } else { "offline" };
         gauges
             .devices
             .get_or_create(&vec![("version", version), ("state", state.to_owned())])
-            .inc();
-        let update_state = device
-            .update_state
-            .clone()
-            .unwrap_or_else(|| "unknown".to_owned());
+            .set(count);
+    }
+    let sql = format!(
+        "{JUDGED} SELECT coalesce(update_state, 'unknown'), count(*) FROM judged GROUP BY 1"
+    );
+    let by_update: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(secs(offline_after))
+        .fetch_all(db)
+        .await?;
+    for (state, count) in by_update {
         gauges
             .by_update_state
-            .get_or_create(&vec![("state", update_state)])
-            .inc();
-        if !device.attention.is_empty() {
-            gauges.attention.inc();
-        }
-        if let Some(beat) = &device.heartbeat {
-            // Figures from the devices' heartbeats: summed without overflow.
-            backlog = backlog.saturating_add(beat.backlog.count);
-            backlog_bytes = backlog_bytes.saturating_add(beat.backlog.bytes);
-            oldest = oldest.max(beat.backlog.oldest_age_secs.unwrap_or(0));
-        }
+            .get_or_create(&vec![("state", state)])
+            .set(count);
     }
-    gauges.backlog_events.set(clamp(backlog));
-    gauges.backlog_bytes.set(clamp(backlog_bytes));
-    gauges.backlog_oldest.set(clamp(oldest));
+    // Sums of figures from the devices' heartbeats: capped, never overflowing.
+    let sql = format!(
+        "{JUDGED} SELECT count(*) FILTER (WHERE attention),
+                         least(coalesce(sum(backlog), 0), 9223372036854775807)::bigint,
+                         least(coalesce(sum(backlog_bytes), 0), 9223372036854775807)::bigint,
+                         coalesce(max(backlog_oldest_secs), 0)
+         FROM judged"
+    );
+    let (attention, backlog, backlog_bytes, oldest): (i64, i64, i64, i64) =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(secs(offline_after))
+            .fetch_one(db)
+            .await?;
+    gauges.attention.set(attention);
+    gauges.backlog_events.set(backlog);
+    gauges.backlog_bytes.set(backlog_bytes);
+    gauges.backlog_oldest.set(oldest);
 
     let rollouts: Vec<(String, i64)> =
         sqlx::query_as("SELECT state, count(*) FROM rollouts GROUP BY state ORDER BY state")
@@ -131,24 +149,80 @@ pub async fn read(db: &PgPool, offline_after: Duration) -> Result<Gauges, sqlx::
     Ok(gauges)
 }
 
-/// Adds the fleet's gauges (`fleet_*`) to `registry`, and `fleet_scrape_ok`: 1 when they could be
-/// read, else 0 and the other fleet gauges left out (the rest of the scrape is still served).
-pub fn register(registry: &mut Registry, read: Result<Gauges, sqlx::Error>) {
+/// The latest reading of the gauges, as this replica's background task left it.
+pub struct Cache {
+    latest: RwLock<Option<(Instant, Gauges)>>,
+    refresh: Duration,
+}
+
+impl Cache {
+    /// An empty cache for readings every `refresh`.
+    pub fn new(refresh: Duration) -> Cache {
+        Cache {
+            latest: RwLock::new(None),
+            refresh,
+        }
+    }
+
+    fn store(&self, gauges: Gauges) {
+        let mut latest = self.latest.write().unwrap_or_else(|e| e.into_inner());
+        *latest = Some((Instant::now(), gauges));
+    }
+
+    /// The latest reading and its age, unless it is older than three refreshes (or there is none
+    /// yet).
+    pub fn current(&self) -> Option<(Gauges, Duration)> {
+        let latest = self.latest.read().unwrap_or_else(|e| e.into_inner());
+        let (at, gauges) = latest.as_ref()?;
+        let age = at.elapsed();
+        (age <= self.refresh.saturating_mul(3)).then(|| (gauges.clone(), age))
+    }
+}
+
+/// Reads the gauges into `cache` now and every `cache.refresh` until `token` is cancelled; a
+/// failed reading is logged and leaves the previous one to age out.
+pub async fn refresh(
+    db: PgPool,
+    offline_after: Duration,
+    cache: Arc<Cache>,
+    token: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(cache.refresh);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match read(&db, offline_after).await {
+            Ok(gauges) => cache.store(gauges),
+            Err(error) => tracing::warn!(%error, "fleet metrics: PostgreSQL did not answer"),
+        }
+    }
+}
+
+/// Adds the fleet's gauges (`fleet_*`) to `registry` from a cached reading and its age, and
+/// `fleet_scrape_ok`: 1 when there is a recent reading, else 0 and the other fleet gauges left
+/// out (the rest of the scrape is still served).
+pub fn register(registry: &mut Registry, reading: Option<(Gauges, Duration)>) {
     let registry = registry.sub_registry_with_prefix("fleet");
     let scrape_ok = Gauge::<i64>::default();
     registry.register(
         "scrape_ok",
-        "1 when the fleet gauges could be read from PostgreSQL",
+        "1 when this replica holds a recent reading of the fleet gauges from PostgreSQL",
         scrape_ok.clone(),
     );
-    let gauges = match read {
-        Ok(gauges) => gauges,
-        Err(error) => {
-            tracing::warn!(%error, "fleet metrics: PostgreSQL did not answer");
-            return;
-        }
+    let Some((gauges, age)) = reading else {
+        return;
     };
     scrape_ok.set(1);
+    let age_gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    age_gauge.set(age.as_secs_f64());
+    registry.register(
+        "gauges_age_seconds",
+        "How old the fleet gauges served are (read in the background every fleet.gauges_refresh_secs)",
+        age_gauge,
+    );
     registry.register(
         "devices",
         "Enrolled devices by version and online state",

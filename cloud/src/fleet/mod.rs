@@ -6,18 +6,22 @@
 //! - the latest heartbeat of each device is one row, replaced in the transaction that also
 //!   appends its history row and moves its rollout on, so the page never shows a device ahead of
 //!   its rollout;
-//! - history is bounded by time ([`HISTORY_RETENTION`]), pruned by every replica (idempotent);
+//! - history is bounded by time ([`HISTORY_RETENTION`]) and thinned beyond its last hour to one
+//!   heartbeat per device and [`HISTORY_BUCKET`] ([`thin_history`]), both by every replica
+//!   (idempotent);
 //! - online/offline is computed at read time from PostgreSQL's clock (`fleet.offline_after_secs`),
 //!   never stored, so no sweeper has to flip it;
 //! - every number on the page, in `/v1/fleet` and in `/metrics` comes from the same queries here.
 
 pub mod charts;
 pub mod counts;
+pub mod filter;
 pub mod http;
 pub mod metrics;
 pub mod page;
 pub mod record;
 pub mod rollout;
+pub mod sql;
 pub mod views;
 
 use std::time::Duration;
@@ -48,6 +52,17 @@ pub const HISTORY_RETENTION: Duration = Duration::from_secs(26 * 3600);
 /// How often each replica deletes history older than [`HISTORY_RETENTION`].
 pub const HISTORY_PRUNE_INTERVAL: Duration = Duration::from_secs(600);
 
+/// History younger than this keeps every heartbeat.
+pub const HISTORY_RAW: Duration = Duration::from_secs(3600);
+/// Beyond [`HISTORY_RAW`], one heartbeat (the last) per device per bucket of this length: 144 a
+/// day, what a day's chart draws.
+pub const HISTORY_BUCKET: Duration = Duration::from_secs(600);
+/// How often each replica thins history, and the most buckets one pass thins: a pass does at
+/// most half an hour of the fleet's heartbeats (about 300 000 rows at 10 000 boxes), and after a
+/// start the backlog of a day is thinned within an hour.
+pub const HISTORY_THIN_INTERVAL: Duration = Duration::from_secs(60);
+pub const HISTORY_THIN_BUCKETS: u32 = 3;
+
 /// Longest free text (reasons, states) kept from a heartbeat.
 pub const MAX_TEXT: usize = 500;
 
@@ -63,17 +78,71 @@ pub const BACKUP_ATTENTION_SECS: u64 = 36 * 3600;
 /// Free disk share under which a box needs attention.
 pub const DISK_ATTENTION_PCT: u64 = 10;
 
-/// Deletes history older than [`HISTORY_RETENTION`] every [`HISTORY_PRUNE_INTERVAL`] until
-/// `token` is cancelled; also drops expired page sessions.
+/// Thins history in `[from, until)` (both on [`HISTORY_BUCKET`] boundaries, in seconds since the
+/// epoch) to the last heartbeat of each device in each bucket, bucket by bucket; the rows deleted.
+pub async fn thin_history(db: &PgPool, from: i64, until: i64) -> Result<u64, sqlx::Error> {
+    let bucket = i64::try_from(HISTORY_BUCKET.as_secs()).unwrap_or(600);
+    let mut deleted = 0;
+    let mut start = from;
+    while start < until {
+        deleted += sqlx::query(
+            "DELETE FROM heartbeat_history h
+             USING (SELECT device_id, max(received_at) AS kept FROM heartbeat_history
+                    WHERE received_at >= to_timestamp($1::bigint) AND received_at < to_timestamp($2::bigint)
+                    GROUP BY device_id) k
+             WHERE h.received_at >= to_timestamp($1::bigint) AND h.received_at < to_timestamp($2::bigint)
+               AND h.device_id = k.device_id AND h.received_at < k.kept",
+        )
+        .bind(start)
+        .bind(start + bucket)
+        .execute(db)
+        .await?
+        .rows_affected();
+        start += bucket;
+    }
+    Ok(deleted)
+}
+
+/// Seconds since the epoch, rounded down to a [`HISTORY_BUCKET`] boundary.
+fn bucket_floor(at: std::time::SystemTime) -> i64 {
+    let bucket = i64::try_from(HISTORY_BUCKET.as_secs()).unwrap_or(600);
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    secs - secs.rem_euclid(bucket)
+}
+
+/// Every [`HISTORY_THIN_INTERVAL`], thins the next at most [`HISTORY_THIN_BUCKETS`] buckets of
+/// history that left the raw hour (from the start of the retention after a start, then where the
+/// last pass ended); every [`HISTORY_PRUNE_INTERVAL`], deletes history older than
+/// [`HISTORY_RETENTION`] and drops expired page sessions. Until `token` is cancelled.
 pub async fn prune(db: PgPool, token: CancellationToken) {
-    let mut interval = tokio::time::interval(HISTORY_PRUNE_INTERVAL);
+    let mut interval = tokio::time::interval(HISTORY_THIN_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let retention = HISTORY_RETENTION.as_secs_f64();
+    let bucket = i64::try_from(HISTORY_BUCKET.as_secs()).unwrap_or(600);
+    let mut thinned_to = bucket_floor(std::time::SystemTime::now() - HISTORY_RETENTION);
+    let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = token.cancelled() => return,
             _ = interval.tick() => {}
         }
+        let raw_from = bucket_floor(std::time::SystemTime::now() - HISTORY_RAW);
+        let until = raw_from.min(thinned_to + bucket * i64::from(HISTORY_THIN_BUCKETS));
+        if until > thinned_to {
+            match thin_history(&db, thinned_to, until).await {
+                Ok(deleted) => {
+                    tracing::debug!(deleted, "fleet history thinned");
+                    thinned_to = until;
+                }
+                Err(error) => tracing::warn!(%error, "thinning fleet history failed"),
+            }
+        }
+        if last_prune.is_some_and(|at| at.elapsed() < HISTORY_PRUNE_INTERVAL) {
+            continue;
+        }
+        last_prune = Some(tokio::time::Instant::now());
         let history = sqlx::query(
             "DELETE FROM heartbeat_history WHERE received_at < now() - make_interval(secs => $1)",
         )

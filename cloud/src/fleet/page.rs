@@ -1,7 +1,12 @@
-//! The fleet page for the cloud team: `GET /fleet` (the fleet at a glance), `GET
-//! /fleet/devices/{id}`, `GET /fleet/rollouts/{id}` (with pause, resume and abort buttons), plain
-//! server-rendered HTML, no JavaScript, readable from a phone's width up. Charts are inline SVG drawn here on the server ([`super::charts`]), each
-//! with its figures as text.
+//! The fleet page for the cloud team: `GET /fleet` (the fleet at a glance, its devices filtered
+//! and in pages by a plain GET form: [`super::filter`]), `GET /fleet/devices/{id}`, `GET
+//! /fleet/rollouts/{id}` (with pause, resume and abort buttons), server-rendered HTML readable
+//! from a phone's width up. Charts are inline SVG drawn here on the server ([`super::charts`]),
+//! each with its figures as text. The overview keeps itself current without reloading: a small
+//! inline script (allowed by its hash in the page's `Content-Security-Policy`, nothing else may
+//! run) asks `GET /fleet/live` with the page's own query every [`LIVE_POLL_SECS`] and puts the
+//! counts and the rows it answers in place, leaving scroll position and focus alone; without
+//! scripts the page works the same and has a Refresh link. No page refreshes itself.
 //!
 //! Pause, abort and the resume of a halted rollout ask first: the button's POST answers a page
 //! that says what will happen (and, for a halted rollout, asks what was fixed); only its own POST,
@@ -18,8 +23,9 @@
 //!
 //! Invariants:
 //! - every value shown is HTML-escaped: maud's `html!` escapes whatever it splices (the charts'
-//!   and the QR's SVG included), and `PreEscaped` wraps only the constant style sheet; nothing
-//!   from a device reaches the page raw;
+//!   and the QR's SVG included), and `PreEscaped` wraps only the constant style sheet and script,
+//!   and a device row's cells as `html!` itself rendered them; nothing from a device reaches the
+//!   page raw (nor the rows `/fleet/live` hands the script, which are the same rendering);
 //! - state-changing forms are POSTs that also need the cookie, which is `SameSite=Strict`, and a
 //!   same-origin `Origin` or `Sec-Fetch-Site` when the browser sends one: another site cannot
 //!   press the buttons for you.
@@ -36,8 +42,11 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use super::charts::{self, HourCount, Unit};
+use super::filter::{Filter, StateFilter};
 use super::rollout::{self, RolloutSummary};
-use super::{DeviceDetail, DeviceView, FleetState, FleetView, HistoryPoint, RolloutDetail};
+use super::{
+    DeviceDetail, DeviceView, FleetState, FleetView, HistoryPoint, PageInfo, RolloutDetail,
+};
 use crate::devices::auth::Caller;
 use crate::devices::tokens;
 use crate::web::ApiError;
@@ -49,6 +58,10 @@ pub const TICKET_TTL: Duration = Duration::from_secs(300);
 /// How often a page that asks refreshes itself. None does: a meta refresh is an automatic change
 /// a reader cannot stop (WCAG 2.2.1, axe's `meta-refresh`), so the pages are reloaded by hand.
 pub const REFRESH_SECS: u32 = 30;
+/// The overview's script asks for fresh counts and rows this often.
+pub const LIVE_POLL_SECS: u32 = 15;
+/// The page sizes the overview's form offers.
+const PAGE_SIZES: [u32; 4] = [25, 50, 100, 200];
 const COOKIE: &str = "sentra_fleet";
 
 /// The operator's name, from a Bearer operator token or a live session cookie; None if neither.
@@ -190,7 +203,85 @@ ol.history{background:#fff;border-radius:.5rem;padding:.6rem 1rem .6rem 2rem;box
 .panel{max-width:40rem} .panel input[type=text]{font:inherit;width:100%;box-sizing:border-box;padding:.3rem}
 p.error{color:#b3261e;font-weight:700}
 .qr svg{width:min(18rem,80vw);height:auto}
+form.filter{display:flex;flex-wrap:wrap;gap:.5rem .8rem;align-items:flex-end;margin:.5rem 0}
+form.filter label{display:flex;flex-direction:column;font-size:.85rem;color:#3d4555}
+form.filter input,form.filter select{font-size:1rem;padding:.3rem;max-width:14rem}
+nav.pages{display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:baseline;margin:.6rem 0}
+progress{width:7rem;vertical-align:middle}
 ";
+
+/// The overview's script: every `data-every` seconds (while the tab is visible) it fetches
+/// `/fleet/live` with the page's query and puts the counts and the rows in place. A row whose
+/// `data-v` (a digest of its cells) did not change is kept as it is, so a focused link stays
+/// focused; a row that moved or changed is replaced and the focus put back on the same link.
+const LIVE_SCRIPT: &str = r#"(() => {
+  const live = document.getElementById('live');
+  const rows = document.getElementById('device-rows');
+  if (!live || !rows || !window.fetch) return;
+  const every = Math.max(5, Number(live.dataset.every) || 15) * 1000;
+  const url = '/fleet/live' + location.search;
+  const say = (text) => { live.textContent = text; };
+  const apply = (data) => {
+    for (const [name, value] of Object.entries(data.counts)) {
+      const count = document.getElementById('count-' + name);
+      if (!count) continue;
+      if (count.textContent !== String(value)) count.textContent = value;
+      const card = count.closest('[data-warn]');
+      if (card) card.classList.toggle('bad', value > 0);
+    }
+    const shown = document.getElementById('shown');
+    if (shown) shown.textContent = data.shown;
+    const focused = rows.contains(document.activeElement) ? document.activeElement : null;
+    const focusRow = focused ? focused.closest('tr') : null;
+    const focusHref = focused ? focused.getAttribute('href') : null;
+    const y = window.scrollY;
+    const old = new Map();
+    for (const tr of Array.from(rows.rows)) old.set(tr.dataset.device, tr);
+    const want = data.rows.map((row) => {
+      const tr = old.get(row.id);
+      if (tr && tr.dataset.v === row.v) { old.delete(row.id); return tr; }
+      const template = document.createElement('template');
+      template.innerHTML = row.html;
+      return template.content.firstElementChild;
+    });
+    want.forEach((tr, i) => { if (rows.rows[i] !== tr) rows.insertBefore(tr, rows.rows[i] || null); });
+    for (const tr of old.values()) tr.remove();
+    while (rows.rows.length > want.length) rows.rows[rows.rows.length - 1].remove();
+    if (focused && document.activeElement !== focused && focusRow && focusHref) {
+      const tr = Array.from(rows.rows).find((r) => r.dataset.device === focusRow.dataset.device);
+      const link = tr && Array.from(tr.querySelectorAll('a')).find((a) => a.getAttribute('href') === focusHref);
+      if (link) link.focus({ preventScroll: true });
+    }
+    if (window.scrollY !== y) window.scrollTo(window.scrollX, y);
+    say('Updated ' + new Date().toLocaleTimeString() + '.');
+  };
+  const poll = () => {
+    if (document.hidden) { setTimeout(poll, every); return; }
+    fetch(url, { credentials: 'same-origin', headers: { accept: 'application/json' } })
+      .then((r) => { if (!r.ok) throw new Error('the cloud answered ' + r.status); return r.json(); })
+      .then(apply)
+      .catch((e) => say('Not updated (' + e.message + '): use Refresh.'))
+      .finally(() => setTimeout(poll, every));
+  };
+  setTimeout(poll, every);
+})();"#;
+
+/// The overview's `Content-Security-Policy`: its one script by hash, styles inline (the style
+/// sheet and the rollout bars' widths), fetches and forms only to this origin, nothing else.
+static OVERVIEW_CSP: std::sync::LazyLock<HeaderValue> = std::sync::LazyLock::new(|| {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD
+        .encode(sha2::Sha256::digest(LIVE_SCRIPT.as_bytes()));
+    let policy = format!(
+        "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; \
+         img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; \
+         frame-ancestors 'none'"
+    );
+    // Base64 and fixed ASCII: always a valid header value.
+    HeaderValue::from_str(&policy)
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"))
+});
 
 fn page(title: &str, refresh: bool, body: Markup) -> Markup {
     html! {
@@ -347,9 +438,52 @@ fn rollout_card(r: &RolloutSummary) -> Markup {
     }
 }
 
-fn device_row(d: &DeviceView) -> Markup {
+/// A download's progress as text and a `<progress>` (whose content is the text again, for
+/// browsers without it); nothing unless the box is downloading and said how far it is.
+pub fn download_progress(beat: &sentra_protocol::fleet::Heartbeat) -> Markup {
+    let Some(download) = beat.download else {
+        return html! {};
+    };
+    if beat.update.state != sentra_protocol::fleet::UpdateState::Downloading {
+        return html! {};
+    }
+    let mb = |bytes: u64| format!("{:.1}", bytes as f64 / 1e6);
+    let text = format!(
+        "{} of {} MB",
+        mb(download.received_bytes),
+        mb(download.total_bytes)
+    );
     html! {
-        tr class=(if d.attention.is_empty() { "" } else { "attention" }) data-device=(d.id) {
+        span.download {
+            br; small { (text) } " "
+            progress value=(download.received_bytes) max=(download.total_bytes.max(1))
+                aria-label="download" { (text) }
+        }
+    }
+}
+
+/// A device's row and its version: a digest of its cells, which the overview's script compares
+/// to leave an unchanged row (and the focus in it) alone.
+fn device_row_parts(d: &DeviceView) -> (String, Markup) {
+    use sha2::Digest as _;
+    let cells = device_cells(d).into_string();
+    let digest = sha2::Sha256::digest(cells.as_bytes());
+    let version = hex::encode(&digest[..8]);
+    let row = html! {
+        tr class=(if d.attention.is_empty() { "" } else { "attention" }) data-device=(d.id)
+            data-v=(version) {
+            (PreEscaped(cells))
+        }
+    };
+    (version, row)
+}
+
+fn device_row(d: &DeviceView) -> Markup {
+    device_row_parts(d).1
+}
+
+fn device_cells(d: &DeviceView) -> Markup {
+    html! {
             td {
                 a href={ "/fleet/devices/" (d.id) } { (d.branch_id) } br;
                 small { (d.branch_name) " · " (d.hostname.as_deref().unwrap_or("")) }
@@ -367,7 +501,10 @@ fn device_row(d: &DeviceView) -> Markup {
                     span.badge.offline { "never seen" }
                 }
             }
-            td { (d.update_state.as_deref().unwrap_or("")) }
+            td {
+                (d.update_state.as_deref().unwrap_or(""))
+                @if let Some(beat) = &d.heartbeat { (download_progress(beat)) }
+            }
             td {
                 @if let Some(beat) = &d.heartbeat {
                     (beat.backlog.count) " " small { "(" (beat.backlog.bytes / 1024) " KiB)" }
@@ -378,7 +515,6 @@ fn device_row(d: &DeviceView) -> Markup {
                     ul.attention { @for a in &d.attention { li { (a) } } }
                 }
             }
-        }
     }
 }
 
@@ -388,12 +524,17 @@ fn head_row(labels: &[&str]) -> Markup {
 }
 
 fn devices_table(devices: &[DeviceView]) -> Markup {
+    devices_table_with(devices, None)
+}
+
+/// The devices' table; its body gets `body_id` (what the overview's script updates).
+fn devices_table_with(devices: &[DeviceView], body_id: Option<&str>) -> Markup {
     html! {
         div.scroll { table {
             thead {
                 (head_row(&["Branch", "Version", "State", "Update", "Backlog", "Needs attention"]))
             }
-            tbody { @for d in devices { (device_row(d)) } }
+            tbody id=[body_id] { @for d in devices { (device_row(d)) } }
         } }
     }
 }
@@ -416,16 +557,119 @@ fn overview_charts(view: &FleetView, week: &(i64, Vec<HourCount>)) -> Markup {
     }
 }
 
-/// The overview's HTML.
-pub fn overview_html(name: &str, view: &FleetView, week: &(i64, Vec<HourCount>)) -> Markup {
+/// "Devices 51–100 of 812", or why there are none.
+fn shown_text(page: &PageInfo, rows: usize) -> String {
+    if page.matching == 0 {
+        return "No device matches.".to_owned();
+    }
+    if rows == 0 {
+        return format!(
+            "Page {} is past the last ({}) of {} devices.",
+            page.page, page.pages, page.matching
+        );
+    }
+    let first = (page.page as usize - 1) * page.size as usize + 1;
+    format!("Devices {first}–{} of {}.", first + rows - 1, page.matching)
+}
+
+/// The overview's GET form: search, filters, page size. Works without scripts.
+fn filter_form(filter: &Filter, view: &FleetView) -> Markup {
+    let s = &view.summary;
+    let mut versions: Vec<&str> = s.by_version.keys().map(String::as_str).collect();
+    let mut channels: Vec<&str> = s.by_channel.keys().map(String::as_str).collect();
+    for (list, chosen) in [
+        (&mut versions, filter.version.as_deref()),
+        (&mut channels, filter.channel.as_deref()),
+    ] {
+        if let Some(chosen) = chosen
+            && !list.contains(&chosen)
+        {
+            list.push(chosen);
+        }
+    }
+    let mut sizes = PAGE_SIZES.to_vec();
+    if !sizes.contains(&filter.size) {
+        sizes.push(filter.size);
+        sizes.sort_unstable();
+    }
+    html! {
+        form.filter method="get" action="/fleet" role="search" aria-label="Devices" {
+            label {
+                "Search" input type="search" name="q" value=[filter.q.as_deref()]
+                    maxlength=(super::filter::MAX_SEARCH) placeholder="branch or hostname";
+            }
+            label {
+                "Branch id" input name="branch" value=[filter.branch.as_deref()] size="10"
+                    maxlength=(crate::branches::MAX_BRANCH_ID_LEN);
+            }
+            label { "Version" select name="version" {
+                option value="" { "any" }
+                @for v in &versions {
+                    option value=(v) selected[filter.version.as_deref() == Some(*v)] { (v) }
+                }
+            } }
+            label { "State" select name="state" {
+                option value="" { "any" }
+                @for state in StateFilter::ALL {
+                    option value=(state.as_str()) selected[filter.state == Some(state)] {
+                        (state.label())
+                    }
+                }
+            } }
+            label { "Channel" select name="channel" {
+                option value="" { "any" }
+                @for c in &channels {
+                    option value=(c) selected[filter.channel.as_deref() == Some(*c)] { (c) }
+                }
+            } }
+            label { "Per page" select name="size" {
+                @for n in &sizes { option value=(n) selected[*n == filter.size] { (n) } }
+            } }
+            button type="submit" { "Show" }
+            @if filter.narrows() { a href="/fleet" { "Clear" } }
+        }
+    }
+}
+
+/// Where the page is, the links to the next and previous pages, and the manual refresh.
+fn pager(view: &FleetView, filter: &Filter, top: bool) -> Markup {
+    let page = &view.page;
+    let here = usize::try_from(filter.page).unwrap_or(usize::MAX);
+    html! {
+        nav.pages aria-label=(if top { "Pages" } else { "Pages, again" }) {
+            @if top {
+                span #shown { (shown_text(page, view.devices.len())) }
+            } @else {
+                span { "Page " (filter.page) " of " (page.pages) }
+            }
+            @if filter.page > 1 {
+                a rel="prev" href={ "/fleet" (filter.query_string(filter.page - 1)) } { "← Previous" }
+            }
+            @if here < page.pages {
+                a rel="next" href={ "/fleet" (filter.query_string(filter.page + 1)) } { "Next →" }
+            }
+            @if top {
+                a href={ "/fleet" (filter.query_string(filter.page)) } { "Refresh" }
+            }
+        }
+    }
+}
+
+/// The overview's HTML for `filter`'s page of devices.
+pub fn overview_html(
+    name: &str,
+    view: &FleetView,
+    filter: &Filter,
+    week: &(i64, Vec<HourCount>),
+) -> Markup {
     let s = &view.summary;
     let body = html! {
         (nav(name))
         section.cards {
             div.card { b id="count-devices" { (s.devices) } "devices" }
             div.card.good { b id="count-online" { (s.online) } "online" }
-            div.card.bad[s.offline > 0] { b id="count-offline" { (s.offline) } "offline" }
-            div.card.bad[s.needing_attention > 0] {
+            div.card.bad[s.offline > 0] data-warn { b id="count-offline" { (s.offline) } "offline" }
+            div.card.bad[s.needing_attention > 0] data-warn {
                 b id="count-attention" { (s.needing_attention) } "need attention"
             }
         }
@@ -433,9 +677,18 @@ pub fn overview_html(name: &str, view: &FleetView, week: &(i64, Vec<HourCount>))
         @if view.rollouts.is_empty() { p.muted { "No rollouts yet." } }
         @for r in &view.rollouts { (rollout_card(r)) }
         (overview_charts(view, week))
-        h2 { "Devices" }
-        p.muted { "Those needing attention first, longest offline first." }
-        (devices_table(&view.devices))
+        h2 #devices { "Devices" }
+        (filter_form(filter, view))
+        p.muted {
+            "Those needing attention first, longest offline first. "
+            span #live data-every=(LIVE_POLL_SECS) role="status" {
+                "As of " (clock_now()) " UTC; kept current while this page is open."
+            }
+        }
+        (pager(view, filter, true))
+        (devices_table_with(&view.devices, Some("device-rows")))
+        @if view.page.pages > 1 { (pager(view, filter, false)) }
+        script { (PreEscaped(LIVE_SCRIPT)) }
     };
     page("Sentra fleet", false, body)
 }
@@ -486,6 +739,12 @@ fn day_charts(history: &[HistoryPoint]) -> Markup {
     }
 }
 
+/// The time of day in UTC, `HH:MM:SS`.
+fn clock_now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!("{:02}:{:02}:{:02}", now.hour(), now.minute(), now.second())
+}
+
 /// A device's page: its row, what its last heartbeat says, its rollouts and its day.
 fn device_html(name: &str, detail: &DeviceDetail) -> Markup {
     let d = &detail.device;
@@ -511,6 +770,7 @@ fn device_html(name: &str, detail: &DeviceDetail) -> Markup {
                 tr { th { "Update" } td {
                     (update.state.as_str()) " " (update.target_version.as_deref().unwrap_or(""))
                     " " (update.reason.as_deref().unwrap_or(""))
+                    (download_progress(beat))
                 } }
                 tr { th { "Healthy" } td { (beat.healthy) } }
                 tr { th { "Sync backlog" } td {
@@ -626,21 +886,118 @@ async fn authorized(state: &FleetState, headers: &HeaderMap) -> Result<Option<St
     operator(&state.db, headers).await
 }
 
-/// `GET /fleet`.
+/// A 400 page for a query the overview cannot show: what was wrong and a way back.
+fn bad_query_page(name: &str, error: &ApiError) -> Response {
+    let body = html! {
+        (nav(name))
+        h2 { "That list cannot be shown" }
+        p.badge.failed { (error.to_string()) }
+        p { a href="/fleet" { "Show the whole fleet" } }
+    };
+    (
+        StatusCode::BAD_REQUEST,
+        html(page("Sentra fleet: bad query", false, body)),
+    )
+        .into_response()
+}
+
+/// `GET /fleet?q=&branch=&version=&state=&channel=&page=&size=`.
 pub async fn overview(
     State(state): State<FleetState>,
     headers: HeaderMap,
+    query: super::filter::RawQuery,
 ) -> Result<Response, ApiError> {
     let Some(name) = authorized(&state, &headers).await? else {
         return Ok(login_page(None));
     };
-    let view = super::fleet_view(&state.db, state.fleet.offline_after)
+    let filter = match Filter::from_query(query) {
+        Ok(filter) => filter,
+        Err(error) => return Ok(bad_query_page(&name, &error)),
+    };
+    let view = super::fleet_view(&state.db, state.fleet.offline_after, &filter)
         .await
         .map_err(|error| ApiError::database(&error))?;
     let week = super::counts::week(&state.db)
         .await
         .map_err(|error| ApiError::database(&error))?;
-    Ok(html(overview_html(&name, &view, &week)))
+    let mut response = html(overview_html(&name, &view, &filter, &week));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_SECURITY_POLICY, OVERVIEW_CSP.clone());
+    Ok(response)
+}
+
+/// What `GET /fleet/live` answers: the fleet's counts, where the page is, and its rows as the
+/// overview renders them.
+#[derive(Debug, serde::Serialize)]
+pub struct Live {
+    /// `devices`, `online`, `offline`, `attention`: the `count-*` cards.
+    pub counts: std::collections::BTreeMap<&'static str, usize>,
+    pub page: PageInfo,
+    /// The page's "Devices 1–50 of 812" line.
+    pub shown: String,
+    pub rows: Vec<LiveRow>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct LiveRow {
+    pub id: String,
+    /// A digest of the row's cells: unchanged, unchanged row.
+    pub v: String,
+    /// The row's `<tr>`, escaped as on the page.
+    pub html: String,
+}
+
+/// The overview's live data for `view`.
+pub fn live_view(view: &FleetView) -> Live {
+    let s = &view.summary;
+    Live {
+        counts: [
+            ("devices", s.devices),
+            ("online", s.online),
+            ("offline", s.offline),
+            ("attention", s.needing_attention),
+        ]
+        .into_iter()
+        .collect(),
+        page: view.page.clone(),
+        shown: shown_text(&view.page, view.devices.len()),
+        rows: view
+            .devices
+            .iter()
+            .map(|d| {
+                let (v, row) = device_row_parts(d);
+                LiveRow {
+                    id: d.id.clone(),
+                    v,
+                    html: row.into_string(),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// `GET /fleet/live?<the overview's query>`: what the overview's script polls, behind the same
+/// sign-in as the page (401 without it, 400 for a query the page would refuse).
+pub async fn live(
+    State(state): State<FleetState>,
+    headers: HeaderMap,
+    query: super::filter::RawQuery,
+) -> Result<Response, ApiError> {
+    if authorized(&state, &headers).await?.is_none() {
+        return Err(ApiError::Unauthorized(
+            "sign in at /fleet first (or send an operator token)".to_owned(),
+        ));
+    }
+    let filter = Filter::from_query(query)?;
+    let view = super::fleet_view(&state.db, state.fleet.offline_after, &filter)
+        .await
+        .map_err(|error| ApiError::database(&error))?;
+    let mut response = axum::Json(live_view(&view)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(no_referrer(response))
 }
 
 /// `GET /fleet/devices/{id}`.
@@ -1124,6 +1481,62 @@ mod tests {
         assert!(checked >= 15, "{checked} pairs");
         // What issue 20 found: white on the old orange.
         assert!(contrast("#ffffff", "#c77700") < 4.5);
+    }
+
+    #[test]
+    fn a_download_shows_bytes_of_total_as_text_and_progress() {
+        let mut beat: sentra_protocol::fleet::Heartbeat =
+            serde_json::from_value(serde_json::json!({
+                "version": "1.0.0", "uptime_secs": 1,
+                "update": {"state": "downloading", "target_version": "2.0.0"},
+                "download": {"received_bytes": 12_345_678, "total_bytes": 40_000_000},
+            }))
+            .expect("a heartbeat");
+        let shown = download_progress(&beat).into_string();
+        assert!(shown.contains("<small>12.3 of 40.0 MB</small>"), "{shown}");
+        assert!(
+            shown.contains(
+                "<progress value=\"12345678\" max=\"40000000\" aria-label=\"download\">12.3 of 40.0 MB</progress>"
+            ),
+            "{shown}"
+        );
+        beat.update.state = sentra_protocol::fleet::UpdateState::Installing;
+        assert_eq!(download_progress(&beat).into_string(), "");
+        beat.update.state = sentra_protocol::fleet::UpdateState::Downloading;
+        beat.download = None;
+        assert_eq!(download_progress(&beat).into_string(), "");
+    }
+
+    #[test]
+    fn the_shown_line_says_where_the_page_is() {
+        let page = |page, matching| PageInfo {
+            page,
+            size: 50,
+            matching,
+            pages: matching.div_ceil(50).max(1),
+        };
+        assert_eq!(shown_text(&page(1, 812), 50), "Devices 1–50 of 812.");
+        assert_eq!(shown_text(&page(17, 812), 12), "Devices 801–812 of 812.");
+        assert_eq!(shown_text(&page(1, 0), 0), "No device matches.");
+        assert_eq!(
+            shown_text(&page(99, 812), 0),
+            "Page 99 is past the last (17) of 812 devices."
+        );
+    }
+
+    #[test]
+    fn the_overview_csp_allows_its_script_by_hash_and_nothing_else() {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let csp = OVERVIEW_CSP.to_str().expect("ASCII");
+        let hash = base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha256::digest(LIVE_SCRIPT.as_bytes()));
+        assert!(
+            csp.contains(&format!("script-src 'sha256-{hash}';")),
+            "{csp}"
+        );
+        assert!(csp.starts_with("default-src 'none';"), "{csp}");
+        assert!(!csp.contains("unsafe-eval"), "{csp}");
     }
 
     #[test]

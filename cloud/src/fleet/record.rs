@@ -9,7 +9,9 @@ use sqlx::PgPool;
 
 use crate::web::ApiError;
 
+use super::filter::{Filter, StateFilter};
 use super::rollout;
+use super::sql::{self, JUDGED, ROW_COLUMNS};
 use super::*;
 
 #[derive(sqlx::FromRow)]
@@ -26,17 +28,6 @@ struct DeviceRow {
     update_state: Option<String>,
     body: Option<String>,
 }
-
-const DEVICE_SQL: &str = "
-    SELECT d.id::text AS id, d.branch_id, b.name AS branch_name, d.hostname,
-           d.replaces::text AS replaces, d.channel,
-           coalesce(h.version, d.version) AS version,
-           to_char(h.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS last_seen,
-           floor(extract(epoch FROM now() - h.received_at))::bigint AS age_secs,
-           h.update_state, h.body::text AS body
-    FROM devices d JOIN branches b ON b.id = d.branch_id
-    LEFT JOIN device_heartbeats h ON h.device_id = d.id
-    WHERE d.revoked_at IS NULL";
 
 impl DeviceRow {
     fn view(self, offline_after: Duration) -> DeviceView {
@@ -73,67 +64,98 @@ impl DeviceRow {
     }
 }
 
-/// Every device (not revoked) with its latest heartbeat, attention first.
-pub async fn devices(db: &PgPool, offline_after: Duration) -> Result<Vec<DeviceView>, sqlx::Error> {
-    let rows: Vec<DeviceRow> = sqlx::query_as(DEVICE_SQL).fetch_all(db).await?;
-    let mut devices: Vec<DeviceView> = rows
+/// The filter's page of devices (every matching device with `limit` None), attention first.
+async fn list(
+    db: &PgPool,
+    offline_after: Duration,
+    filter: &Filter,
+    limit: Option<i64>,
+) -> Result<Vec<DeviceView>, sqlx::Error> {
+    let rows: Vec<DeviceRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql::page()))
+        .bind(secs(offline_after))
+        .bind(filter.pattern())
+        .bind(&filter.branch)
+        .bind(&filter.version)
+        .bind(filter.state.map(StateFilter::as_str))
+        .bind(&filter.channel)
+        .bind(limit)
+        .bind(filter.offset())
+        .fetch_all(db)
+        .await?;
+    Ok(rows
         .into_iter()
         .map(|row| row.view(offline_after))
-        .collect();
-    devices.sort_by(|a, b| {
-        a.attention
-            .is_empty()
-            .cmp(&b.attention.is_empty())
-            .then_with(|| {
-                b.offline_secs
-                    .unwrap_or(-1)
-                    .cmp(&a.offline_secs.unwrap_or(-1))
-            })
-            .then_with(|| a.branch_id.cmp(&b.branch_id))
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    Ok(devices)
+        .collect())
 }
 
-pub async fn fleet_view(db: &PgPool, offline_after: Duration) -> Result<FleetView, sqlx::Error> {
-    let devices = devices(db, offline_after).await?;
+pub(super) fn secs(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Every device (not revoked) with its latest heartbeat, attention first (`devices list`).
+pub async fn devices(db: &PgPool, offline_after: Duration) -> Result<Vec<DeviceView>, sqlx::Error> {
+    list(db, offline_after, &Filter::default(), None).await
+}
+
+/// The fleet's counts, and how many devices match `filter`.
+async fn summary(
+    db: &PgPool,
+    offline_after: Duration,
+    filter: &Filter,
+) -> Result<(Summary, usize), sqlx::Error> {
+    let counts = sqlx::query_as::<_, (i64, i64, i64, i64)>(sqlx::AssertSqlSafe(sql::counts()))
+        .bind(secs(offline_after))
+        .bind(filter.pattern())
+        .bind(&filter.branch)
+        .bind(&filter.version)
+        .bind(filter.state.map(StateFilter::as_str))
+        .bind(&filter.channel)
+        .fetch_one(db);
+    let groups = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql::groups()))
+        .bind(secs(offline_after))
+        .fetch_all(db);
+    let ((devices, online, attention, matching), groups) = tokio::try_join!(counts, groups)?;
+    let count = |n: i64| usize::try_from(n).unwrap_or(0);
     let mut summary = Summary {
-        devices: devices.len(),
+        devices: count(devices),
+        online: count(online),
+        offline: count(devices - online),
+        needing_attention: count(attention),
         ..Summary::default()
     };
-    for device in &devices {
-        if device.online {
-            summary.online += 1;
-        } else {
-            summary.offline += 1;
-        }
-        if !device.attention.is_empty() {
-            summary.needing_attention += 1;
-        }
-        *summary
-            .by_version
-            .entry(
-                device
-                    .version
-                    .clone()
-                    .unwrap_or_else(|| "unknown".to_owned()),
-            )
-            .or_default() += 1;
-        *summary
-            .by_update_state
-            .entry(
-                device
-                    .update_state
-                    .clone()
-                    .unwrap_or_else(|| "unknown".to_owned()),
-            )
-            .or_default() += 1;
+    for (kind, key, n) in groups {
+        let map = match kind.as_str() {
+            "version" => &mut summary.by_version,
+            "update" => &mut summary.by_update_state,
+            _ => &mut summary.by_channel,
+        };
+        *map.entry(key).or_default() += count(n);
     }
-    let rollouts = rollout::recent(db, 10).await?;
+    Ok((summary, count(matching)))
+}
+
+/// The fleet's counts, its recent rollouts, and the page of devices `filter` asks for.
+pub async fn fleet_view(
+    db: &PgPool,
+    offline_after: Duration,
+    filter: &Filter,
+) -> Result<FleetView, sqlx::Error> {
+    let (devices, (summary, matching), rollouts) = tokio::try_join!(
+        list(db, offline_after, filter, Some(i64::from(filter.size))),
+        summary(db, offline_after, filter),
+        rollout::recent(db, 10),
+    )?;
+    let size = usize::try_from(filter.size).unwrap_or(1).max(1);
     Ok(FleetView {
         offline_after_secs: offline_after.as_secs(),
         summary,
         rollouts,
+        page: PageInfo {
+            page: filter.page,
+            size: filter.size,
+            matching,
+            pages: matching.div_ceil(size).max(1),
+        },
         devices,
     })
 }
@@ -150,8 +172,9 @@ pub async fn device_detail(
         .hyphenated()
         .to_string();
     let row: DeviceRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{DEVICE_SQL} AND d.id = $1::uuid"
+        "{JUDGED} {ROW_COLUMNS} FROM judged WHERE id = $2::uuid"
     )))
+    .bind(secs(offline_after))
     .bind(&uuid)
     .fetch_optional(db)
     .await
@@ -217,10 +240,10 @@ pub async fn store_heartbeat(
             .fetch_one(&mut *tx)
             .await?;
     sqlx::query(
-        "INSERT INTO device_heartbeats (device_id, received_at, version, update_state, healthy, backlog, backlog_bytes, backlog_oldest_secs, body)
-         VALUES ($1::uuid, now(), $2, $3, $4, $5, $6, $7, $8::jsonb)
+        "INSERT INTO device_heartbeats (device_id, received_at, version, update_state, healthy, backlog, backlog_bytes, backlog_oldest_secs, body, attention)
+         VALUES ($1::uuid, now(), $2, $3, $4, $5, $6, $7, $8::jsonb, $9)
          ON CONFLICT (device_id) DO UPDATE SET received_at = now(), version = $2, update_state = $3, healthy = $4,
-             backlog = $5, backlog_bytes = $6, backlog_oldest_secs = $7, body = $8::jsonb",
+             backlog = $5, backlog_bytes = $6, backlog_oldest_secs = $7, body = $8::jsonb, attention = $9",
     )
     .bind(device_id)
     .bind(&beat.version)
@@ -230,6 +253,7 @@ pub async fn store_heartbeat(
     .bind(clamp(beat.backlog.bytes))
     .bind(beat.backlog.oldest_age_secs.map(clamp))
     .bind(&body)
+    .bind(!concerns(beat).is_empty())
     .execute(&mut *tx)
     .await
     ?;

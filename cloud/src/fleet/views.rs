@@ -71,7 +71,8 @@ pub fn concerns(beat: &Heartbeat) -> Vec<String> {
     if beat.parked > 0 {
         out.push(format!("{} parked events", beat.parked));
     }
-    if beat.skew_ms.abs() >= SKEW_ATTENTION_MS {
+    // saturating: a box may send i64::MIN, whose absolute value does not fit.
+    if beat.skew_ms.saturating_abs() >= SKEW_ATTENTION_MS {
         out.push(format!("clock off by {} s", beat.skew_ms / 1000));
     }
     if let Some(printer) = &beat.printer
@@ -113,8 +114,23 @@ pub struct FleetView {
     pub offline_after_secs: u64,
     pub summary: Summary,
     pub rollouts: Vec<rollout::RolloutSummary>,
-    /// Devices needing attention first (longest offline first), then by branch.
+    /// Which page of the devices the filter matches `devices` is.
+    pub page: PageInfo,
+    /// One page of the devices the filter matches: those needing attention first (longest
+    /// offline first), then by branch.
     pub devices: Vec<DeviceView>,
+}
+
+/// Where a page of devices sits in what the filter matches.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageInfo {
+    /// 1-based.
+    pub page: u32,
+    pub size: u32,
+    /// Devices the filter matches, over all pages.
+    pub matching: usize,
+    /// Pages of `size` they fill (at least 1).
+    pub pages: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -125,6 +141,7 @@ pub struct Summary {
     pub needing_attention: usize,
     pub by_version: BTreeMap<String, usize>,
     pub by_update_state: BTreeMap<String, usize>,
+    pub by_channel: BTreeMap<String, usize>,
 }
 
 /// One device with its day of history.
@@ -190,6 +207,19 @@ mod tests {
         ] {
             assert_eq!(human(secs), text);
         }
+    }
+
+    #[test]
+    fn the_widest_skew_is_a_concern_not_a_panic() {
+        let beat: Heartbeat = serde_json::from_value(serde_json::json!({
+            "version": "1.0.0", "uptime_secs": 1, "update": {"state": "idle"},
+            "skew_ms": i64::MIN,
+        }))
+        .expect("a heartbeat");
+        assert_eq!(
+            concerns(&beat),
+            [format!("clock off by {} s", i64::MIN / 1000)]
+        );
     }
 
     #[test]

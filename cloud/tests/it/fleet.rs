@@ -179,9 +179,10 @@ pub(crate) async fn rollout_cli(cloud: &Cloud, args: &[&str]) -> Value {
     serde_json::from_str(output.stdout.trim()).expect("rollout prints JSON")
 }
 
-/// A cloud with the fleet enrolled and release NEW published.
+/// A cloud with the fleet enrolled and release NEW published; its fleet gauges are read every
+/// second.
 pub(crate) async fn fleet(bad: impl Fn(usize) -> bool) -> (Cloud, Vec<Agent>, tempfile::TempDir) {
-    let cloud = Cloud::start().await;
+    let cloud = Cloud::start_with(&[("SENTRA_CLOUD__FLEET__GAUGES_REFRESH_SECS", "1")]).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, _) = keygen(dir.path()).await;
     let artifact = dir.path().join("sentra-edge");
@@ -392,8 +393,24 @@ async fn check_metrics(cloud: &Cloud) {
         .await
         .expect("scrape /metrics");
     assert_eq!(anonymous.status(), 401, "/metrics is not public");
-    let text = crate::support::scrape(cloud.server.addr, &cloud.operator).await;
-    let scrape = crate::support::parse_metrics(&text);
+    // The gauges are read in the background (every second here): wait for a reading that saw
+    // the backdated heartbeats.
+    let offline = |scrape: &prometheus_parse::Scrape| {
+        crate::support::sample_sum(
+            scrape,
+            "sentra_cloud_fleet_devices",
+            &[("state", "offline")],
+        )
+    };
+    let mut scrape = crate::support::parse_metrics("");
+    for _ in 0..100 {
+        let text = crate::support::scrape(cloud.server.addr, &cloud.operator).await;
+        scrape = crate::support::parse_metrics(&text);
+        if offline(&scrape) == 5.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let value =
         |name: &str, labels: &[(&str, &str)]| crate::support::sample_sum(&scrape, name, labels);
     assert_eq!(
@@ -546,7 +563,7 @@ async fn clicking_proxy(cloud: std::net::SocketAddr) -> std::net::SocketAddr {
 /// Runs headless Chromium on a fresh one-time login link with `args`; its stdout. The link
 /// opens a page with a Sign-in button (a GET signs nobody in); pressing it POSTs the code and
 /// lands on `/fleet` with a session cookie.
-async fn chromium(cloud: &Cloud, dir: &Path, args: &[&str]) -> String {
+pub(crate) async fn chromium(cloud: &Cloud, dir: &Path, args: &[&str]) -> String {
     let link = cloud
         .bearer(&cloud.operator, Method::POST, "/v1/fleet/login-links", None)
         .await;
@@ -578,10 +595,14 @@ pub(crate) async fn headless(dir: &Path, args: &[&str], url: &str) -> String {
                 "--disable-dev-shm-usage",
                 "--hide-scrollbars",
                 "--no-first-run",
-                // Time for the button's POST and the redirect to /fleet before the dump.
-                "--virtual-time-budget=10000",
                 &format!("--user-data-dir={}", profile.path().display()),
             ])
+            // Time for the button's POST and the redirect to /fleet before the dump, unless the
+            // caller gives its own.
+            .args(
+                (!args.iter().any(|a| a.starts_with("--virtual-time-budget=")))
+                    .then_some("--virtual-time-budget=10000"),
+            )
             .args(args)
             .arg(url)
             .kill_on_drop(true)
