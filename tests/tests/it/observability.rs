@@ -196,14 +196,27 @@ async fn every_metric_the_rules_and_dashboard_name_is_in_a_real_scrape() {
     .await;
 
     let operator = cloud.operator_token();
-    let response = http()
-        .get(format!("{}/metrics", cloud.url))
-        .bearer_auth(&operator)
-        .send()
-        .await
-        .expect("scrape the cloud");
-    assert_eq!(response.status(), 200);
-    let cloud_text = response.text().await.expect("cloud metrics");
+    // The fleet gauges are served from a reading each replica takes in the background every
+    // fleet.gauges_refresh_secs (15 s): the first scrape after the heartbeat may still hold the
+    // reading from before it, with no device series.
+    let cloud_text = eventually(
+        Duration::from_secs(60),
+        "a scrape with the fleet gauges read after the heartbeat",
+        || async {
+            let response = http()
+                .get(format!("{}/metrics", cloud.url))
+                .bearer_auth(&operator)
+                .send()
+                .await
+                .expect("scrape the cloud");
+            assert_eq!(response.status(), 200);
+            let text = response.text().await.expect("cloud metrics");
+            text.lines()
+                .any(|l| l.starts_with("sentra_cloud_fleet_devices{"))
+                .then_some(text)
+        },
+    )
+    .await;
     // The box's request families have series once it has answered a request.
     let health = edge
         .http
