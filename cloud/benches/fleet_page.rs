@@ -19,6 +19,8 @@
 
 #[path = "support/replica.rs"]
 mod replica;
+#[path = "support/scratch_db.rs"]
+mod scratch_db;
 #[path = "../tests/it/sim_fleet.rs"]
 #[allow(dead_code, reason = "the tests count with SimBox, the bench does not")]
 mod sim_fleet;
@@ -32,6 +34,8 @@ use sha2::{Digest as _, Sha256};
 use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
 use tokio::process::Command;
 
+use scratch_db::{admin_sql, database_url};
+
 const BIN: &str = env!("CARGO_BIN_EXE_sentra-cloud");
 /// `fleet.offline_after_secs`' default.
 const OFFLINE_AFTER_SECS: i64 = 180;
@@ -41,33 +45,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(default)
-}
-
-fn admin_url() -> String {
-    std::env::var("SENTRA_TEST_PG_ADMIN_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn database_url(name: &str) -> String {
-    let admin = admin_url();
-    let (base, query) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
-    let cut = base.rfind('/').unwrap_or(base.len());
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    };
-    format!("{}/{name}{query}", &base[..cut])
-}
-
-async fn admin_sql(sql: String) {
-    let mut admin = PgConnection::connect(&admin_url())
-        .await
-        .expect("PostgreSQL for the bench");
-    sqlx::raw_sql(AssertSqlSafe(sql))
-        .execute(&mut admin)
-        .await
-        .expect("create or drop the bench's database");
 }
 
 /// p50 and p99 of `ms`, in ms.

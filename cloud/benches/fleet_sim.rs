@@ -25,6 +25,8 @@
 mod fixtures;
 #[path = "support/replica.rs"]
 mod replica;
+#[path = "support/scratch_db.rs"]
+mod scratch_db;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -35,11 +37,12 @@ use sentra_protocol::Event;
 use sentra_protocol::auth::public_key_hex;
 use sentra_protocol::ed25519_dalek::SigningKey;
 use sha2::{Digest as _, Sha256};
-use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
+use sqlx::{Connection as _, PgConnection};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use fixtures::Outbox;
+use scratch_db::{admin_sql, database_url};
 
 /// Each enrolment warns that no release key is set: thousands of lines that say nothing.
 const SERVE_LOG: &str = "error";
@@ -93,33 +96,6 @@ fn options() -> Options {
         "--boxes N or --steps N,N,... must be numbers"
     );
     options
-}
-
-fn admin_url() -> String {
-    std::env::var("SENTRA_TEST_PG_ADMIN_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn database_url(name: &str) -> String {
-    let admin = admin_url();
-    let (base, query) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
-    let cut = base.rfind('/').unwrap_or(base.len());
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    };
-    format!("{}/{name}{query}", &base[..cut])
-}
-
-async fn admin_sql(sql: String) {
-    let mut admin = PgConnection::connect(&admin_url())
-        .await
-        .expect("PostgreSQL for the simulation");
-    sqlx::raw_sql(AssertSqlSafe(sql))
-        .execute(&mut admin)
-        .await
-        .expect("create or drop the simulation's database");
 }
 
 /// utime + stime of a process, in ticks; 0 if it is gone.

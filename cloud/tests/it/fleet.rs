@@ -502,18 +502,43 @@ async fn check_page(cloud: &Cloud, dir: &Path) {
     }
 }
 
-/// The operator's thumb, for headless Chromium (which cannot click): a proxy in front of the
-/// cloud that forwards every request as it is and adds, to the page a login link opens, a
-/// script that presses the page's own Sign-in button. Same origin as the pages it passes on.
-async fn clicking_proxy(cloud: std::net::SocketAddr) -> std::net::SocketAddr {
+/// What a [`page_proxy`] does to the cloud's answers on the way to Chromium.
+#[derive(Clone)]
+pub(crate) struct Rewrite {
+    /// Sent along with every request: the operator's token, so any page opens without a sign-in.
+    pub bearer: Option<String>,
+    /// One extra file the proxy serves itself: its path and JavaScript.
+    pub script: Option<(&'static str, Vec<u8>)>,
+    /// Inserted before `</body>` of every HTML answer, with the page's
+    /// `Content-Security-Policy` dropped (it would refuse it)...
+    pub before_body_end: String,
+    /// ...or only of the answer to a GET of this path.
+    pub only_path: Option<&'static str>,
+}
+
+/// A proxy in front of the cloud for headless Chromium (which cannot click or inject): every
+/// request goes on as it is, and the answers are changed as `rewrite` says. Same origin as the
+/// pages it passes on.
+pub(crate) async fn page_proxy(
+    cloud: std::net::SocketAddr,
+    rewrite: Rewrite,
+) -> std::net::SocketAddr {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("a proxy client");
     let forward = move |request: axum::extract::Request| {
-        let client = client.clone();
+        let (client, rewrite) = (client.clone(), rewrite.clone());
         async move {
             let (parts, body) = request.into_parts();
+            if let Some((path, script)) = &rewrite.script
+                && parts.uri.path() == *path
+            {
+                return axum::response::Response::builder()
+                    .header("content-type", "text/javascript")
+                    .body(axum::body::Body::from(script.clone()))
+                    .expect("a response");
+            }
             let body = axum::body::to_bytes(body, 1 << 20)
                 .await
                 .expect("the request body");
@@ -525,24 +550,34 @@ async fn clicking_proxy(cloud: std::net::SocketAddr) -> std::net::SocketAddr {
                     outgoing = outgoing.header(name, value);
                 }
             }
+            if let Some(token) = &rewrite.bearer {
+                outgoing = outgoing.bearer_auth(token);
+            }
             let answer = outgoing.body(body).send().await.expect("the cloud answers");
             let status = answer.status();
             let headers = answer.headers().clone();
             let mut bytes = answer.bytes().await.expect("the answer's body").to_vec();
-            if parts.method == Method::GET && parts.uri.path() == "/fleet/login" {
-                let html = String::from_utf8_lossy(&bytes).replace(
-                    "</body>",
-                    "<script>document.querySelector('form button').click()</script></body>",
-                );
-                bytes = html.into_bytes();
+            let html = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/html"));
+            let changed = html
+                && rewrite
+                    .only_path
+                    .is_none_or(|only| parts.method == Method::GET && parts.uri.path() == only);
+            if changed {
+                bytes = String::from_utf8_lossy(&bytes)
+                    .replace("</body>", &format!("{}</body>", rewrite.before_body_end))
+                    .into_bytes();
             }
             let mut response = axum::response::Response::new(axum::body::Body::from(bytes));
             *response.status_mut() = status;
             for (name, value) in &headers {
-                if !matches!(
+                let dropped = matches!(
                     name.as_str(),
                     "content-length" | "transfer-encoding" | "connection"
-                ) {
+                ) || (changed && name.as_str() == "content-security-policy");
+                if !dropped {
                     response.headers_mut().append(name, value.clone());
                 }
             }
@@ -558,6 +593,22 @@ async fn clicking_proxy(cloud: std::net::SocketAddr) -> std::net::SocketAddr {
         let _ = axum::serve(listener, app).await;
     });
     addr
+}
+
+/// The operator's thumb: a [`page_proxy`] that adds, to the page a login link opens, a script
+/// that presses the page's own Sign-in button.
+async fn clicking_proxy(cloud: std::net::SocketAddr) -> std::net::SocketAddr {
+    page_proxy(
+        cloud,
+        Rewrite {
+            bearer: None,
+            script: None,
+            before_body_end: "<script>document.querySelector('form button').click()</script>"
+                .to_owned(),
+            only_path: Some("/fleet/login"),
+        },
+    )
+    .await
 }
 
 /// Runs headless Chromium on a fresh one-time login link with `args`; its stdout. The link

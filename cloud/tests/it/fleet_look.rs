@@ -549,79 +549,20 @@ window.addEventListener('load', function () {
 });
 </script>"#;
 
-/// A proxy in front of the cloud for Chromium: each request goes on (with the operator's token
-/// when `bearer` is given, so any page opens without a sign-in), `/__axe.min.js` is axe-core,
-/// and each HTML page gets [`AXE_RUNNER`] before `</body>` (and loses its
-/// `Content-Security-Policy`, which would refuse it). Same origin as the pages it passes.
+/// A [`fleet::page_proxy`] for axe: each request goes on (with the operator's token when
+/// `bearer` is given, so any page opens without a sign-in), `/__axe.min.js` is axe-core, and each
+/// HTML page gets [`AXE_RUNNER`] before `</body>` (and loses its `Content-Security-Policy`).
 async fn axe_proxy(cloud: SocketAddr, bearer: Option<String>) -> SocketAddr {
-    let axe = axe_script();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("a proxy client");
-    let forward = move |request: axum::extract::Request| {
-        let (client, bearer, axe) = (client.clone(), bearer.clone(), axe.clone());
-        async move {
-            let (parts, body) = request.into_parts();
-            if parts.uri.path() == "/__axe.min.js" {
-                return axum::response::Response::builder()
-                    .header("content-type", "text/javascript")
-                    .body(axum::body::Body::from(axe))
-                    .expect("a response");
-            }
-            let body = axum::body::to_bytes(body, 1 << 20)
-                .await
-                .expect("the request body");
-            let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let mut outgoing =
-                client.request(parts.method.clone(), format!("http://{cloud}{path}"));
-            for (name, value) in &parts.headers {
-                if !matches!(name.as_str(), "host" | "connection" | "content-length") {
-                    outgoing = outgoing.header(name, value);
-                }
-            }
-            if let Some(token) = &bearer {
-                outgoing = outgoing.bearer_auth(token);
-            }
-            let answer = outgoing.body(body).send().await.expect("the cloud answers");
-            let status = answer.status();
-            let headers = answer.headers().clone();
-            let mut bytes = answer.bytes().await.expect("the answer's body").to_vec();
-            let html = headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/html"));
-            if html {
-                bytes = String::from_utf8_lossy(&bytes)
-                    .replace("</body>", &format!("{AXE_RUNNER}</body>"))
-                    .into_bytes();
-            }
-            let mut response = axum::response::Response::new(axum::body::Body::from(bytes));
-            *response.status_mut() = status;
-            for (name, value) in &headers {
-                // The page's own Content-Security-Policy would refuse the added scripts.
-                if !matches!(
-                    name.as_str(),
-                    "content-length"
-                        | "transfer-encoding"
-                        | "connection"
-                        | "content-security-policy"
-                ) {
-                    response.headers_mut().append(name, value.clone());
-                }
-            }
-            response
-        }
-    };
-    let app = axum::Router::new().fallback(forward);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the proxy");
-    let addr = listener.local_addr().expect("its address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    addr
+    fleet::page_proxy(
+        cloud,
+        fleet::Rewrite {
+            bearer,
+            script: Some(("/__axe.min.js", axe_script())),
+            before_body_end: AXE_RUNNER.to_owned(),
+            only_path: None,
+        },
+    )
+    .await
 }
 
 /// axe-core's verdict on `url` (through an [`axe_proxy`]) at `width`: the page it ended on and
