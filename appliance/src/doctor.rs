@@ -409,12 +409,13 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
 
     // Backups: the timer's, or any `sentra-edge backup`.
     let dir = &config.store.data_dir;
-    report.push(match crate::backup::last(dir) {
+    let last = crate::backup::last(dir);
+    report.push(match &last {
         None => Check::fix(
             "backup: none made on this box; systemctl enable --now sentra-edge-backup.timer (daily), or sentra-edge-admin backup FILE".to_owned(),
         ),
         Some(last) => {
-            let age = crate::backup::age_secs(&last, time::OffsetDateTime::now_utc());
+            let age = crate::backup::age_secs(last, time::OffsetDateTime::now_utc());
             let line = format!(
                 "backup: last good one {} at {} ({} bytes)",
                 last.path.display(),
@@ -432,7 +433,7 @@ pub async fn run(config: &Config, store: &Store, report: &mut Report) {
     });
     // Its copy in the cloud. Not a FIX: an offline branch's backups wait for the link, and the
     // box's own copies are what a restore on site uses.
-    if let Some(last) = crate::backup::last(dir) {
+    if let Some(last) = &last {
         let uploaded = crate::backup::uploaded(dir);
         report.push(Check::ok(match (&uploaded, config.blobs.upload_backups) {
             (_, false) => "backup in the cloud: off (blobs.upload_backups = false)".to_owned(),

@@ -652,6 +652,11 @@ fn main() -> ExitCode {
                     "{:?} is not a SHA-256: `sentra-cloud backups list` prints them",
                     args.sha256.chars().take(80).collect::<String>()
                 );
+                anyhow::ensure!(
+                    !args.out.exists(),
+                    "{} exists: not overwritten",
+                    args.out.display()
+                );
                 let store = blobs::Blobs::open(&config.blobs.url)?;
                 let tmp = args.out.with_extension("partial");
                 let mut file = std::fs::OpenOptions::new()

@@ -86,7 +86,6 @@ pub async fn snapshot(
         });
     };
     let branch = device.branch_id.as_str();
-    let fetch = i64::from(limit) + 1;
     let mut page = SuccessorPage {
         predecessor,
         number_series,
@@ -98,19 +97,17 @@ pub async fn snapshot(
         next: None,
         server_time_ms: 0,
     };
-    let db_error = |e: sqlx::Error| ApiError::database(&e);
     match section {
         Section::Parts => {
-            let rows: Vec<(String, String, Option<String>, i64, String)> = sqlx::query_as(
+            let rows: Vec<(String, String, Option<String>, i64, String)> = keyed_rows(
+                &db,
                 "SELECT sku, name, barcode, price, unit FROM parts
                  WHERE branch_id = $1 AND sku > $2 ORDER BY sku LIMIT $3",
+                branch,
+                &after,
+                limit,
             )
-            .bind(branch)
-            .bind(&after)
-            .bind(fetch)
-            .fetch_all(&db)
-            .await
-            .map_err(db_error)?;
+            .await?;
             let parts = rows
                 .into_iter()
                 .map(|(sku, name, barcode, price, unit)| PartRecord {
@@ -124,16 +121,15 @@ pub async fn snapshot(
             (page.parts, page.next) = keyed(parts, limit, |p| &p.sku);
         }
         Section::Mechanics => {
-            let rows: Vec<(String, String, bool)> = sqlx::query_as(
+            let rows: Vec<(String, String, bool)> = keyed_rows(
+                &db,
                 "SELECT id, name, active FROM mechanics
                  WHERE branch_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                branch,
+                &after,
+                limit,
             )
-            .bind(branch)
-            .bind(&after)
-            .bind(fetch)
-            .fetch_all(&db)
-            .await
-            .map_err(db_error)?;
+            .await?;
             let mechanics = rows
                 .into_iter()
                 .map(|(id, name, active)| MechanicRecord { id, name, active })
@@ -141,16 +137,15 @@ pub async fn snapshot(
             (page.mechanics, page.next) = keyed(mechanics, limit, |m| &m.id);
         }
         Section::Stock => {
-            let rows: Vec<(String, i64)> = sqlx::query_as(
+            let rows: Vec<(String, i64)> = keyed_rows(
+                &db,
                 "SELECT sku, on_hand FROM stock_levels
                  WHERE branch_id = $1 AND sku > $2 ORDER BY sku LIMIT $3",
+                branch,
+                &after,
+                limit,
             )
-            .bind(branch)
-            .bind(&after)
-            .bind(fetch)
-            .fetch_all(&db)
-            .await
-            .map_err(db_error)?;
+            .await?;
             let stock = rows
                 .into_iter()
                 .map(|(sku, on_hand)| StockOnHand { sku, on_hand })
@@ -165,6 +160,27 @@ pub async fn snapshot(
     tracing::info!(device = %device.id, %branch, section = section.as_str(), more, "successor snapshot page");
     page.server_time_ms = now_ms();
     Ok(Json(page))
+}
+
+/// One page of a section's rows by key: `sql` takes the branch, the key to start after and how
+/// many rows to fetch (`limit` and one more, so [`keyed`] knows whether more follow).
+async fn keyed_rows<T>(
+    db: &PgPool,
+    sql: &'static str,
+    branch: &str,
+    after: &str,
+    limit: u32,
+) -> Result<Vec<T>, ApiError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sql)
+        .bind(branch)
+        .bind(after)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(db)
+        .await
+        .map_err(|e| ApiError::database(&e))
 }
 
 type WorkOrderRow = (
@@ -190,7 +206,8 @@ async fn open_work_orders(
 ) -> Result<(Vec<OpenWorkOrder>, Option<String>), ApiError> {
     let db_error = |e: sqlx::Error| ApiError::database(&e);
     // Times in RFC 3339, UTC with milliseconds, as the box stores them.
-    let rows: Vec<WorkOrderRow> = sqlx::query_as(
+    let rows: Vec<WorkOrderRow> = keyed_rows(
+        db,
         "SELECT w.id, w.customer_name, w.customer_phone, w.vehicle_plate, w.complaint, w.mechanic_id,
                 w.status, to_char(w.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
                 to_char(w.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), greatest(w.status_hlc, w.mechanic_hlc)
@@ -198,13 +215,11 @@ async fn open_work_orders(
          WHERE w.branch_id = $1 AND w.id > $2 AND w.status NOT IN ('INVOICED', 'CANCELLED')
            AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.branch_id = w.branch_id AND i.work_order_id = w.id)
          ORDER BY w.id LIMIT $3",
+        branch,
+        after,
+        limit,
     )
-    .bind(branch)
-    .bind(after)
-    .bind(i64::from(limit) + 1)
-    .fetch_all(db)
-    .await
-    .map_err(db_error)?;
+    .await?;
     let all = rows
         .into_iter()
         .map(

@@ -568,8 +568,15 @@ fn shown_text(page: &PageInfo, rows: usize) -> String {
             page.page, page.pages, page.matching
         );
     }
-    let first = (page.page as usize - 1) * page.size as usize + 1;
-    format!("Devices {first}–{} of {}.", first + rows - 1, page.matching)
+    let first = (page.page as usize)
+        .saturating_sub(1)
+        .saturating_mul(page.size as usize)
+        .saturating_add(1);
+    format!(
+        "Devices {first}–{} of {}.",
+        first.saturating_add(rows - 1),
+        page.matching
+    )
 }
 
 /// The overview's GET form: search, filters, page size. Works without scripts.
