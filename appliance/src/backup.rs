@@ -4,7 +4,8 @@
 //! oldest of its own files beyond N, and records the last good backup in
 //! `<data_dir>/backup-state.json`, which `doctor` and the heartbeat report (the fleet page flags a
 //! box without a recent one). The state carries the file's SHA-256, so the daemon of an enrolled
-//! box uploads the newest backup to the cloud's object store (`sync::backups`) and records that
+//! box uploads it to the cloud's object store (`sync::backups`, with the earlier ones still on disk
+//! it has not sent) and records the newest sent
 //! in `<data_dir>/backup-upload.json`.
 //!
 //! Invariants: only files named like [`dated_name`] in DIR are ever removed, and only after the
@@ -37,6 +38,11 @@ pub struct LastBackup {
     /// backup is not uploaded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The backups before this one that are still on disk and may not be in the cloud yet,
+    /// oldest first (at most [`EARLIER_KEPT`]; each with an empty `earlier`): a box offline for
+    /// a week uploads each night's backup when it is back, not only the last one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<LastBackup>,
 }
 
 /// What `backup-upload.json` holds: the newest backup the cloud verified whole.
@@ -115,9 +121,56 @@ pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-/// Records a good backup (atomically: a reader sees the old state or the new one).
+/// How many backups before the last one the state remembers for the uploader: the cloud keeps
+/// [`KEPT_PER_DEVICE`](sentra_protocol::backup::KEPT_PER_DEVICE) a device, the last included.
+pub const EARLIER_KEPT: usize = sentra_protocol::backup::KEPT_PER_DEVICE - 1;
+
+/// Records a good backup (atomically: a reader sees the old state or the new one). The backups
+/// recorded before it whose files are still there, and that have a digest, are carried in its
+/// [`LastBackup::earlier`].
 pub fn record(data_dir: &Path, last: &LastBackup) -> std::io::Result<()> {
-    write_state(data_dir, STATE_FILE, last)
+    let mut last = last.clone();
+    if let Some(mut previous) = self::last(data_dir) {
+        let mut earlier = std::mem::take(&mut previous.earlier);
+        earlier.push(previous);
+        earlier.retain(|b| b.sha256.is_some() && b.path != last.path && b.path.is_file());
+        let excess = earlier.len().saturating_sub(EARLIER_KEPT);
+        earlier.drain(..excess);
+        last.earlier = earlier;
+    }
+    write_state(data_dir, STATE_FILE, &last)
+}
+
+/// The recorded backups the cloud does not hold yet, oldest first: those with a digest, taken
+/// after the newest one it verified (`uploaded`), not given up on (`skipped`) and still on disk.
+pub fn to_upload(
+    last: &LastBackup,
+    uploaded: Option<&Uploaded>,
+    skipped: &std::collections::HashSet<String>,
+) -> Vec<LastBackup> {
+    let parse = |at: &str| {
+        OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+    };
+    let after = uploaded.and_then(|up| parse(&up.taken_at));
+    let mut all: Vec<&LastBackup> = last.earlier.iter().chain([last]).collect();
+    all.sort_by_key(|b| parse(&b.at));
+    all.into_iter()
+        .filter(|b| {
+            b.sha256.as_ref().is_some_and(|sha| {
+                !skipped.contains(sha) && uploaded.is_none_or(|up| &up.sha256 != sha)
+            })
+        })
+        .filter(|b| match (after, parse(&b.at)) {
+            (Some(after), Some(at)) => at > after,
+            (Some(_), None) => false,
+            (None, _) => true,
+        })
+        .filter(|b| b.path.is_file())
+        .map(|b| LastBackup {
+            earlier: Vec::new(),
+            ..b.clone()
+        })
+        .collect()
 }
 
 /// The last good backup recorded here, if any.
@@ -225,6 +278,7 @@ mod tests {
             bytes: 10,
             events: 3,
             sha256: None,
+            earlier: Vec::new(),
         };
         record(dir.path(), &state).expect("record");
         let got = last(dir.path()).expect("recorded");
@@ -252,5 +306,65 @@ mod tests {
         assert_eq!(uploaded(dir.path()), Some(up));
         let now = time::macros::datetime!(2026-12-02 08:30:00 UTC);
         assert_eq!(age_secs(&got, now), Some(30 * 3600));
+    }
+
+    /// A box that made three backups while the cloud was away uploads all three, oldest first;
+    /// one whose file was pruned, one given up on and one older than the cloud's newest are not.
+    #[test]
+    fn the_state_remembers_earlier_backups_for_the_uploader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backup = |day: u8, sha: Option<&str>| {
+            let at = format!("2026-12-0{day}T02:30:00Z");
+            let path = dir.path().join(format!("b{day}"));
+            std::fs::write(&path, b"x").expect("write");
+            let last = LastBackup {
+                at,
+                path,
+                bytes: 1,
+                events: i64::from(day),
+                sha256: sha.map(str::to_owned),
+                earlier: Vec::new(),
+            };
+            record(dir.path(), &last).expect("record");
+            last
+        };
+        let days: Vec<LastBackup> = (1..=9)
+            .map(|day| backup(day, (day != 2).then(|| format!("{day:0>64}")).as_deref()))
+            .collect();
+        let state = last(dir.path()).expect("state");
+        assert_eq!(state.at, days[8].at);
+        // Day 2 had no digest; only the last EARLIER_KEPT of the rest are remembered.
+        let earlier: Vec<&str> = state.earlier.iter().map(|b| b.at.as_str()).collect();
+        assert_eq!(
+            earlier,
+            days[2..8].iter().map(|b| b.at.as_str()).collect::<Vec<_>>()
+        );
+        assert!(state.earlier.iter().all(|b| b.earlier.is_empty()));
+
+        std::fs::remove_file(&days[3].path).expect("pruned");
+        let uploaded = Uploaded {
+            sha256: "cd".repeat(32),
+            taken_at: days[4].at.clone(),
+            at: days[4].at.clone(),
+            bytes: 1,
+        };
+        let mut skipped = std::collections::HashSet::new();
+        let ats = |list: Vec<LastBackup>| list.into_iter().map(|b| b.at).collect::<Vec<_>>();
+        assert_eq!(
+            ats(to_upload(&state, None, &skipped)),
+            [2, 4, 5, 6, 7, 8].map(|i| days[i].at.clone()),
+            "oldest first, the pruned one left out"
+        );
+        assert_eq!(
+            ats(to_upload(&state, Some(&uploaded), &skipped)),
+            [5, 6, 7, 8].map(|i| days[i].at.clone()),
+            "only what is newer than the cloud's newest"
+        );
+        skipped.insert(days[5].sha256.clone().expect("digest"));
+        assert_eq!(
+            ats(to_upload(&state, Some(&uploaded), &skipped)),
+            [6, 7, 8].map(|i| days[i].at.clone()),
+            "not the one given up on"
+        );
     }
 }

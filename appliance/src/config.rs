@@ -411,7 +411,7 @@ pub const KEYS: &[Key] = &[
         section: "blobs",
         name: "upload_backups",
         default: "true",
-        doc: "An enrolled box uploads its newest backup (what the daily sentra-edge-backup.timer writes, encrypted with the store key, which stays on the box) to the cloud's object store, after its photos, within a minute of the backup; the cloud keeps each box's newest 7. Off: backups stay on the box's disk only.",
+        doc: "An enrolled box uploads its backups (each one the daily sentra-edge-backup.timer writes, encrypted with the store key, which stays on the box) to the cloud's object store, after its photos, within a minute of the backup, or each one it kept when the link is back; the cloud keeps each box's newest 7. Off: backups stay on the box's disk only.",
     },
     Key {
         section: "log",

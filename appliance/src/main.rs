@@ -708,6 +708,7 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 bytes: report.bytes,
                 events: report.events,
                 sha256,
+                earlier: Vec::new(),
             };
             if let Err(e) = sentra_edge::backup::record(&config.store.data_dir, &last) {
                 eprintln!(

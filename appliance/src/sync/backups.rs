@@ -1,14 +1,17 @@
-//! The backup uploader: takes the newest backup `sentra-edge backup` recorded
+//! The backup uploader: takes the backups `sentra-edge backup` recorded
 //! (`backup-state.json`, with the file's SHA-256) to the cloud's object store, after the photos
 //! of the same round, through the same signed and resumable protocol: `POST /v1/backups` tells
 //! the cloud what is coming, then `/v1/blobs/{sha256}/uploads` takes the parts it lacks and
 //! verifies the whole. Only then is it recorded here (`backup-upload.json`), which `doctor`
 //! shows. The file stays encrypted with the store key: the cloud never holds the key.
 //!
-//! A backup the timer replaced before its upload finished is not uploaded: the newer one is.
-//! One the cloud refuses for good (too large, or its bytes no longer match its digest) is skipped
-//! until a newer backup is made, with a warning; a broken link ends the round like a photo's.
+//! Every recorded backup newer than the cloud's newest goes up, oldest first (`backup-state.json`
+//! remembers the ones before the last while their files are on disk); one pruned before its
+//! upload finished is not uploaded. One the cloud refuses for good (too large, or its bytes no
+//! longer match its digest) is skipped with a warning while the daemon runs; a broken link ends
+//! the round like a photo's, and the next round goes on from the oldest not yet in the cloud.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use sentra_protocol::backup::{BackupRecord, MAX_BACKUP_BYTES};
@@ -16,43 +19,56 @@ use sentra_protocol::backup::{BackupRecord, MAX_BACKUP_BYTES};
 use super::client::{CloudClient, SyncError, UploadState};
 use crate::backup::{self, Uploaded};
 
-/// Uploads the newest recorded backup if the cloud does not hold it yet. `skipped` is the digest
-/// given up on (kept by the caller between rounds), so a refused backup is not sent again and
-/// again. A file problem or a refusal is logged and skips the backup; only a transient error
-/// (the link, the cloud's load) is returned.
+/// Uploads, oldest first, each recorded backup taken after the newest one the cloud holds
+/// ([`backup::to_upload`]): a box that was offline for nights sends each night's. `skipped`
+/// holds the digests given up on (kept by the caller between rounds, bounded by what the state
+/// still names), so a refused backup is not sent again and again. A file problem or a refusal is
+/// logged and skips that backup; only a transient error (the link, the cloud's load) is
+/// returned, leaving the rest for the next round.
 pub async fn round(
     client: &CloudClient,
     data_dir: &Path,
     part_bytes: usize,
-    skipped: &mut Option<String>,
+    skipped: &mut HashSet<String>,
 ) -> Result<(), SyncError> {
-    let Some(last) = backup::last(data_dir) else {
+    let Some(state) = backup::last(data_dir) else {
         return Ok(());
     };
-    let Some(sha256) = last.sha256.clone() else {
-        return Ok(());
-    };
-    if skipped.as_deref() == Some(sha256.as_str())
-        || backup::uploaded(data_dir).is_some_and(|up| up.sha256 == sha256)
-    {
-        return Ok(());
+    skipped.retain(|sha| {
+        state
+            .earlier
+            .iter()
+            .chain([&state])
+            .any(|b| b.sha256.as_ref() == Some(sha))
+    });
+    for last in backup::to_upload(&state, backup::uploaded(data_dir).as_ref(), skipped) {
+        let Some(sha256) = last.sha256.clone() else {
+            continue;
+        };
+        if let Err(why) = one(client, data_dir, part_bytes, &last, &sha256).await? {
+            tracing::warn!(backup = %last.path.display(), %why, "backup not uploaded to the cloud");
+            skipped.insert(sha256);
+        }
     }
-    let give_up = |skipped: &mut Option<String>, why: String| {
-        tracing::warn!(backup = %last.path.display(), %why, "backup not uploaded to the cloud");
-        *skipped = Some(sha256.clone());
-        Ok(())
-    };
+    Ok(())
+}
+
+/// Uploads one backup and records it: `Ok(Err(why))` when it is given up on.
+async fn one(
+    client: &CloudClient,
+    data_dir: &Path,
+    part_bytes: usize,
+    last: &backup::LastBackup,
+    sha256: &str,
+) -> Result<Result<(), String>, SyncError> {
     if last.bytes > MAX_BACKUP_BYTES {
-        return give_up(
-            skipped,
-            format!(
-                "{} bytes, over the cloud's {MAX_BACKUP_BYTES}; it stays on the box only",
-                last.bytes
-            ),
-        );
+        return Ok(Err(format!(
+            "{} bytes, over the cloud's {MAX_BACKUP_BYTES}; it stays on the box only",
+            last.bytes
+        )));
     }
     let record = BackupRecord {
-        sha256: sha256.clone(),
+        sha256: sha256.to_owned(),
         size: last.bytes,
         taken_at: last.at.clone(),
         events: last.events,
@@ -60,11 +76,11 @@ pub async fn round(
     match upload(client, &record, &last.path, part_bytes).await {
         Ok(()) => {}
         Err(Failure::Sync(e)) if e.is_transient() => return Err(e),
-        Err(Failure::Sync(e)) => return give_up(skipped, e.to_string()),
-        Err(Failure::File(why)) => return give_up(skipped, why),
+        Err(Failure::Sync(e)) => return Ok(Err(e.to_string())),
+        Err(Failure::File(why)) => return Ok(Err(why)),
     }
     let uploaded = Uploaded {
-        sha256,
+        sha256: sha256.to_owned(),
         taken_at: last.at.clone(),
         at: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -77,7 +93,7 @@ pub async fn round(
     } else {
         tracing::info!(backup = %last.path.display(), bytes = last.bytes, "backup uploaded to the cloud");
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 enum Failure {

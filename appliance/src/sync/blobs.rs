@@ -42,7 +42,7 @@ impl From<BlobError> for SyncError {
 }
 
 /// Run until `cancel`.
-/// `backups`: the data directory whose newest backup goes up after the photos of each round
+/// `backups`: the data directory whose backups go up after the photos of each round
 /// (`sync::backups`), when `blobs.upload_backups` is on.
 pub async fn run(
     store: Store,
@@ -52,7 +52,7 @@ pub async fn run(
     handle: SyncHandle,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut skipped_backup: Option<String> = None;
+    let mut skipped_backup = std::collections::HashSet::new();
     let mut backoff = Backoff::new(
         client::FIRST_RETRY,
         Duration::from_millis(sync.retry_max_ms),
@@ -102,13 +102,13 @@ pub async fn run(
     }
 }
 
-/// The photos, then (with `backups`, their data directory) the newest backup.
+/// The photos, then (with `backups`, their data directory) the backups the cloud lacks.
 async fn upload_round(
     store: &Store,
     client: &CloudClient,
     cfg: &BlobsConfig,
     backups: Option<&std::path::Path>,
-    skipped_backup: &mut Option<String>,
+    skipped_backup: &mut std::collections::HashSet<String>,
     cancel: &CancellationToken,
 ) -> Result<(), SyncError> {
     round(store, client, cfg, cancel).await?;

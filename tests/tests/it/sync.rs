@@ -350,6 +350,60 @@ async fn a_long_offline_backlog_catches_up() {
     assert_eq!(st["pending_bytes"], 0);
 }
 
+/// A box whose link was down for nights: when it is back, each backup it still keeps goes to the
+/// cloud, not only the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_back_from_nights_offline_uploads_each_backup_it_kept() {
+    let cloud = Cloud::start().await;
+    let site = EdgeSite::new("SBY01", "");
+    site.enroll(&cloud.url, &cloud.enrollment_token("SBY01"));
+    let dir = site.dir.path().join("backups");
+    let into = dir.to_str().expect("utf-8 path");
+    // Three nights with the daemon down: the timer's `backup --into DIR --keep 2`. Names carry
+    // the second, so the nights are a second apart.
+    for night in 0..3 {
+        if night > 0 {
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+        let (code, out, err) = site.cli(&["backup", "--into", into, "--keep", "2"]);
+        assert_eq!(code, 0, "backup: {out}{err}");
+    }
+    let kept: Vec<String> = std::fs::read_dir(&dir)
+        .expect("backups")
+        .map(|e| {
+            hex::encode(sha2::Sha256::digest(
+                std::fs::read(e.expect("entry").path()).expect("backup"),
+            ))
+        })
+        .collect();
+    assert_eq!(kept.len(), 2, "the third night pruned the first");
+
+    let edge = site.start().await;
+    eventually(
+        Duration::from_secs(90),
+        "both kept backups are in the cloud",
+        || async {
+            let mut pg = cloud.pg().await;
+            let held: i64 = sqlx::query(
+                "SELECT count(*) FROM blobs JOIN device_backups USING (digest) WHERE digest = ANY($1)",
+            )
+            .bind(&kept)
+            .fetch_one(&mut pg)
+            .await
+            .expect("blobs")
+            .get(0);
+            (held == 2).then_some(())
+        },
+    )
+    .await;
+    let (code, out, err) = site.cli(&["doctor"]);
+    assert!(
+        out.contains("backup in the cloud: the newest"),
+        "doctor ({code}): {out}{err}"
+    );
+    edge.kill().await;
+}
+
 /// A box restored from an older backup: what it makes after the restore reuses sequence numbers
 /// the cloud already holds (from the old box's work after the backup). The cloud tells the two
 /// apart by content (`409 sequence_fork`), the box renumbers its new events after the cloud's,
