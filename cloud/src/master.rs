@@ -407,8 +407,9 @@ mod tests {
         ] {
             assert!(check_tariff("AVZ", &bad).is_err(), "{bad:?}");
         }
-        let schema = serde_json::to_value(<crate::schemas::TariffRecord as utoipa::PartialSchema>::schema())
-            .expect("serialise");
+        let schema =
+            serde_json::to_value(<crate::schemas::TariffRecord as utoipa::PartialSchema>::schema())
+                .expect("serialise");
         for (field, max) in [
             ("daily_rate", MAX_DAILY_RATE),
             ("deposit", MAX_DEPOSIT),

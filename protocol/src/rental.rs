@@ -96,7 +96,9 @@ impl RentalMoney {
     /// Whether `amount` has this kind's sign and fits the bound.
     pub fn fits(self, amount: i64) -> bool {
         match self {
-            RentalMoney::Deposit | RentalMoney::Payment => (1..=MAX_RENTAL_AMOUNT).contains(&amount),
+            RentalMoney::Deposit | RentalMoney::Payment => {
+                (1..=MAX_RENTAL_AMOUNT).contains(&amount)
+            }
             RentalMoney::Refund => (-MAX_RENTAL_AMOUNT..=-1).contains(&amount),
         }
     }
@@ -119,7 +121,10 @@ mod tests {
         };
         assert!(t(350_000, 1_000_000, 100_000).check_amounts().is_ok());
         assert!(t(1, 0, 0).check_amounts().is_ok());
-        assert_eq!(t(0, 0, 0).check_amounts().map_err(|e| e.0), Err("daily_rate"));
+        assert_eq!(
+            t(0, 0, 0).check_amounts().map_err(|e| e.0),
+            Err("daily_rate")
+        );
         assert_eq!(t(1, -1, 0).check_amounts().map_err(|e| e.0), Err("deposit"));
         assert_eq!(
             t(1, 0, MAX_LATE_FEE_PER_DAY + 1)
@@ -139,7 +144,10 @@ mod tests {
         assert!(!RentalMoney::Refund.fits(5));
         assert!(!RentalMoney::Payment.fits(MAX_RENTAL_AMOUNT + 1));
         for name in RentalMoney::NAMES {
-            assert_eq!(RentalMoney::parse(name).map(RentalMoney::as_str), Some(name));
+            assert_eq!(
+                RentalMoney::parse(name).map(RentalMoney::as_str),
+                Some(name)
+            );
         }
     }
 }

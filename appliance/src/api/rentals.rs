@@ -87,7 +87,10 @@ fn money_schema(with_amount: bool) -> serde_json::Value {
     let text = json!({"$ref": "#/components/schemas/Text"});
     let branch = |need: bool| {
         let mut properties = serde_json::Map::new();
-        properties.insert("method".into(), json!({"type": "string", "enum": methods(need)}));
+        properties.insert(
+            "method".into(),
+            json!({"type": "string", "enum": methods(need)}),
+        );
         if with_amount {
             properties.insert(
                 "amount".into(),
@@ -96,7 +99,11 @@ fn money_schema(with_amount: bool) -> serde_json::Value {
         }
         properties.insert(
             "reference".into(),
-            if need { text.clone() } else { nullable(text.clone()) },
+            if need {
+                text.clone()
+            } else {
+                nullable(text.clone())
+            },
         );
         let required: Vec<&str> = if need {
             vec!["method", "reference"]

@@ -401,7 +401,11 @@ fn pairing(p: &mut Page, d: &PairingQr, layout: &Layout) {
 
 /// Integer rupiah with Indonesian thousands dots: `Rp 1.234.500`, `-Rp 5.000`.
 pub fn rupiah(amount: i64) -> String {
-    format!("{}Rp {}", if amount < 0 { "-" } else { "" }, grouped(amount))
+    format!(
+        "{}Rp {}",
+        if amount < 0 { "-" } else { "" },
+        grouped(amount)
+    )
 }
 
 /// The digits of `n` (without its sign) in groups of three with dots: `12.000`.

@@ -255,7 +255,10 @@ fn usable_inspection(
     if ins.kind != kind {
         return Err(invalid(
             "inspection_id",
-            format!("inspection {id} is a {} inspection; this needs a {kind} one", ins.kind),
+            format!(
+                "inspection {id} is a {} inspection; this needs a {kind} one",
+                ins.kind
+            ),
         ));
     }
     if ins.asset_id != asset {
@@ -343,7 +346,12 @@ fn insert_money(
 }
 
 /// Hands over booking `booking_id`'s asset at the counter.
-pub fn hand_over(w: &mut WriteTx<'_>, actor: &str, booking_id: &str, h: &Handover) -> Result<Rental> {
+pub fn hand_over(
+    w: &mut WriteTx<'_>,
+    actor: &str,
+    booking_id: &str,
+    h: &Handover,
+) -> Result<Rental> {
     let conn = w.conn();
     let booking = bookings::get(conn, booking_id)?;
     if let Some(status) = status_of(conn, booking_id)? {
@@ -407,7 +415,10 @@ pub fn hand_over(w: &mut WriteTx<'_>, actor: &str, booking_id: &str, h: &Handove
         (None, due) => {
             return Err(invalid(
                 "deposit",
-                format!("the tariff of {} asks a deposit of {due} rupiah; take it at handover", booking.sku),
+                format!(
+                    "the tariff of {} asks a deposit of {due} rupiah; take it at handover",
+                    booking.sku
+                ),
             ));
         }
         (Some(d), due) => {
@@ -424,7 +435,10 @@ pub fn hand_over(w: &mut WriteTx<'_>, actor: &str, booking_id: &str, h: &Handove
             if amount <= 0 {
                 return Err(invalid(
                     "deposit",
-                    format!("the tariff of {} asks no deposit; leave it out", booking.sku),
+                    format!(
+                        "the tariff of {} asks no deposit; leave it out",
+                        booking.sku
+                    ),
                 ));
             }
             check_reference("deposit.reference", d.method, d.reference.as_ref())?;

@@ -209,25 +209,48 @@ async fn a_late_rental_is_handed_over_printed_returned_and_settled_offline() {
         assert_eq!(counts(&site), before, "{p} {body} changed something");
     }
     let (s, b) = edge
-        .post(&tablet, &path, json!({"inspection_id": handover, "deposit": deposit}))
+        .post(
+            &tablet,
+            &path,
+            json!({"inspection_id": handover, "deposit": deposit}),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "a tablet is not the counter: {b}");
 
     // The handover: the deposit by card (the approval code typed from the terminal), once.
     let body = json!({"inspection_id": handover, "deposit": deposit});
     let (s, rental) = edge
-        .call(Some(&pos.token), Method::POST, &path, Some(body.clone()), Some("ho-1"))
+        .call(
+            Some(&pos.token),
+            Method::POST,
+            &path,
+            Some(body.clone()),
+            Some("ho-1"),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{rental}");
     let (s, again) = edge
-        .call(Some(&pos.token), Method::POST, &path, Some(body.clone()), Some("ho-1"))
+        .call(
+            Some(&pos.token),
+            Method::POST,
+            &path,
+            Some(body.clone()),
+            Some("ho-1"),
+        )
         .await;
-    assert_eq!((s, &again), (StatusCode::CREATED, &rental), "a retry is the same answer");
+    assert_eq!(
+        (s, &again),
+        (StatusCode::CREATED, &rental),
+        "a retry is the same answer"
+    );
     let (s, b) = edge.post(&pos, &path, body).await;
     assert_eq!(error(s, &b).1, "already_handed_over", "{b}");
     assert_eq!(rental["status"], "OUT");
     let month = format!("{:04}{:02}", today().year(), u8::from(today().month()));
-    assert_eq!(rental["agreement_number"], format!("JKT01-RA-{month}-00001"));
+    assert_eq!(
+        rental["agreement_number"],
+        format!("JKT01-RA-{month}-00001")
+    );
     assert_eq!(rental["days"], 3);
     assert_eq!(rental["deposit_held"], 1_000_000);
     assert_eq!(rental["handover"]["inspection_id"], handover.as_str());
@@ -269,7 +292,9 @@ async fn a_late_rental_is_handed_over_printed_returned_and_settled_offline() {
     assert!(docs[0].contains("Rp 1.000.000"), "{}", docs[0]);
 
     // A rented booking ends at the counter, not by cancelling it.
-    let (s, b) = edge.post(&pos, &format!("/v1/bookings/{id}/cancel"), json!(null)).await;
+    let (s, b) = edge
+        .post(&pos, &format!("/v1/bookings/{id}/cancel"), json!(null))
+        .await;
     assert_eq!(error(s, &b).1, "rented", "{b}");
 
     // The return: four days late, a scratch, more than the deposit holds.
@@ -363,7 +388,9 @@ async fn a_late_rental_is_handed_over_printed_returned_and_settled_offline() {
     assert_eq!(error(s, &b).1, "already_returned", "{b}");
     let (_, booking) = edge.get(&pos, &format!("/v1/bookings/{id}")).await;
     assert_eq!(booking["state"], "COMPLETED", "{booking}");
-    let (s, read) = edge.get(&tablet, &format!("/v1/bookings/{id}/rental")).await;
+    let (s, read) = edge
+        .get(&tablet, &format!("/v1/bookings/{id}/rental"))
+        .await;
     assert_eq!((s, &read), (StatusCode::OK, &done));
 
     // Each step's events, once, in the outbox for the cloud.
@@ -407,16 +434,15 @@ async fn an_early_return_refunds_from_the_deposit_and_wrong_states_are_refused()
     // Not yet the customer's, and a cancelled booking: refused, nothing changed.
     let later = book(&edge, &pos, "CAR-003", today() + days(5), today() + days(6)).await;
     let gone = book(&edge, &pos, "CAR-001", today(), today()).await;
-    let (s, b) = edge.post(&pos, &format!("/v1/bookings/{gone}/cancel"), json!(null)).await;
+    let (s, b) = edge
+        .post(&pos, &format!("/v1/bookings/{gone}/cancel"), json!(null))
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let xp = inspect(&edge, &tablet, "CAR-003", "HANDOVER", &[PHOTO_A]).await;
     let car1 = inspect(&edge, &tablet, "CAR-001", "HANDOVER", &[PHOTO_A]).await;
     let before = counts(&site);
     let cash = json!({"method": "CASH", "amount": 1_500_000});
-    for (id, ins, want) in [
-        (&later, &xp, "too_early"),
-        (&gone, &car1, "wrong_state"),
-    ] {
+    for (id, ins, want) in [(&later, &xp, "too_early"), (&gone, &car1, "wrong_state")] {
         let (s, b) = edge
             .post(
                 &pos,
@@ -444,11 +470,19 @@ async fn an_early_return_refunds_from_the_deposit_and_wrong_states_are_refused()
     let back = inspect(&edge, &tablet, "CAR-002", "RETURN", &[PHOTO_A]).await;
     let ret = format!("/v1/bookings/{id}/return");
     let (s, b) = edge
-        .post(&pos, &ret, json!({"inspection_id": back, "payment": {"method": "CASH"}}))
+        .post(
+            &pos,
+            &ret,
+            json!({"inspection_id": back, "payment": {"method": "CASH"}}),
+        )
         .await;
     assert_eq!(error(s, &b).2, "payment", "nothing is due: {b}");
     let (s, b) = edge
-        .post(&pos, &ret, json!({"inspection_id": back, "refund": {"method": "QRIS"}}))
+        .post(
+            &pos,
+            &ret,
+            json!({"inspection_id": back, "refund": {"method": "QRIS"}}),
+        )
         .await;
     assert_eq!(error(s, &b).2, "refund.reference", "{b}");
     let (s, done) = edge.post(&pos, &ret, json!({"inspection_id": back})).await;
@@ -473,7 +507,11 @@ async fn an_early_return_refunds_from_the_deposit_and_wrong_states_are_refused()
         .expect("query")
         .collect::<Result<_, _>>()
         .expect("rows");
-    assert_eq!(by_method, [("CASH".to_owned(), 777_000)], "the drawer's take");
+    assert_eq!(
+        by_method,
+        [("CASH".to_owned(), 777_000)],
+        "the drawer's take"
+    );
     assert_eq!(edge.stop().await, 0);
 }
 
@@ -559,10 +597,11 @@ async fn rental_papers_match_golden_files() {
                 .map(|part| part.split_once(']').map_or(part, |(_, rest)| rest))
                 .collect();
             assert!(
-                printed.len() <= match width {
-                    PaperWidth::Mm58 => 32,
-                    PaperWidth::Mm80 => 48,
-                },
+                printed.len()
+                    <= match width {
+                        PaperWidth::Mm58 => 32,
+                        PaperWidth::Mm80 => 48,
+                    },
                 "{name}: {printed:?} is wider than the paper"
             );
         }

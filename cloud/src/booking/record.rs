@@ -865,7 +865,10 @@ pub async fn complete(
 pub enum Which<'a> {
     Id(&'a str),
     /// A branch's `booking:completed` event: the booking `created_by` made with `key`.
-    Key { created_by: &'a str, key: &'a str },
+    Key {
+        created_by: &'a str,
+        key: &'a str,
+    },
 }
 
 /// Completes a confirmed booking inside the caller's transaction: the return facts, the period
@@ -885,9 +888,11 @@ pub async fn complete_in(
         .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
     let (filter, first, key) = match which {
         Which::Id(id) => ("id = $1::uuid", id, None),
-        Which::Key { created_by, key } => {
-            ("created_by = $1 AND idempotency_key = $6", created_by, Some(key))
-        }
+        Which::Key { created_by, key } => (
+            "created_by = $1 AND idempotency_key = $6",
+            created_by,
+            Some(key),
+        ),
     };
     let sql = format!(
         "UPDATE bookings

@@ -18,7 +18,12 @@ async fn tariffs_are_master_data_the_branch_pulls_once() {
     let path = "/v1/branches/JKT01/tariffs/AVZ";
 
     let first = cloud
-        .bearer(&cloud.operator, Method::PUT, path, Some(tariff("AVZ", 350_000, 1_000_000, 100_000)))
+        .bearer(
+            &cloud.operator,
+            Method::PUT,
+            path,
+            Some(tariff("AVZ", 350_000, 1_000_000, 100_000)),
+        )
         .await;
     assert_eq!(first.status, 200, "{first:?}");
     assert_eq!(
@@ -28,14 +33,24 @@ async fn tariffs_are_master_data_the_branch_pulls_once() {
     assert_eq!(first.body["record"]["deposit"], 1_000_000);
     // The same value again changes nothing and appends nothing; a new rate is a new change.
     let same = cloud
-        .bearer(&cloud.operator, Method::PUT, path, Some(tariff("AVZ", 350_000, 1_000_000, 100_000)))
+        .bearer(
+            &cloud.operator,
+            Method::PUT,
+            path,
+            Some(tariff("AVZ", 350_000, 1_000_000, 100_000)),
+        )
         .await;
     assert_eq!(
         (same.status, &same.body["changed"], &same.body["cursor"]),
         (200, &json!(false), &Value::Null)
     );
     let raised = cloud
-        .bearer(&cloud.operator, Method::PUT, path, Some(tariff("AVZ", 375_000, 1_000_000, 100_000)))
+        .bearer(
+            &cloud.operator,
+            Method::PUT,
+            path,
+            Some(tariff("AVZ", 375_000, 1_000_000, 100_000)),
+        )
         .await;
     assert_eq!((raised.status, &raised.body["cursor"]), (200, &json!(2)));
     assert_eq!(
@@ -68,7 +83,12 @@ async fn tariffs_are_master_data_the_branch_pulls_once() {
         .await;
     assert_eq!((by_device.status, by_device.code()), (403, "forbidden"));
     for (p, body, status, code) in [
-        ("/v1/branches/NOPE/tariffs/AVZ", tariff("AVZ", 1, 0, 0), 404, "not_found"),
+        (
+            "/v1/branches/NOPE/tariffs/AVZ",
+            tariff("AVZ", 1, 0, 0),
+            404,
+            "not_found",
+        ),
         (path, tariff("XPD", 1, 0, 0), 422, "invalid"),
         (path, tariff("AVZ", 0, 0, 0), 422, "invalid"),
         (path, tariff("AVZ", 1, -5, 0), 422, "invalid"),
@@ -76,12 +96,21 @@ async fn tariffs_are_master_data_the_branch_pulls_once() {
         (path, tariff("AVZ", 100_000_001, 0, 0), 422, "invalid"),
         (path, tariff("AVZ", 1, 1_000_000_001, 0), 422, "invalid"),
         (path, json!({"sku": "AVZ", "daily_rate": 1}), 422, "invalid"),
-        (path, json!({"sku": "AVZ", "daily_rate": 1.5, "deposit": 0, "late_fee_per_day": 0}), 422, "invalid"),
+        (
+            path,
+            json!({"sku": "AVZ", "daily_rate": 1.5, "deposit": 0, "late_fee_per_day": 0}),
+            422,
+            "invalid",
+        ),
     ] {
         let answer = cloud
             .bearer(&cloud.operator, Method::PUT, p, Some(body.clone()))
             .await;
-        assert_eq!((answer.status, answer.code()), (status, code), "{p} {body}: {answer:?}");
+        assert_eq!(
+            (answer.status, answer.code()),
+            (status, code),
+            "{p} {body}: {answer:?}"
+        );
     }
     assert_eq!(
         cloud
