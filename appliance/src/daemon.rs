@@ -459,13 +459,18 @@ impl Demo {
     }
 }
 
-/// The demo catalogue and 20 of each part in stock (one receipt each, through the outbox).
+/// The demo catalogue (its rental SKUs' tariffs too) and 20 of each part in stock (one receipt
+/// each, through the outbox).
 /// Returns how many parts, mechanics and assets were loaded.
 pub async fn load_demo_data(store: &Store) -> Result<(usize, usize, usize), StartError> {
     Ok(store
         .write(move |w| {
             let (parts, mechanics, assets) = master::demo_data();
             master::upsert(w, &parts, &mechanics, &assets)?;
+            // The rental SKUs' tariffs, as the cloud's master data would bring them.
+            for tariff in store::rentals::demo_tariffs() {
+                store::rentals::upsert_tariff(w, &tariff)?;
+            }
             for p in &parts {
                 let sku = Sku::parse(p.sku.clone()).expect("demo SKUs are valid");
                 workshop::receive(w, "demo", &sku, Qty::new(20).expect("valid"), None)?;

@@ -167,6 +167,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/branches/{branch}/assets/{id}", put(master::put_asset))
         .route(
+            "/v1/branches/{branch}/tariffs/{sku}",
+            put(master::put_tariff),
+        )
+        .route(
             "/v1/branches/{branch}/customers/{id}",
             get(shared::get_customer).patch(shared::patch_customer),
         )

@@ -63,6 +63,7 @@ pub fn kind(body: &ChangeBody) -> &'static str {
         ChangeBody::Field(_) => "field",
         ChangeBody::Document(_) => "document",
         ChangeBody::BookingDecision(_) => "booking_decision",
+        ChangeBody::Tariff(_) => "tariff",
     }
 }
 

@@ -1,6 +1,6 @@
-//! Master data the cloud authors per branch: parts (catalogue and prices), mechanics, assets.
-//! `PUT /v1/branches/{branch}/parts/{sku}`, `.../mechanics/{id}`, `.../assets/{id}`, operator
-//! token only.
+//! Master data the cloud authors per branch: parts (catalogue and prices), mechanics, assets,
+//! rental tariffs. `PUT /v1/branches/{branch}/parts/{sku}`, `.../mechanics/{id}`,
+//! `.../assets/{id}`, `.../tariffs/{sku}`, operator token only.
 //!
 //! Invariant: a record and its change-log entry are written in one transaction, so a branch
 //! pulls every change exactly once and in commit order, and the cloud's value wins at the edge.
@@ -13,6 +13,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
 use sentra_protocol::booking::MAX_ID_LEN;
+use sentra_protocol::rental::TariffRecord;
 
 use crate::branches::{self, BranchId};
 use crate::changes::{self, ChangeError};
@@ -121,12 +122,22 @@ pub fn check_asset(id: &str, asset: &AssetRecord) -> Result<(), MasterError> {
     check_text("name", &asset.name)
 }
 
+/// A tariff: the SKU as the path names it, every amount whole rupiah within the protocol's
+/// bounds (`sentra_protocol::rental`).
+pub fn check_tariff(sku: &str, tariff: &TariffRecord) -> Result<(), MasterError> {
+    check_id("sku", &tariff.sku, sku)?;
+    tariff
+        .check_amounts()
+        .map_err(|(field, problem)| invalid(field, problem))
+}
+
 /// One master record, as the handlers received it.
 #[derive(Debug, Clone)]
 enum Record {
     Part(PartRecord),
     Mechanic(MechanicRecord),
     Asset(AssetRecord),
+    Tariff(TariffRecord),
 }
 
 impl Record {
@@ -135,6 +146,7 @@ impl Record {
             Record::Part(part) => ChangeBody::Part(part.clone()),
             Record::Mechanic(mechanic) => ChangeBody::Mechanic(mechanic.clone()),
             Record::Asset(asset) => ChangeBody::Asset(asset.clone()),
+            Record::Tariff(tariff) => ChangeBody::Tariff(tariff.clone()),
         }
     }
 
@@ -176,6 +188,19 @@ impl Record {
             .bind(&asset.sku)
             .bind(&asset.plate)
             .bind(&asset.name),
+            Record::Tariff(tariff) => sqlx::query(
+                "INSERT INTO tariffs (branch_id, sku, daily_rate, deposit, late_fee_per_day) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (branch_id, sku) DO UPDATE
+                 SET daily_rate = excluded.daily_rate, deposit = excluded.deposit,
+                     late_fee_per_day = excluded.late_fee_per_day, updated_at = now()
+                 WHERE (tariffs.daily_rate, tariffs.deposit, tariffs.late_fee_per_day)
+                       IS DISTINCT FROM (excluded.daily_rate, excluded.deposit, excluded.late_fee_per_day)",
+            )
+            .bind(branch)
+            .bind(&tariff.sku)
+            .bind(tariff.daily_rate)
+            .bind(tariff.deposit)
+            .bind(tariff.late_fee_per_day),
         };
         Ok(query.execute(tx).await?.rows_affected() == 1)
     }
@@ -221,6 +246,21 @@ pub async fn put_asset(
     check_asset(&id, &asset)?;
     let cursor = write(&db, &branch, &Record::Asset(asset.clone())).await?;
     Ok(Json(stored(cursor, asset)))
+}
+
+/// `PUT /v1/branches/{branch}/tariffs/{sku}`: what renting the SKU costs at the branch (daily
+/// rate, deposit, late fee per day; whole rupiah), pulled by its boxes like every master record.
+#[utoipa::path(put, path = "/v1/branches/{branch}/tariffs/{sku}", tag = "master data", params(("branch" = String, Path, description = "branch id", max_length = 64), ("sku" = String, Path, min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")), request_body = crate::schemas::TariffRecord, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
+pub async fn put_tariff(
+    State(db): State<PgPool>,
+    caller: Caller,
+    Path((branch, sku)): Path<(String, String)>,
+    JsonBody(tariff): JsonBody<TariffRecord>,
+) -> Result<Json<Stored<TariffRecord>>, ApiError> {
+    caller.operator()?;
+    check_tariff(&sku, &tariff)?;
+    let cursor = write(&db, &branch, &Record::Tariff(tariff.clone())).await?;
+    Ok(Json(stored(cursor, tariff)))
 }
 
 fn stored<T>(cursor: Option<u64>, record: T) -> Stored<T> {
@@ -343,5 +383,43 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn tariff_checks_and_the_schema_agree() {
+        use sentra_protocol::rental::{MAX_DAILY_RATE, MAX_DEPOSIT, MAX_LATE_FEE_PER_DAY};
+        let tariff = |daily_rate, deposit, late_fee_per_day| TariffRecord {
+            sku: "AVZ".into(),
+            daily_rate,
+            deposit,
+            late_fee_per_day,
+        };
+        assert!(check_tariff("AVZ", &tariff(350_000, 1_000_000, 100_000)).is_ok());
+        assert!(check_tariff("XPD", &tariff(350_000, 1_000_000, 100_000)).is_err());
+        for bad in [
+            tariff(0, 0, 0),
+            tariff(-1, 0, 0),
+            tariff(1, -1, 0),
+            tariff(1, 0, -1),
+            tariff(MAX_DAILY_RATE + 1, 0, 0),
+            tariff(1, MAX_DEPOSIT + 1, 0),
+            tariff(1, 0, MAX_LATE_FEE_PER_DAY + 1),
+        ] {
+            assert!(check_tariff("AVZ", &bad).is_err(), "{bad:?}");
+        }
+        let schema =
+            serde_json::to_value(<crate::schemas::TariffRecord as utoipa::PartialSchema>::schema())
+                .expect("serialise");
+        for (field, max) in [
+            ("daily_rate", MAX_DAILY_RATE),
+            ("deposit", MAX_DEPOSIT),
+            ("late_fee_per_day", MAX_LATE_FEE_PER_DAY),
+        ] {
+            assert_eq!(
+                schema["properties"][field]["maximum"].as_f64(),
+                Some(max as f64),
+                "{field}: {schema}"
+            );
+        }
     }
 }

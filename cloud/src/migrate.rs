@@ -83,6 +83,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0018_device_backups.sql",
         include_str!("../migrations/0018_device_backups.sql"),
     ),
+    (
+        "0019_rentals.sql",
+        include_str!("../migrations/0019_rentals.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

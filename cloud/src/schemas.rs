@@ -121,6 +121,24 @@ pub struct MechanicRecord {
     pub active: bool,
 }
 
+/// `PUT /v1/branches/{branch}/tariffs/{sku}`: whole rupiah within
+/// `sentra_protocol::rental`'s bounds (a test keeps the figures here equal to them).
+#[derive(ToSchema)]
+pub struct TariffRecord {
+    /// Must equal `{sku}` in the path.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
+    pub sku: String,
+    /// Rupiah per booked day, before PPN.
+    #[schema(minimum = 1, maximum = 100_000_000)]
+    pub daily_rate: i64,
+    /// Rupiah taken at handover and settled against the rental invoice at return.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    pub deposit: i64,
+    /// Rupiah per day late, before PPN.
+    #[schema(minimum = 0, maximum = 100_000_000)]
+    pub late_fee_per_day: i64,
+}
+
 /// `PUT /v1/branches/{branch}/assets/{id}`.
 #[derive(ToSchema)]
 pub struct AssetRecord {

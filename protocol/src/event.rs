@@ -30,10 +30,16 @@ pub enum EntityKind {
     Document,
     /// A rental booking the branch took while the cloud was unreachable: the cloud decides it.
     Booking,
+    /// A rental at the counter, keyed by its booking: handed over, then returned.
+    Rental,
+    /// A rental's invoice (no work order), issued at return.
+    RentalInvoice,
+    /// Money a rental moved: its deposit, the payment beyond it, or the refund from it.
+    RentalPayment,
 }
 
 impl EntityKind {
-    pub const ALL: [EntityKind; 11] = [
+    pub const ALL: [EntityKind; 14] = [
         EntityKind::WorkOrder,
         EntityKind::StockMovement,
         EntityKind::Invoice,
@@ -45,6 +51,9 @@ impl EntityKind {
         EntityKind::Vehicle,
         EntityKind::Document,
         EntityKind::Booking,
+        EntityKind::Rental,
+        EntityKind::RentalInvoice,
+        EntityKind::RentalPayment,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +69,9 @@ impl EntityKind {
             EntityKind::Vehicle => "vehicle",
             EntityKind::Document => "document",
             EntityKind::Booking => "booking",
+            EntityKind::Rental => "rental",
+            EntityKind::RentalInvoice => "rental_invoice",
+            EntityKind::RentalPayment => "rental_payment",
         }
     }
 

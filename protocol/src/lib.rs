@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod hlc;
 pub mod payload;
 pub mod record;
+pub mod rental;
 pub mod successor;
 pub mod sync;
 pub mod workshop;

@@ -169,6 +169,90 @@ pub struct BookingCancelled {
     pub cancelled_at: String,
 }
 
+/// A booking whose asset came back at the counter (`COMPLETED` at the branch at once). The cloud
+/// completes its booking found by the device and `idempotency_key`, if it is confirmed, through
+/// its completion path, with no charges: the counter settled them through the rental invoice,
+/// so a gateway pre-authorisation behind the booking is released whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookingCompleted {
+    pub id: String,
+    pub idempotency_key: String,
+    /// When the asset came back, RFC 3339 with the branch's offset (its day is the return day).
+    pub returned_at: String,
+}
+
+/// A rental handed over at the counter (entity `rental`, id = the booking's): the agreement, the
+/// tariff as agreed, and the handover inspection it is tied to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RentalHandedOver {
+    pub booking_id: String,
+    pub agreement_number: String,
+    pub asset_id: String,
+    pub sku: String,
+    pub customer: String,
+    /// First and last rental day (included), `YYYY-MM-DD`.
+    pub from: String,
+    pub to: String,
+    pub daily_rate: i64,
+    pub deposit: i64,
+    pub late_fee_per_day: i64,
+    pub inspection_id: String,
+    pub inspection_hash: String,
+    pub photo_count: i64,
+    pub handed_over_at: String,
+}
+
+/// A rental returned at the counter: the return inspection, the late days, and how the deposit
+/// settled the rental invoice (`deposit_applied` + `paid` − `refunded` moves; the money rows are
+/// `rental_payment` events of their own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RentalReturned {
+    pub booking_id: String,
+    pub inspection_id: String,
+    pub inspection_hash: String,
+    pub photo_count: i64,
+    pub returned_at: String,
+    /// The return's day in the branch's time zone, `YYYY-MM-DD`.
+    pub return_day: String,
+    pub late_days: i64,
+    pub invoice_id: String,
+    pub deposit_applied: i64,
+    pub paid: i64,
+    pub refunded: i64,
+}
+
+/// A rental's invoice: numbered in the branch's invoice series, lines `rental`, `late_fee` and
+/// `damage`, PPN as every invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RentalInvoiceIssued {
+    pub id: String,
+    pub number: String,
+    pub booking_id: String,
+    pub lines: Vec<InvoiceLine>,
+    pub subtotal: i64,
+    pub tax: i64,
+    pub total: i64,
+    pub issued_at: String,
+}
+
+/// Money a rental moved (see [`crate::rental::RentalMoney`]): signed, so sums by method are what
+/// the drawer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RentalPaymentReceived {
+    pub id: String,
+    pub booking_id: String,
+    /// The rental invoice it settles; none for a deposit (taken before the invoice exists).
+    pub invoice_id: Option<String>,
+    /// DEPOSIT, PAYMENT or REFUND.
+    pub kind: String,
+    /// CASH, EDC or QRIS.
+    pub method: String,
+    /// Rupiah: positive in, negative (a refund) out.
+    pub amount: i64,
+    pub reference: Option<String>,
+    pub received_at: String,
+}
+
 /// The cloud `Idempotency-Key` of the edge booking `id` (online attempt and offline event alike).
 pub fn booking_idempotency_key(id: &str) -> String {
     format!("edge-booking-{id}")
@@ -190,6 +274,11 @@ pub enum Payload {
     DocumentChanged(DocumentChanged),
     BookingRequested(BookingRequested),
     BookingCancelled(BookingCancelled),
+    BookingCompleted(BookingCompleted),
+    RentalHandedOver(RentalHandedOver),
+    RentalReturned(RentalReturned),
+    RentalInvoiceIssued(RentalInvoiceIssued),
+    RentalPaymentReceived(RentalPaymentReceived),
 }
 
 /// The op names, per entity.
@@ -206,6 +295,9 @@ pub mod op {
     pub const CHANGED: &str = "changed";
     pub const REQUESTED: &str = "requested";
     pub const CANCELLED: &str = "cancelled";
+    pub const COMPLETED: &str = "completed";
+    pub const HANDED_OVER: &str = "handed_over";
+    pub const RETURNED: &str = "returned";
 }
 
 fn typed<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
@@ -230,6 +322,11 @@ impl Payload {
             (E::Document, op::CHANGED) => Payload::DocumentChanged(typed(v)?),
             (E::Booking, op::REQUESTED) => Payload::BookingRequested(typed(v)?),
             (E::Booking, op::CANCELLED) => Payload::BookingCancelled(typed(v)?),
+            (E::Booking, op::COMPLETED) => Payload::BookingCompleted(typed(v)?),
+            (E::Rental, op::HANDED_OVER) => Payload::RentalHandedOver(typed(v)?),
+            (E::Rental, op::RETURNED) => Payload::RentalReturned(typed(v)?),
+            (E::RentalInvoice, op::ISSUED) => Payload::RentalInvoiceIssued(typed(v)?),
+            (E::RentalPayment, op::RECEIVED) => Payload::RentalPaymentReceived(typed(v)?),
             (entity, op) => return Err(format!("unknown change {}:{op}", entity.as_str())),
         })
     }

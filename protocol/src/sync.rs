@@ -132,6 +132,8 @@ pub enum ChangeBody {
     Document(DocumentChange),
     /// The cloud's decision on a booking the branch took offline.
     BookingDecision(BookingDecision),
+    /// Master data: what renting a SKU costs (the cloud's value wins).
+    Tariff(crate::rental::TariffRecord),
 }
 
 /// What the cloud decided for a [`crate::payload::BookingRequested`] event.

@@ -429,6 +429,7 @@ pub async fn cancel(
         let id = id.clone();
         s.store.read(move |c| bookings::get(c, &id)).await?
     };
+    super::rentals::refuse_if_rented(&s, &id, "cancel").await?;
     // Online and known to the cloud: the cloud cancels, within the request.
     if b.cloud_id.is_some() {
         match act(&s, &id, "cancel", None::<&()>).await {
@@ -475,6 +476,7 @@ pub async fn complete(
     body: Body<CompleteBooking>,
 ) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
+    super::rentals::refuse_if_rented(&s, &id, "complete").await?;
     let b = body.value;
     act(
         &s,

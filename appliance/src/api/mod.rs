@@ -11,6 +11,7 @@ mod extract;
 mod inspections;
 pub mod openapi;
 mod ops;
+mod rentals;
 mod scanner;
 mod schemas;
 mod shared;
@@ -123,7 +124,7 @@ pub enum Action {
     ScannerRead,
     /// Rental bookings and asset availability: read.
     BookingRead,
-    /// Take a rental booking (the counter).
+    /// Take a rental booking, hand its asset over and take it back (the counter).
     BookingWrite,
     /// Inspection photos: send (`PUT /v1/blobs/{sha256}`).
     BlobWrite,
@@ -296,6 +297,19 @@ pub fn router(state: AppState) -> Router {
             "/v1/bookings/{id}/complete",
             guarded(BookingWrite, post(bookings::complete)),
         )
+        .route(
+            "/v1/bookings/{id}/handover",
+            guarded(BookingWrite, post(rentals::hand_over)),
+        )
+        .route(
+            "/v1/bookings/{id}/return",
+            guarded(BookingWrite, post(rentals::take_back)),
+        )
+        .route(
+            "/v1/bookings/{id}/rental",
+            guarded(BookingRead, get(rentals::get_rental)),
+        )
+        .route("/v1/tariffs", guarded(CatalogueRead, get(rentals::tariffs)))
         .route(
             "/v1/waitlist",
             guarded(BookingWrite, post(bookings::join_waitlist)),

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{billing, blobs, bookings, inspections, ops, scanner, shared, workshop};
+use super::{billing, blobs, bookings, inspections, ops, rentals, scanner, shared, workshop};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,7 @@ use super::{billing, blobs, bookings, inspections, ops, scanner, shared, worksho
         scanner::open, scanner::close, scanner::get_pick_slip, scanner::scanner,
         bookings::create, bookings::get_booking, bookings::availability,
         bookings::confirm, bookings::cancel, bookings::complete, bookings::join_waitlist,
+        rentals::tariffs, rentals::hand_over, rentals::take_back, rentals::get_rental,
         blobs::put_blob, blobs::get_blob, blobs::head_blob,
     ),
     components(schemas(inspections::CheckItem, crate::domain::Digest, crate::domain::Id, crate::domain::Rupiah, crate::domain::Text)),

@@ -1,4 +1,5 @@
-//! Pure rendering of the branch's printed documents (invoice, receipt, delivery note, pairing QR)
+//! Pure rendering of the branch's printed documents (invoice, receipt, delivery note, pairing QR,
+//! and at a rental's handover the rental agreement and its surat jalan)
 //! to the ESC/POS bytes a thermal printer understands. No I/O, no clock: the same document, layout
 //! and reprint flag always give the same bytes, which is what the golden files check.
 //!
@@ -93,6 +94,38 @@ pub enum Document {
     Receipt(InvoiceDoc),
     DeliveryNote(DeliveryNote),
     PairingQr(PairingQr),
+    /// Perjanjian sewa: what the customer signs at a rental's handover.
+    RentalAgreement(RentalPaper),
+    /// Surat jalan of a rental: the asset leaves with the customer.
+    RentalDeliveryNote(RentalPaper),
+}
+
+/// What a rental's handover papers show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RentalPaper {
+    pub agreement_number: String,
+    pub booking_id: String,
+    pub customer: String,
+    pub asset_id: String,
+    pub asset_name: String,
+    pub plate: String,
+    /// First and last booked day (`YYYY-MM-DD`); the last is the agreed return day.
+    pub from: String,
+    pub to: String,
+    pub days: i64,
+    pub daily_rate: i64,
+    /// The tariff's deposit.
+    pub deposit: i64,
+    /// The deposit taken: (method, amount, reference).
+    pub deposit_paid: Vec<(String, i64, Option<String>)>,
+    pub late_fee_per_day: i64,
+    /// When the asset was handed over (RFC 3339).
+    pub handed_over_at: String,
+    pub inspection_id: String,
+    pub inspection_hash: String,
+    pub photo_count: i64,
+    pub odometer_km: Option<i64>,
+    pub fuel_percent: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +197,8 @@ pub fn render(doc: &Document, layout: &Layout, reprint: bool) -> Vec<u8> {
         Document::Receipt(d) => invoice(&mut p, d, layout, true),
         Document::DeliveryNote(d) => delivery_note(&mut p, d, layout),
         Document::PairingQr(d) => pairing(&mut p, d, layout),
+        Document::RentalAgreement(d) => rental_agreement(&mut p, d, layout),
+        Document::RentalDeliveryNote(d) => rental_delivery_note(&mut p, d, layout),
     }
     if reprint {
         p.reprint_mark();
@@ -259,6 +294,95 @@ fn delivery_note(p: &mut Page, d: &DeliveryNote, layout: &Layout) {
     p.pair("(..........)", "(..........)");
 }
 
+/// The parties, the asset and the days: the top of both rental papers.
+fn rental_head(p: &mut Page, d: &RentalPaper, layout: &Layout) {
+    p.field("No", &d.agreement_number);
+    p.field("Booking", &d.booking_id);
+    p.field("Tanggal", &local_time(&d.handed_over_at, layout.utc_offset));
+    p.field("Penyewa", &d.customer);
+    p.field("Kendaraan", &d.asset_name);
+    p.field("No. Polisi", &d.plate);
+    p.field("Kode aset", &d.asset_id);
+    p.field("Mulai", &day(&d.from));
+    p.field("Kembali", &day(&d.to));
+    p.field("Lama sewa", &format!("{} hari", d.days));
+}
+
+/// The handover inspection the papers are tied to: its id, hash, photos and readings.
+fn rental_inspection(p: &mut Page, d: &RentalPaper) {
+    p.wrapped("Pemeriksaan serah terima:");
+    p.wrapped(&d.inspection_id);
+    p.wrapped("Hash SHA-256:");
+    p.wrapped(&d.inspection_hash);
+    p.field("Foto", &d.photo_count.to_string());
+    if let Some(km) = d.odometer_km {
+        p.field("Odometer", &format!("{} km", grouped(km)));
+    }
+    if let Some(fuel) = d.fuel_percent {
+        p.field("BBM", &format!("{fuel}%"));
+    }
+}
+
+fn rental_agreement(p: &mut Page, d: &RentalPaper, layout: &Layout) {
+    p.title("PERJANJIAN SEWA");
+    rental_head(p, d, layout);
+    p.rule();
+    p.pair("Tarif per hari", &rupiah(d.daily_rate));
+    p.pair(
+        &format!("Sewa {} hari", d.days),
+        &rupiah(d.daily_rate.saturating_mul(d.days)),
+    );
+    p.pair("Denda telat per hari", &rupiah(d.late_fee_per_day));
+    p.pair("Deposit", &rupiah(d.deposit));
+    for (method, amount, reference) in &d.deposit_paid {
+        p.pair(&format!("Deposit dibayar {method}"), &rupiah(*amount));
+        if let Some(r) = reference {
+            p.wrapped(&format!("  Ref: {r}"));
+        }
+    }
+    p.rule();
+    rental_inspection(p, d);
+    p.rule();
+    p.wrapped("Ketentuan:");
+    for (i, term) in [
+        "Kendaraan dikembalikan paling lambat pada tanggal kembali di atas.",
+        "Setiap hari keterlambatan dikenakan denda per hari sesuai tarif.",
+        "Kerusakan yang ditemukan saat pemeriksaan pengembalian ditanggung penyewa.",
+        "Deposit diperhitungkan dengan faktur sewa saat pengembalian; sisanya dikembalikan.",
+        "Tarif, denda dan biaya kerusakan belum termasuk PPN 11%.",
+    ]
+    .iter()
+    .enumerate()
+    {
+        p.wrapped(&format!("{}. {term}", i + 1));
+    }
+    p.feed(2);
+    p.pair("Petugas", "Penyewa");
+    p.feed(3);
+    p.pair("(..........)", "(..........)");
+}
+
+fn rental_delivery_note(p: &mut Page, d: &RentalPaper, layout: &Layout) {
+    p.title("SURAT JALAN SEWA");
+    rental_head(p, d, layout);
+    p.rule();
+    rental_inspection(p, d);
+    p.rule();
+    p.wrapped("Kendaraan diserahkan dalam keadaan sesuai pemeriksaan di atas.");
+    p.feed(2);
+    p.pair("Pengirim", "Penerima");
+    p.feed(3);
+    p.pair("(..........)", "(..........)");
+}
+
+/// `YYYY-MM-DD` as the branch reads it, `06/12/2026`; anything else as it is.
+fn day(raw: &str) -> String {
+    match raw.split('-').collect::<Vec<_>>().as_slice() {
+        [y, m, d] if y.len() == 4 && m.len() == 2 && d.len() == 2 => format!("{d}/{m}/{y}"),
+        _ => raw.to_owned(),
+    }
+}
+
 fn pairing(p: &mut Page, d: &PairingQr, layout: &Layout) {
     p.title("PAIRING PERANGKAT");
     p.field("Peran", &d.role);
@@ -277,15 +401,24 @@ fn pairing(p: &mut Page, d: &PairingQr, layout: &Layout) {
 
 /// Integer rupiah with Indonesian thousands dots: `Rp 1.234.500`, `-Rp 5.000`.
 pub fn rupiah(amount: i64) -> String {
-    let digits = amount.unsigned_abs().to_string();
-    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    format!(
+        "{}Rp {}",
+        if amount < 0 { "-" } else { "" },
+        grouped(amount)
+    )
+}
+
+/// The digits of `n` (without its sign) in groups of three with dots: `12.000`.
+fn grouped(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            grouped.push('.');
+            out.push('.');
         }
-        grouped.push(c);
+        out.push(c);
     }
-    format!("{}Rp {grouped}", if amount < 0 { "-" } else { "" })
+    out
 }
 
 /// An RFC 3339 time as the branch reads it: `22/11/2026 10:15 WIB`. A stored time that does not

@@ -25,7 +25,7 @@ use crate::backoff::Backoff;
 use crate::config::{BranchConfig, PrinterConfig};
 use crate::store::print_jobs::{self, PrintJob, PrinterState};
 use crate::store::{self, DomainError, Notice, Store, StoreError};
-use document::{DeliveryLine, DeliveryNote, Document, InvoiceDoc, Layout, PairingQr};
+use document::{DeliveryLine, DeliveryNote, Document, InvoiceDoc, Layout, PairingQr, RentalPaper};
 use transport::{Connection, PrinterError, Target};
 
 /// How often an idle worker looks for jobs queued by another process (`sentra-edge pair --print`),
@@ -345,6 +345,48 @@ fn load(
                 uri: secret.uri,
             })))
         }
+        "rental_agreement" | "rental_delivery_note" => {
+            let paper = match store::rentals::paper(c, &job.ref_id) {
+                Ok(p) => rental_paper(p),
+                Err(e) => return gone(e),
+            };
+            Ok(Ok(if kind == "rental_agreement" {
+                Document::RentalAgreement(paper)
+            } else {
+                Document::RentalDeliveryNote(paper)
+            }))
+        }
         other => Ok(Err(format!("unknown document {other:?}"))),
+    }
+}
+
+/// A rental as its handover papers show it.
+fn rental_paper(p: store::rentals::Paper) -> RentalPaper {
+    let r = p.rental;
+    RentalPaper {
+        deposit_paid: r
+            .payments
+            .iter()
+            .filter(|m| m.kind == "DEPOSIT")
+            .map(|m| (m.method.clone(), m.amount, m.reference.clone()))
+            .collect(),
+        agreement_number: r.agreement_number,
+        booking_id: r.booking_id,
+        customer: r.customer,
+        asset_id: r.asset_id,
+        asset_name: p.asset_name,
+        plate: p.plate,
+        from: r.from,
+        to: r.to,
+        days: r.days,
+        daily_rate: r.daily_rate,
+        deposit: r.deposit,
+        late_fee_per_day: r.late_fee_per_day,
+        handed_over_at: r.handover.at,
+        inspection_id: r.handover.inspection_id,
+        inspection_hash: r.handover.tamper_proof_hash,
+        photo_count: r.handover.photo_count,
+        odometer_km: r.handover.odometer_km,
+        fuel_percent: r.handover.fuel_percent,
     }
 }

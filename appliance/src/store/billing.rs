@@ -65,7 +65,7 @@ pub const NUMBER_SERIES_META: &str = "number_series";
 
 /// The next number in `series` for the branch's current local month, with the store's number
 /// series.
-fn next_number(w: &WriteTx<'_>, series: &str) -> Result<(String, String, i64)> {
+pub(super) fn next_number(w: &WriteTx<'_>, series: &str) -> Result<(String, String, i64)> {
     let local = w.now().to_offset(w.ctx().utc_offset);
     let last: Option<String> = w.conn().query_row(
         "SELECT max(period) FROM number_counters WHERE series = ?1",

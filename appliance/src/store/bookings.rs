@@ -314,11 +314,39 @@ pub fn apply_decision(w: &mut WriteTx<'_>, d: &BookingDecision) -> Result<bool> 
             w.now_str()
         ])?;
     if changed == 0 {
+        // Taken offline and already returned at the rental counter (COMPLETED here before the
+        // decision came): the branch learns the cloud's booking, and its state stays.
+        if accepted {
+            w.conn()
+                .prepare_cached(
+                    "UPDATE bookings SET cloud_id = ?2, decided_at = ?3
+                     WHERE id = ?1 AND state = 'COMPLETED' AND cloud_id IS NULL AND source = 'sync'",
+                )?
+                .execute(rusqlite::params![d.booking_id, d.cloud_id, w.now_str()])?;
+        }
         return Ok(false);
     }
     let b = get(w.conn(), &d.booking_id)?;
     notice(w, &b);
     Ok(true)
+}
+
+/// The asset of booking `id` came back at the rental counter (`store::rentals`): `COMPLETED`
+/// here at once, announced; the caller's `booking:completed` event tells the cloud. A booking
+/// that is no longer live (rejected, cancelled) keeps its state.
+pub fn complete_at_counter(w: &mut WriteTx<'_>, id: &str) -> Result<()> {
+    let changed = w
+        .conn()
+        .prepare_cached(
+            "UPDATE bookings SET state = 'COMPLETED'
+             WHERE id = ?1 AND state IN ('TENTATIVE', 'HELD', 'CONFIRMED')",
+        )?
+        .execute([id])?;
+    if changed > 0 {
+        let b = get(w.conn(), id)?;
+        notice(w, &b);
+    }
+    Ok(())
 }
 
 /// The cloud's answer to a counter action (confirm, cancel, complete) on booking `id`: the

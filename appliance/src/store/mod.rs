@@ -23,6 +23,7 @@ pub mod master;
 pub mod outbox;
 pub mod pick_slips;
 pub mod print_jobs;
+pub mod rentals;
 mod schema;
 pub mod shared;
 pub mod successor;

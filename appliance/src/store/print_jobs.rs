@@ -17,7 +17,8 @@ use sentra_protocol::payload::{self as p, op};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PrintJob {
     pub id: String,
-    /// What is printed: `invoice`, `receipt`, `delivery_note`, `pairing_qr`.
+    /// What is printed: `invoice`, `receipt`, `delivery_note`, `pairing_qr`, and at a rental's
+    /// handover `rental_agreement` and `rental_delivery_note` (the surat jalan).
     pub document: String,
     pub ref_id: String,
     /// QUEUED, PRINTED or FAILED.
@@ -35,7 +36,14 @@ pub struct PrintJob {
 }
 
 /// Documents a job can print.
-pub const DOCUMENTS: &[&str] = &["invoice", "receipt", "delivery_note", "pairing_qr"];
+pub const DOCUMENTS: &[&str] = &[
+    "invoice",
+    "receipt",
+    "delivery_note",
+    "pairing_qr",
+    "rental_agreement",
+    "rental_delivery_note",
+];
 
 pub fn enqueue(w: &mut WriteTx<'_>, document: &str, ref_id: &str) -> Result<PrintJob> {
     if !DOCUMENTS.contains(&document) || document == "pairing_qr" {

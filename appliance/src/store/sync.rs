@@ -334,6 +334,11 @@ pub fn apply_pull(w: &mut WriteTx<'_>, page: &PullPage) -> Result<usize> {
             ChangeBody::BookingDecision(d) => {
                 bookings::apply_decision(w, d)?;
             }
+            ChangeBody::Tariff(t) => {
+                if !super::rentals::upsert_tariff(w, t)? {
+                    continue;
+                }
+            }
             // A record or document this build cannot use is skipped (and logged) rather than
             // stalling every later change behind it.
             ChangeBody::Field(f) => {

@@ -20,6 +20,7 @@ mod netns;
 mod photos;
 mod printer;
 mod readme;
+mod rental;
 mod roles;
 mod scanner;
 mod shared;

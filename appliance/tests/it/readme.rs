@@ -96,6 +96,11 @@ async fn readme_walkthrough_works_against_the_demo() {
         r#""pending_events":12"#,
         r#"{"size":4,"state":"stored"}"#,
         r#""photos":1"#,
+        r#"{"sku":"AVANZA-2024","daily_rate":350000,"deposit":1000000,"late_fee_per_day":100000}"#,
+        r#""status":"OUT","deposit_held":1000000,"printed":["rental_agreement","rental_delivery_note"]"#,
+        r#""subtotal":800000,"tax":88000,"total":888000,"status":"PAID""#,
+        r#""settlement":{"deposit_applied":888000,"paid_by_customer":0,"refunded":112000}"#,
+        r#"{"state":"COMPLETED"}"#,
     ] {
         assert!(
             stdout.contains(expected),

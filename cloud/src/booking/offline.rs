@@ -16,6 +16,12 @@
 //! device's booking with that idempotency key in the same transaction, if it is still held or
 //! confirmed; its days are released by the sweeper like any cancellation.
 //!
+//! A `booking:completed` event (the asset came back at the branch's rental counter, online or
+//! not) completes the device's booking with that key through the same completion as
+//! `POST /v1/bookings/{id}/complete` ([`record::complete_in`]), if it is confirmed, with no
+//! charges: the counter settled them through its rental invoice and deposit, so a gateway
+//! pre-authorisation behind the booking is released whole. Anything else changes nothing.
+//!
 //! Invariants:
 //! - one hold per edge booking, whatever is sent again: the hold is keyed by the device and the
 //!   event's `idempotency_key` (the same key the online attempt used), so a re-sent event, or an
@@ -49,6 +55,8 @@ pub struct Decided {
     pub confirmed: u64,
     /// Bookings cancelled by `booking:cancelled` events.
     pub cancelled: u64,
+    /// Bookings completed by `booking:completed` events.
+    pub completed: u64,
 }
 
 /// Decides every applied `booking:requested` event of a batch inside the push transaction.
@@ -74,6 +82,36 @@ pub async fn decide(
                         .await?;
                 if cancelled {
                     decided.cancelled += 1;
+                }
+                continue;
+            }
+            Payload::BookingCompleted(done) => {
+                // Checked at ingest (`validate`); unreadable here, it changes nothing.
+                let Ok(returned_at) = time::OffsetDateTime::parse(
+                    &done.returned_at,
+                    &time::format_description::well_known::Rfc3339,
+                ) else {
+                    continue;
+                };
+                let facts = record::Return {
+                    returned_at,
+                    damage_charge: 0,
+                    late_charge: 0,
+                };
+                let created_by = format!("device:{device}");
+                let which = record::Which::Key {
+                    created_by: &created_by,
+                    key: &done.idempotency_key,
+                };
+                if let Some(row) =
+                    record::complete_in(tx, which, &facts, settings.release_delay).await?
+                {
+                    decided.completed += 1;
+                    decided.touched.push(AssetKey {
+                        sku: row.view.sku.clone(),
+                        branch: branch.to_owned(),
+                        asset_id: row.view.asset_id.clone(),
+                    });
                 }
                 continue;
             }

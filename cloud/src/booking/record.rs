@@ -835,49 +835,9 @@ pub async fn complete(
     if uuid::Uuid::parse_str(id).is_err() {
         return Ok(None);
     }
-    let returned_day = format_day(facts.returned_at.date());
-    let returned_at = facts
-        .returned_at
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
     let mut tx = db.begin().await?;
-    let completed = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE bookings
-         SET state = 'COMPLETED', completed_at = now(), returned_at = $2::timestamptz,
-             damage_charge = $3, late_charge = $4,
-             period = daterange(first_day,
-                                least(upper(period), $5::date + 1 + (upper(period) - last_day - 1)))
-         WHERE id = $1::uuid AND state = 'CONFIRMED' AND first_day <= $5::date
-         RETURNING {}",
-        select_columns()
-    )))
-    .bind(id)
-    .bind(&returned_at)
-    .bind(facts.damage_charge)
-    .bind(facts.late_charge)
-    .bind(&returned_day)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let completed = complete_in(&mut tx, Which::Id(id), facts, release_delay).await?;
     if let Some(row) = completed {
-        let row = row_to_booking(&row)?;
-        if let Some(payment_ref) = &row.payment_ref
-            && !payment_ref.starts_with(COUNTER_PAYMENT_PREFIX)
-        {
-            let charge = facts.damage_charge.saturating_add(facts.late_charge);
-            sqlx::query(
-                "INSERT INTO payment_settlements
-                     (booking_id, payment_ref, capture_amount, capture_key, captured_at,
-                      release_key, release_due_at)
-                 VALUES ($1::uuid, $2, $3, 'capture:' || $1, CASE WHEN $3 = 0 THEN now() END,
-                         'release:' || $1, now() + make_interval(secs => $4))",
-            )
-            .bind(&row.id)
-            .bind(payment_ref)
-            .bind(charge)
-            .bind(release_delay.as_secs_f64())
-            .execute(&mut *tx)
-            .await?;
-        }
         tx.commit().await?;
         return Ok(Some(CompleteOutcome::Completed(row)));
     }
@@ -898,4 +858,82 @@ pub async fn complete(
     } else {
         CompleteOutcome::WrongState(row)
     }))
+}
+
+/// Which booking a completion is for: the cloud's id, or the device's idempotency key.
+#[derive(Debug, Clone, Copy)]
+pub enum Which<'a> {
+    Id(&'a str),
+    /// A branch's `booking:completed` event: the booking `created_by` made with `key`.
+    Key {
+        created_by: &'a str,
+        key: &'a str,
+    },
+}
+
+/// Completes a confirmed booking inside the caller's transaction: the return facts, the period
+/// cut back to the return day (and the turnover buffer after it; never past the booked days),
+/// and what the gateway is still owed. None when no confirmed booking matched (or it came back
+/// before its first day).
+pub async fn complete_in(
+    conn: &mut PgConnection,
+    which: Which<'_>,
+    facts: &Return,
+    release_delay: std::time::Duration,
+) -> Result<Option<BookingRow>, sqlx::Error> {
+    let returned_day = format_day(facts.returned_at.date());
+    let returned_at = facts
+        .returned_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+    let (filter, first, key) = match which {
+        Which::Id(id) => ("id = $1::uuid", id, None),
+        Which::Key { created_by, key } => (
+            "created_by = $1 AND idempotency_key = $6",
+            created_by,
+            Some(key),
+        ),
+    };
+    let sql = format!(
+        "UPDATE bookings
+         SET state = 'COMPLETED', completed_at = now(), returned_at = $2::timestamptz,
+             damage_charge = $3, late_charge = $4,
+             period = daterange(first_day,
+                                least(upper(period), $5::date + 1 + (upper(period) - last_day - 1)))
+         WHERE {filter} AND state = 'CONFIRMED' AND first_day <= $5::date
+         RETURNING {}",
+        select_columns()
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(first)
+        .bind(&returned_at)
+        .bind(facts.damage_charge)
+        .bind(facts.late_charge)
+        .bind(&returned_day);
+    if let Some(key) = key {
+        query = query.bind(key);
+    }
+    let Some(row) = query.fetch_optional(&mut *conn).await? else {
+        return Ok(None);
+    };
+    let row = row_to_booking(&row)?;
+    if let Some(payment_ref) = &row.payment_ref
+        && !payment_ref.starts_with(COUNTER_PAYMENT_PREFIX)
+    {
+        let charge = facts.damage_charge.saturating_add(facts.late_charge);
+        sqlx::query(
+            "INSERT INTO payment_settlements
+                 (booking_id, payment_ref, capture_amount, capture_key, captured_at,
+                  release_key, release_due_at)
+             VALUES ($1::uuid, $2, $3, 'capture:' || $1, CASE WHEN $3 = 0 THEN now() END,
+                     'release:' || $1, now() + make_interval(secs => $4))",
+        )
+        .bind(&row.id)
+        .bind(payment_ref)
+        .bind(charge)
+        .bind(release_delay.as_secs_f64())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Some(row))
 }

@@ -61,7 +61,13 @@ pub async fn known(
              (SELECT id, invoice_id, amount FROM credit_notes WHERE branch_id = $1 AND id = l.id LIMIT 1) k
          UNION ALL
          SELECT 'number', k.number, k.document_id FROM unnest($8::text[]) AS l(number) CROSS JOIN LATERAL
-             (SELECT number, document_id FROM document_numbers WHERE branch_id = $1 AND number = l.number LIMIT 1) k",
+             (SELECT number, document_id FROM document_numbers WHERE branch_id = $1 AND number = l.number LIMIT 1) k
+         UNION ALL
+         SELECT 'rental', k.booking_id, '' FROM unnest($9::text[]) AS l(id) CROSS JOIN LATERAL
+             (SELECT booking_id FROM rentals WHERE branch_id = $1 AND booking_id = l.id LIMIT 1) k
+         UNION ALL
+         SELECT 'rental_invoice', k.id, k.booking_id || '|' || k.total FROM unnest($10::text[]) AS l(id) CROSS JOIN LATERAL
+             (SELECT id, booking_id, total FROM rental_invoices WHERE branch_id = $1 AND id = l.id LIMIT 1) k",
     )
     .bind(branch)
     .bind(&lookup.work_orders)
@@ -71,6 +77,8 @@ pub async fn known(
     .bind(&lookup.payments)
     .bind(&lookup.credit_notes)
     .bind(&lookup.numbers)
+    .bind(&lookup.rentals)
+    .bind(&lookup.rental_invoices)
     .fetch_all(&mut *tx)
     .await?;
     for (table, id, fingerprint) in rows {
@@ -95,6 +103,12 @@ pub async fn known(
             }
             "number" => {
                 known.numbers.insert(id, fingerprint);
+            }
+            "rental" => {
+                known.rentals.insert(id);
+            }
+            "rental_invoice" => {
+                known.rental_invoices.insert(id, fingerprint);
             }
             other => unreachable!("the query above names no table {other:?}"),
         }
@@ -326,6 +340,7 @@ struct Projections {
     credit_notes: CreditNoteRows,
     inspections: InspectionRows,
     numbers: NumberRows,
+    rentals: super::rentals::Rows,
 }
 
 /// The numbers applied invoices and credit notes claim (`document_numbers`).
@@ -534,11 +549,22 @@ impl Projections {
             // Print jobs are the box's own business: kept in the event log only.
             // Merged by `shared::merge_events` before this runs.
             // Bookings are decided by `booking::offline::decide` after this runs.
+            Payload::RentalHandedOver(r) => self.rentals.handed_over(event, r),
+            Payload::RentalReturned(r) => self.rentals.returned(r),
+            Payload::RentalInvoiceIssued(i) => {
+                self.rentals.invoice(event, i);
+                self.numbers.number.push(i.number.clone());
+                self.numbers.kind.push("invoice");
+                self.numbers.document_id.push(i.id.clone());
+            }
+            Payload::RentalPaymentReceived(pay) => self.rentals.payment(event, pay),
+            // Completed by `booking::offline::decide` after this runs.
             Payload::PrintJobQueued(_)
             | Payload::RecordFieldsSet(_)
             | Payload::DocumentChanged(_)
             | Payload::BookingRequested(_)
-            | Payload::BookingCancelled(_) => {}
+            | Payload::BookingCancelled(_)
+            | Payload::BookingCompleted(_) => {}
         }
     }
 
@@ -753,7 +779,7 @@ impl Projections {
             .execute(&mut *tx)
             .await?;
         }
-        Ok(())
+        self.rentals.write(tx, branch, device).await
     }
 }
 

@@ -193,6 +193,15 @@ fn rules(
             id("idempotency_key", &c.idempotency_key)?;
             time("cancelled_at", &c.cancelled_at)
         }
+        Payload::BookingCompleted(c) => {
+            same_id(&c.id, entity_id)?;
+            id("idempotency_key", &c.idempotency_key)?;
+            time("returned_at", &c.returned_at)
+        }
+        Payload::RentalHandedOver(r) => super::rentals::handed_over(entity_id, r),
+        Payload::RentalReturned(r) => super::rentals::returned(entity_id, r),
+        Payload::RentalInvoiceIssued(i) => super::rentals::invoice(entity_id, i),
+        Payload::RentalPaymentReceived(pay) => super::rentals::payment(entity_id, pay),
         Payload::DocumentChanged(d) => {
             same_id(&d.record_id, entity_id)?;
             if DocRecord::parse(&d.record).is_none() {
@@ -325,7 +334,7 @@ fn booking(entity_id: &str, b: &p::BookingRequested) -> Result<(), String> {
     time("requested_at", &b.requested_at)
 }
 
-fn same_id(payload_id: &str, entity_id: &str) -> Result<(), String> {
+pub(super) fn same_id(payload_id: &str, entity_id: &str) -> Result<(), String> {
     if payload_id == entity_id {
         Ok(())
     } else {
@@ -335,7 +344,7 @@ fn same_id(payload_id: &str, entity_id: &str) -> Result<(), String> {
     }
 }
 
-fn id(field: &str, value: &str) -> Result<(), String> {
+pub(super) fn id(field: &str, value: &str) -> Result<(), String> {
     if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
         Err(format!(
             "{field} {value:?}: expected 1-{MAX_ID_LEN} characters without control characters"
@@ -345,7 +354,7 @@ fn id(field: &str, value: &str) -> Result<(), String> {
     }
 }
 
-fn text(field: &str, value: &str) -> Result<(), String> {
+pub(super) fn text(field: &str, value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
         Err(format!("{field} is blank"))
     } else {
@@ -364,7 +373,7 @@ fn status(field: &str, value: &str) -> Result<(), String> {
     }
 }
 
-fn positive(field: &str, value: i64) -> Result<(), String> {
+pub(super) fn positive(field: &str, value: i64) -> Result<(), String> {
     if value > 0 {
         Ok(())
     } else {
@@ -372,7 +381,7 @@ fn positive(field: &str, value: i64) -> Result<(), String> {
     }
 }
 
-fn non_negative(field: &str, value: i64) -> Result<(), String> {
+pub(super) fn non_negative(field: &str, value: i64) -> Result<(), String> {
     if value >= 0 {
         Ok(())
     } else {
@@ -380,7 +389,7 @@ fn non_negative(field: &str, value: i64) -> Result<(), String> {
     }
 }
 
-fn time(field: &str, value: &str) -> Result<(), String> {
+pub(super) fn time(field: &str, value: &str) -> Result<(), String> {
     let parsed = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
         .map_err(|_| format!("{field} {value:?} is not an RFC 3339 time"))?;
     // RFC 3339 allows year 0000; PostgreSQL's timestamptz does not, and a row it cannot store
@@ -391,7 +400,7 @@ fn time(field: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn sha256_hex(field: &str, value: &str) -> Result<(), String> {
+pub(super) fn sha256_hex(field: &str, value: &str) -> Result<(), String> {
     if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(())
     } else {
@@ -412,6 +421,9 @@ pub struct Lookup {
     pub credit_notes: Vec<String>,
     /// Invoice and credit-note numbers the batch issues.
     pub numbers: Vec<String>,
+    /// Rentals (by booking id) the batch hands over or refers to.
+    pub rentals: Vec<String>,
+    pub rental_invoices: Vec<String>,
 }
 
 impl Lookup {
@@ -425,6 +437,8 @@ impl Lookup {
             payments: HashSet<&'a str>,
             credit_notes: HashSet<&'a str>,
             numbers: HashSet<&'a str>,
+            rentals: HashSet<&'a str>,
+            rental_invoices: HashSet<&'a str>,
         }
         let mut sets = Sets::default();
         for event in events {
@@ -461,11 +475,26 @@ impl Lookup {
                 Payload::InspectionRecorded(_) => {
                     sets.inspections.insert(entity_id);
                 }
+                Payload::RentalHandedOver(r) => {
+                    sets.rentals.insert(&r.booking_id);
+                }
+                Payload::RentalReturned(r) => {
+                    sets.rentals.insert(&r.booking_id);
+                }
+                Payload::RentalInvoiceIssued(i) => {
+                    sets.rental_invoices.insert(entity_id);
+                    sets.rentals.insert(&i.booking_id);
+                    sets.numbers.insert(&i.number);
+                }
+                Payload::RentalPaymentReceived(pay) => {
+                    sets.rentals.insert(&pay.booking_id);
+                }
                 Payload::PrintJobQueued(_)
                 | Payload::RecordFieldsSet(_)
                 | Payload::DocumentChanged(_)
                 | Payload::BookingRequested(_)
-                | Payload::BookingCancelled(_) => {}
+                | Payload::BookingCancelled(_)
+                | Payload::BookingCompleted(_) => {}
             }
         }
         let sorted = |set: HashSet<&str>| {
@@ -481,6 +510,8 @@ impl Lookup {
             payments: sorted(sets.payments),
             credit_notes: sorted(sets.credit_notes),
             numbers: sorted(sets.numbers),
+            rentals: sorted(sets.rentals),
+            rental_invoices: sorted(sets.rental_invoices),
         }
     }
 }
@@ -498,6 +529,10 @@ pub struct Known {
     pub credit_notes: HashMap<String, String>,
     /// Invoice and credit-note numbers the branch holds: number → the document holding it.
     pub numbers: HashMap<String, String>,
+    /// Rentals handed over (by booking id).
+    pub rentals: HashSet<String>,
+    /// Rental invoices, with `invoice_fingerprint(booking_id, total)`.
+    pub rental_invoices: HashMap<String, String>,
 }
 
 /// The fingerprint of an invoice: what PostgreSQL computes as `work_order_id || '|' || total`.
@@ -614,13 +649,58 @@ fn resolve_one(branch: &str, entity_id: &str, payload: &Payload, known: &mut Kno
                 Outcome::Duplicate
             }
         }
+        Payload::RentalHandedOver(r) => {
+            if known.rentals.insert(r.booking_id.clone()) {
+                Outcome::Apply
+            } else {
+                Outcome::Duplicate
+            }
+        }
+        // Projected idempotently (`ingest::rentals`): a return or a money row sent twice is
+        // written once.
+        Payload::RentalReturned(r) => {
+            if known.rentals.contains(&r.booking_id) {
+                Outcome::Apply
+            } else {
+                unknown("rental of booking", &r.booking_id)
+            }
+        }
+        Payload::RentalPaymentReceived(pay) => {
+            if known.rentals.contains(&pay.booking_id) {
+                Outcome::Apply
+            } else {
+                unknown("rental of booking", &pay.booking_id)
+            }
+        }
+        Payload::RentalInvoiceIssued(i) => {
+            let fingerprint = invoice_fingerprint(&i.booking_id, i.total);
+            if let Some(existing) = known.rental_invoices.get(entity_id) {
+                return if *existing == fingerprint {
+                    Outcome::Duplicate
+                } else {
+                    conflict("rental invoice")
+                };
+            }
+            if !known.rentals.contains(&i.booking_id) {
+                return unknown("rental of booking", &i.booking_id);
+            }
+            if let Some(park) = number_taken(branch, "invoice", &i.number, entity_id, known) {
+                return park;
+            }
+            known
+                .rental_invoices
+                .insert(entity_id.to_owned(), fingerprint);
+            Outcome::Apply
+        }
         // Shared records merge (see `shared`): applying one twice changes nothing.
-        // A booking is decided by its hold, keyed for idempotency (`booking::offline`).
+        // A booking is decided by its hold, keyed for idempotency (`booking::offline`), and
+        // completed by its key the same way.
         Payload::PrintJobQueued(_)
         | Payload::RecordFieldsSet(_)
         | Payload::DocumentChanged(_)
         | Payload::BookingRequested(_)
-        | Payload::BookingCancelled(_) => Outcome::Apply,
+        | Payload::BookingCancelled(_)
+        | Payload::BookingCompleted(_) => Outcome::Apply,
     }
 }
 

@@ -34,4 +34,5 @@ mod shared;
 mod sim_fleet;
 mod successor;
 mod support;
+mod tariffs;
 mod tls;

@@ -12,6 +12,7 @@ mod kubernetes;
 mod observability;
 mod photos;
 mod provisioning;
+mod rental;
 mod replacement;
 mod shared;
 mod static_binary;
