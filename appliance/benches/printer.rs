@@ -268,7 +268,9 @@ async fn worker_phase(jobs: usize) -> anyhow::Result<()> {
     );
     let target = Target::Network(addr.to_string());
     let t = Duration::from_secs(10);
-    let mut conn = target.connect(t).await?;
+    let mut conn = target
+        .connect(t, &sentra_edge::config::SerialLine::plain(9600))
+        .await?;
     let start = Instant::now();
     for _ in 0..jobs {
         conn.status("floor", t).await?;

@@ -202,6 +202,7 @@ fn main() -> anyhow::Result<()> {
         std::os::unix::fs::symlink(slave.name().context("pty name")?, &link)?;
         let cfg = ScannerConfig {
             enabled: true,
+            kind: sentra_edge::config::ScannerKind::Serial,
             device: link,
             baud: 9600,
             name: "bench".into(),

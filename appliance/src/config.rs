@@ -240,6 +240,36 @@ pub const KEYS: &[Key] = &[
         doc: "Longest wait between attempts while the printer is offline or out of paper, so a fixed printer is used within about 5 s.",
     },
     Key {
+        section: "printer",
+        name: "baud",
+        default: "9600",
+        doc: "Serial speed the box sets on the printer's tty (kind serial, or a USB printer that shows up as a tty): it must match the printer's DIP switches or self-test page. Ignored for a network printer or /dev/usb/lp*.",
+    },
+    Key {
+        section: "printer",
+        name: "data_bits",
+        default: "8",
+        doc: "Data bits on the printer's tty: 8 (every ESC/POS printer's default) or 7.",
+    },
+    Key {
+        section: "printer",
+        name: "parity",
+        default: "none",
+        doc: "Parity on the printer's tty: none, even or odd.",
+    },
+    Key {
+        section: "printer",
+        name: "stop_bits",
+        default: "1",
+        doc: "Stop bits on the printer's tty: 1 or 2.",
+    },
+    Key {
+        section: "printer",
+        name: "flow_control",
+        default: "rtscts",
+        doc: "Flow control on the printer's tty: rtscts (hardware, the ESC/POS default: the printer holds the box back while its buffer is full), xonxoff, or none (a cable without RTS/CTS).",
+    },
+    Key {
         section: "scanner",
         name: "enabled",
         default: "true",
@@ -268,6 +298,30 @@ pub const KEYS: &[Key] = &[
         name: "retry_max_ms",
         default: "2000",
         doc: "Longest wait between attempts to open a missing or failed scanner (backoff from 100 ms), so a replugged scanner reads within about 2 s.",
+    },
+    Key {
+        section: "scanner",
+        name: "kind",
+        default: "serial",
+        doc: "serial: the scanner in USB serial (CDC-ACM) or RS-232 mode, device a tty; hid: a scanner left as a USB keyboard, device its event node (/dev/sentra-scanner-hid, or /dev/input/by-id/...-event-kbd). The box grabs a hid scanner so its scans never type into a console.",
+    },
+    Key {
+        section: "edc",
+        name: "device",
+        default: "",
+        doc: "The EDC card terminal's serial port (its ECR cable or USB serial, e.g. /dev/ttyUSB0). Empty: no terminal; an EDC payment then needs the approval code typed from the terminal's slip.",
+    },
+    Key {
+        section: "edc",
+        name: "baud",
+        default: "9600",
+        doc: "Serial speed of the terminal's ECR port (8 data bits, no parity, 1 stop bit), as set in the terminal's ECR menu.",
+    },
+    Key {
+        section: "edc",
+        name: "timeout_ms",
+        default: "90000",
+        doc: "Longest wait for the terminal's answer to a sale: the customer inserts or taps the card and types the PIN. Past it the payment is refused as timed out, nothing recorded; the cashier retries or types the approval code.",
     },
     Key {
         section: "mqtt",
@@ -431,6 +485,7 @@ pub struct Config {
     pub sync: SyncConfig,
     pub printer: PrinterConfig,
     pub scanner: ScannerConfig,
+    pub edc: EdcConfig,
     pub mqtt: MqttConfig,
     pub update: UpdateConfig,
     pub blobs: BlobsConfig,
@@ -498,6 +553,118 @@ pub struct PrinterConfig {
     pub status_query: bool,
     pub timeout_ms: u64,
     pub retry_max_ms: u64,
+    /// How the box sets up the printer's tty, when it is one.
+    pub line: SerialLine,
+}
+
+/// A serial line's settings (`printer.baud`, `data_bits`, `parity`, `stop_bits`, `flow_control`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SerialLine {
+    pub baud: u32,
+    pub data_bits: u8,
+    pub parity: Parity,
+    pub stop_bits: u8,
+    pub flow: FlowControl,
+}
+
+impl SerialLine {
+    /// 8 data bits, no parity, 1 stop bit, no flow control: what EDC terminals' ECR ports use.
+    pub fn plain(baud: u32) -> Self {
+        Self {
+            baud,
+            data_bits: 8,
+            parity: Parity::None,
+            stop_bits: 1,
+            flow: FlowControl::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Even,
+    Odd,
+}
+
+impl Parity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Parity::None => "none",
+            Parity::Even => "even",
+            Parity::Odd => "odd",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "none" => Ok(Parity::None),
+            "even" => Ok(Parity::Even),
+            "odd" => Ok(Parity::Odd),
+            _ => Err("expected none, even or odd".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowControl {
+    None,
+    RtsCts,
+    XonXoff,
+}
+
+impl FlowControl {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowControl::None => "none",
+            FlowControl::RtsCts => "rtscts",
+            FlowControl::XonXoff => "xonxoff",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "none" => Ok(FlowControl::None),
+            "rtscts" => Ok(FlowControl::RtsCts),
+            "xonxoff" => Ok(FlowControl::XonXoff),
+            _ => Err("expected rtscts, xonxoff or none".into()),
+        }
+    }
+}
+
+/// The EDC card terminal on a serial port (`edc::`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdcConfig {
+    /// None: no terminal (an EDC payment needs its typed approval code).
+    pub device: Option<PathBuf>,
+    pub baud: u32,
+    pub timeout_ms: u64,
+}
+
+/// How the barcode scanner is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScannerKind {
+    /// A tty: USB serial (CDC-ACM) or RS-232.
+    Serial,
+    /// A USB keyboard (HID): an evdev node, grabbed.
+    Hid,
+}
+
+impl ScannerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScannerKind::Serial => "serial",
+            ScannerKind::Hid => "hid",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "serial" => Ok(ScannerKind::Serial),
+            "hid" => Ok(ScannerKind::Hid),
+            _ => Err("expected serial or hid".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -532,6 +699,7 @@ impl PrinterKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScannerConfig {
     pub enabled: bool,
+    pub kind: ScannerKind,
     pub device: PathBuf,
     pub baud: u32,
     pub name: String,
@@ -772,6 +940,13 @@ impl Config {
                 status_query: p.get("printer", "status_query", parse_bool),
                 timeout_ms: p.get("printer", "timeout_ms", |s| parse_range(s, 100, 600_000)),
                 retry_max_ms: p.get("printer", "retry_max_ms", |s| parse_range(s, 10, 600_000)),
+                line: SerialLine {
+                    baud: p.get("printer", "baud", parse_baud),
+                    data_bits: p.get("printer", "data_bits", |s| parse_range(s, 7, 8)),
+                    parity: p.get("printer", "parity", Parity::parse),
+                    stop_bits: p.get("printer", "stop_bits", |s| parse_range(s, 1, 2)),
+                    flow: p.get("printer", "flow_control", FlowControl::parse),
+                },
             },
             scanner: ScannerConfig {
                 enabled: p.get("scanner", "enabled", parse_bool),
@@ -779,6 +954,14 @@ impl Config {
                 baud: p.get("scanner", "baud", |s| parse_range(s, 1200, 921_600)),
                 name: p.get("scanner", "name", parse_scanner_name),
                 retry_max_ms: p.get("scanner", "retry_max_ms", |s| parse_range(s, 100, 600_000)),
+                kind: p.get("scanner", "kind", ScannerKind::parse),
+            },
+            edc: EdcConfig {
+                device: p.get("edc", "device", |s| {
+                    Ok((!s.trim().is_empty()).then(|| PathBuf::from(s.trim())))
+                }),
+                baud: p.get("edc", "baud", parse_baud),
+                timeout_ms: p.get("edc", "timeout_ms", |s| parse_range(s, 1_000, 300_000)),
             },
             mqtt: MqttConfig {
                 enabled: p.get("mqtt", "enabled", parse_bool),
@@ -916,11 +1099,25 @@ impl Config {
                 ("printer", "status_query") => self.printer.status_query.to_string(),
                 ("printer", "timeout_ms") => self.printer.timeout_ms.to_string(),
                 ("printer", "retry_max_ms") => self.printer.retry_max_ms.to_string(),
+                ("printer", "baud") => self.printer.line.baud.to_string(),
+                ("printer", "data_bits") => self.printer.line.data_bits.to_string(),
+                ("printer", "parity") => self.printer.line.parity.as_str().to_owned(),
+                ("printer", "stop_bits") => self.printer.line.stop_bits.to_string(),
+                ("printer", "flow_control") => self.printer.line.flow.as_str().to_owned(),
                 ("scanner", "enabled") => self.scanner.enabled.to_string(),
                 ("scanner", "device") => self.scanner.device.display().to_string(),
                 ("scanner", "baud") => self.scanner.baud.to_string(),
                 ("scanner", "name") => self.scanner.name.clone(),
                 ("scanner", "retry_max_ms") => self.scanner.retry_max_ms.to_string(),
+                ("scanner", "kind") => self.scanner.kind.as_str().to_owned(),
+                ("edc", "device") => self
+                    .edc
+                    .device
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                ("edc", "baud") => self.edc.baud.to_string(),
+                ("edc", "timeout_ms") => self.edc.timeout_ms.to_string(),
                 ("mqtt", "enabled") => self.mqtt.enabled.to_string(),
                 ("mqtt", "listen") => self.mqtt.listen.to_string(),
                 ("mqtt", "tls_listen") => self.mqtt.tls_listen.to_string(),
@@ -1116,6 +1313,21 @@ fn parse_range<T: FromStr + PartialOrd + fmt::Display + Copy>(
     }
 }
 
+/// The speeds every UART and the kernel's termios know by name.
+pub const BAUD_RATES: [u32; 9] = [
+    1200, 2400, 4800, 9600, 19_200, 38_400, 57_600, 115_200, 230_400,
+];
+
+fn parse_baud(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(b) if BAUD_RATES.contains(&b) => Ok(b),
+        _ => Err(format!(
+            "expected one of {}",
+            BAUD_RATES.map(|b| b.to_string()).join(", ")
+        )),
+    }
+}
+
 fn parse_bool(s: &str) -> Result<bool, String> {
     s.trim()
         .parse()
@@ -1292,6 +1504,56 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn device_keys_are_checked() {
+        let c = Config::defaults();
+        assert_eq!(c.scanner.kind, ScannerKind::Serial);
+        assert_eq!(c.edc.device, None);
+        assert_eq!(
+            c.printer.line,
+            SerialLine {
+                baud: 9600,
+                data_bits: 8,
+                parity: Parity::None,
+                stop_bits: 1,
+                flow: FlowControl::RtsCts,
+            }
+        );
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("SENTRA_EDGE__SCANNER__KIND", "hid"),
+                ("SENTRA_EDGE__PRINTER__BAUD", "115200"),
+                ("SENTRA_EDGE__PRINTER__PARITY", "even"),
+                ("SENTRA_EDGE__PRINTER__FLOW_CONTROL", "xonxoff"),
+                ("SENTRA_EDGE__EDC__DEVICE", "/dev/ttyUSB0"),
+                ("SENTRA_EDGE__EDC__TIMEOUT_MS", "60000"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.scanner.kind, ScannerKind::Hid);
+        assert_eq!(c.printer.line.baud, 115_200);
+        assert_eq!(c.printer.line.parity, Parity::Even);
+        assert_eq!(c.printer.line.flow, FlowControl::XonXoff);
+        assert_eq!(c.edc.device, Some(PathBuf::from("/dev/ttyUSB0")));
+        assert_eq!(c.edc.timeout_ms, 60_000);
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("SENTRA_EDGE__SCANNER__KIND", "usb"),
+                ("SENTRA_EDGE__PRINTER__BAUD", "12345"),
+                ("SENTRA_EDGE__PRINTER__DATA_BITS", "9"),
+                ("SENTRA_EDGE__PRINTER__PARITY", "mark"),
+                ("SENTRA_EDGE__PRINTER__STOP_BITS", "3"),
+                ("SENTRA_EDGE__PRINTER__FLOW_CONTROL", "dtr"),
+                ("SENTRA_EDGE__EDC__BAUD", "0"),
+                ("SENTRA_EDGE__EDC__TIMEOUT_MS", "999999"),
+            ]),
+        )
+        .expect_err("invalid");
+        assert_eq!(err.0.len(), 8, "{err}");
     }
 
     #[test]

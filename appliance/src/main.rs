@@ -121,6 +121,14 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A sandbox EDC card terminal on a pseudo-terminal, to try card payments without one: prints
+    /// the device to set as edc.device. It answers by the amount's last three digits: 051 and 005
+    /// declined, 097 busy, 098 garbage, 099 no answer, anything else approved. Ctrl-C stops it.
+    EdcSandbox {
+        /// Also make this symlink to the pseudo-terminal, e.g. /run/sentra-edc.
+        #[arg(long)]
+        link: Option<PathBuf>,
+    },
     /// Create a new store key file (64 hex characters, mode 0600). Never overwrites.
     Keygen { file: PathBuf },
     /// Configuration helpers.
@@ -779,6 +787,34 @@ async fn dispatch(command: Command) -> Result<(), StartError> {
                 "demo data loaded: {parts} parts (20 of each in stock), {mechanics} mechanics, {assets} rental assets\n"
             ));
             Ok(())
+        }
+        Command::EdcSandbox { link } => {
+            use tokio_serial::SerialPort as _;
+            let (master, slave) = tokio_serial::SerialStream::pair().map_err(|e| {
+                StartError::Other(anyhow::anyhow!("cannot open a pseudo-terminal: {e}"))
+            })?;
+            let name = slave.name().unwrap_or_default();
+            if let Some(link) = &link {
+                let _ = std::fs::remove_file(link);
+                std::os::unix::fs::symlink(&name, link).map_err(|e| {
+                    StartError::Other(anyhow::anyhow!("symlink {}: {e}", link.display()))
+                })?;
+            }
+            let device = link
+                .as_ref()
+                .map_or_else(|| name.clone(), |l| l.display().to_string());
+            out(&format!(
+                "sandbox card terminal on {name}: set edc.device = \"{device}\" and restart the daemon; Ctrl-C stops it\n"
+            ));
+            let served = tokio::select! {
+                r = sentra_edge::edc::sandbox::serve(master, Default::default()) => r,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            };
+            drop(slave);
+            if let Some(link) = &link {
+                let _ = std::fs::remove_file(link);
+            }
+            served.map_err(|e| StartError::Other(e.into()))
         }
         Command::Keygen { file } => {
             StoreKey::generate().write_new(&file)?;

@@ -85,37 +85,45 @@ pub struct Pay {
     /// CASH, EDC or QRIS.
     pub method: PaymentMethod,
     pub amount: Rupiah,
-    /// The EDC approval code or QRIS transaction id (required for both).
+    /// The EDC approval code or QRIS transaction id. Required for QRIS; for EDC, leave it out
+    /// and the box's card terminal takes the payment (`edc.device`), or type the code from the
+    /// terminal's slip (the way while the terminal is down or not connected).
     pub reference: Option<Text>,
 }
 
-/// CASH needs no reference; EDC and QRIS need theirs (`PaymentMethod::needs_reference`).
+/// CASH needs no reference; QRIS needs its transaction id; EDC takes its approval code, or none
+/// when the box's terminal is to take the payment.
 impl utoipa::PartialSchema for Pay {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        let methods = |need: bool| {
-            [PaymentMethod::Cash, PaymentMethod::Edc, PaymentMethod::Qris]
-                .into_iter()
-                .filter(|m| m.needs_reference() == need)
-                .map(PaymentMethod::as_str)
-                .collect::<Vec<_>>()
-        };
         let amount = serde_json::json!({"$ref": "#/components/schemas/Rupiah"});
         let text = serde_json::json!({"$ref": "#/components/schemas/Text"});
+        let optional = serde_json::json!({"oneOf": [{"type": "null"}, text]});
         super::schemas::from_json(serde_json::json!({"oneOf": [
             {"type": "object", "additionalProperties": false, "required": ["method", "amount"],
-                "properties": {"method": {"type": "string", "enum": methods(false)}, "amount": amount,
-                    "reference": {"oneOf": [{"type": "null"}, text]}}},
+                "properties": {"method": {"type": "string", "enum": [PaymentMethod::Cash.as_str()]}, "amount": amount,
+                    "reference": optional}},
+            {"type": "object", "additionalProperties": false, "required": ["method", "amount"],
+                "properties": {"method": {"type": "string", "enum": [PaymentMethod::Edc.as_str()]}, "amount": amount,
+                    "reference": optional},
+                "description": "With reference: the approval code typed from the terminal's slip. Without: the box's card terminal (edc.device) takes the payment; 402 declined, 504 no answer in time, 503 terminal not answering, 502 unreadable answer, 409 edc_busy or edc_not_configured, nothing recorded in each."},
             {"type": "object", "additionalProperties": false, "required": ["method", "amount", "reference"],
-                "properties": {"method": {"type": "string", "enum": methods(true)}, "amount": amount,
+                "properties": {"method": {"type": "string", "enum": [PaymentMethod::Qris.as_str()]}, "amount": amount,
                     "reference": text},
-                "description": "The EDC approval code or QRIS transaction id"},
+                "description": "The QRIS transaction id"},
         ]}))
     }
 }
 impl utoipa::ToSchema for Pay {}
 
 #[utoipa::path(post, path = "/v1/invoices/{id}/payments", tag = "billing", request_body = Pay,
-    responses((status = 201, body = Invoice), (status = 409, description = "more than the balance", body = super::error::ErrorBody)), security(("bearer" = [])))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: same answer, one change (and one card charge)")),
+    responses((status = 201, body = Invoice),
+        (status = 402, description = "edc_declined: the card terminal declined the card; nothing recorded", body = super::error::ErrorBody),
+        (status = 409, description = "more than the balance (overpayment); the card terminal busy (edc_busy) or not connected (edc_not_configured)", body = super::error::ErrorBody),
+        (status = 502, description = "edc_protocol: the card terminal answered something unreadable; nothing recorded", body = super::error::ErrorBody),
+        (status = 503, description = "edc_unavailable: the card terminal does not answer; nothing recorded", body = super::error::ErrorBody),
+        (status = 504, description = "edc_timeout: no answer from the card terminal in edc.timeout_ms; nothing recorded", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn pay(
     State(s): State<AppState>,
     caller: Caller,
@@ -129,6 +137,13 @@ pub async fn pay(
         amount,
         reference,
     } = body.value;
+    if method == PaymentMethod::Edc && reference.is_none() {
+        // The box's card terminal takes it (`api::edc`), when there is one.
+        if !s.edc.configured() {
+            return Err(super::edc::not_configured());
+        }
+        return super::edc::pay(s, caller, key, body.fingerprint, id, amount).await;
+    }
     s.write(
         &caller,
         key,

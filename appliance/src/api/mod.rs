@@ -6,6 +6,7 @@
 mod billing;
 mod blobs;
 mod bookings;
+mod edc;
 mod error;
 mod extract;
 mod inspections;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub mqtt_plain_port: Option<u16>,
     /// Photos being received now, at most `blobs.max_concurrent_uploads`.
     pub uploads: Arc<tokio::sync::Semaphore>,
+    /// The EDC card terminal (`edc.device`), if any, and its one-sale-at-a-time lock.
+    pub edc: crate::edc::EdcHandle,
 }
 
 /// Devices recently authenticated, by token hash, so a request does not cost a SQLCipher read
@@ -377,6 +380,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", guarded(Docs, get(ops::openapi)));
 
     let timeout = Duration::from_millis(state.config.api.request_timeout_ms);
+    // A card payment waits for the customer at the terminal: its request may take as long as
+    // `edc.timeout_ms` plus the protocol's ACK waits.
+    let pay_timeout = if state.edc.configured() {
+        timeout.max(
+            Duration::from_millis(state.config.edc.timeout_ms)
+                + Duration::from_millis(
+                    crate::edc::protocol::ACK_WAIT_MS
+                        * (u64::from(crate::edc::protocol::MAX_SENDS) + 2),
+                ),
+        )
+    } else {
+        timeout
+    };
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -392,18 +408,23 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes))
         .layer(middleware::from_fn(move |req, next| {
-            observe(timeout, req, next)
+            observe(timeout, pay_timeout, req, next)
         }))
         .with_state(state)
 }
 
 /// Request metrics and the request timeout, around everything.
-async fn observe(timeout: Duration, req: Request, next: Next) -> Response {
+async fn observe(timeout: Duration, pay_timeout: Duration, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let timeout = if route == edc::PAY_ROUTE {
+        pay_timeout
+    } else {
+        timeout
+    };
     let method = req.method().as_str().to_owned();
     let response = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
@@ -487,6 +508,7 @@ async fn authorize(
 impl AppState {
     pub fn new(store: Store, config: Config, sync: crate::sync::SyncHandle) -> Self {
         Self {
+            edc: crate::edc::EdcHandle::from_config(&config.edc),
             uploads: Arc::new(tokio::sync::Semaphore::new(
                 config.blobs.max_concurrent_uploads,
             )),

@@ -57,6 +57,7 @@ pub async fn run(
         timeout: Duration::from_millis(cfg.timeout_ms),
         retry_max: Duration::from_millis(cfg.retry_max_ms),
         status_query: cfg.status_query,
+        line: cfg.line,
         describe: target.describe(),
         target,
         store,
@@ -180,6 +181,8 @@ struct Worker {
     timeout: Duration,
     retry_max: Duration,
     status_query: bool,
+    /// The serial line's settings, applied when the printer's device is a tty.
+    line: crate::config::SerialLine,
     conn: Option<Connection>,
     /// The state last written for `status`, so it is written only when it changes.
     state: Option<(String, Option<String>)>,
@@ -202,7 +205,7 @@ impl Worker {
             }
         };
         if self.conn.is_none() {
-            self.conn = Some(self.target.connect(self.timeout).await?);
+            self.conn = Some(self.target.connect(self.timeout, &self.line).await?);
         }
         let conn = self.conn.as_mut().expect("connected just above");
         let query = conn.bidirectional() && self.status_query;

@@ -1,6 +1,6 @@
 //! Getting bytes to the printer: a network printer (raw TCP, port 9100), a USB printer's device
-//! file (`/dev/usb/lp*` or the udev name `/dev/sentra/printer`), a serial printer's tty, or a
-//! plain file (the demo). Owns the DLE EOT status exchange and the "bytes went out" confirmation.
+//! file (`/dev/usb/lp*` or the udev name `/dev/sentra/printer`), a serial printer's tty (set to
+//! `printer.baud` and its framing, raw, by `serial_line`), or a plain file (the demo). Owns the DLE EOT status exchange and the "bytes went out" confirmation.
 //!
 //! Only the network transport is read from: a USB printer class device and a tty opened as a file
 //! cannot be read with a timeout without a blocked thread, so there the job is confirmed when the
@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::config::{PrinterConfig, PrinterKind};
+use crate::config::{PrinterConfig, PrinterKind, SerialLine};
 
 /// DLE EOT 1 (printer), 2 (offline cause), 4 (paper roll sensor), sent together.
 pub const STATUS_QUERY: &[u8] = b"\x10\x04\x01\x10\x04\x02\x10\x04\x04";
@@ -50,8 +50,12 @@ impl Target {
         }
     }
 
-    /// Open a connection, giving up after `timeout`.
-    pub async fn connect(&self, timeout: Duration) -> Result<Connection, PrinterError> {
+    /// Open a connection, giving up after `timeout`; a tty is set to `line` first.
+    pub async fn connect(
+        &self,
+        timeout: Duration,
+        line: &SerialLine,
+    ) -> Result<Connection, PrinterError> {
         match self {
             Target::Network(addr) => {
                 let stream = tokio::time::timeout(timeout, TcpStream::connect(addr.as_str()))
@@ -74,12 +78,18 @@ impl Target {
                 Ok(Connection::Tcp(stream))
             }
             Target::Usb(path) | Target::Serial(path) => {
-                let file = tokio::time::timeout(
+                // A tty (a serial printer, or a USB one in CDC-ACM mode) gets `printer.baud` and
+                // its framing, in raw mode; /dev/usb/lp* is not a tty and is left as it is.
+                let (open_path, line) = (path.clone(), *line);
+                let opened = tokio::time::timeout(
                     timeout,
-                    tokio::fs::OpenOptions::new().write(true).open(path),
+                    tokio::task::spawn_blocking(move || {
+                        crate::serial_line::open(&open_path, false, &line, false)
+                    }),
                 )
                 .await
                 .map_err(|_| PrinterError::Offline(format!("{}: open timed out", self.describe())))?
+                .map_err(|e| PrinterError::Offline(format!("{}: {e}", self.describe())))?
                 .map_err(|e| {
                     PrinterError::Offline(format!(
                         "{}: {}; is it plugged in and switched on? (udev names it /dev/sentra/printer)",
@@ -87,7 +97,10 @@ impl Target {
                         io_reason(&e)
                     ))
                 })?;
-                Ok(Connection::Device(file))
+                if opened.tty {
+                    tracing::debug!(printer = %self.describe(), baud = line.baud, "serial line set");
+                }
+                Ok(Connection::Device(tokio::fs::File::from_std(opened.file)))
             }
             Target::File(path) => {
                 let file = tokio::fs::OpenOptions::new()

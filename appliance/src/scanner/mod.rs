@@ -3,6 +3,8 @@
 //!
 //! - `decode`: the pure decoder (framing, AIM identifiers, check digits, GS1 elements).
 //! - `transport`: the port (tokio-serial), reopened across unplug and replug.
+//! - `keys`: the pure translation of a keyboard-mode scanner's key events into the same bytes.
+//! - `hid`: a keyboard-mode (HID) scanner's evdev node, grabbed, reopened across unplug.
 //! - this module: the task that applies scans through `store::pick_slips` and the shared
 //!   [`ScannerHandle`] that `GET /v1/scanner`, `/metrics` and `sentra-edge status` read.
 //!
@@ -11,6 +13,8 @@
 //! are not frames are counted, never acted on; nothing here blocks the runtime.
 
 pub mod decode;
+pub mod hid;
+pub mod keys;
 pub mod transport;
 
 use std::collections::VecDeque;
@@ -21,7 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::ScannerConfig;
+use crate::config::{ScannerConfig, ScannerKind};
 use crate::store::pick_slips::{self, ScanInput, ScanNotice, ScanOutcome};
 use crate::store::{Notice, Store};
 use crate::supervisor::Supervisor;
@@ -55,7 +59,8 @@ pub struct ScannerStatus {
     pub name: String,
     pub device: String,
     pub state: PortState,
-    /// What is wrong, in words a technician can act on; none while connected.
+    /// What is wrong, in words a technician can act on; while connected, only a keyboard-mode
+    /// scanner that could not be grabbed says why here.
     pub detail: Option<String>,
     /// When `state` last changed.
     pub since: String,
@@ -86,6 +91,7 @@ impl Default for ScannerHandle {
     fn default() -> Self {
         Self::new(&ScannerConfig {
             enabled: false,
+            kind: ScannerKind::Serial,
             device: PathBuf::new(),
             baud: 9600,
             name: String::new(),
@@ -214,7 +220,10 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(QUEUE);
     let (port_cfg, port_handle, cancel) = (cfg.clone(), handle.clone(), supervisor.token());
     supervisor.spawn("scanner-port", async move {
-        transport::run(port_cfg, port_handle, tx, cancel).await
+        match port_cfg.kind {
+            ScannerKind::Serial => transport::run(port_cfg, port_handle, tx, cancel).await,
+            ScannerKind::Hid => hid::run(port_cfg, port_handle, tx, cancel).await,
+        }
     });
     // It stops when the port task (which watches the cancellation token) closes the channel, so
     // frames already read are still applied.

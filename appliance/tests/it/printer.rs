@@ -393,7 +393,10 @@ async fn documents_match_golden_files() {
     let printer = FakePrinter::start().await;
     let target = Target::Network(printer.addr.to_string());
     let mut conn = target
-        .connect(Duration::from_secs(10))
+        .connect(
+            Duration::from_secs(10),
+            &sentra_edge::config::SerialLine::plain(9600),
+        )
         .await
         .expect("connect");
     let mut expected_all = Vec::new();
@@ -770,5 +773,108 @@ async fn usb_printer_unplugged_then_plugged_in() {
     let docs = split_documents(&std::fs::read(&device).expect("read device"));
     assert_eq!(docs.len(), 1);
     assert!(docs[0].contains(&number) && docs[0].contains(&"-".repeat(48)));
+    assert_eq!(edge.stop().await, 0);
+}
+
+/// A pseudo-terminal standing in for a serial printer: the test holds the master (what the
+/// printer receives) and a handle on the slave (to read back the line settings the box made).
+pub struct PtyPrinter {
+    pub slave_path: PathBuf,
+    slave: std::fs::File,
+    captured: Arc<Mutex<Vec<u8>>>,
+}
+
+impl PtyPrinter {
+    pub fn open() -> PtyPrinter {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = ptsname(&master, Vec::new()).expect("ptsname");
+        let slave_path = PathBuf::from(name.to_str().expect("a UTF-8 pty name"));
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&slave_path)
+            .expect("open the slave");
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let sink = captured.clone();
+        let mut master = std::fs::File::from(master);
+        // A plain thread: it blocks in read until the test process ends.
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("lock").extend_from_slice(&buf[..n]);
+            }
+        });
+        PtyPrinter {
+            slave_path,
+            slave,
+            captured,
+        }
+    }
+
+    pub fn captured(&self) -> Vec<u8> {
+        self.captured.lock().expect("lock").clone()
+    }
+
+    /// The slave's settings: (speed, CS8, PARENB, CSTOPB, CRTSCTS, raw).
+    pub fn settings(&self) -> (u32, bool, bool, bool, bool, bool) {
+        use rustix::termios::{ControlModes as C, LocalModes as L, OutputModes as O, tcgetattr};
+        let t = tcgetattr(&self.slave).expect("tcgetattr");
+        let c = t.control_modes;
+        (
+            t.output_speed(),
+            c & C::CSIZE == C::CS8,
+            c.contains(C::PARENB),
+            c.contains(C::CSTOPB),
+            c.contains(C::CRTSCTS),
+            !t.output_modes.contains(O::OPOST) && !t.local_modes.intersects(L::ICANON | L::ECHO),
+        )
+    }
+}
+
+/// A serial printer on a tty: the box sets `printer.baud` and the framing (8N1, RTS/CTS) and raw
+/// mode, so ESC/POS bytes arrive as sent (a cooked tty would turn each LF into CR LF).
+#[tokio::test]
+async fn serial_printer_gets_the_baud_rate_and_raw_mode_the_box_sets() {
+    let pty = PtyPrinter::open();
+    // The tty starts cooked at the kernel's default speed.
+    let (speed, _, _, _, _, raw) = pty.settings();
+    assert!(speed != 19_200 && !raw, "a fresh pty: {speed} raw {raw}");
+    let site = Site::with_config(&format!(
+        "[printer]\nkind = \"serial\"\naddress = {:?}\nwidth_mm = 58\nretry_max_ms = 200\nbaud = 19200\n",
+        pty.slave_path.display().to_string()
+    ));
+    site.load_demo_data();
+    let edge = site.start().await;
+    let admin = edge.pair(&site, "admin").await;
+    let (inv, number) = invoice(&edge, &admin, "Wati").await;
+    let id = queue_print(&edge, &admin, &inv, "invoice").await;
+    eventually("printed", || async {
+        job(&edge, &admin, &id).await["status"] == "PRINTED"
+    })
+    .await;
+    let (speed, cs8, parity, two_stop, rtscts, raw) = pty.settings();
+    assert_eq!(
+        (speed, cs8, parity, two_stop, rtscts, raw),
+        (19_200, true, false, false, true, true),
+        "19200 8N1, RTS/CTS, raw"
+    );
+    eventually("the bytes reached the printer", || async {
+        split_documents(&pty.captured())
+            .first()
+            .is_some_and(|d| d.contains(&number))
+    })
+    .await;
+    let bytes = pty.captured();
+    assert!(
+        !bytes.windows(2).any(|w| w == b"\r\n"),
+        "no LF became CR LF on the way"
+    );
     assert_eq!(edge.stop().await, 0);
 }

@@ -178,10 +178,12 @@ fn glob(p: &[u8], v: &[u8]) -> bool {
     }
 }
 
-/// A device in sysfs as udev sees it: the event's device first, then its parents.
+/// A device in sysfs as udev sees it: the event's device first, then its parents; `env` holds the
+/// properties earlier rules files gave it (60-input-id.rules' `ID_INPUT_KEYBOARD`).
 struct Device {
     what: &'static str,
     chain: Vec<Node>,
+    env: &'static [(&'static str, &'static str)],
 }
 
 #[derive(Default)]
@@ -218,7 +220,11 @@ fn term_holds(t: &Term, value: Option<&str>) -> bool {
 /// Run one `action` event for `dev` through `rules`.
 fn evaluate(rules: &[Rule], dev: &Device, action: &str) -> Outcome {
     let mut out = Outcome::default();
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut env: BTreeMap<String, String> = dev
+        .env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let mut skip_to: Option<String> = None;
     for r in rules {
         if let Some(label) = &skip_to {
@@ -287,6 +293,7 @@ fn usb(vendor: &'static str, product: &'static str) -> Node {
 fn tty_acm(what: &'static str, vendor: &'static str, product: &'static str) -> Device {
     Device {
         what,
+        env: &[],
         chain: vec![
             Node {
                 subsystem: "tty",
@@ -304,9 +311,16 @@ fn tty_acm(what: &'static str, vendor: &'static str, product: &'static str) -> D
     }
 }
 
-fn usb_lp(what: &'static str, vendor: &'static str, product: &'static str) -> Device {
+/// A USB printer on usblp: its printer-class interface carries the IEEE 1284 device ID.
+fn usb_lp(
+    what: &'static str,
+    vendor: &'static str,
+    product: &'static str,
+    ieee1284_id: &'static str,
+) -> Device {
     Device {
         what,
+        env: &[],
         chain: vec![
             Node {
                 subsystem: "usbmisc",
@@ -317,12 +331,59 @@ fn usb_lp(what: &'static str, vendor: &'static str, product: &'static str) -> De
                 subsystem: "usb",
                 kernel: "1-2:1.0",
                 driver: "usblp",
-                ..Node::default()
+                attrs: BTreeMap::from([("bInterfaceClass", "07"), ("ieee1284_id", ieee1284_id)]),
             },
             usb(vendor, product),
         ],
     }
 }
+
+/// A USB keyboard's event node as udev's input_id builtin left it: `keyboard` sets
+/// `ID_INPUT_KEYBOARD=1`; `name` is the input device's name (from the USB strings).
+fn hid_event(
+    what: &'static str,
+    name: &'static str,
+    vendor: &'static str,
+    product: &'static str,
+    keyboard: bool,
+) -> Device {
+    Device {
+        what,
+        env: if keyboard {
+            &[("ID_INPUT", "1"), ("ID_INPUT_KEYBOARD", "1")]
+        } else {
+            &[("ID_INPUT", "1")]
+        },
+        chain: vec![
+            Node {
+                subsystem: "input",
+                kernel: "event3",
+                ..Node::default()
+            },
+            Node {
+                subsystem: "input",
+                kernel: "input17",
+                attrs: BTreeMap::from([("name", name)]),
+                ..Node::default()
+            },
+            Node {
+                subsystem: "hid",
+                kernel: "0003:0C2E:0B07.0001",
+                driver: "hid-generic",
+                ..Node::default()
+            },
+            Node {
+                subsystem: "usb",
+                kernel: "1-1:1.0",
+                driver: "usbhid",
+                attrs: BTreeMap::from([("bInterfaceClass", "03")]),
+            },
+            usb(vendor, product),
+        ],
+    }
+}
+
+const EPSON_ID: &str = "MFG:EPSON;CMD:ESC/POS;MDL:TM-T82X;CLS:PRINTER;DES:EPSON TM-T82X;";
 
 fn expect(link: &str, group: &str) -> Outcome {
     Outcome {
@@ -341,7 +402,7 @@ fn load() -> Vec<Rule> {
 #[test]
 fn rules_parse_and_every_goto_has_its_label() {
     let rules = load();
-    assert!(rules.len() >= 6, "expected the scanner and printer rules");
+    assert!(rules.len() >= 12, "expected the scanner and printer rules");
     // The evaluator itself refuses what it does not know.
     assert!(parse(r#"SUBSYSTEM=="tty", SYMLNK+="x""#).is_err());
     assert!(parse(r#"SUBSYSTEM=="tty" SYMLINK+="x""#).is_err());
@@ -387,29 +448,128 @@ fn sample_devices_get_their_names_and_groups() {
             expect("sentra/scanner", "dialout"),
         ),
         (
-            usb_lp("Epson TM-T82X on usblp", "04b8", "0202"),
+            usb_lp("Epson TM-T82X on usblp", "04b8", "0202", EPSON_ID),
             expect("sentra/printer", "lp"),
         ),
         (
-            usb_lp("Epson TM-T20II on usblp", "04b8", "0e15"),
+            usb_lp(
+                "Epson TM-T20II on usblp, a device ID without ESC/POS",
+                "04b8",
+                "0e15",
+                "MFG:EPSON;MDL:TM-T20II;CLS:PRINTER;",
+            ),
             expect("sentra/printer", "lp"),
         ),
         (
             tty_acm("Epson TM-T82X in USB serial mode", "04b8", "0e28"),
             expect("sentra/printer", "lp"),
         ),
-        // Look-alikes that must keep their own names.
         (
             tty_acm("a USB modem (Sierra) on cdc_acm", "1199", "9071"),
             Outcome::default(),
         ),
         (
-            usb_lp("a non-Epson USB printer (HP)", "03f0", "0517"),
+            usb_lp(
+                "Xprinter XP-58 (printer class, ESC/POS device ID)",
+                "0483",
+                "5743",
+                "MFG:Xprinter;CMD:ESC/POS;MDL:XP-58;CLS:PRINTER;",
+            ),
+            expect("sentra/printer", "lp"),
+        ),
+        (
+            usb_lp(
+                "Zjiang ZJ-5890 (printer class, ESCPOS)",
+                "0416",
+                "5011",
+                "MFG:ZJ;CMD:ESCPOS;MDL:ZJ-5890K;CLS:PRINTER;",
+            ),
+            expect("sentra/printer", "lp"),
+        ),
+        (
+            hid_event(
+                "Honeywell Voyager 1250g in keyboard mode",
+                "Honeywell Imaging & Mobility 1250g",
+                "0c2e",
+                "0b07",
+                true,
+            ),
+            expect("sentra-scanner-hid", "dialout"),
+        ),
+        (
+            hid_event(
+                "Newland HR22 in keyboard mode",
+                "Newland Auto-ID HR22",
+                "1eab",
+                "1d22",
+                true,
+            ),
+            expect("sentra-scanner-hid", "dialout"),
+        ),
+        (
+            hid_event(
+                "an unbranded scanner named for what it is",
+                "USB Barcode Scanner Keyboard",
+                "1a86",
+                "e026",
+                true,
+            ),
+            expect("sentra-scanner-hid", "dialout"),
+        ),
+        (
+            hid_event(
+                "another unbranded one",
+                "SCANNER HID KBW",
+                "0483",
+                "0011",
+                true,
+            ),
+            expect("sentra-scanner-hid", "dialout"),
+        ),
+        // Look-alikes that must keep their own names.
+        (
+            usb_lp(
+                "an office printer (HP LaserJet): printer class, not ESC/POS",
+                "03f0",
+                "0517",
+                "MFG:Hewlett-Packard;CMD:PJL,PML,PCLXL,POSTSCRIPT,PCL;MDL:HP LaserJet P2015;CLS:PRINTER;",
+            ),
+            Outcome::default(),
+        ),
+        (
+            hid_event(
+                "the cashier's real keyboard",
+                "Logitech USB Keyboard",
+                "046d",
+                "c31c",
+                true,
+            ),
+            Outcome::default(),
+        ),
+        (
+            hid_event(
+                "a Honeywell scanner's second node (not a keyboard: its consumer keys)",
+                "Honeywell Imaging & Mobility 1250g Consumer Control",
+                "0c2e",
+                "0b07",
+                false,
+            ),
+            Outcome::default(),
+        ),
+        (
+            hid_event(
+                "a mouse named Scanner Pro (not a keyboard)",
+                "Scanner Pro Mouse",
+                "1a86",
+                "e027",
+                false,
+            ),
             Outcome::default(),
         ),
         (
             Device {
                 what: "FTDI USB-serial cable (ttyUSB, ftdi_sio)",
+                env: &[],
                 chain: vec![
                     Node {
                         subsystem: "tty",
@@ -429,11 +589,12 @@ fn sample_devices_get_their_names_and_groups() {
         ),
         (
             Device {
-                what: "Honeywell scanner still in keyboard mode (input, usbhid)",
+                what: "Honeywell scanner's input device itself (not its event node)",
+                env: &[("ID_INPUT", "1"), ("ID_INPUT_KEYBOARD", "1")],
                 chain: vec![
                     Node {
                         subsystem: "input",
-                        kernel: "event3",
+                        kernel: "input17",
                         ..Node::default()
                     },
                     Node {
@@ -450,6 +611,7 @@ fn sample_devices_get_their_names_and_groups() {
         (
             Device {
                 what: "Zebra vendor ID on a tty that is not cdc_acm",
+                env: &[],
                 chain: vec![
                     Node {
                         subsystem: "tty",
