@@ -148,9 +148,8 @@ pub fn to_upload(
     uploaded: Option<&Uploaded>,
     skipped: &std::collections::HashSet<String>,
 ) -> Vec<LastBackup> {
-    let parse = |at: &str| {
-        OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
-    };
+    let parse =
+        |at: &str| OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok();
     let after = uploaded.and_then(|up| parse(&up.taken_at));
     let mut all: Vec<&LastBackup> = last.earlier.iter().chain([last]).collect();
     all.sort_by_key(|b| parse(&b.at));

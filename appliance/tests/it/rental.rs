@@ -566,7 +566,10 @@ async fn rental_papers_match_golden_files() {
     let printer = FakePrinter::start().await;
     let target = Target::Network(printer.addr.to_string());
     let mut conn = target
-        .connect(Duration::from_secs(10))
+        .connect(
+            Duration::from_secs(10),
+            &sentra_edge::config::SerialLine::plain(9600),
+        )
         .await
         .expect("connect");
     for (name, doc, width) in [
