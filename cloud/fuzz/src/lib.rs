@@ -10,6 +10,12 @@ mod event;
 #[allow(dead_code)]
 #[path = "../../src/ingest/validate.rs"]
 mod ingest_validate;
+#[allow(dead_code)]
+#[path = "../../src/ingest/rental_rules.rs"]
+mod rental_rules;
+// `validate` calls `super::rental_rules`, and `rental_rules` uses `super::validate`: both resolve
+// at this crate's root as they do in the service's `ingest`.
+use ingest_validate as validate;
 mod ingest {
     pub(crate) use super::ingest_validate as validate;
 }

@@ -19,6 +19,7 @@
 //! transaction holds its locks only for the SQL ([`apply`]).
 
 mod apply;
+mod rental_rules;
 mod rentals;
 pub mod validate;
 

@@ -198,10 +198,10 @@ fn rules(
             id("idempotency_key", &c.idempotency_key)?;
             time("returned_at", &c.returned_at)
         }
-        Payload::RentalHandedOver(r) => super::rentals::handed_over(entity_id, r),
-        Payload::RentalReturned(r) => super::rentals::returned(entity_id, r),
-        Payload::RentalInvoiceIssued(i) => super::rentals::invoice(entity_id, i),
-        Payload::RentalPaymentReceived(pay) => super::rentals::payment(entity_id, pay),
+        Payload::RentalHandedOver(r) => super::rental_rules::handed_over(entity_id, r),
+        Payload::RentalReturned(r) => super::rental_rules::returned(entity_id, r),
+        Payload::RentalInvoiceIssued(i) => super::rental_rules::invoice(entity_id, i),
+        Payload::RentalPaymentReceived(pay) => super::rental_rules::payment(entity_id, pay),
         Payload::DocumentChanged(d) => {
             same_id(&d.record_id, entity_id)?;
             if DocRecord::parse(&d.record).is_none() {
