@@ -10,7 +10,7 @@ use sentra_protocol::rental::{
 };
 use sentra_protocol::workshop::PaymentMethod;
 
-use super::validate::{id, non_negative, same_id, sha256_hex, text, time};
+use super::validate::{id, non_negative, same_id, sha256_hex, text, time, totals_add_up};
 
 fn bounded(field: &str, value: i64, max: i64) -> Result<(), String> {
     non_negative(field, value)?;
@@ -90,19 +90,7 @@ pub(super) fn invoice(entity_id: &str, i: &RentalInvoiceIssued) -> Result<(), St
             .checked_add(line.amount)
             .ok_or_else(|| "invoice total overflows".to_owned())?;
     }
-    if i.subtotal != sum {
-        return Err(format!(
-            "subtotal {} is not the sum of the lines ({sum})",
-            i.subtotal
-        ));
-    }
-    non_negative("tax", i.tax)?;
-    if i.subtotal.checked_add(i.tax) != Some(i.total) {
-        return Err(format!(
-            "total {} is not subtotal {} + tax {}",
-            i.total, i.subtotal, i.tax
-        ));
-    }
+    totals_add_up(sum, i.subtotal, i.tax, i.total)?;
     bounded("total", i.total, MAX_RENTAL_AMOUNT)?;
     time("issued_at", &i.issued_at)
 }

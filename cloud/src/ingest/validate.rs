@@ -280,19 +280,7 @@ fn invoice(entity_id: &str, i: &p::InvoiceIssued) -> Result<(), String> {
             .checked_add(line.amount)
             .ok_or_else(|| "invoice total overflows".to_owned())?;
     }
-    if i.subtotal != sum {
-        return Err(format!(
-            "subtotal {} is not the sum of the lines ({sum})",
-            i.subtotal
-        ));
-    }
-    non_negative("tax", i.tax)?;
-    if i.subtotal.checked_add(i.tax) != Some(i.total) {
-        return Err(format!(
-            "total {} is not subtotal {} + tax {}",
-            i.total, i.subtotal, i.tax
-        ));
-    }
+    totals_add_up(sum, i.subtotal, i.tax, i.total)?;
     time("issued_at", &i.issued_at)
 }
 
@@ -724,6 +712,23 @@ fn number_taken(
             None
         }
     }
+}
+
+/// An invoice's figures agree: `subtotal` is the lines' `sum`, `tax` is not negative, and
+/// `total` is `subtotal + tax` (a workshop invoice's and a rental invoice's alike).
+pub(super) fn totals_add_up(sum: i64, subtotal: i64, tax: i64, total: i64) -> Result<(), String> {
+    if subtotal != sum {
+        return Err(format!(
+            "subtotal {subtotal} is not the sum of the lines ({sum})"
+        ));
+    }
+    non_negative("tax", tax)?;
+    if subtotal.checked_add(tax) != Some(total) {
+        return Err(format!(
+            "total {total} is not subtotal {subtotal} + tax {tax}"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
