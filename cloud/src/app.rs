@@ -22,7 +22,9 @@ use sqlx::PgPool;
 use crate::devices::{self, auth};
 use crate::redis_conn::RedisConn;
 use crate::web::{self, ApiError};
-use crate::{blobs, booking, changes, fleet, health, ingest, master, releases, shared, successor};
+use crate::{
+    blobs, booking, changes, fleet, health, ingest, master, releases, reports, shared, successor,
+};
 
 /// What handlers share, behind one `Arc`: axum clones the state for every request (and again
 /// for the authentication middleware), and one reference count is all that clone should cost.
@@ -169,6 +171,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/branches/{branch}/tariffs/{sku}",
             put(master::put_tariff),
+        )
+        .route("/v1/branches/{branch}/reports/sales", get(reports::sales))
+        .route(
+            "/v1/branches/{branch}/reports/payments",
+            get(reports::payments),
+        )
+        .route("/v1/branches/{branch}/reports/stock", get(reports::stock))
+        .route(
+            "/v1/branches/{branch}/reports/open-work-orders",
+            get(reports::open_work_orders),
         )
         .route(
             "/v1/branches/{branch}/customers/{id}",

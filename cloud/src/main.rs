@@ -63,6 +63,7 @@ mod notify;
 mod openapi;
 mod redis_conn;
 mod releases;
+mod reports;
 mod schemas;
 mod shared;
 mod standing;

@@ -20,8 +20,8 @@ use utoipa::openapi::{RefOr, Response, ResponseBuilder};
 
 use crate::schemas::{BEARER, DEVICE, ErrorBody, ErrorEnvelope};
 use crate::{
-    blobs, booking, changes, devices, fleet, health, identity, ingest, master, releases, shared,
-    successor,
+    blobs, booking, changes, devices, fleet, health, identity, ingest, master, releases, reports,
+    shared, successor,
 };
 
 #[derive(OpenApi)]
@@ -35,6 +35,7 @@ use crate::{
         devices::enroll, devices::revoke,
         ingest::push, changes::pull, booking::offline::calendar, successor::snapshot,
         master::put_part, master::put_mechanic, master::put_asset, master::put_tariff,
+        reports::sales, reports::payments, reports::stock, reports::open_work_orders,
         shared::get_customer, shared::patch_customer, shared::get_vehicle, shared::patch_vehicle,
         shared::get_document, shared::put_document,
         booking::http::availability, booking::http::hold, booking::http::get,

@@ -29,6 +29,7 @@ mod migrate;
 mod notify;
 mod pull;
 mod push;
+mod reports;
 mod serve;
 mod shared;
 mod sim_fleet;
