@@ -36,3 +36,4 @@ mod successor;
 mod support;
 mod tariffs;
 mod tls;
+mod vehicles;
