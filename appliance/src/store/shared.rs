@@ -66,11 +66,11 @@ pub fn set_fields(
         DomainError::invalid(field, message)
     })?;
     // A branch's plate is stored normalised, so a lookup by plate finds it however it is typed.
-    if kind == RecordKind::Vehicle {
-        if let Some(serde_json::Value::String(plate)) = fields.get_mut("plate") {
-            *plate = crate::domain::normalise_plate(plate)
-                .map_err(|e| DomainError::invalid("fields.plate", e.0))?;
-        }
+    if kind == RecordKind::Vehicle
+        && let Some(serde_json::Value::String(plate)) = fields.get_mut("plate")
+    {
+        *plate = crate::domain::normalise_plate(plate)
+            .map_err(|e| DomainError::invalid("fields.plate", e.0))?;
     }
     let id = match id {
         Some(id) => {
