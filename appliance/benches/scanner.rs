@@ -26,6 +26,7 @@ use sentra_edge::domain::{Name, Plate, Qty, Sku, Text};
 use sentra_edge::scanner::decode::{Framer, Piece, decode};
 use sentra_edge::scanner::{self, ScannerHandle};
 use sentra_edge::store::pick_slips::ScanOutcome;
+use sentra_edge::store::vehicles::Party;
 use sentra_edge::store::workshop::{self, NewWorkOrder};
 use sentra_edge::store::{Notice, Store, StoreKey, pick_slips};
 use sentra_edge::supervisor::Supervisor;
@@ -241,9 +242,13 @@ fn main() -> anyhow::Result<()> {
         let wo = store
             .write(|w| {
                 let new = NewWorkOrder {
-                    customer_name: Name::parse("Bench").expect("valid"),
-                    customer_phone: None,
-                    vehicle_plate: Plate::parse("B 1 BEN").expect("valid"),
+                    party: Party {
+                        customer_name: Some(Name::parse("Bench").expect("valid")),
+                        customer_phone: None,
+                        vehicle_plate: Some(Plate::parse("B 1 BEN").expect("valid")),
+                        vehicle_id: None,
+                        customer_id: None,
+                    },
                     complaint: Text::parse("bench").expect("valid"),
                     mechanic_id: None,
                 };

@@ -87,6 +87,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0019_rentals.sql",
         include_str!("../migrations/0019_rentals.sql"),
     ),
+    (
+        "0022_vehicles.sql",
+        include_str!("../migrations/0022_vehicles.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

@@ -18,6 +18,13 @@ pub struct WorkOrderCreated {
     pub mechanic_id: Option<String>,
     pub status: String,
     pub created_at: String,
+    /// The vehicle record (`vehicle` fields) the work order is for; absent from boxes older
+    /// than the customer and vehicle records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vehicle_id: Option<String>,
+    /// The customer record the work order is for; absent as `vehicle_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

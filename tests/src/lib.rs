@@ -407,9 +407,19 @@ impl EdgeSite {
             .await
             .expect("open store");
         let new = sentra_edge::store::workshop::NewWorkOrder {
-            customer_name: sentra_edge::domain::Name::parse("Pelanggan Setia").expect("valid"),
-            customer_phone: Some(sentra_edge::domain::Phone::parse("081234567890").expect("valid")),
-            vehicle_plate: sentra_edge::domain::Plate::parse("BK 1234 AB").expect("valid"),
+            party: sentra_edge::store::vehicles::Party {
+                customer_name: Some(
+                    sentra_edge::domain::Name::parse("Pelanggan Setia").expect("valid"),
+                ),
+                customer_phone: Some(
+                    sentra_edge::domain::Phone::parse("081234567890").expect("valid"),
+                ),
+                vehicle_plate: Some(
+                    sentra_edge::domain::Plate::parse("BK 1234 AB").expect("valid"),
+                ),
+                vehicle_id: None,
+                customer_id: None,
+            },
             complaint: sentra_edge::domain::Text::parse(
                 "Servis berkala 10.000 km, ganti oli dan filter",
             )

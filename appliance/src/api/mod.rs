@@ -16,6 +16,7 @@ mod rentals;
 mod scanner;
 mod schemas;
 mod shared;
+mod vehicles;
 mod workshop;
 
 use std::sync::Arc;
@@ -241,7 +242,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/vehicles",
-            guarded(CustomerWrite, post(shared::create_vehicle)),
+            guarded(CustomerWrite, post(shared::create_vehicle))
+                .merge(guarded(CustomerRead, get(vehicles::find_vehicle))),
+        )
+        .route(
+            "/v1/vehicles/{id}/history",
+            guarded(CustomerRead, get(vehicles::vehicle_history)),
         )
         .route(
             "/v1/vehicles/{id}",

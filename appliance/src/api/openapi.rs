@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{billing, blobs, bookings, inspections, ops, rentals, scanner, shared, workshop};
+use super::{
+    billing, blobs, bookings, inspections, ops, rentals, scanner, shared, vehicles, workshop,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +21,7 @@ use super::{billing, blobs, bookings, inspections, ops, rentals, scanner, shared
         inspections::create, inspections::get_inspection, inspections::verify,
         shared::create_customer, shared::get_customer, shared::patch_customer,
         shared::create_vehicle, shared::get_vehicle, shared::patch_vehicle,
+        vehicles::find_vehicle, vehicles::vehicle_history,
         shared::get_notes, shared::put_notes, shared::get_remarks, shared::put_remarks,
         scanner::open, scanner::close, scanner::get_pick_slip, scanner::scanner,
         bookings::create, bookings::get_booking, bookings::availability,

@@ -11,17 +11,26 @@ use super::{ApiError, AppState, Body, Caller, IdempotencyKey, path_id};
 use crate::domain::work_order::Status;
 use crate::domain::{Id, Name, Phone, Plate, Qty, Sku, Text};
 use crate::store::master::{self, Asset, Mechanic, Part};
+use crate::store::vehicles::Party;
 use crate::store::workshop::{self, Dispensed, NewWorkOrder, StockLevel, WorkOrder};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkOrder {
+    /// Needed unless `customer_id` (or a known vehicle's customer) names the customer.
     #[schema(example = "Budi Santoso")]
-    pub customer_name: Name,
+    pub customer_name: Option<Name>,
+    /// Finds the customer with this phone, or is stored on the new one.
     #[schema(example = "0812 3456 7890")]
     pub customer_phone: Option<Phone>,
+    /// Finds the vehicle with this plate (however typed), or makes one. Needed unless
+    /// `vehicle_id` is given.
     #[schema(example = "B 1234 XYZ")]
-    pub vehicle_plate: Plate,
+    pub vehicle_plate: Option<Plate>,
+    /// An existing vehicle record (instead of, or beside, `vehicle_plate`).
+    pub vehicle_id: Option<Id>,
+    /// An existing customer record (instead of finding one by phone).
+    pub customer_id: Option<Id>,
     #[schema(example = "Rem bunyi saat mengerem")]
     pub complaint: Text,
     #[schema(example = "M1")]
@@ -39,9 +48,13 @@ pub async fn create_work_order(
 ) -> Result<Response, ApiError> {
     let b = body.value;
     let new = NewWorkOrder {
-        customer_name: b.customer_name,
-        customer_phone: b.customer_phone,
-        vehicle_plate: b.vehicle_plate,
+        party: Party {
+            vehicle_id: b.vehicle_id,
+            customer_id: b.customer_id,
+            customer_name: b.customer_name,
+            customer_phone: b.customer_phone,
+            vehicle_plate: b.vehicle_plate,
+        },
         complaint: b.complaint,
         mechanic_id: b.mechanic_id,
     };

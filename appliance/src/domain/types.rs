@@ -94,31 +94,52 @@ text_newtype!(
     }
 );
 
-text_newtype!(
-    /// An Indonesian vehicle registration plate (TNKB), normalised to upper case with single
-    /// spaces: `B 1234 XYZ`. Region code 1–2 letters, 1–4 digits, 0–3 letters.
-    Plate,
-    |s| {
-        if s.chars().count() > PLATE_RAW_MAX {
-            return Err(Invalid(format!("{s:?} is not a vehicle plate; expected at most {PLATE_RAW_MAX} characters, e.g. \"B 1234 XYZ\"")));
-        }
-        let norm = s.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_uppercase();
-        let compact: String = norm.chars().filter(|c| !c.is_whitespace()).collect();
-        let letters1 = compact.chars().take_while(|c| c.is_ascii_alphabetic()).count();
-        let rest = &compact[letters1..];
-        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
-        let tail = &rest[digits..];
-        let ok = (1..=2).contains(&letters1)
-            && (1..=4).contains(&digits)
-            && tail.len() <= 3
-            && tail.chars().all(|c| c.is_ascii_alphabetic());
-        if !ok {
-            return Err(Invalid(format!("{s:?} is not a vehicle plate; expected e.g. \"B 1234 XYZ\"")));
-        }
-        let (region, number) = compact.split_at(letters1);
-        let (number, suffix) = number.split_at(digits);
-        Ok([region, number, suffix].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join(" "))
+/// A plate as the box stores and looks it up: upper case, the region letters, the digits and
+/// the suffix letters split by single spaces however they were typed (`"b 1234  xyz"`,
+/// `"B1234XYZ"` and `"B 1234 XYZ"` are one plate). Refused: more than [`PLATE_RAW_MAX`]
+/// characters, or not 1–2 letters, 1–4 digits, 0–3 letters.
+pub fn normalise_plate(s: &str) -> Result<String, Invalid> {
+    if s.chars().count() > PLATE_RAW_MAX {
+        return Err(Invalid(format!(
+            "{s:?} is not a vehicle plate; expected at most {PLATE_RAW_MAX} characters, e.g. \"B 1234 XYZ\""
+        )));
     }
+    let compact: String = s
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    let letters1 = compact
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .count();
+    let rest = &compact[letters1..];
+    let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+    let tail = &rest[digits..];
+    let ok = (1..=2).contains(&letters1)
+        && (1..=4).contains(&digits)
+        && tail.len() <= 3
+        && tail.chars().all(|c| c.is_ascii_alphabetic());
+    if !ok {
+        return Err(Invalid(format!(
+            "{s:?} is not a vehicle plate; expected e.g. \"B 1234 XYZ\""
+        )));
+    }
+    let (region, number) = compact.split_at(letters1);
+    let (number, suffix) = number.split_at(digits);
+    Ok([region, number, suffix]
+        .iter()
+        .filter(|p| !p.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+text_newtype!(
+    /// An Indonesian vehicle registration plate (TNKB), normalised by [`normalise_plate`]:
+    /// `B 1234 XYZ`. Region code 1–2 letters, 1–4 digits, 0–3 letters.
+    Plate,
+    |s| normalise_plate(&s)
 );
 
 text_newtype!(
@@ -434,6 +455,7 @@ mod tests {
             ("B 12345 X", None),
             ("B 1234 WXYZ", None),
             ("B-1234", None),
+            ("b 1234  xyz", Some("B 1234 XYZ")),
             ("", None),
         ];
         for (input, want) in cases {
@@ -442,6 +464,51 @@ mod tests {
                 want,
                 "{input:?}"
             );
+        }
+    }
+
+    mod plate_props {
+        use super::super::normalise_plate;
+        use proptest::prelude::*;
+
+        /// Scatters spaces through a plate and changes the case of its letters.
+        fn retyped(plate: &str, spaces: &[u8], lower: &[bool]) -> String {
+            let mut out = String::new();
+            for (i, c) in plate.chars().filter(|c| *c != ' ').enumerate() {
+                out.push_str(&" ".repeat(usize::from(spaces.get(i).copied().unwrap_or(0) % 3)));
+                out.push(if lower.get(i).copied().unwrap_or(false) {
+                    c.to_ascii_lowercase()
+                } else {
+                    c
+                });
+            }
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn one_plate_however_typed(
+                region in "[A-Z]{1,2}",
+                number in "[0-9]{1,4}",
+                suffix in "[A-Z]{0,3}",
+                spaces in proptest::collection::vec(any::<u8>(), 9),
+                lower in proptest::collection::vec(any::<bool>(), 9),
+            ) {
+                let canonical = [region.as_str(), number.as_str(), suffix.as_str()]
+                    .iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join(" ");
+                let typed = retyped(&canonical, &spaces, &lower);
+                prop_assert_eq!(normalise_plate(&typed), Ok(canonical.clone()));
+                prop_assert_eq!(normalise_plate(&canonical), Ok(canonical));
+            }
+
+            #[test]
+            fn idempotent_and_canonical(s in "\\PC{0,40}") {
+                if let Ok(n) = normalise_plate(&s) {
+                    prop_assert_eq!(normalise_plate(&n), Ok(n.clone()));
+                    prop_assert!(!n.contains("  ") && n.trim() == n);
+                    prop_assert!(n.chars().all(|c| c == ' ' || c.is_ascii_uppercase() || c.is_ascii_digit()));
+                }
+            }
         }
     }
 

@@ -28,6 +28,7 @@ mod schema;
 pub mod shared;
 pub mod successor;
 pub mod sync;
+pub mod vehicles;
 pub mod workshop;
 mod writer;
 

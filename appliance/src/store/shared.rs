@@ -59,12 +59,19 @@ pub fn set_fields(
     w: &mut WriteTx<'_>,
     kind: RecordKind,
     id: Option<&str>,
-    fields: BTreeMap<String, serde_json::Value>,
+    mut fields: BTreeMap<String, serde_json::Value>,
 ) -> Result<Record> {
     record::check_fields(kind, &fields, Author::Branch).map_err(|message| {
         let (field, message) = message.split_once(": ").unwrap_or(("fields", &message));
         DomainError::invalid(field, message)
     })?;
+    // A branch's plate is stored normalised, so a lookup by plate finds it however it is typed.
+    if kind == RecordKind::Vehicle
+        && let Some(serde_json::Value::String(plate)) = fields.get_mut("plate")
+    {
+        *plate = crate::domain::normalise_plate(plate)
+            .map_err(|e| DomainError::invalid("fields.plate", e.0))?;
+    }
     let id = match id {
         Some(id) => {
             get(w.conn(), kind, id)?;

@@ -6,9 +6,10 @@
 use rusqlite::Connection;
 use serde::Serialize;
 
+use super::vehicles::{self, Party};
 use super::{DomainError, OptionalRow as _, Result, WriteTx, master, new_id};
 use crate::domain::work_order::Status;
-use crate::domain::{Id, Name, Phone, Plate, Qty, Sku, Text};
+use crate::domain::{Id, Qty, Sku, Text};
 use sentra_protocol::EntityKind;
 use sentra_protocol::payload::{self as p, op};
 use sentra_protocol::workshop::StockReason;
@@ -19,6 +20,10 @@ pub struct WorkOrder {
     pub customer_name: String,
     pub customer_phone: Option<String>,
     pub vehicle_plate: String,
+    /// The vehicle record (`GET /v1/vehicles/{id}`); None on work orders from before records.
+    pub vehicle_id: Option<String>,
+    /// The customer record (`GET /v1/customers/{id}`); None as `vehicle_id`.
+    pub customer_id: Option<String>,
     pub complaint: String,
     pub mechanic_id: Option<String>,
     /// OPEN, IN_PROGRESS, WAITING_PARTS, DONE, INVOICED or CANCELLED.
@@ -47,9 +52,7 @@ pub struct StockLevel {
 
 #[derive(Debug, Clone)]
 pub struct NewWorkOrder {
-    pub customer_name: Name,
-    pub customer_phone: Option<Phone>,
-    pub vehicle_plate: Plate,
+    pub party: Party,
     pub complaint: Text,
     pub mechanic_id: Option<Id>,
 }
@@ -65,20 +68,23 @@ pub fn create(w: &mut WriteTx<'_>, actor: &str, new: &NewWorkOrder) -> Result<Wo
     if let Some(m) = &new.mechanic_id {
         check_mechanic(w.conn(), m.as_str())?;
     }
+    let party = vehicles::resolve(w, &new.party)?;
     let id = new_id();
     let now = w.now_str();
     w.conn().execute(
-        "INSERT INTO work_orders (id, customer_name, customer_phone, vehicle_plate, complaint, mechanic_id, status, created_at, updated_at, created_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'OPEN', ?7, ?7, ?8)",
+        "INSERT INTO work_orders (id, customer_name, customer_phone, vehicle_plate, complaint, mechanic_id, status, created_at, updated_at, created_by, vehicle_id, customer_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'OPEN', ?7, ?7, ?8, ?9, ?10)",
         (
             &id,
-            new.customer_name.as_str(),
-            new.customer_phone.as_ref().map(Phone::as_str),
-            new.vehicle_plate.as_str(),
+            &party.customer_name,
+            &party.customer_phone,
+            &party.vehicle_plate,
             new.complaint.as_str(),
             new.mechanic_id.as_ref().map(Id::as_str),
             &now,
             actor,
+            &party.vehicle_id,
+            &party.customer_id,
         ),
     )?;
     let wo = get(w.conn(), &id)?;
@@ -91,6 +97,8 @@ pub fn create(w: &mut WriteTx<'_>, actor: &str, new: &NewWorkOrder) -> Result<Wo
         mechanic_id: wo.mechanic_id.clone(),
         status: wo.status.clone(),
         created_at: wo.created_at.clone(),
+        vehicle_id: wo.vehicle_id.clone(),
+        customer_id: wo.customer_id.clone(),
     };
     w.emit(EntityKind::WorkOrder, &id, op::CREATED, &payload)?;
     Ok(wo)
@@ -317,7 +325,7 @@ pub(super) fn status_of(conn: &Connection, id: &str) -> Result<Status> {
         .ok_or_else(|| super::StoreError::Corrupt(format!("work order {id}: status {s:?}")))
 }
 
-const WO_COLUMNS: &str = "id, customer_name, customer_phone, vehicle_plate, complaint, mechanic_id, status, created_at, updated_at";
+const WO_COLUMNS: &str = "id, customer_name, customer_phone, vehicle_plate, complaint, mechanic_id, status, created_at, updated_at, vehicle_id, customer_id";
 
 fn wo_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkOrder> {
     Ok(WorkOrder {
@@ -330,6 +338,8 @@ fn wo_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WorkOrder> {
         status: r.get(6)?,
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
+        vehicle_id: r.get(9)?,
+        customer_id: r.get(10)?,
         parts: Vec::new(),
     })
 }

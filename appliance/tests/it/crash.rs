@@ -137,7 +137,8 @@ fn verify(site: &Site, acked: &Acked) {
     assert_eq!((events, next), (max, max + 1), "outbox gapless");
     let changes: i64 = db
         .query_row(
-            "SELECT (SELECT count(*) FROM work_orders) + (SELECT count(*) FROM stock_movements)",
+            "SELECT (SELECT count(*) FROM work_orders) + (SELECT count(*) FROM stock_movements)
+                    + (SELECT count(DISTINCT entity || '/' || entity_id) FROM record_fields)",
             [],
             |r| r.get(0),
         )

@@ -21,7 +21,8 @@ async fn a_day_at_the_branch() {
         .post(&tablet, "/v1/work-orders", json!({"customer_name": "Budi Santoso", "customer_phone": "0812-3456-7890", "vehicle_plate": "b1234xyz", "complaint": "Rem bunyi saat mengerem"}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{wo}");
-    changes += 1;
+    // The work order, and Budi's customer and vehicle records it made.
+    changes += 3;
     assert_eq!(wo["status"], "OPEN");
     assert_eq!(wo["vehicle_plate"], "B 1234 XYZ", "plates are normalised");
     let id = wo["id"].as_str().expect("id").to_owned();
@@ -306,6 +307,8 @@ async fn a_day_at_the_branch() {
     assert_eq!(
         entities,
         [
+            "customer:fields_set",
+            "vehicle:fields_set",
             "work_order:created",
             "work_order:assigned",
             "work_order:status_changed",
@@ -428,6 +431,7 @@ async fn health_metrics_and_openapi() {
         "/v1/customers/{id}",
         "/v1/vehicles",
         "/v1/vehicles/{id}",
+        "/v1/vehicles/{id}/history",
         "/v1/sync/status",
         "/v1/devices",
         "/v1/devices/{id}/revoke",

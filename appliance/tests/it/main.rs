@@ -29,3 +29,4 @@ mod shared;
 mod store_security;
 mod systemd;
 mod tls;
+mod vehicles;

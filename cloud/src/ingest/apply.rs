@@ -357,6 +357,8 @@ struct WorkOrderRows {
     customer_name: Vec<String>,
     customer_phone: Vec<Option<String>>,
     vehicle_plate: Vec<String>,
+    vehicle_id: Vec<Option<String>>,
+    customer_id: Vec<Option<String>>,
     complaint: Vec<String>,
     mechanic_id: Vec<Option<String>>,
     mechanic_hlc: Vec<String>,
@@ -457,6 +459,8 @@ impl Projections {
                 rows.customer_name.push(w.customer_name.clone());
                 rows.customer_phone.push(w.customer_phone.clone());
                 rows.vehicle_plate.push(w.vehicle_plate.clone());
+                rows.vehicle_id.push(w.vehicle_id.clone());
+                rows.customer_id.push(w.customer_id.clone());
                 rows.complaint.push(w.complaint.clone());
                 rows.mechanic_id.push(w.mechanic_id.clone());
                 rows.mechanic_hlc.push(hlc.to_owned());
@@ -596,14 +600,15 @@ impl Projections {
         if !w.id.is_empty() {
             sqlx::query(
                 "INSERT INTO work_orders (branch_id, id, customer_name, customer_phone, vehicle_plate, complaint,
-                                          mechanic_id, mechanic_hlc, status, status_hlc, created_at, updated_at, device_id, seq)
+                                          mechanic_id, mechanic_hlc, status, status_hlc, created_at, updated_at, device_id, seq,
+                                          vehicle_id, customer_id)
                  SELECT $1, w.id, w.customer_name, w.customer_phone, w.vehicle_plate, w.complaint,
                         w.mechanic_id, w.mechanic_hlc, w.status, w.status_hlc, w.created_at::timestamptz,
-                        w.updated_at::timestamptz, $2::uuid, w.seq
+                        w.updated_at::timestamptz, $2::uuid, w.seq, w.vehicle_id, w.customer_id
                  FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                             $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[])
+                             $10::text[], $11::text[], $12::text[], $13::text[], $14::bigint[], $15::text[], $16::text[])
                       AS w(id, customer_name, customer_phone, vehicle_plate, complaint, mechanic_id, mechanic_hlc,
-                           status, status_hlc, created_at, updated_at, seq)
+                           status, status_hlc, created_at, updated_at, seq, vehicle_id, customer_id)
                  ORDER BY w.id
                  ON CONFLICT (branch_id, id) DO NOTHING",
             )
@@ -621,6 +626,8 @@ impl Projections {
             .bind(&w.created_at)
             .bind(&w.updated_at)
             .bind(&w.seq)
+            .bind(&w.vehicle_id)
+            .bind(&w.customer_id)
             .execute(&mut *tx)
             .await?;
         }

@@ -146,6 +146,12 @@ fn rules(
             if let Some(mechanic) = &w.mechanic_id {
                 id("mechanic_id", mechanic)?;
             }
+            if let Some(vehicle) = &w.vehicle_id {
+                id("vehicle_id", vehicle)?;
+            }
+            if let Some(customer) = &w.customer_id {
+                id("customer_id", customer)?;
+            }
             time("created_at", &w.created_at)
         }
         Payload::WorkOrderStatusChanged(c) => {

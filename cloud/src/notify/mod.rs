@@ -191,6 +191,11 @@ pub async fn connect(
 /// Inside the ingest transaction: a service reminder, due `after` the invoice was issued, for
 /// each of `invoices` (ids in `branch`) that is in `invoices` now, to the phone on its work
 /// order. Returns how many of `invoices` it found (a repeat finds its row and changes nothing).
+///
+/// The reminder is per vehicle: when the work order names its vehicle record, the reminder says
+/// so (`params.vehicle_id`), and of the reminders for one vehicle only the newest invoice's
+/// stays `SCHEDULED`; an older one still pending is `SKIPPED`, superseded, whichever of the two
+/// invoices arrived first. One already handed to the broker is not called back.
 pub async fn schedule_reminders(
     tx: &mut PgConnection,
     branch: &str,
@@ -205,7 +210,9 @@ pub async fn schedule_reminders(
                     'invoice:' || i.branch_id || '/' || i.id, 'service_reminder', i.branch_id,
                     notification_phone(w.customer_phone),
                     jsonb_build_object('invoice_number', i.number, 'customer_name', w.customer_name,
-                                       'vehicle_plate', w.vehicle_plate, 'issued_at', i.issued_at),
+                                       'vehicle_plate', w.vehicle_plate, 'issued_at', i.issued_at)
+                    || CASE WHEN w.vehicle_id IS NULL THEN '{}'::jsonb
+                            ELSE jsonb_build_object('vehicle_id', w.vehicle_id) END,
                     i.issued_at + make_interval(secs => $3))
          FROM invoices i
          LEFT JOIN work_orders w ON w.branch_id = i.branch_id AND w.id = i.work_order_id
@@ -214,6 +221,32 @@ pub async fn schedule_reminders(
     .bind(branch)
     .bind(invoices)
     .bind(after.as_secs_f64())
+    .execute(&mut *tx)
+    .await?;
+    // Of each vehicle's reminders, the newest (by due time, then cause) wins.
+    sqlx::query(
+        "UPDATE notifications n
+         SET state = 'SKIPPED', finished_at = now(),
+             reason = 'superseded by the reminder of a newer invoice for the same vehicle ('
+                      || coalesce((SELECT m.params ->> 'invoice_number' FROM notifications m
+                                   WHERE m.branch_id = n.branch_id AND m.kind = 'service_reminder'
+                                     AND m.params ? 'vehicle_id'
+                                     AND m.params ->> 'vehicle_id' = n.params ->> 'vehicle_id'
+                                   ORDER BY m.due_at DESC, m.cause DESC LIMIT 1), '?') || ')'
+         WHERE n.branch_id = $1 AND n.kind = 'service_reminder' AND n.state = 'SCHEDULED'
+           AND n.params ? 'vehicle_id'
+           AND n.params ->> 'vehicle_id' IN (
+               SELECT w.vehicle_id FROM invoices i
+               JOIN work_orders w ON w.branch_id = i.branch_id AND w.id = i.work_order_id
+               WHERE i.branch_id = $1 AND i.id = ANY($2) AND w.vehicle_id IS NOT NULL)
+           AND EXISTS (SELECT 1 FROM notifications m
+                       WHERE m.branch_id = n.branch_id AND m.kind = 'service_reminder'
+                         AND m.params ? 'vehicle_id'
+                         AND m.params ->> 'vehicle_id' = n.params ->> 'vehicle_id'
+                         AND (m.due_at, m.cause) > (n.due_at, n.cause))",
+    )
+    .bind(branch)
+    .bind(invoices)
     .execute(&mut *tx)
     .await?;
     Ok(scheduled.rows_affected())

@@ -159,6 +159,8 @@ impl Outbox {
             mechanic_id: None,
             status: "OPEN".into(),
             created_at: AT.into(),
+            vehicle_id: None,
+            customer_id: None,
         };
         self.typed(EntityKind::WorkOrder, id, op::CREATED, &payload)
     }

@@ -37,3 +37,4 @@ mod successor;
 mod support;
 mod tariffs;
 mod tls;
+mod vehicles;

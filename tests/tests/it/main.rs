@@ -20,3 +20,4 @@ mod sync;
 mod systemd;
 mod udev;
 mod update;
+mod vehicles;

@@ -275,7 +275,10 @@ async fn a_replacement_box_carries_on_the_dead_box_open_work() {
             Some(&tablet_a),
             "POST",
             "/v1/work-orders",
-            Some(json!({"customer_name": "Hantu", "vehicle_plate": "B 1 A", "complaint": "x"})),
+            // A's known vehicle: one event, the work order's.
+            Some(
+                json!({"customer_name": "Hantu", "vehicle_plate": "B 1234 XYZ", "complaint": "x"}),
+            ),
         )
         .await;
     assert_eq!(status, 201, "{late}");
