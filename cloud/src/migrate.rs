@@ -87,6 +87,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0019_rentals.sql",
         include_str!("../migrations/0019_rentals.sql"),
     ),
+    (
+        "0021_stock_adjustments.sql",
+        include_str!("../migrations/0021_stock_adjustments.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

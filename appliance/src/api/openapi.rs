@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{billing, blobs, bookings, inspections, ops, rentals, scanner, shared, workshop};
+use super::{
+    billing, blobs, bookings, inspections, ops, rentals, scanner, shared, stock, workshop,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +23,7 @@ use super::{billing, blobs, bookings, inspections, ops, rentals, scanner, shared
         shared::create_vehicle, shared::get_vehicle, shared::patch_vehicle,
         shared::get_notes, shared::put_notes, shared::get_remarks, shared::put_remarks,
         scanner::open, scanner::close, scanner::get_pick_slip, scanner::scanner,
+        stock::adjust, stock::return_parts, stock::open_count, stock::get_count, stock::add_line, stock::apply_count, stock::cancel_count,
         bookings::create, bookings::get_booking, bookings::availability,
         bookings::confirm, bookings::cancel, bookings::complete, bookings::join_waitlist,
         rentals::tariffs, rentals::hand_over, rentals::take_back, rentals::get_rental,

@@ -32,6 +32,7 @@ mod push;
 mod serve;
 mod shared;
 mod sim_fleet;
+mod stock;
 mod successor;
 mod support;
 mod tariffs;
