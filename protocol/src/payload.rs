@@ -53,6 +53,16 @@ pub struct StockMoved {
     pub unit_price: Option<i64>,
     pub reference: Option<String>,
     pub at: String,
+    /// For an ADJUSTMENT: why (`StockAdjustment`: COUNT, DAMAGE, RETURN_TO_SUPPLIER,
+    /// WORK_ORDER_RETURN). Absent on other movements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjustment: Option<String>,
+    /// The storekeeper's note on an adjustment (at most `ADJUSTMENT_NOTE_MAX` characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The cycle count a COUNT adjustment applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +315,7 @@ pub mod op {
     pub const COMPLETED: &str = "completed";
     pub const HANDED_OVER: &str = "handed_over";
     pub const RETURNED: &str = "returned";
+    pub const ADJUSTED: &str = "adjusted";
 }
 
 fn typed<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
@@ -319,7 +330,9 @@ impl Payload {
             (E::WorkOrder, op::CREATED) => Payload::WorkOrderCreated(typed(v)?),
             (E::WorkOrder, op::STATUS_CHANGED) => Payload::WorkOrderStatusChanged(typed(v)?),
             (E::WorkOrder, op::ASSIGNED) => Payload::WorkOrderAssigned(typed(v)?),
-            (E::StockMovement, op::DISPENSED | op::RECEIVED) => Payload::StockMoved(typed(v)?),
+            (E::StockMovement, op::DISPENSED | op::RECEIVED | op::ADJUSTED) => {
+                Payload::StockMoved(typed(v)?)
+            }
             (E::Invoice, op::ISSUED) => Payload::InvoiceIssued(typed(v)?),
             (E::Payment, op::RECEIVED) => Payload::PaymentReceived(typed(v)?),
             (E::CreditNote, op::ISSUED) => Payload::CreditNoteIssued(typed(v)?),

@@ -141,6 +141,55 @@ impl StockReason {
     }
 }
 
+/// Why an `ADJUSTMENT` moved stock: a count that found the shelf different from the box
+/// (either way), damaged or lost goods written off (down), goods sent back to the supplier
+/// (down), or unused parts brought back to the shelf from a work order (up, naming it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StockAdjustment {
+    Count,
+    Damage,
+    ReturnToSupplier,
+    WorkOrderReturn,
+}
+
+impl StockAdjustment {
+    pub const ALL: [StockAdjustment; 4] = [
+        StockAdjustment::Count,
+        StockAdjustment::Damage,
+        StockAdjustment::ReturnToSupplier,
+        StockAdjustment::WorkOrderReturn,
+    ];
+    pub const NAMES: [&'static str; 4] =
+        ["COUNT", "DAMAGE", "RETURN_TO_SUPPLIER", "WORK_ORDER_RETURN"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StockAdjustment::Count => "COUNT",
+            StockAdjustment::Damage => "DAMAGE",
+            StockAdjustment::ReturnToSupplier => "RETURN_TO_SUPPLIER",
+            StockAdjustment::WorkOrderReturn => "WORK_ORDER_RETURN",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Whether `delta` has this kind's sign: a count either way (never zero), damage and a
+    /// return to the supplier only down, a work-order return only up.
+    pub fn sign_ok(self, delta: i64) -> bool {
+        match self {
+            StockAdjustment::Count => delta != 0,
+            StockAdjustment::Damage | StockAdjustment::ReturnToSupplier => delta < 0,
+            StockAdjustment::WorkOrderReturn => delta > 0,
+        }
+    }
+}
+
+/// The longest note an adjustment carries, in characters.
+pub const ADJUSTMENT_NOTE_MAX: usize = 500;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +213,12 @@ mod tests {
         assert_eq!(WorkOrderStatus::parse("open"), None);
         assert_eq!(PaymentMethod::parse(""), None);
         assert_eq!(StockReason::parse("THEFT"), None);
+        for (kind, name) in StockAdjustment::ALL.into_iter().zip(StockAdjustment::NAMES) {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(StockAdjustment::parse(name), Some(kind));
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+        }
+        assert!(StockAdjustment::Count.sign_ok(-1) && !StockAdjustment::Count.sign_ok(0));
+        assert!(!StockAdjustment::Damage.sign_ok(1) && StockAdjustment::WorkOrderReturn.sign_ok(1));
     }
 }

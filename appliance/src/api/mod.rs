@@ -16,6 +16,7 @@ mod rentals;
 mod scanner;
 mod schemas;
 mod shared;
+mod stock;
 mod vehicles;
 mod workshop;
 
@@ -136,6 +137,9 @@ pub enum Action {
     BlobRead,
     /// Rotate the calling device's own credentials (every role).
     RotateOwnCredentials,
+    /// Stock adjustments and cycle counts (the store room); adjusting and applying a count
+    /// also pass `stock::may_adjust_stock`.
+    StockCount,
 }
 
 /// The role matrix: each role may do only its job.
@@ -193,6 +197,7 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | SyncRead
                 | PickSlip
                 | ScannerRead
+                | StockCount
                 | Docs
         ),
     }
@@ -270,6 +275,34 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/work-orders/{id}/parts",
             guarded(PartsDispense, post(workshop::dispense)),
+        )
+        .route(
+            "/v1/work-orders/{id}/returns",
+            guarded(PartsDispense, post(stock::return_parts)),
+        )
+        .route(
+            "/v1/stock/adjustments",
+            guarded(StockCount, post(stock::adjust)),
+        )
+        .route(
+            "/v1/stock-counts",
+            guarded(StockCount, post(stock::open_count)),
+        )
+        .route(
+            "/v1/stock-counts/{id}",
+            guarded(StockCount, get(stock::get_count)),
+        )
+        .route(
+            "/v1/stock-counts/{id}/lines",
+            guarded(StockCount, post(stock::add_line)),
+        )
+        .route(
+            "/v1/stock-counts/{id}/apply",
+            guarded(StockCount, post(stock::apply_count)),
+        )
+        .route(
+            "/v1/stock-counts/{id}/cancel",
+            guarded(StockCount, post(stock::cancel_count)),
         )
         .route(
             "/v1/stock/receipts",

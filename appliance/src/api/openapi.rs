@@ -7,7 +7,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::{
-    billing, blobs, bookings, inspections, ops, rentals, scanner, shared, vehicles, workshop,
+    billing, blobs, bookings, inspections, ops, rentals, scanner, shared, stock, vehicles, workshop,
 };
 
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use super::{
         vehicles::find_vehicle, vehicles::vehicle_history,
         shared::get_notes, shared::put_notes, shared::get_remarks, shared::put_remarks,
         scanner::open, scanner::close, scanner::get_pick_slip, scanner::scanner,
+        stock::adjust, stock::return_parts, stock::open_count, stock::get_count, stock::add_line, stock::apply_count, stock::cancel_count,
         bookings::create, bookings::get_booking, bookings::availability,
         bookings::confirm, bookings::cancel, bookings::complete, bookings::join_waitlist,
         rentals::tariffs, rentals::hand_over, rentals::take_back, rentals::get_rental,

@@ -9,6 +9,7 @@ pub mod billing;
 pub mod booking;
 pub mod inspection;
 pub mod rental;
+pub mod stock;
 pub mod types;
 pub mod work_order;
 

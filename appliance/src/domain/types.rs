@@ -149,6 +149,12 @@ text_newtype!(
 );
 
 text_newtype!(
+    /// A stock adjustment's note, 1–500 characters (`ADJUSTMENT_NOTE_MAX`).
+    Note,
+    |s| bounded_text(s, "note", sentra_protocol::workshop::ADJUSTMENT_NOTE_MAX)
+);
+
+text_newtype!(
     /// Free text written by staff (a complaint, a reason, a note), 1–2000 characters.
     Text,
     |s| bounded_text(s, "text", TEXT_MAX)
@@ -247,6 +253,37 @@ impl Qty {
         self.0
     }
 }
+/// A counted quantity on the shelf: 0 (nothing there) to `Qty::MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Counted(i64);
+
+impl Counted {
+    pub fn new(v: i64) -> Result<Self, Invalid> {
+        if !(0..=Qty::MAX).contains(&v) {
+            return Err(Invalid(format!(
+                "{v} is not a valid count; expected 0 to {}",
+                Qty::MAX
+            )));
+        }
+        Ok(Self(v))
+    }
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+impl TryFrom<i64> for Counted {
+    type Error = Invalid;
+    fn try_from(v: i64) -> Result<Self, Invalid> {
+        Self::new(v)
+    }
+}
+impl From<Counted> for i64 {
+    fn from(v: Counted) -> i64 {
+        v.0
+    }
+}
+
 impl TryFrom<i64> for Qty {
     type Error = Invalid;
     fn try_from(v: i64) -> Result<Self, Invalid> {
@@ -397,6 +434,18 @@ mod schemas {
         )
     );
     schema!(
+        Note,
+        text(
+            visible_text(),
+            1,
+            sentra_protocol::workshop::ADJUSTMENT_NOTE_MAX,
+            format!(
+                "A note: 1-{} characters, not blank, no control characters",
+                sentra_protocol::workshop::ADJUSTMENT_NOTE_MAX
+            )
+        )
+    );
+    schema!(
         Id,
         text(
             format!("^[A-Za-z0-9_-]{{1,{ID_MAX}}}$"),
@@ -436,6 +485,14 @@ mod schemas {
     schema!(
         Qty,
         integer(1, Qty::MAX, format!("A quantity, 1 to {}", Qty::MAX))
+    );
+    schema!(
+        Counted,
+        integer(
+            0,
+            Qty::MAX,
+            format!("A counted quantity, 0 to {}", Qty::MAX)
+        )
     );
 }
 

@@ -127,14 +127,19 @@ pub fn issue(
         })
         .collect();
     for p in workshop::parts_of(w.conn(), work_order_id)? {
+        // What came back to the shelf unused is not billed.
+        let qty = p.qty - p.returned;
+        if qty <= 0 {
+            continue;
+        }
         let name = master::part(w.conn(), &p.sku)?.name;
         // A price from master data times a dispensed quantity: checked like the totals.
-        let amount = p.qty.checked_mul(p.unit_price).ok_or_else(|| {
+        let amount = qty.checked_mul(p.unit_price).ok_or_else(|| {
             DomainError::invalid(
                 "parts",
                 format!(
                     "{} × {} of {} does not fit an amount",
-                    p.qty, p.unit_price, p.sku
+                    qty, p.unit_price, p.sku
                 ),
             )
         })?;
@@ -142,7 +147,7 @@ pub fn issue(
             kind: "part".into(),
             description: name,
             sku: Some(p.sku),
-            qty: p.qty,
+            qty,
             unit_price: p.unit_price,
             amount,
         });

@@ -26,6 +26,7 @@ pub mod print_jobs;
 pub mod rentals;
 mod schema;
 pub mod shared;
+pub mod stock;
 pub mod successor;
 pub mod sync;
 pub mod vehicles;

@@ -194,7 +194,7 @@ fn open_slip(conn: &Connection) -> Result<Option<(String, String, String)>> {
 }
 
 /// The part whose catalogue barcode is one of `keys` (first match wins).
-fn part_by_barcode(conn: &Connection, keys: &[String]) -> Result<Option<master::Part>> {
+pub(super) fn part_by_barcode(conn: &Connection, keys: &[String]) -> Result<Option<master::Part>> {
     let mut stmt = conn.prepare_cached("SELECT sku FROM parts WHERE barcode = ?1")?;
     for k in keys {
         match stmt.query_row([k], |r| r.get::<_, String>(0)) {

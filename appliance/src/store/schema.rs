@@ -19,8 +19,9 @@ use super::{Result, StoreError};
 /// Each migration with its `readable_by`: the oldest schema version that can use a store it
 /// migrated. Up to 8 each changed what older builds would read, so each names its own version;
 /// 9 only adds nullable columns to `devices` that builds from 8 ignore, so it keeps 8; 10 only
-/// adds the rental counter's tables, so it keeps 8 too; 0013 (vehicles) adds nullable
-/// columns and indexes, so it keeps 8.
+/// adds the rental counter's tables, so it keeps 8 too. The stock adjustments' migration adds
+/// `work_order_parts.returned`, which older builds would not subtract when invoicing: its own.
+/// 0013 (vehicles) adds nullable columns and indexes, so it names no newer version.
 const MIGRATIONS: &[(&str, i64)] = &[
     (include_str!("migrations/0001_init.sql"), 1),
     (include_str!("migrations/0002_sync.sql"), 2),
@@ -32,6 +33,7 @@ const MIGRATIONS: &[(&str, i64)] = &[
     (include_str!("migrations/0008_booking_states.sql"), 8),
     (include_str!("migrations/0009_device_credentials.sql"), 8),
     (include_str!("migrations/0010_rentals.sql"), 8),
+    (include_str!("migrations/0012_stock_adjustments.sql"), 11),
     (include_str!("migrations/0013_vehicles.sql"), 8),
 ];
 

@@ -38,6 +38,8 @@ pub struct WorkOrderPart {
     pub id: String,
     pub sku: String,
     pub qty: i64,
+    /// How many of `qty` came back to the shelf unused; the invoice bills `qty - returned`.
+    pub returned: i64,
     pub unit_price: i64,
     pub created_at: String,
 }
@@ -205,6 +207,7 @@ pub fn dispense(
         id: new_id(),
         sku: part.sku.clone(),
         qty: qty.get(),
+        returned: 0,
         unit_price: part.price,
         created_at: now.clone(),
     };
@@ -221,6 +224,9 @@ pub fn dispense(
         unit_price: Some(line.unit_price),
         reference: None,
         at: now,
+        adjustment: None,
+        note: None,
+        count_id: None,
     };
     w.emit(
         EntityKind::StockMovement,
@@ -261,6 +267,9 @@ pub fn receive(
         unit_price: None,
         reference: reference.map(Text::to_string),
         at: now,
+        adjustment: None,
+        note: None,
+        count_id: None,
     };
     w.emit(
         EntityKind::StockMovement,
@@ -283,14 +292,14 @@ pub fn stock_level(conn: &Connection, sku: &str) -> Result<StockLevel> {
 
 /// The level of `sku`: the sum of its movements, kept in `stock_levels` by the same transaction
 /// that appends each movement, so reading it does not grow with years of history.
-fn on_hand(conn: &Connection, sku: &str) -> Result<i64> {
+pub(super) fn on_hand(conn: &Connection, sku: &str) -> Result<i64> {
     Ok(conn
         .prepare_cached("SELECT coalesce((SELECT on_hand FROM stock_levels WHERE sku = ?1), 0)")?
         .query_row([sku], |r| r.get(0))?)
 }
 
 /// Every movement goes through here, beside its `stock_movements` row.
-fn add_to_level(conn: &Connection, sku: &str, delta: i64) -> Result<()> {
+pub(super) fn add_to_level(conn: &Connection, sku: &str, delta: i64) -> Result<()> {
     conn.prepare_cached("INSERT INTO stock_levels (sku, on_hand) VALUES (?1, ?2) ON CONFLICT (sku) DO UPDATE SET on_hand = on_hand + excluded.on_hand")?
         .execute((sku, delta))?;
     Ok(())
@@ -356,7 +365,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<WorkOrder> {
 }
 
 pub(super) fn parts_of(conn: &Connection, id: &str) -> Result<Vec<WorkOrderPart>> {
-    let mut stmt = conn.prepare_cached("SELECT id, sku, qty, unit_price, created_at FROM work_order_parts WHERE work_order_id = ?1 ORDER BY created_at, id")?;
+    let mut stmt = conn.prepare_cached("SELECT id, sku, qty, unit_price, created_at, returned FROM work_order_parts WHERE work_order_id = ?1 ORDER BY created_at, id")?;
     Ok(stmt
         .query_map([id], |r| {
             Ok(WorkOrderPart {
@@ -365,6 +374,7 @@ pub(super) fn parts_of(conn: &Connection, id: &str) -> Result<Vec<WorkOrderPart>
                 qty: r.get(2)?,
                 unit_price: r.get(3)?,
                 created_at: r.get(4)?,
+                returned: r.get(5)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?)

@@ -102,6 +102,9 @@ async fn readme_walkthrough_works_against_the_demo() {
         r#""subtotal":800000,"tax":88000,"total":888000,"status":"PAID""#,
         r#""settlement":{"deposit_applied":888000,"paid_by_customer":0,"refunded":112000}"#,
         r#"{"state":"COMPLETED"}"#,
+        r#"{"differing":1,"lines":[{"sku":"BRK-PAD-FR","expected":19,"counted":18,"difference":-1},{"sku":"OIL-10W40-1L","expected":20,"counted":20,"difference":0}]}"#,
+        r#"{"status":"APPLIED"}"#,
+        r#"{"sku":"BRK-PAD-FR","counted_on_hand":18}"#,
     ] {
         assert!(
             stdout.contains(expected),

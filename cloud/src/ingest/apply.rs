@@ -393,6 +393,9 @@ struct StockRows {
     reference: Vec<Option<String>>,
     at: Vec<String>,
     seq: Vec<i64>,
+    adjustment: Vec<Option<String>>,
+    note: Vec<Option<String>>,
+    count_id: Vec<Option<String>>,
 }
 
 #[derive(Default)]
@@ -488,6 +491,9 @@ impl Projections {
                 rows.reference.push(m.reference.clone());
                 rows.at.push(m.at.clone());
                 rows.seq.push(seq(event));
+                rows.adjustment.push(m.adjustment.clone());
+                rows.note.push(m.note.clone());
+                rows.count_id.push(m.count_id.clone());
             }
             Payload::InvoiceIssued(i) => {
                 let rows = &mut self.invoices;
@@ -638,12 +644,16 @@ impl Projections {
             sqlx::query(
                 "WITH moved AS (
                      INSERT INTO stock_movements (branch_id, id, sku, delta, reason, work_order_id, line_id,
-                                                  unit_price, reference, moved_at, device_id, seq)
+                                                  unit_price, reference, moved_at, device_id, seq,
+                                                  adjustment, note, count_id)
                      SELECT $1, m.id, m.sku, m.delta, m.reason, m.work_order_id, m.line_id,
-                            m.unit_price, m.reference, m.at::timestamptz, $2::uuid, m.seq
+                            m.unit_price, m.reference, m.at::timestamptz, $2::uuid, m.seq,
+                            m.adjustment, m.note, m.count_id
                      FROM unnest($3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[],
-                                 $9::bigint[], $10::text[], $11::text[], $12::bigint[])
-                          AS m(id, sku, delta, reason, work_order_id, line_id, unit_price, reference, at, seq)
+                                 $9::bigint[], $10::text[], $11::text[], $12::bigint[],
+                                 $13::text[], $14::text[], $15::text[])
+                          AS m(id, sku, delta, reason, work_order_id, line_id, unit_price, reference, at, seq,
+                               adjustment, note, count_id)
                      ON CONFLICT (branch_id, id) DO NOTHING
                      RETURNING sku, delta
                  )
@@ -664,6 +674,9 @@ impl Projections {
             .bind(&s.reference)
             .bind(&s.at)
             .bind(&s.seq)
+            .bind(&s.adjustment)
+            .bind(&s.note)
+            .bind(&s.count_id)
             .execute(&mut *tx)
             .await?;
         }

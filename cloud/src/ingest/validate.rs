@@ -14,7 +14,9 @@ use std::collections::{HashMap, HashSet};
 use sentra_protocol::doc::{self, DocRecord};
 use sentra_protocol::payload::{self as p, Payload, op};
 use sentra_protocol::record::{self, Author, RecordKind};
-use sentra_protocol::workshop::{PaymentMethod, StockReason, WorkOrderStatus};
+use sentra_protocol::workshop::{
+    ADJUSTMENT_NOTE_MAX, PaymentMethod, StockAdjustment, StockReason, WorkOrderStatus,
+};
 use sentra_protocol::{EntityKind, Hlc, PROTOCOL_VERSION, SCHEMA_VERSION};
 use serde::Deserialize;
 
@@ -227,9 +229,10 @@ fn stock(event_op: &str, m: &p::StockMoved) -> Result<(), String> {
         (op::DISPENSED, Some(StockReason::Dispense)) => m.delta < 0,
         (op::RECEIVED, Some(StockReason::Receipt)) => m.delta > 0,
         (op::RECEIVED, Some(StockReason::Adjustment)) => m.delta != 0,
+        (op::ADJUSTED, Some(StockReason::Adjustment)) => adjustment(m)?,
         _ => {
             return Err(format!(
-                "reason {:?} does not go with op {event_op:?} (dispensed: DISPENSE; received: RECEIPT or ADJUSTMENT)",
+                "reason {:?} does not go with op {event_op:?} (dispensed: DISPENSE; received: RECEIPT or ADJUSTMENT; adjusted: ADJUSTMENT)",
                 m.reason
             ));
         }
@@ -246,6 +249,11 @@ fn stock(event_op: &str, m: &p::StockMoved) -> Result<(), String> {
             m.delta
         ));
     }
+    if event_op != op::ADJUSTED
+        && (m.adjustment.is_some() || m.note.is_some() || m.count_id.is_some())
+    {
+        return Err("only an adjusted movement carries adjustment, note or count_id".to_owned());
+    }
     if StockReason::parse(&m.reason) == Some(StockReason::Dispense) && m.work_order_id.is_none() {
         return Err("a DISPENSE names its work_order_id".to_owned());
     }
@@ -256,6 +264,42 @@ fn stock(event_op: &str, m: &p::StockMoved) -> Result<(), String> {
         non_negative("unit_price", price)?;
     }
     time("at", &m.at)
+}
+
+/// An adjusted movement: its kind, the kind's sign (a count either way, damage and a return to
+/// the supplier down, a work-order return up and naming the work order), a bounded note.
+fn adjustment(m: &p::StockMoved) -> Result<bool, String> {
+    let kind = m
+        .adjustment
+        .as_deref()
+        .and_then(StockAdjustment::parse)
+        .ok_or_else(|| {
+            format!(
+                "adjustment {:?}: expected one of {:?}",
+                m.adjustment,
+                StockAdjustment::NAMES
+            )
+        })?;
+    if kind == StockAdjustment::WorkOrderReturn && m.work_order_id.is_none() {
+        return Err("a WORK_ORDER_RETURN names its work_order_id".to_owned());
+    }
+    if let Some(note) = &m.note {
+        text("note", note)?;
+        if note.chars().count() > ADJUSTMENT_NOTE_MAX {
+            return Err(format!("note: at most {ADJUSTMENT_NOTE_MAX} characters"));
+        }
+    }
+    if let Some(count) = &m.count_id {
+        id("count_id", count)?;
+    }
+    if !kind.sign_ok(m.delta) {
+        return Err(format!(
+            "delta {} has the wrong sign for {} (COUNT ≠ 0, DAMAGE and RETURN_TO_SUPPLIER < 0, WORK_ORDER_RETURN > 0)",
+            m.delta,
+            kind.as_str()
+        ));
+    }
+    Ok(true)
 }
 
 fn invoice(entity_id: &str, i: &p::InvoiceIssued) -> Result<(), String> {
@@ -762,6 +806,17 @@ mod tests {
                "line_id": null, "unit_price": 45000, "reference": null, "at": AT})
     }
 
+    fn adjusted(
+        kind: Option<&str>,
+        delta: i64,
+        work_order: Option<&str>,
+        note: Option<&str>,
+    ) -> Value {
+        json!({"sku": "OF-1", "delta": delta, "reason": "ADJUSTMENT", "work_order_id": work_order,
+               "line_id": null, "unit_price": null, "reference": null, "at": AT,
+               "adjustment": kind, "note": note, "count_id": "c1"})
+    }
+
     fn invoice(id: &str, work_order: &str, qty: i64, subtotal: i64, tax: i64, total: i64) -> Value {
         json!({"id": id, "number": "JKT01-202611-00001", "work_order_id": work_order,
                "lines": [{"kind": "part", "description": "Oil filter", "sku": "OF-1", "qty": qty,
@@ -957,6 +1012,96 @@ mod tests {
                     stock("DISPENSE", -3, Some("w1")),
                 ),
                 Err("does not go with op"),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "adjusted",
+                    adjusted(Some("DAMAGE"), -2, None, Some("basah")),
+                ),
+                Ok(()),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "adjusted",
+                    adjusted(Some("DAMAGE"), 2, None, None),
+                ),
+                Err("wrong sign"),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "adjusted",
+                    adjusted(Some("COUNT"), 5, None, None),
+                ),
+                Ok(()),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "adjusted",
+                    adjusted(Some("RETURN_TO_SUPPLIER"), -1, None, None),
+                ),
+                Ok(()),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "adjusted",
+                    adjusted(Some("WORK_ORDER_RETURN"), 1, Some("w1"), None),
+                ),
+                Ok(()),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "adjusted",
+                    adjusted(Some("WORK_ORDER_RETURN"), 1, None, None),
+                ),
+                Err("names its work_order_id"),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "adjusted",
+                    adjusted(Some("THEFT"), -1, None, None),
+                ),
+                Err("expected one of"),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "adjusted",
+                    adjusted(None, -1, None, None),
+                ),
+                Err("expected one of"),
+            ),
+            (
+                event(
+                    1,
+                    "stock_movement",
+                    "s1",
+                    "adjusted",
+                    adjusted(Some("DAMAGE"), -1, None, Some(&"x".repeat(501))),
+                ),
+                Err("at most 500"),
             ),
             (
                 event(

@@ -190,6 +190,9 @@ impl Outbox {
             unit_price: None,
             reference: Some("PO-7781".into()),
             at: AT.into(),
+            adjustment: None,
+            note: None,
+            count_id: None,
         };
         self.typed(EntityKind::StockMovement, &id, op::RECEIVED, &payload)
     }
@@ -206,8 +209,38 @@ impl Outbox {
             unit_price: Some(unit_price),
             reference: None,
             at: AT.into(),
+            adjustment: None,
+            note: None,
+            count_id: None,
         };
         self.typed(EntityKind::StockMovement, &id, op::DISPENSED, &payload)
+    }
+
+    /// An ADJUSTMENT of `kind` (COUNT, DAMAGE, RETURN_TO_SUPPLIER, WORK_ORDER_RETURN), as the
+    /// box's `store::stock` writes it.
+    pub fn adjustment(
+        &mut self,
+        sku: &str,
+        delta: i64,
+        kind: &str,
+        work_order: Option<&str>,
+        count: Option<&str>,
+    ) -> Event {
+        let id = self.id("sm");
+        let payload = p::StockMoved {
+            sku: sku.into(),
+            delta,
+            reason: "ADJUSTMENT".into(),
+            work_order_id: work_order.map(str::to_owned),
+            line_id: None,
+            unit_price: None,
+            reference: None,
+            at: AT.into(),
+            adjustment: Some(kind.into()),
+            note: Some("rak A".into()),
+            count_id: count.map(str::to_owned),
+        };
+        self.typed(EntityKind::StockMovement, &id, op::ADJUSTED, &payload)
     }
 
     /// An invoice for `work_order`: one labour line and one part line, PPN 11 %.

@@ -16,6 +16,7 @@ mod rental;
 mod replacement;
 mod shared;
 mod static_binary;
+mod stock;
 mod sync;
 mod systemd;
 mod udev;

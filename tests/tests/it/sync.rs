@@ -10,7 +10,7 @@ use sha2::Digest as _;
 use sqlx::Row as _;
 
 /// Every event the cloud holds for `device`, counted per sequence number: exactly once each.
-async fn audit(cloud: &Cloud, last_seq: i64) {
+pub(crate) async fn audit(cloud: &Cloud, last_seq: i64) {
     let mut pg = cloud.pg().await;
     let dupes: i64 = sqlx::query("SELECT count(*) FROM (SELECT device_id, seq FROM events GROUP BY 1, 2 HAVING count(*) > 1) d")
         .fetch_one(&mut pg)
