@@ -170,6 +170,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/branches/{branch}/tariffs/{sku}",
             put(master::put_tariff),
         )
+        .route("/v1/branches/{branch}/staff/{id}", put(master::put_staff))
         .route(
             "/v1/branches/{branch}/customers/{id}",
             get(shared::get_customer).patch(shared::patch_customer),

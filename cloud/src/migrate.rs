@@ -87,6 +87,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0019_rentals.sql",
         include_str!("../migrations/0019_rentals.sql"),
     ),
+    (
+        "0020_staff_and_day_close.sql",
+        include_str!("../migrations/0020_staff_and_day_close.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

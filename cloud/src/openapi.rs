@@ -34,7 +34,7 @@ use crate::{
         health::healthz, health::readyz,
         devices::enroll, devices::revoke,
         ingest::push, changes::pull, booking::offline::calendar, successor::snapshot,
-        master::put_part, master::put_mechanic, master::put_asset, master::put_tariff,
+        master::put_part, master::put_mechanic, master::put_asset, master::put_tariff, master::put_staff,
         shared::get_customer, shared::patch_customer, shared::get_vehicle, shared::patch_vehicle,
         shared::get_document, shared::put_document,
         booking::http::availability, booking::http::hold, booking::http::get,

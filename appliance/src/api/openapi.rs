@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{billing, blobs, bookings, inspections, ops, rentals, scanner, shared, workshop};
+use super::{
+    billing, blobs, bookings, inspections, ops, rentals, scanner, shared, staff, workshop,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +27,8 @@ use super::{billing, blobs, bookings, inspections, ops, rentals, scanner, shared
         bookings::confirm, bookings::cancel, bookings::complete, bookings::join_waitlist,
         rentals::tariffs, rentals::hand_over, rentals::take_back, rentals::get_rental,
         blobs::put_blob, blobs::get_blob, blobs::head_blob,
+        staff::open_session, staff::end_session, staff::open_shift, staff::close_shift, staff::get_shift,
+        staff::get_day, staff::close_day, staff::reopen_day,
     ),
     components(schemas(inspections::CheckItem, crate::domain::Digest, crate::domain::Id, crate::domain::Rupiah, crate::domain::Text)),
     modifiers(&Bearer, &Contract)

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(&str, i64)] = &[
     (include_str!("migrations/0008_booking_states.sql"), 8),
     (include_str!("migrations/0009_device_credentials.sql"), 8),
     (include_str!("migrations/0010_rentals.sql"), 8),
+    (include_str!("migrations/0011_staff_day.sql"), 8),
 ];
 
 /// Where [`MIGRATIONS`]' `readable_by` accumulates.
