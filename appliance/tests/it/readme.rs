@@ -101,6 +101,10 @@ async fn readme_walkthrough_works_against_the_demo() {
         r#""subtotal":800000,"tax":88000,"total":888000,"status":"PAID""#,
         r#""settlement":{"deposit_applied":888000,"paid_by_customer":0,"refunded":112000}"#,
         r#"{"state":"COMPLETED"}"#,
+        r#"{"status":"CLOSED","expected_cash":500000,"counted_cash":495000,"difference":-5000}"#,
+        r#"{"status":"CLOSED","totals":{"cash":-112000,"edc":1000000,"qris":471750},"difference":-5000}"#,
+        r#""day_closed""#,
+        r#"{"status":"REOPENED"}"#,
     ] {
         assert!(
             stdout.contains(expected),

@@ -32,6 +32,7 @@ mod push;
 mod serve;
 mod shared;
 mod sim_fleet;
+mod staff;
 mod successor;
 mod support;
 mod tariffs;
