@@ -426,7 +426,7 @@ fn day_param(date: &str) -> Result<time::Date, ApiError> {
     staff::parse_day(date).map_err(ApiError::from)
 }
 
-#[utoipa::path(get, path = "/v1/days/{date}", tag = "staff", params(("date" = String, Path, description = "YYYY-MM-DD, the branch's day")),
+#[utoipa::path(get, path = "/v1/days/{date}", tag = "staff", params(("date" = String, Path, description = "YYYY-MM-DD, the branch's day", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")),
     responses((status = 200, body = Day), (status = 400, body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn get_day(
     State(s): State<AppState>,
@@ -442,7 +442,7 @@ pub async fn get_day(
 }
 
 #[utoipa::path(post, path = "/v1/days/{date}/close", tag = "staff", request_body = CloseDay,
-    params(("date" = String, Path, description = "YYYY-MM-DD, the branch's day"),
+    params(("date" = String, Path, description = "YYYY-MM-DD, the branch's day", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
         ("Sentra-Manager" = Option<String>, Header, description = "<manager's staff id>:<PIN>, unless the session is a manager's")),
     responses((status = 200, body = Day),
         (status = 400, description = "reason missing while the count differs; a future day", body = super::error::ErrorBody),
@@ -473,7 +473,7 @@ pub async fn close_day(
 }
 
 #[utoipa::path(post, path = "/v1/days/{date}/reopen", tag = "staff", request_body = ReopenDay,
-    params(("date" = String, Path, description = "YYYY-MM-DD, the branch's day"),
+    params(("date" = String, Path, description = "YYYY-MM-DD, the branch's day", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
         ("Sentra-Manager" = Option<String>, Header, description = "<manager's staff id>:<PIN>, unless the session is a manager's")),
     responses((status = 200, body = Day),
         (status = 401, description = "wrong manager PIN", body = super::error::ErrorBody),
