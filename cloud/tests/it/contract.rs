@@ -28,6 +28,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/devices/{id}/revoke"),
     ("PUT", "/v1/branches/{branch}/parts/{sku}"),
     ("PUT", "/v1/branches/{branch}/tariffs/{sku}"),
+    ("PUT", "/v1/branches/{branch}/staff/{id}"),
     ("PUT", "/v1/branches/{branch}/mechanics/{id}"),
     ("PUT", "/v1/branches/{branch}/assets/{id}"),
     ("GET", "/v1/branches/{branch}/customers/{id}"),
