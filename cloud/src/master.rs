@@ -281,8 +281,8 @@ pub async fn put_tariff(
 }
 
 /// `PUT /v1/branches/{branch}/staff/{id}`: the body an operator sends (the PIN in clear, once).
+/// Unknown fields are ignored, as in every master record.
 #[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StaffBody {
     pub name: String,
     pub role: StaffRole,
