@@ -164,7 +164,7 @@ pub struct Credit {
 }
 
 #[utoipa::path(post, path = "/v1/invoices/{id}/credit-notes", tag = "billing", request_body = Credit,
-    params(("Sentra-Manager" = Option<String>, Header, description = "<manager's staff id>:<PIN>, unless the staff session is a manager's")),
+    params(("Sentra-Manager" = Option<String>, Header, description = "<manager's staff id>:<PIN>, unless the staff session is a manager's", pattern = r"^[A-Za-z0-9_-]{1,64}:[0-9]{4,8}$")),
     responses((status = 201, body = Invoice),
         (status = 401, description = "wrong manager PIN", body = super::error::ErrorBody),
         (status = 403, description = "manager_required: a manager must approve a credit note", body = super::error::ErrorBody),

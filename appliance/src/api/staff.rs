@@ -443,7 +443,7 @@ pub async fn get_day(
 
 #[utoipa::path(post, path = "/v1/days/{date}/close", tag = "staff", request_body = CloseDay,
     params(("date" = String, Path, description = "YYYY-MM-DD, the branch's day", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
-        ("Sentra-Manager" = Option<String>, Header, description = "<manager's staff id>:<PIN>, unless the session is a manager's")),
+        ("Sentra-Manager" = Option<String>, Header, description = "<manager's staff id>:<PIN>, unless the session is a manager's", pattern = r"^[A-Za-z0-9_-]{1,64}:[0-9]{4,8}$")),
     responses((status = 200, body = Day),
         (status = 400, description = "reason missing while the count differs; a future day", body = super::error::ErrorBody),
         (status = 401, description = "wrong manager PIN", body = super::error::ErrorBody),
@@ -474,7 +474,7 @@ pub async fn close_day(
 
 #[utoipa::path(post, path = "/v1/days/{date}/reopen", tag = "staff", request_body = ReopenDay,
     params(("date" = String, Path, description = "YYYY-MM-DD, the branch's day", pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
-        ("Sentra-Manager" = Option<String>, Header, description = "<manager's staff id>:<PIN>, unless the session is a manager's")),
+        ("Sentra-Manager" = Option<String>, Header, description = "<manager's staff id>:<PIN>, unless the session is a manager's", pattern = r"^[A-Za-z0-9_-]{1,64}:[0-9]{4,8}$")),
     responses((status = 200, body = Day),
         (status = 401, description = "wrong manager PIN", body = super::error::ErrorBody),
         (status = 403, description = "manager_required", body = super::error::ErrorBody),
