@@ -471,6 +471,10 @@ pub async fn load_demo_data(store: &Store) -> Result<(usize, usize, usize), Star
             for tariff in store::rentals::demo_tariffs() {
                 store::rentals::upsert_tariff(w, &tariff)?;
             }
+            // And its staff (a manager and a cashier; their PINs are in the README).
+            for member in store::staff::demo_staff() {
+                store::staff::upsert_staff(w, &member)?;
+            }
             for p in &parts {
                 let sku = Sku::parse(p.sku.clone()).expect("demo SKUs are valid");
                 workshop::receive(w, "demo", &sku, Qty::new(20).expect("valid"), None)?;

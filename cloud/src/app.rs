@@ -182,6 +182,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/branches/{branch}/reports/open-work-orders",
             get(reports::open_work_orders),
         )
+        .route("/v1/branches/{branch}/staff/{id}", put(master::put_staff))
         .route(
             "/v1/branches/{branch}/customers/{id}",
             get(shared::get_customer).patch(shared::patch_customer),

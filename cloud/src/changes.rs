@@ -64,6 +64,7 @@ pub fn kind(body: &ChangeBody) -> &'static str {
         ChangeBody::Document(_) => "document",
         ChangeBody::BookingDecision(_) => "booking_decision",
         ChangeBody::Tariff(_) => "tariff",
+        ChangeBody::Staff(_) => "staff",
     }
 }
 

@@ -14,6 +14,7 @@ use sqlx::{PgConnection, PgPool};
 
 use sentra_protocol::booking::MAX_ID_LEN;
 use sentra_protocol::rental::TariffRecord;
+use sentra_protocol::staff::{StaffRecord, StaffRole, check_pin};
 
 use crate::branches::{self, BranchId};
 use crate::changes::{self, ChangeError};
@@ -138,6 +139,7 @@ enum Record {
     Mechanic(MechanicRecord),
     Asset(AssetRecord),
     Tariff(TariffRecord),
+    Staff(StaffRecord),
 }
 
 impl Record {
@@ -147,6 +149,7 @@ impl Record {
             Record::Mechanic(mechanic) => ChangeBody::Mechanic(mechanic.clone()),
             Record::Asset(asset) => ChangeBody::Asset(asset.clone()),
             Record::Tariff(tariff) => ChangeBody::Tariff(tariff.clone()),
+            Record::Staff(staff) => ChangeBody::Staff(staff.clone()),
         }
     }
 
@@ -201,6 +204,20 @@ impl Record {
             .bind(tariff.daily_rate)
             .bind(tariff.deposit)
             .bind(tariff.late_fee_per_day),
+            Record::Staff(staff) => sqlx::query(
+                "INSERT INTO staff (branch_id, id, name, role, active, pin_hash) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (branch_id, id) DO UPDATE
+                 SET name = excluded.name, role = excluded.role, active = excluded.active,
+                     pin_hash = excluded.pin_hash, updated_at = now()
+                 WHERE (staff.name, staff.role, staff.active, staff.pin_hash)
+                       IS DISTINCT FROM (excluded.name, excluded.role, excluded.active, excluded.pin_hash)",
+            )
+            .bind(branch)
+            .bind(&staff.id)
+            .bind(&staff.name)
+            .bind(staff.role.as_str())
+            .bind(staff.active)
+            .bind(&staff.pin_hash),
         };
         Ok(query.execute(tx).await?.rows_affected() == 1)
     }
@@ -261,6 +278,100 @@ pub async fn put_tariff(
     check_tariff(&sku, &tariff)?;
     let cursor = write(&db, &branch, &Record::Tariff(tariff.clone())).await?;
     Ok(Json(stored(cursor, tariff)))
+}
+
+/// `PUT /v1/branches/{branch}/staff/{id}`: the body an operator sends (the PIN in clear, once).
+/// Unknown fields are ignored, as in every master record.
+#[derive(Debug, serde::Deserialize)]
+pub struct StaffBody {
+    pub name: String,
+    pub role: StaffRole,
+    pub active: bool,
+    pub pin: String,
+}
+
+/// What the PUT answers: the staff member without the PIN or its hash.
+#[derive(Debug, Serialize)]
+pub struct StaffView {
+    pub id: String,
+    pub name: String,
+    pub role: StaffRole,
+    pub active: bool,
+}
+
+/// A staff member: an id the boxes accept (`A-Za-z0-9-_`, 1-64), a name, a 4-8 digit PIN.
+pub fn check_staff(id: &str, body: &StaffBody) -> Result<(), MasterError> {
+    if id.is_empty()
+        || id.len() > sentra_protocol::staff::MAX_STAFF_ID_LEN
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    {
+        return Err(invalid("id", "expected 1-64 of A-Z a-z 0-9 - _"));
+    }
+    check_text("name", &body.name)?;
+    check_pin(&body.pin).map_err(|e| invalid("pin", e))
+}
+
+/// `PUT /v1/branches/{branch}/staff/{id}`: a staff member of the branch (name, role, active, PIN).
+/// The PIN is hashed at once (argon2id, a fresh salt); only the hash is stored and pulled by the
+/// branch's boxes, which verify PINs offline. The same PIN again keeps the stored hash, so a
+/// repeated PUT changes nothing.
+#[utoipa::path(put, path = "/v1/branches/{branch}/staff/{id}", tag = "master data", params(("branch" = String, Path, description = "branch id", max_length = 64), ("id" = String, Path, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_-]+$")), request_body = crate::schemas::StaffBody, responses((status = 200, description = "done", body = Object)), security(("bearer" = [])))]
+pub async fn put_staff(
+    State(db): State<PgPool>,
+    caller: Caller,
+    Path((branch, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<StaffBody>,
+) -> Result<Json<Stored<StaffView>>, ApiError> {
+    caller.operator()?;
+    check_staff(&id, &body)?;
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT pin_hash FROM staff WHERE branch_id = $1 AND id = $2")
+            .bind(&branch)
+            .bind(&id)
+            .fetch_optional(&db)
+            .await
+            .map_err(|e| ApiError::database(&e))?;
+    let pin = body.pin.clone();
+    let pin_hash = tokio::task::spawn_blocking(move || pin_hash(&pin, existing))
+        .await
+        .map_err(|_| ApiError::Invalid("the PIN could not be hashed".into()))?;
+    let record = StaffRecord {
+        id: id.clone(),
+        name: body.name.clone(),
+        role: body.role,
+        active: body.active,
+        pin_hash,
+    };
+    let cursor = write(&db, &branch, &Record::Staff(record)).await?;
+    Ok(Json(stored(
+        cursor,
+        StaffView {
+            id,
+            name: body.name,
+            role: body.role,
+            active: body.active,
+        },
+    )))
+}
+
+/// The stored hash when it is of this PIN; otherwise a new argon2id hash with a fresh salt.
+fn pin_hash(pin: &str, existing: Option<String>) -> String {
+    use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+    let argon = argon2::Argon2::default();
+    if let Some(existing) = existing
+        && PasswordHash::new(&existing)
+            .is_ok_and(|h| argon.verify_password(pin.as_bytes(), &h).is_ok())
+    {
+        return existing;
+    }
+    let salt =
+        SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
+    argon
+        .hash_password(pin.as_bytes(), &salt)
+        .expect("argon2 with default parameters hashes any PIN")
+        .to_string()
 }
 
 fn stored<T>(cursor: Option<u64>, record: T) -> Stored<T> {

@@ -88,6 +88,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../migrations/0019_rentals.sql"),
     ),
     (
+        "0020_staff_and_day_close.sql",
+        include_str!("../migrations/0020_staff_and_day_close.sql"),
+    ),
+    (
         "0021_stock_adjustments.sql",
         include_str!("../migrations/0021_stock_adjustments.sql"),
     ),

@@ -121,6 +121,19 @@ pub struct MechanicRecord {
     pub active: bool,
 }
 
+/// `PUT /v1/branches/{branch}/staff/{id}`: a staff member; the PIN is hashed at once (argon2).
+#[derive(ToSchema)]
+pub struct StaffBody {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    pub name: String,
+    #[schema(value_type = String, pattern = "^(CASHIER|STOREKEEPER|MECHANIC_LEAD|MANAGER)$")]
+    pub role: String,
+    pub active: bool,
+    /// 4 to 8 digits.
+    #[schema(pattern = "^[0-9]{4,8}$", min_length = 4, max_length = 8)]
+    pub pin: String,
+}
+
 /// `PUT /v1/branches/{branch}/tariffs/{sku}`: whole rupiah within
 /// `sentra_protocol::rental`'s bounds (a test keeps the figures here equal to them).
 #[derive(ToSchema)]

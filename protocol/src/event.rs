@@ -36,10 +36,14 @@ pub enum EntityKind {
     RentalInvoice,
     /// Money a rental moved: its deposit, the payment beyond it, or the refund from it.
     RentalPayment,
+    /// A cashier's shift: opened with a float, closed with the cash counted.
+    Shift,
+    /// The branch's day (id = `YYYY-MM-DD`): closed by a manager, reopened by one.
+    BranchDay,
 }
 
 impl EntityKind {
-    pub const ALL: [EntityKind; 14] = [
+    pub const ALL: [EntityKind; 16] = [
         EntityKind::WorkOrder,
         EntityKind::StockMovement,
         EntityKind::Invoice,
@@ -54,6 +58,8 @@ impl EntityKind {
         EntityKind::Rental,
         EntityKind::RentalInvoice,
         EntityKind::RentalPayment,
+        EntityKind::Shift,
+        EntityKind::BranchDay,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +78,8 @@ impl EntityKind {
             EntityKind::Rental => "rental",
             EntityKind::RentalInvoice => "rental_invoice",
             EntityKind::RentalPayment => "rental_payment",
+            EntityKind::Shift => "shift",
+            EntityKind::BranchDay => "branch_day",
         }
     }
 

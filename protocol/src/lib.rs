@@ -16,6 +16,7 @@ pub mod hlc;
 pub mod payload;
 pub mod record;
 pub mod rental;
+pub mod staff;
 pub mod successor;
 pub mod sync;
 pub mod workshop;

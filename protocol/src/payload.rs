@@ -270,6 +270,59 @@ pub struct RentalPaymentReceived {
     pub received_at: String,
 }
 
+/// A cashier's shift opened (entity `shift`, id = the shift's): who, on which device, with
+/// what float, on which branch day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShiftOpened {
+    pub id: String,
+    pub staff_id: String,
+    pub device_id: String,
+    /// The branch day (its time zone), `YYYY-MM-DD`.
+    pub day: String,
+    pub opening_float: i64,
+    pub opened_at: String,
+}
+
+/// A shift closed: what the box expected in the drawer (float + cash in), what was counted, the
+/// difference and its reason (mandatory when not zero), and the totals by method.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShiftClosed {
+    pub id: String,
+    pub staff_id: String,
+    pub device_id: String,
+    pub day: String,
+    pub totals: crate::staff::MethodTotals,
+    pub expected_cash: i64,
+    pub counted_cash: i64,
+    pub difference: i64,
+    pub reason: Option<String>,
+    pub closed_at: String,
+}
+
+/// The branch day closed by a manager once every shift was (entity `branch_day`, id = the day).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayClosed {
+    pub day: String,
+    /// The manager who closed it (acting or approving).
+    pub manager_id: String,
+    pub shifts: i64,
+    pub totals: crate::staff::MethodTotals,
+    pub expected_cash: i64,
+    pub counted_cash: i64,
+    pub difference: i64,
+    pub reason: Option<String>,
+    pub closed_at: String,
+}
+
+/// A closed day opened again by a manager: it takes payments until closed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayReopened {
+    pub day: String,
+    pub manager_id: String,
+    pub reason: String,
+    pub reopened_at: String,
+}
+
 /// The cloud `Idempotency-Key` of the edge booking `id` (online attempt and offline event alike).
 pub fn booking_idempotency_key(id: &str) -> String {
     format!("edge-booking-{id}")
@@ -296,6 +349,10 @@ pub enum Payload {
     RentalReturned(RentalReturned),
     RentalInvoiceIssued(RentalInvoiceIssued),
     RentalPaymentReceived(RentalPaymentReceived),
+    ShiftOpened(ShiftOpened),
+    ShiftClosed(ShiftClosed),
+    DayClosed(DayClosed),
+    DayReopened(DayReopened),
 }
 
 /// The op names, per entity.
@@ -316,6 +373,9 @@ pub mod op {
     pub const HANDED_OVER: &str = "handed_over";
     pub const RETURNED: &str = "returned";
     pub const ADJUSTED: &str = "adjusted";
+    pub const OPENED: &str = "opened";
+    pub const CLOSED: &str = "closed";
+    pub const REOPENED: &str = "reopened";
 }
 
 fn typed<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
@@ -347,6 +407,10 @@ impl Payload {
             (E::Rental, op::RETURNED) => Payload::RentalReturned(typed(v)?),
             (E::RentalInvoice, op::ISSUED) => Payload::RentalInvoiceIssued(typed(v)?),
             (E::RentalPayment, op::RECEIVED) => Payload::RentalPaymentReceived(typed(v)?),
+            (E::Shift, op::OPENED) => Payload::ShiftOpened(typed(v)?),
+            (E::Shift, op::CLOSED) => Payload::ShiftClosed(typed(v)?),
+            (E::BranchDay, op::CLOSED) => Payload::DayClosed(typed(v)?),
+            (E::BranchDay, op::REOPENED) => Payload::DayReopened(typed(v)?),
             (entity, op) => return Err(format!("unknown change {}:{op}", entity.as_str())),
         })
     }

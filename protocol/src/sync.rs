@@ -134,6 +134,8 @@ pub enum ChangeBody {
     BookingDecision(BookingDecision),
     /// Master data: what renting a SKU costs (the cloud's value wins).
     Tariff(crate::rental::TariffRecord),
+    /// Master data: a staff member (role, active, the PIN's hash), the cloud's value wins.
+    Staff(crate::staff::StaffRecord),
 }
 
 /// What the cloud decided for a [`crate::payload::BookingRequested`] event.

@@ -565,10 +565,25 @@ impl Edge {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.call_with(token, method, path, body, &[]).await
+    }
+
+    /// [`Self::call`] with extra headers (`Sentra-Staff`, `Sentra-Manager`).
+    pub async fn call_with(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut req = self.http.request(
             method.parse().expect("method"),
             format!("{}{path}", self.url),
         );
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

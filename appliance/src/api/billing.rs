@@ -164,15 +164,24 @@ pub struct Credit {
 }
 
 #[utoipa::path(post, path = "/v1/invoices/{id}/credit-notes", tag = "billing", request_body = Credit,
-    responses((status = 201, body = Invoice)), security(("bearer" = [])))]
+    params(("Sentra-Manager" = Option<String>, Header, description = "<manager's staff id>:<PIN>, unless the staff session is a manager's", pattern = r"^[A-Za-z0-9_-]{1,64}:[0-9]{4,8}$")),
+    responses((status = 201, body = Invoice),
+        (status = 401, description = "wrong manager PIN", body = super::error::ErrorBody),
+        (status = 403, description = "manager_required: a manager must approve a credit note", body = super::error::ErrorBody),
+        (status = 409, description = "day_closed, over_credit", body = super::error::ErrorBody),
+        (status = 429, description = "pin_locked", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn credit(
     State(s): State<AppState>,
     caller: Caller,
     key: IdempotencyKey,
     Path(id): Path<String>,
+    manager: Result<super::Manager, ApiError>,
     body: Body<Credit>,
 ) -> Result<Response, ApiError> {
     let id = path_id(&id)?;
+    // A credit note is a manager's decision (the session's, or one approving on the spot).
+    manager?;
     let Credit { amount, reason } = body.value;
     s.write(
         &caller,

@@ -15,7 +15,7 @@ use crate::store::devices::Device;
 
 /// The paired device behind the bearer token; put in the request by the auth layer.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Device);
+pub struct Caller(pub Device, pub Option<super::StaffSession>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;

@@ -16,6 +16,7 @@ mod rentals;
 mod scanner;
 mod schemas;
 mod shared;
+mod staff;
 mod stock;
 mod vehicles;
 mod workshop;
@@ -28,11 +29,12 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, patch, post, put};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use serde::Serialize;
 
 pub use error::ApiError;
 pub use extract::{Body, Caller, Fingerprint, IdempotencyKey};
+pub use staff::{Manager, Sessions, StaffSession};
 
 use crate::config::Config;
 use crate::domain::Role;
@@ -58,6 +60,8 @@ pub struct AppState {
     pub uploads: Arc<tokio::sync::Semaphore>,
     /// The EDC card terminal (`edc.device`), if any, and its one-sale-at-a-time lock.
     pub edc: crate::edc::EdcHandle,
+    /// Staff sessions and PIN failures (memory only; `api::staff`).
+    pub staff: Sessions,
 }
 
 /// Devices recently authenticated, by token hash, so a request does not cost a SQLCipher read
@@ -140,6 +144,10 @@ pub enum Action {
     /// Stock adjustments and cycle counts (the store room); adjusting and applying a count
     /// also pass `stock::may_adjust_stock`.
     StockCount,
+    /// Open or end a staff session on this device (every role).
+    StaffSession,
+    /// Cashier shifts and the branch day: open, close, read, reopen (the manager gate beside).
+    CashDrawer,
 }
 
 /// The role matrix: each role may do only its job.
@@ -148,7 +156,7 @@ pub fn allows(role: Role, action: Action) -> bool {
     match role {
         Role::Admin => true,
         // Every device may replace its own token and MQTT password, and nothing of another's.
-        _ if action == RotateOwnCredentials => true,
+        _ if matches!(action, RotateOwnCredentials | StaffSession) => true,
         Role::Tablet => matches!(
             action,
             WorkOrderRead
@@ -184,6 +192,7 @@ pub fn allows(role: Role, action: Action) -> bool {
                 | ScannerRead
                 | BookingRead
                 | BookingWrite
+                | CashDrawer
                 | Docs
         ),
         Role::Storekeeper => matches!(
@@ -416,6 +425,32 @@ pub fn router(state: AppState) -> Router {
             "/v1/devices/{id}/revoke",
             guarded(DeviceAdmin, post(ops::revoke_device)),
         )
+        .route(
+            "/v1/staff/sessions",
+            guarded(StaffSession, post(staff::open_session)),
+        )
+        .route(
+            "/v1/staff/sessions/current",
+            guarded(StaffSession, delete(staff::end_session)),
+        )
+        .route("/v1/shifts", guarded(CashDrawer, post(staff::open_shift)))
+        .route(
+            "/v1/shifts/{id}",
+            guarded(CashDrawer, get(staff::get_shift)),
+        )
+        .route(
+            "/v1/shifts/{id}/close",
+            guarded(CashDrawer, post(staff::close_shift)),
+        )
+        .route("/v1/days/{date}", guarded(CashDrawer, get(staff::get_day)))
+        .route(
+            "/v1/days/{date}/close",
+            guarded(CashDrawer, post(staff::close_day)),
+        )
+        .route(
+            "/v1/days/{date}/reopen",
+            guarded(CashDrawer, post(staff::reopen_day)),
+        )
         .route("/v1/openapi.json", guarded(Docs, get(ops::openapi)));
 
     let timeout = Duration::from_millis(state.config.api.request_timeout_ms);
@@ -540,7 +575,23 @@ async fn authorize(
             device.role.as_str()
         )));
     }
-    req.extensions_mut().insert(Caller(device));
+    // A staff session, when the request names one: it must be live and this device's.
+    let session = match req.headers().get(staff::STAFF_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| state.staff.touch(t.trim(), &device.id))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "staff_session_invalid",
+                        "this Sentra-Staff session is unknown, ended, idle too long or another device's; open one again (POST /v1/staff/sessions)",
+                    )
+                })?,
+        ),
+    };
+    req.extensions_mut().insert(Caller(device, session));
     Ok(next.run(req).await)
 }
 
@@ -559,6 +610,7 @@ impl AppState {
             scanner: crate::scanner::ScannerHandle::default(),
             mqtt_port: None,
             mqtt_plain_port: None,
+            staff: Sessions::default(),
         }
     }
 
@@ -577,9 +629,11 @@ impl AppState {
         F: FnOnce(&mut WriteTx<'_>, &Device) -> store::Result<T> + Send + 'static,
     {
         let device = caller.0.clone();
+        let staff = caller.1.as_ref().map(|s| s.staff_id.clone());
         let (answer, replayed) = self
             .store
             .write(move |w| {
+                w.act_as(&device.id, staff.as_deref());
                 if let Some(k) = &key.0
                     && let Some(a) = idempotency::replay(w, &device.id, k, &fp.0)?
                 {

@@ -7,7 +7,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::{
-    billing, blobs, bookings, inspections, ops, rentals, scanner, shared, stock, vehicles, workshop,
+    billing, blobs, bookings, inspections, ops, rentals, scanner, shared, staff, stock, vehicles,
+    workshop,
 };
 
 #[derive(OpenApi)]
@@ -29,6 +30,8 @@ use super::{
         bookings::confirm, bookings::cancel, bookings::complete, bookings::join_waitlist,
         rentals::tariffs, rentals::hand_over, rentals::take_back, rentals::get_rental,
         blobs::put_blob, blobs::get_blob, blobs::head_blob,
+        staff::open_session, staff::end_session, staff::open_shift, staff::close_shift, staff::get_shift,
+        staff::get_day, staff::close_day, staff::reopen_day,
     ),
     components(schemas(inspections::CheckItem, crate::domain::Digest, crate::domain::Id, crate::domain::Rupiah, crate::domain::Text)),
     modifiers(&Bearer, &Contract)

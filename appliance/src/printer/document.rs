@@ -98,6 +98,37 @@ pub enum Document {
     RentalAgreement(RentalPaper),
     /// Surat jalan of a rental: the asset leaves with the customer.
     RentalDeliveryNote(RentalPaper),
+    /// Laporan Z: a branch day's close (its shifts, money by method, cash counted).
+    ZReport(ZReport),
+}
+
+/// What a Z-report shows: the closed day (`store::staff::Day`) with its staff's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZReport {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub closed_at: String,
+    pub manager: String,
+    pub shifts: Vec<ZShift>,
+    /// Cash, EDC, QRIS (rupiah).
+    pub totals: (i64, i64, i64),
+    pub expected_cash: i64,
+    pub counted_cash: i64,
+    pub difference: i64,
+    pub reason: Option<String>,
+}
+
+/// One closed shift on a Z-report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZShift {
+    pub cashier: String,
+    pub opened_at: String,
+    pub closed_at: String,
+    pub opening_float: i64,
+    pub expected_cash: i64,
+    pub counted_cash: i64,
+    pub difference: i64,
+    pub reason: Option<String>,
 }
 
 /// What a rental's handover papers show.
@@ -199,6 +230,7 @@ pub fn render(doc: &Document, layout: &Layout, reprint: bool) -> Vec<u8> {
         Document::PairingQr(d) => pairing(&mut p, d, layout),
         Document::RentalAgreement(d) => rental_agreement(&mut p, d, layout),
         Document::RentalDeliveryNote(d) => rental_delivery_note(&mut p, d, layout),
+        Document::ZReport(d) => z_report(&mut p, d, layout),
     }
     if reprint {
         p.reprint_mark();
@@ -371,6 +403,60 @@ fn rental_delivery_note(p: &mut Page, d: &RentalPaper, layout: &Layout) {
     p.wrapped("Kendaraan diserahkan dalam keadaan sesuai pemeriksaan di atas.");
     p.feed(2);
     p.pair("Pengirim", "Penerima");
+    p.feed(3);
+    p.pair("(..........)", "(..........)");
+}
+
+/// Cash counted against expected, and the difference with its reason.
+fn drawer(p: &mut Page, expected: i64, counted: i64, difference: i64, reason: Option<&str>) {
+    p.pair("Kas seharusnya", &rupiah(expected));
+    p.pair("Kas dihitung", &rupiah(counted));
+    p.pair("Selisih", &rupiah(difference));
+    if let Some(r) = reason {
+        p.wrapped(&format!("Alasan: {r}"));
+    }
+}
+
+fn z_report(p: &mut Page, d: &ZReport, layout: &Layout) {
+    p.title("LAPORAN Z / TUTUP HARI");
+    p.field("Tanggal", &day(&d.day));
+    p.field("Ditutup", &local_time(&d.closed_at, layout.utc_offset));
+    p.field("Manajer", &d.manager);
+    p.field("Shift", &d.shifts.len().to_string());
+    p.rule();
+    let (cash, edc, qris) = d.totals;
+    p.pair("Tunai (CASH)", &rupiah(cash));
+    p.pair("EDC", &rupiah(edc));
+    p.pair("QRIS", &rupiah(qris));
+    p.pair(
+        "Total",
+        &rupiah(cash.saturating_add(edc).saturating_add(qris)),
+    );
+    p.rule();
+    for (i, s) in d.shifts.iter().enumerate() {
+        p.wrapped(&format!("Shift {}: {}", i + 1, s.cashier));
+        p.field("Buka", &local_time(&s.opened_at, layout.utc_offset));
+        p.field("Tutup", &local_time(&s.closed_at, layout.utc_offset));
+        p.pair("Modal awal", &rupiah(s.opening_float));
+        drawer(
+            p,
+            s.expected_cash,
+            s.counted_cash,
+            s.difference,
+            s.reason.as_deref(),
+        );
+        p.rule();
+    }
+    p.wrapped("Hari ini:");
+    drawer(
+        p,
+        d.expected_cash,
+        d.counted_cash,
+        d.difference,
+        d.reason.as_deref(),
+    );
+    p.feed(2);
+    p.pair("Kasir", "Manajer");
     p.feed(3);
     p.pair("(..........)", "(..........)");
 }

@@ -359,6 +359,42 @@ fn load(
                 Document::RentalDeliveryNote(paper)
             }))
         }
+        "z_report" => {
+            let Ok(day) = store::staff::parse_day(&job.ref_id) else {
+                return Ok(Err(format!("{:?} is not a day", job.ref_id)));
+            };
+            let d = store::staff::get_day(c, ctx.utc_offset, day)?;
+            if d.status != "CLOSED" {
+                return Ok(Err(format!("the day {} is no longer closed", d.day)));
+            }
+            let name = |id: &str| -> store::Result<String> {
+                Ok(store::staff::get_staff(c, id)?.map_or_else(|| id.to_owned(), |s| s.name))
+            };
+            let mut shifts = Vec::with_capacity(d.shifts.len());
+            for s in &d.shifts {
+                shifts.push(document::ZShift {
+                    cashier: name(&s.staff_id)?,
+                    opened_at: s.opened_at.clone(),
+                    closed_at: s.closed_at.clone().unwrap_or_default(),
+                    opening_float: s.opening_float,
+                    expected_cash: s.expected_cash.unwrap_or(0),
+                    counted_cash: s.counted_cash.unwrap_or(0),
+                    difference: s.difference.unwrap_or(0),
+                    reason: s.reason.clone(),
+                });
+            }
+            Ok(Ok(Document::ZReport(document::ZReport {
+                manager: name(d.manager_id.as_deref().unwrap_or_default())?,
+                day: d.day,
+                closed_at: d.closed_at.unwrap_or_default(),
+                shifts,
+                totals: (d.totals.cash, d.totals.edc, d.totals.qris),
+                expected_cash: d.expected_cash,
+                counted_cash: d.counted_cash,
+                difference: d.difference,
+                reason: d.reason,
+            })))
+        }
         other => Ok(Err(format!("unknown document {other:?}"))),
     }
 }

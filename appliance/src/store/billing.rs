@@ -198,6 +198,7 @@ pub fn pay(
         )
         .into());
     }
+    super::staff::refuse_if_closed(w)?;
     let before = get(w.conn(), invoice_id)?;
     if amount.get() > before.balance {
         return Err(DomainError::conflict(

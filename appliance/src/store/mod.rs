@@ -26,6 +26,7 @@ pub mod print_jobs;
 pub mod rentals;
 mod schema;
 pub mod shared;
+pub mod staff;
 pub mod stock;
 pub mod successor;
 pub mod sync;
@@ -42,7 +43,7 @@ use time::{OffsetDateTime, UtcOffset};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
 pub use key::StoreKey;
-pub use writer::WriteTx;
+pub use writer::{Acting, WriteTx};
 
 /// What the rest of the box hears after a commit.
 #[derive(Debug, Clone, PartialEq)]

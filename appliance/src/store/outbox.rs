@@ -15,10 +15,9 @@ pub(super) fn append(
     conn: &Connection,
     ctx: &Ctx,
     now: OffsetDateTime,
-    entity: EntityKind,
-    entity_id: &str,
-    op: &str,
+    (entity, entity_id, op): (EntityKind, &str, &str),
     payload: &impl Serialize,
+    acting: &super::writer::Acting,
 ) -> Result<(u64, Hlc)> {
     let (seq, last): (i64, String) = conn.query_row(
         "SELECT next_seq, last_hlc FROM outbox_state WHERE id = 1",
@@ -34,10 +33,10 @@ pub(super) fn append(
     let payload = serde_json::to_string(payload).expect("event payloads always serialise");
     let bytes = payload.len() as i64;
     conn.prepare_cached(
-        "INSERT INTO sync_event_logs (seq, device_id, hlc, schema_version, entity, entity_id, op, payload, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO sync_event_logs (seq, device_id, hlc, schema_version, entity, entity_id, op, payload, created_at, acting_device, acting_staff)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
-    .execute((seq, &ctx.device_id, hlc.to_string(), SCHEMA_VERSION, entity.as_str(), entity_id, op, payload, super::format_time(now)))?;
+    .execute(rusqlite::params![seq, ctx.device_id, hlc.to_string(), SCHEMA_VERSION, entity.as_str(), entity_id, op, payload, super::format_time(now), acting.device, acting.staff])?;
     conn.prepare_cached("UPDATE outbox_state SET next_seq = next_seq + 1, last_hlc = ?1, total_bytes = total_bytes + ?2 WHERE id = 1")?
         .execute((hlc.to_string(), bytes))?;
     Ok((seq as u64, hlc))

@@ -43,6 +43,7 @@ pub const DOCUMENTS: &[&str] = &[
     "pairing_qr",
     "rental_agreement",
     "rental_delivery_note",
+    "z_report",
 ];
 
 pub fn enqueue(w: &mut WriteTx<'_>, document: &str, ref_id: &str) -> Result<PrintJob> {

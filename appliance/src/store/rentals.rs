@@ -309,6 +309,7 @@ fn insert_money(
     amount: i64,
     reference: Option<&String>,
 ) -> Result<()> {
+    super::staff::refuse_if_closed(w)?;
     let id = new_id();
     let now = w.now_str();
     w.conn()

@@ -33,7 +33,8 @@ const MIGRATIONS: &[(&str, i64)] = &[
     (include_str!("migrations/0008_booking_states.sql"), 8),
     (include_str!("migrations/0009_device_credentials.sql"), 8),
     (include_str!("migrations/0010_rentals.sql"), 8),
-    (include_str!("migrations/0012_stock_adjustments.sql"), 11),
+    (include_str!("migrations/0011_staff_day.sql"), 8),
+    (include_str!("migrations/0012_stock_adjustments.sql"), 12),
     (include_str!("migrations/0013_vehicles.sql"), 8),
 ];
 

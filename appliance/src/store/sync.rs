@@ -339,6 +339,11 @@ pub fn apply_pull(w: &mut WriteTx<'_>, page: &PullPage) -> Result<usize> {
                     continue;
                 }
             }
+            ChangeBody::Staff(s) => {
+                if !super::staff::upsert_staff(w, s)? {
+                    continue;
+                }
+            }
             // A record or document this build cannot use is skipped (and logged) rather than
             // stalling every later change behind it.
             ChangeBody::Field(f) => {

@@ -31,6 +31,15 @@ pub struct WriteTx<'c> {
     ctx: &'c Ctx,
     now: OffsetDateTime,
     pub(super) notices: Vec<Notice>,
+    /// Who asked for this write: the paired device and the staff member of its session.
+    acting: Acting,
+}
+
+/// The paired device and staff member behind a write, recorded with each of its events.
+#[derive(Debug, Clone, Default)]
+pub struct Acting {
+    pub device: Option<String>,
+    pub staff: Option<String>,
 }
 
 impl<'c> WriteTx<'c> {
@@ -46,6 +55,14 @@ impl<'c> WriteTx<'c> {
     }
     pub fn now_str(&self) -> String {
         super::format_time(self.now)
+    }
+
+    /// Records who asks for this write; every event it emits carries them.
+    pub fn act_as(&mut self, device: &str, staff: Option<&str>) {
+        self.acting = Acting {
+            device: Some(device.to_owned()),
+            staff: staff.map(str::to_owned),
+        };
     }
 
     /// Append this write's event to the outbox (same transaction). Returns its sequence number.
@@ -68,7 +85,12 @@ impl<'c> WriteTx<'c> {
         payload: &impl serde::Serialize,
     ) -> Result<(u64, sentra_protocol::Hlc)> {
         let (seq, hlc) = super::outbox::append(
-            self.conn, self.ctx, self.now, entity, entity_id, op, payload,
+            self.conn,
+            self.ctx,
+            self.now,
+            (entity, entity_id, op),
+            payload,
+            &self.acting,
         )?;
         self.notices.push(Notice::Event {
             seq,
@@ -181,6 +203,7 @@ fn commit_batch(
             ctx,
             now: OffsetDateTime::now_utc(),
             notices: Vec::new(),
+            acting: Acting::default(),
         };
         match job(&mut w) {
             Outcome::Done { ok, finish } => {

@@ -193,11 +193,15 @@ async fn a_day_at_the_branch() {
         "{b}"
     );
     changes += 1;
+    // A credit note is a manager's decision: the demo manager approves it on the spot.
     let (s, b) = edge
-        .post(
-            &pos,
+        .call_with(
+            Some(&pos.token),
+            reqwest::Method::POST,
             &format!("/v1/invoices/{inv_id}/credit-notes"),
-            json!({"amount": 50000, "reason": "Diskon pelanggan tetap"}),
+            Some(json!({"amount": 50000, "reason": "Diskon pelanggan tetap"})),
+            None,
+            &[("Sentra-Manager", "mgr-rina:2468")],
         )
         .await;
     assert_eq!(
@@ -459,6 +463,14 @@ async fn health_metrics_and_openapi() {
         "/v1/waitlist",
         "/v1/assets/{id}/availability",
         "/v1/blobs/{sha256}",
+        "/v1/staff/sessions",
+        "/v1/staff/sessions/current",
+        "/v1/shifts",
+        "/v1/shifts/{id}",
+        "/v1/shifts/{id}/close",
+        "/v1/days/{date}",
+        "/v1/days/{date}/close",
+        "/v1/days/{date}/reopen",
         "/healthz",
         "/readyz",
         "/metrics",

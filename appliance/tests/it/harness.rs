@@ -249,7 +249,23 @@ impl Edge {
         body: Option<Value>,
         idem: Option<&str>,
     ) -> (StatusCode, Value) {
+        self.call_with(token, method, path, body, idem, &[]).await
+    }
+
+    /// [`Self::call`] with extra headers (`Sentra-Staff`, `Sentra-Manager`).
+    pub async fn call_with(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        idem: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

@@ -26,6 +26,7 @@ mod roles;
 mod scanner;
 mod scanner_hid;
 mod shared;
+mod staff;
 mod stock;
 mod store_security;
 mod systemd;

@@ -105,6 +105,10 @@ async fn readme_walkthrough_works_against_the_demo() {
         r#"{"differing":1,"lines":[{"sku":"BRK-PAD-FR","expected":19,"counted":18,"difference":-1},{"sku":"OIL-10W40-1L","expected":20,"counted":20,"difference":0}]}"#,
         r#"{"status":"APPLIED"}"#,
         r#"{"sku":"BRK-PAD-FR","counted_on_hand":18}"#,
+        r#"{"status":"CLOSED","expected_cash":500000,"counted_cash":495000,"difference":-5000}"#,
+        r#"{"status":"CLOSED","totals":{"cash":-112000,"edc":1000000,"qris":471750},"difference":-5000}"#,
+        r#""day_closed""#,
+        r#"{"status":"REOPENED"}"#,
     ] {
         assert!(
             stdout.contains(expected),

@@ -18,7 +18,7 @@ use crate::harness::{Device, Edge, Site, open_db};
 use crate::printer::FakePrinter;
 
 /// The sites' branch offset (`branch.utc_offset`'s default, WIB).
-fn wib() -> UtcOffset {
+pub(crate) fn wib() -> UtcOffset {
     UtcOffset::from_hms(7, 0, 0).expect("valid")
 }
 
@@ -546,7 +546,7 @@ fn fixture() -> RentalPaper {
     }
 }
 
-fn layout(width: PaperWidth) -> Layout {
+pub(crate) fn layout(width: PaperWidth) -> Layout {
     Layout {
         width,
         branch_name: "Bengkel Sentra Kelapa Gading".into(),
@@ -562,17 +562,7 @@ fn layout(width: PaperWidth) -> Layout {
 /// transport to the fake printer, arrive byte for byte as their golden files.
 #[tokio::test]
 async fn rental_papers_match_golden_files() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let printer = FakePrinter::start().await;
-    let target = Target::Network(printer.addr.to_string());
-    let mut conn = target
-        .connect(
-            Duration::from_secs(10),
-            &sentra_edge::config::SerialLine::plain(9600),
-        )
-        .await
-        .expect("connect");
-    for (name, doc, width) in [
+    check_goldens(vec![
         (
             "rental_agreement_58",
             Document::RentalAgreement(fixture()),
@@ -588,7 +578,25 @@ async fn rental_papers_match_golden_files() {
             Document::RentalDeliveryNote(fixture()),
             PaperWidth::Mm58,
         ),
-    ] {
+    ])
+    .await;
+}
+
+/// Each document, rendered for the test branch's layout and sent through the real network
+/// transport to the fake printer, fits its paper and equals its golden file byte for byte
+/// (`UPDATE_GOLDEN=1` rewrites them).
+pub(crate) async fn check_goldens(docs: Vec<(&str, Document, PaperWidth)>) {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let printer = FakePrinter::start().await;
+    let target = Target::Network(printer.addr.to_string());
+    let mut conn = target
+        .connect(
+            Duration::from_secs(10),
+            &sentra_edge::config::SerialLine::plain(9600),
+        )
+        .await
+        .expect("connect");
+    for (name, doc, width) in docs {
         let bytes = document::render(&doc, &layout(width), false);
         conn.send(&target.describe(), &bytes, Duration::from_secs(10))
             .await

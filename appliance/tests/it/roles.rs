@@ -75,6 +75,14 @@ const MATRIX: &[(&str, &str, &[&str])] = &[
     ("POST", "/v1/devices/x/revoke", &[]),
     ("POST", "/v1/devices/self/rotate", &[T, P, S]),
     ("GET", "/v1/openapi.json", &[T, P, S]),
+    ("POST", "/v1/staff/sessions", &[T, P, S]),
+    ("DELETE", "/v1/staff/sessions/current", &[T, P, S]),
+    ("POST", "/v1/shifts", &[P]),
+    ("GET", "/v1/shifts/x", &[P]),
+    ("POST", "/v1/shifts/x/close", &[P]),
+    ("GET", "/v1/days/x", &[P]),
+    ("POST", "/v1/days/x/close", &[P]),
+    ("POST", "/v1/days/x/reopen", &[P]),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

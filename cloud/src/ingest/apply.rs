@@ -341,6 +341,7 @@ struct Projections {
     inspections: InspectionRows,
     numbers: NumberRows,
     rentals: super::rentals::Rows,
+    shifts: super::shifts::Rows,
 }
 
 /// The numbers applied invoices and credit notes claim (`document_numbers`).
@@ -568,6 +569,10 @@ impl Projections {
                 self.numbers.document_id.push(i.id.clone());
             }
             Payload::RentalPaymentReceived(pay) => self.rentals.payment(event, pay),
+            Payload::ShiftOpened(_)
+            | Payload::ShiftClosed(_)
+            | Payload::DayClosed(_)
+            | Payload::DayReopened(_) => self.shifts.push(event, payload),
             // Completed by `booking::offline::decide` after this runs.
             Payload::PrintJobQueued(_)
             | Payload::RecordFieldsSet(_)
@@ -799,7 +804,8 @@ impl Projections {
             .execute(&mut *tx)
             .await?;
         }
-        self.rentals.write(tx, branch, device).await
+        self.rentals.write(tx, branch, device).await?;
+        self.shifts.write(tx, branch, device).await
     }
 }
 

@@ -21,6 +21,7 @@
 mod apply;
 mod rental_rules;
 mod rentals;
+mod shifts;
 pub mod validate;
 
 use std::sync::Arc;

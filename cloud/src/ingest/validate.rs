@@ -210,6 +210,50 @@ fn rules(
         Payload::RentalReturned(r) => super::rental_rules::returned(entity_id, r),
         Payload::RentalInvoiceIssued(i) => super::rental_rules::invoice(entity_id, i),
         Payload::RentalPaymentReceived(pay) => super::rental_rules::payment(entity_id, pay),
+        Payload::ShiftOpened(s) => {
+            same_id(&s.id, entity_id)?;
+            id("staff_id", &s.staff_id)?;
+            id("device_id", &s.device_id)?;
+            day("day", &s.day)?;
+            drawer("opening_float", s.opening_float)?;
+            time("opened_at", &s.opened_at)
+        }
+        Payload::ShiftClosed(s) => {
+            same_id(&s.id, entity_id)?;
+            id("staff_id", &s.staff_id)?;
+            id("device_id", &s.device_id)?;
+            day("day", &s.day)?;
+            drawer("counted_cash", s.counted_cash)?;
+            close(
+                &s.totals,
+                s.expected_cash,
+                s.counted_cash,
+                s.difference,
+                s.reason.as_deref(),
+            )?;
+            time("closed_at", &s.closed_at)
+        }
+        Payload::DayClosed(d) => {
+            same_id(&d.day, entity_id)?;
+            day("day", &d.day)?;
+            id("manager_id", &d.manager_id)?;
+            non_negative("shifts", d.shifts)?;
+            close(
+                &d.totals,
+                d.expected_cash,
+                d.counted_cash,
+                d.difference,
+                d.reason.as_deref(),
+            )?;
+            time("closed_at", &d.closed_at)
+        }
+        Payload::DayReopened(d) => {
+            same_id(&d.day, entity_id)?;
+            day("day", &d.day)?;
+            id("manager_id", &d.manager_id)?;
+            text("reason", &d.reason)?;
+            time("reopened_at", &d.reopened_at)
+        }
         Payload::DocumentChanged(d) => {
             same_id(&d.record_id, entity_id)?;
             if DocRecord::parse(&d.record).is_none() {
@@ -372,6 +416,54 @@ fn booking(entity_id: &str, b: &p::BookingRequested) -> Result<(), String> {
     time("requested_at", &b.requested_at)
 }
 
+fn day(field: &str, value: &str) -> Result<(), String> {
+    sentra_protocol::day::parse_day(value)
+        .map(drop)
+        .map_err(|e| format!("{field}: {e}"))
+}
+
+/// Rupiah in a drawer: 0 up to the protocol's bound.
+fn drawer(field: &str, value: i64) -> Result<(), String> {
+    let max = sentra_protocol::staff::MAX_DRAWER_CASH;
+    if !(0..=max).contains(&value) {
+        return Err(format!("{field} {value} is out of range: 0 to {max}"));
+    }
+    Ok(())
+}
+
+/// A close's figures: the difference is counted minus expected, a reason says why it is not
+/// zero, and every total is within the rental bound (sums of bounded rows).
+fn close(
+    totals: &sentra_protocol::staff::MethodTotals,
+    expected: i64,
+    counted: i64,
+    difference: i64,
+    reason: Option<&str>,
+) -> Result<(), String> {
+    let bound = sentra_protocol::rental::MAX_RENTAL_AMOUNT;
+    for (field, v) in [
+        ("totals.cash", totals.cash),
+        ("totals.edc", totals.edc),
+        ("totals.qris", totals.qris),
+        ("expected_cash", expected),
+        ("counted_cash", counted),
+    ] {
+        if !(-bound..=bound).contains(&v) {
+            return Err(format!("{field} {v} is out of range"));
+        }
+    }
+    if counted.checked_sub(expected) != Some(difference) {
+        return Err(format!(
+            "difference {difference} is not counted_cash {counted} minus expected_cash {expected}"
+        ));
+    }
+    match reason {
+        Some(r) => text("reason", r),
+        None if difference != 0 => Err("a difference needs a reason".to_owned()),
+        None => Ok(()),
+    }
+}
+
 pub(super) fn same_id(payload_id: &str, entity_id: &str) -> Result<(), String> {
     if payload_id == entity_id {
         Ok(())
@@ -513,6 +605,11 @@ impl Lookup {
                 Payload::InspectionRecorded(_) => {
                     sets.inspections.insert(entity_id);
                 }
+                // Projected idempotently (`ingest::shifts`): nothing to look up.
+                Payload::ShiftOpened(_)
+                | Payload::ShiftClosed(_)
+                | Payload::DayClosed(_)
+                | Payload::DayReopened(_) => {}
                 Payload::RentalHandedOver(r) => {
                     sets.rentals.insert(&r.booking_id);
                 }
@@ -687,6 +784,11 @@ fn resolve_one(branch: &str, entity_id: &str, payload: &Payload, known: &mut Kno
                 Outcome::Duplicate
             }
         }
+        // Projected idempotently (`ingest::shifts`): an event sent twice is written once.
+        Payload::ShiftOpened(_)
+        | Payload::ShiftClosed(_)
+        | Payload::DayClosed(_)
+        | Payload::DayReopened(_) => Outcome::Apply,
         Payload::RentalHandedOver(r) => {
             if known.rentals.insert(r.booking_id.clone()) {
                 Outcome::Apply

@@ -32,6 +32,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/branches/{branch}/reports/payments"),
     ("GET", "/v1/branches/{branch}/reports/stock"),
     ("GET", "/v1/branches/{branch}/reports/open-work-orders"),
+    ("PUT", "/v1/branches/{branch}/staff/{id}"),
     ("PUT", "/v1/branches/{branch}/mechanics/{id}"),
     ("PUT", "/v1/branches/{branch}/assets/{id}"),
     ("GET", "/v1/branches/{branch}/customers/{id}"),

@@ -33,6 +33,7 @@ mod reports;
 mod serve;
 mod shared;
 mod sim_fleet;
+mod staff;
 mod stock;
 mod successor;
 mod support;

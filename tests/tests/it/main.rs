@@ -15,6 +15,7 @@ mod provisioning;
 mod rental;
 mod replacement;
 mod shared;
+mod staff;
 mod static_binary;
 mod stock;
 mod sync;
