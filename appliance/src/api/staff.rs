@@ -190,8 +190,11 @@ impl FromRequestParts<AppState> for Manager {
                 .to_str()
                 .ok()
                 .and_then(|v| v.split_once(':'))
+                // A malformed approval is an approval that does not verify: 401, like a wrong
+                // PIN (an HTTP client sending an empty optional header as "null" gets the same).
                 .ok_or_else(|| {
-                    ApiError::bad_request(
+                    ApiError::new(
+                        StatusCode::UNAUTHORIZED,
                         "invalid_manager_header",
                         "Sentra-Manager is <manager's staff id>:<PIN>",
                     )

@@ -160,7 +160,7 @@ async fn sessions_the_manager_gate_and_lockout() {
         (
             None,
             Some("mgr-rina"),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNAUTHORIZED,
             "invalid_manager_header",
         ),
     ] {
