@@ -177,6 +177,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/branches/{branch}/reports/payments",
             get(reports::payments),
         )
+        .route(
+            "/v1/branches/{branch}/reports/z-reports",
+            get(reports::z_reports),
+        )
         .route("/v1/branches/{branch}/reports/stock", get(reports::stock))
         .route(
             "/v1/branches/{branch}/reports/open-work-orders",

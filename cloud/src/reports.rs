@@ -1,5 +1,5 @@
 //! Head office's reads of one branch (operator token, JSON): sales per day, payments by method,
-//! stock levels and open work orders, from the projections ingest keeps
+//! the days' closes (Z-reports), stock levels and open work orders, from the projections ingest keeps
 //! (`GET /v1/branches/{branch}/reports/...`).
 //!
 //! Days are the branch's calendar days: the box knows its UTC offset, the cloud does not, so a
@@ -414,6 +414,81 @@ fn totals_by_method(rows: &[MethodDay]) -> Vec<MethodTotal> {
             net,
         })
         .collect()
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct ZReport {
+    /// The branch's calendar day (the box's, whatever `utc_offset` was asked).
+    pub day: String,
+    /// CLOSED, or REOPENED (taking payments again until closed again).
+    pub status: String,
+    /// The manager who closed it.
+    pub manager_id: String,
+    pub closed_at: String,
+    pub shifts: i64,
+    /// The day's money by method: workshop and rental payments, refunds subtracted.
+    pub cash: i64,
+    pub edc: i64,
+    pub qris: i64,
+    pub expected_cash: i64,
+    pub counted_cash: i64,
+    /// `counted_cash - expected_cash`.
+    pub difference: i64,
+    pub reason: Option<String>,
+    pub reopened_at: Option<String>,
+    pub reopened_by: Option<String>,
+    pub reopen_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ZReports {
+    pub branch: String,
+    pub from: String,
+    pub to: String,
+    /// The days closed in the range, by day; a day never closed is not listed.
+    pub days: Vec<ZReport>,
+}
+
+/// `GET /v1/branches/{branch}/reports/z-reports` (operator): each closed day's Z-report, as the
+/// box closed it (its last close when a day was reopened and closed again).
+#[utoipa::path(get, path = "/v1/branches/{branch}/reports/z-reports", tag = "reports",
+    params(("branch" = String, Path, description = "a branch id", pattern = "^[0-9A-Za-z][0-9A-Za-z_-]{0,31}$"),
+        ("from" = String, Query, description = "first day, YYYY-MM-DD", pattern = r"^\d{4}-\d{2}-\d{2}$"),
+        ("to" = String, Query, description = "last day, YYYY-MM-DD, at most 366 days after from", pattern = r"^\d{4}-\d{2}-\d{2}$"),
+        ("utc_offset" = Option<String>, Query, description = "accepted for symmetry; the days are the box's own", pattern = r"^[+-]\d{2}:\d{2}$")),
+    responses((status = 200, description = "the closed days of the range", body = Object)),
+    security(("bearer" = [])))]
+pub async fn z_reports(
+    State(db): State<PgPool>,
+    caller: Caller,
+    Path(branch_id): Path<String>,
+    query: RawQuery,
+) -> Result<Json<ZReports>, ApiError> {
+    caller.operator()?;
+    let range = Range::from_query(query)?;
+    let branch = branch(&db, &branch_id).await?;
+    let days: Vec<ZReport> = sqlx::query_as(
+        "SELECT to_char(day, 'YYYY-MM-DD') AS day, status, manager_id,
+                to_char(closed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS closed_at,
+                shifts, cash, edc, qris, expected_cash, counted_cash, difference, reason,
+                to_char(reopened_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS reopened_at,
+                reopened_by, reopen_reason
+           FROM branch_days
+          WHERE branch_id = $1 AND day BETWEEN $2::date AND $3::date
+          ORDER BY day",
+    )
+    .bind(branch.as_str())
+    .bind(format_day(range.from))
+    .bind(format_day(range.to))
+    .fetch_all(&db)
+    .await
+    .map_err(|e| ApiError::database(&e))?;
+    Ok(Json(ZReports {
+        branch: branch.as_str().to_owned(),
+        from: format_day(range.from),
+        to: format_day(range.to),
+        days,
+    }))
 }
 
 /// A query with no parameters but the branch: refuse any, so a filter nobody implements is not

@@ -133,6 +133,15 @@ pub async fn availability(
             rejection.body_text()
         ))
     })?;
+    // The SKU keys the asset cache: bounded like every id (1 to 64 characters), or a stranger
+    // could fill the cache with SKUs of a megabyte each (found by the contract fuzzer).
+    let sku_len = query.sku.chars().count();
+    if sku_len == 0 || sku_len > sentra_protocol::booking::MAX_ID_LEN {
+        return Err(ApiError::BadQuery(format!(
+            "sku: expected 1 to {} characters, got {sku_len}",
+            sentra_protocol::booking::MAX_ID_LEN
+        )));
+    }
     let stay = Stay::parse(&query.from, &query.to).map_err(invalid)?;
     let (start, end) = stay
         .taken(booking.settings.turnover_buffer_days)

@@ -30,6 +30,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/branches/{branch}/tariffs/{sku}"),
     ("GET", "/v1/branches/{branch}/reports/sales"),
     ("GET", "/v1/branches/{branch}/reports/payments"),
+    ("GET", "/v1/branches/{branch}/reports/z-reports"),
     ("GET", "/v1/branches/{branch}/reports/stock"),
     ("GET", "/v1/branches/{branch}/reports/open-work-orders"),
     ("PUT", "/v1/branches/{branch}/staff/{id}"),

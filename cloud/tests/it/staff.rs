@@ -176,4 +176,35 @@ async fn staff_are_master_data_and_the_drawer_is_projected_once() {
         1
     );
     assert_eq!(cloud.scalar("SELECT count(*) FROM branch_days").await, 1);
+
+    // Head office reads the day's Z-report; the parked 7 December is not there.
+    let z = cloud
+        .bearer(
+            &cloud.operator,
+            Method::GET,
+            "/v1/branches/JKT01/reports/z-reports?from=2026-12-01&to=2026-12-31",
+            None,
+        )
+        .await;
+    assert_eq!(z.status, 200, "{z:?}");
+    let days = z.body["days"].as_array().expect("days");
+    assert_eq!(days.len(), 1, "{z:?}");
+    assert_eq!(
+        (
+            &days[0]["day"],
+            &days[0]["status"],
+            &days[0]["cash"],
+            &days[0]["qris"],
+            &days[0]["difference"],
+            &days[0]["reopened_by"],
+        ),
+        (
+            &json!("2026-12-06"),
+            &json!("REOPENED"),
+            &json!(111000),
+            &json!(222000),
+            &json!(-10000),
+            &json!("mgr-rina")
+        )
+    );
 }
