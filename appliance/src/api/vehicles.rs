@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::{ApiError, AppState, path_id};
 use crate::domain::Plate;
-use crate::store::vehicles::{self, History, MAX_HISTORY, VehicleWithCustomer};
+use crate::store::billing::{self, History};
+use crate::store::vehicles::{self, MAX_HISTORY, VehicleWithCustomer};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -61,7 +62,7 @@ pub async fn vehicle_history(
     }
     Ok(Json(
         s.store
-            .read(move |c| vehicles::history(c, &id, limit))
+            .read(move |c| billing::history(c, &id, limit))
             .await?,
     ))
 }

@@ -2,15 +2,17 @@
 //! (triggers refuse updates and deletes), payments only add, and corrections are credit notes.
 //! Numbers are unique and increasing per branch even offline (see `domain::billing`).
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension as _};
 use serde::Serialize;
 
+use super::shared::{self, Record};
 use super::{DomainError, OptionalRow as _, Result, WriteTx, master, new_id, workshop};
 use crate::domain::billing::{self as rules, Line};
 use crate::domain::work_order::Status;
 use crate::domain::{PaymentMethod, Rupiah, Text};
 use sentra_protocol::EntityKind;
 use sentra_protocol::payload::{self as p, op};
+use sentra_protocol::record::RecordKind;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Invoice {
@@ -315,5 +317,50 @@ pub fn get(conn: &Connection, id: &str) -> Result<Invoice> {
         payments,
         credit_notes,
         issued_at,
+    })
+}
+
+/// One work order on a vehicle, with its invoice once issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Visit {
+    pub work_order: workshop::WorkOrder,
+    pub invoice: Option<Invoice>,
+}
+
+/// A vehicle's service history: its work orders (and their invoices), newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct History {
+    pub vehicle: Record,
+    pub visits: Vec<Visit>,
+    /// Whether older visits exist beyond `limit`.
+    pub more: bool,
+}
+
+/// A vehicle's work orders, newest first, at most `limit` (1..=[`super::vehicles::MAX_HISTORY`]), each with its
+/// invoice.
+pub fn history(conn: &Connection, id: &str, limit: u32) -> Result<History> {
+    let vehicle = shared::get(conn, RecordKind::Vehicle, id)?;
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM work_orders WHERE vehicle_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2",
+        )?
+        .query_map((id, i64::from(limit) + 1), |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let more = ids.len() > limit as usize;
+    let mut visits = Vec::with_capacity(ids.len().min(limit as usize));
+    for wo in ids.iter().take(limit as usize) {
+        let invoice: Option<String> = conn
+            .prepare_cached("SELECT id FROM invoices WHERE work_order_id = ?1")?
+            .query_row([wo], |r| r.get(0))
+            .optional()?;
+        visits.push(Visit {
+            work_order: workshop::get(conn, wo)?,
+            invoice: invoice.map(|i| get(conn, &i)).transpose()?,
+        });
+    }
+    Ok(History {
+        vehicle,
+        visits,
+        more,
     })
 }

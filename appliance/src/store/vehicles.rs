@@ -8,9 +8,7 @@ use rusqlite::{Connection, OptionalExtension as _};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::billing::{self, Invoice};
 use super::shared::{self, Record};
-use super::workshop::{self, WorkOrder};
 use super::{DomainError, Result, WriteTx};
 use crate::domain::{Id, Name, Phone, Plate};
 use sentra_protocol::record::RecordKind;
@@ -23,22 +21,6 @@ pub const MAX_HISTORY: u32 = 100;
 pub struct VehicleWithCustomer {
     pub vehicle: Record,
     pub customer: Option<Record>,
-}
-
-/// One work order on a vehicle, with its invoice once issued.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Visit {
-    pub work_order: WorkOrder,
-    pub invoice: Option<Invoice>,
-}
-
-/// A vehicle's service history: its work orders (and their invoices), newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct History {
-    pub vehicle: Record,
-    pub visits: Vec<Visit>,
-    /// Whether older visits exist beyond `limit`.
-    pub more: bool,
 }
 
 /// The vehicle and customer a new work order names: ids, or what identifies them.
@@ -225,33 +207,4 @@ pub fn by_plate(conn: &Connection, plate: &Plate) -> Result<VehicleWithCustomer>
         None => None,
     };
     Ok(VehicleWithCustomer { vehicle, customer })
-}
-
-/// A vehicle's work orders, newest first, at most `limit` (1..=[`MAX_HISTORY`]), each with its
-/// invoice.
-pub fn history(conn: &Connection, id: &str, limit: u32) -> Result<History> {
-    let vehicle = shared::get(conn, RecordKind::Vehicle, id)?;
-    let ids: Vec<String> = conn
-        .prepare_cached(
-            "SELECT id FROM work_orders WHERE vehicle_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2",
-        )?
-        .query_map((id, i64::from(limit) + 1), |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let more = ids.len() > limit as usize;
-    let mut visits = Vec::with_capacity(ids.len().min(limit as usize));
-    for wo in ids.iter().take(limit as usize) {
-        let invoice: Option<String> = conn
-            .prepare_cached("SELECT id FROM invoices WHERE work_order_id = ?1")?
-            .query_row([wo], |r| r.get(0))
-            .optional()?;
-        visits.push(Visit {
-            work_order: workshop::get(conn, wo)?,
-            invoice: invoice.map(|i| billing::get(conn, &i)).transpose()?,
-        });
-    }
-    Ok(History {
-        vehicle,
-        visits,
-        more,
-    })
 }
