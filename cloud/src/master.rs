@@ -336,7 +336,11 @@ pub async fn put_staff(
     let pin = body.pin.clone();
     let pin_hash = tokio::task::spawn_blocking(move || pin_hash(&pin, existing))
         .await
-        .map_err(|_| ApiError::Invalid("the PIN could not be hashed".into()))?;
+        .map_err(|_| ApiError::Internal)?
+        .map_err(|error| {
+            tracing::error!(%error, "hashing a staff PIN failed");
+            ApiError::Internal
+        })?;
     let record = StaffRecord {
         id: id.clone(),
         name: body.name.clone(),
@@ -357,21 +361,11 @@ pub async fn put_staff(
 }
 
 /// The stored hash when it is of this PIN; otherwise a new argon2id hash with a fresh salt.
-fn pin_hash(pin: &str, existing: Option<String>) -> String {
-    use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-    let argon = argon2::Argon2::default();
-    if let Some(existing) = existing
-        && PasswordHash::new(&existing)
-            .is_ok_and(|h| argon.verify_password(pin.as_bytes(), &h).is_ok())
-    {
-        return existing;
+fn pin_hash(pin: &str, existing: Option<String>) -> Result<String, String> {
+    match existing {
+        Some(existing) if sentra_protocol::staff::pin_matches(pin, &existing) => Ok(existing),
+        _ => sentra_protocol::staff::hash_pin(pin, &rand::random()),
     }
-    let salt =
-        SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
-    argon
-        .hash_password(pin.as_bytes(), &salt)
-        .expect("argon2 with default parameters hashes any PIN")
-        .to_string()
 }
 
 fn stored<T>(cursor: Option<u64>, record: T) -> Stored<T> {

@@ -69,6 +69,29 @@ pub fn check_pin(pin: &str) -> Result<(), String> {
     }
 }
 
+/// The PIN's argon2id PHC string (argon2's default parameters) under `salt`, 16 random bytes the
+/// caller draws: the one way both sides make a staff member's hash (the cloud for each PIN an
+/// operator sets, the box for the demo's staff).
+pub fn hash_pin(pin: &str, salt: &[u8; 16]) -> Result<String, String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(salt).map_err(|e| format!("salt: {e}"))?;
+    argon2::Argon2::default()
+        .hash_password(pin.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| format!("argon2: {e}"))
+}
+
+/// Whether `pin` is the PIN `phc` was made from; false for a hash that does not parse. Slow by
+/// design (argon2, about 50 ms): call it off the async runtime.
+pub fn pin_matches(pin: &str, phc: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(phc).is_ok_and(|hash| {
+        argon2::Argon2::default()
+            .verify_password(pin.as_bytes(), &hash)
+            .is_ok()
+    })
+}
+
 /// Totals by payment method (rupiah, signed: rental refunds count against their method).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MethodTotals {
@@ -80,6 +103,20 @@ pub struct MethodTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_matches_its_own_hash_only() {
+        let hash = hash_pin("2468", &[7; 16]).expect("a PIN hashes");
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(pin_matches("2468", &hash));
+        assert!(!pin_matches("2469", &hash));
+        assert!(!pin_matches("2468", "not a PHC string"));
+        assert_ne!(
+            hash_pin("2468", &[8; 16]).expect("a PIN hashes"),
+            hash,
+            "the salt counts"
+        );
+    }
 
     #[test]
     fn pins_and_roles() {

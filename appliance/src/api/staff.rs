@@ -158,16 +158,9 @@ async fn verify(s: &AppState, staff_id: &str, pin: &str) -> Result<staff::Staff,
         return Err(wrong());
     };
     let (hash, pin) = (member.pin_hash.clone(), pin.to_owned());
-    let ok = tokio::task::spawn_blocking(move || {
-        use argon2::password_hash::{PasswordHash, PasswordVerifier};
-        PasswordHash::new(&hash).is_ok_and(|h| {
-            argon2::Argon2::default()
-                .verify_password(pin.as_bytes(), &h)
-                .is_ok()
-        })
-    })
-    .await
-    .unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || sentra_protocol::staff::pin_matches(&pin, &hash))
+        .await
+        .unwrap_or(false);
     s.staff.record(staff_id, ok);
     if ok { Ok(member) } else { Err(wrong()) }
 }

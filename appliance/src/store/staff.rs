@@ -495,17 +495,6 @@ pub fn reopen_day(w: &mut WriteTx<'_>, day: Date, manager_id: &str, reason: &str
     get_day(w.conn(), offset, day)
 }
 
-/// The PIN's argon2id PHC string with a fresh salt (the demo's seed; the cloud hashes the same way).
-pub fn hash_pin(pin: &str) -> String {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let salt =
-        SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
-    argon2::Argon2::default()
-        .hash_password(pin.as_bytes(), &salt)
-        .expect("argon2 with default parameters hashes any PIN")
-        .to_string()
-}
-
 /// The demo's staff (README): a manager and a cashier, with their PINs.
 pub const DEMO_STAFF: [(&str, &str, StaffRole, &str); 2] = [
     ("mgr-rina", "Rina (manager)", StaffRole::Manager, "2468"),
@@ -520,7 +509,9 @@ pub fn demo_staff() -> Vec<StaffRecord> {
             name: (*name).into(),
             role: *role,
             active: true,
-            pin_hash: hash_pin(pin),
+            // The demo's own constant PINs (4 digits) and a 16-byte salt: argon2 cannot refuse them.
+            pin_hash: sentra_protocol::staff::hash_pin(pin, &rand::random())
+                .expect("the demo's PINs hash"),
         })
         .collect()
 }
