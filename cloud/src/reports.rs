@@ -168,6 +168,26 @@ const BOUNDS: &str = "bounds AS (
            (($3::date + 1)::timestamp - make_interval(secs => $4)) AT TIME ZONE 'UTC' AS hi),
     days AS (SELECT d::date AS day FROM generate_series($2::date, $3::date, interval '1 day') d)";
 
+/// Runs a query written over [`BOUNDS`] (`$1` branch, `$2`/`$3` days, `$4` offset) for `range`.
+async fn day_rows<T>(
+    db: &PgPool,
+    sql: String,
+    branch: &BranchId,
+    range: Range,
+) -> Result<Vec<T>, ApiError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(branch.as_str())
+        .bind(format_day(range.from))
+        .bind(format_day(range.to))
+        .bind(range.offset_secs)
+        .fetch_all(db)
+        .await
+        .map_err(|e| ApiError::database(&e))
+}
+
 fn local(column: &str) -> String {
     format!("((({column}) AT TIME ZONE 'UTC') + make_interval(secs => $4))::date")
 }
@@ -250,14 +270,7 @@ pub async fn sales(
         r = local("issued_at"),
         c = local("issued_at"),
     );
-    let rows: Vec<SalesRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(branch.as_str())
-        .bind(format_day(range.from))
-        .bind(format_day(range.to))
-        .bind(range.offset_secs)
-        .fetch_all(&db)
-        .await
-        .map_err(|e| ApiError::database(&e))?;
+    let rows: Vec<SalesRow> = day_rows(&db, sql, &branch, range).await?;
     let days = rows
         .into_iter()
         .map(
@@ -363,14 +376,7 @@ pub async fn payments(
            FROM moved GROUP BY day, method ORDER BY day, method",
         p = local("received_at"),
     );
-    let rows: Vec<PaymentRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(branch.as_str())
-        .bind(format_day(range.from))
-        .bind(format_day(range.to))
-        .bind(range.offset_secs)
-        .fetch_all(&db)
-        .await
-        .map_err(|e| ApiError::database(&e))?;
+    let rows: Vec<PaymentRow> = day_rows(&db, sql, &branch, range).await?;
     let rows: Vec<MethodDay> = rows
         .into_iter()
         .map(

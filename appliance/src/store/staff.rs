@@ -296,8 +296,8 @@ pub fn close_shift(
     // Up to and including this millisecond (a payment of the same group commit has this `now`).
     let until = format_time(w.now() + time::Duration::milliseconds(1));
     let t = totals(w.conn(), &shift.opened_at, &until, Some(&shift.device_id))?;
-    let expected = shift.opening_float + t.cash;
-    let difference = counted_cash - expected;
+    let expected = shift.opening_float.saturating_add(t.cash);
+    let difference = counted_cash.saturating_sub(expected);
     let reason = check_reason(difference, reason)?;
     w.conn().execute(
         "UPDATE shifts SET status = 'CLOSED', closed_at = ?2, cash = ?3, edc = ?4, qris = ?5,
@@ -392,9 +392,9 @@ pub fn get_day(conn: &Connection, offset: time::UtcOffset, day: Date) -> Result<
 fn sums(shifts: &[Shift]) -> (i64, i64, i64) {
     shifts.iter().fold((0, 0, 0), |(e, c, d), s| {
         (
-            e + s.expected_cash.unwrap_or(0),
-            c + s.counted_cash.unwrap_or(0),
-            d + s.difference.unwrap_or(0),
+            e.saturating_add(s.expected_cash.unwrap_or(0)),
+            c.saturating_add(s.counted_cash.unwrap_or(0)),
+            d.saturating_add(s.difference.unwrap_or(0)),
         )
     })
 }
