@@ -131,7 +131,11 @@ impl Sessions {
             return;
         }
         if inner.failures.len() >= MAX_SESSIONS * 10 {
-            inner.failures.retain(|_, (_, until)| until.is_some());
+            // Keep the lockouts still running; a count under the limit or an expired lock goes.
+            let now = Instant::now();
+            inner
+                .failures
+                .retain(|_, (_, until)| until.is_some_and(|u| now < u));
         }
         let entry = inner.failures.entry(staff_id.to_owned()).or_default();
         if entry.1.is_some_and(|u| Instant::now() >= u) {
@@ -153,10 +157,15 @@ async fn verify(s: &AppState, staff_id: &str, pin: &str) -> Result<staff::Staff,
     s.staff.check_lock(staff_id)?;
     let id = staff_id.to_owned();
     let member = s.store.read(move |c| staff::get_staff(c, &id)).await?;
-    let Some(member) = member.filter(|m| m.active) else {
-        s.staff.record(staff_id, false);
+    // Failures are counted for the branch's own staff only: an id nobody has has no PIN to guess,
+    // and counting every id a device makes up would grow the count without bound.
+    let Some(member) = member else {
         return Err(wrong());
     };
+    if !member.active {
+        s.staff.record(staff_id, false);
+        return Err(wrong());
+    }
     let (hash, pin) = (member.pin_hash.clone(), pin.to_owned());
     let ok = tokio::task::spawn_blocking(move || sentra_protocol::staff::pin_matches(&pin, &hash))
         .await
