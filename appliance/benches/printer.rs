@@ -77,6 +77,7 @@ fn invoice_doc(lines: usize) -> InvoiceDoc {
                 received_at: "2026-11-22T03:40:00.000Z".into(),
             }],
             credit_notes: vec![],
+            voided: vec![],
             issued_at: "2026-11-22T03:35:12.000Z".into(),
         },
         customer_name: "Budi Santoso".into(),

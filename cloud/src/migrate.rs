@@ -99,6 +99,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0022_vehicles.sql",
         include_str!("../migrations/0022_vehicles.sql"),
     ),
+    (
+        "0023_payment_voids.sql",
+        include_str!("../migrations/0023_payment_voids.sql"),
+    ),
 ];
 
 /// How long `migrate` waits for PostgreSQL to accept the connection: long enough for a database

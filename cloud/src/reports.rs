@@ -342,7 +342,7 @@ pub struct MethodTotal {
 type PaymentRow = (String, String, i64, i64, i64, i64, i64);
 
 /// `GET /v1/branches/{branch}/reports/payments` (operator): money in and out per day and method,
-/// workshop and rental alike.
+/// workshop and rental alike; a payment voided at the branch is not counted.
 #[utoipa::path(get, path = "/v1/branches/{branch}/reports/payments", tag = "reports",
     params(("branch" = String, Path, description = "a branch id", pattern = "^[0-9A-Za-z][0-9A-Za-z_-]{0,31}$"),
         ("from" = String, Query, description = "first day, YYYY-MM-DD in the branch's time", pattern = r"^\d{4}-\d{2}-\d{2}$"),
@@ -362,8 +362,10 @@ pub async fn payments(
     let sql = format!(
         "WITH {BOUNDS},
          moved AS (
-            SELECT 'W' AS kind, {p} AS day, method, amount FROM payments, bounds
+            SELECT 'W' AS kind, {p} AS day, method, amount FROM payments AS pay, bounds
              WHERE branch_id = $1 AND received_at >= lo AND received_at < hi
+               AND NOT EXISTS (SELECT 1 FROM payment_voids AS v
+                                WHERE v.branch_id = pay.branch_id AND v.payment_id = pay.id)
             UNION ALL
             SELECT 'R', {p}, method, amount FROM rental_payments, bounds
              WHERE branch_id = $1 AND received_at >= lo AND received_at < hi)

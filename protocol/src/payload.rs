@@ -99,6 +99,18 @@ pub struct PaymentReceived {
     pub received_at: String,
 }
 
+/// A payment taken back the day it was received, with a manager's approval (`payment:voided`,
+/// entity id = the payment's id). It no longer counts towards its invoice, its shift or its day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentVoided {
+    pub id: String,
+    pub invoice_id: String,
+    /// The staff id of the manager who approved it.
+    pub manager_id: String,
+    pub reason: String,
+    pub voided_at: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreditNoteIssued {
     pub id: String,
@@ -337,6 +349,7 @@ pub enum Payload {
     StockMoved(StockMoved),
     InvoiceIssued(InvoiceIssued),
     PaymentReceived(PaymentReceived),
+    PaymentVoided(PaymentVoided),
     CreditNoteIssued(CreditNoteIssued),
     InspectionRecorded(InspectionRecorded),
     PrintJobQueued(PrintJobQueued),
@@ -376,6 +389,7 @@ pub mod op {
     pub const OPENED: &str = "opened";
     pub const CLOSED: &str = "closed";
     pub const REOPENED: &str = "reopened";
+    pub const VOIDED: &str = "voided";
 }
 
 fn typed<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
@@ -395,6 +409,7 @@ impl Payload {
             }
             (E::Invoice, op::ISSUED) => Payload::InvoiceIssued(typed(v)?),
             (E::Payment, op::RECEIVED) => Payload::PaymentReceived(typed(v)?),
+            (E::Payment, op::VOIDED) => Payload::PaymentVoided(typed(v)?),
             (E::CreditNote, op::ISSUED) => Payload::CreditNoteIssued(typed(v)?),
             (E::Inspection, op::RECORDED) => Payload::InspectionRecorded(typed(v)?),
             (E::PrintJob, op::QUEUED) => Payload::PrintJobQueued(typed(v)?),

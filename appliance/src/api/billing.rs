@@ -193,6 +193,45 @@ pub async fn credit(
     .await
 }
 
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Void {
+    #[schema(example = "Salah metode: pelanggan bayar QRIS, tercatat tunai")]
+    pub reason: Text,
+}
+
+#[utoipa::path(post, path = "/v1/payments/{id}/void", tag = "billing", request_body = Void,
+    params(("Sentra-Manager" = Option<String>, Header, description = "<manager's staff id>:<PIN>, unless the staff session is a manager's", pattern = r"^[A-Za-z0-9_-]{1,64}:[0-9]{4,8}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key and body: same answer, one change")),
+    responses((status = 200, description = "the payment's invoice, the payment under `voided`", body = Invoice),
+        (status = 401, description = "wrong manager PIN", body = super::error::ErrorBody),
+        (status = 403, description = "manager_required: a manager must approve a void", body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, description = "already_voided, day_closed, shift_closed (its shift's totals are final) or void_too_late (received on another day: issue a credit note)", body = super::error::ErrorBody),
+        (status = 429, description = "pin_locked", body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn void_payment(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    manager: Result<super::Manager, ApiError>,
+    body: Body<Void>,
+) -> Result<Response, ApiError> {
+    let id = path_id(&id)?;
+    // A void is a manager's decision, like a credit note.
+    let manager = manager?;
+    let Void { reason } = body.value;
+    s.write(
+        &caller,
+        key,
+        body.fingerprint,
+        StatusCode::OK,
+        move |w, d| billing::void_payment(w, &d.id, &id, &manager.staff_id, &reason),
+    )
+    .await
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]

@@ -360,6 +360,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/bookings/{id}/rental",
             guarded(BookingRead, get(rentals::get_rental)),
         )
+        .route(
+            "/v1/bookings/{id}/print",
+            guarded(PrintWrite, post(rentals::print)),
+        )
         .route("/v1/tariffs", guarded(CatalogueRead, get(rentals::tariffs)))
         .route(
             "/v1/waitlist",
@@ -377,6 +381,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/invoices/{id}/credit-notes",
             guarded(InvoiceWrite, post(billing::credit)),
+        )
+        .route(
+            "/v1/payments/{id}/void",
+            guarded(PaymentWrite, post(billing::void_payment)),
         )
         .route(
             "/v1/invoices/{id}/print",

@@ -1,6 +1,6 @@
 //! The rental counter: `GET /v1/tariffs`, `POST /v1/bookings/{id}/handover`,
-//! `POST /v1/bookings/{id}/return` and `GET /v1/bookings/{id}/rental` (rules and the
-//! transaction in `store::rentals`).
+//! `POST /v1/bookings/{id}/return`, `GET /v1/bookings/{id}/rental` and
+//! `POST /v1/bookings/{id}/print` (rules and the transaction in `store::rentals`).
 //!
 //! Both writes are the box's alone, online or not: they need no answer from the cloud, and their
 //! events (the booking's completion included) reach it through the outbox, exactly once. Every
@@ -8,15 +8,17 @@
 //! of another asset or already used, a short deposit, amounts out of bounds) changes nothing.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, AppState, Body, Caller, IdempotencyKey, path_id};
+use super::{ApiError, AppState, Body, Caller, Fingerprint, IdempotencyKey, path_id};
 use crate::domain::rental::Damage;
 use crate::domain::{Id, PaymentMethod, Rupiah, Text};
+use crate::store::print_jobs::PrintJob;
 use crate::store::rentals::{self, Handover, MoneyIn, MoneyOut, Rental, Return, Tariff};
 use sentra_protocol::rental::MAX_DAMAGE_LINES;
 
@@ -267,6 +269,50 @@ pub async fn get_rental(
 ) -> Result<Json<Rental>, ApiError> {
     let id = path_id(&id)?;
     Ok(Json(s.store.read(move |c| rentals::get(c, &id)).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RentalPrintQuery {
+    /// `rental_agreement` (default), `rental_delivery_note` (the surat jalan) or
+    /// `rental_invoice` (once returned).
+    #[param(schema_with = super::schemas::rental_print_document)]
+    pub document: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/bookings/{id}/print", tag = "rentals", params(RentalPrintQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key: the same job, printed once")),
+    responses((status = 202, description = "queued; follow /v1/print-jobs/{id}", body = PrintJob),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, description = "not_handed_over (no papers yet) or not_returned (no invoice yet)", body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn print(
+    State(s): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    fp: Fingerprint,
+    Path(id): Path<String>,
+    q: Result<Query<RentalPrintQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(super::query_rejected)?;
+    let id = path_id(&id)?;
+    let document = q.document.unwrap_or_else(|| "rental_agreement".into());
+    if !super::schemas::RENTAL_PRINT_DOCUMENTS.contains(&document.as_str()) {
+        return Err(ApiError::field(
+            "document",
+            format!(
+                "{document:?} is not a rental paper; expected rental_agreement, rental_delivery_note or rental_invoice"
+            ),
+        ));
+    }
+    // The fingerprint covers the path only; the document is part of what was asked.
+    let fp = Fingerprint(format!("{}:{document}", fp.0));
+    s.write(&caller, key, fp, StatusCode::ACCEPTED, move |w, _| {
+        rentals::reprint(w, &id, &document)
+    })
+    .await
 }
 
 /// A booking handed over at the counter ends at the counter (`POST .../return`): cancelling or

@@ -158,6 +158,14 @@ pub(crate) fn print_document() -> RefOr<Schema> {
     schema(json!({"type": "string", "enum": PRINT_DOCUMENTS}))
 }
 
+/// What `POST /v1/bookings/{id}/print` prints again.
+pub(crate) const RENTAL_PRINT_DOCUMENTS: [&str; 3] =
+    ["rental_agreement", "rental_delivery_note", "rental_invoice"];
+
+pub(crate) fn rental_print_document() -> RefOr<Schema> {
+    schema(json!({"type": "string", "enum": RENTAL_PRINT_DOCUMENTS}))
+}
+
 /// Most work orders `GET /v1/work-orders` lists at once.
 pub(crate) const MAX_LIST: u32 = 500;
 

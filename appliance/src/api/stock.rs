@@ -16,14 +16,14 @@ use sentra_protocol::workshop::StockAdjustment;
 /// The longest barcode a counted line may carry, in bytes.
 pub const BARCODE_MAX: usize = 128;
 
-/// May this request change stock levels by hand (an adjustment, applying a count)? The one
-/// place that decides: today the storekeeper's and the admin's devices; with staff sessions,
-/// a manager.
+/// May this device change stock levels by hand (an adjustment, applying a count)? The
+/// storekeeper's and the admin's devices; what they change needs a manager's approval besides
+/// ([`super::Manager`], checked by the handler once the request has parsed).
 pub(super) fn may_adjust_stock(caller: &Caller) -> Result<(), ApiError> {
     match caller.0.role {
         Role::Storekeeper | Role::Admin => Ok(()),
         other => Err(ApiError::forbidden(format!(
-            "a {} device may not adjust stock; the storekeeper or a manager may",
+            "a {} device may not adjust stock; the storekeeper's terminal may, with a manager's approval",
             other.as_str()
         ))),
     }
@@ -65,14 +65,19 @@ pub struct Adjust {
 }
 
 #[utoipa::path(post, path = "/v1/stock/adjustments", tag = "stock", request_body = Adjust,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: same answer, one change")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: same answer, one change"),
+        ("Sentra-Manager" = Option<String>, Header, description = "<manager's staff id>:<PIN>, unless the staff session is a manager's", pattern = r"^[A-Za-z0-9_-]{1,64}:[0-9]{4,8}$")),
     responses((status = 201, body = Adjusted),
+        (status = 401, description = "wrong manager PIN", body = super::error::ErrorBody),
+        (status = 403, description = "manager_required: a manager must approve an adjustment", body = super::error::ErrorBody),
+        (status = 429, description = "pin_locked", body = super::error::ErrorBody),
         (status = 409, description = "insufficient_stock (would go below zero) or no_difference (a COUNT that matches)", body = super::error::ErrorBody),
         (status = 422, body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn adjust(
     State(s): State<AppState>,
     caller: Caller,
     key: IdempotencyKey,
+    manager: Result<super::Manager, ApiError>,
     body: Body<Adjust>,
 ) -> Result<Response, ApiError> {
     may_adjust_stock(&caller)?;
@@ -99,6 +104,7 @@ pub async fn adjust(
             ));
         }
     };
+    manager?;
     s.write(
         &caller,
         key,
@@ -253,8 +259,12 @@ pub async fn add_line(
 }
 
 #[utoipa::path(post, path = "/v1/stock-counts/{id}/apply", tag = "stock",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: same answer, one change")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: same answer, one change"),
+        ("Sentra-Manager" = Option<String>, Header, description = "<manager's staff id>:<PIN>, unless the staff session is a manager's", pattern = r"^[A-Za-z0-9_-]{1,64}:[0-9]{4,8}$")),
     responses((status = 200, body = StockCount, description = "APPLIED; applying an APPLIED count again changes nothing"),
+        (status = 401, description = "wrong manager PIN", body = super::error::ErrorBody),
+        (status = 403, description = "manager_required: a manager must approve applying a count", body = super::error::ErrorBody),
+        (status = 429, description = "pin_locked", body = super::error::ErrorBody),
         (status = 409, description = "count_closed (cancelled) or count_stale", body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn apply_count(
@@ -263,9 +273,11 @@ pub async fn apply_count(
     key: IdempotencyKey,
     fp: Fingerprint,
     Path(id): Path<String>,
+    manager: Result<super::Manager, ApiError>,
 ) -> Result<Response, ApiError> {
     may_adjust_stock(&caller)?;
     let id = path_id(&id)?;
+    manager?;
     s.write(&caller, key, fp, StatusCode::OK, move |w, d| {
         stock::apply_count(w, &d.id, &id)
     })

@@ -1,5 +1,6 @@
 //! Pure rendering of the branch's printed documents (invoice, receipt, delivery note, pairing QR,
-//! and at a rental's handover the rental agreement and its surat jalan)
+//! at a rental's handover the rental agreement and its surat jalan, at its return the rental
+//! invoice, and the day's Z-report)
 //! to the ESC/POS bytes a thermal printer understands. No I/O, no clock: the same document, layout
 //! and reprint flag always give the same bytes, which is what the golden files check.
 //!
@@ -17,6 +18,7 @@
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::store::billing::Invoice;
+use crate::store::rentals::{RentalInvoice, RentalPayment};
 
 /// ESC/POS command bytes we use.
 mod cmd {
@@ -100,6 +102,20 @@ pub enum Document {
     RentalDeliveryNote(RentalPaper),
     /// Laporan Z: a branch day's close (its shifts, money by method, cash counted).
     ZReport(ZReport),
+    /// Faktur sewa: a rental's invoice at its return, with the deposit settled against it.
+    RentalInvoice(RentalInvoiceDoc),
+}
+
+/// What a rental invoice shows: the invoice, the rental it bills and its money rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RentalInvoiceDoc {
+    pub agreement_number: String,
+    pub customer: String,
+    pub asset_name: String,
+    pub plate: String,
+    pub invoice: RentalInvoice,
+    /// Deposit, payments and refunds (a refund negative), in the order taken.
+    pub payments: Vec<RentalPayment>,
 }
 
 /// What a Z-report shows: the closed day (`store::staff::Day`) with its staff's names.
@@ -231,6 +247,7 @@ pub fn render(doc: &Document, layout: &Layout, reprint: bool) -> Vec<u8> {
         Document::RentalAgreement(d) => rental_agreement(&mut p, d, layout),
         Document::RentalDeliveryNote(d) => rental_delivery_note(&mut p, d, layout),
         Document::ZReport(d) => z_report(&mut p, d, layout),
+        Document::RentalInvoice(d) => rental_invoice(&mut p, d, layout),
     }
     if reprint {
         p.reprint_mark();
@@ -405,6 +422,50 @@ fn rental_delivery_note(p: &mut Page, d: &RentalPaper, layout: &Layout) {
     p.pair("Pengirim", "Penerima");
     p.feed(3);
     p.pair("(..........)", "(..........)");
+}
+
+fn rental_invoice(p: &mut Page, d: &RentalInvoiceDoc, layout: &Layout) {
+    let inv = &d.invoice;
+    p.title("FAKTUR SEWA / RENTAL INVOICE");
+    p.field("No", &inv.number);
+    p.field("Tanggal", &local_time(&inv.issued_at, layout.utc_offset));
+    p.field("Perjanjian", &d.agreement_number);
+    p.field("Penyewa", &d.customer);
+    p.field("Kendaraan", &d.asset_name);
+    p.field("No. Polisi", &d.plate);
+    p.rule();
+    for l in &inv.lines {
+        p.wrapped(&l.description);
+        p.pair(
+            &format!("  {} x {}", l.qty, rupiah(l.unit_price)),
+            &rupiah(l.amount),
+        );
+    }
+    p.rule();
+    p.pair("Subtotal", &rupiah(inv.subtotal));
+    p.pair(
+        &format!("PPN {}%", crate::domain::billing::PPN_PERCENT),
+        &rupiah(inv.tax),
+    );
+    p.raw(cmd::BOLD_ON);
+    p.pair("TOTAL", &rupiah(inv.total));
+    p.raw(cmd::BOLD_OFF);
+    for m in &d.payments {
+        let label = match m.kind.as_str() {
+            "DEPOSIT" => "Deposit",
+            "REFUND" => "Deposit kembali",
+            _ => "Bayar",
+        };
+        p.pair(&format!("{label} {}", m.method), &rupiah(m.amount));
+    }
+    p.pair("Sisa", &rupiah(inv.balance.max(0)));
+    if inv.balance <= 0 {
+        p.rule();
+        p.center_bold("LUNAS / PAID");
+    }
+    p.rule();
+    p.center("Harga sudah termasuk PPN");
+    p.center("Terima kasih");
 }
 
 /// Cash counted against expected, and the difference with its reason.

@@ -359,6 +359,24 @@ fn load(
                 Document::RentalDeliveryNote(paper)
             }))
         }
+        "rental_invoice" => {
+            let paper = match store::rentals::paper(c, &job.ref_id) {
+                Ok(p) => p,
+                Err(e) => return gone(e),
+            };
+            let r = paper.rental;
+            let Some(invoice) = r.invoice else {
+                return Ok(Err(format!("rental {} has no invoice", r.booking_id)));
+            };
+            Ok(Ok(Document::RentalInvoice(document::RentalInvoiceDoc {
+                agreement_number: r.agreement_number,
+                customer: r.customer,
+                asset_name: paper.asset_name,
+                plate: paper.plate,
+                invoice,
+                payments: r.payments,
+            })))
+        }
         "z_report" => {
             let Ok(day) = store::staff::parse_day(&job.ref_id) else {
                 return Ok(Err(format!("{:?} is not a day", job.ref_id)));

@@ -1,5 +1,8 @@
 //! Invoices, payments and credit notes. Money is append-only: an invoice is immutable once issued
 //! (triggers refuse updates and deletes), payments only add, and corrections are credit notes.
+//! The one exception is a void: a payment taken in error, taken back the day it was received
+//! (its shift still open) with a manager's approval, moves whole from `payments` to
+//! `payment_voids` (a trigger refuses any other delete), so every sum over `payments` is right.
 //! Numbers are unique and increasing per branch even offline (see `domain::billing`).
 
 use rusqlite::{Connection, OptionalExtension as _};
@@ -34,7 +37,20 @@ pub struct Invoice {
     pub status: String,
     pub payments: Vec<Payment>,
     pub credit_notes: Vec<CreditNote>,
+    /// Payments taken back (voided): not in `paid`, shown for the record.
+    pub voided: Vec<VoidedPayment>,
     pub issued_at: String,
+}
+
+/// A payment a manager voided: what it was, and who took it back, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct VoidedPayment {
+    #[serde(flatten)]
+    pub payment: Payment,
+    pub voided_at: String,
+    /// The staff id of the manager who approved the void.
+    pub manager_id: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -280,6 +296,59 @@ pub fn credit(
     get(w.conn(), invoice_id)
 }
 
+/// Takes back a payment taken in error (wrong method, wrong invoice, typed twice), with a
+/// manager's approval (`manager_id`, checked by the caller). Only on the branch day the payment
+/// was received, while that day is open and the shift it was taken in (if any) is still open: a
+/// closed drawer's totals are final, and later a correction is a credit note. The payment moves
+/// to `payment_voids` whole; `payment:voided` tells the cloud.
+pub fn void_payment(
+    w: &mut WriteTx<'_>,
+    actor: &str,
+    payment_id: &str,
+    manager_id: &str,
+    reason: &Text,
+) -> Result<Invoice> {
+    let found: Option<(String, String, String)> = w
+        .conn()
+        .prepare_cached("SELECT invoice_id, received_at, received_by FROM payments WHERE id = ?1")?
+        .query_row([payment_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((invoice_id, received_at, received_by)) = found else {
+        let voided: Option<String> = w
+            .conn()
+            .prepare_cached("SELECT voided_at FROM payment_voids WHERE id = ?1")?
+            .query_row([payment_id], |r| r.get(0))
+            .optional()?;
+        return Err(match voided {
+            Some(at) => DomainError::conflict(
+                "already_voided",
+                format!("payment {payment_id} was voided at {at}"),
+            ),
+            None => DomainError::not_found("payment", payment_id),
+        }
+        .into());
+    };
+    super::staff::refuse_if_closed(w)?;
+    super::staff::refuse_void_after_close(w, payment_id, &received_at, &received_by)?;
+    let voided_at = w.now_str();
+    w.conn().execute(
+        "INSERT INTO payment_voids (id, invoice_id, method, amount, reference, received_at, received_by, voided_at, voided_by, manager_id, reason)
+         SELECT id, invoice_id, method, amount, reference, received_at, received_by, ?2, ?3, ?4, ?5 FROM payments WHERE id = ?1",
+        (payment_id, &voided_at, actor, manager_id, reason.as_str()),
+    )?;
+    w.conn()
+        .execute("DELETE FROM payments WHERE id = ?1", [payment_id])?;
+    let voided = p::PaymentVoided {
+        id: payment_id.to_owned(),
+        invoice_id: invoice_id.clone(),
+        manager_id: manager_id.to_owned(),
+        reason: reason.to_string(),
+        voided_at,
+    };
+    w.emit(EntityKind::Payment, payment_id, op::VOIDED, &voided)?;
+    get(w.conn(), &invoice_id)
+}
+
 pub fn get(conn: &Connection, id: &str) -> Result<Invoice> {
     let (number, work_order_id, lines, subtotal, tax, total, issued_at): (String, String, String, i64, i64, i64, String) = conn
         .prepare_cached("SELECT number, work_order_id, lines, subtotal, tax, total, issued_at FROM invoices WHERE id = ?1")?
@@ -292,6 +361,13 @@ pub fn get(conn: &Connection, id: &str) -> Result<Invoice> {
     let credit_notes: Vec<CreditNote> = conn
         .prepare_cached("SELECT id, number, amount, reason, issued_at FROM credit_notes WHERE invoice_id = ?1 ORDER BY issued_at, id")?
         .query_map([id], |r| Ok(CreditNote { id: r.get(0)?, number: r.get(1)?, amount: r.get(2)?, reason: r.get(3)?, issued_at: r.get(4)? }))?
+        .collect::<rusqlite::Result<_>>()?;
+    let voided: Vec<VoidedPayment> = conn
+        .prepare_cached("SELECT id, method, amount, reference, received_at, voided_at, manager_id, reason FROM payment_voids WHERE invoice_id = ?1 ORDER BY voided_at, id")?
+        .query_map([id], |r| Ok(VoidedPayment {
+            payment: Payment { id: r.get(0)?, method: r.get(1)?, amount: r.get(2)?, reference: r.get(3)?, received_at: r.get(4)? },
+            voided_at: r.get(5)?, manager_id: r.get(6)?, reason: r.get(7)?,
+        }))?
         .collect::<rusqlite::Result<_>>()?;
     let paid: i64 = payments.iter().map(|p| p.amount).sum();
     let credited: i64 = credit_notes.iter().map(|c| c.amount).sum();
@@ -316,6 +392,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Invoice> {
         status: status.into(),
         payments,
         credit_notes,
+        voided,
         issued_at,
     })
 }

@@ -17,8 +17,9 @@ use sentra_protocol::payload::{self as p, op};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PrintJob {
     pub id: String,
-    /// What is printed: `invoice`, `receipt`, `delivery_note`, `pairing_qr`, and at a rental's
-    /// handover `rental_agreement` and `rental_delivery_note` (the surat jalan).
+    /// What is printed: `invoice`, `receipt`, `delivery_note`, `pairing_qr`, at a rental's
+    /// handover `rental_agreement` and `rental_delivery_note` (the surat jalan), at its return
+    /// `rental_invoice`, and `z_report` at a day's close.
     pub document: String,
     pub ref_id: String,
     /// QUEUED, PRINTED or FAILED.
@@ -43,6 +44,7 @@ pub const DOCUMENTS: &[&str] = &[
     "pairing_qr",
     "rental_agreement",
     "rental_delivery_note",
+    "rental_invoice",
     "z_report",
 ];
 

@@ -46,6 +46,9 @@ pub struct Tariff {
 /// The documents a handover prints, by print-job name.
 pub const DOCUMENTS: [&str; 2] = ["rental_agreement", "rental_delivery_note"];
 
+/// What prints at a rental's return: its invoice with the deposit settled.
+pub const RETURN_DOCUMENT: &str = "rental_invoice";
+
 /// A tariff pulled from the cloud (the cloud's value wins). One whose amounts this build cannot
 /// take is skipped (false) rather than stalling every change behind it.
 pub fn upsert_tariff(w: &mut WriteTx<'_>, t: &TariffRecord) -> Result<bool> {
@@ -154,7 +157,8 @@ pub struct Rental {
     pub payments: Vec<RentalPayment>,
     pub invoice: Option<RentalInvoice>,
     pub settlement: Option<SettlementView>,
-    /// The rental agreement and surat jalan queued at handover.
+    /// The rental agreement and surat jalan queued at handover, the rental invoice at return, and
+    /// any reprint asked for since.
     pub print_jobs: Vec<print_jobs::PrintJob>,
 }
 
@@ -721,6 +725,8 @@ pub fn take_back(w: &mut WriteTx<'_>, actor: &str, booking_id: &str, r: &Return)
             returned_at: returned_local,
         },
     )?;
+    // The customer leaves with the invoice and what was settled.
+    print_jobs::enqueue(w, RETURN_DOCUMENT, booking_id)?;
     get(w.conn(), booking_id)
 }
 
@@ -730,6 +736,30 @@ pub fn status_of(conn: &Connection, booking_id: &str) -> Result<Option<String>> 
         .prepare_cached("SELECT status FROM rentals WHERE booking_id = ?1")?
         .query_row([booking_id], |r| r.get(0))
         .optional()?)
+}
+
+/// Prints one of a rental's papers again (a jammed printer, a customer's lost copy): the
+/// agreement or surat jalan once handed over, the invoice once returned.
+pub fn reprint(
+    w: &mut WriteTx<'_>,
+    booking_id: &str,
+    document: &str,
+) -> Result<print_jobs::PrintJob> {
+    let conn = w.conn();
+    if status_of(conn, booking_id)?.is_none() {
+        bookings::get(conn, booking_id)?;
+        return Err(conflict(
+            "not_handed_over",
+            format!("booking {booking_id} was never handed over at the counter: it has no papers"),
+        ));
+    }
+    if document == RETURN_DOCUMENT && get(conn, booking_id)?.invoice.is_none() {
+        return Err(conflict(
+            "not_returned",
+            format!("booking {booking_id} has not been returned: it has no invoice yet"),
+        ));
+    }
+    print_jobs::enqueue(w, document, booking_id)
 }
 
 /// How the printed papers and the invoice name the asset: its name and plate.
@@ -875,7 +905,7 @@ pub fn get(conn: &Connection, booking_id: &str) -> Result<Rental> {
     };
     let job_ids: Vec<String> = conn
         .prepare_cached(
-            "SELECT id FROM print_jobs WHERE ref_id = ?1 AND document IN ('rental_agreement', 'rental_delivery_note')
+            "SELECT id FROM print_jobs WHERE ref_id = ?1 AND document IN ('rental_agreement', 'rental_delivery_note', 'rental_invoice')
              ORDER BY rowid",
         )?
         .query_map([booking_id], |r| r.get(0))?

@@ -21,7 +21,8 @@ use super::{Result, StoreError};
 /// 9 only adds nullable columns to `devices` that builds from 8 ignore, so it keeps 8; 10 only
 /// adds the rental counter's tables, so it keeps 8 too. The stock adjustments' migration adds
 /// `work_order_parts.returned`, which older builds would not subtract when invoicing: its own.
-/// 0013 (vehicles) adds nullable columns and indexes, so it names no newer version.
+/// 0013 (vehicles) adds nullable columns and indexes, so it names no newer version; 0014 (voids)
+/// adds a table a void moves a payment into, so older builds, summing `payments`, read it right.
 const MIGRATIONS: &[(&str, i64)] = &[
     (include_str!("migrations/0001_init.sql"), 1),
     (include_str!("migrations/0002_sync.sql"), 2),
@@ -36,6 +37,7 @@ const MIGRATIONS: &[(&str, i64)] = &[
     (include_str!("migrations/0011_staff_day.sql"), 8),
     (include_str!("migrations/0012_stock_adjustments.sql"), 12),
     (include_str!("migrations/0013_vehicles.sql"), 8),
+    (include_str!("migrations/0014_payment_voids.sql"), 8),
 ];
 
 /// Where [`MIGRATIONS`]' `readable_by` accumulates.

@@ -196,6 +196,47 @@ pub fn refuse_if_closed(w: &WriteTx<'_>) -> Result<()> {
     }
 }
 
+/// Refuses to void a payment received on another branch day than today (a later correction is a
+/// credit note), or one taken in a shift that has closed (its totals are final).
+pub fn refuse_void_after_close(
+    w: &WriteTx<'_>,
+    payment_id: &str,
+    received_at: &str,
+    received_by: &str,
+) -> Result<()> {
+    let offset = w.ctx().utc_offset;
+    let today = local_day(offset, w.now());
+    let (from, to) = day_bounds(offset, today);
+    if received_at < from.as_str() || received_at >= to.as_str() {
+        return Err(DomainError::conflict(
+            "void_too_late",
+            format!(
+                "payment {payment_id} was received at {received_at}, not on the branch day {}; a void is for the same day, later a credit note corrects the invoice",
+                format_day(today)
+            ),
+        )
+        .into());
+    }
+    let shift: Option<String> = w
+        .conn()
+        .prepare_cached(
+            "SELECT id FROM shifts WHERE device_id = ?1 AND status = 'CLOSED'
+                 AND opened_at <= ?2 AND closed_at > ?2",
+        )?
+        .query_row([received_by, received_at], |r| r.get(0))
+        .optional()?;
+    match shift {
+        Some(shift) => Err(DomainError::conflict(
+            "shift_closed",
+            format!(
+                "payment {payment_id} was taken in shift {shift}, which is closed; its totals are final (issue a credit note)"
+            ),
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
 fn check_reason(difference: i64, reason: Option<&str>) -> Result<Option<String>> {
     match reason.map(str::trim).filter(|r| !r.is_empty()) {
         None if difference != 0 => Err(DomainError::invalid(

@@ -310,6 +310,7 @@ fn fixture_invoice() -> InvoiceDoc {
                 },
             ],
             credit_notes: vec![],
+            voided: vec![],
             issued_at: "2026-11-22T03:35:12.000Z".into(),
         },
         customer_name: "Budi Santoso".into(),

@@ -9,8 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use sentra_edge::printer::document::{self, Document, Layout, PaperWidth, RentalPaper};
+use sentra_edge::printer::document::{
+    self, Document, Layout, PaperWidth, RentalInvoiceDoc, RentalPaper,
+};
 use sentra_edge::printer::transport::Target;
+use sentra_edge::store::rentals::{RentalInvoice, RentalPayment};
+use sentra_protocol::payload::InvoiceLine;
 use serde_json::{Value, json};
 use time::{Date, OffsetDateTime, UtcOffset};
 
@@ -388,10 +392,53 @@ async fn a_late_rental_is_handed_over_printed_returned_and_settled_offline() {
     assert_eq!(error(s, &b).1, "already_returned", "{b}");
     let (_, booking) = edge.get(&pos, &format!("/v1/bookings/{id}")).await;
     assert_eq!(booking["state"], "COMPLETED", "{booking}");
-    let (s, read) = edge
+    let (s, mut read) = edge
         .get(&tablet, &format!("/v1/bookings/{id}/rental"))
         .await;
-    assert_eq!((s, &read), (StatusCode::OK, &done));
+    // The same rental (its invoice's print job moves on meanwhile).
+    let mut answered = done.clone();
+    for rental in [&mut read, &mut answered] {
+        rental["print_jobs"] = Value::Null;
+    }
+    assert_eq!((s, &read), (StatusCode::OK, &answered));
+
+    // The rental invoice prints at the return: its lines, PPN, the deposit and the payment.
+    assert_eq!(
+        done["print_jobs"][2]["document"], "rental_invoice",
+        "{done}"
+    );
+    eventually("the invoice printed", || async {
+        printer.documents().len() == 3
+    })
+    .await;
+    let paper = &printer.documents()[2];
+    assert!(paper.contains("FAKTUR SEWA"), "{paper}");
+    assert!(paper.contains(&format!("JKT01-{month}-00001")), "{paper}");
+    assert!(paper.contains("Baret pintu kiri"), "{paper}");
+    assert!(paper.contains("Deposit EDC"), "{paper}");
+    assert!(paper.contains("Bayar QRIS"), "{paper}");
+    assert!(paper.contains("LUNAS"), "{paper}");
+    // A paper printed again on request; an unknown paper or booking is refused.
+    let reprint = format!("/v1/bookings/{id}/print?document=rental_invoice");
+    let (s, job) = edge.post(&pos, &reprint, json!(null)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["document"], "rental_invoice");
+    let (s, b) = edge
+        .post(
+            &pos,
+            &format!("/v1/bookings/{id}/print?document=receipt"),
+            json!(null),
+        )
+        .await;
+    assert_eq!(error(s, &b).1, "invalid_field", "{b}");
+    let (s, b) = edge
+        .post(&pos, "/v1/bookings/nope/print", json!(null))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    eventually("the copy printed", || async {
+        printer.documents().len() == 4
+    })
+    .await;
 
     // Each step's events, once, in the outbox for the cloud.
     let db = open_db(&site);
@@ -418,6 +465,8 @@ async fn a_late_rental_is_handed_over_printed_returned_and_settled_offline() {
             ("rental", "returned"),
             ("rental_payment", "received"),
             ("booking", "completed"),
+            ("print_job", "queued"),
+            ("print_job", "queued"),
         ]
     );
     assert_eq!(edge.stop().await, 0);
@@ -578,8 +627,81 @@ async fn rental_papers_match_golden_files() {
             Document::RentalDeliveryNote(fixture()),
             PaperWidth::Mm58,
         ),
+        (
+            "rental_invoice_58",
+            Document::RentalInvoice(invoice_fixture()),
+            PaperWidth::Mm58,
+        ),
+        (
+            "rental_invoice_80",
+            Document::RentalInvoice(invoice_fixture()),
+            PaperWidth::Mm80,
+        ),
     ])
     .await;
+}
+
+/// The fixture's rental returned two days late with a scratch: the deposit pays part of the
+/// invoice, the customer the rest by QRIS.
+fn invoice_fixture() -> RentalInvoiceDoc {
+    let paper = fixture();
+    let line = |kind: &str, description: &str, qty: i64, unit_price: i64| InvoiceLine {
+        kind: kind.into(),
+        description: description.into(),
+        sku: None,
+        qty,
+        unit_price,
+        amount: qty * unit_price,
+    };
+    let money =
+        |id: &str, kind: &str, method: &str, amount: i64, reference: Option<&str>| RentalPayment {
+            id: id.into(),
+            kind: kind.into(),
+            method: method.into(),
+            amount,
+            reference: reference.map(str::to_owned),
+            invoice_id: (kind != "DEPOSIT").then(|| "0193a5e0-0000-7000-8000-0000000000d1".into()),
+            received_at: "2026-12-10T08:05:00.000Z".into(),
+        };
+    let subtotal = 3 * 350_000 + 2 * 100_000 + 150_000;
+    let tax = (subtotal * 11 + 50) / 100;
+    RentalInvoiceDoc {
+        agreement_number: paper.agreement_number,
+        customer: paper.customer,
+        asset_name: paper.asset_name,
+        plate: paper.plate,
+        invoice: RentalInvoice {
+            id: "0193a5e0-0000-7000-8000-0000000000d1".into(),
+            number: "JKT01-202612-00007".into(),
+            lines: vec![
+                line(
+                    "rental",
+                    "Sewa Toyota Avanza 2024 hitam (B 5678 SNT), 3 hari",
+                    3,
+                    350_000,
+                ),
+                line("late_fee", "Denda telat 2 hari", 2, 100_000),
+                line("damage", "Baret pintu kiri", 1, 150_000),
+            ],
+            subtotal,
+            tax,
+            total: subtotal + tax,
+            paid: subtotal + tax,
+            balance: 0,
+            status: "PAID".into(),
+            issued_at: "2026-12-10T08:05:00.000Z".into(),
+        },
+        payments: vec![
+            money("p1", "DEPOSIT", "EDC", 1_000_000, Some("APPR-778812")),
+            money(
+                "p2",
+                "PAYMENT",
+                "QRIS",
+                subtotal + tax - 1_000_000,
+                Some("QR-99120"),
+            ),
+        ],
+    }
 }
 
 /// Each document, rendered for the test branch's layout and sent through the real network

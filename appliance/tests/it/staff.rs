@@ -321,6 +321,109 @@ async fn a_shift_and_the_day_closed_then_reopened() {
         assert_eq!(s, StatusCode::CREATED, "{b}");
     }
 
+    // A payment typed in error (cash on the wrong invoice) is voided the same day with a
+    // manager's approval: refused without one, with nothing changed; then moved to `voided`,
+    // its amount owed again, one `payment:voided` event naming the manager.
+    let (s, wrong) = post_as(
+        &edge,
+        &pos,
+        &format!("/v1/invoices/{later}/payments"),
+        json!({"method": "CASH", "amount": 55_500}),
+        cashier,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{wrong}");
+    let wrong_id = wrong["payments"][0]["id"]
+        .as_str()
+        .expect("payment")
+        .to_owned();
+    let void = format!("/v1/payments/{wrong_id}/void");
+    let reason = json!({"reason": "Salah invoice"});
+    for (manager, status, code) in [
+        (None, StatusCode::FORBIDDEN, "manager_required"),
+        (Some("kasir-budi:1357"), StatusCode::FORBIDDEN, "forbidden"),
+    ] {
+        let (s, b) = post_as(&edge, &pos, &void, reason.clone(), cashier, manager).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{b}"
+        );
+    }
+    let (s, b) = post_as(
+        &edge,
+        &pos,
+        &void,
+        json!({"reason": ""}),
+        cashier,
+        Some(MANAGER),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let events = |op: &str| -> i64 {
+        open_db(&site)
+            .query_row(
+                "SELECT count(*) FROM sync_event_logs WHERE entity = 'payment' AND op = ?1",
+                [op],
+                |r| r.get(0),
+            )
+            .expect("events")
+    };
+    assert_eq!(events("voided"), 0, "a refused void changes nothing");
+    let (s, voided) = post_as(&edge, &pos, &void, reason.clone(), cashier, Some(MANAGER)).await;
+    assert_eq!(s, StatusCode::OK, "{voided}");
+    assert_eq!(voided["payments"], json!([]), "{voided}");
+    assert_eq!(voided["paid"], 0);
+    assert_eq!(voided["balance"], 55_500);
+    assert_eq!(voided["status"], "ISSUED");
+    assert_eq!(
+        (
+            voided["voided"][0]["id"].as_str(),
+            voided["voided"][0]["manager_id"].as_str(),
+            voided["voided"][0]["amount"].as_i64()
+        ),
+        (Some(wrong_id.as_str()), Some("mgr-rina"), Some(55_500)),
+        "{voided}"
+    );
+    let (s, b) = post_as(&edge, &pos, &void, reason.clone(), cashier, Some(MANAGER)).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("already_voided")),
+        "{b}"
+    );
+    let (s, b) = post_as(
+        &edge,
+        &pos,
+        "/v1/payments/nope/void",
+        reason.clone(),
+        cashier,
+        Some(MANAGER),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    assert_eq!(events("voided"), 1);
+    let payload: Value = open_db(&site)
+        .query_row(
+            "SELECT payload FROM sync_event_logs WHERE entity = 'payment' AND op = 'voided'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .map(|p| serde_json::from_str(&p).expect("json"))
+        .expect("void event");
+    assert_eq!(
+        (
+            payload["id"].as_str(),
+            payload["manager_id"].as_str(),
+            payload["reason"].as_str()
+        ),
+        (
+            Some(wrong_id.as_str()),
+            Some("mgr-rina"),
+            Some("Salah invoice")
+        )
+    );
+
     // Closing the day while the shift is open: refused.
     let close_day = format!("/v1/days/{day}/close");
     let (s, b) = post_as(&edge, &pos, &close_day, json!({}), cashier, Some(MANAGER)).await;
@@ -367,6 +470,27 @@ async fn a_shift_and_the_day_closed_then_reopened() {
             closed["status"].as_str()
         ),
         (Some(611_000), Some(-10_000), Some("CLOSED"))
+    );
+    // The voided payment is not in the shift's totals above; a payment of the closed shift can
+    // no longer be voided (its totals are final).
+    let (_, first_invoice) = edge.get(&pos, &format!("/v1/invoices/{first}")).await;
+    let first_payment = first_invoice["payments"][0]["id"]
+        .as_str()
+        .expect("payment")
+        .to_owned();
+    let (s, b) = post_as(
+        &edge,
+        &pos,
+        &format!("/v1/payments/{first_payment}/void"),
+        reason.clone(),
+        cashier,
+        Some(MANAGER),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("shift_closed")),
+        "{b}"
     );
 
     // The day: a manager closes it (not the cashier alone); its reason is required too.

@@ -36,6 +36,36 @@ fn adjusted_events(site: &Site) -> Vec<Value> {
         .collect()
 }
 
+/// The demo's manager approving on the spot (`Sentra-Manager`): adjustments and applying a count
+/// need a manager.
+const MANAGER: (&str, &str) = ("Sentra-Manager", "mgr-rina:2468");
+
+/// `POST /v1/stock/adjustments` with the manager's approval.
+async fn adjust(edge: &Edge, dev: &Device, body: Value) -> (StatusCode, Value) {
+    edge.call_with(
+        Some(&dev.token),
+        Method::POST,
+        "/v1/stock/adjustments",
+        Some(body),
+        None,
+        &[MANAGER],
+    )
+    .await
+}
+
+/// `POST /v1/stock-counts/{id}/apply` with the manager's approval.
+async fn apply(edge: &Edge, dev: &Device, id: &str, key: Option<&str>) -> (StatusCode, Value) {
+    edge.call_with(
+        Some(&dev.token),
+        Method::POST,
+        &format!("/v1/stock-counts/{id}/apply"),
+        None,
+        key,
+        &[MANAGER],
+    )
+    .await
+}
+
 async fn receive(edge: &Edge, dev: &Device, sku: &str, qty: i64) {
     let (status, body) = edge
         .post(dev, "/v1/stock/receipts", json!({"sku": sku, "qty": qty}))
@@ -53,35 +83,32 @@ async fn adjustments_with_a_reason_never_below_zero() {
     receive(&edge, &store, "FLT-OIL-AVZ", 5).await;
     let start = level(&edge, &store, "FLT-OIL-AVZ").await;
 
-    let (status, body) = edge
-        .post(
-            &store,
-            "/v1/stock/adjustments",
-            json!({"sku": "FLT-OIL-AVZ", "reason": "DAMAGE", "qty": 2, "note": "Kardus basah"}),
-        )
-        .await;
+    let (status, body) = adjust(
+        &edge,
+        &store,
+        json!({"sku": "FLT-OIL-AVZ", "reason": "DAMAGE", "qty": 2, "note": "Kardus basah"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["adjustment"]["delta"], -2);
     assert_eq!(body["adjustment"]["adjustment"], "DAMAGE");
     assert_eq!(body["stock"]["on_hand"], start - 2);
 
-    let (status, body) = edge
-        .post(
-            &store,
-            "/v1/stock/adjustments",
-            json!({"sku": "FLT-OIL-AVZ", "reason": "RETURN_TO_SUPPLIER", "qty": 1}),
-        )
-        .await;
+    let (status, body) = adjust(
+        &edge,
+        &store,
+        json!({"sku": "FLT-OIL-AVZ", "reason": "RETURN_TO_SUPPLIER", "qty": 1}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["stock"]["on_hand"], start - 3);
 
-    let (status, body) = edge
-        .post(
-            &store,
-            "/v1/stock/adjustments",
-            json!({"sku": "FLT-OIL-AVZ", "reason": "COUNT", "counted": start + 4}),
-        )
-        .await;
+    let (status, body) = adjust(
+        &edge,
+        &store,
+        json!({"sku": "FLT-OIL-AVZ", "reason": "COUNT", "counted": start + 4}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["adjustment"]["delta"], 7);
     assert_eq!(level(&edge, &store, "FLT-OIL-AVZ").await, start + 4);
@@ -151,12 +178,40 @@ async fn adjustments_with_a_reason_never_below_zero() {
         ),
     ];
     for (dev, body, want, code) in refusals {
-        let (status, answer) = edge.post(dev, "/v1/stock/adjustments", body.clone()).await;
+        let (status, answer) = adjust(&edge, dev, body.clone()).await;
         assert_eq!(status, want, "{body} -> {answer}");
         assert!(answer["error"]["message"].is_string(), "{answer}");
         if !code.is_empty() {
             assert_eq!(answer["error"]["code"], code, "{body} -> {answer}");
         }
+    }
+    // Without a manager's approval, or with a cashier's PIN as the approval: refused.
+    let damage = json!({"sku": "FLT-OIL-AVZ", "reason": "DAMAGE", "qty": 1});
+    for (approval, want, code) in [
+        (None, StatusCode::FORBIDDEN, "manager_required"),
+        (Some("kasir-budi:1357"), StatusCode::FORBIDDEN, "forbidden"),
+        (
+            Some("mgr-rina:0000"),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = approval
+            .map(|a| ("Sentra-Manager", a))
+            .into_iter()
+            .collect();
+        let (status, answer) = edge
+            .call_with(
+                Some(&store.token),
+                Method::POST,
+                "/v1/stock/adjustments",
+                Some(damage.clone()),
+                None,
+                &headers,
+            )
+            .await;
+        assert_eq!(status, want, "{approval:?} -> {answer}");
+        assert_eq!(answer["error"]["code"], code, "{approval:?} -> {answer}");
     }
     assert_eq!(snapshot(&site), before);
 
@@ -325,16 +380,20 @@ async fn a_count_shows_its_differences_then_applies_once() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-
-    let (status, applied) = edge
+    // Nor the storekeeper without a manager's approval.
+    let (status, body) = edge
         .call(
             Some(&store.token),
             Method::POST,
             &format!("/v1/stock-counts/{id}/apply"),
             None,
-            Some("apply-1"),
+            None,
         )
         .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "manager_required");
+
+    let (status, applied) = apply(&edge, &store, &id, Some("apply-1")).await;
     assert_eq!(status, StatusCode::OK, "{applied}");
     assert_eq!(applied["status"], "APPLIED");
     assert_eq!(level(&edge, &store, "OIL-10W40-1L").await, oil - 1);
@@ -351,15 +410,7 @@ async fn a_count_shows_its_differences_then_applies_once() {
     // Applied twice (a new request, or the same one replayed): nothing more moves.
     let after = snapshot(&site);
     for key in [None, Some("apply-1"), Some("apply-2")] {
-        let (status, again) = edge
-            .call(
-                Some(&store.token),
-                Method::POST,
-                &format!("/v1/stock-counts/{id}/apply"),
-                None,
-                key,
-            )
-            .await;
+        let (status, again) = apply(&edge, &store, &id, key).await;
         assert_eq!(status, StatusCode::OK, "{again}");
         assert_eq!(again["status"], "APPLIED");
     }
@@ -402,15 +453,7 @@ async fn a_count_shows_its_differences_then_applies_once() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "CANCELLED");
-    let (status, body) = edge
-        .call(
-            Some(&store.token),
-            Method::POST,
-            &format!("/v1/stock-counts/{second}/apply"),
-            None,
-            None,
-        )
-        .await;
+    let (status, body) = apply(&edge, &store, &second, None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(snapshot(&site), after);
     let (status, _) = edge.get(&store, "/v1/stock-counts/nope").await;

@@ -572,7 +572,8 @@ impl Projections {
             Payload::ShiftOpened(_)
             | Payload::ShiftClosed(_)
             | Payload::DayClosed(_)
-            | Payload::DayReopened(_) => self.shifts.push(event, payload),
+            | Payload::DayReopened(_)
+            | Payload::PaymentVoided(_) => self.shifts.push(event, payload),
             // Completed by `booking::offline::decide` after this runs.
             Payload::PrintJobQueued(_)
             | Payload::RecordFieldsSet(_)

@@ -1,10 +1,11 @@
-//! The cash drawer's events at ingest: cashier shifts (`staff_shifts`) and branch days
-//! (`branch_days`), called by `apply`.
+//! The cash drawer's events at ingest: cashier shifts (`staff_shifts`), branch days
+//! (`branch_days`) and voided payments (`payment_voids`), called by `apply` after the batch's
+//! payments are inserted (a void may follow its payment in the same batch).
 //!
 //! Invariants: a shift's open inserts `ON CONFLICT DO NOTHING` and its close fills only a shift
 //! still open, so either event sent twice changes nothing the second time; a day's close or
 //! reopen applies only over an older event of that day (`seq`), so a replay cannot undo a later
-//! change. Row by row, in event order (a handful a day).
+//! change; a void inserts `ON CONFLICT DO NOTHING`. Row by row, in event order (a handful a day).
 
 use sentra_protocol::payload::Payload;
 use sqlx::PgConnection;
@@ -107,6 +108,23 @@ impl Rows {
                     .bind(&d.reopened_at)
                     .bind(&d.manager_id)
                     .bind(&d.reason)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Payload::PaymentVoided(v) => {
+                    sqlx::query(
+                        "INSERT INTO payment_voids (branch_id, payment_id, invoice_id, manager_id, reason, voided_at, device_id, seq)
+                         VALUES ($1, $2, $3, $4, $5, $6::timestamptz, $7::uuid, $8)
+                         ON CONFLICT (branch_id, payment_id) DO NOTHING",
+                    )
+                    .bind(branch)
+                    .bind(&v.id)
+                    .bind(&v.invoice_id)
+                    .bind(&v.manager_id)
+                    .bind(&v.reason)
+                    .bind(&v.voided_at)
+                    .bind(device)
                     .bind(seq)
                     .execute(&mut *tx)
                     .await?;

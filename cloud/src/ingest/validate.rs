@@ -180,6 +180,13 @@ fn rules(
             positive("amount", pay.amount)?;
             time("received_at", &pay.received_at)
         }
+        Payload::PaymentVoided(v) => {
+            same_id(&v.id, entity_id)?;
+            id("invoice_id", &v.invoice_id)?;
+            id("manager_id", &v.manager_id)?;
+            text("reason", &v.reason)?;
+            time("voided_at", &v.voided_at)
+        }
         Payload::CreditNoteIssued(c) => {
             same_id(&c.id, entity_id)?;
             text("number", &c.number)?;
@@ -597,6 +604,9 @@ impl Lookup {
                     sets.payments.insert(entity_id);
                     sets.invoices.insert(&pay.invoice_id);
                 }
+                Payload::PaymentVoided(_) => {
+                    sets.payments.insert(entity_id);
+                }
                 Payload::CreditNoteIssued(c) => {
                     sets.credit_notes.insert(entity_id);
                     sets.invoices.insert(&c.invoice_id);
@@ -759,6 +769,19 @@ fn resolve_one(branch: &str, entity_id: &str, payload: &Payload, known: &mut Kno
             known.payments.insert(entity_id.to_owned(), fingerprint);
             Outcome::Apply
         }
+        // A void names a payment the cloud holds (received earlier in this batch or before) on
+        // the same invoice; applied idempotently (`ingest::shifts`), so one sent twice is
+        // written once.
+        Payload::PaymentVoided(v) => match known.payments.get(entity_id) {
+            None => unknown("payment", entity_id),
+            Some(fingerprint) if !fingerprint.starts_with(&format!("{}|", v.invoice_id)) => {
+                Outcome::Park(format!(
+                    "void of payment {entity_id} names invoice {}, which the payment is not for",
+                    v.invoice_id
+                ))
+            }
+            Some(_) => Outcome::Apply,
+        },
         Payload::CreditNoteIssued(c) => {
             let fingerprint = amount_fingerprint(&c.invoice_id, c.amount);
             if let Some(existing) = known.credit_notes.get(entity_id) {
@@ -1646,6 +1669,51 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(Lookup::of(&prepared).numbers, ["N-1", "N-2"]);
+    }
+
+    /// A void names a payment the cloud holds, on the invoice it says; else it is parked.
+    #[test]
+    fn a_void_needs_its_payment() {
+        let void = |id: &str, invoice: &str| json!({"id": id, "invoice_id": invoice, "manager_id": "mgr-rina", "reason": "Salah input", "voided_at": AT});
+        let mut known = Known::default();
+        known
+            .invoices
+            .insert("i1".into(), invoice_fingerprint("w1", 99_900));
+        let got = outcomes(
+            vec![
+                event(1, "payment", "p9", "voided", void("p9", "i1")),
+                event(2, "payment", "p1", "received", payment("p1", "i1", 99_900)),
+                event(3, "payment", "p1", "voided", void("p1", "i2")),
+                event(4, "payment", "p1", "voided", void("p1", "i1")),
+                event(5, "payment", "p1", "voided", void("p1", "i1")),
+            ],
+            &mut known,
+        );
+        assert_outcomes(
+            &got,
+            &[
+                park("payment p9 is unknown in branch JKT01"),
+                Outcome::Apply,
+                park("void of payment p1 names invoice i2, which the payment is not for"),
+                Outcome::Apply,
+                Outcome::Apply,
+            ],
+        );
+        let prepared = prepare(
+            DEVICE,
+            &batch(vec![event(1, "payment", "p7", "voided", void("p7", "i1"))]),
+        )
+        .expect("valid");
+        assert_eq!(Lookup::of(&prepared).payments, ["p7"]);
+        let bad = prepare(
+            DEVICE,
+            &batch(vec![event(1, "payment", "p7", "voided", void("p8", "i1"))]),
+        )
+        .expect("a batch");
+        assert!(
+            bad[0].checked.is_err(),
+            "a void of another id than its entity"
+        );
     }
 
     #[test]

@@ -38,6 +38,23 @@ async fn head_office_reads_sales_payments_stock_and_open_work_orders_of_a_branch
     let mut events = first;
     events.extend(second);
     events.push(open_created);
+    // A third invoice paid by QRIS at the same time as the first, the payment voided at the
+    // branch (typed in error) and the void sent twice: no report counts it.
+    let third = device.outbox.workshop_cycle("OF-1");
+    let third_total = total(&third);
+    let voided = third.last().expect("a payment").clone();
+    let void = |outbox: &mut crate::fixtures::Outbox| {
+        outbox.raw(
+            sentra_protocol::EntityKind::Payment,
+            &voided.entity_id,
+            "voided",
+            json!({"id": voided.entity_id, "invoice_id": voided.payload["invoice_id"], "manager_id": "mgr-rina",
+                   "reason": "Salah input", "voided_at": "2026-11-02T09:20:00.000Z"}),
+        )
+    };
+    events.extend(third);
+    events.push(void(&mut device.outbox));
+    events.push(void(&mut device.outbox));
     let pushed = cloud.push(&device, &events).await;
     assert_eq!(pushed.status, 200, "{pushed:?}");
     assert_eq!(
@@ -46,6 +63,13 @@ async fn head_office_reads_sales_payments_stock_and_open_work_orders_of_a_branch
             .await,
         0,
         "every event applied"
+    );
+    assert_eq!(
+        cloud
+            .scalar("SELECT count(*) FROM payment_voids WHERE branch_id = 'JKT01'")
+            .await,
+        1,
+        "a void sent twice is one"
     );
 
     let sales = get(
@@ -59,14 +83,16 @@ async fn head_office_reads_sales_payments_stock_and_open_work_orders_of_a_branch
     assert_eq!(days.len(), 3, "every day of the range, zeros included");
     assert_eq!(days[0]["workshop"]["count"], 0);
     assert_eq!(days[1]["day"], "2026-11-02");
-    assert_eq!(days[1]["workshop"]["count"], 2);
-    assert_eq!(days[1]["workshop"]["total"], first_total + second_total);
-    assert_eq!(days[1]["net"], first_total + second_total);
+    // Voiding a payment leaves its invoice a sale.
+    let invoiced = first_total + second_total + third_total;
+    assert_eq!(days[1]["workshop"]["count"], 3);
+    assert_eq!(days[1]["workshop"]["total"], invoiced);
+    assert_eq!(days[1]["net"], invoiced);
     let subtotal = days[1]["workshop"]["subtotal"]
         .as_i64()
         .expect("a subtotal");
     let tax = days[1]["workshop"]["tax"].as_i64().expect("a tax");
-    assert_eq!(subtotal + tax, first_total + second_total);
+    assert_eq!(subtotal + tax, invoiced);
     assert_eq!(days[2]["net"], 0);
 
     // In Jakarta the cash came on the 3rd; in UTC on the 2nd.
@@ -110,7 +136,7 @@ async fn head_office_reads_sales_payments_stock_and_open_work_orders_of_a_branch
     let stock = get(&cloud, "/v1/branches/JKT01/reports/stock").await;
     assert_eq!(stock.status, 200, "{stock:?}");
     assert_eq!(stock.body["levels"][0]["sku"], "OF-1");
-    assert_eq!(stock.body["levels"][0]["on_hand"], 4);
+    assert_eq!(stock.body["levels"][0]["on_hand"], 6);
     assert_eq!(stock.body["truncated"], false);
 
     let open_now = get(&cloud, "/v1/branches/JKT01/reports/open-work-orders").await;

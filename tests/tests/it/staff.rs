@@ -1,7 +1,9 @@
 //! Staff and the cash drawer, end to end with a real cloud: staff authored in the cloud (PINs
 //! hashed there) reach the box; with the link down the cashier opens a session with her PIN,
-//! opens and closes her shift, and the manager approves the day's close on the spot. When the
-//! link returns, the shift and the day reach PostgreSQL once.
+//! opens and closes her shift (a cash payment typed in error voided with the manager's approval
+//! on the way), and the manager approves the day's close on the spot. When the link returns,
+//! the shift, the void and the day reach PostgreSQL once, and head office's payments report
+//! leaves the voided payment out.
 
 use std::time::Duration;
 
@@ -40,6 +42,7 @@ async fn a_shift_and_day_closed_offline_reach_the_cloud_once() {
     let site = EdgeSite::new(BRANCH, "");
     let edge = site.start().await;
     let pos = site.pair(&edge, "pos").await;
+    let tablet = site.pair(&edge, "tablet").await;
     site.enroll(&proxy.url, &cloud.enrollment_token(BRANCH));
 
     let op = cloud.operator_token();
@@ -90,6 +93,74 @@ async fn a_shift_and_day_closed_offline_reach_the_cloud_once() {
         shift["id"].as_str().expect("id"),
         shift["day"].as_str().expect("day"),
     );
+    // An invoice of 111 000 (100 000 + PPN): paid in cash by mistake, voided by the manager,
+    // paid again by QRIS.
+    let post = |token: &str, path: String, body: Value, headers: Vec<(&'static str, String)>| {
+        let (edge, token) = (&edge, token.to_owned());
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let (s, b) = edge
+                .call_with(Some(&token), "POST", &path, Some(body), &headers)
+                .await;
+            assert!((200..300).contains(&s), "{path}: {s} {b}");
+            b
+        }
+    };
+    let wo = post(
+        &tablet,
+        "/v1/work-orders".into(),
+        json!({"customer_name": "Sari", "vehicle_plate": "H 1 AB", "complaint": "Servis"}),
+        vec![],
+    )
+    .await;
+    let wo = wo["id"].as_str().expect("work order").to_owned();
+    for status in ["IN_PROGRESS", "DONE"] {
+        post(
+            &tablet,
+            format!("/v1/work-orders/{wo}/status"),
+            json!({"status": status}),
+            vec![],
+        )
+        .await;
+    }
+    let inv = post(
+        &pos,
+        "/v1/invoices".into(),
+        json!({"work_order_id": wo, "labour": [{"description": "Servis", "amount": 100_000}]}),
+        vec![],
+    )
+    .await;
+    let inv = inv["id"].as_str().expect("invoice").to_owned();
+    let cashier = vec![("Sentra-Staff", staff.clone())];
+    let paid = post(
+        &pos,
+        format!("/v1/invoices/{inv}/payments"),
+        json!({"method": "CASH", "amount": 111_000}),
+        cashier.clone(),
+    )
+    .await;
+    let wrong = paid["payments"][0]["id"]
+        .as_str()
+        .expect("payment")
+        .to_owned();
+    let mut approved = cashier.clone();
+    approved.push(("Sentra-Manager", "mgr-rina:2468".into()));
+    post(
+        &pos,
+        format!("/v1/payments/{wrong}/void"),
+        json!({"reason": "Salah metode"}),
+        approved,
+    )
+    .await;
+    post(
+        &pos,
+        format!("/v1/invoices/{inv}/payments"),
+        json!({"method": "QRIS", "amount": 111_000, "reference": "QR-7"}),
+        cashier,
+    )
+    .await;
+
     let (s, closed) = edge
         .call_with(
             Some(&pos),
@@ -150,9 +221,34 @@ async fn a_shift_and_day_closed_offline_reach_the_cloud_once() {
     assert_eq!(
         count(
             &cloud,
+            "SELECT count(*) FROM payment_voids WHERE branch_id = $1 AND manager_id = 'mgr-rina'"
+        )
+        .await,
+        1,
+        "the void, once"
+    );
+    assert_eq!(
+        count(
+            &cloud,
             "SELECT count(*) FROM parked_events WHERE branch_id = $1"
         )
         .await,
         0
+    );
+    let report = sentra_system_tests::http()
+        .get(format!(
+            "{}/v1/branches/{BRANCH}/reports/payments?from={day}&to={day}",
+            cloud.url
+        ))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .expect("the payments report");
+    assert_eq!(report.status().as_u16(), 200);
+    let report: Value = report.json().await.expect("json");
+    assert_eq!(
+        report["totals"],
+        json!([{"method": "QRIS", "net": 111_000}]),
+        "the voided cash payment is not counted: {report}"
     );
 }

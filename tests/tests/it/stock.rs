@@ -23,7 +23,17 @@ async fn a_count_applied_offline_reaches_postgresql_once() {
     proxy.set(ProxyMode::Down);
     let call = |token: &str, path: &str, body: serde_json::Value| {
         let (edge, token, path) = (&edge, token.to_owned(), path.to_owned());
-        async move { edge.call(Some(&token), "POST", &path, Some(body)).await }
+        // The demo's manager approves (adjusting and applying need it; other writes ignore it).
+        async move {
+            edge.call_with(
+                Some(&token),
+                "POST",
+                &path,
+                Some(body),
+                &[("Sentra-Manager", "mgr-rina:2468")],
+            )
+            .await
+        }
     };
     let (s, wo) = call(
         &tablet,
