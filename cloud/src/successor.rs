@@ -257,12 +257,17 @@ async fn open_work_orders(
         return Ok((work_orders, next));
     }
     let ids: Vec<&str> = work_orders.iter().map(|w| w.id.as_str()).collect();
-    let lines: Vec<(String, String, String, String, i64, i64, String)> = sqlx::query_as(
-        "SELECT work_order_id, line_id, id, sku, -delta, coalesce(unit_price, 0),
-                to_char(moved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
-         FROM stock_movements
-         WHERE branch_id = $1 AND work_order_id = ANY($2) AND reason = 'DISPENSE' AND line_id IS NOT NULL
-         ORDER BY work_order_id, moved_at, id LIMIT $3",
+    // Each dispensed line with what the work order gave back of it (its WORK_ORDER_RETURN
+    // adjustments name the line), so the successor never bills a returned part.
+    let lines: Vec<(String, String, String, String, i64, i64, String, i64)> = sqlx::query_as(
+        "SELECT d.work_order_id, d.line_id, d.id, d.sku, -d.delta, coalesce(d.unit_price, 0),
+                to_char(d.moved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                coalesce((SELECT sum(r.delta) FROM stock_movements r
+                           WHERE r.branch_id = d.branch_id AND r.work_order_id = d.work_order_id
+                             AND r.line_id = d.line_id AND r.adjustment = 'WORK_ORDER_RETURN'), 0)::bigint
+         FROM stock_movements d
+         WHERE d.branch_id = $1 AND d.work_order_id = ANY($2) AND d.reason = 'DISPENSE' AND d.line_id IS NOT NULL
+         ORDER BY d.work_order_id, d.moved_at, d.id LIMIT $3",
     )
     .bind(branch)
     .bind(&ids)
@@ -284,7 +289,7 @@ async fn open_work_orders(
         .enumerate()
         .map(|(i, w)| (w.id.clone(), i))
         .collect();
-    for (work_order_id, line_id, movement_id, sku, qty, unit_price, at) in lines {
+    for (work_order_id, line_id, movement_id, sku, qty, unit_price, at, returned) in lines {
         if let Some(&i) = index.get(&work_order_id) {
             work_orders[i].parts.push(OpenWorkOrderPart {
                 id: line_id,
@@ -293,6 +298,8 @@ async fn open_work_orders(
                 qty,
                 unit_price,
                 at,
+                // The box refuses a return beyond the line; a clamp keeps a page checkable.
+                returned: returned.clamp(0, qty),
             });
         }
     }

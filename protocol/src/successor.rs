@@ -115,6 +115,10 @@ pub struct OpenWorkOrderPart {
     pub qty: i64,
     pub unit_price: i64,
     pub at: String,
+    /// How many of `qty` the work order gave back to the shelf (never billed); 0 from a cloud
+    /// older than returns.
+    #[serde(default)]
+    pub returned: i64,
 }
 
 /// A part's stock level: the sum of every movement the branch's boxes pushed.
@@ -253,6 +257,7 @@ fn check_work_order(w: &OpenWorkOrder) -> Result<(), String> {
         id(&what("movement_id"), &line.movement_id)?;
         id(&what("sku"), &line.sku)?;
         within(&what("qty"), line.qty, 1, MAX_QTY)?;
+        within(&what("returned"), line.returned, 0, line.qty)?;
         within(&what("unit_price"), line.unit_price, 0, i64::MAX)?;
         if line.qty.checked_mul(line.unit_price).is_none() {
             return Err(format!(
@@ -333,6 +338,7 @@ mod tests {
                 qty: 2,
                 unit_price: 45_000,
                 at: AT.into(),
+                returned: 1,
             }],
         }
     }

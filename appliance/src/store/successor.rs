@@ -188,8 +188,8 @@ pub fn load(w: &mut WriteTx<'_>, snapshot: &Snapshot) -> Result<Loaded> {
             )
             .map_err(|e| clash(&format!("movement {}", line.movement_id), e))?;
             conn.execute(
-                "INSERT INTO work_order_parts (id, work_order_id, sku, qty, unit_price, movement_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                (&line.id, &wo.id, &line.sku, line.qty, line.unit_price, &line.movement_id, &line.at),
+                "INSERT INTO work_order_parts (id, work_order_id, sku, qty, unit_price, movement_id, created_at, returned) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                (&line.id, &wo.id, &line.sku, line.qty, line.unit_price, &line.movement_id, &line.at, line.returned),
             )
             .map_err(|e| clash(&format!("part line {}", line.id), e))?;
             let taken = dispensed.entry(line.sku.as_str()).or_default();

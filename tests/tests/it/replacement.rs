@@ -1,5 +1,6 @@
 //! A replacement box (`sentra-edge enroll --replaces`): a new box for a branch whose box died
-//! carries on the dead box's open work, with stock as it was and invoice numbers of its own.
+//! carries on the dead box's open work (a part returned from it included, so it is not
+//! billed), with stock as it was and invoice numbers of its own.
 
 use std::time::Duration;
 
@@ -110,8 +111,17 @@ async fn a_replacement_box_carries_on_the_dead_box_open_work() {
     let done = work_order(&a, &tablet, &store, "Budi", 2).await;
     let a_number = invoice(&a, &tablet, &pos, &done).await;
     let open = work_order(&a, &tablet, &store, "Sari", 3).await;
+    // One of the three goes back to the shelf unused.
+    call_ok(
+        &a,
+        &store,
+        "POST",
+        &format!("/v1/work-orders/{open}/returns"),
+        Some(json!({"sku": SKU, "qty": 1})),
+    )
+    .await;
     let a_level = on_hand(&a, &store).await;
-    assert_eq!(a_level, 15, "20 received, 2 and 3 dispensed");
+    assert_eq!(a_level, 16, "20 received, 2 and 3 dispensed, 1 returned");
     a.drained(&tablet, Duration::from_secs(30)).await;
     let mut pg = cloud.pg().await;
     let a_id: String = sqlx::query("SELECT id::text FROM devices")
@@ -187,6 +197,7 @@ async fn a_replacement_box_carries_on_the_dead_box_open_work() {
     assert_eq!(carried["customer_name"], "Sari");
     assert_eq!(carried["parts"][0]["sku"], SKU, "{carried}");
     assert_eq!(carried["parts"][0]["qty"], 3, "{carried}");
+    assert_eq!(carried["parts"][0]["returned"], 1, "{carried}");
     let (status, _) = b
         .call(
             Some(&tablet),
@@ -201,7 +212,8 @@ async fn a_replacement_box_carries_on_the_dead_box_open_work() {
     );
     assert_eq!(on_hand(&b, &store).await, a_level);
 
-    // B invoices the open work order in its own series, and carries on syncing.
+    // B invoices the open work order in its own series (the two parts used, not the returned
+    // one), and carries on syncing.
     let b_number = invoice(&b, &tablet, &pos, &open).await;
     assert_ne!(b_number, a_number);
     assert!(
@@ -252,6 +264,21 @@ async fn a_replacement_box_carries_on_the_dead_box_open_work() {
     .expect("numbers")
     .get(0);
     assert_eq!(repeated, 0, "no invoice number twice");
+    let lines: String = sqlx::query("SELECT lines::text FROM invoices WHERE number = $1")
+        .bind(&b_number)
+        .fetch_one(&mut pg)
+        .await
+        .expect("B's invoice")
+        .get(0);
+    let lines: Value = serde_json::from_str(&lines).expect("lines");
+    let parts: Vec<i64> = lines
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter(|l| l["kind"] == "part")
+        .filter_map(|l| l["qty"].as_i64())
+        .collect();
+    assert_eq!(parts, [2], "the returned part is not billed: {lines}");
     let twice: i64 = sqlx::query(
         "SELECT count(*) FROM (SELECT device_id, seq FROM events GROUP BY 1, 2 HAVING count(*) > 1) d",
     )
