@@ -196,6 +196,9 @@ type WorkOrderRow = (
     String,
 );
 
+/// A dispensed line: work order, line, movement, SKU, qty, unit price, when, returned.
+type LineRow = (String, String, String, String, i64, i64, String, i64);
+
 /// Work orders after `after` not invoiced or cancelled (by status, and by having no invoice),
 /// with their dispensed part lines.
 async fn open_work_orders(
@@ -259,7 +262,7 @@ async fn open_work_orders(
     let ids: Vec<&str> = work_orders.iter().map(|w| w.id.as_str()).collect();
     // Each dispensed line with what the work order gave back of it (its WORK_ORDER_RETURN
     // adjustments name the line), so the successor never bills a returned part.
-    let lines: Vec<(String, String, String, String, i64, i64, String, i64)> = sqlx::query_as(
+    let lines: Vec<LineRow> = sqlx::query_as(
         "SELECT d.work_order_id, d.line_id, d.id, d.sku, -d.delta, coalesce(d.unit_price, 0),
                 to_char(d.moved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
                 coalesce((SELECT sum(r.delta) FROM stock_movements r
