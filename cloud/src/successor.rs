@@ -194,6 +194,8 @@ type WorkOrderRow = (
     String,
     String,
     String,
+    Option<String>,
+    Option<String>,
 );
 
 /// A dispensed line: work order, line, movement, SKU, qty, unit price, when, returned.
@@ -213,7 +215,8 @@ async fn open_work_orders(
         db,
         "SELECT w.id, w.customer_name, w.customer_phone, w.vehicle_plate, w.complaint, w.mechanic_id,
                 w.status, to_char(w.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
-                to_char(w.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), greatest(w.status_hlc, w.mechanic_hlc)
+                to_char(w.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), greatest(w.status_hlc, w.mechanic_hlc),
+                w.vehicle_id, w.customer_id
          FROM work_orders w
          WHERE w.branch_id = $1 AND w.id > $2 AND w.status NOT IN ('INVOICED', 'CANCELLED')
            AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.branch_id = w.branch_id AND i.work_order_id = w.id)
@@ -237,6 +240,8 @@ async fn open_work_orders(
                 created_at,
                 updated_at,
                 hlc,
+                vehicle_id,
+                customer_id,
             )| {
                 OpenWorkOrder {
                     id,
@@ -251,6 +256,8 @@ async fn open_work_orders(
                     // Stored only after ingest parsed it; an unreadable one moves no clock.
                     hlc: hlc.parse().unwrap_or_default(),
                     parts: Vec::new(),
+                    vehicle_id,
+                    customer_id,
                 }
             },
         )

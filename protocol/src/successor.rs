@@ -102,6 +102,12 @@ pub struct OpenWorkOrder {
     /// own changes win last-writer-wins against the dead box's.
     pub hlc: Hlc,
     pub parts: Vec<OpenWorkOrderPart>,
+    /// The vehicle and customer records it is for (absent from work orders made before the
+    /// records, and from an older cloud).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vehicle_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
 }
 
 /// A part dispensed to an open work order: its line, and the stock movement that took it.
@@ -237,8 +243,14 @@ fn check_work_order(w: &OpenWorkOrder) -> Result<(), String> {
     }
     text(&what("vehicle_plate"), &w.vehicle_plate)?;
     text(&what("complaint"), &w.complaint)?;
-    if let Some(mechanic) = &w.mechanic_id {
-        id(&what("mechanic_id"), mechanic)?;
+    for (field, value) in [
+        ("mechanic_id", &w.mechanic_id),
+        ("vehicle_id", &w.vehicle_id),
+        ("customer_id", &w.customer_id),
+    ] {
+        if let Some(value) = value {
+            id(&what(field), value)?;
+        }
     }
     match WorkOrderStatus::parse(&w.status) {
         Some(s) if !matches!(s, WorkOrderStatus::Invoiced | WorkOrderStatus::Cancelled) => {}
@@ -331,6 +343,8 @@ mod tests {
             created_at: AT.into(),
             updated_at: AT.into(),
             hlc: Hlc::new(1_795_400_000_123, 2),
+            vehicle_id: Some("veh-1".into()),
+            customer_id: None,
             parts: vec![OpenWorkOrderPart {
                 id: "line-1".into(),
                 movement_id: "mv-1".into(),

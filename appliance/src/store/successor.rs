@@ -164,8 +164,8 @@ pub fn load(w: &mut WriteTx<'_>, snapshot: &Snapshot) -> Result<Loaded> {
     let mut latest = None;
     for wo in &snapshot.work_orders {
         conn.execute(
-            "INSERT INTO work_orders (id, customer_name, customer_phone, vehicle_plate, complaint, mechanic_id, status, created_at, updated_at, created_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO work_orders (id, customer_name, customer_phone, vehicle_plate, complaint, mechanic_id, status, created_at, updated_at, created_by, vehicle_id, customer_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             (
                 &wo.id,
                 &wo.customer_name,
@@ -177,6 +177,8 @@ pub fn load(w: &mut WriteTx<'_>, snapshot: &Snapshot) -> Result<Loaded> {
                 &wo.created_at,
                 &wo.updated_at,
                 &actor,
+                &wo.vehicle_id,
+                &wo.customer_id,
             ),
         )
         .map_err(|e| clash(&format!("work order {}", wo.id), e))?;

@@ -198,6 +198,10 @@ async fn a_replacement_box_carries_on_the_dead_box_open_work() {
     assert_eq!(carried["parts"][0]["sku"], SKU, "{carried}");
     assert_eq!(carried["parts"][0]["qty"], 3, "{carried}");
     assert_eq!(carried["parts"][0]["returned"], 1, "{carried}");
+    assert!(
+        carried["vehicle_id"].is_string(),
+        "its vehicle record: {carried}"
+    );
     let (status, _) = b
         .call(
             Some(&tablet),
