@@ -25,6 +25,9 @@
 #     Kubernetes manifests; exported as SENTRA_K8S_TOOLS;
 #   - axe-core (pinned, from npm, under ~/.cache/sentra) for the fleet page's accessibility checks
 #     in headless Chromium; exported as SENTRA_AXE (the path of its axe.min.js).
+#   - the disk image (image/build.sh with the static binary, zstd level 3, into target/image,
+#     exported as SENTRA_IMAGE_DIR) and qemu, for the life-cycle test that boots it
+#     (tests/tests/it/life.rs); built in the background after the static binary.
 # Without arguments it first checks the habits (cargo fmt --check, scripts/module-cycles.py,
 # cargo clippy --workspace --all-targets -D warnings) and that the fuzz crates build, and runs the
 # system tests (sentra-system-tests) side by side with the other tests; with arguments it passes
@@ -60,6 +63,10 @@ readonly AXE_VERSION=4.14.1
 readonly AXE_DIR="${HOME}/.cache/sentra/axe-core-${AXE_VERSION}"
 # How long a freshly started service may take to accept connections.
 readonly START_TIMEOUT_SECONDS=30
+# Where the disk image for the life-cycle test is built (tests/tests/it/life.rs reads it there),
+# and the Debian packages it is made of, kept between runs.
+export SENTRA_IMAGE_DIR="${SENTRA_IMAGE_DIR:-$PWD/target/image}"
+readonly IMAGE_DEBS="${HOME}/.cache/sentra/image-debs"
 
 # Debian's C.UTF-8 always exists; a locale inherited from elsewhere may not, and initdb refuses
 # to create a cluster with a locale that is not installed.
@@ -123,6 +130,17 @@ ensure_build_tools() {
     # The cloud's image is assembled by umoci and started by runc (tests/tests/it/cloud_image.rs).
     command -v umoci >/dev/null || pkgs+=(umoci)
     command -v runc >/dev/null || pkgs+=(runc)
+    # The disk image (image/build.sh: mmdebstrap, file system and partition tools) and the
+    # life-cycle test that boots it under qemu (tests/tests/it/life.rs).
+    command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
+    command -v mmdebstrap >/dev/null || pkgs+=(mmdebstrap)
+    command -v mkfs.ext4 >/dev/null || pkgs+=(e2fsprogs)
+    command -v mkfs.vfat >/dev/null || pkgs+=(dosfstools)
+    command -v mcopy >/dev/null || pkgs+=(mtools)
+    command -v sfdisk >/dev/null || pkgs+=(fdisk)
+    command -v bmaptool >/dev/null || pkgs+=(bmap-tools)
+    command -v zstd >/dev/null || pkgs+=(zstd)
+    [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || pkgs+=(ovmf)
     [ -f /etc/ssl/certs/ca-certificates.crt ] || pkgs+=(ca-certificates)
     if [ ${#pkgs[@]} -gt 0 ]; then
         apt_install "${pkgs[@]}"
@@ -398,10 +416,21 @@ main() {
         # core would idle. They use build directories of their own (target/x86_64-unknown-linux-
         # musl/, target/dist, target/cloud), so they do not wait on the debug build's lock. The
         # tests start once both are done: the system tests check what they built.
+        # The disk image for the life-cycle test follows the box's binary, beside the cloud's
+        # image: mostly downloads and dpkg, one core. zstd level 3, not the release's 19: the test
+        # boots the raw disk. The .debs are kept between runs (IMAGE_DEBS).
         statics_log="$(mktemp)"
-        log "static sentra-edge (musl) and the sentra-cloud container image: building in the background"
-        (bash scripts/build-static.sh >/dev/null && bash scripts/build-cloud-image.sh >/dev/null) \
-            >"$statics_log" 2>&1 &
+        log "static sentra-edge (musl), the disk image and the sentra-cloud container image: building in the background"
+        (
+            edge="$(bash scripts/build-static.sh | tail -1)"
+            rm -rf "$SENTRA_IMAGE_DIR"
+            ZSTD_LEVEL=3 SENTRA_BIN="$edge" APT_CACHE="$IMAGE_DEBS" \
+                bash image/build.sh "$SENTRA_IMAGE_DIR" >"$statics_log.image" 2>&1 &
+            image=$!
+            bash scripts/build-cloud-image.sh >/dev/null
+            wait "$image" || { cat "$statics_log.image"; exit 1; }
+            grep -a '^kernel .* built in' "$statics_log.image" | sed 's/^/==> image: /'
+        ) >"$statics_log" 2>&1 &
         statics=$!
         # Habits, cheapest first: formatting, no import circle through more than a file pair
         # (the floors ARCHITECTURE.md draws), no clippy warning anywhere.
@@ -429,10 +458,10 @@ main() {
     log "waiting for the static builds"
     if ! wait "$statics"; then
         cat "$statics_log" >&2
-        die "the static builds failed (scripts/build-static.sh, scripts/build-cloud-image.sh)"
+        die "the static builds failed (scripts/build-static.sh, image/build.sh, scripts/build-cloud-image.sh)"
     fi
     grep '^==> \(static\|image\)' "$statics_log" || true
-    rm -f "$statics_log"
+    rm -f "$statics_log" "$statics_log.image"
     # The system tests (~14 min) mostly wait on the daemons, services and tools they start, as do
     # the box's and the cloud's integration tests (~7 min): the two run side by side. Every test
     # makes its own databases, queues, ports and directories, so they can. Both runs select the

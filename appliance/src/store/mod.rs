@@ -455,8 +455,9 @@ fn enrolled(conn: &Connection) -> Result<Option<(String, String)>> {
 
 /// Puts the backup `backup` (made by [`Store::backup`]) in place of the store at `dest`. Blocking;
 /// the daemon must be stopped. Refused, with nothing changed, when the key does not open the
-/// backup, its schema is newer than this build, or it belongs to another branch than `branch`
-/// (the configured one) or than the store it replaces. The replaced store is kept beside it as
+/// backup, its schema is newer than this build, or it belongs to another branch than the store
+/// it replaces (enrolled), or, when that store is not enrolled or does not open, than `branch`
+/// (the configured one). The replaced store is kept beside it as
 /// `<name>.replaced-<unix time>`, never deleted. Events made from now on reuse numbers the cloud
 /// may already hold from after the backup: the next sync finds that out and renumbers them
 /// (`sequence_fork`), so nothing is lost.
@@ -486,16 +487,22 @@ pub fn restore(
         ours: ours.to_owned(),
     };
     if let Some((whose, _)) = &theirs {
-        if let Some(ours) = branch.filter(|b| !b.is_empty() && b != whose) {
-            return Err(foreign(whose, ours));
-        }
-        // The store being replaced may be what broke: then only the configuration speaks.
-        if dest.exists()
-            && let Ok(current) = open_connection(dest, key, false)
-            && let Ok(Some((ours, _))) = enrolled(&current)
-            && &ours != whose
-        {
-            return Err(foreign(whose, &ours));
+        // The store being replaced knows its branch from the cloud; the configuration's may be
+        // the default a flashed box never changed (enrolment names the branch). The store may
+        // also be what broke: then only the configuration speaks.
+        let current = dest
+            .exists()
+            .then(|| open_connection(dest, key, false).ok())
+            .flatten()
+            .and_then(|c| enrolled(&c).ok().flatten());
+        match current {
+            Some((ours, _)) if &ours != whose => return Err(foreign(whose, &ours)),
+            Some(_) => {}
+            None => {
+                if let Some(ours) = branch.filter(|b| !b.is_empty() && b != whose) {
+                    return Err(foreign(whose, ours));
+                }
+            }
         }
     }
     let dir = dest.parent().unwrap_or(Path::new("."));

@@ -9,6 +9,7 @@ mod heartbeat;
 mod image;
 mod journal;
 mod kubernetes;
+mod life;
 mod observability;
 mod photos;
 mod provisioning;
