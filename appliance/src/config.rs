@@ -33,7 +33,7 @@ pub const KEYS: &[Key] = &[
         section: "branch",
         name: "id",
         default: "DEMO01",
-        doc: "Branch code: the prefix of invoice numbers and the <branch> of MQTT topics. Set at enrolment; 2-16 of A-Z, 0-9.",
+        doc: "Branch code: the prefix of invoice numbers and the <branch> of MQTT topics until the box is enrolled; from then on the branch the cloud named at enrolment is used (a different value here is logged). 2-16 of A-Z, 0-9.",
     },
     Key {
         section: "branch",

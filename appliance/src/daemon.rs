@@ -168,6 +168,15 @@ pub async fn run(
     supervisor: Supervisor,
     on_ready: impl FnOnce(&Started, &Store),
 ) -> Result<(), StartError> {
+    // An enrolled box serves the branch the cloud named (the store's, `Store::open`): its MQTT
+    // topics, pairing answers and logs agree with its invoice numbers even where `branch.id`
+    // was left at its default in the configuration.
+    let mut config = config;
+    if config.branch.id != store.ctx().branch_id {
+        tracing::warn!(configured = %config.branch.id, enrolled = %store.ctx().branch_id,
+            "branch.id in the configuration is not the branch this box is enrolled to; serving the enrolled branch");
+        config.branch.id = store.ctx().branch_id.clone();
+    }
     let identity = lan_identity(&store).await?;
     let fingerprint = identity.fingerprint();
     let tls_listener = tokio::net::TcpListener::bind(config.api.tls_listen)

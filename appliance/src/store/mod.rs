@@ -270,9 +270,18 @@ impl Store {
             [],
             |r| r.get(0),
         )?);
+        // Once enrolled, the branch the cloud named is the box's: invoice and agreement numbers
+        // carry it even where `branch.id` in the configuration was left at its default.
+        let enrolled: Option<String> = conn
+            .query_row(
+                "SELECT branch_id FROM cloud_identity WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
         let ctx = Ctx {
             device_id,
-            branch_id: opts.branch_id.clone(),
+            branch_id: enrolled.unwrap_or_else(|| opts.branch_id.clone()),
             utc_offset: opts.utc_offset,
             clock,
         };
