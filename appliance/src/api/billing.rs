@@ -254,15 +254,7 @@ pub async fn print(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(super::query_rejected)?;
     let id = path_id(&id)?;
-    let document = q.document.unwrap_or_else(|| "invoice".into());
-    if !super::schemas::PRINT_DOCUMENTS.contains(&document.as_str()) {
-        return Err(ApiError::field(
-            "document",
-            format!("{document:?} is not a document; expected invoice, receipt or delivery_note"),
-        ));
-    }
-    // The fingerprint covers the path only; the document is part of what was asked.
-    let fp = Fingerprint(format!("{}:{document}", fp.0));
+    let (document, fp) = super::print_request(q.document, &super::schemas::PRINT_DOCUMENTS, fp)?;
     s.write(&caller, key, fp, StatusCode::ACCEPTED, move |w, _| {
         let invoice = billing::get(w.conn(), &id)?;
         if document == "delivery_note" {

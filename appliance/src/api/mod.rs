@@ -744,3 +744,27 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// What a print request asks for: `?document=` (absent: the first of `allowed`), checked against
+/// `allowed`, and the request's fingerprint with it (the path alone does not say which paper).
+pub(crate) fn print_request(
+    document: Option<String>,
+    allowed: &[&str],
+    fp: Fingerprint,
+) -> Result<(String, Fingerprint), ApiError> {
+    let document = match document {
+        Some(d) => d,
+        None => allowed.first().map(|d| (*d).to_owned()).unwrap_or_default(),
+    };
+    if !allowed.contains(&document.as_str()) {
+        return Err(ApiError::field(
+            "document",
+            format!(
+                "{document:?} is not a document here; expected one of {}",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    let fp = Fingerprint(format!("{}:{document}", fp.0));
+    Ok((document, fp))
+}

@@ -298,17 +298,8 @@ pub async fn print(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(super::query_rejected)?;
     let id = path_id(&id)?;
-    let document = q.document.unwrap_or_else(|| "rental_agreement".into());
-    if !super::schemas::RENTAL_PRINT_DOCUMENTS.contains(&document.as_str()) {
-        return Err(ApiError::field(
-            "document",
-            format!(
-                "{document:?} is not a rental paper; expected rental_agreement, rental_delivery_note or rental_invoice"
-            ),
-        ));
-    }
-    // The fingerprint covers the path only; the document is part of what was asked.
-    let fp = Fingerprint(format!("{}:{document}", fp.0));
+    let (document, fp) =
+        super::print_request(q.document, &super::schemas::RENTAL_PRINT_DOCUMENTS, fp)?;
     s.write(&caller, key, fp, StatusCode::ACCEPTED, move |w, _| {
         rentals::reprint(w, &id, &document)
     })

@@ -257,6 +257,39 @@ pub fn render(doc: &Document, layout: &Layout, reprint: bool) -> Vec<u8> {
     p.out
 }
 
+/// An invoice's lines, then subtotal, PPN and the total in bold (workshop and rental alike).
+fn billed(
+    p: &mut Page,
+    lines: &[crate::domain::billing::Line],
+    subtotal: i64,
+    tax: i64,
+    total: i64,
+) {
+    for l in lines {
+        p.wrapped(&l.description);
+        p.pair(
+            &format!("  {} x {}", l.qty, rupiah(l.unit_price)),
+            &rupiah(l.amount),
+        );
+    }
+    p.rule();
+    p.pair("Subtotal", &rupiah(subtotal));
+    p.pair(
+        &format!("PPN {}%", crate::domain::billing::PPN_PERCENT),
+        &rupiah(tax),
+    );
+    p.raw(cmd::BOLD_ON);
+    p.pair("TOTAL", &rupiah(total));
+    p.raw(cmd::BOLD_OFF);
+}
+
+/// The foot of an invoice or receipt.
+fn thanks(p: &mut Page) {
+    p.rule();
+    p.center("Harga sudah termasuk PPN");
+    p.center("Terima kasih");
+}
+
 fn invoice(p: &mut Page, d: &InvoiceDoc, layout: &Layout, receipt: bool) {
     let inv = &d.invoice;
     p.title(if receipt {
@@ -269,22 +302,7 @@ fn invoice(p: &mut Page, d: &InvoiceDoc, layout: &Layout, receipt: bool) {
     p.field("Pelanggan", &d.customer_name);
     p.field("No. Polisi", &d.vehicle_plate);
     p.rule();
-    for l in &inv.lines {
-        p.wrapped(&l.description);
-        p.pair(
-            &format!("  {} x {}", l.qty, rupiah(l.unit_price)),
-            &rupiah(l.amount),
-        );
-    }
-    p.rule();
-    p.pair("Subtotal", &rupiah(inv.subtotal));
-    p.pair(
-        &format!("PPN {}%", crate::domain::billing::PPN_PERCENT),
-        &rupiah(inv.tax),
-    );
-    p.raw(cmd::BOLD_ON);
-    p.pair("TOTAL", &rupiah(inv.total));
-    p.raw(cmd::BOLD_OFF);
+    billed(p, &inv.lines, inv.subtotal, inv.tax, inv.total);
     if inv.credited != 0 {
         p.pair("Nota kredit", &rupiah(-inv.credited));
     }
@@ -310,9 +328,7 @@ fn invoice(p: &mut Page, d: &InvoiceDoc, layout: &Layout, receipt: bool) {
         p.rule();
         p.center_bold("LUNAS / PAID");
     }
-    p.rule();
-    p.center("Harga sudah termasuk PPN");
-    p.center("Terima kasih");
+    thanks(p);
 }
 
 fn delivery_note(p: &mut Page, d: &DeliveryNote, layout: &Layout) {
@@ -434,22 +450,7 @@ fn rental_invoice(p: &mut Page, d: &RentalInvoiceDoc, layout: &Layout) {
     p.field("Kendaraan", &d.asset_name);
     p.field("No. Polisi", &d.plate);
     p.rule();
-    for l in &inv.lines {
-        p.wrapped(&l.description);
-        p.pair(
-            &format!("  {} x {}", l.qty, rupiah(l.unit_price)),
-            &rupiah(l.amount),
-        );
-    }
-    p.rule();
-    p.pair("Subtotal", &rupiah(inv.subtotal));
-    p.pair(
-        &format!("PPN {}%", crate::domain::billing::PPN_PERCENT),
-        &rupiah(inv.tax),
-    );
-    p.raw(cmd::BOLD_ON);
-    p.pair("TOTAL", &rupiah(inv.total));
-    p.raw(cmd::BOLD_OFF);
+    billed(p, &inv.lines, inv.subtotal, inv.tax, inv.total);
     for m in &d.payments {
         let label = match m.kind.as_str() {
             "DEPOSIT" => "Deposit",
@@ -463,9 +464,7 @@ fn rental_invoice(p: &mut Page, d: &RentalInvoiceDoc, layout: &Layout) {
         p.rule();
         p.center_bold("LUNAS / PAID");
     }
-    p.rule();
-    p.center("Harga sudah termasuk PPN");
-    p.center("Terima kasih");
+    thanks(p);
 }
 
 /// Cash counted against expected, and the difference with its reason.
