@@ -467,10 +467,11 @@ main() {
     # makes its own databases, queues, ports and directories, so they can. Both runs select the
     # whole workspace (only the test targets differ: the system tests' is named `system`), so
     # they use the build above as it is, with the same features. The system tests' output is
-    # kept in a file and printed after the others'.
+    # kept in a file and printed after the others', with what passing tests printed
+    # (--show-output): the life-cycle test's audit, the update's time to rollback.
     system_log="$(mktemp)"
-    log "cargo test --workspace --locked --no-fail-fast --test system: in the background, its output follows"
-    cargo test --workspace --locked --no-fail-fast --test system >"$system_log" 2>&1 &
+    log "cargo test --workspace --locked --no-fail-fast --test system -- --show-output: in the background, its output follows"
+    cargo test --workspace --locked --no-fail-fast --test system -- --show-output >"$system_log" 2>&1 &
     local system=$! rc=0 system_rc=0
     # Every other test target of the workspace (the crates' `it`, the protocol's property tests,
     # the server loop's limits), read from cargo's metadata so a new one is never left out.
