@@ -308,8 +308,9 @@ async fn open_work_orders(
                 qty,
                 unit_price,
                 at,
-                // The box refuses a return beyond the line; a clamp keeps a page checkable.
-                returned: returned.clamp(0, qty),
+                // The box refuses a return beyond the line; bounded here too so a page stays
+                // checkable (min then max: no panic even on a line with a negative quantity).
+                returned: returned.min(qty).max(0),
             });
         }
     }

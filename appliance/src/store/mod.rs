@@ -272,16 +272,10 @@ impl Store {
         )?);
         // Once enrolled, the branch the cloud named is the box's: invoice and agreement numbers
         // carry it even where `branch.id` in the configuration was left at its default.
-        let enrolled: Option<String> = conn
-            .query_row(
-                "SELECT branch_id FROM cloud_identity WHERE id = 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
         let ctx = Ctx {
             device_id,
-            branch_id: enrolled.unwrap_or_else(|| opts.branch_id.clone()),
+            branch_id: enrolled(&conn)?
+                .map_or_else(|| opts.branch_id.clone(), |(branch, _)| branch),
             utc_offset: opts.utc_offset,
             clock,
         };

@@ -774,7 +774,11 @@ fn resolve_one(branch: &str, entity_id: &str, payload: &Payload, known: &mut Kno
         // written once.
         Payload::PaymentVoided(v) => match known.payments.get(entity_id) {
             None => unknown("payment", entity_id),
-            Some(fingerprint) if !fingerprint.starts_with(&format!("{}|", v.invoice_id)) => {
+            // The fingerprint is `invoice_id|amount`; the amount has no `|`, an id may.
+            Some(fingerprint)
+                if fingerprint.rsplit_once('|').map(|(invoice, _)| invoice)
+                    != Some(v.invoice_id.as_str()) =>
+            {
                 Outcome::Park(format!(
                     "void of payment {entity_id} names invoice {}, which the payment is not for",
                     v.invoice_id
@@ -1699,6 +1703,15 @@ mod tests {
                 Outcome::Apply,
             ],
         );
+        // An invoice id may hold `|`: a void naming its prefix names another invoice.
+        known
+            .payments
+            .insert("p2".into(), amount_fingerprint("i1|x", 5));
+        let got = outcomes(
+            vec![event(1, "payment", "p2", "voided", void("p2", "i1"))],
+            &mut known,
+        );
+        assert_outcomes(&got, &[park("void of payment p2 names invoice i1")]);
         let prepared = prepare(
             DEVICE,
             &batch(vec![event(1, "payment", "p7", "voided", void("p7", "i1"))]),
