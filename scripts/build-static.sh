@@ -56,7 +56,7 @@ fi
 for tool in perl make; do
     command -v "$tool" >/dev/null || die "$tool missing; apt-get install perl make (scripts/test.sh installs them)"
 done
-if ! rustup target list --installed | grep -qx "$TARGET"; then
+if ! grep -qx "$TARGET" <<<"$(rustup target list --installed)"; then
     log "rustup target add $TARGET"
     rustup target add "$TARGET"
 fi
@@ -80,8 +80,11 @@ cargo build --locked --profile "$profile" --target "$TARGET" -p "$package" --bin
 
 bin="${CARGO_TARGET_DIR:-target}/$TARGET/$profile/$package"
 [ -x "$bin" ] || die "$bin was not built"
-if readelf -d "$bin" | grep -q NEEDED; then
-    die "$bin needs shared libraries: $(readelf -d "$bin" | grep NEEDED)"
+# Read whole before matching: `readelf | grep -q` under pipefail is false when grep's early exit
+# kills readelf (SIGPIPE), which would let a dynamic binary through.
+dynamic="$(readelf -d "$bin")"
+if [[ "$dynamic" == *NEEDED* ]]; then
+    die "$bin needs shared libraries: $(grep NEEDED <<<"$dynamic")"
 fi
 log "static: $(stat -c %s "$bin") bytes, no NEEDED libraries"
 printf '%s\n' "$bin"

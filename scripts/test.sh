@@ -284,7 +284,11 @@ ensure_rabbitmq() {
 }
 
 schemathesis_ready() {
-    "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "version $SCHEMATHESIS_VERSION"
+    # Output captured first: `tool | grep -q` under pipefail fails when grep exits before the
+    # tool has written everything (SIGPIPE), which made a good install look broken.
+    local out
+    out="$("$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null)" || return 1
+    [[ "$out" == *"version $SCHEMATHESIS_VERSION"* ]]
 }
 
 ensure_schemathesis() {
@@ -339,8 +343,12 @@ ensure_promtool() {
 }
 
 k8s_tools_ready() {
-    "$K8S_TOOLS_VENV/bin/kubectl" version --client 2>/dev/null | grep -qF "Client Version: v$KUBECTL_VERSION" &&
-        "$K8S_TOOLS_VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -qF "$KUBERNETES_VALIDATE_VERSION"
+    # Captured first, as in schemathesis_ready (kubectl prints two lines: grep -q could close the
+    # pipe before the second).
+    local kubectl validate
+    kubectl="$("$K8S_TOOLS_VENV/bin/kubectl" version --client 2>/dev/null)" || return 1
+    validate="$("$K8S_TOOLS_VENV/bin/kubernetes-validate" --version 2>/dev/null)" || return 1
+    [[ "$kubectl" == *"Client Version: v$KUBECTL_VERSION"* && "$validate" == *"$KUBERNETES_VALIDATE_VERSION"* ]]
 }
 
 ensure_k8s_tools() {

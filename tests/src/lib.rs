@@ -289,9 +289,15 @@ impl Cloud {
 
     /// Run a `sentra-cloud` subcommand against this cloud's database.
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.cli_with(args, &[])
+    }
+
+    /// [`Cloud::cli`] with extra environment.
+    pub fn cli_with(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         let out = self
             .command()
             .args(args)
+            .envs(env.iter().copied())
             .output()
             .expect("run sentra-cloud");
         (
@@ -352,6 +358,85 @@ impl Cloud {
 
     pub async fn pg(&self) -> PgConnection {
         self.db.connect().await
+    }
+
+    /// `sentra-cloud release publish ARTIFACT --version V --channel stable`, signed with `key`
+    /// (the cloud must have been started with its public half, [`ReleaseKey::env`]).
+    pub fn publish_release(&self, key: &ReleaseKey, artifact: &Path, version: &str) {
+        let artifact = artifact.to_str().expect("utf-8 path");
+        let signing_key = key.file.to_str().expect("utf-8 path");
+        let (code, out, err) = self.cli_with(
+            &[
+                "release",
+                "publish",
+                artifact,
+                "--version",
+                version,
+                "--channel",
+                "stable",
+            ],
+            &[("SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE", signing_key)],
+        );
+        assert_eq!(code, 0, "publish {version}: {out}{err}");
+    }
+
+    /// `sentra-cloud rollout` of `version` to the whole stable channel, `device` first: the
+    /// cloud offers it to that box in its next heartbeat's answer.
+    pub fn roll_out(&self, version: &str, device: &str) {
+        let (code, out, err) = self.cli(&[
+            "rollout",
+            "--channel",
+            "stable",
+            "--percent",
+            "100",
+            "--version",
+            version,
+            "--canary",
+            device,
+        ]);
+        assert_eq!(code, 0, "rollout {version}: {out}{err}");
+    }
+}
+
+/// A release signing key from `sentra-cloud release keygen`, in a directory of its own.
+pub struct ReleaseKey {
+    _dir: tempfile::TempDir,
+    pub file: PathBuf,
+    /// The public half, as boxes pin it.
+    pub public: String,
+}
+
+impl ReleaseKey {
+    pub fn new() -> ReleaseKey {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("release.key");
+        let keygen = std::process::Command::new(bin("sentra-cloud"))
+            .args(["release", "keygen"])
+            .arg(&file)
+            .output()
+            .expect("sentra-cloud release keygen");
+        assert!(
+            keygen.status.success(),
+            "release keygen: {}",
+            String::from_utf8_lossy(&keygen.stderr)
+        );
+        let public = String::from_utf8_lossy(&keygen.stdout).trim().to_owned();
+        ReleaseKey {
+            _dir: dir,
+            file,
+            public,
+        }
+    }
+
+    /// What [`Cloud::start_with`] needs to hand this key out at enrolment and publish with it.
+    pub fn env(&self) -> [(&'static str, &str); 1] {
+        [("SENTRA_CLOUD__RELEASES__PUBLIC_KEY", self.public.as_str())]
+    }
+}
+
+impl Default for ReleaseKey {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -7,18 +7,25 @@
 //! 2. Two devices are paired (`sentra-edge-admin pair` on the console, `POST /v1/pair` over the
 //!    box's HTTPS port forwarded by qemu), each pinning the box's certificate as a tablet does.
 //! 3. Work: work orders, invoices, payments, all acknowledged (2xx).
-//! 4. A power cut: four clients write work orders as fast as the box takes them, and qemu is
+//! 4. Updates with nobody on site: the cloud publishes and rolls out 1.1.0 (the image's binary
+//!    under a newer version); the box's heartbeat learns of it and `sentra-edge-update.service`
+//!    (started as its timer would start it) installs it, restarts the daemon through
+//!    `sentra-edge-restart.path` and confirms it. Then 1.2.0, `sentra-future-release`
+//!    (tests/src/bin): it migrates the store as a newer build would and serves through 1.1.0's
+//!    binary, never ready as itself. Work is acknowledged while it runs; the updater rolls it back
+//!    after its health window, and 1.1.0 serves the migrated store. The audit, and the cloud's
+//!    records of a success and a rollback.
+//! 5. A power cut: four clients write work orders as fast as the box takes them, and qemu is
 //!    killed (SIGKILL) in the middle. The box boots again from the same disk, and serves.
-//! 5. Audit in PostgreSQL once the box's outbox is empty: every write the API acknowledged is in
+//! 6. Audit in PostgreSQL once the box's outbox is empty: every write the API acknowledged is in
 //!    the cloud exactly once, no event twice, no invoice number twice. The counts are printed.
 //!    After a boot, no unit has failed and `journalctl COMPONENT=sync` finds the sync task.
-//! 6. `sentra-edge-admin backup`, more work (synced), `systemctl stop sentra-edge`,
+//! 7. `sentra-edge-admin backup`, more work (synced), `systemctl stop sentra-edge`,
 //!    `sentra-edge-admin restore FILE`, start, work; the audit again.
-//! 7. The box dies (qemu killed); a second disk from the same image boots, enrols at the
+//! 8. The box dies (qemu killed); a second disk from the same image boots, enrols at the
 //!    prompt answering the dead box's device id, pairs its own devices and works; the audit.
 //!
-//! Not here yet: updating to a release the cloud serves and rolling back a bad migrating one
-//! (tests/tests/it/update.rs does both outside the image).
+//! tests/tests/it/update.rs tries the updater's refusals and rollbacks outside the image, faster.
 //!
 //! What the power cut models and what it does not: the guest's RAM is gone (its page cache, the
 //! file system's uncommitted journal, SQLite's unsynced pages), and so is every request qemu had
@@ -42,7 +49,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sentra_system_tests::Cloud;
+use sentra_system_tests::{Cloud, ReleaseKey};
 use serde_json::{Value, json};
 use sqlx::Row as _;
 
@@ -53,6 +60,8 @@ use crate::systemd::repo;
 const BOOT: Duration = Duration::from_secs(900);
 /// One command on the console (enrolment tries the cloud up to five times).
 const COMMAND: Duration = Duration::from_secs(300);
+/// One update on the box: download, restart, up to two health windows (45 s each) and restarts.
+const UPDATE: Duration = Duration::from_secs(900);
 /// The outbox reaching the cloud.
 const DRAIN: Duration = Duration::from_secs(600);
 /// The root password the technician sets at the first login.
@@ -84,6 +93,25 @@ fn ensure_image() -> PathBuf {
         "life: no image in {}: building it (image/build.sh, ZSTD_LEVEL=3)",
         dir.display()
     );
+    let static_bin = static_binary();
+    let cache = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+        .join(".cache/sentra/image-debs");
+    let status = std::process::Command::new("bash")
+        .arg(repo().join("image/build.sh"))
+        .arg(&dir)
+        .env("ZSTD_LEVEL", "3")
+        .env("SENTRA_BIN", &static_bin)
+        .env("APT_CACHE", &cache)
+        .status()
+        .expect("run image/build.sh");
+    assert!(status.success(), "image/build.sh {} failed", dir.display());
+    dir
+}
+
+/// The static binary the image is made of (scripts/build-static.sh: a no-op once built).
+fn static_binary() -> PathBuf {
     let mut statics = std::process::Command::new("bash");
     statics.arg(repo().join("scripts/build-static.sh"));
     sentra_system_tests::without_test_package_env(&mut statics);
@@ -94,25 +122,12 @@ fn ensure_image() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let static_bin = stdout
+    let path = stdout
         .lines()
         .last()
         .expect("the static binary's path")
         .trim();
-    let cache = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"))
-        .join(".cache/sentra/image-debs");
-    let status = std::process::Command::new("bash")
-        .arg(repo().join("image/build.sh"))
-        .arg(&dir)
-        .env("ZSTD_LEVEL", "3")
-        .env("SENTRA_BIN", static_bin)
-        .env("APT_CACHE", &cache)
-        .status()
-        .expect("run image/build.sh");
-    assert!(status.success(), "image/build.sh {} failed", dir.display());
-    dir
+    repo().join(path)
 }
 
 /// What qemu writes to the serial console, kept whole, and the point up to which it was read.
@@ -393,20 +408,38 @@ impl Booted {
     /// output (spelled so that the shell's echo of the line does not contain them) leave the
     /// prompt and the echo out.
     async fn sh(&mut self, command: &str) -> (i32, String) {
+        self.sh_within(command, COMMAND).await
+    }
+
+    /// [`Booted::sh`] for a command that may take up to `limit`.
+    async fn sh_within(&mut self, command: &str, limit: Duration) -> (i32, String) {
         self.console.send(&format!(
             "echo \"@@\"\"out@@\"; {command}; echo \"@@\"\"rc=$?@@\"\r"
         ));
         self.expect(&["@@out@@"], COMMAND).await;
-        let (_, text) = self.expect(&["@@rc="], COMMAND).await;
+        let (_, text) = self.expect(&["@@rc="], limit).await;
         let (_, code) = self.expect(&["@@"], COMMAND).await;
         let code = code.trim_end_matches("@@").trim().parse().unwrap_or(-1);
         (code, text.trim_end_matches("@@rc=").trim().to_owned())
     }
 
     async fn sh_ok(&mut self, command: &str) -> String {
-        let (code, out) = self.sh(command).await;
+        self.sh_ok_within(command, COMMAND).await
+    }
+
+    async fn sh_ok_within(&mut self, command: &str, limit: Duration) -> String {
+        let (code, out) = self.sh_within(command, limit).await;
         assert_eq!(code, 0, "{command}:\n{out}");
         out
+    }
+
+    /// Waits until the box's heartbeat has learnt of `version` from the cloud (the daemon writes
+    /// the offer to update-target.json, which sentra-edge-update.service acts on).
+    async fn offered(&mut self, version: &str) {
+        self.sh_ok(&format!(
+            "for i in $(seq 240); do grep -qs '\"{version}\"' /var/lib/sentra/update-target.json && break; sleep 1; done; grep -F '\"{version}\"' /var/lib/sentra/update-target.json"
+        ))
+        .await;
     }
 
     /// `sentra-edge-admin enroll` as the technician runs it: the token typed at the prompt, Enter
@@ -757,6 +790,131 @@ async fn audit(cloud: &Cloud, stage: &str, acked: &Acked) {
     );
 }
 
+/// The release the cloud serves first: the image's own binary under a newer version (the
+/// version a release runs as is its directory's name, `releases/<version>/`).
+const GOOD: &str = "1.1.0";
+/// The bad release: `sentra-future-release` (tests/src/bin), which migrates the store as a newer
+/// build would and then serves through 1.1.0's binary, never ready as itself.
+const MIGRATING: &str = "1.2.0";
+
+/// Updates as the cloud team ships them with nobody on site: the cloud rolls out a release, the
+/// box's heartbeat learns of it, `sentra-edge-update.service` (started as its timer would) installs
+/// it and the box serves it. Then a release that migrates the store and never becomes healthy:
+/// work is acknowledged while it runs, the updater rolls it back, and 1.1.0 serves again on the
+/// migrated store with every acknowledged write kept and synced.
+async fn update_then_roll_back(
+    cloud: &Cloud,
+    key: &ReleaseKey,
+    booted: &mut Booted,
+    device: &str,
+    (tablet, pos): (&Device, &Device),
+    acked: &mut Acked,
+) {
+    let started = Instant::now();
+    cloud.publish_release(key, &static_binary(), GOOD);
+    cloud.roll_out(GOOD, device);
+    booted.offered(GOOD).await;
+    let out = booted
+        .sh_ok_within("systemctl start sentra-edge-update", UPDATE)
+        .await;
+    assert_eq!(serving(tablet).await, GOOD, "after the update: {out}");
+    eprintln!(
+        "life: updated to {GOOD} in {:.0} s from the rollout (host clock)",
+        started.elapsed().as_secs_f64()
+    );
+    job(tablet, pos, "Sesudah update", acked).await;
+
+    // The bad release, stripped as a release is (the debug build is too large to publish).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let artifact = dir.path().join("sentra-future-release");
+    let status = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&artifact)
+        .arg(sentra_system_tests::bin("sentra-future-release"))
+        .status()
+        .expect("run strip (binutils)");
+    assert!(status.success(), "strip sentra-future-release");
+    let started = Instant::now();
+    cloud.publish_release(key, &artifact, MIGRATING);
+    cloud.roll_out(MIGRATING, device);
+    booted.offered(MIGRATING).await;
+    booted
+        .sh_ok("systemctl start --no-block sentra-edge-update")
+        .await;
+    // The bad release's process has migrated the store and serves: work is acknowledged on it.
+    let migrated = booted
+        .sh_ok_within(
+            "for i in $(seq 300); do journalctl -u sentra-edge -q -o cat --no-pager | grep -q 'sentra-future-release: serving with' && break; sleep 1; done; journalctl -u sentra-edge -q -o cat --no-pager | grep 'sentra-future-release: migrated'",
+            UPDATE,
+        )
+        .await;
+    eprintln!("life: {migrated}");
+    job(tablet, pos, "Selama update buruk", acked).await;
+    // The updater gives up on it after its health window and swaps back.
+    let out = booted
+        .sh_ok_within(
+            "while [ \"$(systemctl show -P ActiveState sentra-edge-update)\" = activating ]; do sleep 1; done; systemctl show -P Result sentra-edge-update; readlink /var/lib/sentra/app/current; journalctl -u sentra-edge-update -q -o cat --no-pager | grep -F 'rolled back'",
+            UPDATE,
+        )
+        .await;
+    assert!(
+        out.contains("releases/1.1.0") && out.contains(&format!("release {MIGRATING} rolled back")),
+        "the migrating release is rolled back to {GOOD}: {out}"
+    );
+    assert_eq!(serving(tablet).await, GOOD, "after the rollback");
+    // 1.1.0 reads the store the newer release migrated.
+    let newer = booted
+        .sh_ok("journalctl -u sentra-edge -q -o cat --no-pager | grep -c 'store is from a newer release'")
+        .await;
+    eprintln!(
+        "life: {MIGRATING} migrated the store, failed its health window and was rolled back in {:.0} s from the rollout (host clock); {GOOD} opened the newer store {newer} time(s)",
+        started.elapsed().as_secs_f64()
+    );
+    job(tablet, pos, "Sesudah rollback", acked).await;
+    // The cloud halts the rollout on the box's report and offers the release no more: the timer's
+    // next run (every 10 minutes) has nothing to retry.
+    booted
+        .sh_ok("for i in $(seq 240); do [ -e /var/lib/sentra/update-target.json ] || break; sleep 1; done; ! [ -e /var/lib/sentra/update-target.json ]")
+        .await;
+    drained(tablet).await;
+    audit(cloud, "after the update and the rollback", acked).await;
+    // The cloud's records of both: one update that succeeded, one rolled back.
+    let mut pg = cloud.pg().await;
+    let states: Vec<String> = sqlx::query(
+        "SELECT DISTINCT update_state FROM heartbeat_history WHERE device_id = $1::uuid",
+    )
+    .bind(device)
+    .fetch_all(&mut pg)
+    .await
+    .expect("heartbeat history")
+    .into_iter()
+    .map(|r| r.get(0))
+    .collect();
+    for want in ["success", "rolled-back"] {
+        assert!(
+            states.iter().any(|s| s == want),
+            "{want} in the cloud's records: {states:?}"
+        );
+    }
+}
+
+/// The version the box's API serves, asked with `/readyz` as a tablet can; waits out a restart.
+async fn serving(device: &Device) -> String {
+    let deadline = Instant::now() + COMMAND;
+    loop {
+        if let Ok((200, health)) = device.try_call("GET", "/readyz", None).await
+            && let Some(version) = health["version"].as_str()
+        {
+            return version.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the box did not answer /readyz within {COMMAND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -773,19 +931,8 @@ async fn the_box_lives_its_life_under_qemu() {
     let started = Instant::now();
     let image = ensure_image();
     // The cloud hands its release key out at enrolment: the box pins it (updates on).
-    let keygen = std::process::Command::new(sentra_system_tests::bin("sentra-cloud"))
-        .args(["release", "keygen"])
-        .arg(
-            tempfile::tempdir()
-                .expect("tempdir")
-                .path()
-                .join("release.key"),
-        )
-        .output()
-        .expect("sentra-cloud release keygen");
-    assert!(keygen.status.success(), "release keygen");
-    let public = String::from_utf8_lossy(&keygen.stdout).trim().to_owned();
-    let cloud = Cloud::start_with(&[("SENTRA_CLOUD__RELEASES__PUBLIC_KEY", &public)]).await;
+    let key = ReleaseKey::new();
+    let cloud = Cloud::start_with(&key.env()).await;
     // The guest reaches the host's loopback at qemu's 10.0.2.2.
     let port = cloud.url.rsplit(':').next().expect("the cloud's port");
     let cloud_for_box = format!("http://10.0.2.2:{port}");
@@ -804,6 +951,16 @@ async fn the_box_lives_its_life_under_qemu() {
     }
     drained(&tablet).await;
     audit(&cloud, "after the first work", &acked).await;
+
+    update_then_roll_back(
+        &cloud,
+        &key,
+        &mut booted,
+        &device,
+        (&tablet, &pos),
+        &mut acked,
+    )
+    .await;
 
     let storm = storm_then_power_cut(&tablet, &mut booted).await;
     eprintln!(

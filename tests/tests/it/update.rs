@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sentra_protocol::ed25519_dalek::SigningKey;
 use sentra_protocol::fleet::{Manifest, sign_manifest};
-use sentra_system_tests::{Cloud, EdgeSite, bin, eventually, http};
+use sentra_system_tests::{Cloud, EdgeSite, ReleaseKey, bin, eventually, http};
 use sqlx::Row as _;
 
 const OLD: &str = "1.0.0";
@@ -23,9 +23,8 @@ struct Rig {
     cloud: Cloud,
     site: EdgeSite,
     dir: tempfile::TempDir,
-    signing_key: PathBuf,
-    /// Its public half, which the cloud hands to boxes at enrolment.
-    public: String,
+    /// The release key; the cloud hands its public half to boxes at enrolment.
+    key: ReleaseKey,
     root: PathBuf,
     port: u16,
     /// The daemon's HTTPS port: `update apply` asks the new release's `/readyz` there.
@@ -36,14 +35,8 @@ struct Rig {
 impl Rig {
     async fn new() -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
-        let signing_key = dir.path().join("release.key");
-        let keygen = std::process::Command::new(bin("sentra-cloud"))
-            .args(["release", "keygen", path(&signing_key)])
-            .output()
-            .expect("release keygen");
-        assert!(keygen.status.success(), "keygen");
-        let public = String::from_utf8_lossy(&keygen.stdout).trim().to_owned();
-        let cloud = Cloud::start_with(&[("SENTRA_CLOUD__RELEASES__PUBLIC_KEY", &public)]).await;
+        let key = ReleaseKey::new();
+        let cloud = Cloud::start_with(&key.env()).await;
         let root = dir.path().join("app");
         let port = free_port();
         let tls_port = free_port();
@@ -80,7 +73,7 @@ impl Rig {
         assert!(
             out.contains(&format!(
                 "updates: on, releases verified with key {} on channel stable",
-                key_id(&public)
+                key_id(&key.public)
             )),
             "the cloud's release key is pinned at enrolment: {out}"
         );
@@ -107,8 +100,7 @@ impl Rig {
             cloud,
             site,
             dir,
-            signing_key,
-            public,
+            key,
             root,
             port,
             tls_port,
@@ -126,29 +118,7 @@ impl Rig {
     fn publish(&self, artifact: &[u8], version: &str) {
         let file = self.dir.path().join(format!("artifact-{version}"));
         std::fs::write(&file, artifact).expect("write artifact");
-        let out = std::process::Command::new(bin("sentra-cloud"))
-            .args([
-                "release",
-                "publish",
-                path(&file),
-                "--version",
-                version,
-                "--channel",
-                "stable",
-            ])
-            .env("DATABASE_URL", &self.cloud.db.url)
-            .env(
-                "SENTRA_CLOUD__RELEASES__SIGNING_KEY_FILE",
-                path(&self.signing_key),
-            )
-            .env("SENTRA_CLOUD__RELEASES__PUBLIC_KEY", &self.public)
-            .output()
-            .expect("publish");
-        assert!(
-            out.status.success(),
-            "publish {version}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.cloud.publish_release(&self.key, &file, version);
     }
 
     /// `sentra-edge update apply --version V` with `env`; (exit code, stdout + stderr).
@@ -349,10 +319,6 @@ fn key_id(public: &str) -> String {
     )
 }
 
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -411,7 +377,7 @@ async fn tampered_releases_are_refused_a_good_one_installs_and_bad_ones_roll_bac
     rig.refused("1.0.2", &[], "signature").await;
     // Expired: correctly signed, but past its expiry.
     rig.publish(b"expired", "1.0.3");
-    let seed: [u8; 32] = hex_decode(&std::fs::read_to_string(&rig.signing_key).expect("key"));
+    let seed: [u8; 32] = hex_decode(&std::fs::read_to_string(&rig.key.file).expect("key"));
     let key = SigningKey::from_bytes(&seed);
     let stale = sign_manifest(
         &key,
