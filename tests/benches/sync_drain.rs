@@ -2,7 +2,8 @@
 //! `sentra-cloud` and PostgreSQL on loopback, timed from enrolment to the last acknowledgement,
 //! with the edge's peak memory and the local API's write latency measured while it drains.
 //!
-//! `cargo bench -p sentra-system-tests --bench sync_drain` (env BENCH_BACKLOG, BENCH_API_CLIENTS)
+//! `cargo bench -p sentra-system-tests --bench sync_drain` (env BENCH_BACKLOG, BENCH_API_CLIENTS;
+//! `SENTRA_EDGE_BIN=<scripts/build-static.sh's binary>` measures the shipped static build)
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
 use std::sync::Arc;

@@ -440,6 +440,14 @@ impl Default for ReleaseKey {
     }
 }
 
+/// The `sentra-edge` an [`EdgeSite`] runs: `SENTRA_EDGE_BIN` when set (a benchmark measuring
+/// the shipped static binary, `scripts/build-static.sh`), else this build's [`bin`].
+pub fn edge_bin() -> PathBuf {
+    std::env::var_os("SENTRA_EDGE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin("sentra-edge"))
+}
+
 /// A store directory, key and config for `sentra-edge`, pointing at `cloud_url` for sync.
 pub struct EdgeSite {
     pub dir: tempfile::TempDir,
@@ -451,7 +459,7 @@ impl EdgeSite {
     pub fn new(branch: &str, extra: &str) -> EdgeSite {
         let dir = tempfile::tempdir().expect("tempdir");
         let key_file = dir.path().join("store.key");
-        let out = std::process::Command::new(bin("sentra-edge"))
+        let out = std::process::Command::new(edge_bin())
             .arg("keygen")
             .arg(&key_file)
             .output()
@@ -530,7 +538,7 @@ impl EdgeSite {
     }
 
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out = std::process::Command::new(bin("sentra-edge"))
+        let out = std::process::Command::new(edge_bin())
             .args(args)
             .arg("--config")
             .arg(&self.config)
@@ -547,7 +555,7 @@ impl EdgeSite {
     /// [`EdgeSite::cli`] with `stdin` as the command's standard input (a pipe), as a technician
     /// types or a keyboard-mode scanner types at a prompt.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
-        let mut cmd = std::process::Command::new(bin("sentra-edge"));
+        let mut cmd = std::process::Command::new(edge_bin());
         cmd.args(args).arg("--config").arg(&self.config);
         typed_into(cmd, stdin)
     }
@@ -558,7 +566,7 @@ impl EdgeSite {
     /// was typed echoed and lines ending in `\r\n`.
     pub fn cli_at_terminal(&self, args: &[&str], typed: &str) -> (i32, String, String) {
         let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
-        let mut line = quote(&bin("sentra-edge").to_string_lossy());
+        let mut line = quote(&edge_bin().to_string_lossy());
         for arg in args {
             line.push(' ');
             line.push_str(&quote(arg));
@@ -603,7 +611,7 @@ impl EdgeSite {
     }
 
     pub async fn start(&self) -> Edge {
-        let mut child = Command::new(bin("sentra-edge"))
+        let mut child = Command::new(edge_bin())
             .arg("run")
             .arg("--config")
             .arg(&self.config)
