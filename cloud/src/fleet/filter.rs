@@ -132,7 +132,10 @@ impl Filter {
                 return Err(bad(format!("{} is given twice", shown(name))));
             }
             seen.push(name);
-            if value.is_empty() {
+            // The page's form sends its empty text fields: an empty filter is no filter. `page`
+            // and `size` are numbers (the OpenAPI document says integer, and the form never
+            // sends them empty): an empty one is refused like any other bad number.
+            if value.is_empty() && !matches!(name.as_str(), "page" | "size") {
                 continue;
             }
             match name.as_str() {
@@ -286,9 +289,9 @@ mod tests {
             "?q=Bengkel+5%25&branch=BR001&version=2.0.0&state=offline&channel=canary&size=20&page=4"
         );
         assert_eq!(parse("").expect("empty"), Filter::default());
-        // The GET form sends every field, empty ones too.
+        // The GET form sends every text field, empty ones too (its size is a select: never empty).
         assert_eq!(
-            parse("q=&branch=&version=&state=&channel=&size=").expect("blank"),
+            parse("q=&branch=&version=&state=&channel=&size=50").expect("blank"),
             Filter::default()
         );
         assert_eq!(Filter::default().query_string(1), "");
@@ -314,6 +317,8 @@ mod tests {
             ("branch=%3Cscript%3E", "branch \"<script>\""),
             ("sort=name", "unknown parameter \"sort\""),
             ("page=1&page=2", "page is given twice"),
+            ("size=", "size \"\": expected a whole number from 1 to 200"),
+            ("page=", "page \"\": expected a whole number"),
             ("q=a%00b", "no control characters"),
         ] {
             let error = parse(query).expect_err(query);

@@ -120,8 +120,8 @@ async fn ten_thousand_boxes_are_filtered_searched_and_paged() {
             "?version=1.0.0&state=offline&channel=stable",
             expected(|_, b| !b.new_version && b.offline && !b.canary),
         ),
-        // The empty fields a GET form sends are no filter.
-        ("?q=&branch=&version=&state=&channel=&size=", all),
+        // The empty text fields a GET form sends are no filter (its size is a select).
+        ("?q=&branch=&version=&state=&channel=&size=50", all),
     ] {
         let view = fleet_json(&cloud, query).await;
         assert_eq!(view["page"]["matching"], count, "{query}");
