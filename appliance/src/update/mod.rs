@@ -321,7 +321,7 @@ impl Updater {
             .await;
         let restarted = Instant::now();
         let outcome = match self.restart().await {
-            Ok(()) => self.wait_ready(&v).await,
+            Ok(()) => self.wait_ready(&v, restarted).await,
             Err(reason) => Err(reason),
         };
         match outcome {
@@ -338,10 +338,13 @@ impl Updater {
                 tracing::warn!(version = %v, %reason, "the new release is not ready; rolling back");
                 let back = self.layout.swap_to(&previous).map_err(|e| e.to_string());
                 let back = match back {
-                    Ok(()) => match self.restart().await {
-                        Ok(()) => self.wait_ready(&previous).await,
-                        Err(e) => Err(e),
-                    },
+                    Ok(()) => {
+                        let again = Instant::now();
+                        match self.restart().await {
+                            Ok(()) => self.wait_ready(&previous, again).await,
+                            Err(e) => Err(e),
+                        }
+                    }
                     Err(e) => Err(e),
                 };
                 let elapsed = restarted.elapsed().as_secs_f64();
@@ -534,8 +537,9 @@ impl Updater {
         }
     }
 
-    /// Poll the local `/readyz` until it answers 200 with `version`, or the window ends.
-    async fn wait_ready(&self, version: &str) -> Result<(), String> {
+    /// Poll the local `/readyz` until a process started by the restart asked for at `restarted`
+    /// answers 200 with `version`, or the window ends.
+    async fn wait_ready(&self, version: &str, restarted: Instant) -> Result<(), String> {
         let mut addr = match self.lan_pin {
             Some(_) => self.cfg.api.tls_listen,
             None => self.cfg.api.listen,
@@ -559,8 +563,21 @@ impl Updater {
             match http.get(&url).send().await {
                 Ok(resp) if resp.status().is_success() => {
                     let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    // The restart is asynchronous (systemd's path unit), so the process it
+                    // replaces may still answer, and may already run `version`: a rollback from
+                    // a release that ran the previous binary, which the life-cycle test's
+                    // stand-in does. Only a process up no longer than the restart counts (a
+                    // release without `uptime_secs` is taken at its word, as before).
+                    let uptime = body["uptime_secs"].as_u64();
+                    let fresh = |up: u64| up <= restarted.elapsed().as_secs() + 1;
                     match body["version"].as_str() {
-                        Some(v) if v == version => return Ok(()),
+                        Some(v) if v == version && uptime.is_none_or(fresh) => return Ok(()),
+                        Some(v) if v == version => {
+                            last = format!(
+                                "{url} answered version {v} from a process up {} s, started before the restart",
+                                uptime.unwrap_or_default()
+                            );
+                        }
                         other => last = format!("{url} answered version {other:?}"),
                     }
                 }
