@@ -834,6 +834,12 @@ async fn update_then_roll_back(
         .status()
         .expect("run strip (binutils)");
     assert!(status.success(), "strip sentra-future-release");
+    // The health window long enough for the work below to reach the bad release's process on a
+    // loaded machine (the default, 45 s, can pass before it serves), set as an operator would:
+    // a drop-in for the updater's unit.
+    booted
+        .sh_ok("mkdir -p /etc/systemd/system/sentra-edge-update.service.d && printf '[Service]\\nEnvironment=SENTRA_EDGE__UPDATE__HEALTH_WINDOW_SECS=120\\n' > /etc/systemd/system/sentra-edge-update.service.d/window.conf && systemctl daemon-reload")
+        .await;
     let started = Instant::now();
     cloud.publish_release(key, &artifact, MIGRATING);
     cloud.roll_out(MIGRATING, device);
@@ -849,6 +855,11 @@ async fn update_then_roll_back(
         )
         .await;
     eprintln!("life: {migrated}");
+    assert_eq!(
+        serving(tablet).await,
+        GOOD,
+        "the bad release serves through {GOOD}'s binary"
+    );
     job(tablet, pos, "Selama update buruk", acked).await;
     // The updater gives up on it after its health window and swaps back.
     let out = booted
