@@ -135,10 +135,15 @@ pub async fn availability(
     })?;
     // The SKU keys the asset cache: bounded like every id (1 to 64 characters), or a stranger
     // could fill the cache with SKUs of a megabyte each (found by the contract fuzzer).
+    // No control characters either: PostgreSQL refuses a NUL in text, which was a 500 (found by
+    // the contract fuzzer again).
     let sku_len = query.sku.chars().count();
-    if sku_len == 0 || sku_len > sentra_protocol::booking::MAX_ID_LEN {
+    if sku_len == 0
+        || sku_len > sentra_protocol::booking::MAX_ID_LEN
+        || query.sku.chars().any(char::is_control)
+    {
         return Err(ApiError::BadQuery(format!(
-            "sku: expected 1 to {} characters, got {sku_len}",
+            "sku: expected 1 to {} characters without control characters, got {sku_len}",
             sentra_protocol::booking::MAX_ID_LEN
         )));
     }

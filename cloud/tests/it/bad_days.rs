@@ -220,3 +220,23 @@ async fn ids_with_control_characters_are_422_not_a_database_error() {
         );
     }
 }
+
+/// A SKU with a NUL (which PostgreSQL refuses in text) or another control character is a 400,
+/// not a 500 (found by the contract fuzzer).
+#[tokio::test]
+async fn control_characters_in_a_sku_are_a_bad_query() {
+    let cloud = Cloud::start().await;
+    let portal = cloud.api_token("portal", "portal").await;
+    for sku in ["A%00B", "A%1FB", "%C2%9D"] {
+        let path = format!("/v1/availability?sku={sku}&from=2064-05-02&to=2064-05-02");
+        let answer = cloud.bearer(&portal, Method::GET, &path, None).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (400, "bad_query"),
+            "{path}: {answer:?}"
+        );
+    }
+    let ok = "/v1/availability?sku=AVANZA-2024&from=2064-05-02&to=2064-05-02";
+    let answer = cloud.bearer(&portal, Method::GET, ok, None).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+}
