@@ -24,6 +24,7 @@ use serde_json::Value;
 use time::Date;
 
 use super::calendar::AssetKey;
+use super::herd::{Decided, HerdKey, Joined};
 use super::lock::{self, Acquired};
 use super::metrics::Metrics;
 use super::record::{
@@ -340,6 +341,41 @@ pub async fn hold(
         return Err(taken(&body, stay));
     };
 
+    // PostgreSQL decides alone: one request of this replica's herd goes on, the others wait
+    // for its answer (herd.rs).
+    let herd = match gate.lock_token {
+        Some(_) => None,
+        None => Some(booking.herds.join(
+            HerdKey {
+                branch: branch.clone(),
+                sku: body.sku.clone(),
+                asset_id: body.asset_id.clone(),
+                start,
+                end,
+            },
+            &created_by,
+            key.as_deref(),
+        )),
+    };
+    let leader = match herd {
+        Some(Joined::Waiter(waiter)) => match waiter.outcome().await {
+            Decided::Taken => {
+                if let Some(key) = &key
+                    && let Some(row) = record::replayed(&booking.db, &created_by, key, &digest)
+                        .await
+                        .map_err(record_error)?
+                {
+                    return Ok((StatusCode::CREATED, Json(row)));
+                }
+                Metrics::inc(&booking.metrics.conflicts_herd);
+                return Err(taken(&body, stay));
+            }
+            Decided::Undecided => None,
+        },
+        Some(Joined::Leader(leader)) => Some(leader),
+        None => None,
+    };
+
     let owner = crate::standing::Owner::of_booking(&caller, &branch).key();
     let request = HoldRequest {
         branch,
@@ -361,6 +397,12 @@ pub async fn hold(
         && let Some(token) = &gate.lock_token
     {
         booking.locks.release(&gate.lock_keys, token).await;
+    }
+    if let Some(leader) = leader {
+        leader.done(match &placed {
+            Ok((HoldOutcome::Held(_) | HoldOutcome::Taken, _)) => Decided::Taken,
+            _ => Decided::Undecided,
+        });
     }
     let (outcome, expired) = placed?;
     if !expired.is_empty() {

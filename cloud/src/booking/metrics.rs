@@ -33,6 +33,9 @@ pub struct Metrics {
     /// Refused as taken, labelled by who said so: the two series of `conflicts`, resolved once.
     pub conflicts_redis: Counter,
     pub conflicts_postgresql: Counter,
+    /// Refused as taken because this replica's request for the same days, in flight at the same
+    /// moment, was just decided by PostgreSQL (herd.rs; Redis down).
+    pub conflicts_herd: Counter,
     conflicts: Family<DecidedBy, Counter>,
     lock_wait: Histogram,
 }
@@ -51,6 +54,7 @@ impl Default for Metrics {
             settlement_failures: Counter::default(),
             conflicts_redis: decided_by("redis"),
             conflicts_postgresql: decided_by("postgresql"),
+            conflicts_herd: decided_by("herd"),
             conflicts,
             lock_wait: Histogram::new(BUCKETS),
         }
@@ -141,6 +145,7 @@ mod tests {
             "sentra_cloud_payment_captures_total 0",
             "sentra_cloud_payment_releases_total 0",
             "sentra_cloud_booking_conflicts_total{decided_by=\"redis\"} 0",
+            "sentra_cloud_booking_conflicts_total{decided_by=\"herd\"} 0",
             "sentra_cloud_booking_lock_wait_seconds_bucket{le=\"0.0025\"} 0",
             "sentra_cloud_booking_lock_wait_seconds_bucket{le=\"0.005\"} 1",
             "sentra_cloud_booking_lock_wait_seconds_count 1",

@@ -26,6 +26,7 @@
 //!   transaction, so a crash between the two just means they run again (they are idempotent).
 
 pub mod calendar;
+pub mod herd;
 pub mod http;
 pub mod lock;
 pub mod metrics;
@@ -57,6 +58,8 @@ pub struct Booking {
     pub settings: Arc<Settings>,
     pub metrics: Arc<metrics::Metrics>,
     pub assets: Arc<http::AssetLists>,
+    /// This replica's holds in flight to PostgreSQL when it decides alone (herd.rs).
+    pub herds: Arc<herd::Herds>,
     /// The payment gateway; the sandbox until a real one is configured.
     pub gateway: Arc<dyn payments::PaymentGateway>,
     /// Identity checks: the gate a hold passes (issue 8).
@@ -100,6 +103,7 @@ impl Booking {
             }),
             metrics: Arc::new(metrics::Metrics::default()),
             assets: Arc::new(http::AssetLists::default()),
+            herds: Arc::new(herd::Herds::default()),
             identity,
             gateway: Arc::new(payments::SandboxGateway::default()),
         }

@@ -419,6 +419,20 @@ async fn classify(
     }
 }
 
+/// The booking an earlier request with this caller's `key` made, if any (a retry's answer); the
+/// key used for another request is an error.
+pub async fn replayed(
+    db: &PgPool,
+    created_by: &str,
+    key: &str,
+    digest: &[u8; 32],
+) -> Result<Option<BookingRow>, RecordError> {
+    Ok(match replay(db, created_by, key, digest).await? {
+        Some(HoldOutcome::Replayed(row)) => Some(row),
+        _ => None,
+    })
+}
+
 async fn replay<'e>(
     db: impl sqlx::PgExecutor<'e>,
     created_by: &str,

@@ -85,20 +85,20 @@ async fn herd_over_three_replicas_on_a_redis_cluster_gets_exactly_one_hold_per_r
     assert!(cluster.exists("lock:{AVZ:JKT01/a1}:2026-12-10").await);
 }
 
-/// Holds refused by Redis so far, over every replica.
-async fn conflicts_by_redis(cloud: &BookingCloud) -> usize {
-    let mut by_redis = 0;
+/// Holds refused as taken so far by `decided_by` (`redis`, `postgresql`, `herd`), over every
+/// replica.
+async fn conflicts_decided_by(cloud: &BookingCloud, decided_by: &str) -> usize {
+    let series = format!("sentra_cloud_booking_conflicts_total{{decided_by=\"{decided_by}\"}} ");
+    let mut count = 0;
     for server in &cloud.servers {
         let metrics = crate::support::scrape(server.addr, &cloud.operator).await;
-        by_redis += metrics
+        count += metrics
             .lines()
-            .find_map(|line| {
-                line.strip_prefix("sentra_cloud_booking_conflicts_total{decided_by=\"redis\"} ")
-            })
+            .find_map(|line| line.strip_prefix(series.as_str()))
             .and_then(|value| value.parse::<usize>().ok())
-            .expect("the redis conflicts counter");
+            .unwrap_or_else(|| panic!("the {decided_by} conflicts counter"));
     }
-    by_redis
+    count
 }
 
 /// [`ROUNDS`] herds of [`HERD`] on three replicas over `redis`: one hold each, most of each herd
@@ -129,10 +129,61 @@ async fn herd_rounds(redis: &impl BookingRedis) {
         assert_eq!(loser.body["waitlist"]["offer"], true, "{loser:?}");
     }
     // Most of the herd was turned away by Redis, without reaching PostgreSQL.
-    let by_redis = conflicts_by_redis(&cloud).await;
+    let by_redis = conflicts_decided_by(&cloud, "redis").await;
     assert!(
         by_redis > HERD * ROUNDS / 2,
         "only {by_redis} refused by Redis"
+    );
+}
+
+/// Redis down from the start: PostgreSQL decides, the replica sends it one request of a herd at
+/// a time and answers the others from it. Every key is sent twice at once (a client's retry): the
+/// winner's two tries both get its booking, every other try `409 taken`.
+#[tokio::test]
+async fn herd_with_redis_down_gets_one_hold_and_the_winners_retry_its_booking() {
+    let url = format!("redis://127.0.0.1:{}", crate::support::closed_port());
+    let cloud = BookingCloud::start(1, 1, &[("REDIS_URL", &url)]).await;
+    let keys = HERD / 2;
+    for round in 0..ROUNDS {
+        let day = format!("2027-03-{:02}", 10 + round);
+        let calls = (0..HERD)
+            .map(|client| {
+                let (cloud, day) = (&cloud, day.clone());
+                let key = format!("down-{day}-{}", client % keys);
+                let customer = format!("C-{}", client % keys);
+                async move { cloud.hold(0, "a1", &day, &day, &customer, Some(&key)).await }
+            })
+            .collect();
+        let answers = join_all(calls).await;
+        let held: Vec<&str> = answers
+            .iter()
+            .filter(|answer| answer.status == 201)
+            .map(|answer| answer.body["id"].as_str().expect("an id"))
+            .collect();
+        assert_eq!(
+            held.len(),
+            2,
+            "round {round}: the winner's two tries: {held:?}"
+        );
+        assert_eq!(held[0], held[1], "round {round}: one booking");
+        let others: Vec<&Answer> = answers
+            .iter()
+            .filter(|answer| answer.status != 201)
+            .filter(|answer| !(answer.status == 409 && answer.code() == "taken"))
+            .collect();
+        assert!(others.is_empty(), "round {round}: {others:?}");
+        assert_eq!(live_bookings(&cloud, "a1", &day).await, 1, "round {round}");
+    }
+    // Every refusal is counted once, by PostgreSQL or by the replica's herd.
+    let by_herd = conflicts_decided_by(&cloud, "herd").await;
+    let by_postgresql = conflicts_decided_by(&cloud, "postgresql").await;
+    assert_eq!(by_herd + by_postgresql, (HERD - 2) * ROUNDS);
+    assert!(
+        by_herd > 0,
+        "no request waited for another ({by_postgresql} refused by PostgreSQL)"
+    );
+    eprintln!(
+        "Redis down: {by_herd} refused from the herd's leader, {by_postgresql} by PostgreSQL"
     );
 }
 
