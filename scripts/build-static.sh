@@ -22,6 +22,10 @@ for var in $(compgen -e); do
         CARGO_TARGET_TMPDIR | CARGO_CFG_*) unset "$var" ;;
     esac
 done
+# scripts/test.sh compiles the workspace's crates through Clippy (RUSTC_WORKSPACE_WRAPPER, for
+# its debug build); the shipped binary is built by plain rustc, the same from the test command
+# as by hand, so neither finds the other's build stale.
+unset RUSTC_WORKSPACE_WRAPPER
 
 readonly TARGET=x86_64-unknown-linux-musl
 

@@ -13,7 +13,7 @@
 #   - systemd's tools (systemd-analyze, systemd-sysusers, systemd-tmpfiles, and systemd-journald
 #     with journalctl, run in a private mount namespace; no booted systemd needed) for the unit
 #     and journal tests, and the static musl build of sentra-edge (scripts/build-static.sh, which
-#     installs musl-tools and the rustup target), built beside clippy and the test build and
+#     installs musl-tools and the rustup target), built beside the test build and
 #     finished before the tests start;
 #   - schemathesis (pinned, from PyPI, in a venv under ~/.cache/sentra) for the contract tests that
 #     fuzz the box's and the cloud's OpenAPI documents; exported as SENTRA_SCHEMATHESIS;
@@ -28,8 +28,9 @@
 #   - the disk image (image/build.sh with the static binary, zstd level 3, into target/image,
 #     exported as SENTRA_IMAGE_DIR) and qemu, for the life-cycle test that boots it
 #     (tests/tests/it/life.rs); built in the background after the static binary.
-# Without arguments it first checks the habits (cargo fmt --check, scripts/module-cycles.py,
-# cargo clippy --workspace --all-targets -D warnings) and that the fuzz crates build, and runs the
+# Without arguments it first checks the habits (cargo fmt --check, scripts/module-cycles.py) and
+# that the fuzz crates build, builds every target of the workspace with Clippy's lints as errors
+# (what `cargo clippy --workspace --all-targets -- -D warnings` checks, see below), and runs the
 # system tests (sentra-system-tests) side by side with the other tests; with arguments it passes
 # them to one `cargo test --workspace`.
 # On a fresh Debian 12 (as root) it installs and starts what is missing; where everything already
@@ -413,13 +414,22 @@ main() {
     ensure_k8s_tools
     log "axe-core"
     ensure_axe
+    # Clippy runs inside the test build: the workspace's own crates are compiled by clippy-driver
+    # (rustc with Clippy's lints) with -D warnings, through scripts/clippy-rustc.sh, so a lint is
+    # a build error and no separate check-only build of every dependency is made. Exported for
+    # every cargo below, the tests' own included, so they all find the same build. A plain
+    # `cargo test` by hand rebuilds the workspace's crates (not the dependencies) once.
+    CLIPPY_DRIVER="$(rustup which clippy-driver)" ||
+        die "clippy-driver not found; rustup component add clippy"
+    export CLIPPY_DRIVER
+    export RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/clippy-rustc.sh"
     local statics="" statics_log="" system_log=""
-    # A failure (clippy, a test build) must not leave a background build or test run behind.
+    # A failure (a lint, a test build) must not leave a background build or test run behind.
     trap stop_background EXIT
     # With a filter the static test (if selected) builds it itself.
     if [ $# -eq 0 ]; then
         # The static musl builds (the box's binary, ~6 min cold on 2 cores, and the cloud's image,
-        # ~5 min) go on in the background beside clippy and the test build: each build has
+        # ~5 min) go on in the background beside the test build: each build has
         # single-threaded stretches (the box's fat-LTO link, the largest crates) where the other
         # core would idle. They use build directories of their own (target/x86_64-unknown-linux-
         # musl/, target/dist, target/cloud), so they do not wait on the debug build's lock. The
@@ -441,28 +451,30 @@ main() {
         ) >"$statics_log" 2>&1 &
         statics=$!
         # Habits, cheapest first: formatting, no import circle through more than a file pair
-        # (the floors ARCHITECTURE.md draws), no clippy warning anywhere.
+        # (the floors ARCHITECTURE.md draws); no clippy warning anywhere is the build below.
         log "cargo fmt --check"
         cargo fmt --all --check
         log "module circles"
         python3 scripts/module-cycles.py appliance/src cloud/src \
             --domains cloud/src:booking,identity,shared,notify,fleet,releases,blobs,master
-        log "cargo clippy -D warnings"
-        cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
         # The fuzz crates are outside the workspace (cargo-fuzz wants nightly) and build the
         # cloud's and the box's parser modules from their source files: checking them here is
-        # what notices a change that breaks them (about 40 s cold).
+        # what notices a change that breaks them (about 40 s cold). Without Clippy: they compile
+        # parts of modules, which would read as dead code.
         log "fuzz targets build"
-        cargo check --manifest-path appliance/fuzz/Cargo.toml --bins --locked --quiet
-        cargo check --manifest-path cloud/fuzz/Cargo.toml --bins --locked --quiet
+        env -u RUSTC_WORKSPACE_WRAPPER \
+            cargo check --manifest-path appliance/fuzz/Cargo.toml --bins --locked --quiet
+        env -u RUSTC_WORKSPACE_WRAPPER \
+            cargo check --manifest-path cloud/fuzz/Cargo.toml --bins --locked --quiet
     fi
     if [ $# -gt 0 ]; then
         log "cargo test --workspace --locked $*"
         cargo test --workspace --locked "$@"
         return
     fi
-    log "cargo test --workspace --locked --no-run"
-    cargo test --workspace --locked --no-run
+    # --all-targets: the benches too, as `cargo clippy --all-targets` lints them.
+    log "cargo test --workspace --all-targets --locked --no-run, with Clippy's lints as errors"
+    cargo test --workspace --all-targets --locked --no-run
     log "waiting for the static builds"
     if ! wait "$statics"; then
         cat "$statics_log" >&2
