@@ -52,16 +52,14 @@ struct Flight {
     /// None while the leader is on its way.
     outcome: watch::Receiver<Option<Decided>>,
     leader_key: Option<Retry>,
-    /// Tells this flight from a later one for the same key (the leader removes only its own).
-    id: u64,
 }
 
 /// The requests of this replica in flight to PostgreSQL, by asset-days. Bounded by the requests
-/// in flight: an entry lives only while its leader's request does.
+/// in flight: an entry lives only while its leader's request does, and only its leader removes
+/// it (the key's next flight can start only once it is gone).
 #[derive(Default)]
 pub struct Herds {
     flights: Mutex<HashMap<HerdKey, Flight>>,
-    next_id: std::sync::atomic::AtomicU64,
 }
 
 /// A request's part in its herd.
@@ -76,7 +74,6 @@ pub enum Joined {
 pub struct Leader {
     herds: Arc<Herds>,
     key: HerdKey,
-    id: u64,
     outcome: Option<watch::Sender<Option<Decided>>>,
 }
 
@@ -107,27 +104,23 @@ impl Herds {
             });
         }
         let (sender, receiver) = watch::channel(None);
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         flights.insert(
             key.clone(),
             Flight {
                 outcome: receiver,
                 leader_key: mine,
-                id,
             },
         );
         Joined::Leader(Leader {
             herds: Arc::clone(self),
             key,
-            id,
             outcome: Some(sender),
         })
     }
 
-    /// Requests in flight with others waiting on them or not (for tests).
-    pub fn in_flight(&self) -> usize {
+    /// Requests in flight, with others waiting on them or not.
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.flights
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -145,19 +138,12 @@ impl Leader {
         let Some(sender) = self.outcome.take() else {
             return;
         };
-        {
-            let mut flights = self
-                .herds
-                .flights
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if flights
-                .get(&self.key)
-                .is_some_and(|flight| flight.id == self.id)
-            {
-                flights.remove(&self.key);
-            }
-        }
+        // The entry is this leader's: only it removes it, and none is added while it is there.
+        self.herds
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
         // No receiver left (every waiter gone) is fine.
         let _ = sender.send(Some(decided));
     }
@@ -176,14 +162,15 @@ impl Waiter {
     /// this request must ask PostgreSQL itself (the leader failed or went away, or this is its
     /// retry).
     pub async fn outcome(mut self) -> Decided {
-        if self.is_retry {
-            // Wait for the first attempt to be done, so PostgreSQL has its answer to replay.
-            let _ = self.outcome.wait_for(Option::is_some).await;
-            return Decided::Undecided;
-        }
-        match self.outcome.wait_for(Option::is_some).await {
-            Ok(decided) => decided.unwrap_or(Decided::Undecided),
-            Err(_) => Decided::Undecided,
+        // A leader gone without a word (its sender dropped) decided nothing.
+        let decided = match self.outcome.wait_for(Option::is_some).await {
+            Ok(decided) => *decided,
+            Err(_) => None,
+        };
+        // The retry waited only so that PostgreSQL has its first attempt's answer to replay.
+        match decided {
+            Some(decided) if !self.is_retry => decided,
+            _ => Decided::Undecided,
         }
     }
 }
