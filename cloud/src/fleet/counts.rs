@@ -19,6 +19,9 @@ use super::charts::{HourCount, WEEK_HOURS};
 
 /// How often each replica samples the fleet's count.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(300);
+/// How soon a replica tries again after a sample failed (PostgreSQL away or its pool busy as
+/// the replica starts), instead of leaving the hour unsampled for a whole [`SAMPLE_INTERVAL`].
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// How long hourly counts are kept: the week drawn, and a day of slack.
 pub const COUNTS_RETENTION: Duration = Duration::from_secs(8 * 86_400);
 
@@ -47,7 +50,8 @@ pub async fn sample(db: &PgPool, offline_after: Duration) -> Result<(), sqlx::Er
     Ok(())
 }
 
-/// Samples every [`SAMPLE_INTERVAL`] (the first at once) until `token` is cancelled.
+/// Samples every [`SAMPLE_INTERVAL`] (the first at once, and [`RETRY_AFTER_FAILURE`] after a
+/// failed one) until `token` is cancelled.
 pub async fn run(db: PgPool, offline_after: Duration, token: CancellationToken) {
     let mut interval = tokio::time::interval(SAMPLE_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -57,7 +61,8 @@ pub async fn run(db: PgPool, offline_after: Duration, token: CancellationToken) 
             _ = interval.tick() => {}
         }
         if let Err(error) = sample(&db, offline_after).await {
-            tracing::warn!(%error, "sampling the fleet's online count failed");
+            tracing::warn!(%error, retry_in = ?RETRY_AFTER_FAILURE, "sampling the fleet's online count failed");
+            interval.reset_after(RETRY_AFTER_FAILURE);
         }
     }
 }

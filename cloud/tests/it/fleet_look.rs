@@ -388,7 +388,8 @@ async fn the_pages_draw_their_charts_with_their_figures_as_text() {
 }
 
 /// The week's counts: a replica samples at start (and every few minutes), a worse sample
-/// replaces the hour's row, and rows older than 8 days go.
+/// replaces the hour's row, and rows older than 8 days go. A sample that fails (here: the table
+/// renamed away under the replica) is tried again within seconds, not at the next interval.
 #[tokio::test]
 async fn a_replica_samples_the_week_and_forgets_beyond_eight_days() {
     let cloud = Cloud::start().await;
@@ -403,18 +404,29 @@ async fn a_replica_samples_the_week_and_forgets_beyond_eight_days() {
     .execute(&mut db)
     .await
     .expect("backdate heartbeats");
-    // An old row, and this hour's row as if all had been online.
+    // An old row, and this hour's row as if all had been online. The hour is read once: a
+    // sample taken after the clock passes into the next hour writes that hour's row.
+    let hour: i64 =
+        sqlx::query_scalar("SELECT extract(epoch FROM date_trunc('hour', now()))::bigint")
+            .fetch_one(&mut db)
+            .await
+            .expect("this hour");
     sqlx::query(
         "INSERT INTO fleet_counts (hour, devices, online, offline) VALUES
-             (date_trunc('hour', now()) - interval '9 days', 6, 6, 0),
-             (date_trunc('hour', now()), 6, 6, 0)
+             (to_timestamp($1) - interval '9 days', 6, 6, 0),
+             (to_timestamp($1), 6, 6, 0)
          ON CONFLICT (hour) DO UPDATE SET devices = 6, online = 6, offline = 0",
     )
+    .bind(hour)
     .execute(&mut db)
     .await
     .expect("insert counts");
+    sqlx::query("ALTER TABLE fleet_counts RENAME TO fleet_counts_away")
+        .execute(&mut db)
+        .await
+        .expect("rename the table away");
 
-    // Another replica on the same database samples as it starts.
+    // Another replica on the same database samples as it starts, and fails.
     let blobs = tempfile::tempdir().expect("a photo store directory");
     let blobs_url = format!("file://{}", blobs.path().display());
     let redis = redis_url();
@@ -427,9 +439,26 @@ async fn a_replica_samples_the_week_and_forgets_beyond_eight_days() {
         ],
     )
     .await;
-    let sampled = "SELECT count(*) FROM fleet_counts WHERE hour = date_trunc('hour', now()) AND offline = 2 AND online = 4 AND devices = 6";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while cloud.scalar(sampled).await != 1 {
+    let failed = "sampling the fleet's online count failed";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !replica.stderr().contains(failed) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica did not try to sample; stderr:\n{}",
+            replica.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    sqlx::query("ALTER TABLE fleet_counts_away RENAME TO fleet_counts")
+        .execute(&mut db)
+        .await
+        .expect("rename the table back");
+
+    // Within seconds, not at the next interval (minutes away).
+    let sampled = format!(
+        "SELECT count(*) FROM fleet_counts WHERE hour >= to_timestamp({hour}) AND offline = 2 AND online = 4 AND devices = 6"
+    );
+    while cloud.scalar(&sampled).await != 1 {
         assert!(
             std::time::Instant::now() < deadline,
             "no sample of this hour with 2 offline; stderr:\n{}",
