@@ -6,6 +6,9 @@
 //!   how many *distinct* messages arrived (a retransmission counts once; a broker may drop QoS 0
 //!   for a slow subscriber, never an acknowledged QoS 1 message);
 //! - fan-out: one publisher, 10 subscribers, QoS 0 and QoS 1; deliveries per second;
+//! - QoS 1 to a persistent subscriber (`clean_session=false`): ours keeps each message in the
+//!   encrypted store until the subscriber acknowledges it (`broker::persist`), Mosquitto (its
+//!   defaults, `persistence false`) in memory only; the session is ended after the row;
 //! - latency: one message at a time, publish to delivery, QoS 0 and QoS 1 (p50/p99);
 //! - the same broker with Nagle's algorithm on (rmqtt's default), QoS 1 throughput and latency;
 //! - memory: resident size of this process (ours runs in it) and of Mosquitto, before and after.
@@ -59,7 +62,7 @@ struct Target {
 }
 
 impl Target {
-    fn options(&self, suffix: &str, inflight: u16) -> MqttOptions {
+    fn options(&self, suffix: &str, inflight: u16, clean: bool) -> MqttOptions {
         let id = match &self.creds {
             Some((dev, _)) => format!("{dev}-{suffix}"),
             None => format!("bench-{suffix}-{}", std::process::id()),
@@ -67,6 +70,7 @@ impl Target {
         let mut o = MqttOptions::new(id, self.addr.ip().to_string(), self.addr.port());
         o.set_keep_alive(Duration::from_secs(60));
         o.set_inflight(inflight);
+        o.set_clean_session(clean);
         o.set_max_packet_size(1 << 20, 1 << 20);
         if let Some((dev, password)) = &self.creds {
             o.set_credentials(dev.clone(), password.clone());
@@ -83,7 +87,18 @@ async fn client(
     inflight: u16,
     sub: Option<QoS>,
 ) -> anyhow::Result<(AsyncClient, mpsc::UnboundedReceiver<(Instant, Bytes)>)> {
-    let (c, mut ev) = AsyncClient::new(t.options(suffix, inflight), 10_000);
+    client_with(t, suffix, inflight, sub, true).await
+}
+
+/// [`client`] with a persistent session when not `clean`.
+async fn client_with(
+    t: &Target,
+    suffix: &str,
+    inflight: u16,
+    sub: Option<QoS>,
+    clean: bool,
+) -> anyhow::Result<(AsyncClient, mpsc::UnboundedReceiver<(Instant, Bytes)>)> {
+    let (c, mut ev) = AsyncClient::new(t.options(suffix, inflight, clean), 10_000);
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -116,18 +131,27 @@ async fn client(
     Ok((c, rx))
 }
 
-/// One publisher, `subs` subscribers, `n` messages: (deliveries per second, delivered, expected).
+/// One publisher, `subs` subscribers (persistent sessions when not `clean`, ended afterwards),
+/// `n` messages: (deliveries per second, delivered, expected).
 async fn throughput(
     t: &Target,
     qos: QoS,
     subs: usize,
     n: usize,
     inflight: u16,
+    clean: bool,
 ) -> anyhow::Result<(f64, usize, usize)> {
     let mut rxs = Vec::new();
     let mut keep = Vec::new();
+    let suffix = |i: usize| {
+        if clean {
+            format!("s{i}")
+        } else {
+            format!("k{i}")
+        }
+    };
     for i in 0..subs {
-        let (c, rx) = client(t, &format!("s{i}"), inflight, Some(qos)).await?;
+        let (c, rx) = client_with(t, &suffix(i), inflight, Some(qos), clean).await?;
         keep.push(c);
         rxs.push(rx);
     }
@@ -182,6 +206,13 @@ async fn throughput(
     let _ = publisher.disconnect().await;
     for c in keep {
         let _ = c.disconnect().await;
+    }
+    if !clean {
+        // A clean start on the same client ids ends the persistent sessions.
+        for i in 0..subs {
+            let (c, _) = client(t, &suffix(i), inflight, None).await?;
+            let _ = c.disconnect().await;
+        }
     }
     Ok((delivered as f64 / secs, delivered, n * subs))
 }
@@ -317,7 +348,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         // What the earlier attempt saw: QoS 1 with Nagle on.
         let (rate, got, want) =
-            throughput(&ours_nagle, QoS::AtLeastOnce, 1, n.min(5_000), inflight).await?;
+            throughput(&ours_nagle, QoS::AtLeastOnce, 1, n.min(5_000), inflight, true).await?;
         println!(
             "{:<20} throughput QoS 1: {rate:>9.0} msg/s  ({got}/{want} delivered)",
             ours_nagle.name
@@ -337,7 +368,7 @@ fn main() -> anyhow::Result<()> {
         );
         for t in &targets {
             for (label, qos) in [("QoS 0", QoS::AtMostOnce), ("QoS 1", QoS::AtLeastOnce)] {
-                let (rate, got, want) = throughput(t, qos, 1, n, inflight).await?;
+                let (rate, got, want) = throughput(t, qos, 1, n, inflight, true).await?;
                 println!(
                     "{:<20} throughput {label}: {rate:>9.0} msg/s  ({got}/{want} delivered)",
                     t.name
@@ -345,13 +376,27 @@ fn main() -> anyhow::Result<()> {
                 note_loss(&mut lost, t, qos, &format!("throughput {label}"), got, want);
             }
             for (label, qos) in [("QoS 0", QoS::AtMostOnce), ("QoS 1", QoS::AtLeastOnce)] {
-                let (rate, got, want) = throughput(t, qos, 10, fan_n, inflight).await?;
+                let (rate, got, want) = throughput(t, qos, 10, fan_n, inflight, true).await?;
                 println!(
                     "{:<20} fan-out 10 {label}: {rate:>9.0} deliveries/s  ({got}/{want} delivered)",
                     t.name
                 );
                 note_loss(&mut lost, t, qos, &format!("fan-out 10 {label}"), got, want);
             }
+            let (rate, got, want) =
+                throughput(t, QoS::AtLeastOnce, 1, n, inflight, false).await?;
+            println!(
+                "{:<20} throughput QoS 1, persistent subscriber: {rate:>9.0} msg/s  ({got}/{want} delivered)",
+                t.name
+            );
+            note_loss(
+                &mut lost,
+                t,
+                QoS::AtLeastOnce,
+                "throughput QoS 1, persistent subscriber",
+                got,
+                want,
+            );
             for (label, qos) in [("QoS 0", QoS::AtMostOnce), ("QoS 1", QoS::AtLeastOnce)] {
                 let (p50, p99) = latency(t, qos, samples).await?;
                 println!(
@@ -374,6 +419,7 @@ fn main() -> anyhow::Result<()> {
         l.starts_with("sentra_edge_mqtt_publish_waits_total")
             || l.starts_with("sentra_edge_mqtt_messages_dropped_total")
             || l.starts_with("sentra_edge_mqtt_stalled_subscribers_total")
+            || l.starts_with("sentra_edge_mqtt_kept_messages")
     }) {
         println!("ours: {line}");
     }

@@ -40,6 +40,7 @@ struct Metrics {
     mqtt_refused: Family<Labels, Counter>,
     mqtt_publish_waits: Counter,
     mqtt_stalled: Counter,
+    mqtt_kept: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -205,7 +206,14 @@ fn metrics() -> &'static Metrics {
             "MQTT subscribers disconnected because they accepted no message for mqtt.stalled_subscriber_secs while a publisher waited for room in their queue",
             mqtt_stalled.clone(),
         );
+        let mqtt_kept = Gauge::default();
+        registry.register(
+            "mqtt_kept_messages",
+            "QoS 1/2 messages kept in the store for persistent MQTT sessions until they acknowledge them (what a restart or a power cut would otherwise lose)",
+            mqtt_kept.clone(),
+        );
         Metrics {
+            mqtt_kept,
             mqtt_dropped,
             mqtt_refused,
             mqtt_publish_waits,
@@ -354,6 +362,13 @@ pub fn mqtt_publish_waited() {
 /// A subscriber that took no message while a publisher waited for it was disconnected.
 pub fn mqtt_stalled() {
     metrics().mqtt_stalled.inc();
+}
+
+/// Messages kept in the store for persistent MQTT sessions now.
+pub fn mqtt_kept(n: u64) {
+    metrics()
+        .mqtt_kept
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
 }
 
 /// The text exposition format.

@@ -24,6 +24,9 @@
 //!   a packet from the client (the spec lets a server close an inactive client at any time);
 //! - **session expiry**: an MQTT 5 client's Session Expiry Interval is capped at
 //!   `mqtt.session_expiry_secs` (the CONNACK carries the capped value);
+//! - **persistent sessions kept in the store** ([`persist`]): a session that outlives its
+//!   connection keeps its subscriptions and every QoS 1/2 message routed to it until it
+//!   acknowledges it, across a restart and a power cut;
 //! - **retained messages** held in memory with a cap ([`MAX_RETAINED`]); the daemon's own
 //!   retained state (sync) is published again from the store at every start ([`bridge`]);
 //! - the **in-process publisher** ([`BrokerHandle::publish`]) the bridge uses: its messages are
@@ -55,6 +58,7 @@
 pub mod acl;
 pub mod bridge;
 mod flow;
+mod persist;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -168,6 +172,7 @@ struct HandleInner {
     devices: Devices,
     credentials: SessionCredentials,
     flow: Arc<flow::Flow>,
+    persist: Arc<persist::Persist>,
 }
 
 impl std::fmt::Debug for BrokerHandle {
@@ -224,7 +229,7 @@ impl Broker {
             Duration::from_secs(config.stalled_subscriber_secs),
         ));
         let hooks_flow = flow.clone();
-        let (scx, listeners, plain, tls_addr) = runtime.block_on(async move {
+        let (scx, listeners, plain, tls_addr, system, persist) = runtime.block_on(async move {
             let rmqtt_listener = |name: &str, laddr: SocketAddr, proxied: bool| {
                 rmqtt::net::Builder::new()
                     .name(name)
@@ -296,6 +301,16 @@ impl Broker {
                 .mqtt_max_sessions(cfg.max_clients as isize)
                 .build()
                 .await;
+            let system = system_id(&scx);
+            let persist = Arc::new(
+                persist::Persist::open(
+                    store.clone(),
+                    cfg.max_queued_messages,
+                    usize::from(cfg.max_inflight),
+                    system.clone(),
+                )
+                .await,
+            );
             *scx.extends.retain_mut().await = Box::new(Retained::default());
             *scx.extends.fitter_mgr_mut().await = Box::new(Fitters {
                 min_keep_alive: cfg.min_keep_alive_secs,
@@ -315,6 +330,9 @@ impl Broker {
                 Type::ClientConnected,
                 Type::ClientDisconnected,
                 Type::MessageDelivered,
+                Type::MessageAcked,
+                Type::SessionSubscribed,
+                Type::SessionUnsubscribed,
             ] {
                 register
                     .add(
@@ -329,12 +347,13 @@ impl Broker {
                             max_sessions_per_device: cfg.max_sessions_per_device,
                             max_clients: cfg.max_clients,
                             flow: hooks_flow.clone(),
+                            persist: persist.clone(),
                         }),
                     )
                     .await;
             }
             register.start().await;
-            Ok::<_, BrokerError>((scx, listeners, plain, tls_addr))
+            Ok::<_, BrokerError>((scx, listeners, plain, tls_addr, system, persist))
         })?;
         let mut server = MqttServer::new(scx.clone());
         for (id, listener) in listeners {
@@ -348,14 +367,6 @@ impl Broker {
                 tracing::error!(error = %e, "mqtt broker stopped");
             }
         });
-        let system = Id::new(
-            scx.node.id,
-            LISTENER_ID,
-            None,
-            None,
-            SYSTEM_CLIENT_ID.into(),
-            None,
-        );
         let handle = BrokerHandle {
             inner: Arc::new(HandleInner {
                 scx,
@@ -367,6 +378,7 @@ impl Broker {
                 devices,
                 credentials,
                 flow,
+                persist,
             }),
         };
         tracing::info!(tls = ?tls_addr, plain = ?plain, "mqtt broker listening");
@@ -465,6 +477,7 @@ impl BrokerHandle {
             .spawn(async move {
                 let from = From::from_system(inner.system.clone());
                 inner.flow.admit(&inner.scx, &from, &p).await;
+                inner.persist.routing(&p).await;
                 SessionState::forwards(&inner.scx, from, p, false, None).await
             })
             .await
@@ -650,6 +663,7 @@ struct Hooks {
     max_sessions_per_device: usize,
     max_clients: usize,
     flow: Arc<flow::Flow>,
+    persist: Arc<persist::Persist>,
 }
 
 /// The topic of a CONNECT's Last Will, if it has one.
@@ -658,6 +672,18 @@ fn will_topic(ci: &ConnectInfo) -> Option<&str> {
         LastWill::V3(w) => &w.topic,
         LastWill::V5(w) => &w.topic,
     })
+}
+
+/// The daemon's own publisher's identity in `scx` (never a network client's).
+fn system_id(scx: &ServerContext) -> Id {
+    Id::new(
+        scx.node.id,
+        LISTENER_ID,
+        None,
+        None,
+        SYSTEM_CLIENT_ID.into(),
+        None,
+    )
 }
 
 /// Whether `client_id` belongs to `device_id`: the device id itself, or `<device id>-<suffix>`
@@ -884,6 +910,7 @@ impl Handler for Hooks {
                     // The last step before rmqtt forwards it: wait for room ([`flow`]).
                     let from = From::from_custom(s.id.clone());
                     self.flow.admit(&s.scx, &from, p).await;
+                    self.persist.routing(p).await;
                     PublishAclResult::allow()
                 } else {
                     tracing::info!(device = ?s.id.username, topic = %p.topic, "mqtt publish refused");
@@ -897,14 +924,31 @@ impl Handler for Hooks {
                     .lock()
                     .expect("credential map lock is never poisoned")
                     .remove(&s.id);
+                self.persist.terminated(s).await;
                 (true, acc)
             }
             Parameter::ClientConnected(s) => {
                 self.flow.connected(s);
+                self.persist.connected(&s.scx, s).await;
                 (true, acc)
             }
             Parameter::ClientDisconnected(s, _) => {
                 self.flow.disconnected(&s.id);
+                self.persist.disconnected(s).await;
+                (true, acc)
+            }
+            Parameter::SessionSubscribed(s, sub) => {
+                self.persist
+                    .subscribed(s, &sub.topic_filter, sub.opts.qos())
+                    .await;
+                (true, acc)
+            }
+            Parameter::SessionUnsubscribed(s, unsub) => {
+                self.persist.unsubscribed(s, &unsub.topic_filter).await;
+                (true, acc)
+            }
+            Parameter::MessageAcked(s, _, p) => {
+                self.persist.done(&s.id, p).await;
                 (true, acc)
             }
             Parameter::MessageDelivered(s, _, p) => {
@@ -914,6 +958,7 @@ impl Handler for Hooks {
             Parameter::MessageDropped(to, _, p, reason) => {
                 if let Some(to) = to {
                     self.flow.left(to, p, false);
+                    self.persist.done(to, p).await;
                 }
                 let reason = match reason {
                     Reason::MessageQueueFull => "queue_full",

@@ -20,6 +20,7 @@ pub mod inspections;
 pub mod key;
 pub mod lan;
 pub mod master;
+pub mod mqtt;
 pub mod outbox;
 pub mod pick_slips;
 pub mod print_jobs;
@@ -522,6 +523,9 @@ pub fn restore(
     {
         let conn = open_connection(&incoming, key, false)?;
         set_meta(&conn, billing::NUMBER_SERIES_META, &number_series)?;
+        // The MQTT sessions the backup kept are the tablets' of its day, and their messages
+        // notices of then: a restored box starts without them (the tablets subscribe again).
+        mqtt::forget_all(&conn)?;
         // Into the file itself before it is renamed: a WAL would not follow the rename.
         conn.pragma_update(None, "journal_mode", "DELETE")?;
     }

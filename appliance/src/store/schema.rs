@@ -23,6 +23,7 @@ use super::{Result, StoreError};
 /// `work_order_parts.returned`, which older builds would not subtract when invoicing: its own.
 /// 0013 (vehicles) adds nullable columns and indexes, so it names no newer version; 0014 (voids)
 /// adds a table a void moves a payment into, so older builds, summing `payments`, read it right.
+/// 0015 (the broker's persistent sessions) adds tables only older builds never read: it keeps 8.
 const MIGRATIONS: &[(&str, i64)] = &[
     (include_str!("migrations/0001_init.sql"), 1),
     (include_str!("migrations/0002_sync.sql"), 2),
@@ -38,6 +39,7 @@ const MIGRATIONS: &[(&str, i64)] = &[
     (include_str!("migrations/0012_stock_adjustments.sql"), 12),
     (include_str!("migrations/0013_vehicles.sql"), 8),
     (include_str!("migrations/0014_payment_voids.sql"), 8),
+    (include_str!("migrations/0015_mqtt_sessions.sql"), 8),
 ];
 
 /// Where [`MIGRATIONS`]' `readable_by` accumulates.

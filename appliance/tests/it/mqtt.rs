@@ -1296,6 +1296,183 @@ async fn mqtt_qos1_messages_wait_for_a_persistent_session() {
     assert_eq!(p.qos, QoS::AtLeastOnce);
 }
 
+const KEPT: &str = "sentra_edge_mqtt_kept_messages";
+
+/// Poll `/metrics` until `sample` is `value` (bounded by [`WAIT`]).
+async fn metric_is(edge: &Edge, sample: &str, value: f64) {
+    tokio::time::timeout(WAIT, async {
+        while metric(edge, sample).await != value {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{sample} never was {value}"));
+}
+
+/// What waits for a tablet in a persistent session outlives the daemon: an update's stop, a
+/// power cut (SIGKILL), and what is published after either while the tablet is still away.
+/// Each message comes once, in order, and one acknowledged does not come again.
+#[tokio::test]
+async fn mqtt_a_persistent_session_keeps_its_messages_across_a_restart_and_a_power_cut() {
+    let (site, edge) = started().await;
+    let tablet = edge.pair(&site, "tablet").await;
+    let keeper = edge.pair(&site, "storekeeper").await;
+    let persistent = |edge: &Edge| {
+        let addr = edge.mqtt.expect("broker running");
+        let mut o = options(addr, &keeper.id, &keeper.id, &keeper.mqtt);
+        o.set_clean_session(false);
+        o
+    };
+    let open = async |edge: &Edge, plate: &str| -> String {
+        let (s, wo) = edge
+            .post(
+                &tablet,
+                "/v1/work-orders",
+                json!({"customer_name": "Sari", "vehicle_plate": plate, "complaint": "Oli"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{wo}");
+        wo["id"].as_str().expect("id").to_owned()
+    };
+    let (mut c, _) = connect_v3(persistent(&edge)).await.expect("connect");
+    c.subscribe("sentra/JKT01/work-orders/#", QoS::AtLeastOnce)
+        .await;
+    c.task.abort();
+    drop(c);
+
+    // Queued while it is away; then the daemon stops for an update.
+    let first = open(&edge, "B1AAA").await;
+    metric_is(&edge, KEPT, 1.0).await;
+    assert_eq!(edge.stop().await, 0);
+    // Published for the kept session before the tablet is back; then the power goes.
+    let edge = site.start().await;
+    let second = open(&edge, "B1BBB").await;
+    metric_is(&edge, KEPT, 2.0).await;
+    edge.kill().await;
+    let edge = site.start().await;
+    let third = open(&edge, "B1CCC").await;
+    metric_is(&edge, KEPT, 3.0).await;
+
+    // The tablet comes back: all three, in order, each once (rumqttc acknowledges them).
+    let (mut c, _) = connect_v3(persistent(&edge)).await.expect("reconnect");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        if let Packet::Publish(p) = c.next().await {
+            assert_eq!(p.qos, QoS::AtLeastOnce);
+            got.push(p.topic.rsplit('/').next().expect("id").to_owned());
+        }
+    }
+    assert_eq!(got, [first, second, third]);
+    metric_is(&edge, KEPT, 0.0).await;
+
+    // Acknowledged is done: after another restart the next message it gets is a new one.
+    c.task.abort();
+    drop(c);
+    assert_eq!(edge.stop().await, 0);
+    let edge = site.start().await;
+    let (mut c, _) = connect_v3(persistent(&edge)).await.expect("reconnect");
+    let fourth = open(&edge, "B1DDD").await;
+    let p = loop {
+        if let Packet::Publish(p) = c.next().await {
+            break p;
+        }
+    };
+    assert_eq!(p.topic, format!("sentra/JKT01/work-orders/{fourth}"));
+
+    // A clean start ends the session and what it kept.
+    c.task.abort();
+    drop(c);
+    let addr = edge.mqtt.expect("broker running");
+    let (mut c, present) = connect_v3(options(addr, &keeper.id, &keeper.id, &keeper.mqtt))
+        .await
+        .expect("clean start");
+    assert!(!present);
+    c.subscribe("sentra/JKT01/work-orders/#", QoS::AtLeastOnce)
+        .await;
+    let fifth = open(&edge, "B1EEE").await;
+    c.publish_on(&format!("sentra/JKT01/work-orders/{fifth}"))
+        .await;
+    assert_eq!(
+        metric(&edge, KEPT).await,
+        0.0,
+        "a clean session keeps nothing"
+    );
+}
+
+/// The store keeps what the broker would: the newest `mqtt.max_queued_messages` of an away
+/// session (and what went to its dead socket), each drop counted once; after a power cut they
+/// come, in order.
+#[tokio::test]
+async fn mqtt_a_kept_session_holds_its_newest_messages_across_a_power_cut() {
+    let (site, edge) = started_with(&SMALL_WINDOWS).await;
+    let tablet = edge.pair(&site, "tablet").await;
+    let keeper = edge.pair(&site, "storekeeper").await;
+    let presence = format!("sentra/JKT01/devices/{}", tablet.id);
+    let persistent = |edge: &Edge| {
+        let addr = edge.mqtt.expect("broker running");
+        let mut o = options(addr, &keeper.id, &keeper.id, &keeper.mqtt);
+        o.set_clean_session(false);
+        o
+    };
+    let (mut c, _) = connect_v3(persistent(&edge)).await.expect("connect");
+    c.subscribe(&presence, QoS::AtLeastOnce).await;
+    c.task.abort();
+    drop(c);
+    let mut publisher = connect_device(&edge, &tablet).await;
+    for i in 1..=10 {
+        publisher
+            .client
+            .publish(presence.as_str(), QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .expect("publish");
+    }
+    let mut acked = 0;
+    while acked < 10 {
+        if let Packet::PubAck(_) = publisher.next().await {
+            acked += 1;
+        }
+    }
+    // Every PUBACK came after the message was kept. The broker's queue keeps the newest five
+    // (and what it sent to the dead socket before it noticed, at most two, unacknowledged); each
+    // older one it drops takes its kept copy with it, counted once. Its drops follow the
+    // PUBACKs: wait for the first three.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let kept = metric(&edge, KEPT).await;
+            let dropped = metric(&edge, QUEUE_FULL).await;
+            if dropped >= 3.0 && kept + dropped == 10.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the broker dropped the oldest and the store followed");
+    drop(publisher);
+    edge.kill().await;
+
+    let edge = site.start().await;
+    let kept = metric(&edge, KEPT).await;
+    assert!(
+        (5.0..=7.0).contains(&kept),
+        "restored from the store: {kept}"
+    );
+    let (mut c, _) = connect_v3(persistent(&edge)).await.expect("reconnect");
+    let mut got = Vec::new();
+    while (got.len() as f64) < kept {
+        if let Packet::Publish(p) = c.next().await {
+            got.push(
+                String::from_utf8_lossy(&p.payload)
+                    .parse::<u32>()
+                    .expect("n"),
+            );
+        }
+    }
+    assert!(got.is_sorted(), "oldest first: {got:?}");
+    assert!(got.ends_with(&[6, 7, 8, 9, 10]), "the newest: {got:?}");
+    metric_is(&edge, KEPT, 0.0).await;
+}
+
 #[tokio::test]
 async fn mqtt_port_taken_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

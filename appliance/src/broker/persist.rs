@@ -1,0 +1,413 @@
+//! Persistent MQTT sessions that outlive the daemon: rmqtt keeps sessions in memory only, so
+//! without this a restart (an update, a crash, a power cut) lost every QoS 1 message queued for
+//! a tablet that was away, and the tablet's subscriptions with it.
+//!
+//! What is kept, in the encrypted store (`store::mqtt`): each session that outlives its
+//! connection (MQTT 3.1.1 `clean_session=false`, MQTT 5 a Session Expiry Interval above 0), its
+//! subscriptions, and every QoS 1/2 message routed to it, from before the broker hands the
+//! message to the session ([`Persist::routing`], at the same two places the publisher's flow
+//! control waits) until the client acknowledges it (`MessageAcked`) or the broker drops it
+//! (`MessageDropped`, counted there). A message is written once per session it goes to, in one
+//! store transaction per publish.
+//!
+//! After a restart the kept sessions are not in rmqtt: their subscriptions are matched here, so
+//! what is published for them meanwhile is kept too; when the client connects again (not as a
+//! clean start) its subscriptions are made again and its kept messages sent to it, oldest
+//! first, before anything new. Its CONNACK still says "no session present" (rmqtt made a new
+//! one); a client that subscribes again on that gets each message once, not twice.
+//!
+//! Invariants:
+//! - a kept message is deleted only by its client's acknowledgement, the broker dropping it, a
+//!   newer one past `mqtt.max_queued_messages` + `mqtt.max_inflight` for that session, or the
+//!   session ending (a clean start, its expiry);
+//! - only messages routed to persistent sessions touch the store: clean sessions (the benchmark's,
+//!   most POS) cost one lock and an empty map lookup per publish and acknowledgement;
+//! - a store that cannot be written is logged and the message still goes out (live delivery is
+//!   never held hostage to the store), so what was not kept is what a restart can still lose.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use rmqtt::context::ServerContext;
+use rmqtt::session::Session;
+use rmqtt::types::{ConnectInfo, From, Id, Publish, QoS, Subscribe, TopicFilter};
+
+use super::SharedStore;
+use crate::store;
+
+/// A persistent session as this module follows it.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Its subscriptions: the filter as subscribed, parsed, and the QoS granted.
+    filters: Vec<(String, rmqtt::topic::Topic, QoS)>,
+    /// Restored at start and not taken up by a connection yet: when it expires (unix seconds).
+    restored: Option<i64>,
+    /// Messages kept for it in the store.
+    messages: u64,
+}
+
+pub(super) struct Persist {
+    store: SharedStore,
+    /// Messages kept at most for a session restored at start (`mqtt.max_queued_messages`, the
+    /// broker's own bound for an offline session).
+    cap: usize,
+    /// For a session the broker holds: its queue and in-flight window, so that the broker's own
+    /// drop (which takes the kept copy with it, counted there) always comes first.
+    live_cap: usize,
+    /// The daemon's own identity: restored messages are sent as from it.
+    system: Id,
+    sessions: Mutex<HashMap<String, Kept>>,
+}
+
+fn qos_of(n: u8) -> QoS {
+    match n {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// How long `s` outlives its connection, if it does.
+async fn expiry(s: &Session) -> Option<(u64, bool)> {
+    let ci = s.connect_info().await.ok()?;
+    let (kept, clean_start) = match ci.as_ref() {
+        ConnectInfo::V3(_, c) => (!c.clean_session, c.clean_session),
+        ConnectInfo::V5(_, c) => (true, c.clean_start),
+    };
+    let secs = s.fitter.session_expiry_interval(None).as_secs();
+    (kept && secs > 0).then_some((secs, clean_start))
+}
+
+impl Persist {
+    /// Loads the kept sessions (deleting the expired ones).
+    pub(super) async fn open(
+        store: SharedStore,
+        queue: usize,
+        inflight: usize,
+        system: Id,
+    ) -> Persist {
+        let persist = Persist {
+            store,
+            cap: queue.max(1),
+            live_cap: queue.saturating_add(inflight).max(1),
+            system,
+            sessions: Mutex::default(),
+        };
+        let now = now_secs();
+        let restored = persist
+            .write(move |w| {
+                let sessions = store::mqtt::restore(w, now)?;
+                let counts = sessions
+                    .iter()
+                    .map(|s| store::mqtt::messages(w.conn(), &s.client_id).map(|m| m.len()))
+                    .collect::<store::Result<Vec<_>>>()?;
+                Ok((sessions, counts))
+            })
+            .await;
+        if let Some((sessions, counts)) = restored {
+            let mut map = persist.lock();
+            for (session, count) in sessions.into_iter().zip(counts) {
+                let filters = session
+                    .subscriptions
+                    .iter()
+                    .filter_map(|(f, q)| Some((f.clone(), f.parse().ok()?, qos_of(*q))))
+                    .collect();
+                map.insert(
+                    session.client_id,
+                    Kept {
+                        filters,
+                        restored: Some(session.expires_at),
+                        messages: count as u64,
+                    },
+                );
+            }
+            tracing::info!(
+                sessions = map.len(),
+                messages = map.values().map(|k| k.messages).sum::<u64>(),
+                "mqtt persistent sessions restored from the store"
+            );
+        }
+        persist.publish_count();
+        persist
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Kept>> {
+        self.sessions
+            .lock()
+            .expect("session map lock is never poisoned")
+    }
+
+    fn publish_count(&self) {
+        crate::metrics::mqtt_kept(self.lock().values().map(|k| k.messages).sum());
+    }
+
+    /// Runs `f` in a store write; `None` (logged) when the store is gone or the write failed.
+    async fn write<T, F>(&self, f: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut store::WriteTx<'_>) -> store::Result<T> + Send + 'static,
+    {
+        let store = self
+            .store
+            .lock()
+            .expect("store slot lock is never poisoned")
+            .clone()?;
+        match store.write(f).await {
+            Ok(t) => Some(t),
+            Err(error) => {
+                tracing::warn!(%error, "mqtt: the persistent sessions' store write failed");
+                None
+            }
+        }
+    }
+
+    /// A connection took up a session: a clean start ends what was kept under its client id; a
+    /// persistent session is marked connected, and one restored at start gets its
+    /// subscriptions back and its kept messages sent.
+    pub(super) async fn connected(&self, scx: &ServerContext, s: &Session) {
+        let client = s.id.client_id.to_string();
+        let persistent = expiry(s).await;
+        let clean_start = persistent.is_none_or(|(_, clean)| clean);
+        let (known, restored) = {
+            let mut map = self.lock();
+            let known = map.contains_key(&client);
+            if clean_start {
+                map.remove(&client);
+            }
+            let restored = match map.get_mut(&client) {
+                Some(k) => k
+                    .restored
+                    .take()
+                    .map(|expires| (expires, k.filters.clone())),
+                None => None,
+            };
+            (known, restored)
+        };
+        if clean_start && known {
+            let c = client.clone();
+            self.write(move |w| store::mqtt::forget(w, &c)).await;
+            self.publish_count();
+        }
+        let Some((secs, _)) = persistent else {
+            return;
+        };
+        let c = client.clone();
+        let now = now_secs();
+        self.write(move |w| store::mqtt::seen(w, &c, secs, true, now))
+            .await;
+        self.lock().entry(client.clone()).or_default();
+        let Some((expires, filters)) = restored else {
+            return;
+        };
+        if expires <= now {
+            // It expired while nobody held it: start afresh.
+            let c = client.clone();
+            self.write(move |w| {
+                store::mqtt::forget(w, &c)?;
+                store::mqtt::seen(w, &c, secs, true, now)
+            })
+            .await;
+            if let Some(k) = self.lock().get_mut(&client) {
+                *k = Kept::default();
+            }
+            self.publish_count();
+            return;
+        }
+        let entry = scx.extends.shared().await.entry(s.id.clone());
+        for (filter, _, qos) in &filters {
+            let sub = Subscribe::from_v3(&TopicFilter::from(filter.as_str()), *qos, false, false);
+            match sub {
+                Ok(sub) => {
+                    if let Err(error) = entry.subscribe(&sub).await {
+                        tracing::warn!(%error, client, filter, "mqtt: a kept subscription could not be made again");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, client, filter, "mqtt: a kept subscription is not a topic filter")
+                }
+            }
+        }
+        let c = client.clone();
+        let messages = self
+            .write(move |w| store::mqtt::messages(w.conn(), &c))
+            .await
+            .unwrap_or_default();
+        let count = messages.len();
+        for m in messages {
+            let p = rmqtt::types::CodecPublish {
+                dup: false,
+                retain: false,
+                qos: qos_of(m.qos),
+                topic: m.topic.into(),
+                packet_id: None,
+                payload: m.payload.into(),
+                properties: Some(Default::default()),
+            };
+            let p = <rmqtt::types::CodecPublish as Into<Publish>>::into(p)
+                .create_time(rmqtt::utils::timestamp_millis());
+            if entry
+                .publish(From::from_system(self.system.clone()), p)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    client,
+                    "mqtt: the session closed while its kept messages were sent; they stay kept"
+                );
+                break;
+            }
+        }
+        tracing::info!(
+            client,
+            subscriptions = filters.len(),
+            messages = count,
+            "mqtt: a session kept across a restart was taken up again"
+        );
+    }
+
+    /// A persistent session's connection ended: its expiry runs from now.
+    pub(super) async fn disconnected(&self, s: &Session) {
+        let client = s.id.client_id.to_string();
+        if !self.lock().contains_key(&client) {
+            return;
+        }
+        let Some((secs, _)) = expiry(s).await else {
+            return;
+        };
+        let now = now_secs();
+        self.write(move |w| store::mqtt::seen(w, &client, secs, false, now))
+            .await;
+    }
+
+    /// The session ended (rmqtt cleaned it: a clean session's disconnect, a clean start's
+    /// takeover, its expiry): what was kept for it goes.
+    pub(super) async fn terminated(&self, s: &Session) {
+        let client = s.id.client_id.to_string();
+        if self.lock().remove(&client).is_none() {
+            return;
+        }
+        self.write(move |w| store::mqtt::forget(w, &client)).await;
+        self.publish_count();
+    }
+
+    pub(super) async fn subscribed(&self, s: &Session, filter: &str, qos: QoS) {
+        let Some((secs, _)) = expiry(s).await else {
+            return;
+        };
+        let Ok(parsed) = filter.parse::<rmqtt::topic::Topic>() else {
+            return;
+        };
+        let client = s.id.client_id.to_string();
+        {
+            let mut map = self.lock();
+            let k = map.entry(client.clone()).or_default();
+            k.filters.retain(|(f, ..)| f != filter);
+            k.filters.push((filter.to_owned(), parsed, qos));
+        }
+        let f = filter.to_owned();
+        let now = now_secs();
+        self.write(move |w| {
+            store::mqtt::seen(w, &client, secs, true, now)?;
+            store::mqtt::subscribe(w, &client, &f, qos.value())
+        })
+        .await;
+    }
+
+    pub(super) async fn unsubscribed(&self, s: &Session, filter: &str) {
+        let client = s.id.client_id.to_string();
+        {
+            let mut map = self.lock();
+            let Some(k) = map.get_mut(&client) else {
+                return;
+            };
+            k.filters.retain(|(f, ..)| f != filter);
+        }
+        let f = filter.to_owned();
+        self.write(move |w| store::mqtt::unsubscribe(w, &client, &f))
+            .await;
+    }
+
+    /// `p` is about to be routed: kept for every persistent session it goes to (at the QoS it
+    /// gets there), before any of them can receive it.
+    pub(super) async fn routing(&self, p: &Publish) {
+        if p.qos == QoS::AtMostOnce {
+            return;
+        }
+        let now = now_secs();
+        let to: Vec<(String, u8, usize)> = {
+            let map = self.lock();
+            if map.is_empty() {
+                return;
+            }
+            map.iter()
+                .filter(|(_, k)| k.restored.is_none_or(|expires| expires > now))
+                .filter_map(|(client, k)| {
+                    let granted = k
+                        .filters
+                        .iter()
+                        .filter(|(_, parsed, _)| parsed.matches_str(&*p.topic))
+                        .map(|(_, _, q)| p.qos.less_value(*q))
+                        .max()?;
+                    let cap = if k.restored.is_some() {
+                        self.cap
+                    } else {
+                        self.live_cap
+                    };
+                    (granted != QoS::AtMostOnce).then(|| (client.clone(), granted.value(), cap))
+                })
+                .collect()
+        };
+        if to.is_empty() {
+            return;
+        }
+        let topic = p.topic.to_string();
+        let payload = p.payload.clone();
+        let targets = to.clone();
+        let Some(evicted) = self
+            .write(move |w| store::mqtt::keep(w, &targets, &topic, &payload))
+            .await
+        else {
+            return;
+        };
+        {
+            let mut map = self.lock();
+            for (client, _, cap) in &to {
+                if let Some(k) = map.get_mut(client) {
+                    k.messages = (k.messages + 1).min(*cap as u64);
+                }
+            }
+        }
+        for _ in 0..evicted {
+            crate::metrics::mqtt_dropped("queue_full");
+        }
+        self.publish_count();
+    }
+
+    /// The session `id` acknowledged `p`, or the broker dropped it for `id`: its kept copy goes.
+    pub(super) async fn done(&self, id: &Id, p: &Publish) {
+        if p.qos == QoS::AtMostOnce {
+            return;
+        }
+        let client = id.client_id.to_string();
+        if self.lock().get(&client).is_none_or(|k| k.messages == 0) {
+            return;
+        }
+        let topic = p.topic.to_string();
+        let payload = p.payload.clone();
+        let c = client.clone();
+        if self
+            .write(move |w| store::mqtt::done(w, &c, &topic, &payload))
+            .await
+            == Some(true)
+        {
+            if let Some(k) = self.lock().get_mut(&client) {
+                k.messages = k.messages.saturating_sub(1);
+            }
+            self.publish_count();
+        }
+    }
+}
