@@ -6,9 +6,11 @@
 //!   how many *distinct* messages arrived (a retransmission counts once; a broker may drop QoS 0
 //!   for a slow subscriber, never an acknowledged QoS 1 message);
 //! - fan-out: one publisher, 10 subscribers, QoS 0 and QoS 1; deliveries per second;
-//! - QoS 1 to a persistent subscriber (`clean_session=false`): ours keeps each message in the
-//!   encrypted store until the subscriber acknowledges it (`broker::persist`), Mosquitto (its
-//!   defaults, `persistence false`) in memory only; the session is ended after the row;
+//! - QoS 1 to a persistent subscriber (`clean_session=false`): ours commits each message to the
+//!   encrypted store before the publisher's PUBACK and keeps it until the subscriber
+//!   acknowledges it (`broker::persist`); Debian's Mosquitto (`persistence true`) keeps it in
+//!   memory and writes its whole state every `autosave_interval` (30 min) and at a clean stop;
+//!   the session is ended after the row;
 //! - latency: one message at a time, publish to delivery, QoS 0 and QoS 1 (p50/p99);
 //! - the same broker with Nagle's algorithm on (rmqtt's default), QoS 1 throughput and latency;
 //! - memory: resident size of this process (ours runs in it) and of Mosquitto, before and after.

@@ -18,15 +18,17 @@
 //!
 //! Invariants:
 //! - a kept message is deleted only by its client's acknowledgement, the broker dropping it, a
-//!   newer one past `mqtt.max_queued_messages` + `mqtt.max_inflight` for that session, or the
-//!   session ending (a clean start, its expiry);
+//!   newer one past `mqtt.max_queued_messages` (+ `mqtt.max_inflight` while the broker holds the
+//!   session) for that session, or the session ending (a clean start, its expiry, a restore);
+//! - keeping is waited for (the publisher's PUBACK comes after the commit), deleting is not (a
+//!   restart just after an acknowledgement may send that message once more: at least once);
 //! - only messages routed to persistent sessions touch the store: clean sessions (the benchmark's,
 //!   most POS) cost one lock and an empty map lookup per publish and acknowledgement;
 //! - a store that cannot be written is logged and the message still goes out (live delivery is
 //!   never held hostage to the store), so what was not kept is what a restart can still lose.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rmqtt::context::ServerContext;
 use rmqtt::session::Session;
@@ -56,7 +58,18 @@ pub(super) struct Persist {
     live_cap: usize,
     /// The daemon's own identity: restored messages are sent as from it.
     system: Id,
-    sessions: Mutex<HashMap<String, Kept>>,
+    /// Shared with the acknowledgements' store writes, which finish on their own.
+    sessions: Arc<Mutex<HashMap<String, Kept>>>,
+}
+
+type Sessions = Arc<Mutex<HashMap<String, Kept>>>;
+
+fn lock(sessions: &Sessions) -> std::sync::MutexGuard<'_, HashMap<String, Kept>> {
+    sessions.lock().expect("session map lock is never poisoned")
+}
+
+fn publish_count(sessions: &Sessions) {
+    crate::metrics::mqtt_kept(lock(sessions).values().map(|k| k.messages).sum());
 }
 
 fn qos_of(n: u8) -> QoS {
@@ -95,7 +108,7 @@ impl Persist {
             cap: queue.max(1),
             live_cap: queue.saturating_add(inflight).max(1),
             system,
-            sessions: Mutex::default(),
+            sessions: Arc::default(),
         };
         let now = now_secs();
         let restored = persist
@@ -136,13 +149,11 @@ impl Persist {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Kept>> {
-        self.sessions
-            .lock()
-            .expect("session map lock is never poisoned")
+        lock(&self.sessions)
     }
 
     fn publish_count(&self) {
-        crate::metrics::mqtt_kept(self.lock().values().map(|k| k.messages).sum());
+        publish_count(&self.sessions);
     }
 
     /// Runs `f` in a store write; `None` (logged) when the store is gone or the write failed.
@@ -269,7 +280,8 @@ impl Persist {
         );
     }
 
-    /// A persistent session's connection ended: its expiry runs from now.
+    /// A persistent session's connection ended: its expiry runs from now, unless a newer
+    /// connection already took the session over.
     pub(super) async fn disconnected(&self, s: &Session) {
         let client = s.id.client_id.to_string();
         if !self.lock().contains_key(&client) {
@@ -278,6 +290,9 @@ impl Persist {
         let Some((secs, _)) = expiry(s).await else {
             return;
         };
+        if s.scx.extends.shared().await.entry(s.id.clone()).id_same() == Some(false) {
+            return;
+        }
         let now = now_secs();
         self.write(move |w| store::mqtt::seen(w, &client, secs, false, now))
             .await;
@@ -388,6 +403,9 @@ impl Persist {
     }
 
     /// The session `id` acknowledged `p`, or the broker dropped it for `id`: its kept copy goes.
+    /// The deletion is not waited for (the session's task goes on at once, and the store's
+    /// writer commits it with the next messages kept): a restart before it commits sends the
+    /// message once more, which at-least-once allows.
     pub(super) async fn done(&self, id: &Id, p: &Publish) {
         if p.qos == QoS::AtMostOnce {
             return;
@@ -396,18 +414,34 @@ impl Persist {
         if self.lock().get(&client).is_none_or(|k| k.messages == 0) {
             return;
         }
+        let Some(store) = self
+            .store
+            .lock()
+            .expect("store slot lock is never poisoned")
+            .clone()
+        else {
+            return;
+        };
         let topic = p.topic.to_string();
         let payload = p.payload.clone();
-        let c = client.clone();
-        if self
-            .write(move |w| store::mqtt::done(w, &c, &topic, &payload))
-            .await
-            == Some(true)
-        {
-            if let Some(k) = self.lock().get_mut(&client) {
-                k.messages = k.messages.saturating_sub(1);
+        let sessions = self.sessions.clone();
+        tokio::spawn(async move {
+            let c = client.clone();
+            match store
+                .write(move |w| store::mqtt::done(w, &c, &topic, &payload))
+                .await
+            {
+                Ok(true) => {
+                    if let Some(k) = lock(&sessions).get_mut(&client) {
+                        k.messages = k.messages.saturating_sub(1);
+                    }
+                    publish_count(&sessions);
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "mqtt: an acknowledged message's kept copy could not be deleted; it comes again after a restart");
+                }
             }
-            self.publish_count();
-        }
+        });
     }
 }
