@@ -13,8 +13,8 @@
 //! | `sentra/<branch>/sync` (retained) | sync state changes, and at start | [`SyncMsg`] |
 //!
 //! The sync message is computed from the store and the link state every [`SYNC_EVERY`] and
-//! published when it differs from the last one, and once at start: that is how the retained
-//! sync state comes back after a restart (the broker keeps retained messages in memory only).
+//! published when it differs from the last one, and once at start, so the retained sync state
+//! after a restart is today's (the broker also takes its retained messages back from the store).
 //! A notice whose record cannot be read is logged and skipped: MQTT is a live view, the store
 //! stays the truth.
 

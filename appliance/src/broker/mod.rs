@@ -27,8 +27,9 @@
 //! - **persistent sessions kept in the store** ([`persist`]): a session that outlives its
 //!   connection keeps its subscriptions and every QoS 1/2 message routed to it until it
 //!   acknowledges it, across a restart and a power cut;
-//! - **retained messages** held in memory with a cap ([`MAX_RETAINED`]); the daemon's own
-//!   retained state (sync) is published again from the store at every start ([`bridge`]);
+//! - **retained messages** held in memory with a cap ([`MAX_RETAINED`]) and written through to
+//!   the store, so they survive a restart; the daemon's own retained state (sync) is published
+//!   again from the store at every start too ([`bridge`]);
 //! - the **in-process publisher** ([`BrokerHandle::publish`]) the bridge uses: its messages are
 //!   forwarded inside the process under an identity no LAN client can claim, and never pass the ACL.
 //!
@@ -84,7 +85,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::MqttConfig;
 use crate::domain::Role;
-use crate::store::{Store, devices};
+use crate::store::{self, Store, devices};
 
 /// Retained messages kept at most: the daemon's state topics plus one presence topic per device.
 /// Past it a new retained topic is refused (logged); replacing an existing one always works.
@@ -311,7 +312,8 @@ impl Broker {
                 )
                 .await,
             );
-            *scx.extends.retain_mut().await = Box::new(Retained::default());
+            *scx.extends.retain_mut().await =
+                Box::new(Retained::open(store.clone(), &system).await);
             *scx.extends.fitter_mgr_mut().await = Box::new(Fitters {
                 min_keep_alive: cfg.min_keep_alive_secs,
                 zero_keep_alive_idle: cfg.zero_keep_alive_idle_secs,
@@ -1063,10 +1065,32 @@ impl Fitter for BoxFitter {
     }
 }
 
-/// Retained messages in memory, capped at [`MAX_RETAINED`] topics.
-#[derive(Default)]
+/// Retained messages in memory, capped at [`MAX_RETAINED`] topics, and written through to the
+/// store: a restart (an update, a power cut) takes them back from there ([`persist::retained`]).
 struct Retained {
     inner: DefaultRetainStorage,
+    store: SharedStore,
+}
+
+impl Retained {
+    /// The retained messages the store kept.
+    async fn open(store: SharedStore, system: &Id) -> Retained {
+        let retained = Retained {
+            inner: DefaultRetainStorage::default(),
+            store,
+        };
+        let kept = persist::retained(&retained.store, system).await;
+        let count = kept.len();
+        for (topic, retain, left) in kept {
+            if let Err(error) = retained.inner.set_with_timeout(&topic, retain, left).await {
+                tracing::warn!(%error, %topic, "mqtt: a kept retained message could not be restored");
+            }
+        }
+        if count > 0 {
+            tracing::info!(count, "mqtt retained messages restored from the store");
+        }
+        retained
+    }
 }
 
 #[async_trait]
@@ -1088,9 +1112,21 @@ impl RetainStorage for Retained {
             tracing::warn!(%topic, max = MAX_RETAINED, "retained message refused: the broker keeps at most this many");
             return Ok(());
         }
+        let kept = store::mqtt::Retained {
+            topic: topic.to_string(),
+            qos: retain.publish.qos.value(),
+            payload: retain.publish.payload.to_vec(),
+            expires_at: expiry_interval.map(|left| {
+                time::OffsetDateTime::now_utc()
+                    .unix_timestamp()
+                    .saturating_add(i64::try_from(left.as_secs()).unwrap_or(i64::MAX))
+            }),
+        };
         self.inner
             .set_with_timeout(topic, retain, expiry_interval)
-            .await
+            .await?;
+        persist::write(&self.store, move |w| store::mqtt::retain(w, &kept)).await;
+        Ok(())
     }
 
     async fn get(&self, topic_filter: &TopicFilter) -> rmqtt::Result<Vec<(TopicName, Retain)>> {

@@ -10,6 +10,9 @@
 //! (`MessageDropped`, counted there). A message is written once per session it goes to, in one
 //! store transaction per publish.
 //!
+//! Retained messages are written through to the store too (`Retained` in the broker's module)
+//! and taken back at start ([`retained`]), their expiry still running.
+//!
 //! After a restart the kept sessions are not in rmqtt: their subscriptions are matched here, so
 //! what is published for them meanwhile is kept too; when the client connects again (not as a
 //! clean start) its subscriptions are made again and its kept messages sent to it, oldest
@@ -66,6 +69,71 @@ type Sessions = Arc<Mutex<HashMap<String, Kept>>>;
 
 fn lock(sessions: &Sessions) -> std::sync::MutexGuard<'_, HashMap<String, Kept>> {
     sessions.lock().expect("session map lock is never poisoned")
+}
+
+/// Runs `f` in a store write; `None` (logged) when the store is gone (the broker stopped) or
+/// the write failed.
+pub(super) async fn write<T, F>(store: &SharedStore, f: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut store::WriteTx<'_>) -> store::Result<T> + Send + 'static,
+{
+    let store = store
+        .lock()
+        .expect("store slot lock is never poisoned")
+        .clone()?;
+    match store.write(f).await {
+        Ok(t) => Some(t),
+        Err(error) => {
+            tracing::warn!(%error, "mqtt: a store write for the broker's persistent state failed");
+            None
+        }
+    }
+}
+
+/// The retained messages kept in the store, as the broker takes them at start (the expired
+/// ones deleted): each with how long it has left.
+pub(super) async fn retained(
+    store: &SharedStore,
+    system: &Id,
+) -> Vec<(
+    rmqtt::types::TopicName,
+    rmqtt::types::Retain,
+    Option<std::time::Duration>,
+)> {
+    let now = now_secs();
+    let kept = write(store, move |w| store::mqtt::retained(w, now))
+        .await
+        .unwrap_or_default();
+    kept.into_iter()
+        .map(|r| {
+            let left = r
+                .expires_at
+                .map(|at| std::time::Duration::from_secs(u64::try_from(at - now).unwrap_or(1)));
+            let topic = rmqtt::types::TopicName::from(r.topic.as_str());
+            let retain = rmqtt::types::Retain {
+                msg_id: None,
+                from: From::from_system(system.clone()),
+                publish: publish(r.topic, r.qos, r.payload, true),
+            };
+            (topic, retain, left)
+        })
+        .collect()
+}
+
+/// A message this module sends again (kept or retained), as the broker takes it.
+fn publish(topic: String, qos: u8, payload: Vec<u8>, retain: bool) -> Publish {
+    let p = rmqtt::types::CodecPublish {
+        dup: false,
+        retain,
+        qos: qos_of(qos),
+        topic: topic.into(),
+        packet_id: None,
+        payload: payload.into(),
+        properties: Some(Default::default()),
+    };
+    <rmqtt::types::CodecPublish as Into<Publish>>::into(p)
+        .create_time(rmqtt::utils::timestamp_millis())
 }
 
 fn publish_count(sessions: &Sessions) {
@@ -156,24 +224,12 @@ impl Persist {
         publish_count(&self.sessions);
     }
 
-    /// Runs `f` in a store write; `None` (logged) when the store is gone or the write failed.
     async fn write<T, F>(&self, f: F) -> Option<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut store::WriteTx<'_>) -> store::Result<T> + Send + 'static,
     {
-        let store = self
-            .store
-            .lock()
-            .expect("store slot lock is never poisoned")
-            .clone()?;
-        match store.write(f).await {
-            Ok(t) => Some(t),
-            Err(error) => {
-                tracing::warn!(%error, "mqtt: the persistent sessions' store write failed");
-                None
-            }
-        }
+        write(&self.store, f).await
     }
 
     /// A connection took up a session: a clean start ends what was kept under its client id; a
@@ -249,17 +305,7 @@ impl Persist {
             .unwrap_or_default();
         let count = messages.len();
         for m in messages {
-            let p = rmqtt::types::CodecPublish {
-                dup: false,
-                retain: false,
-                qos: qos_of(m.qos),
-                topic: m.topic.into(),
-                packet_id: None,
-                payload: m.payload.into(),
-                properties: Some(Default::default()),
-            };
-            let p = <rmqtt::types::CodecPublish as Into<Publish>>::into(p)
-                .create_time(rmqtt::utils::timestamp_millis());
+            let p = publish(m.topic, m.qos, m.payload, false);
             if entry
                 .publish(From::from_system(self.system.clone()), p)
                 .await

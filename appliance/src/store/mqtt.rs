@@ -1,6 +1,7 @@
 //! The broker's persistent MQTT sessions (`crate::broker::persist` keeps them here): each
 //! session that outlives its connection, its subscriptions, and the QoS 1/2 messages routed to
-//! it that it has not acknowledged. The box's own state: not synced, no event.
+//! it that it has not acknowledged; and its retained messages. The box's own state: not
+//! synced, no event.
 //!
 //! Invariants:
 //! - a message is here from before the broker hands it to the session until the session
@@ -125,7 +126,8 @@ pub fn forget_all(conn: &Connection) -> Result<()> {
     )?;
     if has {
         conn.execute_batch(
-            "DELETE FROM mqtt_messages; DELETE FROM mqtt_subscriptions; DELETE FROM mqtt_sessions;",
+            "DELETE FROM mqtt_messages; DELETE FROM mqtt_subscriptions; DELETE FROM mqtt_sessions;
+             DELETE FROM mqtt_retained;",
         )?;
     }
     Ok(())
@@ -193,4 +195,50 @@ pub fn messages(conn: &Connection, client_id: &str) -> Result<Vec<Message>> {
 pub fn kept(conn: &Connection) -> Result<u64> {
     let n: i64 = conn.query_row("SELECT count(*) FROM mqtt_messages", [], |r| r.get(0))?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// A retained message as kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retained {
+    pub topic: String,
+    pub qos: u8,
+    pub payload: Vec<u8>,
+    /// Unix seconds, if it expires.
+    pub expires_at: Option<i64>,
+}
+
+/// The topic's retained message is now `r` (an empty payload deletes it).
+pub fn retain(w: &mut WriteTx<'_>, r: &Retained) -> Result<()> {
+    if r.payload.is_empty() {
+        w.conn()
+            .execute("DELETE FROM mqtt_retained WHERE topic = ?1", [&r.topic])?;
+    } else {
+        w.conn().execute(
+            "INSERT INTO mqtt_retained (topic, qos, payload, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (topic) DO UPDATE
+             SET qos = excluded.qos, payload = excluded.payload, expires_at = excluded.expires_at",
+            (&r.topic, r.qos, &r.payload, r.expires_at),
+        )?;
+    }
+    Ok(())
+}
+
+/// At start: the retained messages not expired at `now` (the expired ones are deleted).
+pub fn retained(w: &mut WriteTx<'_>, now: i64) -> Result<Vec<Retained>> {
+    let conn = w.conn();
+    conn.execute(
+        "DELETE FROM mqtt_retained WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+        [now],
+    )?;
+    Ok(conn
+        .prepare("SELECT topic, qos, payload, expires_at FROM mqtt_retained ORDER BY topic")?
+        .query_map([], |r| {
+            Ok(Retained {
+                topic: r.get(0)?,
+                qos: r.get(1)?,
+                payload: r.get(2)?,
+                expires_at: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?)
 }

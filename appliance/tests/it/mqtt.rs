@@ -1473,6 +1473,54 @@ async fn mqtt_a_kept_session_holds_its_newest_messages_across_a_power_cut() {
     metric_is(&edge, KEPT, 0.0).await;
 }
 
+/// A device's retained presence is the broker's, kept in the store: it survives a power cut,
+/// and clearing it (an empty retained payload) survives a restart too.
+#[tokio::test]
+async fn mqtt_a_devices_retained_presence_survives_a_power_cut() {
+    let (site, edge) = started().await;
+    let tablet = edge.pair(&site, "tablet").await;
+    let keeper = edge.pair(&site, "storekeeper").await;
+    let presence = format!("sentra/JKT01/devices/{}", tablet.id);
+    let publish = async |edge: &Edge, payload: &'static str, retain: bool| {
+        let mut c = connect_device(edge, &tablet).await;
+        c.client
+            .publish(presence.as_str(), QoS::AtLeastOnce, retain, payload)
+            .await
+            .expect("publish");
+        // The PUBACK comes after the broker took it (and the store has it).
+        while !matches!(c.next().await, Packet::PubAck(_)) {}
+    };
+    publish(&edge, "online", true).await;
+    edge.kill().await;
+
+    let edge = site.start().await;
+    let mut late = connect_device(&edge, &keeper).await;
+    late.subscribe(&presence, QoS::AtLeastOnce).await;
+    let p = loop {
+        if let Packet::Publish(p) = late.next().await {
+            break p;
+        }
+    };
+    assert!(p.retain, "retained after the power cut");
+    assert_eq!(&p.payload[..], b"online");
+    drop(late);
+
+    // Cleared, then the daemon restarts: nothing retained comes, the next message is live.
+    publish(&edge, "", true).await;
+    assert_eq!(edge.stop().await, 0);
+    let edge = site.start().await;
+    let mut late = connect_device(&edge, &keeper).await;
+    late.subscribe(&presence, QoS::AtLeastOnce).await;
+    publish(&edge, "live", false).await;
+    let p = loop {
+        if let Packet::Publish(p) = late.next().await {
+            break p;
+        }
+    };
+    assert!(!p.retain);
+    assert_eq!(&p.payload[..], b"live");
+}
+
 #[tokio::test]
 async fn mqtt_port_taken_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

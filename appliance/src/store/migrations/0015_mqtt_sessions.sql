@@ -1,8 +1,8 @@
 -- The broker's persistent MQTT sessions (clean_session=false, or an MQTT 5 session expiry),
 -- kept here so that a daemon restart or a power cut does not lose what waits for a tablet:
 -- the session, its subscriptions, and every QoS 1/2 message routed to it that it has not
--- acknowledged yet. The box's own state: not synced, no event. Additive (older builds do not
--- see these tables), so it keeps their readable_by.
+-- acknowledged yet; and the retained messages. The box's own state: not synced, no event.
+-- Additive (older builds do not see these tables), so it keeps their readable_by.
 CREATE TABLE mqtt_sessions (
     client_id   TEXT PRIMARY KEY,
     -- How long the session outlives its connection (seconds).
@@ -29,3 +29,12 @@ CREATE TABLE mqtt_messages (
     payload   BLOB NOT NULL
 ) STRICT;
 CREATE INDEX mqtt_messages_client ON mqtt_messages (client_id, id);
+
+-- The retained message of each topic (an empty payload deletes it), as the broker holds it.
+CREATE TABLE mqtt_retained (
+    topic      TEXT PRIMARY KEY,
+    qos        INTEGER NOT NULL CHECK (qos IN (0, 1, 2)),
+    payload    BLOB NOT NULL,
+    -- Unix seconds; NULL: kept until replaced.
+    expires_at INTEGER
+) STRICT;
