@@ -15,9 +15,10 @@
 //!
 //! After a restart the kept sessions are not in rmqtt: their subscriptions are matched here, so
 //! what is published for them meanwhile is kept too; when the client connects again (not as a
-//! clean start) its subscriptions are made again and its kept messages sent to it, oldest
-//! first, before anything new. Its CONNACK still says "no session present" (rmqtt made a new
-//! one); a client that subscribes again on that gets each message once, not twice.
+//! clean start) its subscriptions are made again and then its kept messages sent to it at
+//! once, oldest first (one published in between may come before them, or twice). Its CONNACK
+//! still says "no session present" (rmqtt made a new one); a client that subscribes again on
+//! that gets each kept message once, not twice.
 //!
 //! Invariants:
 //! - a kept message is deleted only by its client's acknowledgement, the broker dropping it, a
@@ -179,19 +180,10 @@ impl Persist {
             sessions: Arc::default(),
         };
         let now = now_secs();
-        let restored = persist
-            .write(move |w| {
-                let sessions = store::mqtt::restore(w, now)?;
-                let counts = sessions
-                    .iter()
-                    .map(|s| store::mqtt::messages(w.conn(), &s.client_id).map(|m| m.len()))
-                    .collect::<store::Result<Vec<_>>>()?;
-                Ok((sessions, counts))
-            })
-            .await;
-        if let Some((sessions, counts)) = restored {
+        let restored = persist.write(move |w| store::mqtt::restore(w, now)).await;
+        if let Some(sessions) = restored {
             let mut map = persist.lock();
-            for (session, count) in sessions.into_iter().zip(counts) {
+            for session in sessions {
                 let filters = session
                     .subscriptions
                     .iter()
@@ -202,7 +194,7 @@ impl Persist {
                     Kept {
                         filters,
                         restored: Some(session.expires_at),
-                        messages: count as u64,
+                        messages: session.messages,
                     },
                 );
             }

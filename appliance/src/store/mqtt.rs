@@ -22,6 +22,8 @@ pub struct Session {
     pub expires_at: i64,
     /// Topic filter and QoS of each subscription.
     pub subscriptions: Vec<(String, u8)>,
+    /// How many messages it kept.
+    pub messages: u64,
 }
 
 /// A kept message, oldest first.
@@ -45,12 +47,17 @@ pub fn restore(w: &mut WriteTx<'_>, now: i64) -> Result<Vec<Session>> {
         [now],
     )?;
     let mut sessions: Vec<Session> = conn
-        .prepare("SELECT client_id, seen_at + expiry_secs FROM mqtt_sessions ORDER BY client_id")?
+        .prepare(
+            "SELECT client_id, seen_at + expiry_secs,
+                    (SELECT count(*) FROM mqtt_messages m WHERE m.client_id = s.client_id)
+             FROM mqtt_sessions s ORDER BY client_id",
+        )?
         .query_map([], |r| {
             Ok(Session {
                 client_id: r.get(0)?,
                 expires_at: r.get(1)?,
                 subscriptions: Vec::new(),
+                messages: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

@@ -124,6 +124,41 @@ async fn connect_device(edge: &Edge, dev: &Device) -> V3 {
         .0
 }
 
+/// `dev`'s persistent session (`clean_session=false`, its device id as client id) on `edge`.
+fn persistent(edge: &Edge, dev: &Device) -> MqttOptions {
+    let addr = edge.mqtt.expect("broker running");
+    let mut o = options(addr, &dev.id, &dev.id, &dev.mqtt);
+    o.set_clean_session(false);
+    o
+}
+
+/// `dev` subscribes to `filter` at QoS 1 in its persistent session, then its link drops (the
+/// socket closes without a DISCONNECT).
+async fn subscribe_and_drop_the_link(edge: &Edge, dev: &Device, filter: &str) {
+    let (mut c, _) = connect_v3(persistent(edge, dev)).await.expect("connect");
+    c.subscribe(filter, QoS::AtLeastOnce).await;
+    c.task.abort();
+}
+
+/// `dev` publishes "1" to "`n`" at QoS 1 on `topic` and waits for every PUBACK.
+async fn publish_numbered(edge: &Edge, dev: &Device, topic: &str, n: usize) -> V3 {
+    let mut publisher = connect_device(edge, dev).await;
+    for i in 1..=n {
+        publisher
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, i.to_string())
+            .await
+            .expect("publish");
+    }
+    let mut acked = 0;
+    while acked < n {
+        if let Packet::PubAck(_) = publisher.next().await {
+            acked += 1;
+        }
+    }
+    publisher
+}
+
 async fn started() -> (Site, Edge) {
     let site = Site::new();
     site.load_demo_data();
@@ -642,43 +677,22 @@ async fn mqtt_qos1_flood_to_an_online_subscriber_is_slowed_down_not_dropped() {
 #[tokio::test]
 async fn mqtt_offline_persistent_session_keeps_its_queue_and_counts_the_overflow() {
     let (site, edge) = started_with(&SMALL_WINDOWS).await;
-    let addr = edge.mqtt.expect("broker running");
     let tablet = edge.pair(&site, "tablet").await;
     let keeper = edge.pair(&site, "storekeeper").await;
     let presence = format!("sentra/JKT01/devices/{}", tablet.id);
-    let persistent = || {
-        let mut o = options(addr, &keeper.id, &keeper.id, &keeper.mqtt);
-        o.set_clean_session(false);
-        o
-    };
-    let (mut c, _) = connect_v3(persistent()).await.expect("connect");
-    c.subscribe(&presence, QoS::AtLeastOnce).await;
-    // The link drops (the client's socket closes without a DISCONNECT).
-    c.task.abort();
-    drop(c);
+    subscribe_and_drop_the_link(&edge, &keeper, &presence).await;
 
     // Nobody waits for an offline session: all ten are acknowledged...
-    let mut publisher = connect_device(&edge, &tablet).await;
-    for i in 1..=10 {
-        publisher
-            .client
-            .publish(presence.as_str(), QoS::AtLeastOnce, false, format!("{i}"))
-            .await
-            .expect("publish");
-    }
-    let mut acked = 0;
-    while acked < 10 {
-        if let Packet::PubAck(_) = publisher.next().await {
-            acked += 1;
-        }
-    }
+    publish_numbered(&edge, &tablet, &presence, 10).await;
     // ...the session keeps mqtt.max_queued_messages of them (the newest), and the older ones
     // are dropped and counted. (Had the broker not noticed the dropped link yet, up to
     // mqtt.max_inflight of the first ones went to the dead socket: those are sent again after
     // the reconnect, but the one being written when the write failed is lost uncounted by rmqtt;
     // see docs/known-gaps.md.) The count is final once the session is taken over: rmqtt moves
     // the offline session's messages to the new connection before its CONNACK.
-    let (mut c, session_present) = connect_v3(persistent()).await.expect("reconnect");
+    let (mut c, session_present) = connect_v3(persistent(&edge, &keeper))
+        .await
+        .expect("reconnect");
     assert!(session_present, "the broker kept the session");
     let dropped = metric(&edge, QUEUE_FULL).await;
     assert!((3.0..=5.0).contains(&dropped), "dropped {dropped}");
@@ -1263,18 +1277,7 @@ async fn mqtt_qos1_messages_wait_for_a_persistent_session() {
     let (site, edge) = started().await;
     let tablet = edge.pair(&site, "tablet").await;
     let keeper = edge.pair(&site, "storekeeper").await;
-    let addr = edge.mqtt.expect("broker running");
-    let persistent = || {
-        let mut o = options(addr, &keeper.id, &keeper.id, &keeper.mqtt);
-        o.set_clean_session(false);
-        o
-    };
-    let (mut c, _) = connect_v3(persistent()).await.expect("connect");
-    c.subscribe("sentra/JKT01/work-orders/#", QoS::AtLeastOnce)
-        .await;
-    // The link drops (the client's socket closes without a DISCONNECT).
-    c.task.abort();
-    drop(c);
+    subscribe_and_drop_the_link(&edge, &keeper, "sentra/JKT01/work-orders/#").await;
 
     // While it is away, a work order is opened.
     let (s, wo) = edge
@@ -1287,7 +1290,9 @@ async fn mqtt_qos1_messages_wait_for_a_persistent_session() {
     assert_eq!(s, StatusCode::CREATED, "{wo}");
     let id = wo["id"].as_str().expect("id");
 
-    let (mut c, session_present) = connect_v3(persistent()).await.expect("reconnect");
+    let (mut c, session_present) = connect_v3(persistent(&edge, &keeper))
+        .await
+        .expect("reconnect");
     assert!(session_present, "the broker kept the session");
     let (p, v) = c
         .publish_on(&format!("sentra/JKT01/work-orders/{id}"))
@@ -1317,12 +1322,6 @@ async fn mqtt_a_persistent_session_keeps_its_messages_across_a_restart_and_a_pow
     let (site, edge) = started().await;
     let tablet = edge.pair(&site, "tablet").await;
     let keeper = edge.pair(&site, "storekeeper").await;
-    let persistent = |edge: &Edge| {
-        let addr = edge.mqtt.expect("broker running");
-        let mut o = options(addr, &keeper.id, &keeper.id, &keeper.mqtt);
-        o.set_clean_session(false);
-        o
-    };
     let open = async |edge: &Edge, plate: &str| -> String {
         let (s, wo) = edge
             .post(
@@ -1334,11 +1333,7 @@ async fn mqtt_a_persistent_session_keeps_its_messages_across_a_restart_and_a_pow
         assert_eq!(s, StatusCode::CREATED, "{wo}");
         wo["id"].as_str().expect("id").to_owned()
     };
-    let (mut c, _) = connect_v3(persistent(&edge)).await.expect("connect");
-    c.subscribe("sentra/JKT01/work-orders/#", QoS::AtLeastOnce)
-        .await;
-    c.task.abort();
-    drop(c);
+    subscribe_and_drop_the_link(&edge, &keeper, "sentra/JKT01/work-orders/#").await;
 
     // Queued while it is away; then the daemon stops for an update.
     let first = open(&edge, "B1AAA").await;
@@ -1354,7 +1349,9 @@ async fn mqtt_a_persistent_session_keeps_its_messages_across_a_restart_and_a_pow
     metric_is(&edge, KEPT, 3.0).await;
 
     // The tablet comes back: all three, in order, each once (rumqttc acknowledges them).
-    let (mut c, _) = connect_v3(persistent(&edge)).await.expect("reconnect");
+    let (mut c, _) = connect_v3(persistent(&edge, &keeper))
+        .await
+        .expect("reconnect");
     let mut got = Vec::new();
     while got.len() < 3 {
         if let Packet::Publish(p) = c.next().await {
@@ -1370,7 +1367,9 @@ async fn mqtt_a_persistent_session_keeps_its_messages_across_a_restart_and_a_pow
     drop(c);
     assert_eq!(edge.stop().await, 0);
     let edge = site.start().await;
-    let (mut c, _) = connect_v3(persistent(&edge)).await.expect("reconnect");
+    let (mut c, _) = connect_v3(persistent(&edge, &keeper))
+        .await
+        .expect("reconnect");
     let fourth = open(&edge, "B1DDD").await;
     let p = loop {
         if let Packet::Publish(p) = c.next().await {
@@ -1408,30 +1407,8 @@ async fn mqtt_a_kept_session_holds_its_newest_messages_across_a_power_cut() {
     let tablet = edge.pair(&site, "tablet").await;
     let keeper = edge.pair(&site, "storekeeper").await;
     let presence = format!("sentra/JKT01/devices/{}", tablet.id);
-    let persistent = |edge: &Edge| {
-        let addr = edge.mqtt.expect("broker running");
-        let mut o = options(addr, &keeper.id, &keeper.id, &keeper.mqtt);
-        o.set_clean_session(false);
-        o
-    };
-    let (mut c, _) = connect_v3(persistent(&edge)).await.expect("connect");
-    c.subscribe(&presence, QoS::AtLeastOnce).await;
-    c.task.abort();
-    drop(c);
-    let mut publisher = connect_device(&edge, &tablet).await;
-    for i in 1..=10 {
-        publisher
-            .client
-            .publish(presence.as_str(), QoS::AtLeastOnce, false, format!("{i}"))
-            .await
-            .expect("publish");
-    }
-    let mut acked = 0;
-    while acked < 10 {
-        if let Packet::PubAck(_) = publisher.next().await {
-            acked += 1;
-        }
-    }
+    subscribe_and_drop_the_link(&edge, &keeper, &presence).await;
+    let publisher = publish_numbered(&edge, &tablet, &presence, 10).await;
     // Every PUBACK came after the message was kept. The broker's queue keeps the newest five
     // (and what it sent to the dead socket before it noticed, at most two, unacknowledged); each
     // older one it drops takes its kept copy with it, counted once. Its drops follow the
@@ -1457,7 +1434,9 @@ async fn mqtt_a_kept_session_holds_its_newest_messages_across_a_power_cut() {
         (5.0..=7.0).contains(&kept),
         "restored from the store: {kept}"
     );
-    let (mut c, _) = connect_v3(persistent(&edge)).await.expect("reconnect");
+    let (mut c, _) = connect_v3(persistent(&edge, &keeper))
+        .await
+        .expect("reconnect");
     let mut got = Vec::new();
     while (got.len() as f64) < kept {
         if let Packet::Publish(p) = c.next().await {
