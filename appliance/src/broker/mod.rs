@@ -494,7 +494,16 @@ impl BrokerHandle {
             .lock()
             .expect("device map lock is never poisoned")
             .remove(&device_id);
-        self.kick(device_id, None).await;
+        self.kick(device_id.clone(), None).await;
+        let persist = self.inner.persist.clone();
+        if let Err(e) = self
+            .inner
+            .rt
+            .spawn(async move { persist.forget_device(&device_id).await })
+            .await
+        {
+            tracing::warn!(error = %e, "forgetting a revoked device's kept MQTT sessions failed");
+        }
     }
 
     /// A device's rotated credentials took effect: close its sessions that authenticated with

@@ -23,7 +23,8 @@
 //! Invariants:
 //! - a kept message is deleted only by its client's acknowledgement, the broker dropping it, a
 //!   newer one past `mqtt.max_queued_messages` (+ `mqtt.max_inflight` while the broker holds the
-//!   session) for that session, or the session ending (a clean start, its expiry, a restore);
+//!   session) for that session, or the session ending (a clean start, its expiry, its
+//!   device's revocation, a restore from backup);
 //! - keeping is waited for (the publisher's PUBACK comes after the commit), deleting is not (a
 //!   restart just after an acknowledgement may send that message once more: at least once);
 //! - only messages routed to persistent sessions touch the store: clean sessions (the benchmark's,
@@ -344,6 +345,35 @@ impl Persist {
             return;
         }
         self.write(move |w| store::mqtt::forget(w, &client)).await;
+        self.publish_count();
+    }
+
+    /// The device `device_id` was revoked: every session kept under its client ids ends,
+    /// those restored at start (which the broker does not hold, so its disconnect does not
+    /// reach them) included.
+    pub(super) async fn forget_device(&self, device_id: &str) {
+        let clients: Vec<String> = {
+            let mut map = self.lock();
+            let clients: Vec<String> = map
+                .keys()
+                .filter(|c| super::client_id_matches(c, device_id))
+                .cloned()
+                .collect();
+            for c in &clients {
+                map.remove(c);
+            }
+            clients
+        };
+        if clients.is_empty() {
+            return;
+        }
+        self.write(move |w| {
+            for c in &clients {
+                store::mqtt::forget(w, c)?;
+            }
+            Ok(())
+        })
+        .await;
         self.publish_count();
     }
 

@@ -841,6 +841,36 @@ async fn mqtt_revoked_device_is_disconnected_and_refused() {
     assert!(err.contains("Connection refused"), "{err}");
 }
 
+/// A revoked device's kept sessions end with it, also one kept across a restart that its
+/// device never took up again.
+#[tokio::test]
+async fn mqtt_a_revoked_devices_kept_sessions_end() {
+    let (site, edge) = started().await;
+    let admin = edge.pair(&site, "admin").await;
+    let tablet = edge.pair(&site, "tablet").await;
+    let keeper = edge.pair(&site, "storekeeper").await;
+    let presence = format!("sentra/JKT01/devices/{}", tablet.id);
+    subscribe_and_drop_the_link(&edge, &keeper, &presence).await;
+    publish_numbered(&edge, &tablet, &presence, 3).await;
+    assert_eq!(edge.stop().await, 0);
+    let edge = site.start().await;
+    assert_eq!(metric(&edge, KEPT).await, 3.0, "kept across the restart");
+    let (s, b) = edge
+        .post(
+            &admin,
+            &format!("/v1/devices/{}/revoke", keeper.id),
+            json!(null),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // The revocation reaches the broker through the store's notice: wait for it.
+    metric_is(&edge, KEPT, 0.0).await;
+    // Nor after the next start.
+    assert_eq!(edge.stop().await, 0);
+    let edge = site.start().await;
+    assert_eq!(metric(&edge, KEPT).await, 0.0);
+}
+
 /// `POST /v1/devices/self/rotate` as `token`: the new (token, MQTT password), asserted fresh.
 async fn rotate(edge: &Edge, token: &str, idem: Option<&str>) -> (String, String) {
     let resp = edge
