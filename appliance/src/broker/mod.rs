@@ -90,6 +90,12 @@ use crate::store::{self, Store, devices};
 /// Retained messages kept at most: the daemon's state topics plus one presence topic per device.
 /// Past it a new retained topic is refused (logged); replacing an existing one always works.
 pub const MAX_RETAINED: usize = 4096;
+/// Subscriptions one session may hold: a tablet uses a handful of filters, a POS one per open
+/// work order at most. Past it a SUBSCRIBE's filter is refused (SUBACK failure), so a device
+/// cannot grow the broker's routing table (or the store's kept subscriptions) without bound.
+pub const MAX_SUBSCRIPTIONS: usize = 128;
+/// Levels a topic filter may have: `sentra/<branch>/<kind>/<id>` has four.
+pub const MAX_TOPIC_LEVELS: usize = 16;
 /// The client id (and session) of the daemon's own publisher. Not a device id (those are UUIDs),
 /// and it never connects over the network: a LAN client using it would still have to
 /// authenticate as a device, and the client-id rule refuses it.
@@ -255,6 +261,8 @@ impl Broker {
                     // Queued QoS 1 messages live as long as the session that waits for them.
                     .message_expiry_interval(Duration::from_secs(cfg.session_expiry_secs.max(60)))
                     .max_clientid_len(128)
+                    .max_subscriptions(MAX_SUBSCRIPTIONS)
+                    .max_topic_levels(MAX_TOPIC_LEVELS)
                     .bind()
                     .and_then(|l| Ok((l.local_addr()?, l.tcp()?)))
                     .map_err(|e| BrokerError::Bind {

@@ -841,6 +841,67 @@ async fn mqtt_revoked_device_is_disconnected_and_refused() {
     assert!(err.contains("Connection refused"), "{err}");
 }
 
+/// A device cannot grow the broker's routing table (and the store's kept subscriptions)
+/// without bound: past `broker::MAX_SUBSCRIPTIONS` filters, or with too many levels, a filter
+/// is refused and the session goes on.
+#[tokio::test]
+async fn mqtt_subscriptions_per_session_are_capped() {
+    let (site, edge) = started().await;
+    let keeper = edge.pair(&site, "storekeeper").await;
+    let (mut c, _) = connect_v3(persistent(&edge, &keeper))
+        .await
+        .expect("connect");
+    for i in 0..sentra_edge::broker::MAX_SUBSCRIPTIONS {
+        let code = c
+            .subscribe(&format!("sentra/JKT01/work-orders/{i}"), QoS::AtLeastOnce)
+            .await;
+        assert!(
+            matches!(code, rumqttc::SubscribeReasonCode::Success(_)),
+            "{i}: {code:?}"
+        );
+    }
+    assert_eq!(
+        c.subscribe("sentra/JKT01/work-orders/one-more", QoS::AtLeastOnce)
+            .await,
+        rumqttc::SubscribeReasonCode::Failure
+    );
+    // An unsubscription makes room.
+    c.client
+        .unsubscribe("sentra/JKT01/work-orders/0")
+        .await
+        .expect("unsubscribe");
+    while !matches!(c.next().await, Packet::UnsubAck(_)) {}
+    assert!(matches!(
+        c.subscribe("sentra/JKT01/work-orders/one-more", QoS::AtLeastOnce)
+            .await,
+        rumqttc::SubscribeReasonCode::Success(_)
+    ));
+    let deep = format!("sentra/JKT01/{}", vec!["x"; 15].join("/"));
+    let (mut fresh, _) = connect_v3(options(
+        edge.mqtt.expect("broker running"),
+        &format!("{}-deep", keeper.id),
+        &keeper.id,
+        &keeper.mqtt,
+    ))
+    .await
+    .expect("connect");
+    assert_eq!(
+        fresh.subscribe(&deep, QoS::AtLeastOnce).await,
+        rumqttc::SubscribeReasonCode::Failure
+    );
+    // The session goes on.
+    let tablet = edge.pair(&site, "tablet").await;
+    let presence = format!("sentra/JKT01/devices/{}", tablet.id);
+    fresh.subscribe(&presence, QoS::AtLeastOnce).await;
+    publish_numbered(&edge, &tablet, &presence, 1).await;
+    let p = loop {
+        if let Packet::Publish(p) = fresh.next().await {
+            break p;
+        }
+    };
+    assert_eq!(&p.payload[..], b"1");
+}
+
 /// A revoked device's kept sessions end with it, also one kept across a restart that its
 /// device never took up again.
 #[tokio::test]
