@@ -104,6 +104,7 @@ struct Process {
     events_parked: Counter,
     build_info: Family<BuildLabels, Gauge>,
     ingest_lag: Histogram,
+    api_token_lookups: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -151,6 +152,7 @@ static PROCESS: LazyLock<Process> = LazyLock::new(|| {
         events_parked,
         build_info,
         ingest_lag: lag_histogram(),
+        api_token_lookups: Counter::default(),
     }
 });
 
@@ -188,6 +190,11 @@ pub fn registry() -> Registry {
         "Per committed push batch, the age of its oldest new event (the box's HLC wall time to the commit): how far the cloud's record trails the branches",
         process.ingest_lag.clone(),
     );
+    registry.register(
+        "api_token_lookups",
+        "API tokens looked up in PostgreSQL (not found in the replica's cache, which keeps a valid one for 5 s; concurrent requests with one token share a lookup)",
+        process.api_token_lookups.clone(),
+    );
     registry
 }
 
@@ -197,6 +204,11 @@ pub fn encode(registry: &Registry) -> String {
     prometheus_client::encoding::text::encode(&mut out, registry)
         .expect("writing to a String cannot fail");
     out
+}
+
+/// An API token was looked up in PostgreSQL.
+pub fn api_token_lookup() {
+    PROCESS.api_token_lookups.inc();
 }
 
 /// A push batch arrived.

@@ -582,3 +582,43 @@ async fn enrolment_is_throttled_per_address() {
     );
     assert_eq!(refused.body["error"]["code"], "rate_limited", "{refused:?}");
 }
+
+/// A token the replica has not cached yet (it just started, or the entry expired) is looked up
+/// once however many requests carry it at that moment: a herd of them used to queue as many
+/// `UPDATE`s on the token's one row.
+#[tokio::test]
+async fn a_herd_with_a_token_not_cached_looks_it_up_once() {
+    const HERD: usize = 300;
+    let cloud = Cloud::start().await;
+    let token = cloud.api_token("herd", "operator").await;
+    let started = std::time::Instant::now();
+    let client = reqwest::Client::new();
+    let answers = crate::support::join_all(
+        (0..HERD)
+            .map(|_| {
+                client
+                    .get(format!("http://{}/metrics", cloud.server.addr))
+                    .bearer_auth(&token)
+                    .send()
+            })
+            .collect(),
+    )
+    .await;
+    for answer in answers {
+        assert_eq!(answer.expect("GET /metrics").status(), 200);
+    }
+    let metrics = crate::support::scrape(cloud.server.addr, &token).await;
+    let lookups: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("sentra_cloud_api_token_lookups_total "))
+        .and_then(|value| value.parse().ok())
+        .expect("the lookups counter");
+    // One for the herd; one more for each time the 5 s cache entry ran out meanwhile (a slow
+    // machine), the last scrape's included.
+    let periods = started.elapsed().as_secs() / 5 + 1;
+    assert!(
+        (1..=1 + periods).contains(&lookups),
+        "{lookups} lookups for {HERD} requests in {:?}",
+        started.elapsed()
+    );
+}
