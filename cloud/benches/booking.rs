@@ -6,7 +6,9 @@
 //!    alone). Latency p50/p99 of all answers, and the check that exactly one got `201` and every
 //!    other `409`. First with a new connection per client (the connects are timed), then
 //!    `SENTRA_BENCH_HERD_ROUNDS` (10; at most 3 without Redis) rounds on those connections, each
-//!    for a day of its own, summed up as the median and the worst round's p99.
+//!    for a day of its own, summed up as the median and the worst round's p99; then once more
+//!    on new connections, to the service warmed by the rounds before (the first herd was also
+//!    the fresh service's first requests).
 //! 2. **Holds/s, uncontended**: `SENTRA_BENCH_HOLDS` (5000) holds on distinct asset-days by
 //!    `SENTRA_BENCH_CLIENTS` (32) concurrent clients; beside the floor: the same rows inserted
 //!    straight into `bookings` (one transaction each, same concurrency, no HTTP, no Redis).
@@ -419,6 +421,14 @@ async fn herds(site: &Site, clients: usize, rounds: usize, label: &str) {
         "herd, {label}, open connections, {rounds} rounds: p99 median {}, worst {}",
         ms(percentile(&p99s, 0.5)),
         ms(percentile(&p99s, 1.0))
+    );
+    // The first herd was also the service's first requests; a promotion's herd meets a service
+    // that has been running: new connections again, to the warm service.
+    drop(conns);
+    let again = herd(site, clients, Vec::new(), "2026-12-02").await;
+    println!(
+        "herd, {label}, new connections, warm service: {}",
+        again.line
     );
 }
 
