@@ -349,6 +349,7 @@ mod tests {
             "ingest_batches",
             "ingest_events",
             "ingest_lag_seconds",
+            "api_token_lookups",
             "bookings_held",
             "bookings_confirmed",
             "holds_expired",
@@ -383,7 +384,7 @@ mod tests {
             .lines()
             .filter(|line| line.starts_with("# HELP "))
             .count();
-        assert_eq!(families, 29, "a family without a test line:\n{text}");
+        assert_eq!(families, 30, "a family without a test line:\n{text}");
         for line in text.lines().filter(|line| !line.starts_with('#')) {
             assert!(line.starts_with("sentra_cloud_"), "{line}");
         }
