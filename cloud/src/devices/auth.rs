@@ -99,41 +99,39 @@ impl Default for TokenCache {
 struct LookupTurn<'a> {
     cache: &'a TokenCache,
     hash: Vec<u8>,
-    gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl TokenCache {
-    fn turn(&self, hash: &[u8]) -> LookupTurn<'_> {
+    fn turn(&self, hash: Vec<u8>) -> LookupTurn<'_> {
         let gate = self
             .lookups
             .lock()
             .expect("lookup map lock is never poisoned")
-            .entry(hash.to_vec())
+            .entry(hash.clone())
             .or_default()
             .clone();
         LookupTurn {
             cache: self,
-            hash: hash.to_vec(),
-            gate: Some(gate),
+            hash,
+            gate,
         }
     }
 }
 
 impl Drop for LookupTurn<'_> {
     fn drop(&mut self) {
-        let Some(gate) = self.gate.take() else {
-            return;
-        };
+        let gate = &self.gate;
         let mut lookups = self
             .cache
             .lookups
             .lock()
             .expect("lookup map lock is never poisoned");
         // The map's and this turn's: nobody else holds or awaits it.
-        if Arc::strong_count(&gate) <= 2
+        if Arc::strong_count(gate) <= 2
             && lookups
                 .get(&self.hash)
-                .is_some_and(|held| Arc::ptr_eq(held, &gate))
+                .is_some_and(|held| Arc::ptr_eq(held, gate))
         {
             lookups.remove(&self.hash);
         }
@@ -333,12 +331,8 @@ async fn api_client(db: &PgPool, cache: &TokenCache, token: &str) -> Result<ApiC
         return answer;
     }
     // Not cached: one lookup at a time for this token; who waited finds its answer cached.
-    let turn = cache.turn(&hash);
-    let gate = turn
-        .gate
-        .clone()
-        .expect("a turn holds its gate until dropped");
-    let _lookup = gate.lock().await;
+    let turn = cache.turn(hash.clone());
+    let _lookup = turn.gate.lock().await;
     if let Some(answer) = cached() {
         return answer;
     }
