@@ -109,9 +109,13 @@ pub(super) async fn retained(
         .unwrap_or_default();
     kept.into_iter()
         .map(|r| {
-            let left = r
-                .expires_at
-                .map(|at| std::time::Duration::from_secs(u64::try_from(at - now).unwrap_or(1)));
+            let left = r.expires_at.map(|at| {
+                std::time::Duration::from_secs(
+                    u64::try_from(at.saturating_sub(now))
+                        .unwrap_or(1)
+                        .min(u64::from(u32::MAX)),
+                )
+            });
             let topic = rmqtt::types::TopicName::from(r.topic.as_str());
             let retain = rmqtt::types::Retain {
                 msg_id: None,

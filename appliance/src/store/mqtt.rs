@@ -88,7 +88,9 @@ pub fn seen(
              seen_at = excluded.seen_at",
         (
             client_id,
-            i64::try_from(expiry_secs.max(1)).unwrap_or(i64::MAX),
+            // MQTT's own bound (a u32 of seconds), so `seen_at + expiry_secs` stays an integer
+            // whatever the configuration says.
+            i64::from(u32::try_from(expiry_secs).unwrap_or(u32::MAX).max(1)),
             connected,
             now,
         ),
