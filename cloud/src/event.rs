@@ -6,6 +6,7 @@
 use sentra_protocol::Hlc;
 use sentra_protocol::payload::Payload;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// One event of a batch as received: `entity` and `hlc` are plain text, so an event the protocol
 /// types would refuse is parked alone instead of failing the whole batch at parse time.
@@ -18,16 +19,20 @@ pub struct RawEvent {
     pub entity: String,
     pub entity_id: String,
     pub op: String,
-    #[serde(default)]
-    pub payload: serde_json::Value,
+    /// The payload's JSON text as sent: stored as it is (PostgreSQL's `jsonb` normalises it) and
+    /// parsed once, straight into its type. Absent means `null`.
+    #[serde(default = "null_payload")]
+    pub payload: Box<RawValue>,
+}
+
+fn null_payload() -> Box<RawValue> {
+    RawValue::NULL.to_owned()
 }
 
 /// One event of a batch, with what the pure rules said about it.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub raw: RawEvent,
-    /// The payload as JSON text, for storage.
-    pub payload_text: String,
     /// The parsed payload, or why the event is parked.
     pub checked: Result<Checked, String>,
 }
@@ -36,6 +41,13 @@ pub struct Prepared {
 pub struct Checked {
     pub hlc: Hlc,
     pub payload: Payload,
+}
+
+impl Prepared {
+    /// The payload as JSON text, for storage.
+    pub fn payload_text(&self) -> &str {
+        self.raw.payload.get()
+    }
 }
 
 /// What happens to one event.

@@ -392,40 +392,64 @@ pub mod op {
     pub const VOIDED: &str = "voided";
 }
 
-fn typed<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
-    T::deserialize(v).map_err(|e| format!("payload: {e}"))
+/// Where a payload is read from: a parsed JSON value (the edge's own events), or the JSON text as
+/// it arrived (the cloud's ingest: parsed once, straight into its type, no tree in between).
+trait Source: Copy {
+    fn typed<T: DeserializeOwned>(self) -> Result<T, String>;
+}
+
+impl Source for &serde_json::Value {
+    fn typed<T: DeserializeOwned>(self) -> Result<T, String> {
+        T::deserialize(self).map_err(|e| format!("payload: {e}"))
+    }
+}
+
+impl Source for &str {
+    fn typed<T: DeserializeOwned>(self) -> Result<T, String> {
+        serde_json::from_str(self).map_err(|e| format!("payload: {e}"))
+    }
 }
 
 impl Payload {
     /// Parse an event's payload by its entity and op. The error says what is wrong.
     pub fn parse(entity: EntityKind, op: &str, v: &serde_json::Value) -> Result<Payload, String> {
+        Self::parse_from(entity, op, v)
+    }
+
+    /// [`Payload::parse`] of the payload's JSON text. A key given twice is refused here (a value
+    /// tree would keep the last one silently).
+    pub fn parse_text(entity: EntityKind, op: &str, json: &str) -> Result<Payload, String> {
+        Self::parse_from(entity, op, json)
+    }
+
+    fn parse_from(entity: EntityKind, op: &str, v: impl Source) -> Result<Payload, String> {
         use EntityKind as E;
         Ok(match (entity, op) {
-            (E::WorkOrder, op::CREATED) => Payload::WorkOrderCreated(typed(v)?),
-            (E::WorkOrder, op::STATUS_CHANGED) => Payload::WorkOrderStatusChanged(typed(v)?),
-            (E::WorkOrder, op::ASSIGNED) => Payload::WorkOrderAssigned(typed(v)?),
+            (E::WorkOrder, op::CREATED) => Payload::WorkOrderCreated(v.typed()?),
+            (E::WorkOrder, op::STATUS_CHANGED) => Payload::WorkOrderStatusChanged(v.typed()?),
+            (E::WorkOrder, op::ASSIGNED) => Payload::WorkOrderAssigned(v.typed()?),
             (E::StockMovement, op::DISPENSED | op::RECEIVED | op::ADJUSTED) => {
-                Payload::StockMoved(typed(v)?)
+                Payload::StockMoved(v.typed()?)
             }
-            (E::Invoice, op::ISSUED) => Payload::InvoiceIssued(typed(v)?),
-            (E::Payment, op::RECEIVED) => Payload::PaymentReceived(typed(v)?),
-            (E::Payment, op::VOIDED) => Payload::PaymentVoided(typed(v)?),
-            (E::CreditNote, op::ISSUED) => Payload::CreditNoteIssued(typed(v)?),
-            (E::Inspection, op::RECORDED) => Payload::InspectionRecorded(typed(v)?),
-            (E::PrintJob, op::QUEUED) => Payload::PrintJobQueued(typed(v)?),
-            (E::Customer | E::Vehicle, op::FIELDS_SET) => Payload::RecordFieldsSet(typed(v)?),
-            (E::Document, op::CHANGED) => Payload::DocumentChanged(typed(v)?),
-            (E::Booking, op::REQUESTED) => Payload::BookingRequested(typed(v)?),
-            (E::Booking, op::CANCELLED) => Payload::BookingCancelled(typed(v)?),
-            (E::Booking, op::COMPLETED) => Payload::BookingCompleted(typed(v)?),
-            (E::Rental, op::HANDED_OVER) => Payload::RentalHandedOver(typed(v)?),
-            (E::Rental, op::RETURNED) => Payload::RentalReturned(typed(v)?),
-            (E::RentalInvoice, op::ISSUED) => Payload::RentalInvoiceIssued(typed(v)?),
-            (E::RentalPayment, op::RECEIVED) => Payload::RentalPaymentReceived(typed(v)?),
-            (E::Shift, op::OPENED) => Payload::ShiftOpened(typed(v)?),
-            (E::Shift, op::CLOSED) => Payload::ShiftClosed(typed(v)?),
-            (E::BranchDay, op::CLOSED) => Payload::DayClosed(typed(v)?),
-            (E::BranchDay, op::REOPENED) => Payload::DayReopened(typed(v)?),
+            (E::Invoice, op::ISSUED) => Payload::InvoiceIssued(v.typed()?),
+            (E::Payment, op::RECEIVED) => Payload::PaymentReceived(v.typed()?),
+            (E::Payment, op::VOIDED) => Payload::PaymentVoided(v.typed()?),
+            (E::CreditNote, op::ISSUED) => Payload::CreditNoteIssued(v.typed()?),
+            (E::Inspection, op::RECORDED) => Payload::InspectionRecorded(v.typed()?),
+            (E::PrintJob, op::QUEUED) => Payload::PrintJobQueued(v.typed()?),
+            (E::Customer | E::Vehicle, op::FIELDS_SET) => Payload::RecordFieldsSet(v.typed()?),
+            (E::Document, op::CHANGED) => Payload::DocumentChanged(v.typed()?),
+            (E::Booking, op::REQUESTED) => Payload::BookingRequested(v.typed()?),
+            (E::Booking, op::CANCELLED) => Payload::BookingCancelled(v.typed()?),
+            (E::Booking, op::COMPLETED) => Payload::BookingCompleted(v.typed()?),
+            (E::Rental, op::HANDED_OVER) => Payload::RentalHandedOver(v.typed()?),
+            (E::Rental, op::RETURNED) => Payload::RentalReturned(v.typed()?),
+            (E::RentalInvoice, op::ISSUED) => Payload::RentalInvoiceIssued(v.typed()?),
+            (E::RentalPayment, op::RECEIVED) => Payload::RentalPaymentReceived(v.typed()?),
+            (E::Shift, op::OPENED) => Payload::ShiftOpened(v.typed()?),
+            (E::Shift, op::CLOSED) => Payload::ShiftClosed(v.typed()?),
+            (E::BranchDay, op::CLOSED) => Payload::DayClosed(v.typed()?),
+            (E::BranchDay, op::REOPENED) => Payload::DayReopened(v.typed()?),
             (entity, op) => return Err(format!("unknown change {}:{op}", entity.as_str())),
         })
     }
@@ -434,6 +458,14 @@ impl Payload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_given_twice_is_refused_in_text() {
+        let json = r#"{"sku": "X", "delta": -1, "delta": 5, "reason": "DISPENSE", "at": "t"}"#;
+        let error = Payload::parse_text(EntityKind::StockMovement, op::DISPENSED, json)
+            .expect_err("two deltas");
+        assert!(error.contains("duplicate field"), "{error}");
+    }
 
     #[test]
     fn parse_table() {
@@ -468,6 +500,11 @@ mod tests {
                 Payload::parse(entity, op, &v).is_ok(),
                 ok,
                 "{entity:?}:{op} {v}"
+            );
+            assert_eq!(
+                Payload::parse_text(entity, op, &v.to_string()).ok(),
+                Payload::parse(entity, op, &v).ok(),
+                "{entity:?}:{op} {v} as text"
             );
         }
     }

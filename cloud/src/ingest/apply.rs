@@ -238,7 +238,7 @@ impl EventRows {
         self.entity.push(pg_text(&event.raw.entity).into_owned());
         self.entity_id.push(event.raw.entity_id.clone());
         self.op.push(event.raw.op.clone());
-        self.payload.push(event.payload_text.clone());
+        self.payload.push(event.payload_text().to_owned());
     }
 
     async fn write(
@@ -293,7 +293,8 @@ impl ParkedRows {
         self.entity_id
             .push(pg_text(&event.raw.entity_id).into_owned());
         self.op.push(pg_text(&event.raw.op).into_owned());
-        self.payload.push(pg_json(&event.payload_text).into_owned());
+        self.payload
+            .push(pg_json(event.payload_text()).into_owned());
         self.reason.push(pg_text(reason).into_owned());
     }
 

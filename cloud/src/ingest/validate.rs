@@ -93,23 +93,14 @@ pub fn prepare(device: &str, body: &[u8]) -> Result<Vec<Prepared>, BatchError> {
             });
         }
         let entity = EntityKind::parse(&raw.entity);
-        let payload_text = raw.payload.to_string();
-        let checked = check(&raw, entity, &payload_text);
-        prepared.push(Prepared {
-            raw,
-            payload_text,
-            checked,
-        });
+        let checked = check(&raw, entity);
+        prepared.push(Prepared { raw, checked });
     }
     Ok(prepared)
 }
 
 /// The rules one event must pass on its own; the error is the reason it is parked.
-pub fn check(
-    raw: &RawEvent,
-    entity: Option<EntityKind>,
-    payload_text: &str,
-) -> Result<Checked, String> {
+pub fn check(raw: &RawEvent, entity: Option<EntityKind>) -> Result<Checked, String> {
     let entity = entity.ok_or_else(|| {
         format!(
             "entity {:?} is not known to this cloud (protocol {PROTOCOL_VERSION}, schema {SCHEMA_VERSION})",
@@ -125,10 +116,11 @@ pub fn check(
     let hlc: Hlc = raw.hlc.parse().map_err(|error| format!("hlc: {error}"))?;
     id("entity_id", &raw.entity_id)?;
     // PostgreSQL text cannot hold NUL; refuse it here rather than fail the whole batch there.
+    let payload_text = raw.payload.get();
     if payload_text.contains("\\u0000") || raw.op.contains('\0') {
         return Err("contains a NUL character".to_owned());
     }
-    let payload = Payload::parse(entity, &raw.op, &raw.payload)?;
+    let payload = Payload::parse_text(entity, &raw.op, payload_text)?;
     rules(entity, &raw.entity_id, &raw.op, &payload)?;
     Ok(Checked { hlc, payload })
 }
@@ -958,14 +950,13 @@ mod tests {
     }
 
     fn raw(value: Value) -> RawEvent {
-        serde_json::from_value(value).expect("a raw event")
+        serde_json::from_str(&value.to_string()).expect("a raw event")
     }
 
     fn check_value(value: Value) -> Result<Checked, String> {
         let raw = raw(value);
         let entity = EntityKind::parse(&raw.entity);
-        let text = raw.payload.to_string();
-        check(&raw, entity, &text)
+        check(&raw, entity)
     }
 
     /// (event, Ok or a fragment of the park reason)
