@@ -56,6 +56,24 @@ fn the_static_binary_needs_no_library_and_installs_into_a_root() {
         "{} needs shared libraries:\n{dynamic}",
         bin.display()
     );
+    // What keeps it small (scripts/build-static.sh): packed relocations, no unwind tables. A
+    // RUSTFLAGS of the caller's own replaces those flags; this says so instead of a silent 2 MB.
+    assert!(
+        dynamic.contains("(RELR)"),
+        "{} has no packed relocations (was RUSTFLAGS set?):\n{dynamic}",
+        bin.display()
+    );
+    let sections = Command::new("readelf")
+        .arg("-SW")
+        .arg(&bin)
+        .output()
+        .expect("run readelf -S");
+    let sections = String::from_utf8_lossy(&sections.stdout);
+    assert!(
+        !sections.contains(".eh_frame_hdr"),
+        "{} carries unwind tables:\n{sections}",
+        bin.display()
+    );
     let size = std::fs::metadata(&bin).expect("stat").len();
     eprintln!(
         "static sentra-edge: {size} bytes ({:.1} MB) stripped, no NEEDED entries: {}",
