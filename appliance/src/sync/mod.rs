@@ -255,11 +255,18 @@ async fn round(
     let (mut from, mut cursor) = store
         .read(|c| state::state(c).map(|s| (s.last_ack_seq, s.pull_cursor)))
         .await?;
+    let (max_events, max_bytes) = (cfg.batch_events, cfg.batch_bytes);
+    let read_after =
+        move |from| move |c: &_| store::outbox::events_after(c, from, max_events, max_bytes);
+    // The batch after the one in flight, read while the cloud works on that one (a backlog's
+    // drain then costs the cloud's time, not the cloud's plus the store's). Used only when the
+    // cloud took the whole batch in flight: every other answer moves `from` elsewhere.
+    let mut ahead: Option<Vec<sentra_protocol::Event>> = None;
     loop {
-        let (max_events, max_bytes) = (cfg.batch_events, cfg.batch_bytes);
-        let mut events = store
-            .read(move |c| store::outbox::events_after(c, from, max_events, max_bytes))
-            .await?;
+        let mut events = match ahead.take() {
+            Some(events) => events,
+            None => store.read(read_after(from)).await?,
+        };
         if events.is_empty() {
             break;
         }
@@ -269,7 +276,8 @@ async fn round(
             e.device_id.clone_from(&identity.device_id);
         }
         let n = events.len();
-        match client.push(events).await? {
+        let (outcome, next) = tokio::join!(client.push(events), store.read(read_after(last)));
+        match outcome? {
             PushOutcome::Ack(ack) => {
                 // The link works: say so now, not only after a long drain.
                 handle.set(LinkState::Online, None);
@@ -286,6 +294,12 @@ async fn round(
                     .write(move |w| state::acknowledge(w, cursor, &ack.parked, skew))
                     .await?;
                 from = acked;
+                // Outbox rows past the acknowledgement change only in this task (renumbering
+                // after a fork, a rewind): what was read ahead is still what the store holds.
+                // An empty read is done again: events may have come since.
+                ahead = next
+                    .ok()
+                    .filter(|events| acked == last && !events.is_empty());
                 if acked < last {
                     // The cloud holds less than we sent without saying why: do not spin.
                     return Err(SyncError::Protocol {
