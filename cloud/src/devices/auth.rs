@@ -70,71 +70,17 @@ pub const API_TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 pub const API_TOKEN_CACHE_ENTRIES: usize = 4096;
 
 /// API tokens recently found valid, keyed by their SHA-256 (the token itself is not kept), with
-/// their expiry (Unix milliseconds) if they have one; and the lookups in flight.
-///
-/// A token not cached (a replica just started, or its entry just expired under load) is looked
-/// up once however many requests carry it at that moment: the others wait for that lookup and
-/// take its answer from the cache. Without it a herd of a thousand requests ran a thousand
-/// `UPDATE`s of the token's one row, which PostgreSQL queues on the row's lock (the booking
-/// bench's herd on new connections: p99 118-216 ms, against 36-56 ms once cached). Written
-/// here rather than with a caching crate: it is a map of async mutexes beside the [`TtlMap`].
+/// their expiry (Unix milliseconds) if they have one. A token not cached (a replica just
+/// started, or its entry just expired under load) is looked up once however many requests carry
+/// it at that moment ([`TtlMap::get_or_fetch`]): a herd of a thousand requests otherwise ran a
+/// thousand `UPDATE`s of the token's one row, which PostgreSQL queues on the row's lock (the
+/// booking bench's herd on new connections: p99 118-216 ms, against 36-56 ms once cached).
 #[derive(Debug)]
-pub struct TokenCache {
-    found: TtlMap<Vec<u8>, (ApiClient, Option<i64>)>,
-    /// Token hash → the lock its lookup holds; an entry lives while someone holds or awaits it.
-    lookups: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
-}
+pub struct TokenCache(TtlMap<Vec<u8>, (ApiClient, Option<i64>)>);
 
 impl Default for TokenCache {
     fn default() -> Self {
-        TokenCache {
-            found: TtlMap::new(API_TOKEN_CACHE_TTL, API_TOKEN_CACHE_ENTRIES),
-            lookups: std::sync::Mutex::default(),
-        }
-    }
-}
-
-/// One request's turn at looking `hash` up; its entry in [`TokenCache::lookups`] goes with the
-/// last turn, also when a request is dropped while it waits.
-struct LookupTurn<'a> {
-    cache: &'a TokenCache,
-    hash: Vec<u8>,
-    gate: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl TokenCache {
-    fn turn(&self, hash: Vec<u8>) -> LookupTurn<'_> {
-        let gate = self
-            .lookups
-            .lock()
-            .expect("lookup map lock is never poisoned")
-            .entry(hash.clone())
-            .or_default()
-            .clone();
-        LookupTurn {
-            cache: self,
-            hash,
-            gate,
-        }
-    }
-}
-
-impl Drop for LookupTurn<'_> {
-    fn drop(&mut self) {
-        let gate = &self.gate;
-        let mut lookups = self
-            .cache
-            .lookups
-            .lock()
-            .expect("lookup map lock is never poisoned");
-        // The map's and this turn's: nobody else holds or awaits it.
-        if Arc::strong_count(gate) <= 2
-            && lookups
-                .get(&self.hash)
-                .is_some_and(|held| Arc::ptr_eq(held, gate))
-        {
-            lookups.remove(&self.hash);
-        }
+        TokenCache(TtlMap::new(API_TOKEN_CACHE_TTL, API_TOKEN_CACHE_ENTRIES))
     }
 }
 
@@ -318,39 +264,28 @@ pub async fn authenticate(
 async fn api_client(db: &PgPool, cache: &TokenCache, token: &str) -> Result<ApiClient, AuthError> {
     let hash = tokens::hash(token);
     let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
-    let cached = || {
-        cache.found.get(&hash).map(|(client, expires_at)| {
-            if expires_at.is_some_and(|at| at <= now) {
-                Err(AuthError::UnknownToken)
-            } else {
-                Ok(client)
-            }
+    let (client, expires_at) = cache
+        .0
+        .get_or_fetch::<AuthError, _>(hash.clone(), async {
+            crate::metrics::api_token_lookup();
+            // One statement finds a live token and stamps its use: a write per token per
+            // replica per cache period, not per request.
+            let row: Option<(String, String, Option<i64>)> = sqlx::query_as(
+                "UPDATE api_tokens SET last_used_at = now()
+                  WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+                  RETURNING name, role, (extract(epoch FROM expires_at) * 1000)::bigint",
+            )
+            .bind(&hash)
+            .fetch_optional(db)
+            .await?;
+            let (name, role, expires_at) = row.ok_or(AuthError::UnknownToken)?;
+            let role = role.parse().map_err(|_| AuthError::UnknownToken)?;
+            Ok((ApiClient { name, role }, expires_at))
         })
-    };
-    if let Some(answer) = cached() {
-        return answer;
+        .await?;
+    if expires_at.is_some_and(|at| at <= now) {
+        return Err(AuthError::UnknownToken);
     }
-    // Not cached: one lookup at a time for this token; who waited finds its answer cached.
-    let turn = cache.turn(hash.clone());
-    let _lookup = turn.gate.lock().await;
-    if let Some(answer) = cached() {
-        return answer;
-    }
-    crate::metrics::api_token_lookup();
-    // One statement finds a live token and stamps its use: a write per token per replica per
-    // cache period, not per request.
-    let row: Option<(String, String, Option<i64>)> = sqlx::query_as(
-        "UPDATE api_tokens SET last_used_at = now()
-          WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-          RETURNING name, role, (extract(epoch FROM expires_at) * 1000)::bigint",
-    )
-    .bind(&hash)
-    .fetch_optional(db)
-    .await?;
-    let (name, role, expires_at) = row.ok_or(AuthError::UnknownToken)?;
-    let role = role.parse().map_err(|_| AuthError::UnknownToken)?;
-    let client = ApiClient { name, role };
-    cache.found.put(hash, (client.clone(), expires_at));
     Ok(client)
 }
 
