@@ -356,18 +356,11 @@ impl Persist {
     /// those restored at start (which the broker does not hold, so its disconnect does not
     /// reach them) included.
     pub(super) async fn forget_device(&self, device_id: &str) {
-        let clients: Vec<String> = {
-            let mut map = self.lock();
-            let clients: Vec<String> = map
-                .keys()
-                .filter(|c| super::client_id_matches(c, device_id))
-                .cloned()
-                .collect();
-            for c in &clients {
-                map.remove(c);
-            }
-            clients
-        };
+        let clients: Vec<String> = self
+            .lock()
+            .extract_if(|c, _| super::client_id_matches(c, device_id))
+            .map(|(c, _)| c)
+            .collect();
         if clients.is_empty() {
             return;
         }

@@ -260,7 +260,9 @@ async fn round(
         move |from| move |c: &_| store::outbox::events_after(c, from, max_events, max_bytes);
     // The batch after the one in flight, read while the cloud works on that one (a backlog's
     // drain then costs the cloud's time, not the cloud's plus the store's). Used only when the
-    // cloud took the whole batch in flight: every other answer moves `from` elsewhere.
+    // cloud took the whole batch in flight: every other answer moves `from` elsewhere. Empty, it
+    // ends the round like a fresh read would: an event committed after it is announced after
+    // its commit, and that notice starts the next round.
     let mut ahead: Option<Vec<sentra_protocol::Event>> = None;
     loop {
         let mut events = match ahead.take() {
@@ -296,10 +298,7 @@ async fn round(
                 from = acked;
                 // Outbox rows past the acknowledgement change only in this task (renumbering
                 // after a fork, a rewind): what was read ahead is still what the store holds.
-                // An empty read is done again: events may have come since.
-                ahead = next
-                    .ok()
-                    .filter(|events| acked == last && !events.is_empty());
+                ahead = next.ok().filter(|_| acked == last);
                 if acked < last {
                     // The cloud holds less than we sent without saying why: do not spin.
                     return Err(SyncError::Protocol {
