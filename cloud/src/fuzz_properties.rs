@@ -13,7 +13,8 @@ pub const DEVICE: &str = "dev-1";
 
 /// A push body through ingest's pure half, as `ingest::push` runs it: [`validate::prepare`]
 /// never panics; a batch it accepts is contiguous, in range and all from [`DEVICE`]; an event it
-/// accepts has a stamp that prints as sent, and booking days in the protocol's range;
+/// accepts has a stamp that prints as sent, a payload a whole parse takes (what jsonb stores), and
+/// booking days in the protocol's range;
 /// [`validate::resolve`] gives one outcome per event and parks every event `check` refused.
 pub fn check_batch(body: &[u8]) {
     let Ok(events) = validate::prepare(DEVICE, body) else {
@@ -27,6 +28,12 @@ pub fn check_batch(body: &[u8]) {
         assert_eq!(event.raw.device_id, DEVICE);
         if let Ok(checked) = &event.checked {
             assert_eq!(checked.hlc.to_string(), event.raw.hlc, "stamp round trip");
+            // Stored as sent: jsonb must take it (its stand-in here: a whole parse).
+            assert!(
+                serde_json::from_str::<serde_json::Value>(event.payload_text()).is_ok(),
+                "a checked payload is whole JSON: {}",
+                event.payload_text()
+            );
             if let sentra_protocol::payload::Payload::BookingRequested(b) = &checked.payload {
                 let stay = Stay::parse(&b.from, &b.to).expect("a checked booking has a stay");
                 assert!(stay.first >= day::FIRST_DAY && stay.last <= day::LAST_DAY);

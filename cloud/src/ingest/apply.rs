@@ -207,6 +207,11 @@ fn pg_text(text: &str) -> Cow<'_, str> {
 }
 
 fn pg_json(json: &str) -> Cow<'_, str> {
+    if super::validate::jsonb_refusal(json).is_some() {
+        // jsonb refuses it as it is (an unpaired surrogate escape, a number out of range): kept
+        // as a JSON string holding the text as sent.
+        return Cow::Owned(serde_json::Value::String(json.to_owned()).to_string());
+    }
     if json.contains("\\u0000") {
         Cow::Owned(json.replace("\\u0000", "\\ufffd"))
     } else {

@@ -568,6 +568,58 @@ async fn an_event_postgresql_cannot_store_as_is_is_parked_not_a_500() {
     cloud.audit(&device).await;
 }
 
+/// Text serde_json reads without decoding it but jsonb refuses (an unpaired surrogate escape, a
+/// number beyond numeric's range), in a field the payload's type ignores: the event is parked and
+/// kept as a JSON string of what was sent, not a batch whose insert fails on every retry.
+#[tokio::test]
+async fn a_payload_jsonb_cannot_hold_is_parked_not_a_stuck_push() {
+    let cloud = Cloud::start().await;
+    let mut device = cloud.enroll("JKT01").await;
+    let events = vec![
+        device.outbox.raw(
+            EntityKind::PrintJob,
+            "job-1",
+            "queued",
+            json!({"id": "job-1", "document": "receipt", "ref_id": "x", "extra": "UNPAIRED"}),
+        ),
+        device.outbox.raw(
+            EntityKind::PrintJob,
+            "job-2",
+            "queued",
+            json!({"id": "job-2", "document": "receipt", "ref_id": "x", "extra": "HUGE"}),
+        ),
+        device.outbox.receipt("OF-1", 1),
+    ];
+    let body = String::from_utf8(fixtures::batch(&events))
+        .expect("a batch is UTF-8")
+        .replace(r#""UNPAIRED""#, r#""\ud800""#)
+        .replace(r#""HUGE""#, "1e999999")
+        .into_bytes();
+    let push = || cloud.signed(&device, Method::POST, "/v1/sync/push", Some(body.clone()));
+    let answer = push().await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["applied"], 1);
+    assert_eq!(
+        answer.body["parked"].as_array().map(Vec::len),
+        Some(2),
+        "{answer:?}"
+    );
+    assert_eq!(
+        cloud
+            .scalar("SELECT count(*) FROM parked_events WHERE jsonb_typeof(payload) = 'string'")
+            .await,
+        2
+    );
+    // Sent again as it was (its answer lost): duplicates, not a fork.
+    let again = push().await;
+    assert_eq!(
+        (again.status, again.body["duplicates"].as_u64()),
+        (200, Some(3)),
+        "{again:?}"
+    );
+    cloud.audit(&device).await;
+}
+
 #[tokio::test]
 async fn a_re_sent_seq_with_other_content_is_a_fork_not_a_duplicate() {
     let cloud = Cloud::start().await;
