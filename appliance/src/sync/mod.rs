@@ -5,8 +5,9 @@
 //! skips what it has). Pull pages through the branch's change log and applies each page in one
 //! transaction. While the link is down it retries with jittered backoff capped at
 //! `sync.retry_max_ms`, so a returning link is used within seconds; new outbox events wake it at
-//! once. Memory is one batch, whatever the backlog. When a pull is due it also fetches the
-//! calendar of the branch's assets (availability while offline).
+//! once. Memory is two batches (the one in flight, the next read meanwhile), whatever the
+//! backlog. When a pull is due it also fetches the calendar of the branch's assets (availability
+//! while offline).
 //!
 //! The API asks the cloud directly only for what cannot wait for the outbox (a booking at the
 //! counter, availability) and only through [`booking`], with the client this daemon built and
