@@ -19,11 +19,9 @@ pub(super) fn append(
     payload: &impl Serialize,
     acting: &super::writer::Acting,
 ) -> Result<(u64, Hlc)> {
-    let (seq, last): (i64, String) = conn.query_row(
-        "SELECT next_seq, last_hlc FROM outbox_state WHERE id = 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (seq, last): (i64, String) = conn
+        .prepare_cached("SELECT next_seq, last_hlc FROM outbox_state WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let last: Hlc = last
         .parse()
         .map_err(|e| StoreError::Corrupt(format!("outbox_state.last_hlc: {e}")))?;

@@ -73,10 +73,10 @@ pub fn create(w: &mut WriteTx<'_>, actor: &str, new: &NewWorkOrder) -> Result<Wo
     let party = vehicles::resolve(w, &new.party)?;
     let id = new_id();
     let now = w.now_str();
-    w.conn().execute(
+    w.conn().prepare_cached(
         "INSERT INTO work_orders (id, customer_name, customer_phone, vehicle_plate, complaint, mechanic_id, status, created_at, updated_at, created_by, vehicle_id, customer_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'OPEN', ?7, ?7, ?8, ?9, ?10)",
-        (
+    )?.execute((
             &id,
             &party.customer_name,
             &party.customer_phone,

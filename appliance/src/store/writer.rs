@@ -175,6 +175,11 @@ fn run(
     tracing::debug!("store writer stopped");
 }
 
+/// A savepoint statement, compiled once per connection.
+fn savepoint(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 fn commit_batch(
     conn: &mut Connection,
     ctx: &Ctx,
@@ -194,8 +199,13 @@ fn commit_batch(
             return None;
         }
     };
+    // A write alone in its batch needs no savepoint: if it fails, the whole transaction is
+    // rolled back, which changes exactly as little. That spares the one-tablet case the sub-journal
+    // copy of every page it touches.
+    let alone = batch.len() == 1;
+    let mut failed_alone = false;
     for job in batch.drain(..) {
-        if let Err(e) = tx.execute_batch("SAVEPOINT w") {
+        if !alone && let Err(e) = savepoint(&tx, "SAVEPOINT w") {
             tracing::error!(error = %e, "store writer: savepoint");
         }
         let mut w = WriteTx {
@@ -207,23 +217,46 @@ fn commit_batch(
         };
         match job(&mut w) {
             Outcome::Done { ok, finish } => {
-                let end = if ok {
-                    "RELEASE w"
+                if alone {
+                    failed_alone = !ok;
+                    if ok {
+                        announce.append(&mut w.notices);
+                    }
                 } else {
-                    "ROLLBACK TO w; RELEASE w"
-                };
-                match tx.execute_batch(end) {
-                    Ok(()) if ok => announce.append(&mut w.notices),
-                    Ok(()) => {}
-                    Err(e) => tracing::error!(error = %e, "store writer: ending savepoint"),
+                    let ended = if ok {
+                        savepoint(&tx, "RELEASE w")
+                    } else {
+                        savepoint(&tx, "ROLLBACK TO w").and_then(|()| savepoint(&tx, "RELEASE w"))
+                    };
+                    match ended {
+                        Ok(()) if ok => announce.append(&mut w.notices),
+                        Ok(()) => {}
+                        Err(e) => tracing::error!(error = %e, "store writer: ending savepoint"),
+                    }
                 }
                 finishes.push(finish);
             }
             Outcome::Stop(done) => {
-                let _ = tx.execute_batch("RELEASE w");
+                if !alone {
+                    let _ = savepoint(&tx, "RELEASE w");
+                }
                 stop = Some(done);
             }
         }
+    }
+    if failed_alone {
+        // The caller already has its error; its rows go with the transaction.
+        if let Err(e) = tx.rollback() {
+            tracing::error!(error = %e, "store writer: rolling back a failed write");
+        }
+        if !conn.is_autocommit() {
+            // Still inside the transaction: the next batch must not start in it.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for f in finishes {
+            f(Ok(()));
+        }
+        return stop;
     }
     let committed = tx.commit();
     crate::metrics::store_commit(committed.is_ok());
