@@ -79,23 +79,49 @@ pub(super) fn check_readable(conn: &Connection, version: i64, path: &Path) -> Re
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     check_readable(conn, current, path)?;
-    for (i, (sql, readable_by)) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+    let pending = MIGRATIONS.iter().enumerate().skip(current.max(0) as usize);
+    if current == 0 {
+        // A new store is made in one transaction: one commit (and fsync) instead of one per
+        // migration, which is most of a new box's first start. All or nothing, like each one.
+        let tx = conn
+            .transaction()
+            .map_err(|source| StoreError::Migration { version: 1, source })?;
+        for (i, step) in pending {
+            apply(&tx, i as i64 + 1, step)?;
+        }
+        let version = MIGRATIONS.len() as i64;
+        tx.commit()
+            .map_err(|source| StoreError::Migration { version, source })?;
+        tracing::info!(version, "store created");
+        return Ok(());
+    }
+    for (i, step) in pending {
         let version = i as i64 + 1;
-        let err = |source| StoreError::Migration { version, source };
-        let tx = conn.transaction().map_err(err)?;
-        tx.execute_batch(sql).map_err(err)?;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE
-             SET value = CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
-            (MIN_READER, readable_by.to_string()),
-        )
-        .map_err(err)?;
-        tx.pragma_update(None, "user_version", version)
-            .map_err(err)?;
-        tx.commit().map_err(err)?;
+        let tx = conn
+            .transaction()
+            .map_err(|source| StoreError::Migration { version, source })?;
+        apply(&tx, version, step)?;
+        tx.commit()
+            .map_err(|source| StoreError::Migration { version, source })?;
         tracing::info!(version, "store migrated");
     }
+    Ok(())
+}
+
+/// One migration inside the caller's transaction: its SQL, the oldest binary that can still read
+/// the result, and the store's version.
+fn apply(conn: &Connection, version: i64, (sql, readable_by): &(&str, i64)) -> Result<()> {
+    let err = |source| StoreError::Migration { version, source };
+    conn.execute_batch(sql).map_err(err)?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE
+         SET value = CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
+        (MIN_READER, readable_by.to_string()),
+    )
+    .map_err(err)?;
+    conn.pragma_update(None, "user_version", version)
+        .map_err(err)?;
     Ok(())
 }
 
