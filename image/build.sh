@@ -3,8 +3,8 @@
 #
 # Debian 12 (bookworm, from deb.debian.org) made by mmdebstrap (minbase + image/packages), with
 # the static sentra-edge (scripts/build-static.sh), our units, sysusers, tmpfiles and udev rules
-# (provisioning/install.sh --root), a first boot that writes the config and seals a new store
-# key (image/files/), kernel modules cut to image/modules.keep. No Docker, no loop devices, no
+# (provisioning/install.sh --root), the default config, a first boot that seals a new store key
+# (image/files/), units the box does not use masked, kernel modules cut to image/modules.keep. No Docker, no loop devices, no
 # mounts: the root file system is written by `mkfs.ext4 -d`, the EFI system partition by mtools,
 # and both are put into a GPT disk file with sfdisk; the boot loader is systemd-boot.
 #

@@ -2,11 +2,14 @@
 # Boots the image image/build.sh made under qemu (software emulation, serial console to a file)
 # and waits until sentra-edge reports READY:
 #
-#   bash image/test.sh [--direct] [OUT_DIR]
+#   bash image/test.sh [--direct] [--report] [OUT_DIR]
 #
 # By default the whole disk boots as a mini PC would: UEFI firmware (OVMF), systemd-boot from the
 # ESP, the kernel and initrd there, the root partition by PARTUUID. --direct passes the kernel,
-# initrd and command line to qemu instead (no firmware, no boot loader). The disk is a copy of
+# initrd and command line to qemu instead (no firmware, no boot loader). --report (implies
+# --direct) adds `sentra.boot_report` to the command line and prints where the boot's time went
+# (`systemd-analyze` run in the guest once the boot finished: time, the critical chain to
+# sentra-edge.service, the slowest units). The disk is a copy of
 # OUT_DIR/sentra-edge.img (default image/out) grown by 1 GiB, so first boot's partition and file
 # system growth runs too.
 #
@@ -28,10 +31,15 @@ die() {
 }
 
 direct=false
-if [ "${1:-}" = --direct ]; then
-    direct=true
+report=false
+while :; do
+    case "${1:-}" in
+    --direct) direct=true ;;
+    --report) direct=true report=true ;;
+    *) break ;;
+    esac
     shift
-fi
+done
 out="$(realpath -m "${1:-$here/out}")"
 [ -f "$out/$IMAGE" ] || die "$out/$IMAGE missing; build it first: bash image/build.sh $out"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: apt-get install qemu-system-x86"
@@ -68,7 +76,9 @@ args=(
 )
 if [ "$direct" = true ]; then
     # The image's command line names both consoles; the serial one last makes it /dev/console.
-    args+=(-kernel "$out/vmlinuz" -initrd "$out/initrd.img" -append "$(cat "$out/cmdline")")
+    cmdline="$(cat "$out/cmdline")"
+    [ "$report" = false ] || cmdline+=" sentra.boot_report"
+    args+=(-kernel "$out/vmlinuz" -initrd "$out/initrd.img" -append "$cmdline")
     how="kernel and initrd given to qemu"
 else
     cp "$OVMF_VARS" "$work/vars.fd"
@@ -120,3 +130,12 @@ printf 'boot to ready: %.1f s from qemu start (host clock), %s s of guest uptime
     "$(awk -v a="$start" -v b="$ready" 'BEGIN { print b - a }')" "$uptime" "$how"
 printf 'image: raw %d MB (%d MB used), compressed %d MB\n' \
     $((raw / 1000000)) $((used / 1000000)) $((zst / 1000000))
+if [ "$report" = true ]; then
+    until grep -a -q 'sentra-edge boot report: end' "$console"; do
+        [ "$SECONDS" -lt "$deadline" ] || die "no boot report after ${BOOT_TIMEOUT} s (is the image older than --report?)"
+        sleep 0.5
+    done
+    printf '\nwhere the boot went (systemd-analyze in the guest):\n'
+    grep -a 'sentra-edge boot report: ' "$console" | tr -d '\r' |
+        sed -e 's/.*sentra-edge boot report: //' -e '/^end$/d'
+fi

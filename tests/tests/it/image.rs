@@ -16,6 +16,7 @@ fn scripts() -> Vec<PathBuf> {
         image.join("test.sh"),
         image.join("files/sentra-edge-firstboot"),
         image.join("files/sentra-edge-ready"),
+        image.join("files/sentra-edge-boot-report"),
     ]
 }
 
@@ -51,12 +52,14 @@ fn the_image_units_verify_beside_ours() {
     let edge = sentra_system_tests::bin("sentra-edge");
     let firstboot = files.join("sentra-edge-firstboot");
     let ready = files.join("sentra-edge-ready");
+    let report = files.join("sentra-edge-boot-report");
     verify_units(
         &units,
         &[
             ("/var/lib/sentra/app/current/sentra-edge", &edge),
             ("/usr/lib/sentra-edge/firstboot", &firstboot),
             ("/usr/lib/sentra-edge/ready", &ready),
+            ("/usr/lib/sentra-edge/boot-report", &report),
         ],
     );
 }
