@@ -13,7 +13,9 @@
 //!   the session is ended after the row;
 //! - latency: one message at a time, publish to delivery, QoS 0 and QoS 1 (p50/p99);
 //! - the same broker with Nagle's algorithm on (rmqtt's default), QoS 1 throughput and latency;
-//! - memory: resident size of this process (ours runs in it) and of Mosquitto, before and after.
+//! - memory: resident size of the process ours runs in (with its store; the clients run in a
+//!   child process, so their buffers are not counted) and of Mosquitto, before and after, and
+//!   ours' peak.
 //!
 //! Ours runs in-process with the daemon's defaults (`mqtt.*` keys) and a device's credentials,
 //! publishing on the one topic a device may publish to (its presence topic); Mosquitto is the
@@ -54,9 +56,9 @@ fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Target {
-    name: &'static str,
+    name: String,
     addr: SocketAddr,
     /// (device id, MQTT password) for ours; None for anonymous Mosquitto.
     creds: Option<(String, String)>,
@@ -258,9 +260,14 @@ async fn latency(t: &Target, qos: QoS, samples: usize) -> anyhow::Result<(Durati
 }
 
 fn rss_kb(pid: &str) -> Option<u64> {
+    status_kb(pid, "VmRSS:")
+}
+
+/// A size line of /proc/PID/status, in kB (`VmRSS:` now, `VmHWM:` the peak so far).
+fn status_kb(pid: &str, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(key))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -273,7 +280,24 @@ fn mosquitto_pid() -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
+/// What the client process runs: the targets and the knobs.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Plan {
+    ours_nagle: Target,
+    targets: Vec<Target>,
+    n: usize,
+    fan_n: usize,
+    samples: usize,
+    inflight: u16,
+}
+
+/// Set in the client process to its [`Plan`] (JSON).
+const PLAN_ENV: &str = "SENTRA_BENCH_BROKER_PLAN";
+
 fn main() -> anyhow::Result<()> {
+    if let Ok(plan) = std::env::var(PLAN_ENV) {
+        return clients(serde_json::from_str(&plan).context("the client process's plan")?);
+    }
     let n = env_usize("BENCH_MESSAGES", 50_000)?;
     let fan_n = env_usize("BENCH_FANOUT_MESSAGES", 10_000)?;
     let samples = env_usize("BENCH_LATENCY_SAMPLES", 2_000)?;
@@ -311,18 +335,18 @@ fn main() -> anyhow::Result<()> {
         None,
     )?;
     let ours = Target {
-        name: "sentra-edge (rmqtt)",
+        name: "sentra-edge (rmqtt)".to_owned(),
         addr: broker.local_addr(),
         creds: Some((dev.id.clone(), password.clone())),
         topic: format!("sentra/{}/devices/{}", config.branch.id, dev.id),
     };
     let ours_nagle = Target {
-        name: "ours, Nagle on",
+        name: "ours, Nagle on".to_owned(),
         addr: nagle.local_addr(),
         ..ours.clone()
     };
     let mosq = Target {
-        name: "mosquitto",
+        name: "mosquitto".to_owned(),
         addr: MOSQUITTO.parse()?,
         creds: None,
         topic: format!("bench/{}/t", std::process::id()),
@@ -341,10 +365,60 @@ fn main() -> anyhow::Result<()> {
         config.mqtt.max_inflight
     );
     println!(
-        "memory before: this process (ours inside) {} kB, mosquitto {} kB",
+        "memory before: ours (this process, with its store; the clients run in a child) {} kB, mosquitto {} kB",
         rss_kb(&self_pid).unwrap_or(0),
         mosquitto_pid().and_then(|p| rss_kb(&p)).unwrap_or(0)
     );
+    let plan = Plan {
+        ours_nagle,
+        targets,
+        n,
+        fan_n,
+        samples,
+        inflight,
+    };
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .env(PLAN_ENV, serde_json::to_string(&plan)?)
+        .status()
+        .context("starting the client process")?;
+    println!(
+        "memory after: ours {} kB (peak {} kB), mosquitto {} kB",
+        rss_kb(&self_pid).unwrap_or(0),
+        status_kb(&self_pid, "VmHWM:").unwrap_or(0),
+        mosquitto_pid().and_then(|p| rss_kb(&p)).unwrap_or(0)
+    );
+    // What ours did to keep QoS 1 whole: publishes held back, and messages dropped (QoS 0 only).
+    for line in sentra_edge::metrics::render().lines().filter(|l| {
+        l.starts_with("sentra_edge_mqtt_publish_waits_total")
+            || l.starts_with("sentra_edge_mqtt_messages_dropped_total")
+            || l.starts_with("sentra_edge_mqtt_stalled_subscribers_total")
+            || l.starts_with("sentra_edge_mqtt_kept_messages")
+    }) {
+        println!("ours: {line}");
+    }
+    broker.stop();
+    nagle.stop();
+    runtime.block_on(store.shutdown());
+    if !status.success() {
+        bail!("the client process failed ({status}); its output is above");
+    }
+    Ok(())
+}
+
+/// The client process: every phase against every target, on its own runtime.
+fn clients(plan: Plan) -> anyhow::Result<()> {
+    let Plan {
+        ours_nagle,
+        targets,
+        n,
+        fan_n,
+        samples,
+        inflight,
+    } = plan;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     // QoS 1 rows of ours that lost a message: the run fails on them.
     let mut lost: Vec<String> = Vec::new();
     runtime.block_on(async {
@@ -411,23 +485,6 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
-    println!(
-        "memory after: this process (ours inside) {} kB, mosquitto {} kB",
-        rss_kb(&self_pid).unwrap_or(0),
-        mosquitto_pid().and_then(|p| rss_kb(&p)).unwrap_or(0)
-    );
-    // What ours did to keep QoS 1 whole: publishes held back, and messages dropped (QoS 0 only).
-    for line in sentra_edge::metrics::render().lines().filter(|l| {
-        l.starts_with("sentra_edge_mqtt_publish_waits_total")
-            || l.starts_with("sentra_edge_mqtt_messages_dropped_total")
-            || l.starts_with("sentra_edge_mqtt_stalled_subscribers_total")
-            || l.starts_with("sentra_edge_mqtt_kept_messages")
-    }) {
-        println!("ours: {line}");
-    }
-    broker.stop();
-    nagle.stop();
-    runtime.block_on(store.shutdown());
     if targets.is_empty() {
         bail!("nothing measured");
     }
