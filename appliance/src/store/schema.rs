@@ -79,30 +79,35 @@ pub(super) fn check_readable(conn: &Connection, version: i64, path: &Path) -> Re
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     check_readable(conn, current, path)?;
-    let pending = MIGRATIONS.iter().enumerate().skip(current.max(0) as usize);
-    if current == 0 {
-        // A new store is made in one transaction: one commit (and fsync) instead of one per
-        // migration, which is most of a new box's first start. All or nothing, like each one.
-        let tx = conn
-            .transaction()
-            .map_err(|source| StoreError::Migration { version: 1, source })?;
-        for (i, step) in pending {
-            apply(&tx, i as i64 + 1, step)?;
+    let pending: Vec<_> = MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(current.max(0) as usize)
+        .map(|(i, step)| (i as i64 + 1, step))
+        .collect();
+    // A new store is made in one transaction: one commit (and fsync) instead of one per
+    // migration, which is most of a new box's first start. An existing store moves one step per
+    // transaction. Either way each transaction is all or nothing.
+    let per_transaction = if current == 0 {
+        pending.len().max(1)
+    } else {
+        1
+    };
+    for steps in pending.chunks(per_transaction) {
+        let (Some((first, _)), Some((version, _))) = (steps.first(), steps.last()) else {
+            continue;
+        };
+        let tx = conn.transaction().map_err(|source| StoreError::Migration {
+            version: *first,
+            source,
+        })?;
+        for (v, step) in steps {
+            apply(&tx, *v, step)?;
         }
-        let version = MIGRATIONS.len() as i64;
-        tx.commit()
-            .map_err(|source| StoreError::Migration { version, source })?;
-        tracing::info!(version, "store created");
-        return Ok(());
-    }
-    for (i, step) in pending {
-        let version = i as i64 + 1;
-        let tx = conn
-            .transaction()
-            .map_err(|source| StoreError::Migration { version, source })?;
-        apply(&tx, version, step)?;
-        tx.commit()
-            .map_err(|source| StoreError::Migration { version, source })?;
+        tx.commit().map_err(|source| StoreError::Migration {
+            version: *version,
+            source,
+        })?;
         tracing::info!(version, "store migrated");
     }
     Ok(())

@@ -217,22 +217,20 @@ fn commit_batch(
         };
         match job(&mut w) {
             Outcome::Done { ok, finish } => {
-                if alone {
-                    failed_alone = !ok;
-                    if ok {
-                        announce.append(&mut w.notices);
+                let ended = match (alone, ok) {
+                    (true, _) => {
+                        failed_alone = !ok;
+                        Ok(())
                     }
-                } else {
-                    let ended = if ok {
-                        savepoint(&tx, "RELEASE w")
-                    } else {
+                    (false, true) => savepoint(&tx, "RELEASE w"),
+                    (false, false) => {
                         savepoint(&tx, "ROLLBACK TO w").and_then(|()| savepoint(&tx, "RELEASE w"))
-                    };
-                    match ended {
-                        Ok(()) if ok => announce.append(&mut w.notices),
-                        Ok(()) => {}
-                        Err(e) => tracing::error!(error = %e, "store writer: ending savepoint"),
                     }
+                };
+                match ended {
+                    Ok(()) if ok => announce.append(&mut w.notices),
+                    Ok(()) => {}
+                    Err(e) => tracing::error!(error = %e, "store writer: ending savepoint"),
                 }
                 finishes.push(finish);
             }
@@ -244,22 +242,18 @@ fn commit_batch(
             }
         }
     }
-    if failed_alone {
-        // The caller already has its error; its rows go with the transaction.
+    let committed = if failed_alone {
+        // The caller already has its error; its rows go with the transaction. (Should ROLLBACK
+        // fail, dropping the transaction tries it again, so the next batch never starts in it.)
         if let Err(e) = tx.rollback() {
             tracing::error!(error = %e, "store writer: rolling back a failed write");
         }
-        if !conn.is_autocommit() {
-            // Still inside the transaction: the next batch must not start in it.
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for f in finishes {
-            f(Ok(()));
-        }
-        return stop;
-    }
-    let committed = tx.commit();
-    crate::metrics::store_commit(committed.is_ok());
+        Ok(())
+    } else {
+        let committed = tx.commit();
+        crate::metrics::store_commit(committed.is_ok());
+        committed
+    };
     match committed {
         Ok(()) => {
             for f in finishes {
