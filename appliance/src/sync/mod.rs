@@ -263,8 +263,10 @@ async fn round(
     // drain then costs the cloud's time, not the cloud's plus the store's). Used only when the
     // cloud took the whole batch in flight: every other answer moves `from` elsewhere. Empty, it
     // ends the round like a fresh read would: an event committed after it is announced after
-    // its commit, and that notice starts the next round.
+    // its commit, and that notice starts the next round. Only once the cloud has answered in
+    // this round: a box whose link is down reads one batch per attempt, not two.
     let mut ahead: Option<Vec<sentra_protocol::Event>> = None;
+    let mut answered = false;
     loop {
         let mut events = match ahead.take() {
             Some(events) => events,
@@ -279,7 +281,15 @@ async fn round(
             e.device_id.clone_from(&identity.device_id);
         }
         let n = events.len();
-        let (outcome, next) = tokio::join!(client.push(events), store.read(read_after(last)));
+        let read_ahead = async {
+            if answered {
+                store.read(read_after(last)).await.ok()
+            } else {
+                None
+            }
+        };
+        let (outcome, next) = tokio::join!(client.push(events), read_ahead);
+        answered = true;
         match outcome? {
             PushOutcome::Ack(ack) => {
                 // The link works: say so now, not only after a long drain.
@@ -299,7 +309,7 @@ async fn round(
                 from = acked;
                 // Outbox rows past the acknowledgement change only in this task (renumbering
                 // after a fork, a rewind): what was read ahead is still what the store holds.
-                ahead = next.ok().filter(|_| acked == last);
+                ahead = next.filter(|_| acked == last);
                 if acked < last {
                     // The cloud holds less than we sent without saying why: do not spin.
                     return Err(SyncError::Protocol {
