@@ -131,10 +131,6 @@ pub fn check(raw: &RawEvent, entity: Option<EntityKind>) -> Result<Checked, Stri
     Ok(Checked { hlc, payload })
 }
 
-/// Whether valid JSON text may still be refused by jsonb: a `\u` escape of a UTF-16 surrogate
-/// (unpaired, it is invalid; serde_json's pass over raw text does not decode escapes), or a
-/// number with an exponent or of over 300 digits (jsonb's numeric overflows where a float would
-/// not parse). The edge writes neither: non-ASCII goes as UTF-8, its numbers are integers.
 /// Why PostgreSQL's jsonb would refuse this valid JSON text ([`needs_full_parse`], then a whole
 /// parse), or None. A NUL (`\u0000`) is the caller's to check.
 pub(super) fn jsonb_refusal(json: &str) -> Option<serde_json::Error> {
@@ -144,6 +140,10 @@ pub(super) fn jsonb_refusal(json: &str) -> Option<serde_json::Error> {
     serde_json::from_str::<serde_json::Value>(json).err()
 }
 
+/// Whether valid JSON text may still be refused by jsonb: a `\u` escape of a UTF-16 surrogate
+/// (unpaired, it is invalid; serde_json's pass over raw text does not decode escapes), or a
+/// number with an exponent or of over 300 digits (jsonb's numeric overflows where a float would
+/// not parse). The edge writes neither: non-ASCII goes as UTF-8, its numbers are integers.
 fn needs_full_parse(json: &str) -> bool {
     let bytes = json.as_bytes();
     let mut in_string = false;

@@ -4,7 +4,7 @@ use reqwest::Method;
 use sentra_protocol::EntityKind;
 use serde_json::json;
 
-use crate::cloud::Cloud;
+use crate::cloud::{Cloud, Device};
 use crate::fixtures;
 
 #[tokio::test]
@@ -543,14 +543,8 @@ async fn an_event_postgresql_cannot_store_as_is_is_parked_not_a_500() {
         ),
         device.outbox.receipt("OF-1", 1),
     ];
-    let answer = cloud.push(&device, &events).await;
-    assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(answer.body["applied"], 1);
-    assert_eq!(
-        answer.body["parked"].as_array().map(Vec::len),
-        Some(2),
-        "{answer:?}"
-    );
+    let body = fixtures::batch(&events);
+    one_applied_two_parked(&cloud, &device, &body).await;
     assert_eq!(cloud.scalar("SELECT count(*) FROM parked_events").await, 2);
     assert_eq!(
         cloud.pull(&device, 0, None).await.body["changes"]
@@ -559,13 +553,35 @@ async fn an_event_postgresql_cannot_store_as_is_is_parked_not_a_500() {
         Some(2)
     );
     // Sent again as they were: duplicates, though PostgreSQL holds them with U+FFFD for NUL.
-    let again = cloud.push(&device, &events).await;
+    sent_again_all_three_are_duplicates(&cloud, &device, &body).await;
+}
+
+/// Pushes `body`, three events of which PostgreSQL cannot store two as they are: one applied,
+/// two parked.
+async fn one_applied_two_parked(cloud: &Cloud, device: &Device, body: &[u8]) {
+    let answer = cloud
+        .signed(device, Method::POST, "/v1/sync/push", Some(body.to_vec()))
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body["applied"], 1);
+    assert_eq!(
+        answer.body["parked"].as_array().map(Vec::len),
+        Some(2),
+        "{answer:?}"
+    );
+}
+
+/// The same `body` again, as after a lost answer: three duplicates, not a fork; the audit holds.
+async fn sent_again_all_three_are_duplicates(cloud: &Cloud, device: &Device, body: &[u8]) {
+    let again = cloud
+        .signed(device, Method::POST, "/v1/sync/push", Some(body.to_vec()))
+        .await;
     assert_eq!(
         (again.status, again.body["duplicates"].as_u64()),
         (200, Some(3)),
         "{again:?}"
     );
-    cloud.audit(&device).await;
+    cloud.audit(device).await;
 }
 
 /// Text serde_json reads without decoding it but jsonb refuses (an unpaired surrogate escape, a
@@ -595,15 +611,7 @@ async fn a_payload_jsonb_cannot_hold_is_parked_not_a_stuck_push() {
         .replace(r#""UNPAIRED""#, r#""\ud800""#)
         .replace(r#""HUGE""#, "1e999999")
         .into_bytes();
-    let push = || cloud.signed(&device, Method::POST, "/v1/sync/push", Some(body.clone()));
-    let answer = push().await;
-    assert_eq!(answer.status, 200, "{answer:?}");
-    assert_eq!(answer.body["applied"], 1);
-    assert_eq!(
-        answer.body["parked"].as_array().map(Vec::len),
-        Some(2),
-        "{answer:?}"
-    );
+    one_applied_two_parked(&cloud, &device, &body).await;
     assert_eq!(
         cloud
             .scalar("SELECT count(*) FROM parked_events WHERE jsonb_typeof(payload) = 'string'")
@@ -611,13 +619,7 @@ async fn a_payload_jsonb_cannot_hold_is_parked_not_a_stuck_push() {
         2
     );
     // Sent again as it was (its answer lost): duplicates, not a fork.
-    let again = push().await;
-    assert_eq!(
-        (again.status, again.body["duplicates"].as_u64()),
-        (200, Some(3)),
-        "{again:?}"
-    );
-    cloud.audit(&device).await;
+    sent_again_all_three_are_duplicates(&cloud, &device, &body).await;
 }
 
 #[tokio::test]
