@@ -4,9 +4,10 @@
 # Debian 12 (bookworm, from deb.debian.org) made by mmdebstrap (minbase + image/packages), with
 # the static sentra-edge (scripts/build-static.sh), our units, sysusers, tmpfiles and udev rules
 # (provisioning/install.sh --root), the default config, a first boot that seals a new store key
-# (image/files/), units the box does not use masked, kernel modules cut to image/modules.keep. No Docker, no loop devices, no
-# mounts: the root file system is written by `mkfs.ext4 -d`, the EFI system partition by mtools,
-# and both are put into a GPT disk file with sfdisk; the boot loader is systemd-boot.
+# (image/files/), units the box does not use masked, kernel modules cut to image/modules.keep.
+# No Docker, no loop devices, no mounts: the root file system is written by `mkfs.ext4 -d`, the
+# EFI system partition by mtools, and both are put into a GPT disk file with sfdisk; the boot
+# loader is systemd-boot.
 #
 # OUT_DIR (default: image/out) receives:
 #   sentra-edge.img.zst   the disk to flash (zstd): GPT, ESP (systemd-boot, kernel, initrd), root

@@ -22,14 +22,11 @@ log() { printf '==> %s\n' "$*" >&2; }
 # Our files: the binary in the updater's layout, units, sysusers, tmpfiles, udev, admin wrapper.
 bash "$repo/provisioning/install.sh" --root "$root" --bin "$bin" >&2
 
-# The configuration's defaults, as the first boot would otherwise write them (the first-boot
-# script skips a file that exists): one start of the binary fewer on the box's first boot.
-chroot "$root" /usr/bin/sentra-edge config defaults > "$root/etc/sentra/edge.toml"
-chroot "$root" chgrp sentra /etc/sentra/edge.toml
-chmod 0640 "$root/etc/sentra/edge.toml"
-
 files="$here/files"
 install -D -m 0755 "$files/sentra-edge-firstboot" "$root/usr/lib/sentra-edge/firstboot"
+# The configuration's defaults, written now as the first boot would (it skips a file that
+# exists): one start of the binary fewer on the box's first boot.
+chroot "$root" /usr/lib/sentra-edge/firstboot config >&2
 install -D -m 0755 "$files/sentra-edge-ready" "$root/usr/lib/sentra-edge/ready"
 install -D -m 0644 "$files/sentra-edge-firstboot.service" "$root/usr/lib/systemd/system/sentra-edge-firstboot.service"
 install -D -m 0644 "$files/sentra-edge-ready.service" "$root/usr/lib/systemd/system/sentra-edge-ready.service"
