@@ -16,13 +16,25 @@
 //! connection's slot and must finish within the same header-read timeout; a handshake that fails
 //! or stalls just closes the connection, and hyper never sees it.
 //!
+//! Closing: a request refused before its body is read (too large, busy, not allowed) leaves that
+//! body unread in the socket, and closing a socket with unread bytes makes the kernel send a
+//! reset, which can reach the client before it has read the answer: a tablet sending a photo to
+//! a busy box sees "connection reset" instead of `503` with `Retry-After`. So a connection is
+//! closed the way web servers call a lingering close: the answer is sent, then our side is shut
+//! for writing, then what the client still sends is read and thrown away until it closes its
+//! side, goes quiet for [`LINGER_IDLE`] or [`LINGER_MAX`] has passed. The connection keeps its
+//! slot meanwhile.
+//!
 //! Shutdown: once `shutdown` resolves no connection is accepted, every connection is told to
-//! finish the request in flight and close, and `serve` returns when all have.
+//! finish the request in flight and close, and `serve` returns when all have (their lingering
+//! closes end on their own, within [`LINGER_MAX`]).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -36,8 +48,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 /// The bounds [`serve`] keeps.
@@ -53,6 +66,11 @@ pub struct Limits {
 /// A failed `accept` (out of file descriptors, most often) is retried after this pause rather
 /// than in a tight loop; connections already open keep being served meanwhile.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// A lingering close stops once the client has sent nothing for this long.
+pub const LINGER_IDLE: Duration = Duration::from_secs(2);
+/// A lingering close lasts at most this long, whatever the client keeps sending.
+pub const LINGER_MAX: Duration = Duration::from_secs(30);
 
 /// Serve `router` on `listener` within `limits` until `shutdown` resolves.
 pub async fn serve(
@@ -108,6 +126,10 @@ async fn serve_with(
                 }
             },
         };
+        let stream = Lingering {
+            stream: Some(stream),
+            permit: Some(permit),
+        };
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -125,7 +147,6 @@ async fn serve_with(
                     if let Err(error) = connection.await {
                         tracing::debug!(%error, %peer, "connection ended with an error");
                     }
-                    drop(permit);
                 });
             }
             Some(acceptor) => {
@@ -144,13 +165,98 @@ async fn serve_with(
                     if let Err(error) = connection.await {
                         tracing::debug!(%error, %peer, "connection ended with an error");
                     }
-                    drop(permit);
                 });
             }
         }
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A served connection's socket and its slot. Dropped (hyper is done with it, or its TLS
+/// handshake failed), it closes lingering (see the crate's docs) on a task of its own, and only
+/// then gives its slot back.
+struct Lingering {
+    stream: Option<TcpStream>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Lingering {
+    fn stream(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
+        match self.stream.as_mut() {
+            Some(stream) => Ok(Pin::new(stream)),
+            None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.stream()?.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.stream()?.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.stream()?.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.stream()?.poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.stream()?.poll_shutdown(cx)
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let (Some(stream), permit) = (self.stream.take(), self.permit.take()) else {
+            return;
+        };
+        // Dropped on the runtime (a connection's task); elsewhere it just closes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(linger(stream, permit));
+        }
+    }
+}
+
+/// Shut our side for writing, then read and discard until the client closes its side, is
+/// quiet for [`LINGER_IDLE`] or [`LINGER_MAX`] has passed; then close and free the slot.
+async fn linger(mut stream: TcpStream, permit: Option<OwnedSemaphorePermit>) {
+    let _ = stream.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER_MAX;
+    let mut sink = vec![0u8; 16 * 1024];
+    loop {
+        let quiet = (tokio::time::Instant::now() + LINGER_IDLE).min(deadline);
+        match tokio::time::timeout_at(quiet, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+    }
+    drop(stream);
+    drop(permit);
 }
 
 /// Wait for a TLS server handshake for at most `limit`; `None` (logged at debug with `peer`)

@@ -1,10 +1,11 @@
 //! The server loop's bounds, over real sockets: a client that stalls in its request head is
-//! disconnected, and past the connection cap a client waits until a slot frees, then is served.
+//! disconnected, past the connection cap a client waits until a slot frees, then is served, and
+//! a client whose request is refused before its body is read still gets the answer.
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use sentra_serve::{Limits, serve};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,7 +17,10 @@ async fn start(limits: Limits) -> (std::net::SocketAddr, tokio::sync::oneshot::S
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let router = Router::new().route("/", get(|| async { "ok" }));
+    let router = Router::new().route("/", get(|| async { "ok" })).route(
+        "/refuse",
+        post(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy") }),
+    );
     tokio::spawn(serve(listener, router, limits, async move {
         let _ = stopped.await;
     }));
@@ -101,4 +105,38 @@ async fn past_the_connection_cap_a_client_waits_for_a_free_slot() {
         .expect("served once the slot freed")
         .expect("join");
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_request_refused_before_its_body_is_read_still_gets_its_answer() {
+    let (addr, _stop) = start(Limits {
+        max_connections: 8,
+        header_read_timeout: Duration::from_secs(10),
+    })
+    .await;
+    // Far more than the socket buffers hold, so most of it arrives after the answer went out.
+    const BODY: usize = 32 << 20;
+    let mut client = TcpStream::connect(addr).await.expect("connect");
+    client
+        .write_all(
+            format!("POST /refuse HTTP/1.1\r\nhost: x\r\ncontent-length: {BODY}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("write the head");
+    // Like most HTTP clients (a phone's, a tablet's), send the whole body, then read.
+    // Closing with the body unread would reset the connection here, losing the answer.
+    let part = vec![7u8; 64 << 10];
+    for _ in 0..BODY / part.len() {
+        tokio::time::timeout(WAIT, client.write_all(&part))
+            .await
+            .expect("the body was taken in time")
+            .expect("the server reads the body it refused rather than resetting the connection");
+    }
+    let answer = read_to_close(&mut client).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable"),
+        "{answer:?}"
+    );
+    assert!(answer.ends_with("busy"), "{answer:?}");
 }

@@ -351,6 +351,13 @@ async fn uploads_past_the_cap_are_told_to_come_back_and_a_cut_upload_leaves_noth
     );
     let b: serde_json::Value = busy.json().await.expect("JSON");
     assert_eq!(b["error"]["code"], "uploads_busy", "{b}");
+    // A whole photo sent meanwhile, by a client that sends its body before reading, gets the
+    // same answer: the box reads and discards the body it refused instead of resetting the
+    // connection under the answer.
+    let big = photo(b"sent-while-busy", 4_000_000);
+    let (s, b) = put(&edge, &tablet, &sha(&big), big).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert_eq!(b["error"]["code"], "uploads_busy", "{b}");
 
     // The slow tablet walks away mid-photo: its slot is free again, nothing of it is kept.
     drop(slow);
