@@ -7,8 +7,9 @@
 //! keep): every Lua script's keys are passed in `KEYS` and share one hash tag, and every pipeline
 //! touches one slot ([`RedisConn::by_slot`] splits a batch that does not). A `SCAN` sees one node,
 //! so [`RedisConn::scan`] asks every master. Scripts run by [`RedisConn::eval`]: `EVALSHA`, then
-//! `EVAL` with the source where the node lacks it, never `SCRIPT LOAD` (a cluster client sends
-//! that to every node, so it fails while a dead master is still in its map: a failover).
+//! `EVAL` with the source where the node lacks it, never the cluster client's `SCRIPT LOAD` (it
+//! sends that to every node, so it fails while a dead master is still in its map: a failover);
+//! [`RedisConn::load_scripts`] warms each master's cache at start, one master at a time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -94,18 +95,38 @@ impl RedisConn {
         group_by_slot(matches!(self, RedisConn::Cluster(..)), items)
     }
 
-    /// Every key matching `pattern`: `SCAN` on the node, or on every master of the cluster.
-    pub async fn scan(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
-        let masters = match self {
+    /// Where a command for every node goes: the node (`None`), or a slot of each master.
+    async fn masters(&self) -> Result<Vec<Option<u16>>, RedisError> {
+        Ok(match self {
             RedisConn::Single(_) => vec![None],
             RedisConn::Cluster(connection, _) => master_slots(&mut connection.clone())
                 .await?
                 .into_iter()
                 .map(Some)
                 .collect(),
-        };
+        })
+    }
+
+    /// Loads `sources` into the script cache of the node, or of each master of the cluster
+    /// (one by one, not the cluster client's `SCRIPT LOAD` to every node at once). A replica that
+    /// just started does it before it listens: otherwise every request of its first herd sends
+    /// `EVALSHA`, gets `NOSCRIPT` and sends the script again. [`RedisConn::eval`] does not depend
+    /// on it.
+    pub async fn load_scripts(&self, sources: &[&str]) -> Result<(), RedisError> {
+        for slot in self.masters().await? {
+            for source in sources {
+                let mut command = redis::cmd("SCRIPT");
+                command.arg("LOAD").arg(*source);
+                self.on_master_of(command, slot).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every key matching `pattern`: `SCAN` on the node, or on every master of the cluster.
+    pub async fn scan(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
         let mut keys = Vec::new();
-        for slot in masters {
+        for slot in self.masters().await? {
             let mut cursor: u64 = 0;
             loop {
                 let mut command = redis::cmd("SCAN");

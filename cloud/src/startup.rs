@@ -74,6 +74,46 @@ pub const DB_MAX_CONNECTIONS: u32 = 10;
 /// more per use of the pool (a hold made two where one does; +6 % holds/s, docs/benchmarks.md).
 const DB_PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
+/// PostgreSQL connections a replica opens before it listens (the pool opens the rest on demand).
+pub const DB_WARM_CONNECTIONS: usize = 4;
+
+/// How long [`warm_up`] may hold back listening when PostgreSQL or Redis is slow or down (then
+/// `/readyz` says which, as before).
+const WARM_UP_LIMIT: Duration = Duration::from_secs(2);
+
+/// Before a replica listens: [`DB_WARM_CONNECTIONS`] PostgreSQL connections open in the pool and
+/// the booking scripts in Redis. A replica that starts during a promotion otherwise meets the
+/// herd cold: every request waits for the pool's first connections, and each lock and calendar
+/// script comes back `NOSCRIPT` once and is sent again (docs/benchmarks.md, the herd on a
+/// just-started service). Bounded by [`WARM_UP_LIMIT`]; nothing here can stop the start.
+async fn warm_up(db: &PgPool, booking: &booking::Booking) {
+    let started = std::time::Instant::now();
+    let pool = async {
+        let connections =
+            futures_util::future::join_all((0..DB_WARM_CONNECTIONS).map(|_| db.acquire())).await;
+        connections.iter().filter(|connection| connection.is_ok()).count()
+    };
+    let warmed = tokio::time::timeout(
+        WARM_UP_LIMIT,
+        futures_util::future::join(pool, booking.load_scripts()),
+    )
+    .await;
+    let elapsed_ms = started.elapsed().as_millis();
+    match warmed {
+        Ok((connections, (calendar, lock_nodes))) => tracing::info!(
+            connections,
+            calendar_scripts = calendar,
+            lock_nodes,
+            elapsed_ms,
+            "warmed up"
+        ),
+        Err(_) => tracing::warn!(
+            elapsed_ms,
+            "warming up did not finish (PostgreSQL or Redis slow or down); listening anyway"
+        ),
+    }
+}
+
 /// How long a request waits for a PostgreSQL connection before it fails; the readiness check's
 /// own timeout, so a down database makes `/readyz` answer 503 in time.
 pub const DB_ACQUIRE_TIMEOUT: Duration = health::CHECK_TIMEOUT;
@@ -218,6 +258,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     };
 
+    warm_up(&db, &booking).await;
     let listener = listen(config.http.listen).map_err(|source| ServeError::Bind {
         addr: config.http.listen,
         source,

@@ -164,6 +164,11 @@ impl Calendar {
         self.redis.clone()
     }
 
+    /// Loads the calendar's scripts into its Redis (see [`RedisConn::load_scripts`]).
+    pub async fn load_scripts(&self) -> Result<(), RedisError> {
+        self.redis.load_scripts(&[RESERVE, RELEASE]).await
+    }
+
     /// Whether the calendar is complete (see [`BUILT_KEY`]).
     pub async fn built(&self) -> Result<bool, RedisError> {
         let mut redis = self.redis.clone();

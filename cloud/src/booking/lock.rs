@@ -97,6 +97,17 @@ impl Locks {
         self.nodes.len() / 2 + 1
     }
 
+    /// Loads the lock scripts into every node that answers within [`NODE_TIMEOUT`]; how many
+    /// did.
+    pub async fn load_scripts(&self) -> usize {
+        let loads = self.nodes.iter().map(|node| async move {
+            tokio::time::timeout(NODE_TIMEOUT, node.load_scripts(&[ACQUIRE, RELEASE]))
+                .await
+                .is_ok_and(|loaded| loaded.is_ok())
+        });
+        join_all(loads).await.into_iter().filter(|ok| *ok).count()
+    }
+
     /// Tries once to lock `keys` for `ttl` (Redlock; see the module doc).
     pub async fn acquire(&self, keys: &[String], ttl: Duration) -> Acquired {
         let token = {

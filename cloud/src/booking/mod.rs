@@ -108,4 +108,17 @@ impl Booking {
             gateway: Arc::new(payments::SandboxGateway::default()),
         }
     }
+
+    /// Loads the calendar's and the locks' scripts (best effort: a node that does not answer
+    /// is left to `EVAL` on first use); whether the calendar's Redis took them, and how many
+    /// lock nodes did.
+    pub async fn load_scripts(&self) -> (bool, usize) {
+        let (calendar, locks) =
+            futures_util::future::join(self.calendar.load_scripts(), self.locks.load_scripts())
+                .await;
+        if let Err(error) = &calendar {
+            tracing::debug!(%error, "loading the calendar's scripts");
+        }
+        (calendar.is_ok(), locks)
+    }
 }

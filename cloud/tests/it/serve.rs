@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::booking_support::RedisProcess;
 use crate::support::{Server, TestDb, closed_port, migrate, redis_url};
 
 /// SIGTERM with no request in flight must not take anywhere near the grace period.
@@ -25,6 +26,53 @@ async fn healthz_and_readyz_are_ok_when_postgres_and_redis_answer() {
 
     let (status, _, _) = server.terminate().await;
     assert!(status.success());
+}
+
+/// The service's booking scripts: the lock's acquire and release, the calendar's reserve and
+/// release.
+const BOOKING_SCRIPTS: i64 = 4;
+/// `startup::DB_WARM_CONNECTIONS`.
+const DB_WARM_CONNECTIONS: i64 = 4;
+
+#[tokio::test]
+async fn a_replica_listens_only_once_its_connections_are_open_and_scripts_loaded() {
+    let db = TestDb::create().await;
+    migrate(&db).await;
+    let redis = RedisProcess::start().await;
+    let scripts = || async {
+        let client = redis::Client::open(redis.url()).expect("redis url");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis answers");
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut connection)
+            .await
+            .expect("INFO");
+        info.lines()
+            .find_map(|line| line.strip_prefix("number_of_cached_scripts:"))
+            .and_then(|n| n.trim().parse::<i64>().ok())
+            .expect("INFO memory has number_of_cached_scripts")
+    };
+    assert_eq!(scripts().await, 0, "a new redis-server");
+
+    let server =
+        Server::start(&[], &[("DATABASE_URL", db.url()), ("REDIS_URL", &redis.url())]).await;
+    // At `listening on` and before any request: the first herd finds both warm.
+    let mut check = db.connect().await;
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut check)
+    .await
+    .expect("pg_stat_activity");
+    assert!(open >= DB_WARM_CONNECTIONS, "{open} connections open");
+    assert_eq!(scripts().await, BOOKING_SCRIPTS);
+
+    let (status, _, stderr) = server.terminate().await;
+    assert!(status.success());
+    assert!(stderr.contains("warmed up"), "{stderr}");
 }
 
 #[tokio::test]
