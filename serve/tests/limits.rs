@@ -140,3 +140,27 @@ async fn a_request_refused_before_its_body_is_read_still_gets_its_answer() {
     );
     assert!(answer.ends_with("busy"), "{answer:?}");
 }
+
+#[tokio::test]
+async fn a_client_that_asks_to_continue_is_refused_before_sending_its_body() {
+    let (addr, _stop) = start(Limits {
+        max_connections: 8,
+        header_read_timeout: Duration::from_secs(10),
+    })
+    .await;
+    let mut client = TcpStream::connect(addr).await.expect("connect");
+    client
+        .write_all(
+            b"POST /refuse HTTP/1.1\r\nhost: x\r\ncontent-length: 33554432\r\nexpect: 100-continue\r\n\r\n",
+        )
+        .await
+        .expect("write the head");
+    // No `100 Continue` for a request the server refuses unread: the answer comes at once and
+    // the body is never sent.
+    let answer = read_to_close(&mut client).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable"),
+        "{answer:?}"
+    );
+    assert!(!answer.contains("100 Continue"), "{answer:?}");
+}
