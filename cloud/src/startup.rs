@@ -91,7 +91,10 @@ async fn warm_up(db: &PgPool, booking: &booking::Booking) {
     let pool = async {
         let connections =
             futures_util::future::join_all((0..DB_WARM_CONNECTIONS).map(|_| db.acquire())).await;
-        connections.iter().filter(|connection| connection.is_ok()).count()
+        connections
+            .iter()
+            .filter(|connection| connection.is_ok())
+            .count()
     };
     let warmed = tokio::time::timeout(
         WARM_UP_LIMIT,

@@ -107,60 +107,59 @@ async fn past_the_connection_cap_a_client_waits_for_a_free_slot() {
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
 }
 
-#[tokio::test]
-async fn a_request_refused_before_its_body_is_read_still_gets_its_answer() {
-    let (addr, _stop) = start(Limits {
+/// A body far larger than the socket buffers hold, so most of it would arrive after the answer.
+const REFUSED_BODY: usize = 32 << 20;
+
+/// A connection to a new server that has sent the head of a `POST /refuse` (which the server
+/// answers 503 without reading the body) announcing [`REFUSED_BODY`] bytes, with `extra` headers;
+/// and what stops that server.
+async fn refused_post(extra: &str) -> (TcpStream, tokio::sync::oneshot::Sender<()>) {
+    let (addr, stop) = start(Limits {
         max_connections: 8,
         header_read_timeout: Duration::from_secs(10),
     })
     .await;
-    // Far more than the socket buffers hold, so most of it arrives after the answer went out.
-    const BODY: usize = 32 << 20;
     let mut client = TcpStream::connect(addr).await.expect("connect");
     client
         .write_all(
-            format!("POST /refuse HTTP/1.1\r\nhost: x\r\ncontent-length: {BODY}\r\n\r\n")
-                .as_bytes(),
+            format!(
+                "POST /refuse HTTP/1.1\r\nhost: x\r\ncontent-length: {REFUSED_BODY}\r\n{extra}\r\n"
+            )
+            .as_bytes(),
         )
         .await
         .expect("write the head");
+    (client, stop)
+}
+
+fn assert_refused(answer: &str) {
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable") && answer.ends_with("busy"),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_refused_before_its_body_is_read_still_gets_its_answer() {
+    let (mut client, _stop) = refused_post("").await;
     // Like most HTTP clients (a phone's, a tablet's), send the whole body, then read.
     // Closing with the body unread would reset the connection here, losing the answer.
     let part = vec![7u8; 64 << 10];
-    for _ in 0..BODY / part.len() {
+    for _ in 0..REFUSED_BODY / part.len() {
         tokio::time::timeout(WAIT, client.write_all(&part))
             .await
             .expect("the body was taken in time")
             .expect("the server reads the body it refused rather than resetting the connection");
     }
-    let answer = read_to_close(&mut client).await;
-    assert!(
-        answer.starts_with("HTTP/1.1 503 Service Unavailable"),
-        "{answer:?}"
-    );
-    assert!(answer.ends_with("busy"), "{answer:?}");
+    assert_refused(&read_to_close(&mut client).await);
 }
 
 #[tokio::test]
 async fn a_client_that_asks_to_continue_is_refused_before_sending_its_body() {
-    let (addr, _stop) = start(Limits {
-        max_connections: 8,
-        header_read_timeout: Duration::from_secs(10),
-    })
-    .await;
-    let mut client = TcpStream::connect(addr).await.expect("connect");
-    client
-        .write_all(
-            b"POST /refuse HTTP/1.1\r\nhost: x\r\ncontent-length: 33554432\r\nexpect: 100-continue\r\n\r\n",
-        )
-        .await
-        .expect("write the head");
+    let (mut client, _stop) = refused_post("expect: 100-continue\r\n").await;
     // No `100 Continue` for a request the server refuses unread: the answer comes at once and
     // the body is never sent.
     let answer = read_to_close(&mut client).await;
-    assert!(
-        answer.starts_with("HTTP/1.1 503 Service Unavailable"),
-        "{answer:?}"
-    );
     assert!(!answer.contains("100 Continue"), "{answer:?}");
+    assert_refused(&answer);
 }

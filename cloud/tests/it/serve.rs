@@ -57,8 +57,11 @@ async fn a_replica_listens_only_once_its_connections_are_open_and_scripts_loaded
     };
     assert_eq!(scripts().await, 0, "a new redis-server");
 
-    let server =
-        Server::start(&[], &[("DATABASE_URL", db.url()), ("REDIS_URL", &redis.url())]).await;
+    let server = Server::start(
+        &[],
+        &[("DATABASE_URL", db.url()), ("REDIS_URL", &redis.url())],
+    )
+    .await;
     // At `listening on` and before any request: the first herd finds both warm.
     let mut check = db.connect().await;
     let open: i64 = sqlx::query_scalar(
