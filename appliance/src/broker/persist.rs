@@ -58,8 +58,9 @@ pub(super) struct Persist {
     /// Messages kept at most for a session restored at start (`mqtt.max_queued_messages`, the
     /// broker's own bound for an offline session).
     cap: usize,
-    /// For a session the broker holds: its queue and in-flight window, so that the broker's own
-    /// drop (which takes the kept copy with it, counted there) always comes first.
+    /// For a session the broker holds: its queue and in-flight window and the message being
+    /// routed, so that the broker's own drop (which takes the kept copy with it, counted there)
+    /// always comes first.
     live_cap: usize,
     /// The daemon's own identity: restored messages are sent as from it.
     system: Id,
@@ -180,7 +181,8 @@ impl Persist {
         let persist = Persist {
             store,
             cap: queue.max(1),
-            live_cap: queue.saturating_add(inflight).max(1),
+            // + 1: a message is kept before the broker queues it and drops its oldest.
+            live_cap: queue.saturating_add(inflight).saturating_add(1),
             system,
             sessions: Arc::default(),
         };
@@ -490,12 +492,12 @@ impl Persist {
         let topic = p.topic.to_string();
         let payload = p.payload.clone();
         let sessions = self.sessions.clone();
+        // Queued now, so it is applied before the next message's `keep` (which may otherwise
+        // find this copy still there, evict another one past the cap and count a drop twice).
+        let c = client.clone();
+        let deleted = store.write_queued(move |w| store::mqtt::done(w, &c, &topic, &payload));
         tokio::spawn(async move {
-            let c = client.clone();
-            match store
-                .write(move |w| store::mqtt::done(w, &c, &topic, &payload))
-                .await
-            {
+            match deleted.await {
                 Ok(true) => {
                     if let Some(k) = lock(&sessions).get_mut(&client) {
                         k.messages = k.messages.saturating_sub(1);

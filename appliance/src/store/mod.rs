@@ -329,13 +329,30 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
     {
+        self.write_queued(f).await
+    }
+
+    /// [`Store::write`] with the job queued for the writer before this returns (while the
+    /// writer's queue has room; when it is full, once the returned future is first polled). A
+    /// caller that does not wait for a write (it spawns the returned future) still has it
+    /// applied before the writes it submits after.
+    pub fn write_queued<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
+    {
         let (job, rx) = writer::job(f);
-        self.inner
-            .queue
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Unavailable)?
+        let waiting = match self.inner.queue.try_send(job) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(job)) => Ok(Some((self.inner.queue.clone(), job))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(StoreError::Closed),
+        };
+        async move {
+            if let Some((queue, job)) = waiting? {
+                queue.send(job).await.map_err(|_| StoreError::Closed)?;
+            }
+            rx.await.map_err(|_| StoreError::Unavailable)?
+        }
     }
 
     /// Run `f` on a read connection inside one read transaction (a consistent snapshot).
