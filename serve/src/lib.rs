@@ -130,10 +130,7 @@ async fn serve_with(
                 }
             },
         };
-        let stream = Lingering {
-            stream: Some(stream),
-            permit: Some(permit),
-        };
+        let stream = Lingering(Some((stream, permit)));
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -179,16 +176,13 @@ async fn serve_with(
 
 /// A served connection's socket and its slot. Dropped (hyper is done with it, or its TLS
 /// handshake failed), it closes lingering (see the crate's docs) on a task of its own, and only
-/// then gives its slot back.
-struct Lingering {
-    stream: Option<TcpStream>,
-    permit: Option<OwnedSemaphorePermit>,
-}
+/// then gives its slot back. `None` only once dropped.
+struct Lingering(Option<(TcpStream, OwnedSemaphorePermit)>);
 
 impl Lingering {
     fn stream(&mut self) -> std::io::Result<Pin<&mut TcpStream>> {
-        match self.stream.as_mut() {
-            Some(stream) => Ok(Pin::new(stream)),
+        match self.0.as_mut() {
+            Some((stream, _)) => Ok(Pin::new(stream)),
             None => Err(std::io::ErrorKind::NotConnected.into()),
         }
     }
@@ -222,7 +216,9 @@ impl AsyncWrite for Lingering {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
+        self.0
+            .as_ref()
+            .is_some_and(|(stream, _)| stream.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -236,7 +232,7 @@ impl AsyncWrite for Lingering {
 
 impl Drop for Lingering {
     fn drop(&mut self) {
-        let (Some(stream), permit) = (self.stream.take(), self.permit.take()) else {
+        let Some((stream, permit)) = self.0.take() else {
             return;
         };
         // Dropped on the runtime (a connection's task); elsewhere it just closes.
@@ -248,7 +244,7 @@ impl Drop for Lingering {
 
 /// Shut our side for writing, then read and discard until the client closes its side, is
 /// quiet for [`LINGER_IDLE`] or [`LINGER_MAX`] has passed; then close and free the slot.
-async fn linger(mut stream: TcpStream, permit: Option<OwnedSemaphorePermit>) {
+async fn linger(mut stream: TcpStream, permit: OwnedSemaphorePermit) {
     let _ = stream.shutdown().await;
     let deadline = tokio::time::Instant::now() + LINGER_MAX;
     let mut sink = vec![0u8; LINGER_READ];
