@@ -420,7 +420,10 @@ impl Persist {
             return;
         }
         let now = now_secs();
-        let to: Vec<(String, u8, usize)> = {
+        // Each target, and whether it is a restored session (its kept copies are its only
+        // queue, so an eviction is a drop) rather than one the broker holds (the broker counts
+        // its own drops; an eviction only trims a copy whose deletion has not landed yet).
+        let (to, restored): (Vec<(String, u8, usize)>, Vec<bool>) = {
             let map = self.lock();
             if map.is_empty() {
                 return;
@@ -439,9 +442,10 @@ impl Persist {
                     } else {
                         self.live_cap
                     };
-                    (granted != QoS::AtMostOnce).then(|| (client.clone(), granted.value(), cap))
+                    (granted != QoS::AtMostOnce)
+                        .then(|| ((client.clone(), granted.value(), cap), k.restored.is_some()))
                 })
-                .collect()
+                .unzip()
         };
         if to.is_empty() {
             return;
@@ -463,7 +467,12 @@ impl Persist {
                 }
             }
         }
-        for _ in 0..evicted {
+        let dropped: usize = evicted
+            .iter()
+            .zip(&restored)
+            .filter_map(|(n, restored)| restored.then_some(*n))
+            .sum();
+        for _ in 0..dropped {
             crate::metrics::mqtt_dropped("queue_full");
         }
         self.publish_count();

@@ -143,13 +143,13 @@ pub fn forget_all(conn: &Connection) -> Result<()> {
 }
 
 /// Keeps one message for each of `to` (client id, the QoS it gets, how many that session may
-/// keep at most): the number of older messages that made room (to be counted as dropped).
+/// keep at most): for each, how many of its older messages made room.
 pub fn keep(
     w: &mut WriteTx<'_>,
     to: &[(String, u8, usize)],
     topic: &str,
     payload: &[u8],
-) -> Result<usize> {
+) -> Result<Vec<usize>> {
     let conn = w.conn();
     let mut insert = conn.prepare_cached(
         "INSERT INTO mqtt_messages (client_id, topic, qos, payload)
@@ -159,11 +159,11 @@ pub fn keep(
         "DELETE FROM mqtt_messages WHERE client_id = ?1 AND id <= (
              SELECT id FROM mqtt_messages WHERE client_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
     )?;
-    let mut evicted = 0;
+    let mut evicted = Vec::with_capacity(to.len());
     for (client_id, qos, cap) in to {
         insert.execute((client_id, topic, qos, payload))?;
         let cap = i64::try_from((*cap).max(1)).unwrap_or(i64::MAX);
-        evicted += evict.execute((client_id, cap))?;
+        evicted.push(evict.execute((client_id, cap))?);
     }
     Ok(evicted)
 }
