@@ -75,7 +75,7 @@ pub fn create(w: &mut WriteTx<'_>, actor: &str, new: &NewWorkOrder) -> Result<Wo
     let now = w.now_str();
     w.conn().prepare_cached(
         "INSERT INTO work_orders (id, customer_name, customer_phone, vehicle_plate, complaint, mechanic_id, status, created_at, updated_at, created_by, vehicle_id, customer_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'OPEN', ?7, ?7, ?8, ?9, ?10)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?11, ?7, ?7, ?8, ?9, ?10)",
     )?.execute((
             &id,
             &party.customer_name,
@@ -87,9 +87,25 @@ pub fn create(w: &mut WriteTx<'_>, actor: &str, new: &NewWorkOrder) -> Result<Wo
             actor,
             &party.vehicle_id,
             &party.customer_id,
+            Status::Open.as_str(),
         ),
     )?;
-    let wo = get(w.conn(), &id)?;
+    // What was just written, as `get` would read it back (a new work order has no parts); the
+    // writer spares itself that read on every acknowledged create.
+    let wo = WorkOrder {
+        id: id.clone(),
+        customer_name: party.customer_name,
+        customer_phone: party.customer_phone,
+        vehicle_plate: party.vehicle_plate,
+        vehicle_id: Some(party.vehicle_id),
+        customer_id: Some(party.customer_id),
+        complaint: new.complaint.as_str().to_owned(),
+        mechanic_id: new.mechanic_id.as_ref().map(|m| m.as_str().to_owned()),
+        status: Status::Open.as_str().to_owned(),
+        parts: Vec::new(),
+        created_at: now.clone(),
+        updated_at: now,
+    };
     let payload = p::WorkOrderCreated {
         id: wo.id.clone(),
         customer_name: wo.customer_name.clone(),

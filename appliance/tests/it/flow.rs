@@ -26,6 +26,9 @@ async fn a_day_at_the_branch() {
     assert_eq!(wo["status"], "OPEN");
     assert_eq!(wo["vehicle_plate"], "B 1234 XYZ", "plates are normalised");
     let id = wo["id"].as_str().expect("id").to_owned();
+    // The answer to the create is the work order as stored, field for field.
+    let (s, stored) = edge.get(&tablet, &format!("/v1/work-orders/{id}")).await;
+    assert_eq!((s, &stored), (StatusCode::OK, &wo));
 
     let (s, b) = edge
         .post(
