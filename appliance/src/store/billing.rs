@@ -413,14 +413,16 @@ pub struct History {
     pub more: bool,
 }
 
+/// A vehicle's work orders, newest first: `work_orders_by_vehicle` read backwards, no sort.
+const VEHICLE_WORK_ORDERS: &str =
+    "SELECT id FROM work_orders WHERE vehicle_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2";
+
 /// A vehicle's work orders, newest first, at most `limit` (1..=[`super::vehicles::MAX_HISTORY`]), each with its
 /// invoice.
 pub fn history(conn: &Connection, id: &str, limit: u32) -> Result<History> {
     let vehicle = shared::get(conn, RecordKind::Vehicle, id)?;
     let ids: Vec<String> = conn
-        .prepare_cached(
-            "SELECT id FROM work_orders WHERE vehicle_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2",
-        )?
+        .prepare_cached(VEHICLE_WORK_ORDERS)?
         .query_map((id, i64::from(limit) + 1), |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let more = ids.len() > limit as usize;
@@ -440,4 +442,32 @@ pub fn history(conn: &Connection, id: &str, limit: u32) -> Result<History> {
         visits,
         more,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The history reads the vehicle's entries of `work_orders_by_vehicle` backwards: no table
+    /// scan and no sort, however the index is ordered on disk (0016 made it ascending).
+    #[test]
+    fn a_vehicle_history_is_read_from_its_index_without_a_sort() {
+        let mut conn = rusqlite::Connection::open_in_memory().expect("in-memory database");
+        super::super::schema::migrate(&mut conn, Path::new(":memory:")).expect("migrations");
+        let plan: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                super::VEHICLE_WORK_ORDERS
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_map(("v1", 11), |r| r.get::<_, String>(3))?
+                    .collect()
+            })
+            .expect("query plan");
+        assert_eq!(
+            plan,
+            ["SEARCH work_orders USING COVERING INDEX work_orders_by_vehicle (vehicle_id=?)"],
+            "{plan:?}"
+        );
+    }
 }

@@ -24,6 +24,7 @@ use super::{Result, StoreError};
 /// 0013 (vehicles) adds nullable columns and indexes, so it names no newer version; 0014 (voids)
 /// adds a table a void moves a payment into, so older builds, summing `payments`, read it right.
 /// 0015 (the broker's persistent sessions) adds tables only older builds never read: it keeps 8.
+/// 0016 rebuilds an index in ascending order under its old name and columns: it keeps 8.
 const MIGRATIONS: &[(&str, i64)] = &[
     (include_str!("migrations/0001_init.sql"), 1),
     (include_str!("migrations/0002_sync.sql"), 2),
@@ -40,6 +41,7 @@ const MIGRATIONS: &[(&str, i64)] = &[
     (include_str!("migrations/0013_vehicles.sql"), 8),
     (include_str!("migrations/0014_payment_voids.sql"), 8),
     (include_str!("migrations/0015_mqtt_sessions.sql"), 8),
+    (include_str!("migrations/0016_vehicle_history_index.sql"), 8),
 ];
 
 /// Where [`MIGRATIONS`]' `readable_by` accumulates.
