@@ -90,36 +90,35 @@ pub fn create(w: &mut WriteTx<'_>, actor: &str, new: &NewWorkOrder) -> Result<Wo
             Status::Open.as_str(),
         ),
     )?;
-    // What was just written, as `get` would read it back (a new work order has no parts); the
-    // writer spares itself that read on every acknowledged create.
-    let wo = WorkOrder {
-        id: id.clone(),
+    let payload = p::WorkOrderCreated {
+        id,
         customer_name: party.customer_name,
         customer_phone: party.customer_phone,
         vehicle_plate: party.vehicle_plate,
-        vehicle_id: Some(party.vehicle_id),
-        customer_id: Some(party.customer_id),
         complaint: new.complaint.as_str().to_owned(),
         mechanic_id: new.mechanic_id.as_ref().map(|m| m.as_str().to_owned()),
         status: Status::Open.as_str().to_owned(),
+        created_at: now,
+        vehicle_id: Some(party.vehicle_id),
+        customer_id: Some(party.customer_id),
+    };
+    w.emit(EntityKind::WorkOrder, &payload.id, op::CREATED, &payload)?;
+    // The answer is what was just written, as `get` would read it back (a new work order has no
+    // parts): the writer spares itself that read on every acknowledged create.
+    Ok(WorkOrder {
+        id: payload.id,
+        customer_name: payload.customer_name,
+        customer_phone: payload.customer_phone,
+        vehicle_plate: payload.vehicle_plate,
+        vehicle_id: payload.vehicle_id,
+        customer_id: payload.customer_id,
+        complaint: payload.complaint,
+        mechanic_id: payload.mechanic_id,
+        status: payload.status,
         parts: Vec::new(),
-        created_at: now.clone(),
-        updated_at: now,
-    };
-    let payload = p::WorkOrderCreated {
-        id: wo.id.clone(),
-        customer_name: wo.customer_name.clone(),
-        customer_phone: wo.customer_phone.clone(),
-        vehicle_plate: wo.vehicle_plate.clone(),
-        complaint: wo.complaint.clone(),
-        mechanic_id: wo.mechanic_id.clone(),
-        status: wo.status.clone(),
-        created_at: wo.created_at.clone(),
-        vehicle_id: wo.vehicle_id.clone(),
-        customer_id: wo.customer_id.clone(),
-    };
-    w.emit(EntityKind::WorkOrder, &id, op::CREATED, &payload)?;
-    Ok(wo)
+        updated_at: payload.created_at.clone(),
+        created_at: payload.created_at,
+    })
 }
 
 pub fn set_status(w: &mut WriteTx<'_>, id: &str, to: Status) -> Result<WorkOrder> {
