@@ -112,8 +112,8 @@ async fn online_backup_restores_into_a_running_daemon() {
         )
         .await;
 
-    let last_seq = |st: serde_json::Value| st["last_seq"].as_i64().expect("seq");
-    let first = last_seq(edge.get(&tablet, "/v1/sync/status").await.1);
+    let last_seq = |st: &serde_json::Value| st["last_seq"].as_i64().expect("seq");
+    let first = last_seq(&edge.get(&tablet, "/v1/sync/status").await.1);
 
     // Backup while the daemon runs and takes writes.
     let backup_dir = tempfile::tempdir().expect("tempdir");
@@ -135,7 +135,7 @@ async fn online_backup_restores_into_a_running_daemon() {
     };
     let (code, out, err) = site.cli(&["backup", backup.to_str().expect("utf8")]);
     writer.await.expect("writer");
-    let last = last_seq(edge.get(&tablet, "/v1/sync/status").await.1);
+    let last = last_seq(&edge.get(&tablet, "/v1/sync/status").await.1);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("backup written"), "{out}");
     let bytes = std::fs::read(&backup).expect("backup exists");
@@ -173,7 +173,7 @@ async fn online_backup_restores_into_a_running_daemon() {
     );
     assert_eq!(got["customer_name"], "Backup");
     let (_, st) = restored.get(&tablet, "/v1/sync/status").await;
-    let seq = last_seq(st.clone());
+    let seq = last_seq(&st);
     // Each write is one event or more (the first one for a new plate also makes its customer and
     // vehicle), so the bounds are the live store's own before and after the writes.
     assert!(
