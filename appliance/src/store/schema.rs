@@ -25,6 +25,8 @@ use super::{Result, StoreError};
 /// adds a table a void moves a payment into, so older builds, summing `payments`, read it right.
 /// 0015 (the broker's persistent sessions) adds tables only older builds never read: it keeps 8.
 /// 0016 rebuilds an index in ascending order under its old name and columns: it keeps 8.
+/// 0017 derives the outbox counter from the events and leaves `outbox_state` as a view whose
+/// trigger takes older builds' updates with the same meaning: it keeps 8.
 const MIGRATIONS: &[(&str, i64)] = &[
     (include_str!("migrations/0001_init.sql"), 1),
     (include_str!("migrations/0002_sync.sql"), 2),
@@ -42,6 +44,10 @@ const MIGRATIONS: &[(&str, i64)] = &[
     (include_str!("migrations/0014_payment_voids.sql"), 8),
     (include_str!("migrations/0015_mqtt_sessions.sql"), 8),
     (include_str!("migrations/0016_vehicle_history_index.sql"), 8),
+    (
+        include_str!("migrations/0017_outbox_counter_derived.sql"),
+        8,
+    ),
 ];
 
 /// Where [`MIGRATIONS`]' `readable_by` accumulates.
@@ -143,4 +149,37 @@ pub(super) fn device_id(conn: &Connection) -> Result<String> {
             r.get(0)
         })?,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use rusqlite::Connection;
+
+    /// A store at 0016 with events and a clock moved past them by the cloud: after 0017 the
+    /// view says what the table said, and the next event follows the last.
+    #[test]
+    fn the_outbox_counter_carries_over_into_0017() {
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        for (v, step) in super::MIGRATIONS[..16].iter().enumerate() {
+            super::apply(&conn, v as i64 + 1, step).expect("migration up to 0016");
+        }
+        conn.execute_batch(
+            "INSERT INTO sync_event_logs (seq, device_id, hlc, schema_version, entity, entity_id, op, payload, created_at)
+             VALUES (1, 'box-1', '001765000000000-0000000000', 1, 'work_order', 'wo-1', 'created', '{\"n\":\"ü\"}', 't'),
+                    (2, 'box-1', '001765000000001-0000000000', 1, 'work_order', 'wo-1', 'updated', '{}', 't');
+             UPDATE outbox_state SET next_seq = 3, last_hlc = '001765000000009-0000000002', total_bytes = 12;",
+        )
+        .expect("a store's outbox at 0016");
+        super::migrate(&mut conn, Path::new(":memory:")).expect("0017");
+        let standing: (i64, String, i64) = conn
+            .query_row(
+                "SELECT next_seq, last_hlc, total_bytes FROM outbox_state WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("the view");
+        assert_eq!(standing, (3, "001765000000009-0000000002".to_owned(), 12));
+    }
 }

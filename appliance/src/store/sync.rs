@@ -10,6 +10,7 @@ use sentra_protocol::ed25519_dalek::SigningKey;
 use sentra_protocol::sync::{BookingDecision, ChangeBody, Parked, PullPage};
 use serde::Serialize;
 
+use super::outbox::PAYLOAD_BYTES;
 use super::{Ctx, DomainError, Result, StoreError, WriteTx, bookings, master, shared};
 
 /// Who this box is to the cloud. The signing key stays in the encrypted store.
@@ -187,7 +188,7 @@ pub fn acknowledge(
     let to = (cursor as i64).min(next - 1);
     if to > last {
         let bytes: i64 = conn
-            .prepare_cached("SELECT coalesce(sum(length(payload)), 0) FROM sync_event_logs WHERE seq > ?1 AND seq <= ?2")?
+            .prepare_cached(&format!("SELECT coalesce(sum({PAYLOAD_BYTES}), 0) FROM sync_event_logs WHERE seq > ?1 AND seq <= ?2"))?
             .query_row((last, to), |r| r.get(0))?;
         conn.prepare_cached("UPDATE sync_state SET last_ack_seq = ?1, acked_bytes = acked_bytes + ?2, last_ack_at = ?3, clock_skew_ms = ?4, last_error = NULL WHERE id = 1")?
             .execute((to, bytes, w.now_str(), skew_ms))?;
@@ -203,7 +204,7 @@ pub fn rewind(w: &mut WriteTx<'_>, expected_seq: u64) -> Result<u64> {
     let to = expected_seq.saturating_sub(1) as i64;
     let conn = w.conn();
     let bytes: i64 = conn.query_row(
-        "SELECT coalesce(sum(length(payload)), 0) FROM sync_event_logs WHERE seq <= ?1",
+        &format!("SELECT coalesce(sum({PAYLOAD_BYTES}), 0) FROM sync_event_logs WHERE seq <= ?1"),
         [to],
         |r| r.get(0),
     )?;
@@ -250,7 +251,7 @@ pub fn renumber_after_fork(w: &mut WriteTx<'_>, fork_seq: u64, expected: u64) ->
         )));
     }
     let same: i64 = conn.query_row(
-        "SELECT coalesce(sum(length(payload)), 0) FROM sync_event_logs WHERE seq > ?1 AND seq < ?2",
+        &format!("SELECT coalesce(sum({PAYLOAD_BYTES}), 0) FROM sync_event_logs WHERE seq > ?1 AND seq < ?2"),
         (last, fork),
         |r| r.get(0),
     )?;
@@ -263,10 +264,7 @@ pub fn renumber_after_fork(w: &mut WriteTx<'_>, fork_seq: u64, expected: u64) ->
         )?;
         conn.execute(&format!("UPDATE {table} SET seq = -seq WHERE seq < 0"), [])?;
     }
-    conn.execute(
-        "UPDATE outbox_state SET next_seq = next_seq + ?1 WHERE id = 1",
-        [shift],
-    )?;
+    super::outbox::shifted(conn, fork, shift)?;
     conn.execute(
         "UPDATE sync_state SET last_ack_seq = ?1, acked_bytes = acked_bytes + ?2, last_ack_at = ?3 WHERE id = 1",
         (to, same, w.now_str()),

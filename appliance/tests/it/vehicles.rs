@@ -303,7 +303,8 @@ impl WalFollower {
 /// more pages than any other vehicle does. Every page a commit writes is sealed on its way to
 /// the disk, so pages per commit are what a write costs the box. With the vehicle-history index
 /// newest first (before migration 0016) each new work order went in at the front of the index,
-/// where SQLite cannot append a page: it rebalanced the front leaves every few writes.
+/// where SQLite cannot append a page: it rebalanced the front leaves every few writes (7.9
+/// pages a commit). Before migration 0017 each also rewrote the outbox's counter row (7.1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_vehicles_new_work_orders_write_few_pages_per_commit() {
     let site = Site::new();
@@ -324,10 +325,10 @@ async fn a_busy_vehicles_new_work_orders_write_few_pages_per_commit() {
     assert!(commits.len() >= 600, "{} commits followed", commits.len());
     let pages: usize = commits.iter().map(Vec::len).sum();
     let per_commit = pages as f64 / commits.len() as f64;
-    // Each write needs 6 (the work order, its three indexes, the event, the outbox counter);
-    // the rest is the trees growing at their ends.
+    // Each write needs 5 (the work order, its three indexes, the event); the rest is the trees
+    // growing at their ends (6.1 measured).
     assert!(
-        per_commit <= 7.5,
+        per_commit <= 6.5,
         "{per_commit:.2} pages per commit over {} commits",
         commits.len()
     );
