@@ -265,24 +265,25 @@ mod tests {
         .expect("sum")
     }
 
-    fn seqs(conn: &Connection) -> Vec<i64> {
+    /// One column of every event, in sequence order.
+    fn events<T: rusqlite::types::FromSql>(conn: &Connection, column: &str) -> Vec<T> {
         let mut stmt = conn
-            .prepare("SELECT seq FROM sync_event_logs ORDER BY seq")
+            .prepare(&format!(
+                "SELECT {column} FROM sync_event_logs ORDER BY seq"
+            ))
             .expect("prepare");
         stmt.query_map([], |r| r.get(0))
             .expect("query")
             .collect::<rusqlite::Result<_>>()
-            .expect("seqs")
+            .expect("events")
+    }
+
+    fn seqs(conn: &Connection) -> Vec<i64> {
+        events(conn, "seq")
     }
 
     fn hlcs(conn: &Connection) -> Vec<String> {
-        let mut stmt = conn
-            .prepare("SELECT hlc FROM sync_event_logs ORDER BY seq")
-            .expect("prepare");
-        stmt.query_map([], |r| r.get(0))
-            .expect("query")
-            .collect::<rusqlite::Result<_>>()
-            .expect("hlcs")
+        events(conn, "hlc")
     }
 
     #[test]
