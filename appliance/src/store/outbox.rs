@@ -23,9 +23,6 @@ pub(super) const FOLD_EVERY: i64 = 256;
 /// newest event's stamp and the last one observed), and how far the byte count is folded.
 const STANDING: &str = "SELECT next_seq, last_hlc, counted_through FROM outbox_state WHERE id = 1";
 
-/// What a payload weighs in the outbox's byte counts: its UTF-8 bytes, as `payload.len()`.
-pub(super) const PAYLOAD_BYTES: &str = "length(CAST(payload AS BLOB))";
-
 fn parse_clock(last: &str) -> Result<Hlc> {
     last.parse()
         .map_err(|e| StoreError::Corrupt(format!("outbox clock: {e}")))
@@ -52,22 +49,25 @@ pub(super) fn append(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(rusqlite::params![seq, ctx.device_id, hlc.to_string(), SCHEMA_VERSION, entity.as_str(), entity_id, op, payload, super::format_time(now), acting.device, acting.staff])?;
-    if seq - counted >= FOLD_EVERY {
-        fold(conn)?;
+    if seq.saturating_sub(counted) >= FOLD_EVERY {
+        let bytes = payload_bytes(conn, counted, seq)?;
+        conn.prepare_cached(
+            "UPDATE outbox_clock SET total_bytes = total_bytes + ?1, counted_through = ?2 WHERE id = 1",
+        )?
+        .execute((bytes, seq))?;
     }
     Ok((seq as u64, hlc))
 }
 
-/// Counts the events after `counted_through` into `total_bytes`, up to the newest.
-fn fold(conn: &Connection) -> Result<()> {
-    conn.prepare_cached(&format!(
-        "UPDATE outbox_clock SET
-             total_bytes = total_bytes + (SELECT coalesce(sum({PAYLOAD_BYTES}), 0) FROM sync_event_logs WHERE seq > counted_through),
-             counted_through = coalesce((SELECT max(seq) FROM sync_event_logs), 0)
-         WHERE id = 1"
-    ))?
-    .execute([])?;
-    Ok(())
+/// The payload bytes (UTF-8, as `payload.len()` counts them) of the events with
+/// `after < seq <= through`: what the outbox's byte counts add and acknowledge.
+pub(super) fn payload_bytes(conn: &Connection, after: i64, through: i64) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT coalesce(sum(length(CAST(payload AS BLOB))), 0) FROM sync_event_logs
+             WHERE seq > ?1 AND seq <= ?2",
+        )?
+        .query_row((after, through), |r| r.get(0))?)
 }
 
 /// Sequence numbers from `fork` on moved up by `shift` (a renumbering after a fork): the byte

@@ -10,7 +10,6 @@ use sentra_protocol::ed25519_dalek::SigningKey;
 use sentra_protocol::sync::{BookingDecision, ChangeBody, Parked, PullPage};
 use serde::Serialize;
 
-use super::outbox::PAYLOAD_BYTES;
 use super::{Ctx, DomainError, Result, StoreError, WriteTx, bookings, master, shared};
 
 /// Who this box is to the cloud. The signing key stays in the encrypted store.
@@ -187,9 +186,7 @@ pub fn acknowledge(
         conn.query_row("SELECT (SELECT last_ack_seq FROM sync_state WHERE id = 1), (SELECT next_seq FROM outbox_state WHERE id = 1)", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let to = (cursor as i64).min(next - 1);
     if to > last {
-        let bytes: i64 = conn
-            .prepare_cached(&format!("SELECT coalesce(sum({PAYLOAD_BYTES}), 0) FROM sync_event_logs WHERE seq > ?1 AND seq <= ?2"))?
-            .query_row((last, to), |r| r.get(0))?;
+        let bytes = super::outbox::payload_bytes(conn, last, to)?;
         conn.prepare_cached("UPDATE sync_state SET last_ack_seq = ?1, acked_bytes = acked_bytes + ?2, last_ack_at = ?3, clock_skew_ms = ?4, last_error = NULL WHERE id = 1")?
             .execute((to, bytes, w.now_str(), skew_ms))?;
     }
@@ -203,11 +200,7 @@ pub fn acknowledge(
 pub fn rewind(w: &mut WriteTx<'_>, expected_seq: u64) -> Result<u64> {
     let to = expected_seq.saturating_sub(1) as i64;
     let conn = w.conn();
-    let bytes: i64 = conn.query_row(
-        &format!("SELECT coalesce(sum({PAYLOAD_BYTES}), 0) FROM sync_event_logs WHERE seq <= ?1"),
-        [to],
-        |r| r.get(0),
-    )?;
+    let bytes = super::outbox::payload_bytes(conn, 0, to)?;
     conn.execute("UPDATE sync_state SET last_ack_seq = ?1, acked_bytes = ?2 WHERE id = 1 AND last_ack_seq > ?1", (to, bytes))?;
     Ok(conn.query_row(
         "SELECT last_ack_seq FROM sync_state WHERE id = 1",
@@ -250,11 +243,7 @@ pub fn renumber_after_fork(w: &mut WriteTx<'_>, fork_seq: u64, expected: u64) ->
             "a fork at seq {fork_seq} with {expected} expected next does not fit an acknowledgement at {last}"
         )));
     }
-    let same: i64 = conn.query_row(
-        &format!("SELECT coalesce(sum({PAYLOAD_BYTES}), 0) FROM sync_event_logs WHERE seq > ?1 AND seq < ?2"),
-        (last, fork),
-        |r| r.get(0),
-    )?;
+    let same = super::outbox::payload_bytes(conn, last, fork - 1)?;
     // Through negative numbers: SQLite checks the key row by row, and a shifted row may land on
     // one not yet moved.
     for table in ["sync_event_logs", "blob_refs"] {
